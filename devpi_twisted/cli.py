@@ -1,0 +1,102 @@
+"""``devpi-twisted``: administration commands (init, passwd) sharing the server's options."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.python import usage
+
+from devpi_twisted.config import INIT_OPTIONS, STATE_OPTIONS, Config, ConfigError, make_options_class
+from devpi_twisted.serverdir import StartupError, read_nodeinfo
+
+InitOptions = make_options_class(INIT_OPTIONS, "Create a new server state (like devpi-init).")
+
+
+class PasswdOptions(make_options_class(STATE_OPTIONS, "Set a user's password.")):  # type: ignore[misc]
+    def parseArgs(self, user: str | None = None) -> None:
+        self["user"] = user
+
+
+class CommandOptions(usage.Options):
+    synopsis = "devpi-twisted COMMAND [options]"
+    subCommands = [
+        ["init", None, InitOptions, "create a new server state"],
+        ["passwd", None, PasswdOptions, "set a user's password"],
+    ]
+
+    def opt_version(self) -> None:
+        """Print the version and exit."""
+        from devpi_twisted import __version__
+
+        print(f"devpi-twisted {__version__}")
+        raise SystemExit(0)
+
+    def postOptions(self) -> None:
+        if self.subCommand is None:
+            raise usage.UsageError("name a command: " + ", ".join(c[0] for c in self.subCommands))
+
+
+def _init(config: Config, options: Any) -> None:
+    from devpi_twisted.service import initialise
+
+    initialise(config)
+
+
+def _read_password(user: str) -> str:
+    """Asks twice (three tries) on a terminal; reads two lines from a pipe."""
+    if not sys.stdin.isatty():
+        first, second = sys.stdin.readline().rstrip("\n"), sys.stdin.readline().rstrip("\n")
+        if first != second:
+            raise StartupError("the two passwords differ")
+        return first
+    for _ in range(3):
+        first = getpass.getpass(f"New password for {user}: ")
+        if first == getpass.getpass("Repeat new password: "):
+            return first
+        print("The passwords differ, try again.", file=sys.stderr)
+    raise StartupError("the passwords differed three times")
+
+
+def _passwd(config: Config, options: Any) -> None:
+    from devpi_twisted.model.passwords import hash_password
+    from devpi_twisted.service import open_storage
+    from devpi_twisted.storage.executor import InlineExecutor
+
+    if read_nodeinfo(config.serverdir) is None:
+        raise StartupError(f"{config.serverdir} contains no devpi-twisted state")
+    user = options["user"] or input("User name: ").strip()
+    storage = open_storage(config, InlineExecutor())
+    try:
+        record = storage.get_user(user).result
+        if record is None:
+            raise StartupError(f"no user '{user}'")
+        pwhash = hash_password(_read_password(user))
+        storage.update_user(user, record.profile, pwhash, record.serial).result
+    finally:
+        storage.close()
+    print(f"devpi-twisted: password of {user} changed")
+
+
+COMMANDS = {"init": _init, "passwd": _passwd}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = CommandOptions()
+    try:
+        options.parseOptions(list(sys.argv[1:] if argv is None else argv))
+    except usage.UsageError as e:
+        print(f"devpi-twisted: {e}\n(see devpi-twisted --help)", file=sys.stderr)
+        return 2
+    try:
+        COMMANDS[options.subCommand](options.subOptions.config(), options.subOptions)
+    except (ConfigError, StartupError) as e:
+        print(f"devpi-twisted: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,396 @@
+"""Options shared by ``twistd devpi`` and ``devpi-twisted``, turned into a frozen Config.
+
+Values come from, highest first: the command line, ``DEVPISERVER_*`` environment
+variables, the YAML file of ``-c/--configfile`` (top-level ``devpi-server:`` or
+``devpi-twisted:`` mapping), built-in defaults (spec/ops.md section 1).
+
+Parsing (``parseOptions``) only collects raw strings; ``Options.config()`` converts
+and validates them and raises ``ConfigError`` with one line a user can act on, so
+that ``twistd`` fails with that line instead of its whole usage text.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+from twisted.python import usage
+
+DEFAULT_SERVERDIR = "~/.devpi/server"
+DEFAULT_PORT = 3141
+DEFAULT_MAX_BODY = 1024 * 1024 * 1024
+
+TRUE_WORDS = frozenset({"y", "yes", "t", "true", "on", "1"})
+FALSE_WORDS = frozenset({"n", "no", "f", "false", "off", "0"})
+
+ROLES = ("auto", "standalone", "primary", "master", "replica")
+
+
+class ConfigError(Exception):
+    """A setting a user must fix; the message is one line naming it."""
+
+
+@attrs.frozen
+class OptionSpec:
+    name: str
+    help: str
+    flag: bool = False
+    default: str | None = None
+    short: str | None = None
+
+
+def _spec(name: str, help: str, default: str | None = None, short: str | None = None) -> OptionSpec:
+    return OptionSpec(name=name, help=help, default=default, short=short)
+
+
+def _flag(name: str, help: str) -> OptionSpec:
+    return OptionSpec(name=name, help=help, flag=True)
+
+
+SPECS: dict[str, OptionSpec] = {
+    s.name: s
+    for s in [
+        _spec("serverdir", "state directory (env DEVPISERVER_SERVERDIR)", DEFAULT_SERVERDIR),
+        _spec("storage", "storage backend and settings, NAME[:key=value,...]", "sqlite"),
+        _spec("host", "address to listen on; '::' for all IPv6 and IPv4", "localhost"),
+        _spec("port", "port to listen on; 0 picks a free one", str(DEFAULT_PORT)),
+        _spec("unix-socket", "also serve on this unix socket path"),
+        _spec("unix-socket-perms", "permission bits of the unix socket (octal)", "600"),
+        _spec("outside-url", "external base URL, when no X-Outside-Url header is sent"),
+        _spec("secretfile", "file holding the server secret (signs login tokens)"),
+        _spec("restrict-modify", "comma list of users/:groups allowed to manage users and indexes"),
+        _spec("mirror-cache-expiry", "seconds a mirror project page stays fresh", "1800"),
+        _spec("request-timeout", "seconds to wait for upstream answers", "5"),
+        _spec("max-request-body-size", "largest accepted upload body in bytes", str(DEFAULT_MAX_BODY)),
+        _spec("role", "standalone, primary or replica (auto: replica with --primary-url)", "auto"),
+        _spec("primary-url", "URL of the primary this replica follows"),
+        _spec("master-url", "deprecated name of --primary-url"),
+        _spec("logger-cfg", "JSON or YAML logging.config dictionary for stdlib logging"),
+        _spec("argon2-memory-cost", "KiB of memory for deriving keys from the secret", "524288"),
+        _spec("argon2-time-cost", "iterations for deriving keys from the secret", "16"),
+        _spec("argon2-parallelism", "lanes for deriving keys from the secret", "8"),
+        _spec("root-passwd", "initial password of root (default: empty)", ""),
+        _spec("root-passwd-hash", "initial argon2 hash of root's password"),
+        _flag("offline-mode", "never contact upstream; serve only what is cached"),
+        _flag("requests-only", "worker process: serve HTTP only, no background work"),
+        _flag("debug", "log debug events"),
+        _flag("init", "initialise the server directory first if it holds no state"),
+        _flag("no-root-pypi", "do not create the root/pypi mirror at init"),
+    ]
+}
+
+SERVER_OPTIONS = (
+    "serverdir", "storage", "host", "port", "unix-socket", "unix-socket-perms",
+    "outside-url", "secretfile", "restrict-modify", "mirror-cache-expiry",
+    "request-timeout", "max-request-body-size", "role", "primary-url", "master-url",
+    "logger-cfg", "argon2-memory-cost", "argon2-time-cost", "argon2-parallelism",
+    "offline-mode", "requests-only", "debug", "init", "no-root-pypi",
+    "root-passwd", "root-passwd-hash",
+)
+INIT_OPTIONS = (
+    "serverdir", "storage", "role", "primary-url", "master-url", "debug", "logger-cfg",
+    "no-root-pypi", "root-passwd", "root-passwd-hash",
+)
+STATE_OPTIONS = ("serverdir", "storage", "debug", "logger-cfg")
+
+
+@attrs.frozen
+class StorageSpec:
+    name: str
+    settings: Mapping[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class Config:
+    """Everything the code below the entry points sees of the options."""
+
+    serverdir: Path
+    storage: StorageSpec = StorageSpec("sqlite")
+    listen: tuple[str, ...] = ("tcp:3141:interface=127.0.0.1",)
+    outside_url: str | None = None
+    secretfile: Path | None = None
+    restrict_modify: tuple[str, ...] | None = None
+    mirror_cache_expiry: int = 1800
+    request_timeout: float = 5.0
+    max_request_body_size: int = DEFAULT_MAX_BODY
+    role: str = "standalone"
+    primary_url: str | None = None
+    offline_mode: bool = False
+    requests_only: bool = False
+    debug: bool = False
+    logger_cfg: Path | None = None
+    argon2_memory_cost: int = 524288
+    argon2_time_cost: int = 16
+    argon2_parallelism: int = 8
+    init: bool = False
+    root_pypi: bool = True
+    root_passwd: str = ""
+    root_passwd_hash: str | None = None
+
+
+def parse_bool(name: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ConfigError(f"--{name}: {value!r} is not a yes/no value")
+
+
+def _parse_int(name: str, value: str, minimum: int = 0) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"--{name}: {value!r} is not a whole number") from None
+    if number < minimum:
+        raise ConfigError(f"--{name}: {number} is below the minimum of {minimum}")
+    return number
+
+
+def _parse_float(name: str, value: str) -> float:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"--{name}: {value!r} is not a number") from None
+    if number <= 0:
+        raise ConfigError(f"--{name}: must be more than 0")
+    return number
+
+
+def parse_storage(value: object) -> StorageSpec:
+    """``NAME[:k=v,...]`` or a YAML mapping ``{name: ..., k: v}``."""
+    if isinstance(value, Mapping):
+        settings = {str(k): str(v) for k, v in value.items() if k != "name"}
+        name = str(value.get("name", ""))
+    else:
+        name, _, rest = str(value).partition(":")
+        settings = {}
+        for item in filter(None, (p.strip() for p in rest.split(","))):
+            key, sep, val = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"--storage: setting {item!r} is not key=value")
+            settings[key.strip()] = val.strip()
+    name = name.strip()
+    if not name:
+        raise ConfigError("--storage: no backend name given")
+    return StorageSpec(name, settings)
+
+
+def check_url(name: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"--{name}: {value!r} is not an http(s) URL")
+    return value.rstrip("/")
+
+
+def listen_endpoints(host: str, port: int) -> tuple[str, ...]:
+    """Twisted endpoint strings for ``--host``/``--port`` (IPv4, IPv6, names)."""
+    host = host.strip().strip("[]")
+    if host in ("", "*"):
+        host = "::"
+    if host == "localhost":
+        return (f"tcp:{port}:interface=127.0.0.1",)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as e:
+            raise ConfigError(f"--host: cannot resolve {host!r}: {e}") from None
+        address = ipaddress.ip_address(infos[0][4][0])
+    if address.version == 6:
+        return (f"tcp6:{port}:interface=" + str(address).replace(":", r"\:"),)
+    return (f"tcp:{port}:interface={address}",)
+
+
+def load_yaml_file(path: Path) -> Any:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+
+
+def _config_file_values(path: str, known: Iterable[str]) -> dict[str, Any]:
+    data = load_yaml_file(Path(path).expanduser())
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: expected a mapping with a 'devpi-server' key")
+    section = data.get("devpi-server", data.get("devpi-twisted"))
+    if section is None:
+        return {}
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"{path}: 'devpi-server' must be a mapping of option names")
+    known = set(known)
+    values = {}
+    for key, value in section.items():
+        key = str(key)
+        if key in known:
+            values[key] = value
+        else:
+            print(f"devpi-twisted: warning: unknown key {key!r} in {path} ignored", file=sys.stderr)
+    return values
+
+
+def _env_values(environ: Mapping[str, str], known: Iterable[str]) -> dict[str, str]:
+    values = {}
+    for name in known:
+        value = environ.get("DEVPISERVER_" + name.upper().replace("-", "_"))
+        if value:
+            values[name] = value
+    if "serverdir" in known and "serverdir" not in values and environ.get("DEVPI_SERVERDIR"):
+        values["serverdir"] = environ["DEVPI_SERVERDIR"]
+    return values
+
+
+def make_options_class(names: Iterable[str], doc: str = "") -> type[usage.Options]:
+    """A usage.Options subclass offering the named options, all defaulting to unset."""
+    names = tuple(names)
+    params = [[n, SPECS[n].short, None, SPECS[n].help] for n in names if not SPECS[n].flag]
+    flags = [[n, SPECS[n].short, SPECS[n].help] for n in names if SPECS[n].flag]
+    namespace = {
+        "optParameters": params + [["configfile", "c", None, "YAML config file"]],
+        "optFlags": flags,
+        "_names": names,
+        "__doc__": doc,
+    }
+    return type("Options", (BaseOptions,), namespace)
+
+
+class BaseOptions(usage.Options):
+    _names: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.environ: Mapping[str, str] = os.environ
+
+    def opt_version(self) -> None:
+        """Print the version and exit."""
+        from devpi_twisted import __version__
+
+        print(f"devpi-twisted {__version__}")
+        raise SystemExit(0)
+
+    def raw_values(self) -> dict[str, Any]:
+        """Each option's value by precedence: command line, environment, file, default."""
+        values: dict[str, Any] = {n: SPECS[n].default for n in self._names}
+        configfile = self["configfile"] or self.environ.get("DEVPISERVER_CONFIGFILE")
+        if configfile:
+            values.update(_config_file_values(configfile, self._names))
+        values.update(_env_values(self.environ, self._names))
+        for name in self._names:
+            given = self[name]
+            if SPECS[name].flag:
+                if given:
+                    values[name] = True
+            elif given is not None:
+                values[name] = given
+        return values
+
+    def config(self) -> Config:
+        """Convert and validate; raises ConfigError naming the bad option."""
+        return build_config(self.raw_values())
+
+
+def build_config(v: Mapping[str, Any]) -> Config:
+    get = v.get
+    serverdir = Path(os.path.expanduser(str(get("serverdir") or DEFAULT_SERVERDIR))).absolute()
+    storage = parse_storage(get("storage") or "sqlite")
+    primary_url = get("primary-url")
+    if get("master-url"):
+        if primary_url:
+            raise ConfigError("--primary-url and --master-url given; use only --primary-url")
+        primary_url = get("master-url")
+    if primary_url:
+        primary_url = check_url("primary-url", str(primary_url))
+        if urlsplit(primary_url).username:
+            raise ConfigError("--primary-url must not contain credentials")
+    role = str(get("role") or "auto").lower()
+    if role not in ROLES:
+        raise ConfigError(f"--role: {role!r} is not one of {', '.join(ROLES)}")
+    role = {"master": "primary", "auto": "replica" if primary_url else "standalone"}.get(role, role)
+    if role == "replica" and not primary_url:
+        raise ConfigError("--role replica needs --primary-url")
+
+    port = _parse_int("port", get("port") or DEFAULT_PORT)
+    if port > 65535:
+        raise ConfigError(f"--port: {port} is not a TCP port")
+    listen = list(listen_endpoints(str(get("host") or "localhost"), port))
+    if get("unix-socket"):
+        perms = str(get("unix-socket-perms") or "600")
+        try:
+            mode = int(perms, 8)
+        except ValueError:
+            raise ConfigError(f"--unix-socket-perms: {perms!r} is not octal") from None
+        path = str(get("unix-socket")).replace(":", r"\:")
+        listen.append(f"unix:{path}:mode={mode:o}")
+
+    restrict = get("restrict-modify")
+    if isinstance(restrict, (list, tuple)):
+        restrict = ",".join(map(str, restrict))
+    outside_url = get("outside-url")
+    secretfile = get("secretfile")
+    logger_cfg = get("logger-cfg")
+    config = Config(
+        serverdir=serverdir,
+        storage=storage,
+        listen=tuple(listen),
+        outside_url=check_url("outside-url", str(outside_url)) if outside_url else None,
+        secretfile=Path(os.path.expanduser(str(secretfile))).absolute() if secretfile else None,
+        restrict_modify=tuple(filter(None, (p.strip() for p in str(restrict).split(","))))
+        if restrict else None,
+        mirror_cache_expiry=_parse_int("mirror-cache-expiry", get("mirror-cache-expiry") or "1800"),
+        request_timeout=_parse_float("request-timeout", get("request-timeout") or "5"),
+        max_request_body_size=_parse_int(
+            "max-request-body-size", get("max-request-body-size") or DEFAULT_MAX_BODY, 1024),
+        role=role,
+        primary_url=primary_url,
+        offline_mode=parse_bool("offline-mode", get("offline-mode") or False),
+        requests_only=parse_bool("requests-only", get("requests-only") or False),
+        debug=parse_bool("debug", get("debug") or False),
+        logger_cfg=Path(str(logger_cfg)).absolute() if logger_cfg else None,
+        argon2_memory_cost=_parse_int("argon2-memory-cost", get("argon2-memory-cost") or "524288", 8),
+        argon2_time_cost=_parse_int("argon2-time-cost", get("argon2-time-cost") or "16", 1),
+        argon2_parallelism=_parse_int("argon2-parallelism", get("argon2-parallelism") or "8", 1),
+        init=parse_bool("init", get("init") or False),
+        root_pypi=not parse_bool("no-root-pypi", get("no-root-pypi") or False),
+        root_passwd=str(get("root-passwd") or ""),
+        root_passwd_hash=get("root-passwd-hash") or None,
+    )
+    if config.argon2_memory_cost < 8 * config.argon2_parallelism:
+        raise ConfigError("--argon2-memory-cost must be at least 8 times --argon2-parallelism")
+    _refuse_unavailable(config)
+    return config
+
+
+def _refuse_unavailable(config: Config) -> None:
+    """Options whose feature has not landed yet: refused loudly, never ignored."""
+    if config.role in ("primary", "replica"):
+        raise ConfigError(
+            f"--role {config.role}: replication is not available in this version yet")
+    if config.requests_only:
+        raise ConfigError(
+            "--requests-only: worker processes need the PostgreSQL storage, "
+            "which is not available in this version yet; sqlite serves from one process")
+    if config.storage.name in ("pg8000", "postgresql"):
+        raise ConfigError(
+            f"--storage {config.storage.name}: PostgreSQL storage is not available in this version yet")
+    if config.storage.name != "sqlite":
+        raise ConfigError(f"--storage: unknown backend {config.storage.name!r} (known: sqlite)")
+    if config.storage.settings:
+        raise ConfigError(
+            "--storage sqlite takes no settings, got: " + ", ".join(sorted(config.storage.settings)))

@@ -1,0 +1,288 @@
+"""Index configuration: defaults, normalisation, validation, PATCH forms (spec/model.md section 3).
+
+Configs are plain JSON-able dicts as stored and returned by the API. Functions here
+are pure: ``others`` maps every existing index name ``user/index`` to its config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from devpi_twisted.model.acl import ANONYMOUS, normalize_principal
+from devpi_twisted.model.errors import InvalidInput
+from devpi_twisted.model.names import check_name, normalize_project
+
+STAGE = "stage"
+MIRROR = "mirror"
+TYPE_ALIASES = {"stage": STAGE, "local": STAGE, "mirror": MIRROR, "remote": MIRROR}
+
+COMMON_KEYS = frozenset({"type", "volatile", "title", "description", "custom_data"})
+STAGE_KEYS = COMMON_KEYS | {
+    "bases", "acl_upload", "acl_toxresult_upload", "mirror_whitelist",
+    "mirror_whitelist_inheritance",
+}
+MIRROR_KEYS = COMMON_KEYS | {
+    "mirror_url", "mirror_cache_expiry", "mirror_web_url_fmt", "mirror_no_project_list",
+    "mirror_use_external_urls", "mirror_ignore_serial_header",
+}
+# Sent for mirrors by old exports and clients; devpi drops them silently.
+MIRROR_DROPPED_KEYS = frozenset({"bases", "acl_upload", "mirror_whitelist", "pypi_whitelist"})
+LIST_KEYS = frozenset({"bases", "acl_upload", "acl_toxresult_upload", "mirror_whitelist"})
+BOOL_KEYS = frozenset({
+    "volatile", "mirror_no_project_list", "mirror_use_external_urls",
+    "mirror_ignore_serial_header",
+})
+INHERITANCE_MODES = ("intersection", "union")
+
+Others = Mapping[str, Mapping[str, Any]]
+
+
+def known_keys(index_type: str) -> frozenset[str]:
+    return STAGE_KEYS if index_type == STAGE else MIRROR_KEYS
+
+
+def defaults(index_type: str, owner: str) -> dict[str, Any]:
+    if index_type == MIRROR:
+        return {"type": MIRROR, "volatile": True}
+    return {
+        "type": STAGE, "volatile": True, "bases": [], "acl_upload": [owner],
+        "acl_toxresult_upload": [ANONYMOUS], "mirror_whitelist": [],
+        "mirror_whitelist_inheritance": "intersection",
+    }
+
+
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("false", "no"):
+        return False
+    raise InvalidInput(f"Unknown boolean value '{value}'.")
+
+
+def parse_list(value: Any) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    raise InvalidInput(f"Unknown list value {value}.")
+
+
+def parse_type(value: Any) -> str:
+    index_type = TYPE_ALIASES.get(str(value))
+    if index_type is None:
+        raise InvalidInput(f"unknown index type '{value}'")
+    return index_type
+
+
+def _unexpected(keys: Mapping[str, Any]) -> InvalidInput:
+    listed = ", ".join(f"{k}={v}" for k, v in sorted(keys.items()))
+    return InvalidInput(f"indexconfig got unexpected keyword arguments: {listed}")
+
+
+def _normalize_value(key: str, value: Any, errors: list[str]) -> Any:
+    try:
+        if key in BOOL_KEYS:
+            return parse_bool(value)
+        if key in LIST_KEYS:
+            items = parse_list(value)
+            if key == "bases":
+                return [_base_spec(item) for item in items]
+            if key == "mirror_whitelist":
+                return _unique(["*" if i == "*" else normalize_project(i) for i in items])
+            return _unique([normalize_principal(i) for i in items])
+        if key == "mirror_whitelist_inheritance":
+            mode = str(value).lower()
+            if mode not in INHERITANCE_MODES:
+                raise InvalidInput(
+                    f"Unknown value '{value}' for mirror_whitelist_inheritance, "
+                    "must be 'intersection' or 'union'.")
+            return mode
+        if key == "mirror_url":
+            if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+                raise InvalidInput("'mirror_url' option must be a URL.")
+            return value
+        if key == "mirror_cache_expiry":
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                raise InvalidInput("'mirror_cache_expiry' option must be an integer") from None
+    except InvalidInput as e:
+        errors.append(e.message)
+        return None
+    return value
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _base_spec(item: str) -> str:
+    parts = item.strip("/").split("/")
+    if len(parts) != 2 or not all(parts):
+        raise InvalidInput(f"invalid base index spec: '{item}'")
+    return "/".join(parts)
+
+
+def _check_bases(name: str, bases: list[str], others: Others, errors: list[str]) -> None:
+    for base in bases:
+        if base not in others:
+            errors.append(f"base index '{base}' does not exist")
+    if any(e.startswith("base index") for e in errors):
+        return
+    if _reaches(name, bases, others):
+        errors.append(f"bases {','.join(bases)} would make {name} inherit from itself")
+
+
+def _reaches(target: str, start: list[str], others: Others) -> bool:
+    seen: set[str] = set()
+    todo = list(start)
+    while todo:
+        current = todo.pop()
+        if current == target:
+            return True
+        if current in seen:
+            continue
+        seen.add(current)
+        todo.extend(others.get(current, {}).get("bases", ()) or ())
+    return False
+
+
+def _validate(name: str, config: dict[str, Any], others: Others, tolerate_unknown: bool) -> dict[str, Any]:
+    """Normalise every known key of ``config`` and check it; raises one joined InvalidInput."""
+    index_type = config["type"]
+    errors: list[str] = []
+    unknown = {k: v for k, v in config.items() if k not in known_keys(index_type)}
+    if unknown and not tolerate_unknown:
+        raise _unexpected(unknown)
+    result: dict[str, Any] = {}
+    for key, value in config.items():
+        result[key] = value if key in unknown else _normalize_value(key, value, errors)
+    if index_type == STAGE and not errors:
+        _check_bases(name, result.get("bases", []), others, errors)
+    if errors:
+        raise InvalidInput(", ".join(errors))
+    return result
+
+
+def new_config(name: str, body: Mapping[str, Any], others: Others) -> dict[str, Any]:
+    """Config of a new index ``user/index`` from a PUT body (values may be strings)."""
+    user, index = name.split("/", 1)
+    check_name("indexname", index)
+    index_type = parse_type(body.get("type", STAGE))
+    config = defaults(index_type, user)
+    for key, value in body.items():
+        if key == "type" or (index_type == MIRROR and key in MIRROR_DROPPED_KEYS):
+            continue
+        config[key] = value
+    return _validate(name, config, others, tolerate_unknown=False)
+
+
+def patch_config(name: str, current: Mapping[str, Any], body: Any, others: Others) -> dict[str, Any]:
+    """Config after a PATCH: a JSON list of ``key=value``/``key+=v``/``key-=v`` items or a dict merge."""
+    if isinstance(body, list):
+        return _patch_list(name, current, body, others)
+    if not isinstance(body, Mapping):
+        raise InvalidInput("Bad request: expected a JSON object or list")
+    if isinstance(body.get("result"), Mapping) and "type" in body and len(body) <= 3:
+        body = body["result"]
+    config = dict(current)
+    for key, value in body.items():
+        if key == "projects":
+            continue
+        if key == "type":
+            if parse_type(value) != current["type"]:
+                raise InvalidInput("the 'type' of an index can't be changed")
+            continue
+        if current["type"] == MIRROR and key in MIRROR_DROPPED_KEYS:
+            continue
+        config[key] = value
+    return _validate(name, config, others, tolerate_unknown=False)
+
+
+def _split_item(item: Any) -> tuple[str, str, str]:
+    if not isinstance(item, str) or "=" not in item:
+        raise InvalidInput(f"Bad request: {item!r} is not key=value, key+=value or key-=value")
+    key, _, value = item.partition("=")
+    op = "="
+    if key.endswith(("+", "-")):
+        key, op = key[:-1], key[-1] + "="
+    if not key:
+        raise InvalidInput(f"Bad request: {item!r} names no key")
+    return key, op, value
+
+
+def _patch_list(name: str, current: Mapping[str, Any], items: list[Any], others: Others) -> dict[str, Any]:
+    config = dict(current)
+    parsed = [_split_item(item) for item in items]
+    owner = name.split("/", 1)[0]
+    has_defaults = defaults(current["type"], owner)
+    for key, op, value in parsed:
+        if op == "=":
+            if key == "type":
+                if parse_type(value) != current["type"]:
+                    raise InvalidInput("the 'type' of an index can't be changed")
+                continue
+            config[key] = value
+        elif op == "-=" and value == "":
+            if key in has_defaults:
+                raise InvalidInput("Default values can't be removed.")
+            config.pop(key, None)
+        else:
+            if key not in config:
+                raise InvalidInput(f"The '{key}' setting has no value to change with {op}")
+            values = parse_list(config[key]) if key in LIST_KEYS else _as_list(key, config[key])
+            item = _normalize_item(key, value)
+            if op == "+=":
+                if item not in values:
+                    values.append(item)
+            elif item in values:
+                values.remove(item)
+            else:
+                raise InvalidInput(f"The '{key}' setting doesn't have value '{value}'")
+            config[key] = values
+    tolerate = all(op != "=" for _, op, _ in parsed)
+    return _validate(name, config, others, tolerate_unknown=tolerate)
+
+
+def _as_list(key: str, value: Any) -> list[Any]:
+    if isinstance(value, list):
+        return list(value)
+    raise InvalidInput(f"The '{key}' setting is not a list")
+
+
+def _normalize_item(key: str, value: str) -> str:
+    if key == "mirror_whitelist":
+        return "*" if value == "*" else normalize_project(value)
+    if key == "bases":
+        return _base_spec(value)
+    if key in ("acl_upload", "acl_toxresult_upload"):
+        return normalize_principal(value)
+    return value
+
+
+def resolution_order(start: str, configs: Callable[[str], Mapping[str, Any] | None]) -> list[str]:
+    """Breadth-first over bases, stages first and mirrors last, each once (spec/model.md 6.1)."""
+    first = configs(start)
+    if first is None:
+        return []
+    order, mirrors, seen = [start], [], {start}
+    queue = list(first.get("bases", ()) or ())
+    while queue:
+        name = queue.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        config = configs(name)
+        if config is None:
+            continue
+        if config.get("type") == MIRROR:
+            mirrors.append(name)
+        else:
+            order.append(name)
+            queue.extend(config.get("bases", ()) or ())
+    if first.get("type") == MIRROR:
+        return order
+    return order + mirrors

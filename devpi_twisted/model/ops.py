@@ -1,0 +1,320 @@
+"""Use cases of the management API: users, login, indexes.
+
+Each operation checks permissions and rules with the pure functions of this
+package, then makes one storage write. Read-modify-write operations hand the
+serial they read to storage, which refuses the write if the record changed
+meanwhile; the operation then reads again and retries, so concurrent edits of
+one user or index never lose an acknowledged change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import attrs
+
+from devpi_twisted.model import indexes as idx
+from devpi_twisted.model import users as usr
+from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, ROOT, Identity, Policy
+from devpi_twisted.model.errors import (
+    AlreadyExists, Forbidden, InvalidInput, NotFound, Unauthenticated, Unavailable,
+)
+from devpi_twisted.model.names import check_name
+from devpi_twisted.model.passwords import hash_password, verify_password
+from devpi_twisted.model.tokens import LOGIN_TOKEN_MAX_AGE, NotAToken, TokenExpired, TokenSigner
+from devpi_twisted.storage.interface import (
+    IndexRecord, RecordExists, RecordMissing, StaleRecord, Storage, UserRecord,
+)
+
+T = TypeVar("T")
+Offload = Callable[..., Awaitable[Any]]
+
+RETRIES = 20
+VERIFIED_CACHE_SIZE = 1024
+VERIFIED_CACHE_SECONDS = 600.0
+
+
+@attrs.frozen
+class Written:
+    """The outcome of a write: the serial it committed (None if nothing changed) and a result."""
+
+    serial: int | None
+    result: Any = None
+    message: str | None = None
+
+
+class _VerifiedPasswords:
+    """Remembers recent successful password checks, so Basic auth on every request
+    (twine, pip) does not pay argon2 each time. Keys are HMACs over user, password
+    and the stored hash with a per-process key: a changed password misses."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._key = os.urandom(32)
+        self._clock = clock
+        self._entries: OrderedDict[bytes, float] = OrderedDict()
+
+    def _digest(self, user: str, password: str, pwhash: str) -> bytes:
+        msg = "\0".join((user, password, pwhash)).encode("utf-8", "surrogatepass")
+        return hmac.new(self._key, msg, hashlib.sha256).digest()
+
+    def known(self, user: str, password: str, pwhash: str) -> bool:
+        key = self._digest(user, password, pwhash)
+        until = self._entries.get(key)
+        if until is None or until < self._clock():
+            self._entries.pop(key, None)
+            return False
+        return True
+
+    def add(self, user: str, password: str, pwhash: str) -> None:
+        self._entries[self._digest(user, password, pwhash)] = self._clock() + VERIFIED_CACHE_SECONDS
+        while len(self._entries) > VERIFIED_CACHE_SIZE:
+            self._entries.popitem(last=False)
+
+
+class ServerOps:
+    def __init__(self, storage: Storage, policy: Policy, signer: TokenSigner,
+                 offload: Offload, clock: Callable[[], float]) -> None:
+        self._storage = storage
+        self._policy = policy
+        self._signer = signer
+        self._offload = offload
+        self._clock = clock
+        self._verified = _VerifiedPasswords(clock)
+
+    @property
+    def serial(self) -> int:
+        return self._storage.serial
+
+    @property
+    def last_commit_time(self) -> float | None:
+        return self._storage.last_commit_time
+
+    # -- authentication -------------------------------------------------------
+
+    async def authenticate(self, username: str, secret: str) -> Identity:
+        """The identity for credentials: a login token, else the password; anonymous if neither."""
+        try:
+            payload = self._signer.check(secret, LOGIN_TOKEN_MAX_AGE)
+        except TokenExpired:
+            return ANONYMOUS_IDENTITY
+        except NotAToken:
+            return await self._password_identity(username, secret)
+        if not (isinstance(payload, list) and len(payload) == 3 and payload[0] == username):
+            return ANONYMOUS_IDENTITY
+        name, groups, from_local_user = payload
+        if from_local_user and await self._storage.get_user(name) is None:
+            return ANONYMOUS_IDENTITY
+        return Identity(name, frozenset(str(g) for g in groups or ()))
+
+    async def _password_identity(self, username: str, password: str) -> Identity:
+        if await self._check_password(username, password):
+            return Identity(username)
+        return ANONYMOUS_IDENTITY
+
+    async def _check_password(self, username: str, password: str) -> bool:
+        if username.startswith("+"):
+            return False
+        user = await self._storage.get_user(username)
+        if user is None or not user.pwhash:
+            return False
+        if self._verified.known(username, password, user.pwhash):
+            return True
+        if await self._offload(verify_password, password, user.pwhash):
+            self._verified.add(username, password, user.pwhash)
+            return True
+        return False
+
+    def _token(self, identity: Identity) -> dict[str, Any]:
+        token = self._signer.make([identity.username, sorted(identity.groups), True])
+        return {"password": token, "expiration": LOGIN_TOKEN_MAX_AGE}
+
+    async def login(self, body: Any) -> dict[str, Any]:
+        """A login token for ``{"user": ..., "password": ...}``; raises Unauthenticated."""
+        if not isinstance(body, Mapping) or not isinstance(body.get("user"), str) \
+                or not isinstance(body.get("password"), str):
+            raise InvalidInput("Bad request: no user/password specified")
+        user, password = body["user"], body["password"]
+        if not await self._check_password(user, password):
+            raise Unauthenticated(f"user '{user}' could not be authenticated")
+        return self._token(Identity(user))
+
+    # -- users ----------------------------------------------------------------
+
+    async def _user(self, name: str) -> UserRecord:
+        user = await self._storage.get_user(name)
+        if user is None:
+            raise NotFound(f"no user '{name}'")
+        return user
+
+    async def _indexes_view(self, user: str) -> dict[str, Any]:
+        return {i.index: dict(i.config) for i in await self._storage.list_indexes(user)}
+
+    async def get_user(self, name: str) -> dict[str, Any]:
+        user = await self._user(name)
+        return usr.public_view(name, user.profile, await self._indexes_view(name))
+
+    async def list_users(self) -> dict[str, Any]:
+        by_user: dict[str, dict[str, Any]] = {}
+        for index in await self._storage.list_indexes():
+            by_user.setdefault(index.user, {})[index.index] = dict(index.config)
+        return {u.name: usr.public_view(u.name, u.profile, by_user.get(u.name, {}))
+                for u in await self._storage.list_users()}
+
+    async def _pwhash(self, change: usr.UserChange, old: str | None) -> str | None:
+        if change.pwhash is not None:
+            return change.pwhash
+        if change.password is not None:
+            return str(await self._offload(hash_password, change.password))
+        return old
+
+    async def create_user(self, identity: Identity, name: str, body: Any) -> Written:
+        check_name("username", name)
+        if not self._policy.may_create_user(identity):
+            raise Forbidden(f"no permission to create user {name}")
+        if await self._storage.get_user(name) is not None:
+            raise AlreadyExists("user already exists")
+        change = usr.new_user(body, self._clock())
+        pwhash = await self._pwhash(change, None)
+        try:
+            serial = await self._storage.create_user(name, change.profile, pwhash)
+        except RecordExists:
+            raise AlreadyExists("user already exists") from None
+        return Written(serial, usr.public_view(name, change.profile, {}))
+
+    async def modify_user(self, identity: Identity, name: str, body: Any) -> Written:
+        """Result: a fresh login token if the password was set, else None."""
+        for _ in range(RETRIES):
+            user = await self._user(name)
+            password_only = usr.is_password_only(user.profile, body)
+            if not self._policy.may_modify_user(identity, name, password_only):
+                what = "change password for" if password_only else "modify"
+                raise Forbidden(f"no permission to {what} user {name}")
+            change = usr.modify_user(user.profile, body, self._clock())
+            if change.profile == dict(user.profile) and not change.sets_password:
+                return Written(None, None, "user updated")
+            pwhash = await self._pwhash(change, user.pwhash)
+            try:
+                serial = await self._storage.update_user(name, change.profile, pwhash, user.serial)
+            except StaleRecord:
+                continue
+            except RecordMissing:
+                raise NotFound(f"no user '{name}'") from None
+            if change.sets_password:
+                return Written(serial, self._token(Identity(name)), "user updated, new proxy auth")
+            return Written(serial, None, "user updated")
+        raise _busy(name)
+
+    async def delete_user(self, identity: Identity, name: str) -> Written:
+        for _ in range(RETRIES):
+            user = await self._user(name)
+            if not self._policy.may_delete_user(identity, name):
+                raise Forbidden(f"no permission to delete user {name}")
+            owned = await self._storage.list_indexes(name)
+            for index in owned:
+                if not idx.parse_bool(index.config.get("volatile", True)):
+                    raise Forbidden(f"user '{name}' has non-volatile index: {index.index}")
+            expect = {i.index: i.serial for i in owned}
+            try:
+                serial = await self._storage.delete_user(name, user.serial, expect)
+            except StaleRecord:
+                continue
+            except RecordMissing:
+                raise NotFound(f"no user '{name}'") from None
+            return Written(serial, None, f"user '{name}' deleted")
+        raise _busy(name)
+
+    # -- indexes --------------------------------------------------------------
+
+    async def _index(self, user: str, index: str) -> IndexRecord:
+        record = await self._storage.get_index(user, index)
+        if record is None:
+            raise NotFound(f"The stage {user}/{index} could not be found.")
+        return record
+
+    async def _all_configs(self) -> dict[str, Mapping[str, Any]]:
+        return {i.name: i.config for i in await self._storage.list_indexes()}
+
+    async def get_index(self, user: str, index: str) -> dict[str, Any]:
+        return dict((await self._index(user, index)).config)
+
+    async def index_exists(self, user: str, index: str) -> bool:
+        return await self._storage.get_index(user, index) is not None
+
+    async def create_index(self, identity: Identity, user: str, index: str, body: Any) -> Written:
+        name = f"{user}/{index}"
+        if not isinstance(body, Mapping):
+            raise InvalidInput("Bad request: expected a JSON object")
+        await self._user(user)
+        if not self._policy.may_manage_index(identity, user):
+            raise Forbidden(f"no permission to create index {name}")
+        if await self._storage.get_index(user, index) is not None:
+            raise AlreadyExists(f"index '{name}' exists")
+        config = idx.new_config(name, body, await self._all_configs())
+        try:
+            serial = await self._storage.create_index(user, index, config)
+        except RecordExists:
+            raise AlreadyExists(f"index '{name}' exists") from None
+        except RecordMissing:
+            raise NotFound(f"no user '{user}'") from None
+        return Written(serial, config)
+
+    async def modify_index(self, identity: Identity, user: str, index: str, body: Any,
+                           error_on_noop: bool = False) -> Written:
+        name = f"{user}/{index}"
+        for _ in range(RETRIES):
+            record = await self._index(user, index)
+            if not self._policy.may_manage_index(identity, user):
+                raise Forbidden(f"no permission to modify index {name}")
+            config = idx.patch_config(name, record.config, body, await self._all_configs())
+            if config == dict(record.config):
+                if error_on_noop:
+                    raise InvalidInput("The requested modifications resulted in no changes")
+                return Written(None, config)
+            try:
+                serial = await self._storage.update_index(user, index, config, record.serial)
+            except StaleRecord:
+                continue
+            except RecordMissing:
+                raise NotFound(f"The stage {name} could not be found.") from None
+            return Written(serial, config)
+        raise _busy(name)
+
+    async def delete_index(self, identity: Identity, user: str, index: str) -> Written:
+        name = f"{user}/{index}"
+        for _ in range(RETRIES):
+            record = await self._index(user, index)
+            if not self._policy.may_manage_index(identity, user):
+                raise Forbidden(f"no permission to delete index {name}")
+            if not idx.parse_bool(record.config.get("volatile", True)):
+                raise Forbidden(f"index {name} non-volatile, cannot delete")
+            try:
+                serial = await self._storage.delete_index(user, index, record.serial)
+            except StaleRecord:
+                continue
+            except RecordMissing:
+                raise NotFound(f"The stage {name} could not be found.") from None
+            return Written(serial, None, f"index {name} deleted")
+        raise _busy(name)
+
+
+def _busy(name: str) -> Exception:
+    return Unavailable(f"{name} is being changed by many requests at once, try again")
+
+
+def root_user(password: str, pwhash: str | None, now: float) -> UserRecord:
+    """The ``root`` user made by init (its hash computed here: init runs before the reactor)."""
+    return UserRecord(ROOT, {"created": usr.timestamp(now)},
+                      pwhash or hash_password(password), serial=0)
+
+
+def root_pypi(mirror_url: str = "https://pypi.org/simple/") -> IndexRecord:
+    config = {
+        "type": idx.MIRROR, "volatile": False, "title": "PyPI", "mirror_url": mirror_url,
+        "mirror_web_url_fmt": "https://pypi.org/project/{name}/",
+    }
+    return IndexRecord(ROOT, "pypi", config, serial=0)

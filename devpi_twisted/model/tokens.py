@@ -1,0 +1,77 @@
+"""Login tokens signed with a key derived from the server secret (spec/model.md 4).
+
+The format is itsdangerous' timed signature over a JSON payload, as devpi makes
+it, so that tokens stay valid between nodes sharing a secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from argon2.low_level import Type, hash_secret_raw
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
+
+LOGIN_TOKEN_MAX_AGE = 36000
+REPLICA_TOKEN_MAX_AGE = 37.6
+
+
+@attrs.frozen
+class DerivedKeys:
+    auth: bytes
+    replica: bytes
+
+
+def derive_keys(secret: bytes, time_cost: int, memory_cost: int, parallelism: int) -> DerivedKeys:
+    """Raw argon2id of the secret with devpi's salts; slow by design (run once at start)."""
+
+    def derive(salt: bytes) -> bytes:
+        return hash_secret_raw(
+            secret, salt, time_cost=time_cost, memory_cost=memory_cost,
+            parallelism=parallelism, hash_len=16, type=Type.ID, version=19)
+
+    return DerivedKeys(auth=derive(b"devpi-server-auth"), replica=derive(b"devpi-server-replica"))
+
+
+class _ClockSigner(TimestampSigner):
+    def __init__(self, key: bytes, clock: Callable[[], float]) -> None:
+        super().__init__(key, salt=b"itsdangerous", key_derivation="django-concat",
+                         digest_method=hashlib.sha1)
+        self._clock = clock
+
+    def get_timestamp(self) -> int:
+        return int(self._clock())
+
+
+class TokenExpired(Exception):
+    """A token with a valid signature, too old to use."""
+
+
+class NotAToken(Exception):
+    """The value is not a token signed with our key."""
+
+
+class TokenSigner:
+    """Makes and checks timed tokens over JSON payloads."""
+
+    def __init__(self, key: bytes, clock: Callable[[], float]) -> None:
+        self._signer = _ClockSigner(key, clock)
+
+    def make(self, payload: Any) -> str:
+        return self._signer.sign(json.dumps(payload)).decode("ascii")
+
+    def check(self, token: str, max_age: float) -> Any:
+        """The payload; raises TokenExpired or NotAToken."""
+        try:
+            raw = self._signer.unsign(token, max_age=max_age)
+        except SignatureExpired:
+            raise TokenExpired() from None
+        except (BadSignature, UnicodeError, ValueError):
+            raise NotAToken() from None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise NotAToken() from None

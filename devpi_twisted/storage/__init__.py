@@ -1,0 +1,1 @@
+"""Storage adapters behind one Deferred-returning interface (interface.py)."""

@@ -1,0 +1,53 @@
+"""The in-memory copy of users and indexes, kept current by replaying changelog records.
+
+Adapters answer user and index reads from here. It only ever moves forward:
+a change whose serial it has already applied is skipped, so a change may be
+offered twice (once as our own commit, once by a catch-up read) without harm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from devpi_twisted.storage.interface import INDEX, USER, Change, IndexRecord, UserRecord
+
+
+class StateCache:
+    def __init__(self) -> None:
+        self.serial = -1
+        self.last_commit_time: float | None = None
+        self.users: dict[str, UserRecord] = {}
+        self.indexes: dict[tuple[str, str], IndexRecord] = {}
+
+    def load(self, serial: int, at: float | None, users: Iterable[UserRecord],
+             indexes: Iterable[IndexRecord]) -> None:
+        self.serial, self.last_commit_time = serial, at
+        self.users = {u.name: u for u in users}
+        self.indexes = {(i.user, i.index): i for i in indexes}
+
+    def apply(self, changes: Iterable[Change]) -> None:
+        for change in changes:
+            if change.serial <= self.serial:
+                continue
+            for record in change.records:
+                self._apply_record(change.serial, record.type, record.key, record.value)
+            self.serial, self.last_commit_time = change.serial, change.at
+
+    def _apply_record(self, serial: int, type_: str, key: str, value: object) -> None:
+        if type_ == USER:
+            if value is None:
+                self.users.pop(key, None)
+            else:
+                assert isinstance(value, dict)
+                self.users[key] = UserRecord(key, value["profile"], value["pwhash"], serial)
+        elif type_ == INDEX:
+            user, index = key.split("/", 1)
+            if value is None:
+                self.indexes.pop((user, index), None)
+            else:
+                assert isinstance(value, dict)
+                self.indexes[(user, index)] = IndexRecord(user, index, value, serial)
+
+    def indexes_of(self, user: str | None) -> list[IndexRecord]:
+        found = [i for i in self.indexes.values() if user is None or i.user == user]
+        return sorted(found, key=lambda i: (i.user, i.index))

@@ -1,0 +1,134 @@
+"""The storage interface every adapter implements, and the values it returns.
+
+Every write method is one transaction that takes the next global serial and
+appends one changelog entry: the list of records it changed, each with its new
+value (``None`` for a deletion). Replaying those records in serial order
+rebuilds the state; that is what the in-memory cache, worker processes,
+replication and export rely on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import attrs
+from twisted.internet.defer import Deferred
+
+USER = "user"
+INDEX = "index"
+
+
+class StorageError(Exception):
+    """Base of the storage layer's own errors."""
+
+
+class RecordExists(StorageError):
+    """A create found the record already there."""
+
+
+class RecordMissing(StorageError):
+    """An update or delete found no record (or, for an index, no owning user)."""
+
+
+class StaleRecord(StorageError):
+    """The record changed since the caller read it; read again and retry."""
+
+
+class StorageUnavailable(StorageError):
+    """The database cannot be reached right now."""
+
+
+@attrs.frozen
+class UserRecord:
+    name: str
+    profile: Mapping[str, Any]
+    pwhash: str | None
+    serial: int
+
+
+@attrs.frozen
+class IndexRecord:
+    user: str
+    index: str
+    config: Mapping[str, Any]
+    serial: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.user}/{self.index}"
+
+
+@attrs.frozen
+class Record:
+    """One changed record in a changelog entry; ``value`` None means deleted."""
+
+    type: str
+    key: str
+    value: Any
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "key": self.key, "value": self.value}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Record:
+        return cls(type=data["type"], key=data["key"], value=data["value"])
+
+
+@attrs.frozen
+class Change:
+    """The changelog entry of one serial."""
+
+    serial: int
+    at: float
+    records: tuple[Record, ...]
+
+
+class Storage(Protocol):
+    """What the domain layer may ask of a database. All methods return Deferreds
+    except the two properties, which reflect what this process has seen committed."""
+
+    @property
+    def serial(self) -> int:
+        """The latest committed serial this process knows, -1 for an empty state."""
+
+    @property
+    def last_commit_time(self) -> float | None: ...
+
+    def get_user(self, name: str) -> Deferred[UserRecord | None]: ...
+
+    def list_users(self) -> Deferred[list[UserRecord]]: ...
+
+    def get_index(self, user: str, index: str) -> Deferred[IndexRecord | None]: ...
+
+    def list_indexes(self, user: str | None = None) -> Deferred[list[IndexRecord]]: ...
+
+    def bootstrap(self, users: Sequence[UserRecord], indexes: Sequence[IndexRecord]) -> Deferred[int]:
+        """Serial 0: the initial users and indexes. Raises RecordExists if not empty."""
+
+    def create_user(self, name: str, profile: Mapping[str, Any], pwhash: str | None) -> Deferred[int]:
+        """Raises RecordExists."""
+
+    def update_user(self, name: str, profile: Mapping[str, Any], pwhash: str | None,
+                    expect_serial: int) -> Deferred[int]:
+        """Raises RecordMissing, StaleRecord."""
+
+    def delete_user(self, name: str, expect_serial: int,
+                    expect_indexes: Mapping[str, int]) -> Deferred[int]:
+        """Deletes the user and its indexes (``expect_indexes``: index name -> serial as read).
+        Raises RecordMissing, StaleRecord."""
+
+    def create_index(self, user: str, index: str, config: Mapping[str, Any]) -> Deferred[int]:
+        """Raises RecordExists, RecordMissing (no such user)."""
+
+    def update_index(self, user: str, index: str, config: Mapping[str, Any],
+                     expect_serial: int) -> Deferred[int]:
+        """Raises RecordMissing, StaleRecord."""
+
+    def delete_index(self, user: str, index: str, expect_serial: int) -> Deferred[int]:
+        """Raises RecordMissing, StaleRecord."""
+
+    def changes_since(self, serial: int, limit: int = 1000) -> Deferred[list[Change]]:
+        """Changelog entries with serial > ``serial``, oldest first, at most ``limit``."""
+
+    def close(self) -> Deferred[None]: ...

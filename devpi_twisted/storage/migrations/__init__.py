@@ -1,0 +1,30 @@
+"""Numbered schema migrations: ``NNNN_name.DIALECT.sql`` files applied in order.
+
+The applied version is kept in ``schema_version``; a database newer than this
+code refuses to open.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.(sqlite|postgres)\.sql$")
+
+
+def scripts(dialect: str) -> list[tuple[int, str]]:
+    """(version, SQL text) of every migration for ``dialect``, oldest first."""
+    found = []
+    for entry in resources.files(__name__).iterdir():
+        match = _NAME.match(entry.name)
+        if match and match.group(2) == dialect:
+            found.append((int(match.group(1)), entry.read_text(encoding="utf-8")))
+    found.sort()
+    versions = [v for v, _ in found]
+    if versions != list(range(1, len(versions) + 1)):
+        raise RuntimeError(f"migrations for {dialect} are not numbered 1..n: {versions}")
+    return found
+
+
+def latest(dialect: str) -> int:
+    return len(scripts(dialect))

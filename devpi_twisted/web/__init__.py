@@ -1,0 +1,1 @@
+"""The HTTP layer: Klein routes, rendering and content negotiation."""

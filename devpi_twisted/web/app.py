@@ -1,0 +1,212 @@
+"""Klein routes of the management API: discovery, login, status, users, indexes.
+
+Handlers parse, call one domain operation and render; errors are mapped in one
+place (``handle_domain_error``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from klein import Klein
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from werkzeug.exceptions import MethodNotAllowed, NotFound as RouteNotFound
+
+from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, Identity
+from devpi_twisted.model.errors import DomainError, NotFound
+from devpi_twisted.model.ops import ServerOps, Written
+from devpi_twisted.web import render
+from devpi_twisted.web.auth import credentials
+from devpi_twisted.web.site import ServerInfo, outside_url
+
+FEATURES = ["server-keyvalue-parsing"]
+
+
+def _route(app: Klein, path: str, methods: list[str]) -> Any:
+    return app.route(path, methods=methods, strict_slashes=False)
+
+
+def _flag(request: IRequest, name: bytes) -> bool:
+    return name in (request.args or {})
+
+
+class ManagementApp:
+    app = Klein()
+
+    def __init__(self, ops: ServerOps, info: ServerInfo) -> None:
+        self._ops = ops
+        self._info = info
+
+    def resource(self) -> Any:
+        return self.app.resource()
+
+    # -- helpers ----------------------------------------------------------------
+
+    async def _identity(self, request: IRequest) -> Identity:
+        cached = getattr(request, "devpi_identity", None)
+        if cached is not None:
+            return cached
+        creds = credentials(request)
+        identity = ANONYMOUS_IDENTITY if creds is None else await self._ops.authenticate(*creds)
+        request.devpi_identity = identity  # type: ignore[attr-defined]
+        return identity
+
+    def _base(self, request: IRequest) -> str:
+        return outside_url(request, self._info.outside_url)
+
+    @staticmethod
+    def _written(request: IRequest, written: Written) -> None:
+        if written.serial is not None:
+            request.devpi_serial = written.serial  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _json_view(request: IRequest) -> None:
+        """Management GET views are JSON only; HTML asks for a web UI we do not have."""
+        if not render.json_acceptable(request):
+            raise NotFound("no HTML view here; ask for application/json")
+
+    @staticmethod
+    def _check_segment(*segments: str) -> None:
+        if any(s.startswith("+") for s in segments):
+            raise NotFound("not found")
+
+    # -- errors -----------------------------------------------------------------
+
+    @app.handle_errors(DomainError)
+    def handle_domain_error(self, request: IRequest, failure: Failure) -> bytes:
+        return render.domain_error(request, failure.value)
+
+    @app.handle_errors(RouteNotFound, MethodNotAllowed)
+    def handle_no_route(self, request: IRequest, failure: Failure) -> bytes:
+        return render.error(request, 404, "The resource could not be found.")
+
+    # -- discovery, login, status -----------------------------------------------
+
+    @_route(app, "/", ["GET"])
+    async def list_users(self, request: IRequest) -> bytes:
+        self._json_view(request)
+        return render.result(request, "list:userconfig", await self._ops.list_users())
+
+    async def _api(self, request: IRequest, user: str | None, index: str | None) -> bytes:
+        self._json_view(request)
+        base = self._base(request)
+        identity = await self._identity(request)
+        if identity.authenticated:
+            authstatus = ["ok", identity.username, sorted(identity.groups)]
+        else:
+            authstatus = ["noauth", "", []]
+        api: dict[str, Any] = {"login": f"{base}/+login", "authstatus": authstatus,
+                               "features": sorted(FEATURES)}
+        if user is not None and index is not None:
+            config = await self._ops.get_index(user, index)
+            api["index"] = f"{base}/{user}/{index}"
+            api["simpleindex"] = f"{base}/{user}/{index}/+simple/"
+            if config.get("type") != "mirror":
+                api["pypisubmit"] = f"{base}/{user}/{index}/"
+        return render.result(request, "apiconfig", api)
+
+    @_route(app, "/+api", ["GET"])
+    def api_root(self, request: IRequest) -> Any:
+        return self._api(request, None, None)
+
+    @_route(app, "/<user>/+api", ["GET"])
+    def api_user(self, request: IRequest, user: str) -> Any:
+        self._check_segment(user)
+        return self._api(request, None, None)
+
+    @_route(app, "/<user>/<index>/+api", ["GET"])
+    def api_index(self, request: IRequest, user: str, index: str) -> Any:
+        self._check_segment(user, index)
+        return self._api(request, user, index)
+
+    @_route(app, "/+login", ["POST"])
+    async def login(self, request: IRequest) -> bytes:
+        token = await self._ops.login(render.read_json(request))
+        return render.result(request, "proxyauth", token, "login successful")
+
+    @_route(app, "/+status", ["GET"])
+    def status(self, request: IRequest) -> bytes:
+        self._json_view(request)
+        info = self._info
+        serial = self._ops.serial
+        status = {
+            "serverdir": info.serverdir, "uuid": info.uuid,
+            "versioninfo": {"devpi-twisted": info.version},
+            "server-code": "devpi-twisted", "host": info.host, "port": info.port,
+            "outside-url": info.outside_url, "serial": serial,
+            "last-commit-timestamp": self._ops.last_commit_time,
+            "event-serial": serial, "event-serial-timestamp": self._ops.last_commit_time,
+            "event-serial-in-sync-at": self._ops.last_commit_time,
+            "metrics": [], "role": "REPLICA" if info.role == "replica" else "MASTER",
+            "polling_replicas": {},
+        }
+        return render.result(request, "status", status)
+
+    # -- users ------------------------------------------------------------------
+
+    @_route(app, "/<user>", ["GET"])
+    async def get_user(self, request: IRequest, user: str) -> bytes:
+        self._check_segment(user)
+        self._json_view(request)
+        return render.result(request, "userconfig", await self._ops.get_user(user))
+
+    @_route(app, "/<user>", ["PUT"])
+    async def create_user(self, request: IRequest, user: str) -> bytes:
+        self._check_segment(user)
+        body = render.read_json(request)
+        written = await self._ops.create_user(await self._identity(request), user, body)
+        self._written(request, written)
+        return render.result(request, "userconfig", written.result, status=201)
+
+    @_route(app, "/<user>", ["PATCH"])
+    async def modify_user(self, request: IRequest, user: str) -> bytes:
+        self._check_segment(user)
+        body = render.read_json(request)
+        written = await self._ops.modify_user(await self._identity(request), user, body)
+        self._written(request, written)
+        if written.result is not None:
+            return render.result(request, "userpassword", written.result, written.message)
+        return render.message(request, written.message or "user updated")
+
+    @_route(app, "/<user>", ["DELETE"])
+    async def delete_user(self, request: IRequest, user: str) -> bytes:
+        self._check_segment(user)
+        written = await self._ops.delete_user(await self._identity(request), user)
+        self._written(request, written)
+        return render.message(request, written.message or "")
+
+    # -- indexes ----------------------------------------------------------------
+
+    @_route(app, "/<user>/<index>", ["GET"])
+    async def get_index(self, request: IRequest, user: str, index: str) -> bytes:
+        self._check_segment(user, index)
+        self._json_view(request)
+        config = await self._ops.get_index(user, index)
+        if not _flag(request, b"no_projects"):
+            config["projects"] = []
+        return render.result(request, "indexconfig", config)
+
+    @_route(app, "/<user>/<index>", ["PUT"])
+    async def create_index(self, request: IRequest, user: str, index: str) -> bytes:
+        self._check_segment(user, index)
+        body = render.read_json(request)
+        written = await self._ops.create_index(await self._identity(request), user, index, body)
+        self._written(request, written)
+        return render.result(request, "indexconfig", written.result)
+
+    @_route(app, "/<user>/<index>", ["PATCH"])
+    async def modify_index(self, request: IRequest, user: str, index: str) -> bytes:
+        self._check_segment(user, index)
+        body = render.read_json(request)
+        written = await self._ops.modify_index(
+            await self._identity(request), user, index, body, _flag(request, b"error_on_noop"))
+        self._written(request, written)
+        return render.result(request, "indexconfig", written.result)
+
+    @_route(app, "/<user>/<index>", ["DELETE"])
+    async def delete_index(self, request: IRequest, user: str, index: str) -> bytes:
+        self._check_segment(user, index)
+        written = await self._ops.delete_index(await self._identity(request), user, index)
+        self._written(request, written)
+        return render.message(request, written.message or "", status=201)

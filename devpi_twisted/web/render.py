@@ -1,0 +1,91 @@
+"""Content negotiation and devpi's JSON envelopes; domain errors mapped to statuses."""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+from twisted.web.http import RESPONSES
+from twisted.web.iweb import IRequest
+
+from devpi_twisted.model import errors
+
+JSON = b"application/json"
+
+STATUS = {
+    errors.InvalidInput: 400,
+    errors.Unauthenticated: 401,
+    errors.Forbidden: 403,
+    errors.NotFound: 404,
+    errors.AlreadyExists: 409,
+    errors.Conflict: 409,
+    errors.Gone: 410,
+    errors.TooLarge: 413,
+    errors.Unavailable: 503,
+}
+
+
+class BadJSON(errors.InvalidInput):
+    def __init__(self) -> None:
+        super().__init__("Bad request: could not decode json")
+
+
+def accept(request: IRequest) -> str:
+    value = request.getHeader(b"Accept")
+    return value.decode("latin-1") if value else ""
+
+
+def json_acceptable(request: IRequest) -> bool:
+    """JSON views serve requests asking for JSON, or for nothing in particular;
+    a request asking for HTML (a browser) does not get them."""
+    value = accept(request)
+    return not value or "application/json" in value or "text/html" not in value
+
+
+def read_json(request: IRequest) -> Any:
+    body = request.content.read() if request.content is not None else b""
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadJSON() from None
+
+
+def _send(request: IRequest, status: int, content_type: bytes, data: bytes) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"Content-Type", content_type)
+    request.setHeader(b"Content-Length", b"%d" % len(data))
+    return data
+
+
+def json_body(request: IRequest, status: int, body: Any) -> bytes:
+    return _send(request, status, JSON, json.dumps(body, indent=2, sort_keys=True).encode("utf-8"))
+
+
+def result(request: IRequest, type_: str, value: Any, message: str | None = None,
+           status: int = 200) -> bytes:
+    body: dict[str, Any] = {"type": type_, "result": value}
+    if message:
+        body["message"] = message
+    return json_body(request, status, body)
+
+
+def message(request: IRequest, text: str, status: int = 200) -> bytes:
+    return json_body(request, status, {"message": text})
+
+
+def error(request: IRequest, status: int, text: str) -> bytes:
+    """An error reply: JSON ``{"message": ...}`` when JSON is acceptable, else a small HTML page."""
+    if json_acceptable(request):
+        return json_body(request, status, {"message": text})
+    title = f"{status} {RESPONSES.get(status, b'').decode()}"
+    page = (f"<html><head><title>{html.escape(title)}</title></head><body><h1>"
+            f"{html.escape(title)}</h1>{html.escape(text)}</body></html>")
+    return _send(request, status, b"text/html; charset=UTF-8", page.encode("utf-8"))
+
+
+def domain_error(request: IRequest, e: errors.DomainError) -> bytes:
+    status = next((code for cls, code in STATUS.items() if isinstance(e, cls)), 400)
+    if isinstance(e, errors.Unauthenticated) and e.challenge:
+        request.setHeader(b"WWW-Authenticate", b'Basic realm="pypi"')
+    return error(request, status, e.message)

@@ -1,0 +1,38 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="devpi-twisted",
+    version="0.1.0",
+    description="A package index server for Python teams: PyPI mirror and private indexes, on Twisted",
+    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description_content_type="text/x-rst",
+    license="MIT",
+    python_requires=">=3.11",
+    packages=find_packages(include=["devpi_twisted", "devpi_twisted.*"]) + ["twisted.plugins"],
+    package_data={"devpi_twisted.storage.migrations": ["*.sql"]},
+    install_requires=[
+        "Twisted>=24.7",
+        "klein>=23.5",
+        "treq>=23.11",
+        "attrs>=23.1",
+        "packaging>=23.2",
+        "passlib>=1.7.4",
+        "argon2-cffi>=21.3",
+        "itsdangerous>=2.1",
+        "PyYAML>=6.0",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-twisted>=1.14",
+            "hypothesis>=6.100",
+            "devpi-client>=7,<8",
+        ],
+    },
+    entry_points={"console_scripts": ["devpi-twisted = devpi_twisted.cli:main"]},
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "Topic :: System :: Software Distribution",
+    ],
+)
