@@ -26,6 +26,7 @@ setup(
             "pytest>=8",
             "pytest-twisted>=1.14",
             "hypothesis>=6.100",
+            "pytest-timeout>=2.2",
             "devpi-client>=7,<8",
         ],
     },

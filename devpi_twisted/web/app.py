@@ -7,6 +7,7 @@ place (``handle_domain_error``).
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qs
 
 from klein import Klein
 from twisted.python.failure import Failure
@@ -28,7 +29,9 @@ def _route(app: Klein, path: str, methods: list[str]) -> Any:
 
 
 def _flag(request: IRequest, name: bytes) -> bool:
-    return name in (request.args or {})
+    """A query key is present, with or without a value (``?no_projects``, ``?force=``)."""
+    query = request.uri.partition(b"?")[2]
+    return name in parse_qs(query, keep_blank_values=True)
 
 
 class ManagementApp:

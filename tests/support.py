@@ -1,0 +1,104 @@
+"""Helpers shared by the test suites."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+# Cheap key derivation for daemons started by tests (devpi's defaults take seconds).
+FAST_ARGON2 = ["--argon2-memory-cost", "64", "--argon2-time-cost", "1", "--argon2-parallelism", "1"]
+
+
+def result_of(d: Deferred[Any] | Coroutine[Any, Any, Any]) -> Any:
+    """The result of an already fired Deferred (or coroutine); fails the test if it is waiting."""
+    if not isinstance(d, Deferred):
+        d = Deferred.fromCoroutine(d)
+    box: list[Any] = []
+    d.addBoth(box.append)
+    assert box, "the Deferred has not fired"
+    if isinstance(box[0], Failure):
+        box[0].raiseException()
+    return box[0]
+
+
+def failure_of(d: Deferred[Any] | Coroutine[Any, Any, Any]) -> BaseException:
+    """The exception of an already failed Deferred (or coroutine)."""
+    try:
+        value = result_of(d)
+    except BaseException as e:  # noqa: BLE001 - the point is to catch anything
+        return e
+    raise AssertionError(f"expected a failure, got {value!r}")
+
+
+def bin_path(name: str) -> str:
+    """A console script of the running interpreter's environment."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    assert found, f"{name} is not installed"
+    return found
+
+
+class Daemon:
+    """A real ``twistd -n devpi`` process on a free loopback port."""
+
+    def __init__(self, serverdir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.serverdir = serverdir
+        self.args = list(args)
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self.log = serverdir.parent / (serverdir.name + ".log")
+
+    def command(self) -> list[str]:
+        return [bin_path("twistd"), "-n", "--pidfile=", "devpi", "--serverdir", str(self.serverdir),
+                "--host", "127.0.0.1", "--port", "0", *FAST_ARGON2, *self.args]
+
+    def start(self, timeout: float = 30) -> Daemon:
+        listening = self.serverdir / ".listening"
+        if listening.exists():
+            listening.unlink()
+        env = dict(os.environ, **(self.env or {}))
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env,
+                                         cwd=str(self.serverdir.parent))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited with {self.proc.returncode}:\n{self.log.read_text()}")
+            if listening.exists():
+                self.url = json.loads(listening.read_text())[0]
+                return self
+            time.sleep(0.05)
+        raise AssertionError(f"daemon did not start:\n{self.log.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def kill9(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+def init_serverdir(serverdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([bin_path("devpi-twisted"), "init", "--serverdir", str(serverdir), *args],
+                          capture_output=True, text=True, check=True)

@@ -1,0 +1,126 @@
+"""Route tests: the real Site and Klein app over sqlite, in memory (no sockets, no reactor).
+
+Storage runs inline and argon2 runs inline, so every request completes before
+the client call returns; time moves only through ``clock.advance``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from treq.client import HTTPClient
+from treq.testing import RequestTraversalAgent, _SynchronousProducer
+from twisted.internet.defer import succeed
+from twisted.internet.task import Clock
+
+from devpi_twisted.model.acl import Policy, parse_principals
+from devpi_twisted.model.ops import ServerOps, root_pypi
+from devpi_twisted.model.passwords import hash_password
+from devpi_twisted.model.tokens import TokenSigner
+from devpi_twisted.storage.executor import InlineExecutor
+from devpi_twisted.storage.interface import UserRecord
+from devpi_twisted.storage.sqlite import SqliteStorage
+from devpi_twisted.web.app import ManagementApp
+from devpi_twisted.web.site import DevpiSite, ServerInfo
+from tests.support import result_of
+
+UUID = "0123456789abcdef0123456789abcdef"
+_HASHES: dict[str, str] = {}
+
+
+def cached_hash(password: str) -> str:
+    if password not in _HASHES:
+        _HASHES[password] = hash_password(password)
+    return _HASHES[password]
+
+
+class SiteAgent(RequestTraversalAgent):
+    """treq's in-memory agent, serving our own Site (with devpi's headers and limits)."""
+
+    def __init__(self, site: DevpiSite) -> None:
+        super().__init__(site.resource)
+        self._serverFactory = site
+
+
+@attrs.define
+class Reply:
+    code: int
+    headers: Any
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.getRawHeaders(name)
+        return values[0] if values else None
+
+
+class Client:
+    """Synchronous requests against the in-memory server."""
+
+    def __init__(self, site: DevpiSite) -> None:
+        self._http = HTTPClient(SiteAgent(site), data_to_body_producer=_SynchronousProducer)
+
+    def request(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
+                headers: dict[str, Any] | None = None, auth: tuple[str, str] | None = None) -> Reply:
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        hdrs = {"Accept": ["application/json"], **(headers or {})}
+        response = result_of(self._http.request(
+            method, "http://testserver" + path, data=data, headers=hdrs, auth=auth))
+        content = result_of(response.content())
+        return Reply(response.code, response.headers, content)
+
+    def get(self, path: str, **kw: Any) -> Reply:
+        return self.request("GET", path, **kw)
+
+
+@attrs.define
+class Server:
+    storage: SqliteStorage
+    clock: Clock
+    client: Client
+    ops: ServerOps
+
+    def login(self, user: str, password: str) -> str:
+        reply = self.client.request("POST", "/+login", {"user": user, "password": password})
+        assert reply.code == 200, reply.body
+        return str(reply.json["result"]["password"])
+
+    def devpi_auth(self, user: str, secret: str) -> dict[str, Any]:
+        import base64
+
+        return {"X-Devpi-Auth": [base64.b64encode(f"{user}:{secret}".encode()).decode()]}
+
+
+def make_server(tmp_path: Path, restrict_modify: str | None = None,
+                outside_url: str | None = None) -> Server:
+    storage = SqliteStorage.open(tmp_path / "db.sqlite3", InlineExecutor())
+    root = UserRecord("root", {"created": "2024-01-01T00:00:00Z"}, cached_hash(""), 0)
+    result_of(storage.bootstrap([root], [root_pypi()]))
+    clock = Clock()
+    clock.advance(1_700_000_000)
+
+    def offload(fn: Any, *args: Any) -> Any:
+        if fn is hash_password:
+            return succeed(cached_hash(*args))
+        return succeed(fn(*args))
+
+    policy = Policy(parse_principals(restrict_modify.split(",")) if restrict_modify else None)
+    ops = ServerOps(storage, policy, TokenSigner(b"k" * 16, clock.seconds), offload, clock.seconds)
+    info = ServerInfo(uuid=UUID, serverdir=str(tmp_path), outside_url=outside_url)
+    site = DevpiSite(ManagementApp(ops, info).resource(), info, lambda: storage.serial)
+    return Server(storage, clock, Client(site), ops)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    made = make_server(tmp_path)
+    yield made
+    made.storage.close()
