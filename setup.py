@@ -27,6 +27,7 @@ setup(
             "pytest-twisted>=1.14",
             "hypothesis>=6.100",
             "pytest-timeout>=2.2",
+            "import-linter>=2.0",
             "devpi-client>=7,<8",
         ],
     },

@@ -73,9 +73,12 @@ SPECS: dict[str, OptionSpec] = {
         _spec("primary-url", "URL of the primary this replica follows"),
         _spec("master-url", "deprecated name of --primary-url"),
         _spec("logger-cfg", "JSON or YAML logging.config dictionary for stdlib logging"),
-        _spec("argon2-memory-cost", "KiB of memory for deriving keys from the secret", "524288"),
-        _spec("argon2-time-cost", "iterations for deriving keys from the secret", "16"),
-        _spec("argon2-parallelism", "lanes for deriving keys from the secret", "8"),
+        # devpi-server derives with 524288/16/8, about 11 s of start-up on two cores; the
+        # secret is 32 random bytes, so a cheap derivation loses nothing. Pass devpi's
+        # values to share login tokens with devpi-server nodes.
+        _spec("argon2-memory-cost", "KiB of memory for deriving keys from the secret", "65536"),
+        _spec("argon2-time-cost", "iterations for deriving keys from the secret", "3"),
+        _spec("argon2-parallelism", "lanes for deriving keys from the secret", "4"),
         _spec("root-passwd", "initial password of root (default: empty)", ""),
         _spec("root-passwd-hash", "initial argon2 hash of root's password"),
         _flag("offline-mode", "never contact upstream; serve only what is cached"),
@@ -113,6 +116,8 @@ class Config:
 
     serverdir: Path
     storage: StorageSpec = StorageSpec("sqlite")
+    host: str = "localhost"
+    port: int = DEFAULT_PORT
     listen: tuple[str, ...] = ("tcp:3141:interface=127.0.0.1",)
     outside_url: str | None = None
     secretfile: Path | None = None
@@ -126,9 +131,9 @@ class Config:
     requests_only: bool = False
     debug: bool = False
     logger_cfg: Path | None = None
-    argon2_memory_cost: int = 524288
-    argon2_time_cost: int = 16
-    argon2_parallelism: int = 8
+    argon2_memory_cost: int = 65536
+    argon2_time_cost: int = 3
+    argon2_parallelism: int = 4
     init: bool = False
     root_pypi: bool = True
     root_passwd: str = ""
@@ -307,9 +312,22 @@ class BaseOptions(usage.Options):
 
 
 def build_config(v: Mapping[str, Any]) -> Config:
-    get = v.get
-    serverdir = Path(os.path.expanduser(str(get("serverdir") or DEFAULT_SERVERDIR))).absolute()
-    storage = parse_storage(get("storage") or "sqlite")
+    """Convert raw option values (strings, or YAML types) to a Config; missing ones take defaults."""
+
+    def get(name: str) -> Any:
+        value = v.get(name)
+        return SPECS[name].default if value is None or value == "" else value
+
+    def number(name: str, minimum: int = 0) -> int:
+        return _parse_int(name, get(name), minimum)
+
+    def flag(name: str) -> bool:
+        return parse_bool(name, get(name) or False)
+
+    def path(name: str) -> Path | None:
+        value = get(name)
+        return Path(os.path.expanduser(str(value))).absolute() if value else None
+
     primary_url = get("primary-url")
     if get("master-url"):
         if primary_url:
@@ -319,55 +337,56 @@ def build_config(v: Mapping[str, Any]) -> Config:
         primary_url = check_url("primary-url", str(primary_url))
         if urlsplit(primary_url).username:
             raise ConfigError("--primary-url must not contain credentials")
-    role = str(get("role") or "auto").lower()
+    role = str(get("role")).lower()
     if role not in ROLES:
         raise ConfigError(f"--role: {role!r} is not one of {', '.join(ROLES)}")
     role = {"master": "primary", "auto": "replica" if primary_url else "standalone"}.get(role, role)
     if role == "replica" and not primary_url:
         raise ConfigError("--role replica needs --primary-url")
 
-    port = _parse_int("port", get("port") or DEFAULT_PORT)
+    host, port = str(get("host")), number("port")
     if port > 65535:
         raise ConfigError(f"--port: {port} is not a TCP port")
-    listen = list(listen_endpoints(str(get("host") or "localhost"), port))
+    listen = list(listen_endpoints(host, port))
     if get("unix-socket"):
-        perms = str(get("unix-socket-perms") or "600")
+        perms = str(get("unix-socket-perms"))
         try:
             mode = int(perms, 8)
         except ValueError:
             raise ConfigError(f"--unix-socket-perms: {perms!r} is not octal") from None
-        path = str(get("unix-socket")).replace(":", r"\:")
-        listen.append(f"unix:{path}:mode={mode:o}")
+        socket_path = str(get("unix-socket")).replace(":", r"\:")
+        listen.append(f"unix:{socket_path}:mode={mode:o}")
 
     restrict = get("restrict-modify")
     if isinstance(restrict, (list, tuple)):
         restrict = ",".join(map(str, restrict))
     outside_url = get("outside-url")
-    secretfile = get("secretfile")
-    logger_cfg = get("logger-cfg")
+    serverdir = path("serverdir")
+    assert serverdir is not None
     config = Config(
         serverdir=serverdir,
-        storage=storage,
+        storage=parse_storage(get("storage")),
+        host=host,
+        port=port,
         listen=tuple(listen),
         outside_url=check_url("outside-url", str(outside_url)) if outside_url else None,
-        secretfile=Path(os.path.expanduser(str(secretfile))).absolute() if secretfile else None,
+        secretfile=path("secretfile"),
         restrict_modify=tuple(filter(None, (p.strip() for p in str(restrict).split(","))))
         if restrict else None,
-        mirror_cache_expiry=_parse_int("mirror-cache-expiry", get("mirror-cache-expiry") or "1800"),
-        request_timeout=_parse_float("request-timeout", get("request-timeout") or "5"),
-        max_request_body_size=_parse_int(
-            "max-request-body-size", get("max-request-body-size") or DEFAULT_MAX_BODY, 1024),
+        mirror_cache_expiry=number("mirror-cache-expiry"),
+        request_timeout=_parse_float("request-timeout", get("request-timeout")),
+        max_request_body_size=number("max-request-body-size", 1024),
         role=role,
         primary_url=primary_url,
-        offline_mode=parse_bool("offline-mode", get("offline-mode") or False),
-        requests_only=parse_bool("requests-only", get("requests-only") or False),
-        debug=parse_bool("debug", get("debug") or False),
-        logger_cfg=Path(str(logger_cfg)).absolute() if logger_cfg else None,
-        argon2_memory_cost=_parse_int("argon2-memory-cost", get("argon2-memory-cost") or "524288", 8),
-        argon2_time_cost=_parse_int("argon2-time-cost", get("argon2-time-cost") or "16", 1),
-        argon2_parallelism=_parse_int("argon2-parallelism", get("argon2-parallelism") or "8", 1),
-        init=parse_bool("init", get("init") or False),
-        root_pypi=not parse_bool("no-root-pypi", get("no-root-pypi") or False),
+        offline_mode=flag("offline-mode"),
+        requests_only=flag("requests-only"),
+        debug=flag("debug"),
+        logger_cfg=path("logger-cfg"),
+        argon2_memory_cost=number("argon2-memory-cost", 8),
+        argon2_time_cost=number("argon2-time-cost", 1),
+        argon2_parallelism=number("argon2-parallelism", 1),
+        init=flag("init"),
+        root_pypi=not flag("no-root-pypi"),
         root_passwd=str(get("root-passwd") or ""),
         root_passwd_hash=get("root-passwd-hash") or None,
     )

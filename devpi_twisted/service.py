@@ -203,15 +203,9 @@ def build_service(config: Config, reactor: Any) -> IService:
 
     policy = Policy(parse_principals(config.restrict_modify) if config.restrict_modify else None)
     ops = ServerOps(storage, policy, TokenSigner(keys.auth, reactor.seconds), offload, time.time)
-    port = None
-    host = None
-    if config.listen and config.listen[0].startswith("tcp"):
-        parts = config.listen[0].split(":")
-        port = int(parts[1])
-        host = config.listen[0].split("interface=", 1)[-1].replace("\\", "")
     info = ServerInfo(
-        uuid=node.uuid, serverdir=str(config.serverdir), role=config.role, host=host,
-        port=port, outside_url=config.outside_url, max_body=config.max_request_body_size)
+        uuid=node.uuid, serverdir=str(config.serverdir), role=config.role, host=config.host,
+        port=config.port, outside_url=config.outside_url, max_body=config.max_request_body_size)
     site = DevpiSite(ManagementApp(ops, info).resource(), info, lambda: storage.serial,
                      access_log=config.debug)
 

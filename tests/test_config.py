@@ -1,0 +1,125 @@
+"""Option parsing: devpi-server's names, precedence, and one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from devpi_twisted.config import (
+    ConfigError, StorageSpec, listen_endpoints, parse_bool, parse_storage,
+)
+from devpi_twisted.service import Options
+
+
+def config_of(args: list[str], environ: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    options = Options()
+    options.environ = environ or {}
+    options.parseOptions(args)
+    return options.config()
+
+
+def test_defaults_match_devpi_server() -> None:
+    config = config_of([])
+    assert config.serverdir == Path("~/.devpi/server").expanduser()
+    assert config.listen == ("tcp:3141:interface=127.0.0.1",)
+    assert config.storage == StorageSpec("sqlite")
+    assert config.mirror_cache_expiry == 1800
+    assert config.max_request_body_size == 1024 ** 3
+    assert config.role == "standalone"
+    assert config.restrict_modify is None
+
+
+def test_command_line_beats_environment_beats_file(tmp_path: Path) -> None:
+    file = tmp_path / "devpi.yml"
+    file.write_text("devpi-server:\n  port: 1111\n  outside-url: https://file.example\n"
+                    "  mirror-cache-expiry: 60\n")
+    config = config_of(["-c", str(file), "--port", "2222"],
+                       {"DEVPISERVER_PORT": "3333", "DEVPISERVER_OUTSIDE_URL": "https://env.example"})
+    assert config.listen == ("tcp:2222:interface=127.0.0.1",)
+    assert config.outside_url == "https://env.example"
+    assert config.mirror_cache_expiry == 60
+
+
+def test_serverdir_from_environment_and_deprecated_alias(tmp_path: Path) -> None:
+    assert config_of([], {"DEVPISERVER_SERVERDIR": str(tmp_path / "a")}).serverdir == tmp_path / "a"
+    assert config_of([], {"DEVPI_SERVERDIR": str(tmp_path / "b")}).serverdir == tmp_path / "b"
+
+
+def test_flags_from_file_and_environment(tmp_path: Path) -> None:
+    file = tmp_path / "devpi.yml"
+    file.write_text("devpi-server:\n  offline-mode: yes\n")
+    assert config_of(["-c", str(file)]).offline_mode is True
+    assert config_of([], {"DEVPISERVER_OFFLINE_MODE": "0"}).offline_mode is False
+    assert config_of(["--offline-mode"]).offline_mode is True
+
+
+def test_unknown_config_file_key_warns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    file = tmp_path / "devpi.yml"
+    file.write_text("devpi-server:\n  threadz: 5\n")
+    config_of(["-c", str(file)])
+    assert "unknown key 'threadz'" in capsys.readouterr().err
+
+
+def test_restrict_modify_is_a_comma_list() -> None:
+    assert config_of(["--restrict-modify", "root, :admins,"]).restrict_modify == ("root", ":admins")
+
+
+def test_master_url_is_an_alias_and_both_conflict() -> None:
+    with pytest.raises(ConfigError, match="only --primary-url"):
+        config_of(["--primary-url", "http://a/", "--master-url", "http://b/"])
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--role", "primary"], "replication is not available"),
+    (["--primary-url", "http://primary:3141"], "replication is not available"),
+    (["--storage", "pg8000:host=db"], "PostgreSQL storage is not available"),
+    (["--storage", "sqlite:fsbackend=hash_hl"], "--storage sqlite takes no settings"),
+    (["--argon2-memory-cost", "8", "--argon2-parallelism", "4"], "at least 8 times"),
+    (["--max-request-body-size", "12"], "below the minimum"),
+    (["--unix-socket", "/tmp/s", "--unix-socket-perms", "9z"], "is not octal"),
+])
+def test_unavailable_or_bad_options_are_refused(args: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_of(args)
+
+
+def test_bad_yaml_file_is_one_line(tmp_path: Path) -> None:
+    file = tmp_path / "broken.yml"
+    file.write_text("devpi-server: [unclosed\n")
+    with pytest.raises(ConfigError, match="is not valid YAML") as e:
+        config_of(["-c", str(file)])
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(("host", "port", "endpoint"), [
+    ("localhost", 3141, "tcp:3141:interface=127.0.0.1"),
+    ("0.0.0.0", 80, "tcp:80:interface=0.0.0.0"),
+    ("::", 3141, r"tcp6:3141:interface=\:\:"),
+    ("[::1]", 8080, r"tcp6:8080:interface=\:\:1"),
+    ("*", 3141, r"tcp6:3141:interface=\:\:"),
+])
+def test_listen_endpoints(host: str, port: int, endpoint: str) -> None:
+    assert listen_endpoints(host, port) == (endpoint,)
+
+
+def test_unix_socket_listens_too() -> None:
+    config = config_of(["--unix-socket", "/run/devpi.sock", "--unix-socket-perms", "660"])
+    assert config.listen[-1] == "unix:/run/devpi.sock:mode=660"
+
+
+def test_storage_specs() -> None:
+    assert parse_storage("pg8000:host=db,port=5433") == StorageSpec("pg8000", {"host": "db", "port": "5433"})
+    assert parse_storage({"name": "pg8000", "host": "db"}) == StorageSpec("pg8000", {"host": "db"})
+    with pytest.raises(ConfigError, match="not key=value"):
+        parse_storage("pg8000:host")
+
+
+@pytest.mark.parametrize(("word", "value"), [("yes", True), ("On", True), ("0", False), ("f", False)])
+def test_bool_words(word: str, value: bool) -> None:
+    assert parse_bool("x", word) is value
+
+
+def test_bool_nonsense_is_refused() -> None:
+    with pytest.raises(ConfigError, match="not a yes/no value"):
+        parse_bool("offline-mode", "perhaps")
