@@ -9,6 +9,7 @@ run beside the server) and the reactor thread applies them to the cache.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import time
@@ -56,7 +57,10 @@ def _dumps(value: Any) -> str:
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    """A connection in autocommit mode (we issue BEGIN/COMMIT), WAL, full fsync."""
+    """A connection in autocommit mode (we issue BEGIN/COMMIT), WAL, full fsync.
+    A new database file is made readable by its owner only (it holds password hashes)."""
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")

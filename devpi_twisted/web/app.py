@@ -7,19 +7,19 @@ place (``handle_domain_error``).
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 from klein import Klein
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
-from werkzeug.exceptions import MethodNotAllowed, NotFound as RouteNotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound as RouteNotFound
 
 from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, Identity
 from devpi_twisted.model.errors import DomainError, NotFound
 from devpi_twisted.model.ops import ServerOps, Written
 from devpi_twisted.web import render
 from devpi_twisted.web.auth import credentials
-from devpi_twisted.web.site import ServerInfo, outside_url
+from devpi_twisted.web.site import ServerInfo, mount_path, outside_url
 
 FEATURES = ["server-keyvalue-parsing"]
 
@@ -145,6 +145,21 @@ class ManagementApp:
             "polling_replicas": {},
         }
         return render.result(request, "status", status)
+
+    @_route(app, "/+authcheck", ["GET"])
+    def authcheck(self, request: IRequest) -> bytes:
+        """For nginx ``auth_request``: 200 if the URL in X-Original-Uri is readable,
+        403 if it names no route. Core rules grant read access to everything."""
+        target = request.getHeader(b"X-Original-Uri") or request.uri
+        path = unquote(target.partition(b"?")[0].decode("utf-8", "replace"))
+        prefix = mount_path(request, self._info.outside_url)
+        if prefix and path.startswith(prefix + "/"):
+            path = path[len(prefix):]
+        try:
+            self.app.url_map.bind("localhost").match(path, method="GET")
+        except HTTPException:
+            request.setResponseCode(403)
+        return b""
 
     # -- users ------------------------------------------------------------------
 

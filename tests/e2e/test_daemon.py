@@ -315,3 +315,55 @@ def test_listens_on_ipv6(fresh_serverdir: Path) -> None:
         assert call(daemon.url + "/+api")[0] == 200
     finally:
         daemon.stop()
+
+
+def test_secretfile_must_be_private(tmp_path: Path, fresh_serverdir: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("x" * 44)
+    secret.chmod(0o644)
+    done = twistd("--serverdir", str(fresh_serverdir), "--port", "0", "--secretfile", str(secret))
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"devpi-twisted: secret file {secret} must be readable by its owner only (chmod 600)"]
+
+
+def test_tokens_signed_with_a_secretfile_survive_restart(tmp_path: Path, fresh_serverdir: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(base64.b64encode(bytes(range(32))))
+    secret.chmod(0o600)
+    daemon = Daemon(fresh_serverdir, "--secretfile", str(secret)).start()
+    try:
+        root = login(daemon.url, "root", "")
+    finally:
+        daemon.stop()
+    other = Daemon(fresh_serverdir).start()  # signs with the init secret: the token is foreign
+    try:
+        assert call(other.url + "/+api", auth=root)[1]["result"]["authstatus"][0] == "noauth"
+    finally:
+        other.stop()
+    daemon.start()
+    try:
+        assert call(daemon.url + "/+api", auth=root)[1]["result"]["authstatus"][:2] == ["ok", "root"]
+    finally:
+        daemon.stop()
+
+
+def test_debug_logs_requests_and_logger_cfg_feeds_stdlib_logging(tmp_path: Path,
+                                                                 fresh_serverdir: Path) -> None:
+    logfile = tmp_path / "stdlib.log"
+    cfg = tmp_path / "logging.json"
+    cfg.write_text(json.dumps({
+        "version": 1,
+        "handlers": {"file": {"class": "logging.FileHandler", "filename": str(logfile)}},
+        "root": {"handlers": ["file"], "level": "INFO"},
+    }))
+    daemon = Daemon(fresh_serverdir, "--debug", "--logger-cfg", str(cfg)).start()
+    try:
+        call(daemon.url + "/+api?probe=1")
+        call(daemon.url + "/+login", "POST", {"user": "root", "password": "do-not-log-me"})
+    finally:
+        daemon.stop()
+    text = logfile.read_text()
+    assert "serving on" in text
+    assert "GET /+api?probe=1 200" in text
+    assert "do-not-log-me" not in text + daemon.log.read_text()

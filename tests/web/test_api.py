@@ -149,6 +149,14 @@ def test_status_reports_serial_uuid_and_role(server: Server) -> None:
     assert "devpi-twisted" in result["versioninfo"]
 
 
+def test_authcheck_allows_readable_routes_and_refuses_unknown_ones(server: Server) -> None:
+    ok = server.client.get("/+authcheck", headers={"X-Original-Uri": ["/root/pypi/+api"]})
+    assert (ok.code, ok.body) == (200, b"")
+    assert server.client.get("/+authcheck", headers={"X-Original-Uri": ["/root"]}).code == 200
+    nothing = server.client.get("/+authcheck", headers={"X-Original-Uri": ["/a/b/c/d/e/f/g"]})
+    assert (nothing.code, nothing.body) == (403, b"")
+
+
 # -- authentication ----------------------------------------------------------------
 
 
