@@ -1,0 +1,114 @@
+"""Password hashes (spec/model.md section 2.2).
+
+Every real argon2 hash at the server's parameters costs a few hundred milliseconds,
+so the hashes are made once per module and the cheap cases use tiny parameters.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from argon2 import PasswordHasher, Type
+
+from devpi_twisted.model.passwords import hash_password, looks_like_hash, needs_rehash, verify_password
+
+PHC = re.compile(r"\$argon2id\$v=19\$m=65536,t=3,p=4\$([A-Za-z0-9+/]{22})\$([A-Za-z0-9+/]{43})")
+
+
+@pytest.fixture(scope="module")
+def empty_hash() -> str:
+    return hash_password("")
+
+
+@pytest.fixture(scope="module")
+def unicode_hash() -> str:
+    return hash_password("p\u00e4ssw\u00f6rd \U0001f600")
+
+
+@pytest.fixture(scope="module")
+def imported_hash() -> str:
+    """A hash as found in imported data: argon2-cffi with other parameters."""
+    return PasswordHasher(time_cost=2, memory_cost=102400, parallelism=8).hash("imported")
+
+
+@pytest.fixture(scope="module")
+def cheap_argon2i_hash() -> str:
+    return PasswordHasher(time_cost=1, memory_cost=8, parallelism=1, type=Type.I).hash("cheap")
+
+
+def test_new_hash_is_argon2id_phc_with_passlib_default_parameters(unicode_hash: str) -> None:
+    # 16-byte salt (22 base64 chars) and 32-byte digest (43 chars), no padding.
+    assert PHC.fullmatch(unicode_hash)
+
+
+def test_new_hashes_use_a_fresh_salt(empty_hash: str, unicode_hash: str) -> None:
+    salt_a = PHC.fullmatch(empty_hash).group(1)  # type: ignore[union-attr]
+    salt_b = PHC.fullmatch(unicode_hash).group(1)  # type: ignore[union-attr]
+    assert salt_a != salt_b
+
+
+def test_empty_password_verifies_like_root_default(empty_hash: str) -> None:
+    assert verify_password("", empty_hash)
+
+
+def test_non_empty_password_does_not_match_empty_password_hash(empty_hash: str) -> None:
+    assert not verify_password(" ", empty_hash)
+
+
+def test_unicode_password_verifies(unicode_hash: str) -> None:
+    assert verify_password("p\u00e4ssw\u00f6rd \U0001f600", unicode_hash)
+
+
+def test_wrong_password_does_not_verify(unicode_hash: str) -> None:
+    assert not verify_password("passwort \U0001f600", unicode_hash)
+
+
+def test_hash_with_current_parameters_needs_no_rehash(empty_hash: str) -> None:
+    assert not needs_rehash(empty_hash)
+
+
+def test_argon2_hash_with_other_parameters_verifies(imported_hash: str) -> None:
+    assert imported_hash.startswith("$argon2id$v=19$m=102400,t=2,p=8$")
+    assert verify_password("imported", imported_hash)
+
+
+def test_argon2_hash_with_other_parameters_needs_rehash(imported_hash: str) -> None:
+    assert needs_rehash(imported_hash)
+
+
+def test_argon2i_hash_verifies_and_rejects_wrong_password(cheap_argon2i_hash: str) -> None:
+    assert verify_password("cheap", cheap_argon2i_hash)
+    assert not verify_password("Cheap", cheap_argon2i_hash)
+
+
+def test_argon2i_hash_needs_rehash(cheap_argon2i_hash: str) -> None:
+    assert needs_rehash(cheap_argon2i_hash)
+
+
+def test_argon2_hashes_look_like_hashes(empty_hash: str, imported_hash: str, cheap_argon2i_hash: str) -> None:
+    assert looks_like_hash(empty_hash)
+    assert looks_like_hash(imported_hash)
+    assert looks_like_hash(cheap_argon2i_hash)
+
+
+@pytest.mark.parametrize("pwhash", [None, ""])
+def test_missing_hash_never_verifies(pwhash: str | None) -> None:
+    assert not verify_password("", pwhash)
+
+
+@pytest.mark.parametrize("pwhash", [
+    "garbage",
+    "$argon2id$v=19$m=65536,t=3,p=4$xx$yy",
+    "$argon2id$v=19$m=8,t=1,p=1",
+    "$2b$12$abcdefghijklmnopqrstuu5Xq6Vn7NYpKy0tZ2j8uG4l1b5XH1e6u",
+    "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8",
+])
+def test_unreadable_hash_does_not_verify_and_is_not_rehashed(pwhash: str) -> None:
+    assert not verify_password("password", pwhash)
+    assert not needs_rehash(pwhash)
+
+
+@pytest.mark.parametrize("pwhash", ["garbage", "$2b$12$abcdefghijklmnopqrstuu5Xq6Vn7NYpKy0tZ2j8uG4l1b5XH1e6u"])
+def test_non_argon2_strings_do_not_look_like_hashes(pwhash: str) -> None:
+    assert not looks_like_hash(pwhash)
