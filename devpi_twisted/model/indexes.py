@@ -188,7 +188,7 @@ def patch_config(name: str, current: Mapping[str, Any], body: Any, others: Other
         raise InvalidInput("Bad request: expected a JSON object or list")
     if isinstance(body.get("result"), Mapping) and "type" in body and len(body) <= 3:
         body = body["result"]
-    config = dict(current)
+    config = _without_obsolete(current)
     for key, value in body.items():
         if key == "projects":
             continue
@@ -214,8 +214,13 @@ def _split_item(item: Any) -> tuple[str, str, str]:
     return key, op, value
 
 
+def _without_obsolete(current: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a stored config without keys devpi dropped long ago (model.md 3.4)."""
+    return {k: v for k, v in current.items() if k != "pypi_whitelist"}
+
+
 def _patch_list(name: str, current: Mapping[str, Any], items: list[Any], others: Others) -> dict[str, Any]:
-    config = dict(current)
+    config = _without_obsolete(current)
     parsed = [_split_item(item) for item in items]
     owner = name.split("/", 1)[0]
     has_defaults = defaults(current["type"], owner)
@@ -224,6 +229,8 @@ def _patch_list(name: str, current: Mapping[str, Any], items: list[Any], others:
             if key == "type":
                 if parse_type(value) != current["type"]:
                     raise InvalidInput("the 'type' of an index can't be changed")
+                continue
+            if current["type"] == MIRROR and key in MIRROR_DROPPED_KEYS:
                 continue
             config[key] = value
         elif op == "-=" and value == "":
@@ -283,6 +290,4 @@ def resolution_order(start: str, configs: Callable[[str], Mapping[str, Any] | No
         else:
             order.append(name)
             queue.extend(config.get("bases", ()) or ())
-    if first.get("type") == MIRROR:
-        return order
     return order + mirrors

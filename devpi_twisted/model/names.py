@@ -7,7 +7,7 @@ import re
 from devpi_twisted.model.errors import InvalidInput
 
 # ASCII controls, space and every ASCII punctuation but "-.@_".
-_FORBIDDEN = re.compile(r"[\x00-\x20!\"#$%&'()*+,/:;<=>?\[\\\]^`{|}~\x7f]")
+_FORBIDDEN = re.compile(r"[\x00-\x20!\"#$%&'()*+,/:;<=>?\[\\\]^`{|}~]")
 _NOT_ALNUM_RUN = re.compile(r"[^A-Za-z0-9]+")
 
 
