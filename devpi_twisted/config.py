@@ -83,7 +83,7 @@ SPECS: dict[str, OptionSpec] = {
         _spec("root-passwd-hash", "initial argon2 hash of root's password"),
         _flag("offline-mode", "never contact upstream; serve only what is cached"),
         _flag("requests-only", "worker process: serve HTTP only, no background work"),
-        _flag("debug", "log debug events"),
+        _flag("debug", "log every request"),
         _flag("init", "initialise the server directory first if it holds no state"),
         _flag("no-root-pypi", "do not create the root/pypi mirror at init"),
     ]
@@ -262,10 +262,14 @@ def _env_values(environ: Mapping[str, str], known: Iterable[str]) -> dict[str, s
     return values
 
 
+def _help(spec: OptionSpec) -> str:
+    return f"{spec.help} [default: {spec.default}]" if spec.default else spec.help
+
+
 def make_options_class(names: Iterable[str], doc: str = "") -> type[usage.Options]:
     """A usage.Options subclass offering the named options, all defaulting to unset."""
     names = tuple(names)
-    params = [[n, SPECS[n].short, None, SPECS[n].help] for n in names if not SPECS[n].flag]
+    params = [[n, SPECS[n].short, None, _help(SPECS[n])] for n in names if not SPECS[n].flag]
     flags = [[n, SPECS[n].short, SPECS[n].help] for n in names if SPECS[n].flag]
     namespace = {
         "optParameters": params + [["configfile", "c", None, "YAML config file"]],
