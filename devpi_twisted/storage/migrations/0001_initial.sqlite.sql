@@ -1,4 +1,9 @@
--- Users, indexes and the changelog.
+-- The serial counter, the changelog, users and indexes.
+CREATE TABLE serial_counter (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    serial INTEGER NOT NULL
+);
+INSERT INTO serial_counter (id, serial) VALUES (0, -1);
 CREATE TABLE changelog (
     serial INTEGER PRIMARY KEY,
     at REAL NOT NULL,
@@ -11,9 +16,9 @@ CREATE TABLE users (
     serial INTEGER NOT NULL
 );
 CREATE TABLE indexes (
-    user TEXT NOT NULL REFERENCES users (name),
+    owner TEXT NOT NULL REFERENCES users (name),
     name TEXT NOT NULL,
     config TEXT NOT NULL,
     serial INTEGER NOT NULL,
-    PRIMARY KEY (user, name)
+    PRIMARY KEY (owner, name)
 );

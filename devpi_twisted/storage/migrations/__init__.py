@@ -28,3 +28,12 @@ def scripts(dialect: str) -> list[tuple[int, str]]:
 
 def latest(dialect: str) -> int:
     return len(scripts(dialect))
+
+
+def statements(sql: str) -> list[str]:
+    """The statements of a migration script (split on ';'; scripts hold no ';' in literals)."""
+    return [s.strip() for s in sql.split(";") if s.strip() and not _only_comments(s)]
+
+
+def _only_comments(text: str) -> bool:
+    return all(not line.strip() or line.strip().startswith("--") for line in text.splitlines())

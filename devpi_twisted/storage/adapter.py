@@ -1,0 +1,141 @@
+"""What every adapter shares: reads from the StateCache, writes as plans, catch-up.
+
+A subclass supplies ``_transact`` (run a write plan in one transaction, retrying
+where its database asks for it) and ``_query`` (run a read-only plan). After
+every write, successful or refused, the adapter reads the changelog entries the
+cache has not seen and applies them, so a refused compare-and-swap leaves the
+cache current for the caller's retry. Entries committed by other processes
+arrive the same way: after our next write, on ``catch_up`` (called on a
+PostgreSQL NOTIFY and by the poll), or before a read when the SerialBoard shows
+a newer serial than the cache holds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred, DeferredLock, succeed
+
+from devpi_twisted.storage import plans
+from devpi_twisted.storage.board import SerialBoard
+from devpi_twisted.storage.cache import StateCache
+from devpi_twisted.storage.interface import Change, IndexRecord, StorageError, UserRecord
+
+T = TypeVar("T")
+
+
+class PlanStorage:
+    def __init__(self, clock: Callable[[], float] = time.time, board: SerialBoard | None = None) -> None:
+        self._clock = clock
+        self._board = board
+        self._cache = StateCache()
+        self._catch_up_lock = DeferredLock()
+
+    # -- for subclasses ------------------------------------------------------------
+
+    def _load(self, snapshot: plans.Snapshot) -> None:
+        self._cache.load(snapshot.serial, snapshot.at, snapshot.users, snapshot.indexes)
+
+    def _transact(self, make: Callable[..., plans.Plan[T]], *args: Any) -> Deferred[T]:
+        raise NotImplementedError
+
+    def _query(self, plan: plans.Plan[T]) -> Deferred[T]:
+        raise NotImplementedError
+
+    # -- freshness -------------------------------------------------------------------
+
+    def _apply(self, changes: list[Change]) -> None:
+        self._cache.apply(changes)
+
+    async def _catch_up(self, target: int | None) -> None:
+        """Read and apply unseen changes; one reader at a time. With a ``target`` serial,
+        callers queued behind a catch-up that already got that far read nothing."""
+        await self._catch_up_lock.acquire()
+        try:
+            while target is None or self._cache.serial < target:
+                changes = await self._query(plans.changes_since(self._cache.serial))
+                self._apply(changes)
+                if len(changes) < plans.CATCH_UP_BATCH:
+                    return
+        finally:
+            self._catch_up_lock.release()
+
+    def catch_up(self, target: int | None = None) -> Deferred[None]:
+        """Apply every committed change the cache has not seen (up to ``target`` at least)."""
+        return Deferred.fromCoroutine(self._catch_up(target))
+
+    def _read(self, value: Callable[[], T]) -> Deferred[T]:
+        if self._board is not None:
+            published = self._board.peek()
+            if published > self._cache.serial:
+                return self.catch_up(published).addCallback(lambda _: value())
+        return succeed(value())
+
+    async def _write_async(self, make: Callable[..., plans.Plan[int]], *args: Any) -> int:
+        try:
+            serial = await self._transact(make, *args, self._clock())
+        except StorageError:
+            await self._catch_up(None)  # the caller retries on what is current
+            raise
+        await self._catch_up(serial)
+        if self._board is not None:
+            self._board.publish(serial)
+        return serial
+
+    def _write(self, make: Callable[..., plans.Plan[int]], *args: Any) -> Deferred[int]:
+        return Deferred.fromCoroutine(self._write_async(make, *args))
+
+    # -- the Storage interface --------------------------------------------------------
+
+    @property
+    def serial(self) -> int:
+        return self._cache.serial
+
+    @property
+    def last_commit_time(self) -> float | None:
+        return self._cache.last_commit_time
+
+    def get_user(self, name: str) -> Deferred[UserRecord | None]:
+        return self._read(lambda: self._cache.users.get(name))
+
+    def list_users(self) -> Deferred[list[UserRecord]]:
+        return self._read(lambda: sorted(self._cache.users.values(), key=lambda u: u.name))
+
+    def get_index(self, user: str, index: str) -> Deferred[IndexRecord | None]:
+        return self._read(lambda: self._cache.indexes.get((user, index)))
+
+    def list_indexes(self, user: str | None = None) -> Deferred[list[IndexRecord]]:
+        return self._read(lambda: self._cache.indexes_of(user))
+
+    def changes_since(self, serial: int, limit: int = 1000) -> Deferred[list[Change]]:
+        return self._query(plans.changes_since(serial, limit))
+
+    def poll(self) -> Deferred[None]:
+        """Pick up commits made by other processes."""
+        return self.catch_up(None)
+
+    def bootstrap(self, users: Sequence[UserRecord], indexes: Sequence[IndexRecord]) -> Deferred[int]:
+        return self._write(plans.bootstrap, list(users), list(indexes))
+
+    def create_user(self, name: str, profile: Mapping[str, Any], pwhash: str | None) -> Deferred[int]:
+        return self._write(plans.create_user, name, profile, pwhash)
+
+    def update_user(self, name: str, profile: Mapping[str, Any], pwhash: str | None,
+                    expect_serial: int) -> Deferred[int]:
+        return self._write(plans.update_user, name, profile, pwhash, expect_serial)
+
+    def delete_user(self, name: str, expect_serial: int,
+                    expect_indexes: Mapping[str, int]) -> Deferred[int]:
+        return self._write(plans.delete_user, name, expect_serial, dict(expect_indexes))
+
+    def create_index(self, user: str, index: str, config: Mapping[str, Any]) -> Deferred[int]:
+        return self._write(plans.create_index, user, index, config)
+
+    def update_index(self, user: str, index: str, config: Mapping[str, Any],
+                     expect_serial: int) -> Deferred[int]:
+        return self._write(plans.update_index, user, index, config, expect_serial)
+
+    def delete_index(self, user: str, index: str, expect_serial: int) -> Deferred[int]:
+        return self._write(plans.delete_index, user, index, expect_serial)

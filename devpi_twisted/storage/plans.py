@@ -1,0 +1,191 @@
+"""Transactions written once for every database, as plans.
+
+A plan is a generator that yields SQL steps and is sent back each step's rows;
+its return value is the transaction's result. An adapter drives a plan inside a
+transaction: sqlite synchronously on its writer thread, PostgreSQL
+asynchronously through txpostgres. The SQL below is the dialect both speak
+(``?`` placeholders; the PostgreSQL driver rewrites them to ``%s``).
+
+Every write plan ends in ``commit``: it takes the next serial from the one-row
+``serial_counter`` (``UPDATE ... RETURNING``; the row lock orders writers and a
+rollback returns the number, so serials have no gaps), applies its records and
+appends them to the changelog.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator, Mapping, Sequence
+from typing import Any, TypeVar
+
+import attrs
+
+from devpi_twisted.storage.interface import (
+    INDEX, USER, Change, IndexRecord, Record, RecordExists, RecordMissing, StaleRecord,
+    StorageError, UserRecord,
+)
+
+T = TypeVar("T")
+
+BUMP_SERIAL = "UPDATE serial_counter SET serial = serial + 1 RETURNING serial"
+CURRENT_SERIAL = "SELECT serial FROM serial_counter"
+INSERT_CHANGE = "INSERT INTO changelog (serial, at, records) VALUES (?, ?, ?)"
+LAST_CHANGE = "SELECT serial, at FROM changelog ORDER BY serial DESC LIMIT 1"
+CHANGES_SINCE = "SELECT serial, at, records FROM changelog WHERE serial > ? ORDER BY serial LIMIT ?"
+ALL_USERS = "SELECT name, profile, pwhash, serial FROM users"
+ALL_INDEXES = "SELECT owner, name, config, serial FROM indexes"
+USER_SERIAL = "SELECT serial FROM users WHERE name = ?"
+INDEX_SERIAL = "SELECT serial FROM indexes WHERE owner = ? AND name = ?"
+INDEXES_OF = "SELECT name, serial FROM indexes WHERE owner = ?"
+UPSERT_USER = (
+    "INSERT INTO users (name, profile, pwhash, serial) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET profile = excluded.profile, "
+    "pwhash = excluded.pwhash, serial = excluded.serial")
+DELETE_USER = "DELETE FROM users WHERE name = ?"
+UPSERT_INDEX = (
+    "INSERT INTO indexes (owner, name, config, serial) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (owner, name) DO UPDATE SET config = excluded.config, serial = excluded.serial")
+DELETE_INDEX = "DELETE FROM indexes WHERE owner = ? AND name = ?"
+
+CATCH_UP_BATCH = 10000
+
+
+@attrs.frozen
+class Step:
+    """One SQL statement and what to hand back: ``one`` row, ``all`` rows or nothing."""
+
+    sql: str
+    params: tuple[Any, ...]
+    fetch: str
+
+
+Plan = Generator[Step, Any, T]
+
+
+def one(sql: str, *params: Any) -> Step:
+    return Step(sql, params, "one")
+
+
+def rows(sql: str, *params: Any) -> Step:
+    return Step(sql, params, "all")
+
+
+def run(sql: str, *params: Any) -> Step:
+    return Step(sql, params, "none")
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def user_record(name: str, profile: Mapping[str, Any], pwhash: str | None) -> Record:
+    return Record(USER, name, {"profile": dict(profile), "pwhash": pwhash})
+
+
+def _expect(row: Sequence[Any] | None, expect_serial: int, what: str) -> None:
+    if row is None:
+        raise RecordMissing(what)
+    if row[0] != expect_serial:
+        raise StaleRecord(what)
+
+
+def _apply(serial: int, record: Record) -> Plan[None]:
+    value = record.value
+    if record.type == USER:
+        if value is None:
+            yield run(DELETE_USER, record.key)
+        else:
+            yield run(UPSERT_USER, record.key, dumps(value["profile"]), value["pwhash"], serial)
+    elif record.type == INDEX:
+        owner, index = record.key.split("/", 1)
+        if value is None:
+            yield run(DELETE_INDEX, owner, index)
+        else:
+            yield run(UPSERT_INDEX, owner, index, dumps(value), serial)
+    else:
+        raise StorageError(f"unknown record type {record.type!r}")
+
+
+def commit(records: Sequence[Record], at: float) -> Plan[int]:
+    """Take the next serial, apply ``records`` and log them; returns the serial."""
+    serial = int((yield one(BUMP_SERIAL))[0])
+    for record in records:
+        yield from _apply(serial, record)
+    payload = json.dumps([r.to_json() for r in records], separators=(",", ":"))
+    yield run(INSERT_CHANGE, serial, at, payload)
+    return serial
+
+
+# -- reads -------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Snapshot:
+    serial: int
+    at: float | None
+    users: list[UserRecord]
+    indexes: list[IndexRecord]
+
+
+def snapshot() -> Plan[Snapshot]:
+    users = [UserRecord(n, json.loads(p), h, s) for n, p, h, s in (yield rows(ALL_USERS))]
+    indexes = [IndexRecord(o, n, json.loads(c), s) for o, n, c, s in (yield rows(ALL_INDEXES))]
+    last = yield one(LAST_CHANGE)
+    return Snapshot(int(last[0]) if last else -1, float(last[1]) if last else None, users, indexes)
+
+
+def changes_since(serial: int, limit: int = CATCH_UP_BATCH) -> Plan[list[Change]]:
+    found = yield rows(CHANGES_SINCE, serial, limit)
+    return [Change(int(s), float(at), tuple(Record.from_json(r) for r in json.loads(recs)))
+            for s, at, recs in found]
+
+
+# -- writes ------------------------------------------------------------------------
+
+
+def bootstrap(users: Sequence[UserRecord], indexes: Sequence[IndexRecord], at: float) -> Plan[int]:
+    if (yield one(LAST_CHANGE)) is not None:
+        raise RecordExists("the database already holds a server state")
+    records = [user_record(u.name, u.profile, u.pwhash) for u in users]
+    records += [Record(INDEX, i.name, dict(i.config)) for i in indexes]
+    return (yield from commit(records, at))
+
+
+def create_user(name: str, profile: Mapping[str, Any], pwhash: str | None, at: float) -> Plan[int]:
+    if (yield one(USER_SERIAL, name)) is not None:
+        raise RecordExists(name)
+    return (yield from commit([user_record(name, profile, pwhash)], at))
+
+
+def update_user(name: str, profile: Mapping[str, Any], pwhash: str | None, expect_serial: int,
+                at: float) -> Plan[int]:
+    _expect((yield one(USER_SERIAL, name)), expect_serial, name)
+    return (yield from commit([user_record(name, profile, pwhash)], at))
+
+
+def delete_user(name: str, expect_serial: int, expect_indexes: Mapping[str, int], at: float) -> Plan[int]:
+    _expect((yield one(USER_SERIAL, name)), expect_serial, name)
+    indexes = {n: int(s) for n, s in (yield rows(INDEXES_OF, name))}
+    if indexes != dict(expect_indexes):
+        raise StaleRecord(f"indexes of {name}")
+    records = [Record(INDEX, f"{name}/{i}", None) for i in sorted(indexes)]
+    return (yield from commit(records + [Record(USER, name, None)], at))
+
+
+def create_index(owner: str, index: str, config: Mapping[str, Any], at: float) -> Plan[int]:
+    if (yield one(USER_SERIAL, owner)) is None:
+        raise RecordMissing(owner)
+    if (yield one(INDEX_SERIAL, owner, index)) is not None:
+        raise RecordExists(f"{owner}/{index}")
+    return (yield from commit([Record(INDEX, f"{owner}/{index}", dict(config))], at))
+
+
+def update_index(owner: str, index: str, config: Mapping[str, Any], expect_serial: int,
+                 at: float) -> Plan[int]:
+    _expect((yield one(INDEX_SERIAL, owner, index)), expect_serial, f"{owner}/{index}")
+    return (yield from commit([Record(INDEX, f"{owner}/{index}", dict(config))], at))
+
+
+def delete_index(owner: str, index: str, expect_serial: int, at: float) -> Plan[int]:
+    _expect((yield one(INDEX_SERIAL, owner, index)), expect_serial, f"{owner}/{index}")
+    return (yield from commit([Record(INDEX, f"{owner}/{index}", None)], at))
