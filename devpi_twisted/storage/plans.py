@@ -6,10 +6,12 @@ transaction: sqlite synchronously on its writer thread, PostgreSQL
 asynchronously through txpostgres. The SQL below is the dialect both speak
 (``?`` placeholders; the PostgreSQL driver rewrites them to ``%s``).
 
-Every write plan ends in ``commit``: it takes the next serial from the one-row
-``serial_counter`` (``UPDATE ... RETURNING``; the row lock orders writers and a
-rollback returns the number, so serials have no gaps), applies its records and
-appends them to the changelog.
+Every write plan starts with ``take_serial``: ``UPDATE ... RETURNING`` on the
+one-row ``serial_counter``. Its row lock makes writers of every process run one
+after another, so the checks a plan makes next see everything committed before
+it; a refused write rolls back and returns the number, so serials have no gaps.
+It ends with ``commit``, which applies its records and appends them to the
+changelog.
 """
 
 from __future__ import annotations
@@ -106,9 +108,13 @@ def _apply(serial: int, record: Record) -> Plan[None]:
         raise StorageError(f"unknown record type {record.type!r}")
 
 
-def commit(records: Sequence[Record], at: float) -> Plan[int]:
-    """Take the next serial, apply ``records`` and log them; returns the serial."""
-    serial = int((yield one(BUMP_SERIAL))[0])
+def take_serial() -> Plan[int]:
+    """The next serial; holds the writers' lock until the transaction ends."""
+    return int((yield one(BUMP_SERIAL))[0])
+
+
+def commit(serial: int, records: Sequence[Record], at: float) -> Plan[int]:
+    """Apply ``records`` and log them under ``serial``; returns the serial."""
     for record in records:
         yield from _apply(serial, record)
     payload = json.dumps([r.to_json() for r in records], separators=(",", ":"))
@@ -144,48 +150,55 @@ def changes_since(serial: int, limit: int = CATCH_UP_BATCH) -> Plan[list[Change]
 
 
 def bootstrap(users: Sequence[UserRecord], indexes: Sequence[IndexRecord], at: float) -> Plan[int]:
-    if (yield one(LAST_CHANGE)) is not None:
+    serial = yield from take_serial()
+    if serial != 0:
         raise RecordExists("the database already holds a server state")
     records = [user_record(u.name, u.profile, u.pwhash) for u in users]
     records += [Record(INDEX, i.name, dict(i.config)) for i in indexes]
-    return (yield from commit(records, at))
+    return (yield from commit(serial, records, at))
 
 
 def create_user(name: str, profile: Mapping[str, Any], pwhash: str | None, at: float) -> Plan[int]:
+    serial = yield from take_serial()
     if (yield one(USER_SERIAL, name)) is not None:
         raise RecordExists(name)
-    return (yield from commit([user_record(name, profile, pwhash)], at))
+    return (yield from commit(serial, [user_record(name, profile, pwhash)], at))
 
 
 def update_user(name: str, profile: Mapping[str, Any], pwhash: str | None, expect_serial: int,
                 at: float) -> Plan[int]:
+    serial = yield from take_serial()
     _expect((yield one(USER_SERIAL, name)), expect_serial, name)
-    return (yield from commit([user_record(name, profile, pwhash)], at))
+    return (yield from commit(serial, [user_record(name, profile, pwhash)], at))
 
 
 def delete_user(name: str, expect_serial: int, expect_indexes: Mapping[str, int], at: float) -> Plan[int]:
+    serial = yield from take_serial()
     _expect((yield one(USER_SERIAL, name)), expect_serial, name)
     indexes = {n: int(s) for n, s in (yield rows(INDEXES_OF, name))}
     if indexes != dict(expect_indexes):
         raise StaleRecord(f"indexes of {name}")
     records = [Record(INDEX, f"{name}/{i}", None) for i in sorted(indexes)]
-    return (yield from commit(records + [Record(USER, name, None)], at))
+    return (yield from commit(serial, records + [Record(USER, name, None)], at))
 
 
 def create_index(owner: str, index: str, config: Mapping[str, Any], at: float) -> Plan[int]:
+    serial = yield from take_serial()
     if (yield one(USER_SERIAL, owner)) is None:
         raise RecordMissing(owner)
     if (yield one(INDEX_SERIAL, owner, index)) is not None:
         raise RecordExists(f"{owner}/{index}")
-    return (yield from commit([Record(INDEX, f"{owner}/{index}", dict(config))], at))
+    return (yield from commit(serial, [Record(INDEX, f"{owner}/{index}", dict(config))], at))
 
 
 def update_index(owner: str, index: str, config: Mapping[str, Any], expect_serial: int,
                  at: float) -> Plan[int]:
+    serial = yield from take_serial()
     _expect((yield one(INDEX_SERIAL, owner, index)), expect_serial, f"{owner}/{index}")
-    return (yield from commit([Record(INDEX, f"{owner}/{index}", dict(config))], at))
+    return (yield from commit(serial, [Record(INDEX, f"{owner}/{index}", dict(config))], at))
 
 
 def delete_index(owner: str, index: str, expect_serial: int, at: float) -> Plan[int]:
+    serial = yield from take_serial()
     _expect((yield one(INDEX_SERIAL, owner, index)), expect_serial, f"{owner}/{index}")
-    return (yield from commit([Record(INDEX, f"{owner}/{index}", None)], at))
+    return (yield from commit(serial, [Record(INDEX, f"{owner}/{index}", None)], at))

@@ -5,19 +5,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from devpi_twisted.storage.executor import ThreadExecutor
+from devpi_twisted.storage.postgres import PostgresStorage
 from devpi_twisted.storage.sqlite import SqliteStorage
+from tests.pg import PgCluster
 
 
 class SqliteAdapter:
     name = "sqlite"
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, request: pytest.FixtureRequest, tmp_path: Path) -> None:
         self.path = tmp_path / "db.sqlite3"
-        self.opened: list[SqliteStorage] = []
+        self.opened: list[Any] = []
 
     def open(self) -> SqliteStorage:
         from twisted.internet import reactor
@@ -28,22 +31,35 @@ class SqliteAdapter:
 
     def close_all(self) -> None:
         for storage in self.opened:
-            try:
-                storage.close()
-            except Exception:  # already closed by the test
-                pass
+            storage.close()
 
 
-ADAPTERS = {"sqlite": SqliteAdapter}
+class PostgresAdapter(SqliteAdapter):
+    name = "postgres"
+
+    def __init__(self, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+        super().__init__(request, tmp_path)
+        self.cluster: PgCluster = request.getfixturevalue("pg_cluster")
+        self.database = self.cluster.create_database()
+
+    def open(self) -> PostgresStorage:  # type: ignore[override]
+        from twisted.internet import reactor
+
+        storage = PostgresStorage.open(self.cluster.settings(self.database), reactor)
+        self.opened.append(storage)
+        return storage
+
+
+ADAPTERS = {"sqlite": SqliteAdapter, "postgres": PostgresAdapter}
 
 
 @pytest.fixture(params=sorted(ADAPTERS))
-def adapter(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqliteAdapter]:
-    made = ADAPTERS[request.param](tmp_path)
+def adapter(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    made = ADAPTERS[request.param](request, tmp_path)
     yield made
     made.close_all()
 
 
 @pytest.fixture
-def storage(adapter: SqliteAdapter) -> SqliteStorage:
+def storage(adapter: Any) -> Any:
     return adapter.open()

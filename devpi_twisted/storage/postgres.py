@@ -1,0 +1,321 @@
+"""The PostgreSQL adapter: plans run through txpostgres on a small pool of connections.
+
+Start-up (``open``) is blocking on purpose: it runs before the reactor, checks
+the connection settings, refuses a database holding other software's tables,
+migrates under an advisory lock and loads the cache. At run time every
+transaction is asynchronous. A broken connection is dropped and replaced on
+next use; while the database is down, operations fail with StorageUnavailable
+(the web layer answers 503). Commits send ``NOTIFY devpi_changes, '<serial>'``;
+every process LISTENs and catches its cache up.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import psycopg2
+import psycopg2.extensions
+from twisted.internet.defer import Deferred, DeferredSemaphore, succeed
+from twisted.logger import Logger
+from txpostgres.txpostgres import Connection, RollbackFailed
+
+from devpi_twisted.storage import migrations, plans
+from devpi_twisted.storage.adapter import PlanStorage
+from devpi_twisted.storage.board import SerialBoard
+from devpi_twisted.storage.interface import StorageError, StorageUnavailable
+
+T = TypeVar("T")
+
+CHANNEL = "devpi_changes"
+SETTINGS = frozenset({
+    "host", "port", "database", "user", "password", "unix_sock", "ssl_check_hostname",
+    "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "use_copy",
+})
+MIGRATION_LOCK = 0x64657670  # any constant; serialises concurrent start-ups
+RETRY_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
+TRANSACTION_RETRIES = 5
+CONNECT_TIMEOUT = 10
+
+log = Logger()
+
+_PG_SQL: dict[str, str] = {}
+
+
+def pg_sql(sql: str) -> str:
+    """A plan's ``?`` placeholders in psycopg2's ``%s`` style."""
+    converted = _PG_SQL.get(sql)
+    if converted is None:
+        converted = _PG_SQL[sql] = sql.replace("?", "%s")
+    return converted
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return " ".join(text.splitlines()[0].split())
+
+
+def _true(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on", "t", "y")
+
+
+def connect_kwargs(settings: Mapping[str, str]) -> dict[str, Any]:
+    """libpq keywords for devpi-postgresql's ``--storage pg8000:...`` settings."""
+    unknown = sorted(set(settings) - SETTINGS)
+    if unknown:
+        raise StorageError(f"unknown PostgreSQL setting(s): {', '.join(unknown)} "
+                           f"(known: {', '.join(sorted(SETTINGS))})")
+    kw: dict[str, Any] = {
+        "dbname": settings.get("database", "devpi"),
+        "user": settings.get("user", "devpi"),
+        "connect_timeout": CONNECT_TIMEOUT,
+        "application_name": "devpi-twisted",
+    }
+    port = settings.get("port", "5432")
+    if settings.get("unix_sock"):
+        directory, name = os.path.split(settings["unix_sock"])
+        match = re.fullmatch(r"\.s\.PGSQL\.(\d+)", name)
+        if match:
+            kw["host"], port = directory, match.group(1)
+        else:
+            kw["host"] = settings["unix_sock"]  # a socket directory
+    else:
+        kw["host"] = settings.get("host", "localhost")
+    if not port.isdigit():
+        raise StorageError(f"PostgreSQL port {port!r} is not a number")
+    kw["port"] = int(port)
+    if settings.get("password"):
+        kw["password"] = settings["password"]
+    ssl = {k: v for k, v in settings.items() if k.startswith("ssl_")}
+    if ssl:
+        for key, libpq in (("ssl_ca_certs", "sslrootcert"), ("ssl_certfile", "sslcert"),
+                           ("ssl_keyfile", "sslkey")):
+            if ssl.get(key):
+                if not os.path.isfile(ssl[key]):
+                    raise StorageError(f"{key} file {ssl[key]} does not exist")
+                kw[libpq] = ssl[key]
+        if "sslrootcert" in kw:
+            kw["sslmode"] = "verify-full" if _true(ssl.get("ssl_check_hostname", "true")) else "verify-ca"
+        else:
+            kw["sslmode"] = "require"
+    return kw
+
+
+def describe(kw: Mapping[str, Any]) -> str:
+    return f"database {kw['dbname']} at {kw['host']}:{kw['port']} as {kw['user']}"
+
+
+def drive_sync(cursor: Any, plan: plans.Plan[T]) -> T:
+    try:
+        step = next(plan)
+        while True:
+            cursor.execute(pg_sql(step.sql), step.params)
+            step = plan.send(_fetch(cursor, step))
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+async def drive_async(cursor: Any, plan: plans.Plan[T]) -> T:
+    try:
+        step = next(plan)
+        while True:
+            await cursor.execute(pg_sql(step.sql), step.params)
+            step = plan.send(_fetch(cursor, step))
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+def _fetch(cursor: Any, step: plans.Step) -> Any:
+    if step.fetch == "one":
+        return cursor.fetchone()
+    if step.fetch == "all":
+        return cursor.fetchall()
+    return None
+
+
+def migrate(conn: Any) -> int:
+    """Create or upgrade our schema; refuse a database that holds other tables."""
+    with conn, conn.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+        tables = sorted(row[0] for row in cursor.fetchall())
+        if tables and "schema_version" not in tables:
+            shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+            raise StorageError(f"the database holds tables that are not devpi-twisted's ({shown}); "
+                               "give devpi-twisted an empty database (createdb)")
+        cursor.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        cursor.execute("SELECT version FROM schema_version")
+        row = cursor.fetchone()
+        current = row[0] if row else 0
+        latest = migrations.latest("postgres")
+        if current > latest:
+            raise StorageError(
+                f"the database has schema version {current}, newer than this devpi-twisted knows ({latest})")
+        for version, sql in migrations.scripts("postgres"):
+            if version > current:
+                for statement in migrations.statements(sql):
+                    cursor.execute(statement)
+                cursor.execute("DELETE FROM schema_version")
+                cursor.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+        return latest
+
+
+def _broken(conn: Connection) -> bool:
+    raw = getattr(conn, "_connection", None)
+    return raw is None or bool(raw.closed)
+
+
+class Pool:
+    """Up to ``size`` txpostgres connections, made on demand and replaced when broken."""
+
+    def __init__(self, reactor: Any, kw: Mapping[str, Any], size: int) -> None:
+        self._reactor = reactor
+        self._kw = dict(kw)
+        self._idle: list[Connection] = []
+        self._slots = DeferredSemaphore(size)
+
+    async def _checkout(self) -> Connection:
+        while self._idle:
+            conn = self._idle.pop()
+            if not _broken(conn):
+                return conn
+            _close_quietly(conn)
+        conn = Connection(reactor=self._reactor)
+        try:
+            await conn.connect(**self._kw)
+        except psycopg2.Error as e:
+            _close_quietly(conn)
+            raise StorageUnavailable(f"PostgreSQL: {first_line(e)}") from None
+        return conn
+
+    async def interaction(self, fn: Callable[[Any], Any]) -> Any:
+        """Run ``fn(cursor)`` (a coroutine function) in a transaction on a pooled connection."""
+        await self._slots.acquire()
+        try:
+            conn = await self._checkout()
+            try:
+                result = await conn.runInteraction(lambda cursor: Deferred.fromCoroutine(fn(cursor)))
+            except (psycopg2.OperationalError, psycopg2.InterfaceError, RollbackFailed) as e:
+                if isinstance(e, RollbackFailed) or _broken(conn):
+                    _close_quietly(conn)
+                    raise StorageUnavailable(f"PostgreSQL: {first_line(e)}") from None
+                self._idle.append(conn)
+                raise
+            except BaseException:
+                self._idle.append(conn)
+                raise
+            self._idle.append(conn)
+            return result
+        finally:
+            self._slots.release()
+
+    def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            _close_quietly(conn)
+
+
+def _close_quietly(conn: Connection) -> None:
+    try:
+        conn.close()
+    except Exception:  # a broken connection may refuse to close cleanly
+        pass
+
+
+class PostgresStorage(PlanStorage):
+    def __init__(self, kw: Mapping[str, Any], reactor: Any, clock: Callable[[], float] = time.time,
+                 board: SerialBoard | None = None, pool_size: int = 4) -> None:
+        super().__init__(clock, board)
+        self._kw = dict(kw)
+        self._reactor = reactor
+        self._pool = Pool(reactor, kw, pool_size)
+        self._listener: Connection | None = None
+        self._listening: Deferred[None] | None = None
+
+    @classmethod
+    def open(cls, settings: Mapping[str, str], reactor: Any, clock: Callable[[], float] = time.time,
+             board: SerialBoard | None = None, pool_size: int = 4) -> PostgresStorage:
+        """Check, migrate and load; blocking, for start-up. Raises StorageError with one line."""
+        kw = connect_kwargs(settings)
+        try:
+            conn = psycopg2.connect(**kw)
+        except psycopg2.Error as e:
+            raise StorageUnavailable(f"cannot connect to {describe(kw)}: {first_line(e)}") from None
+        try:
+            migrate(conn)
+            with conn, conn.cursor() as cursor:
+                snapshot = drive_sync(cursor, plans.snapshot())
+        except psycopg2.Error as e:
+            raise StorageError(f"{describe(kw)}: {first_line(e)}") from None
+        finally:
+            conn.close()
+        storage = cls(kw, reactor, clock, board, pool_size)
+        storage._load(snapshot)
+        return storage
+
+    async def _transact_async(self, make: Callable[..., plans.Plan[T]], args: tuple[Any, ...]) -> T:
+        async def txn(cursor: Any) -> T:
+            serial = await drive_async(cursor, make(*args))
+            # delivered at commit: every process catches up to this serial
+            await cursor.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(serial)))
+            return serial
+
+        for attempt in range(TRANSACTION_RETRIES):
+            try:
+                return await self._pool.interaction(txn)  # type: ignore[no-any-return]
+            except psycopg2.OperationalError as e:
+                if e.pgcode not in RETRY_SQLSTATES or attempt + 1 == TRANSACTION_RETRIES:
+                    raise StorageUnavailable(f"PostgreSQL: {first_line(e)}") from None
+        raise AssertionError("unreachable")
+
+    def _transact(self, make: Callable[..., plans.Plan[T]], *args: Any) -> Deferred[T]:
+        return Deferred.fromCoroutine(self._transact_async(make, args))
+
+    def _query(self, plan: plans.Plan[T]) -> Deferred[T]:
+        return Deferred.fromCoroutine(self._pool.interaction(lambda cursor: drive_async(cursor, plan)))
+
+    # -- LISTEN/NOTIFY ----------------------------------------------------------------
+
+    def _notified(self, notify: Any) -> None:
+        try:
+            serial = int(notify.payload)
+        except (TypeError, ValueError):
+            return
+        if serial > self.serial:
+            self.catch_up(serial).addErrback(
+                lambda f: log.warn("Catching up after NOTIFY failed: {error}", error=f.getErrorMessage()))
+
+    async def _listen(self) -> None:
+        conn = Connection(reactor=self._reactor)
+        try:
+            await conn.connect(**self._kw)
+            conn.addNotifyObserver(self._notified)
+            await conn.runOperation(f"LISTEN {CHANNEL}")
+        except psycopg2.Error as e:
+            _close_quietly(conn)
+            raise StorageUnavailable(f"PostgreSQL: {first_line(e)}") from None
+        self._listener = conn
+
+    def poll(self) -> Deferred[None]:
+        """(Re)start listening if the listening connection is gone, then catch up:
+        a NOTIFY lost while it was down is made up for here."""
+        if self._listener is not None and _broken(self._listener):
+            _close_quietly(self._listener)
+            self._listener = None
+        if self._listener is None:
+            return Deferred.fromCoroutine(self._listen_and_catch_up())
+        return self.catch_up(None)
+
+    async def _listen_and_catch_up(self) -> None:
+        await self._listen()
+        await self.catch_up(None)
+
+    def close(self) -> Deferred[None]:
+        self._pool.close()
+        if self._listener is not None:
+            _close_quietly(self._listener)
+            self._listener = None
+        return succeed(None)

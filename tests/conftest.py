@@ -1,0 +1,35 @@
+"""Session fixtures: one PostgreSQL cluster for the whole run.
+
+With DEVPI_TWISTED_REQUIRE_POSTGRES=1 (set by scripts/run-tests for a full run)
+the run fails unless tests on PostgreSQL ran and passed: they must never be
+skipped or deselected away silently.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.pg import PgCluster
+
+_postgres_passed: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    cluster = PgCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and report.passed and "postgres" in report.nodeid:
+        _postgres_passed.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get("DEVPI_TWISTED_REQUIRE_POSTGRES") == "1" and not _postgres_passed:
+        print("\nrun-tests: no test on PostgreSQL passed; a full run must run them", flush=True)
+        session.exitstatus = 1
