@@ -20,6 +20,8 @@ setup(
         "argon2-cffi>=21.3",
         "itsdangerous>=2.1",
         "PyYAML>=6.0",
+        "txpostgres>=1.7",
+        "psycopg2-binary>=2.9",
     ],
     extras_require={
         "test": [

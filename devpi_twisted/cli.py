@@ -62,13 +62,15 @@ def _read_password(user: str) -> str:
 
 def _passwd(config: Config, options: Any) -> None:
     from devpi_twisted.model.passwords import hash_password
+    from devpi_twisted.serverdir import BOARD
     from devpi_twisted.service import open_storage
-    from devpi_twisted.storage.executor import InlineExecutor
+    from devpi_twisted.storage.board import SerialBoard
 
     if read_nodeinfo(config.serverdir) is None:
         raise StartupError(f"{config.serverdir} contains no devpi-twisted state")
     user = options["user"] or input("User name: ").strip()
-    storage = open_storage(config, InlineExecutor())
+    # publishing on the board lets a running server see the change on its next request
+    storage = open_storage(config, board=SerialBoard(config.serverdir / BOARD))
     try:
         record = storage.get_user(user).result
         if record is None:

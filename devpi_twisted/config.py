@@ -31,6 +31,8 @@ TRUE_WORDS = frozenset({"y", "yes", "t", "true", "on", "1"})
 FALSE_WORDS = frozenset({"n", "no", "f", "false", "off", "0"})
 
 ROLES = ("auto", "standalone", "primary", "master", "replica")
+# pg8000 is devpi-postgresql's name, kept so existing command lines work.
+STORAGE_NAMES = ("sqlite", "pg8000", "postgresql")
 
 
 class ConfigError(Exception):
@@ -82,6 +84,8 @@ SPECS: dict[str, OptionSpec] = {
         _spec("root-passwd", "initial password of root (default: empty)", ""),
         _spec("root-passwd-hash", "initial argon2 hash of root's password"),
         _flag("offline-mode", "never contact upstream; serve only what is cached"),
+        _spec("workers", "also start N --requests-only worker processes on the same port(s)", "0"),
+        _spec("listen-fds", "(internal) serve on these inherited listening sockets: FD:FAMILY,..."),
         _flag("requests-only", "worker process: serve HTTP only, no background work"),
         _flag("debug", "log every request"),
         _flag("init", "initialise the server directory first if it holds no state"),
@@ -94,7 +98,7 @@ SERVER_OPTIONS = (
     "outside-url", "secretfile", "restrict-modify", "mirror-cache-expiry",
     "request-timeout", "max-request-body-size", "role", "primary-url", "master-url",
     "logger-cfg", "argon2-memory-cost", "argon2-time-cost", "argon2-parallelism",
-    "offline-mode", "requests-only", "debug", "init", "no-root-pypi",
+    "offline-mode", "requests-only", "workers", "listen-fds", "debug", "init", "no-root-pypi",
     "root-passwd", "root-passwd-hash",
 )
 INIT_OPTIONS = (
@@ -129,6 +133,8 @@ class Config:
     primary_url: str | None = None
     offline_mode: bool = False
     requests_only: bool = False
+    workers: int = 0
+    listen_fds: tuple[tuple[int, str], ...] = ()
     debug: bool = False
     logger_cfg: Path | None = None
     argon2_memory_cost: int = 65536
@@ -384,6 +390,8 @@ def build_config(v: Mapping[str, Any]) -> Config:
         primary_url=primary_url,
         offline_mode=flag("offline-mode"),
         requests_only=flag("requests-only"),
+        workers=number("workers"),
+        listen_fds=_parse_fds(get("listen-fds")),
         debug=flag("debug"),
         logger_cfg=path("logger-cfg"),
         argon2_memory_cost=number("argon2-memory-cost", 8),
@@ -400,20 +408,26 @@ def build_config(v: Mapping[str, Any]) -> Config:
     return config
 
 
+def _parse_fds(value: Any) -> tuple[tuple[int, str], ...]:
+    fds = []
+    for item in filter(None, str(value or "").split(",")):
+        fd, _, family = item.partition(":")
+        if not fd.isdigit() or family not in ("INET", "INET6", "UNIX"):
+            raise ConfigError(f"--listen-fds: {item!r} is not FD:INET, FD:INET6 or FD:UNIX")
+        fds.append((int(fd), family))
+    return tuple(fds)
+
+
 def _refuse_unavailable(config: Config) -> None:
     """Options whose feature has not landed yet: refused loudly, never ignored."""
     if config.role in ("primary", "replica"):
         raise ConfigError(
             f"--role {config.role}: replication is not available in this version yet")
-    if config.requests_only:
-        raise ConfigError(
-            "--requests-only: worker processes need the PostgreSQL storage, "
-            "which is not available in this version yet; sqlite serves from one process")
-    if config.storage.name in ("pg8000", "postgresql"):
-        raise ConfigError(
-            f"--storage {config.storage.name}: PostgreSQL storage is not available in this version yet")
-    if config.storage.name != "sqlite":
-        raise ConfigError(f"--storage: unknown backend {config.storage.name!r} (known: sqlite)")
-    if config.storage.settings:
+    if config.storage.name not in STORAGE_NAMES:
+        raise ConfigError(f"--storage: unknown backend {config.storage.name!r} "
+                          f"(known: {', '.join(STORAGE_NAMES)})")
+    if config.storage.name == "sqlite" and config.storage.settings:
         raise ConfigError(
             "--storage sqlite takes no settings, got: " + ", ".join(sorted(config.storage.settings)))
+    if config.workers and config.requests_only:
+        raise ConfigError("--workers is for the main process, not for a --requests-only worker")

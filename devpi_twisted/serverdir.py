@@ -3,7 +3,8 @@
 Layout (spec/ops.md 2.5, our own names where our format differs from devpi's):
 ``.nodeinfo`` (uuid, role; 0600), ``.secret`` (made by init; 0600),
 ``db.sqlite3`` (sqlite storage), ``+files/`` (file store), ``.lock`` (held by the
-serving process), ``.listening`` (addresses bound, written at start).
+main serving process), ``.listening`` (addresses bound, written at start),
+``.serial`` (the newest serial, shared by the processes of this host).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ SECRET = ".secret"
 SQLITE = "db.sqlite3"
 LOCK = ".lock"
 LISTENING = ".listening"
+BOARD = ".serial"
 
 
 class StartupError(Exception):
@@ -115,8 +117,7 @@ def lock(serverdir: Path) -> IO[bytes]:
     return handle
 
 
-def write_listening(serverdir: Path, addresses: list[str]) -> None:
-    path = serverdir / LISTENING
+def write_listening(path: Path, addresses: list[str]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(addresses), encoding="utf-8")
     os.replace(tmp, path)

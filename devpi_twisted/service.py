@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging.config
 import os
+import socket
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import IO, Any
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.internet.task import LoopingCall
@@ -30,9 +33,12 @@ from devpi_twisted.model.acl import Policy, parse_principals
 from devpi_twisted.model.ops import ServerOps, root_pypi, root_user
 from devpi_twisted.model.tokens import TokenSigner, derive_keys
 from devpi_twisted.serverdir import StartupError
-from devpi_twisted.storage.executor import Executor, InlineExecutor, ThreadExecutor
-from devpi_twisted.storage.interface import StorageError
+from devpi_twisted.storage.board import SerialBoard
+from devpi_twisted.storage.executor import InlineExecutor, ThreadExecutor
+from devpi_twisted.storage.interface import RecordExists, Storage, StorageError, StorageUnavailable
+from devpi_twisted.storage.postgres import BlockingPostgresStorage, PostgresStorage
 from devpi_twisted.storage.sqlite import SqliteStorage
+from devpi_twisted.workers import WorkerSupervisor
 from devpi_twisted.web.app import ManagementApp
 from devpi_twisted.web.site import DevpiSite, ServerInfo
 
@@ -43,12 +49,20 @@ log = Logger()
 POLL_SECONDS = 1.0
 
 
-def open_storage(config: Config, executor: Executor) -> SqliteStorage:
+def open_storage(config: Config, reactor: Any = None, board: SerialBoard | None = None) -> Storage:
+    """The configured storage. Without a reactor: a blocking one for command-line tools
+    (every call returns a fired Deferred)."""
+    spec = config.storage
     try:
-        return SqliteStorage.open(config.serverdir / sd.SQLITE, executor)
+        if spec.name == "sqlite":
+            executor = InlineExecutor() if reactor is None else ThreadExecutor(reactor, "devpi-sqlite")
+            return SqliteStorage.open(config.serverdir / sd.SQLITE, executor, board=board)
+        if reactor is None:
+            return BlockingPostgresStorage(spec.settings, board=board)
+        return PostgresStorage.open(spec.settings, reactor, board=board)
     except (StorageError, OSError) as e:
         raise StartupError(f"cannot open the database: {e}") from None
-    except Exception as e:  # sqlite3.DatabaseError and kin: a corrupt or foreign file
+    except sqlite3.DatabaseError as e:  # a corrupt or foreign file
         raise StartupError(f"cannot open the database {config.serverdir / sd.SQLITE}: {e}") from None
 
 
@@ -60,11 +74,15 @@ def initialise(config: Config, out: IO[str] = sys.stdout) -> None:
     (serverdir / "+files").mkdir(mode=0o700)
     if config.secretfile is None:
         sd.create_secret(serverdir / sd.SECRET)
-    storage = open_storage(config, InlineExecutor())
+    storage = open_storage(config)
     try:
         indexes = [root_pypi()] if config.root_pypi else []
         root = root_user(config.root_passwd, config.root_passwd_hash, time.time())
-        storage.bootstrap([root], indexes).result  # type: ignore[attr-defined]
+        try:
+            storage.bootstrap([root], indexes).result  # type: ignore[attr-defined]
+        except RecordExists:
+            raise StartupError("the database already holds a server state; "
+                               "give a new serverdir an empty database") from None
     finally:
         storage.close()
     sd.write_nodeinfo(serverdir, sd.new_nodeinfo(config.role))
@@ -102,16 +120,27 @@ def _setup_stdlib_logging(path: Path) -> None:
 class StorageService(Service):
     """Owns the storage: polls for commits of other processes, closes it last."""
 
-    def __init__(self, storage: SqliteStorage, clock: IReactorTime) -> None:
+    def __init__(self, storage: Any, clock: IReactorTime) -> None:
         self.storage = storage
         self._poll = LoopingCall(self._poll_once)
         self._poll.clock = clock
+        self._down = False
 
     async def _poll_once_async(self) -> None:
         try:
             await self.storage.poll()
+        except StorageUnavailable as e:
+            if not self._down:
+                log.warn("The database is unavailable, answering 503 until it is back: {error}",
+                         error=str(e))
+            self._down = True
+            return
         except Exception:
             log.failure("Polling the database for other processes' changes failed")
+            return
+        if self._down:
+            log.info("The database is back")
+            self._down = False
 
     def _poll_once(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._poll_once_async())
@@ -131,11 +160,11 @@ class ListenService(Service):
     """Listens on every endpoint at start; a port that cannot be bound ends start-up."""
 
     def __init__(self, reactor: Any, descriptions: tuple[str, ...], factory: Any,
-                 serverdir: Path) -> None:
+                 report: Path) -> None:
         self._reactor = reactor
         self._descriptions = descriptions
         self._factory = factory
-        self._serverdir = serverdir
+        self._report = report
         self._ports: list[IListeningPort] = []
 
     def startService(self) -> None:
@@ -153,13 +182,80 @@ class ListenService(Service):
                 bound.append(f"http://{host}:{address.port}")
             else:
                 bound.append(f"unix:{address.name}")
-        sd.write_listening(self._serverdir, bound)
+        sd.write_listening(self._report, bound)
         log.info("devpi-twisted serving on {addresses}", addresses=", ".join(bound))
 
     def stopService(self) -> Deferred[Any] | None:
         super().stopService()
         ports, self._ports = self._ports, []
         return gatherResults([maybeDeferred(p.stopListening) for p in ports])
+
+    @property
+    def ports(self) -> list[IListeningPort]:
+        return list(self._ports)
+
+
+class AdoptService(Service):
+    """A worker's side of --workers: serve the listening sockets inherited from the main process."""
+
+    FAMILIES = {"INET": socket.AF_INET, "INET6": socket.AF_INET6, "UNIX": socket.AF_UNIX}
+
+    def __init__(self, reactor: Any, fds: tuple[tuple[int, str], ...], factory: Any) -> None:
+        self._reactor = reactor
+        self._fds = fds
+        self._factory = factory
+        self._ports: list[IListeningPort] = []
+
+    def startService(self) -> None:
+        super().startService()
+        for fd, family in self._fds:
+            self._ports.append(self._reactor.adoptStreamPort(fd, self.FAMILIES[family], self._factory))
+            os.close(fd)
+
+    def stopService(self) -> Deferred[Any] | None:
+        super().stopService()
+        ports, self._ports = self._ports, []
+        return gatherResults([maybeDeferred(p.stopListening) for p in ports])
+
+
+def listening_sockets(service: ListenService) -> list[tuple[int, str]]:
+    found = []
+    for port in service.ports:
+        address = port.getHost()
+        if isinstance(address, IPv6Address):
+            family = "INET6"
+        elif isinstance(address, IPv4Address):
+            family = "INET"
+        else:
+            family = "UNIX"
+        found.append((port.fileno(), family))
+    return found
+
+
+def worker_command(config: Config) -> tuple[list[str], dict[str, str]]:
+    """Arguments and environment that make a worker serve like this process.
+    The storage settings (maybe a password) travel in the environment, not in argv."""
+    secretfile = config.secretfile or config.serverdir / sd.SECRET
+    if not secretfile.exists():
+        raise StartupError("--workers needs a secret file shared by all processes (--secretfile)")
+    args = ["--serverdir", str(config.serverdir), "--secretfile", str(secretfile),
+            "--max-request-body-size", str(config.max_request_body_size),
+            "--mirror-cache-expiry", str(config.mirror_cache_expiry),
+            "--request-timeout", str(config.request_timeout),
+            "--argon2-memory-cost", str(config.argon2_memory_cost),
+            "--argon2-time-cost", str(config.argon2_time_cost),
+            "--argon2-parallelism", str(config.argon2_parallelism),
+            "--host", config.host, "--port", str(config.port)]
+    if config.outside_url:
+        args += ["--outside-url", config.outside_url]
+    if config.restrict_modify is not None:
+        args += ["--restrict-modify", ",".join(config.restrict_modify)]
+    if config.logger_cfg:
+        args += ["--logger-cfg", str(config.logger_cfg)]
+    args += [flag for flag, on in (("--debug", config.debug), ("--offline-mode", config.offline_mode)) if on]
+    spec = config.storage
+    storage = spec.name + (":" + ",".join(f"{k}={v}" for k, v in spec.settings.items()) if spec.settings else "")
+    return args, {"DEVPISERVER_STORAGE": storage}
 
 
 class DevpiService(MultiService):
@@ -184,19 +280,22 @@ def build_service(config: Config, reactor: Any) -> IService:
     """The service tree for ``config``; raises StartupError or ConfigError."""
     if config.logger_cfg is not None:
         _setup_stdlib_logging(config.logger_cfg)
+    worker = bool(config.listen_fds)
     if sd.read_nodeinfo(config.serverdir) is None:
-        if not config.init:
+        if not config.init or worker:
             raise StartupError(
                 f"{config.serverdir} contains no devpi-twisted state; create it with "
                 f"'devpi-twisted init --serverdir {config.serverdir}' (or start with --init)")
         initialise(config)
     node = sd.read_nodeinfo(config.serverdir)
     assert node is not None
-    lock = sd.lock(config.serverdir)
+    lock = None if config.requests_only else sd.lock(config.serverdir)
+    worker_args = worker_command(config) if config.workers else None
     secret = _secret(config)
     keys = derive_keys(secret, config.argon2_time_cost, config.argon2_memory_cost,
                        config.argon2_parallelism)
-    storage = open_storage(config, ThreadExecutor(reactor, "devpi-sqlite"))
+    board = SerialBoard(config.serverdir / sd.BOARD)
+    storage = open_storage(config, reactor, board)
 
     def offload(fn: Any, *args: Any) -> Deferred[Any]:
         return deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)
@@ -205,15 +304,26 @@ def build_service(config: Config, reactor: Any) -> IService:
     ops = ServerOps(storage, policy, TokenSigner(keys.auth, reactor.seconds), offload, time.time)
     info = ServerInfo(
         uuid=node.uuid, serverdir=str(config.serverdir), role=config.role, host=config.host,
-        port=config.port, outside_url=config.outside_url, max_body=config.max_request_body_size)
+        port=config.port, outside_url=config.outside_url, max_body=config.max_request_body_size,
+        requests_only=config.requests_only)
     site = DevpiSite(ManagementApp(ops, info).resource(), info, lambda: storage.serial,
                      access_log=config.debug)
 
     root = DevpiService(lock)
     StorageService(storage, reactor).setServiceParent(root)
-    ListenService(reactor, config.listen, site, config.serverdir).setServiceParent(root)
-    log.info("devpi-twisted {version} on {serverdir} at serial {serial}",
-             version=info.version, serverdir=str(config.serverdir), serial=storage.serial)
+    if worker:
+        AdoptService(reactor, config.listen_fds, site).setServiceParent(root)
+    else:
+        listening = sd.LISTENING if not config.requests_only else f"{sd.LISTENING}-{os.getpid()}"
+        listener = ListenService(reactor, config.listen, site, config.serverdir / listening)
+        listener.setServiceParent(root)
+        if worker_args is not None:
+            args, env = worker_args
+            WorkerSupervisor(reactor, config.workers, args, env,
+                             lambda: listening_sockets(listener)).setServiceParent(root)
+    log.info("devpi-twisted {version} on {serverdir} ({storage}) at serial {serial}{role}",
+             version=info.version, serverdir=str(config.serverdir), storage=config.storage.name,
+             serial=storage.serial, role=" as worker" if worker else "")
     return root
 
 

@@ -65,13 +65,16 @@ class PgCluster:
                 os.chown(path, postgres.pw_uid, postgres.pw_gid)
         self._run("initdb", "-D", str(self.datadir), "-U", self.user, "--auth-local=trust",
                   "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C")
+        self._start_server()
+        self.psql("template1", f"CREATE ROLE {ROLE} LOGIN PASSWORD '{ROLE_PASSWORD}' CREATEDB")
+        return self
+
+    def _start_server(self) -> None:
         options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} "
                    f"-c unix_socket_directories={self.sockdir} -c fsync=off "
                    "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
         self._run("pg_ctl", "-D", str(self.datadir), "-w", "-t", "60", "-l",
                   str(self.base / "postgres.log"), "-o", options, "start")
-        self.psql("template1", f"CREATE ROLE {ROLE} LOGIN PASSWORD '{ROLE_PASSWORD}' CREATEDB")
-        return self
 
     def stop(self) -> None:
         try:
@@ -83,10 +86,16 @@ class PgCluster:
         """Stop the server hard (connections break), wait, start it again."""
         import time
 
-        self._run("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w", "stop")
+        self.halt()
         time.sleep(down_seconds)
-        self._run("pg_ctl", "-D", str(self.datadir), "-w", "-t", "60", "-l",
-                  str(self.base / "postgres.log"), "start")
+        self._start_server()
+
+    def halt(self) -> None:
+        """Stop the server hard; ``resume`` starts it again."""
+        self._run("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w", "stop")
+
+    def resume(self) -> None:
+        self._start_server()
 
     def psql(self, database: str, sql: str) -> str:
         done = subprocess.run(

@@ -73,7 +73,9 @@ def test_master_url_is_an_alias_and_both_conflict() -> None:
 @pytest.mark.parametrize(("args", "message"), [
     (["--role", "primary"], "replication is not available"),
     (["--primary-url", "http://primary:3141"], "replication is not available"),
-    (["--storage", "pg8000:host=db"], "PostgreSQL storage is not available"),
+    (["--storage", "mysql"], "unknown backend 'mysql'"),
+    (["--workers", "2", "--requests-only"], "--workers is for the main process"),
+    (["--listen-fds", "3:IPX"], "is not FD:INET"),
     (["--storage", "sqlite:fsbackend=hash_hl"], "--storage sqlite takes no settings"),
     (["--argon2-memory-cost", "8", "--argon2-parallelism", "4"], "at least 8 times"),
     (["--max-request-body-size", "12"], "below the minimum"),
@@ -106,6 +108,15 @@ def test_listen_endpoints(host: str, port: int, endpoint: str) -> None:
 def test_unix_socket_listens_too() -> None:
     config = config_of(["--unix-socket", "/run/devpi.sock", "--unix-socket-perms", "660"])
     assert config.listen[-1] == "unix:/run/devpi.sock:mode=660"
+
+
+def test_postgresql_storage_accepts_devpi_postgresql_settings() -> None:
+    config = config_of(["--storage", "pg8000:host=db,port=5433,database=devpi,user=u,password=p,"
+                                     "ssl_check_hostname=false"])
+    assert config.storage == StorageSpec("pg8000", {
+        "host": "db", "port": "5433", "database": "devpi", "user": "u", "password": "p",
+        "ssl_check_hostname": "false"})
+    assert config_of(["--storage", "postgresql:host=db"]).storage.name == "postgresql"
 
 
 def test_storage_specs() -> None:

@@ -131,4 +131,7 @@ class Storage(Protocol):
     def changes_since(self, serial: int, limit: int = 1000) -> Deferred[list[Change]]:
         """Changelog entries with serial > ``serial``, oldest first, at most ``limit``."""
 
+    def poll(self) -> Deferred[None]:
+        """Pick up changes committed by other processes (a fallback for missed notices)."""
+
     def close(self) -> Deferred[None]: ...

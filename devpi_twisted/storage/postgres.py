@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import psycopg2
 import psycopg2.extensions
-from twisted.internet.defer import Deferred, DeferredSemaphore, succeed
+from twisted.internet.defer import Deferred, DeferredSemaphore, fail, succeed
 from twisted.logger import Logger
 from txpostgres.txpostgres import Connection, RollbackFailed
 
@@ -128,6 +128,13 @@ async def drive_async(cursor: Any, plan: plans.Plan[T]) -> T:
         return stop.value  # type: ignore[no-any-return]
 
 
+def notifying(plan: plans.Plan[T]) -> plans.Plan[T]:
+    """A write plan that also NOTIFYs its serial; delivered at commit to every LISTENer."""
+    serial = yield from plan
+    yield plans.run("SELECT pg_notify(?, ?)", CHANNEL, str(serial))
+    return serial
+
+
 def _fetch(cursor: Any, step: plans.Step) -> Any:
     if step.fetch == "one":
         return cursor.fetchone()
@@ -163,6 +170,44 @@ def migrate(conn: Any) -> int:
         return latest
 
 
+def connect_and_migrate(settings: Mapping[str, str]) -> tuple[dict[str, Any], Any]:
+    """A blocking connection to a migrated database; one-line StorageErrors."""
+    kw = connect_kwargs(settings)
+    try:
+        conn = psycopg2.connect(**kw)
+    except psycopg2.Error as e:
+        raise StorageUnavailable(f"cannot connect to {describe(kw)}: {first_line(e)}") from None
+    try:
+        migrate(conn)
+    except psycopg2.Error as e:
+        conn.close()
+        raise StorageError(f"{describe(kw)}: {first_line(e)}") from None
+    except BaseException:
+        conn.close()
+        raise
+    return kw, conn
+
+
+def _run_blocking(conn: Any, kw: Mapping[str, Any], plan: plans.Plan[T]) -> T:
+    try:
+        with conn, conn.cursor() as cursor:
+            return drive_sync(cursor, plan)
+    except psycopg2.OperationalError as e:
+        raise StorageUnavailable(f"{describe(kw)}: {first_line(e)}") from None
+
+
+class _Connection(Connection):
+    """txpostgres' Connection, quiet when the server goes away under an idle connection
+    (its reader would otherwise log an unhandled error); the pool replaces it on next use."""
+
+    def doRead(self) -> None:
+        try:
+            super().doRead()
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as e:
+            log.warn("PostgreSQL connection lost: {error}", error=first_line(e))
+            self.reactor.removeReader(self)
+
+
 def _broken(conn: Connection) -> bool:
     raw = getattr(conn, "_connection", None)
     return raw is None or bool(raw.closed)
@@ -183,7 +228,7 @@ class Pool:
             if not _broken(conn):
                 return conn
             _close_quietly(conn)
-        conn = Connection(reactor=self._reactor)
+        conn = _Connection(reactor=self._reactor)
         try:
             await conn.connect(**self._kw)
         except psycopg2.Error as e:
@@ -239,17 +284,9 @@ class PostgresStorage(PlanStorage):
     def open(cls, settings: Mapping[str, str], reactor: Any, clock: Callable[[], float] = time.time,
              board: SerialBoard | None = None, pool_size: int = 4) -> PostgresStorage:
         """Check, migrate and load; blocking, for start-up. Raises StorageError with one line."""
-        kw = connect_kwargs(settings)
+        kw, conn = connect_and_migrate(settings)
         try:
-            conn = psycopg2.connect(**kw)
-        except psycopg2.Error as e:
-            raise StorageUnavailable(f"cannot connect to {describe(kw)}: {first_line(e)}") from None
-        try:
-            migrate(conn)
-            with conn, conn.cursor() as cursor:
-                snapshot = drive_sync(cursor, plans.snapshot())
-        except psycopg2.Error as e:
-            raise StorageError(f"{describe(kw)}: {first_line(e)}") from None
+            snapshot = _run_blocking(conn, kw, plans.snapshot())
         finally:
             conn.close()
         storage = cls(kw, reactor, clock, board, pool_size)
@@ -258,10 +295,7 @@ class PostgresStorage(PlanStorage):
 
     async def _transact_async(self, make: Callable[..., plans.Plan[T]], args: tuple[Any, ...]) -> T:
         async def txn(cursor: Any) -> T:
-            serial = await drive_async(cursor, make(*args))
-            # delivered at commit: every process catches up to this serial
-            await cursor.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(serial)))
-            return serial
+            return await drive_async(cursor, notifying(make(*args)))
 
         for attempt in range(TRANSACTION_RETRIES):
             try:
@@ -289,7 +323,7 @@ class PostgresStorage(PlanStorage):
                 lambda f: log.warn("Catching up after NOTIFY failed: {error}", error=f.getErrorMessage()))
 
     async def _listen(self) -> None:
-        conn = Connection(reactor=self._reactor)
+        conn = _Connection(reactor=self._reactor)
         try:
             await conn.connect(**self._kw)
             conn.addNotifyObserver(self._notified)
@@ -318,4 +352,31 @@ class PostgresStorage(PlanStorage):
         if self._listener is not None:
             _close_quietly(self._listener)
             self._listener = None
+        return succeed(None)
+
+
+class BlockingPostgresStorage(PlanStorage):
+    """PostgreSQL for command-line tools: every plan on one blocking connection, so each
+    method returns an already fired Deferred and no reactor needs to run."""
+
+    def __init__(self, settings: Mapping[str, str], clock: Callable[[], float] = time.time,
+                 board: SerialBoard | None = None) -> None:
+        super().__init__(clock, board)
+        self._kw, self._conn = connect_and_migrate(settings)
+        self._load(_run_blocking(self._conn, self._kw, plans.snapshot()))
+
+    def _run(self, plan: plans.Plan[T]) -> Deferred[T]:
+        try:
+            return succeed(_run_blocking(self._conn, self._kw, plan))
+        except BaseException:
+            return fail()
+
+    def _transact(self, make: Callable[..., plans.Plan[T]], *args: Any) -> Deferred[T]:
+        return self._run(notifying(make(*args)))
+
+    def _query(self, plan: plans.Plan[T]) -> Deferred[T]:
+        return self._run(plan)
+
+    def close(self) -> Deferred[None]:
+        self._conn.close()
         return succeed(None)

@@ -6,6 +6,7 @@ place (``handle_domain_error``).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -17,6 +18,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound as Rou
 from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, Identity
 from devpi_twisted.model.errors import DomainError, NotFound
 from devpi_twisted.model.ops import ServerOps, Written
+from devpi_twisted.storage.interface import StorageUnavailable
 from devpi_twisted.web import render
 from devpi_twisted.web.auth import credentials
 from devpi_twisted.web.site import ServerInfo, mount_path, outside_url
@@ -79,6 +81,11 @@ class ManagementApp:
     @app.handle_errors(DomainError)
     def handle_domain_error(self, request: IRequest, failure: Failure) -> bytes:
         return render.domain_error(request, failure.value)
+
+    @app.handle_errors(StorageUnavailable)
+    def handle_storage_unavailable(self, request: IRequest, failure: Failure) -> bytes:
+        request.setHeader(b"Retry-After", b"5")
+        return render.error(request, 503, "the database is unavailable right now, try again shortly")
 
     @app.handle_errors(RouteNotFound, MethodNotAllowed)
     def handle_no_route(self, request: IRequest, failure: Failure) -> bytes:
@@ -143,6 +150,7 @@ class ManagementApp:
             "event-serial-in-sync-at": self._ops.last_commit_time,
             "metrics": [], "role": "REPLICA" if info.role == "replica" else "MASTER",
             "polling_replicas": {},
+            "process": {"pid": os.getpid(), "requests-only": info.requests_only},
         }
         return render.result(request, "status", status)
 

@@ -32,6 +32,7 @@ class ServerInfo:
     port: int | None = None
     outside_url: str | None = None
     max_body: int = 1024 * 1024 * 1024
+    requests_only: bool = False
     version: str = __version__
 
 

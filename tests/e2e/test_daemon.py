@@ -134,10 +134,10 @@ def test_uninitialised_serverdir_says_how_to_initialise(tmp_path: Path) -> None:
     (["--role", "replica"], "--role replica needs --primary-url"),
     (["--role", "boss"], "--role: 'boss' is not one of auto, standalone, primary, master, replica"),
     (["--outside-url", "ftp://x"], "--outside-url: 'ftp://x' is not an http(s) URL"),
-    (["--storage", "mongo"], "--storage: unknown backend 'mongo' (known: sqlite)"),
+    (["--storage", "mongo"], "--storage: unknown backend 'mongo' (known: sqlite, pg8000, postgresql)"),
     (["--mirror-cache-expiry", "soon"], "--mirror-cache-expiry: 'soon' is not a whole number"),
     (["--primary-url", "http://u:p@h/"], "--primary-url must not contain credentials"),
-    (["--requests-only"], "--requests-only: worker processes need the PostgreSQL storage"),
+    (["--storage", "pg8000:host=127.0.0.1,port=1,connect=x"], "cannot open the database: unknown PostgreSQL setting(s): connect"),
 ])
 def test_bad_option_values_fail_with_one_line(fresh_serverdir: Path, args: list[str], message: str) -> None:
     done = twistd("--serverdir", str(fresh_serverdir), "--port", "0", *args)

@@ -1,0 +1,100 @@
+"""Worker processes: ``--workers N`` starts N ``--requests-only`` children serving the
+main process's listening sockets (inherited file descriptors; the kernel spreads
+connections over every process accepting on them). A worker that exits is
+started again after a pause; the children stop with the main process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+log = Logger()
+
+RESTART_DELAY = 1.0
+STOP_TIMEOUT = 10.0
+TWISTD = "from twisted.scripts.twistd import run; run()"
+
+
+class _Worker(ProcessProtocol):
+    def __init__(self, supervisor: WorkerSupervisor, number: int) -> None:
+        self.supervisor = supervisor
+        self.number = number
+        self.ended: Deferred[None] = Deferred()
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(None)
+        self.supervisor._ended(self, reason)
+
+
+class WorkerSupervisor(Service):
+    def __init__(self, reactor: Any, count: int, args: Sequence[str], env: Mapping[str, str],
+                 sockets: Callable[[], list[tuple[int, str]]]) -> None:
+        self._reactor = reactor
+        self._count = count
+        self._args = list(args)
+        self._env = dict(env)
+        self._sockets = sockets
+        self._workers: dict[int, _Worker] = {}
+
+    def startService(self) -> None:
+        super().startService()
+        for number in range(self._count):
+            self._spawn(number)
+
+    def _spawn(self, number: int) -> None:
+        if not self.running:
+            return
+        child_fds: dict[int, Any] = {0: "w", 1: 1, 2: 2}
+        inherited = []
+        for offset, (fd, family) in enumerate(self._sockets()):
+            child_fds[3 + offset] = fd
+            inherited.append(f"{3 + offset}:{family}")
+        argv = [sys.executable, "-c", TWISTD, "--nodaemon", "--pidfile=", "devpi", *self._args,
+                "--requests-only", "--listen-fds", ",".join(inherited)]
+        worker = _Worker(self, number)
+        self._workers[number] = worker
+        self._reactor.spawnProcess(worker, sys.executable, argv, env={**os.environ, **self._env},
+                                   childFDs=child_fds)
+        log.info("Started worker {number} (pid {pid})", number=number, pid=worker.transport.pid)
+
+    def _ended(self, worker: _Worker, reason: Failure) -> None:
+        if self._workers.get(worker.number) is worker:
+            del self._workers[worker.number]
+        if self.running:
+            log.warn("Worker {number} ended ({reason}); starting it again", number=worker.number,
+                     reason=reason.getErrorMessage())
+            self._reactor.callLater(RESTART_DELAY, self._spawn, worker.number)
+
+    def pids(self) -> list[int]:
+        return [w.transport.pid for w in self._workers.values() if w.transport and w.transport.pid]
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        workers = list(self._workers.values())
+        for worker in workers:
+            _signal(worker, signal.SIGTERM)
+        timer = self._reactor.callLater(STOP_TIMEOUT, lambda: [_signal(w, signal.SIGKILL) for w in workers])
+
+        def cancel_timer(result: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return gatherResults([w.ended for w in workers]).addBoth(cancel_timer)
+
+
+def _signal(worker: _Worker, sig: int) -> None:
+    try:
+        worker.transport.signalProcess(sig)
+    except Exception:  # already gone
+        pass
