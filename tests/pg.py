@@ -72,7 +72,7 @@ class PgCluster:
     def _start_server(self) -> None:
         options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} "
                    f"-c unix_socket_directories={self.sockdir} -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+                   "-c full_page_writes=off -c max_connections=200")
         self._run("pg_ctl", "-D", str(self.datadir), "-w", "-t", "60", "-l",
                   str(self.base / "postgres.log"), "-o", options, "start")
 

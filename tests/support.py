@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -9,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -67,13 +70,16 @@ class Daemon:
                 "--host", "127.0.0.1", "--port", "0", *FAST_ARGON2, *self.args]
 
     def start(self, timeout: float = 30) -> Daemon:
+        main = "--requests-only" not in self.args
         listening = self.serverdir / ".listening"
-        if listening.exists():
+        if main and listening.exists():
             listening.unlink()
         env = dict(os.environ, **(self.env or {}))
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env,
                                          cwd=str(self.serverdir.parent))
+        if not main:  # a --requests-only process reports where it listens in a file of its own
+            listening = self.serverdir / f".listening-{self.proc.pid}"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -102,3 +108,24 @@ class Daemon:
 def init_serverdir(serverdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([bin_path("devpi-twisted"), "init", "--serverdir", str(serverdir), *args],
                           capture_output=True, text=True, check=True)
+
+
+def call(url: str, method: str = "GET", body: Any = None, auth: tuple[str, str] | None = None,
+         raw: bytes | None = None) -> tuple[int, Any, dict[str, str]]:
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Accept": "application/json"})
+    if auth:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        request.add_header("X-Devpi-Auth", token)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"null"), dict(response.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null"), dict(e.headers)
+
+
+def login(url: str, user: str, password: str) -> tuple[str, str]:
+    status, reply, _ = call(url + "/+login", "POST", {"user": user, "password": password})
+    assert status == 200, reply
+    return user, reply["result"]["password"]

@@ -134,9 +134,12 @@ class Snapshot:
 
 
 def snapshot() -> Plan[Snapshot]:
+    """The state to start a cache from. The serial is read first: a change committed
+    while the tables are read is then newer than it and is applied again by the next
+    catch-up (records carry whole values, so applying one twice does no harm)."""
+    last = yield one(LAST_CHANGE)
     users = [UserRecord(n, json.loads(p), h, s) for n, p, h, s in (yield rows(ALL_USERS))]
     indexes = [IndexRecord(o, n, json.loads(c), s) for o, n, c, s in (yield rows(ALL_INDEXES))]
-    last = yield one(LAST_CHANGE)
     return Snapshot(int(last[0]) if last else -1, float(last[1]) if last else None, users, indexes)
 
 

@@ -21,7 +21,7 @@ import psycopg2
 import psycopg2.extensions
 from twisted.internet.defer import Deferred, DeferredSemaphore, fail, succeed
 from twisted.logger import Logger
-from txpostgres.txpostgres import Connection, RollbackFailed
+from txpostgres.txpostgres import Connection
 
 from devpi_twisted.storage import migrations, plans
 from devpi_twisted.storage.adapter import PlanStorage
@@ -208,6 +208,24 @@ class _Connection(Connection):
             self.reactor.removeReader(self)
 
 
+async def _transaction(conn: Connection, fn: Callable[[Any], Any]) -> Any:
+    """BEGIN, ``fn(cursor)``, COMMIT; ROLLBACK on any error (txpostgres' runInteraction
+    would log a failed rollback of a dead connection as an unhandled error)."""
+    cursor = conn.cursor()
+    await cursor.execute("BEGIN")
+    try:
+        result = await fn(cursor)
+    except BaseException:
+        if not _broken(conn):
+            try:
+                await cursor.execute("ROLLBACK")
+            except psycopg2.Error:
+                pass  # the connection is gone; the caller closes it
+        raise
+    await cursor.execute("COMMIT")
+    return result
+
+
 def _broken(conn: Connection) -> bool:
     raw = getattr(conn, "_connection", None)
     return raw is None or bool(raw.closed)
@@ -237,20 +255,24 @@ class Pool:
         return conn
 
     async def interaction(self, fn: Callable[[Any], Any]) -> Any:
-        """Run ``fn(cursor)`` (a coroutine function) in a transaction on a pooled connection."""
+        """Run ``fn(cursor)`` (a coroutine function) in a transaction on a pooled connection.
+        A connection that breaks is closed and StorageUnavailable raised; others go back."""
         await self._slots.acquire()
         try:
             conn = await self._checkout()
             try:
-                result = await conn.runInteraction(lambda cursor: Deferred.fromCoroutine(fn(cursor)))
-            except (psycopg2.OperationalError, psycopg2.InterfaceError, RollbackFailed) as e:
-                if isinstance(e, RollbackFailed) or _broken(conn):
+                result = await _transaction(conn, fn)
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as e:
+                if _broken(conn) or isinstance(e, psycopg2.InterfaceError):
                     _close_quietly(conn)
                     raise StorageUnavailable(f"PostgreSQL: {first_line(e)}") from None
                 self._idle.append(conn)
                 raise
             except BaseException:
-                self._idle.append(conn)
+                if _broken(conn):
+                    _close_quietly(conn)
+                else:
+                    self._idle.append(conn)
                 raise
             self._idle.append(conn)
             return result

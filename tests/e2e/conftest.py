@@ -1,4 +1,8 @@
-"""End-to-end fixtures: real daemons on free loopback ports, real clients."""
+"""End-to-end fixtures: real daemons on free loopback ports, real clients.
+
+The module-wide ``daemon`` runs once on sqlite (one process) and once on
+PostgreSQL with a worker process beside the main one, sharing its port.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,18 @@ import pytest
 from tests.support import Daemon, init_serverdir
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    """One initialised daemon per test module (root has the empty password)."""
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def daemon(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """One initialised daemon per test module and storage (root has the empty password)."""
     serverdir = tmp_path_factory.mktemp("server") / "state"
-    init_serverdir(serverdir)
-    running = Daemon(serverdir).start()
+    storage: list[str] = []
+    workers: list[str] = []
+    if request.param == "postgres":
+        cluster = request.getfixturevalue("pg_cluster")
+        storage = ["--storage", cluster.storage_option(cluster.create_database())]
+        workers = ["--workers", "1"]
+    init_serverdir(serverdir, *storage)
+    running = Daemon(serverdir, *storage, *workers).start()
     yield running
     running.stop()
 

@@ -18,28 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.support import FAST_ARGON2, Daemon, bin_path, init_serverdir
-
-
-def call(url: str, method: str = "GET", body: Any = None, auth: tuple[str, str] | None = None,
-         raw: bytes | None = None) -> tuple[int, Any, dict[str, str]]:
-    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Accept": "application/json"})
-    if auth:
-        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-        request.add_header("X-Devpi-Auth", token)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read() or b"null"), dict(response.headers)
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null"), dict(e.headers)
-
-
-def login(url: str, user: str, password: str) -> tuple[str, str]:
-    status, reply, _ = call(url + "/+login", "POST", {"user": user, "password": password})
-    assert status == 200, reply
-    return user, reply["result"]["password"]
+from tests.support import FAST_ARGON2, Daemon, bin_path, call, init_serverdir, login
 
 
 def twistd(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None

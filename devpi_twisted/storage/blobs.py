@@ -1,0 +1,340 @@
+"""Blob stores: the bodies of release files, docs and mirrored files, by key.
+
+A key is a relative path such as ``alice/dev/+f/abc/def0123456789/pkg-1.0.tar.gz``.
+A body is stored only after its sha256 was checked while copying, and it becomes
+visible under its key all at once (invariant 2): the filesystem store renames a
+fsynced temporary file into place, the PostgreSQL store (pgblobs.py) commits its
+chunks and their meta row in one transaction. Nothing blocks the reactor
+(invariant 3): file I/O and hashing run on a thread pool, bodies go out to an
+IConsumer (a twisted.web Request) through a push producer, one chunk at a time,
+so neither store ever holds a whole body in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IConsumer, IPushProducer
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from devpi_twisted.storage.interface import StorageError
+
+CHUNK_SIZE = 1 << 20  # bytes per read, write and (PostgreSQL) stored chunk
+TEMP_PREFIX = ".tmp-blob-"  # temporary files of unfinished puts; no key segment may start so
+
+
+class BlobError(StorageError):
+    """Base of the blob stores' errors."""
+
+
+class BlobKeyInvalid(BlobError, ValueError):
+    """The key is not a plain relative path (absolute, empty or '.'/'..' segments, NUL...)."""
+
+
+class BlobMissing(BlobError):
+    """No blob is stored under the key (or it went away while being read)."""
+
+
+class BlobHashMismatch(BlobError):
+    """The bytes given to ``put_file`` do not have the sha256 the caller expected;
+    nothing was stored."""
+
+    def __init__(self, key: str, expected: str, actual: str) -> None:
+        super().__init__(f"{key}: sha256 is {actual}, expected {expected}")
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+
+
+class BlobReadStopped(BlobError):
+    """The consumer stopped the transfer (e.g. the client went away)."""
+
+
+class BlobStore(Protocol):
+    """Where file bodies live. Every method but ``local_path`` returns a Deferred."""
+
+    def put_file(self, key: str, path: Path, sha256: str) -> Deferred[int]:
+        """Store the bytes of the local file ``path`` under ``key``; returns the size.
+
+        The hash is checked while copying; on a mismatch raises BlobHashMismatch and
+        what was stored under ``key`` before (if anything) stays as it was. The new
+        body becomes visible whole or not at all. Putting the same key again is fine.
+        Raises BlobKeyInvalid. The caller still owns (and removes) ``path``."""
+
+    def exists(self, key: str) -> Deferred[bool]: ...
+
+    def size(self, key: str) -> Deferred[int | None]:
+        """The size in bytes, or None if nothing is stored under ``key``."""
+
+    def read(self, key: str, consumer: IConsumer, offset: int = 0,
+             length: int | None = None) -> Deferred[int]:
+        """Write bytes ``[offset, offset + length)`` of the blob (clipped at its end;
+        ``length`` None: to the end) to ``consumer`` through a streaming producer that
+        honours pauseProducing; returns the number of bytes written.
+
+        Raises BlobMissing before registering anything if the key is absent (or
+        later, if the blob is deleted while being read), BlobReadStopped if the
+        consumer calls stopProducing. The producer is unregistered when the read
+        ends, except after stopProducing (the consumer is gone)."""
+
+    def local_path(self, key: str) -> Path | None:
+        """A local file holding the blob, for sendfile / X-Accel-Redirect; None if the
+        store keeps no local files. Does not check that the blob exists."""
+
+    def delete(self, key: str) -> Deferred[None]:
+        """Remove the blob; an absent key is fine."""
+
+
+def check_key(key: str) -> str:
+    """``key`` if it is a plain relative path; raises BlobKeyInvalid otherwise."""
+    if not isinstance(key, str) or not key:
+        raise BlobKeyInvalid(f"blob key {key!r} is empty")
+    if "\x00" in key or "\\" in key:
+        raise BlobKeyInvalid(f"blob key {key!r} holds NUL or a backslash")
+    if key.startswith("/"):
+        raise BlobKeyInvalid(f"blob key {key!r} is absolute")
+    for segment in key.split("/"):
+        if segment in ("", ".", ".."):
+            raise BlobKeyInvalid(f"blob key {key!r} has an empty, '.' or '..' segment")
+        if segment.startswith(TEMP_PREFIX):
+            raise BlobKeyInvalid(f"blob key {key!r} has a segment starting with {TEMP_PREFIX}")
+    return key
+
+
+def byte_range(size: int, offset: int, length: int | None) -> tuple[int, int]:
+    """``[start, end)`` of a read, clipped at ``size``; raises ValueError if negative."""
+    if offset < 0 or (length is not None and length < 0):
+        raise ValueError(f"negative offset or length ({offset}, {length})")
+    start = min(offset, size)
+    end = size if length is None else min(size, offset + length)
+    return start, end
+
+
+@implementer(IPushProducer)
+class ChunkPump:
+    """Moves ``[start, end)`` to a consumer chunk by chunk as a streaming producer.
+
+    ``fetch(position, count)`` returns the next ``count`` bytes (at most one chunk,
+    never crossing a multiple of ``chunk_size``). While the consumer has paused us
+    nothing is fetched or written; a chunk fetched before the pause is written
+    after the resume.
+    """
+
+    def __init__(self, consumer: IConsumer, fetch: Callable[[int, int], Awaitable[bytes]],
+                 start: int, end: int, chunk_size: int = CHUNK_SIZE) -> None:
+        self._consumer = consumer
+        self._fetch = fetch
+        self._start = start
+        self._end = end
+        self._chunk_size = chunk_size
+        self._paused: Deferred[None] | None = None
+        self._stopped = False
+
+    # -- IPushProducer -------------------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        if self._paused is None:
+            self._paused = Deferred()
+
+    def resumeProducing(self) -> None:
+        paused, self._paused = self._paused, None
+        if paused is not None:
+            paused.callback(None)
+
+    def stopProducing(self) -> None:
+        self._stopped = True
+        self.resumeProducing()
+
+    # -- the transfer ------------------------------------------------------------------
+
+    async def _wait_until_running(self) -> None:
+        while self._paused is not None and not self._stopped:
+            await self._paused
+        if self._stopped:
+            raise BlobReadStopped("the consumer stopped the transfer")
+
+    async def run(self) -> int:
+        """Register, send everything, unregister; returns the bytes written."""
+        self._consumer.registerProducer(self, True)
+        position = self._start
+        try:
+            while position < self._end:
+                await self._wait_until_running()
+                boundary = (position // self._chunk_size + 1) * self._chunk_size
+                data = await self._fetch(position, min(boundary, self._end) - position)
+                if not data:
+                    raise BlobMissing(f"blob ended at byte {position}, before {self._end}")
+                await self._wait_until_running()
+                self._consumer.write(data)
+                position += len(data)
+        except BlobReadStopped:
+            raise
+        except BaseException:
+            self._consumer.unregisterProducer()
+            raise
+        self._consumer.unregisterProducer()
+        return position - self._start
+
+
+class FileBlobStore:
+    """Blobs as files under ``root`` (the server directory's ``+files``), one per key.
+
+    Writes go to a temporary file in the target directory, are fsynced and
+    hash-checked, then ``os.replace``d into place and the directory fsynced; a
+    crash leaves at most a stray ``.tmp-blob-*`` file, never a half-written blob.
+    """
+
+    def __init__(self, root: Path, reactor: Any, threadpool: ThreadPool | None = None) -> None:
+        self.root = Path(root)
+        self._reactor = reactor
+        self._threadpool = threadpool if threadpool is not None else reactor.getThreadPool()
+
+    def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        return deferToThreadPool(self._reactor, self._threadpool, fn, *args)
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*check_key(key).split("/"))
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+    # -- put -----------------------------------------------------------------------
+
+    def put_file(self, key: str, path: Path, sha256: str) -> Deferred[int]:
+        try:
+            target = self._path(key)
+        except BlobKeyInvalid:
+            return _failed()
+        return self._in_thread(_put_sync, target, key, Path(path), sha256.lower())
+
+    # -- queries -------------------------------------------------------------------------
+
+    def size(self, key: str) -> Deferred[int | None]:
+        try:
+            target = self._path(key)
+        except BlobKeyInvalid:
+            return _failed()
+        return self._in_thread(_size_sync, target)
+
+    def exists(self, key: str) -> Deferred[bool]:
+        return self.size(key).addCallback(lambda size: size is not None)
+
+    # -- read ------------------------------------------------------------------------------
+
+    def read(self, key: str, consumer: IConsumer, offset: int = 0,
+             length: int | None = None) -> Deferred[int]:
+        return Deferred.fromCoroutine(self._read(key, consumer, offset, length))
+
+    async def _read(self, key: str, consumer: IConsumer, offset: int, length: int | None) -> int:
+        target = self._path(key)
+        fd, size = await self._in_thread(_open_sync, key, target)
+        try:
+            start, end = byte_range(size, offset, length)
+
+            def fetch(position: int, count: int) -> Deferred[bytes]:
+                return self._in_thread(os.pread, fd, count, position)
+
+            return await ChunkPump(consumer, fetch, start, end).run()
+        finally:
+            os.close(fd)
+
+    # -- delete ----------------------------------------------------------------------------
+
+    def delete(self, key: str) -> Deferred[None]:
+        try:
+            target = self._path(key)
+        except BlobKeyInvalid:
+            return _failed()
+        return self._in_thread(_delete_sync, target)
+
+
+def _failed() -> Deferred[Any]:
+    """The exception being handled, as a failed Deferred."""
+    return fail()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, each made durable by an fsync of the
+    directory holding it."""
+    missing = []
+    current = directory
+    while not current.is_dir() and current.parent != current:
+        missing.append(current)
+        current = current.parent
+    for made in reversed(missing):
+        try:
+            made.mkdir()
+        except FileExistsError:
+            continue  # made by a concurrent put
+        _fsync_dir(made.parent)
+
+
+def _put_sync(target: Path, key: str, source: Path, sha256: str) -> int:
+    """Copy ``source`` to a temporary file next to ``target`` while hashing it, fsync,
+    check the hash, rename into place, fsync the directory."""
+    _make_dirs(target.parent)
+    temporary = target.parent / f"{TEMP_PREFIX}{os.urandom(8).hex()}"
+    hasher = hashlib.sha256()
+    size = 0
+    try:
+        with open(source, "rb") as src, open(temporary, "xb") as dst:
+            os.fchmod(dst.fileno(), 0o644)  # nginx reads what X-Accel-Redirect names
+            while chunk := src.read(CHUNK_SIZE):
+                hasher.update(chunk)
+                dst.write(chunk)
+                size += len(chunk)
+            dst.flush()
+            os.fsync(dst.fileno())
+        actual = hasher.hexdigest()
+        if actual != sha256:
+            raise BlobHashMismatch(key, sha256, actual)
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+    return size
+
+
+def _size_sync(target: Path) -> int | None:
+    try:
+        st = os.stat(target)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+def _open_sync(key: str, target: Path) -> tuple[int, int]:
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        raise BlobMissing(f"no blob {key}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise BlobMissing(f"no blob {key}")
+    return fd, st.st_size
+
+
+def _delete_sync(target: Path) -> None:
+    try:
+        os.unlink(target)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    _fsync_dir(target.parent)

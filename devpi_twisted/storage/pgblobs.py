@@ -1,0 +1,180 @@
+"""The PostgreSQL blob store: bodies as 1 MiB bytea chunks, for several hosts sharing
+one database (tables in migrations/0002_blobs.postgres.sql).
+
+A put reads the local file chunk by chunk on a thread (hashing as it goes) and
+inserts each chunk, then the meta row (key, size, sha256), all in one
+transaction: a wrong hash rolls everything back, and no reader ever sees part
+of a body. A read fetches one chunk (or the part of it a range needs, with
+substring()) per short transaction, so a slow client holds no connection while
+it is paused; each fetch checks the meta row still names the same sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from psycopg2.extensions import AsIs
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from devpi_twisted.storage.blobs import (
+    CHUNK_SIZE, BlobHashMismatch, BlobMissing, ChunkPump, byte_range, check_key,
+)
+
+BLOB_LOCK_CLASS = 0x626C6F62  # with hashtext(key): serialises puts of one key ("blob")
+
+LOCK_KEY = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
+DELETE_BLOB = "DELETE FROM blobs WHERE key = %s"  # its chunks go by ON DELETE CASCADE
+INSERT_CHUNK = "INSERT INTO blob_chunks (key, seq, data) VALUES (%s, %s, decode(%s, 'hex'))"
+INSERT_BLOB = "INSERT INTO blobs (key, size, sha256, chunk_size) VALUES (%s, %s, %s, %s)"
+SELECT_BLOB = "SELECT size, sha256, chunk_size FROM blobs WHERE key = %s"
+SELECT_SIZE = "SELECT size FROM blobs WHERE key = %s"
+SELECT_PART = (
+    "SELECT substring(c.data FROM %s FOR %s) FROM blob_chunks c JOIN blobs b ON b.key = c.key"
+    " WHERE c.key = %s AND c.seq = %s AND b.sha256 = %s"
+)
+
+
+class Interactions(Protocol):
+    """What the store needs of postgres.Pool: run ``fn(cursor)`` in a transaction on a
+    pooled connection (broken connections become StorageUnavailable)."""
+
+    def interaction(self, fn: Callable[[Any], Awaitable[Any]]) -> Awaitable[Any]: ...
+
+
+def _read_chunk(source: IO[bytes], hasher: Any, count: int) -> tuple[int, AsIs]:
+    """The next bytes of ``source`` (hashed) as a hex SQL literal for ``decode(..., 'hex')``:
+    made here on a thread, so the reactor only pastes it into the query. The literal holds
+    nothing but [0-9a-f], so it is safe whatever the server's string settings."""
+    data = source.read(count)
+    hasher.update(data)
+    return len(data), AsIs(f"'{data.hex()}'")
+
+
+async def _quietly(d: Deferred[Any]) -> None:
+    try:
+        await d
+    except Exception:
+        pass  # the error that made us stop is the one reported
+
+
+async def _fetch_one(cursor: Any, sql: str, params: tuple[Any, ...]) -> Any:
+    await cursor.execute(sql, params)
+    return cursor.fetchone()
+
+
+class PgBlobStore:
+    """Blobs in the database of a PostgresStorage: ``PgBlobStore(storage._pool, reactor)``."""
+
+    def __init__(self, pool: Interactions, reactor: Any, threadpool: ThreadPool | None = None,
+                 chunk_size: int = CHUNK_SIZE) -> None:
+        self._pool = pool
+        self._reactor = reactor
+        self._threadpool = threadpool if threadpool is not None else reactor.getThreadPool()
+        self._chunk_size = chunk_size
+
+    def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        return deferToThreadPool(self._reactor, self._threadpool, fn, *args)
+
+    def _read_next(self, source: IO[bytes], hasher: Any) -> Deferred[tuple[int, AsIs]]:
+        return self._in_thread(_read_chunk, source, hasher, self._chunk_size)
+
+    def local_path(self, key: str) -> Path | None:
+        return None
+
+    # -- put -----------------------------------------------------------------------
+
+    def put_file(self, key: str, path: Path, sha256: str) -> Deferred[int]:
+        return Deferred.fromCoroutine(self._put(key, Path(path), sha256.lower()))
+
+    async def _put(self, key: str, path: Path, sha256: str) -> int:
+        check_key(key)
+        source = await self._in_thread(open, path, "rb")
+        try:
+            async def txn(cursor: Any) -> int:
+                await self._in_thread(source.seek, 0)  # from the start if ever run again
+                await cursor.execute(LOCK_KEY, (BLOB_LOCK_CLASS, key))
+                await cursor.execute(DELETE_BLOB, (key,))
+                hasher = hashlib.sha256()
+                size = seq = 0
+                # the next chunk is read and hashed on a thread while this one is inserted
+                reading: Deferred[tuple[int, AsIs]] | None = self._read_next(source, hasher)
+                try:
+                    while reading is not None:
+                        count, literal = await reading
+                        reading = None
+                        if not count:
+                            break
+                        reading = self._read_next(source, hasher)
+                        await cursor.execute(INSERT_CHUNK, (key, seq, literal))
+                        del literal
+                        size += count
+                        seq += 1
+                finally:
+                    if reading is not None:  # an insert failed: let the read finish before closing
+                        await _quietly(reading)
+                actual = hasher.hexdigest()
+                if actual != sha256:
+                    raise BlobHashMismatch(key, sha256, actual)  # rolls the chunks back
+                await cursor.execute(INSERT_BLOB, (key, size, sha256, self._chunk_size))
+                return size
+
+            return await self._pool.interaction(txn)  # type: ignore[no-any-return]
+        finally:
+            source.close()
+
+    # -- queries -----------------------------------------------------------------------
+
+    def size(self, key: str) -> Deferred[int | None]:
+        return Deferred.fromCoroutine(self._size(key))
+
+    async def _size(self, key: str) -> int | None:
+        check_key(key)
+        row = await self._pool.interaction(lambda cursor: _fetch_one(cursor, SELECT_SIZE, (key,)))
+        return None if row is None else int(row[0])
+
+    def exists(self, key: str) -> Deferred[bool]:
+        return self.size(key).addCallback(lambda size: size is not None)
+
+    # -- read ----------------------------------------------------------------------------
+
+    def read(self, key: str, consumer: IConsumer, offset: int = 0,
+             length: int | None = None) -> Deferred[int]:
+        return Deferred.fromCoroutine(self._read(key, consumer, offset, length))
+
+    async def _read(self, key: str, consumer: IConsumer, offset: int, length: int | None) -> int:
+        check_key(key)
+        row = await self._pool.interaction(lambda cursor: _fetch_one(cursor, SELECT_BLOB, (key,)))
+        if row is None:
+            raise BlobMissing(f"no blob {key}")
+        size, sha256, chunk_size = int(row[0]), str(row[1]), int(row[2])
+        start, end = byte_range(size, offset, length)
+
+        async def fetch(position: int, count: int) -> bytes:
+            seq, within = divmod(position, chunk_size)
+            params = (within + 1, count, key, seq, sha256)
+            part = await self._pool.interaction(lambda cursor: _fetch_one(cursor, SELECT_PART, params))
+            if part is None:
+                raise BlobMissing(f"blob {key} was deleted or replaced while being read")
+            return bytes(part[0])
+
+        return await ChunkPump(consumer, fetch, start, end, chunk_size).run()
+
+    # -- delete ----------------------------------------------------------------------------
+
+    def delete(self, key: str) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._delete(key))
+
+    async def _delete(self, key: str) -> None:
+        check_key(key)
+
+        async def txn(cursor: Any) -> None:
+            await cursor.execute(LOCK_KEY, (BLOB_LOCK_CLASS, key))
+            await cursor.execute(DELETE_BLOB, (key,))
+
+        await self._pool.interaction(txn)
