@@ -4,9 +4,7 @@ a database restart while serving, and a long concurrent run with a worker killed
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,75 +143,3 @@ def test_database_restart_while_serving(pg_cluster: PgCluster,
     finally:
         daemon.stop()
     assert "Traceback" not in daemon.log.read_text()
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def test_eight_clients_for_30_seconds_through_workers_lose_nothing(
-        pg_cluster: PgCluster, pg_serverdir: tuple[Path, list[str]]) -> None:
-    serverdir, storage = pg_serverdir
-    database = storage[1].split("database=")[1].split(",")[0]
-    daemon = Daemon(serverdir, *storage, "--workers", "2").start()
-    try:
-        root = login(daemon.url, "root", "")
-        for n in range(8):
-            assert call(daemon.url + f"/c{n}", "PUT", {"password": "pw"})[0] == 201
-        acked: dict[int, dict[str, int]] = {n: {} for n in range(8)}
-        errors: list[str] = []
-        stop = threading.Event()
-
-        def client(n: int) -> None:
-            count = 0
-            while not stop.is_set():
-                count += 1
-                try:
-                    if count % 3 == 0:
-                        status, _, _ = call(daemon.url + f"/c{n}", "PATCH", {"title": str(count)}, root)
-                        key = "title"
-                    else:
-                        status, _, _ = call(daemon.url + f"/c{n}/ix{count}", "PUT", {}, root)
-                        key = f"ix{count}"
-                except OSError:
-                    continue  # a killed worker drops its connections; that write was not acknowledged
-                if status in (200, 201):
-                    acked[n][key] = count
-                elif status != 503:
-                    errors.append(f"client {n}: {status}")
-
-        threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
-        for t in threads:
-            t.start()
-        time.sleep(10)
-        workers = _children(daemon.proc.pid)
-        assert workers, "no worker processes found"
-        os.kill(workers[0], signal.SIGKILL)
-        time.sleep(20)
-        stop.set()
-        for t in threads:
-            t.join(60)
-        assert not errors, errors[:5]
-        assert sum(len(a) for a in acked.values()) > 200
-        for n, done in acked.items():
-            user = call(daemon.url + f"/c{n}")[1]["result"]
-            for key, count in done.items():
-                if key == "title":
-                    assert int(user["title"]) >= count
-                else:
-                    assert key in user["indexes"], (n, key)
-        serials = [int(s) for s in pg_cluster.psql(
-            database, "SELECT serial FROM changelog ORDER BY serial").split()]
-        assert serials == list(range(len(serials)))
-        assert call(daemon.url + "/+status")[1]["result"]["serial"] == serials[-1]
-        assert len(_children(daemon.proc.pid)) == 2, "the killed worker was not replaced"
-    finally:
-        daemon.stop()

@@ -1,0 +1,100 @@
+"""Several processes on one database: a main process with --workers, on sqlite and
+on PostgreSQL, under concurrent writes, with a worker killed midway."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support import Daemon, call, init_serverdir, login
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.parametrize(("kind", "seconds"), [("sqlite", 10), ("postgres", 30)])
+def test_eight_clients_through_workers_lose_nothing(
+        request: pytest.FixtureRequest, tmp_path: Path, kind: str, seconds: int) -> None:
+    """8 clients edit users and indexes through a main process and 2 workers; one worker
+    is killed with SIGKILL midway. Every acknowledged change is there afterwards."""
+    serverdir = tmp_path / "state"
+    storage: list[str] = []
+    if kind == "postgres":
+        cluster = request.getfixturevalue("pg_cluster")
+        database = cluster.create_database()
+        storage = ["--storage", cluster.storage_option(database)]
+    init_serverdir(serverdir, *storage)
+    daemon = Daemon(serverdir, *storage, "--workers", "2").start()
+    try:
+        root = login(daemon.url, "root", "")
+        for n in range(8):
+            assert call(daemon.url + f"/c{n}", "PUT", {"password": "pw"})[0] == 201
+        acked: dict[int, dict[str, int]] = {n: {} for n in range(8)}
+        errors: list[str] = []
+        stop = threading.Event()
+
+        def client(n: int) -> None:
+            count = 0
+            while not stop.is_set():
+                count += 1
+                try:
+                    if count % 3 == 0:
+                        status, _, _ = call(daemon.url + f"/c{n}", "PATCH", {"title": str(count)}, root)
+                        key = "title"
+                    else:
+                        status, _, _ = call(daemon.url + f"/c{n}/ix{count}", "PUT", {}, root)
+                        key = f"ix{count}"
+                except OSError:
+                    continue  # a killed worker drops its connections; that write was not acknowledged
+                if status in (200, 201):
+                    acked[n][key] = count
+                elif status != 503:
+                    errors.append(f"client {n}: {status}")
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        time.sleep(seconds / 3)
+        workers = _children(daemon.proc.pid)
+        assert workers, "no worker processes found"
+        os.kill(workers[0], signal.SIGKILL)
+        time.sleep(seconds * 2 / 3)
+        stop.set()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors[:5]
+        assert sum(len(a) for a in acked.values()) > 10 * seconds
+        for n, done in acked.items():
+            user = call(daemon.url + f"/c{n}")[1]["result"]
+            for key, count in done.items():
+                if key == "title":
+                    assert int(user["title"]) >= count
+                else:
+                    assert key in user["indexes"], (n, key)
+        if kind == "postgres":
+            serials = [int(s) for s in cluster.psql(
+                database, "SELECT serial FROM changelog ORDER BY serial").split()]
+        else:
+            conn = sqlite3.connect(str(serverdir / "db.sqlite3"))
+            serials = [r[0] for r in conn.execute("SELECT serial FROM changelog ORDER BY serial")]
+            conn.close()
+        assert serials == list(range(len(serials)))
+        assert call(daemon.url + "/+status")[1]["result"]["serial"] == serials[-1]
+        assert len(_children(daemon.proc.pid)) == 2, "the killed worker was not replaced"
+    finally:
+        daemon.stop()
