@@ -24,7 +24,9 @@ from devpi_twisted.model.passwords import hash_password
 from devpi_twisted.model.tokens import TokenSigner
 from devpi_twisted.storage.executor import InlineExecutor
 from devpi_twisted.storage.interface import UserRecord
+from devpi_twisted.storage.postgres import BlockingPostgresStorage
 from devpi_twisted.storage.sqlite import SqliteStorage
+from tests.pg import PgCluster
 from devpi_twisted.web.app import ManagementApp
 from devpi_twisted.web.site import DevpiSite, ServerInfo
 from tests.support import result_of
@@ -83,7 +85,7 @@ class Client:
 
 @attrs.define
 class Server:
-    storage: SqliteStorage
+    storage: Any
     clock: Clock
     client: Client
     ops: ServerOps
@@ -100,8 +102,13 @@ class Server:
 
 
 def make_server(tmp_path: Path, restrict_modify: str | None = None,
-                outside_url: str | None = None) -> Server:
-    storage = SqliteStorage.open(tmp_path / "db.sqlite3", InlineExecutor())
+                outside_url: str | None = None, pg: tuple[PgCluster, str] | None = None) -> Server:
+    """A server on sqlite, or with ``pg`` (cluster, database) on PostgreSQL through the
+    blocking adapter: either way every request completes inside the client call."""
+    if pg is None:
+        storage: Any = SqliteStorage.open(tmp_path / "db.sqlite3", InlineExecutor())
+    else:
+        storage = BlockingPostgresStorage(pg[0].settings(pg[1]))
     root = UserRecord("root", {"created": "2024-01-01T00:00:00Z"}, cached_hash(""), 0)
     result_of(storage.bootstrap([root], [root_pypi()]))
     clock = Clock()
@@ -119,8 +126,12 @@ def make_server(tmp_path: Path, restrict_modify: str | None = None,
     return Server(storage, clock, Client(site), ops)
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    made = make_server(tmp_path)
+@pytest.fixture(params=["sqlite", "postgres"])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    pg = None
+    if request.param == "postgres":
+        cluster = request.getfixturevalue("pg_cluster")
+        pg = (cluster, cluster.create_database())
+    made = make_server(tmp_path, pg=pg)
     yield made
     made.storage.close()
