@@ -98,3 +98,33 @@ def test_eight_clients_through_workers_lose_nothing(
         assert len(_children(daemon.proc.pid)) == 2, "the killed worker was not replaced"
     finally:
         daemon.stop()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_thirty_concurrent_index_creations_for_one_user_all_stay(
+        request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> None:
+    """devpi-server with devpi-postgresql answers all 30 with 200 and keeps one."""
+    serverdir = tmp_path / "state"
+    storage: list[str] = []
+    if kind == "postgres":
+        cluster = request.getfixturevalue("pg_cluster")
+        storage = ["--storage", cluster.storage_option(cluster.create_database())]
+    init_serverdir(serverdir, *storage)
+    daemon = Daemon(serverdir, *storage, "--workers", "1").start()
+    try:
+        root = login(daemon.url, "root", "")
+        results: list[int] = []
+
+        def create(n: int) -> None:
+            results.append(call(daemon.url + f"/root/ix{n}", "PUT", {}, root)[0])
+
+        threads = [threading.Thread(target=create, args=(n,)) for n in range(30)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert results == [200] * 30
+        indexes = call(daemon.url + "/root")[1]["result"]["indexes"]
+        assert sorted(i for i in indexes if i.startswith("ix")) == sorted(f"ix{n}" for n in range(30))
+    finally:
+        daemon.stop()
