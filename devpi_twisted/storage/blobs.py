@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -123,12 +123,12 @@ class ChunkPump:
     """Moves ``[start, end)`` to a consumer chunk by chunk as a streaming producer.
 
     ``fetch(position, count)`` returns the next ``count`` bytes (at most one chunk,
-    never crossing a multiple of ``chunk_size``). While the consumer has paused us
-    nothing is fetched or written; a chunk fetched before the pause is written
-    after the resume.
+    never crossing a multiple of ``chunk_size``). One chunk is read ahead while the
+    previous one is written; while the consumer has paused us nothing is written and
+    nothing more is fetched, so at most one chunk waits in memory.
     """
 
-    def __init__(self, consumer: IConsumer, fetch: Callable[[int, int], Awaitable[bytes]],
+    def __init__(self, consumer: IConsumer, fetch: Callable[[int, int], Deferred[bytes]],
                  start: int, end: int, chunk_size: int = CHUNK_SIZE) -> None:
         self._consumer = consumer
         self._fetch = fetch
@@ -161,27 +161,47 @@ class ChunkPump:
         if self._stopped:
             raise BlobReadStopped("the consumer stopped the transfer")
 
+    def _start_fetch(self, position: int) -> Deferred[bytes] | None:
+        if position >= self._end:
+            return None
+        boundary = (position // self._chunk_size + 1) * self._chunk_size
+        return self._fetch(position, min(boundary, self._end) - position)
+
     async def run(self) -> int:
-        """Register, send everything, unregister; returns the bytes written."""
+        """Register, send everything, unregister; returns the bytes written. No fetch
+        is still running when this returns or raises."""
         self._consumer.registerProducer(self, True)
         position = self._start
+        fetching = self._start_fetch(position)
         try:
-            while position < self._end:
-                await self._wait_until_running()
-                boundary = (position // self._chunk_size + 1) * self._chunk_size
-                data = await self._fetch(position, min(boundary, self._end) - position)
+            while fetching is not None:
+                data = await fetching
+                fetching = None
                 if not data:
                     raise BlobMissing(f"blob ended at byte {position}, before {self._end}")
+                fetching = self._start_fetch(position + len(data))
                 await self._wait_until_running()
                 self._consumer.write(data)
                 position += len(data)
+                del data
         except BlobReadStopped:
             raise
         except BaseException:
             self._consumer.unregisterProducer()
             raise
+        finally:
+            if fetching is not None:  # stopped or failed: let the read-ahead finish
+                await settled(fetching)
         self._consumer.unregisterProducer()
         return position - self._start
+
+
+async def settled(d: Deferred[Any]) -> None:
+    """Wait for ``d``, ignoring its error (the one that made us stop is reported)."""
+    try:
+        await d
+    except Exception:
+        pass
 
 
 class FileBlobStore:

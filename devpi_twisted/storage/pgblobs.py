@@ -23,7 +23,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from devpi_twisted.storage.blobs import (
-    CHUNK_SIZE, BlobHashMismatch, BlobMissing, ChunkPump, byte_range, check_key,
+    CHUNK_SIZE, BlobHashMismatch, BlobMissing, ChunkPump, byte_range, check_key, settled,
 )
 
 BLOB_LOCK_CLASS = 0x626C6F62  # with hashtext(key): serialises puts of one key ("blob")
@@ -54,13 +54,6 @@ def _read_chunk(source: IO[bytes], hasher: Any, count: int) -> tuple[int, AsIs]:
     data = source.read(count)
     hasher.update(data)
     return len(data), AsIs(f"'{data.hex()}'")
-
-
-async def _quietly(d: Deferred[Any]) -> None:
-    try:
-        await d
-    except Exception:
-        pass  # the error that made us stop is the one reported
 
 
 async def _fetch_one(cursor: Any, sql: str, params: tuple[Any, ...]) -> Any:
@@ -117,7 +110,7 @@ class PgBlobStore:
                         seq += 1
                 finally:
                     if reading is not None:  # an insert failed: let the read finish before closing
-                        await _quietly(reading)
+                        await settled(reading)
                 actual = hasher.hexdigest()
                 if actual != sha256:
                     raise BlobHashMismatch(key, sha256, actual)  # rolls the chunks back
@@ -155,13 +148,16 @@ class PgBlobStore:
         size, sha256, chunk_size = int(row[0]), str(row[1]), int(row[2])
         start, end = byte_range(size, offset, length)
 
-        async def fetch(position: int, count: int) -> bytes:
+        async def fetch_part(position: int, count: int) -> bytes:
             seq, within = divmod(position, chunk_size)
             params = (within + 1, count, key, seq, sha256)
             part = await self._pool.interaction(lambda cursor: _fetch_one(cursor, SELECT_PART, params))
             if part is None:
                 raise BlobMissing(f"blob {key} was deleted or replaced while being read")
             return bytes(part[0])
+
+        def fetch(position: int, count: int) -> Deferred[bytes]:
+            return Deferred.fromCoroutine(fetch_part(position, count))
 
         return await ChunkPump(consumer, fetch, start, end, chunk_size).run()
 
