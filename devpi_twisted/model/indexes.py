@@ -190,16 +190,19 @@ def patch_config(name: str, current: Mapping[str, Any], body: Any, others: Other
         body = body["result"]
     config = _without_obsolete(current)
     for key, value in body.items():
-        if key == "projects":
-            continue
-        if key == "type":
-            if parse_type(value) != current["type"]:
-                raise InvalidInput("the 'type' of an index can't be changed")
-            continue
-        if current["type"] == MIRROR and key in MIRROR_DROPPED_KEYS:
-            continue
-        config[key] = value
+        if key != "projects":
+            _assign(current, config, key, value)
     return _validate(name, config, others, tolerate_unknown=False)
+
+
+def _assign(current: Mapping[str, Any], config: dict[str, Any], key: str, value: Any) -> None:
+    """A plain ``key=value`` of either PATCH form: the type may only be restated, keys
+    that mirrors never had are dropped silently, anything else is set (validated later)."""
+    if key == "type":
+        if parse_type(value) != current["type"]:
+            raise InvalidInput("the 'type' of an index can't be changed")
+    elif not (current["type"] == MIRROR and key in MIRROR_DROPPED_KEYS):
+        config[key] = value
 
 
 def _split_item(item: Any) -> tuple[str, str, str]:
@@ -226,13 +229,7 @@ def _patch_list(name: str, current: Mapping[str, Any], items: list[Any], others:
     has_defaults = defaults(current["type"], owner)
     for key, op, value in parsed:
         if op == "=":
-            if key == "type":
-                if parse_type(value) != current["type"]:
-                    raise InvalidInput("the 'type' of an index can't be changed")
-                continue
-            if current["type"] == MIRROR and key in MIRROR_DROPPED_KEYS:
-                continue
-            config[key] = value
+            _assign(current, config, key, value)
         elif op == "-=" and value == "":
             if key in has_defaults:
                 raise InvalidInput("Default values can't be removed.")
