@@ -90,6 +90,10 @@ class ServerOps:
     def serial(self) -> int:
         return self._storage.serial
 
+    async def sync(self) -> None:
+        """Catch up with other processes' commits before reporting the serial."""
+        await self._storage.sync()
+
     @property
     def last_commit_time(self) -> float | None:
         return self._storage.last_commit_time

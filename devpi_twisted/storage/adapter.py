@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, DeferredLock, succeed
+from twisted.python.failure import Failure
 
 from devpi_twisted.storage import plans
 from devpi_twisted.storage.board import SerialBoard
@@ -24,6 +25,24 @@ from devpi_twisted.storage.cache import StateCache
 from devpi_twisted.storage.interface import Change, IndexRecord, StorageError, UserRecord
 
 T = TypeVar("T")
+
+
+def shielded(inner: Deferred[T]) -> Deferred[T]:
+    """``inner``'s result, in a Deferred whose cancellation leaves ``inner`` running.
+
+    twisted.web cancels a handler when its client hangs up; a transaction must then
+    finish (or fail) on its own terms rather than be cut off inside the driver."""
+    outer: Deferred[T] = Deferred(lambda _: None)
+
+    def forward(result: Any) -> None:
+        if not outer.called:
+            if isinstance(result, Failure):
+                outer.errback(result)
+            else:
+                outer.callback(result)
+
+    inner.addBoth(forward)
+    return outer
 
 
 class PlanStorage:
@@ -64,14 +83,18 @@ class PlanStorage:
 
     def catch_up(self, target: int | None = None) -> Deferred[None]:
         """Apply every committed change the cache has not seen (up to ``target`` at least)."""
-        return Deferred.fromCoroutine(self._catch_up(target))
+        return shielded(Deferred.fromCoroutine(self._catch_up(target)))
 
-    def _read(self, value: Callable[[], T]) -> Deferred[T]:
+    def sync(self) -> Deferred[None]:
+        """Catch up if a process of this host has published a newer serial."""
         if self._board is not None:
             published = self._board.peek()
             if published > self._cache.serial:
-                return self.catch_up(published).addCallback(lambda _: value())
-        return succeed(value())
+                return self.catch_up(published)
+        return succeed(None)
+
+    def _read(self, value: Callable[[], T]) -> Deferred[T]:
+        return self.sync().addCallback(lambda _: value())
 
     async def _write_async(self, make: Callable[..., plans.Plan[int]], *args: Any) -> int:
         try:
@@ -85,7 +108,7 @@ class PlanStorage:
         return serial
 
     def _write(self, make: Callable[..., plans.Plan[int]], *args: Any) -> Deferred[int]:
-        return Deferred.fromCoroutine(self._write_async(make, *args))
+        return shielded(Deferred.fromCoroutine(self._write_async(make, *args)))
 
     # -- the Storage interface --------------------------------------------------------
 
@@ -110,7 +133,7 @@ class PlanStorage:
         return self._read(lambda: self._cache.indexes_of(user))
 
     def changes_since(self, serial: int, limit: int = 1000) -> Deferred[list[Change]]:
-        return self._query(plans.changes_since(serial, limit))
+        return shielded(self._query(plans.changes_since(serial, limit)))
 
     def poll(self) -> Deferred[None]:
         """Pick up commits made by other processes."""

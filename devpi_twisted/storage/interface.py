@@ -131,6 +131,9 @@ class Storage(Protocol):
     def changes_since(self, serial: int, limit: int = 1000) -> Deferred[list[Change]]:
         """Changelog entries with serial > ``serial``, oldest first, at most ``limit``."""
 
+    def sync(self) -> Deferred[None]:
+        """Catch up with what other processes of this host have committed."""
+
     def poll(self) -> Deferred[None]:
         """Pick up changes committed by other processes (a fallback for missed notices)."""
 

@@ -136,8 +136,9 @@ class ManagementApp:
         return render.result(request, "proxyauth", token, "login successful")
 
     @_route(app, "/+status", ["GET"])
-    def status(self, request: IRequest) -> bytes:
+    async def status(self, request: IRequest) -> bytes:
         self._json_view(request)
+        await self._ops.sync()
         info = self._info
         serial = self._ops.serial
         status = {

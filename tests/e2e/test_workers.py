@@ -128,3 +128,40 @@ def test_thirty_concurrent_index_creations_for_one_user_all_stay(
         assert sorted(i for i in indexes if i.startswith("ix")) == sorted(f"ix{n}" for n in range(30))
     finally:
         daemon.stop()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_clients_hanging_up_mid_write_leave_no_errors(
+        request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> None:
+    """A write whose client is gone completes or fails as one transaction, quietly."""
+    import socket
+    from urllib.parse import urlsplit
+
+    serverdir = tmp_path / "state"
+    storage: list[str] = []
+    if kind == "postgres":
+        cluster = request.getfixturevalue("pg_cluster")
+        storage = ["--storage", cluster.storage_option(cluster.create_database())]
+    init_serverdir(serverdir, *storage)
+    daemon = Daemon(serverdir, *storage).start()
+    try:
+        root = login(daemon.url, "root", "")
+        import base64
+
+        auth = base64.b64encode(f"{root[0]}:{root[1]}".encode()).decode()
+        address = urlsplit(daemon.url)
+        for n in range(60):
+            body = b"{}"
+            with socket.create_connection((address.hostname, address.port)) as s:
+                s.sendall(f"PUT /root/gone{n} HTTP/1.1\r\nHost: x\r\nX-Devpi-Auth: {auth}\r\n"
+                          f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        time.sleep(1)
+        status = call(daemon.url + "/+status")[1]["result"]
+        indexes = call(daemon.url + "/root")[1]["result"]["indexes"]
+        made = [i for i in indexes if i.startswith("gone")]
+        assert status["serial"] == len(made)  # serial 0 is init: one serial per index made
+        assert call(daemon.url + "/root/after", "PUT", {}, root)[0] == 200
+    finally:
+        daemon.stop()
+    log = daemon.log.read_text()
+    assert "Unhandled" not in log and "Traceback" not in log, log[-3000:]
