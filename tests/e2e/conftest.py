@@ -1,7 +1,7 @@
 """End-to-end fixtures: real daemons on free loopback ports, real clients.
 
 The module-wide ``daemon`` runs once on sqlite (one process) and once on
-PostgreSQL with a worker process beside the main one, sharing its port.
+PostgreSQL with two worker processes beside the main one, sharing its port.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def daemon(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     if request.param == "postgres":
         cluster = request.getfixturevalue("pg_cluster")
         storage = ["--storage", cluster.storage_option(cluster.create_database())]
-        workers = ["--workers", "1"]
+        workers = ["--workers", "2"]
     init_serverdir(serverdir, *storage)
     running = Daemon(serverdir, *storage, *workers).start()
     yield running

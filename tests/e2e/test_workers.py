@@ -15,6 +15,17 @@ import pytest
 from tests.support import Daemon, call, init_serverdir, login
 
 
+def _new_state(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> tuple[Path, list[str]]:
+    """An initialised server directory on sqlite or on a new PostgreSQL database."""
+    serverdir = tmp_path / "state"
+    storage: list[str] = []
+    if kind == "postgres":
+        cluster = request.getfixturevalue("pg_cluster")
+        storage = ["--storage", cluster.storage_option(cluster.create_database())]
+    init_serverdir(serverdir, *storage)
+    return serverdir, storage
+
+
 def _children(pid: int) -> list[int]:
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -32,13 +43,7 @@ def test_eight_clients_through_workers_lose_nothing(
         request: pytest.FixtureRequest, tmp_path: Path, kind: str, seconds: int) -> None:
     """8 clients edit users and indexes through a main process and 2 workers; one worker
     is killed with SIGKILL midway. Every acknowledged change is there afterwards."""
-    serverdir = tmp_path / "state"
-    storage: list[str] = []
-    if kind == "postgres":
-        cluster = request.getfixturevalue("pg_cluster")
-        database = cluster.create_database()
-        storage = ["--storage", cluster.storage_option(database)]
-    init_serverdir(serverdir, *storage)
+    serverdir, storage = _new_state(request, tmp_path, kind)
     daemon = Daemon(serverdir, *storage, "--workers", "2").start()
     try:
         root = login(daemon.url, "root", "")
@@ -87,6 +92,8 @@ def test_eight_clients_through_workers_lose_nothing(
                 else:
                     assert key in user["indexes"], (n, key)
         if kind == "postgres":
+            cluster = request.getfixturevalue("pg_cluster")
+            database = storage[1].split("database=")[1].split(",")[0]
             serials = [int(s) for s in cluster.psql(
                 database, "SELECT serial FROM changelog ORDER BY serial").split()]
         else:
@@ -104,12 +111,7 @@ def test_eight_clients_through_workers_lose_nothing(
 def test_thirty_concurrent_index_creations_for_one_user_all_stay(
         request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> None:
     """devpi-server with devpi-postgresql answers all 30 with 200 and keeps one."""
-    serverdir = tmp_path / "state"
-    storage: list[str] = []
-    if kind == "postgres":
-        cluster = request.getfixturevalue("pg_cluster")
-        storage = ["--storage", cluster.storage_option(cluster.create_database())]
-    init_serverdir(serverdir, *storage)
+    serverdir, storage = _new_state(request, tmp_path, kind)
     daemon = Daemon(serverdir, *storage, "--workers", "1").start()
     try:
         root = login(daemon.url, "root", "")
@@ -137,12 +139,7 @@ def test_clients_hanging_up_mid_write_leave_no_errors(
     import socket
     from urllib.parse import urlsplit
 
-    serverdir = tmp_path / "state"
-    storage: list[str] = []
-    if kind == "postgres":
-        cluster = request.getfixturevalue("pg_cluster")
-        storage = ["--storage", cluster.storage_option(cluster.create_database())]
-    init_serverdir(serverdir, *storage)
+    serverdir, storage = _new_state(request, tmp_path, kind)
     daemon = Daemon(serverdir, *storage).start()
     try:
         root = login(daemon.url, "root", "")
