@@ -22,7 +22,9 @@ from twisted.python.failure import Failure
 from devpi_twisted.storage import plans
 from devpi_twisted.storage.board import SerialBoard
 from devpi_twisted.storage.cache import StateCache
-from devpi_twisted.storage.interface import Change, IndexRecord, StorageError, UserRecord
+from devpi_twisted.storage.interface import (
+    Change, FileRecord, IndexRecord, StorageError, UserRecord, VersionRecord,
+)
 
 T = TypeVar("T")
 
@@ -138,6 +140,29 @@ class PlanStorage:
     def poll(self) -> Deferred[None]:
         """Pick up commits made by other processes."""
         return self.catch_up(None)
+
+    def list_projects(self, user: str, index: str) -> Deferred[list[str]]:
+        return shielded(self._query(plans.list_projects(user, index)))
+
+    def get_versions(self, user: str, index: str, project: str) -> Deferred[list[VersionRecord]]:
+        return shielded(self._query(plans.get_versions(user, index, project)))
+
+    def get_file(self, relpath: str) -> Deferred[FileRecord | None]:
+        return shielded(self._query(plans.get_file(relpath)))
+
+    def write_release(self, user: str, index: str, project: str, version: str,
+                      data: Mapping[str, Any] | None, files: Mapping[str, Mapping[str, Any]],
+                      expect_serial: int) -> Deferred[int]:
+        return self._write(plans.write_release, user, index, project, version,
+                           None if data is None else dict(data), dict(files), expect_serial)
+
+    def delete_project(self, user: str, index: str, project: str,
+                       expect: Mapping[str, int]) -> Deferred[int]:
+        return self._write(plans.delete_project, user, index, project, dict(expect))
+
+    def changed_since(self, project: str, serial: int) -> bool:
+        """For caches of pages: did ``project``'s releases or any index config change?"""
+        return self._cache.changed_since(project, serial)
 
     def bootstrap(self, users: Sequence[UserRecord], indexes: Sequence[IndexRecord]) -> Deferred[int]:
         return self._write(plans.bootstrap, list(users), list(indexes))

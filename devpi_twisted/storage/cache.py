@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from devpi_twisted.storage.interface import INDEX, USER, Change, IndexRecord, UserRecord
+from devpi_twisted.storage.interface import FILE, INDEX, USER, VERSION, Change, IndexRecord, UserRecord
 
 
 class StateCache:
@@ -18,10 +18,20 @@ class StateCache:
         self.last_commit_time: float | None = None
         self.users: dict[str, UserRecord] = {}
         self.indexes: dict[tuple[str, str], IndexRecord] = {}
+        # For pages built from several indexes: the last serial that changed a project's
+        # releases anywhere, and the last that changed any index configuration.
+        self.project_serials: dict[str, int] = {}
+        self.config_serial = -1
+
+    def changed_since(self, project: str, serial: int) -> bool:
+        """Whether anything a page of ``project`` is built from changed after ``serial``."""
+        return max(self.config_serial, self.project_serials.get(project, -1)) > serial
 
     def load(self, serial: int, at: float | None, users: Iterable[UserRecord],
              indexes: Iterable[IndexRecord]) -> None:
         self.serial, self.last_commit_time = serial, at
+        self.config_serial = serial
+        self.project_serials = {}
         self.users = {u.name: u for u in users}
         self.indexes = {(i.user, i.index): i for i in indexes}
 
@@ -40,7 +50,13 @@ class StateCache:
             else:
                 assert isinstance(value, dict)
                 self.users[key] = UserRecord(key, value["profile"], value["pwhash"], serial)
+        elif type_ == VERSION:
+            self.project_serials[key.split("/", 3)[2]] = serial
+        elif type_ == FILE:
+            assert isinstance(value, dict)
+            self.project_serials[value["project"]] = serial
         elif type_ == INDEX:
+            self.config_serial = serial
             user, index = key.split("/", 1)
             if value is None:
                 self.indexes.pop((user, index), None)

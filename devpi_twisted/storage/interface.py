@@ -17,6 +17,8 @@ from twisted.internet.defer import Deferred
 
 USER = "user"
 INDEX = "index"
+VERSION = "version"  # key user/index/project/version, value: version data (metadata, "+elinks")
+FILE = "file"  # key: the file's relpath, value: {"project": ..., "entry": {...}}; {} entry = deleted
 
 
 class StorageError(Exception):
@@ -57,6 +59,30 @@ class IndexRecord:
     @property
     def name(self) -> str:
         return f"{self.user}/{self.index}"
+
+
+@attrs.frozen
+class VersionRecord:
+    user: str
+    index: str
+    project: str
+    version: str
+    data: Mapping[str, Any]
+    serial: int
+
+
+@attrs.frozen
+class FileRecord:
+    """A file's entry (hashes, last_modified, ...); an empty entry means deleted (410)."""
+
+    relpath: str
+    project: str
+    entry: Mapping[str, Any]
+    serial: int
+
+    @property
+    def deleted(self) -> bool:
+        return not self.entry
 
 
 @attrs.frozen
@@ -127,6 +153,25 @@ class Storage(Protocol):
 
     def delete_index(self, user: str, index: str, expect_serial: int) -> Deferred[int]:
         """Raises RecordMissing, StaleRecord."""
+
+    def list_projects(self, user: str, index: str) -> Deferred[list[str]]:
+        """Normalised names of the projects that have versions on this index (not inherited)."""
+
+    def get_versions(self, user: str, index: str, project: str) -> Deferred[list[VersionRecord]]: ...
+
+    def get_file(self, relpath: str) -> Deferred[FileRecord | None]: ...
+
+    def write_release(self, user: str, index: str, project: str, version: str,
+                      data: Mapping[str, Any] | None, files: Mapping[str, Mapping[str, Any]],
+                      expect_serial: int) -> Deferred[int]:
+        """Set (or with ``data`` None delete) one version's data and set file entries
+        (``{}`` marks a file deleted). ``expect_serial``: the version's serial as read, -1
+        if it had none. Raises RecordMissing (no such index), StaleRecord."""
+
+    def delete_project(self, user: str, index: str, project: str,
+                       expect: Mapping[str, int]) -> Deferred[int]:
+        """Delete every version (``expect``: version -> serial as read) and mark the
+        project's files deleted. Raises RecordMissing, StaleRecord."""
 
     def changes_since(self, serial: int, limit: int = 1000) -> Deferred[list[Change]]:
         """Changelog entries with serial > ``serial``, oldest first, at most ``limit``."""

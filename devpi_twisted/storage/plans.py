@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 import attrs
 
 from devpi_twisted.storage.interface import (
-    INDEX, USER, Change, IndexRecord, Record, RecordExists, RecordMissing, StaleRecord,
-    StorageError, UserRecord,
+    FILE, INDEX, USER, VERSION, Change, FileRecord, IndexRecord, Record, RecordExists,
+    RecordMissing, StaleRecord, StorageError, UserRecord, VersionRecord,
 )
 
 T = TypeVar("T")
@@ -48,6 +48,23 @@ UPSERT_INDEX = (
     "INSERT INTO indexes (owner, name, config, serial) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (owner, name) DO UPDATE SET config = excluded.config, serial = excluded.serial")
 DELETE_INDEX = "DELETE FROM indexes WHERE owner = ? AND name = ?"
+PROJECTS_OF = "SELECT DISTINCT project FROM versions WHERE owner = ? AND idx = ? ORDER BY project"
+VERSIONS_OF = "SELECT version, data, serial FROM versions WHERE owner = ? AND idx = ? AND project = ?"
+VERSION_SERIAL = "SELECT serial FROM versions WHERE owner = ? AND idx = ? AND project = ? AND version = ?"
+VERSIONS_IN_INDEX = "SELECT project, version FROM versions WHERE owner = ? AND idx = ?"
+UPSERT_VERSION = (
+    "INSERT INTO versions (owner, idx, project, version, data, serial) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (owner, idx, project, version) DO UPDATE SET data = excluded.data, "
+    "serial = excluded.serial")
+DELETE_VERSION = "DELETE FROM versions WHERE owner = ? AND idx = ? AND project = ? AND version = ?"
+GET_FILE = "SELECT project, entry, serial FROM files WHERE relpath = ?"
+LIVE_FILES_OF_PROJECT = (
+    "SELECT relpath FROM files WHERE owner = ? AND idx = ? AND project = ? AND entry <> '{}'")
+LIVE_FILES_IN_INDEX = "SELECT relpath, project FROM files WHERE owner = ? AND idx = ? AND entry <> '{}'"
+UPSERT_FILE = (
+    "INSERT INTO files (relpath, owner, idx, project, entry, serial) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (relpath) DO UPDATE SET project = excluded.project, entry = excluded.entry, "
+    "serial = excluded.serial")
 
 CATCH_UP_BATCH = 10000
 
@@ -104,6 +121,15 @@ def _apply(serial: int, record: Record) -> Plan[None]:
             yield run(DELETE_INDEX, owner, index)
         else:
             yield run(UPSERT_INDEX, owner, index, dumps(value), serial)
+    elif record.type == VERSION:
+        owner, index, project, version = record.key.split("/", 3)
+        if value is None:
+            yield run(DELETE_VERSION, owner, index, project, version)
+        else:
+            yield run(UPSERT_VERSION, owner, index, project, version, dumps(value), serial)
+    elif record.type == FILE:
+        owner, index = record.key.split("/", 2)[:2]
+        yield run(UPSERT_FILE, record.key, owner, index, value["project"], dumps(value["entry"]), serial)
     else:
         raise StorageError(f"unknown record type {record.type!r}")
 
@@ -181,7 +207,10 @@ def delete_user(name: str, expect_serial: int, expect_indexes: Mapping[str, int]
     indexes = {n: int(s) for n, s in (yield rows(INDEXES_OF, name))}
     if indexes != dict(expect_indexes):
         raise StaleRecord(f"indexes of {name}")
-    records = [Record(INDEX, f"{name}/{i}", None) for i in sorted(indexes)]
+    records: list[Record] = []
+    for index in sorted(indexes):
+        records += yield from _index_contents_removed(name, index)
+        records.append(Record(INDEX, f"{name}/{index}", None))
     return (yield from commit(serial, records + [Record(USER, name, None)], at))
 
 
@@ -204,4 +233,64 @@ def update_index(owner: str, index: str, config: Mapping[str, Any], expect_seria
 def delete_index(owner: str, index: str, expect_serial: int, at: float) -> Plan[int]:
     serial = yield from take_serial()
     _expect((yield one(INDEX_SERIAL, owner, index)), expect_serial, f"{owner}/{index}")
-    return (yield from commit(serial, [Record(INDEX, f"{owner}/{index}", None)], at))
+    records = yield from _index_contents_removed(owner, index)
+    return (yield from commit(serial, records + [Record(INDEX, f"{owner}/{index}", None)], at))
+
+
+def _index_contents_removed(owner: str, index: str) -> Plan[list[Record]]:
+    """Records deleting every version of an index and marking its files deleted."""
+    records = [Record(VERSION, f"{owner}/{index}/{p}/{v}", None)
+               for p, v in (yield rows(VERSIONS_IN_INDEX, owner, index))]
+    records += [_tombstone(relpath, project)
+                for relpath, project in (yield rows(LIVE_FILES_IN_INDEX, owner, index))]
+    return records
+
+
+def _tombstone(relpath: str, project: str) -> Record:
+    return Record(FILE, relpath, {"project": project, "entry": {}})
+
+
+# -- releases ----------------------------------------------------------------------
+
+
+def list_projects(owner: str, index: str) -> Plan[list[str]]:
+    return [row[0] for row in (yield rows(PROJECTS_OF, owner, index))]
+
+
+def get_versions(owner: str, index: str, project: str) -> Plan[list[VersionRecord]]:
+    found = yield rows(VERSIONS_OF, owner, index, project)
+    return [VersionRecord(owner, index, project, v, json.loads(d), int(s)) for v, d, s in found]
+
+
+def get_file(relpath: str) -> Plan[FileRecord | None]:
+    row = yield one(GET_FILE, relpath)
+    return None if row is None else FileRecord(relpath, row[0], json.loads(row[1]), int(row[2]))
+
+
+def write_release(owner: str, index: str, project: str, version: str, data: Mapping[str, Any] | None,
+                  files: Mapping[str, Mapping[str, Any]], expect_serial: int, at: float) -> Plan[int]:
+    serial = yield from take_serial()
+    if (yield one(INDEX_SERIAL, owner, index)) is None:
+        raise RecordMissing(f"{owner}/{index}")
+    row = yield one(VERSION_SERIAL, owner, index, project, version)
+    if (int(row[0]) if row else -1) != expect_serial:
+        raise StaleRecord(f"{owner}/{index}/{project}/{version}")
+    key = f"{owner}/{index}/{project}/{version}"
+    records = [Record(VERSION, key, None if data is None else dict(data))]
+    records += [Record(FILE, relpath, {"project": project, "entry": dict(entry)})
+                for relpath, entry in sorted(files.items())]
+    return (yield from commit(serial, records, at))
+
+
+def delete_project(owner: str, index: str, project: str, expect: Mapping[str, int],
+                   at: float) -> Plan[int]:
+    serial = yield from take_serial()
+    if (yield one(INDEX_SERIAL, owner, index)) is None:
+        raise RecordMissing(f"{owner}/{index}")
+    found = {v: int(s) for v, _, s in (yield rows(VERSIONS_OF, owner, index, project))}
+    if found != dict(expect):
+        raise StaleRecord(f"{owner}/{index}/{project}")
+    records = [Record(VERSION, f"{owner}/{index}/{project}/{v}", None) for v in sorted(found)]
+    records += [_tombstone(row[0], project)
+                for row in (yield rows(LIVE_FILES_OF_PROJECT, owner, index, project))]
+    return (yield from commit(serial, records, at))

@@ -1,0 +1,123 @@
+"""The storage contract for release data and file records, on every adapter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest_twisted
+
+from devpi_twisted.storage.interface import RecordMissing, StaleRecord
+from tests.storage.test_contract import _bootstrapped, _raises
+
+WHEEL = "alice/dev/+f/22d/a8a99162b93fa/pkg-1.0-py3-none-any.whl"
+SDIST = "alice/dev/+f/ff7/0335d468e7eb6/pkg-1.0.tar.gz"
+
+
+def _entry(project: str = "pkg", version: str = "1.0") -> dict[str, Any]:
+    return {"hash_spec": "sha256=22da", "hashes": {"sha256": "22da"}, "project": project,
+            "version": version, "last_modified": "Fri, 01 Nov 2024 10:00:00 GMT"}
+
+
+def _data(*paths: str) -> dict[str, Any]:
+    return {"name": "Pkg", "version": "1.0",
+            "+elinks": [{"rel": "releasefile", "entrypath": p} for p in paths]}
+
+
+async def _with_index(storage: Any) -> Any:
+    await _bootstrapped(storage)
+    await storage.create_user("alice", {}, None)
+    await storage.create_index("alice", "dev", {"type": "stage", "volatile": True})
+    return storage
+
+
+@pytest_twisted.ensureDeferred
+async def test_release_with_files_is_one_serial(storage: Any) -> None:
+    await _with_index(storage)
+    serial = await storage.write_release("alice", "dev", "pkg", "1.0", _data(WHEEL, SDIST),
+                                         {WHEEL: _entry(), SDIST: _entry()}, -1)
+    assert serial == storage.serial == 3
+    versions = await storage.get_versions("alice", "dev", "pkg")
+    assert [(v.version, v.data, v.serial) for v in versions] == [("1.0", _data(WHEEL, SDIST), 3)]
+    record = await storage.get_file(WHEEL)
+    assert (record.project, record.entry, record.deleted) == ("pkg", _entry(), False)
+    assert await storage.get_file("alice/dev/+f/000/0000000000000/none.whl") is None
+    assert await storage.list_projects("alice", "dev") == ["pkg"]
+    assert await storage.list_projects("root", "pypi") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_release_write_checks_what_the_caller_read(storage: Any) -> None:
+    await _with_index(storage)
+    await storage.write_release("alice", "dev", "pkg", "1.0", _data(WHEEL), {WHEEL: _entry()}, -1)
+    await _raises(StaleRecord, storage.write_release("alice", "dev", "pkg", "1.0", _data(), {}, -1))
+    await _raises(RecordMissing, storage.write_release("alice", "nope", "pkg", "1.0", _data(), {}, -1))
+    serial = storage.serial
+    read = (await storage.get_versions("alice", "dev", "pkg"))[0]
+    assert await storage.write_release("alice", "dev", "pkg", "1.0", _data(WHEEL, SDIST),
+                                       {SDIST: _entry()}, read.serial) == serial + 1
+    assert storage.serial == serial + 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_deleting_a_version_marks_its_files_deleted(storage: Any) -> None:
+    await _with_index(storage)
+    await storage.write_release("alice", "dev", "pkg", "1.0", _data(WHEEL), {WHEEL: _entry()}, -1)
+    read = (await storage.get_versions("alice", "dev", "pkg"))[0]
+    await storage.write_release("alice", "dev", "pkg", "1.0", None, {WHEEL: {}}, read.serial)
+    assert await storage.get_versions("alice", "dev", "pkg") == []
+    assert (await storage.get_file(WHEEL)).deleted
+    assert await storage.list_projects("alice", "dev") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_project_removes_versions_and_marks_files(storage: Any) -> None:
+    await _with_index(storage)
+    await storage.write_release("alice", "dev", "pkg", "1.0", _data(WHEEL), {WHEEL: _entry()}, -1)
+    await storage.write_release("alice", "dev", "pkg", "2.0", _data(SDIST), {SDIST: _entry()}, -1)
+    await _raises(StaleRecord, storage.delete_project("alice", "dev", "pkg", {"1.0": 3}))
+    expect = {v.version: v.serial for v in await storage.get_versions("alice", "dev", "pkg")}
+    await storage.delete_project("alice", "dev", "pkg", expect)
+    assert await storage.get_versions("alice", "dev", "pkg") == []
+    assert (await storage.get_file(WHEEL)).deleted and (await storage.get_file(SDIST)).deleted
+
+
+@pytest_twisted.ensureDeferred
+async def test_deleting_an_index_or_user_takes_its_releases(storage: Any) -> None:
+    await _with_index(storage)
+    await storage.write_release("alice", "dev", "pkg", "1.0", _data(WHEEL), {WHEEL: _entry()}, -1)
+    index = await storage.get_index("alice", "dev")
+    await storage.delete_index("alice", "dev", index.serial)
+    assert await storage.get_versions("alice", "dev", "pkg") == []
+    assert (await storage.get_file(WHEEL)).deleted
+    await storage.create_index("alice", "dev", {"type": "stage"})
+    assert await storage.list_projects("alice", "dev") == []
+    await storage.write_release("alice", "dev", "pkg", "1.0", _data(SDIST), {SDIST: _entry()}, -1)
+    user = await storage.get_user("alice")
+    indexes = {i.index: i.serial for i in await storage.list_indexes("alice")}
+    await storage.delete_user("alice", user.serial, indexes)
+    assert (await storage.get_file(SDIST)).deleted
+    assert await storage.get_versions("alice", "dev", "pkg") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_page_caches_learn_which_project_changed(storage: Any) -> None:
+    await _with_index(storage)
+    before = storage.serial
+    await storage.write_release("alice", "dev", "pkg", "1.0", _data(WHEEL), {WHEEL: _entry()}, -1)
+    assert storage.changed_since("pkg", before)
+    assert not storage.changed_since("other", before)
+    after = storage.serial
+    assert not storage.changed_since("pkg", after)
+    await storage.update_index("alice", "dev", {"type": "stage", "title": "t"},
+                               (await storage.get_index("alice", "dev")).serial)
+    assert storage.changed_since("other", after)  # bases may have changed: every page
+
+
+@pytest_twisted.ensureDeferred
+async def test_releases_survive_a_restart(adapter: Any) -> None:
+    first = await _with_index(adapter.open())
+    await first.write_release("alice", "dev", "pkg", "1.0", _data(WHEEL), {WHEEL: _entry()}, -1)
+    await first.close()
+    second = adapter.open()
+    assert [v.data for v in await second.get_versions("alice", "dev", "pkg")] == [_data(WHEEL)]
+    assert (await second.get_file(WHEEL)).entry == _entry()
