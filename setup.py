@@ -22,6 +22,7 @@ setup(
         "PyYAML>=6.0",
         "txpostgres>=1.7",
         "psycopg2-binary>=2.9",
+        "multipart>=1.1",
     ],
     extras_require={
         "test": [
@@ -31,6 +32,7 @@ setup(
             "pytest-timeout>=2.2",
             "import-linter>=2.0",
             "devpi-client>=7,<8",
+            "twine>=5",
         ],
     },
     entry_points={"console_scripts": ["devpi-twisted = devpi_twisted.cli:main"]},

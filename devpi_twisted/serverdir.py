@@ -26,6 +26,7 @@ SQLITE = "db.sqlite3"
 LOCK = ".lock"
 LISTENING = ".listening"
 BOARD = ".serial"
+STAGING = ".uploads"
 
 
 class StartupError(Exception):

@@ -39,7 +39,11 @@ from devpi_twisted.storage.interface import RecordExists, Storage, StorageError,
 from devpi_twisted.storage.postgres import BlockingPostgresStorage, PostgresStorage
 from devpi_twisted.storage.sqlite import SqliteStorage
 from devpi_twisted.workers import WorkerSupervisor
-from devpi_twisted.web.app import ManagementApp
+from devpi_twisted.model.release_ops import ReleaseOps
+from devpi_twisted.model.simple import SimpleOps
+from devpi_twisted.storage.blobs import FileBlobStore
+from devpi_twisted.storage.pgblobs import PgBlobStore
+from devpi_twisted.web.index_app import IndexApp
 from devpi_twisted.web.site import DevpiSite, ServerInfo
 
 Options = make_options_class(SERVER_OPTIONS, "Run the devpi-twisted package index server.")
@@ -64,6 +68,13 @@ def open_storage(config: Config, reactor: Any = None, board: SerialBoard | None 
         raise StartupError(f"cannot open the database: {e}") from None
     except sqlite3.DatabaseError as e:  # a corrupt or foreign file
         raise StartupError(f"cannot open the database {config.serverdir / sd.SQLITE}: {e}") from None
+
+
+def open_blobs(config: Config, storage: Any, reactor: Any) -> Any:
+    """File bodies: in the database on PostgreSQL (hosts may share it), else under +files."""
+    if isinstance(storage, PostgresStorage):
+        return PgBlobStore(storage.pool, reactor)
+    return FileBlobStore(config.serverdir / "+files", reactor)
 
 
 def initialise(config: Config, out: IO[str] = sys.stdout) -> None:
@@ -306,8 +317,12 @@ def build_service(config: Config, reactor: Any) -> IService:
         uuid=node.uuid, serverdir=str(config.serverdir), role=config.role, host=config.host,
         port=config.port, outside_url=config.outside_url, max_body=config.max_request_body_size,
         requests_only=config.requests_only)
-    site = DevpiSite(ManagementApp(ops, info).resource(), info, lambda: storage.serial,
-                     access_log=config.debug)
+    blobs = open_blobs(config, storage, reactor)
+    staging = config.serverdir / sd.STAGING
+    staging.mkdir(mode=0o700, exist_ok=True)
+    app = IndexApp(ops, info, ReleaseOps(storage, blobs, time.time), SimpleOps(storage), blobs,
+                   offload, staging)
+    site = DevpiSite(app.resource(), info, lambda: storage.serial, access_log=config.debug)
 
     root = DevpiService(lock)
     StorageService(storage, reactor).setServiceParent(root)

@@ -129,3 +129,54 @@ def login(url: str, user: str, password: str) -> tuple[str, str]:
     status, reply, _ = call(url + "/+login", "POST", {"user": user, "password": password})
     assert status == 200, reply
     return user, reply["result"]["password"]
+
+
+def make_wheel(directory: Path, name: str, version: str, requires: list[str] | None = None,
+               requires_python: str | None = None) -> Path:
+    """A small, valid, pure-Python wheel (importable module ``name`` with ``VERSION``)."""
+    import hashlib
+    import zipfile
+
+    module = name.replace("-", "_").lower()
+    dist_info = f"{module}-{version}.dist-info"
+    metadata = [f"Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}",
+                f"Summary: test package {name}"]
+    metadata += [f"Requires-Dist: {r}" for r in requires or []]
+    if requires_python:
+        metadata.append(f"Requires-Python: {requires_python}")
+    files = {
+        f"{module}/__init__.py": f"VERSION = {version!r}\n",
+        f"{dist_info}/METADATA": "\n".join(metadata) + "\n\n",
+        f"{dist_info}/WHEEL": "Wheel-Version: 1.0\nGenerator: devpi-twisted-tests\n"
+                              "Root-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for path, text in files.items():
+        data = text.encode()
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(data)}")
+    record.append(f"{dist_info}/RECORD,,")
+    files[f"{dist_info}/RECORD"] = "\n".join(record) + "\n"
+    target = directory / f"{module}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(target, "w") as archive:
+        for path, text in files.items():
+            archive.writestr(path, text)
+    return target
+
+
+def make_sdist(directory: Path, name: str, version: str) -> Path:
+    """A small sdist with PKG-INFO (not meant to be built)."""
+    import io
+    import tarfile
+
+    module = name.replace("-", "_").lower()
+    base = f"{module}-{version}"
+    target = directory / f"{base}.tar.gz"
+    pkg_info = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: test\n\n".encode()
+    members = {"PKG-INFO": pkg_info, f"{module}/__init__.py": f"VERSION = {version!r}\n".encode()}
+    with tarfile.open(target, "w:gz") as archive:
+        for name_in_archive, data in members.items():
+            info = tarfile.TarInfo(f"{base}/{name_in_archive}")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return target

@@ -333,6 +333,11 @@ class PostgresStorage(PlanStorage):
     def _query(self, plan: plans.Plan[T]) -> Deferred[T]:
         return Deferred.fromCoroutine(self._pool.interaction(lambda cursor: drive_async(cursor, plan)))
 
+    @property
+    def pool(self) -> Pool:
+        """The connection pool, shared with the blob store."""
+        return self._pool
+
     # -- LISTEN/NOTIFY ----------------------------------------------------------------
 
     def _notified(self, notify: Any) -> None:

@@ -45,7 +45,9 @@ def _is_upload(method: bytes, path: bytes) -> bool:
 
 
 class DevpiRequest(Request):
-    """Adds devpi's response headers and refuses oversized bodies without storing them."""
+    """Adds devpi's response headers and refuses oversized bodies without storing them.
+    Upload forms are parsed by us, streaming from the spooled body, not by twisted.web
+    (which would read a whole multipart body into memory)."""
 
     devpi_serial: int | None = None  # set by a handler that committed a change
     body_too_large = False
@@ -98,7 +100,7 @@ class DevpiSite(Site):
 
     def __init__(self, resource: IResource, info: ServerInfo, serial: Callable[[], int],
                  access_log: bool = False, **kwargs: Any) -> None:
-        super().__init__(resource, **kwargs)
+        super().__init__(resource, parsePOSTFormSubmission=False, **kwargs)
         self.info = info
         self._access_log = access_log
         self._serial = serial

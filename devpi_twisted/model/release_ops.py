@@ -1,0 +1,187 @@
+"""Use cases of private indexes: uploads and the files and links they make.
+
+An upload stores the file body first (blob store: temp file, hash check,
+rename), then commits the version data and file record in one transaction, so
+a crash never leaves a record pointing at a missing file. Version data is
+written with the serial it was read at; a concurrent change makes the write
+refused and the upload is decided again on fresh data.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from devpi_twisted.model import releases
+from devpi_twisted.model.acl import Identity, matches
+from devpi_twisted.model.errors import (
+    Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated, Unavailable,
+)
+from devpi_twisted.model.indexes import MIRROR, parse_bool
+from devpi_twisted.model.names import normalize_project
+from devpi_twisted.model.ops import RETRIES, Written
+from devpi_twisted.storage.interface import (
+    FileRecord, RecordMissing, StaleRecord, Storage, VersionRecord,
+)
+
+RELEASEFILE = "releasefile"
+
+
+@attrs.frozen
+class IncomingFile:
+    """An uploaded file, already spooled to ``path`` with its size and sha256."""
+
+    filename: str
+    path: Path
+    size: int
+    sha256: str
+
+
+class Identical(Conflict):
+    """Re-upload of identical content to a non-volatile index (answered 200)."""
+
+
+def _http_date(now: float) -> str:
+    return email.utils.formatdate(now, usegmt=True)
+
+
+def _iso_time(now: float) -> str:
+    """PEP 700's upload-time: ISO 8601 UTC with microseconds."""
+    return datetime.datetime.fromtimestamp(now, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _link_filename(link: Mapping[str, Any]) -> str:
+    return str(link["entrypath"]).rsplit("/", 1)[-1]
+
+
+class ReleaseOps:
+    def __init__(self, storage: Storage, blobs: Any, clock: Callable[[], float]) -> None:
+        self._storage = storage
+        self._blobs = blobs
+        self._clock = clock
+
+    async def file_record(self, relpath: str) -> FileRecord | None:
+        return await self._storage.get_file(relpath)
+
+    async def _stage(self, user: str, index: str) -> Mapping[str, Any]:
+        record = await self._storage.get_index(user, index)
+        if record is None:
+            raise NotFound(f"The stage {user}/{index} could not be found.")
+        return record.config
+
+    @staticmethod
+    def _check_upload_permission(identity: Identity, config: Mapping[str, Any]) -> None:
+        if not matches(identity, config.get("acl_upload", ())):
+            if not identity.authenticated:
+                raise Unauthenticated("not authenticated, log in to upload", challenge=True)
+            raise Forbidden("no permission to submit")
+
+    async def check_upload(self, identity: Identity, user: str, index: str) -> Mapping[str, Any]:
+        """The checks before an upload body is even read, in devpi's order: the index
+        exists (404), is no mirror (404), the identity may upload (401 or 403)."""
+        config = await self._stage(user, index)
+        if config.get("type") == MIRROR:
+            raise NotFound("cannot submit to mirror index")
+        self._check_upload_permission(identity, config)
+        return config
+
+    async def submit_form(self, identity: Identity, user: str, index: str,
+                          fields: Mapping[str, Sequence[str]], content: IncomingFile | None) -> Written:
+        """The legacy upload form (api.md 8): ``:action`` file_upload or submit."""
+        config = await self.check_upload(identity, user, index)
+        action = (fields.get(":action") or [None])[0]
+        if action is None:
+            raise InvalidInput(":action field not found")
+        if action not in ("file_upload", "submit"):
+            raise InvalidInput(f"action '{action}' not supported")
+        name = (fields.get("name") or [""])[0]
+        version = (fields.get("version") or [""])[0]
+        releases.check_registration(name, version)
+        metadata = releases.metadata_from_form(fields)
+        volatile = parse_bool(config.get("volatile", True))
+        if action == "submit":
+            return await self._register(identity, user, index, name, version, metadata)
+        if content is None:
+            raise InvalidInput("content file field not found")
+        releases.check_release_filename(content.filename, name, version)
+        return await self._add_file(identity, user, index, name, version, metadata, content, volatile)
+
+    async def _version(self, user: str, index: str, project: str, version: str) -> VersionRecord | None:
+        for record in await self._storage.get_versions(user, index, project):
+            if record.version == version:
+                return record
+        return None
+
+    async def _register(self, identity: Identity, user: str, index: str, name: str, version: str,
+                        metadata: Mapping[str, Any]) -> Written:
+        project = normalize_project(name)
+        for _ in range(RETRIES):
+            current = await self._version(user, index, project, version)
+            data = releases.new_version_data(name, version, metadata, full=True)
+            if current is not None:
+                data = {**data, **{k: v for k, v in current.data.items() if k.startswith("+")}}
+            try:
+                serial = await self._storage.write_release(
+                    user, index, project, version, data, {}, current.serial if current else -1)
+            except StaleRecord:
+                continue
+            except RecordMissing:
+                raise NotFound(f"The stage {user}/{index} could not be found.") from None
+            return Written(serial)
+        raise Unavailable(f"{name} {version} is being changed by many requests at once")
+
+    async def _add_file(self, identity: Identity, user: str, index: str, name: str, version: str,
+                        metadata: Mapping[str, Any], content: IncomingFile, volatile: bool) -> Written:
+        project = normalize_project(name)
+        relpath = releases.relpath(user, index, content.sha256, content.filename)
+        stored = False
+        for _ in range(RETRIES):
+            current = await self._version(user, index, project, version)
+            if current is None:
+                data = releases.new_version_data(name, version, metadata, full=True)
+            else:
+                data = releases.update_version_data(current.data, metadata)
+            links = list(data.get("+elinks", []))
+            same = [link for link in links
+                    if link.get("rel") == RELEASEFILE and _link_filename(link) == content.filename]
+            files: dict[str, Mapping[str, Any]] = {}
+            log = []
+            if same:
+                old = same[0]
+                if not volatile:
+                    if old.get("hashes", {}).get("sha256") == content.sha256:
+                        raise Identical("Upload of identical file to non volatile index.")
+                    raise Conflict(f"{content.filename} already exists in non-volatile index")
+                overwrites = sum(1 for entry in old.get("_log", []) if entry.get("what") == "overwrite")
+                log.append(releases.log_entry("overwrite", identity.username, self._clock(),
+                                              count=overwrites + 1))
+                links = [link for link in links if link is not old]
+                if old["entrypath"] != relpath:
+                    files[old["entrypath"]] = {}
+            now = self._clock()
+            log.append(releases.log_entry("upload", identity.username, now, dst=f"{user}/{index}"))
+            hashes = {"sha256": content.sha256}
+            links.append({"rel": RELEASEFILE, "entrypath": relpath, "hash_spec": f"sha256={content.sha256}",
+                          "hashes": hashes, "size": content.size, "upload_time": _iso_time(now),
+                          "_log": log})
+            data["+elinks"] = links
+            files[relpath] = {"hash_spec": f"sha256={content.sha256}", "hashes": hashes,
+                              "last_modified": _http_date(now), "project": project,
+                              "version": version, "size": content.size}
+            if not stored:  # the body first: a committed record never points at a missing file
+                await self._blobs.put_file(relpath, content.path, content.sha256)
+                stored = True
+            try:
+                serial = await self._storage.write_release(
+                    user, index, project, version, data, files, current.serial if current else -1)
+            except StaleRecord:
+                continue
+            except RecordMissing:
+                raise NotFound(f"The stage {user}/{index} could not be found.") from None
+            return Written(serial)
+        raise Unavailable(f"{content.filename} is being changed by many requests at once")

@@ -1,0 +1,107 @@
+"""The legacy PyPI upload form: multipart bodies parsed from the spooled request body.
+
+Parsing runs in a thread (``parse_form`` blocks): text fields are collected,
+the file part is copied into a temporary file in the server's staging
+directory while its sha256 is computed, so no body is ever held in memory
+whole and the file can be renamed into the file store without another copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO
+from urllib.parse import parse_qs
+
+import attrs
+import multipart
+
+from devpi_twisted.model.errors import InvalidInput
+
+CHUNK = 1024 * 1024
+MAX_PARTS = 4096
+MAX_TEXT = 8 * 1024 * 1024  # all text fields together (descriptions can be long)
+
+
+@attrs.frozen
+class UploadedFile:
+    """A file part, spooled to ``path`` (the caller removes it)."""
+
+    filename: str
+    path: Path
+    size: int
+    sha256: str
+
+
+@attrs.frozen
+class Form:
+    fields: Mapping[str, list[str]]
+    files: Mapping[str, UploadedFile]
+
+    def first(self, name: str) -> str | None:
+        values = self.fields.get(name)
+        return values[0] if values else None
+
+    def discard(self) -> None:
+        for uploaded in self.files.values():
+            try:
+                uploaded.path.unlink()
+            except FileNotFoundError:
+                pass
+
+
+def _spool(source: IO[bytes], staging: Path) -> tuple[Path, int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    fd, name = tempfile.mkstemp(dir=staging, prefix="upload-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := source.read(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+    except BaseException:
+        os.unlink(name)
+        raise
+    return Path(name), size, digest.hexdigest()
+
+
+def parse_form(body: IO[bytes], content_type: str, staging: Path) -> Form:
+    """Fields and files of a ``multipart/form-data`` or urlencoded body; InvalidInput if broken."""
+    ctype, options = multipart.parse_options_header(content_type or "")
+    body.seek(0)
+    if ctype == "application/x-www-form-urlencoded":
+        text = body.read(MAX_TEXT + 1)
+        if len(text) > MAX_TEXT:
+            raise InvalidInput("Bad request: form too large")
+        return Form({k: v for k, v in parse_qs(text.decode("utf-8", "replace"),
+                                                keep_blank_values=True).items()}, {})
+    if ctype != "multipart/form-data" or not options.get("boundary"):
+        raise InvalidInput("Bad request: expected a multipart/form-data upload form")
+    fields: dict[str, list[str]] = {}
+    files: dict[str, UploadedFile] = {}
+    parser = multipart.MultipartParser(
+        body, options["boundary"], part_limit=MAX_PARTS, memory_limit=MAX_TEXT,
+        spool_limit=256 * 1024)
+    try:
+        for part in parser:
+            try:
+                if part.filename is not None:
+                    if part.name in files:
+                        raise InvalidInput(f"Bad request: more than one '{part.name}' file")
+                    path, size, sha256 = _spool(part.file, staging)
+                    files[part.name] = UploadedFile(part.filename, path, size, sha256)
+                else:
+                    fields.setdefault(part.name, []).append(part.value)
+            finally:
+                part.close()
+    except (multipart.MultipartError, UnicodeDecodeError) as e:
+        Form(fields, files).discard()
+        raise InvalidInput(f"Bad request: broken multipart form ({e})") from None
+    except BaseException:
+        Form(fields, files).discard()
+        raise
+    return Form(fields, files)

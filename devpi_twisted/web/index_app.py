@@ -1,0 +1,185 @@
+"""Routes of an index's content: the upload form, simple pages, release files.
+
+Upload errors carry their message in the HTTP reason phrase, as devpi's do:
+twine and devpi-client show the reason phrase to the user (spec/api.md 8).
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from klein import Klein
+from twisted.internet.defer import Deferred
+from twisted.web.iweb import IRequest
+
+from devpi_twisted.model.errors import DomainError, Gone, InvalidInput, NotFound
+from devpi_twisted.model.names import normalize_project
+from devpi_twisted.model.ops import ServerOps
+from devpi_twisted.model.release_ops import Identical, IncomingFile, ReleaseOps
+from devpi_twisted.model.simple import SimpleOps
+from devpi_twisted.storage.blobs import BlobStore
+from devpi_twisted.web import render
+from devpi_twisted.web.app import ManagementApp, _route
+from devpi_twisted.web.forms import Form, parse_form
+from devpi_twisted.web.simple import is_installer, render_project, render_project_list, wants_json
+from devpi_twisted.web.site import ServerInfo
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+Offload = Callable[..., Deferred[Any]]
+
+
+def _reason(text: str) -> bytes:
+    return " ".join(text.split()).encode("latin-1", "replace")[:400]
+
+
+def _content_type(filename: str) -> bytes:
+    if filename.endswith((".tar.gz", ".tgz")):
+        return b"application/x-tar"
+    guessed, _ = mimetypes.guess_type(filename)
+    return (guessed or "application/octet-stream").encode()
+
+
+class IndexApp(ManagementApp):
+    app = ManagementApp.app
+
+    def __init__(self, ops: ServerOps, info: ServerInfo, releases: ReleaseOps, simple: SimpleOps,
+                 blobs: BlobStore, offload: Offload, staging: Path) -> None:
+        super().__init__(ops, info)
+        self._releases = releases
+        self._simple = simple
+        self._blobs = blobs
+        self._offload = offload
+        self._staging = staging
+
+    # -- upload ------------------------------------------------------------------------
+
+    @_route(app, "/<user>/<index>", ["POST", "PUSH"])
+    async def upload(self, request: IRequest, user: str, index: str) -> bytes:
+        self._check_segment(user, index)
+        ctype = (request.getHeader(b"Content-Type") or b"").decode("latin-1")
+        if request.method == b"PUSH" or "json" in ctype:
+            raise InvalidInput("push is not available in this version yet")
+        identity = await self._identity(request)
+        try:
+            await self._releases.check_upload(identity, user, index)
+            form: Form = await self._offload(parse_form, request.content, ctype, self._staging)
+        except DomainError as e:
+            return self._upload_error(request, e)
+        try:
+            content = form.files.get("content")
+            incoming = None if content is None else IncomingFile(
+                content.filename, content.path, content.size, content.sha256)
+            written = await self._releases.submit_form(identity, user, index, form.fields, incoming)
+        except Identical as e:
+            request.setResponseCode(200, _reason(e.message))
+            return b""
+        except DomainError as e:
+            return self._upload_error(request, e)
+        finally:
+            form.discard()
+        self._written(request, written)
+        request.setResponseCode(200)
+        return b""
+
+    @staticmethod
+    def _upload_error(request: IRequest, e: DomainError) -> bytes:
+        body = render.domain_error(request, e)
+        request.setResponseCode(request.code, _reason(e.message))
+        return body
+
+    # -- simple pages ------------------------------------------------------------------
+
+    def _installer_or_json(self, request: IRequest) -> bool:
+        return is_installer(request) or wants_json(request)
+
+    @_route(app, "/<user>/<index>/+simple/", ["GET"])
+    async def simple_list(self, request: IRequest, user: str, index: str) -> bytes:
+        self._check_segment(user, index)
+        if not request.path.endswith(b"/") and not self._installer_or_json(request):
+            return self._redirect(request, request.path + b"/")
+        names = await self._simple.project_names(user, index)
+        body, ctype = render_project_list(request, f"{user}/{index}", names)
+        return self._page(request, body, ctype)
+
+    @_route(app, "/<user>/<index>/+simple/<project>/", ["GET"])
+    async def simple_project(self, request: IRequest, user: str, index: str, project: str) -> bytes:
+        self._check_segment(user, index, project)
+        if not project.isascii():
+            raise InvalidInput("unicode project names not allowed")
+        normalized = normalize_project(project)
+        if normalized != project:
+            return self._redirect(request, f"/{user}/{index}/+simple/{normalized}/".encode())
+        if not request.path.endswith(b"/") and not self._installer_or_json(request):
+            return self._redirect(request, request.path + b"/")
+        page = await self._simple.project_page(user, index, project)
+        etag = b'"%d-%s"' % (page.serial, b"json" if wants_json(request) else b"html")
+        request.setHeader(b"ETag", etag)
+        if request.getHeader(b"If-None-Match") == etag:
+            request.setResponseCode(304)
+            return b""
+        body, ctype = render_project(request, page)
+        return self._page(request, body, ctype)
+
+    @staticmethod
+    def _page(request: IRequest, body: bytes, ctype: bytes) -> bytes:
+        request.setHeader(b"Content-Type", ctype)
+        request.setHeader(b"Vary", b"Accept, User-Agent")
+        request.setHeader(b"Content-Length", b"%d" % len(body))
+        return body
+
+    def _redirect(self, request: IRequest, path: bytes) -> bytes:
+        request.setResponseCode(302)
+        request.setHeader(b"Location", self._base(request).encode() + path)
+        request.setHeader(b"Vary", b"Accept, User-Agent")
+        return b""
+
+    # -- files -------------------------------------------------------------------------
+
+    @_route(app, "/<user>/<index>/+f/<path:rest>", ["GET", "HEAD"])
+    async def release_file(self, request: IRequest, user: str, index: str, rest: str) -> bytes:
+        relpath = f"{user}/{index}/+f/{rest}".split("#", 1)[0]
+        record = await self._releases.file_record(relpath)
+        if record is None:
+            raise NotFound("no such file")
+        if record.deleted:
+            raise Gone("file existed, deleted in later serial")
+        entry = record.entry
+        if "application/json" in render.accept(request):
+            return render.result(request, "releasefilemeta", dict(entry))
+        size = await self._blobs.size(relpath)
+        if size is None:
+            raise NotFound("no such file")
+        etag = f'"{entry.get("hashes", {}).get("sha256", "")}"'.encode()
+        request.setHeader(b"Content-Type", _content_type(relpath.rsplit("/", 1)[-1]))
+        request.setHeader(b"ETag", etag)
+        request.setHeader(b"Accept-Ranges", b"bytes")
+        request.setHeader(b"Cache-Control", b"max-age=365000000, immutable, public")
+        if entry.get("last_modified"):
+            request.setHeader(b"Last-Modified", str(entry["last_modified"]).encode())
+        if request.getHeader(b"If-None-Match") == etag:
+            request.setResponseCode(304)
+            return b""
+        start, end = 0, size
+        requested = request.getHeader(b"Range")
+        match = _RANGE.match(requested.decode("latin-1")) if requested else None
+        if match and (match.group(1) or match.group(2)):
+            first, last = match.group(1), match.group(2)
+            if first:
+                start, end = int(first), min(int(last) + 1 if last else size, size)
+            else:
+                start, end = max(size - int(last), 0), size
+            if start >= size or start >= end:
+                request.setResponseCode(416)
+                request.setHeader(b"Content-Range", b"bytes */%d" % size)
+                return b""
+            request.setResponseCode(206)
+            request.setHeader(b"Content-Range", b"bytes %d-%d/%d" % (start, end - 1, size))
+        request.setHeader(b"Content-Length", b"%d" % (end - start))
+        if request.method == b"HEAD" or end == start:
+            return b""
+        await self._blobs.read(relpath, request, start, end - start)
+        return b""

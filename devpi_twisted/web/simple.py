@@ -1,0 +1,109 @@
+"""Simple pages (PEP 503 HTML, PEP 691 JSON with PEP 700 keys) and who gets which."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Sequence
+
+from twisted.web.iweb import IRequest
+
+from devpi_twisted.model.simple import Link, ProjectPage
+
+JSON_SIMPLE = "application/vnd.pypi.simple.v1+json"
+HTML_SIMPLE = "application/vnd.pypi.simple.v1+html"
+INSTALLER = re.compile(r"^(?:\S+\s+)*(?:distribute|setuptools|pip|pex|uv)/")
+
+
+def is_installer(request: IRequest) -> bool:
+    agent = request.getHeader(b"User-Agent")
+    return bool(agent and INSTALLER.match(agent.decode("latin-1")))
+
+
+def _quality(accept: str, media: str) -> float:
+    best = 0.0
+    for item in accept.split(","):
+        parts = [p.strip() for p in item.split(";")]
+        kind = parts[0].lower()
+        q = 1.0
+        for param in parts[1:]:
+            if param.startswith("q="):
+                try:
+                    q = float(param[2:])
+                except ValueError:
+                    q = 0.0
+        if kind == media or kind == "*/*" or (kind.endswith("/*") and media.startswith(kind[:-1])):
+            exact = 1 if kind == media else 0
+            best = max(best, q + exact * 1e-6)
+    return best
+
+
+def wants_json(request: IRequest) -> bool:
+    """PEP 691 negotiation between HTML and JSON (HTML wins a tie); ``?format=`` overrides."""
+    fmt = (request.args or {}).get(b"format", [b""])[0].decode("latin-1")
+    if fmt:
+        return fmt == JSON_SIMPLE
+    value = request.getHeader(b"Accept")
+    accept = value.decode("latin-1") if value else ""
+    if not accept:
+        return False
+    as_json = _quality(accept, JSON_SIMPLE)
+    as_html = max(_quality(accept, "text/html"), _quality(accept, HTML_SIMPLE))
+    return as_json > as_html
+
+
+def _up(request: IRequest) -> str:
+    """From the requested page back to the server root (below any mount path), relative."""
+    segments = list(request.prepath) + list(request.postpath)
+    return "../" * max(len(segments) - 1, 0)
+
+
+def _href(link: Link, up: str) -> str:
+    return up + link.relpath
+
+
+def render_project(request: IRequest, page: ProjectPage) -> tuple[bytes, bytes]:
+    """(body, content type) of a project page for this request."""
+    up = _up(request)
+    if wants_json(request):
+        files = []
+        for link in page.links:
+            item: dict[str, object] = {"filename": link.filename, "url": _href(link, up),
+                                       "hashes": {"sha256": link.sha256} if link.sha256 else {}}
+            if link.requires_python:
+                item["requires-python"] = link.requires_python
+            if link.yanked:
+                item["yanked"] = link.yanked
+            if link.size is not None:
+                item["size"] = link.size
+            if link.upload_time:
+                item["upload-time"] = link.upload_time
+            files.append(item)
+        body = {"meta": {"api-version": "1.1"}, "name": page.project, "files": files,
+                "versions": list(page.versions)}
+        return json.dumps(body).encode(), JSON_SIMPLE.encode()
+    title = html.escape(f"{page.index}: links for {page.project}")
+    lines = [f'<!DOCTYPE html><html lang="en"><head><title>{title}</title></head><body><h1>{title}</h1>']
+    for link in page.links:
+        fragment = f"#sha256={link.sha256}" if link.sha256 else ""
+        attrs = ""
+        if link.requires_python:
+            attrs += f' data-requires-python="{html.escape(link.requires_python)}"'
+        if link.yanked:
+            reason = "" if link.yanked is True else str(link.yanked)
+            attrs += f' data-yanked="{html.escape(reason)}"'
+        lines.append(f'{html.escape(link.stage)} <a href="{html.escape(_href(link, up) + fragment)}"'
+                     f'{attrs}>{html.escape(link.filename)}</a><br>')
+    lines.append("</body></html>")
+    return "\n".join(lines).encode(), b"text/html; charset=UTF-8"
+
+
+def render_project_list(request: IRequest, index: str, names: Sequence[str]) -> tuple[bytes, bytes]:
+    if wants_json(request):
+        body = {"meta": {"api-version": "1.1"}, "projects": [{"name": n} for n in names]}
+        return json.dumps(body).encode(), JSON_SIMPLE.encode()
+    title = html.escape(f"{index}: simple list (including inherited indices)")
+    anchors = "\n".join(f'<a href="{html.escape(n)}/">{html.escape(n)}</a>' for n in names)
+    return (f'<!DOCTYPE html><html lang="en"><head><title>{title}</title></head><body>'
+            f"<h1>{title}</h1>\n{anchors}\n</body></html>").encode(), b"text/html; charset=UTF-8"

@@ -1,0 +1,120 @@
+"""Uploads with the real twine, installs with the real pip, against the real daemon
+(on sqlite and on PostgreSQL with workers, through the module-wide ``daemon``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.support import Daemon, bin_path, call, login, make_sdist, make_wheel
+
+
+@pytest.fixture(scope="module")
+def stages(daemon: Daemon) -> Daemon:
+    """packages/stable (non-volatile) and packages/develop (volatile, bases stable)."""
+    assert call(daemon.url + "/packages", "PUT", {"password": "pkg-pass"})[0] == 201
+    auth = login(daemon.url, "packages", "pkg-pass")
+    assert call(daemon.url + "/packages/stable", "PUT", {"volatile": "False"}, auth)[0] == 200
+    assert call(daemon.url + "/packages/develop", "PUT", {"bases": "packages/stable"}, auth)[0] == 200
+    return daemon
+
+
+def twine(url: str, *files: Path, ok: bool = True) -> str:
+    done = subprocess.run(
+        [bin_path("twine"), "upload", "--disable-progress-bar", "--non-interactive",
+         "--repository-url", url, "-u", "packages", "-p", "pkg-pass", *map(str, files)],
+        capture_output=True, text=True, timeout=120, env=dict(os.environ, TWINE_CERT=""))
+    output = done.stdout + done.stderr
+    assert (done.returncode == 0) == ok, output
+    return output
+
+
+def pip(*args: str, ok: bool = True) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-cache-dir", *args],
+        capture_output=True, text=True, timeout=180, env=dict(os.environ, PIP_CONFIG_FILE=os.devnull))
+    output = done.stdout + done.stderr
+    assert (done.returncode == 0) == ok, output
+    return output
+
+
+def test_twine_upload_then_pip_installs_from_an_inheriting_index(stages: Daemon, tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path, "hello-devpi", "1.0")
+    sdist = make_sdist(tmp_path, "hello-devpi", "1.0")
+    twine(stages.url + "/packages/stable/", wheel, sdist)
+    target = tmp_path / "site"
+    pip("install", "--index-url", stages.url + "/packages/develop/+simple/", "--target", str(target),
+        "hello-devpi")
+    assert (target / "hello_devpi" / "__init__.py").read_text() == "VERSION = '1.0'\n"
+
+
+def test_newer_version_in_develop_wins_there_only(stages: Daemon, tmp_path: Path) -> None:
+    twine(stages.url + "/packages/develop/", make_wheel(tmp_path, "hello-devpi", "2.0"))
+    develop, stable = tmp_path / "develop", tmp_path / "stable"
+    pip("install", "--index-url", stages.url + "/packages/develop/+simple/", "--target", str(develop),
+        "hello-devpi")
+    pip("install", "--index-url", stages.url + "/packages/stable/+simple/", "--target", str(stable),
+        "hello-devpi")
+    assert "2.0" in (develop / "hello_devpi" / "__init__.py").read_text()
+    assert "1.0" in (stable / "hello_devpi" / "__init__.py").read_text()
+
+
+def test_non_volatile_index_keeps_the_first_file(stages: Daemon, tmp_path: Path) -> None:
+    first = make_wheel(tmp_path, "keeper", "1.0")
+    twine(stages.url + "/packages/stable/", first)
+    twine(stages.url + "/packages/stable/", first)  # identical again: 200
+    other = tmp_path / "other"
+    other.mkdir()
+    changed = make_wheel(other, "keeper", "1.0", requires=["six"])
+    output = twine(stages.url + "/packages/stable/", changed, ok=False)
+    assert "409" in output and "already exists in non-volatile index" in output
+    with urllib.request.urlopen(stages.url + "/packages/stable/+simple/keeper/") as response:
+        page = response.read().decode()
+    assert page.count("keeper-1.0-py3-none-any.whl</a>") == 1
+    assert _sha256(first) in page
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_anonymous_upload_gets_a_basic_challenge(stages: Daemon, tmp_path: Path) -> None:
+    request = urllib.request.Request(stages.url + "/packages/stable/", data=b"x", method="POST",
+                                     headers={"Content-Type": "multipart/form-data; boundary=b"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(request)
+    assert e.value.code == 401
+    assert e.value.headers["WWW-Authenticate"] == 'Basic realm="pypi"'
+
+
+def test_files_answer_ranges_and_conditional_requests(stages: Daemon, tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path, "ranged", "1.0")
+    twine(stages.url + "/packages/stable/", wheel)
+    request = urllib.request.Request(stages.url + "/packages/stable/+simple/ranged/",
+                                     headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    with urllib.request.urlopen(request) as response:
+        page = json.loads(response.read())
+    assert page["meta"]["api-version"] == "1.1"
+    assert page["versions"] == ["1.0"]
+    (info,) = page["files"]
+    assert info["size"] == wheel.stat().st_size and info["upload-time"].endswith("Z")
+    url = urllib.parse.urljoin(stages.url + "/packages/stable/+simple/ranged/", info["url"])
+    assert url.startswith(stages.url + "/packages/stable/+f/")
+    with urllib.request.urlopen(urllib.request.Request(url, headers={"Range": "bytes=10-19"})) as r:
+        assert r.status == 206
+        assert r.read() == wheel.read_bytes()[10:20]
+        etag = r.headers["ETag"]
+    request = urllib.request.Request(url.replace("+f", "%2Bf"), headers={"If-None-Match": etag})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(request)
+    assert e.value.code == 304
