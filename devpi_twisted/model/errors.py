@@ -39,6 +39,10 @@ class Unauthenticated(DomainError):
         self.challenge = challenge
 
 
+class UnsupportedMedia(DomainError):
+    """The request asks for a representation this view does not have."""
+
+
 class Gone(DomainError):
     """The thing existed but was deleted."""
 

@@ -20,9 +20,9 @@ import attrs
 from devpi_twisted.model import releases
 from devpi_twisted.model.acl import Identity, matches
 from devpi_twisted.model.errors import (
-    Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated, Unavailable,
+    Conflict, Forbidden, Gone, InvalidInput, NotFound, Unauthenticated, Unavailable,
 )
-from devpi_twisted.model.indexes import MIRROR, parse_bool
+from devpi_twisted.model.indexes import MIRROR, parse_bool, resolution_order
 from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.ops import RETRIES, Written
 from devpi_twisted.storage.interface import (
@@ -185,3 +185,123 @@ class ReleaseOps:
                 raise NotFound(f"The stage {user}/{index} could not be found.") from None
             return Written(serial)
         raise Unavailable(f"{content.filename} is being changed by many requests at once")
+
+    # -- views and deletions ------------------------------------------------------------
+
+    async def _stages_with(self, user: str, index: str, project: str,
+                           ignore_bases: bool) -> list[tuple[str, list[VersionRecord]]]:
+        configs = {i.name: i.config for i in await self._storage.list_indexes()}
+        if f"{user}/{index}" not in configs:
+            raise NotFound(f"The stage {user}/{index} could not be found.")
+        order = [f"{user}/{index}"] if ignore_bases else resolution_order(f"{user}/{index}", configs.get)
+        found = []
+        for stage in order:
+            if configs[stage].get("type") == MIRROR:
+                continue
+            owner, name = stage.split("/", 1)
+            records = await self._storage.get_versions(owner, name, project)
+            if records:
+                found.append((stage, records))
+        return found
+
+    async def project_versions(self, user: str, index: str, name: str,
+                               ignore_bases: bool = False) -> dict[str, dict[str, Any]]:
+        """version -> version data (first stage wins, later ones under ``+shadowing``)."""
+        project = normalize_project(name)
+        result: dict[str, dict[str, Any]] = {}
+        stages = await self._stages_with(user, index, project, ignore_bases)
+        if not stages:
+            raise NotFound(f"no project '{project}'")
+        for _, records in stages:
+            for record in records:
+                if record.version in result:
+                    result[record.version].setdefault("+shadowing", []).append(dict(record.data))
+                else:
+                    result[record.version] = dict(record.data)
+        return result
+
+    async def version_data(self, user: str, index: str, name: str, version: str) -> dict[str, Any]:
+        versions = await self.project_versions(user, index, name)
+        if version not in versions:
+            raise NotFound(f"The version {version} of project {normalize_project(name)} does not exist.")
+        return versions[version]
+
+    async def project_names(self, user: str, index: str) -> list[str]:
+        return await self._storage.list_projects(user, index)
+
+    async def _check_delete(self, identity: Identity, user: str, index: str, force: bool,
+                            what: str, refused: str = "cannot delete version on non-volatile index"
+                            ) -> None:
+        """del_project/del_verdata/del_entry: acl_upload members, the owner, root; on a
+        non-volatile index only with ``?force``."""
+        config = await self._stage(user, index)
+        allowed = identity.username in ("root", user) or matches(identity, config.get("acl_upload", ()))
+        if not allowed:
+            raise Forbidden(f"no permission to delete {what}")
+        if not parse_bool(config.get("volatile", True)) and not force:
+            raise Forbidden(refused)
+
+    async def delete_project(self, identity: Identity, user: str, index: str, name: str,
+                             force: bool = False) -> Written:
+        project = normalize_project(name)
+        await self._check_delete(identity, user, index, force, f"project {project}",
+                                 f"project {project} on non-volatile index {user}/{index}, "
+                                 "cannot delete without force")
+        for _ in range(RETRIES):
+            records = await self._storage.get_versions(user, index, project)
+            if not records:
+                raise NotFound("project not found")
+            try:
+                serial = await self._storage.delete_project(
+                    user, index, project, {r.version: r.serial for r in records})
+            except StaleRecord:
+                continue
+            return Written(serial, None, f"project {project} deleted from stage {user}/{index}")
+        raise Unavailable(f"{project} is being changed by many requests at once")
+
+    async def delete_version(self, identity: Identity, user: str, index: str, name: str,
+                             version: str, force: bool = False) -> Written:
+        project = normalize_project(name)
+        await self._check_delete(identity, user, index, force, f"version {version} of {project}")
+        for _ in range(RETRIES):
+            current = await self._version(user, index, project, version)
+            if current is None:
+                raise NotFound(f"The version {version} of project {project} does not exist.")
+            gone = {str(link["entrypath"]): {} for link in current.data.get("+elinks", [])}
+            try:
+                serial = await self._storage.write_release(
+                    user, index, project, version, None, gone, current.serial)
+            except StaleRecord:
+                continue
+            return Written(serial, None, f"project '{project}' version '{version}' deleted")
+        raise Unavailable(f"{project} {version} is being changed by many requests at once")
+
+    async def delete_file(self, identity: Identity, user: str, index: str, relpath: str,
+                          force: bool = False) -> Written:
+        """Remove a release file (and tox results pointing at it); a version left without
+        links goes too."""
+        for _ in range(RETRIES):
+            record = await self._storage.get_file(relpath)
+            if record is None:
+                raise NotFound(f"package '{relpath}' doesn't exist")
+            if record.deleted:
+                raise Gone(f"file '{relpath}' existed, deleted in later serial")
+            version = str(record.entry.get("version", ""))
+            await self._check_delete(identity, user, index, force, f"file {relpath}")
+            current = await self._version(user, index, record.project, version)
+            if current is None:
+                raise NotFound(f"package '{relpath}' doesn't exist")
+            links = list(current.data.get("+elinks", []))
+            removed = [link for link in links
+                       if link.get("entrypath") == relpath or link.get("for_entrypath") == relpath]
+            kept = [link for link in links if link not in removed]
+            data = None if not kept else {**current.data, "+elinks": kept}
+            gone = {str(link["entrypath"]): {} for link in removed}
+            gone[relpath] = {}
+            try:
+                serial = await self._storage.write_release(
+                    user, index, record.project, version, data, gone, current.serial)
+            except StaleRecord:
+                continue
+            return Written(serial, None, f"package '{relpath}' deleted")
+        raise Unavailable(f"{relpath} is being changed by many requests at once")

@@ -208,11 +208,22 @@ class ManagementApp:
     @_route(app, "/<user>/<index>", ["GET"])
     async def get_index(self, request: IRequest, user: str, index: str) -> bytes:
         self._check_segment(user, index)
+        listing = await self._installer_listing(request, user, index)
+        if listing is not None:
+            return listing
         self._json_view(request)
         config = await self._ops.get_index(user, index)
         if not _flag(request, b"no_projects"):
-            config["projects"] = []
+            config["projects"] = await self._index_projects(user, index)
         return render.result(request, "indexconfig", config)
+
+    async def _index_projects(self, user: str, index: str) -> list[str]:
+        """The index's own project names (filled in by IndexApp)."""
+        return []
+
+    async def _installer_listing(self, request: IRequest, user: str, index: str) -> bytes | None:
+        """The simple project list, for installers asking for the index URL (IndexApp)."""
+        return None
 
     @_route(app, "/<user>/<index>", ["PUT"])
     async def create_index(self, request: IRequest, user: str, index: str) -> bytes:

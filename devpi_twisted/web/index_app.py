@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import mimetypes
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +16,14 @@ from klein import Klein
 from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
 
-from devpi_twisted.model.errors import DomainError, Gone, InvalidInput, NotFound
+from devpi_twisted.model.errors import DomainError, Gone, InvalidInput, NotFound, UnsupportedMedia
 from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.release_ops import Identical, IncomingFile, ReleaseOps
 from devpi_twisted.model.simple import SimpleOps
 from devpi_twisted.storage.blobs import BlobStore
 from devpi_twisted.web import render
-from devpi_twisted.web.app import ManagementApp, _route
+from devpi_twisted.web.app import ManagementApp, _flag, _route
 from devpi_twisted.web.forms import Form, parse_form
 from devpi_twisted.web.simple import is_installer, render_project, render_project_list, wants_json
 from devpi_twisted.web.site import ServerInfo
@@ -136,6 +136,89 @@ class IndexApp(ManagementApp):
         request.setHeader(b"Location", self._base(request).encode() + path)
         request.setHeader(b"Vary", b"Accept, User-Agent")
         return b""
+
+    async def _index_projects(self, user: str, index: str) -> list[str]:
+        return await self._releases.project_names(user, index)
+
+    async def _installer_listing(self, request: IRequest, user: str, index: str) -> bytes | None:
+        if not self._installer_or_json(request) or "application/json" in render.accept(request):
+            return None
+        names = await self._simple.project_names(user, index)
+        body, ctype = render_project_list(request, f"{user}/{index}", names)
+        return self._page(request, body, ctype)
+
+    # -- project and version views -----------------------------------------------------
+
+    def _api_links(self, request: IRequest, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Version data as the API shows it: ``+elinks`` become ``+links`` with absolute URLs."""
+        base = self._base(request)
+        shown = {k: v for k, v in data.items() if k not in ("+elinks", "+shadowing")}
+        links = []
+        for link in data.get("+elinks", []):
+            item = {"rel": link.get("rel"), "href": f"{base}/{link['entrypath']}",
+                    "hash_spec": link.get("hash_spec", ""), "hashes": link.get("hashes", {}),
+                    "log": link.get("_log", [])}
+            if link.get("for_entrypath"):
+                item["for_href"] = f"{base}/{link['for_entrypath']}"
+            links.append(item)
+        shown["+links"] = links
+        if data.get("+shadowing"):
+            shown["+shadowing"] = [self._api_links(request, d) for d in data["+shadowing"]]
+        return shown
+
+    @_route(app, "/<user>/<index>/<project>", ["GET"])
+    async def project_view(self, request: IRequest, user: str, index: str, project: str) -> bytes:
+        self._check_segment(user, index, project)
+        if is_installer(request) and "application/json" not in render.accept(request):
+            return await self.simple_project(request, user, index, project)
+        normalized = normalize_project(project)
+        if normalized != project:
+            return self._redirect(request, f"/{user}/{index}/{normalized}/".encode())
+        accept = render.accept(request)
+        if "application/json" not in accept:
+            if "text/html" in accept:
+                raise NotFound("no HTML view here; ask for application/json")
+            raise UnsupportedMedia("ask for application/json")
+        versions = await self._releases.project_versions(
+            user, index, project, ignore_bases=_flag(request, b"ignore_bases"))
+        result = {v: self._api_links(request, d) for v, d in versions.items()}
+        return render.result(request, "projectconfig", result)
+
+    @_route(app, "/<user>/<index>/<project>/<version>", ["GET"])
+    async def version_view(self, request: IRequest, user: str, index: str, project: str,
+                           version: str) -> bytes:
+        self._check_segment(user, index, project)
+        normalized = normalize_project(project)
+        if normalized != project:
+            return self._redirect(request, f"/{user}/{index}/{normalized}/{version}".encode())
+        self._json_view(request)
+        data = await self._releases.version_data(user, index, project, version)
+        return render.result(request, "versiondata", self._api_links(request, data))
+
+    @_route(app, "/<user>/<index>/<project>", ["DELETE"])
+    async def delete_project(self, request: IRequest, user: str, index: str, project: str) -> bytes:
+        self._check_segment(user, index, project)
+        written = await self._releases.delete_project(
+            await self._identity(request), user, index, project, _flag(request, b"force"))
+        self._written(request, written)
+        return render.message(request, written.message or "")
+
+    @_route(app, "/<user>/<index>/<project>/<version>", ["DELETE"])
+    async def delete_version(self, request: IRequest, user: str, index: str, project: str,
+                             version: str) -> bytes:
+        self._check_segment(user, index, project)
+        written = await self._releases.delete_version(
+            await self._identity(request), user, index, project, version, _flag(request, b"force"))
+        self._written(request, written)
+        return render.message(request, written.message or "")
+
+    @_route(app, "/<user>/<index>/+f/<path:rest>", ["DELETE"])
+    async def delete_file(self, request: IRequest, user: str, index: str, rest: str) -> bytes:
+        written = await self._releases.delete_file(
+            await self._identity(request), user, index, f"{user}/{index}/+f/{rest}",
+            _flag(request, b"force"))
+        self._written(request, written)
+        return render.message(request, written.message or "")
 
     # -- files -------------------------------------------------------------------------
 

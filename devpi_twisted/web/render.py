@@ -22,6 +22,7 @@ STATUS = {
     errors.Conflict: 409,
     errors.Gone: 410,
     errors.TooLarge: 413,
+    errors.UnsupportedMedia: 415,
     errors.Unavailable: 503,
 }
 

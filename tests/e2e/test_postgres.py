@@ -131,7 +131,7 @@ def test_database_restart_while_serving(pg_cluster: PgCluster,
             assert status == 503, reply
             assert "database is unavailable" in reply["message"]
             assert headers["Retry-After"] == "5"
-            assert call(daemon.url + "/root/kept")[0] == 200  # reads served from memory
+            assert call(daemon.url + "/root/kept?no_projects=")[0] == 200  # configs: from memory
         finally:
             pg_cluster.resume()
         deadline = time.monotonic() + 20

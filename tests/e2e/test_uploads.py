@@ -118,3 +118,38 @@ def test_files_answer_ranges_and_conditional_requests(stages: Daemon, tmp_path: 
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(request)
     assert e.value.code == 304
+
+
+def test_devpi_client_upload_list_and_remove(stages: Daemon, tmp_path: Path) -> None:
+    from tests.e2e.test_devpi_client import DevpiCLI
+
+    devpi = DevpiCLI(tmp_path / "client")
+    devpi("use", stages.url + "/packages/develop")
+    devpi("login", "packages", "--password", "pkg-pass")
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    make_wheel(dist, "Listed_Pkg", "0.1")
+    make_sdist(dist, "Listed_Pkg", "0.1")
+    out = devpi("upload", "--from-dir", str(dist))
+    assert "listed_pkg-0.1-py3-none-any.whl" in out
+    assert "listed-pkg" in devpi("list").split()
+    listing = devpi("list", "listed-pkg")
+    assert "packages/develop/+f/" in listing and "listed_pkg-0.1.tar.gz" in listing
+    versions = json.loads(devpi("getjson", "/packages/develop/listed-pkg"))["result"]
+    links = versions["0.1"]["+links"]
+    assert sorted(link["href"].rsplit("/", 1)[1] for link in links) == [
+        "listed_pkg-0.1-py3-none-any.whl", "listed_pkg-0.1.tar.gz"]
+    assert links[0]["log"][0]["what"] == "upload" and links[0]["log"][0]["who"] == "packages"
+    devpi("remove", "-y", "listed-pkg==0.1")
+    assert "listed-pkg" not in devpi("list").split()
+    gone = call(links[0]["href"])
+    assert gone[0] == 410
+
+
+def test_deleting_from_a_non_volatile_index_needs_force(stages: Daemon, tmp_path: Path) -> None:
+    auth = login(stages.url, "packages", "pkg-pass")
+    twine(stages.url + "/packages/stable/", make_wheel(tmp_path, "forced", "1.0"))
+    status, reply, _ = call(stages.url + "/packages/stable/forced/1.0", "DELETE", auth=auth)
+    assert (status, reply["message"]) == (403, "cannot delete version on non-volatile index")
+    assert call(stages.url + "/packages/stable/forced/1.0?force", "DELETE", auth=auth)[0] == 200
+    assert call(stages.url + "/packages/stable/forced")[0] == 404
