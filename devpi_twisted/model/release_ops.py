@@ -30,6 +30,7 @@ from devpi_twisted.storage.interface import (
 )
 
 RELEASEFILE = "releasefile"
+METADATA_SUFFIX = ".metadata"  # PEP 658: the core metadata of a file, beside it
 
 
 @attrs.frozen
@@ -37,6 +38,16 @@ class IncomingFile:
     """An uploaded file, already spooled to ``path`` with its size and sha256."""
 
     filename: str
+    path: Path
+    size: int
+    sha256: str
+    metadata: IncomingMetadata | None = None
+
+
+@attrs.frozen
+class IncomingMetadata:
+    """The core metadata (PEP 658) taken from the uploaded archive, spooled to ``path``."""
+
     path: Path
     size: int
     sha256: str
@@ -53,6 +64,19 @@ def _http_date(now: float) -> str:
 def _iso_time(now: float) -> str:
     """PEP 700's upload-time: ISO 8601 UTC with microseconds."""
     return datetime.datetime.fromtimestamp(now, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _file_entry(sha256: str, size: int, project: str, version: str, now: float) -> dict[str, Any]:
+    return {"hash_spec": f"sha256={sha256}", "hashes": {"sha256": sha256},
+            "last_modified": _http_date(now), "project": project, "version": version, "size": size}
+
+
+def _gone_paths(link: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """File records to mark deleted with a link: the file and its core metadata."""
+    gone: dict[str, Mapping[str, Any]] = {str(link["entrypath"]): {}}
+    if link.get("core_metadata"):
+        gone[str(link["entrypath"]) + METADATA_SUFFIX] = {}
+    return gone
 
 
 def _link_filename(link: Mapping[str, Any]) -> str:
@@ -162,19 +186,25 @@ class ReleaseOps:
                                               count=overwrites + 1))
                 links = [link for link in links if link is not old]
                 if old["entrypath"] != relpath:
-                    files[old["entrypath"]] = {}
+                    files.update(_gone_paths(old))
             now = self._clock()
             log.append(releases.log_entry("upload", identity.username, now, dst=f"{user}/{index}"))
             hashes = {"sha256": content.sha256}
-            links.append({"rel": RELEASEFILE, "entrypath": relpath, "hash_spec": f"sha256={content.sha256}",
-                          "hashes": hashes, "size": content.size, "upload_time": _iso_time(now),
-                          "_log": log})
+            link: dict[str, Any] = {
+                "rel": RELEASEFILE, "entrypath": relpath, "hash_spec": f"sha256={content.sha256}",
+                "hashes": hashes, "size": content.size, "upload_time": _iso_time(now), "_log": log}
+            files[relpath] = _file_entry(content.sha256, content.size, project, version, now)
+            meta = content.metadata
+            if meta is not None:
+                link["core_metadata"] = {"sha256": meta.sha256}
+                files[relpath + METADATA_SUFFIX] = _file_entry(meta.sha256, meta.size, project,
+                                                               version, now)
+            links.append(link)
             data["+elinks"] = links
-            files[relpath] = {"hash_spec": f"sha256={content.sha256}", "hashes": hashes,
-                              "last_modified": _http_date(now), "project": project,
-                              "version": version, "size": content.size}
-            if not stored:  # the body first: a committed record never points at a missing file
+            if not stored:  # the bodies first: a committed record never points at a missing file
                 await self._blobs.put_file(relpath, content.path, content.sha256)
+                if meta is not None:
+                    await self._blobs.put_file(relpath + METADATA_SUFFIX, meta.path, meta.sha256)
                 stored = True
             try:
                 serial = await self._storage.write_release(
@@ -267,7 +297,8 @@ class ReleaseOps:
             current = await self._version(user, index, project, version)
             if current is None:
                 raise NotFound(f"The version {version} of project {project} does not exist.")
-            gone = {str(link["entrypath"]): {} for link in current.data.get("+elinks", [])}
+            gone = {path: entry for link in current.data.get("+elinks", [])
+                    for path, entry in _gone_paths(link).items()}
             try:
                 serial = await self._storage.write_release(
                     user, index, project, version, None, gone, current.serial)
@@ -296,7 +327,7 @@ class ReleaseOps:
                        if link.get("entrypath") == relpath or link.get("for_entrypath") == relpath]
             kept = [link for link in links if link not in removed]
             data = None if not kept else {**current.data, "+elinks": kept}
-            gone = {str(link["entrypath"]): {} for link in removed}
+            gone = {path: entry for link in removed for path, entry in _gone_paths(link).items()}
             gone[relpath] = {}
             try:
                 serial = await self._storage.write_release(

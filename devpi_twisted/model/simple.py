@@ -33,6 +33,7 @@ class Link:
     yanked: bool | str = False
     size: int | None = None
     upload_time: str | None = None
+    core_metadata: str | None = None  # sha256 of the PEP 658 metadata file
 
 
 @attrs.frozen
@@ -55,7 +56,8 @@ def _links_of_version(stage: str, data: Mapping[str, Any]) -> list[Link]:
             sha256=link.get("hashes", {}).get("sha256"),
             requires_python=data.get("requires_python") or None,
             yanked=link.get("yanked", False), size=link.get("size"),
-            upload_time=link.get("upload_time")))
+            upload_time=link.get("upload_time"),
+            core_metadata=(link.get("core_metadata") or {}).get("sha256")))
     return found
 
 

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs
 import attrs
 import multipart
 
+from devpi_twisted import archives
 from devpi_twisted.model.errors import InvalidInput
 
 CHUNK = 1024 * 1024
@@ -105,3 +106,14 @@ def parse_form(body: IO[bytes], content_type: str, staging: Path) -> Form:
         Form(fields, files).discard()
         raise
     return Form(fields, files)
+
+
+def spool_core_metadata(path: Path, filename: str, staging: Path) -> UploadedFile | None:
+    """The archive's core metadata (wheel METADATA, sdist PKG-INFO) in a staging file, if any."""
+    data = archives.core_metadata(path, filename)
+    if data is None:
+        return None
+    fd, name = tempfile.mkstemp(dir=staging, prefix="metadata-")
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    return UploadedFile(filename + ".metadata", Path(name), len(data), hashlib.sha256(data).hexdigest())

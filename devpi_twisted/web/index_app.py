@@ -19,12 +19,12 @@ from twisted.web.iweb import IRequest
 from devpi_twisted.model.errors import DomainError, Gone, InvalidInput, NotFound, UnsupportedMedia
 from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.ops import ServerOps
-from devpi_twisted.model.release_ops import Identical, IncomingFile, ReleaseOps
+from devpi_twisted.model.release_ops import Identical, IncomingFile, IncomingMetadata, ReleaseOps
 from devpi_twisted.model.simple import SimpleOps
 from devpi_twisted.storage.blobs import BlobStore
 from devpi_twisted.web import render
 from devpi_twisted.web.app import ManagementApp, _flag, _route
-from devpi_twisted.web.forms import Form, parse_form
+from devpi_twisted.web.forms import Form, parse_form, spool_core_metadata
 from devpi_twisted.web.simple import is_installer, render_project, render_project_list, wants_json
 from devpi_twisted.web.site import ServerInfo
 
@@ -69,10 +69,17 @@ class IndexApp(ManagementApp):
             form: Form = await self._offload(parse_form, request.content, ctype, self._staging)
         except DomainError as e:
             return self._upload_error(request, e)
+        metadata = None
         try:
             content = form.files.get("content")
-            incoming = None if content is None else IncomingFile(
-                content.filename, content.path, content.size, content.sha256)
+            incoming = None
+            if content is not None:
+                metadata = await self._offload(
+                    spool_core_metadata, content.path, content.filename, self._staging)
+                incoming = IncomingFile(
+                    content.filename, content.path, content.size, content.sha256,
+                    None if metadata is None else IncomingMetadata(
+                        metadata.path, metadata.size, metadata.sha256))
             written = await self._releases.submit_form(identity, user, index, form.fields, incoming)
         except Identical as e:
             request.setResponseCode(200, _reason(e.message))
@@ -81,6 +88,8 @@ class IndexApp(ManagementApp):
             return self._upload_error(request, e)
         finally:
             form.discard()
+            if metadata is not None:
+                metadata.path.unlink(missing_ok=True)
         self._written(request, written)
         request.setResponseCode(200)
         return b""

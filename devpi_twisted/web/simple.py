@@ -79,6 +79,8 @@ def render_project(request: IRequest, page: ProjectPage) -> tuple[bytes, bytes]:
                 item["size"] = link.size
             if link.upload_time:
                 item["upload-time"] = link.upload_time
+            if link.core_metadata:  # PEP 714's name, and PEP 658's for older installers
+                item["core-metadata"] = item["dist-info-metadata"] = {"sha256": link.core_metadata}
             files.append(item)
         body = {"meta": {"api-version": "1.1"}, "name": page.project, "files": files,
                 "versions": list(page.versions)}
@@ -93,6 +95,9 @@ def render_project(request: IRequest, page: ProjectPage) -> tuple[bytes, bytes]:
         if link.yanked:
             reason = "" if link.yanked is True else str(link.yanked)
             attrs += f' data-yanked="{html.escape(reason)}"'
+        if link.core_metadata:
+            spec = html.escape(f"sha256={link.core_metadata}")
+            attrs += f' data-core-metadata="{spec}" data-dist-info-metadata="{spec}"'
         lines.append(f'{html.escape(link.stage)} <a href="{html.escape(_href(link, up) + fragment)}"'
                      f'{attrs}>{html.escape(link.filename)}</a><br>')
     lines.append("</body></html>")

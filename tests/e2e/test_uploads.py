@@ -153,3 +153,25 @@ def test_deleting_from_a_non_volatile_index_needs_force(stages: Daemon, tmp_path
     assert (status, reply["message"]) == (403, "cannot delete version on non-volatile index")
     assert call(stages.url + "/packages/stable/forced/1.0?force", "DELETE", auth=auth)[0] == 200
     assert call(stages.url + "/packages/stable/forced")[0] == 404
+
+
+def test_core_metadata_is_extracted_advertised_and_served(stages: Daemon, tmp_path: Path) -> None:
+    import hashlib
+
+    wheel = make_wheel(tmp_path, "meta-pkg", "1.0", requires=["six>=1"], requires_python=">=3.8")
+    twine(stages.url + "/packages/develop/", wheel)
+    request = urllib.request.Request(stages.url + "/packages/develop/+simple/meta-pkg/",
+                                     headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    with urllib.request.urlopen(request) as response:
+        (info,) = json.loads(response.read())["files"]
+    url = urllib.parse.urljoin(stages.url + "/packages/develop/+simple/meta-pkg/", info["url"])
+    with urllib.request.urlopen(url + ".metadata") as response:
+        metadata = response.read()
+    assert b"Requires-Dist: six>=1" in metadata and b"Requires-Python: >=3.8" in metadata
+    assert info["core-metadata"] == {"sha256": hashlib.sha256(metadata).hexdigest()}
+    with urllib.request.urlopen(stages.url + "/packages/develop/+simple/meta-pkg/") as response:
+        assert f'data-core-metadata="sha256={info["core-metadata"]["sha256"]}"' in response.read().decode()
+    # pip resolves from the metadata file and still installs the wheel
+    pip("download", "--no-deps", "--index-url", stages.url + "/packages/develop/+simple/",
+        "-d", str(tmp_path / "dl"), "meta-pkg")
+    assert (tmp_path / "dl" / wheel.name).read_bytes() == wheel.read_bytes()
