@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import attrs
 
 from devpi_twisted.model import releases
-from devpi_twisted.model.acl import Identity, matches
+from devpi_twisted.model.acl import ANONYMOUS, Identity, matches
 from devpi_twisted.model.errors import (
     Conflict, Forbidden, Gone, InvalidInput, NotFound, Unauthenticated, Unavailable,
 )
@@ -30,6 +31,8 @@ from devpi_twisted.storage.interface import (
 )
 
 RELEASEFILE = "releasefile"
+DOCZIP = "doczip"
+TOXRESULT = "toxresult"
 METADATA_SUFFIX = ".metadata"  # PEP 658: the core metadata of a file, beside it
 
 
@@ -79,6 +82,10 @@ def _gone_paths(link: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     return gone
 
 
+def _gmtime(now: float) -> tuple[int, ...]:
+    return tuple(time.gmtime(now)[:6])
+
+
 def _link_filename(link: Mapping[str, Any]) -> str:
     return str(link["entrypath"]).rsplit("/", 1)[-1]
 
@@ -121,19 +128,41 @@ class ReleaseOps:
         action = (fields.get(":action") or [None])[0]
         if action is None:
             raise InvalidInput(":action field not found")
-        if action not in ("file_upload", "submit"):
+        if action not in ("file_upload", "submit", "doc_upload"):
             raise InvalidInput(f"action '{action}' not supported")
         name = (fields.get("name") or [""])[0]
         version = (fields.get("version") or [""])[0]
-        releases.check_registration(name, version)
         metadata = releases.metadata_from_form(fields)
         volatile = parse_bool(config.get("volatile", True))
+        if action == "doc_upload":
+            return await self._add_docs(identity, user, index, name, version, metadata, content,
+                                        volatile)
+        releases.check_registration(name, version)
         if action == "submit":
             return await self._register(identity, user, index, name, version, metadata)
         if content is None:
             raise InvalidInput("content file field not found")
         releases.check_release_filename(content.filename, name, version)
         return await self._add_file(identity, user, index, name, version, metadata, content, volatile)
+
+    async def _add_docs(self, identity: Identity, user: str, index: str, name: str, version: str,
+                        metadata: Mapping[str, Any], content: IncomingFile | None,
+                        volatile: bool) -> Written:
+        """doc_upload (api.md 8.3): the zip becomes ``<project>-<version>.doc.zip``; without a
+        version, the latest release's docs."""
+        if content is None:
+            raise InvalidInput("content file field not found")
+        project = normalize_project(name)
+        if not version:
+            existing = [r.version for r in await self._storage.get_versions(user, index, project)]
+            version = releases.latest_version(existing) or ""
+            if not version:
+                raise InvalidInput(f"doczip has no version and '{project}' has no releases "
+                                   "to derive one from")
+            metadata = {}
+        releases.check_registration(name, version)
+        return await self._add_file(identity, user, index, name, version, metadata, content, volatile,
+                                    rel=DOCZIP, filename=releases.doczip_filename(project, version))
 
     async def _version(self, user: str, index: str, project: str, version: str) -> VersionRecord | None:
         for record in await self._storage.get_versions(user, index, project):
@@ -160,19 +189,23 @@ class ReleaseOps:
         raise Unavailable(f"{name} {version} is being changed by many requests at once")
 
     async def _add_file(self, identity: Identity, user: str, index: str, name: str, version: str,
-                        metadata: Mapping[str, Any], content: IncomingFile, volatile: bool) -> Written:
+                        metadata: Mapping[str, Any], content: IncomingFile, volatile: bool,
+                        rel: str = RELEASEFILE, filename: str | None = None) -> Written:
+        """Store a release file (or doc zip) and link it to its version; the version data
+        is created (full for release files, minimal for docs) or updated from the form."""
         project = normalize_project(name)
-        relpath = releases.relpath(user, index, content.sha256, content.filename)
+        filename = filename or content.filename
+        relpath = releases.relpath(user, index, content.sha256, filename)
         stored = False
         for _ in range(RETRIES):
             current = await self._version(user, index, project, version)
             if current is None:
-                data = releases.new_version_data(name, version, metadata, full=True)
+                data = releases.new_version_data(name, version, metadata, full=rel == RELEASEFILE)
             else:
                 data = releases.update_version_data(current.data, metadata)
             links = list(data.get("+elinks", []))
             same = [link for link in links
-                    if link.get("rel") == RELEASEFILE and _link_filename(link) == content.filename]
+                    if link.get("rel") == rel and _link_filename(link) == filename]
             files: dict[str, Mapping[str, Any]] = {}
             log = []
             if same:
@@ -181,6 +214,10 @@ class ReleaseOps:
                     if old.get("hashes", {}).get("sha256") == content.sha256:
                         raise Identical("Upload of identical file to non volatile index.")
                     raise Conflict(f"{content.filename} already exists in non-volatile index")
+                results = [link for link in links if link.get("for_entrypath") == old["entrypath"]]
+                for result in results:  # tox results of the replaced file go with it
+                    files.update(_gone_paths(result))
+                links = [link for link in links if link not in results]
                 overwrites = sum(1 for entry in old.get("_log", []) if entry.get("what") == "overwrite")
                 log.append(releases.log_entry("overwrite", identity.username, self._clock(),
                                               count=overwrites + 1))
@@ -191,7 +228,7 @@ class ReleaseOps:
             log.append(releases.log_entry("upload", identity.username, now, dst=f"{user}/{index}"))
             hashes = {"sha256": content.sha256}
             link: dict[str, Any] = {
-                "rel": RELEASEFILE, "entrypath": relpath, "hash_spec": f"sha256={content.sha256}",
+                "rel": rel, "entrypath": relpath, "hash_spec": f"sha256={content.sha256}",
                 "hashes": hashes, "size": content.size, "upload_time": _iso_time(now), "_log": log}
             files[relpath] = _file_entry(content.sha256, content.size, project, version, now)
             meta = content.metadata
@@ -215,6 +252,43 @@ class ReleaseOps:
                 raise NotFound(f"The stage {user}/{index} could not be found.") from None
             return Written(serial)
         raise Unavailable(f"{content.filename} is being changed by many requests at once")
+
+    async def add_toxresult(self, identity: Identity, user: str, index: str, relpath: str,
+                            content: IncomingFile) -> str:
+        """Attach a tox report to a release file of this index (api.md 7.7); returns
+        ``relpath#sha256=...`` of the stored report."""
+        config = await self._stage(user, index)
+        if not matches(identity, config.get("acl_toxresult_upload", (ANONYMOUS,))):
+            raise Forbidden("No permission to upload tox results. You can use the devpi test "
+                            "--no-upload option to skip the upload.")
+        for _ in range(RETRIES):
+            record = await self._storage.get_file(relpath)
+            current = None
+            if record is not None and not record.deleted:
+                current = await self._version(user, index, record.project,
+                                              str(record.entry.get("version", "")))
+            links = list(current.data.get("+elinks", [])) if current else []
+            if current is None or not any(l.get("rel") == RELEASEFILE and l["entrypath"] == relpath
+                                          for l in links):
+                raise NotFound(f"no release file found at {relpath}")
+            now = self._clock()
+            count = sum(1 for link in links if link.get("for_entrypath") == relpath)
+            target = releases.toxresult_filename(relpath, list(_gmtime(now)), count)
+            log = [releases.log_entry("upload", identity.username, now, dst=f"{user}/{index}")]
+            links.append({"rel": TOXRESULT, "entrypath": target, "for_entrypath": relpath,
+                          "hash_spec": f"sha256={content.sha256}", "hashes": {"sha256": content.sha256},
+                          "_log": log})
+            data = {**current.data, "+elinks": links}
+            files = {target: _file_entry(content.sha256, content.size, record.project,
+                                         current.version, now)}
+            await self._blobs.put_file(target, content.path, content.sha256)
+            try:
+                await self._storage.write_release(user, index, record.project, current.version,
+                                                  data, files, current.serial)
+            except StaleRecord:
+                continue
+            return f"{target}#sha256={content.sha256}"
+        raise Unavailable(f"{relpath} is being changed by many requests at once")
 
     # -- views and deletions ------------------------------------------------------------
 

@@ -117,3 +117,18 @@ def spool_core_metadata(path: Path, filename: str, staging: Path) -> UploadedFil
     with os.fdopen(fd, "wb") as out:
         out.write(data)
     return UploadedFile(filename + ".metadata", Path(name), len(data), hashlib.sha256(data).hexdigest())
+
+
+def spool_body(body: IO[bytes], staging: Path) -> UploadedFile:
+    """A whole request body (a tox report) copied to a staging file, hashed."""
+    body.seek(0)
+    path, size, sha256 = _spool(body, staging)
+    return UploadedFile("body", path, size, sha256)
+
+
+def check_docs(path: Path) -> None:
+    """InvalidInput unless ``path`` is a zip of documentation with safe member names."""
+    try:
+        archives.check_doc_zip(path)
+    except archives.BadDocZip as e:
+        raise InvalidInput(f"invalid documentation zip: {e}") from None

@@ -24,7 +24,7 @@ from devpi_twisted.model.simple import SimpleOps
 from devpi_twisted.storage.blobs import BlobStore
 from devpi_twisted.web import render
 from devpi_twisted.web.app import ManagementApp, _flag, _route
-from devpi_twisted.web.forms import Form, parse_form, spool_core_metadata
+from devpi_twisted.web.forms import Form, check_docs, parse_form, spool_body, spool_core_metadata
 from devpi_twisted.web.simple import is_installer, render_project, render_project_list, wants_json
 from devpi_twisted.web.site import ServerInfo
 
@@ -73,7 +73,10 @@ class IndexApp(ManagementApp):
         try:
             content = form.files.get("content")
             incoming = None
-            if content is not None:
+            if content is not None and form.first(":action") == "doc_upload":
+                await self._offload(check_docs, content.path)
+                incoming = IncomingFile(content.filename, content.path, content.size, content.sha256)
+            elif content is not None:
                 metadata = await self._offload(
                     spool_core_metadata, content.path, content.filename, self._staging)
                 incoming = IncomingFile(
@@ -228,6 +231,19 @@ class IndexApp(ManagementApp):
             _flag(request, b"force"))
         self._written(request, written)
         return render.message(request, written.message or "")
+
+    @_route(app, "/<user>/<index>/+f/<path:rest>", ["POST"])
+    async def toxresult(self, request: IRequest, user: str, index: str, rest: str) -> bytes:
+        render.read_json(request)  # must be JSON; the original bytes are what is stored
+        spooled = await self._offload(spool_body, request.content, self._staging)
+        try:
+            identity = await self._identity(request)
+            stored = await self._releases.add_toxresult(
+                identity, user, index, f"{user}/{index}/+f/{rest}",
+                IncomingFile(spooled.filename, spooled.path, spooled.size, spooled.sha256))
+        finally:
+            spooled.path.unlink(missing_ok=True)
+        return render.result(request, "toxresultpath", stored)
 
     # -- files -------------------------------------------------------------------------
 

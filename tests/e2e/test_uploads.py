@@ -175,3 +175,35 @@ def test_core_metadata_is_extracted_advertised_and_served(stages: Daemon, tmp_pa
     pip("download", "--no-deps", "--index-url", stages.url + "/packages/develop/+simple/",
         "-d", str(tmp_path / "dl"), "meta-pkg")
     assert (tmp_path / "dl" / wheel.name).read_bytes() == wheel.read_bytes()
+
+
+def test_docs_and_tox_results_round_trip(stages: Daemon, tmp_path: Path) -> None:
+    import zipfile
+
+    from tests.e2e.test_devpi_client import DevpiCLI
+
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    wheel = make_wheel(dist, "documented", "0.3")
+    with zipfile.ZipFile(dist / "documented-0.3.doc.zip", "w") as docs:
+        docs.writestr("index.html", "<h1>documented</h1>")
+    devpi = DevpiCLI(tmp_path / "client")
+    devpi("use", stages.url + "/packages/develop")
+    devpi("login", "packages", "--password", "pkg-pass")
+    devpi("upload", "--from-dir", str(dist))
+    versions = json.loads(devpi("getjson", "/packages/develop/documented"))["result"]
+    rels = {link["rel"]: link["href"] for link in versions["0.3"]["+links"]}
+    assert set(rels) == {"releasefile", "doczip"}
+    with urllib.request.urlopen(rels["doczip"]) as response:
+        assert zipfile.ZipFile(__import__("io").BytesIO(response.read())).read("index.html") == \
+            b"<h1>documented</h1>"
+    report = {"host": "ci", "platform": "linux", "testenvs": {"py311": {
+        "python": {"version": "3.11.7"}, "test": [{"command": "pytest", "retcode": 0, "output": ""}],
+        "setup": []}}}
+    status, reply, _ = call(rels["releasefile"], "POST", report)
+    assert status == 200 and reply["type"] == "toxresultpath"
+    assert reply["result"].startswith("packages/develop/+f/") and "#sha256=" in reply["result"]
+    listing = devpi("list", "--toxresults", "documented")
+    assert "py311" in listing and wheel.name in listing
+    assert call(rels["releasefile"] + "x", "POST", report)[0] == 404
+    assert call(rels["releasefile"], "POST", raw=b"{nope")[0] == 400
