@@ -33,6 +33,7 @@ setup(
             "import-linter>=2.0",
             "devpi-client>=7,<8",
             "twine>=5",
+            "uv>=0.4",
         ],
     },
     entry_points={"console_scripts": ["devpi-twisted = devpi_twisted.cli:main"]},

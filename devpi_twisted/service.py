@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging.config
 import os
+import shutil
 import socket
 import sqlite3
 import sys
@@ -319,6 +320,8 @@ def build_service(config: Config, reactor: Any) -> IService:
         requests_only=config.requests_only)
     blobs = open_blobs(config, storage, reactor)
     staging = config.serverdir / sd.STAGING
+    if not config.requests_only:  # the main process starts first: nothing is in flight yet
+        shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(mode=0o700, exist_ok=True)
     app = IndexApp(ops, info, ReleaseOps(storage, blobs, time.time), SimpleOps(storage), blobs,
                    offload, staging)

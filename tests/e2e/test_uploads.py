@@ -207,3 +207,32 @@ def test_docs_and_tox_results_round_trip(stages: Daemon, tmp_path: Path) -> None
     assert "py311" in listing and wheel.name in listing
     assert call(rels["releasefile"] + "x", "POST", report)[0] == 404
     assert call(rels["releasefile"], "POST", raw=b"{nope")[0] == 400
+
+
+def uv(*args: str, cwd: Path, ok: bool = True) -> str:
+    env = dict(os.environ, UV_NO_CONFIG="1", UV_CACHE_DIR=str(cwd / "uv-cache"), UV_PYTHON=sys.executable,
+               UV_NO_PROGRESS="1")
+    done = subprocess.run([bin_path("uv"), *args], capture_output=True, text=True, timeout=180,
+                          cwd=cwd, env=env)
+    output = done.stdout + done.stderr
+    assert (done.returncode == 0) == ok, output
+    return output
+
+
+def test_uv_installs_and_exclude_newer_uses_upload_times(stages: Daemon, tmp_path: Path) -> None:
+    import time
+
+    twine(stages.url + "/packages/develop/", make_wheel(tmp_path, "timed", "1.0"))
+    time.sleep(1.5)
+    between = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    time.sleep(1.5)
+    later = tmp_path / "later"
+    later.mkdir()
+    twine(stages.url + "/packages/develop/", make_wheel(later, "timed", "2.0"))
+    index = stages.url + "/packages/develop/+simple/"
+    newest, older = tmp_path / "newest", tmp_path / "older"
+    uv("pip", "install", "--index-url", index, "--target", str(newest), "timed", cwd=tmp_path)
+    uv("pip", "install", "--index-url", index, "--target", str(older), "--exclude-newer", between,
+       "timed", cwd=tmp_path)
+    assert "2.0" in (newest / "timed" / "__init__.py").read_text()
+    assert "1.0" in (older / "timed" / "__init__.py").read_text()
