@@ -410,3 +410,79 @@ class ReleaseOps:
                 continue
             return Written(serial, None, f"package '{relpath}' deleted")
         raise Unavailable(f"{relpath} is being changed by many requests at once")
+
+    # -- push ---------------------------------------------------------------------------
+
+    async def push(self, identity: Identity, user: str, index: str, body: Any,
+                   copy_blob: Callable[[str, str, str], Any]) -> list[list[Any]]:
+        """Copy one release of this index to another index on this server (api.md 9.1);
+        ``copy_blob(source, target, sha256)`` copies a file body. Returns the action log."""
+        if not isinstance(body, Mapping):
+            raise InvalidInput("Bad request: expected a JSON object")
+        name, version = str(body.get("name") or ""), str(body.get("version") or "")
+        source = f"{user}/{index}"
+        if not body.get("targetindex"):
+            raise InvalidInput("push to an external index is not available in this version yet")
+        extra = sorted(set(body) - {"name", "version", "targetindex", "no_docs", "only_docs"})
+        if extra:
+            raise InvalidInput(f"unknown additional options: {', '.join(extra)}")
+        if body.get("no_docs") and body.get("only_docs"):
+            raise InvalidInput("can't use 'no_docs' and 'only_docs' together")
+        await self._stage(user, index)
+        project = normalize_project(name)
+        current = await self._version(user, index, project, version) if name and version else None
+        if current is None:
+            raise InvalidInput(f"there are no files for {name} {version} on stage {source}")
+        target = str(body["targetindex"]).strip("/")
+        if target.count("/") != 1:
+            raise InvalidInput("targetindex not in format user/index")
+        target_user, target_index = target.split("/")
+        target_config = await self._stage(target_user, target_index)
+        if target_config.get("type") == MIRROR or not matches(identity, target_config.get("acl_upload", ())):
+            raise Unauthenticated(f"user '{identity.username}' cannot upload to '{target}'")
+        wanted = {RELEASEFILE, TOXRESULT} if body.get("no_docs") else \
+            {DOCZIP} if body.get("only_docs") else {RELEASEFILE, TOXRESULT, DOCZIP}
+        links = [link for link in current.data.get("+elinks", []) if link.get("rel") in wanted]
+        if not links:
+            raise NotFound(f"no release/files found for {name} {version}")
+        volatile = parse_bool(target_config.get("volatile", True))
+        now = self._clock()
+        for _ in range(RETRIES):
+            existing = await self._version(target_user, target_index, project, version)
+            data = {k: v for k, v in current.data.items() if not k.startswith("+")}
+            old_links = list(existing.data.get("+elinks", [])) if existing else []
+            new_links: list[dict[str, Any]] = []
+            files: dict[str, Mapping[str, Any]] = {}
+            log: list[list[Any]] = [[200, "register", name, version, "->", target]]
+            for link in sorted(links, key=lambda l: str(l["entrypath"])):
+                filename = _link_filename(link)
+                sha256 = link.get("hashes", {}).get("sha256", "")
+                relpath = f"{target}/{str(link['entrypath']).split('/', 2)[2]}"
+                clash = [l for l in old_links if _link_filename(l) == filename and l.get("rel") == link.get("rel")]
+                if clash and not volatile and clash[0].get("hashes", {}).get("sha256") != sha256:
+                    raise Conflict(f"{filename} already exists in non-volatile index")
+                old_links = [l for l in old_links if l not in clash]
+                history = [e for e in link.get("_log", []) if e.get("what") != "overwrite"]
+                history.append(releases.log_entry("push", identity.username, now, src=source, dst=target))
+                copied = {**link, "entrypath": relpath, "_log": history}
+                if link.get("for_entrypath"):
+                    copied["for_entrypath"] = f"{target}/{str(link['for_entrypath']).split('/', 2)[2]}"
+                new_links.append(copied)
+                files[relpath] = _file_entry(sha256, int(link.get("size") or 0), project, version, now)
+                await copy_blob(str(link["entrypath"]), relpath, sha256)
+                if link.get("core_metadata"):
+                    meta_sha = link["core_metadata"]["sha256"]
+                    files[relpath + METADATA_SUFFIX] = _file_entry(meta_sha, 0, project, version, now)
+                    await copy_blob(str(link["entrypath"]) + METADATA_SUFFIX, relpath + METADATA_SUFFIX,
+                                    meta_sha)
+                kind = {RELEASEFILE: "store_releasefile", TOXRESULT: "store_toxresult"}.get(
+                    str(link.get("rel")))
+                log.append([200, kind, relpath] if kind else [200, "store_doczip", name, version, "->", target])
+            data["+elinks"] = old_links + new_links
+            try:
+                await self._storage.write_release(target_user, target_index, project, version, data,
+                                                  files, existing.serial if existing else -1)
+            except StaleRecord:
+                continue
+            return log
+        raise Unavailable(f"{name} {version} is being changed by many requests at once")

@@ -7,6 +7,7 @@ twine and devpi-client show the reason phrase to the user (spec/api.md 8).
 from __future__ import annotations
 
 import mimetypes
+import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 from klein import Klein
 from twisted.internet.defer import Deferred
+from twisted.protocols.ftp import FileConsumer
 from twisted.web.iweb import IRequest
 
 from devpi_twisted.model.errors import DomainError, Gone, InvalidInput, NotFound, UnsupportedMedia
@@ -61,9 +63,12 @@ class IndexApp(ManagementApp):
     async def upload(self, request: IRequest, user: str, index: str) -> bytes:
         self._check_segment(user, index)
         ctype = (request.getHeader(b"Content-Type") or b"").decode("latin-1")
-        if request.method == b"PUSH" or "json" in ctype:
-            raise InvalidInput("push is not available in this version yet")
         identity = await self._identity(request)
+        if request.method == b"PUSH" or "json" in ctype or not ctype.startswith(
+                ("multipart/", "application/x-www-form-urlencoded")):
+            log = await self._releases.push(identity, user, index, render.read_json(request),
+                                            self._copy_blob)
+            return render.result(request, "actionlog", log)
         try:
             await self._releases.check_upload(identity, user, index)
             form: Form = await self._offload(parse_form, request.content, ctype, self._staging)
@@ -102,6 +107,20 @@ class IndexApp(ManagementApp):
         body = render.domain_error(request, e)
         request.setResponseCode(request.code, _reason(e.message))
         return body
+
+    async def _copy_blob(self, source: str, target: str, sha256: str) -> None:
+        """A file body copied within the store (through a staging file for the database store)."""
+        local = self._blobs.local_path(source)
+        if local is not None:
+            await self._blobs.put_file(target, local, sha256)
+            return
+        spooled = self._staging / f"push-{os.getpid()}-{id(target)}"
+        with open(spooled, "wb") as out:
+            await self._blobs.read(source, FileConsumer(out))
+        try:
+            await self._blobs.put_file(target, spooled, sha256)
+        finally:
+            spooled.unlink(missing_ok=True)
 
     # -- simple pages ------------------------------------------------------------------
 

@@ -236,3 +236,25 @@ def test_uv_installs_and_exclude_newer_uses_upload_times(stages: Daemon, tmp_pat
        "timed", cwd=tmp_path)
     assert "2.0" in (newest / "timed" / "__init__.py").read_text()
     assert "1.0" in (older / "timed" / "__init__.py").read_text()
+
+
+def test_devpi_push_copies_a_release_between_indexes(stages: Daemon, tmp_path: Path) -> None:
+    from tests.e2e.test_devpi_client import DevpiCLI
+
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    wheel = make_wheel(dist, "pushed", "1.0")
+    devpi = DevpiCLI(tmp_path / "client")
+    devpi("use", stages.url + "/packages/develop")
+    devpi("login", "packages", "--password", "pkg-pass")
+    devpi("upload", "--from-dir", str(dist))
+    out = devpi("push", "pushed==1.0", "packages/stable")
+    assert "store_releasefile" in out and "packages/stable" in out
+    versions = json.loads(devpi("getjson", "/packages/stable/pushed"))["result"]
+    (link,) = versions["1.0"]["+links"]
+    assert link["href"].startswith(stages.url + "/packages/stable/+f/")
+    assert [e["what"] for e in link["log"]] == ["upload", "push"]
+    with urllib.request.urlopen(link["href"]) as response:
+        assert response.read() == wheel.read_bytes()
+    out = devpi("push", "pushed==9.9", "packages/stable", ok=False)
+    assert "there are no files for pushed 9.9" in out
