@@ -486,3 +486,40 @@ class ReleaseOps:
                 continue
             return log
         raise Unavailable(f"{name} {version} is being changed by many requests at once")
+
+    # -- yanking (PEP 592) --------------------------------------------------------------
+
+    async def set_yanked(self, identity: Identity, user: str, index: str, name: str, version: str,
+                         yanked: Any, filename: str | None = None) -> Written:
+        """Yank (``True`` or a reason) or unyank (``False``) the files of a version, or one
+        file. Allowed to uploaders of the index, on non-volatile indexes too: yanking hides
+        a release from resolvers without deleting it."""
+        if not (isinstance(yanked, bool) or isinstance(yanked, str)):
+            raise InvalidInput("'yanked' must be true, false or a reason text")
+        config = await self._stage(user, index)
+        if not (identity.username in ("root", user) or matches(identity, config.get("acl_upload", ()))):
+            raise Forbidden(f"no permission to yank in {user}/{index}")
+        project = normalize_project(name)
+        for _ in range(RETRIES):
+            current = await self._version(user, index, project, version)
+            if current is None:
+                raise NotFound(f"The version {version} of project {project} does not exist.")
+            links, touched = [], False
+            for link in current.data.get("+elinks", []):
+                if link.get("rel") == RELEASEFILE and filename in (None, _link_filename(link)):
+                    link = {k: v for k, v in link.items() if k != "yanked"}
+                    if yanked is not False:
+                        link["yanked"] = yanked
+                    touched = True
+                links.append(link)
+            if not touched:
+                raise NotFound(f"no release file {filename} in {project} {version}")
+            try:
+                serial = await self._storage.write_release(
+                    user, index, project, version, {**current.data, "+elinks": links}, {},
+                    current.serial)
+            except StaleRecord:
+                continue
+            what = "unyanked" if yanked is False else "yanked"
+            return Written(serial, None, f"{project} {version}{' ' + filename if filename else ''} {what}")
+        raise Unavailable(f"{project} {version} is being changed by many requests at once")

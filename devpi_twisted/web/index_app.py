@@ -226,6 +226,20 @@ class IndexApp(ManagementApp):
         data = await self._releases.version_data(user, index, project, version)
         return render.result(request, "versiondata", self._api_links(request, data))
 
+    @_route(app, "/<user>/<index>/<project>/<version>", ["PATCH"])
+    async def yank_version(self, request: IRequest, user: str, index: str, project: str,
+                           version: str) -> bytes:
+        """``{"yanked": true | "reason" | false}``, optionally ``"filename"`` for one file."""
+        self._check_segment(user, index, project)
+        body = render.read_json(request)
+        if not isinstance(body, Mapping) or "yanked" not in body:
+            raise InvalidInput('expected {"yanked": true, false or a reason}')
+        written = await self._releases.set_yanked(
+            await self._identity(request), user, index, project, version, body["yanked"],
+            body.get("filename"))
+        self._written(request, written)
+        return render.message(request, written.message or "")
+
     @_route(app, "/<user>/<index>/<project>", ["DELETE"])
     async def delete_project(self, request: IRequest, user: str, index: str, project: str) -> bytes:
         self._check_segment(user, index, project)

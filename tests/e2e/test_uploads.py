@@ -258,3 +258,28 @@ def test_devpi_push_copies_a_release_between_indexes(stages: Daemon, tmp_path: P
         assert response.read() == wheel.read_bytes()
     out = devpi("push", "pushed==9.9", "packages/stable", ok=False)
     assert "there are no files for pushed 9.9" in out
+
+
+def test_yanked_versions_are_marked_and_skipped_by_pip(stages: Daemon, tmp_path: Path) -> None:
+    auth = login(stages.url, "packages", "pkg-pass")
+    twine(stages.url + "/packages/stable/", make_wheel(tmp_path, "yankee", "1.0"))
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    twine(stages.url + "/packages/stable/", make_wheel(newer, "yankee", "2.0"))
+    status, reply, _ = call(stages.url + "/packages/stable/yankee/2.0", "PATCH",
+                            {"yanked": "broken build"}, auth)
+    assert status == 200, reply
+    assert call(stages.url + "/packages/stable/yankee/2.0", "PATCH", {"yanked": "x"})[0] == 403
+    request = urllib.request.Request(stages.url + "/packages/stable/+simple/yankee/",
+                                     headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    with urllib.request.urlopen(request) as response:
+        files = {f["filename"]: f for f in json.loads(response.read())["files"]}
+    assert files["yankee-2.0-py3-none-any.whl"]["yanked"] == "broken build"
+    assert "yanked" not in files["yankee-1.0-py3-none-any.whl"]
+    target = tmp_path / "site"
+    pip("install", "--index-url", stages.url + "/packages/stable/+simple/", "--target", str(target),
+        "yankee")
+    assert "1.0" in (target / "yankee" / "__init__.py").read_text()
+    assert call(stages.url + "/packages/stable/yankee/2.0", "PATCH", {"yanked": False}, auth)[0] == 200
+    with urllib.request.urlopen(request) as response:
+        assert all("yanked" not in f for f in json.loads(response.read())["files"])
