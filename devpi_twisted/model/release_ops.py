@@ -523,3 +523,12 @@ class ReleaseOps:
             what = "unyanked" if yanked is False else "yanked"
             return Written(serial, None, f"{project} {version}{' ' + filename if filename else ''} {what}")
         raise Unavailable(f"{project} {version} is being changed by many requests at once")
+
+    async def doc_zip(self, user: str, index: str, name: str, version: str) -> tuple[str, str]:
+        """(relpath, sha256) of the doc zip of a version on this index; NotFound if none."""
+        project = normalize_project(name)
+        current = await self._version(user, index, project, version)
+        for link in (current.data.get("+elinks", []) if current else []):
+            if link.get("rel") == DOCZIP:
+                return str(link["entrypath"]), str(link.get("hashes", {}).get("sha256", ""))
+        raise NotFound(f"no documentation for {project} {version}")

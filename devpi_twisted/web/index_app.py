@@ -26,7 +26,9 @@ from devpi_twisted.model.simple import SimpleOps
 from devpi_twisted.storage.blobs import BlobStore
 from devpi_twisted.web import render
 from devpi_twisted.web.app import ManagementApp, _flag, _route
-from devpi_twisted.web.forms import Form, check_docs, parse_form, spool_body, spool_core_metadata
+from devpi_twisted.web.forms import (
+    Form, check_docs, parse_form, read_doc_member, spool_body, spool_core_metadata,
+)
 from devpi_twisted.web.simple import is_installer, render_project, render_project_list, wants_json
 from devpi_twisted.web.site import ServerInfo
 
@@ -115,12 +117,18 @@ class IndexApp(ManagementApp):
             await self._blobs.put_file(target, local, sha256)
             return
         spooled = self._staging / f"push-{os.getpid()}-{id(target)}"
-        with open(spooled, "wb") as out:
-            await self._blobs.read(source, FileConsumer(out))
+        await self._copy_out(source, spooled)
         try:
             await self._blobs.put_file(target, spooled, sha256)
         finally:
             spooled.unlink(missing_ok=True)
+
+    async def _copy_out(self, relpath: str, path: Path) -> None:
+        """A file body written to a local file (renamed into place when complete)."""
+        partial = path.with_name(path.name + f".part-{os.getpid()}")
+        with open(partial, "wb") as out:
+            await self._blobs.read(relpath, FileConsumer(out))
+        os.replace(partial, path)
 
     # -- simple pages ------------------------------------------------------------------
 
@@ -264,6 +272,24 @@ class IndexApp(ManagementApp):
             _flag(request, b"force"))
         self._written(request, written)
         return render.message(request, written.message or "")
+
+    @_route(app, "/<user>/<index>/<project>/<version>/+doc/<path:member>", ["GET"])
+    async def docs(self, request: IRequest, user: str, index: str, project: str, version: str,
+                   member: str) -> bytes:
+        """A page of the uploaded documentation, read from the doc zip."""
+        self._check_segment(user, index, project)
+        relpath, sha256 = await self._releases.doc_zip(user, index, project, version)
+        local = self._blobs.local_path(relpath)
+        if local is None:  # a database store: keep one copy per doc zip on disk to read from
+            local = self._staging / f"docs-{sha256}.zip"
+            if not local.exists():
+                await self._copy_out(relpath, local)
+        data = await self._offload(read_doc_member, local, member or "index.html")
+        if data is None:
+            raise NotFound(f"no page {member} in the documentation")
+        request.setHeader(b"Content-Type", _content_type(member or "index.html"))
+        request.setHeader(b"Content-Length", b"%d" % len(data))
+        return data
 
     @_route(app, "/<user>/<index>/+f/<path:rest>", ["POST"])
     async def toxresult(self, request: IRequest, user: str, index: str, rest: str) -> bytes:

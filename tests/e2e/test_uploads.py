@@ -197,6 +197,10 @@ def test_docs_and_tox_results_round_trip(stages: Daemon, tmp_path: Path) -> None
     with urllib.request.urlopen(rels["doczip"]) as response:
         assert zipfile.ZipFile(__import__("io").BytesIO(response.read())).read("index.html") == \
             b"<h1>documented</h1>"
+    with urllib.request.urlopen(stages.url + "/packages/develop/documented/0.3/+doc/index.html") as page:
+        assert page.read() == b"<h1>documented</h1>"
+        assert page.headers["Content-Type"].startswith("text/html")
+    assert call(stages.url + "/packages/develop/documented/0.3/+doc/missing.html")[0] == 404
     report = {"host": "ci", "platform": "linux", "testenvs": {"py311": {
         "python": {"version": "3.11.7"}, "test": [{"command": "pytest", "retcode": 0, "output": ""}],
         "setup": []}}}
