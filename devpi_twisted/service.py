@@ -25,6 +25,8 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.internet.task import LoopingCall
+from twisted.web.client import Agent, HTTPConnectionPool
+from treq.client import HTTPClient
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger, STDLibLogObserver, globalLogPublisher
 
@@ -323,8 +325,9 @@ def build_service(config: Config, reactor: Any) -> IService:
     if not config.requests_only:  # the main process starts first: nothing is in flight yet
         shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(mode=0o700, exist_ok=True)
+    http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor)))
     app = IndexApp(ops, info, ReleaseOps(storage, blobs, time.time), SimpleOps(storage), blobs,
-                   offload, staging)
+                   offload, staging, http)
     site = DevpiSite(app.resource(), info, lambda: storage.serial, access_log=config.debug)
 
     root = DevpiService(lock)

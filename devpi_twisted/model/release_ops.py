@@ -422,7 +422,8 @@ class ReleaseOps:
         name, version = str(body.get("name") or ""), str(body.get("version") or "")
         source = f"{user}/{index}"
         if not body.get("targetindex"):
-            raise InvalidInput("push to an external index is not available in this version yet")
+            raise InvalidInput("push without 'targetindex' goes to an external index: "
+                               "use push_external")
         extra = sorted(set(body) - {"name", "version", "targetindex", "no_docs", "only_docs"})
         if extra:
             raise InvalidInput(f"unknown additional options: {', '.join(extra)}")
@@ -532,3 +533,52 @@ class ReleaseOps:
             if link.get("rel") == DOCZIP:
                 return str(link["entrypath"]), str(link.get("hashes", {}).get("sha256", ""))
         raise NotFound(f"no documentation for {project} {version}")
+
+    async def push_external(self, identity: Identity, user: str, index: str, body: Mapping[str, Any],
+                            copy_out: Callable[[str], Any],
+                            post_form: Callable[..., Any]) -> tuple[bool, list[list[Any]]]:
+        """Upload one release of this index to another index server with the legacy form
+        protocol (api.md 9.2). ``copy_out(relpath)`` gives a local path of a file body (an
+        async context manager), ``post_form(url, auth, fields, file)`` posts a form and
+        returns (status, text). Returns (success, action log)."""
+        name, version = str(body.get("name") or ""), str(body.get("version") or "")
+        for key in ("posturl", "username", "password"):
+            if not isinstance(body.get(key), str):
+                raise InvalidInput(f"push to an external index needs '{key}'")
+        await self._stage(user, index)
+        project = normalize_project(name)
+        current = await self._version(user, index, project, version) if name and version else None
+        if current is None:
+            raise InvalidInput(f"there are no files for {name} {version} on stage {user}/{index}")
+        url, auth = body["posturl"], (body["username"], body["password"])
+        metadata = {k: v for k, v in current.data.items() if not k.startswith("+")}
+        fields = [(k, item) for k, v in metadata.items() if v not in ("", [], None)
+                  for item in (v if isinstance(v, list) else [v])]
+        log: list[list[Any]] = []
+        if body.get("register_project"):
+            status, text = await post_form(url, auth, [(":action", "submit"), *fields], None)
+            log.append([status, "register", name, version])
+            if status not in (200, 201, 410):
+                return False, log
+        wanted = {DOCZIP} if body.get("only_docs") else {RELEASEFILE} if body.get("no_docs") \
+            else {RELEASEFILE, DOCZIP}
+        for link in current.data.get("+elinks", []):
+            if link.get("rel") not in wanted:
+                continue
+            relpath, filename = str(link["entrypath"]), _link_filename(link)
+            if link.get("rel") == DOCZIP:
+                form = [(":action", "doc_upload"), ("name", name), ("version", version)]
+            else:
+                pyversion, filetype = releases.pyversion_and_filetype(filename)
+                form = [(":action", "file_upload"), ("protocol_version", "1"), *fields,
+                        ("pyversion", pyversion), ("filetype", filetype),
+                        ("sha256_digest", link.get("hashes", {}).get("sha256", ""))]
+            async with copy_out(relpath) as path:
+                status, text = await post_form(url, auth, form, (filename, path))
+            if link.get("rel") == DOCZIP:
+                log.append([status, "docfile", name])
+            else:
+                log.append([status, "upload", relpath] + ([] if 200 <= status < 300 else [text]))
+        if not log:
+            raise NotFound(f"no release/files found for {name} {version}")
+        return log[-1][0] in (200, 201), log

@@ -7,6 +7,8 @@ twine and devpi-client show the reason phrase to the user (spec/api.md 8).
 from __future__ import annotations
 
 import mimetypes
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -51,8 +53,9 @@ class IndexApp(ManagementApp):
     app = ManagementApp.app
 
     def __init__(self, ops: ServerOps, info: ServerInfo, releases: ReleaseOps, simple: SimpleOps,
-                 blobs: BlobStore, offload: Offload, staging: Path) -> None:
+                 blobs: BlobStore, offload: Offload, staging: Path, http: Any = None) -> None:
         super().__init__(ops, info)
+        self._http = http
         self._releases = releases
         self._simple = simple
         self._blobs = blobs
@@ -68,8 +71,12 @@ class IndexApp(ManagementApp):
         identity = await self._identity(request)
         if request.method == b"PUSH" or "json" in ctype or not ctype.startswith(
                 ("multipart/", "application/x-www-form-urlencoded")):
-            log = await self._releases.push(identity, user, index, render.read_json(request),
-                                            self._copy_blob)
+            body = render.read_json(request)
+            if isinstance(body, Mapping) and not body.get("targetindex") and "posturl" in body:
+                ok, log = await self._releases.push_external(
+                    identity, user, index, body, self._local_copy, self._post_form)
+                return render.result(request, "actionlog", log, status=200 if ok else 502)
+            log = await self._releases.push(identity, user, index, body, self._copy_blob)
             return render.result(request, "actionlog", log)
         try:
             await self._releases.check_upload(identity, user, index)
@@ -122,6 +129,35 @@ class IndexApp(ManagementApp):
             await self._blobs.put_file(target, spooled, sha256)
         finally:
             spooled.unlink(missing_ok=True)
+
+    @asynccontextmanager
+    async def _local_copy(self, relpath: str) -> AsyncIterator[Path]:
+        """A local path holding a file body for as long as the context lasts."""
+        local = self._blobs.local_path(relpath)
+        if local is not None:
+            yield local
+            return
+        spooled = self._staging / f"out-{os.getpid()}-{id(relpath)}"
+        await self._copy_out(relpath, spooled)
+        try:
+            yield spooled
+        finally:
+            spooled.unlink(missing_ok=True)
+
+    async def _post_form(self, url: str, auth: tuple[str, str], fields: list[tuple[str, str]],
+                         file: tuple[str, Path] | None) -> tuple[int, str]:
+        """POST a legacy upload form to another index server; (status, text), -1 if unreachable."""
+        try:
+            if file is None:
+                response = await self._http.post(url, data=fields, auth=auth, timeout=60)
+            else:
+                with open(file[1], "rb") as body:
+                    response = await self._http.post(
+                        url, data=fields, files={"content": (file[0], body)}, auth=auth, timeout=300)
+            text = (await response.text())[:500]
+            return response.code, text
+        except Exception as e:  # connection refused, timeouts, TLS: reported in the action log
+            return -1, f"exception on posting to {url}: {e}"
 
     async def _copy_out(self, relpath: str, path: Path) -> None:
         """A file body written to a local file (renamed into place when complete)."""

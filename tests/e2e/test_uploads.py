@@ -287,3 +287,37 @@ def test_yanked_versions_are_marked_and_skipped_by_pip(stages: Daemon, tmp_path:
     assert call(stages.url + "/packages/stable/yankee/2.0", "PATCH", {"yanked": False}, auth)[0] == 200
     with urllib.request.urlopen(request) as response:
         assert all("yanked" not in f for f in json.loads(response.read())["files"])
+
+
+def test_devpi_push_to_an_external_index_server(stages: Daemon, tmp_path: Path) -> None:
+    from tests.e2e.test_devpi_client import DevpiCLI
+    from tests.support import init_serverdir
+
+    init_serverdir(tmp_path / "external", "--no-root-pypi")
+    external = Daemon(tmp_path / "external").start()
+    try:
+        assert call(external.url + "/ext", "PUT", {"password": "ext-pass"})[0] == 201
+        ext_auth = login(external.url, "ext", "ext-pass")
+        assert call(external.url + "/ext/prod", "PUT", {}, ext_auth)[0] == 200
+        dist = tmp_path / "dist"
+        dist.mkdir()
+        wheel = make_wheel(dist, "travels", "1.0")
+        devpi = DevpiCLI(tmp_path / "client")
+        (tmp_path / "client").mkdir(exist_ok=True)
+        (tmp_path / "client" / ".pypirc").write_text(
+            f"[distutils]\nindex-servers = ext\n\n[ext]\nrepository = {external.url}/ext/prod/\n"
+            "username = ext\npassword = ext-pass\n")
+        devpi("use", stages.url + "/packages/develop")
+        devpi("login", "packages", "--password", "pkg-pass")
+        devpi("upload", "--from-dir", str(dist))
+        out = devpi("push", "travels==1.0", "pypi:ext")
+        assert "upload" in out, out
+        with urllib.request.urlopen(external.url + "/ext/prod/+simple/travels/") as response:
+            assert wheel.name in response.read().decode()
+        (tmp_path / "client" / ".pypirc").write_text(
+            f"[distutils]\nindex-servers = ext\n\n[ext]\nrepository = {external.url}/ext/prod/\n"
+            "username = ext\npassword = wrong\n")
+        out = devpi("push", "travels==1.0", "pypi:ext", ok=False)
+        assert "401" in out or "403" in out, out
+    finally:
+        external.stop()
