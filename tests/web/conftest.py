@@ -27,7 +27,9 @@ from devpi_twisted.storage.interface import UserRecord
 from devpi_twisted.storage.postgres import BlockingPostgresStorage
 from devpi_twisted.storage.sqlite import SqliteStorage
 from tests.pg import PgCluster
-from devpi_twisted.web.app import ManagementApp
+from devpi_twisted.model.release_ops import ReleaseOps
+from devpi_twisted.model.simple import SimpleOps
+from devpi_twisted.web.index_app import IndexApp
 from devpi_twisted.web.site import DevpiSite, ServerInfo
 from tests.support import result_of
 
@@ -75,7 +77,8 @@ class Client:
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
         hdrs = {"Accept": ["application/json"], **(headers or {})}
         response = result_of(self._http.request(
-            method, "http://testserver" + path, data=data, headers=hdrs, auth=auth))
+            method, "http://testserver" + path, data=data, headers=hdrs, auth=auth,
+            allow_redirects=False))
         content = result_of(response.content())
         return Reply(response.code, response.headers, content)
 
@@ -122,7 +125,10 @@ def make_server(tmp_path: Path, restrict_modify: str | None = None,
     policy = Policy(parse_principals(restrict_modify.split(",")) if restrict_modify else None)
     ops = ServerOps(storage, policy, TokenSigner(b"k" * 16, clock.seconds), offload, clock.seconds)
     info = ServerInfo(uuid=UUID, serverdir=str(tmp_path), outside_url=outside_url)
-    site = DevpiSite(ManagementApp(ops, info).resource(), info, lambda: storage.serial)
+    # The whole app; these tests send no uploads, so no blob store is needed.
+    app = IndexApp(ops, info, ReleaseOps(storage, None, clock.seconds), SimpleOps(storage), None,
+                   offload, tmp_path)
+    site = DevpiSite(app.resource(), info, lambda: storage.serial)
     return Server(storage, clock, Client(site), ops)
 
 
