@@ -165,10 +165,7 @@ class ReleaseOps:
                                     rel=DOCZIP, filename=releases.doczip_filename(project, version))
 
     async def _version(self, user: str, index: str, project: str, version: str) -> VersionRecord | None:
-        for record in await self._storage.get_versions(user, index, project):
-            if record.version == version:
-                return record
-        return None
+        return await self._storage.get_version(user, index, project, version)
 
     async def _register(self, identity: Identity, user: str, index: str, name: str, version: str,
                         metadata: Mapping[str, Any]) -> Written:

@@ -147,6 +147,10 @@ class PlanStorage:
     def get_versions(self, user: str, index: str, project: str) -> Deferred[list[VersionRecord]]:
         return shielded(self._query(plans.get_versions(user, index, project)))
 
+    def get_version(self, user: str, index: str, project: str,
+                    version: str) -> Deferred[VersionRecord | None]:
+        return shielded(self._query(plans.get_version(user, index, project, version)))
+
     def get_file(self, relpath: str) -> Deferred[FileRecord | None]:
         return shielded(self._query(plans.get_file(relpath)))
 

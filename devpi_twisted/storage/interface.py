@@ -159,6 +159,9 @@ class Storage(Protocol):
 
     def get_versions(self, user: str, index: str, project: str) -> Deferred[list[VersionRecord]]: ...
 
+    def get_version(self, user: str, index: str, project: str,
+                    version: str) -> Deferred[VersionRecord | None]: ...
+
     def get_file(self, relpath: str) -> Deferred[FileRecord | None]: ...
 
     def write_release(self, user: str, index: str, project: str, version: str,

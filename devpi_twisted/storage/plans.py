@@ -51,6 +51,8 @@ DELETE_INDEX = "DELETE FROM indexes WHERE owner = ? AND name = ?"
 PROJECTS_OF = "SELECT DISTINCT project FROM versions WHERE owner = ? AND idx = ? ORDER BY project"
 VERSIONS_OF = "SELECT version, data, serial FROM versions WHERE owner = ? AND idx = ? AND project = ?"
 VERSION_SERIAL = "SELECT serial FROM versions WHERE owner = ? AND idx = ? AND project = ? AND version = ?"
+ONE_VERSION = ("SELECT data, serial FROM versions "
+               "WHERE owner = ? AND idx = ? AND project = ? AND version = ?")
 VERSIONS_IN_INDEX = "SELECT project, version FROM versions WHERE owner = ? AND idx = ?"
 UPSERT_VERSION = (
     "INSERT INTO versions (owner, idx, project, version, data, serial) VALUES (?, ?, ?, ?, ?, ?) "
@@ -260,6 +262,12 @@ def list_projects(owner: str, index: str) -> Plan[list[str]]:
 def get_versions(owner: str, index: str, project: str) -> Plan[list[VersionRecord]]:
     found = yield rows(VERSIONS_OF, owner, index, project)
     return [VersionRecord(owner, index, project, v, json.loads(d), int(s)) for v, d, s in found]
+
+
+def get_version(owner: str, index: str, project: str, version: str) -> Plan[VersionRecord | None]:
+    row = yield one(ONE_VERSION, owner, index, project, version)
+    return None if row is None else VersionRecord(owner, index, project, version, json.loads(row[0]),
+                                                  int(row[1]))
 
 
 def get_file(relpath: str) -> Plan[FileRecord | None]:

@@ -25,7 +25,8 @@ from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.release_ops import Identical, IncomingFile, IncomingMetadata, ReleaseOps
 from devpi_twisted.model.simple import SimpleOps
-from devpi_twisted.storage.blobs import BlobStore
+from devpi_twisted.storage.adapter import shielded
+from devpi_twisted.storage.blobs import BlobReadStopped, BlobStore
 from devpi_twisted.web import render
 from devpi_twisted.web.app import ManagementApp, _flag, _route
 from devpi_twisted.web.forms import (
@@ -384,5 +385,12 @@ class IndexApp(ManagementApp):
         request.setHeader(b"Content-Length", b"%d" % (end - start))
         if request.method == b"HEAD" or end == start:
             return b""
-        await self._blobs.read(relpath, request, start, end - start)
+        # Shielded: when the client hangs up, twisted.web stops the producer (the read
+        # ends by itself) and cancels this handler; the cancel must not cut into the read.
+        try:
+            await shielded(self._blobs.read(relpath, request, start, end - start))
+        except BlobReadStopped:  # the client went away; the response stays incomplete
+            if request.producer is not None and request.channel is not None:
+                request.unregisterProducer()
+            request.loseConnection()
         return b""

@@ -321,3 +321,30 @@ def test_devpi_push_to_an_external_index_server(stages: Daemon, tmp_path: Path) 
         assert "401" in out or "403" in out, out
     finally:
         external.stop()
+
+
+def test_clients_hanging_up_mid_download_are_handled_quietly(stages: Daemon, tmp_path: Path) -> None:
+    import http.client
+    import zipfile
+
+    big = make_wheel(tmp_path, "bulky", "1.0")
+    with zipfile.ZipFile(big, "a", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr("bulky/data.bin", os.urandom(12 * 1024 * 1024))
+    twine(stages.url + "/packages/stable/", big)
+    request = urllib.request.Request(stages.url + "/packages/stable/+simple/bulky/",
+                                     headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    with urllib.request.urlopen(request) as response:
+        (info,) = json.loads(response.read())["files"]
+    url = urllib.parse.urlsplit(urllib.parse.urljoin(request.full_url, info["url"]))
+    for _ in range(5):
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+        conn.request("GET", url.path)
+        response = conn.getresponse()
+        assert response.status == 200
+        response.read(256 * 1024)
+        conn.sock.close()
+        conn.close()
+    with urllib.request.urlopen(urllib.parse.urlunsplit(url)) as response:
+        assert response.read() == big.read_bytes()
+    log = stages.log.read_text()
+    assert "Unhandled" not in log and "Traceback" not in log, log[-3000:]

@@ -121,3 +121,13 @@ async def test_releases_survive_a_restart(adapter: Any) -> None:
     second = adapter.open()
     assert [v.data for v in await second.get_versions("alice", "dev", "pkg")] == [_data(WHEEL)]
     assert (await second.get_file(WHEEL)).entry == _entry()
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_version_can_be_read_alone(storage: Any) -> None:
+    await _with_index(storage)
+    await storage.write_release("alice", "dev", "pkg", "1.0", _data(WHEEL), {WHEEL: _entry()}, -1)
+    await storage.write_release("alice", "dev", "pkg", "2.0", _data(SDIST), {SDIST: _entry()}, -1)
+    record = await storage.get_version("alice", "dev", "pkg", "2.0")
+    assert (record.version, record.data, record.serial) == ("2.0", _data(SDIST), 4)
+    assert await storage.get_version("alice", "dev", "pkg", "3.0") is None
