@@ -35,6 +35,7 @@ from devpi_twisted.web.forms import (
 from devpi_twisted.web.simple import is_installer, render_project, render_project_list, wants_json
 from devpi_twisted.web.site import ServerInfo
 
+RENDERED_PAGES = 4096
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 Offload = Callable[..., Deferred[Any]]
 
@@ -57,6 +58,7 @@ class IndexApp(ManagementApp):
                  blobs: BlobStore, offload: Offload, staging: Path, http: Any = None) -> None:
         super().__init__(ops, info)
         self._http = http
+        self._rendered: dict[tuple[int, bool, int], tuple[Any, bytes, bytes]] = {}
         self._releases = releases
         self._simple = simple
         self._blobs = blobs
@@ -192,12 +194,20 @@ class IndexApp(ManagementApp):
         if not request.path.endswith(b"/") and not self._installer_or_json(request):
             return self._redirect(request, request.path + b"/")
         page = await self._simple.project_page(user, index, project)
-        etag = b'"%d-%s"' % (page.serial, b"json" if wants_json(request) else b"html")
+        as_json = wants_json(request)
+        etag = b'"%d-%s"' % (page.serial, b"json" if as_json else b"html")
         request.setHeader(b"ETag", etag)
         if request.getHeader(b"If-None-Match") == etag:
             request.setResponseCode(304)
             return b""
-        body, ctype = render_project(request, page)
+        # the same page object renders the same bytes for the same format and URL depth
+        key = (id(page), as_json, len(request.prepath) + len(request.postpath))
+        cached = self._rendered.get(key)
+        if cached is None or cached[0] is not page:
+            if len(self._rendered) >= RENDERED_PAGES:
+                self._rendered.pop(next(iter(self._rendered)))
+            cached = self._rendered[key] = (page, *render_project(request, page))
+        _, body, ctype = cached
         return self._page(request, body, ctype)
 
     @staticmethod
