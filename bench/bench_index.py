@@ -41,6 +41,7 @@ USER, PASSWORD = "alice", "secret"
 CHAIN = [("base1", []), ("base2", ["alice/base1"]), ("base3", ["alice/base2"]),
          ("top", ["alice/base3"])]
 PROJECTS, BIG = 5, {"1 MB": ("big1", 1 << 20), "20 MB": ("big20", 20 << 20)}
+CASES = ["simple", "download", "upload"]
 UPLOAD_CAP = {"token": 1000, "basic": 300}  # bodies built per second of --duration
 JSON_ACCEPT = {"User-Agent": "pip/24.0", "Accept": "application/vnd.pypi.simple.v1+json"}
 HTML_ACCEPT = {"User-Agent": "pip/24.0", "Accept": "text/html"}
@@ -198,12 +199,13 @@ def bench_backend(label: str, storage: list[str], db: int | None, args, work: Pa
                 f"{'CPU ms/req':>10} {'db ms/req':>9} {'errors':>6}  {'target':<16} {'figure':<10}")
         print(f"{head}\n{'-' * (len(head) + 4)}", flush=True)
         results = {}
-        for name, headers in (("simple JSON top", JSON_ACCEPT), ("simple HTML top", HTML_ACCEPT)):
+        for name, headers in (("simple JSON top", JSON_ACCEPT), ("simple HTML top", HTML_ACCEPT)
+                              )[:2 * ("simple" in args.only)]:
             r = measure(proc.pid, db, lambda: run_wrk(page, headers, 10, args.duration, lua))
             row(name, 10, r, "CPU <= 0.3 ms", f"{r['cpu']:.3f} ms", r["cpu"] <= 0.3)
             results[name] = r
         nginx_proc, nginx_base = nginx
-        for size, (name, _) in BIG.items():
+        for size, (name, _) in list(BIG.items())[:2 * ("download" in args.only)]:
             simple = f"{base}/{USER}/base1/+simple/{name}/"
             item = json.loads(request(base, "GET", simple[len(base):], None, JSON_ACCEPT))["files"][0]
             url = urllib.parse.urljoin(simple, item["url"])
@@ -216,7 +218,7 @@ def bench_backend(label: str, storage: list[str], db: int | None, args, work: Pa
             ratio, want = ours["mbs"] / max(theirs["mbs"], 1e-9), 0.9 if size == "20 MB" else 0.6
             row(f"  ours/nginx {size}", "", None, f">= {want}", f"{ratio:.2f}", ratio >= want)
             results[f"download {size}"], results[f"nginx {size}"] = ours, theirs
-        for kind, want in (("token", 300), ("basic", 50)):
+        for kind, want in (("token", 300), ("basic", 50))[:2 * ("upload" in args.only)]:
             r = measure(proc.pid, db, lambda: run_uploads(
                 base, f"/{USER}/up-{kind}/", bodies[kind], auth[kind], 4, args.duration))
             row(f"upload {kind}", 4, r, f">= {want}/s", f"{r['rate']:.0f}/s", r["rate"] >= want)
@@ -263,13 +265,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per run (10)")
     parser.add_argument("--postgres", action="store_true", help="also on PostgreSQL")
+    parser.add_argument("--only", nargs="+", choices=CASES, default=CASES, help="cases to run")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="devpi-bench-index-"))
     lua, t0 = work / "bench.lua", time.monotonic()
     lua.write_text(WRK_LUA)
     big = {name: os.urandom(size) for name, size in BIG.values()}
     bodies = {kind: [wheel_form(work, f"up-{kind}", f"1.0.{i}")
-                     for i in range(cap * args.duration)] for kind, cap in UPLOAD_CAP.items()}
+                     for i in range(cap * args.duration * ("upload" in args.only))]
+              for kind, cap in UPLOAD_CAP.items()}
     version = subprocess.run(["/usr/bin/wrk", "-v"], capture_output=True, text=True).stdout
     commit = subprocess.run(["git", "-C", str(HERE.parent), "log", "-1", "--format=%h %s"],
                             capture_output=True, text=True).stdout.strip()

@@ -152,7 +152,14 @@ class PlanStorage:
         return shielded(self._query(plans.get_version(user, index, project, version)))
 
     def get_file(self, relpath: str) -> Deferred[FileRecord | None]:
-        return shielded(self._query(plans.get_file(relpath)))
+        return self.sync().addCallback(lambda _: self._get_file(relpath))
+
+    def _get_file(self, relpath: str) -> FileRecord | None | Deferred[FileRecord | None]:
+        cached = self._cache.cached_file(relpath)
+        if cached is not None:
+            return cached
+        seen = self._cache.serial
+        return shielded(self._query(plans.get_file(relpath))).addCallback(self._cache.keep_file, seen)
 
     def write_release(self, user: str, index: str, project: str, version: str,
                       data: Mapping[str, Any] | None, files: Mapping[str, Mapping[str, Any]],

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+import attrs
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.internet.threads import deferToThreadPool
@@ -89,8 +90,25 @@ class BlobStore(Protocol):
         """A local file holding the blob, for sendfile / X-Accel-Redirect; None if the
         store keeps no local files. Does not check that the blob exists."""
 
+    def open_local(self, key: str) -> Deferred[LocalBlob | None]:
+        """The blob's local file opened for reading (for sendfile); None if the store
+        keeps no local files. Raises BlobMissing. The caller closes it."""
+
     def delete(self, key: str) -> Deferred[None]:
         """Remove the blob; an absent key is fine."""
+
+
+@attrs.define
+class LocalBlob:
+    """An open read-only descriptor of a blob's file and its size."""
+
+    fd: int
+    size: int
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def check_key(key: str) -> str:
@@ -265,6 +283,13 @@ class FileBlobStore:
             return await ChunkPump(consumer, fetch, start, end).run()
         finally:
             os.close(fd)
+
+    def open_local(self, key: str) -> Deferred[LocalBlob | None]:
+        try:
+            target = self._path(key)
+        except BlobKeyInvalid:
+            return _failed()
+        return self._in_thread(_open_sync, key, target).addCallback(lambda opened: LocalBlob(*opened))
 
     # -- delete ----------------------------------------------------------------------------
 

@@ -7,9 +7,13 @@ offered twice (once as our own commit, once by a catch-up read) without harm.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 
-from devpi_twisted.storage.interface import FILE, INDEX, USER, VERSION, Change, IndexRecord, UserRecord
+from devpi_twisted.storage.interface import (FILE, INDEX, USER, VERSION, Change, FileRecord,
+                                             IndexRecord, UserRecord)
+
+FILE_CACHE_SIZE = 4096
 
 
 class StateCache:
@@ -22,6 +26,9 @@ class StateCache:
         # releases anywhere, and the last that changed any index configuration.
         self.project_serials: dict[str, int] = {}
         self.config_serial = -1
+        # Recently read file records (downloads ask for the same few again and again),
+        # each with the serial it was read at; valid while its project has not changed.
+        self._files: OrderedDict[str, tuple[FileRecord, int]] = OrderedDict()
 
     def changed_since(self, project: str, serial: int) -> bool:
         """Whether anything a page of ``project`` is built from changed after ``serial``."""
@@ -32,6 +39,7 @@ class StateCache:
         self.serial, self.last_commit_time = serial, at
         self.config_serial = serial
         self.project_serials = {}
+        self._files.clear()
         self.users = {u.name: u for u in users}
         self.indexes = {(i.user, i.index): i for i in indexes}
 
@@ -63,6 +71,26 @@ class StateCache:
             else:
                 assert isinstance(value, dict)
                 self.indexes[(user, index)] = IndexRecord(user, index, value, serial)
+
+    def cached_file(self, relpath: str) -> FileRecord | None:
+        hit = self._files.get(relpath)
+        if hit is None:
+            return None
+        record, seen = hit
+        if self.changed_since(record.project, seen):
+            del self._files[relpath]
+            return None
+        self._files.move_to_end(relpath)
+        return record
+
+    def keep_file(self, record: FileRecord | None, seen: int) -> FileRecord | None:
+        """Remember ``record``, read from storage when this cache was at serial ``seen``."""
+        if record is not None:
+            self._files[record.relpath] = (record, seen)
+            self._files.move_to_end(record.relpath)
+            if len(self._files) > FILE_CACHE_SIZE:
+                self._files.popitem(last=False)
+        return record
 
     def indexes_of(self, user: str | None) -> list[IndexRecord]:
         found = [i for i in self.indexes.values() if user is None or i.user == user]

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from psycopg2.extensions import AsIs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IConsumer
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from devpi_twisted.storage.blobs import (
-    CHUNK_SIZE, BlobHashMismatch, BlobMissing, ChunkPump, byte_range, check_key, settled,
+    CHUNK_SIZE, BlobHashMismatch, BlobMissing, ChunkPump, LocalBlob, byte_range, check_key, settled,
 )
 
 BLOB_LOCK_CLASS = 0x626C6F62  # with hashtext(key): serialises puts of one key ("blob")
@@ -79,6 +79,9 @@ class PgBlobStore:
 
     def local_path(self, key: str) -> Path | None:
         return None
+
+    def open_local(self, key: str) -> Deferred[LocalBlob | None]:
+        return succeed(None)
 
     # -- put -----------------------------------------------------------------------
 

@@ -87,6 +87,15 @@ class ManagementApp:
         request.setHeader(b"Retry-After", b"5")
         return render.error(request, 503, "the database is unavailable right now, try again shortly")
 
+    def error_body(self, request: IRequest, failure: Failure) -> bytes | None:
+        """The answer to an error of a route dispatched without Klein (web/fast.py), as
+        the handlers above give it; None for anything else (a 500 from twisted.web)."""
+        if failure.check(DomainError):
+            return self.handle_domain_error(request, failure)
+        if failure.check(StorageUnavailable):
+            return self.handle_storage_unavailable(request, failure)
+        return None
+
     @app.handle_errors(RouteNotFound, MethodNotAllowed)
     def handle_no_route(self, request: IRequest, failure: Failure) -> bytes:
         return render.error(request, 404, "The resource could not be found.")

@@ -7,11 +7,10 @@ twine and devpi-client show the reason phrase to the user (spec/api.md 8).
 from __future__ import annotations
 
 import mimetypes
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +25,14 @@ from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.release_ops import Identical, IncomingFile, IncomingMetadata, ReleaseOps
 from devpi_twisted.model.simple import SimpleOps
 from devpi_twisted.storage.adapter import shielded
-from devpi_twisted.storage.blobs import BlobReadStopped, BlobStore
+from devpi_twisted.storage.blobs import BlobMissing, BlobReadStopped, BlobStore
 from devpi_twisted.web import render
 from devpi_twisted.web.app import ManagementApp, _flag, _route
+from devpi_twisted.web.fast import FastRoutes
 from devpi_twisted.web.forms import (
     Form, check_docs, parse_form, read_doc_member, spool_body, spool_core_metadata,
 )
+from devpi_twisted.web.sendfile import SendfileBody, transport_of
 from devpi_twisted.web.simple import is_installer, render_project, render_project_list, wants_json
 from devpi_twisted.web.site import ServerInfo
 
@@ -64,6 +65,9 @@ class IndexApp(ManagementApp):
         self._blobs = blobs
         self._offload = offload
         self._staging = staging
+
+    def resource(self) -> Any:
+        return FastRoutes(self, super().resource())
 
     # -- upload ------------------------------------------------------------------------
 
@@ -364,9 +368,6 @@ class IndexApp(ManagementApp):
         entry = record.entry
         if "application/json" in render.accept(request):
             return render.result(request, "releasefilemeta", dict(entry))
-        size = await self._blobs.size(relpath)
-        if size is None:
-            raise NotFound("no such file")
         etag = f'"{entry.get("hashes", {}).get("sha256", "")}"'.encode()
         request.setHeader(b"Content-Type", _content_type(relpath.rsplit("/", 1)[-1]))
         request.setHeader(b"ETag", etag)
@@ -377,30 +378,57 @@ class IndexApp(ManagementApp):
         if request.getHeader(b"If-None-Match") == etag:
             request.setResponseCode(304)
             return b""
-        start, end = 0, size
-        requested = request.getHeader(b"Range")
-        match = _RANGE.match(requested.decode("latin-1")) if requested else None
-        if match and (match.group(1) or match.group(2)):
-            first, last = match.group(1), match.group(2)
-            if first:
-                start, end = int(first), min(int(last) + 1 if last else size, size)
-            else:
-                start, end = max(size - int(last), 0), size
-            if start >= size or start >= end:
-                request.setResponseCode(416)
-                request.setHeader(b"Content-Range", b"bytes */%d" % size)
-                return b""
-            request.setResponseCode(206)
-            request.setHeader(b"Content-Range", b"bytes %d-%d/%d" % (start, end - 1, size))
-        request.setHeader(b"Content-Length", b"%d" % (end - start))
-        if request.method == b"HEAD" or end == start:
-            return b""
-        # Shielded: when the client hangs up, twisted.web stops the producer (the read
-        # ends by itself) and cancels this handler; the cancel must not cut into the read.
+        transport = transport_of(request) if request.method == b"GET" else None
         try:
-            await shielded(self._blobs.read(relpath, request, start, end - start))
+            local = await self._blobs.open_local(relpath) if transport is not None else None
+        except BlobMissing:
+            raise NotFound("no such file") from None
+        try:
+            size = local.size if local is not None else await self._blobs.size(relpath)
+            if size is None:
+                raise NotFound("no such file")
+            span = _byte_span(request, size)
+            if span is None or request.method == b"HEAD" or span[0] == span[1]:
+                return b""
+            start, end = span
+            # Shielded: when the client hangs up, twisted.web stops the producer (the
+            # transfer ends by itself) and cancels this handler, which must not cut in.
+            if local is not None and transport is not None:
+                await shielded(SendfileBody(request, transport, local.fd, start, end,
+                                            self._offload).send())
+            else:
+                await shielded(self._blobs.read(relpath, request, start, end - start))
         except BlobReadStopped:  # the client went away; the response stays incomplete
             if request.producer is not None and request.channel is not None:
                 request.unregisterProducer()
             request.loseConnection()
+        except BlobMissing:  # the file ended early: the client sees a short body, not a wrong one
+            if not request.startedWriting:
+                raise NotFound("no such file") from None
+            request.loseConnection()
+        finally:
+            if local is not None:
+                local.close()
         return b""
+
+
+def _byte_span(request: IRequest, size: int) -> tuple[int, int] | None:
+    """The ``[start, end)`` to send, with the status and Content-Length / Content-Range
+    headers set for it (206 for a single satisfiable Range); None after a 416."""
+    start, end = 0, size
+    requested = request.getHeader(b"Range")
+    match = _RANGE.match(requested.decode("latin-1")) if requested else None
+    if match and (match.group(1) or match.group(2)):
+        first, last = match.group(1), match.group(2)
+        if first:
+            start, end = int(first), min(int(last) + 1 if last else size, size)
+        else:
+            start, end = max(size - int(last), 0), size
+        if start >= size or start >= end:
+            request.setResponseCode(416)
+            request.setHeader(b"Content-Range", b"bytes */%d" % size)
+            return None
+        request.setResponseCode(206)
+        request.setHeader(b"Content-Range", b"bytes %d-%d/%d" % (start, end - 1, size))
+    request.setHeader(b"Content-Length", b"%d" % (end - start))
+    return start, end

@@ -346,5 +346,18 @@ def test_clients_hanging_up_mid_download_are_handled_quietly(stages: Daemon, tmp
         conn.close()
     with urllib.request.urlopen(urllib.parse.urlunsplit(url)) as response:
         assert response.read() == big.read_bytes()
+    # One keep-alive connection: whole file, a range deep inside it, then a page.
+    data = big.read_bytes()
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    for headers, status, expected in [({}, 200, data),
+                                      ({"Range": "bytes=5000000-9000000"}, 206, data[5000000:9000001]),
+                                      ({}, 200, data)]:
+        conn.request("GET", url.path, headers=headers)
+        response = conn.getresponse()
+        assert (response.status, response.read() == expected) == (status, True)
+    conn.request("GET", "/packages/stable/+simple/bulky/")
+    response = conn.getresponse()
+    assert response.status == 200 and b"bulky-1.0" in response.read()
+    conn.close()
     log = stages.log.read_text()
     assert "Unhandled" not in log and "Traceback" not in log, log[-3000:]
