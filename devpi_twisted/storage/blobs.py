@@ -15,12 +15,13 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 import attrs
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
@@ -29,6 +30,7 @@ from zope.interface import implementer
 from devpi_twisted.storage.interface import StorageError
 
 CHUNK_SIZE = 1 << 20  # bytes per read, write and (PostgreSQL) stored chunk
+OPEN_FILES = 128  # blob files kept open for the next download of the same file
 TEMP_PREFIX = ".tmp-blob-"  # temporary files of unfinished puts; no key segment may start so
 
 
@@ -98,17 +100,87 @@ class BlobStore(Protocol):
         """Remove the blob; an absent key is fine."""
 
 
-@attrs.define
-class LocalBlob:
-    """An open read-only descriptor of a blob's file and its size."""
+@attrs.define(eq=False)
+class _Descriptor:
+    """An open blob file shared by the reads using it; closed when no read uses it
+    and it is no longer cached."""
 
     fd: int
     size: int
+    users: int = 0
+    cached: bool = True
 
-    def close(self) -> None:
-        if self.fd >= 0:
+    def release(self) -> None:
+        self.users -= 1
+        self._close_if_unused()
+
+    def uncache(self) -> None:
+        self.cached = False
+        self._close_if_unused()
+
+    def _close_if_unused(self) -> None:
+        if self.users == 0 and not self.cached and self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+@attrs.define(eq=False)
+class LocalBlob:
+    """A read-only descriptor of a blob's file and its size, for one read; ``close``
+    once done (other reads may share the descriptor)."""
+
+    _descriptor: _Descriptor
+    _closed: bool = False
+
+    @property
+    def fd(self) -> int:
+        return self._descriptor.fd
+
+    @property
+    def size(self) -> int:
+        return self._descriptor.size
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._descriptor.release()
+
+
+class OpenFiles:
+    """Descriptors of the blobs read most recently, kept open (least recently used
+    dropped first), so that serving a blob again needs no thread to open it. A key's
+    bytes never change (the key holds their hash); deleting a blob drops its entry."""
+
+    def __init__(self, limit: int = OPEN_FILES) -> None:
+        self._limit = limit
+        self._open: OrderedDict[str, _Descriptor] = OrderedDict()
+
+    def get(self, key: str) -> LocalBlob | None:
+        descriptor = self._open.get(key)
+        if descriptor is None:
+            return None
+        self._open.move_to_end(key)
+        return self._lend(descriptor)
+
+    def add(self, key: str, fd: int, size: int) -> LocalBlob:
+        descriptor = _Descriptor(fd, size)
+        old = self._open.pop(key, None)
+        if old is not None:
+            old.uncache()
+        self._open[key] = descriptor
+        while len(self._open) > self._limit:
+            self._open.popitem(last=False)[1].uncache()
+        return self._lend(descriptor)
+
+    def drop(self, key: str) -> None:
+        descriptor = self._open.pop(key, None)
+        if descriptor is not None:
+            descriptor.uncache()
+
+    @staticmethod
+    def _lend(descriptor: _Descriptor) -> LocalBlob:
+        descriptor.users += 1
+        return LocalBlob(descriptor)
 
 
 def check_key(key: str) -> str:
@@ -234,6 +306,7 @@ class FileBlobStore:
         self.root = Path(root)
         self._reactor = reactor
         self._threadpool = threadpool if threadpool is not None else reactor.getThreadPool()
+        self._open_files = OpenFiles()
 
     def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
         return deferToThreadPool(self._reactor, self._threadpool, fn, *args)
@@ -251,6 +324,7 @@ class FileBlobStore:
             target = self._path(key)
         except BlobKeyInvalid:
             return _failed()
+        self._open_files.drop(key)  # a descriptor of what it replaces must not be lent
         return self._in_thread(_put_sync, target, key, Path(path), sha256.lower())
 
     # -- queries -------------------------------------------------------------------------
@@ -289,7 +363,11 @@ class FileBlobStore:
             target = self._path(key)
         except BlobKeyInvalid:
             return _failed()
-        return self._in_thread(_open_sync, key, target).addCallback(lambda opened: LocalBlob(*opened))
+        cached = self._open_files.get(key)
+        if cached is not None:
+            return succeed(cached)
+        return self._in_thread(_open_sync, key, target).addCallback(
+            lambda opened: self._open_files.add(key, *opened))
 
     # -- delete ----------------------------------------------------------------------------
 
@@ -298,6 +376,7 @@ class FileBlobStore:
             target = self._path(key)
         except BlobKeyInvalid:
             return _failed()
+        self._open_files.drop(key)
         return self._in_thread(_delete_sync, target)
 
 
