@@ -38,7 +38,8 @@ METADATA_SUFFIX = ".metadata"  # PEP 658: the core metadata of a file, beside it
 
 @attrs.frozen
 class IncomingFile:
-    """An uploaded file, already spooled to ``path`` with its size and sha256."""
+    """An uploaded file, already spooled to ``path`` by this server, which computed its
+    size and sha256 while writing it; storing it may move the file away."""
 
     filename: str
     path: Path
@@ -236,9 +237,10 @@ class ReleaseOps:
             links.append(link)
             data["+elinks"] = links
             if not stored:  # the bodies first: a committed record never points at a missing file
-                await self._blobs.put_file(relpath, content.path, content.sha256)
+                bodies = [(relpath, content.path, content.sha256)]
                 if meta is not None:
-                    await self._blobs.put_file(relpath + METADATA_SUFFIX, meta.path, meta.sha256)
+                    bodies.append((relpath + METADATA_SUFFIX, meta.path, meta.sha256))
+                await self._blobs.move_in(bodies)
                 stored = True
             try:
                 serial = await self._storage.write_release(

@@ -98,18 +98,21 @@ class PlanStorage:
     def _read(self, value: Callable[[], T]) -> Deferred[T]:
         return self.sync().addCallback(lambda _: value())
 
-    async def _write_async(self, make: Callable[..., plans.Plan[int]], *args: Any) -> int:
+    async def _write_async(self, make: Callable[..., plans.Plan[Change]], *args: Any) -> int:
         try:
-            serial = await self._transact(make, *args, self._clock())
+            change = await self._transact(make, *args, self._clock())
         except StorageError:
             await self._catch_up(None)  # the caller retries on what is current
             raise
-        await self._catch_up(serial)
+        if change.serial == self._cache.serial + 1:
+            self._apply([change])  # the next one: no need to read it back
+        else:
+            await self._catch_up(change.serial)
         if self._board is not None:
-            self._board.publish(serial)
-        return serial
+            self._board.publish(change.serial)
+        return change.serial
 
-    def _write(self, make: Callable[..., plans.Plan[int]], *args: Any) -> Deferred[int]:
+    def _write(self, make: Callable[..., plans.Plan[Change]], *args: Any) -> Deferred[int]:
         return shielded(Deferred.fromCoroutine(self._write_async(make, *args)))
 
     # -- the Storage interface --------------------------------------------------------

@@ -12,11 +12,12 @@ so neither store ever holds a whole body in memory.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -71,6 +72,12 @@ class BlobStore(Protocol):
         what was stored under ``key`` before (if anything) stays as it was. The new
         body becomes visible whole or not at all. Putting the same key again is fine.
         Raises BlobKeyInvalid. The caller still owns (and removes) ``path``."""
+
+    def move_in(self, items: Sequence[tuple[str, Path, str]]) -> Deferred[None]:
+        """Store files this server spooled itself, hashing them as it wrote them, each
+        ``(key, path, sha256)``: a file store moves them into place (no second copy, no
+        second hash), any other copies them as ``put_file`` does; a moved source is gone
+        and the caller removes whatever is left. All are durable when this fires."""
 
     def exists(self, key: str) -> Deferred[bool]: ...
 
@@ -327,6 +334,15 @@ class FileBlobStore:
         self._open_files.drop(key)  # a descriptor of what it replaces must not be lent
         return self._in_thread(_put_sync, target, key, Path(path), sha256.lower())
 
+    def move_in(self, items: Sequence[tuple[str, Path, str]]) -> Deferred[None]:
+        try:
+            moves = [(self._path(key), key, Path(path), sha256) for key, path, sha256 in items]
+        except BlobKeyInvalid:
+            return _failed()
+        for key, _, _ in items:
+            self._open_files.drop(key)
+        return self._in_thread(_move_all_sync, moves)
+
     # -- queries -------------------------------------------------------------------------
 
     def size(self, key: str) -> Deferred[int | None]:
@@ -434,6 +450,31 @@ def _put_sync(target: Path, key: str, source: Path, sha256: str) -> int:
         raise
     _fsync_dir(target.parent)
     return size
+
+
+def _move_all_sync(moves: Sequence[tuple[Path, str, Path, str]]) -> None:
+    for target, key, source, sha256 in moves:
+        _move_sync(target, key, source, sha256)
+
+
+def _move_sync(target: Path, key: str, source: Path, sha256: str) -> None:
+    """fsync ``source`` and rename it to ``target`` (copy across filesystems), then fsync
+    the directory, as _put_sync does after its copy."""
+    _make_dirs(target.parent)
+    fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fchmod(fd, 0o644)  # nginx reads what X-Accel-Redirect names
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.rename(source, target)
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        _put_sync(target, key, source, sha256)
+        return
+    _fsync_dir(target.parent)
 
 
 def _size_sync(target: Path) -> int | None:

@@ -12,7 +12,7 @@ it is paused; each fetch checks the meta row still names the same sha256.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -87,6 +87,15 @@ class PgBlobStore:
 
     def put_file(self, key: str, path: Path, sha256: str) -> Deferred[int]:
         return Deferred.fromCoroutine(self._put(key, Path(path), sha256.lower()))
+
+    def move_in(self, items: Sequence[tuple[str, Path, str]]) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._put_all(list(items)))
+
+    async def _put_all(self, items: list[tuple[str, Path, str]]) -> None:
+        for key, _, _ in items:
+            check_key(key)  # all refused before any is stored
+        for key, path, sha256 in items:
+            await self._put(key, Path(path), sha256.lower())
 
     async def _put(self, key: str, path: Path, sha256: str) -> int:
         check_key(key)

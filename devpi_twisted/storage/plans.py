@@ -141,13 +141,14 @@ def take_serial() -> Plan[int]:
     return int((yield one(BUMP_SERIAL))[0])
 
 
-def commit(serial: int, records: Sequence[Record], at: float) -> Plan[int]:
-    """Apply ``records`` and log them under ``serial``; returns the serial."""
+def commit(serial: int, records: Sequence[Record], at: float) -> Plan[Change]:
+    """Apply ``records`` and log them under ``serial``; returns the change as a reader of
+    the changelog will see it (the records decoded from what was stored)."""
     for record in records:
         yield from _apply(serial, record)
     payload = json.dumps([r.to_json() for r in records], separators=(",", ":"))
     yield run(INSERT_CHANGE, serial, at, payload)
-    return serial
+    return Change(serial, at, tuple(Record.from_json(r) for r in json.loads(payload)))
 
 
 # -- reads -------------------------------------------------------------------------
@@ -180,7 +181,7 @@ def changes_since(serial: int, limit: int = CATCH_UP_BATCH) -> Plan[list[Change]
 # -- writes ------------------------------------------------------------------------
 
 
-def bootstrap(users: Sequence[UserRecord], indexes: Sequence[IndexRecord], at: float) -> Plan[int]:
+def bootstrap(users: Sequence[UserRecord], indexes: Sequence[IndexRecord], at: float) -> Plan[Change]:
     serial = yield from take_serial()
     if serial != 0:
         raise RecordExists("the database already holds a server state")
@@ -189,7 +190,7 @@ def bootstrap(users: Sequence[UserRecord], indexes: Sequence[IndexRecord], at: f
     return (yield from commit(serial, records, at))
 
 
-def create_user(name: str, profile: Mapping[str, Any], pwhash: str | None, at: float) -> Plan[int]:
+def create_user(name: str, profile: Mapping[str, Any], pwhash: str | None, at: float) -> Plan[Change]:
     serial = yield from take_serial()
     if (yield one(USER_SERIAL, name)) is not None:
         raise RecordExists(name)
@@ -197,13 +198,13 @@ def create_user(name: str, profile: Mapping[str, Any], pwhash: str | None, at: f
 
 
 def update_user(name: str, profile: Mapping[str, Any], pwhash: str | None, expect_serial: int,
-                at: float) -> Plan[int]:
+                at: float) -> Plan[Change]:
     serial = yield from take_serial()
     _expect((yield one(USER_SERIAL, name)), expect_serial, name)
     return (yield from commit(serial, [user_record(name, profile, pwhash)], at))
 
 
-def delete_user(name: str, expect_serial: int, expect_indexes: Mapping[str, int], at: float) -> Plan[int]:
+def delete_user(name: str, expect_serial: int, expect_indexes: Mapping[str, int], at: float) -> Plan[Change]:
     serial = yield from take_serial()
     _expect((yield one(USER_SERIAL, name)), expect_serial, name)
     indexes = {n: int(s) for n, s in (yield rows(INDEXES_OF, name))}
@@ -216,7 +217,7 @@ def delete_user(name: str, expect_serial: int, expect_indexes: Mapping[str, int]
     return (yield from commit(serial, records + [Record(USER, name, None)], at))
 
 
-def create_index(owner: str, index: str, config: Mapping[str, Any], at: float) -> Plan[int]:
+def create_index(owner: str, index: str, config: Mapping[str, Any], at: float) -> Plan[Change]:
     serial = yield from take_serial()
     if (yield one(USER_SERIAL, owner)) is None:
         raise RecordMissing(owner)
@@ -226,13 +227,13 @@ def create_index(owner: str, index: str, config: Mapping[str, Any], at: float) -
 
 
 def update_index(owner: str, index: str, config: Mapping[str, Any], expect_serial: int,
-                 at: float) -> Plan[int]:
+                 at: float) -> Plan[Change]:
     serial = yield from take_serial()
     _expect((yield one(INDEX_SERIAL, owner, index)), expect_serial, f"{owner}/{index}")
     return (yield from commit(serial, [Record(INDEX, f"{owner}/{index}", dict(config))], at))
 
 
-def delete_index(owner: str, index: str, expect_serial: int, at: float) -> Plan[int]:
+def delete_index(owner: str, index: str, expect_serial: int, at: float) -> Plan[Change]:
     serial = yield from take_serial()
     _expect((yield one(INDEX_SERIAL, owner, index)), expect_serial, f"{owner}/{index}")
     records = yield from _index_contents_removed(owner, index)
@@ -276,7 +277,7 @@ def get_file(relpath: str) -> Plan[FileRecord | None]:
 
 
 def write_release(owner: str, index: str, project: str, version: str, data: Mapping[str, Any] | None,
-                  files: Mapping[str, Mapping[str, Any]], expect_serial: int, at: float) -> Plan[int]:
+                  files: Mapping[str, Mapping[str, Any]], expect_serial: int, at: float) -> Plan[Change]:
     serial = yield from take_serial()
     if (yield one(INDEX_SERIAL, owner, index)) is None:
         raise RecordMissing(f"{owner}/{index}")
@@ -291,7 +292,7 @@ def write_release(owner: str, index: str, project: str, version: str, data: Mapp
 
 
 def delete_project(owner: str, index: str, project: str, expect: Mapping[str, int],
-                   at: float) -> Plan[int]:
+                   at: float) -> Plan[Change]:
     serial = yield from take_serial()
     if (yield one(INDEX_SERIAL, owner, index)) is None:
         raise RecordMissing(f"{owner}/{index}")

@@ -26,7 +26,7 @@ from txpostgres.txpostgres import Connection
 from devpi_twisted.storage import migrations, plans
 from devpi_twisted.storage.adapter import PlanStorage
 from devpi_twisted.storage.board import SerialBoard
-from devpi_twisted.storage.interface import StorageError, StorageUnavailable
+from devpi_twisted.storage.interface import Change, StorageError, StorageUnavailable
 
 T = TypeVar("T")
 
@@ -128,11 +128,11 @@ async def drive_async(cursor: Any, plan: plans.Plan[T]) -> T:
         return stop.value  # type: ignore[no-any-return]
 
 
-def notifying(plan: plans.Plan[T]) -> plans.Plan[T]:
+def notifying(plan: plans.Plan[Change]) -> plans.Plan[Change]:
     """A write plan that also NOTIFYs its serial; delivered at commit to every LISTENer."""
-    serial = yield from plan
-    yield plans.run("SELECT pg_notify(?, ?)", CHANNEL, str(serial))
-    return serial
+    change = yield from plan
+    yield plans.run("SELECT pg_notify(?, ?)", CHANNEL, str(change.serial))
+    return change
 
 
 def _fetch(cursor: Any, step: plans.Step) -> Any:

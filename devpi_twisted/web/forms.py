@@ -108,6 +108,24 @@ def parse_form(body: IO[bytes], content_type: str, staging: Path) -> Form:
     return Form(fields, files)
 
 
+def read_upload(body: IO[bytes], content_type: str, staging: Path
+                ) -> tuple[Form, UploadedFile | None]:
+    """An upload form parsed (parse_form), its docs zip checked (doc_upload) or the core
+    metadata of its release file spooled; all in one go, for one trip to a thread."""
+    form = parse_form(body, content_type, staging)
+    try:
+        content = form.files.get("content")
+        if content is None:
+            return form, None
+        if form.first(":action") == "doc_upload":
+            check_docs(content.path)
+            return form, None
+        return form, spool_core_metadata(content.path, content.filename, staging)
+    except BaseException:
+        form.discard()
+        raise
+
+
 def spool_core_metadata(path: Path, filename: str, staging: Path) -> UploadedFile | None:
     """The archive's core metadata (wheel METADATA, sdist PKG-INFO) in a staging file, if any."""
     data = archives.core_metadata(path, filename)

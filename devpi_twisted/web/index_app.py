@@ -30,7 +30,7 @@ from devpi_twisted.web import render
 from devpi_twisted.web.app import ManagementApp, _flag, _route
 from devpi_twisted.web.fast import FastRoutes
 from devpi_twisted.web.forms import (
-    Form, check_docs, parse_form, read_doc_member, spool_body, spool_core_metadata,
+    read_doc_member, read_upload, spool_body,
 )
 from devpi_twisted.web.sendfile import SendfileBody, transport_of
 from devpi_twisted.web.simple import is_installer, render_project, render_project_list, wants_json
@@ -87,19 +87,13 @@ class IndexApp(ManagementApp):
             return render.result(request, "actionlog", log)
         try:
             await self._releases.check_upload(identity, user, index)
-            form: Form = await self._offload(parse_form, request.content, ctype, self._staging)
+            form, metadata = await self._offload(read_upload, request.content, ctype, self._staging)
         except DomainError as e:
             return self._upload_error(request, e)
-        metadata = None
         try:
             content = form.files.get("content")
             incoming = None
-            if content is not None and form.first(":action") == "doc_upload":
-                await self._offload(check_docs, content.path)
-                incoming = IncomingFile(content.filename, content.path, content.size, content.sha256)
-            elif content is not None:
-                metadata = await self._offload(
-                    spool_core_metadata, content.path, content.filename, self._staging)
+            if content is not None:
                 incoming = IncomingFile(
                     content.filename, content.path, content.size, content.sha256,
                     None if metadata is None else IncomingMetadata(

@@ -457,3 +457,63 @@ async def test_a_200_mb_blob_goes_in_and_out_in_bounded_memory(blobs: Any, tmp_p
     assert consumer.count == size and consumer.hasher.hexdigest() == sha256
     assert put_peak < limit, f"put peaked at {put_peak / MiB:.1f} MiB"
     assert read_peak < limit, f"read peaked at {read_peak / MiB:.1f} MiB"
+
+
+@pytest_twisted.ensureDeferred
+async def test_spooled_files_move_in_together(blobs: Any, tmp_path: Path) -> None:
+    body, body_sha = _file(tmp_path, _data(5000, seed=3), "spooled-body")
+    meta, meta_sha = _file(tmp_path, b"Metadata-Version: 2.1\n", "spooled-meta")
+    os.chmod(body, 0o600)  # as mkstemp leaves it
+    await blobs.move_in([(KEY, body, body_sha), (KEY + ".metadata", meta, meta_sha)])
+    assert await _read(blobs, KEY) == _data(5000, seed=3)
+    assert await _read(blobs, KEY + ".metadata") == b"Metadata-Version: 2.1\n"
+    if isinstance(blobs, FileBlobStore):  # moved, not copied; readable by nginx
+        assert not body.exists() and not meta.exists()
+        assert blobs.local_path(KEY).stat().st_mode & 0o777 == 0o644
+        assert not [p for p in blobs.root.rglob(TEMP_PREFIX + "*")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_move_in_refuses_invalid_keys_and_moves_nothing(blobs: Any, tmp_path: Path) -> None:
+    body, sha = _file(tmp_path, b"x", "spooled")
+    with pytest.raises(BlobKeyInvalid):
+        await blobs.move_in([(KEY, body, sha), ("../escape", body, sha)])
+    assert body.exists() and await blobs.exists(KEY) is False
+
+
+def test_a_move_across_filesystems_copies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from devpi_twisted.storage import blobs as module
+
+    def no_rename(source: Any, target: Any) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(module.os, "rename", no_rename)
+    body, sha = _file(tmp_path, b"across", "spooled")
+    target = tmp_path / "files" / "a" / "b"
+    module._move_sync(target, "a/b", body, sha)
+    assert target.read_bytes() == b"across" and body.exists()  # the caller removes it
+
+
+@pytest_twisted.ensureDeferred
+async def test_open_local_lends_a_shared_descriptor_on_the_file_store(blobs: Any, tmp_path: Path) -> None:
+    path, sha256 = _file(tmp_path, b"descriptor")
+    await blobs.put_file(KEY, path, sha256)
+    first = await blobs.open_local(KEY)
+    if not isinstance(blobs, FileBlobStore):
+        assert first is None
+        return
+    second = await blobs.open_local(KEY)
+    assert first.fd == second.fd and first.size == 10
+    assert os.pread(first.fd, 10, 0) == b"descriptor"
+    first.close()
+    first.close()  # closing twice is harmless
+    await blobs.delete(KEY)  # dropped from the cache; still open for the read using it
+    assert os.pread(second.fd, 10, 0) == b"descriptor"
+    fd = second.fd
+    second.close()
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed once unused and uncached
+    with pytest.raises(BlobMissing):
+        await blobs.open_local(KEY)
