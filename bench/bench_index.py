@@ -7,8 +7,8 @@ tests/pg.py): alice/top inherits alice/base3 -> base2 -> base1, with 20 small wh
 proj0..proj4 spread over the four. wrk (1 thread) loads /alice/top/+simple/proj0/ (JSON
 and HTML, as pip asks, 10 connections) and downloads a 1 MB and a 20 MB file from
 alice/base1 (4 connections), the same files also from nginx (1 worker, sendfile) on
-127.0.0.1, in 3 alternating rounds each. With 2+ CPUs the servers are pinned to CPU 0 and
-wrk to CPU 1 (taskset). ``--only simple download upload`` picks cases. Uploads: 4 Python threads (http.client keep-alive) POST pre-built upload forms,
+127.0.0.1, in 3 alternating rounds each. With 2+ CPUs both servers are pinned to CPU 0
+and wrk to CPU 1 (taskset); the upload client is not pinned. ``--only simple download upload`` picks cases. Uploads: 4 Python threads (http.client keep-alive) POST pre-built upload forms,
 a new version each of one project per index (so later uploads find more versions), to fresh
 indexes, with X-Devpi-Auth (token) or Basic auth (password, as twine sends it).
 Server CPU: utime+stime of twistd (nginx: master + worker) from a run's start until idle.
@@ -45,7 +45,7 @@ PROJECTS, BIG = 5, {"1 MB": ("big1", 1 << 20), "20 MB": ("big20", 20 << 20)}
 ROUNDS = 3  # download runs of each server, alternating
 CASES = ["simple", "download", "upload"]
 # With 2+ CPUs, servers (ours, nginx, not PostgreSQL) run on CPU 0 and wrk on CPU 1, so
-# neither run shares a core with the client by the scheduler's chance.
+# neither shares a core with the client by the scheduler's chance.
 PIN = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
 SERVER_CPU, CLIENT_CPU = (["taskset", "-c", "0"], ["taskset", "-c", "1"]) if PIN else ([], [])
 UPLOAD_CAP = {"token": 1000, "basic": 300}  # bodies built per second of --duration
@@ -176,6 +176,13 @@ def measure(pid: int, db: int | None, fn) -> dict:
     return r
 
 
+def pin(pid: int, cpus: str) -> None:
+    """Run ``pid`` (all its threads, and those it starts later) on ``cpus``."""
+    if PIN:
+        subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], check=True,
+                       stdout=subprocess.DEVNULL)
+
+
 def combine(runs: list[dict]) -> dict:
     """Rounds of one case as one: rates and MB/s of the whole, the worst p99, the mean
     CPU per request; ``rounds`` keeps each round's MB/s."""
@@ -207,9 +214,6 @@ def bench_backend(label: str, storage: list[str], db: int | None, args, work: Pa
     problems, setdir = [], work / label
     setdir.mkdir()
     proc, base = start_server(setdir, storage, 0)
-    if SERVER_CPU:  # its threads too, and those it starts later
-        subprocess.run(["taskset", "-a", "-p", "-c", "0", str(proc.pid)], check=True,
-                       stdout=subprocess.DEVNULL)
     try:
         auth = setup(base, work, big)
         page = f"{base}/{USER}/top/+simple/proj0/"
@@ -221,6 +225,7 @@ def bench_backend(label: str, storage: list[str], db: int | None, args, work: Pa
                 f"{'CPU ms/req':>10} {'db ms/req':>9} {'errors':>6}  {'target':<16} {'figure':<10}")
         print(f"{head}\n{'-' * (len(head) + 4)}", flush=True)
         results = {}
+        pin(proc.pid, "0")  # as nginx
         for name, headers in (("simple JSON top", JSON_ACCEPT), ("simple HTML top", HTML_ACCEPT)
                               )[:2 * ("simple" in args.only)]:
             r = measure(proc.pid, db, lambda: run_wrk(page, headers, 10, args.duration, lua))
