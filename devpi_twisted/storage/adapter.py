@@ -23,7 +23,7 @@ from devpi_twisted.storage import plans
 from devpi_twisted.storage.board import SerialBoard
 from devpi_twisted.storage.cache import StateCache
 from devpi_twisted.storage.interface import (
-    Change, FileRecord, IndexRecord, StorageError, UserRecord, VersionRecord,
+    Change, FileRecord, IndexRecord, MirrorRecord, StorageError, UserRecord, VersionRecord,
 )
 
 T = TypeVar("T")
@@ -173,6 +173,23 @@ class PlanStorage:
     def delete_project(self, user: str, index: str, project: str,
                        expect: Mapping[str, int]) -> Deferred[int]:
         return self._write(plans.delete_project, user, index, project, dict(expect))
+
+    def get_mirror_project(self, user: str, index: str,
+                           project: str) -> Deferred[MirrorRecord | None]:
+        return shielded(self._query(plans.get_mirror_project(user, index, project)))
+
+    def list_mirror_projects(self, user: str, index: str) -> Deferred[list[str]]:
+        return shielded(self._query(plans.list_mirror_projects(user, index)))
+
+    def write_mirror_project(self, user: str, index: str, project: str,
+                             value: Mapping[str, Any] | None,
+                             files: Mapping[str, Mapping[str, Any]]) -> Deferred[int]:
+        return self._write(plans.write_mirror_project, user, index, project,
+                           None if value is None else dict(value), dict(files))
+
+    def write_mirror_files(self, user: str, index: str, project: str,
+                           files: Mapping[str, Mapping[str, Any]]) -> Deferred[int]:
+        return self._write(plans.write_mirror_files, user, index, project, dict(files))
 
     def changed_since(self, project: str, serial: int) -> bool:
         """For caches of pages: did ``project``'s releases or any index config change?"""

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from devpi_twisted.storage.interface import (FILE, INDEX, USER, VERSION, Change, FileRecord,
-                                             IndexRecord, UserRecord)
+from devpi_twisted.storage.interface import (
+    FILE, INDEX, MIRROR, USER, VERSION, Change, FileRecord, IndexRecord, UserRecord,
+)
 
 FILE_CACHE_SIZE = 4096
 
@@ -63,6 +64,8 @@ class StateCache:
         elif type_ == FILE:
             assert isinstance(value, dict)
             self.project_serials[value["project"]] = serial
+        elif type_ == MIRROR:
+            self.project_serials[key.split("/", 2)[2]] = serial
         elif type_ == INDEX:
             self.config_serial = serial
             user, index = key.split("/", 1)

@@ -19,6 +19,9 @@ USER = "user"
 INDEX = "index"
 VERSION = "version"  # key user/index/project/version, value: version data (metadata, "+elinks")
 FILE = "file"  # key: the file's relpath, value: {"project": ..., "entry": {...}}; {} entry = deleted
+# key user/index/project of a mirror index, value: the cached upstream page
+# ({"links": [...], "etag": ..., "serial": ...}, see mirror/), None when dropped
+MIRROR = "mirrorproject"
 
 
 class StorageError(Exception):
@@ -68,6 +71,17 @@ class VersionRecord:
     project: str
     version: str
     data: Mapping[str, Any]
+    serial: int
+
+
+@attrs.frozen
+class MirrorRecord:
+    """A mirror index's cached upstream page of one project."""
+
+    user: str
+    index: str
+    project: str
+    value: Mapping[str, Any]
     serial: int
 
 
@@ -175,6 +189,23 @@ class Storage(Protocol):
                        expect: Mapping[str, int]) -> Deferred[int]:
         """Delete every version (``expect``: version -> serial as read) and mark the
         project's files deleted. Raises RecordMissing, StaleRecord."""
+
+    def get_mirror_project(self, user: str, index: str,
+                           project: str) -> Deferred[MirrorRecord | None]: ...
+
+    def list_mirror_projects(self, user: str, index: str) -> Deferred[list[str]]:
+        """Projects of a mirror index with a cached page."""
+
+    def write_mirror_project(self, user: str, index: str, project: str,
+                             value: Mapping[str, Any] | None,
+                             files: Mapping[str, Mapping[str, Any]]) -> Deferred[int]:
+        """Store (``value`` None: drop) a project's cached page, with file records (an
+        empty entry marks a file deleted). No compare-and-swap: a mirror's cache is
+        whatever upstream said last. RecordMissing if the index is gone."""
+
+    def write_mirror_files(self, user: str, index: str, project: str,
+                           files: Mapping[str, Mapping[str, Any]]) -> Deferred[int]:
+        """File records of a mirror's project (downloaded, or deleted), page untouched."""
 
     def changes_since(self, serial: int, limit: int = 1000) -> Deferred[list[Change]]:
         """Changelog entries with serial > ``serial``, oldest first, at most ``limit``."""

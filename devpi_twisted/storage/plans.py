@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 import attrs
 
 from devpi_twisted.storage.interface import (
-    FILE, INDEX, USER, VERSION, Change, FileRecord, IndexRecord, Record, RecordExists,
-    RecordMissing, StaleRecord, StorageError, UserRecord, VersionRecord,
+    FILE, INDEX, MIRROR, USER, VERSION, Change, FileRecord, IndexRecord, MirrorRecord, Record,
+    RecordExists, RecordMissing, StaleRecord, StorageError, UserRecord, VersionRecord,
 )
 
 T = TypeVar("T")
@@ -67,6 +67,14 @@ UPSERT_FILE = (
     "INSERT INTO files (relpath, owner, idx, project, entry, serial) VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (relpath) DO UPDATE SET project = excluded.project, entry = excluded.entry, "
     "serial = excluded.serial")
+
+GET_MIRROR = "SELECT value, serial FROM mirror_projects WHERE owner = ? AND idx = ? AND project = ?"
+MIRRORS_OF = "SELECT project FROM mirror_projects WHERE owner = ? AND idx = ? ORDER BY project"
+UPSERT_MIRROR = (
+    "INSERT INTO mirror_projects (owner, idx, project, value, serial) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (owner, idx, project) DO UPDATE SET value = excluded.value, "
+    "serial = excluded.serial")
+DELETE_MIRROR = "DELETE FROM mirror_projects WHERE owner = ? AND idx = ? AND project = ?"
 
 CATCH_UP_BATCH = 10000
 
@@ -129,6 +137,12 @@ def _apply(serial: int, record: Record) -> Plan[None]:
             yield run(DELETE_VERSION, owner, index, project, version)
         else:
             yield run(UPSERT_VERSION, owner, index, project, version, dumps(value), serial)
+    elif record.type == MIRROR:
+        owner, index, project = record.key.split("/", 2)
+        if value is None:
+            yield run(DELETE_MIRROR, owner, index, project)
+        else:
+            yield run(UPSERT_MIRROR, owner, index, project, dumps(value), serial)
     elif record.type == FILE:
         owner, index = record.key.split("/", 2)[:2]
         yield run(UPSERT_FILE, record.key, owner, index, value["project"], dumps(value["entry"]), serial)
@@ -246,6 +260,8 @@ def _index_contents_removed(owner: str, index: str) -> Plan[list[Record]]:
                for p, v in (yield rows(VERSIONS_IN_INDEX, owner, index))]
     records += [_tombstone(relpath, project)
                 for relpath, project in (yield rows(LIVE_FILES_IN_INDEX, owner, index))]
+    records += [Record(MIRROR, f"{owner}/{index}/{p}", None)
+                for (p,) in (yield rows(MIRRORS_OF, owner, index))]
     return records
 
 
@@ -302,4 +318,38 @@ def delete_project(owner: str, index: str, project: str, expect: Mapping[str, in
     records = [Record(VERSION, f"{owner}/{index}/{project}/{v}", None) for v in sorted(found)]
     records += [_tombstone(row[0], project)
                 for row in (yield rows(LIVE_FILES_OF_PROJECT, owner, index, project))]
+    return (yield from commit(serial, records, at))
+
+
+# -- mirrors -----------------------------------------------------------------------
+
+
+def get_mirror_project(owner: str, index: str, project: str) -> Plan[MirrorRecord | None]:
+    row = yield one(GET_MIRROR, owner, index, project)
+    return None if row is None else MirrorRecord(owner, index, project, json.loads(row[0]),
+                                                 int(row[1]))
+
+
+def list_mirror_projects(owner: str, index: str) -> Plan[list[str]]:
+    return [row[0] for row in (yield rows(MIRRORS_OF, owner, index))]
+
+
+def write_mirror_project(owner: str, index: str, project: str, value: Mapping[str, Any] | None,
+                         files: Mapping[str, Mapping[str, Any]], at: float) -> Plan[Change]:
+    record = Record(MIRROR, f"{owner}/{index}/{project}", None if value is None else dict(value))
+    return (yield from _mirror_write(owner, index, project, [record], files, at))
+
+
+def write_mirror_files(owner: str, index: str, project: str, files: Mapping[str, Mapping[str, Any]],
+                       at: float) -> Plan[Change]:
+    return (yield from _mirror_write(owner, index, project, [], files, at))
+
+
+def _mirror_write(owner: str, index: str, project: str, records: list[Record],
+                  files: Mapping[str, Mapping[str, Any]], at: float) -> Plan[Change]:
+    serial = yield from take_serial()
+    if (yield one(INDEX_SERIAL, owner, index)) is None:
+        raise RecordMissing(f"{owner}/{index}")
+    records = records + [Record(FILE, relpath, {"project": project, "entry": dict(entry)})
+                         for relpath, entry in sorted(files.items())]
     return (yield from commit(serial, records, at))
