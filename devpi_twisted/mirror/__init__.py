@@ -1,0 +1,1 @@
+"""The PyPI caching mirror: upstream client, page parsing, cache policy."""
