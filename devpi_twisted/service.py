@@ -32,6 +32,8 @@ from twisted.logger import Logger, STDLibLogObserver, globalLogPublisher
 
 from devpi_twisted import serverdir as sd
 from devpi_twisted.config import Config, ConfigError, SERVER_OPTIONS, load_yaml_file, make_options_class
+from devpi_twisted.mirror.cache import Mirror
+from devpi_twisted.mirror.upstream import Upstream
 from devpi_twisted.model.acl import Policy, parse_principals
 from devpi_twisted.model.ops import ServerOps, root_pypi, root_user
 from devpi_twisted.model.tokens import TokenSigner, derive_keys
@@ -326,8 +328,11 @@ def build_service(config: Config, reactor: Any) -> IService:
         shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(mode=0o700, exist_ok=True)
     http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor)))
+    upstream = Upstream(reactor, http, timeout=config.request_timeout)
+    mirror = Mirror(storage, upstream, blobs, staging, offload, offline=config.offline_mode,
+                    default_expiry=config.mirror_cache_expiry)
     app = IndexApp(ops, info, ReleaseOps(storage, blobs, time.time), SimpleOps(storage), blobs,
-                   offload, staging, http)
+                   offload, staging, http, mirror)
     site = DevpiSite(app.resource(), info, lambda: storage.serial, access_log=config.debug)
 
     root = DevpiService(lock)

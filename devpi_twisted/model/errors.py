@@ -53,3 +53,7 @@ class TooLarge(DomainError):
 
 class Unavailable(DomainError):
     """A dependency (database, upstream) cannot answer right now."""
+
+
+class UpstreamFailed(DomainError):
+    """A mirror's upstream failed and nothing cached can stand in (a bad gateway)."""

@@ -2,23 +2,31 @@
 
 Links are collected along the resolution order (model.md 6): each stage that
 has the project adds its release files unless a file of that name was taken
-from an earlier stage. Mirror indexes contribute nothing until the mirror
-exists (issue 6). Pages are kept per (index, project) with the serial they
-were built at, and reused while storage reports no change to that project or
-to any index configuration since.
+from an earlier stage; mirrors come last, with the links of their stored
+upstream page, unless a private stage has the project and no mirror_whitelist
+lets the mirror in (model.md 6.2). Before a mirror's page is read, the caller's
+``refresh`` makes it current (the mirror layer decides when to ask upstream).
+Pages are kept per (index, project) with the serial they were built at, and
+reused while storage reports no change to that project or to any index
+configuration since.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
 
-from devpi_twisted.model.errors import NotFound
+from devpi_twisted.model.errors import DomainError, InvalidInput, NotFound
 from devpi_twisted.model.indexes import MIRROR, resolution_order
 from devpi_twisted.model.names import normalize_project
+from devpi_twisted.model.releases import split_filename
 from devpi_twisted.storage.interface import Storage
+
+# refresh(mirror name, its config, project) -> "fresh" | "cached" | "missing"
+Refresh = Callable[[str, Mapping[str, Any], str], Awaitable[str]]
+FRESH = "fresh"
 
 PAGE_CACHE_SIZE = 4096
 
@@ -43,6 +51,7 @@ class ProjectPage:
     links: tuple[Link, ...]
     versions: tuple[str, ...]
     serial: int
+    mirrors: tuple[tuple[str, Mapping[str, Any]], ...] = ()  # consulted: (name, config)
 
 
 def _links_of_version(stage: str, data: Mapping[str, Any]) -> list[Link]:
@@ -61,6 +70,46 @@ def _links_of_version(stage: str, data: Mapping[str, Any]) -> list[Link]:
     return found
 
 
+def _links_of_mirror(stage: str, value: Mapping[str, Any]) -> tuple[list[Link], set[str]]:
+    links, versions = [], set()
+    for link in value.get("links", []):
+        links.append(Link(
+            stage=stage, filename=link["filename"], relpath=link["entrypath"],
+            sha256=link.get("sha256"), requires_python=link.get("requires_python"),
+            yanked=link.get("yanked", False), size=link.get("size"),
+            upload_time=link.get("upload_time"), core_metadata=link.get("core_metadata")))
+        try:
+            versions.add(split_filename(link["filename"])[1])
+        except InvalidInput:
+            pass
+    return links, versions
+
+
+def _whitelist(configs: Mapping[str, Mapping[str, Any]], order: list[str],
+               requested: str, project: str, has: Mapping[str, bool]) -> set[str]:
+    """The mirrors of ``order`` that may supply ``project`` (model.md 6.2)."""
+    union = configs[requested].get("mirror_whitelist_inheritance", "union") != "intersection"
+    allowed: set[str] | None = None
+    whitelisted = private_hit = False
+    mirrors = set()
+    for stage in order:
+        config = configs[stage]
+        if config.get("type") == MIRROR:
+            if not private_hit or whitelisted:
+                mirrors.add(stage)
+            continue
+        names = {n if n == "*" else normalize_project(n) for n in config.get("mirror_whitelist", ())}
+        if allowed is None:
+            allowed = names
+        else:
+            allowed = allowed | names if union else allowed & names
+        if "*" in allowed or project in allowed:
+            whitelisted = True
+        elif has.get(stage):
+            private_hit = True
+    return mirrors
+
+
 class SimpleOps:
     def __init__(self, storage: Storage) -> None:
         self._storage = storage
@@ -73,46 +122,106 @@ class SimpleOps:
         return resolution_order(f"{user}/{index}", configs.get)
 
     async def project_names(self, user: str, index: str) -> list[str]:
-        """Normalised names along the bases, each once, stage by stage."""
+        """Normalised names along the bases, each once, stage by stage (of a mirror: the
+        projects it holds a page of)."""
         names: dict[str, None] = {}
         configs = {i.name: i.config for i in await self._storage.list_indexes()}
         for stage in await self._order(user, index):
-            if configs[stage].get("type") == MIRROR:
-                continue
             owner, name = stage.split("/", 1)
-            for project in await self._storage.list_projects(owner, name):
+            if configs[stage].get("type") == MIRROR:
+                found = await self._storage.list_mirror_projects(owner, name)
+            else:
+                found = await self._storage.list_projects(owner, name)
+            for project in found:
                 names.setdefault(project, None)
         return list(names)
 
-    async def project_page(self, user: str, index: str, name: str) -> ProjectPage:
-        """The links of ``name`` as seen from ``user/index``; NotFound if no stage has it."""
+    async def mirrors_of(self, user: str, index: str) -> list[str]:
+        """The mirror indexes in ``user/index``'s resolution order."""
+        configs = {i.name: i.config for i in await self._storage.list_indexes()}
+        return [s for s in await self._order(user, index) if configs[s].get("type") == MIRROR]
+
+    async def project_page(self, user: str, index: str, name: str,
+                           refresh: Refresh | None = None) -> ProjectPage:
+        return (await self.project_view(user, index, name, refresh))[0]
+
+    async def project_view(self, user: str, index: str, name: str,
+                           refresh: Refresh | None = None) -> tuple[ProjectPage, bool]:
+        """The links of ``name`` as seen from ``user/index``, and whether a mirror's part
+        was served from its cache rather than confirmed by upstream just now (stale);
+        NotFound if no index has it."""
         project = normalize_project(name)
         key = (f"{user}/{index}", project)
+        await self._storage.sync()  # commits of the other worker processes first
         cached = self._pages.get(key)
         if cached is not None and not self._storage.changed_since(project, cached.serial):
-            return cached
+            fresh = await self._refresh_mirrors(cached.mirrors, f"{user}/{index}", project, refresh)
+            if not self._storage.changed_since(project, cached.serial):
+                return cached, not fresh
+        return await self._build(user, index, project, refresh)
+
+    async def _refresh_mirrors(self, mirrors: tuple[tuple[str, Mapping[str, Any]], ...],
+                               requested: str, project: str, refresh: Refresh | None) -> bool:
+        """Bring the consulted mirrors' pages up to date; whether all were fresh. A
+        mirror other than the requested index that fails is left out (model.md 6.2)."""
+        fresh = True
+        for mirror, config in mirrors:
+            if refresh is None:
+                fresh = False
+                continue
+            try:
+                fresh = await refresh(mirror, config, project) == FRESH and fresh
+            except DomainError:
+                if mirror == requested:
+                    raise
+                fresh = False
+        return fresh
+
+    async def _build(self, user: str, index: str, project: str,
+                     refresh: Refresh | None) -> tuple[ProjectPage, bool]:
         serial = self._storage.serial
         configs = {i.name: i.config for i in await self._storage.list_indexes()}
+        requested = f"{user}/{index}"
+        order = await self._order(user, index)
+        records = {}
+        for stage in order:
+            if configs[stage].get("type") != MIRROR:
+                owner, stage_index = stage.split("/", 1)
+                records[stage] = await self._storage.get_versions(owner, stage_index, project)
+        allowed = _whitelist(configs, order, requested, project,
+                             {stage: bool(found) for stage, found in records.items()})
+        mirrors = tuple((m, configs[m]) for m in order if m in allowed)
+        fresh = await self._refresh_mirrors(mirrors, requested, project, refresh)
         links: list[Link] = []
         taken: set[str] = set()
         versions: set[str] = set()
         found = False
-        for stage in await self._order(user, index):
-            if configs[stage].get("type") == MIRROR:
+        for stage in order:
+            if stage in records:
+                stage_links = []
+                for record in records[stage]:
+                    versions.add(record.version)
+                    stage_links += _links_of_version(stage, record.data)
+                found = found or bool(records[stage])
+            elif stage in allowed:
+                owner, stage_index = stage.split("/", 1)
+                page = await self._storage.get_mirror_project(owner, stage_index, project)
+                if page is None:
+                    continue
+                stage_links, mirror_versions = _links_of_mirror(stage, page.value)
+                versions |= mirror_versions
+                found = True
+            else:
                 continue
-            owner, stage_index = stage.split("/", 1)
-            records = await self._storage.get_versions(owner, stage_index, project)
-            found = found or bool(records)
-            for record in records:
-                versions.add(record.version)
-                for link in _links_of_version(stage, record.data):
-                    if link.filename not in taken:
-                        taken.add(link.filename)
-                        links.append(link)
+            for link in stage_links:
+                if link.filename not in taken:
+                    taken.add(link.filename)
+                    links.append(link)
         if not found:
             raise NotFound(f"The project {project} does not exist.")
-        page = ProjectPage(f"{user}/{index}", project, tuple(links), tuple(sorted(versions)), serial)
+        page = ProjectPage(requested, project, tuple(links), tuple(sorted(versions)), serial,
+                           mirrors)
         if len(self._pages) >= PAGE_CACHE_SIZE:
             self._pages.pop(next(iter(self._pages)))
-        self._pages[key] = page
-        return page
+        self._pages[(requested, project)] = page
+        return page, not fresh

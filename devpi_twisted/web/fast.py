@@ -20,7 +20,7 @@ _log = Logger()
 
 
 class FastRoutes(Resource):
-    """The site's root resource: ``GET|HEAD /{user}/{index}/+f/{path}`` and
+    """The site's root resource: ``GET|HEAD /{user}/{index}/+f|+e/{path}`` and
     ``GET|HEAD /{user}/{index}/+simple/{project}/`` go straight to ``app``'s handlers,
     every other request to ``fallback`` (the Klein resource)."""
 
@@ -38,9 +38,9 @@ class FastRoutes(Resource):
         if len(path) < 4 or path[0][:1] in (b"+", b"") or path[1][:1] in (b"+", b""):
             return None
         try:
-            if path[2] == b"+f" and all(path[3:]):
-                return self._app.release_file, (path[0].decode(), path[1].decode(),
-                                                b"/".join(path[3:]).decode())
+            if path[2] in (b"+f", b"+e") and all(path[3:]):
+                handler = self._app.release_file if path[2] == b"+f" else self._app.external_file
+                return handler, (path[0].decode(), path[1].decode(), b"/".join(path[3:]).decode())
             if path[2] == b"+simple" and len(path) == 5 and path[3] and not path[4]:
                 return self._app.simple_project, (path[0].decode(), path[1].decode(),
                                                   path[3].decode())

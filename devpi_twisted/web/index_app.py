@@ -11,18 +11,25 @@ import os
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
 from klein import Klein
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.protocols.ftp import FileConsumer
 from twisted.web.iweb import IRequest
 
-from devpi_twisted.model.errors import DomainError, Gone, InvalidInput, NotFound, UnsupportedMedia
+from devpi_twisted.mirror.cache import CACHED, Mirror, MirrorFailed, NoSuchFile, TransferBroken
+from devpi_twisted.model.errors import (
+    DomainError, Gone, InvalidInput, NotFound, UnsupportedMedia, UpstreamFailed,
+)
+from devpi_twisted.model.indexes import MIRROR
 from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.release_ops import Identical, IncomingFile, IncomingMetadata, ReleaseOps
+from devpi_twisted.model.releases import split_filename
 from devpi_twisted.model.simple import SimpleOps
 from devpi_twisted.storage.adapter import shielded
 from devpi_twisted.storage.blobs import BlobMissing, BlobReadStopped, BlobStore
@@ -37,6 +44,7 @@ from devpi_twisted.web.simple import is_installer, render_project, render_projec
 from devpi_twisted.web.site import ServerInfo
 
 RENDERED_PAGES = 4096
+_log = Logger()
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 Offload = Callable[..., Deferred[Any]]
 
@@ -56,9 +64,11 @@ class IndexApp(ManagementApp):
     app = ManagementApp.app
 
     def __init__(self, ops: ServerOps, info: ServerInfo, releases: ReleaseOps, simple: SimpleOps,
-                 blobs: BlobStore, offload: Offload, staging: Path, http: Any = None) -> None:
+                 blobs: BlobStore, offload: Offload, staging: Path, http: Any = None,
+                 mirror: Mirror | None = None) -> None:
         super().__init__(ops, info)
         self._http = http
+        self._mirror = mirror
         self._rendered: dict[tuple[int, bool, int], tuple[Any, bytes, bytes]] = {}
         self._releases = releases
         self._simple = simple
@@ -191,7 +201,13 @@ class IndexApp(ManagementApp):
             return self._redirect(request, f"/{user}/{index}/+simple/{normalized}/".encode())
         if not request.path.endswith(b"/") and not self._installer_or_json(request):
             return self._redirect(request, request.path + b"/")
-        page = await self._simple.project_page(user, index, project)
+        page, stale = await self._simple.project_view(user, index, project, self._refresh)
+        if stale:  # a front proxy must not keep a page built from a cache (mirror.md 6)
+            now = formatdate(usegmt=True).encode()
+            request.setHeader(b"Cache-Control", b"max-age=0, must-revalidate, no-cache, no-store")
+            request.setHeader(b"Expires", now)
+            request.setHeader(b"Last-Modified", now)
+            request.setHeader(b"Pragma", b"no-cache")
         as_json = wants_json(request)
         etag = b'"%d-%s"' % (page.serial, b"json" if as_json else b"html")
         request.setHeader(b"ETag", etag)
@@ -207,6 +223,25 @@ class IndexApp(ManagementApp):
             cached = self._rendered[key] = (page, *render_project(request, page))
         _, body, ctype = cached
         return self._page(request, body, ctype)
+
+    async def _refresh(self, name: str, config: Mapping[str, Any], project: str) -> str:
+        """Bring a mirror's page of ``project`` up to date (the domain's Refresh)."""
+        if self._mirror is None:
+            return CACHED
+        try:
+            return await self._mirror.ensure(name, config, project)
+        except MirrorFailed as e:
+            raise UpstreamFailed(str(e)) from None
+
+    @_route(app, "/<user>/<index>/+simple/<project>/refresh", ["POST"])
+    async def refresh_project(self, request: IRequest, user: str, index: str, project: str) -> bytes:
+        """Ask upstream again for ``project`` on every mirror the index inherits from."""
+        self._check_segment(user, index, project)
+        project = normalize_project(project)
+        if self._mirror is not None:
+            for name in await self._simple.mirrors_of(user, index):
+                self._mirror.forget(name, project)
+        return self._redirect(request, f"/{user}/{index}/+simple/{project}/".encode())
 
     @staticmethod
     def _page(request: IRequest, body: bytes, ctype: bytes) -> bytes:
@@ -353,9 +388,52 @@ class IndexApp(ManagementApp):
 
     @_route(app, "/<user>/<index>/+f/<path:rest>", ["GET", "HEAD"])
     async def release_file(self, request: IRequest, user: str, index: str, rest: str) -> bytes:
-        relpath = f"{user}/{index}/+f/{rest}".split("#", 1)[0]
+        return await self._file(request, user, index, f"{user}/{index}/+f/{rest}")
+
+    @_route(app, "/<user>/<index>/+e/<path:rest>", ["GET", "HEAD"])
+    async def external_file(self, request: IRequest, user: str, index: str, rest: str) -> bytes:
+        """A mirrored file upstream published without a sha256 (mirror.md 5)."""
+        return await self._file(request, user, index, f"{user}/{index}/+e/{rest}")
+
+    async def _mirror_file(self, request: IRequest, user: str, index: str, relpath: str) -> bytes:
+        """A mirror's file not stored yet: fetched, streamed to the client, stored."""
+        config = await self._ops.get_index(user, index)
+        if config.get("type") != MIRROR or self._mirror is None:
+            raise NotFound("no such file")
+        filename = relpath.rsplit("/", 1)[-1]
+        try:
+            name, version, _ = split_filename(filename.removesuffix(".metadata"))
+        except InvalidInput:
+            raise NotFound("no such file") from None
+
+        def start(headers: Mapping[str, str]) -> Any:
+            for key, value in headers.items():
+                request.setHeader(key.encode(), value.encode("latin-1"))
+            return None if request.method == b"HEAD" else request
+
+        try:
+            sent = await shielded(Deferred.fromCoroutine(self._mirror.download(
+                f"{user}/{index}", normalize_project(name), version, relpath, start)))
+        except NoSuchFile:
+            raise NotFound("no such file") from None
+        except MirrorFailed as e:
+            raise UpstreamFailed(str(e)) from None
+        except TransferBroken as e:  # the client must not take the short or wrong body
+            _log.warn("mirror download of {relpath} broke: {error}", relpath=relpath, error=e)
+            if request.channel is not None:
+                request.channel.transport.abortConnection()
+            return b""
+        if sent == 0:  # another request fetched it meanwhile: now it is ours to serve
+            return await self._file(request, user, index, relpath, fetch=False)
+        return b""
+
+    async def _file(self, request: IRequest, user: str, index: str, relpath: str,
+                    fetch: bool = True) -> bytes:
+        relpath = relpath.split("#", 1)[0]
         record = await self._releases.file_record(relpath)
         if record is None:
+            if fetch:
+                return await self._mirror_file(request, user, index, relpath)
             raise NotFound("no such file")
         if record.deleted:
             raise Gone("file existed, deleted in later serial")

@@ -24,6 +24,7 @@ STATUS = {
     errors.TooLarge: 413,
     errors.UnsupportedMedia: 415,
     errors.Unavailable: 503,
+    errors.UpstreamFailed: 502,
 }
 
 

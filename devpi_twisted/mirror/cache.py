@@ -1,0 +1,364 @@
+"""Cache policy of mirror indexes (spec/mirror.md 3-8): when to ask upstream for a
+project page, what to store, what to serve when upstream fails; first downloads of
+release files, streamed to the client while they are written and checked.
+
+A project's page is stored (one write, one serial) only when its links changed; its
+age is kept in memory, so the first request after a restart revalidates (cheaply,
+with the stored ETag). Links are stored as dicts that the domain layer reads
+(model/simple.py): filename, entrypath, url, hash_spec, sha256, requires_python,
+yanked, core_metadata (sha256 of the PEP 658 file or None), size, upload_time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+
+from devpi_twisted.mirror.parse import PageError, UpstreamLink, parse_project_page
+from devpi_twisted.mirror.upstream import Upstream, UpstreamError, discard, forward, public_url
+from devpi_twisted.storage.blobs import BlobStore
+from devpi_twisted.storage.interface import RecordMissing, Storage
+
+FRESH, CACHED, MISSING = "fresh", "cached", "missing"
+DEFAULT_EXPIRY = 1800
+_log = Logger()
+
+
+class MirrorFailed(Exception):
+    """Upstream failed and nothing cached can stand in; ``str`` is for the client."""
+
+
+class NoSuchFile(Exception):
+    """Neither we nor upstream have the file."""
+
+
+class TransferBroken(Exception):
+    """Upstream's body was short or did not match its hash, after the client's response
+    had started: the client must see a broken transfer."""
+
+
+def entrypath(name: str, link: UpstreamLink) -> str:
+    """Where we serve a mirrored file: ``+f/<hash dirs>/`` with a sha256, else ``+e/``."""
+    if link.hash_algo == "sha256" and link.hash_value:
+        h = link.hash_value
+        return f"{name}/+f/{h[:3]}/{h[3:16]}/{link.filename}"
+    parts = urlsplit(link.url)
+    folder = quote(f"{parts.netloc}{parts.path.rsplit('/', 1)[0]}".replace("/", "_"), safe="")
+    return f"{name}/+e/{folder}/{link.filename}"
+
+
+def link_record(name: str, link: UpstreamLink) -> dict[str, Any]:
+    core = link.core_metadata
+    return {
+        "filename": link.filename, "entrypath": entrypath(name, link), "url": link.url,
+        "hash_spec": f"{link.hash_algo}={link.hash_value}" if link.hash_value else "",
+        "sha256": link.hash_value if link.hash_algo == "sha256" else None,
+        "requires_python": link.requires_python, "yanked": link.yanked,
+        "core_metadata": core[len("sha256="):] if isinstance(core, str)
+        and core.startswith("sha256=") else None,
+        "size": link.size, "upload_time": link.upload_time}
+
+
+class Mirror:
+    def __init__(self, storage: Storage, upstream: Upstream, blobs: BlobStore, staging: Path,
+                 offload: Callable[..., Deferred[Any]], offline: bool = False,
+                 default_expiry: int = DEFAULT_EXPIRY, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self._storage = storage
+        self._upstream = upstream
+        self._blobs = blobs
+        self._staging = staging
+        self._offload = offload
+        self.offline = offline
+        self._default_expiry = default_expiry
+        self._clock = clock
+        self._checked: dict[tuple[str, str], float] = {}  # when upstream last confirmed a page
+        self._missing: dict[tuple[str, str], float] = {}  # upstream said 404 (negative cache)
+        self._refreshing: dict[tuple[str, str], Deferred[str]] = {}
+        self._downloads: dict[str, Deferred[None]] = {}
+        self.stats = {"page_hits": 0, "page_fetches": 0, "page_errors": 0, "file_fetches": 0,
+                      "file_errors": 0}
+
+    def _expiry(self, config: Mapping[str, Any]) -> float:
+        value = config.get("mirror_cache_expiry")
+        return float(self._default_expiry if value in (None, "") else value)
+
+    # -- project pages -------------------------------------------------------------------
+
+    def forget(self, name: str, project: str) -> None:
+        """Make the next request of the page ask upstream (``refresh``)."""
+        self._checked.pop((name, project), None)
+        self._missing.pop((name, project), None)
+
+    async def ensure(self, name: str, config: Mapping[str, Any], project: str) -> str:
+        """Make the stored page of ``project`` on mirror ``name`` current enough; FRESH
+        (confirmed by upstream just now), CACHED (served from the cache: young enough,
+        offline, or upstream failing) or MISSING (no such project). MirrorFailed when
+        upstream fails and nothing is cached."""
+        key = (name, project)
+        now = self._clock()
+        expiry = self._expiry(config)
+        checked = self._checked.get(key)
+        if checked is not None and now - checked < expiry:
+            self.stats["page_hits"] += 1
+            return CACHED
+        missing = self._missing.get(key)
+        if missing is not None and now - missing < expiry:
+            return MISSING
+        running = self._refreshing.get(key)
+        if running is None:
+            running = Deferred.fromCoroutine(self._refresh(name, config, project))
+            self._refreshing[key] = running
+            running.addBoth(self._refreshed, key)
+        waiter: Deferred[str] = Deferred(lambda _: None)
+        running.addBoth(forward, waiter)
+        return await waiter
+
+    def _refreshed(self, result: Any, key: tuple[str, str]) -> Any:
+        self._refreshing.pop(key, None)
+        return result
+
+    async def _refresh(self, name: str, config: Mapping[str, Any], project: str) -> str:
+        user, index = name.split("/", 1)
+        record = await self._storage.get_mirror_project(user, index, project)
+        cached = record.value if record is not None else None
+        if self.offline:
+            return CACHED if cached is not None else MISSING
+        url = str(config.get("mirror_url") or "").rstrip("/") + f"/{project}/"
+        self.stats["page_fetches"] += 1
+        try:
+            reply = await self._upstream.get_page(url, cached.get("etag") if cached else None)
+        except UpstreamError as e:
+            return self._failed(name, cached, str(e))
+        key = (name, project)
+        if reply.status == 304 and cached is not None:
+            self._checked[key] = self._clock()
+            return FRESH
+        if reply.status == 404:
+            self._missing[key] = self._clock()
+            return CACHED if cached is not None else MISSING
+        if reply.status != 200:
+            return self._failed(name, cached, f"{reply.status} status on GET {public_url(url)}")
+        serial = _int(reply.headers.get("x-pypi-last-serial"), -1)
+        if cached is not None and serial < int(cached.get("serial", -1)):
+            if not config.get("mirror_ignore_serial_header"):
+                return self._failed(name, cached, f"upstream serial {serial} is behind "
+                                    f"{cached.get('serial')} for {public_url(url)}")
+            serial = -1
+        try:
+            links = parse_project_page(reply.body, reply.headers.get("content-type", ""),
+                                       reply.url, project)
+        except PageError as e:
+            return self._failed(name, cached, f"invalid page from {public_url(url)}: {e}")
+        value = {"links": [link_record(name, link) for link in links], "serial": serial,
+                 "etag": reply.headers.get("etag")}
+        if cached is None or cached.get("links") != value["links"] or \
+                cached.get("etag") != value["etag"]:
+            try:
+                await self._storage.write_mirror_project(user, index, project, value, {})
+            except RecordMissing:
+                return MISSING  # the index was deleted meanwhile
+        self._checked[key] = self._clock()
+        self._missing.pop(key, None)
+        return FRESH
+
+    def _failed(self, name: str, cached: Mapping[str, Any] | None, error: str) -> str:
+        self.stats["page_errors"] += 1
+        _log.warn("mirror {name}: {error}", name=name, error=error)
+        if cached is None:
+            raise MirrorFailed(error)
+        return CACHED
+
+    # -- release files ---------------------------------------------------------------------
+
+    async def link_for(self, name: str, project: str, relpath: str) -> Mapping[str, Any] | None:
+        """The stored link whose entrypath is ``relpath`` (a ``.metadata`` path gives
+        its release file's link with ``metadata`` True)."""
+        user, index = name.split("/", 1)
+        record = await self._storage.get_mirror_project(user, index, project)
+        if record is None:
+            return None
+        base = relpath[:-len(".metadata")] if relpath.endswith(".metadata") else relpath
+        for link in record.value.get("links", []):
+            if link.get("entrypath") == base:
+                if base != relpath:
+                    return {**link, "url": link["url"] + ".metadata", "metadata": True,
+                            "sha256": link.get("core_metadata"), "hash_spec": (
+                                f"sha256={link['core_metadata']}" if link.get("core_metadata")
+                                else "")}
+                return link
+        return None
+
+    async def download(self, name: str, project: str, version: str, relpath: str,
+                       start: Callable[[Mapping[str, str]], IConsumer | None]) -> int:
+        """Fetch ``relpath`` from upstream, streaming it to the consumer ``start`` returns
+        once upstream answered (called with the headers to send; None: HEAD, nothing to
+        send), writing it to a staging file; checked (length, hash) and stored with its
+        file record at the end. Concurrent downloads of one file wait for the first and
+        get NoSuchFile-free local serving afterwards (returns 0 then: serve the blob)."""
+        running = self._downloads.get(relpath)
+        if running is not None:
+            waiter: Deferred[None] = Deferred(lambda _: None)
+            running.addBoth(forward, waiter)
+            try:
+                await waiter
+            except Exception:
+                pass
+            return 0
+        mine: Deferred[None] = Deferred()
+        self._downloads[relpath] = mine
+        try:
+            sent = await self._download(name, project, version, relpath, start)
+        except BaseException as e:
+            self._downloads.pop(relpath, None)
+            mine.errback(Failure(e))
+            raise
+        self._downloads.pop(relpath, None)
+        mine.callback(None)
+        return sent
+
+    async def _download(self, name: str, project: str, version: str, relpath: str,
+                        start: Callable[[Mapping[str, str]], IConsumer | None]) -> int:
+        if self.offline:
+            raise MirrorFailed(f"{relpath} is not cached and the server is in offline mode")
+        link = await self.link_for(name, project, relpath)
+        if link is None:
+            raise NoSuchFile(relpath)
+        self.stats["file_fetches"] += 1
+        try:
+            response = await self._upstream.open(link["url"])
+        except UpstreamError as e:
+            self.stats["file_errors"] += 1
+            raise MirrorFailed(f"error getting {public_url(link['url'])}: {e}") from None
+        if response.code != 200:
+            self.stats["file_errors"] += 1
+            await discard(response)
+            if response.code == 404:
+                raise NoSuchFile(relpath)
+            raise MirrorFailed(f"error {response.code} getting {public_url(link['url'])}")
+        headers = {"Content-Type": response.headers.getRawHeaders(
+            b"content-type", [b"application/octet-stream"])[0].decode("latin-1"),
+                   "X-Accel-Buffering": "no"}
+        length = response.length if isinstance(response.length, int) else None
+        if length is not None:
+            headers["Content-Length"] = str(length)
+        modified = response.headers.getRawHeaders(b"last-modified", [None])[0]
+        if modified:
+            headers["Last-Modified"] = modified.decode("latin-1")
+        consumer = start(headers)
+        fd, spool = tempfile.mkstemp(dir=self._staging, prefix="mirror-")
+        os.close(fd)
+        spool_path = Path(spool)
+        try:
+            size, sha256 = await self._receive(response, consumer, spool_path)
+            expected = link.get("sha256")
+            if (length is not None and size != length) or (expected and sha256 != expected):
+                self.stats["file_errors"] += 1
+                raise TransferBroken(f"{public_url(link['url'])}: got {size} bytes with sha256 "
+                                     f"{sha256}, expected {length} bytes, sha256 {expected}")
+            entry = {"hash_spec": f"sha256={sha256}", "hashes": {"sha256": sha256},
+                     "last_modified": modified.decode("latin-1") if modified
+                     else formatdate(usegmt=True), "url": link["url"], "project": project,
+                     "version": version, "size": size}
+            await self._blobs.move_in([(relpath, spool_path, sha256)])
+            user, index = name.split("/", 1)
+            await self._storage.write_mirror_files(user, index, project, {relpath: entry})
+            return size
+        finally:
+            spool_path.unlink(missing_ok=True)
+
+    async def _receive(self, response: Any, consumer: IConsumer | None,
+                       spool: Path) -> tuple[int, str]:
+        """The body to the consumer and to ``spool`` (written on a thread, in order);
+        returns (size, sha256). A slow client pauses the upstream connection."""
+        receiver = _Receiver(consumer, spool, self._offload)
+        response.deliverBody(receiver)
+        return await receiver.done
+
+
+class _Receiver(Protocol):
+    def __init__(self, consumer: IConsumer | None, spool: Path,
+                 offload: Callable[..., Deferred[Any]]) -> None:
+        self._consumer = consumer
+        self._file = open(spool, "wb")  # noqa: SIM115 - closed when the body ends
+        self._offload = offload
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._writing: Deferred[Any] | None = None
+        self._pending: list[bytes] = []
+        self.done: Deferred[tuple[int, str]] = Deferred()
+
+    def connectionMade(self) -> None:
+        if self._consumer is not None:
+            self._consumer.registerProducer(self.transport, True)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._hash.update(data)
+        self._size += len(data)
+        if self._consumer is not None:
+            self._consumer.write(data)
+        if self._error is not None:
+            return
+        self._pending.append(data)
+        if self._writing is None:
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        chunk, self._pending = b"".join(self._pending), []
+        self._writing = self._offload(self._file.write, chunk)
+        self._writing.addBoth(self._written)
+
+    def _written(self, result: Any) -> Any:
+        self._writing = None
+        if isinstance(result, Failure):
+            self._pending = []
+            self._error = result
+        elif self._pending:
+            self._write_pending()
+            return None
+        if self._ended is not None:
+            self._finish()
+        return None
+
+    _ended: Failure | None = None
+    _error: Failure | None = None
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.unregisterProducer()
+            except Exception:  # the client is gone already
+                pass
+        self._ended = reason
+        if self._writing is None:
+            self._finish()
+
+    def _finish(self) -> None:
+        self._file.close()
+        if self._error is not None:
+            self.done.errback(self._error)
+        elif self._ended is not None and not self._ended.check(ResponseDone):
+            self.done.errback(TransferBroken(f"upstream body broke off: {self._ended.value}"))
+        else:
+            self.done.callback((self._size, self._hash.hexdigest()))
+
+
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default

@@ -1,0 +1,185 @@
+"""The upstream client: simple pages and files from another index server, over treq.
+
+One shared connection pool (the treq client the service builds); every request has a
+timeout; connection errors, timeouts and 5xx answers are retried with exponential
+back-off and jitter on the reactor clock; page bodies are capped; credentials embedded
+in a mirror URL become a Basic Authorization header and never appear in URLs we log
+or show. Concurrent requests for the same page share one upstream request.
+"""
+
+from __future__ import annotations
+
+import random
+from base64 import b64encode
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import attrs
+import treq
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from devpi_twisted import __version__
+
+PAGE_ACCEPT = ("application/vnd.pypi.simple.v1+json, "
+               "application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01")
+MAX_PAGE = 64 << 20  # bytes of one simple page (PyPI's whole project list is ~30 MB)
+RETRIES = 2  # after the first try
+BACKOFF = 0.25  # seconds before the first retry; doubled each time, with jitter
+USER_AGENT = f"devpi-twisted/{__version__}"
+_log = Logger()
+
+
+class UpstreamError(Exception):
+    """No usable answer: connection refused or reset, timeout, 5xx, oversized body."""
+
+
+@attrs.frozen
+class Reply:
+    status: int
+    headers: Mapping[str, str]  # lower-case names, first value
+    body: bytes
+    url: str
+
+
+def split_credentials(url: str) -> tuple[str, str | None]:
+    """``url`` without ``user:password@``, and the Basic Authorization value for them."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, None
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    plain = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    secret = f"{parts.username}:{parts.password or ''}".encode()
+    return plain, "Basic " + b64encode(secret).decode()
+
+
+def public_url(url: str) -> str:
+    """``url`` fit to show or log: credentials removed."""
+    return split_credentials(url)[0]
+
+
+def _headers(response: Any) -> dict[str, str]:
+    found = {}
+    for name, values in response.headers.getAllRawHeaders():
+        found[name.decode("latin-1").lower()] = values[0].decode("latin-1")
+    return found
+
+
+class Upstream:
+    def __init__(self, reactor: Any, http: Any, timeout: float = 5.0, retries: int = RETRIES,
+                 max_page: int = MAX_PAGE) -> None:
+        self._reactor = reactor
+        self._http = http
+        self.timeout = timeout
+        self._retries = retries
+        self._max_page = max_page
+        self._pages: dict[tuple[str, str | None], Deferred[Reply]] = {}
+        self.stats = {"requests": 0, "errors": 0, "retries": 0}
+
+    def get_page(self, url: str, etag: str | None = None,
+                 timeout: float | None = None) -> Deferred[Reply]:
+        """GET a simple page (JSON preferred); 304 when ``etag`` still matches. Callers
+        asking for the same page meanwhile share the request (cancelling one of them
+        does not cancel it for the others)."""
+        key = (url, etag)
+        shared = self._pages.get(key)
+        if shared is None:
+            shared = Deferred.fromCoroutine(self._get_page(url, etag, timeout or self.timeout))
+            self._pages[key] = shared
+
+            def done(result: Any) -> Any:
+                self._pages.pop(key, None)
+                return result
+
+            shared.addBoth(done)
+        waiter: Deferred[Reply] = Deferred(lambda _: None)
+        shared.addBoth(forward, waiter)
+        return waiter
+
+    async def _get_page(self, url: str, etag: str | None, timeout: float) -> Reply:
+        headers = {"Accept": PAGE_ACCEPT}
+        if etag:
+            headers["If-None-Match"] = etag
+        response = await self._request("GET", url, headers, timeout)
+        try:
+            body = await self._read_capped(response)
+        except UpstreamError:
+            raise
+        except Exception as e:  # the connection broke while the body came in
+            self.stats["errors"] += 1
+            raise UpstreamError(f"{type(e).__name__} reading {public_url(url)}") from None
+        return Reply(response.code, _headers(response), body, url)
+
+    async def open(self, url: str, timeout: float | None = None) -> Any:
+        """GET a file; the treq response, its body not read yet (deliverBody / collect)."""
+        return await self._request("GET", url, {}, timeout or self.timeout, unbuffered=True)
+
+    async def _request(self, method: str, url: str, headers: dict[str, str], timeout: float,
+                       unbuffered: bool = False) -> Any:
+        plain, auth = split_credentials(url)
+        headers = {"User-Agent": USER_AGENT, **headers}
+        if auth:
+            headers["Authorization"] = auth
+        delay = BACKOFF
+        for attempt in range(self._retries + 1):
+            self.stats["requests"] += 1
+            try:
+                response = await self._http.request(method, plain, headers=headers, timeout=timeout,
+                                                    unbuffered=unbuffered)
+            except CancelledError:
+                raise
+            except Exception as e:  # refused, reset, DNS, TLS, timeout
+                error = f"{type(e).__name__} on {method} {plain}"
+            else:
+                if response.code < 500:
+                    return response
+                error = f"{response.code} status on {method} {plain}"
+                await discard(response)
+            self.stats["errors"] += 1
+            if attempt < self._retries:
+                self.stats["retries"] += 1
+                await deferLater(self._reactor, delay * (0.5 + random.random()), lambda: None)
+                delay *= 2
+        _log.warn("upstream: {error}", error=error)
+        raise UpstreamError(error)
+
+    async def _read_capped(self, response: Any) -> bytes:
+        length = response.length if isinstance(response.length, int) else None
+        if length is not None and length > self._max_page:
+            await discard(response)
+            raise UpstreamError(f"page of {length} bytes is over the {self._max_page} accepted")
+        chunks: list[bytes] = []
+        size = 0
+
+        def collect(data: bytes) -> None:
+            nonlocal size
+            size += len(data)
+            if size <= self._max_page:
+                chunks.append(data)
+
+        await treq.collect(response, collect)
+        if size > self._max_page:
+            raise UpstreamError(f"page over the {self._max_page} bytes accepted")
+        return b"".join(chunks)
+
+
+def forward(result: Any, waiter: Deferred[Any]) -> Any:
+    """Pass a shared result on to one waiter (unless it was cancelled meanwhile)."""
+    if not waiter.called:
+        if isinstance(result, Failure):
+            waiter.errback(result)
+        else:
+            waiter.callback(result)
+    return None if isinstance(result, Failure) else result
+
+
+async def discard(response: Any) -> None:
+    try:
+        await treq.collect(response, lambda _: None)
+    except Exception:  # nothing to read: the answer is already decided
+        pass

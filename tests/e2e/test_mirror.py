@@ -1,0 +1,126 @@
+"""root/pypi as a caching mirror of a fake PyPI (its own process): the real pip installs a
+dependency tree through it, again from the cache when the fake is gone (also after a
+restart of the daemon), private names shadow the mirror's unless whitelisted, and a
+file whose hash upstream got wrong is never stored (on sqlite and on PostgreSQL with
+workers, through the module-wide ``daemon``)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_uploads import pip, twine
+from tests.fakepypi import FakePyPI
+from tests.support import Daemon, call, login, make_sdist, make_wheel
+
+JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePyPI]:
+    work = tmp_path_factory.mktemp("fakepypi")
+    dists = work / "dists"
+    dists.mkdir()
+    upstream = FakePyPI(work / "fake")
+    for path in [make_wheel(dists, "mirapp", "1.0", requires=["mirlib>=1.0"]),
+                 make_wheel(dists, "mirlib", "1.0"), make_wheel(dists, "mirlib", "2.0"),
+                 make_sdist(dists, "mirlib", "2.0"), make_wheel(dists, "shadowed", "3.0"),
+                 make_wheel(dists, "badhash", "1.0")]:
+        upstream.add(path)
+    upstream.start()
+    yield upstream
+    upstream.stop()
+
+
+@pytest.fixture(scope="module")
+def mirror(daemon: Daemon, fake: FakePyPI) -> Daemon:
+    """root/pypi pointed at the fake; packages/stable (bases root/pypi) for private uploads."""
+    root = login(daemon.url, "root", "")
+    status, body, _ = call(daemon.url + "/root/pypi", "PATCH", [f"mirror_url={fake.url}"], root)
+    assert status == 200, body
+    assert call(daemon.url + "/packages", "PUT", {"password": "pkg-pass"})[0] == 201
+    auth = login(daemon.url, "packages", "pkg-pass")
+    assert call(daemon.url + "/packages/stable", "PUT", {"bases": "root/pypi"}, auth)[0] == 200
+    return daemon
+
+
+def page(url: str) -> tuple[int, dict, dict]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=JSON)) as r:
+            return r.status, json.loads(r.read()), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, {}, dict(e.headers)
+
+
+def install(index: str, target: Path, *names: str, ok: bool = True) -> str:
+    return pip("install", "--index-url", index, "--target", str(target), *names, ok=ok)
+
+
+def test_pip_installs_a_dependency_tree_through_the_mirror(mirror: Daemon, fake: FakePyPI,
+                                                           tmp_path: Path) -> None:
+    out = install(mirror.url + "/root/pypi/+simple/", tmp_path / "t", "mirapp")
+    assert "mirapp-1.0" in out and "mirlib-2.0" in out
+    status, data, _ = page(mirror.url + "/root/pypi/+simple/mirlib/")
+    assert status == 200 and data["versions"] == ["1.0", "2.0"]
+    assert {f["filename"] for f in data["files"]} == {
+        "mirlib-1.0-py3-none-any.whl", "mirlib-2.0-py3-none-any.whl", "mirlib-2.0.tar.gz"}
+    fetched = [r["path"] for r in fake.requests() if r["path"].startswith("/files/")]
+    # again, into a new target: pages young enough and files stored, upstream not asked
+    install(mirror.url + "/root/pypi/+simple/", tmp_path / "t2", "mirapp")
+    assert [r["path"] for r in fake.requests() if r["path"].startswith("/files/")] == fetched
+
+
+def test_unknown_projects_are_404(mirror: Daemon) -> None:
+    assert page(mirror.url + "/root/pypi/+simple/no-such-project/")[0] == 404
+
+
+def test_a_wrong_hash_upstream_is_never_stored(mirror: Daemon, fake: FakePyPI,
+                                               tmp_path: Path) -> None:
+    status, data, _ = page(mirror.url + "/root/pypi/+simple/badhash/")
+    assert status == 200
+    fake.set(truncate=True)
+    try:
+        install(mirror.url + "/root/pypi/+simple/", tmp_path / "t", "badhash", ok=False)
+    finally:
+        fake.set(truncate=None)
+    url = urllib.parse.urljoin(mirror.url + "/root/pypi/+simple/badhash/", data["files"][0]["url"])
+    with urllib.request.urlopen(url) as r:  # fetched whole this time, and checked
+        body = r.read()
+    import hashlib
+    assert hashlib.sha256(body).hexdigest() == data["files"][0]["hashes"]["sha256"]
+
+
+def test_private_uploads_shadow_the_mirror_unless_whitelisted(mirror: Daemon,
+                                                              tmp_path: Path) -> None:
+    index = mirror.url + "/packages/stable/+simple/"
+    assert page(index + "shadowed/")[1]["versions"] == ["3.0"]  # the mirror's
+    twine(mirror.url + "/packages/stable/", make_wheel(tmp_path, "shadowed", "0.1"))
+    assert page(index + "shadowed/")[1]["versions"] == ["0.1"]  # the private one only
+    auth = login(mirror.url, "packages", "pkg-pass")
+    assert call(mirror.url + "/packages/stable", "PATCH", ["mirror_whitelist+=shadowed"],
+                auth)[0] == 200
+    assert page(index + "shadowed/")[1]["versions"] == ["0.1", "3.0"]
+    # a name only the mirror has comes through the private index too
+    assert "mirlib-2.0" in install(index, tmp_path / "t", "mirlib")
+
+
+def test_the_cache_serves_while_upstream_is_down_also_after_a_restart(
+        mirror: Daemon, fake: FakePyPI, tmp_path: Path) -> None:
+    install(mirror.url + "/root/pypi/+simple/", tmp_path / "warm", "mirapp")
+    fake.kill()
+    try:
+        install(mirror.url + "/root/pypi/+simple/", tmp_path / "t", "mirapp")
+        mirror.stop()
+        mirror.start()
+        out = install(mirror.url + "/root/pypi/+simple/", tmp_path / "t2", "mirapp")
+        assert "mirlib-2.0" in out
+        status, _, headers = page(mirror.url + "/root/pypi/+simple/mirapp/")
+        assert status == 200 and "no-cache" in headers.get("Cache-Control", "")
+        assert page(mirror.url + "/root/pypi/+simple/never-seen/")[0] == 502
+    finally:
+        fake.start()
