@@ -1,0 +1,261 @@
+"""The mirror's cache policy and downloads against a fake PyPI (its own process), with
+real treq, a real sqlite storage and a file blob store, on the real reactor."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from treq.client import HTTPClient
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.interfaces import IConsumer
+from twisted.internet.threads import deferToThread
+from twisted.web.client import Agent, HTTPConnectionPool
+from zope.interface import implementer
+
+from devpi_twisted.mirror.cache import (
+    CACHED, FRESH, MISSING, Mirror, MirrorFailed, NoSuchFile, TransferBroken,
+)
+from devpi_twisted.mirror.upstream import Upstream
+from devpi_twisted.model.ops import root_pypi, root_user
+from devpi_twisted.storage.blobs import FileBlobStore
+from devpi_twisted.storage.executor import ThreadExecutor
+from devpi_twisted.storage.sqlite import SqliteStorage
+from tests.fakepypi import SWITCHES, FakePyPI
+from tests.support import make_sdist, make_wheel
+
+NAME = "root/pypi"
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePyPI]:
+    work = tmp_path_factory.mktemp("fake")
+    upstream = FakePyPI(work / "fake")
+    for path in [make_wheel(work, "alpha", "1.0"), make_wheel(work, "alpha", "2.0"),
+                 make_sdist(work, "alpha", "2.0"), make_wheel(work, "beta", "1.0")]:
+        upstream.add(path)
+    upstream.start()
+    yield upstream
+    upstream.stop()
+
+
+@pytest.fixture
+def upstream_switches(fake: FakePyPI) -> Iterator[FakePyPI]:
+    yield fake
+    fake.set(**{name: None for name in SWITCHES})
+
+
+class World:
+    def __init__(self, tmp_path: Path, fake: FakePyPI) -> None:
+        from twisted.internet import reactor
+
+        self.now = [1000.0]
+        self.storage = SqliteStorage.open(tmp_path / "db.sqlite3",
+                                          ThreadExecutor(reactor, "test-mirror"))
+        self.blobs = FileBlobStore(tmp_path / "files", reactor)
+        staging = tmp_path / "staging"
+        staging.mkdir()
+        self.pool = HTTPConnectionPool(reactor, persistent=False)
+        http = HTTPClient(Agent(reactor, pool=self.pool))
+        self.upstream = Upstream(reactor, http, timeout=5)
+        self.mirror = Mirror(self.storage, self.upstream, self.blobs, staging,
+                             lambda fn, *a: deferToThread(fn, *a), clock=lambda: self.now[0])
+        self.config = dict(root_pypi(fake.url).config)
+        self.fake = fake
+        self.seen = len(fake.requests())
+
+    async def setup(self) -> World:
+        index = root_pypi(self.fake.url)
+        await self.storage.bootstrap([root_user("", "not-a-hash", 0.0)], [index])
+        return self
+
+    def asked(self, prefix: str = "/") -> list[dict[str, Any]]:
+        """Requests the fake answered since this world began (or since the last call)."""
+        found = self.fake.requests()[self.seen:]
+        return [r for r in found if r["path"].startswith(prefix)]
+
+    def ensure(self, project: str, **config: Any) -> Deferred[str]:
+        return Deferred.fromCoroutine(self.mirror.ensure(NAME, {**self.config, **config}, project))
+
+    async def links(self, project: str) -> list[dict[str, Any]]:
+        record = await self.storage.get_mirror_project("root", "pypi", project)
+        return list(record.value["links"])
+
+
+@pytest.fixture
+def world(tmp_path: Path, upstream_switches: FakePyPI) -> Iterator[World]:
+    made = World(tmp_path, upstream_switches)
+    yield made
+    made.storage.close()
+
+
+@implementer(IConsumer)
+class Collect:
+    def __init__(self) -> None:
+        self.data = b""
+        self.headers: dict[str, str] = {}
+
+    def start(self, headers: dict[str, str]) -> Collect:
+        self.headers = dict(headers)
+        return self
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        pass
+
+    def unregisterProducer(self) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+
+@pytest_twisted.ensureDeferred
+async def test_many_concurrent_requests_cause_one_upstream_fetch(world: World) -> None:
+    await world.setup()
+    serial = world.storage.serial
+    results = await gatherResults([world.ensure("alpha") for _ in range(100)])
+    assert set(results) == {FRESH}
+    assert len(world.asked("/simple/alpha/")) == 1
+    assert world.storage.serial == serial + 1  # stored once
+    links = await world.links("alpha")
+    assert [link["filename"] for link in links] == [
+        "alpha-1.0-py3-none-any.whl", "alpha-2.0-py3-none-any.whl", "alpha-2.0.tar.gz"]
+    assert all(link["entrypath"].startswith("root/pypi/+f/") for link in links)
+
+
+@pytest_twisted.ensureDeferred
+async def test_young_pages_are_not_asked_again_old_ones_revalidate_with_the_etag(world: World) -> None:
+    await world.setup()
+    assert await world.ensure("alpha") == FRESH
+    serial = world.storage.serial
+    world.now[0] += 60
+    assert await world.ensure("alpha") == CACHED
+    assert len(world.asked("/simple/alpha/")) == 1
+    world.now[0] += 1800
+    assert await world.ensure("alpha") == FRESH
+    again = world.asked("/simple/alpha/")[-1]
+    assert again["status"] == 304 and again["headers"].get("if-none-match")
+    assert world.storage.serial == serial  # nothing changed, nothing written
+    assert await world.ensure("alpha", mirror_cache_expiry=0) == FRESH  # 0: ask every time
+    assert len(world.asked("/simple/alpha/")) == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_failing_upstreams_are_retried_then_the_cache_stands_in(world: World) -> None:
+    await world.setup()
+    assert await world.ensure("alpha") == FRESH
+    world.now[0] += 3600
+    world.fake.set(status=503)
+    assert await world.ensure("alpha") == CACHED
+    assert [r["status"] for r in world.asked("/simple/alpha/")] == [200, 503, 503, 503]
+    with pytest.raises(MirrorFailed, match="503"):
+        await world.ensure("beta")  # nothing cached
+    world.fake.set(status=None, reset=True)
+    world.now[0] += 3600
+    assert await world.ensure("alpha") == CACHED
+    assert world.mirror.stats["page_errors"] == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_missing_projects_are_remembered_for_the_expiry(world: World) -> None:
+    await world.setup()
+    assert await world.ensure("no-such") == MISSING
+    assert await world.ensure("no-such") == MISSING
+    assert len(world.asked("/simple/no-such/")) == 1
+    world.now[0] += 3600
+    assert await world.ensure("no-such") == MISSING
+    assert len(world.asked("/simple/no-such/")) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_upstream_behind_the_stored_serial_is_not_believed(world: World) -> None:
+    await world.setup()
+    assert await world.ensure("alpha") == FRESH
+    world.now[0] += 3600
+    world.fake.set(serial=1)
+    assert await world.ensure("alpha") == CACHED
+    assert await world.ensure("alpha", mirror_ignore_serial_header=True) == FRESH
+
+
+@pytest_twisted.ensureDeferred
+async def test_offline_mode_never_asks_upstream(world: World) -> None:
+    await world.setup()
+    assert await world.ensure("alpha") == FRESH
+    world.mirror.offline = True
+    world.now[0] += 3600
+    seen = len(world.asked())
+    assert await world.ensure("alpha") == CACHED
+    assert await world.ensure("beta") == MISSING
+    with pytest.raises(MirrorFailed, match="offline"):
+        await world.mirror.download(NAME, "alpha", "1.0", (await world.links("alpha"))[0]["entrypath"],
+                                    Collect().start)
+    assert len(world.asked()) == seen
+
+
+@pytest.mark.parametrize("only", ["json", "html"])
+@pytest_twisted.ensureDeferred
+async def test_json_only_and_html_only_upstreams_give_the_same_links(world: World, only: str) -> None:
+    await world.setup()
+    world.fake.set(only=only)
+    assert await world.ensure("alpha") == FRESH
+    links = await world.links("alpha")
+    assert len(links) == 3 and all(len(link["sha256"]) == 64 for link in links)
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_first_downloads_share_one_fetch(world: World) -> None:
+    await world.setup()
+    await world.ensure("alpha")
+    link = (await world.links("alpha"))[0]
+    first, second = Collect(), Collect()
+    sizes = await gatherResults([
+        Deferred.fromCoroutine(world.mirror.download(NAME, "alpha", "1.0", link["entrypath"],
+                                                     first.start)),
+        Deferred.fromCoroutine(world.mirror.download(NAME, "alpha", "1.0", link["entrypath"],
+                                                     second.start))])
+    assert sizes[1] == 0 and sizes[0] == len(first.data) > 0  # the second waited for the first
+    assert hashlib.sha256(first.data).hexdigest() == link["sha256"]
+    assert len(world.asked("/files/")) == 1
+    record = await world.storage.get_file(link["entrypath"])
+    assert record.entry["hashes"]["sha256"] == link["sha256"]
+    assert world.blobs.local_path(link["entrypath"]).read_bytes() == first.data
+
+
+@pytest.mark.parametrize("switch", [{"truncate": True}, {"wrong_hash": True}])
+@pytest_twisted.ensureDeferred
+async def test_a_broken_download_is_never_stored(world: World, switch: dict[str, Any]) -> None:
+    await world.setup()
+    world.fake.set(**switch)
+    await world.ensure("beta")
+    link = (await world.links("beta"))[0]
+    with pytest.raises(TransferBroken):
+        await world.mirror.download(NAME, "beta", "1.0", link["entrypath"], Collect().start)
+    assert await world.storage.get_file(link["entrypath"]) is None
+    assert await world.blobs.exists(link["entrypath"]) is False
+
+
+@pytest_twisted.ensureDeferred
+async def test_upstream_404_for_a_file_is_no_such_file(world: World) -> None:
+    await world.setup()
+    await world.ensure("beta")
+    link = (await world.links("beta"))[0]
+    world.fake.set(paths_status={"/files/": 404})
+    with pytest.raises(NoSuchFile):
+        await world.mirror.download(NAME, "beta", "1.0", link["entrypath"], Collect().start)
+
+
+@pytest_twisted.ensureDeferred
+async def test_core_metadata_is_fetched_on_demand_with_its_hash(world: World) -> None:
+    await world.setup()
+    world.fake.set(metadata=True)
+    await world.ensure("beta")
+    link = (await world.links("beta"))[0]
+    assert link["core_metadata"] and len(link["core_metadata"]) == 64
+    got = Collect()
+    await world.mirror.download(NAME, "beta", "1.0", link["entrypath"] + ".metadata", got.start)
+    assert got.data.startswith(b"Metadata-Version") and b"Name: beta" in got.data
+    assert hashlib.sha256(got.data).hexdigest() == link["core_metadata"]
