@@ -6,7 +6,9 @@ A project's page is stored (one write, one serial) only when its links changed; 
 age is kept in memory, so the first request after a restart revalidates (cheaply,
 with the stored ETag). Links are stored as dicts that the domain layer reads
 (model/simple.py): filename, entrypath, url, hash_spec, sha256, requires_python,
-yanked, core_metadata (sha256 of the PEP 658 file or None), size, upload_time.
+yanked, core_metadata (sha256 of the PEP 658 file or None), size, upload_time. Where
+upstream advertises no core metadata, the first download of a wheel extracts it and
+the page's ``extracted`` map (filename -> sha256) advertises it from then on.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 
+from devpi_twisted.archives import core_metadata
 from devpi_twisted.mirror.parse import PageError, UpstreamLink, parse_project_page
 from devpi_twisted.mirror.upstream import Upstream, UpstreamError, discard, forward, public_url
 from devpi_twisted.storage.blobs import BlobStore
@@ -90,8 +93,15 @@ class Mirror:
         self._missing: dict[tuple[str, str], float] = {}  # upstream said 404 (negative cache)
         self._refreshing: dict[tuple[str, str], Deferred[str]] = {}
         self._downloads: dict[str, Deferred[None]] = {}
+        # per process: pages answered from the cache / asked upstream / failed there,
+        # first downloads of files / failed ones
         self.stats = {"page_hits": 0, "page_fetches": 0, "page_errors": 0, "file_fetches": 0,
                       "file_errors": 0}
+
+    @property
+    def upstream_stats(self) -> Mapping[str, int]:
+        """Upstream requests, errors and retries of this process."""
+        return self._upstream.stats
 
     def _expiry(self, config: Mapping[str, Any]) -> float:
         value = config.get("mirror_cache_expiry")
@@ -165,7 +175,9 @@ class Mirror:
         except PageError as e:
             return self._failed(name, cached, f"invalid page from {public_url(url)}: {e}")
         value = {"links": [link_record(name, link) for link in links], "serial": serial,
-                 "etag": reply.headers.get("etag")}
+                 "etag": reply.headers.get("etag"),
+                 # sha256 of core metadata we took from wheels upstream gave without it
+                 "extracted": dict(cached.get("extracted", {})) if cached else {}}
         if cached is None or cached.get("links") != value["links"] or \
                 cached.get("etag") != value["etag"]:
             try:
@@ -263,6 +275,7 @@ class Mirror:
         fd, spool = tempfile.mkstemp(dir=self._staging, prefix="mirror-")
         os.close(fd)
         spool_path = Path(spool)
+        meta_path = spool_path.with_name(spool_path.name + ".metadata")
         try:
             size, sha256 = await self._receive(response, consumer, spool_path)
             expected = link.get("sha256")
@@ -274,12 +287,38 @@ class Mirror:
                      "last_modified": modified.decode("latin-1") if modified
                      else formatdate(usegmt=True), "url": link["url"], "project": project,
                      "version": version, "size": size}
-            await self._blobs.move_in([(relpath, spool_path, sha256)])
+            files = {relpath: entry}
+            moves = [(relpath, spool_path, sha256)]
+            metadata = None
+            if relpath.endswith(".whl") and not link.get("core_metadata"):
+                metadata = await self._extract_metadata(spool_path, link["filename"])
+            if metadata is not None:  # upstream advertises none: we do from now on
+                meta_sha256 = hashlib.sha256(metadata).hexdigest()
+                await self._offload(meta_path.write_bytes, metadata)
+                moves.append((relpath + ".metadata", meta_path, meta_sha256))
+                files[relpath + ".metadata"] = {
+                    **entry, "hash_spec": f"sha256={meta_sha256}",
+                    "hashes": {"sha256": meta_sha256}, "size": len(metadata), "url": None}
+            await self._blobs.move_in(moves)
             user, index = name.split("/", 1)
-            await self._storage.write_mirror_files(user, index, project, {relpath: entry})
+            record = await self._storage.get_mirror_project(user, index, project)
+            if metadata is not None and record is not None:
+                value = dict(record.value)
+                value["extracted"] = {**value.get("extracted", {}), link["filename"]: meta_sha256}
+                await self._storage.write_mirror_project(user, index, project, value, files)
+            else:
+                await self._storage.write_mirror_files(user, index, project, files)
             return size
         finally:
             spool_path.unlink(missing_ok=True)
+            meta_path.unlink(missing_ok=True)
+
+    async def _extract_metadata(self, path: Path, filename: str) -> bytes | None:
+        try:
+            return await self._offload(core_metadata, path, filename)
+        except Exception as e:  # never a reason to fail the download itself
+            _log.warn("no core metadata from {filename}: {error}", filename=filename, error=e)
+            return None
 
     async def _receive(self, response: Any, consumer: IConsumer | None,
                        spool: Path) -> tuple[int, str]:

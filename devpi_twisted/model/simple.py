@@ -72,12 +72,14 @@ def _links_of_version(stage: str, data: Mapping[str, Any]) -> list[Link]:
 
 def _links_of_mirror(stage: str, value: Mapping[str, Any]) -> tuple[list[Link], set[str]]:
     links, versions = [], set()
+    extracted = value.get("extracted", {})
     for link in value.get("links", []):
         links.append(Link(
             stage=stage, filename=link["filename"], relpath=link["entrypath"],
             sha256=link.get("sha256"), requires_python=link.get("requires_python"),
             yanked=link.get("yanked", False), size=link.get("size"),
-            upload_time=link.get("upload_time"), core_metadata=link.get("core_metadata")))
+            upload_time=link.get("upload_time"),
+            core_metadata=link.get("core_metadata") or extracted.get(link["filename"])))
         try:
             versions.add(split_filename(link["filename"])[1])
         except InvalidInput:

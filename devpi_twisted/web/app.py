@@ -161,8 +161,13 @@ class ManagementApp:
             "metrics": [], "role": "REPLICA" if info.role == "replica" else "MASTER",
             "polling_replicas": {},
             "process": {"pid": os.getpid(), "requests-only": info.requests_only},
+            **self._more_status(),
         }
         return render.result(request, "status", status)
+
+    def _more_status(self) -> dict[str, Any]:
+        """Status of parts the management routes do not know (the mirror's)."""
+        return {}
 
     @_route(app, "/+authcheck", ["GET"])
     def authcheck(self, request: IRequest) -> bytes:

@@ -224,6 +224,12 @@ class IndexApp(ManagementApp):
         _, body, ctype = cached
         return self._page(request, body, ctype)
 
+    def _more_status(self) -> dict[str, Any]:
+        if self._mirror is None:
+            return {}
+        return {"mirror": {**self._mirror.stats, "upstream": dict(self._mirror.upstream_stats),
+                           "offline": self._mirror.offline}}
+
     async def _refresh(self, name: str, config: Mapping[str, Any], project: str) -> str:
         """Bring a mirror's page of ``project`` up to date (the domain's Refresh)."""
         if self._mirror is None:

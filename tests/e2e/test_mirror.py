@@ -79,6 +79,25 @@ def test_unknown_projects_are_404(mirror: Daemon) -> None:
     assert page(mirror.url + "/root/pypi/+simple/no-such-project/")[0] == 404
 
 
+def test_uv_installs_through_the_mirror_and_status_counts(mirror: Daemon, tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.support import bin_path
+
+    done = subprocess.run(
+        [bin_path("uv"), "pip", "install", "--no-cache", "--target", str(tmp_path / "t"),
+         "--index-url", mirror.url + "/root/pypi/+simple/", "mirapp"],
+        capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "t" / "mirlib").is_dir()
+    status = call(mirror.url + "/+status")[1]["result"]
+    counts = {k: v for k, v in status["mirror"].items() if k not in ("upstream", "offline")}
+    assert set(counts) == {"page_hits", "page_fetches", "page_errors", "file_fetches",
+                           "file_errors"} and all(isinstance(v, int) for v in counts.values())
+    assert set(status["mirror"]["upstream"]) == {"requests", "errors", "retries"}
+    assert status["mirror"]["offline"] is False
+
+
 def test_a_wrong_hash_upstream_is_never_stored(mirror: Daemon, fake: FakePyPI,
                                                tmp_path: Path) -> None:
     status, data, _ = page(mirror.url + "/root/pypi/+simple/badhash/")

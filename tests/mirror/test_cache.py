@@ -259,3 +259,26 @@ async def test_core_metadata_is_fetched_on_demand_with_its_hash(world: World) ->
     await world.mirror.download(NAME, "beta", "1.0", link["entrypath"] + ".metadata", got.start)
     assert got.data.startswith(b"Metadata-Version") and b"Name: beta" in got.data
     assert hashlib.sha256(got.data).hexdigest() == link["core_metadata"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_metadata_is_extracted_from_a_wheel_upstream_gave_without_it(world: World) -> None:
+    from devpi_twisted.model.simple import SimpleOps
+
+    await world.setup()
+    await world.ensure("beta")
+    link = (await world.links("beta"))[0]
+    assert link["core_metadata"] is None
+    await world.mirror.download(NAME, "beta", "1.0", link["entrypath"], Collect().start)
+    record = await world.storage.get_mirror_project("root", "pypi", "beta")
+    sha256 = record.value["extracted"][link["filename"]]
+    metadata = world.blobs.local_path(link["entrypath"] + ".metadata").read_bytes()
+    assert b"Name: beta" in metadata and hashlib.sha256(metadata).hexdigest() == sha256
+    assert (await world.storage.get_file(link["entrypath"] + ".metadata")).entry["hashes"] == {
+        "sha256": sha256}
+    page = await SimpleOps(world.storage).project_page("root", "pypi", "beta")
+    assert page.links[0].core_metadata == sha256
+    world.now[0] += 3600  # a refresh keeps what was extracted
+    assert await world.ensure("beta", mirror_cache_expiry=0) == FRESH
+    record = await world.storage.get_mirror_project("root", "pypi", "beta")
+    assert record.value["extracted"] == {link["filename"]: sha256}
