@@ -7,6 +7,7 @@ workers, through the module-wide ``daemon``)."""
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -143,3 +144,19 @@ def test_the_cache_serves_while_upstream_is_down_also_after_a_restart(
         assert page(mirror.url + "/root/pypi/+simple/never-seen/")[0] == 502
     finally:
         fake.start()
+
+
+@pytest.mark.skipif(not os.environ.get("DEVPI_TWISTED_REAL_PYPI"),
+                    reason="opt-in: set DEVPI_TWISTED_REAL_PYPI=1 to install from the real PyPI")
+def test_requests_installs_from_the_real_pypi(tmp_path: Path) -> None:
+    from tests.support import init_serverdir
+
+    serverdir = tmp_path / "state"
+    init_serverdir(serverdir)  # root/pypi mirrors https://pypi.org/simple/
+    daemon = Daemon(serverdir, "--request-timeout", "30").start()
+    try:
+        out = install(daemon.url + "/root/pypi/+simple/", tmp_path / "t", "requests")
+        assert "Successfully installed" in out and "requests" in out
+        assert page(daemon.url + "/root/pypi/+simple/requests/")[0] == 200
+    finally:
+        daemon.stop()
