@@ -114,11 +114,9 @@ class Mirror:
         self._checked.pop((name, project), None)
         self._missing.pop((name, project), None)
 
-    async def ensure(self, name: str, config: Mapping[str, Any], project: str) -> str:
-        """Make the stored page of ``project`` on mirror ``name`` current enough; FRESH
-        (confirmed by upstream just now), CACHED (served from the cache: young enough,
-        offline, or upstream failing) or MISSING (no such project). MirrorFailed when
-        upstream fails and nothing is cached."""
+    def known(self, name: str, config: Mapping[str, Any], project: str) -> str | None:
+        """What ``ensure`` would answer without asking upstream (a young page: CACHED, a
+        recent 404: MISSING), or None when it would ask."""
         key = (name, project)
         now = self._clock()
         expiry = self._expiry(config)
@@ -129,6 +127,17 @@ class Mirror:
         missing = self._missing.get(key)
         if missing is not None and now - missing < expiry:
             return MISSING
+        return None
+
+    async def ensure(self, name: str, config: Mapping[str, Any], project: str) -> str:
+        """Make the stored page of ``project`` on mirror ``name`` current enough; FRESH
+        (confirmed by upstream just now), CACHED (served from the cache: young enough,
+        offline, or upstream failing) or MISSING (no such project). MirrorFailed when
+        upstream fails and nothing is cached."""
+        known = self.known(name, config, project)
+        if known is not None:
+            return known
+        key = (name, project)
         running = self._refreshing.get(key)
         if running is None:
             running = Deferred.fromCoroutine(self._refresh(name, config, project))
@@ -216,12 +225,14 @@ class Mirror:
         return None
 
     async def download(self, name: str, project: str, version: str, relpath: str,
-                       start: Callable[[Mapping[str, str]], IConsumer | None]) -> int:
+                       start: Callable[[Mapping[str, str]], IConsumer | None],
+                       checked: Callable[[], None] = lambda: None) -> int:
         """Fetch ``relpath`` from upstream, streaming it to the consumer ``start`` returns
         once upstream answered (called with the headers to send; None: HEAD, nothing to
         send), writing it to a staging file; checked (length, hash) and stored with its
-        file record at the end. Concurrent downloads of one file wait for the first and
-        get NoSuchFile-free local serving afterwards (returns 0 then: serve the blob)."""
+        file record at the end; ``checked`` is called once the body is complete and right
+        (the client's response may end there, before the storing). Concurrent downloads
+        of one file wait for the first, then return 0: serve the stored file."""
         running = self._downloads.get(relpath)
         if running is not None:
             waiter: Deferred[None] = Deferred(lambda _: None)
@@ -234,7 +245,7 @@ class Mirror:
         mine: Deferred[None] = Deferred()
         self._downloads[relpath] = mine
         try:
-            sent = await self._download(name, project, version, relpath, start)
+            sent = await self._download(name, project, version, relpath, start, checked)
         except BaseException as e:
             self._downloads.pop(relpath, None)
             mine.errback(Failure(e))
@@ -244,7 +255,8 @@ class Mirror:
         return sent
 
     async def _download(self, name: str, project: str, version: str, relpath: str,
-                        start: Callable[[Mapping[str, str]], IConsumer | None]) -> int:
+                        start: Callable[[Mapping[str, str]], IConsumer | None],
+                        checked: Callable[[], None]) -> int:
         if self.offline:
             raise MirrorFailed(f"{relpath} is not cached and the server is in offline mode")
         link = await self.link_for(name, project, relpath)
@@ -283,6 +295,7 @@ class Mirror:
                 self.stats["file_errors"] += 1
                 raise TransferBroken(f"{public_url(link['url'])}: got {size} bytes with sha256 "
                                      f"{sha256}, expected {length} bytes, sha256 {expected}")
+            checked()
             entry = {"hash_spec": f"sha256={sha256}", "hashes": {"sha256": sha256},
                      "last_modified": modified.decode("latin-1") if modified
                      else formatdate(usegmt=True), "url": link["url"], "project": project,
@@ -291,14 +304,13 @@ class Mirror:
             moves = [(relpath, spool_path, sha256)]
             metadata = None
             if relpath.endswith(".whl") and not link.get("core_metadata"):
-                metadata = await self._extract_metadata(spool_path, link["filename"])
+                metadata = await self._extract_metadata(spool_path, link["filename"], meta_path)
             if metadata is not None:  # upstream advertises none: we do from now on
-                meta_sha256 = hashlib.sha256(metadata).hexdigest()
-                await self._offload(meta_path.write_bytes, metadata)
+                meta_size, meta_sha256 = metadata
                 moves.append((relpath + ".metadata", meta_path, meta_sha256))
                 files[relpath + ".metadata"] = {
                     **entry, "hash_spec": f"sha256={meta_sha256}",
-                    "hashes": {"sha256": meta_sha256}, "size": len(metadata), "url": None}
+                    "hashes": {"sha256": meta_sha256}, "size": meta_size, "url": None}
             await self._blobs.move_in(moves)
             user, index = name.split("/", 1)
             record = await self._storage.get_mirror_project(user, index, project)
@@ -313,9 +325,10 @@ class Mirror:
             spool_path.unlink(missing_ok=True)
             meta_path.unlink(missing_ok=True)
 
-    async def _extract_metadata(self, path: Path, filename: str) -> bytes | None:
+    async def _extract_metadata(self, path: Path, filename: str,
+                                target: Path) -> tuple[int, str] | None:
         try:
-            return await self._offload(core_metadata, path, filename)
+            return await self._offload(_spool_metadata, path, filename, target)
         except Exception as e:  # never a reason to fail the download itself
             _log.warn("no core metadata from {filename}: {error}", filename=filename, error=e)
             return None
@@ -394,6 +407,15 @@ class _Receiver(Protocol):
             self.done.errback(TransferBroken(f"upstream body broke off: {self._ended.value}"))
         else:
             self.done.callback((self._size, self._hash.hexdigest()))
+
+
+def _spool_metadata(path: Path, filename: str, target: Path) -> tuple[int, str] | None:
+    """The wheel's core metadata written to ``target``: (size, sha256), None if none."""
+    data = core_metadata(path, filename)
+    if data is None:
+        return None
+    target.write_bytes(data)
+    return len(data), hashlib.sha256(data).hexdigest()
 
 
 def _int(value: str | None, default: int) -> int:

@@ -24,8 +24,9 @@ from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.releases import split_filename
 from devpi_twisted.storage.interface import Storage
 
-# refresh(mirror name, its config, project) -> "fresh" | "cached" | "missing"
-Refresh = Callable[[str, Mapping[str, Any], str], Awaitable[str]]
+# refresh(mirror name, its config, project) -> "fresh" | "cached" | "missing", at once
+# when no upstream request is needed, else awaitable
+Refresh = Callable[[str, Mapping[str, Any], str], "str | Awaitable[str]"]
 FRESH = "fresh"
 
 PAGE_CACHE_SIZE = 4096
@@ -154,7 +155,9 @@ class SimpleOps:
         NotFound if no index has it."""
         project = normalize_project(name)
         key = (f"{user}/{index}", project)
-        await self._storage.sync()  # commits of the other worker processes first
+        synced = self._storage.sync()  # commits of the other worker processes first
+        if not synced.called:
+            await synced
         cached = self._pages.get(key)
         if cached is not None and not self._storage.changed_since(project, cached.serial):
             fresh = await self._refresh_mirrors(cached.mirrors, f"{user}/{index}", project, refresh)
@@ -172,7 +175,10 @@ class SimpleOps:
                 fresh = False
                 continue
             try:
-                fresh = await refresh(mirror, config, project) == FRESH and fresh
+                state = refresh(mirror, config, project)
+                if not isinstance(state, str):
+                    state = await state
+                fresh = state == FRESH and fresh
             except DomainError:
                 if mirror == requested:
                     raise

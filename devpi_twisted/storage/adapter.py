@@ -176,7 +176,16 @@ class PlanStorage:
 
     def get_mirror_project(self, user: str, index: str,
                            project: str) -> Deferred[MirrorRecord | None]:
-        return shielded(self._query(plans.get_mirror_project(user, index, project)))
+        return self.sync().addCallback(lambda _: self._get_mirror_project(user, index, project))
+
+    def _get_mirror_project(self, user: str, index: str,
+                            project: str) -> MirrorRecord | None | Deferred[MirrorRecord | None]:
+        cached = self._cache.cached_mirror(user, index, project)
+        if cached is not None:
+            return cached
+        seen = self._cache.serial
+        return shielded(self._query(plans.get_mirror_project(user, index, project))).addCallback(
+            self._cache.keep_mirror, seen)
 
     def list_mirror_projects(self, user: str, index: str) -> Deferred[list[str]]:
         return shielded(self._query(plans.list_mirror_projects(user, index)))

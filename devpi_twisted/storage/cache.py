@@ -11,7 +11,8 @@ from collections import OrderedDict
 from collections.abc import Iterable
 
 from devpi_twisted.storage.interface import (
-    FILE, INDEX, MIRROR, USER, VERSION, Change, FileRecord, IndexRecord, UserRecord,
+    FILE, INDEX, MIRROR, USER, VERSION, Change, FileRecord, IndexRecord, MirrorRecord,
+    UserRecord,
 )
 
 FILE_CACHE_SIZE = 4096
@@ -30,6 +31,7 @@ class StateCache:
         # Recently read file records (downloads ask for the same few again and again),
         # each with the serial it was read at; valid while its project has not changed.
         self._files: OrderedDict[str, tuple[FileRecord, int]] = OrderedDict()
+        self._mirrors: OrderedDict[tuple[str, str, str], tuple[MirrorRecord, int]] = OrderedDict()
 
     def changed_since(self, project: str, serial: int) -> bool:
         """Whether anything a page of ``project`` is built from changed after ``serial``."""
@@ -41,6 +43,7 @@ class StateCache:
         self.config_serial = serial
         self.project_serials = {}
         self._files.clear()
+        self._mirrors.clear()
         self.users = {u.name: u for u in users}
         self.indexes = {(i.user, i.index): i for i in indexes}
 
@@ -93,6 +96,28 @@ class StateCache:
             self._files.move_to_end(record.relpath)
             if len(self._files) > FILE_CACHE_SIZE:
                 self._files.popitem(last=False)
+        return record
+
+    def cached_mirror(self, user: str, index: str, project: str) -> MirrorRecord | None:
+        key = (user, index, project)
+        hit = self._mirrors.get(key)
+        if hit is None:
+            return None
+        record, seen = hit
+        if self.changed_since(project, seen):
+            del self._mirrors[key]
+            return None
+        self._mirrors.move_to_end(key)
+        return record
+
+    def keep_mirror(self, record: MirrorRecord | None, seen: int) -> MirrorRecord | None:
+        """Remember a mirror page record read at serial ``seen`` (as ``keep_file``)."""
+        if record is not None:
+            key = (record.user, record.index, record.project)
+            self._mirrors[key] = (record, seen)
+            self._mirrors.move_to_end(key)
+            if len(self._mirrors) > FILE_CACHE_SIZE:
+                self._mirrors.popitem(last=False)
         return record
 
     def indexes_of(self, user: str | None) -> list[IndexRecord]:

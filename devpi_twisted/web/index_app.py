@@ -9,6 +9,7 @@ from __future__ import annotations
 import mimetypes
 import os
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from email.utils import formatdate
@@ -203,7 +204,7 @@ class IndexApp(ManagementApp):
             return self._redirect(request, request.path + b"/")
         page, stale = await self._simple.project_view(user, index, project, self._refresh)
         if stale:  # a front proxy must not keep a page built from a cache (mirror.md 6)
-            now = formatdate(usegmt=True).encode()
+            now = _http_now()
             request.setHeader(b"Cache-Control", b"max-age=0, must-revalidate, no-cache, no-store")
             request.setHeader(b"Expires", now)
             request.setHeader(b"Last-Modified", now)
@@ -230,14 +231,16 @@ class IndexApp(ManagementApp):
         return {"mirror": {**self._mirror.stats, "upstream": dict(self._mirror.upstream_stats),
                            "offline": self._mirror.offline}}
 
-    async def _refresh(self, name: str, config: Mapping[str, Any], project: str) -> str:
-        """Bring a mirror's page of ``project`` up to date (the domain's Refresh)."""
+    def _refresh(self, name: str, config: Mapping[str, Any], project: str) -> Any:
+        """Bring a mirror's page of ``project`` up to date (the domain's Refresh): the
+        state at once when the cache answers, else a Deferred of it."""
         if self._mirror is None:
             return CACHED
-        try:
-            return await self._mirror.ensure(name, config, project)
-        except MirrorFailed as e:
-            raise UpstreamFailed(str(e)) from None
+        known = self._mirror.known(name, config, project)
+        if known is not None:
+            return known
+        return Deferred.fromCoroutine(self._mirror.ensure(name, config, project)).addErrback(
+            _upstream_failed)
 
     @_route(app, "/<user>/<index>/+simple/<project>/refresh", ["POST"])
     async def refresh_project(self, request: IRequest, user: str, index: str, project: str) -> bytes:
@@ -417,9 +420,13 @@ class IndexApp(ManagementApp):
                 request.setHeader(key.encode(), value.encode("latin-1"))
             return None if request.method == b"HEAD" else request
 
+        def checked() -> None:  # the client has it all: no need to wait for the storing
+            if request.method != b"HEAD" and not request.finished and request.channel is not None:
+                request.finish()
+
         try:
             sent = await shielded(Deferred.fromCoroutine(self._mirror.download(
-                f"{user}/{index}", normalize_project(name), version, relpath, start)))
+                f"{user}/{index}", normalize_project(name), version, relpath, start, checked)))
         except NoSuchFile:
             raise NotFound("no such file") from None
         except MirrorFailed as e:
@@ -488,6 +495,22 @@ class IndexApp(ManagementApp):
             if local is not None:
                 local.close()
         return b""
+
+
+_NOW: list[Any] = [0, b""]
+
+
+def _http_now() -> bytes:
+    """The current time as an HTTP date (formatted once per second)."""
+    second = int(time.time())
+    if _NOW[0] != second:
+        _NOW[:] = [second, formatdate(second, usegmt=True).encode()]
+    return _NOW[1]
+
+
+def _upstream_failed(failure: Any) -> None:
+    failure.trap(MirrorFailed)
+    raise UpstreamFailed(str(failure.value))
 
 
 def _byte_span(request: IRequest, size: int) -> tuple[int, int] | None:
