@@ -124,15 +124,20 @@ class SimpleOps:
             raise NotFound(f"The stage {user}/{index} could not be found.")
         return resolution_order(f"{user}/{index}", configs.get)
 
-    async def project_names(self, user: str, index: str) -> list[str]:
-        """Normalised names along the bases, each once, stage by stage (of a mirror: the
-        projects it holds a page of)."""
+    async def project_names(self, user: str, index: str,
+                            remote: Callable[[str, Mapping[str, Any]], Any] | None = None
+                            ) -> list[str]:
+        """Normalised names along the bases, each once, stage by stage (of a mirror:
+        ``remote(name, config)``, upstream's list if known, else the projects it holds
+        a page of)."""
         names: dict[str, None] = {}
         configs = {i.name: i.config for i in await self._storage.list_indexes()}
         for stage in await self._order(user, index):
             owner, name = stage.split("/", 1)
             if configs[stage].get("type") == MIRROR:
-                found = await self._storage.list_mirror_projects(owner, name)
+                listed = remote(stage, configs[stage]) if remote is not None else None
+                found = list(listed) if listed is not None else \
+                    await self._storage.list_mirror_projects(owner, name)
             else:
                 found = await self._storage.list_projects(owner, name)
             for project in found:

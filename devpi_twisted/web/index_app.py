@@ -188,7 +188,8 @@ class IndexApp(ManagementApp):
         self._check_segment(user, index)
         if not request.path.endswith(b"/") and not self._installer_or_json(request):
             return self._redirect(request, request.path + b"/")
-        names = await self._simple.project_names(user, index)
+        names = await self._simple.project_names(
+            user, index, self._mirror.names if self._mirror is not None else None)
         body, ctype = render_project_list(request, f"{user}/{index}", names)
         return self._page(request, body, ctype)
 
@@ -271,7 +272,8 @@ class IndexApp(ManagementApp):
     async def _installer_listing(self, request: IRequest, user: str, index: str) -> bytes | None:
         if not self._installer_or_json(request) or "application/json" in render.accept(request):
             return None
-        names = await self._simple.project_names(user, index)
+        names = await self._simple.project_names(
+            user, index, self._mirror.names if self._mirror is not None else None)
         body, ctype = render_project_list(request, f"{user}/{index}", names)
         return self._page(request, body, ctype)
 

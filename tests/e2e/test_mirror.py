@@ -31,7 +31,7 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePyPI]:
     for path in [make_wheel(dists, "mirapp", "1.0", requires=["mirlib>=1.0"]),
                  make_wheel(dists, "mirlib", "1.0"), make_wheel(dists, "mirlib", "2.0"),
                  make_sdist(dists, "mirlib", "2.0"), make_wheel(dists, "shadowed", "3.0"),
-                 make_wheel(dists, "badhash", "1.0")]:
+                 make_wheel(dists, "badhash", "1.0"), make_wheel(dists, "unfetched", "1.0")]:
         upstream.add(path)
     upstream.start()
     yield upstream
@@ -141,7 +141,10 @@ def test_the_cache_serves_while_upstream_is_down_also_after_a_restart(
         assert "mirlib-2.0" in out
         status, _, headers = page(mirror.url + "/root/pypi/+simple/mirapp/")
         assert status == 200 and "no-cache" in headers.get("Cache-Control", "")
-        assert page(mirror.url + "/root/pypi/+simple/never-seen/")[0] == 502
+        # upstream lists it, but its page was never fetched: nothing to stand in
+        assert page(mirror.url + "/root/pypi/+simple/unfetched/")[0] == 502
+        # not in upstream's list (kept from before the outage): 404, upstream not asked
+        assert page(mirror.url + "/root/pypi/+simple/never-seen/")[0] == 404
     finally:
         fake.start()
 

@@ -64,7 +64,8 @@ class World:
         self.upstream = Upstream(reactor, http, timeout=5)
         self.mirror = Mirror(self.storage, self.upstream, self.blobs, staging,
                              lambda fn, *a: deferToThread(fn, *a), clock=lambda: self.now[0])
-        self.config = dict(root_pypi(fake.url).config)
+        # the project list has a test of its own; elsewhere it would race the pages
+        self.config = {**root_pypi(fake.url).config, "mirror_no_project_list": True}
         self.fake = fake
         self.seen = len(fake.requests())
 
@@ -282,3 +283,26 @@ async def test_metadata_is_extracted_from_a_wheel_upstream_gave_without_it(world
     assert await world.ensure("beta", mirror_cache_expiry=0) == FRESH
     record = await world.storage.get_mirror_project("root", "pypi", "beta")
     assert record.value["extracted"] == {link["filename"]: sha256}
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_project_list_is_fetched_in_the_background_and_gates_pages(
+        world: World) -> None:
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    await world.setup()
+    config = {**world.config, "mirror_no_project_list": False}
+    assert world.mirror.names(NAME, config) is None  # not loaded yet: nobody waits
+    for _ in range(100):
+        if world.mirror.names(NAME, config) is not None:
+            break
+        await deferLater(reactor, 0.05, lambda: None)
+    names = world.mirror.names(NAME, config)
+    assert names == {"alpha": "alpha", "beta": "beta"}
+    assert len(world.asked("/simple/")) == 1 and world.asked("/simple/")[0]["path"] == "/simple/"
+    assert await world.mirror.ensure(NAME, config, "not-listed") == MISSING
+    assert world.asked("/simple/not-listed/") == []  # never asked upstream
+    assert await world.mirror.ensure(NAME, config, "alpha") == FRESH
+    saved = world.blobs.local_path("root/pypi/+names/projects.json")
+    assert saved is not None and b'"alpha"' in saved.read_bytes()  # kept for the next start
