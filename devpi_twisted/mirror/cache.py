@@ -93,7 +93,9 @@ class Mirror:
         self.offline = offline
         self._default_expiry = default_expiry
         self._clock = clock
-        self._checked: dict[tuple[str, str], float] = {}  # when upstream last confirmed a page
+        # when upstream last confirmed a page, and the serial storage had then: a change
+        # of the project since (e.g. its cache deleted by another process) voids it
+        self._checked: dict[tuple[str, str], tuple[float, int]] = {}
         self._missing: dict[tuple[str, str], float] = {}  # upstream said 404 (negative cache)
         self._refreshing: dict[tuple[str, str], Deferred[str]] = {}
         self._downloads: dict[str, Deferred[None]] = {}
@@ -208,7 +210,8 @@ class Mirror:
         now = self._clock()
         expiry = self._expiry(config)
         checked = self._checked.get(key)
-        if checked is not None and now - checked < expiry:
+        if checked is not None and now - checked[0] < expiry \
+                and not self._storage.changed_since(project, checked[1]):
             self.stats["page_hits"] += 1
             return CACHED
         missing = self._missing.get(key)
@@ -256,7 +259,7 @@ class Mirror:
             return self._failed(name, cached, str(e))
         key = (name, project)
         if reply.status == 304 and cached is not None:
-            self._checked[key] = self._clock()
+            self._checked[key] = (self._clock(), self._storage.serial)
             return FRESH
         if reply.status == 404:
             self._missing[key] = self._clock()
@@ -284,7 +287,7 @@ class Mirror:
                 await self._storage.write_mirror_project(user, index, project, value, {})
             except RecordMissing:
                 return MISSING  # the index was deleted meanwhile
-        self._checked[key] = self._clock()
+        self._checked[key] = (self._clock(), self._storage.serial)
         self._missing.pop(key, None)
         return FRESH
 

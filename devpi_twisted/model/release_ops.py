@@ -350,6 +350,8 @@ class ReleaseOps:
         await self._check_delete(identity, user, index, force, f"project {project}",
                                  f"project {project} on non-volatile index {user}/{index}, "
                                  "cannot delete without force")
+        if (await self._stage(user, index)).get("type") == MIRROR:
+            return await self._forget_mirrored(user, index, project)
         for _ in range(RETRIES):
             records = await self._storage.get_versions(user, index, project)
             if not records:
@@ -361,6 +363,24 @@ class ReleaseOps:
                 continue
             return Written(serial, None, f"project {project} deleted from stage {user}/{index}")
         raise Unavailable(f"{project} is being changed by many requests at once")
+
+    async def _forget_mirrored(self, user: str, index: str, project: str) -> Written:
+        """A mirror's cached page of ``project`` and its downloaded files dropped
+        (mirror.md 9); the next request fetches the page from upstream again."""
+        record = await self._storage.get_mirror_project(user, index, project)
+        if record is None:
+            raise NotFound("project not found")
+        gone: dict[str, Mapping[str, Any]] = {}
+        for link in record.value.get("links", []):
+            for relpath in (link["entrypath"], link["entrypath"] + METADATA_SUFFIX):
+                found = await self._storage.get_file(relpath)
+                if found is not None and not found.deleted:
+                    gone[relpath] = {}
+        try:
+            serial = await self._storage.write_mirror_project(user, index, project, None, gone)
+        except RecordMissing:
+            raise NotFound(f"The stage {user}/{index} could not be found.") from None
+        return Written(serial, None, f"project {project} deleted from mirror {user}/{index}")
 
     async def delete_version(self, identity: Identity, user: str, index: str, name: str,
                              version: str, force: bool = False) -> Written:

@@ -344,6 +344,8 @@ class IndexApp(ManagementApp):
         self._check_segment(user, index, project)
         written = await self._releases.delete_project(
             await self._identity(request), user, index, project, _flag(request, b"force"))
+        if self._mirror is not None:  # a mirror's page: ask upstream on the next request
+            self._mirror.forget(f"{user}/{index}", normalize_project(project))
         self._written(request, written)
         return render.message(request, written.message or "")
 

@@ -129,6 +129,22 @@ def test_private_uploads_shadow_the_mirror_unless_whitelisted(mirror: Daemon,
     assert "mirlib-2.0" in install(index, tmp_path / "t", "mirlib")
 
 
+def test_deleting_a_cached_project_makes_it_fetched_again(mirror: Daemon, fake: FakePyPI) -> None:
+    def asked() -> int:
+        return len([r for r in fake.requests() if r["path"] == "/simple/badhash/"])
+
+    assert page(mirror.url + "/root/pypi/+simple/badhash/")[0] == 200
+    before = asked()
+    root = login(mirror.url, "root", "")
+    assert call(mirror.url + "/root/pypi/badhash", "DELETE", None, root)[0] == 403  # no force
+    assert call(mirror.url + "/root/pypi/badhash?force", "DELETE", None, root)[0] == 200
+    assert call(mirror.url + "/root/pypi/badhash?force", "DELETE", None, root)[0] == 404
+    for _ in range(3):  # whichever worker answers asks upstream again, once
+        status, data, _ = page(mirror.url + "/root/pypi/+simple/badhash/")
+        assert status == 200 and data["versions"] == ["1.0"]
+    assert before < asked() <= before + 3
+
+
 def test_the_cache_serves_while_upstream_is_down_also_after_a_restart(
         mirror: Daemon, fake: FakePyPI, tmp_path: Path) -> None:
     install(mirror.url + "/root/pypi/+simple/", tmp_path / "warm", "mirapp")
