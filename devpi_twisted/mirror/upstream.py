@@ -63,6 +63,18 @@ def public_url(url: str) -> str:
     return split_credentials(url)[0]
 
 
+def masked_url(url: str) -> str:
+    """``url`` with the password of embedded credentials replaced by ``****``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"{parts.username}:****@{host}", parts.path, parts.query,
+                       parts.fragment))
+
+
 def _headers(response: Any) -> dict[str, str]:
     found = {}
     for name, values in response.headers.getAllRawHeaders():

@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound as RouteNotFound
 
+from devpi_twisted.mirror.upstream import masked_url
 from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, Identity
 from devpi_twisted.model.errors import DomainError, NotFound
 from devpi_twisted.model.ops import ServerOps, Written
@@ -34,6 +35,19 @@ def _flag(request: IRequest, name: bytes) -> bool:
     """A query key is present, with or without a value (``?no_projects``, ``?force=``)."""
     query = request.uri.partition(b"?")[2]
     return name in parse_qs(query, keep_blank_values=True)
+
+
+def _shown_index(config: Any) -> Any:
+    """An index config as shown: a password in ``mirror_url`` masked."""
+    if isinstance(config, dict) and isinstance(config.get("mirror_url"), str):
+        return {**config, "mirror_url": masked_url(config["mirror_url"])}
+    return config
+
+
+def _shown_user(user: Any) -> Any:
+    if isinstance(user, dict) and isinstance(user.get("indexes"), dict):
+        return {**user, "indexes": {n: _shown_index(c) for n, c in user["indexes"].items()}}
+    return user
 
 
 class ManagementApp:
@@ -105,7 +119,9 @@ class ManagementApp:
     @_route(app, "/", ["GET"])
     async def list_users(self, request: IRequest) -> bytes:
         self._json_view(request)
-        return render.result(request, "list:userconfig", await self._ops.list_users())
+        users = await self._ops.list_users()
+        return render.result(request, "list:userconfig",
+                             {name: _shown_user(user) for name, user in users.items()})
 
     async def _api(self, request: IRequest, user: str | None, index: str | None) -> bytes:
         self._json_view(request)
@@ -190,7 +206,7 @@ class ManagementApp:
     async def get_user(self, request: IRequest, user: str) -> bytes:
         self._check_segment(user)
         self._json_view(request)
-        return render.result(request, "userconfig", await self._ops.get_user(user))
+        return render.result(request, "userconfig", _shown_user(await self._ops.get_user(user)))
 
     @_route(app, "/<user>", ["PUT"])
     async def create_user(self, request: IRequest, user: str) -> bytes:
@@ -229,7 +245,7 @@ class ManagementApp:
         config = await self._ops.get_index(user, index)
         if not _flag(request, b"no_projects"):
             config["projects"] = await self._index_projects(user, index)
-        return render.result(request, "indexconfig", config)
+        return render.result(request, "indexconfig", _shown_index(config))
 
     async def _index_projects(self, user: str, index: str) -> list[str]:
         """The index's own project names (filled in by IndexApp)."""
@@ -245,7 +261,7 @@ class ManagementApp:
         body = render.read_json(request)
         written = await self._ops.create_index(await self._identity(request), user, index, body)
         self._written(request, written)
-        return render.result(request, "indexconfig", written.result)
+        return render.result(request, "indexconfig", _shown_index(written.result))
 
     @_route(app, "/<user>/<index>", ["PATCH"])
     async def modify_index(self, request: IRequest, user: str, index: str) -> bytes:
@@ -254,7 +270,7 @@ class ManagementApp:
         written = await self._ops.modify_index(
             await self._identity(request), user, index, body, _flag(request, b"error_on_noop"))
         self._written(request, written)
-        return render.result(request, "indexconfig", written.result)
+        return render.result(request, "indexconfig", _shown_index(written.result))
 
     @_route(app, "/<user>/<index>", ["DELETE"])
     async def delete_index(self, request: IRequest, user: str, index: str) -> bytes:

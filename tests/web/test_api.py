@@ -513,3 +513,15 @@ def test_basic_auth_header_with_utf8_password(server: Server) -> None:
     encoded = base64.b64encode("alice:pässwörd".encode()).decode()
     reply = server.client.get("/+api", headers={"Authorization": [f"Basic {encoded}"]})
     assert reply.json["result"]["authstatus"][0] == "ok"
+
+
+
+def test_passwords_in_mirror_urls_are_never_shown(server: Server) -> None:
+    auth = _user(server)
+    body = {"type": "mirror", "mirror_url": "https://bob:s3cret@mirror.example/simple/"}
+    reply = server.client.request("PUT", "/alice/up", body, headers=auth)
+    assert reply.code == 200 and "s3cret" not in reply.body.decode()
+    assert reply.json["result"]["mirror_url"] == "https://bob:****@mirror.example/simple/"
+    for path in ("/alice/up", "/alice", "/"):
+        shown = server.client.get(path).body.decode()
+        assert "s3cret" not in shown and "bob:****@mirror.example" in shown, path
