@@ -36,7 +36,9 @@ from devpi_twisted.archives import core_metadata
 from devpi_twisted.mirror.parse import (
     PageError, UpstreamLink, parse_project_list, parse_project_page,
 )
-from devpi_twisted.mirror.upstream import Upstream, UpstreamError, discard, forward, public_url
+from devpi_twisted.mirror.upstream import (
+    Upstream, UpstreamError, discard, forward, public_url, split_credentials,
+)
 from devpi_twisted.storage.blobs import BlobMissing, BlobStore
 from devpi_twisted.storage.interface import RecordMissing, Storage
 
@@ -320,7 +322,8 @@ class Mirror:
 
     async def download(self, name: str, project: str, version: str, relpath: str,
                        start: Callable[[Mapping[str, str]], IConsumer | None],
-                       checked: Callable[[], None] = lambda: None) -> int:
+                       checked: Callable[[], None] = lambda: None,
+                       mirror_url: str = "") -> int:
         """Fetch ``relpath`` from upstream, streaming it to the consumer ``start`` returns
         once upstream answered (called with the headers to send; None: HEAD, nothing to
         send), writing it to a staging file; checked (length, hash) and stored with its
@@ -339,7 +342,8 @@ class Mirror:
         mine: Deferred[None] = Deferred()
         self._downloads[relpath] = mine
         try:
-            sent = await self._download(name, project, version, relpath, start, checked)
+            sent = await self._download(name, project, version, relpath, start, checked,
+                                        split_credentials(mirror_url)[1])
         except BaseException as e:
             self._downloads.pop(relpath, None)
             mine.errback(Failure(e))
@@ -350,7 +354,7 @@ class Mirror:
 
     async def _download(self, name: str, project: str, version: str, relpath: str,
                         start: Callable[[Mapping[str, str]], IConsumer | None],
-                        checked: Callable[[], None]) -> int:
+                        checked: Callable[[], None], auth: str | None) -> int:
         if self.offline:
             raise MirrorFailed(f"{relpath} is not cached and the server is in offline mode")
         link = await self.link_for(name, project, relpath)
@@ -358,7 +362,7 @@ class Mirror:
             raise NoSuchFile(relpath)
         self.stats["file_fetches"] += 1
         try:
-            response = await self._upstream.open(link["url"])
+            response = await self._upstream.open(link["url"], auth)
         except UpstreamError as e:
             self.stats["file_errors"] += 1
             raise MirrorFailed(f"error getting {public_url(link['url'])}: {e}") from None

@@ -63,6 +63,17 @@ def public_url(url: str) -> str:
     return split_credentials(url)[0]
 
 
+def with_credentials(url: str, credentials_from: str) -> str:
+    """``url`` with the user and password of ``credentials_from`` put in, if it has some
+    and both name the same host (mirror.md 1: external file URLs of a private mirror)."""
+    source, target = urlsplit(credentials_from), urlsplit(url)
+    if source.username is None or target.username is not None \
+            or source.hostname != target.hostname:
+        return url
+    netloc = f"{source.username}:{source.password or ''}@{target.netloc}"
+    return urlunsplit((target.scheme, netloc, target.path, target.query, target.fragment))
+
+
 def masked_url(url: str) -> str:
     """``url`` with the password of embedded credentials replaced by ``****``."""
     parts = urlsplit(url)
@@ -125,11 +136,13 @@ class Upstream:
         except Exception as e:  # the connection broke while the body came in
             self.stats["errors"] += 1
             raise UpstreamError(f"{type(e).__name__} reading {public_url(url)}") from None
-        return Reply(response.code, _headers(response), body, url)
+        return Reply(response.code, _headers(response), body, public_url(url))
 
-    async def open(self, url: str, timeout: float | None = None) -> Any:
-        """GET a file; the treq response, its body not read yet (deliverBody / collect)."""
-        return await self._request("GET", url, {}, timeout or self.timeout, unbuffered=True)
+    async def open(self, url: str, auth: str | None = None, timeout: float | None = None) -> Any:
+        """GET a file, with ``auth`` as Authorization unless ``url`` has credentials of its
+        own; the treq response, its body not read yet (deliverBody / collect)."""
+        headers = {"Authorization": auth} if auth else {}
+        return await self._request("GET", url, headers, timeout or self.timeout, unbuffered=True)
 
     async def _request(self, method: str, url: str, headers: dict[str, str], timeout: float,
                        unbuffered: bool = False) -> Any:

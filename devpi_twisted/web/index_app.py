@@ -23,6 +23,7 @@ from twisted.protocols.ftp import FileConsumer
 from twisted.web.iweb import IRequest
 
 from devpi_twisted.mirror.cache import CACHED, Mirror, MirrorFailed, NoSuchFile, TransferBroken
+from devpi_twisted.mirror.upstream import with_credentials
 from devpi_twisted.model.errors import (
     DomainError, Gone, InvalidInput, NotFound, UnsupportedMedia, UpstreamFailed,
 )
@@ -424,13 +425,23 @@ class IndexApp(ManagementApp):
                 request.setHeader(key.encode(), value.encode("latin-1"))
             return None if request.method == b"HEAD" else request
 
+        if config.get("mirror_use_external_urls"):  # not fetched here: the client goes there
+            link = await self._mirror.link_for(f"{user}/{index}", normalize_project(name), relpath)
+            if link is None:
+                raise NotFound("no such file")
+            request.setResponseCode(302)
+            target = with_credentials(str(link["url"]), str(config.get("mirror_url") or ""))
+            request.setHeader(b"Location", target.encode())
+            return b""
+
         def checked() -> None:  # the client has it all: no need to wait for the storing
             if request.method != b"HEAD" and not request.finished and request.channel is not None:
                 request.finish()
 
         try:
             sent = await shielded(Deferred.fromCoroutine(self._mirror.download(
-                f"{user}/{index}", normalize_project(name), version, relpath, start, checked)))
+                f"{user}/{index}", normalize_project(name), version, relpath, start, checked,
+                str(config.get("mirror_url") or ""))))
         except NoSuchFile:
             raise NotFound("no such file") from None
         except MirrorFailed as e:
@@ -471,10 +482,14 @@ class IndexApp(ManagementApp):
         try:
             local = await self._blobs.open_local(relpath) if transport is not None else None
         except BlobMissing:
+            if fetch:  # a mirror's file removed from the store: fetched again
+                return await self._mirror_file(request, user, index, relpath)
             raise NotFound("no such file") from None
         try:
             size = local.size if local is not None else await self._blobs.size(relpath)
             if size is None:
+                if fetch:  # a mirror's file removed from the store: fetched again
+                    return await self._mirror_file(request, user, index, relpath)
                 raise NotFound("no such file")
             span = _byte_span(request, size)
             if span is None or request.method == b"HEAD" or span[0] == span[1]:

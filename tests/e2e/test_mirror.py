@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +32,8 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePyPI]:
     for path in [make_wheel(dists, "mirapp", "1.0", requires=["mirlib>=1.0"]),
                  make_wheel(dists, "mirlib", "1.0"), make_wheel(dists, "mirlib", "2.0"),
                  make_sdist(dists, "mirlib", "2.0"), make_wheel(dists, "shadowed", "3.0"),
-                 make_wheel(dists, "badhash", "1.0"), make_wheel(dists, "unfetched", "1.0")]:
+                 make_wheel(dists, "badhash", "1.0"), make_wheel(dists, "unfetched", "1.0"),
+                 make_wheel(dists, "neverasked", "1.0")]:
         upstream.add(path)
     upstream.start()
     yield upstream
@@ -129,6 +131,30 @@ def test_private_uploads_shadow_the_mirror_unless_whitelisted(mirror: Daemon,
     assert "mirlib-2.0" in install(index, tmp_path / "t", "mirlib")
 
 
+def test_external_urls_send_clients_upstream_for_files_not_stored(mirror: Daemon,
+                                                                  fake: FakePyPI) -> None:
+    root = login(mirror.url, "root", "")
+    assert call(mirror.url + "/root/pypi", "PATCH", ["mirror_use_external_urls=True"],
+                root)[0] == 200
+    try:
+        status, data, _ = page(mirror.url + "/root/pypi/+simple/unfetched/")
+        assert status == 200
+        url = urllib.parse.urljoin(mirror.url + "/root/pypi/+simple/unfetched/",
+                                   data["files"][0]["url"])
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args: object, **kwargs: object) -> None:
+                return None
+
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.build_opener(NoRedirect).open(url)
+        assert e.value.code == 302
+        assert e.value.headers["Location"].startswith(fake.url.rsplit("/simple/", 1)[0])
+    finally:
+        assert call(mirror.url + "/root/pypi", "PATCH", ["mirror_use_external_urls=False"],
+                    root)[0] == 200
+
+
 def test_deleting_a_cached_project_makes_it_fetched_again(mirror: Daemon, fake: FakePyPI) -> None:
     def asked() -> int:
         return len([r for r in fake.requests() if r["path"] == "/simple/badhash/"])
@@ -158,7 +184,7 @@ def test_the_cache_serves_while_upstream_is_down_also_after_a_restart(
         status, _, headers = page(mirror.url + "/root/pypi/+simple/mirapp/")
         assert status == 200 and "no-cache" in headers.get("Cache-Control", "")
         # upstream lists it, but its page was never fetched: nothing to stand in
-        assert page(mirror.url + "/root/pypi/+simple/unfetched/")[0] == 502
+        assert page(mirror.url + "/root/pypi/+simple/neverasked/")[0] == 502
         # not in upstream's list (kept from before the outage): 404, upstream not asked
         assert page(mirror.url + "/root/pypi/+simple/never-seen/")[0] == 404
     finally:

@@ -306,3 +306,20 @@ async def test_the_project_list_is_fetched_in_the_background_and_gates_pages(
     assert await world.mirror.ensure(NAME, config, "alpha") == FRESH
     saved = world.blobs.local_path("root/pypi/+names/projects.json")
     assert saved is not None and b'"alpha"' in saved.read_bytes()  # kept for the next start
+
+
+@pytest_twisted.ensureDeferred
+async def test_credentials_in_the_mirror_url_go_as_basic_auth_and_are_not_stored(
+        world: World) -> None:
+    import base64
+
+    await world.setup()
+    secret_url = world.fake.url.replace("http://", "http://bob:s3cret@")
+    assert await world.ensure("beta", mirror_url=secret_url) == FRESH
+    expected = "Basic " + base64.b64encode(b"bob:s3cret").decode()
+    assert world.asked("/simple/beta/")[0]["headers"]["authorization"] == expected
+    links = await world.links("beta")
+    assert "s3cret" not in repr(links)
+    await world.mirror.download(NAME, "beta", "1.0", links[0]["entrypath"], Collect().start,
+                                mirror_url=secret_url)
+    assert world.asked("/files/")[0]["headers"]["authorization"] == expected
