@@ -249,9 +249,14 @@ class IndexApp(ManagementApp):
         """Ask upstream again for ``project`` on every mirror the index inherits from."""
         self._check_segment(user, index, project)
         project = normalize_project(project)
-        if self._mirror is not None:
+        if self._mirror is not None:  # asked here and now, so every worker sees the result
             for name in await self._simple.mirrors_of(user, index):
                 self._mirror.forget(name, project)
+                try:
+                    await self._mirror.ensure(name, await self._ops.get_index(*name.split("/", 1)),
+                                              project)
+                except MirrorFailed:
+                    pass  # the page request that follows reports it
         return self._redirect(request, f"/{user}/{index}/+simple/{project}/".encode())
 
     @staticmethod

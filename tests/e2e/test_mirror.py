@@ -171,6 +171,19 @@ def test_deleting_a_cached_project_makes_it_fetched_again(mirror: Daemon, fake: 
     assert before < asked() <= before + 3
 
 
+def test_refresh_asks_upstream_again(mirror: Daemon, fake: FakePyPI) -> None:
+    def asked() -> int:
+        return len([r for r in fake.requests() if r["path"] == "/simple/mirapp/"])
+
+    assert page(mirror.url + "/root/pypi/+simple/mirapp/")[0] == 200
+    before = asked()
+    request = urllib.request.Request(mirror.url + "/root/pypi/+simple/mirapp/refresh",
+                                     data=b"", method="POST")
+    with urllib.request.urlopen(request) as r:  # follows the redirect to the page
+        assert r.status == 200 and r.url.endswith("/root/pypi/+simple/mirapp/")
+    assert asked() == before + 1
+
+
 def test_the_cache_serves_while_upstream_is_down_also_after_a_restart(
         mirror: Daemon, fake: FakePyPI, tmp_path: Path) -> None:
     install(mirror.url + "/root/pypi/+simple/", tmp_path / "warm", "mirapp")
