@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
+from typing import Generic, TypeVar
 
 from devpi_twisted.storage.interface import (
     FILE, INDEX, MIRROR, USER, VERSION, Change, FileRecord, IndexRecord, MirrorRecord,
@@ -16,6 +17,40 @@ from devpi_twisted.storage.interface import (
 )
 
 FILE_CACHE_SIZE = 4096
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class ProjectRecords(Generic[K, V]):
+    """Records read from storage, each with the serial it was read at, least recently
+    used dropped first; one is valid while its project has not changed since."""
+
+    def __init__(self, state: StateCache, limit: int = FILE_CACHE_SIZE) -> None:
+        self._state = state
+        self._limit = limit
+        self._kept: OrderedDict[K, tuple[V, str, int]] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        hit = self._kept.get(key)
+        if hit is None:
+            return None
+        record, project, seen = hit
+        if self._state.changed_since(project, seen):
+            del self._kept[key]
+            return None
+        self._kept.move_to_end(key)
+        return record
+
+    def put(self, key: K, record: V, project: str, seen: int) -> None:
+        self._kept[key] = (record, project, seen)
+        self._kept.move_to_end(key)
+        if len(self._kept) > self._limit:
+            self._kept.popitem(last=False)
+
+    def clear(self) -> None:
+        self._kept.clear()
 
 
 class StateCache:
@@ -28,10 +63,10 @@ class StateCache:
         # releases anywhere, and the last that changed any index configuration.
         self.project_serials: dict[str, int] = {}
         self.config_serial = -1
-        # Recently read file records (downloads ask for the same few again and again),
-        # each with the serial it was read at; valid while its project has not changed.
-        self._files: OrderedDict[str, tuple[FileRecord, int]] = OrderedDict()
-        self._mirrors: OrderedDict[tuple[str, str, str], tuple[MirrorRecord, int]] = OrderedDict()
+        # Recently read file records (downloads ask for the same few again and again)
+        # and mirror pages, valid while their project has not changed.
+        self._files: ProjectRecords[str, FileRecord] = ProjectRecords(self)
+        self._mirrors: ProjectRecords[tuple[str, str, str], MirrorRecord] = ProjectRecords(self)
 
     def changed_since(self, project: str, serial: int) -> bool:
         """Whether anything a page of ``project`` is built from changed after ``serial``."""
@@ -79,45 +114,22 @@ class StateCache:
                 self.indexes[(user, index)] = IndexRecord(user, index, value, serial)
 
     def cached_file(self, relpath: str) -> FileRecord | None:
-        hit = self._files.get(relpath)
-        if hit is None:
-            return None
-        record, seen = hit
-        if self.changed_since(record.project, seen):
-            del self._files[relpath]
-            return None
-        self._files.move_to_end(relpath)
-        return record
+        return self._files.get(relpath)
 
     def keep_file(self, record: FileRecord | None, seen: int) -> FileRecord | None:
         """Remember ``record``, read from storage when this cache was at serial ``seen``."""
         if record is not None:
-            self._files[record.relpath] = (record, seen)
-            self._files.move_to_end(record.relpath)
-            if len(self._files) > FILE_CACHE_SIZE:
-                self._files.popitem(last=False)
+            self._files.put(record.relpath, record, record.project, seen)
         return record
 
     def cached_mirror(self, user: str, index: str, project: str) -> MirrorRecord | None:
-        key = (user, index, project)
-        hit = self._mirrors.get(key)
-        if hit is None:
-            return None
-        record, seen = hit
-        if self.changed_since(project, seen):
-            del self._mirrors[key]
-            return None
-        self._mirrors.move_to_end(key)
-        return record
+        return self._mirrors.get((user, index, project))
 
     def keep_mirror(self, record: MirrorRecord | None, seen: int) -> MirrorRecord | None:
         """Remember a mirror page record read at serial ``seen`` (as ``keep_file``)."""
         if record is not None:
-            key = (record.user, record.index, record.project)
-            self._mirrors[key] = (record, seen)
-            self._mirrors.move_to_end(key)
-            if len(self._mirrors) > FILE_CACHE_SIZE:
-                self._mirrors.popitem(last=False)
+            self._mirrors.put((record.user, record.index, record.project), record,
+                              record.project, seen)
         return record
 
     def indexes_of(self, user: str | None) -> list[IndexRecord]:
