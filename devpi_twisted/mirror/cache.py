@@ -42,7 +42,7 @@ from devpi_twisted.mirror.upstream import (
 from devpi_twisted.storage.blobs import BlobMissing, BlobStore
 from devpi_twisted.storage.interface import RecordMissing, Storage
 
-FRESH, CACHED, MISSING = "fresh", "cached", "missing"
+FRESH, CACHED, MISSING, OFFLINE = "fresh", "cached", "missing", "offline"
 DEFAULT_EXPIRY = 1800
 _log = Logger()
 
@@ -207,7 +207,9 @@ class Mirror:
 
     def known(self, name: str, config: Mapping[str, Any], project: str) -> str | None:
         """What ``ensure`` would answer without asking upstream (a young page: CACHED, a
-        recent 404: MISSING), or None when it would ask."""
+        recent 404: MISSING), or None when it would ask (or is offline)."""
+        if self.offline:
+            return None
         key = (name, project)
         now = self._clock()
         expiry = self._expiry(config)
@@ -223,9 +225,10 @@ class Mirror:
 
     async def ensure(self, name: str, config: Mapping[str, Any], project: str) -> str:
         """Make the stored page of ``project`` on mirror ``name`` current enough; FRESH
-        (confirmed by upstream just now), CACHED (served from the cache: young enough,
-        offline, or upstream failing) or MISSING (no such project). MirrorFailed when
-        upstream fails and nothing is cached."""
+        (confirmed by upstream just now), CACHED (served from the cache: young enough or
+        upstream failing), OFFLINE (--offline-mode: the cache, only stored files count)
+        or MISSING (no such project). MirrorFailed when upstream fails and nothing is
+        cached."""
         known = self.known(name, config, project)
         if known is not None:
             return known
@@ -248,7 +251,7 @@ class Mirror:
         record = await self._storage.get_mirror_project(user, index, project)
         cached = record.value if record is not None else None
         if self.offline:
-            return CACHED if cached is not None else MISSING
+            return OFFLINE if cached is not None else MISSING
         listed = None if config.get("mirror_no_project_list") else await self.listed(name, config)
         if cached is None and listed is not None and project not in listed:
             self._missing[(name, project)] = self._clock()  # not even asked (mirror.md 2)

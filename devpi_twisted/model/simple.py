@@ -28,6 +28,7 @@ from devpi_twisted.storage.interface import Storage
 # when no upstream request is needed, else awaitable
 Refresh = Callable[[str, Mapping[str, Any], str], "str | Awaitable[str]"]
 FRESH = "fresh"
+OFFLINE = "offline"  # served from the cache, upstream never asked: only stored files count
 
 PAGE_CACHE_SIZE = 4096
 
@@ -71,21 +72,24 @@ def _links_of_version(stage: str, data: Mapping[str, Any]) -> list[Link]:
     return found
 
 
-def _links_of_mirror(stage: str, value: Mapping[str, Any]) -> tuple[list[Link], set[str]]:
-    links, versions = [], set()
+def _links_of_mirror(stage: str, value: Mapping[str, Any]) -> list[Link]:
     extracted = value.get("extracted", {})
-    for link in value.get("links", []):
-        links.append(Link(
-            stage=stage, filename=link["filename"], relpath=link["entrypath"],
-            sha256=link.get("sha256"), requires_python=link.get("requires_python"),
-            yanked=link.get("yanked", False), size=link.get("size"),
-            upload_time=link.get("upload_time"),
-            core_metadata=link.get("core_metadata") or extracted.get(link["filename"])))
+    return [Link(stage=stage, filename=link["filename"], relpath=link["entrypath"],
+                 sha256=link.get("sha256"), requires_python=link.get("requires_python"),
+                 yanked=link.get("yanked", False), size=link.get("size"),
+                 upload_time=link.get("upload_time"),
+                 core_metadata=link.get("core_metadata") or extracted.get(link["filename"]))
+            for link in value.get("links", [])]
+
+
+def _versions_of(links: list[Link]) -> set[str]:
+    versions = set()
+    for link in links:
         try:
-            versions.add(split_filename(link["filename"])[1])
+            versions.add(split_filename(link.filename)[1])
         except InvalidInput:
             pass
-    return links, versions
+    return versions
 
 
 def _whitelist(configs: Mapping[str, Mapping[str, Any]], order: list[str],
@@ -144,6 +148,10 @@ class SimpleOps:
                 names.setdefault(project, None)
         return list(names)
 
+    async def _stored(self, link: Link) -> bool:
+        record = await self._storage.get_file(link.relpath)
+        return record is not None and not record.deleted
+
     async def mirrors_of(self, user: str, index: str) -> list[str]:
         """The mirror indexes in ``user/index``'s resolution order."""
         configs = {i.name: i.config for i in await self._storage.list_indexes()}
@@ -165,16 +173,19 @@ class SimpleOps:
             await synced
         cached = self._pages.get(key)
         if cached is not None and not self._storage.changed_since(project, cached.serial):
-            fresh = await self._refresh_mirrors(cached.mirrors, f"{user}/{index}", project, refresh)
+            fresh, _ = await self._refresh_mirrors(cached.mirrors, f"{user}/{index}", project,
+                                                   refresh)
             if not self._storage.changed_since(project, cached.serial):
                 return cached, not fresh
         return await self._build(user, index, project, refresh)
 
     async def _refresh_mirrors(self, mirrors: tuple[tuple[str, Mapping[str, Any]], ...],
-                               requested: str, project: str, refresh: Refresh | None) -> bool:
-        """Bring the consulted mirrors' pages up to date; whether all were fresh. A
-        mirror other than the requested index that fails is left out (model.md 6.2)."""
-        fresh = True
+                               requested: str, project: str, refresh: Refresh | None
+                               ) -> tuple[bool, set[str]]:
+        """Bring the consulted mirrors' pages up to date; whether all were fresh, and
+        the mirrors that are offline. A mirror other than the requested index that
+        fails is left out (model.md 6.2)."""
+        fresh, offline = True, set()
         for mirror, config in mirrors:
             if refresh is None:
                 fresh = False
@@ -184,11 +195,13 @@ class SimpleOps:
                 if not isinstance(state, str):
                     state = await state
                 fresh = state == FRESH and fresh
+                if state == OFFLINE:
+                    offline.add(mirror)
             except DomainError:
                 if mirror == requested:
                     raise
                 fresh = False
-        return fresh
+        return fresh, offline
 
     async def _build(self, user: str, index: str, project: str,
                      refresh: Refresh | None) -> tuple[ProjectPage, bool]:
@@ -204,7 +217,7 @@ class SimpleOps:
         allowed = _whitelist(configs, order, requested, project,
                              {stage: bool(found) for stage, found in records.items()})
         mirrors = tuple((m, configs[m]) for m in order if m in allowed)
-        fresh = await self._refresh_mirrors(mirrors, requested, project, refresh)
+        fresh, offline = await self._refresh_mirrors(mirrors, requested, project, refresh)
         links: list[Link] = []
         taken: set[str] = set()
         versions: set[str] = set()
@@ -218,11 +231,13 @@ class SimpleOps:
                 found = found or bool(records[stage])
             elif stage in allowed:
                 owner, stage_index = stage.split("/", 1)
-                page = await self._storage.get_mirror_project(owner, stage_index, project)
-                if page is None:
+                mirrored = await self._storage.get_mirror_project(owner, stage_index, project)
+                if mirrored is None:
                     continue
-                stage_links, mirror_versions = _links_of_mirror(stage, page.value)
-                versions |= mirror_versions
+                stage_links = _links_of_mirror(stage, mirrored.value)
+                if stage in offline:  # only what can be served without upstream (mirror.md 8)
+                    stage_links = [link for link in stage_links if await self._stored(link)]
+                versions |= _versions_of(stage_links)
                 found = True
             else:
                 continue

@@ -18,7 +18,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from zope.interface import implementer
 
 from devpi_twisted.mirror.cache import (
-    CACHED, FRESH, MISSING, Mirror, MirrorFailed, NoSuchFile, TransferBroken,
+    CACHED, FRESH, MISSING, OFFLINE, Mirror, MirrorFailed, NoSuchFile, TransferBroken,
 )
 from devpi_twisted.mirror.upstream import Upstream
 from devpi_twisted.model.ops import root_pypi, root_user
@@ -183,17 +183,28 @@ async def test_an_upstream_behind_the_stored_serial_is_not_believed(world: World
 
 
 @pytest_twisted.ensureDeferred
-async def test_offline_mode_never_asks_upstream(world: World) -> None:
+async def test_offline_mode_never_asks_upstream_and_shows_only_stored_files(world: World) -> None:
+    from devpi_twisted.model.simple import SimpleOps
+
     await world.setup()
     assert await world.ensure("alpha") == FRESH
+    first = (await world.links("alpha"))[0]
+    await world.mirror.download(NAME, "alpha", "1.0", first["entrypath"], Collect().start)
     world.mirror.offline = True
     world.now[0] += 3600
     seen = len(world.asked())
-    assert await world.ensure("alpha") == CACHED
+    assert await world.ensure("alpha") == OFFLINE
     assert await world.ensure("beta") == MISSING
     with pytest.raises(MirrorFailed, match="offline"):
-        await world.mirror.download(NAME, "alpha", "1.0", (await world.links("alpha"))[0]["entrypath"],
+        await world.mirror.download(NAME, "alpha", "2.0", (await world.links("alpha"))[1]["entrypath"],
                                     Collect().start)
+
+    def refresh(name: str, config: Any, project: str) -> Any:
+        return Deferred.fromCoroutine(world.mirror.ensure(name, config, project))
+
+    page, stale = await SimpleOps(world.storage).project_view("root", "pypi", "alpha", refresh)
+    assert [link.filename for link in page.links] == [first["filename"]] and stale
+    assert page.versions == ("1.0",)
     assert len(world.asked()) == seen
 
 
