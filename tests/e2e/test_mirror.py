@@ -181,7 +181,9 @@ def test_refresh_asks_upstream_again(mirror: Daemon, fake: FakePyPI) -> None:
                                      data=b"", method="POST")
     with urllib.request.urlopen(request) as r:  # follows the redirect to the page
         assert r.status == 200 and r.url.endswith("/root/pypi/+simple/mirapp/")
-    assert asked() == before + 1
+    # asked by the refresh; with workers, the page request may land on a process that
+    # has not seen the page yet and asks once more
+    assert before + 1 <= asked() <= before + 2
 
 
 def test_the_cache_serves_while_upstream_is_down_also_after_a_restart(
