@@ -328,9 +328,12 @@ def build_service(config: Config, reactor: Any) -> IService:
         shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(mode=0o700, exist_ok=True)
     http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor)))
-    upstream = Upstream(reactor, http, timeout=config.request_timeout)
+    # A request waits --request-timeout for upstream; the fetch itself may go on for
+    # longer in the background and store what it gets (mirror.md 3).
+    upstream = Upstream(reactor, http, timeout=max(30.0, 6 * config.request_timeout))
     mirror = Mirror(storage, upstream, blobs, staging, offload, offline=config.offline_mode,
-                    default_expiry=config.mirror_cache_expiry)
+                    default_expiry=config.mirror_cache_expiry, reactor=reactor,
+                    wait=config.request_timeout)
     app = IndexApp(ops, info, ReleaseOps(storage, blobs, time.time), SimpleOps(storage), blobs,
                    offload, staging, http, mirror)
     site = DevpiSite(app.resource(), info, lambda: storage.serial, access_log=config.debug)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer
 from twisted.internet.protocol import Protocol
@@ -85,9 +86,14 @@ def link_record(name: str, link: UpstreamLink) -> dict[str, Any]:
 class Mirror:
     def __init__(self, storage: Storage, upstream: Upstream, blobs: BlobStore, staging: Path,
                  offload: Callable[..., Deferred[Any]], offline: bool = False,
-                 default_expiry: int = DEFAULT_EXPIRY, clock: Callable[[], float] = time.monotonic
-                 ) -> None:
+                 default_expiry: int = DEFAULT_EXPIRY, clock: Callable[[], float] = time.monotonic,
+                 reactor: Any = None, wait: float | None = None) -> None:
+        """``wait``: how long a request waits for upstream's page (default: the
+        upstream's timeout); a slower fetch goes on in the background and stores its
+        result, while the request is answered from the cache (mirror.md 3)."""
         self._storage = storage
+        self._reactor = reactor
+        self._wait = upstream.timeout if wait is None else wait
         self._upstream = upstream
         self._blobs = blobs
         self._staging = staging
@@ -240,7 +246,17 @@ class Mirror:
             running.addBoth(self._refreshed, key)
         waiter: Deferred[str] = Deferred(lambda _: None)
         running.addBoth(forward, waiter)
-        return await waiter
+        if self._reactor is not None:
+            waiter.addTimeout(self._wait, self._reactor)
+        try:
+            return await waiter
+        except defer.TimeoutError:
+            self.stats["page_errors"] += 1
+            user, index = name.split("/", 1)
+            if await self._storage.get_mirror_project(user, index, project) is not None:
+                return CACHED
+            raise MirrorFailed(f"timeout after {self._wait:g}s while getting data for "
+                               f"{project} from {name}'s upstream") from None
 
     def _refreshed(self, result: Any, key: tuple[str, str]) -> Any:
         self._refreshing.pop(key, None)

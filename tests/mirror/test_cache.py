@@ -334,3 +334,29 @@ async def test_credentials_in_the_mirror_url_go_as_basic_auth_and_are_not_stored
     await world.mirror.download(NAME, "beta", "1.0", links[0]["entrypath"], Collect().start,
                                 mirror_url=secret_url)
     assert world.asked("/files/")[0]["headers"]["authorization"] == expected
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_slow_upstream_is_not_waited_for_and_its_answer_still_stored(
+        world: World) -> None:
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    slow = Mirror(world.storage, world.upstream, world.blobs, world.mirror._staging,
+                  lambda fn, *a: deferToThread(fn, *a), clock=lambda: world.now[0],
+                  reactor=reactor, wait=0.3)
+    await world.setup()
+    world.fake.add(make_wheel(Path(world.mirror._staging), "gamma", "1.0"))
+    assert await slow.ensure(NAME, world.config, "gamma") == FRESH
+    serial = world.storage.serial
+    world.fake.add(make_wheel(Path(world.mirror._staging), "gamma", "2.0"))
+    world.fake.set(latency=1.0)
+    world.now[0] += 3600
+    assert await slow.ensure(NAME, world.config, "gamma") == CACHED  # after 0.3 s, not 1 s
+    with pytest.raises(MirrorFailed, match="timeout"):
+        await slow.ensure(NAME, world.config, "beta")  # nothing cached
+    for _ in range(60):  # the fetch went on and stored the new page
+        if world.storage.serial > serial:
+            break
+        await deferLater(reactor, 0.05, lambda: None)
+    assert "gamma-2.0-py3-none-any.whl" in [link["filename"] for link in await world.links("gamma")]
