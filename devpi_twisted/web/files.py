@@ -1,0 +1,184 @@
+"""Release files of every index: sent with sendfile (web/sendfile.py) or through a
+producer, with ETag, Range and conditional requests; a mirror's file not stored yet is
+fetched from upstream while the client receives it (mirror/cache.py)."""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+
+from devpi_twisted.mirror.cache import Mirror, MirrorFailed, NoSuchFile, TransferBroken
+from devpi_twisted.mirror.upstream import with_credentials
+from devpi_twisted.model.errors import Gone, InvalidInput, NotFound, UpstreamFailed
+from devpi_twisted.model.indexes import MIRROR
+from devpi_twisted.model.names import normalize_project
+from devpi_twisted.model.release_ops import ReleaseOps
+from devpi_twisted.model.releases import split_filename
+from devpi_twisted.storage.adapter import shielded
+from devpi_twisted.storage.blobs import BlobMissing, BlobReadStopped, BlobStore
+from devpi_twisted.web import render
+from devpi_twisted.web.app import ManagementApp, _route
+from devpi_twisted.web.sendfile import SendfileBody, transport_of
+
+_log = Logger()
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def content_type(filename: str) -> bytes:
+    if filename.endswith((".tar.gz", ".tgz")):
+        return b"application/x-tar"
+    guessed, _ = mimetypes.guess_type(filename)
+    return (guessed or "application/octet-stream").encode()
+
+
+class FileRoutes(ManagementApp):
+    """GET/HEAD of ``+f`` and ``+e`` paths; IndexApp sets what they use."""
+
+    app = ManagementApp.app
+    _releases: ReleaseOps
+    _blobs: BlobStore
+    _mirror: Mirror | None
+    _offload: Any
+
+    @_route(app, "/<user>/<index>/+f/<path:rest>", ["GET", "HEAD"])
+    async def release_file(self, request: IRequest, user: str, index: str, rest: str) -> bytes:
+        return await self._file(request, user, index, f"{user}/{index}/+f/{rest}")
+
+    @_route(app, "/<user>/<index>/+e/<path:rest>", ["GET", "HEAD"])
+    async def external_file(self, request: IRequest, user: str, index: str, rest: str) -> bytes:
+        """A mirrored file upstream published without a sha256 (mirror.md 5)."""
+        return await self._file(request, user, index, f"{user}/{index}/+e/{rest}")
+
+    async def _mirror_file(self, request: IRequest, user: str, index: str, relpath: str) -> bytes:
+        """A mirror's file not stored yet: fetched, streamed to the client, stored."""
+        config = await self._ops.get_index(user, index)
+        if config.get("type") != MIRROR or self._mirror is None:
+            raise NotFound("no such file")
+        filename = relpath.rsplit("/", 1)[-1]
+        try:
+            name, version, _ = split_filename(filename.removesuffix(".metadata"))
+        except InvalidInput:
+            raise NotFound("no such file") from None
+
+        def start(headers: Mapping[str, str]) -> Any:
+            for key, value in headers.items():
+                request.setHeader(key.encode(), value.encode("latin-1"))
+            return None if request.method == b"HEAD" else request
+
+        if config.get("mirror_use_external_urls"):  # not fetched here: the client goes there
+            link = await self._mirror.link_for(f"{user}/{index}", normalize_project(name), relpath)
+            if link is None:
+                raise NotFound("no such file")
+            request.setResponseCode(302)
+            target = with_credentials(str(link["url"]), str(config.get("mirror_url") or ""))
+            request.setHeader(b"Location", target.encode())
+            return b""
+
+        def checked() -> None:  # the client has it all: no need to wait for the storing
+            if request.method != b"HEAD" and not request.finished and request.channel is not None:
+                request.finish()
+
+        try:
+            sent = await shielded(Deferred.fromCoroutine(self._mirror.download(
+                f"{user}/{index}", normalize_project(name), version, relpath, start, checked,
+                str(config.get("mirror_url") or ""))))
+        except NoSuchFile:
+            raise NotFound("no such file") from None
+        except MirrorFailed as e:
+            raise UpstreamFailed(str(e)) from None
+        except TransferBroken as e:  # the client must not take the short or wrong body
+            _log.warn("mirror download of {relpath} broke: {error}", relpath=relpath, error=e)
+            if request.channel is not None:
+                request.channel.transport.abortConnection()
+            return b""
+        if sent == 0:  # another request fetched it meanwhile: now it is ours to serve
+            return await self._file(request, user, index, relpath, fetch=False)
+        return b""
+
+    async def _file(self, request: IRequest, user: str, index: str, relpath: str,
+                    fetch: bool = True) -> bytes:
+        relpath = relpath.split("#", 1)[0]
+        record = await self._releases.file_record(relpath)
+        if record is None:
+            if fetch:
+                return await self._mirror_file(request, user, index, relpath)
+            raise NotFound("no such file")
+        if record.deleted:
+            raise Gone("file existed, deleted in later serial")
+        entry = record.entry
+        if "application/json" in render.accept(request):
+            return render.result(request, "releasefilemeta", dict(entry))
+        etag = f'"{entry.get("hashes", {}).get("sha256", "")}"'.encode()
+        request.setHeader(b"Content-Type", content_type(relpath.rsplit("/", 1)[-1]))
+        request.setHeader(b"ETag", etag)
+        request.setHeader(b"Accept-Ranges", b"bytes")
+        request.setHeader(b"Cache-Control", b"max-age=365000000, immutable, public")
+        if entry.get("last_modified"):
+            request.setHeader(b"Last-Modified", str(entry["last_modified"]).encode())
+        if request.getHeader(b"If-None-Match") == etag:
+            request.setResponseCode(304)
+            return b""
+        transport = transport_of(request) if request.method == b"GET" else None
+        try:
+            local = await self._blobs.open_local(relpath) if transport is not None else None
+        except BlobMissing:
+            if fetch:  # a mirror's file removed from the store: fetched again
+                return await self._mirror_file(request, user, index, relpath)
+            raise NotFound("no such file") from None
+        try:
+            size = local.size if local is not None else await self._blobs.size(relpath)
+            if size is None:
+                if fetch:  # a mirror's file removed from the store: fetched again
+                    return await self._mirror_file(request, user, index, relpath)
+                raise NotFound("no such file")
+            span = _byte_span(request, size)
+            if span is None or request.method == b"HEAD" or span[0] == span[1]:
+                return b""
+            start, end = span
+            # Shielded: when the client hangs up, twisted.web stops the producer (the
+            # transfer ends by itself) and cancels this handler, which must not cut in.
+            if local is not None and transport is not None:
+                await shielded(SendfileBody(request, transport, local.fd, start, end,
+                                            self._offload).send())
+            else:
+                await shielded(self._blobs.read(relpath, request, start, end - start))
+        except BlobReadStopped:  # the client went away; the response stays incomplete
+            if request.producer is not None and request.channel is not None:
+                request.unregisterProducer()
+            request.loseConnection()
+        except BlobMissing:  # the file ended early: the client sees a short body, not a wrong one
+            if not request.startedWriting:
+                raise NotFound("no such file") from None
+            request.loseConnection()
+        finally:
+            if local is not None:
+                local.close()
+        return b""
+
+
+def _byte_span(request: IRequest, size: int) -> tuple[int, int] | None:
+    """The ``[start, end)`` to send, with the status and Content-Length / Content-Range
+    headers set for it (206 for a single satisfiable Range); None after a 416."""
+    start, end = 0, size
+    requested = request.getHeader(b"Range")
+    match = _RANGE.match(requested.decode("latin-1")) if requested else None
+    if match and (match.group(1) or match.group(2)):
+        first, last = match.group(1), match.group(2)
+        if first:
+            start, end = int(first), min(int(last) + 1 if last else size, size)
+        else:
+            start, end = max(size - int(last), 0), size
+        if start >= size or start >= end:
+            request.setResponseCode(416)
+            request.setHeader(b"Content-Range", b"bytes */%d" % size)
+            return None
+        request.setResponseCode(206)
+        request.setHeader(b"Content-Range", b"bytes %d-%d/%d" % (start, end - 1, size))
+    request.setHeader(b"Content-Length", b"%d" % (end - start))
+    return start, end
