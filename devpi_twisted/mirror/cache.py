@@ -14,7 +14,6 @@ the page's ``extracted`` map (filename -> sha256) advertises it from then on.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 import time
@@ -31,16 +30,14 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
-from zope.interface import implementer
 
 from devpi_twisted.archives import core_metadata
-from devpi_twisted.mirror.parse import (
-    PageError, UpstreamLink, parse_project_list, parse_project_page,
-)
+from devpi_twisted.mirror.names import ProjectLists
+from devpi_twisted.mirror.parse import PageError, UpstreamLink, parse_project_page
 from devpi_twisted.mirror.upstream import (
     Upstream, UpstreamError, discard, forward, public_url, split_credentials,
 )
-from devpi_twisted.storage.blobs import BlobMissing, BlobStore
+from devpi_twisted.storage.blobs import BlobStore
 from devpi_twisted.storage.interface import RecordMissing, Storage
 
 FRESH, CACHED, MISSING, OFFLINE = "fresh", "cached", "missing", "offline"
@@ -107,8 +104,8 @@ class Mirror:
         self._missing: dict[tuple[str, str], float] = {}  # upstream said 404 (negative cache)
         self._refreshing: dict[tuple[str, str], Deferred[str]] = {}
         self._downloads: dict[str, Deferred[None]] = {}
-        self._lists: dict[str, tuple[float, str | None, dict[str, str]]] = {}  # at, etag, names
-        self._listing: dict[str, Deferred[None]] = {}
+        self.lists = ProjectLists(upstream, blobs, staging, offload, clock,
+                                  lambda: self.offline, self._expiry)
         # per process: pages answered from the cache / asked upstream / failed there,
         # first downloads of files / failed ones
         self.stats = {"page_hits": 0, "page_fetches": 0, "page_errors": 0, "file_fetches": 0,
@@ -123,86 +120,10 @@ class Mirror:
         value = config.get("mirror_cache_expiry")
         return float(self._default_expiry if value in (None, "") else value)
 
-    # -- the project name list ----------------------------------------------------------
+    # -- the project name list (mirror/names.py) --------------------------------------
 
     def names(self, name: str, config: Mapping[str, Any]) -> dict[str, str] | None:
-        """Upstream's project names (normalised -> as upstream spells them) as last
-        fetched, None before the first list arrived. An expired or missing list is
-        fetched in the background; nobody waits for it (mirror.md 2)."""
-        known = self._lists.get(name)
-        expired = known is None or self._clock() - known[0] >= self._expiry(config)
-        if expired and not self.offline and not config.get("mirror_no_project_list") \
-                and name not in self._listing:
-            running = Deferred.fromCoroutine(self._fetch_names(name, config))
-            self._listing[name] = running
-            running.addErrback(lambda f: _log.failure("project list of {name}", f, name=name))
-            running.addBoth(self._listed, name)
-        return known[2] if known is not None else None
-
-    def _listed(self, _: Any, name: str) -> None:
-        self._listing.pop(name, None)
-
-    async def _fetch_names(self, name: str, config: Mapping[str, Any]) -> None:
-        known = self._lists.get(name)
-        if known is None:
-            known = await self._load_names(name)
-        url = str(config.get("mirror_url") or "")
-        try:
-            reply = await self._upstream.get_page(
-                url, known[1] if known else None, timeout=max(self._upstream.timeout, 30.0))
-        except UpstreamError as e:
-            _log.warn("mirror {name}: project list: {error}", name=name, error=e)
-            return
-        if reply.status == 304 and known is not None:
-            self._lists[name] = (self._clock(), known[1], known[2])
-            return
-        if reply.status != 200:
-            _log.warn("mirror {name}: project list: {status} from {url}", name=name,
-                      status=reply.status, url=public_url(url))
-            return
-        try:
-            names = await self._offload(parse_project_list, reply.body,
-                                        reply.headers.get("content-type", ""), reply.url)
-        except PageError as e:
-            _log.warn("mirror {name}: invalid project list: {error}", name=name, error=e)
-            return
-        etag = reply.headers.get("etag")
-        self._lists[name] = (self._clock(), etag, names)
-        await self._save_names(name, etag, names)
-
-    async def _load_names(self, name: str) -> tuple[float, str | None, dict[str, str]] | None:
-        """The list stored by an earlier run (or another process), as expired (so it is
-        revalidated); None if there is none."""
-        if name in self._lists:
-            return self._lists[name]
-        sink = _Sink()
-        try:
-            await self._blobs.read(_names_key(name), sink)
-            saved = json.loads(sink.data())
-        except (BlobMissing, ValueError):
-            return None
-        known = (float("-inf"), saved.get("etag"), dict(saved.get("names", {})))
-        self._lists.setdefault(name, known)
-        return self._lists[name]
-
-    async def listed(self, name: str, config: Mapping[str, Any]) -> dict[str, str] | None:
-        """``names``, after loading a list stored earlier if this process has none yet."""
-        names = self.names(name, config)
-        if names is None and not config.get("mirror_no_project_list"):
-            known = await self._load_names(name)
-            names = known[2] if known is not None else None
-        return names
-
-    async def _save_names(self, name: str, etag: str | None, names: dict[str, str]) -> None:
-        fd, spool = tempfile.mkstemp(dir=self._staging, prefix="names-")
-        os.close(fd)
-        try:
-            sha256 = await self._offload(_write_json, Path(spool), {"etag": etag, "names": names})
-            await self._blobs.move_in([(_names_key(name), Path(spool), sha256)])
-        except Exception as e:  # the list in memory still serves
-            _log.warn("mirror {name}: project list not saved: {error}", name=name, error=e)
-        finally:
-            Path(spool).unlink(missing_ok=True)
+        return self.lists.names(name, config)
 
     # -- project pages -------------------------------------------------------------------
 
@@ -268,7 +189,8 @@ class Mirror:
         cached = record.value if record is not None else None
         if self.offline:
             return OFFLINE if cached is not None else MISSING
-        listed = None if config.get("mirror_no_project_list") else await self.listed(name, config)
+        listed = None if config.get("mirror_no_project_list") else \
+            await self.lists.listed(name, config)
         if cached is None and listed is not None and project not in listed:
             self._missing[(name, project)] = self._clock()  # not even asked (mirror.md 2)
             return MISSING
@@ -524,36 +446,6 @@ class _Receiver(Protocol):
             self.done.errback(TransferBroken(f"upstream body broke off: {self._ended.value}"))
         else:
             self.done.callback((self._size, self._hash.hexdigest()))
-
-
-@implementer(IConsumer)
-class _Sink:
-    """Collects a blob read into memory."""
-
-    def __init__(self) -> None:
-        self._parts: list[bytes] = []
-
-    def registerProducer(self, producer: Any, streaming: bool) -> None:
-        pass
-
-    def unregisterProducer(self) -> None:
-        pass
-
-    def write(self, data: bytes) -> None:
-        self._parts.append(data)
-
-    def data(self) -> bytes:
-        return b"".join(self._parts)
-
-
-def _names_key(name: str) -> str:
-    return f"{name}/+names/projects.json"
-
-
-def _write_json(path: Path, value: Any) -> str:
-    data = json.dumps(value, separators=(",", ":")).encode()
-    path.write_bytes(data)
-    return hashlib.sha256(data).hexdigest()
 
 
 def _spool_metadata(path: Path, filename: str, target: Path) -> tuple[int, str] | None:

@@ -1,0 +1,149 @@
+"""The project name list of a mirror (spec/mirror.md 2): fetched in the background when
+older than the expiry, never awaited by a page; kept in the blob store so a restart or
+another worker process starts from the last one; names it lacks are not asked upstream."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from devpi_twisted.mirror.parse import PageError, parse_project_list
+from devpi_twisted.mirror.upstream import Upstream, UpstreamError, public_url
+from devpi_twisted.storage.blobs import BlobMissing, BlobStore
+
+_log = Logger()
+
+
+class ProjectLists:
+    def __init__(self, upstream: Upstream, blobs: BlobStore, staging: Path,
+                 offload: Callable[..., Deferred[Any]], clock: Callable[[], float],
+                 offline: Callable[[], bool], expiry: Callable[[Mapping[str, Any]], float]
+                 ) -> None:
+        self._upstream = upstream
+        self._blobs = blobs
+        self._staging = staging
+        self._offload = offload
+        self._clock = clock
+        self._offline = offline
+        self._expiry = expiry
+        self._lists: dict[str, tuple[float, str | None, dict[str, str]]] = {}  # at, etag, names
+        self._listing: dict[str, Deferred[None]] = {}
+
+    def names(self, name: str, config: Mapping[str, Any]) -> dict[str, str] | None:
+        """Upstream's project names (normalised -> as upstream spells them) as last
+        fetched, None before the first list arrived. An expired or missing list is
+        fetched in the background; nobody waits for it (mirror.md 2)."""
+        known = self._lists.get(name)
+        expired = known is None or self._clock() - known[0] >= self._expiry(config)
+        if expired and not self._offline() and not config.get("mirror_no_project_list") \
+                and name not in self._listing:
+            running = Deferred.fromCoroutine(self._fetch_names(name, config))
+            self._listing[name] = running
+            running.addErrback(lambda f: _log.failure("project list of {name}", f, name=name))
+            running.addBoth(self._listed, name)
+        return known[2] if known is not None else None
+
+    def _listed(self, _: Any, name: str) -> None:
+        self._listing.pop(name, None)
+
+    async def _fetch_names(self, name: str, config: Mapping[str, Any]) -> None:
+        known = self._lists.get(name)
+        if known is None:
+            known = await self._load_names(name)
+        url = str(config.get("mirror_url") or "")
+        try:
+            reply = await self._upstream.get_page(
+                url, known[1] if known else None, timeout=max(self._upstream.timeout, 30.0))
+        except UpstreamError as e:
+            _log.warn("mirror {name}: project list: {error}", name=name, error=e)
+            return
+        if reply.status == 304 and known is not None:
+            self._lists[name] = (self._clock(), known[1], known[2])
+            return
+        if reply.status != 200:
+            _log.warn("mirror {name}: project list: {status} from {url}", name=name,
+                      status=reply.status, url=public_url(url))
+            return
+        try:
+            names = await self._offload(parse_project_list, reply.body,
+                                        reply.headers.get("content-type", ""), reply.url)
+        except PageError as e:
+            _log.warn("mirror {name}: invalid project list: {error}", name=name, error=e)
+            return
+        etag = reply.headers.get("etag")
+        self._lists[name] = (self._clock(), etag, names)
+        await self._save_names(name, etag, names)
+
+    async def _load_names(self, name: str) -> tuple[float, str | None, dict[str, str]] | None:
+        """The list stored by an earlier run (or another process), as expired (so it is
+        revalidated); None if there is none."""
+        if name in self._lists:
+            return self._lists[name]
+        sink = _Sink()
+        try:
+            await self._blobs.read(_names_key(name), sink)
+            saved = json.loads(sink.data())
+        except (BlobMissing, ValueError):
+            return None
+        known = (float("-inf"), saved.get("etag"), dict(saved.get("names", {})))
+        self._lists.setdefault(name, known)
+        return self._lists[name]
+
+    async def listed(self, name: str, config: Mapping[str, Any]) -> dict[str, str] | None:
+        """``names``, after loading a list stored earlier if this process has none yet."""
+        names = self.names(name, config)
+        if names is None and not config.get("mirror_no_project_list"):
+            known = await self._load_names(name)
+            names = known[2] if known is not None else None
+        return names
+
+    async def _save_names(self, name: str, etag: str | None, names: dict[str, str]) -> None:
+        fd, spool = tempfile.mkstemp(dir=self._staging, prefix="names-")
+        os.close(fd)
+        try:
+            sha256 = await self._offload(_write_json, Path(spool), {"etag": etag, "names": names})
+            await self._blobs.move_in([(_names_key(name), Path(spool), sha256)])
+        except Exception as e:  # the list in memory still serves
+            _log.warn("mirror {name}: project list not saved: {error}", name=name, error=e)
+        finally:
+            Path(spool).unlink(missing_ok=True)
+
+
+@implementer(IConsumer)
+class _Sink:
+    """Collects a blob read into memory."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        pass
+
+    def unregisterProducer(self) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        self._parts.append(data)
+
+    def data(self) -> bytes:
+        return b"".join(self._parts)
+
+
+def _names_key(name: str) -> str:
+    return f"{name}/+names/projects.json"
+
+
+def _write_json(path: Path, value: Any) -> str:
+    data = json.dumps(value, separators=(",", ":")).encode()
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
