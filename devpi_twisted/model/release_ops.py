@@ -330,6 +330,9 @@ class ReleaseOps:
         return versions[version]
 
     async def project_names(self, user: str, index: str) -> list[str]:
+        """The index's own projects (of a mirror: those it holds a page of)."""
+        if (await self._stage(user, index)).get("type") == MIRROR:
+            return await self._storage.list_mirror_projects(user, index)
         return await self._storage.list_projects(user, index)
 
     async def _check_delete(self, identity: Identity, user: str, index: str, force: bool,

@@ -82,6 +82,11 @@ def test_unknown_projects_are_404(mirror: Daemon) -> None:
     assert page(mirror.url + "/root/pypi/+simple/no-such-project/")[0] == 404
 
 
+def test_the_mirror_lists_the_projects_it_holds(mirror: Daemon) -> None:
+    projects = call(mirror.url + "/root/pypi")[1]["result"]["projects"]
+    assert {"mirapp", "mirlib"} <= set(projects) and "no-such-project" not in projects
+
+
 def test_uv_installs_through_the_mirror_and_status_counts(mirror: Daemon, tmp_path: Path) -> None:
     import subprocess
 
