@@ -35,7 +35,7 @@ from devpi_twisted.archives import core_metadata
 from devpi_twisted.mirror.names import ProjectLists
 from devpi_twisted.mirror.parse import PageError, UpstreamLink, parse_project_page
 from devpi_twisted.mirror.upstream import (
-    Upstream, UpstreamError, discard, forward, public_url, split_credentials,
+    Shared, Upstream, UpstreamError, discard, public_url, split_credentials,
 )
 from devpi_twisted.storage.blobs import BlobStore
 from devpi_twisted.storage.interface import RecordMissing, Storage
@@ -102,8 +102,8 @@ class Mirror:
         # of the project since (e.g. its cache deleted by another process) voids it
         self._checked: dict[tuple[str, str], tuple[float, int]] = {}
         self._missing: dict[tuple[str, str], float] = {}  # upstream said 404 (negative cache)
-        self._refreshing: dict[tuple[str, str], Deferred[str]] = {}
-        self._downloads: dict[str, Deferred[None]] = {}
+        self._refreshing: dict[tuple[str, str], Shared[str]] = {}
+        self._downloads: dict[str, Shared[int]] = {}
         self.lists = ProjectLists(upstream, blobs, staging, offload, clock,
                                   lambda: self.offline, self._expiry)
         # per process: pages answered from the cache / asked upstream / failed there,
@@ -162,11 +162,11 @@ class Mirror:
         key = (name, project)
         running = self._refreshing.get(key)
         if running is None:
-            running = Deferred.fromCoroutine(self._refresh(name, config, project))
-            self._refreshing[key] = running
-            running.addBoth(self._refreshed, key)
-        waiter: Deferred[str] = Deferred(lambda _: None)
-        running.addBoth(forward, waiter)
+            work = Deferred.fromCoroutine(self._refresh(name, config, project))
+            running = Shared(work, lambda: self._refreshing.pop(key, None))
+            if not running.done:
+                self._refreshing[key] = running
+        waiter = running.wait()
         if self._reactor is not None:
             waiter.addTimeout(self._wait, self._reactor)
         try:
@@ -178,10 +178,6 @@ class Mirror:
                 return CACHED
             raise MirrorFailed(f"timeout after {self._wait:g}s while getting data for "
                                f"{project} from {name}'s upstream") from None
-
-    def _refreshed(self, result: Any, key: tuple[str, str]) -> Any:
-        self._refreshing.pop(key, None)
-        return result
 
     async def _refresh(self, name: str, config: Mapping[str, Any], project: str) -> str:
         user, index = name.split("/", 1)
@@ -273,25 +269,17 @@ class Mirror:
         of one file wait for the first, then return 0: serve the stored file."""
         running = self._downloads.get(relpath)
         if running is not None:
-            waiter: Deferred[None] = Deferred(lambda _: None)
-            running.addBoth(forward, waiter)
             try:
-                await waiter
-            except Exception:
+                await running.wait()
+            except Exception:  # the first request reports it; this one finds no file
                 pass
             return 0
-        mine: Deferred[None] = Deferred()
-        self._downloads[relpath] = mine
-        try:
-            sent = await self._download(name, project, version, relpath, start, checked,
-                                        split_credentials(mirror_url)[1])
-        except BaseException as e:
-            self._downloads.pop(relpath, None)
-            mine.errback(Failure(e))
-            raise
-        self._downloads.pop(relpath, None)
-        mine.callback(None)
-        return sent
+        work = Deferred.fromCoroutine(self._download(
+            name, project, version, relpath, start, checked, split_credentials(mirror_url)[1]))
+        shared = Shared(work, lambda: self._downloads.pop(relpath, None))
+        if not shared.done:
+            self._downloads[relpath] = shared
+        return await shared.wait()
 
     async def _download(self, name: str, project: str, version: str, relpath: str,
                         start: Callable[[Mapping[str, str]], IConsumer | None],

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import random
 from base64 import b64encode
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
@@ -31,6 +31,7 @@ RETRIES = 2  # after the first try
 BACKOFF = 0.25  # seconds before the first retry; doubled each time, with jitter
 USER_AGENT = f"devpi-twisted/{__version__}"
 _log = Logger()
+T = TypeVar("T")
 
 
 class UpstreamError(Exception):
@@ -101,7 +102,7 @@ class Upstream:
         self.timeout = timeout
         self._retries = retries
         self._max_page = max_page
-        self._pages: dict[tuple[str, str | None], Deferred[Reply]] = {}
+        self._pages: dict[tuple[str, str | None], Shared[Reply]] = {}
         self.stats = {"requests": 0, "errors": 0, "retries": 0}
 
     def get_page(self, url: str, etag: str | None = None,
@@ -112,17 +113,11 @@ class Upstream:
         key = (url, etag)
         shared = self._pages.get(key)
         if shared is None:
-            shared = Deferred.fromCoroutine(self._get_page(url, etag, timeout or self.timeout))
-            self._pages[key] = shared
-
-            def done(result: Any) -> Any:
-                self._pages.pop(key, None)
-                return result
-
-            shared.addBoth(done)
-        waiter: Deferred[Reply] = Deferred(lambda _: None)
-        shared.addBoth(forward, waiter)
-        return waiter
+            work = Deferred.fromCoroutine(self._get_page(url, etag, timeout or self.timeout))
+            shared = Shared(work, lambda: self._pages.pop(key, None))
+            if not shared.done:
+                self._pages[key] = shared
+        return shared.wait()
 
     async def _get_page(self, url: str, etag: str | None, timeout: float) -> Reply:
         headers = {"Accept": PAGE_ACCEPT}
@@ -193,14 +188,47 @@ class Upstream:
         return b"".join(chunks)
 
 
-def forward(result: Any, waiter: Deferred[Any]) -> Any:
-    """Pass a shared result on to one waiter (unless it was cancelled meanwhile)."""
-    if not waiter.called:
-        if isinstance(result, Failure):
-            waiter.errback(result)
+class Shared(Generic[T]):
+    """One result awaited by many: each ``wait()`` gets a Deferred of its own, so that
+    cancelling one (a client hung up) cancels neither the work nor the other waiters.
+    A failure reaches every waiter (and is never left unhandled)."""
+
+    def __init__(self, work: Deferred[T], on_done: Callable[[], Any] = lambda: None) -> None:
+        """``on_done`` runs when the work ends, before any waiter learns of it (a waiter
+        may start the same work again at once)."""
+        self._waiters: list[Deferred[T]] = []
+        self._result: Any = None
+        self._done = False
+        self._on_done = on_done
+        work.addBoth(self._fire)
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def _fire(self, result: Any) -> None:
+        self._done, self._result = True, result
+        self._on_done()
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            _deliver(waiter, result)
+
+    def wait(self) -> Deferred[T]:
+        waiter: Deferred[T] = Deferred(lambda _: None)
+        if self._done:
+            _deliver(waiter, self._result)
         else:
-            waiter.callback(result)
-    return None if isinstance(result, Failure) else result
+            self._waiters.append(waiter)
+        return waiter
+
+
+def _deliver(waiter: Deferred[Any], result: Any) -> None:
+    if waiter.called:  # cancelled meanwhile
+        return
+    if isinstance(result, Failure):
+        waiter.errback(result)
+    else:
+        waiter.callback(result)
 
 
 async def discard(response: Any) -> None:
