@@ -211,6 +211,12 @@ def test_the_cache_serves_while_upstream_is_down_also_after_a_restart(
         fake.start()
 
 
+def test_the_daemon_logged_no_unhandled_errors(mirror: Daemon) -> None:
+    """Last of the module: outages, broken and concurrent downloads left no traceback."""
+    log = mirror.log.read_text(errors="replace")
+    assert "Unhandled" not in log and "Traceback" not in log, log[-3000:]
+
+
 @pytest.mark.skipif(not os.environ.get("DEVPI_TWISTED_REAL_PYPI"),
                     reason="opt-in: set DEVPI_TWISTED_REAL_PYPI=1 to install from the real PyPI")
 def test_requests_installs_from_the_real_pypi(tmp_path: Path) -> None:
