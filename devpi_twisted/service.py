@@ -33,7 +33,7 @@ from twisted.logger import Logger, STDLibLogObserver, globalLogPublisher
 from devpi_twisted import serverdir as sd
 from devpi_twisted.config import Config, ConfigError, SERVER_OPTIONS, load_yaml_file, make_options_class
 from devpi_twisted.mirror.cache import Mirror
-from devpi_twisted.mirror.upstream import Upstream
+from devpi_twisted.mirror.upstream import NoCookies, Upstream
 from devpi_twisted.model.acl import Policy, parse_principals
 from devpi_twisted.model.ops import ServerOps, root_pypi, root_user
 from devpi_twisted.model.tokens import TokenSigner, derive_keys
@@ -327,7 +327,7 @@ def build_service(config: Config, reactor: Any) -> IService:
     if not config.requests_only:  # the main process starts first: nothing is in flight yet
         shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(mode=0o700, exist_ok=True)
-    http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor)))
+    http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor)), cookiejar=NoCookies())
     # A request waits --request-timeout for upstream; the fetch itself may go on for
     # longer in the background and store what it gets (mirror.md 3).
     upstream = Upstream(reactor, http, timeout=max(30.0, 6 * config.request_timeout))
