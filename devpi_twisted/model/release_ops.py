@@ -367,28 +367,51 @@ class ReleaseOps:
             return Written(serial, None, f"project {project} deleted from stage {user}/{index}")
         raise Unavailable(f"{project} is being changed by many requests at once")
 
-    async def _forget_mirrored(self, user: str, index: str, project: str) -> Written:
-        """A mirror's cached page of ``project`` and its downloaded files dropped
-        (mirror.md 9); the next request fetches the page from upstream again."""
+    async def _forget_mirrored(self, user: str, index: str, project: str,
+                               version: str | None = None, relpath: str | None = None) -> Written:
+        """A mirror's cached data dropped (mirror.md 9): a project's page and downloaded
+        files (asked upstream again next time); a version's or one file's downloads,
+        the page kept (downloaded again when asked) unless no download remains."""
         record = await self._storage.get_mirror_project(user, index, project)
         if record is None:
             raise NotFound("project not found")
-        gone: dict[str, Mapping[str, Any]] = {}
+        stored: dict[str, str] = {}  # relpath -> version, of every live download
         for link in record.value.get("links", []):
-            for relpath in (link["entrypath"], link["entrypath"] + METADATA_SUFFIX):
-                found = await self._storage.get_file(relpath)
+            try:
+                link_version = releases.split_filename(link["filename"])[1]
+            except InvalidInput:
+                link_version = ""
+            for path in (link["entrypath"], link["entrypath"] + METADATA_SUFFIX):
+                found = await self._storage.get_file(path)
                 if found is not None and not found.deleted:
-                    gone[relpath] = {}
+                    stored[path] = link_version
+        if relpath is not None:
+            gone = [p for p in stored if p in (relpath, relpath + METADATA_SUFFIX)]
+        elif version is not None:
+            gone = [p for p, v in stored.items() if v == version]
+            if not gone:
+                raise NotFound(f"The version {version} of project {project} does not exist.")
+        else:
+            gone = list(stored)
+        drop_page = relpath is None and version is None or \
+            relpath is not None and len(gone) == len(stored)
+        files: dict[str, Mapping[str, Any]] = {path: {} for path in gone}
         try:
-            serial = await self._storage.write_mirror_project(user, index, project, None, gone)
+            if drop_page:
+                serial = await self._storage.write_mirror_project(user, index, project, None, files)
+            else:
+                serial = await self._storage.write_mirror_files(user, index, project, files)
         except RecordMissing:
             raise NotFound(f"The stage {user}/{index} could not be found.") from None
-        return Written(serial, None, f"project {project} deleted from mirror {user}/{index}")
+        what = relpath or (f"version '{version}' of {project}" if version else f"project {project}")
+        return Written(serial, None, f"{what} deleted from mirror {user}/{index}")
 
     async def delete_version(self, identity: Identity, user: str, index: str, name: str,
                              version: str, force: bool = False) -> Written:
         project = normalize_project(name)
         await self._check_delete(identity, user, index, force, f"version {version} of {project}")
+        if (await self._stage(user, index)).get("type") == MIRROR:
+            return await self._forget_mirrored(user, index, project, version)
         for _ in range(RETRIES):
             current = await self._version(user, index, project, version)
             if current is None:
@@ -415,6 +438,9 @@ class ReleaseOps:
                 raise Gone(f"file '{relpath}' existed, deleted in later serial")
             version = str(record.entry.get("version", ""))
             await self._check_delete(identity, user, index, force, f"file {relpath}")
+            if (await self._stage(user, index)).get("type") == MIRROR:
+                return await self._forget_mirrored(user, index, record.project, version,
+                                                   relpath=relpath)
             current = await self._version(user, index, record.project, version)
             if current is None:
                 raise NotFound(f"package '{relpath}' doesn't exist")

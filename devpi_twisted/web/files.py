@@ -105,11 +105,12 @@ class FileRoutes(ManagementApp):
                     fetch: bool = True) -> bytes:
         relpath = relpath.split("#", 1)[0]
         record = await self._releases.file_record(relpath)
-        if record is None:
-            if fetch:
+        if record is None or record.deleted:
+            if fetch and (await self._ops.get_index(user, index)).get("type") == MIRROR:
+                # not fetched yet, or its download deleted: the link still leads upstream
                 return await self._mirror_file(request, user, index, relpath)
-            raise NotFound("no such file")
-        if record.deleted:
+            if record is None:
+                raise NotFound("no such file")
             raise Gone("file existed, deleted in later serial")
         entry = record.entry
         if "application/json" in render.accept(request):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -174,6 +175,37 @@ def test_deleting_a_cached_project_makes_it_fetched_again(mirror: Daemon, fake: 
         status, data, _ = page(mirror.url + "/root/pypi/+simple/badhash/")
         assert status == 200 and data["versions"] == ["1.0"]
     assert before < asked() <= before + 3
+
+
+def test_deleting_a_mirrored_version_or_file_drops_the_downloads_only(mirror: Daemon,
+                                                                     tmp_path: Path) -> None:
+    install(mirror.url + "/root/pypi/+simple/", tmp_path / "t", "mirlib==1.0")
+    status, data, _ = page(mirror.url + "/root/pypi/+simple/mirlib/")
+    wheel = next(f for f in data["files"] if f["filename"] == "mirlib-1.0-py3-none-any.whl")
+    url = urllib.parse.urljoin(mirror.url + "/root/pypi/+simple/mirlib/", wheel["url"])
+    path = urllib.parse.urlsplit(url).path
+    root = login(mirror.url, "root", "")
+
+    def download() -> bytes:
+        with urllib.request.urlopen(url) as r:
+            return r.read()
+
+    def delete(target: str) -> int:
+        # a first download's response ends before it is stored: retry while it is not
+        for _ in range(50):
+            status = call(mirror.url + target, "DELETE", None, root)[0]
+            if status not in (404, 410):
+                return status
+            time.sleep(0.1)
+        return status
+
+    body = download()
+    assert delete("/root/pypi/mirlib/1.0?force") == 200
+    assert call(mirror.url + "/root/pypi/mirlib/9.9?force", "DELETE", None, root)[0] == 404
+    assert download() == body  # the link stays: fetched again
+    assert delete(path + "?force") == 200
+    assert download() == body  # and again
+    assert page(mirror.url + "/root/pypi/+simple/mirlib/")[0] == 200
 
 
 def test_refresh_asks_upstream_again(mirror: Daemon, fake: FakePyPI) -> None:
