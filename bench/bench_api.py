@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
@@ -67,12 +68,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
-def wait_idle(pid: int, timeout: float = 60.0) -> None:
-    """Until the server's CPU stays (nearly) still: it finishes requests wrk left in flight."""
-    deadline, last = time.monotonic() + timeout, cpu_seconds(pid)
+def wait_idle(pid: int, timeout: float = 60.0, cpu: Callable[[int], float] = cpu_seconds) -> None:
+    """Until the server's CPU (``cpu(pid)``) stays (nearly) still: it finishes the
+    requests and writes left in flight."""
+    deadline, last = time.monotonic() + timeout, cpu(pid)
     while time.monotonic() < deadline:
         time.sleep(0.3)
-        now = cpu_seconds(pid)
+        now = cpu(pid)
         if now - last <= 0.01:
             return
         last = now

@@ -36,7 +36,7 @@ from bench_index import (  # noqa: E402
     CLIENT_CPU, JSON_ACCEPT, NGINX_CONF, ROUNDS, SERVER_CPU, WRK_LUA, combine, measure, pin,
     row, run_wrk,
 )
-from bench_storage import BIN, start_server, tree_cpu, wait_idle  # noqa: E402
+from bench_storage import start_server, tree_cpu, wait_idle  # noqa: E402
 from tests.pg import free_port  # noqa: E402
 from tests.support import make_wheel  # noqa: E402
 

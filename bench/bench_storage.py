@@ -27,6 +27,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
+import bench_api  # noqa: E402
 from bench_api import START_TIMEOUT, auth_header, request, stop_server  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -111,14 +112,8 @@ def stop_all(proc: subprocess.Popen, serverdir: Path) -> list[str]:
 
 
 def wait_idle(pid: int, timeout: float = 60.0) -> None:
-    """Until the server's CPU stays (nearly) still: it finishes the writes left in flight."""
-    deadline, last = time.monotonic() + timeout, tree_cpu(pid)
-    while time.monotonic() < deadline:
-        time.sleep(0.3)
-        now = tree_cpu(pid)
-        if now - last <= 0.01:
-            return
-        last = now
+    """Until the CPU of the server and its workers stays (nearly) still."""
+    bench_api.wait_idle(pid, timeout, tree_cpu)
 
 
 def status(base: str) -> dict:

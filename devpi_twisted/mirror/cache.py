@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from email.utils import formatdate
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import quote, urlsplit
 
 from twisted.internet import defer
@@ -311,12 +311,10 @@ class Mirror:
         if modified:
             headers["Last-Modified"] = modified.decode("latin-1")
         consumer = start(headers)
-        fd, spool = tempfile.mkstemp(dir=self._staging, prefix="mirror-")
-        os.close(fd)
-        spool_path = Path(spool)
+        spool_path, spool = await self._offload(_open_spool, self._staging)
         meta_path = spool_path.with_name(spool_path.name + ".metadata")
         try:
-            size, sha256 = await self._receive(response, consumer, spool_path)
+            size, sha256 = await self._receive(response, consumer, spool)
             expected = link.get("sha256")
             if (length is not None and size != length) or (expected and sha256 != expected):
                 self.stats["file_errors"] += 1
@@ -348,9 +346,8 @@ class Mirror:
             else:
                 await self._storage.write_mirror_files(user, index, project, files)
             return size
-        finally:
-            spool_path.unlink(missing_ok=True)
-            meta_path.unlink(missing_ok=True)
+        finally:  # whatever was not moved into the store
+            await self._offload(_remove, spool_path, meta_path)
 
     async def _extract_metadata(self, path: Path, filename: str,
                                 target: Path) -> tuple[int, str] | None:
@@ -361,7 +358,7 @@ class Mirror:
             return None
 
     async def _receive(self, response: Any, consumer: IConsumer | None,
-                       spool: Path) -> tuple[int, str]:
+                       spool: IO[bytes]) -> tuple[int, str]:
         """The body to the consumer and to ``spool`` (written on a thread, in order);
         returns (size, sha256). A slow client pauses the upstream connection."""
         receiver = _Receiver(consumer, spool, self._offload)
@@ -370,10 +367,10 @@ class Mirror:
 
 
 class _Receiver(Protocol):
-    def __init__(self, consumer: IConsumer | None, spool: Path,
+    def __init__(self, consumer: IConsumer | None, spool: IO[bytes],
                  offload: Callable[..., Deferred[Any]]) -> None:
         self._consumer = consumer
-        self._file = open(spool, "wb")  # noqa: SIM115 - closed when the body ends
+        self._file = spool  # written and closed on threads, in order
         self._offload = offload
         self._hash = hashlib.sha256()
         self._size = 0
@@ -427,13 +424,27 @@ class _Receiver(Protocol):
             self._finish()
 
     def _finish(self) -> None:
-        self._file.close()
+        self._offload(self._file.close).addBoth(self._closed)
+
+    def _closed(self, result: Any) -> None:
+        if isinstance(result, Failure) and self._error is None:
+            self._error = result
         if self._error is not None:
             self.done.errback(self._error)
         elif self._ended is not None and not self._ended.check(ResponseDone):
             self.done.errback(TransferBroken(f"upstream body broke off: {self._ended.value}"))
         else:
             self.done.callback((self._size, self._hash.hexdigest()))
+
+
+def _open_spool(staging: Path) -> tuple[Path, IO[bytes]]:
+    fd, name = tempfile.mkstemp(dir=staging, prefix="mirror-")
+    return Path(name), os.fdopen(fd, "wb")
+
+
+def _remove(*paths: Path) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def _spool_metadata(path: Path, filename: str, target: Path) -> tuple[int, str] | None:

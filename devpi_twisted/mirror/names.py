@@ -108,15 +108,16 @@ class ProjectLists:
         return names
 
     async def _save_names(self, name: str, etag: str | None, names: dict[str, str]) -> None:
-        fd, spool = tempfile.mkstemp(dir=self._staging, prefix="names-")
-        os.close(fd)
+        spool = None
         try:
-            sha256 = await self._offload(_write_json, Path(spool), {"etag": etag, "names": names})
-            await self._blobs.move_in([(_names_key(name), Path(spool), sha256)])
+            spool, sha256 = await self._offload(_write_json, self._staging,
+                                                {"etag": etag, "names": names})
+            await self._blobs.move_in([(_names_key(name), spool, sha256)])
         except Exception as e:  # the list in memory still serves
             _log.warn("mirror {name}: project list not saved: {error}", name=name, error=e)
         finally:
-            Path(spool).unlink(missing_ok=True)
+            if spool is not None:  # left when the move failed
+                await self._offload(spool.unlink, True)
 
 
 @implementer(IConsumer)
@@ -143,7 +144,10 @@ def _names_key(name: str) -> str:
     return f"{name}/+names/projects.json"
 
 
-def _write_json(path: Path, value: Any) -> str:
+def _write_json(staging: Path, value: Any) -> tuple[Path, str]:
+    """``value`` as JSON in a new staging file: (its path, sha256)."""
     data = json.dumps(value, separators=(",", ":")).encode()
-    path.write_bytes(data)
-    return hashlib.sha256(data).hexdigest()
+    fd, name = tempfile.mkstemp(dir=staging, prefix="names-")
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    return Path(name), hashlib.sha256(data).hexdigest()

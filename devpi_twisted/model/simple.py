@@ -26,7 +26,7 @@ from devpi_twisted.storage.interface import Storage
 
 # refresh(mirror name, its config, project) -> "fresh" | "cached" | "missing", at once
 # when no upstream request is needed, else awaitable
-Refresh = Callable[[str, Mapping[str, Any], str], "str | Awaitable[str]"]
+Refresh = Callable[[str, Mapping[str, Any], str], str | Awaitable[str]]
 FRESH = "fresh"
 OFFLINE = "offline"  # served from the cache, upstream never asked: only stored files count
 
