@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 from argon2.low_level import Type, hash_secret_raw
-from itsdangerous import BadSignature, SignatureExpired, TimestampSigner
+from itsdangerous import BadSignature, TimestampSigner
 
 LOGIN_TOKEN_MAX_AGE = 36000
 REPLICA_TOKEN_MAX_AGE = 37.6
@@ -55,23 +56,44 @@ class NotAToken(Exception):
 
 
 class TokenSigner:
-    """Makes and checks timed tokens over JSON payloads."""
+    """Makes and checks timed tokens over JSON payloads.
+
+    Checking a signature derives the key anew each time (itsdangerous), which is most
+    of an upload's authentication; tokens that checked out are remembered with the
+    time they were signed (a few hundred, oldest dropped first), so a repeated token
+    costs a dict lookup and an age comparison.
+    """
+
+    CHECKED_MAX = 512
 
     def __init__(self, key: bytes, clock: Callable[[], float]) -> None:
         self._signer = _ClockSigner(key, clock)
+        self._clock = clock
+        self._checked: OrderedDict[str, tuple[Any, int]] = OrderedDict()
 
     def make(self, payload: Any) -> str:
         return self._signer.sign(json.dumps(payload)).decode("ascii")
 
     def check(self, token: str, max_age: float) -> Any:
-        """The payload; raises TokenExpired or NotAToken."""
+        """The payload (a fresh copy); raises TokenExpired or NotAToken."""
+        known = self._checked.get(token)
+        if known is None:
+            known = self._unsign(token)
+            self._checked[token] = known
+            if len(self._checked) > self.CHECKED_MAX:
+                self._checked.popitem(last=False)
+        payload, signed_at = known
+        if not 0 <= int(self._clock()) - signed_at <= max_age:  # too old, or from the future
+            raise TokenExpired()
+        return json.loads(payload)
+
+    def _unsign(self, token: str) -> tuple[str, int]:
         try:
-            raw = self._signer.unsign(token, max_age=max_age)
-        except SignatureExpired:
-            raise TokenExpired() from None
+            raw, signed_at = self._signer.unsign(token, return_timestamp=True)
         except (BadSignature, UnicodeError, ValueError):
             raise NotAToken() from None
         try:
-            return json.loads(raw)
+            json.loads(raw)
         except ValueError:
             raise NotAToken() from None
+        return raw.decode("utf-8"), int(signed_at.timestamp())

@@ -453,28 +453,28 @@ def _put_sync(target: Path, key: str, source: Path, sha256: str) -> int:
 
 
 def _move_all_sync(moves: Sequence[tuple[Path, str, Path, str]]) -> None:
+    """fsync each source and rename it to its target (copy across filesystems, as
+    _put_sync does), then fsync each target directory once."""
+    directories: dict[Path, None] = {}
     for target, key, source, sha256 in moves:
-        _move_sync(target, key, source, sha256)
-
-
-def _move_sync(target: Path, key: str, source: Path, sha256: str) -> None:
-    """fsync ``source`` and rename it to ``target`` (copy across filesystems), then fsync
-    the directory, as _put_sync does after its copy."""
-    _make_dirs(target.parent)
-    fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fchmod(fd, 0o644)  # nginx reads what X-Accel-Redirect names
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.rename(source, target)
-    except OSError as e:
-        if e.errno != errno.EXDEV:
-            raise
-        _put_sync(target, key, source, sha256)
-        return
-    _fsync_dir(target.parent)
+        if target.parent not in directories:
+            _make_dirs(target.parent)
+        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fchmod(fd, 0o644)  # nginx reads what X-Accel-Redirect names
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.rename(source, target)
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+            _put_sync(target, key, source, sha256)
+            continue
+        directories[target.parent] = None
+    for directory in directories:
+        _fsync_dir(directory)
 
 
 def _size_sync(target: Path) -> int | None:

@@ -20,27 +20,28 @@ _SIZE = struct.calcsize(_FORMAT)
 
 class SerialBoard:
     def __init__(self, path: Path) -> None:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             if os.fstat(fd).st_size < _SIZE:
                 os.ftruncate(fd, _SIZE)
             self._map = mmap.mmap(fd, _SIZE)
-        finally:
+        except BaseException:
             os.close(fd)
-        self._lock_path = str(path)
+            raise
+        self._lock_fd = fd  # kept open: flock is per open file, so per process
 
     def peek(self) -> int:
         return int(struct.unpack_from(_FORMAT, self._map)[0])
 
     def publish(self, serial: int) -> None:
         """Raise the board to ``serial`` (never lowers it)."""
-        with open(self._lock_path, "rb") as f:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-            try:
-                if serial > self.peek():
-                    struct.pack_into(_FORMAT, self._map, 0, serial)
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            if serial > self.peek():
+                struct.pack_into(_FORMAT, self._map, 0, serial)
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         self._map.close()
+        os.close(self._lock_fd)

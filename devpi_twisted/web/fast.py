@@ -1,4 +1,4 @@
-"""The two hottest GET routes (release files and simple project pages) dispatched
+"""The hottest routes (release files and simple project pages, and uploads) dispatched
 without Klein: werkzeug's URL mapping costs about as much as answering a cached
 page. The handlers and the error mapping are the Klein app's own; only the matching
 differs, and anything this does not recognise goes to the Klein resource unchanged.
@@ -20,9 +20,10 @@ _log = Logger()
 
 
 class FastRoutes(Resource):
-    """The site's root resource: ``GET|HEAD /{user}/{index}/+f|+e/{path}`` and
-    ``GET|HEAD /{user}/{index}/+simple/{project}/`` go straight to ``app``'s handlers,
-    every other request to ``fallback`` (the Klein resource)."""
+    """The site's root resource: ``GET|HEAD /{user}/{index}/+f|+e/{path}``,
+    ``GET|HEAD /{user}/{index}/+simple/{project}/`` and ``POST|PUSH /{user}/{index}[/]``
+    go straight to ``app``'s handlers, every other request to ``fallback`` (the Klein
+    resource)."""
 
     isLeaf = True
 
@@ -32,10 +33,17 @@ class FastRoutes(Resource):
         self._fallback = fallback
 
     def _match(self, request: Any) -> tuple[Handler, tuple[str, ...]] | None:
-        if request.method not in (b"GET", b"HEAD"):
-            return None
         path = request.postpath
-        if len(path) < 4 or path[0][:1] in (b"+", b"") or path[1][:1] in (b"+", b""):
+        if len(path) < 2 or path[0][:1] in (b"+", b"") or path[1][:1] in (b"+", b""):
+            return None
+        if request.method in (b"POST", b"PUSH"):
+            if len(path) == 2 or (len(path) == 3 and not path[2]):
+                try:
+                    return self._app.upload, (path[0].decode(), path[1].decode())
+                except UnicodeDecodeError:
+                    return None
+            return None
+        if request.method not in (b"GET", b"HEAD") or len(path) < 4:
             return None
         try:
             if path[2] in (b"+f", b"+e") and all(path[3:]):

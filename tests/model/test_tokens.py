@@ -227,3 +227,28 @@ def test_token_made_with_replica_key_is_not_a_login_token() -> None:
     token = TokenSigner(keys.replica, Clock(T0)).make(LOGIN)
     with pytest.raises(NotAToken):
         TokenSigner(keys.auth, Clock(T0)).check(token, LOGIN_TOKEN_MAX_AGE)
+
+
+def test_a_token_checked_before_still_expires_and_gives_fresh_payloads() -> None:
+    clock = Clock(T0)
+    signer = TokenSigner(KEY, clock)
+    token = signer.make(LOGIN)
+    first = signer.check(token, LOGIN_TOKEN_MAX_AGE)
+    first[1].append("intruders")  # a caller changing its copy changes no later answer
+    clock.now = T0 + LOGIN_TOKEN_MAX_AGE
+    assert signer.check(token, LOGIN_TOKEN_MAX_AGE) == LOGIN
+    clock.now = T0 + LOGIN_TOKEN_MAX_AGE + 1
+    with pytest.raises(TokenExpired):
+        signer.check(token, LOGIN_TOKEN_MAX_AGE)
+    with pytest.raises(NotAToken):
+        signer.check(token[:-5] + ("A" if token[-5] != "A" else "B") + token[-4:],
+                     LOGIN_TOKEN_MAX_AGE)
+
+
+def test_remembered_tokens_are_bounded() -> None:
+    signer = TokenSigner(KEY, Clock(T0))
+    tokens = [signer.make(["u", [], True, i]) for i in range(TokenSigner.CHECKED_MAX + 10)]
+    for token in tokens:
+        signer.check(token, LOGIN_TOKEN_MAX_AGE)
+    assert len(signer._checked) == TokenSigner.CHECKED_MAX
+    assert signer.check(tokens[0], LOGIN_TOKEN_MAX_AGE) == ["u", [], True, 0]

@@ -492,7 +492,7 @@ def test_a_move_across_filesystems_copies(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(module.os, "rename", no_rename)
     body, sha = _file(tmp_path, b"across", "spooled")
     target = tmp_path / "files" / "a" / "b"
-    module._move_sync(target, "a/b", body, sha)
+    module._move_all_sync([(target, "a/b", body, sha)])
     assert target.read_bytes() == b"across" and body.exists()  # the caller removes it
 
 

@@ -16,6 +16,9 @@ class App:
     async def simple_project(self, request, user, index, project):  # pragma: no cover
         return b""
 
+    async def upload(self, request, user, index):  # pragma: no cover
+        return b""
+
 
 def match(method: bytes, path: str):
     routes = FastRoutes(App(), fallback=None)
@@ -31,7 +34,21 @@ def test_release_files_and_simple_pages_are_matched(method: bytes) -> None:
     assert match(method, "/alice/dev/+simple/pkg/") == ("simple_project", ("alice", "dev", "pkg"))
 
 
+@pytest.mark.parametrize("method", [b"POST", b"PUSH"])
+@pytest.mark.parametrize("path", ["/alice/dev/", "/alice/dev"])
+def test_uploads_and_pushes_are_matched(method: bytes, path: str) -> None:
+    assert match(method, path) == ("upload", ("alice", "dev"))
+
+
 @pytest.mark.parametrize("method, path", [
+    (b"POST", "/+login"),
+    (b"POST", "/alice/+api"),
+    (b"POST", "/alice/dev/pkg"),
+    (b"POST", "/alice/dev/+simple/pkg/refresh"),
+    (b"POST", "/alice/d\xffev/"),
+    (b"PUT", "/alice/dev/"),
+    (b"PATCH", "/alice/dev"),
+    (b"GET", "/alice/dev/"),
     (b"POST", "/alice/dev/+f/abc/0123456789abc/pkg-1.0.tar.gz"),   # toxresults: Klein
     (b"DELETE", "/alice/dev/+f/abc/0123456789abc/pkg-1.0.tar.gz"),
     (b"GET", "/alice/dev/+simple/pkg"),        # the redirect to the slash form
