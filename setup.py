@@ -34,6 +34,7 @@ setup(
             "devpi-client>=7,<8",
             "twine>=5",
             "uv>=0.4",
+            "tox>=4",
         ],
     },
     entry_points={"console_scripts": ["devpi-twisted = devpi_twisted.cli:main"]},

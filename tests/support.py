@@ -164,8 +164,9 @@ def make_wheel(directory: Path, name: str, version: str, requires: list[str] | N
     return target
 
 
-def make_sdist(directory: Path, name: str, version: str) -> Path:
-    """A small sdist with PKG-INFO (not meant to be built)."""
+def make_sdist(directory: Path, name: str, version: str,
+               extra: dict[str, bytes] | None = None) -> Path:
+    """A small sdist with PKG-INFO (not meant to be built), plus ``extra`` files by path."""
     import io
     import tarfile
 
@@ -173,7 +174,8 @@ def make_sdist(directory: Path, name: str, version: str) -> Path:
     base = f"{module}-{version}"
     target = directory / f"{base}.tar.gz"
     pkg_info = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: test\n\n".encode()
-    members = {"PKG-INFO": pkg_info, f"{module}/__init__.py": f"VERSION = {version!r}\n".encode()}
+    members = {"PKG-INFO": pkg_info, f"{module}/__init__.py": f"VERSION = {version!r}\n".encode(),
+               **(extra or {})}
     with tarfile.open(target, "w:gz") as archive:
         for name_in_archive, data in members.items():
             info = tarfile.TarInfo(f"{base}/{name_in_archive}")

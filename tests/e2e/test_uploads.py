@@ -213,6 +213,40 @@ def test_docs_and_tox_results_round_trip(stages: Daemon, tmp_path: Path) -> None
     assert call(rels["releasefile"], "POST", raw=b"{nope")[0] == 400
 
 
+TOX_INI = b"""[tox]
+envlist = py
+[testenv]
+skip_install = true
+commands = python -c "print('tested by tox')"
+"""
+
+
+def test_devpi_test_runs_tox_and_attaches_its_result(stages: Daemon, tmp_path: Path) -> None:
+    from tests.e2e.test_devpi_client import DevpiCLI
+
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    sdist = make_sdist(dist, "toxed", "1.0", extra={"tox.ini": TOX_INI})
+    devpi = DevpiCLI(tmp_path / "client")
+    devpi.env["PATH"] = f"{Path(bin_path('tox')).parent}:{devpi.env.get('PATH', '')}"
+    devpi("use", stages.url + "/packages/develop")
+    devpi("login", "packages", "--password", "pkg-pass")
+    devpi("upload", "--from-dir", str(dist))
+    out = devpi("test", "toxed")
+    assert "tested by tox" in out
+    versions = json.loads(devpi("getjson", "/packages/develop/toxed"))["result"]
+    links = versions["1.0"]["+links"]
+    (release,) = [link for link in links if link["rel"] == "releasefile"]
+    assert release["href"].endswith("/" + sdist.name)
+    (result,) = [link for link in links if link["rel"] == "toxresult"]
+    assert result["for_href"] == release["href"]
+    with urllib.request.urlopen(result["href"]) as response:
+        report = json.loads(response.read())
+    assert "py" in report["testenvs"]
+    listing = devpi("list", "--toxresults", "toxed")
+    assert sdist.name in listing and "tests passed" in listing
+
+
 def uv(*args: str, cwd: Path, ok: bool = True) -> str:
     env = dict(os.environ, UV_NO_CONFIG="1", UV_CACHE_DIR=str(cwd / "uv-cache"), UV_PYTHON=sys.executable,
                UV_NO_PROGRESS="1")
