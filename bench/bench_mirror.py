@@ -12,7 +12,8 @@ root/pypi. Measured:
 - warm pages: wrk on /root/pypi/+simple/<project>/ (JSON as pip asks, 10 connections):
   server CPU per page (<= 0.3 ms), p99;
 - warm 20 MB downloads: wrk, 4 connections, ours (stored by then) vs nginx, 3 rounds
-  alternating (>= 0.9). With 2+ CPUs the servers run on CPU 0 and the clients on CPU 1.
+  alternating (>= 0.9). With 2+ CPUs the servers run on CPU 0 and the clients on CPU 1;
+- resident memory (VmRSS) of the last mirror server after all of it (<= 100 MB).
 """
 
 from __future__ import annotations
@@ -109,6 +110,14 @@ def mirror_server(work: Path, upstream: str) -> tuple[subprocess.Popen, str]:
     return proc, base
 
 
+def resident_mb(pid: int) -> float:
+    """VmRSS of a process, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (10)")
@@ -173,6 +182,9 @@ def main() -> int:
         ratio = ours_c["mbs"] / max(theirs_c["mbs"], 1e-9)
         row("  ours/nginx 20 MB", "", None, ">= 0.9", f"{ratio:.2f}", ratio >= 0.9)
         problems += ["20 MB download ratio"] * (ratio < 0.9)
+        rss = resident_mb(proc.pid)
+        row("  server resident memory", "", None, "<= 100 MB", f"{rss:.0f} MB", rss <= 100)
+        problems += ["resident memory"] * (rss > 100)
         for name, res in (("page", r), ("ours", ours_c), ("nginx", theirs_c)):
             if res["errors"] or res["non2xx"]:
                 problems.append(f"{name}: {res['errors']} errors, {res['non2xx']} non-2xx")
