@@ -311,8 +311,9 @@ class Mirror:
         if modified:
             headers["Last-Modified"] = modified.decode("latin-1")
         consumer = start(headers)
-        spool_path, spool = await self._offload(_open_spool, self._staging)
-        meta_path = spool_path.with_name(spool_path.name + ".metadata")
+        spool = _Spool(self._staging, extract=relpath.endswith(".whl")
+                       and not link.get("core_metadata"), filename=link["filename"])
+        moved = False
         try:
             size, sha256 = await self._receive(response, consumer, spool)
             expected = link.get("sha256")
@@ -326,17 +327,18 @@ class Mirror:
                      else formatdate(usegmt=True), "url": link["url"], "project": project,
                      "version": version, "size": size}
             files = {relpath: entry}
-            moves = [(relpath, spool_path, sha256)]
-            metadata = None
-            if relpath.endswith(".whl") and not link.get("core_metadata"):
-                metadata = await self._extract_metadata(spool_path, link["filename"], meta_path)
-            if metadata is not None:  # upstream advertises none: we do from now on
+            assert spool.path is not None
+            moves = [(relpath, spool.path, sha256)]
+            metadata = spool.metadata  # upstream advertises none: we do from now on
+            if metadata is not None:
+                assert spool.meta_path is not None
                 meta_size, meta_sha256 = metadata
-                moves.append((relpath + ".metadata", meta_path, meta_sha256))
+                moves.append((relpath + ".metadata", spool.meta_path, meta_sha256))
                 files[relpath + ".metadata"] = {
                     **entry, "hash_spec": f"sha256={meta_sha256}",
                     "hashes": {"sha256": meta_sha256}, "size": meta_size, "url": None}
             await self._blobs.move_in(moves)
+            moved = True
             user, index = name.split("/", 1)
             record = await self._storage.get_mirror_project(user, index, project)
             if metadata is not None and record is not None:
@@ -347,19 +349,12 @@ class Mirror:
                 await self._storage.write_mirror_files(user, index, project, files)
             return size
         finally:  # whatever was not moved into the store
-            await self._offload(_remove, spool_path, meta_path)
-
-    async def _extract_metadata(self, path: Path, filename: str,
-                                target: Path) -> tuple[int, str] | None:
-        try:
-            return await self._offload(_spool_metadata, path, filename, target)
-        except Exception as e:  # never a reason to fail the download itself
-            _log.warn("no core metadata from {filename}: {error}", filename=filename, error=e)
-            return None
+            if not moved and spool.path is not None:
+                await self._offload(_remove, spool.path, spool.meta_path)
 
     async def _receive(self, response: Any, consumer: IConsumer | None,
-                       spool: IO[bytes]) -> tuple[int, str]:
-        """The body to the consumer and to ``spool`` (written on a thread, in order);
+                       spool: _Spool) -> tuple[int, str]:
+        """The body to the consumer and to ``spool`` (written on threads, in order);
         returns (size, sha256). A slow client pauses the upstream connection."""
         receiver = _Receiver(consumer, spool, self._offload)
         response.deliverBody(receiver)
@@ -367,10 +362,10 @@ class Mirror:
 
 
 class _Receiver(Protocol):
-    def __init__(self, consumer: IConsumer | None, spool: IO[bytes],
+    def __init__(self, consumer: IConsumer | None, spool: _Spool,
                  offload: Callable[..., Deferred[Any]]) -> None:
         self._consumer = consumer
-        self._file = spool  # written and closed on threads, in order
+        self._spool = spool  # written and closed on threads, in order
         self._offload = offload
         self._hash = hashlib.sha256()
         self._size = 0
@@ -395,7 +390,7 @@ class _Receiver(Protocol):
 
     def _write_pending(self) -> None:
         chunk, self._pending = b"".join(self._pending), []
-        self._writing = self._offload(self._file.write, chunk)
+        self._writing = self._offload(self._spool.write, chunk)
         self._writing.addBoth(self._written)
 
     def _written(self, result: Any) -> Any:
@@ -424,7 +419,9 @@ class _Receiver(Protocol):
             self._finish()
 
     def _finish(self) -> None:
-        self._offload(self._file.close).addBoth(self._closed)
+        complete = self._error is None and (self._ended is None
+                                            or self._ended.check(ResponseDone) is not None)
+        self._offload(self._spool.close, complete).addBoth(self._closed)
 
     def _closed(self, result: Any) -> None:
         if isinstance(result, Failure) and self._error is None:
@@ -437,14 +434,48 @@ class _Receiver(Protocol):
             self.done.callback((self._size, self._hash.hexdigest()))
 
 
-def _open_spool(staging: Path) -> tuple[Path, IO[bytes]]:
-    fd, name = tempfile.mkstemp(dir=staging, prefix="mirror-")
-    return Path(name), os.fdopen(fd, "wb")
+class _Spool:
+    """A download's staging file: created with its first write, and closed (with the
+    wheel's core metadata written beside it, when asked to extract it) in one go, so a
+    small file costs two trips to a thread. Used on threads, one call at a time."""
+
+    def __init__(self, staging: Path, extract: bool, filename: str) -> None:
+        self._staging = staging
+        self._extract = extract
+        self._filename = filename
+        self._file: IO[bytes] | None = None
+        self.path: Path | None = None
+        self.meta_path: Path | None = None
+        self.metadata: tuple[int, str] | None = None  # (size, sha256) once extracted
+
+    def _open(self) -> IO[bytes]:
+        if self._file is None:
+            fd, name = tempfile.mkstemp(dir=self._staging, prefix="mirror-")
+            self.path = Path(name)
+            self.meta_path = self.path.with_name(self.path.name + ".metadata")
+            self._file = os.fdopen(fd, "wb")
+        return self._file
+
+    def write(self, data: bytes) -> None:
+        self._open().write(data)
+
+    def close(self, complete: bool) -> None:
+        if self._file is None and not complete:
+            return  # broke off before the first byte: nothing to remove either
+        self._open().close()
+        if complete and self._extract:
+            assert self.path is not None and self.meta_path is not None
+            try:
+                self.metadata = _spool_metadata(self.path, self._filename, self.meta_path)
+            except Exception as e:  # never a reason to fail the download itself
+                _log.warn("no core metadata from {filename}: {error}", filename=self._filename,
+                          error=e)
 
 
-def _remove(*paths: Path) -> None:
+def _remove(*paths: Path | None) -> None:
     for path in paths:
-        path.unlink(missing_ok=True)
+        if path is not None:
+            path.unlink(missing_ok=True)
 
 
 def _spool_metadata(path: Path, filename: str, target: Path) -> tuple[int, str] | None:

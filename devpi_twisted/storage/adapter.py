@@ -180,12 +180,12 @@ class PlanStorage:
 
     def _get_mirror_project(self, user: str, index: str,
                             project: str) -> MirrorRecord | None | Deferred[MirrorRecord | None]:
-        cached = self._cache.cached_mirror(user, index, project)
-        if cached is not None:
+        known, cached = self._cache.cached_mirror(user, index, project)
+        if known:
             return cached
         seen = self._cache.serial
         return shielded(self._query(plans.get_mirror_project(user, index, project))).addCallback(
-            self._cache.keep_mirror, seen)
+            self._cache.keep_mirror, user, index, project, seen)
 
     def list_mirror_projects(self, user: str, index: str) -> Deferred[list[str]]:
         return shielded(self._query(plans.list_mirror_projects(user, index)))

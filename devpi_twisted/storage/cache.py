@@ -17,6 +17,7 @@ from devpi_twisted.storage.interface import (
 )
 
 FILE_CACHE_SIZE = 4096
+MIRROR_CACHE_SIZE = 512  # pages of big projects run to megabytes
 
 
 K = TypeVar("K")
@@ -24,26 +25,28 @@ V = TypeVar("V")
 
 
 class ProjectRecords(Generic[K, V]):
-    """Records read from storage, each with the serial it was read at, least recently
-    used dropped first; one is valid while its project has not changed since."""
+    """Records read from storage (or written), each with the serial it was current at,
+    least recently used dropped first; one is valid while its project has not changed
+    since. None is kept too: "no such record" is an answer worth remembering."""
 
     def __init__(self, state: StateCache, limit: int = FILE_CACHE_SIZE) -> None:
         self._state = state
         self._limit = limit
-        self._kept: OrderedDict[K, tuple[V, str, int]] = OrderedDict()
+        self._kept: OrderedDict[K, tuple[V | None, str, int]] = OrderedDict()
 
-    def get(self, key: K) -> V | None:
+    def get(self, key: K) -> tuple[bool, V | None]:
+        """(True, the record or None) if known and still valid, else (False, None)."""
         hit = self._kept.get(key)
         if hit is None:
-            return None
+            return False, None
         record, project, seen = hit
         if self._state.changed_since(project, seen):
             del self._kept[key]
-            return None
+            return False, None
         self._kept.move_to_end(key)
-        return record
+        return True, record
 
-    def put(self, key: K, record: V, project: str, seen: int) -> None:
+    def put(self, key: K, record: V | None, project: str, seen: int) -> None:
         self._kept[key] = (record, project, seen)
         self._kept.move_to_end(key)
         if len(self._kept) > self._limit:
@@ -66,7 +69,8 @@ class StateCache:
         # Recently read file records (downloads ask for the same few again and again)
         # and mirror pages, valid while their project has not changed.
         self._files: ProjectRecords[str, FileRecord] = ProjectRecords(self)
-        self._mirrors: ProjectRecords[tuple[str, str, str], MirrorRecord] = ProjectRecords(self)
+        self._mirrors: ProjectRecords[tuple[str, str, str], MirrorRecord] = ProjectRecords(
+            self, MIRROR_CACHE_SIZE)
 
     def changed_since(self, project: str, serial: int) -> bool:
         """Whether anything a page of ``project`` is built from changed after ``serial``."""
@@ -89,6 +93,18 @@ class StateCache:
             for record in change.records:
                 self._apply_record(change.serial, record.type, record.key, record.value)
             self.serial, self.last_commit_time = change.serial, change.at
+            for record in change.records:  # the new values, valid from this serial on
+                self._remember(change.serial, record.type, record.key, record.value)
+
+    def _remember(self, serial: int, type_: str, key: str, value: object) -> None:
+        if type_ == FILE:
+            assert isinstance(value, dict)
+            self._files.put(key, FileRecord(key, value["project"], value["entry"], serial),
+                            value["project"], serial)
+        elif type_ == MIRROR:
+            user, index, project = key.split("/", 2)
+            record = None if value is None else MirrorRecord(user, index, project, value, serial)
+            self._mirrors.put((user, index, project), record, project, serial)
 
     def _apply_record(self, serial: int, type_: str, key: str, value: object) -> None:
         if type_ == USER:
@@ -114,22 +130,23 @@ class StateCache:
                 self.indexes[(user, index)] = IndexRecord(user, index, value, serial)
 
     def cached_file(self, relpath: str) -> FileRecord | None:
-        return self._files.get(relpath)
+        return self._files.get(relpath)[1]
 
     def keep_file(self, record: FileRecord | None, seen: int) -> FileRecord | None:
-        """Remember ``record``, read from storage when this cache was at serial ``seen``."""
+        """Remember ``record``, read from storage when this cache was at serial ``seen``.
+        "No record" is not remembered: its project, which validity goes by, is unknown."""
         if record is not None:
             self._files.put(record.relpath, record, record.project, seen)
         return record
 
-    def cached_mirror(self, user: str, index: str, project: str) -> MirrorRecord | None:
+    def cached_mirror(self, user: str, index: str, project: str) -> tuple[bool, MirrorRecord | None]:
+        """(known, record): the page record, or None for "none", if still valid."""
         return self._mirrors.get((user, index, project))
 
-    def keep_mirror(self, record: MirrorRecord | None, seen: int) -> MirrorRecord | None:
-        """Remember a mirror page record read at serial ``seen`` (as ``keep_file``)."""
-        if record is not None:
-            self._mirrors.put((record.user, record.index, record.project), record,
-                              record.project, seen)
+    def keep_mirror(self, record: MirrorRecord | None, user: str, index: str, project: str,
+                    seen: int) -> MirrorRecord | None:
+        """Remember a mirror page record (or that there is none) read at serial ``seen``."""
+        self._mirrors.put((user, index, project), record, project, seen)
         return record
 
     def indexes_of(self, user: str | None) -> list[IndexRecord]:

@@ -68,3 +68,30 @@ async def test_pages_survive_a_restart(adapter: Any) -> None:
     again = adapter.open()
     await again.catch_up()
     assert (await again.get_mirror_project("root", "pypi", "pkg")).value == PAGE
+
+
+@pytest_twisted.ensureDeferred
+async def test_known_pages_and_absences_are_answered_from_memory_until_they_change(
+        adapter: Any) -> None:
+    server = adapter.open()
+    await _with_mirror(server)
+    other = adapter.open()  # another worker process
+    assert await server.get_mirror_project("root", "pypi", "pkg") is None
+
+    def no_queries(plan: Any) -> Any:
+        raise AssertionError("read from the database")
+
+    real_query, server._query = server._query, no_queries
+    assert await server.get_mirror_project("root", "pypi", "pkg") is None  # remembered
+    server._query = real_query
+    serial = await other.write_mirror_project("root", "pypi", "pkg", PAGE,
+                                              {FILE: {"version": "1.0"}})
+    await server.poll()  # the other process's commit arrives
+    server._query = no_queries
+    record = await server.get_mirror_project("root", "pypi", "pkg")  # remembered as written
+    assert (record.value, record.serial) == (PAGE, serial)
+    assert (await server.get_file(FILE)).entry == {"version": "1.0"}
+    server._query = real_query
+    await other.write_mirror_project("root", "pypi", "pkg", None, {})
+    await server.poll()
+    assert await server.get_mirror_project("root", "pypi", "pkg") is None
