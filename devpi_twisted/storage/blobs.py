@@ -334,6 +334,16 @@ class FileBlobStore:
         self._open_files.drop(key)  # a descriptor of what it replaces must not be lent
         return self._in_thread(_put_sync, target, key, Path(path), sha256.lower())
 
+    def link_file(self, key: str, path: Path, sha256: str) -> Deferred[int]:
+        """Like ``put_file``, but a hard link to ``path`` where the file system allows one
+        (export/import ``--hard-links``); a copy otherwise."""
+        try:
+            target = self._path(key)
+        except BlobKeyInvalid:
+            return _failed()
+        self._open_files.drop(key)
+        return self._in_thread(_link_sync, target, key, Path(path), sha256.lower())
+
     def move_in(self, items: Sequence[tuple[str, Path, str]]) -> Deferred[None]:
         try:
             moves = [(self._path(key), key, Path(path), sha256) for key, path, sha256 in items]
@@ -444,6 +454,35 @@ def _put_sync(target: Path, key: str, source: Path, sha256: str) -> int:
         actual = hasher.hexdigest()
         if actual != sha256:
             raise BlobHashMismatch(key, sha256, actual)
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+    return size
+
+
+def _link_sync(target: Path, key: str, source: Path, sha256: str) -> int:
+    """Check ``source``'s hash, then hard-link it into place under a temporary name and
+    rename; falls back to ``_put_sync`` where links are impossible (other file system)."""
+    hasher = hashlib.sha256()
+    size = 0
+    with open(source, "rb") as src:
+        while chunk := src.read(CHUNK_SIZE):
+            hasher.update(chunk)
+            size += len(chunk)
+    actual = hasher.hexdigest()
+    if actual != sha256:
+        raise BlobHashMismatch(key, sha256, actual)
+    _make_dirs(target.parent)
+    temporary = target.parent / f"{TEMP_PREFIX}{os.urandom(8).hex()}"
+    try:
+        os.link(source, temporary)
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            raise
+        return _put_sync(target, key, source, sha256)
+    try:
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
