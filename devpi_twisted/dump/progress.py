@@ -28,8 +28,9 @@ class Progress:
             self._line(now)
 
     def _line(self, now: float) -> None:
-        share = f" ({100 * self.count // self._total}%)" if self._total else ""
-        self._out.write(f"devpi-twisted: {self._what} {self.count}/{self._total} files{share}, "
+        count = f"{self.count}/{self._total} files ({100 * self.count // self._total}%)" \
+            if self._total else f"{self.count} files"
+        self._out.write(f"devpi-twisted: {self._what} {count}, "
                         f"{now - self._started:.1f}s\n")
         self._out.flush()
 
