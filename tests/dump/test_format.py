@@ -114,15 +114,15 @@ def test_old_dumps_spellings_and_versions_are_merged(dump: Path) -> None:
     def change(d: dict[str, Any]) -> None:
         d["dumpversion"] = "1"
         index = d["indexes"]["alice/dev"]
-        index["projects"]["Pkg_0"] = {"9.0": {"name": "Pkg_0", "+doczip": "x", ":action": "submit"}}
+        index["projects"]["PKG0"] = {"9.0": {"name": "PKG0", "+doczip": "x", ":action": "submit"}}
         for desc in index["files"]:
             desc.pop("version")
             desc["projectname"] = "PKG0" if desc["projectname"] == "pkg0" else desc["projectname"]
     rewrite(dump, change)
     [index] = read_dump(dump).indexes
-    assert set(index.projects["pkg0"]) == {"1.0", "9.0"}
-    assert index.projects["pkg0"]["9.0"] == {"name": "Pkg_0", "version": "9.0"}
-    assert {f.version for f in index.files} == {"1.0"}  # from the filenames
+    assert set(index.projects["pkg0"]) == {"1.0", "1.1", "9.0"}
+    assert index.projects["pkg0"]["9.0"] == {"name": "PKG0", "version": "9.0"}
+    assert {f.version for f in index.files} == {"1.0", "1.1"}  # from the filenames
 
 
 def test_users_and_configs_are_converted() -> None:
