@@ -76,7 +76,19 @@ async def export(config: Any, directory: Path, reactor: Any, open_storage: OpenS
               f"in {summary.seconds:.1f}s\n")
 
 
-def _wipe_unfinished(config: Any, out: IO[str]) -> None:
+async def _check_database_empty(config: Any, reactor: Any, open_storage: OpenStorage) -> None:
+    """Before the marker is written: an import never starts on (nor later wipes) a
+    database that holds a state."""
+    storage = open_storage(config, reactor)
+    try:
+        if storage.serial != -1:
+            raise StartupError("the database already holds a server state; "
+                               "import needs an empty database")
+    finally:
+        await storage.close()
+
+
+def _wipe_unfinished(config: Any, out: IO[str], why: str = "starting over") -> None:
     """Remove what an interrupted import left in the server directory and database."""
     marker = config.serverdir / sd.IMPORTING
     try:
@@ -99,7 +111,7 @@ def _wipe_unfinished(config: Any, out: IO[str]) -> None:
             shutil.rmtree(child)
         else:
             child.unlink()
-    out.write(f"devpi-twisted: removed an unfinished import from {config.serverdir}, starting over\n")
+    out.write(f"devpi-twisted: removed an unfinished import from {config.serverdir}, {why}\n")
 
 
 def _check_target(config: Any, out: IO[str]) -> None:
@@ -128,15 +140,21 @@ async def import_(config: Any, directory: Path, reactor: Any, open_storage: Open
     serverdir = config.serverdir
     made_dir = not serverdir.exists()
     serverdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if config.storage.name != "sqlite":
+        try:
+            await _check_database_empty(config, reactor, open_storage)
+        except BaseException:
+            if made_dir:
+                serverdir.rmdir()
+            raise
     marker = serverdir / sd.IMPORTING
     marker.write_text(json.dumps({"dump": str(directory.absolute()), "started": time.time(),
                                   "storage": _storage_label(config)}), encoding="utf-8")
     try:
         summary = await _fill(config, dump, verified, reactor, open_storage, open_blobs, offload, out)
     except BaseException:
-        out.write("devpi-twisted: import failed, removing what it wrote\n")
         try:
-            _wipe_unfinished(config, out)
+            _wipe_unfinished(config, out, "as the import failed")
             marker.unlink()
             if made_dir:
                 serverdir.rmdir()

@@ -4,14 +4,14 @@ the views compared after a round trip (every JSON view, every file's hash)."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
+import subprocess
 import zipfile
 from pathlib import Path
 from typing import Any
 
 from tests.dump.devpi6 import call, login, request, upload, upload_toxresult
-from tests.support import make_sdist, make_wheel
+from tests.support import Daemon, bin_path, make_sdist, make_wheel
 
 PASSWORDS = {"alice": "alice-secret", "bob": "bob's pw", "root": "root-pw"}
 
@@ -117,3 +117,35 @@ def views(url: str) -> tuple[dict[str, Any], dict[str, str]]:
 
 def dump_json(value: Any) -> str:
     return json.dumps(value, indent=1, sort_keys=True)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``devpi-twisted ARGS`` (not checked: tests look at the status and the output)."""
+    return subprocess.run([bin_path("devpi-twisted"), *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+def run_twistd(*args: str) -> subprocess.CompletedProcess[str]:
+    """``twistd -n devpi ARGS``: the server's spelling of export and import."""
+    return subprocess.run([bin_path("twistd"), "-n", "--pidfile=", "devpi", *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+def served_views(serverdir: Path, *args: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """Start our daemon on ``serverdir``, read every view, stop it."""
+    daemon = Daemon(serverdir, *args).start()
+    try:
+        return views(daemon.url)
+    finally:
+        daemon.stop()
+
+
+def assert_same(found: tuple[dict[str, Any], dict[str, str]],
+                expected: tuple[dict[str, Any], dict[str, str]]) -> None:
+    views_found, hashes_found = found
+    views_expected, hashes_expected = expected
+    assert sorted(views_found) == sorted(views_expected)
+    for key in sorted(views_expected):
+        assert dump_json(views_found[key]) == dump_json(views_expected[key]), key
+    assert hashes_found == hashes_expected
+    assert len(hashes_found) >= 11

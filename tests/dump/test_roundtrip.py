@@ -1,0 +1,166 @@
+"""Our own export and import: sqlite -> PostgreSQL -> sqlite compares equal (every JSON
+view, every file's hash); --hard-links, the twistd spelling, refusals, a broken dump,
+and an import killed with SIGKILL that a re-run starts over."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.dump.state import (
+    PASSWORDS, assert_same, build_state, run_cli, run_twistd, served_views, views,
+)
+from tests.dump.synth import write_dump
+from tests.support import Daemon, bin_path, init_serverdir, login
+
+
+@pytest.fixture(scope="module")
+def original(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A state built on our server on sqlite, its views, and its export (hard links)."""
+    base = tmp_path_factory.mktemp("roundtrip")
+    serverdir = base / "sqlite-1"
+    init_serverdir(serverdir)
+    daemon = Daemon(serverdir).start()
+    try:
+        build_state(daemon.url, base / "work")
+        expected = views(daemon.url)
+        done = run_cli("export", "--serverdir", str(serverdir), "--hard-links", str(base / "dump-1"))
+    finally:
+        daemon.stop()
+    assert done.returncode == 0, done.stderr
+    assert "exported 3 users" in done.stderr
+    yield {"base": base, "serverdir": serverdir, "views": expected, "dump": base / "dump-1"}
+
+
+def some_file(directory: Path) -> Path:
+    return next(p for p in sorted(directory.rglob("*.whl")) if p.is_file())
+
+
+def test_export_with_hard_links_links_the_stored_files(original: dict[str, Any]) -> None:
+    dumped = some_file(original["dump"])
+    stored = [p for p in (original["serverdir"] / "+files").rglob(dumped.name)]
+    assert stored and any(p.stat().st_ino == dumped.stat().st_ino for p in stored)
+    assert (original["dump"] / "dataindex.json").is_file()
+
+
+def test_sqlite_to_postgres_to_sqlite(original: dict[str, Any], pg_cluster: Any) -> None:
+    base = original["base"]
+    storage = pg_cluster.storage_option(pg_cluster.create_database())
+    pg_dir = base / "postgres"
+    done = run_cli("import", "--serverdir", str(pg_dir), "--storage", storage, str(original["dump"]))
+    assert done.returncode == 0, done.stderr
+    assert "imported 3 users" in done.stderr and "verified 11/11 files (100%)" in done.stderr
+    assert not any((pg_dir / "+files").rglob("*.whl"))  # the bodies live in the database
+    assert_same(served_views(pg_dir, "--storage", storage), original["views"])
+
+    # and back, in twistd's spelling
+    done = run_twistd("--serverdir", str(pg_dir), "--storage", storage, "--export", str(base / "dump-2"))
+    assert done.returncode == 0, done.stderr + done.stdout
+    back = base / "sqlite-2"
+    done = run_twistd("--serverdir", str(back), "--import", str(base / "dump-2"), "--hard-links")
+    assert done.returncode == 0, done.stderr + done.stdout
+    dumped = some_file(base / "dump-2")
+    assert any(p.stat().st_ino == dumped.stat().st_ino for p in (back / "+files").rglob(dumped.name))
+    daemon = Daemon(back).start()
+    try:
+        assert_same(views(daemon.url), original["views"])
+        for user, password in PASSWORDS.items():
+            login(daemon.url, user, password)
+    finally:
+        daemon.stop()
+
+    # an import refuses a directory that holds a state, and a database that does
+    done = run_cli("import", "--serverdir", str(back), str(base / "dump-2"))
+    assert done.returncode == 1 and "is not empty" in done.stderr
+    other = base / "other"
+    done = run_cli("import", "--serverdir", str(other), "--storage", storage, str(base / "dump-2"))
+    assert done.returncode == 1 and "already holds a server state" in done.stderr, done.stderr
+    assert not other.exists()
+    assert_same(served_views(pg_dir, "--storage", storage), original["views"])  # untouched
+
+
+def test_export_refuses_a_non_empty_directory(original: dict[str, Any]) -> None:
+    done = run_cli("export", "--serverdir", str(original["serverdir"]), str(original["dump"]))
+    assert done.returncode == 1 and "is not empty" in done.stderr
+
+
+def test_a_dump_with_a_changed_file_is_refused_and_nothing_is_written(original: dict[str, Any]) -> None:
+    broken = original["base"] / "broken"
+    shutil.copytree(original["dump"], broken)
+    victim = some_file(broken)
+    victim.unlink()  # a hard link: write a new file rather than change the shared one
+    victim.write_bytes(b"not the wheel")
+    target = original["base"] / "from-broken"
+    done = run_cli("import", "--serverdir", str(target), str(broken))
+    assert done.returncode == 1
+    assert f"{victim.relative_to(broken)}: sha256 is " in done.stderr
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_killed_import_is_started_over(backend: str, tmp_path: Path,
+                                         request: pytest.FixtureRequest) -> None:
+    write_dump(tmp_path / "dump", 1500)
+    serverdir = tmp_path / "state"
+    storage: list[str] = []
+    cluster = database = None
+    if backend == "postgres":
+        cluster = request.getfixturevalue("pg_cluster")
+        database = cluster.create_database()
+        storage = ["--storage", cluster.storage_option(database)]
+
+    def files_written() -> int:
+        if cluster is None:
+            stored = serverdir / "+files" / "alice" / "dev"
+            return sum(1 for _ in stored.rglob("*.whl")) if stored.is_dir() else 0
+        try:
+            return int(cluster.psql(database, "SELECT count(*) FROM files").strip() or 0)
+        except RuntimeError:  # no tables yet
+            return 0
+
+    command = [bin_path("devpi-twisted"), "import", "--serverdir", str(serverdir), *storage,
+               str(tmp_path / "dump")]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None and files_written() < 100:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the import finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (serverdir / ".import-unfinished").exists()
+    assert not (serverdir / ".nodeinfo").exists()
+
+    refused = subprocess.run([bin_path("twistd"), "-n", "--pidfile=", "devpi", "--serverdir",
+                              str(serverdir), *storage, "--port", "0"],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0
+    assert "did not finish" in refused.stdout + refused.stderr
+
+    done = run_cli("import", "--serverdir", str(serverdir), *storage, str(tmp_path / "dump"))
+    assert done.returncode == 0, done.stderr
+    assert "removed an unfinished import" in done.stderr
+    assert "imported 2 users, 2 indexes, 750 versions and 1500 files" in done.stderr
+    assert served_views_light(serverdir, storage) == (150, 5)
+
+
+def served_views_light(serverdir: Path, storage: list[str]) -> tuple[int, int]:
+    """Projects of alice/dev and the versions of one, from the running server."""
+    from tests.support import call
+
+    daemon = Daemon(serverdir, *storage).start()
+    try:
+        status, reply, _ = call(daemon.url + "/alice/dev")
+        assert status == 200, reply
+        status, versions, _ = call(daemon.url + "/alice/dev/pkg7")
+        assert status == 200 and sorted(versions["result"]) == [f"1.{n}" for n in range(5)]
+        return len(reply["result"]["projects"]), len(versions["result"])
+    finally:
+        daemon.stop()
