@@ -76,6 +76,10 @@ class IndexDump:
     def name(self) -> str:
         return f"{self.user}/{self.index}"
 
+    @property
+    def mirror(self) -> bool:
+        return self.config.get("type") == "mirror"
+
     def files_of(self, project: str, version: str) -> list[FileDesc]:
         return [f for f in self.files if f.project == project and f.version == version]
 
@@ -350,11 +354,8 @@ def _index(directory: Path, name: str, dumped: Mapping[str, Any], dumpversion: s
                        for f in files if f.project == desc.project and f.version == desc.version):
                 problems.append(f"index {name}: {desc.relpath}: no release file {target} "
                                 f"in {desc.project} {desc.version}")
-    if config.get("type") == "mirror" and files:
-        warnings.append(f"index {name}: {len(files)} mirrored files not imported "
-                        "(the mirror fetches them again on demand)")
-        files = []
-        projects = {}
+    if config.get("type") == "mirror" and any(f.type != RELEASEFILE or not f.url for f in files):
+        problems.append(f"index {name}: a mirror's files must be release files with their url")
     return IndexDump(user, index, config, projects, tuple(files))
 
 

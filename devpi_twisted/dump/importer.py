@@ -155,6 +155,9 @@ class Importer:
 
     async def _project(self, item: tuple[IndexDump, str]) -> None:
         index, project = item
+        if index.mirror:
+            await self._mirror_project(index, project)
+            return
         for version, metadata in sorted(index.projects[project].items()):
             await self._version(index, project, version, metadata)
 
@@ -217,3 +220,28 @@ class Importer:
         link["core_metadata"] = {"sha256": sha256}
         files[relpath + METADATA_SUFFIX] = _entry({"sha256": sha256}, sha256, size,
                                                   desc.last_modified, project, version, now)
+
+    async def _mirror_project(self, index: IndexDump, project: str) -> None:
+        """Files a mirror had downloaded (``--include-mirrored-files``): stored, and the
+        project's cached page made of their links, which the mirror's next fetch of the
+        page replaces with upstream's full list (the files stay)."""
+        now = self._clock()
+        links: list[dict[str, Any]] = []
+        files: dict[str, Mapping[str, Any]] = {}
+        for version, metadata in sorted(index.projects[project].items()):
+            for desc in index.files_of(project, version):
+                info = self._verified[desc.path]
+                relpath = releases.relpath(index.user, index.index, info.sha256, desc.filename)
+                await self._put(relpath, desc.path, info.sha256)
+                entry = _entry(info.hashes, info.sha256, info.size, desc.last_modified, project,
+                               version, now)
+                files[relpath] = {**entry, "url": desc.url}
+                links.append({
+                    "filename": desc.filename, "entrypath": relpath, "url": desc.url,
+                    "hash_spec": f"sha256={info.sha256}", "sha256": info.sha256,
+                    "requires_python": metadata.get("requires_python") or None,
+                    "yanked": metadata.get("yanked", False), "core_metadata": None,
+                    "size": info.size, "upload_time": None})
+                self._progress.step()
+        value = {"links": links, "serial": -1, "etag": None, "extracted": {}}
+        await self._storage.write_mirror_project(index.user, index.index, project, value, files)

@@ -4,11 +4,14 @@ and an import killed with SIGKILL that a re-run starts over."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -162,5 +165,73 @@ def served_views_light(serverdir: Path, storage: list[str]) -> tuple[int, int]:
         status, versions, _ = call(daemon.url + "/alice/dev/pkg7")
         assert status == 200 and sorted(versions["result"]) == [f"1.{n}" for n in range(5)]
         return len(reply["result"]["projects"]), len(versions["result"])
+    finally:
+        daemon.stop()
+
+
+def test_mirror_settings_always_and_mirrored_files_on_request(tmp_path: Path) -> None:
+    from tests.fakepypi import FakePyPI
+    from tests.support import call, make_wheel
+
+    dists = tmp_path / "dists"
+    dists.mkdir()
+    wheel = make_wheel(dists, "mirlib", "1.0", requires_python=">=3.8")
+    fake = FakePyPI(tmp_path / "fake")
+    fake.add(wheel)
+    fake.start()
+    serverdir = tmp_path / "state"
+    init_serverdir(serverdir)
+    try:
+        daemon = Daemon(serverdir).start()
+        try:
+            root = login(daemon.url, "root", "")
+            status, body, _ = call(daemon.url + "/root/pypi", "PATCH", [f"mirror_url={fake.url}"], root)
+            assert status == 200, body
+            req = urllib.request.Request(daemon.url + "/root/pypi/+simple/mirlib/",
+                                         headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+            with urllib.request.urlopen(req) as r:
+                [link] = json.loads(r.read())["files"]
+            href = urllib.parse.urljoin(daemon.url + "/root/pypi/+simple/mirlib/", link["url"])
+            before = int(call(daemon.url + "/+api")[2]["X-Devpi-Serial"])
+            with urllib.request.urlopen(href) as r:
+                assert r.read() == wheel.read_bytes()
+            deadline = time.monotonic() + 20  # the download is stored after it was sent
+            while int(call(daemon.url + "/+api")[2]["X-Devpi-Serial"]) == before:
+                assert time.monotonic() < deadline, "the downloaded file was not stored"
+                time.sleep(0.05)
+        finally:
+            daemon.stop()
+    finally:
+        fake.stop()
+
+    plain = tmp_path / "plain"
+    assert run_cli("export", "--serverdir", str(serverdir), str(plain)).returncode == 0
+    index = json.loads((plain / "dataindex.json").read_text())["indexes"]["root/pypi"]
+    assert set(index) == {"indexconfig"}
+    assert index["indexconfig"]["mirror_url"].rstrip("/") == fake.url.rstrip("/")
+    assert index["indexconfig"]["type"] == "mirror"
+    assert not list(plain.rglob("*.whl"))
+
+    full = tmp_path / "full"
+    done = run_cli("export", "--serverdir", str(serverdir), "--include-mirrored-files", str(full))
+    assert done.returncode == 0, done.stderr
+    index = json.loads((full / "dataindex.json").read_text())["indexes"]["root/pypi"]
+    [desc] = index["files"]
+    assert desc["entrymapping"]["url"].endswith("/mirlib-1.0-py3-none-any.whl")
+    assert (full / desc["relpath"]).read_bytes() == wheel.read_bytes()
+    assert index["projects"]["mirlib"]["1.0"]["version"] == "1.0"
+
+    # imported, the file is served from the store with upstream gone
+    copy = tmp_path / "copy"
+    done = run_cli("import", "--serverdir", str(copy), str(full))
+    assert done.returncode == 0, done.stderr
+    daemon = Daemon(copy, "--offline-mode").start()
+    try:
+        with urllib.request.urlopen(daemon.url + "/root/pypi/+simple/mirlib/") as r:
+            assert b"mirlib-1.0-py3-none-any.whl" in r.read()
+        relpath = desc["entrymapping"]["hash_spec"].split("=")[1]
+        with urllib.request.urlopen(f"{daemon.url}/root/pypi/+f/{relpath[:3]}/{relpath[3:16]}/"
+                                    "mirlib-1.0-py3-none-any.whl") as r:
+            assert r.read() == wheel.read_bytes()
     finally:
         daemon.stop()
