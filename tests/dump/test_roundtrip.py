@@ -221,6 +221,11 @@ def test_mirror_settings_always_and_mirrored_files_on_request(tmp_path: Path) ->
     assert (full / desc["relpath"]).read_bytes() == wheel.read_bytes()
     assert index["projects"]["mirlib"]["1.0"]["version"] == "1.0"
 
+    # devpi-server 6 takes it too
+    from tests.dump.devpi6 import Devpi6, ensure_installed
+
+    Devpi6(ensure_installed(), tmp_path / "devpi6").run("devpi-import", "--no-events", str(full))
+
     # imported, the file is served from the store with upstream gone
     copy = tmp_path / "copy"
     done = run_cli("import", "--serverdir", str(copy), str(full))
