@@ -21,6 +21,7 @@ from zope.interface import implementer
 
 from devpi_twisted.dump import format as fmt
 from devpi_twisted.dump.format import DOCZIP, RELEASEFILE, TOXRESULT, DumpError
+from devpi_twisted.dump.importer import PARALLEL, bounded
 from devpi_twisted.dump.progress import Progress
 from devpi_twisted.model.errors import InvalidInput
 from devpi_twisted.model.releases import split_filename
@@ -47,15 +48,19 @@ class _FileConsumer:
         self._target.write(data)
 
 
-def _copy_or_link(source: Path, target: Path, hard_link: bool) -> None:
+def _copy_or_link(source: Path, target: Path, hard_link: bool) -> bool:
+    """False if ``source`` is missing."""
+    if not os.path.isfile(source):
+        return False
     target.parent.mkdir(parents=True, exist_ok=True)
     if hard_link:
         try:
             os.link(source, target)
-            return
+            return True
         except OSError:
             pass  # another file system: copy
     shutil.copyfile(source, target)
+    return True
 
 
 @attrs.frozen
@@ -81,6 +86,7 @@ class Exporter:
         self._mirrored = include_mirrored_files
         self._progress = Progress("exported", 0, out)
         self._missing: list[str] = []
+        self._copies: list[tuple[str, str]] = []  # (blob key, path in the dump)
 
     async def run(self) -> ExportSummary:
         serial = self._storage.serial
@@ -97,6 +103,11 @@ class Exporter:
                 if files:
                     dumped["projects"], dumped["files"] = projects, files
             data["indexes"][record.name] = dumped
+        await bounded(self._copies, self._copy, PARALLEL)
+        await self._storage.poll()
+        if self._storage.serial != serial:
+            self._out.write(f"devpi-twisted: warning: the state changed while it was exported "
+                            f"(serial {serial} -> {self._storage.serial}); the dump may mix both\n")
         if self._missing:
             raise DumpError([f"the body of {p} is missing from the store" for p in self._missing])
         target = self._dir / fmt.DATAINDEX
@@ -106,14 +117,14 @@ class Exporter:
         seconds = self._progress.done()
         return ExportSummary(len(users), len(data["indexes"]), self._progress.count, seconds, serial)
 
-    async def _copy(self, key: str, dump_path: str) -> None:
+    async def _copy(self, job: tuple[str, str]) -> None:
+        key, dump_path = job
         target = self._dir.joinpath(*dump_path.split("/"))
         local = self._blobs.local_path(key)
         if local is not None:
-            if not await self._offload(os.path.isfile, local):
+            if not await self._offload(_copy_or_link, local, target, self._hard_links):
                 self._missing.append(key)
                 return
-            await self._offload(_copy_or_link, local, target, self._hard_links)
         else:
             if not await self._blobs.exists(key):
                 self._missing.append(key)
@@ -161,7 +172,7 @@ class Exporter:
                         desc["for_entrypath"] = link.get("for_entrypath")
                     else:
                         continue
-                    await self._copy(str(link["entrypath"]), path)
+                    self._copies.append((str(link["entrypath"]), path))
                     desc["relpath"] = path
                     desc["entrymapping"] = await self._entry(link, project, record.version)
                     files.append(desc)
@@ -189,7 +200,7 @@ class Exporter:
                     "requires_python": link.get("requires_python"),
                     "yanked": link.get("yanked", False)}
                 path = fmt.release_dump_path(name, project, version, filename)
-                await self._copy(str(link["entrypath"]), path)
+                self._copies.append((str(link["entrypath"]), path))
                 entry = fmt.entry_for_dump(record.entry)
                 entry.setdefault("url", link.get("url"))
                 files.append({"type": RELEASEFILE, "projectname": project, "version": version,

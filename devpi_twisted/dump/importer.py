@@ -50,7 +50,7 @@ def _hash_file(path: Path, kinds: Sequence[str]) -> tuple[int, dict[str, str]]:
     return size, {kind: h.hexdigest() for kind, h in hashers.items()}
 
 
-async def _bounded(items: Sequence[Any], work: Callable[[Any], Awaitable[Any]], limit: int) -> list[Any]:
+async def bounded(items: Sequence[Any], work: Callable[[Any], Awaitable[Any]], limit: int) -> list[Any]:
     semaphore = DeferredSemaphore(limit)
 
     def one(item: Any) -> Deferred[Any]:
@@ -77,7 +77,7 @@ async def verify_files(dump: Dump, offload: Callable[..., Awaitable[Any]],
         found[desc.path] = Verified(actual["sha256"], size, hashes)
         progress.step()
 
-    await _bounded(files, check, PARALLEL)
+    await bounded(files, check, PARALLEL)
     if files:
         progress.done()
     if problems:
@@ -149,7 +149,7 @@ class Importer:
         indexes += [i for i in extra_indexes if i.name not in names]
         await self._storage.bootstrap(users, indexes)
         work = [(index, project) for index in self._dump.indexes for project in sorted(index.projects)]
-        await _bounded(work, self._project, PARALLEL)
+        await bounded(work, self._project, PARALLEL)
         seconds = self._progress.done()
         return Summary(len(users), len(indexes), self._versions, self._progress.count, seconds)
 
