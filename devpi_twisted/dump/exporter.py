@@ -173,6 +173,9 @@ class Exporter:
                     else:
                         continue
                     self._copies.append((str(link["entrypath"]), path))
+                    extra = {k: link[k] for k in fmt.EXTRA_KEYS if k in link}
+                    if extra:
+                        desc[fmt.EXTRA] = extra
                     desc["relpath"] = path
                     desc["entrymapping"] = await self._entry(link, project, record.version)
                     files.append(desc)

@@ -33,6 +33,9 @@ USER_DROPPED = ("username", "pwhash", "pwsalt", "indexes")
 HASH_TYPES = ("sha256", "md5", "sha1", "sha224", "sha384", "sha512", "blake2b", "blake2s")
 # the keys of a file record devpi's importer reads; ours add "size", which devpi recomputes
 ENTRY_KEYS = ("last_modified", "hash_spec", "hashes", "project", "version", "url")
+# a file description's key for what only we keep of a link (devpi's importer ignores it)
+EXTRA = "devpi_twisted"
+EXTRA_KEYS = ("upload_time", "yanked")
 
 
 class DumpError(Exception):
@@ -58,6 +61,7 @@ class FileDesc:
     log: tuple[Mapping[str, Any], ...]
     for_entrypath: str | None = None
     url: str | None = None
+    extra: Mapping[str, Any] = attrs.field(factory=dict)  # EXTRA_KEYS of our own dumps
 
     @property
     def filename(self) -> str:
@@ -150,6 +154,12 @@ def version_from_dump(version: str, record: Mapping[str, Any]) -> dict[str, Any]
     if not data.get("version"):
         data["version"] = version
     return data
+
+
+def _extra(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        return {}
+    return {k: value[k] for k in EXTRA_KEYS if k in value}
 
 
 def _safe_relpath(relpath: Any) -> str | None:
@@ -343,7 +353,7 @@ def _index(directory: Path, name: str, dumped: Mapping[str, Any], dumpversion: s
             type=kind, project=project, version=version, relpath=relpath, path=path, hashes=hashes,
             last_modified=mapping.get("last_modified"), log=tuple(log),
             for_entrypath=for_entrypath if kind == TOXRESULT else None,
-            url=mapping.get("url")))
+            url=mapping.get("url"), extra=_extra(desc.get(EXTRA))))
     if missing:
         problems.append(f"index {name}: some files weren't imported, their version is not in "
                         f"'projects': {', '.join(missing[:10])}" + (" ..." if len(missing) > 10 else ""))

@@ -196,7 +196,10 @@ class Importer:
                 link["for_entrypath"] = released[posixpath.basename(desc.for_entrypath or "")]
             else:
                 link["size"] = info.size
-                link["upload_time"] = _upload_time(desc.last_modified, now)
+                link["upload_time"] = desc.extra.get("upload_time") or \
+                    _upload_time(desc.last_modified, now)
+            if "yanked" in desc.extra:
+                link["yanked"] = desc.extra["yanked"]
             if desc.type == RELEASEFILE:
                 await self._core_metadata(desc, relpath, link, files, project, version, now)
             links.append(link)

@@ -34,13 +34,44 @@ def original(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     daemon = Daemon(serverdir).start()
     try:
         build_state(daemon.url, base / "work")
+        add_yanked_release(daemon.url, base / "work")
         expected = views(daemon.url)
+        page = solo_page(daemon.url)
         done = run_cli("export", "--serverdir", str(serverdir), "--hard-links", str(base / "dump-1"))
     finally:
         daemon.stop()
     assert done.returncode == 0, done.stderr
     assert "exported 3 users" in done.stderr
-    yield {"base": base, "serverdir": serverdir, "views": expected, "dump": base / "dump-1"}
+    yield {"base": base, "serverdir": serverdir, "views": expected, "dump": base / "dump-1",
+           "page": page}
+
+
+def add_yanked_release(url: str, workdir: Path) -> None:
+    """What only we have: a yanked file (and upload times with microseconds)."""
+    from tests.dump.devpi6 import upload
+    from tests.support import call, make_sdist, make_wheel
+
+    alice = login(url, "alice", PASSWORDS["alice"])
+    assert call(url + "/alice/solo", "PUT", {"bases": []}, alice)[0] == 200
+    for path in (make_wheel(workdir, "solo-pkg", "1.0", requires_python=">=3.9"),
+                 make_sdist(workdir, "solo-pkg", "1.0")):
+        upload(url + "/alice/solo", alice, path, "solo-pkg", "1.0")
+    status, reply, _ = call(url + "/alice/solo/solo-pkg/1.0", "PATCH",
+                            {"yanked": "broken build", "filename": "solo_pkg-1.0-py3-none-any.whl"},
+                            alice)
+    assert status == 200, reply
+
+
+def solo_page(url: str) -> dict[str, Any]:
+    """The PEP 691 page of alice/solo's project: yanked, upload times, core metadata."""
+    req = urllib.request.Request(url + "/alice/solo/+simple/solo-pkg/",
+                                 headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    with urllib.request.urlopen(req) as r:
+        page = json.loads(r.read().decode().replace(url, "URL"))
+    files = {f["filename"]: f for f in page["files"]}
+    assert files["solo_pkg-1.0-py3-none-any.whl"]["yanked"] == "broken build"
+    assert files["solo_pkg-1.0-py3-none-any.whl"]["core-metadata"]
+    return page
 
 
 def some_file(directory: Path) -> Path:
@@ -60,9 +91,14 @@ def test_sqlite_to_postgres_to_sqlite(original: dict[str, Any], pg_cluster: Any)
     pg_dir = base / "postgres"
     done = run_cli("import", "--serverdir", str(pg_dir), "--storage", storage, str(original["dump"]))
     assert done.returncode == 0, done.stderr
-    assert "imported 3 users" in done.stderr and "verified 11/11 files (100%)" in done.stderr
+    assert "imported 3 users" in done.stderr and "verified 13/13 files (100%)" in done.stderr
     assert not any((pg_dir / "+files").rglob("*.whl"))  # the bodies live in the database
-    assert_same(served_views(pg_dir, "--storage", storage), original["views"])
+    daemon = Daemon(pg_dir, "--storage", storage).start()
+    try:
+        assert_same(views(daemon.url), original["views"])
+        assert solo_page(daemon.url) == original["page"]
+    finally:
+        daemon.stop()
 
     # and back, in twistd's spelling
     done = run_twistd("--serverdir", str(pg_dir), "--storage", storage, "--export", str(base / "dump-2"))
@@ -75,6 +111,7 @@ def test_sqlite_to_postgres_to_sqlite(original: dict[str, Any], pg_cluster: Any)
     daemon = Daemon(back).start()
     try:
         assert_same(views(daemon.url), original["views"])
+        assert solo_page(daemon.url) == original["page"]
         for user, password in PASSWORDS.items():
             login(daemon.url, user, password)
     finally:
