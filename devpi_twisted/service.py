@@ -297,7 +297,7 @@ def build_service(config: Config, reactor: Any) -> IService:
     if config.logger_cfg is not None:
         _setup_stdlib_logging(config.logger_cfg)
     worker = bool(config.listen_fds)
-    if (config.serverdir / sd.IMPORTING).exists():
+    if (config.serverdir / sd.IMPORTING).exists() and sd.read_nodeinfo(config.serverdir) is None:
         raise StartupError(f"an import into {config.serverdir} did not finish; run the import "
                            "again (it starts over), or remove the directory")
     if sd.read_nodeinfo(config.serverdir) is None:

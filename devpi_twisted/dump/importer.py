@@ -28,7 +28,7 @@ from devpi_twisted.dump.progress import Progress
 from devpi_twisted.model import releases
 from devpi_twisted.storage.interface import IndexRecord, Storage, UserRecord
 
-PARALLEL = 4  # files hashed or stored at once; projects written at once
+PARALLEL = 8  # files hashed or stored at once; projects written at once
 METADATA_SUFFIX = ".metadata"
 
 
@@ -139,6 +139,10 @@ class Importer:
         self._clock = clock
         self._progress = Progress("imported", dump.file_count, out)
         self._versions = 0
+        self._files: dict[tuple[str, str, str], list[FileDesc]] = {}
+        for index in dump.indexes:
+            for desc in index.files:
+                self._files.setdefault((index.name, desc.project, desc.version), []).append(desc)
 
     async def run(self, extra_users: Sequence[UserRecord], extra_indexes: Sequence[IndexRecord]) -> Summary:
         """``extra_*``: what init would make that the dump lacks (root, root/pypi)."""
@@ -158,8 +162,10 @@ class Importer:
         if index.mirror:
             await self._mirror_project(index, project)
             return
-        for version, metadata in sorted(index.projects[project].items()):
-            await self._version(index, project, version, metadata)
+        items = [await self._version(index, project, version, metadata)
+                 for version, metadata in sorted(index.projects[project].items())]
+        await self._storage.write_releases(index.user, index.index, items)  # one transaction
+        self._versions += len(items)
 
     async def _put(self, key: str, path: Path, sha256: str) -> None:
         if self._hard_links:
@@ -167,10 +173,11 @@ class Importer:
         else:
             await self._blobs.put_file(key, path, sha256)
 
-    async def _version(self, index: IndexDump, project: str, version: str,
-                       metadata: Mapping[str, Any]) -> None:
+    async def _version(self, index: IndexDump, project: str, version: str, metadata: Mapping[str, Any]
+                       ) -> tuple[str, str, Mapping[str, Any], Mapping[str, Mapping[str, Any]]]:
+        """Stores the version's files; returns what ``write_releases`` commits of it."""
         now = self._clock()
-        descs = index.files_of(project, version)
+        descs = self._files.get((index.name, project, version), [])
         links: list[dict[str, Any]] = []
         files: dict[str, Mapping[str, Any]] = {}
         released: dict[str, str] = {}  # release filename -> its entrypath
@@ -205,8 +212,7 @@ class Importer:
             links.append(link)
             self._progress.step()
         data = {**metadata, "+elinks": links} if links else dict(metadata)
-        await self._storage.write_release(index.user, index.index, project, version, data, files, -1)
-        self._versions += 1
+        return project, version, data, files
 
     async def _core_metadata(self, desc: FileDesc, relpath: str, link: dict[str, Any],
                              files: dict[str, Mapping[str, Any]], project: str, version: str,
@@ -232,7 +238,7 @@ class Importer:
         links: list[dict[str, Any]] = []
         files: dict[str, Mapping[str, Any]] = {}
         for version, metadata in sorted(index.projects[project].items()):
-            for desc in index.files_of(project, version):
+            for desc in self._files.get((index.name, project, version), []):
                 info = self._verified[desc.path]
                 relpath = releases.relpath(index.user, index.index, info.sha256, desc.filename)
                 await self._put(relpath, desc.path, info.sha256)

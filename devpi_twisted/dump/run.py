@@ -11,6 +11,7 @@ that directory (and database) wipes it and starts over.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -95,11 +96,11 @@ def _wipe_unfinished(config: Any, out: IO[str], why: str = "starting over") -> N
         recorded = json.loads(marker.read_text(encoding="utf-8")).get("storage")
     except (OSError, ValueError):
         recorded = None
+    if recorded is not None and recorded != _storage_label(config):
+        raise StartupError(
+            f"{config.serverdir} holds an unfinished import into another storage "
+            f"({recorded}); give the same --storage, or a new serverdir")
     if config.storage.name != "sqlite":
-        if recorded is not None and recorded != _storage_label(config):
-            raise StartupError(
-                f"{config.serverdir} holds an unfinished import into another database "
-                f"({recorded}); give the same --storage, or a new serverdir")
         try:
             drop_schema(config.storage.settings)
         except StorageError as e:
@@ -182,13 +183,17 @@ async def _fill(config: Any, dump: Any, verified: Any, reactor: Any, open_storag
             raise StartupError("the database already holds a server state; "
                                "import needs an empty database")
         blobs = open_blobs(config, storage, reactor)
+        if hasattr(blobs, "unsynced"):  # one os.sync() at the end instead of two fsyncs a file
+            blobs = blobs.unsynced()
         extra_users = [] if "root" in dump.users else [
             await offload(root_user, config.root_passwd, config.root_passwd_hash, time.time())]
         extra_indexes = [root_pypi()] if config.root_pypi else []
         importer = Importer(dump, verified, storage, blobs, staging, offload, out,
                             hard_links=config.hard_links)
         try:
-            return await importer.run(extra_users, extra_indexes)
+            summary = await importer.run(extra_users, extra_indexes)
+            await offload(os.sync)  # the files durable before .nodeinfo says "complete"
+            return summary
         except RecordExists:
             raise StartupError("the database already holds a server state; "
                                "import needs an empty database") from None
