@@ -94,6 +94,7 @@ SPECS: dict[str, OptionSpec] = {
         _spec("import", "import a dump directory into a new state, then exit"),
         _flag("hard-links", "export/import: hard-link files instead of copying them"),
         _flag("include-mirrored-files", "export: also dump files downloaded by mirror indexes"),
+        _spec("skip-import-type", "import: leave out indexes of these types (comma list)"),
     ]
 }
 
@@ -104,6 +105,7 @@ SERVER_OPTIONS = (
     "logger-cfg", "argon2-memory-cost", "argon2-time-cost", "argon2-parallelism",
     "offline-mode", "requests-only", "workers", "listen-fds", "debug", "init", "no-root-pypi",
     "root-passwd", "root-passwd-hash", "export", "import", "hard-links", "include-mirrored-files",
+    "skip-import-type",
 )
 INIT_OPTIONS = (
     "serverdir", "storage", "role", "primary-url", "master-url", "debug", "logger-cfg",
@@ -112,7 +114,7 @@ INIT_OPTIONS = (
 STATE_OPTIONS = ("serverdir", "storage", "debug", "logger-cfg")
 EXPORT_OPTIONS = STATE_OPTIONS + ("hard-links", "include-mirrored-files")
 IMPORT_OPTIONS = STATE_OPTIONS + (
-    "secretfile", "hard-links", "no-root-pypi", "root-passwd", "root-passwd-hash")
+    "secretfile", "hard-links", "no-root-pypi", "root-passwd", "root-passwd-hash", "skip-import-type")
 
 
 @attrs.frozen
@@ -155,6 +157,7 @@ class Config:
     import_dir: Path | None = None
     hard_links: bool = False
     include_mirrored_files: bool = False
+    skip_import_types: tuple[str, ...] = ()
 
 
 def parse_bool(name: str, value: object) -> bool:
@@ -416,6 +419,8 @@ def build_config(v: Mapping[str, Any]) -> Config:
         import_dir=path("import"),
         hard_links=flag("hard-links"),
         include_mirrored_files=flag("include-mirrored-files"),
+        skip_import_types=tuple(
+            filter(None, (t.strip() for t in str(get("skip-import-type") or "").split(",")))),
     )
     if config.export_dir is not None and config.import_dir is not None:
         raise ConfigError("--export and --import given; do one at a time")

@@ -131,7 +131,7 @@ def _check_target(config: Any, out: IO[str]) -> None:
 async def import_(config: Any, directory: Path, reactor: Any, open_storage: OpenStorage,
                   open_blobs: OpenBlobs, out: IO[str] = sys.stderr) -> None:
     offload = _offloader(reactor)
-    dump = read_dump(directory)  # every problem of the JSON, before anything is written
+    dump = read_dump(directory, config.skip_import_types)  # every problem, before any write
     out.write(f"devpi-twisted: importing a dump of {dump.server} (dumpversion {dump.dumpversion}): "
               f"{len(dump.users)} users, {len(dump.indexes)} indexes, {dump.file_count} files\n")
     for warning in dump.warnings:

@@ -19,8 +19,10 @@ def test_cli_export_and_import_take_the_dump_directory(tmp_path: Path) -> None:
     assert config.export_dir == tmp_path / "d" and config.import_dir is None
     assert config.hard_links and config.include_mirrored_files
     options = CommandOptions()
-    options.parseOptions(["import", "--serverdir", str(tmp_path / "s"), "--no-root-pypi", "dump"])
+    options.parseOptions(["import", "--serverdir", str(tmp_path / "s"), "--no-root-pypi",
+                          "--skip-import-type", "a, b", "dump"])
     config = options.subOptions.config()
+    assert config.skip_import_types == ("a", "b")
     assert config.import_dir == Path("dump").absolute() and not config.root_pypi
     assert not config.hard_links
 

@@ -88,6 +88,14 @@ def test_circular_bases_and_unknown_types_are_refused(dump: Path) -> None:
     assert "unknown index type 'plugin-thing'" in text
 
 
+def test_skipped_index_types_are_left_out_with_a_warning(dump: Path) -> None:
+    rewrite(dump, lambda d: d["indexes"].update(
+        {"alice/c": {"indexconfig": {"type": "plugin-thing"}}}))
+    read = read_dump(dump, ["plugin-thing"])
+    assert [i.name for i in read.indexes] == ["alice/dev"]
+    assert "index alice/c of type plugin-thing skipped" in read.warnings
+
+
 def test_bases_come_first_and_missing_bases_are_warned_about(dump: Path) -> None:
     def change(d: dict[str, Any]) -> None:
         d["indexes"]["alice/a"] = {"indexconfig": {"type": "stage", "bases": ["alice/z", "gone/x"]}}
