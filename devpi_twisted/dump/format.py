@@ -19,7 +19,7 @@ import attrs
 
 from devpi_twisted.model.errors import InvalidInput
 from devpi_twisted.model.names import check_name, normalize_project
-from devpi_twisted.model.releases import split_filename
+from devpi_twisted.model.releases import check_plain_filename, doczip_filename, split_filename
 
 DATAINDEX = "dataindex.json"
 DUMPVERSION = "2"
@@ -330,6 +330,13 @@ def _index(directory: Path, name: str, dumped: Mapping[str, Any], dumpversion: s
             problems.append(f"{what}: no projectname or version")
             continue
         version = str(version)
+        try:  # the names we will store it under (checked now: nothing is written yet)
+            check_plain_filename(posixpath.basename(relpath))
+            if kind == DOCZIP:
+                doczip_filename(project, version)
+        except InvalidInput as e:
+            problems.append(f"{what}: {e}")
+            continue
         if version not in projects.get(project, {}):
             missing.append(f"{project} {version} ({relpath})")
             continue

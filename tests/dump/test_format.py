@@ -72,6 +72,16 @@ def test_every_problem_is_listed_at_once(dump: Path) -> None:
     assert "username 'bad user!'" in text
 
 
+def test_names_we_cannot_store_are_refused(dump: Path) -> None:
+    def change(d: dict[str, Any]) -> None:
+        index = d["indexes"]["alice/dev"]
+        index["projects"]["pkg0"]["1/../x"] = {"name": "pkg0"}
+        desc = index["files"][0]
+        index["files"].append({**desc, "type": "doczip", "version": "1/../x"})
+    rewrite(dump, change)
+    assert "invalid filename 'pkg0-1/../x.doc.zip'" in problems(dump)
+
+
 def test_files_of_versions_not_in_projects_are_refused(dump: Path) -> None:
     rewrite(dump, lambda d: d["indexes"]["alice/dev"]["projects"]["pkg0"].pop("1.0"))
     assert "some files weren't imported" in problems(dump)
