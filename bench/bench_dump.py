@@ -8,6 +8,10 @@ A synthetic devpi-server 6 dump (tests/dump/synth.py: ~200-byte files, 2 per ver
 PostgreSQL, a fresh database on a throwaway cluster from tests/pg.py), exported again,
 and the export imported once more with ``--hard-links`` (sqlite only). Each step is one
 ``devpi-twisted`` process; the times include its start-up and the hash checks.
+
+Figures of 2026-11-25 (2 cores shared with other test runs, load average 4-6, ext4):
+sqlite 10,000 files: import 36.9s (271 files/s), export 17.2s (580 files/s),
+import --hard-links 22.1s; PostgreSQL: import 49.2s (203 files/s), export 37.4s.
 """
 
 from __future__ import annotations
