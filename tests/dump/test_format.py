@@ -128,6 +128,22 @@ def test_toxresult_must_point_at_a_release_file_of_its_version(dump: Path) -> No
     assert "no release file other-1.0.tar.gz in pkg0 1.0" in problems(dump)
 
 
+def test_toxresults_with_their_release_files_hash_are_not_checked_against_it(dump: Path) -> None:
+    def change(d: dict[str, Any]) -> None:
+        files = d["indexes"]["alice/dev"]["files"]
+        release = files[0]
+        spec = release["entrymapping"]["hash_spec"]
+        relpath = f"alice/dev/pkg0/{spec}/{release['relpath'].split('/')[-1]}.toxresult-20260101000000-0"
+        (dump / relpath).parent.mkdir(parents=True)
+        (dump / relpath).write_text("{}")
+        files.append({**release, "type": "toxresult", "relpath": relpath,
+                      "for_entrypath": "alice/dev/+f/x/y/" + release["relpath"].split("/")[-1]})
+    rewrite(dump, change)
+    [index] = read_dump(dump).indexes
+    [tox] = [f for f in index.files if f.type == "toxresult"]
+    assert tox.hashes == {}
+
+
 def test_old_dumps_spellings_and_versions_are_merged(dump: Path) -> None:
     def change(d: dict[str, Any]) -> None:
         d["dumpversion"] = "1"
