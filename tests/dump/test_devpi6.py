@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.dump.devpi6 import Devpi6, call, ensure_installed, login, upload
+from tests.dump.devpi6 import request as http_request
 from tests.dump.state import PASSWORDS, assert_same, build_state, run_cli, views
 from tests.support import Daemon, make_wheel
 
@@ -60,6 +61,9 @@ def test_a_devpi6_dump_imports_into_us(devpi6: dict[str, Any], backend: str,
     try:
         assert_same(views(daemon.url), devpi6["views"])
         check_logins(daemon.url, PASSWORDS)
+        status, body, _ = http_request(daemon.url + "/alice/dev/hello-world/1.1/+doc/index.html",
+                                       accept="text/html")
+        assert status == 200 and b"docs of hello-world" in body
     finally:
         daemon.stop()
 
