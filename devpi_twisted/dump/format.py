@@ -19,6 +19,7 @@ import attrs
 
 from devpi_twisted.model.errors import InvalidInput
 from devpi_twisted.model.names import check_name, normalize_project
+from devpi_twisted.model.passwords import legacy_hash, split_legacy
 from devpi_twisted.model.releases import check_plain_filename, doczip_filename, split_filename
 
 DATAINDEX = "dataindex.json"
@@ -134,7 +135,11 @@ def user_from_dump(name: str, record: Mapping[str, Any]) -> dict[str, Any]:
     profile = {k: v for k, v in record.items() if k not in USER_DROPPED and v not in ("", None)}
     profile.setdefault("created", NO_CREATED)
     pwhash = record.get("pwhash")
-    return {"profile": profile, "pwhash": pwhash if isinstance(pwhash, str) and pwhash else None}
+    pwhash = pwhash if isinstance(pwhash, str) and pwhash else None
+    salt = record.get("pwsalt")
+    if pwhash and isinstance(salt, str) and salt and not pwhash.startswith("$"):
+        pwhash = legacy_hash(salt, pwhash)  # devpi < 4.2: verified, then rehashed at login
+    return {"profile": profile, "pwhash": pwhash}
 
 
 def config_from_dump(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -257,8 +262,8 @@ def read_dump(directory: Path, skip_types: Iterable[str] = ()) -> Dump:
         else:
             users[name] = user_from_dump(name, record)
             if record.get("pwsalt"):
-                warnings.append(f"user {name} has a legacy salted hash (devpi < 4.2); "
-                                "it cannot log in until its password is set again")
+                warnings.append(f"user {name} has a salted sha256 hash of devpi < 4.2; it is "
+                                "replaced by an argon2 hash at the user's first login")
 
     skip = set(skip_types)
     kept: dict[str, Mapping[str, Any]] = {}
@@ -410,7 +415,10 @@ def entry_for_dump(entry: Mapping[str, Any]) -> dict[str, Any]:
 
 def user_for_dump(name: str, profile: Mapping[str, Any], pwhash: str | None) -> dict[str, Any]:
     record = {**profile, "username": name}
-    if pwhash:
+    legacy = split_legacy(pwhash) if pwhash else None
+    if legacy is not None:  # never logged in since an old devpi: its own form again
+        record["pwsalt"], record["pwhash"] = legacy
+    elif pwhash:
         record["pwhash"] = pwhash
     return record
 
