@@ -40,13 +40,13 @@ class _DumpOptions(usage.Options):
 class ExportOptions(_DumpOptions, make_options_class(  # type: ignore[misc]
         EXPORT_OPTIONS, "Export the state as a devpi-server 6 dump (dataindex.json plus files).")):
     which = "export"
-    synopsis = "devpi-twisted export [options] DIR"
+    synopsis = "[options] DIR"
 
 
 class ImportOptions(_DumpOptions, make_options_class(  # type: ignore[misc]
         IMPORT_OPTIONS, "Import a devpi-server 6 dump into a new server directory (and database).")):
     which = "import"
-    synopsis = "devpi-twisted import [options] DIR"
+    synopsis = "[options] DIR"
 
 
 class CommandOptions(usage.Options):
