@@ -9,7 +9,9 @@ from typing import Any
 
 from twisted.python import usage
 
-from devpi_twisted.config import INIT_OPTIONS, STATE_OPTIONS, Config, ConfigError, make_options_class
+from devpi_twisted.config import (
+    EXPORT_OPTIONS, IMPORT_OPTIONS, INIT_OPTIONS, STATE_OPTIONS, Config, ConfigError, make_options_class,
+)
 from devpi_twisted.serverdir import StartupError, read_nodeinfo
 
 InitOptions = make_options_class(INIT_OPTIONS, "Create a new server state (like devpi-init).")
@@ -20,11 +22,40 @@ class PasswdOptions(make_options_class(STATE_OPTIONS, "Set a user's password."))
         self["user"] = user
 
 
+class _DumpOptions(usage.Options):
+    """export/import take the dump directory as their one argument."""
+
+    def parseArgs(self, directory: str) -> None:
+        self["directory"] = directory
+
+    def config(self) -> Config:
+        import attrs
+
+        from pathlib import Path
+
+        key = "export_dir" if self.which == "export" else "import_dir"
+        return attrs.evolve(super().config(), **{key: Path(self["directory"]).absolute()})  # type: ignore[misc]
+
+
+class ExportOptions(_DumpOptions, make_options_class(  # type: ignore[misc]
+        EXPORT_OPTIONS, "Export the state as a devpi-server 6 dump (dataindex.json plus files).")):
+    which = "export"
+    synopsis = "[options] DIR"
+
+
+class ImportOptions(_DumpOptions, make_options_class(  # type: ignore[misc]
+        IMPORT_OPTIONS, "Import a devpi-server 6 dump into a new server directory (and database).")):
+    which = "import"
+    synopsis = "[options] DIR"
+
+
 class CommandOptions(usage.Options):
     synopsis = "devpi-twisted COMMAND [options]"
     subCommands = [
         ["init", None, InitOptions, "create a new server state"],
         ["passwd", None, PasswdOptions, "set a user's password"],
+        ["export", None, ExportOptions, "write the state as a devpi-server 6 dump: export DIR"],
+        ["import", None, ImportOptions, "load a devpi-server 6 dump into a new state: import DIR"],
     ]
 
     def opt_version(self) -> None:
@@ -82,7 +113,16 @@ def _passwd(config: Config, options: Any) -> None:
     print(f"devpi-twisted: password of {user} changed")
 
 
-COMMANDS = {"init": _init, "passwd": _passwd}
+def _dump(config: Config, options: Any) -> None:
+    from devpi_twisted.dump.run import run
+    from devpi_twisted.service import open_blobs, open_storage
+
+    status = run(config, open_storage, open_blobs)
+    if status:
+        raise SystemExit(status)
+
+
+COMMANDS = {"init": _init, "passwd": _passwd, "export": _dump, "import": _dump}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -90,6 +90,11 @@ SPECS: dict[str, OptionSpec] = {
         _flag("debug", "log every request"),
         _flag("init", "initialise the server directory first if it holds no state"),
         _flag("no-root-pypi", "do not create the root/pypi mirror at init"),
+        _spec("export", "export the state to this directory (devpi-server 6 dump format), then exit"),
+        _spec("import", "import a dump directory into a new state, then exit"),
+        _flag("hard-links", "export/import: hard-link files instead of copying them"),
+        _flag("include-mirrored-files", "export: also dump files downloaded by mirror indexes"),
+        _spec("skip-import-type", "import: leave out indexes of these types (comma list)"),
     ]
 }
 
@@ -99,13 +104,17 @@ SERVER_OPTIONS = (
     "request-timeout", "max-request-body-size", "role", "primary-url", "master-url",
     "logger-cfg", "argon2-memory-cost", "argon2-time-cost", "argon2-parallelism",
     "offline-mode", "requests-only", "workers", "listen-fds", "debug", "init", "no-root-pypi",
-    "root-passwd", "root-passwd-hash",
+    "root-passwd", "root-passwd-hash", "export", "import", "hard-links", "include-mirrored-files",
+    "skip-import-type",
 )
 INIT_OPTIONS = (
     "serverdir", "storage", "role", "primary-url", "master-url", "debug", "logger-cfg",
     "no-root-pypi", "root-passwd", "root-passwd-hash",
 )
 STATE_OPTIONS = ("serverdir", "storage", "debug", "logger-cfg")
+EXPORT_OPTIONS = STATE_OPTIONS + ("hard-links", "include-mirrored-files")
+IMPORT_OPTIONS = STATE_OPTIONS + (
+    "secretfile", "hard-links", "no-root-pypi", "root-passwd", "root-passwd-hash", "skip-import-type")
 
 
 @attrs.frozen
@@ -144,6 +153,11 @@ class Config:
     root_pypi: bool = True
     root_passwd: str = ""
     root_passwd_hash: str | None = None
+    export_dir: Path | None = None
+    import_dir: Path | None = None
+    hard_links: bool = False
+    include_mirrored_files: bool = False
+    skip_import_types: tuple[str, ...] = ()
 
 
 def parse_bool(name: str, value: object) -> bool:
@@ -401,7 +415,15 @@ def build_config(v: Mapping[str, Any]) -> Config:
         root_pypi=not flag("no-root-pypi"),
         root_passwd=str(get("root-passwd") or ""),
         root_passwd_hash=get("root-passwd-hash") or None,
+        export_dir=path("export"),
+        import_dir=path("import"),
+        hard_links=flag("hard-links"),
+        include_mirrored_files=flag("include-mirrored-files"),
+        skip_import_types=tuple(
+            filter(None, (t.strip() for t in str(get("skip-import-type") or "").split(",")))),
     )
+    if config.export_dir is not None and config.import_dir is not None:
+        raise ConfigError("--export and --import given; do one at a time")
     if config.argon2_memory_cost < 8 * config.argon2_parallelism:
         raise ConfigError("--argon2-memory-cost must be at least 8 times --argon2-parallelism")
     _refuse_unavailable(config)

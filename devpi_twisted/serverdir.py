@@ -27,6 +27,8 @@ LOCK = ".lock"
 LISTENING = ".listening"
 BOARD = ".serial"
 STAGING = ".uploads"
+# present while an import fills the directory; .nodeinfo is written after it (dump/run.py)
+IMPORTING = ".import-unfinished"
 
 
 class StartupError(Exception):

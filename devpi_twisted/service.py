@@ -297,6 +297,9 @@ def build_service(config: Config, reactor: Any) -> IService:
     if config.logger_cfg is not None:
         _setup_stdlib_logging(config.logger_cfg)
     worker = bool(config.listen_fds)
+    if (config.serverdir / sd.IMPORTING).exists() and sd.read_nodeinfo(config.serverdir) is None:
+        raise StartupError(f"an import into {config.serverdir} did not finish; run the import "
+                           "again (it starts over), or remove the directory")
     if sd.read_nodeinfo(config.serverdir) is None:
         if not config.init or worker:
             raise StartupError(
@@ -360,7 +363,12 @@ def makeService(options: Any) -> IService:
     from twisted.internet import reactor
 
     try:
-        return build_service(options.config(), reactor)
+        config = options.config()
+        if config.export_dir is not None or config.import_dir is not None:
+            from devpi_twisted.dump.run import run  # twistd devpi --export/--import DIR
+
+            raise SystemExit(run(config, open_storage, open_blobs))
+        return build_service(config, reactor)
     except (ConfigError, StartupError) as e:
         raise SystemExit(f"devpi-twisted: {e}") from None
 

@@ -25,7 +25,7 @@ from devpi_twisted.model.errors import (
     AlreadyExists, Forbidden, InvalidInput, NotFound, Unauthenticated, Unavailable,
 )
 from devpi_twisted.model.names import check_name
-from devpi_twisted.model.passwords import hash_password, verify_password
+from devpi_twisted.model.passwords import hash_password, needs_rehash, verify_password
 from devpi_twisted.model.tokens import LOGIN_TOKEN_MAX_AGE, NotAToken, TokenExpired, TokenSigner
 from devpi_twisted.storage.interface import (
     IndexRecord, RecordExists, RecordMissing, StaleRecord, Storage, UserRecord,
@@ -130,8 +130,19 @@ class ServerOps:
             return True
         if await self._offload(verify_password, password, user.pwhash):
             self._verified.add(username, password, user.pwhash)
+            if needs_rehash(user.pwhash):
+                await self._rehash(user, password)
             return True
         return False
+
+    async def _rehash(self, user: UserRecord, password: str) -> None:
+        """Replace a verified legacy hash (imported from an old devpi) with argon2id; a
+        concurrent change of the user wins."""
+        pwhash = str(await self._offload(hash_password, password))
+        try:
+            await self._storage.update_user(user.name, user.profile, pwhash, user.serial)
+        except (StaleRecord, RecordMissing):
+            pass
 
     def _token(self, identity: Identity) -> dict[str, Any]:
         token = self._signer.make([identity.username, sorted(identity.groups), True])

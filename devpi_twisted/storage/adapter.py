@@ -170,6 +170,12 @@ class PlanStorage:
         return self._write(plans.write_release, user, index, project, version,
                            None if data is None else dict(data), dict(files), expect_serial)
 
+    def write_releases(self, user: str, index: str,
+                       items: Sequence[tuple[str, str, Mapping[str, Any], Mapping[str, Mapping[str, Any]]]]
+                       ) -> Deferred[int]:
+        return self._write(plans.write_releases, user, index,
+                           [(p, v, dict(d), dict(f)) for p, v, d, f in items])
+
     def delete_project(self, user: str, index: str, project: str,
                        expect: Mapping[str, int]) -> Deferred[int]:
         return self._write(plans.delete_project, user, index, project, dict(expect))

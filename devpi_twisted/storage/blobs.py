@@ -309,11 +309,19 @@ class FileBlobStore:
     crash leaves at most a stray ``.tmp-blob-*`` file, never a half-written blob.
     """
 
-    def __init__(self, root: Path, reactor: Any, threadpool: ThreadPool | None = None) -> None:
+    def __init__(self, root: Path, reactor: Any, threadpool: ThreadPool | None = None,
+                 sync: bool = True) -> None:
         self.root = Path(root)
         self._reactor = reactor
         self._threadpool = threadpool if threadpool is not None else reactor.getThreadPool()
         self._open_files = OpenFiles()
+        self._sync = sync
+
+    def unsynced(self) -> FileBlobStore:
+        """The same store, but ``put_file``/``link_file`` skip their fsyncs: for a bulk
+        load (import) that makes everything durable at once (``os.sync``) before anything
+        refers to it. Renames stay atomic."""
+        return FileBlobStore(self.root, self._reactor, self._threadpool, sync=False)
 
     def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
         return deferToThreadPool(self._reactor, self._threadpool, fn, *args)
@@ -332,7 +340,17 @@ class FileBlobStore:
         except BlobKeyInvalid:
             return _failed()
         self._open_files.drop(key)  # a descriptor of what it replaces must not be lent
-        return self._in_thread(_put_sync, target, key, Path(path), sha256.lower())
+        return self._in_thread(_put_sync, target, key, Path(path), sha256.lower(), self._sync)
+
+    def link_file(self, key: str, path: Path, sha256: str) -> Deferred[int]:
+        """Like ``put_file``, but a hard link to ``path`` where the file system allows one
+        (export/import ``--hard-links``); a copy otherwise."""
+        try:
+            target = self._path(key)
+        except BlobKeyInvalid:
+            return _failed()
+        self._open_files.drop(key)
+        return self._in_thread(_link_sync, target, key, Path(path), sha256.lower(), self._sync)
 
     def move_in(self, items: Sequence[tuple[str, Path, str]]) -> Deferred[None]:
         try:
@@ -409,9 +427,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _make_dirs(directory: Path) -> None:
+def _make_dirs(directory: Path, sync: bool = True) -> None:
     """Create ``directory`` and its missing parents, each made durable by an fsync of the
-    directory holding it."""
+    directory holding it (unless ``sync`` is false)."""
     missing = []
     current = directory
     while not current.is_dir() and current.parent != current:
@@ -422,13 +440,14 @@ def _make_dirs(directory: Path) -> None:
             made.mkdir()
         except FileExistsError:
             continue  # made by a concurrent put
-        _fsync_dir(made.parent)
+        if sync:
+            _fsync_dir(made.parent)
 
 
-def _put_sync(target: Path, key: str, source: Path, sha256: str) -> int:
+def _put_sync(target: Path, key: str, source: Path, sha256: str, sync: bool = True) -> int:
     """Copy ``source`` to a temporary file next to ``target`` while hashing it, fsync,
-    check the hash, rename into place, fsync the directory."""
-    _make_dirs(target.parent)
+    check the hash, rename into place, fsync the directory (no fsyncs if not ``sync``)."""
+    _make_dirs(target.parent, sync)
     temporary = target.parent / f"{TEMP_PREFIX}{os.urandom(8).hex()}"
     hasher = hashlib.sha256()
     size = 0
@@ -440,7 +459,8 @@ def _put_sync(target: Path, key: str, source: Path, sha256: str) -> int:
                 dst.write(chunk)
                 size += len(chunk)
             dst.flush()
-            os.fsync(dst.fileno())
+            if sync:
+                os.fsync(dst.fileno())
         actual = hasher.hexdigest()
         if actual != sha256:
             raise BlobHashMismatch(key, sha256, actual)
@@ -448,7 +468,38 @@ def _put_sync(target: Path, key: str, source: Path, sha256: str) -> int:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    _fsync_dir(target.parent)
+    if sync:
+        _fsync_dir(target.parent)
+    return size
+
+
+def _link_sync(target: Path, key: str, source: Path, sha256: str, sync: bool = True) -> int:
+    """Check ``source``'s hash, then hard-link it into place under a temporary name and
+    rename; falls back to ``_put_sync`` where links are impossible (other file system)."""
+    hasher = hashlib.sha256()
+    size = 0
+    with open(source, "rb") as src:
+        while chunk := src.read(CHUNK_SIZE):
+            hasher.update(chunk)
+            size += len(chunk)
+    actual = hasher.hexdigest()
+    if actual != sha256:
+        raise BlobHashMismatch(key, sha256, actual)
+    _make_dirs(target.parent, sync)
+    temporary = target.parent / f"{TEMP_PREFIX}{os.urandom(8).hex()}"
+    try:
+        os.link(source, temporary)
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            raise
+        return _put_sync(target, key, source, sha256, sync)
+    try:
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    if sync:
+        _fsync_dir(target.parent)
     return size
 
 

@@ -185,6 +185,12 @@ class Storage(Protocol):
         (``{}`` marks a file deleted). ``expect_serial``: the version's serial as read, -1
         if it had none. Raises RecordMissing (no such index), StaleRecord."""
 
+    def write_releases(self, user: str, index: str,
+                       items: Sequence[tuple[str, str, Mapping[str, Any], Mapping[str, Mapping[str, Any]]]]
+                       ) -> Deferred[int]:
+        """New versions ``(project, version, data, files)`` of one index in one transaction
+        (import). Raises RecordMissing (no such index), RecordExists (a version exists)."""
+
     def delete_project(self, user: str, index: str, project: str,
                        expect: Mapping[str, int]) -> Deferred[int]:
         """Delete every version (``expect``: version -> serial as read) and mark the

@@ -307,6 +307,25 @@ def write_release(owner: str, index: str, project: str, version: str, data: Mapp
     return (yield from commit(serial, records, at))
 
 
+def write_releases(owner: str, index: str,
+                   items: Sequence[tuple[str, str, Mapping[str, Any], Mapping[str, Mapping[str, Any]]]],
+                   at: float) -> Plan[Change]:
+    """New versions (project, version, data, files) of one index in one transaction, as an
+    import writes them; RecordExists if one of the versions is already there."""
+    serial = yield from take_serial()
+    if (yield one(INDEX_SERIAL, owner, index)) is None:
+        raise RecordMissing(f"{owner}/{index}")
+    records: list[Record] = []
+    for project, version, data, files in items:
+        key = f"{owner}/{index}/{project}/{version}"
+        if (yield one(VERSION_SERIAL, owner, index, project, version)) is not None:
+            raise RecordExists(key)
+        records.append(Record(VERSION, key, dict(data)))
+        records += [Record(FILE, relpath, {"project": project, "entry": dict(entry)})
+                    for relpath, entry in sorted(files.items())]
+    return (yield from commit(serial, records, at))
+
+
 def delete_project(owner: str, index: str, project: str, expect: Mapping[str, int],
                    at: float) -> Plan[Change]:
     serial = yield from take_serial()

@@ -188,6 +188,32 @@ def connect_and_migrate(settings: Mapping[str, str]) -> tuple[dict[str, Any], An
     return kw, conn
 
 
+def drop_schema(settings: Mapping[str, str]) -> None:
+    """Drop every table of devpi-twisted's schema (blocking), so that an interrupted
+    import starts over on an empty database. Refuses a database holding other tables."""
+    from psycopg2 import sql
+
+    kw = connect_kwargs(settings)
+    try:
+        conn = psycopg2.connect(**kw)
+    except psycopg2.Error as e:
+        raise StorageUnavailable(f"cannot connect to {describe(kw)}: {first_line(e)}") from None
+    try:
+        with conn, conn.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+            tables = sorted(row[0] for row in cursor.fetchall())
+            if tables and "schema_version" not in tables:
+                raise StorageError(f"the database holds tables that are not devpi-twisted's "
+                                   f"({', '.join(tables[:5])}); not dropping them")
+            for table in tables:
+                cursor.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(table)))
+    except psycopg2.Error as e:
+        raise StorageError(f"{describe(kw)}: {first_line(e)}") from None
+    finally:
+        conn.close()
+
+
 def _run_blocking(conn: Any, kw: Mapping[str, Any], plan: plans.Plan[T]) -> T:
     try:
         with conn, conn.cursor() as cursor:

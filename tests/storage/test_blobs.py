@@ -517,3 +517,27 @@ async def test_open_local_lends_a_shared_descriptor_on_the_file_store(blobs: Any
         os.fstat(fd)  # closed once unused and uncached
     with pytest.raises(BlobMissing):
         await blobs.open_local(KEY)
+
+
+@pytest_twisted.ensureDeferred
+async def test_link_file_hard_links_after_checking_the_hash(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path / "+files", _reactor())
+    source, sha = _file(tmp_path, _data(3000))
+    assert await store.link_file(KEY, source, sha) == 3000
+    assert store.local_path(KEY).stat().st_ino == source.stat().st_ino
+    other, _ = _file(tmp_path, b"other", "other.tmp")
+    with pytest.raises(BlobHashMismatch):
+        await store.link_file(KEY, other, sha)
+    assert store.local_path(KEY).read_bytes() == source.read_bytes()
+    assert not [p for p in store.local_path(KEY).parent.iterdir() if p.name.startswith(TEMP_PREFIX)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unsynced_store_still_checks_and_renames(tmp_path: Path) -> None:
+    store = FileBlobStore(tmp_path / "+files", _reactor()).unsynced()
+    source, sha = _file(tmp_path, _data(5000))
+    with pytest.raises(BlobHashMismatch):
+        await store.put_file(KEY, source, "0" * 64)
+    assert not store.local_path(KEY).exists()
+    assert await store.put_file(KEY, source, sha) == 5000
+    assert store.local_path(KEY).read_bytes() == source.read_bytes()

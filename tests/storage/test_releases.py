@@ -131,3 +131,26 @@ async def test_one_version_can_be_read_alone(storage: Any) -> None:
     record = await storage.get_version("alice", "dev", "pkg", "2.0")
     assert (record.version, record.data, record.serial) == ("2.0", _data(SDIST), 4)
     assert await storage.get_version("alice", "dev", "pkg", "3.0") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_write_releases_stores_many_versions_in_one_serial(storage: Any) -> None:
+    from devpi_twisted.storage.interface import RecordExists
+
+    await _with_index(storage)
+    other = "alice/dev/+f/333/3333333333333/pkg-2.0.tar.gz"
+    serial = await storage.write_releases("alice", "dev", [
+        ("pkg", "1.0", _data(WHEEL), {WHEEL: _entry()}),
+        ("pkg", "2.0", _data(other), {other: _entry(version="2.0")}),
+        ("other", "0.1", {"name": "other", "version": "0.1"}, {})])
+    assert serial == storage.serial == 3
+    assert sorted(v.version for v in await storage.get_versions("alice", "dev", "pkg")) == ["1.0", "2.0"]
+    assert (await storage.get_file(other)).entry == _entry(version="2.0")
+    assert await storage.list_projects("alice", "dev") == ["other", "pkg"]
+    assert [r.key for r in (await storage.changes_since(2))[0].records] == [
+        "alice/dev/pkg/1.0", WHEEL, "alice/dev/pkg/2.0", other, "alice/dev/other/0.1"]
+    await _raises(RecordExists, storage.write_releases(
+        "alice", "dev", [("pkg", "3.0", {}, {}), ("pkg", "1.0", {}, {})]))
+    await _raises(RecordMissing, storage.write_releases("alice", "nope", [("pkg", "3.0", {}, {})]))
+    assert storage.serial == 3  # refused writes leave no serial behind
+    assert await storage.get_version("alice", "dev", "pkg", "3.0") is None  # all or nothing

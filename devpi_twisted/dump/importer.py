@@ -1,0 +1,256 @@
+"""Importing a checked dump (format.py) into an empty storage and blob store.
+
+``verify_files`` reads every file of the dump and checks it against every hash the
+dump declares, before anything is written. ``import_dump`` then writes serial 0
+(all users and index configs, ``bootstrap``) and one transaction per version, each
+after its file bodies are in the blob store (invariant 2).
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+import hashlib
+import os
+import posixpath
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import attrs
+from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
+
+from devpi_twisted import archives
+from devpi_twisted.dump.format import DOCZIP, RELEASEFILE, TOXRESULT, Dump, DumpError, FileDesc, IndexDump
+from devpi_twisted.dump.progress import Progress
+from devpi_twisted.model import releases
+from devpi_twisted.storage.interface import IndexRecord, Storage, UserRecord
+
+PARALLEL = 8  # files hashed or stored at once; projects written at once
+METADATA_SUFFIX = ".metadata"
+
+
+@attrs.frozen
+class Verified:
+    sha256: str
+    size: int
+    hashes: Mapping[str, str]
+
+
+def _hash_file(path: Path, kinds: Sequence[str]) -> tuple[int, dict[str, str]]:
+    hashers = {kind: hashlib.new(kind) for kind in {"sha256", *kinds}}
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            size += len(chunk)
+            for hasher in hashers.values():
+                hasher.update(chunk)
+    return size, {kind: h.hexdigest() for kind, h in hashers.items()}
+
+
+async def bounded(items: Sequence[Any], work: Callable[[Any], Awaitable[Any]], limit: int) -> list[Any]:
+    semaphore = DeferredSemaphore(limit)
+
+    def one(item: Any) -> Deferred[Any]:
+        return semaphore.run(lambda: Deferred.fromCoroutine(work(item)))  # type: ignore[arg-type]
+
+    return list(await gatherResults([one(item) for item in items], consumeErrors=True))
+
+
+async def verify_files(dump: Dump, offload: Callable[..., Awaitable[Any]],
+                       out: IO[str]) -> dict[Path, Verified]:
+    """Every file's size and hashes; DumpError naming each file that differs from its
+    declared hashes."""
+    files = [f for index in dump.indexes for f in index.files]
+    progress = Progress("verified", len(files), out)
+    problems: list[str] = []
+    found: dict[Path, Verified] = {}
+
+    async def check(desc: FileDesc) -> None:
+        size, actual = await offload(_hash_file, desc.path, sorted(desc.hashes))
+        for kind, expected in sorted(desc.hashes.items()):
+            if actual[kind] != expected:
+                problems.append(f"{desc.relpath}: {kind} is {actual[kind]}, the dump says {expected}")
+        hashes = {**desc.hashes, "sha256": actual["sha256"]}
+        found[desc.path] = Verified(actual["sha256"], size, hashes)
+        progress.step()
+
+    await bounded(files, check, PARALLEL)
+    if files:
+        progress.done()
+    if problems:
+        raise DumpError(sorted(problems))
+    return found
+
+
+def _upload_time(last_modified: str | None, now: float) -> str:
+    when = None
+    if last_modified:
+        try:
+            when = email.utils.parsedate_to_datetime(last_modified)
+        except (TypeError, ValueError):
+            when = None
+    if when is None:
+        when = datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
+    return when.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _entry(hashes: Mapping[str, str], sha256: str, size: int, last_modified: str | None,
+           project: str, version: str, now: float) -> dict[str, Any]:
+    return {"hash_spec": f"sha256={sha256}", "hashes": dict(hashes),
+            "last_modified": last_modified or email.utils.formatdate(now, usegmt=True),
+            "project": project, "version": version, "size": size}
+
+
+def _spool_metadata(path: Path, filename: str, staging: Path) -> tuple[Path, str, int] | None:
+    """The core metadata of a release file (PEP 658), spooled to a file; None if it has none."""
+    data = archives.core_metadata(path, filename)
+    if data is None:
+        return None
+    fd, name = tempfile.mkstemp(dir=staging, prefix="import-meta-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return Path(name), hashlib.sha256(data).hexdigest(), len(data)
+
+
+@attrs.frozen
+class Summary:
+    users: int
+    indexes: int
+    versions: int
+    files: int
+    seconds: float
+
+
+class Importer:
+    def __init__(self, dump: Dump, verified: Mapping[Path, Verified], storage: Storage, blobs: Any,
+                 staging: Path, offload: Callable[..., Awaitable[Any]], out: IO[str],
+                 hard_links: bool = False, clock: Callable[[], float] = time.time) -> None:
+        self._dump = dump
+        self._verified = verified
+        self._storage = storage
+        self._blobs = blobs
+        self._staging = staging
+        self._offload = offload
+        self._out = out
+        self._hard_links = hard_links and hasattr(blobs, "link_file")
+        self._clock = clock
+        self._progress = Progress("imported", dump.file_count, out)
+        self._versions = 0
+        self._files: dict[tuple[str, str, str], list[FileDesc]] = {}
+        for index in dump.indexes:
+            for desc in index.files:
+                self._files.setdefault((index.name, desc.project, desc.version), []).append(desc)
+
+    async def run(self, extra_users: Sequence[UserRecord], extra_indexes: Sequence[IndexRecord]) -> Summary:
+        """``extra_*``: what init would make that the dump lacks (root, root/pypi)."""
+        users = [UserRecord(name, u["profile"], u["pwhash"], 0) for name, u in self._dump.users.items()]
+        users += [u for u in extra_users if u.name not in self._dump.users]
+        names = {i.name for i in self._dump.indexes}
+        indexes = [IndexRecord(i.user, i.index, i.config, 0) for i in self._dump.indexes]
+        indexes += [i for i in extra_indexes if i.name not in names]
+        await self._storage.bootstrap(users, indexes)
+        work = [(index, project) for index in self._dump.indexes for project in sorted(index.projects)]
+        await bounded(work, self._project, PARALLEL)
+        seconds = self._progress.done()
+        return Summary(len(users), len(indexes), self._versions, self._progress.count, seconds)
+
+    async def _project(self, item: tuple[IndexDump, str]) -> None:
+        index, project = item
+        if index.mirror:
+            await self._mirror_project(index, project)
+            return
+        items = [await self._version(index, project, version, metadata)
+                 for version, metadata in sorted(index.projects[project].items())]
+        await self._storage.write_releases(index.user, index.index, items)  # one transaction
+        self._versions += len(items)
+
+    async def _put(self, key: str, path: Path, sha256: str) -> None:
+        if self._hard_links:
+            await self._blobs.link_file(key, path, sha256)
+        else:
+            await self._blobs.put_file(key, path, sha256)
+
+    async def _version(self, index: IndexDump, project: str, version: str, metadata: Mapping[str, Any]
+                       ) -> tuple[str, str, Mapping[str, Any], Mapping[str, Mapping[str, Any]]]:
+        """Stores the version's files; returns what ``write_releases`` commits of it."""
+        now = self._clock()
+        descs = self._files.get((index.name, project, version), [])
+        links: list[dict[str, Any]] = []
+        files: dict[str, Mapping[str, Any]] = {}
+        released: dict[str, str] = {}  # release filename -> its entrypath
+        ordered = [d for kind in (RELEASEFILE, DOCZIP, TOXRESULT) for d in descs if d.type == kind]
+        for desc in ordered:
+            info = self._verified[desc.path]
+            if desc.type == RELEASEFILE:
+                relpath = releases.relpath(index.user, index.index, info.sha256, desc.filename)
+                released[desc.filename] = relpath
+            elif desc.type == DOCZIP:
+                filename = releases.doczip_filename(project, version)
+                relpath = releases.relpath(index.user, index.index, info.sha256, filename)
+            else:
+                target = released[posixpath.basename(desc.for_entrypath or "")]
+                relpath = f"{posixpath.dirname(target)}/{desc.filename}"
+            await self._put(relpath, desc.path, info.sha256)
+            files[relpath] = _entry(info.hashes, info.sha256, info.size, desc.last_modified,
+                                    project, version, now)
+            link: dict[str, Any] = {
+                "rel": desc.type, "entrypath": relpath, "hash_spec": f"sha256={info.sha256}",
+                "hashes": dict(info.hashes), "_log": [dict(e) for e in desc.log]}
+            if desc.type == TOXRESULT:
+                link["for_entrypath"] = released[posixpath.basename(desc.for_entrypath or "")]
+            else:
+                link["size"] = info.size
+                link["upload_time"] = desc.extra.get("upload_time") or \
+                    _upload_time(desc.last_modified, now)
+            if "yanked" in desc.extra:
+                link["yanked"] = desc.extra["yanked"]
+            if desc.type == RELEASEFILE:
+                await self._core_metadata(desc, relpath, link, files, project, version, now)
+            links.append(link)
+            self._progress.step()
+        data = {**metadata, "+elinks": links} if links else dict(metadata)
+        return project, version, data, files
+
+    async def _core_metadata(self, desc: FileDesc, relpath: str, link: dict[str, Any],
+                             files: dict[str, Mapping[str, Any]], project: str, version: str,
+                             now: float) -> None:
+        """As an upload does: the archive's core metadata stored beside it (PEP 658)."""
+        spooled = await self._offload(_spool_metadata, desc.path, desc.filename, self._staging)
+        if spooled is None:
+            return
+        path, sha256, size = spooled
+        try:
+            await self._blobs.put_file(relpath + METADATA_SUFFIX, path, sha256)
+        finally:
+            path.unlink(missing_ok=True)
+        link["core_metadata"] = {"sha256": sha256}
+        files[relpath + METADATA_SUFFIX] = _entry({"sha256": sha256}, sha256, size,
+                                                  desc.last_modified, project, version, now)
+
+    async def _mirror_project(self, index: IndexDump, project: str) -> None:
+        """Files a mirror had downloaded (``--include-mirrored-files``): stored, and the
+        project's cached page made of their links, which the mirror's next fetch of the
+        page replaces with upstream's full list (the files stay)."""
+        now = self._clock()
+        links: list[dict[str, Any]] = []
+        files: dict[str, Mapping[str, Any]] = {}
+        for version, metadata in sorted(index.projects[project].items()):
+            for desc in self._files.get((index.name, project, version), []):
+                info = self._verified[desc.path]
+                relpath = releases.relpath(index.user, index.index, info.sha256, desc.filename)
+                await self._put(relpath, desc.path, info.sha256)
+                entry = _entry(info.hashes, info.sha256, info.size, desc.last_modified, project,
+                               version, now)
+                files[relpath] = {**entry, "url": desc.url}
+                links.append({
+                    "filename": desc.filename, "entrypath": relpath, "url": desc.url,
+                    "hash_spec": f"sha256={info.sha256}", "sha256": info.sha256,
+                    "requires_python": metadata.get("requires_python") or None,
+                    "yanked": metadata.get("yanked", False), "core_metadata": None,
+                    "size": info.size, "upload_time": None})
+                self._progress.step()
+        value = {"links": links, "serial": -1, "etag": None, "extracted": {}}
+        await self._storage.write_mirror_project(index.user, index.index, project, value, files)
