@@ -204,6 +204,19 @@ def bootstrap(users: Sequence[UserRecord], indexes: Sequence[IndexRecord], at: f
     return (yield from commit(serial, records, at))
 
 
+def import_change(change: Change, at: float) -> Plan[Change | None]:
+    """Apply a primary's changelog entry under its own serial (replication). None if this
+    database already holds that serial (it was imported before); StaleRecord if an
+    earlier serial is missing here (changes must arrive strictly in order)."""
+    current = int((yield one(CURRENT_SERIAL))[0])
+    if change.serial <= current:
+        return None
+    if change.serial != current + 1:
+        raise StaleRecord(f"serial {change.serial} cannot follow {current}")
+    serial = yield from take_serial()
+    return (yield from commit(serial, list(change.records), change.at))
+
+
 def create_user(name: str, profile: Mapping[str, Any], pwhash: str | None, at: float) -> Plan[Change]:
     serial = yield from take_serial()
     if (yield one(USER_SERIAL, name)) is not None:
