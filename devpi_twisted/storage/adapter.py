@@ -208,6 +208,9 @@ class PlanStorage:
         seen = self._cache.serial
         return shielded(self._query(plans.get_file(relpath))).addCallback(self._cache.keep_file, seen)
 
+    def live_files(self) -> Deferred[list[FileRecord]]:
+        return shielded(self._query(plans.live_files()))
+
     def write_release(self, user: str, index: str, project: str, version: str,
                       data: Mapping[str, Any] | None, files: Mapping[str, Mapping[str, Any]],
                       expect_serial: int) -> Deferred[int]:

@@ -178,6 +178,9 @@ class Storage(Protocol):
 
     def get_file(self, relpath: str) -> Deferred[FileRecord | None]: ...
 
+    def live_files(self) -> Deferred[list[FileRecord]]:
+        """Every file record not marked deleted, oldest serial first (replication's scan)."""
+
     def write_release(self, user: str, index: str, project: str, version: str,
                       data: Mapping[str, Any] | None, files: Mapping[str, Mapping[str, Any]],
                       expect_serial: int) -> Deferred[int]:

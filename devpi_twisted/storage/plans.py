@@ -63,6 +63,7 @@ GET_FILE = "SELECT project, entry, serial FROM files WHERE relpath = ?"
 LIVE_FILES_OF_PROJECT = (
     "SELECT relpath FROM files WHERE owner = ? AND idx = ? AND project = ? AND entry <> '{}'")
 LIVE_FILES_IN_INDEX = "SELECT relpath, project FROM files WHERE owner = ? AND idx = ? AND entry <> '{}'"
+LIVE_FILES = "SELECT relpath, project, entry, serial FROM files WHERE entry <> '{}' ORDER BY serial"
 UPSERT_FILE = (
     "INSERT INTO files (relpath, owner, idx, project, entry, serial) VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (relpath) DO UPDATE SET project = excluded.project, entry = excluded.entry, "
@@ -303,6 +304,10 @@ def get_version(owner: str, index: str, project: str, version: str) -> Plan[Vers
 def get_file(relpath: str) -> Plan[FileRecord | None]:
     row = yield one(GET_FILE, relpath)
     return None if row is None else FileRecord(relpath, row[0], json.loads(row[1]), int(row[2]))
+
+
+def live_files() -> Plan[list[FileRecord]]:
+    return [FileRecord(r, p, json.loads(e), int(s)) for r, p, e, s in (yield rows(LIVE_FILES))]
 
 
 def write_release(owner: str, index: str, project: str, version: str, data: Mapping[str, Any] | None,

@@ -77,3 +77,13 @@ async def test_wait_for_fires_when_the_serial_is_seen(adapter: Any) -> None:
     assert not waiting.called
     await storage.create_user("bob", {}, None)
     assert waiting.called
+
+
+@pytest_twisted.ensureDeferred
+async def test_live_files_lists_files_not_deleted(adapter: Any) -> None:
+    storage = adapter.open()
+    await _history(storage)
+    await storage.write_release("alice", "dev", "pkg", "2.0", {"name": "pkg", "version": "2.0"},
+                                {"alice/dev/+f/def/pkg-2.0.tar.gz": {**FILE_ENTRY, "project": "pkg"},
+                                 "alice/dev/+f/abc/pkg-1.0.tar.gz": {}}, -1)
+    assert [f.relpath for f in await storage.live_files()] == ["alice/dev/+f/def/pkg-2.0.tar.gz"]
