@@ -51,7 +51,7 @@ class PrimaryClient:
         try:
             return await self._http.request(
                 method, self.url + path, headers=headers, data=data, timeout=timeout,
-                allow_redirects=False, unbuffered=unbuffered)
+                allow_redirects=False, unbuffered=unbuffered, reactor=self._reactor)
         except CancelledError:
             raise
         except Exception as e:  # refused, reset, DNS, TLS, timeout

@@ -35,6 +35,10 @@ from devpi_twisted.storage.blobs import BlobStore
 from devpi_twisted.storage.interface import FILE, Change, Storage, StorageError
 
 POLL_TIMEOUT = protocol.LONG_POLL + 7.5
+# back-off (initial, maximum seconds, factor): polls while the primary is down or
+# failing, and fetches of one file that failed (devpi: 11 s x 1.5^n up to 1 h)
+POLL_BACKOFF = (0.5, 5.0, 1.5)
+FILE_BACKOFF = (2.0, 3600.0, 1.5)
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
     "transfer-encoding", "upgrade", "host", "content-length", "expect", "date", "server"})
@@ -71,8 +75,8 @@ class Replica(Service):
         self._threads = max(1, file_threads)
         self._timeout = request_timeout
         self._clock = clock
-        self._poll_delay = poll_delay or backoffPolicy(0.5, 5.0, 1.5)
-        self._file_delay = file_delay or backoffPolicy(1.0, 3600.0, 1.5)
+        self._poll_delay = poll_delay or backoffPolicy(*POLL_BACKOFF)
+        self._file_delay = file_delay or backoffPolicy(*FILE_BACKOFF)
         self._task: Deferred[None] | None = None
         self._queue: dict[str, None] = {}  # relpaths waiting for a fetch, in order
         self._active: dict[str, Deferred[None]] = {}
