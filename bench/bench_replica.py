@@ -115,11 +115,11 @@ def main() -> None:
             now = time.monotonic() - started
             if metadata_at is None and seen["serial"] == target:
                 metadata_at = now
-            if metadata_at is not None and seen["replication"]["file-queue"] == 0:
+            if metadata_at is not None and seen["replica-file-queue"] == 0:
                 files_at = now
                 break
             time.sleep(0.02)
-        fetched = seen["replication"]["files-fetched"]
+        fetched = seen["replica-files-fetched"]
         print(f"fresh replica (incl. daemon start): serial {target} reached in {metadata_at:.2f}s, "
               f"all {fetched} file bodies in {files_at:.2f}s")
 
@@ -167,9 +167,9 @@ def main() -> None:
               f"serial p50 {statistics.median(lags):.0f} ms, p99 {percentile(lags, 0.99):.0f} ms, "
               f"max {max(lags):.0f} ms; file body p50 {statistics.median(file_lags):.0f} ms, "
               f"p99 {percentile(file_lags, 0.99):.0f} ms, max {max(file_lags):.0f} ms")
-        final = status(replica.url)["replication"]
+        final = status(replica.url)
         print("replica status:", json.dumps({k: final[k] for k in (
-            "replication-lag", "replication-errors", "files-fetched")}))
+            "replication-lag", "replication-errors", "replica-files-fetched")}))
     finally:
         if replica is not None:
             replica.stop()

@@ -74,7 +74,7 @@ SPECS: dict[str, OptionSpec] = {
         _spec("role", "standalone, primary or replica (auto: replica with --primary-url)", "auto"),
         _spec("primary-url", "URL of the primary this replica follows"),
         _spec("master-url", "deprecated name of --primary-url"),
-        _spec("replica-cert", "client certificate (PEM) a replica shows the primary [accepted, not used yet]"),
+        _spec("replica-cert", "PEM file (certificate and key) a replica shows an https primary"),
         _spec("file-replication-threads", "parallel file downloads on a replica", "5"),
         _spec("proxy-timeout", "seconds a replica waits for writes it relays to the primary", "30"),
         _spec("logger-cfg", "JSON or YAML logging.config dictionary for stdlib logging"),

@@ -345,7 +345,11 @@ def build_service(config: Config, reactor: Any) -> IService:
     upstream = Upstream(reactor, http, timeout=max(30.0, 6 * config.request_timeout))
     replica = None
     if config.role == "replica" and config.primary_url:
-        client = PrimaryClient(http, reactor, config.primary_url, node.uuid,
+        primary_http = http
+        if config.replica_cert is not None:  # a TLS client certificate for the primary
+            primary_http = HTTPClient(Agent(reactor, contextFactory=_replica_cert_policy(
+                config.replica_cert), pool=HTTPConnectionPool(reactor)), cookiejar=NoCookies())
+        client = PrimaryClient(primary_http, reactor, config.primary_url, node.uuid,
                                TokenSigner(keys.replica, time.time), config.outside_url,
                                str(node.extra.get("primary-uuid") or ""))
         replica = Replica(storage, blobs, client, reactor, staging, offload,
@@ -401,6 +405,17 @@ def _check_role(config: Config, node: sd.NodeInfo) -> sd.NodeInfo:
         node = sd.NodeInfo(node.uuid, node.role, {**node.extra, "masterurl": config.primary_url})
         sd.write_nodeinfo(config.serverdir, node)
     return node
+
+
+def _replica_cert_policy(path: Path) -> Any:
+    from devpi_twisted.replication.client import ClientCertificatePolicy
+
+    try:
+        return ClientCertificatePolicy(path.read_bytes())
+    except OSError as e:
+        raise StartupError(f"--replica-cert {path}: {e.strerror}") from None
+    except Exception as e:  # not a PEM certificate with its key
+        raise StartupError(f"--replica-cert {path}: not a PEM certificate and key ({e})") from None
 
 
 def _primary_remembered(serverdir: Path, offload: Any) -> Any:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import CancelledError
+from twisted.internet.ssl import PrivateCertificate, optionsForClientTLS, platformTrust
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
 
 from devpi_twisted import __version__
 from devpi_twisted.model.tokens import TokenSigner
@@ -66,3 +69,16 @@ class PrimaryClient:
 def header(response: Any, name: str) -> str | None:
     values = response.headers.getRawHeaders(name.encode())
     return values[-1].decode("latin-1") if values else None
+
+
+@implementer(IPolicyForHTTPS)
+class ClientCertificatePolicy:
+    """HTTPS as browsers check it, presenting the replica's client certificate
+    (``--replica-cert``: one PEM file with the certificate and its private key)."""
+
+    def __init__(self, pem: bytes) -> None:
+        self._certificate = PrivateCertificate.loadPEM(pem)
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
+        return optionsForClientTLS(hostname.decode("ascii"), trustRoot=platformTrust(),
+                                   clientCertificate=self._certificate)

@@ -90,6 +90,7 @@ class ChangelogFeed:
         now = self._clock()
         seen = self.polling_replicas.setdefault(uuid, {"first-request": now})
         seen.update({"serial": serial, "remote-ip": remote, "in-request": waiting,
+                     "is-streaming": True,
                      "last-request": now,
                      "outside-url": headers.get(protocol.REPLICA_OUTSIDE_URL.lower())})
 

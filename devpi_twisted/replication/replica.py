@@ -84,8 +84,12 @@ class Replica(Service):
         self._retries: dict[str, Any] = {}  # relpath -> IDelayedCall
         self.errors: dict[str, str] = {}
         self.primary_serial: int | None = None
+        self.primary_serial_at: float | None = None
         self.last_contact: float | None = None
-        self.in_sync_at: float | None = None
+        self.updated_at: float | None = None
+        self.metadata_in_sync_at: float | None = None
+        self.files_in_sync_at: float | None = None
+        self.init_queue_finished_at: float | None = None
         self.started_at: float | None = None
         self.stopped_reason: str | None = None
         self.files_fetched = 0
@@ -127,7 +131,9 @@ class Replica(Service):
         for record in await self._storage.live_files():
             if not await self._blobs.exists(record.relpath):
                 self._queue[record.relpath] = None
+        self.init_queue_finished_at = self._clock()
         self._pump()
+        self._files_settled()
 
     # -- following the changelog --------------------------------------------------------
 
@@ -167,14 +173,15 @@ class Replica(Service):
             return False
         self.last_contact = self._clock()
         serial = _int(header(response, protocol.SERIAL))
-        if serial is not None:
-            self.primary_serial = serial
+        if serial is not None and serial != self.primary_serial:
+            self.primary_serial, self.primary_serial_at = serial, self._clock()
         if response.code == 200:
             for change in protocol.decode_changes(body, start):
                 await self._storage.import_change(change)
+                self.updated_at = self._clock()
                 self._files_of(change)
         if self.primary_serial is not None and self._storage.serial >= self.primary_serial:
-            self.in_sync_at = self._clock()
+            self.metadata_in_sync_at = self._clock()
         return True
 
     def _check_primary(self, response: Any) -> bool:
@@ -255,6 +262,7 @@ class Replica(Service):
             self.errors.pop(relpath, None)
             self._attempts.pop(relpath, None)
         self._pump()
+        self._files_settled()
         return None
 
     def _again(self, relpath: str) -> None:
@@ -361,26 +369,44 @@ class Replica(Service):
     # -- status ---------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
+        """The replica's part of ``/+status`` (api.md 3.4), plus its lag and file queue."""
         now = self._clock()
         serial = self._storage.serial
-        behind = max(0, (self.primary_serial or -1) - serial) if self.primary_serial is not None \
-            else None
+        behind = None if self.primary_serial is None else max(0, self.primary_serial - serial)
         if behind == 0:
             lag_seconds = 0.0
-        elif self.in_sync_at is not None:
-            lag_seconds = now - self.in_sync_at
-        else:
-            lag_seconds = now - (self.started_at or now)
-        return {
+        else:  # since it was last in sync (or started)
+            lag_seconds = now - (self.metadata_in_sync_at or self.started_at or now)
+        stamps = (self.metadata_in_sync_at, self.files_in_sync_at, self.init_queue_finished_at)
+        found = {
             "primary-url": self._client.url, "primary-uuid": self._client.primary_uuid,
-            "primary-serial": self.primary_serial, "replica-started-at": self.started_at,
-            "replica-in-sync-at": self.in_sync_at, "last-contact": self.last_contact,
-            "seconds-since-contact": None if self.last_contact is None else now - self.last_contact,
-            "replication-lag": {"serials": behind, "seconds": lag_seconds},
-            "replication-errors": dict(self.errors),
-            "file-queue": len(self._queue) + len(self._active) + len(self._retries),
-            "files-fetched": self.files_fetched, "stopped": self.stopped_reason,
+            "primary-serial": self.primary_serial,
+            "primary-serial-timestamp": self.primary_serial_at,
+            "primary-contacted-at": self.last_contact, "update-from-primary-at": self.updated_at,
         }
+        found.update({k.replace("primary", "master"): v for k, v in found.items()})
+        found.update({
+            "replica-started-at": self.started_at,
+            "replica-files-in-sync-at": self.files_in_sync_at,
+            "replica-init-queue-finished-at": self.init_queue_finished_at,
+            "replica-metadata-in-sync-at": self.metadata_in_sync_at,
+            "replica-in-sync-at": None if None in stamps else max(stamps),  # type: ignore[type-var]
+            "replication-errors": dict(self.errors),
+            "replication-lag": {"serials": behind, "seconds": lag_seconds},
+            "replica-file-queue": self.file_queue,
+            "replica-files-fetched": self.files_fetched,
+            "replication-stopped": self.stopped_reason,
+        })
+        return found
+
+    @property
+    def file_queue(self) -> int:
+        """Files waiting for a fetch, being fetched or waiting for a retry."""
+        return len(self._queue) + len(self._active) + len(self._retries)
+
+    def _files_settled(self) -> None:
+        if self.file_queue == 0 and self.init_queue_finished_at is not None:
+            self.files_in_sync_at = self._clock()
 
 
 class _Spool:

@@ -219,7 +219,7 @@ class IndexApp(FileRoutes, ReplicationRoutes):
     def _more_status(self) -> dict[str, Any]:
         more = self._replication_status()
         if self._replica is not None:
-            more["replication"] = self._replica.status()
+            more.update(self._replica.status())
         if self._mirror is None:
             return more
         return {**more, "mirror": {**self._mirror.stats, "upstream": dict(self._mirror.upstream_stats),

@@ -107,7 +107,7 @@ def converged(pair: Pair, timeout: float = 90) -> int:
     while True:
         serial = status(pair.primary.url)["serial"]
         seen = status(pair.replica.url)
-        if seen["serial"] == serial and seen["replication"]["file-queue"] == 0:
+        if seen["serial"] == serial and seen["replica-file-queue"] == 0:
             return int(serial)
         assert time.monotonic() < deadline, (serial, seen)
         time.sleep(0.1)
@@ -201,7 +201,7 @@ def test_a_replica_with_a_wrong_secret_gets_nothing(pair: Pair, tmp_path: Path) 
             assert time.monotonic() < deadline, intruder.log.read_text()
             time.sleep(0.1)
         seen = status(intruder.url)
-        assert seen["serial"] == -1 and seen["replication"]["primary-serial"] is None
+        assert seen["serial"] == -1 and seen["primary-serial"] is None
         assert call(intruder.url + "/root")[0] == 404
     finally:
         intruder.stop()
@@ -239,9 +239,11 @@ def test_uploads_through_primary_and_replica_converge(pair: Pair, tmp_path: Path
         stored = replica.serverdir / "+files" / relpath  # replicated, not fetched on demand
         assert stored.read_bytes() == get_bytes(link["href"]), relpath
         assert hashlib.sha256(stored.read_bytes()).hexdigest() == link["hashes"]["sha256"]
-    seen = status(replica.url)["replication"]
+    seen = status(replica.url)
+    assert seen["role"] == "REPLICA" and seen["primary-serial"] == serial
     assert seen["replication-lag"] == {"serials": 0, "seconds": 0.0}
-    assert seen["replication-errors"] == {} and seen["last-contact"] is not None
+    assert seen["replication-errors"] == {} and seen["primary-contacted-at"] is not None
+    assert seen["replica-in-sync-at"] is not None and seen["primary-uuid"] == status(primary.url)["uuid"]
     polling = status(primary.url)["polling_replicas"]
     assert status(replica.url)["uuid"] in polling
 
