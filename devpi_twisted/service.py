@@ -275,6 +275,8 @@ def worker_command(config: Config) -> tuple[list[str], dict[str, str]]:
             "--host", config.host, "--port", str(config.port)]
     if config.outside_url:
         args += ["--outside-url", config.outside_url]
+    if config.role == "primary":  # every process serves the changelog feed
+        args += ["--role", "primary"]
     if config.restrict_modify is not None:
         args += ["--restrict-modify", ",".join(config.restrict_modify)]
     if config.logger_cfg:

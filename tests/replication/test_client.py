@@ -62,3 +62,14 @@ def test_a_missing_or_bad_replica_cert_stops_start_up(tmp_path: Path) -> None:
     bad.write_text("not a certificate")
     with pytest.raises(StartupError, match="not a PEM certificate"):
         _replica_cert_policy(bad)
+
+
+def test_workers_of_a_primary_serve_the_feed_too(tmp_path: Path) -> None:
+    from devpi_twisted.config import Config
+    from devpi_twisted.service import worker_command
+
+    (tmp_path / "secret").write_bytes(b"s" * 44)
+    config = Config(serverdir=tmp_path, role="primary", secretfile=tmp_path / "secret", workers=2)
+    args, _ = worker_command(config)
+    assert args[args.index("--role") + 1] == "primary"
+    assert "--role" not in worker_command(Config(serverdir=tmp_path, secretfile=tmp_path / "secret"))[0]
