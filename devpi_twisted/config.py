@@ -76,6 +76,9 @@ SPECS: dict[str, OptionSpec] = {
         _spec("master-url", "deprecated name of --primary-url"),
         _spec("replica-cert", "PEM file (certificate and key) a replica shows an https primary"),
         _spec("file-replication-threads", "parallel file downloads on a replica", "5"),
+        _spec("file-replication-skip-indexes",
+              "comma list of user/index names, index types (mirror) or 'all' whose files a "
+              "replica fetches only on demand"),
         _spec("proxy-timeout", "seconds a replica waits for writes it relays to the primary", "30"),
         _spec("logger-cfg", "JSON or YAML logging.config dictionary for stdlib logging"),
         # devpi-server derives with 524288/16/8, about 11 s of start-up on two cores; the
@@ -100,7 +103,8 @@ SERVER_OPTIONS = (
     "serverdir", "storage", "host", "port", "unix-socket", "unix-socket-perms",
     "outside-url", "secretfile", "restrict-modify", "mirror-cache-expiry",
     "request-timeout", "max-request-body-size", "role", "primary-url", "master-url",
-    "replica-cert", "file-replication-threads", "proxy-timeout", "logger-cfg", "argon2-memory-cost", "argon2-time-cost", "argon2-parallelism",
+    "replica-cert", "file-replication-threads", "file-replication-skip-indexes", "proxy-timeout",
+    "logger-cfg", "argon2-memory-cost", "argon2-time-cost", "argon2-parallelism",
     "offline-mode", "requests-only", "workers", "listen-fds", "debug", "init", "no-root-pypi",
     "root-passwd", "root-passwd-hash",
 )
@@ -136,6 +140,7 @@ class Config:
     primary_url: str | None = None
     replica_cert: Path | None = None
     file_replication_threads: int = 5
+    file_replication_skip_indexes: tuple[str, ...] = ()
     proxy_timeout: float = 30.0
     offline_mode: bool = False
     requests_only: bool = False
@@ -396,6 +401,7 @@ def build_config(v: Mapping[str, Any]) -> Config:
         primary_url=primary_url,
         replica_cert=path("replica-cert"),
         file_replication_threads=number("file-replication-threads", 1),
+        file_replication_skip_indexes=_parse_skip(get("file-replication-skip-indexes")),
         proxy_timeout=_parse_float("proxy-timeout", get("proxy-timeout")),
         offline_mode=flag("offline-mode"),
         requests_only=flag("requests-only"),
@@ -415,6 +421,19 @@ def build_config(v: Mapping[str, Any]) -> Config:
         raise ConfigError("--argon2-memory-cost must be at least 8 times --argon2-parallelism")
     _refuse_unavailable(config)
     return config
+
+
+def _parse_skip(value: Any) -> tuple[str, ...]:
+    if isinstance(value, (list, tuple)):
+        value = ",".join(map(str, value))
+    items = tuple(filter(None, (p.strip() for p in str(value or "").split(","))))
+    if "all" in items and len(items) > 1:
+        raise ConfigError("--file-replication-skip-indexes: 'all' cannot be mixed with others")
+    for item in items:
+        if item not in ("all", "mirror", "stage") and item.count("/") != 1:
+            raise ConfigError(f"--file-replication-skip-indexes: {item!r} is not user/index, "
+                              "an index type or 'all'")
+    return items
 
 
 def _parse_fds(value: Any) -> tuple[tuple[int, str], ...]:

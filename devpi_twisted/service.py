@@ -356,7 +356,8 @@ def build_service(config: Config, reactor: Any) -> IService:
                                str(node.extra.get("primary-uuid") or ""))
         replica = Replica(storage, blobs, client, reactor, staging, offload,
                           _primary_remembered(config.serverdir, offload),
-                          config.file_replication_threads, config.request_timeout)
+                          config.file_replication_threads, config.request_timeout,
+                          skip_indexes=config.file_replication_skip_indexes)
     feed = ChangelogFeed(storage, node.uuid, TokenSigner(keys.replica, time.time), reactor,
                          enabled=config.role == "primary")
     mirror = Mirror(storage, upstream, blobs, staging, offload, offline=config.offline_mode,

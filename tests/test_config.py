@@ -71,6 +71,8 @@ def test_roles_follow_the_primary_url() -> None:
     replica = config_of(["--master-url", "http://primary:3141/"])
     assert (replica.role, replica.primary_url) == ("replica", "http://primary:3141")
     assert replica.file_replication_threads == 5 and replica.proxy_timeout == 30.0
+    assert config_of(["--file-replication-skip-indexes", "mirror, alice/dev"]) \
+        .file_replication_skip_indexes == ("mirror", "alice/dev")
 
 
 def test_master_url_is_an_alias_and_both_conflict() -> None:
@@ -83,6 +85,8 @@ def test_master_url_is_an_alias_and_both_conflict() -> None:
     (["--primary-url", "http://primary:3141", "--workers", "2"], "not available on a replica"),
     (["--primary-url", "http://u:p@primary:3141"], "must not contain credentials"),
     (["--proxy-timeout", "0"], "more than 0"),
+    (["--file-replication-skip-indexes", "all,mirror"], "cannot be mixed"),
+    (["--file-replication-skip-indexes", "nouser"], "is not user/index"),
     (["--storage", "mysql"], "unknown backend 'mysql'"),
     (["--workers", "2", "--requests-only"], "--workers is for the main process"),
     (["--listen-fds", "3:IPX"], "is not FD:INET"),

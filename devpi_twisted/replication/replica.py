@@ -64,7 +64,11 @@ class Replica(Service):
                  remember_primary: Callable[[str], None], file_threads: int = 5,
                  request_timeout: float = 5.0, clock: Callable[[], float] = time.time,
                  poll_delay: Callable[[int], float] | None = None,
-                 file_delay: Callable[[int], float] | None = None) -> None:
+                 file_delay: Callable[[int], float] | None = None,
+                 skip_indexes: tuple[str, ...] = ()) -> None:
+        """``skip_indexes``: user/index names, index types or "all" whose files are not
+        fetched eagerly (only on demand)."""
+        self._skip = frozenset(skip_indexes)
         self._storage = storage
         self._blobs = blobs
         self._client = client
@@ -234,10 +238,23 @@ class Replica(Service):
             work.addBoth(self._replicated, relpath)
 
     async def _replicate(self, relpath: str) -> None:
+        if await self._skipped(relpath):
+            return
         record = await self._storage.get_file(relpath)
         if record is None or record.deleted or await self._blobs.exists(relpath):
             return
         await self._fetch(relpath, record.entry)
+
+    async def _skipped(self, relpath: str) -> bool:
+        if not self._skip:
+            return False
+        if "all" in self._skip:
+            return True
+        user, index = relpath.split("/", 2)[:2]
+        if f"{user}/{index}" in self._skip:
+            return True
+        found = await self._storage.get_index(user, index)
+        return found is not None and found.config.get("type") in self._skip
 
     def _replicated(self, result: Any, relpath: str) -> None:
         self._active.pop(relpath, None)

@@ -18,6 +18,7 @@ import sqlite3
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -246,6 +247,42 @@ def test_uploads_through_primary_and_replica_converge(pair: Pair, tmp_path: Path
     assert seen["replica-in-sync-at"] is not None and seen["primary-uuid"] == status(primary.url)["uuid"]
     polling = status(primary.url)["polling_replicas"]
     assert status(replica.url)["uuid"] in polling
+
+
+def test_files_not_replicated_yet_are_fetched_from_the_primary_on_demand(pair: Pair,
+                                                                         tmp_path: Path) -> None:
+    """A replica fetching no file eagerly: downloads still work, through the primary
+    (for a mirror's file nobody downloaded yet, the primary gets it from PyPI)."""
+    serverdir = tmp_path / "lazy"
+    init_serverdir(serverdir, "--role", "replica", "--primary-url", pair.primary_url)
+    lazy = Daemon(serverdir, "--role", "replica", "--primary-url", pair.primary_url,
+                  "--secretfile", str(pair.secret), "--file-replication-skip-indexes", "all").start()
+    try:
+        serial = status(pair.primary.url)["serial"]
+        deadline = time.monotonic() + 60
+        while status(lazy.url)["serial"] < serial:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        link = json_view(lazy.url + "/alice/dev/conv/1.7")["result"]["+links"][0]
+        relpath = link["href"][len(lazy.url) + 1:]
+        assert not (serverdir / "+files" / relpath).exists()
+        body = get_bytes(link["href"])
+        assert hashlib.sha256(body).hexdigest() == link["hashes"]["sha256"]
+        assert (serverdir / "+files" / relpath).read_bytes() == body  # kept for the next one
+        # a mirror page asked of the replica is refreshed by the primary, then served here
+        request = urllib.request.Request(lazy.url + "/root/pypi/+simple/mirlib/",
+                                         headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            files = json.loads(response.read())["files"]
+        wheel = next(f for f in files if f["filename"] == "mirlib-1.0-py3-none-any.whl")
+        url = urllib.parse.urljoin(lazy.url + "/root/pypi/+simple/mirlib/", wheel["url"])
+        body = get_bytes(url.split("#")[0])
+        assert hashlib.sha256(body).hexdigest() == wheel["hashes"]["sha256"]
+        assert status(lazy.url)["replication-errors"] == {}
+    finally:
+        lazy.stop()
+    log = lazy.log.read_text()
+    assert "Unhandled" not in log and "Traceback" not in log, log[-3000:]
 
 
 def test_pip_installs_from_the_replica_with_primary_and_pypi_down(pair: Pair, fake: FakePyPI,
