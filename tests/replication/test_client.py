@@ -73,3 +73,33 @@ def test_workers_of_a_primary_serve_the_feed_too(tmp_path: Path) -> None:
     args, _ = worker_command(config)
     assert args[args.index("--role") + 1] == "primary"
     assert "--role" not in worker_command(Config(serverdir=tmp_path, secretfile=tmp_path / "secret"))[0]
+
+
+def test_a_replica_is_initialised_empty_and_refuses_local_password_changes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from devpi_twisted.cli import main
+
+    serverdir = tmp_path / "replica"
+    assert main(["init", "--serverdir", str(serverdir), "--role", "replica",
+                 "--primary-url", "http://primary:3141/"]) == 0
+    node = json.loads((serverdir / ".nodeinfo").read_text())
+    assert node["role"] == "replica" and node["masterurl"] == "http://primary:3141"
+    assert main(["passwd", "--serverdir", str(serverdir), "root"]) == 1
+    assert "this is a replica" in capsys.readouterr().err
+
+
+def test_roles_are_remembered_and_a_replica_stays_one(tmp_path: Path) -> None:
+    from devpi_twisted import serverdir as sd
+    from devpi_twisted.config import Config
+    from devpi_twisted.service import _check_role
+
+    standalone = sd.NodeInfo("a" * 32, "standalone")
+    with pytest.raises(StartupError, match="cannot run as replica, was previously run as standalone"):
+        _check_role(Config(serverdir=tmp_path, role="replica", primary_url="http://p"), standalone)
+    replica = sd.NodeInfo("b" * 32, "replica", {"masterurl": "http://p"})
+    with pytest.raises(StartupError, match="holds a replica's state"):
+        _check_role(Config(serverdir=tmp_path, role="primary"), replica)
+    promoted = _check_role(Config(serverdir=tmp_path, role="primary"), standalone)
+    assert promoted.role == "primary" == sd.read_nodeinfo(tmp_path).role  # type: ignore[union-attr]
