@@ -82,7 +82,8 @@ class Replica(Service):
         self._poll_delay = poll_delay or backoffPolicy(*POLL_BACKOFF)
         self._file_delay = file_delay or backoffPolicy(*FILE_BACKOFF)
         self._task: Deferred[None] | None = None
-        self._queue: dict[str, None] = {}  # relpaths waiting for a fetch, in order
+        # relpath -> its entry as last imported (None: read it again), waiting for a fetch
+        self._queue: dict[str, Mapping[str, Any] | None] = {}
         self._active: dict[str, Deferred[None]] = {}
         self._attempts: dict[str, int] = {}
         self._retries: dict[str, Any] = {}  # relpath -> IDelayedCall
@@ -134,7 +135,7 @@ class Replica(Service):
         """After a restart: queue the files whose records came but whose bodies did not."""
         for record in await self._storage.live_files():
             if not await self._blobs.exists(record.relpath):
-                self._queue[record.relpath] = None
+                self._queue[record.relpath] = record.entry
         self.init_queue_finished_at = self._clock()
         self._pump()
         self._files_settled()
@@ -215,12 +216,20 @@ class Replica(Service):
             if record.type != FILE:
                 continue
             if record.value.get("entry"):
-                self._queue[record.key] = None
+                self._queue[record.key] = record.value["entry"]
             else:
                 self._queue.pop(record.key, None)
-                Deferred.fromCoroutine(self._drop(record.key)).addErrback(
-                    lambda f: self.log.failure("Removing a deleted file failed", f))
+                self._drop_later(record.key)
         self._pump()
+
+    def _drop_later(self, relpath: str) -> None:
+        """Remove a deleted file's body; after its fetch if one is running."""
+        running = self._active.get(relpath)
+        if running is not None:
+            running.addBoth(lambda result: (self._drop_later(relpath), result)[1])
+            return
+        Deferred.fromCoroutine(self._drop(relpath)).addErrback(
+            lambda f: self.log.failure("Removing a deleted file failed", f))
 
     async def _drop(self, relpath: str) -> None:
         record = await self._storage.get_file(relpath)
@@ -230,20 +239,28 @@ class Replica(Service):
     def _pump(self) -> None:
         while self._queue and len(self._active) < self._threads and self.running:
             relpath = next(iter(self._queue))
-            del self._queue[relpath]
+            entry = self._queue.pop(relpath)
             if relpath in self._active:
                 continue
-            work = Deferred.fromCoroutine(self._replicate(relpath))
+            work = Deferred.fromCoroutine(self._replicate(relpath, entry))
             self._active[relpath] = work
             work.addBoth(self._replicated, relpath)
 
-    async def _replicate(self, relpath: str) -> None:
+    async def _replicate(self, relpath: str, entry: Mapping[str, Any] | None) -> None:
+        """Fetch a file's body unless it is here. With the entry of the change just
+        imported no read of the database is needed: a deletion imported meanwhile took
+        the file out of the queue, and one arriving during the fetch removes the body
+        again (``_drop`` runs after the blob store has it)."""
         if await self._skipped(relpath):
             return
-        record = await self._storage.get_file(relpath)
-        if record is None or record.deleted or await self._blobs.exists(relpath):
+        if entry is None:
+            record = await self._storage.get_file(relpath)
+            if record is None or record.deleted:
+                return
+            entry = record.entry
+        if await self._blobs.exists(relpath):
             return
-        await self._fetch(relpath, record.entry)
+        await self._fetch(relpath, entry)
 
     async def _skipped(self, relpath: str) -> bool:
         if not self._skip:

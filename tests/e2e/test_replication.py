@@ -247,6 +247,18 @@ def test_uploads_through_primary_and_replica_converge(pair: Pair, tmp_path: Path
     assert seen["replica-in-sync-at"] is not None and seen["primary-uuid"] == status(primary.url)["uuid"]
     polling = status(primary.url)["polling_replicas"]
     assert status(replica.url)["uuid"] in polling
+    # a deletion sent to the replica: relayed, and the replica drops the body too
+    gone = [link for link in json_view(primary.url + "/alice/dev/conv/1.1")["result"]["+links"]]
+    code, body, _ = call(replica.url + "/alice/dev/conv/1.1?force", "DELETE", auth=auth)
+    assert code == 200, body
+    converged(pair)
+    for link in gone:
+        relpath = link["href"][len(primary.url) + 1:]
+        assert not (replica.serverdir / "+files" / relpath).exists()
+        for base in (primary.url, replica.url):
+            with pytest.raises(urllib.error.HTTPError) as e:
+                get_bytes(f"{base}/{relpath}")
+            assert e.value.code in (404, 410)
 
 
 def test_files_not_replicated_yet_are_fetched_from_the_primary_on_demand(pair: Pair,
@@ -356,7 +368,8 @@ def test_primary_killed_during_an_upload_burst_is_followed_after_restart(pair: P
     assert [{"serial": s, "at": at, "records": json.loads(recs)} for s, at, recs in rows] == primary_log
     # and every file the primary holds is here, byte for byte
     versions = json_view(primary.url + "/alice/dev/burst")["result"]
-    assert len(versions) >= 18
+    acknowledged = {f"2.{n}" for n, code in enumerate(answered) if code == 200}
+    assert len(acknowledged) >= 15 and acknowledged <= set(versions)  # nothing acknowledged lost
     for data in versions.values():
         for link in data["+links"]:
             stored = replica.serverdir / "+files" / link["href"][len(primary.url) + 1:]
