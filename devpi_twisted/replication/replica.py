@@ -82,6 +82,7 @@ class Replica(Service):
         self._poll_delay = poll_delay or backoffPolicy(*POLL_BACKOFF)
         self._file_delay = file_delay or backoffPolicy(*FILE_BACKOFF)
         self._task: Deferred[None] | None = None
+        self._scan: Deferred[None] | None = None
         # relpath -> its entry as last imported (None: read it again), waiting for a fetch
         self._queue: dict[str, Mapping[str, Any] | None] = {}
         self._active: dict[str, Deferred[None]] = {}
@@ -118,7 +119,7 @@ class Replica(Service):
                 call.cancel()
         self._retries.clear()
         self._queue.clear()
-        pending = [self._task] if self._task is not None else []
+        pending = [d for d in (self._task, self._scan) if d is not None]
         pending += list(self._active.values())
         for d in pending:
             d.cancel()
@@ -126,8 +127,8 @@ class Replica(Service):
         return defer.DeferredList(pending, consumeErrors=True).addCallback(lambda _: None)
 
     async def _run(self) -> None:
-        scan = Deferred.fromCoroutine(self._scan_missing_files())
-        scan.addErrback(lambda f: None if f.check(CancelledError) else self.log.failure(
+        self._scan = Deferred.fromCoroutine(self._scan_missing_files())
+        self._scan.addErrback(lambda f: None if f.check(CancelledError) else self.log.failure(
             "Scanning for missing files failed", f))
         await self._follow()
 
