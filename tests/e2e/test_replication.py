@@ -1,5 +1,5 @@
-"""Replication end to end: a primary and a replica, two real daemons (sqlite -> sqlite and
-PostgreSQL -> sqlite), a fake PyPI behind the primary's root/pypi.
+"""Replication end to end: a primary and a replica, two real daemons (sqlite -> sqlite,
+PostgreSQL -> sqlite and sqlite -> PostgreSQL), a fake PyPI behind the primary's root/pypi.
 
 Users, indexes and uploads made through either side arrive on the replica under the
 same serials, with byte-identical files and the same JSON views; pip installs from
@@ -44,7 +44,37 @@ class Pair:
     primary_url: str
     work: Path
     storage: list[str]
+    replica_pg: dict[str, str] | None = None  # a PostgreSQL replica's settings
     auth: tuple[str, str] | None = None
+
+    def replica_blob(self, relpath: str) -> bytes | None:
+        """A file body as the replica stores it (None if it has none): under +files on
+        sqlite, in the database on PostgreSQL."""
+        if self.replica_pg is None:
+            path = self.replica.serverdir / "+files" / relpath
+            return path.read_bytes() if path.exists() else None
+        with _pg(self.replica_pg) as db, db.cursor() as cursor:
+            cursor.execute("SELECT data FROM blob_chunks WHERE key = %s ORDER BY seq", (relpath,))
+            chunks = [bytes(row[0]) for row in cursor.fetchall()]
+            cursor.execute("SELECT 1 FROM blobs WHERE key = %s", (relpath,))
+            return b"".join(chunks) if cursor.fetchone() else None
+
+    def replica_changelog(self) -> list[tuple[int, float, str]]:
+        if self.replica_pg is None:
+            with sqlite3.connect(f"file:{self.replica.serverdir / 'db.sqlite3'}?mode=ro",
+                                 uri=True) as db:
+                return db.execute("SELECT serial, at, records FROM changelog ORDER BY serial").fetchall()
+        with _pg(self.replica_pg) as db, db.cursor() as cursor:
+            cursor.execute("SELECT serial, at, records FROM changelog ORDER BY serial")
+            return [(int(s), float(a), r) for s, a, r in cursor.fetchall()]
+
+
+def _pg(settings: dict[str, str]) -> Any:
+    import psycopg2
+
+    from devpi_twisted.storage.postgres import connect_kwargs
+
+    return psycopg2.connect(**connect_kwargs(settings))
 
 
 @pytest.fixture(scope="module")
@@ -67,25 +97,33 @@ def write_secret(path: Path, data: bytes) -> Path:
     return path
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+@pytest.fixture(scope="module", params=["sqlite", "postgres", "sqlite-to-postgres-replica"])
 def pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
          fake: FakePyPI) -> Iterator[Pair]:
     work = tmp_path_factory.mktemp(f"repl-{request.param}")
     work.chmod(0o700)
     secret = write_secret(work / "secret", os.urandom(32))
     storage: list[str] = []
-    if request.param == "postgres":
+    replica_storage: list[str] = []
+    replica_pg = None
+    if request.param != "sqlite":
         cluster = request.getfixturevalue("pg_cluster")
-        storage = ["--storage", cluster.storage_option(cluster.create_database())]
+        database = cluster.create_database()
+        if request.param == "postgres":
+            storage = ["--storage", cluster.storage_option(database)]
+        else:
+            replica_storage = ["--storage", cluster.storage_option(database)]
+            replica_pg = cluster.settings(database)
     port = free_port()
     primary_url = f"http://127.0.0.1:{port}"
     init_serverdir(work / "primary", *storage)
-    init_serverdir(work / "replica", "--role", "replica", "--primary-url", primary_url)
+    init_serverdir(work / "replica", *replica_storage, "--role", "replica", "--primary-url",
+                   primary_url)
     primary = Daemon(work / "primary", *storage, "--role", "primary", "--secretfile", str(secret),
                      "--port", str(port)).start()
-    replica = Daemon(work / "replica", "--role", "replica", "--primary-url", primary_url,
-                     "--secretfile", str(secret)).start()
-    made = Pair(primary, replica, secret, primary_url, work, storage)
+    replica = Daemon(work / "replica", *replica_storage, "--role", "replica", "--primary-url",
+                     primary_url, "--secretfile", str(secret)).start()
+    made = Pair(primary, replica, secret, primary_url, work, storage, replica_pg)
     root = login(primary.url, "root", "")
     assert call(primary.url + "/root/pypi", "PATCH", [f"mirror_url={fake.url}"], root)[0] == 200
     yield made
@@ -237,9 +275,9 @@ def test_uploads_through_primary_and_replica_converge(pair: Pair, tmp_path: Path
     assert len([link for link in links if link["rel"] == "releasefile"]) == 60
     for link in links:
         relpath = link["href"][len(primary.url) + 1:]
-        stored = replica.serverdir / "+files" / relpath  # replicated, not fetched on demand
-        assert stored.read_bytes() == get_bytes(link["href"]), relpath
-        assert hashlib.sha256(stored.read_bytes()).hexdigest() == link["hashes"]["sha256"]
+        stored = pair.replica_blob(relpath)  # replicated, not fetched on demand
+        assert stored is not None and stored == get_bytes(link["href"]), relpath
+        assert hashlib.sha256(stored).hexdigest() == link["hashes"]["sha256"]
     seen = status(replica.url)
     assert seen["role"] == "REPLICA" and seen["primary-serial"] == serial
     assert seen["replication-lag"] == {"serials": 0, "seconds": 0.0}
@@ -254,7 +292,7 @@ def test_uploads_through_primary_and_replica_converge(pair: Pair, tmp_path: Path
     converged(pair)
     for link in gone:
         relpath = link["href"][len(primary.url) + 1:]
-        assert not (replica.serverdir / "+files" / relpath).exists()
+        assert pair.replica_blob(relpath) is None
         for base in (primary.url, replica.url):
             with pytest.raises(urllib.error.HTTPError) as e:
                 get_bytes(f"{base}/{relpath}")
@@ -362,8 +400,7 @@ def test_primary_killed_during_an_upload_burst_is_followed_after_restart(pair: P
         lines = [json.loads(line) for line in body.splitlines() if line.strip()]
         primary_log += lines
         start = lines[-1]["serial"] + 1
-    with sqlite3.connect(f"file:{replica.serverdir / 'db.sqlite3'}?mode=ro", uri=True) as db:
-        rows = db.execute("SELECT serial, at, records FROM changelog ORDER BY serial").fetchall()
+    rows = pair.replica_changelog()
     assert [r[0] for r in rows] == list(range(serial + 1))
     assert [{"serial": s, "at": at, "records": json.loads(recs)} for s, at, recs in rows] == primary_log
     # and every file the primary holds is here, byte for byte
@@ -372,5 +409,6 @@ def test_primary_killed_during_an_upload_burst_is_followed_after_restart(pair: P
     assert len(acknowledged) >= 15 and acknowledged <= set(versions)  # nothing acknowledged lost
     for data in versions.values():
         for link in data["+links"]:
-            stored = replica.serverdir / "+files" / link["href"][len(primary.url) + 1:]
-            assert hashlib.sha256(stored.read_bytes()).hexdigest() == link["hashes"]["sha256"]
+            stored = pair.replica_blob(link["href"][len(primary.url) + 1:])
+            assert stored is not None
+            assert hashlib.sha256(stored).hexdigest() == link["hashes"]["sha256"]
