@@ -11,6 +11,13 @@ replica's serial equals the primary's (metadata) and until every file body is th
 too (its file queue empty). Lag: each upload's serial (X-Devpi-Serial of its answer)
 against the moment the replica's /+status first shows it (polled every 10 ms), and the
 moment the file's body is in the replica's +files.
+
+Figures of 2026-11-25 (2 shared cores, load average ~4.3 from other work, sqlite ->
+sqlite, 1000 uploads = 1002 serials and 2000 file bodies, wheel + extracted metadata):
+fresh replica at the primary's serial after 11.5 s (daemon start included), all file
+bodies after 17.5 s; at 5 uploads/s for 30 s the replica showed each upload's serial
+p50 18 ms / p99 44 ms / max 48 ms after the primary answered it, and had its body
+p50 32 ms / p99 72 ms / max 76 ms after.
 """
 
 from __future__ import annotations

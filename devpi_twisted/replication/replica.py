@@ -174,6 +174,9 @@ class Replica(Service):
         if response.code not in (200, 202):
             self.log.warn("The primary answered {code} to {path}: {body}", code=response.code,
                           path=path, body=body[:200].decode("utf-8", "replace"))
+            named = header(response, protocol.PRIMARY_UUID) or header(response, protocol.MASTER_UUID)
+            if self._client.primary_uuid and named and named != self._client.primary_uuid:
+                self._check_primary(response)  # another primary answers there: stop
             return False
         if not self._check_primary(response):
             return False

@@ -53,13 +53,14 @@ def offload(fn: Any, *args: Any) -> Any:
     return succeed(fn(*args))
 
 
-def make_primary(tmp_path: Path, clock: Clock, enabled: bool = True) -> tuple[Any, ChangelogFeed, DevpiSite]:
+def make_primary(tmp_path: Path, clock: Clock, enabled: bool = True,
+                 uuid: str = PRIMARY_UUID) -> tuple[Any, ChangelogFeed, DevpiSite]:
     storage = SqliteStorage.open(tmp_path / "primary.sqlite3", InlineExecutor())
     root = UserRecord("root", {"created": "2024-01-01T00:00:00Z"}, cached_hash(""), 0)
     result_of(storage.bootstrap([root], [root_pypi()]))
     ops = ServerOps(storage, Policy(None), TokenSigner(b"k" * 16, clock.seconds), offload, clock.seconds)
-    info = ServerInfo(uuid=PRIMARY_UUID, serverdir=str(tmp_path), role="primary")
-    feed = ChangelogFeed(storage, PRIMARY_UUID, TokenSigner(REPLICA_KEY, clock.seconds), clock,
+    info = ServerInfo(uuid=uuid, serverdir=str(tmp_path), role="primary")
+    feed = ChangelogFeed(storage, uuid, TokenSigner(REPLICA_KEY, clock.seconds), clock,
                          enabled, clock.seconds)
     app = IndexApp(ops, info, ReleaseOps(storage, None, clock.seconds), SimpleOps(storage), None,
                    offload, tmp_path, feed=feed)
@@ -245,3 +246,29 @@ def test_parse_start_and_decoding_refuse_malformed_input() -> None:
         protocol.decode_changes(b'{"serial": 4}\n', 4)
     with pytest.raises(protocol.MalformedChanges):
         protocol.decode_changes(b"[1]\n", 4)
+
+
+@pytest.mark.parametrize("checks_expected", [True, False])
+def test_the_replica_stops_when_another_primary_answers(setup: Setup, tmp_path: Path,
+                                                        checks_expected: bool) -> None:
+    """Another primary at the URL: it refuses the poll (400, it is not the one expected)
+    or, if it did not check, answers with its own uuid; either way the replica stops."""
+    setup.replica.startService()
+    assert setup.client.primary_uuid == PRIMARY_UUID
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    storage, feed, site = make_primary(other_dir, setup.clock, uuid="c" * 32)
+    if not checks_expected:
+        feed._uuid = PRIMARY_UUID
+    other = SwitchableHttp(site)
+    setup.client._http = other  # the primary URL now leads to another server
+    with capturedLogs() as events:
+        setup.clock.advance(protocol.LONG_POLL)  # the old one's poll ends (202) ...
+        setup.http.flush()
+        result_of(storage.create_user("mallory", {}, None))  # ... the other one answers
+        other.flush()
+    assert setup.replica.stopped_reason is not None and "c" * 32 in setup.replica.stopped_reason
+    assert setup.replica.status()["replication-stopped"] == setup.replica.stopped_reason
+    assert any(e.get("log_level").name == "error" for e in events)
+    assert setup.replica_storage.serial == 0  # nothing of the other history imported
+    stop(setup.replica, setup.http)
