@@ -370,7 +370,8 @@ def build_service(config: Config, reactor: Any) -> IService:
     if replica is not None:
         resource = ReplicaWrites(resource, replica, config.primary_url or "", info,
                                  config.proxy_timeout)
-    site = DevpiSite(resource, info, lambda: storage.serial, access_log=config.debug)
+    site = DevpiSite(resource, info, lambda: storage.serial, access_log=config.debug,
+                     primary_uuid=(lambda: client.primary_uuid) if replica is not None else None)
 
     root = DevpiService(lock)
     StorageService(storage, reactor).setServiceParent(root)

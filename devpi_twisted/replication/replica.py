@@ -385,8 +385,8 @@ class Replica(Service):
 
     # -- writes through the replica (ops.md 6.6) ---------------------------------------
 
-    async def relay(self, method: str, path: str, headers: Mapping[str, list[str]], body: IO[bytes] | None,
-                    timeout: float) -> tuple[int, bytes, list[tuple[str, str]], bytes]:
+    async def relay(self, method: str, path: str, headers: Mapping[str, list[str]],
+                    body: IO[bytes] | None, timeout: float) -> tuple[int, bytes, list[tuple[str, str]], bytes]:
         """Send a write to the primary; once it succeeded, wait (up to ``timeout``) until
         its serial is imported here. (status, reason, headers to pass on, body)."""
         sent = {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}

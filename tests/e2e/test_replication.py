@@ -254,9 +254,12 @@ def test_uploads_through_primary_and_replica_converge(pair: Pair, tmp_path: Path
     # a user and an index made through the replica: relayed, answered once replicated
     code, _, headers = call(replica.url + "/alice", "PUT", {"password": PASSWORD, "email": "a@x.org"})
     assert code == 201 and headers["X-Devpi-Proxy"] == "replica"
-    assert call(replica.url + "/alice")[0] == 200  # readable here at once
+    code, _, headers = call(replica.url + "/alice")
+    assert code == 200  # readable here at once
+    assert headers["X-Devpi-Primary-Uuid"] == status(primary.url)["uuid"] != headers["X-Devpi-Uuid"]
     pair.auth = auth = login(replica.url, "alice", PASSWORD)
-    code, _, _ = call(primary.url + "/alice/dev", "PUT", {"bases": ["root/pypi"], "volatile": False}, auth)
+    config = {"bases": ["root/pypi"], "volatile": False}
+    code, _, _ = call(primary.url + "/alice/dev", "PUT", config, auth)
     assert code == 200
     wheels = [make_wheel(tmp_path, "conv", f"1.{n}") for n in range(60)]
     for wheel in wheels[:50]:
