@@ -155,6 +155,11 @@ class Replica(Service):
                 self.log.warn("Replication from {primary} failed, retrying: {error}",
                               primary=self._client.url, error=str(e))
                 ok = False
+            except CancelledError:
+                raise
+            except Exception:  # a bug: logged with its traceback, and the loop goes on
+                self.log.failure("Replication from {primary} failed", primary=self._client.url)
+                ok = False
             if self.stopped_reason is not None:
                 return
             if ok:
