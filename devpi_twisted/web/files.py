@@ -63,13 +63,15 @@ class FileRoutes(ManagementApp):
         config = await self._ops.get_index(user, index)
         if config.get("type") != MIRROR or self._mirror is None:
             raise NotFound("no such file")
-        if self._replica is not None:  # the primary downloads it (mirror.md 10)
-            return await self._replica_file(request, user, index, relpath, mirror=True)
         filename = relpath.rsplit("/", 1)[-1]
         try:
             name, version, _ = split_filename(filename.removesuffix(".metadata"))
         except InvalidInput:
             raise NotFound("no such file") from None
+        if self._replica is not None:  # the primary downloads it (mirror.md 10)
+            link = await self._mirror.link_for(f"{user}/{index}", normalize_project(name), relpath)
+            return await self._replica_file(request, user, index, relpath, mirror=True,
+                                            sha256=None if link is None else link.get("sha256"))
 
         def start(headers: Mapping[str, str]) -> Any:
             for key, value in headers.items():
@@ -107,7 +109,7 @@ class FileRoutes(ManagementApp):
         return b""
 
     async def _replica_file(self, request: IRequest, user: str, index: str, relpath: str,
-                            mirror: bool = False) -> bytes:
+                            mirror: bool = False, sha256: str | None = None) -> bytes:
         """A replica's file whose body is not here: fetched from the primary at once (a
         mirror's file not downloaded anywhere yet: the primary downloads it), stored
         without a serial, then served (ops.md 6.5)."""
@@ -117,9 +119,11 @@ class FileRoutes(ManagementApp):
                 if not await self._replica.fetch_now(relpath):
                     raise NotFound("no such file")
             else:
-                path, _, sha256 = await self._replica.download(relpath)
+                path, _, got = await self._replica.download(relpath)
                 try:
-                    await self._blobs.move_in([(relpath, path, sha256)])
+                    if sha256 and got != sha256:  # the link's hash, from upstream's page
+                        raise FileFetchFailed(f"sha256 {got}, expected {sha256}")
+                    await self._blobs.move_in([(relpath, path, got)])
                 finally:
                     await self._offload(path.unlink, True)
         except FileGone:
