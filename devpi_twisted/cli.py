@@ -97,8 +97,12 @@ def _passwd(config: Config, options: Any) -> None:
     from devpi_twisted.service import open_storage
     from devpi_twisted.storage.board import SerialBoard
 
-    if read_nodeinfo(config.serverdir) is None:
+    node = read_nodeinfo(config.serverdir)
+    if node is None:
         raise StartupError(f"{config.serverdir} contains no devpi-twisted state")
+    if node.role == "replica":  # a local write would fork its history from the primary's
+        raise StartupError("this is a replica: its users come from the primary; "
+                           "change the password there")
     user = options["user"] or input("User name: ").strip()
     # publishing on the board lets a running server see the change on its next request
     storage = open_storage(config, board=SerialBoard(config.serverdir / BOARD))

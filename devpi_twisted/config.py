@@ -74,6 +74,12 @@ SPECS: dict[str, OptionSpec] = {
         _spec("role", "standalone, primary or replica (auto: replica with --primary-url)", "auto"),
         _spec("primary-url", "URL of the primary this replica follows"),
         _spec("master-url", "deprecated name of --primary-url"),
+        _spec("replica-cert", "PEM file (certificate and key) a replica shows an https primary"),
+        _spec("file-replication-threads", "parallel file downloads on a replica", "5"),
+        _spec("file-replication-skip-indexes",
+              "comma list of user/index names, index types (mirror) or 'all' whose files a "
+              "replica fetches only on demand"),
+        _spec("proxy-timeout", "seconds a replica waits for writes it relays to the primary", "30"),
         _spec("logger-cfg", "JSON or YAML logging.config dictionary for stdlib logging"),
         # devpi-server derives with 524288/16/8, about 11 s of start-up on two cores; the
         # secret is 32 random bytes, so a cheap derivation loses nothing. Pass devpi's
@@ -102,6 +108,7 @@ SERVER_OPTIONS = (
     "serverdir", "storage", "host", "port", "unix-socket", "unix-socket-perms",
     "outside-url", "secretfile", "restrict-modify", "mirror-cache-expiry",
     "request-timeout", "max-request-body-size", "role", "primary-url", "master-url",
+    "replica-cert", "file-replication-threads", "file-replication-skip-indexes", "proxy-timeout",
     "logger-cfg", "argon2-memory-cost", "argon2-time-cost", "argon2-parallelism",
     "offline-mode", "requests-only", "workers", "listen-fds", "debug", "init", "no-root-pypi",
     "root-passwd", "root-passwd-hash", "export", "import", "hard-links", "include-mirrored-files",
@@ -140,6 +147,10 @@ class Config:
     max_request_body_size: int = DEFAULT_MAX_BODY
     role: str = "standalone"
     primary_url: str | None = None
+    replica_cert: Path | None = None
+    file_replication_threads: int = 5
+    file_replication_skip_indexes: tuple[str, ...] = ()
+    proxy_timeout: float = 30.0
     offline_mode: bool = False
     requests_only: bool = False
     workers: int = 0
@@ -402,6 +413,10 @@ def build_config(v: Mapping[str, Any]) -> Config:
         max_request_body_size=number("max-request-body-size", 1024),
         role=role,
         primary_url=primary_url,
+        replica_cert=path("replica-cert"),
+        file_replication_threads=number("file-replication-threads", 1),
+        file_replication_skip_indexes=_parse_skip(get("file-replication-skip-indexes")),
+        proxy_timeout=_parse_float("proxy-timeout", get("proxy-timeout")),
         offline_mode=flag("offline-mode"),
         requests_only=flag("requests-only"),
         workers=number("workers"),
@@ -430,6 +445,19 @@ def build_config(v: Mapping[str, Any]) -> Config:
     return config
 
 
+def _parse_skip(value: Any) -> tuple[str, ...]:
+    if isinstance(value, (list, tuple)):
+        value = ",".join(map(str, value))
+    items = tuple(filter(None, (p.strip() for p in str(value or "").split(","))))
+    if "all" in items and len(items) > 1:
+        raise ConfigError("--file-replication-skip-indexes: 'all' cannot be mixed with others")
+    for item in items:
+        if item not in ("all", "mirror", "stage") and item.count("/") != 1:
+            raise ConfigError(f"--file-replication-skip-indexes: {item!r} is not user/index, "
+                              "an index type or 'all'")
+    return items
+
+
 def _parse_fds(value: Any) -> tuple[tuple[int, str], ...]:
     fds = []
     for item in filter(None, str(value or "").split(",")):
@@ -442,9 +470,8 @@ def _parse_fds(value: Any) -> tuple[tuple[int, str], ...]:
 
 def _refuse_unavailable(config: Config) -> None:
     """Options whose feature has not landed yet: refused loudly, never ignored."""
-    if config.role in ("primary", "replica"):
-        raise ConfigError(
-            f"--role {config.role}: replication is not available in this version yet")
+    if config.role == "replica" and config.workers:
+        raise ConfigError("--workers is not available on a replica (one process follows the primary)")
     if config.storage.name not in STORAGE_NAMES:
         raise ConfigError(f"--storage: unknown backend {config.storage.name!r} "
                           f"(known: {', '.join(STORAGE_NAMES)})")

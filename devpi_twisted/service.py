@@ -50,6 +50,10 @@ from devpi_twisted.storage.blobs import FileBlobStore
 from devpi_twisted.storage.pgblobs import PgBlobStore
 from devpi_twisted.web.index_app import IndexApp
 from devpi_twisted.web.site import DevpiSite, ServerInfo
+from devpi_twisted.replication.client import PrimaryClient
+from devpi_twisted.replication.feed import ChangelogFeed
+from devpi_twisted.replication.replica import Replica
+from devpi_twisted.web.replica_writes import ReplicaWrites
 
 Options = make_options_class(SERVER_OPTIONS, "Run the devpi-twisted package index server.")
 
@@ -91,6 +95,13 @@ def initialise(config: Config, out: IO[str] = sys.stdout) -> None:
     if config.secretfile is None:
         sd.create_secret(serverdir / sd.SECRET)
     storage = open_storage(config)
+    if config.role == "replica":  # empty: everything, root included, comes from the primary
+        storage.close()
+        sd.write_nodeinfo(serverdir, sd.NodeInfo(sd.new_nodeinfo("replica").uuid, "replica",
+                                                 {"masterurl": config.primary_url}))
+        print(f"devpi-twisted: initialised {serverdir} as a replica of {config.primary_url}",
+              file=out)
+        return
     try:
         indexes = [root_pypi()] if config.root_pypi else []
         root = root_user(config.root_passwd, config.root_passwd_hash, time.time())
@@ -264,6 +275,8 @@ def worker_command(config: Config) -> tuple[list[str], dict[str, str]]:
             "--host", config.host, "--port", str(config.port)]
     if config.outside_url:
         args += ["--outside-url", config.outside_url]
+    if config.role == "primary":  # every process serves the changelog feed
+        args += ["--role", "primary"]
     if config.restrict_modify is not None:
         args += ["--restrict-modify", ",".join(config.restrict_modify)]
     if config.logger_cfg:
@@ -308,6 +321,7 @@ def build_service(config: Config, reactor: Any) -> IService:
         initialise(config)
     node = sd.read_nodeinfo(config.serverdir)
     assert node is not None
+    node = _check_role(config, node)
     lock = None if config.requests_only else sd.lock(config.serverdir)
     worker_args = worker_command(config) if config.workers else None
     secret = _secret(config)
@@ -334,15 +348,38 @@ def build_service(config: Config, reactor: Any) -> IService:
     # A request waits --request-timeout for upstream; the fetch itself may go on for
     # longer in the background and store what it gets (mirror.md 3).
     upstream = Upstream(reactor, http, timeout=max(30.0, 6 * config.request_timeout))
+    replica = None
+    if config.role == "replica" and config.primary_url:
+        primary_http = http
+        if config.replica_cert is not None:  # a TLS client certificate for the primary
+            primary_http = HTTPClient(Agent(reactor, contextFactory=_replica_cert_policy(
+                config.replica_cert), pool=HTTPConnectionPool(reactor)), cookiejar=NoCookies())
+        client = PrimaryClient(primary_http, reactor, config.primary_url, node.uuid,
+                               TokenSigner(keys.replica, time.time), config.outside_url,
+                               str(node.extra.get("primary-uuid") or ""))
+        replica = Replica(storage, blobs, client, reactor, staging, offload,
+                          _primary_remembered(config.serverdir, offload),
+                          config.file_replication_threads, config.request_timeout,
+                          skip_indexes=config.file_replication_skip_indexes)
+    feed = ChangelogFeed(storage, node.uuid, TokenSigner(keys.replica, time.time), reactor,
+                         enabled=config.role == "primary")
     mirror = Mirror(storage, upstream, blobs, staging, offload, offline=config.offline_mode,
                     default_expiry=config.mirror_cache_expiry, reactor=reactor,
-                    wait=config.request_timeout)
+                    wait=config.request_timeout,
+                    via=replica.mirror_page if replica is not None else None)
     app = IndexApp(ops, info, ReleaseOps(storage, blobs, time.time), SimpleOps(storage), blobs,
-                   offload, staging, http, mirror)
-    site = DevpiSite(app.resource(), info, lambda: storage.serial, access_log=config.debug)
+                   offload, staging, http, mirror, feed=feed, replica=replica)
+    resource = app.resource()
+    if replica is not None:
+        resource = ReplicaWrites(resource, replica, config.primary_url or "", info,
+                                 config.proxy_timeout)
+    site = DevpiSite(resource, info, lambda: storage.serial, access_log=config.debug,
+                     primary_uuid=(lambda: client.primary_uuid) if replica is not None else None)
 
     root = DevpiService(lock)
     StorageService(storage, reactor).setServiceParent(root)
+    if replica is not None:  # stops before the storage closes
+        replica.setServiceParent(root)
     if worker:
         AdoptService(reactor, config.listen_fds, site).setServiceParent(root)
     else:
@@ -357,6 +394,50 @@ def build_service(config: Config, reactor: Any) -> IService:
              version=info.version, serverdir=str(config.serverdir), storage=config.storage.name,
              serial=storage.serial, role=" as worker" if worker else "")
     return root
+
+
+def _check_role(config: Config, node: sd.NodeInfo) -> sd.NodeInfo:
+    """A replica stays a replica and nothing else becomes one (ops.md 2.1); standalone and
+    primary may switch (remembered in .nodeinfo)."""
+    if config.role == "replica" and node.role != "replica":
+        raise StartupError(f"cannot run as replica, was previously run as {node.role}")
+    if node.role == "replica" and config.role != "replica":
+        raise StartupError(f"{config.serverdir} holds a replica's state; start it with "
+                           "--role replica --primary-url URL")
+    if node.role != config.role and not config.requests_only:
+        node = sd.NodeInfo(node.uuid, config.role, node.extra)
+        sd.write_nodeinfo(config.serverdir, node)
+    if config.role == "replica" and node.extra.get("masterurl") != config.primary_url \
+            and not config.requests_only:
+        node = sd.NodeInfo(node.uuid, node.role, {**node.extra, "masterurl": config.primary_url})
+        sd.write_nodeinfo(config.serverdir, node)
+    return node
+
+
+def _replica_cert_policy(path: Path) -> Any:
+    from devpi_twisted.replication.client import ClientCertificatePolicy
+
+    try:
+        return ClientCertificatePolicy(path.read_bytes())
+    except OSError as e:
+        raise StartupError(f"--replica-cert {path}: {e.strerror}") from None
+    except Exception as e:  # not a PEM certificate with its key
+        raise StartupError(f"--replica-cert {path}: not a PEM certificate and key ({e})") from None
+
+
+def _primary_remembered(serverdir: Path, offload: Any) -> Any:
+    """What a replica calls once it learns its primary's uuid: kept in .nodeinfo."""
+
+    def remember(uuid: str) -> None:
+        def write() -> None:
+            node = sd.read_nodeinfo(serverdir)
+            if node is not None:
+                sd.write_nodeinfo(serverdir, sd.NodeInfo(
+                    node.uuid, node.role, {**node.extra, "primary-uuid": uuid}))
+
+        offload(write).addErrback(lambda f: log.failure("Writing .nodeinfo failed", f))
+
+    return remember
 
 
 def makeService(options: Any) -> IService:

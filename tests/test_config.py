@@ -65,14 +65,28 @@ def test_restrict_modify_is_a_comma_list() -> None:
     assert config_of(["--restrict-modify", "root, :admins,"]).restrict_modify == ("root", ":admins")
 
 
+def test_roles_follow_the_primary_url() -> None:
+    assert config_of(["--role", "primary"]).role == "primary"
+    assert config_of(["--role", "master"]).role == "primary"
+    replica = config_of(["--master-url", "http://primary:3141/"])
+    assert (replica.role, replica.primary_url) == ("replica", "http://primary:3141")
+    assert replica.file_replication_threads == 5 and replica.proxy_timeout == 30.0
+    assert config_of(["--file-replication-skip-indexes", "mirror, alice/dev"]) \
+        .file_replication_skip_indexes == ("mirror", "alice/dev")
+
+
 def test_master_url_is_an_alias_and_both_conflict() -> None:
     with pytest.raises(ConfigError, match="only --primary-url"):
         config_of(["--primary-url", "http://a/", "--master-url", "http://b/"])
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--role", "primary"], "replication is not available"),
-    (["--primary-url", "http://primary:3141"], "replication is not available"),
+    (["--role", "replica"], "needs --primary-url"),
+    (["--primary-url", "http://primary:3141", "--workers", "2"], "not available on a replica"),
+    (["--primary-url", "http://u:p@primary:3141"], "must not contain credentials"),
+    (["--proxy-timeout", "0"], "more than 0"),
+    (["--file-replication-skip-indexes", "all,mirror"], "cannot be mixed"),
+    (["--file-replication-skip-indexes", "nouser"], "is not user/index"),
     (["--storage", "mysql"], "unknown backend 'mysql'"),
     (["--workers", "2", "--requests-only"], "--workers is for the main process"),
     (["--listen-fds", "3:IPX"], "is not FD:INET"),

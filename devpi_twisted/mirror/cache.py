@@ -17,7 +17,7 @@ import hashlib
 import os
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from email.utils import formatdate
 from pathlib import Path
 from typing import IO, Any
@@ -84,10 +84,14 @@ class Mirror:
     def __init__(self, storage: Storage, upstream: Upstream, blobs: BlobStore, staging: Path,
                  offload: Callable[..., Deferred[Any]], offline: bool = False,
                  default_expiry: int = DEFAULT_EXPIRY, clock: Callable[[], float] = time.monotonic,
-                 reactor: Any = None, wait: float | None = None) -> None:
+                 reactor: Any = None, wait: float | None = None,
+                 via: Callable[[str, str], Awaitable[str]] | None = None) -> None:
         """``wait``: how long a request waits for upstream's page (default: the
         upstream's timeout); a slower fetch goes on in the background and stores its
-        result, while the request is answered from the cache (mirror.md 3)."""
+        result, while the request is answered from the cache (mirror.md 3). ``via``:
+        on a replica, asks the primary to refresh a page (``via(name, project)``, FRESH
+        once replicated here, MISSING), instead of asking upstream (mirror.md 10)."""
+        self._via = via
         self._storage = storage
         self._reactor = reactor
         self._wait = upstream.timeout if wait is None else wait
@@ -185,6 +189,8 @@ class Mirror:
         cached = record.value if record is not None else None
         if self.offline:
             return OFFLINE if cached is not None else MISSING
+        if self._via is not None:
+            return await self._refresh_via(name, project, cached)
         listed = None if config.get("mirror_no_project_list") else \
             await self.lists.listed(name, config)
         if cached is None and listed is not None and project not in listed:
@@ -226,6 +232,23 @@ class Mirror:
                 await self._storage.write_mirror_project(user, index, project, value, {})
             except RecordMissing:
                 return MISSING  # the index was deleted meanwhile
+        self._checked[key] = (self._clock(), self._storage.serial)
+        self._missing.pop(key, None)
+        return FRESH
+
+    async def _refresh_via(self, name: str, project: str, cached: Mapping[str, Any] | None) -> str:
+        """A replica's refresh: the primary asks upstream and stores; we get it replicated."""
+        key = (name, project)
+        self.stats["page_fetches"] += 1
+        try:
+            state = await self._via(name, project)  # type: ignore[misc]
+        except defer.CancelledError:
+            raise
+        except Exception as e:  # the primary is down or slow: the cache stands in
+            return self._failed(name, cached, f"via the primary: {e}")
+        if state == MISSING:
+            self._missing[key] = self._clock()
+            return CACHED if cached is not None else MISSING
         self._checked[key] = (self._clock(), self._storage.serial)
         self._missing.pop(key, None)
         return FRESH

@@ -53,6 +53,7 @@ class PlanStorage:
         self._board = board
         self._cache = StateCache()
         self._catch_up_lock = DeferredLock()
+        self._waiters: list[tuple[int, Deferred[None]]] = []
 
     # -- for subclasses ------------------------------------------------------------
 
@@ -69,6 +70,26 @@ class PlanStorage:
 
     def _apply(self, changes: list[Change]) -> None:
         self._cache.apply(changes)
+        if self._waiters:
+            serial = self._cache.serial
+            due = [d for s, d in self._waiters if s <= serial]
+            if due:
+                self._waiters = [(s, d) for s, d in self._waiters if s > serial]
+                for d in due:
+                    d.callback(None)
+
+    def wait_for(self, serial: int) -> Deferred[None]:
+        """Fires once this process has seen ``serial`` committed (at once if it has).
+        Cancelling it (e.g. by ``addTimeout``) forgets the wait."""
+        if self._cache.serial >= serial:
+            return succeed(None)
+
+        def forget(d: Deferred[None]) -> None:
+            self._waiters = [(s, w) for s, w in self._waiters if w is not d]
+
+        waiter: Deferred[None] = Deferred(forget)
+        self._waiters.append((serial, waiter))
+        return waiter
 
     async def _catch_up(self, target: int | None) -> None:
         """Read and apply unseen changes; one reader at a time. With a ``target`` serial,
@@ -114,6 +135,29 @@ class PlanStorage:
 
     def _write(self, make: Callable[..., plans.Plan[Change]], *args: Any) -> Deferred[int]:
         return shielded(Deferred.fromCoroutine(self._write_async(make, *args)))
+
+    async def _import_async(self, change: Change) -> bool:
+        try:
+            done = await self._transact(plans.import_change, change, self._clock())
+        except StorageError:
+            await self._catch_up(None)
+            raise
+        if done is None:
+            await self._catch_up(change.serial)
+            return False
+        if done.serial == self._cache.serial + 1:
+            self._apply([done])
+        else:
+            await self._catch_up(done.serial)
+        if self._board is not None:
+            self._board.publish(done.serial)
+        return True
+
+    def import_change(self, change: Change) -> Deferred[bool]:
+        """Apply a primary's changelog entry with its serial, in one transaction
+        (replication); False if it was applied before. Raises StaleRecord when the
+        serial before it is missing here."""
+        return shielded(Deferred.fromCoroutine(self._import_async(change)))
 
     # -- the Storage interface --------------------------------------------------------
 
@@ -163,6 +207,9 @@ class PlanStorage:
             return cached
         seen = self._cache.serial
         return shielded(self._query(plans.get_file(relpath))).addCallback(self._cache.keep_file, seen)
+
+    def live_files(self) -> Deferred[list[FileRecord]]:
+        return shielded(self._query(plans.live_files()))
 
     def write_release(self, user: str, index: str, project: str, version: str,
                       data: Mapping[str, Any] | None, files: Mapping[str, Mapping[str, Any]],

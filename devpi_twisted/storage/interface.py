@@ -178,6 +178,9 @@ class Storage(Protocol):
 
     def get_file(self, relpath: str) -> Deferred[FileRecord | None]: ...
 
+    def live_files(self) -> Deferred[list[FileRecord]]:
+        """Every file record not marked deleted, oldest serial first (replication's scan)."""
+
     def write_release(self, user: str, index: str, project: str, version: str,
                       data: Mapping[str, Any] | None, files: Mapping[str, Mapping[str, Any]],
                       expect_serial: int) -> Deferred[int]:
@@ -215,6 +218,13 @@ class Storage(Protocol):
 
     def changes_since(self, serial: int, limit: int = 1000) -> Deferred[list[Change]]:
         """Changelog entries with serial > ``serial``, oldest first, at most ``limit``."""
+
+    def import_change(self, change: Change) -> Deferred[bool]:
+        """Replication: apply a primary's entry under its own serial in one transaction;
+        False if already applied, StaleRecord if the serial before it is missing."""
+
+    def wait_for(self, serial: int) -> Deferred[None]:
+        """Fires once this process has seen ``serial`` committed; cancellable."""
 
     def sync(self) -> Deferred[None]:
         """Catch up with what other processes of this host have committed."""

@@ -63,6 +63,7 @@ GET_FILE = "SELECT project, entry, serial FROM files WHERE relpath = ?"
 LIVE_FILES_OF_PROJECT = (
     "SELECT relpath FROM files WHERE owner = ? AND idx = ? AND project = ? AND entry <> '{}'")
 LIVE_FILES_IN_INDEX = "SELECT relpath, project FROM files WHERE owner = ? AND idx = ? AND entry <> '{}'"
+LIVE_FILES = "SELECT relpath, project, entry, serial FROM files WHERE entry <> '{}' ORDER BY serial"
 UPSERT_FILE = (
     "INSERT INTO files (relpath, owner, idx, project, entry, serial) VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (relpath) DO UPDATE SET project = excluded.project, entry = excluded.entry, "
@@ -204,6 +205,19 @@ def bootstrap(users: Sequence[UserRecord], indexes: Sequence[IndexRecord], at: f
     return (yield from commit(serial, records, at))
 
 
+def import_change(change: Change, at: float) -> Plan[Change | None]:
+    """Apply a primary's changelog entry under its own serial (replication). None if this
+    database already holds that serial (it was imported before); StaleRecord if an
+    earlier serial is missing here (changes must arrive strictly in order)."""
+    current = int((yield one(CURRENT_SERIAL))[0])
+    if change.serial <= current:
+        return None
+    if change.serial != current + 1:
+        raise StaleRecord(f"serial {change.serial} cannot follow {current}")
+    serial = yield from take_serial()
+    return (yield from commit(serial, list(change.records), change.at))
+
+
 def create_user(name: str, profile: Mapping[str, Any], pwhash: str | None, at: float) -> Plan[Change]:
     serial = yield from take_serial()
     if (yield one(USER_SERIAL, name)) is not None:
@@ -290,6 +304,10 @@ def get_version(owner: str, index: str, project: str, version: str) -> Plan[Vers
 def get_file(relpath: str) -> Plan[FileRecord | None]:
     row = yield one(GET_FILE, relpath)
     return None if row is None else FileRecord(relpath, row[0], json.loads(row[1]), int(row[2]))
+
+
+def live_files() -> Plan[list[FileRecord]]:
+    return [FileRecord(r, p, json.loads(e), int(s)) for r, p, e, s in (yield rows(LIVE_FILES))]
 
 
 def write_release(owner: str, index: str, project: str, version: str, data: Mapping[str, Any] | None,

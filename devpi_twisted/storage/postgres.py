@@ -131,7 +131,8 @@ async def drive_async(cursor: Any, plan: plans.Plan[T]) -> T:
 def notifying(plan: plans.Plan[Change]) -> plans.Plan[Change]:
     """A write plan that also NOTIFYs its serial; delivered at commit to every LISTENer."""
     change = yield from plan
-    yield plans.run("SELECT pg_notify(?, ?)", CHANNEL, str(change.serial))
+    if change is not None:  # None: an import that found its serial already held
+        yield plans.run("SELECT pg_notify(?, ?)", CHANNEL, str(change.serial))
     return change
 
 

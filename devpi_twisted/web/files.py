@@ -20,6 +20,8 @@ from devpi_twisted.model.indexes import MIRROR
 from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.release_ops import ReleaseOps
 from devpi_twisted.model.releases import split_filename
+from devpi_twisted.replication.client import PrimaryUnreachable
+from devpi_twisted.replication.replica import FileFetchFailed, FileGone, Replica
 from devpi_twisted.storage.adapter import shielded
 from devpi_twisted.storage.blobs import BlobMissing, BlobReadStopped, BlobStore
 from devpi_twisted.web import render
@@ -45,6 +47,7 @@ class FileRoutes(ManagementApp):
     _blobs: BlobStore
     _mirror: Mirror | None
     _offload: Any
+    _replica: Replica | None = None
 
     @_route(app, "/<user>/<index>/+f/<path:rest>", ["GET", "HEAD"])
     async def release_file(self, request: IRequest, user: str, index: str, rest: str) -> bytes:
@@ -65,6 +68,10 @@ class FileRoutes(ManagementApp):
             name, version, _ = split_filename(filename.removesuffix(".metadata"))
         except InvalidInput:
             raise NotFound("no such file") from None
+        if self._replica is not None:  # the primary downloads it (mirror.md 10)
+            link = await self._mirror.link_for(f"{user}/{index}", normalize_project(name), relpath)
+            return await self._replica_file(request, user, index, relpath, mirror=True,
+                                            sha256=None if link is None else link.get("sha256"))
 
         def start(headers: Mapping[str, str]) -> Any:
             for key, value in headers.items():
@@ -101,6 +108,40 @@ class FileRoutes(ManagementApp):
             return await self._file(request, user, index, relpath, fetch=False)
         return b""
 
+    async def _replica_file(self, request: IRequest, user: str, index: str, relpath: str,
+                            mirror: bool = False, sha256: str | None = None) -> bytes:
+        """A replica's file whose body is not here: fetched from the primary at once (a
+        mirror's file not downloaded anywhere yet: the primary downloads it), stored
+        without a serial, then served (ops.md 6.5)."""
+        assert self._replica is not None
+        try:
+            if not mirror:
+                if not await self._replica.fetch_now(relpath):
+                    raise NotFound("no such file")
+            else:
+                path, _, got = await self._replica.download(relpath)
+                try:
+                    if sha256 and got != sha256:  # the link's hash, from upstream's page
+                        raise FileFetchFailed(f"sha256 {got}, expected {sha256}")
+                    await self._blobs.move_in([(relpath, path, got)])
+                finally:
+                    await self._offload(path.unlink, True)
+        except FileGone:
+            raise NotFound("no such file") from None
+        except (FileFetchFailed, PrimaryUnreachable) as e:
+            raise UpstreamFailed(f"fetching {relpath} from the primary failed: {e}") from None
+        record = await self._releases.file_record(relpath)
+        if record is not None and not record.deleted:
+            return await self._file(request, user, index, relpath, fetch=False)
+        size = await self._blobs.size(relpath)  # its record is still on the way here
+        if size is None:
+            raise NotFound("no such file")
+        request.setHeader(b"Content-Type", content_type(relpath.rsplit("/", 1)[-1]))
+        request.setHeader(b"Content-Length", b"%d" % size)
+        if request.method != b"HEAD":
+            await shielded(self._blobs.read(relpath, request))
+        return b""
+
     async def _file(self, request: IRequest, user: str, index: str, relpath: str,
                     fetch: bool = True) -> bytes:
         relpath = relpath.split("#", 1)[0]
@@ -129,12 +170,16 @@ class FileRoutes(ManagementApp):
         try:
             local = await self._blobs.open_local(relpath) if transport is not None else None
         except BlobMissing:
+            if fetch and self._replica is not None:  # not replicated yet: from the primary now
+                return await self._replica_file(request, user, index, relpath)
             if fetch:  # a mirror's file removed from the store: fetched again
                 return await self._mirror_file(request, user, index, relpath)
             raise NotFound("no such file") from None
         try:
             size = local.size if local is not None else await self._blobs.size(relpath)
             if size is None:
+                if fetch and self._replica is not None:
+                    return await self._replica_file(request, user, index, relpath)
                 if fetch:  # a mirror's file removed from the store: fetched again
                     return await self._mirror_file(request, user, index, relpath)
                 raise NotFound("no such file")

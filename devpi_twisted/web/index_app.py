@@ -33,6 +33,7 @@ from devpi_twisted.web import render
 from devpi_twisted.web.app import ManagementApp, _flag, _route
 from devpi_twisted.web.fast import FastRoutes
 from devpi_twisted.web.files import FileRoutes, content_type
+from devpi_twisted.web.replication import ReplicationRoutes
 from devpi_twisted.web.forms import (
     read_doc_member, read_upload, spool_body,
 )
@@ -48,13 +49,15 @@ def _reason(text: str) -> bytes:
     return " ".join(text.split()).encode("latin-1", "replace")[:400]
 
 
-class IndexApp(FileRoutes):
+class IndexApp(FileRoutes, ReplicationRoutes):
     app = ManagementApp.app
 
     def __init__(self, ops: ServerOps, info: ServerInfo, releases: ReleaseOps, simple: SimpleOps,
                  blobs: BlobStore, offload: Offload, staging: Path, http: Any = None,
-                 mirror: Mirror | None = None) -> None:
+                 mirror: Mirror | None = None, feed: Any = None, replica: Any = None) -> None:
         super().__init__(ops, info)
+        self._feed = feed  # a primary's changelog feed (web/replication.py)
+        self._replica = replica  # a replica's loop: files and mirror pages via the primary
         self._http = http
         self._mirror = mirror
         self._rendered: dict[tuple[int, bool, int], tuple[Any, bytes, bytes]] = {}
@@ -214,9 +217,12 @@ class IndexApp(FileRoutes):
         return self._page(request, body, ctype)
 
     def _more_status(self) -> dict[str, Any]:
+        more = self._replication_status()
+        if self._replica is not None:
+            more.update(self._replica.status())
         if self._mirror is None:
-            return {}
-        return {"mirror": {**self._mirror.stats, "upstream": dict(self._mirror.upstream_stats),
+            return more
+        return {**more, "mirror": {**self._mirror.stats, "upstream": dict(self._mirror.upstream_stats),
                            "offline": self._mirror.offline}}
 
     def _refresh(self, name: str, config: Mapping[str, Any], project: str) -> Any:

@@ -99,9 +99,13 @@ class DevpiSite(Site):
     log_events = Logger()
 
     def __init__(self, resource: IResource, info: ServerInfo, serial: Callable[[], int],
-                 access_log: bool = False, **kwargs: Any) -> None:
+                 access_log: bool = False, primary_uuid: Callable[[], str] | None = None,
+                 **kwargs: Any) -> None:
+        """``primary_uuid``: on a replica, its primary's uuid once known (sent as
+        X-Devpi-Primary-Uuid instead of our own)."""
         super().__init__(resource, parsePOSTFormSubmission=False, **kwargs)
         self.info = info
+        self._primary_uuid = primary_uuid
         self._access_log = access_log
         self._serial = serial
         self._fixed_headers = [
@@ -115,6 +119,10 @@ class DevpiSite(Site):
     def add_headers(self, request: DevpiRequest) -> None:
         for name, value in self._fixed_headers:
             request.setHeader(name, value)
+        primary = self._primary_uuid() if self._primary_uuid is not None else ""
+        if primary:
+            request.setHeader(b"X-Devpi-Primary-Uuid", primary.encode())
+            request.setHeader(b"X-Devpi-Master-Uuid", primary.encode())
         serial = request.devpi_serial if request.devpi_serial is not None else self._serial()
         request.setHeader(b"X-Devpi-Serial", b"%d" % serial)
 

@@ -20,6 +20,7 @@ class SqliteAdapter:
 
     def __init__(self, request: pytest.FixtureRequest, tmp_path: Path) -> None:
         self.path = tmp_path / "db.sqlite3"
+        self.other_path = tmp_path / "other.sqlite3"
         self.opened: list[Any] = []
 
     def open(self) -> SqliteStorage:
@@ -28,6 +29,17 @@ class SqliteAdapter:
         storage = SqliteStorage.open(self.path, ThreadExecutor(reactor, "test-sqlite"))
         self.opened.append(storage)
         return storage
+
+    def open_other(self) -> SqliteStorage:
+        """A second, separate database (a replica's)."""
+        from twisted.internet import reactor
+
+        storage = SqliteStorage.open(self.other_path, ThreadExecutor(reactor, "test-sqlite-2"))
+        self.opened.append(storage)
+        return storage
+
+    def reopen_other(self) -> SqliteStorage:
+        return self.open_other()
 
     def close_all(self) -> None:
         for storage in self.opened:
@@ -41,6 +53,7 @@ class PostgresAdapter(SqliteAdapter):
         super().__init__(request, tmp_path)
         self.cluster: PgCluster = request.getfixturevalue("pg_cluster")
         self.database = self.cluster.create_database()
+        self.other_database: str | None = None
 
     def open(self) -> PostgresStorage:  # type: ignore[override]
         from twisted.internet import reactor
@@ -48,6 +61,18 @@ class PostgresAdapter(SqliteAdapter):
         storage = PostgresStorage.open(self.cluster.settings(self.database), reactor)
         self.opened.append(storage)
         return storage
+
+    def open_other(self) -> PostgresStorage:  # type: ignore[override]
+        from twisted.internet import reactor
+
+        if self.other_database is None:
+            self.other_database = self.cluster.create_database()
+        storage = PostgresStorage.open(self.cluster.settings(self.other_database), reactor)
+        self.opened.append(storage)
+        return storage
+
+    def reopen_other(self) -> PostgresStorage:  # type: ignore[override]
+        return self.open_other()
 
 
 ADAPTERS = {"sqlite": SqliteAdapter, "postgres": PostgresAdapter}

@@ -1,0 +1,84 @@
+"""A replica's requests to its primary, each with the replica's headers (ops.md 6.2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import CancelledError
+from twisted.internet.ssl import PrivateCertificate, optionsForClientTLS, platformTrust
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
+
+from devpi_twisted import __version__
+from devpi_twisted.model.tokens import TokenSigner
+from devpi_twisted.replication import protocol
+
+USER_AGENT = f"devpi-replica/{__version__} (devpi-twisted)"
+
+
+class PrimaryUnreachable(Exception):
+    """The primary did not answer (refused, reset, timed out); ``str`` says what."""
+
+
+class PrimaryClient:
+    def __init__(self, http: Any, reactor: Any, primary_url: str, uuid: str, signer: TokenSigner,
+                 outside_url: str | None = None, primary_uuid: str = "") -> None:
+        self._http = http
+        self._reactor = reactor
+        self.url = primary_url.rstrip("/")
+        self.uuid = uuid
+        self._signer = signer
+        self._outside_url = outside_url
+        self.primary_uuid = primary_uuid  # "" until the first reply names it
+
+    def headers(self, file: bool = False, **extra: str) -> dict[str, list[str]]:
+        """The replica headers with a fresh token (valid 37.6 s)."""
+        headers = {
+            protocol.REPLICA_UUID: [self.uuid],
+            protocol.EXPECTED_PRIMARY: [self.primary_uuid],
+            protocol.EXPECTED_MASTER: [self.primary_uuid],
+            "Authorization": [f"Bearer {self._signer.make(self.uuid)}"],
+            "User-Agent": [USER_AGENT],
+        }
+        if self._outside_url:
+            headers[protocol.REPLICA_OUTSIDE_URL] = [self._outside_url]
+        if file:
+            headers[protocol.FILE_REPLICATION] = ["YES"]
+        for name, value in extra.items():
+            headers[name.replace("_", "-")] = [value]
+        return headers
+
+    async def request(self, method: str, path: str, timeout: float, headers: dict[str, list[str]],
+                      data: Any = None, unbuffered: bool = False) -> Any:
+        """``method`` on the primary's ``path`` (with query); redirects not followed."""
+        try:
+            return await self._http.request(
+                method, self.url + path, headers=headers, data=data, timeout=timeout,
+                allow_redirects=False, unbuffered=unbuffered, reactor=self._reactor)
+        except CancelledError:
+            raise
+        except Exception as e:  # refused, reset, DNS, TLS, timeout
+            raise PrimaryUnreachable(f"{type(e).__name__} on {method} {self.url}{path}: {e}") from None
+
+    async def get(self, path: str, timeout: float, file: bool = False, unbuffered: bool = False,
+                  **extra: str) -> Any:
+        return await self.request("GET", path, timeout, self.headers(file, **extra),
+                                  unbuffered=unbuffered)
+
+
+def header(response: Any, name: str) -> str | None:
+    values = response.headers.getRawHeaders(name.encode())
+    return values[-1].decode("latin-1") if values else None
+
+
+@implementer(IPolicyForHTTPS)
+class ClientCertificatePolicy:
+    """HTTPS as browsers check it, presenting the replica's client certificate
+    (``--replica-cert``: one PEM file with the certificate and its private key)."""
+
+    def __init__(self, pem: bytes) -> None:
+        self._certificate = PrivateCertificate.loadPEM(pem)
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
+        return optionsForClientTLS(hostname.decode("ascii"), trustRoot=platformTrust(),
+                                   clientCertificate=self._certificate)
