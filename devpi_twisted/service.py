@@ -49,6 +49,7 @@ from devpi_twisted.model.simple import SimpleOps
 from devpi_twisted.storage.blobs import FileBlobStore
 from devpi_twisted.storage.pgblobs import PgBlobStore
 from devpi_twisted.web.index_app import IndexApp
+from devpi_twisted.web.metrics import RequestMetrics
 from devpi_twisted.web.site import DevpiSite, ServerInfo
 
 Options = make_options_class(SERVER_OPTIONS, "Run the devpi-twisted package index server.")
@@ -269,6 +270,7 @@ def worker_command(config: Config) -> tuple[list[str], dict[str, str]]:
     if config.logger_cfg:
         args += ["--logger-cfg", str(config.logger_cfg)]
     args += [flag for flag, on in (("--debug", config.debug), ("--offline-mode", config.offline_mode)) if on]
+    args += ["--access-log"] if config.access_log else []
     spec = config.storage
     storage = spec.name + (":" + ",".join(f"{k}={v}" for k, v in spec.settings.items()) if spec.settings else "")
     return args, {"DEVPISERVER_STORAGE": storage}
@@ -334,9 +336,11 @@ def build_service(config: Config, reactor: Any) -> IService:
     mirror = Mirror(storage, upstream, blobs, staging, offload, offline=config.offline_mode,
                     default_expiry=config.mirror_cache_expiry, reactor=reactor,
                     wait=config.request_timeout)
+    metrics = RequestMetrics()
     app = IndexApp(ops, info, ReleaseOps(storage, blobs, time.time), SimpleOps(storage), blobs,
-                   offload, staging, http, mirror)
-    site = DevpiSite(app.resource(), info, lambda: storage.serial, access_log=config.debug)
+                   offload, staging, http, mirror, metrics)
+    site = DevpiSite(app.resource(), info, lambda: storage.serial,
+                     access_log=config.debug or config.access_log, metrics=metrics)
 
     root = DevpiService(lock)
     StorageService(storage, reactor).setServiceParent(root)

@@ -33,6 +33,8 @@ from devpi_twisted.web import render
 from devpi_twisted.web.app import ManagementApp, _flag, _route
 from devpi_twisted.web.fast import FastRoutes
 from devpi_twisted.web.files import FileRoutes, content_type
+from devpi_twisted.web.metrics import RequestMetrics
+from devpi_twisted.web.ops_routes import OpsRoutes
 from devpi_twisted.web.forms import (
     read_doc_member, read_upload, spool_body,
 )
@@ -48,13 +50,14 @@ def _reason(text: str) -> bytes:
     return " ".join(text.split()).encode("latin-1", "replace")[:400]
 
 
-class IndexApp(FileRoutes):
+class IndexApp(FileRoutes, OpsRoutes):
     app = ManagementApp.app
 
     def __init__(self, ops: ServerOps, info: ServerInfo, releases: ReleaseOps, simple: SimpleOps,
                  blobs: BlobStore, offload: Offload, staging: Path, http: Any = None,
-                 mirror: Mirror | None = None) -> None:
+                 mirror: Mirror | None = None, metrics: RequestMetrics | None = None) -> None:
         super().__init__(ops, info)
+        self._metrics = metrics if metrics is not None else RequestMetrics()
         self._http = http
         self._mirror = mirror
         self._rendered: dict[tuple[int, bool, int], tuple[Any, bytes, bytes]] = {}
@@ -63,6 +66,7 @@ class IndexApp(FileRoutes):
         self._blobs = blobs
         self._offload = offload
         self._staging = staging
+        self.file_stats = {"mirror_file_hits": 0, "accel_redirects": 0}
 
     def resource(self) -> Any:
         return FastRoutes(self, super().resource())
@@ -214,10 +218,16 @@ class IndexApp(FileRoutes):
         return self._page(request, body, ctype)
 
     def _more_status(self) -> dict[str, Any]:
+        more: dict[str, Any] = {"replication": dict(self.replication_state()),
+                                "replication-errors": {}, "cache": {**self.file_stats}}
         if self._mirror is None:
-            return {}
-        return {"mirror": {**self._mirror.stats, "upstream": dict(self._mirror.upstream_stats),
-                           "offline": self._mirror.offline}}
+            return more
+        more["cache"].update(self._mirror.stats)
+        return {**more, "mirror": {**self._mirror.stats, "upstream": dict(self._mirror.upstream_stats),
+                                   "offline": self._mirror.offline}}
+
+    def _status_metrics(self) -> list[Any]:
+        return self.status_metrics()
 
     def _refresh(self, name: str, config: Mapping[str, Any], project: str) -> Any:
         """Bring a mirror's page of ``project`` up to date (the domain's Refresh): the
