@@ -26,7 +26,7 @@ def nginx_binary() -> str:
     found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
     if found is None:
         raise RuntimeError("nginx is not installed; scripts/run-tests installs it "
-                           "(apt-get install nginx-light)")
+                           "(apt-get install nginx)")
     return found
 
 
