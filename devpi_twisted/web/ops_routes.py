@@ -35,7 +35,7 @@ class OpsRoutes(ManagementApp):
     """Mixed into IndexApp, which sets what these use."""
 
     app = ManagementApp.app
-    _blobs: BlobStore
+    _blobs: BlobStore | None
     _mirror: Mirror | None
     _metrics: RequestMetrics
     file_stats: dict[str, int]
@@ -61,6 +61,8 @@ class OpsRoutes(ManagementApp):
 
     async def _stored_files(self) -> dict[str, tuple[int, int]]:
         """index -> (files, bytes) in the blob store, rescanned after USAGE_SECONDS."""
+        if self._blobs is None:  # route tests without a blob store
+            return {}
         now = time.monotonic()
         if self._usage is not None and now - self._usage[0] < USAGE_SECONDS:
             return self._usage[1]

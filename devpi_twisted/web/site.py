@@ -165,7 +165,7 @@ def access_event(log: Logger, request: Request, seconds: float) -> None:
     real_ip = request.getHeader(b"X-Real-IP")
     client = real_ip.decode("latin-1") if real_ip else getattr(request.getClientAddress(),
                                                                "host", "-")
-    log.info(ACCESS_FORMAT, log_access=True, client=client, user=user,
+    log.info(ACCESS_FORMAT, access=True, client=client, user=user,
              when=time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
              method=request.method.decode("latin-1"),
              uri=request.uri.decode("latin-1").replace('"', "%22"),
