@@ -28,6 +28,8 @@ class GenConfigOptions(make_options_class(  # type: ignore[misc]
         ["bindir", None, None, "directory holding twistd [default: the running Python's]"],
         ["service-user", None, None, "unix user the service runs as "
                                      "[default: the invoking user; devpi for root]"],
+        ["nginx-cache-dir", None, None, "where nginx-devpi-caching.conf keeps pages "
+                                        "[default: /var/cache/nginx/devpi-PORT]"],
     ]
 
 
@@ -131,7 +133,9 @@ def _gen_config(config: Config, options: Any) -> None:
     bindir = Path(options["bindir"] or Path(sys.executable).parent).absolute()
     user = options["service-user"] or (getpass.getuser() if os.geteuid() != 0 else "devpi")
     target = Path.cwd() / "gen-config"
-    files = genconfig.generate(config, _server_args(config, options), bindir, user, target)
+    cache_dir = Path(options["nginx-cache-dir"]).absolute() if options["nginx-cache-dir"] else None
+    files = genconfig.generate(config, _server_args(config, options), bindir, user, target,
+                               cache_dir)
     for path in genconfig.write_files(target, files):
         print(f"devpi-twisted: wrote {path}")
     print("devpi-twisted: a config file (-c) keeps the options of these files in one place")

@@ -24,6 +24,7 @@ from devpi_twisted.config import Config
 
 ACCEL_HEADER = "X-Devpi-Accel-Location"
 DEFAULT_OUTSIDE_URL = "http://localhost:80"
+CACHE_SECONDS = 1  # the caching variant keeps a simple page this long before revalidating
 
 
 def accel_location(config: Config) -> str:
@@ -58,13 +59,53 @@ def _listen(outside: str) -> tuple[str, str, str]:
     return listen, host, parts.path.rstrip("/")
 
 
-def nginx_site(config: Config) -> str:
-    """An nginx site (``map``, ``upstream`` and ``server`` blocks for ``http {}``)."""
+def _proxy(name: str, mount: str, accel: str, indent: str) -> str:
+    lines = [
+        f"proxy_pass http://{name};",
+        "proxy_http_version 1.1;",
+        'proxy_set_header Connection "";',
+        "proxy_set_header Host $http_host;",
+        f"proxy_set_header X-Outside-Url ${name}_scheme://$http_host{mount};",
+        f"proxy_set_header X-Forwarded-Proto ${name}_scheme;",
+        "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "proxy_set_header X-Real-IP $remote_addr;",
+        "# the daemon answers downloads of stored files with X-Accel-Redirect to:",
+        f"proxy_set_header {ACCEL_HEADER} {accel};",
+    ]
+    return "".join(f"{indent}{line}\n" for line in lines)
+
+
+def _page_cache(name: str, mount: str, accel: str) -> str:
+    """A nested location keeping simple pages, revalidated by their serial ETag."""
+    return f"""
+        # Simple pages: kept by nginx for {CACHE_SECONDS} s, then revalidated with
+        # If-None-Match against their serial ETag (a 304 renews them). Pages the
+        # daemon marks no-store (built from a stale mirror cache) are never kept.
+        location ~ ^{mount}/[^/+][^/]*/[^/+][^/]*/\\+simple/ {{
+{_proxy(name, mount, accel, "            ")}            proxy_cache {name};
+            proxy_cache_key "$scheme://$http_host$request_uri|$http_accept";
+            proxy_cache_valid 200 {CACHE_SECONDS}s;
+            proxy_cache_revalidate on;
+            proxy_cache_lock on;
+            add_header X-Cached $upstream_cache_status;
+        }}
+"""
+
+
+def nginx_site(config: Config, cache_dir: Path | None = None) -> str:
+    """An nginx site (``map``, ``upstream`` and ``server`` blocks for ``http {}``);
+    with ``cache_dir``, nginx also keeps simple pages (the caching variant)."""
     outside = config.outside_url or DEFAULT_OUTSIDE_URL
     listen, server_name, mount = _listen(outside)
     name = f"devpi_{config.port}"
     files = config.serverdir / "+files"
     accel = accel_location(config)
+    cache_path = ""
+    cache_location = ""
+    if cache_dir is not None:
+        cache_path = (f"\nproxy_cache_path {cache_dir} levels=1:2 keys_zone={name}:10m "
+                      f"inactive=1h use_temp_path=off;\n")
+        cache_location = _page_cache(name, mount, accel)
     return f"""\
 # nginx site for devpi-twisted, made by `devpi-twisted gen-config`.
 # Include it inside the http {{}} block (e.g. /etc/nginx/sites-enabled/).
@@ -81,7 +122,7 @@ upstream {name} {{
     server {upstream_address(config)};
     keepalive 16;
 }}
-
+{cache_path}
 server {{
     listen {listen};
     server_name {server_name} $hostname "";
@@ -98,17 +139,7 @@ server {{
     proxy_send_timeout 60s;
 
     location {mount}/ {{
-        proxy_pass http://{name};
-        proxy_http_version 1.1;
-        proxy_set_header Connection "";
-        proxy_set_header Host $http_host;
-        proxy_set_header X-Outside-Url ${name}_scheme://$http_host{mount};
-        proxy_set_header X-Forwarded-Proto ${name}_scheme;
-        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        proxy_set_header X-Real-IP $remote_addr;
-        # the daemon answers downloads of stored files with X-Accel-Redirect to:
-        proxy_set_header {ACCEL_HEADER} {accel};
-    }}
+{_proxy(name, mount, accel, "        ")}{cache_location}    }}
 
     location {accel} {{
         internal;
@@ -194,10 +225,13 @@ files = {here / "supervisor-devpi.conf"}
 
 
 def generate(config: Config, args: Sequence[str], bindir: Path, user: str,
-             target: Path) -> dict[str, str]:
+             target: Path, cache_dir: Path | None = None) -> dict[str, str]:
     """File name -> text of every generated file (``target`` is where they will be)."""
+    if cache_dir is None:
+        cache_dir = Path(f"/var/cache/nginx/devpi-{config.port}")
     return {
         "nginx-devpi.conf": nginx_site(config),
+        "nginx-devpi-caching.conf": nginx_site(config, cache_dir),
         "devpi.service": systemd_unit(bindir, args, user),
         "crontab": crontab(bindir, args, config.serverdir),
         "supervisor-devpi.conf": supervisor_program(bindir, args, user),

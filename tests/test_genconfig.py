@@ -22,6 +22,7 @@ EXAMPLE_ARGS = ["--serverdir", "/srv/devpi", "--port", "3141", "--outside-url",
                 "https://pypi.example.com", "--secretfile", "/etc/devpi/secret",
                 "--bindir", "/opt/devpi/bin", "--service-user", "devpi"]
 EXAMPLES = {"nginx-devpi.conf": TOP / "nginx" / "nginx-devpi.conf",
+            "nginx-devpi-caching.conf": TOP / "nginx" / "nginx-devpi-caching.conf",
             "devpi.service": TOP / "systemd" / "devpi.service"}
 
 
@@ -51,7 +52,8 @@ def test_checked_in_examples_are_what_gen_config_writes(tmp_path: Path) -> None:
 
 def test_writes_every_file_with_the_server_arguments(generated: Path) -> None:
     assert sorted(p.name for p in generated.iterdir()) == [
-        "crontab", "devpi.service", "nginx-devpi.conf", "supervisor-devpi.conf",
+        "crontab", "devpi.service", "nginx-devpi-caching.conf", "nginx-devpi.conf",
+        "supervisor-devpi.conf",
         "supervisord.conf"]
     serverdir = generated.parent / "relative" / "state"  # made absolute
     expected = ["devpi", "--serverdir", str(serverdir), "--port", "4040", "--outside-url",
@@ -89,8 +91,13 @@ def test_nginx_site_proxies_to_the_daemon_and_serves_the_file_store(generated: P
     assert "client_max_body_size 1073741824;" in site
 
 
-def test_nginx_accepts_the_generated_site(generated: Path, tmp_path: Path) -> None:
+def test_nginx_accepts_the_generated_sites(generated: Path, tmp_path: Path) -> None:
     checked = Nginx(tmp_path / "nginx", generated / "nginx-devpi.conf").check()
+    assert checked.returncode == 0, checked.stderr
+    caching = generated / "nginx-devpi-caching.conf"
+    text = caching.read_text().replace("/var/cache/nginx/devpi-4040", str(tmp_path / "cache"))
+    caching.write_text(text)
+    checked = Nginx(tmp_path / "nginx-caching", caching).check()
     assert checked.returncode == 0, checked.stderr
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -40,11 +41,11 @@ class Front:
         return self.daemon.log.read_text().splitlines()
 
 
-def gen_config(cwd: Path, *args: str) -> Path:
+def gen_config(cwd: Path, *args: str, name: str = "nginx-devpi.conf") -> Path:
     cwd.mkdir(parents=True, exist_ok=True)
     subprocess.run([bin_path("devpi-twisted"), "gen-config", *args], cwd=cwd, check=True,
                    capture_output=True, text=True)
-    return cwd / "gen-config" / "nginx-devpi.conf"
+    return cwd / "gen-config" / name
 
 
 def daemon_port(daemon: Daemon) -> str:
@@ -226,3 +227,35 @@ def test_internal_file_location_is_not_reachable_from_outside(front: Front) -> N
     port = daemon_port(front.daemon)
     status, _, _ = fetch(f"{front.url}/+devpi-files-{port}/packages/stable/")
     assert status == 404
+
+
+def test_caching_site_keeps_pages_and_revalidates_them_by_serial(front: Front,
+                                                                  tmp_path: Path) -> None:
+    port = free_port()
+    outside = f"http://127.0.0.1:{port}"
+    site = gen_config(tmp_path / "cwd", "--serverdir", str(front.daemon.serverdir), "--port",
+                      daemon_port(front.daemon), "--outside-url", outside, "--nginx-cache-dir",
+                      str(tmp_path / "cache"), name="nginx-devpi-caching.conf")
+    nginx = Nginx(tmp_path / "nginx", site).start(port)
+    page = outside + "/packages/stable/+simple/ngx-cached/"
+    accept = {"Accept": "application/vnd.pypi.simple.v1+json"}
+
+    def versions() -> tuple[list[str], str]:
+        status, body, headers = fetch(page, accept)
+        assert status == 200, body
+        return json.loads(body)["versions"], headers.get("X-Cached", "")
+
+    try:
+        twine(outside + "/packages/stable/", make_wheel(tmp_path, "ngx-cached", "1.0"))
+        assert versions() == (["1.0"], "MISS")
+        assert versions() == (["1.0"], "HIT")
+        twine(outside + "/packages/stable/", make_wheel(tmp_path, "ngx-cached", "2.0"))
+        time.sleep(2.1)  # its second in nginx is over (whole seconds): asked again, with its ETag
+        assert versions() == (["1.0", "2.0"], "EXPIRED")  # new serial: a new page
+        time.sleep(2.1)
+        assert versions() == (["1.0", "2.0"], "REVALIDATED")  # same serial: the daemon said 304
+        statuses = [line.split('"')[2].split()[0] for line in front.daemon_lines()
+                    if '"GET /packages/stable/+simple/ngx-cached/ HTTP/1.1"' in line]
+        assert statuses == ["200", "200", "304"]
+    finally:
+        nginx.stop()
