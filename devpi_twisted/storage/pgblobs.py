@@ -183,9 +183,10 @@ class PgBlobStore:
     def touch(self, key: str, now: float) -> Deferred[None] | None:
         if not self._touches.first_today(key, now):
             return None
-        params = (now, key, now - TOUCH_INTERVAL)
-        return Deferred.fromCoroutine(self._pool.interaction(
-            lambda cursor: cursor.execute(TOUCH_BLOB, params))).addCallback(lambda _: None)
+        return Deferred.fromCoroutine(self._touch((now, key, now - TOUCH_INTERVAL)))
+
+    async def _touch(self, params: tuple[float, str, float]) -> None:
+        await self._pool.interaction(lambda cursor: cursor.execute(TOUCH_BLOB, params))
 
     def usage(self, prefix: str) -> Deferred[list[BlobUsage]]:
         return Deferred.fromCoroutine(self._usage(prefix))

@@ -108,8 +108,8 @@ def render(metrics: RequestMetrics, series: Iterable[Series],
     lines = ["# HELP devpi_http_requests_total HTTP requests answered, by route and status",
              "# TYPE devpi_http_requests_total counter"]
     for (route, method, status), count in sorted(metrics.requests.items()):
-        labels = {**common, "route": route, "method": method, "status": str(status)}
-        lines.append(f"devpi_http_requests_total{_labels(labels)} {count}")
+        counted = {**common, "route": route, "method": method, "status": str(status)}
+        lines.append(f"devpi_http_requests_total{_labels(counted)} {count}")
     lines += ["# HELP devpi_http_request_duration_seconds time from request to response end",
               "# TYPE devpi_http_request_duration_seconds histogram"]
     for route, histogram in sorted(metrics.latency.items()):
@@ -117,14 +117,14 @@ def render(metrics: RequestMetrics, series: Iterable[Series],
         for bound, count in zip((*BUCKETS, float("inf")), histogram.counts):
             running += count
             le = "+Inf" if bound == float("inf") else repr(bound)
-            labels = _labels({**common, "route": route, "le": le})
-            lines.append(f"devpi_http_request_duration_seconds_bucket{labels} {running}")
-        labels = _labels({**common, "route": route})
-        lines.append(f"devpi_http_request_duration_seconds_sum{labels} {histogram.total!r}")
-        lines.append(f"devpi_http_request_duration_seconds_count{labels} {histogram.count}")
+            bucket = _labels({**common, "route": route, "le": le})
+            lines.append(f"devpi_http_request_duration_seconds_bucket{bucket} {running}")
+        of_route = _labels({**common, "route": route})
+        lines.append(f"devpi_http_request_duration_seconds_sum{of_route} {histogram.total!r}")
+        lines.append(f"devpi_http_request_duration_seconds_count{of_route} {histogram.count}")
     for s in series:
         name = f"devpi_{s.name}"
         lines += [f"# HELP {name} {s.help}", f"# TYPE {name} {s.kind}"]
-        for labels, value in s.samples:
-            lines.append(f"{name}{_labels({**common, **labels})} {_number(value)}")
+        for sample, value in s.samples:
+            lines.append(f"{name}{_labels({**common, **sample})} {_number(value)}")
     return ("\n".join(lines) + "\n").encode("utf-8")
