@@ -1,6 +1,7 @@
 """Removing mirrored release files nobody downloads (``devpi-twisted cleanup``).
 
-Only files under mirror indexes are candidates, never an upload to a stage.
+Only release files (``+f``/``+e`` keys) of mirror indexes are candidates, never an
+upload to a stage, nor other bodies a mirror keeps (its project name list).
 Each file's last download is kept by the blob store (``touch``, at most once a
 day; see storage/blobs.py). Removal marks the file records deleted first (one
 transaction per project, so every process and replica sees it through the
@@ -91,6 +92,8 @@ class MirrorCleanup:
             if record.config.get("type") != MIRROR:
                 continue
             for usage in await self._blobs.usage(f"{record.user}/{record.index}/"):
+                if usage.key.split("/", 3)[2:3] not in (["+f"], ["+e"]):
+                    continue  # not a release file (e.g. the mirror's project name list)
                 found.append((record.user, record.index,
                               StoredFile(usage.key, usage.size, usage.accessed)))
         return found

@@ -145,13 +145,22 @@ def test_size_budget_removes_least_recently_used_first(site: Site, tmp_path: Pat
         site.download(name, tmp_path / name)
     site.age("cleanbig", 3)
     site.age("cleanmid", 2)
-    mirror = site.blobs("root/pypi/")
+    mirror = site.blobs("root/pypi/+f/")
     total = sum(v for k, v in mirror.items() if not k.endswith(".metadata"))
     (big_size,) = site.stored("cleanbig-1.0-py3-none-any.whl").values()
     done = site.cleanup("--max-size", str(total - big_size))  # one file too many: the LRU one
     assert "removed 1 mirror files" in done, done
     assert site.stored("cleanbig-1.0-py3-none-any.whl") == {}
     assert len(site.stored("cleanmid-1.0-py3-none-any.whl")) == 1
+
+
+def test_only_release_files_are_candidates(site: Site) -> None:
+    names = site.blobs("root/pypi/+names/")
+    assert names, "the mirror keeps its project name list in the blob store"
+    listed = site.cleanup("--max-size", "0", "--dry-run")
+    assert "+names" not in listed and "cleanprivate" not in listed
+    assert "would remove root/pypi/+f/" in listed
+    assert site.blobs("root/pypi/+names/") == names
 
 
 def test_cleanup_refuses_unclear_requests(site: Site) -> None:

@@ -10,6 +10,7 @@ bodies in the database: the daemon sends them through the same site).
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import subprocess
@@ -102,6 +103,19 @@ def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, 
         return e.code, e.read(), dict(e.headers)
 
 
+def location_of(base: str, path: str) -> tuple[int, str | None]:
+    """Status and Location of GET ``path`` (redirects not followed)."""
+    parts = urllib.parse.urlsplit(base)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        conn.request("GET", parts.path + path)
+        response = conn.getresponse()
+        response.read()
+        return response.status, response.getheader("Location")
+    finally:
+        conn.close()
+
+
 def nginx_lines(front: Front, path: str) -> list[list[str]]:
     """nginx's access log entries of GET ``path``: [method, uri, status, bytes, ...]."""
     return [line.split() for line in front.nginx.log_lines()
@@ -174,6 +188,8 @@ def test_absolute_urls_name_nginx(front: Front) -> None:
     assert body["result"]["login"] == front.url + "/+login"
     assert body["result"]["pypisubmit"] == front.url + "/packages/stable/"
     assert body["result"]["simpleindex"] == front.url + "/packages/stable/+simple/"
+    assert location_of(front.url, "/packages/stable/+simple/Ngx_Hello/") == (
+        302, front.url + "/packages/stable/+simple/ngx-hello/")
 
 
 def test_health_metrics_and_status_through_nginx(front: Front, tmp_path: Path) -> None:
@@ -214,6 +230,8 @@ def test_path_prefix_mount_through_nginx(front: Front, tmp_path: Path) -> None:
         pip("install", "--index-url", outside + "/packages/stable/+simple/", "--target",
             str(target), "ngx-prefixed")
         assert (target / "ngx_prefixed" / "__init__.py").exists()
+        assert location_of(outside, "/packages/stable/+simple/Ngx_Prefixed/") == (
+            302, outside + "/packages/stable/+simple/ngx-prefixed/")
         fetched = [line.split() for line in map(urllib.parse.unquote, nginx.log_lines())
                    if "/+f/" in line and ".whl " in line]
         assert fetched and fetched[0][1].startswith("/devpi/packages/stable/+f/")
