@@ -67,7 +67,8 @@ def main() -> int:
         port, direct_port = free_port(), free_port()
         subprocess.run([str(BIN / "devpi-twisted"), "gen-config", "--serverdir", str(serverdir),
                         "--port", base.rsplit(":", 1)[1], "--outside-url",
-                        f"http://127.0.0.1:{port}"], cwd=work, check=True, stdout=subprocess.DEVNULL)
+                        f"http://127.0.0.1:{port}"], cwd=work, check=True,
+                       stdout=subprocess.DEVNULL)
         sites = work / "sites.conf"
         sites.write_text(f"include {work / 'gen-config' / 'nginx-devpi.conf'};\n"
                          f"server {{ listen 127.0.0.1:{direct_port}; keepalive_requests 1000000;\n"
@@ -105,7 +106,8 @@ def main() -> int:
         row("nginx alone", args.conns, theirs_all, "", "", None)
         ratio = ours_all["mbs"] / max(theirs_all["mbs"], 1e-9)
         row("  site/nginx", "", None, f">= {TARGET}", f"{ratio:.3f}", ratio >= TARGET)
-        rounds = ", ".join(f"{a:.0f}/{b:.0f}" for a, b in zip(ours_all["rounds"], theirs_all["rounds"]))
+        pairs = zip(ours_all["rounds"], theirs_all["rounds"])
+        rounds = ", ".join(f"{a:.0f}/{b:.0f}" for a, b in pairs)
         print(f"  (rounds: {rounds} MB/s; CPU of the daemon per download: {ours_all['cpu']:.3f} ms)")
         errors = ours_all["errors"] + ours_all["non2xx"] + theirs_all["errors"] + theirs_all["non2xx"]
         return 0 if ratio >= TARGET and not errors else 1

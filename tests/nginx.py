@@ -23,7 +23,9 @@ ACCESS_FORMAT = ('$request_method $request_uri $status $body_bytes_sent '
 
 
 def nginx_binary() -> str:
-    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    found = shutil.which("nginx")
+    if found is None and os.path.exists("/usr/sbin/nginx"):
+        found = "/usr/sbin/nginx"
     if found is None:
         raise RuntimeError("nginx is not installed; scripts/run-tests installs it "
                            "(apt-get install nginx)")
@@ -51,7 +53,9 @@ class Nginx:
             user = f"user {pwd.getpwuid(os.geteuid()).pw_name};\n"
         temp = "\n".join(f"    {kind}_temp_path {self.base / 'tmp' / kind};"
                          for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-        mime = "    include /etc/nginx/mime.types;\n" if os.path.exists("/etc/nginx/mime.types") else ""
+        mime = ""
+        if os.path.exists("/etc/nginx/mime.types"):
+            mime = "    include /etc/nginx/mime.types;\n"
         return (f"{user}daemon off;\nworker_processes 1;\npid {self.base / 'nginx.pid'};\n"
                 f"error_log {self.error_log} info;\n"
                 "events { worker_connections 512; }\n"

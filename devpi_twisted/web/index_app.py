@@ -223,8 +223,9 @@ class IndexApp(FileRoutes, OpsRoutes):
         if self._mirror is None:
             return more
         more["cache"].update(self._mirror.stats)
-        return {**more, "mirror": {**self._mirror.stats, "upstream": dict(self._mirror.upstream_stats),
-                                   "offline": self._mirror.offline}}
+        mirror = self._mirror
+        return {**more, "mirror": {**mirror.stats, "upstream": dict(mirror.upstream_stats),
+                                   "offline": mirror.offline}}
 
     def _status_metrics(self) -> list[Any]:
         return self.status_metrics()

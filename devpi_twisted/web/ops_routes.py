@@ -102,7 +102,7 @@ class OpsRoutes(ManagementApp):
             Series("upstream_retries_total", "counter", "upstream requests retried",
                    (({}, upstream.get("retries", 0)),)),
             Series("mirror_page_requests_total", "counter",
-                   "mirror project pages asked for: answered from the cache (hit) or fetched (miss)",
+                   "mirror project pages asked for: from the cache (hit) or fetched (miss)",
                    (({"result": "hit"}, stats.get("page_hits", 0)),
                     ({"result": "miss"}, stats.get("page_fetches", 0)),
                     ({"result": "error"}, stats.get("page_errors", 0)))),

@@ -143,7 +143,8 @@ class DevpiSite(Site):
             wanted = prefix.strip("/").encode("utf-8").split(b"/")
             if request.postpath[:len(wanted)] == wanted:
                 request.postpath = request.postpath[len(wanted):] or [b""]
-        request.devpi_route = route_of(request.postpath, request.method)  # type: ignore[attr-defined]
+        route = route_of(request.postpath, request.method)
+        request.devpi_route = route  # type: ignore[attr-defined]
         return super().getResourceFor(request)
 
 

@@ -38,7 +38,8 @@ class Site:
             root = self.daemon.serverdir / "+files"
             return {p.relative_to(root).as_posix(): p.stat().st_size for p in root.rglob("*")
                     if p.is_file() and like in p.relative_to(root).as_posix()}
-        out = self.cluster.psql(self.database, f"SELECT key, size FROM blobs WHERE key LIKE '%{like}%'")
+        out = self.cluster.psql(self.database,
+                                f"SELECT key, size FROM blobs WHERE key LIKE '%{like}%'")
         return {k: int(s) for k, s in (line.split("|") for line in out.split())}
 
     def stored(self, filename: str) -> dict[str, int]:
@@ -109,7 +110,8 @@ def upstream_fetches(site: Site, name: str) -> int:
     return sum(1 for r in site.fake.requests() if r["path"].endswith(".whl") and name in r["path"])
 
 
-def test_old_mirror_files_go_private_uploads_and_used_files_stay(site: Site, tmp_path: Path) -> None:
+def test_old_mirror_files_go_private_uploads_and_used_files_stay(site: Site,
+                                                                 tmp_path: Path) -> None:
     twine(site.daemon.url + "/packages/stable/", make_wheel(tmp_path, "cleanprivate", "1.0"))
     for name in ("cleanold", "cleanused", "cleannew"):
         site.download(name, tmp_path / "first" / name)
