@@ -150,6 +150,8 @@ class FileRoutes(ManagementApp):
             self.file_stats["accel_redirects"] += 1
             request.setHeader(b"X-Accel-Redirect", accel.rstrip(b"/") + b"/" +
                               quote(relpath, safe="/+=-_.~").encode("ascii"))
+            # no body, said so: nginx keeps the upstream connection (an empty chunked one closes it)
+            request.setHeader(b"Content-Length", b"0")
             return b""
         try:
             size = local.size if local is not None else await self._blobs.size(relpath)

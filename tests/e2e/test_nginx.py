@@ -277,3 +277,26 @@ def test_caching_site_keeps_pages_and_revalidates_them_by_serial(front: Front,
         assert statuses == ["200", "200", "304"]
     finally:
         nginx.stop()
+
+
+def test_daemon_answers_the_accel_header_with_an_empty_keepalive_redirect(
+        front: Front, tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path, "ngx-accel", "1.0")
+    twine(front.url + "/packages/stable/", wheel)
+    path = file_path_of(front, "packages/stable", "ngx-accel", wheel.name)
+    parts = urllib.parse.urlsplit(front.daemon.url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        conn.request("GET", path, headers={"X-Devpi-Accel-Location": "/+internal/"})
+        response = conn.getresponse()
+        body = response.read()
+    finally:
+        conn.close()
+    assert response.status == 200
+    if front.storage == "sqlite":  # nginx is to send the file: no body, said with a length
+        assert response.getheader("X-Accel-Redirect") == "/+internal" + path
+        assert response.getheader("Content-Length") == "0" and body == b""
+        assert response.getheader("Transfer-Encoding") is None  # nginx would drop the connection
+    else:  # the body lives in PostgreSQL: the daemon sends it
+        assert response.getheader("X-Accel-Redirect") is None
+        assert body == wheel.read_bytes()
