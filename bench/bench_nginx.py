@@ -5,8 +5,9 @@ same nginx serving the same file straight from ``<serverdir>/+files``.
 Run by hand, never in CI, with the python of the venv devpi-twisted is installed in
 (non-editable): ``VENV/bin/python bench/bench_nginx.py [--duration 10] [--conns 4]``.
 One nginx (1 worker, sendfile, the generated site plus a plain static server on a
-second port), one daemon on sqlite; wrk with keep-alive connections, 3 rounds of
-each alternating. With 2+ CPUs nginx and the daemon run on CPU 0, wrk on CPU 1.
+second port), one daemon on sqlite; wrk with keep-alive connections, 8 short runs of
+each alternating; the figure is the median of the runs' ratios (the machine may be
+shared). With 2+ CPUs nginx and the daemon run on CPU 0, wrk on CPU 1.
 Target: MB/s through the generated site >= 0.95 x MB/s of nginx alone.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 from bench_api import request, stop_server  # noqa: E402
 from bench_index import (  # noqa: E402
-    JSON_ACCEPT, ROUNDS, SERVER_CPU, WRK_LUA, combine, measure, pin, row, run_wrk, upload_form,
+    JSON_ACCEPT, SERVER_CPU, WRK_LUA, combine, measure, pin, row, run_wrk, upload_form,
 )
 from bench_storage import BIN, start_server, wait_idle  # noqa: E402
 from tests.nginx import Nginx, free_port  # noqa: E402
@@ -53,7 +55,8 @@ def setup(base: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--duration", type=int, default=10, help="seconds per run (10)")
+    parser.add_argument("--duration", type=int, default=4, help="seconds per run (4)")
+    parser.add_argument("--rounds", type=int, default=8, help="runs of each, alternating (8)")
     parser.add_argument("--conns", type=int, default=4, help="wrk connections (4)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
@@ -91,12 +94,12 @@ def main() -> int:
         pin(proc.pid, "0")
         wait_idle(proc.pid)
         print(f"== 20 MB downloads, {args.conns} connections, {args.duration} s per run, "
-              f"{ROUNDS} rounds each; daemon pid {proc.pid}, nginx pid {nginx_proc.pid}")
+              f"{args.rounds} rounds each; daemon pid {proc.pid}, nginx pid {nginx_proc.pid}")
         head = (f"{'case':<22} {'conns':>5} {'req/s':>8} {'MB/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
                 f"{'CPU ms/req':>10} {'db ms/req':>9} {'errors':>6}  {'target':<16} {'figure':<10}")
         print(f"{head}\n{'-' * (len(head) + 4)}", flush=True)
         ours, theirs = [], []
-        for _ in range(ROUNDS):  # alternating, so drift in the machine hits both alike
+        for _ in range(args.rounds):  # alternating, so drift in the machine hits both alike
             ours.append(measure(proc.pid, None, lambda: run_wrk(through, {}, args.conns,
                                                                 args.duration, lua)))
             theirs.append(measure(nginx_proc.pid, None, lambda: run_wrk(direct, {}, args.conns,
@@ -104,8 +107,14 @@ def main() -> int:
         ours_all, theirs_all = combine(ours), combine(theirs)
         row("gen-config site", args.conns, ours_all, "", "", None)
         row("nginx alone", args.conns, theirs_all, "", "", None)
-        ratio = ours_all["mbs"] / max(theirs_all["mbs"], 1e-9)
-        row("  site/nginx", "", None, f">= {TARGET}", f"{ratio:.3f}", ratio >= TARGET)
+        # the median of each round's ratio: a burst of other load on the machine during
+        # one run moves one pair, not the figure
+        ratios = sorted(a["mbs"] / max(b["mbs"], 1e-9) for a, b in zip(ours, theirs))
+        ratio = statistics.median(ratios)
+        total = ours_all["mbs"] / max(theirs_all["mbs"], 1e-9)
+        row("  site/nginx (median)", "", None, f">= {TARGET}", f"{ratio:.3f}", ratio >= TARGET)
+        print(f"  (ratio of the mean MB/s: {total:.3f}; per round: "
+              f"{', '.join(f'{r:.2f}' for r in ratios)})")
         pairs = zip(ours_all["rounds"], theirs_all["rounds"])
         rounds = ", ".join(f"{a:.0f}/{b:.0f}" for a, b in pairs)
         print(f"  (rounds: {rounds} MB/s; CPU of the daemon per download: {ours_all['cpu']:.3f} ms)")
