@@ -4,7 +4,7 @@ Prometheus text format; the series ``/+status`` shows under ``metrics``.
 What is counted is this process's (see web/metrics.py): requests by route and
 status with latency histograms, upstream fetches, mirror cache hits and misses,
 downloads nginx sent (X-Accel-Redirect), files stored and their bytes per index
-(a scan of the blob store, at most once a minute), the serial and the
+(a scan of the blob store, at most every five minutes), the serial and the
 replication state (placeholders until replication lands: a standalone node is
 never behind).
 """
@@ -26,7 +26,7 @@ from devpi_twisted.web.app import ManagementApp, _route
 from devpi_twisted.web.metrics import RequestMetrics, Series, render as render_metrics
 
 _log = Logger()
-USAGE_SECONDS = 60.0  # the blob store is scanned for /+metrics at most this often
+USAGE_SECONDS = 300.0  # /+metrics scans the blob store (on a thread) at most this often
 PROMETHEUS_TEXT = b"text/plain; version=0.0.4; charset=utf-8"
 STARTED = time.time()
 
