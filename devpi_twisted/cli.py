@@ -1,4 +1,5 @@
-"""``devpi-twisted``: administration commands (init, passwd) sharing the server's options."""
+"""``devpi-twisted``: administration commands (init, passwd, gen-config, cleanup) sharing
+the server's options."""
 
 from __future__ import annotations
 
@@ -166,7 +167,11 @@ def _cleanup(config: Config, options: Any) -> None:
         raise ConfigError(str(e)) from None
 
     async def run(reactor: Any) -> None:
-        storage = open_storage(config, reactor, SerialBoard(config.serverdir / BOARD))
+        try:
+            storage = open_storage(config, reactor, SerialBoard(config.serverdir / BOARD))
+        except StartupError as e:
+            print(f"devpi-twisted: {e}", file=sys.stderr)
+            raise SystemExit(1) from None
         try:
             blobs = open_blobs(config, storage, reactor)
             report = await MirrorCleanup(storage, blobs, time.time).run(

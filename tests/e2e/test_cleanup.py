@@ -169,3 +169,12 @@ def test_cleanup_refuses_unclear_requests(site: Site) -> None:
     assert "--days" in site.cleanup(ok=False)
     assert "--max-size" in site.cleanup("--max-size", "lots", ok=False)
     assert "--days" in site.cleanup("--days", "soon", ok=False)
+
+
+def test_cleanup_of_a_directory_without_state_fails_with_one_line(tmp_path: Path) -> None:
+    done = subprocess.run([bin_path("devpi-twisted"), "cleanup", "--serverdir",
+                           str(tmp_path / "none"), "--days", "1"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"devpi-twisted: {tmp_path / 'none'} contains no devpi-twisted state"]
