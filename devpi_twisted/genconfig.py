@@ -102,6 +102,10 @@ def nginx_site(config: Config, cache_dir: Path | None = None) -> str:
     accel = accel_location(config)
     cache_path = ""
     cache_location = ""
+    bare_mount = ""
+    if mount:  # the mount point without its slash leads into it
+        bare_mount = (f"\n    location = {mount} {{\n"
+                      f"        return 301 ${name}_scheme://$http_host{mount}/;\n    }}\n")
     if cache_dir is not None:
         cache_path = (f"\nproxy_cache_path {cache_dir} levels=1:2 keys_zone={name}:10m "
                       f"inactive=1h use_temp_path=off;\n")
@@ -140,7 +144,7 @@ server {{
 
     location {mount}/ {{
 {_proxy(name, mount, accel, "        ")}{cache_location}    }}
-
+{bare_mount}
     location {accel} {{
         internal;
         alias {files}/;

@@ -232,6 +232,7 @@ def test_path_prefix_mount_through_nginx(front: Front, tmp_path: Path) -> None:
         assert (target / "ngx_prefixed" / "__init__.py").exists()
         assert location_of(outside, "/packages/stable/+simple/Ngx_Prefixed/") == (
             302, outside + "/packages/stable/+simple/ngx-prefixed/")
+        assert location_of(f"http://127.0.0.1:{port}", "/devpi") == (301, outside + "/")
         fetched = [line.split() for line in map(urllib.parse.unquote, nginx.log_lines())
                    if "/+f/" in line and ".whl " in line]
         assert fetched and fetched[0][1].startswith("/devpi/packages/stable/+f/")
