@@ -58,6 +58,8 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=4, help="seconds per run (4)")
     parser.add_argument("--rounds", type=int, default=8, help="runs of each, alternating (8)")
     parser.add_argument("--conns", type=int, default=4, help="wrk connections (4)")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="leave the processes to the scheduler (no taskset)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
     lua = work / "bench.lua"
@@ -79,7 +81,8 @@ def main() -> int:
         nginx = Nginx(work / "nginx", sites)
         checked = nginx.check()
         assert checked.returncode == 0, checked.stderr
-        nginx_proc = subprocess.Popen([*SERVER_CPU, *nginx._command()], stdout=subprocess.DEVNULL,
+        server_cpu = [] if args.no_pin else SERVER_CPU
+        nginx_proc = subprocess.Popen([*server_cpu, *nginx._command()], stdout=subprocess.DEVNULL,
                                       stderr=subprocess.STDOUT)
         through, direct = f"http://127.0.0.1:{port}{path}", f"http://127.0.0.1:{direct_port}{path}"
         front, plain = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{direct_port}"
@@ -91,7 +94,8 @@ def main() -> int:
                 time.sleep(0.1)
         for server in (front, plain):
             assert len(request(server, "GET", path)) == SIZE, server
-        pin(proc.pid, "0")
+        if not args.no_pin:
+            pin(proc.pid, "0")
         wait_idle(proc.pid)
         print(f"== 20 MB downloads, {args.conns} connections, {args.duration} s per run, "
               f"{args.rounds} rounds each; daemon pid {proc.pid}, nginx pid {nginx_proc.pid}")

@@ -410,13 +410,13 @@ class FileBlobStore:
             os.close(fd)
 
     def open_local(self, key: str) -> Deferred[LocalBlob | None]:
+        cached = self._open_files.get(key)  # its key was checked when it was opened
+        if cached is not None:
+            return succeed(cached)
         try:
             target = self._path(key)
         except BlobKeyInvalid:
             return _failed()
-        cached = self._open_files.get(key)
-        if cached is not None:
-            return succeed(cached)
         return self._in_thread(_open_sync, key, target).addCallback(
             lambda opened: self._open_files.add(key, *opened))
 

@@ -4,6 +4,7 @@ fetched from upstream while the client receives it (mirror/cache.py)."""
 
 from __future__ import annotations
 
+import functools
 import mimetypes
 import re
 import time
@@ -34,6 +35,7 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 ACCEL_HEADER = b"X-Devpi-Accel-Location"
 
 
+@functools.lru_cache(maxsize=4096)
 def content_type(filename: str) -> bytes:
     if filename.endswith((".tar.gz", ".tgz")):
         return b"application/x-tar"
