@@ -1,4 +1,5 @@
-"""``devpi-twisted``: administration commands (init, passwd) sharing the server's options."""
+"""``devpi-twisted``: administration commands (init, passwd, gen-config, cleanup) sharing
+the server's options."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 from twisted.python import usage
 
 from devpi_twisted.config import (
-    EXPORT_OPTIONS, IMPORT_OPTIONS, INIT_OPTIONS, STATE_OPTIONS, Config, ConfigError, make_options_class,
+    EXPORT_OPTIONS, IMPORT_OPTIONS, INIT_OPTIONS, SERVER_OPTIONS, SPECS, STATE_OPTIONS, Config,
+    ConfigError, make_options_class,
 )
 from devpi_twisted.serverdir import StartupError, read_nodeinfo
 
@@ -47,6 +49,25 @@ class ImportOptions(_DumpOptions, make_options_class(  # type: ignore[misc]
         IMPORT_OPTIONS, "Import a devpi-server 6 dump into a new server directory (and database).")):
     which = "import"
     synopsis = "[options] DIR"
+class GenConfigOptions(make_options_class(  # type: ignore[misc]
+        SERVER_OPTIONS, "Write nginx, systemd, cron and supervisor files into ./gen-config/.")):
+    optParameters = [
+        ["bindir", None, None, "directory holding twistd [default: the running Python's]"],
+        ["service-user", None, None, "unix user the service runs as "
+                                     "[default: the invoking user; devpi for root]"],
+        ["nginx-cache-dir", None, None, "where nginx-devpi-caching.conf keeps pages "
+                                        "[default: /var/cache/nginx/devpi-PORT]"],
+    ]
+
+
+class CleanupOptions(make_options_class(  # type: ignore[misc]
+        STATE_OPTIONS, "Remove mirrored release files not downloaded lately (never uploads).")):
+    optParameters = [
+        ["days", None, None, "remove mirror files not downloaded for this many days"],
+        ["max-size", None, None, "then keep at most this many bytes of mirror files "
+                                 "(suffixes K, M, G, T), least recently downloaded go first"],
+    ]
+    optFlags = [["dry-run", "n", "only list what would be removed"]]
 
 
 class CommandOptions(usage.Options):
@@ -56,6 +77,8 @@ class CommandOptions(usage.Options):
         ["passwd", None, PasswdOptions, "set a user's password"],
         ["export", None, ExportOptions, "write the state as a devpi-server 6 dump: export DIR"],
         ["import", None, ImportOptions, "load a devpi-server 6 dump into a new state: import DIR"],
+        ["gen-config", None, GenConfigOptions, "write nginx, systemd, cron and supervisor files"],
+        ["cleanup", None, CleanupOptions, "remove mirrored files not downloaded lately"],
     ]
 
     def opt_version(self) -> None:
@@ -126,7 +149,92 @@ def _dump(config: Config, options: Any) -> None:
         raise SystemExit(status)
 
 
-COMMANDS = {"init": _init, "passwd": _passwd, "export": _dump, "import": _dump}
+def _server_args(config: Config, options: Any) -> list[str]:
+    """The server options given on the command line, in a fixed order, with the
+    server directory and config file made absolute (as devpi-gen-config does)."""
+    import os
+
+    args = ["--serverdir", str(config.serverdir)]
+    if options["configfile"]:
+        args += ["--configfile", os.path.abspath(os.path.expanduser(options["configfile"]))]
+    for name in SERVER_OPTIONS:
+        value = options[name]
+        if name == "serverdir" or not value and value != "":
+            continue
+        args += [f"--{name}"] if SPECS[name].flag else [f"--{name}", str(value)]
+    return args
+
+
+def _gen_config(config: Config, options: Any) -> None:
+    import getpass
+    import os
+    from pathlib import Path
+
+    from devpi_twisted import genconfig
+
+    bindir = Path(options["bindir"] or Path(sys.executable).parent).absolute()
+    user = options["service-user"] or (getpass.getuser() if os.geteuid() != 0 else "devpi")
+    target = Path.cwd() / "gen-config"
+    cache_dir = Path(options["nginx-cache-dir"]).absolute() if options["nginx-cache-dir"] else None
+    files = genconfig.generate(config, _server_args(config, options), bindir, user, target,
+                               cache_dir)
+    for path in genconfig.write_files(target, files):
+        print(f"devpi-twisted: wrote {path}")
+    print("devpi-twisted: a config file (-c) keeps the options of these files in one place")
+
+
+def _cleanup(config: Config, options: Any) -> None:
+    """Runs beside a serving daemon: records change in transactions (the daemon sees
+    them through the database and the serial board), bodies go after them."""
+    import time
+
+    from twisted.internet import task
+
+    from devpi_twisted.model.cleanup import MirrorCleanup, parse_size
+    from devpi_twisted.model.errors import DomainError
+    from devpi_twisted.serverdir import BOARD
+    from devpi_twisted.service import open_blobs, open_storage
+    from devpi_twisted.storage.board import SerialBoard
+
+    if read_nodeinfo(config.serverdir) is None:
+        raise StartupError(f"{config.serverdir} contains no devpi-twisted state")
+    try:
+        days = float(options["days"]) if options["days"] is not None else None
+    except ValueError:
+        raise ConfigError(f"--days: {options['days']!r} is not a number") from None
+    try:
+        budget = parse_size(options["max-size"]) if options["max-size"] is not None else None
+    except DomainError as e:
+        raise ConfigError(str(e)) from None
+
+    async def run(reactor: Any) -> None:
+        try:
+            storage = open_storage(config, reactor, SerialBoard(config.serverdir / BOARD))
+        except StartupError as e:
+            print(f"devpi-twisted: {e}", file=sys.stderr)
+            raise SystemExit(1) from None
+        try:
+            blobs = open_blobs(config, storage, reactor)
+            report = await MirrorCleanup(storage, blobs, time.time).run(
+                days, budget, bool(options["dry-run"]))
+        except DomainError as e:
+            print(f"devpi-twisted: {e}", file=sys.stderr)
+            raise SystemExit(1) from None
+        finally:
+            await storage.close()
+        verb = "would remove" if report.dry_run else "removed"
+        for removed in report.removed:
+            print(f"{verb} {removed.key} ({removed.size} bytes)")
+        print(f"devpi-twisted: {verb} {len(report.removed)} mirror files "
+              f"({report.removed_bytes} bytes), {report.kept} bytes of mirror files kept")
+
+    from twisted.internet.defer import Deferred
+
+    task.react(lambda reactor: Deferred.fromCoroutine(run(reactor)))
+
+
+COMMANDS = {"init": _init, "passwd": _passwd, "export": _dump, "import": _dump,
+            "gen-config": _gen_config, "cleanup": _cleanup}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

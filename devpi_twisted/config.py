@@ -94,6 +94,8 @@ SPECS: dict[str, OptionSpec] = {
         _spec("listen-fds", "(internal) serve on these inherited listening sockets: FD:FAMILY,..."),
         _flag("requests-only", "worker process: serve HTTP only, no background work"),
         _flag("debug", "log every request"),
+        _flag("access-log", "log every request in the combined log format (JSON lines with "
+                            "twistd --logger devpi_twisted.logfmt.json_lines)"),
         _flag("init", "initialise the server directory first if it holds no state"),
         _flag("no-root-pypi", "do not create the root/pypi mirror at init"),
         _spec("export", "export the state to this directory (devpi-server 6 dump format), then exit"),
@@ -112,7 +114,7 @@ SERVER_OPTIONS = (
     "logger-cfg", "argon2-memory-cost", "argon2-time-cost", "argon2-parallelism",
     "offline-mode", "requests-only", "workers", "listen-fds", "debug", "init", "no-root-pypi",
     "root-passwd", "root-passwd-hash", "export", "import", "hard-links", "include-mirrored-files",
-    "skip-import-type",
+    "skip-import-type", "access-log",
 )
 INIT_OPTIONS = (
     "serverdir", "storage", "role", "primary-url", "master-url", "debug", "logger-cfg",
@@ -156,6 +158,7 @@ class Config:
     workers: int = 0
     listen_fds: tuple[tuple[int, str], ...] = ()
     debug: bool = False
+    access_log: bool = False
     logger_cfg: Path | None = None
     argon2_memory_cost: int = 65536
     argon2_time_cost: int = 3
@@ -422,6 +425,7 @@ def build_config(v: Mapping[str, Any]) -> Config:
         workers=number("workers"),
         listen_fds=_parse_fds(get("listen-fds")),
         debug=flag("debug"),
+        access_log=flag("access-log"),
         logger_cfg=path("logger-cfg"),
         argon2_memory_cost=number("argon2-memory-cost", 8),
         argon2_time_cost=number("argon2-time-cost", 1),

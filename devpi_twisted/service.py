@@ -49,6 +49,7 @@ from devpi_twisted.model.simple import SimpleOps
 from devpi_twisted.storage.blobs import FileBlobStore
 from devpi_twisted.storage.pgblobs import PgBlobStore
 from devpi_twisted.web.index_app import IndexApp
+from devpi_twisted.web.metrics import RequestMetrics
 from devpi_twisted.web.site import DevpiSite, ServerInfo
 from devpi_twisted.replication.client import PrimaryClient
 from devpi_twisted.replication.feed import ChangelogFeed
@@ -282,6 +283,7 @@ def worker_command(config: Config) -> tuple[list[str], dict[str, str]]:
     if config.logger_cfg:
         args += ["--logger-cfg", str(config.logger_cfg)]
     args += [flag for flag, on in (("--debug", config.debug), ("--offline-mode", config.offline_mode)) if on]
+    args += ["--access-log"] if config.access_log else []
     spec = config.storage
     storage = spec.name + (":" + ",".join(f"{k}={v}" for k, v in spec.settings.items()) if spec.settings else "")
     return args, {"DEVPISERVER_STORAGE": storage}
@@ -367,13 +369,15 @@ def build_service(config: Config, reactor: Any) -> IService:
                     default_expiry=config.mirror_cache_expiry, reactor=reactor,
                     wait=config.request_timeout,
                     via=replica.mirror_page if replica is not None else None)
+    metrics = RequestMetrics()
     app = IndexApp(ops, info, ReleaseOps(storage, blobs, time.time), SimpleOps(storage), blobs,
-                   offload, staging, http, mirror, feed=feed, replica=replica)
+                   offload, staging, http, mirror, metrics, feed=feed, replica=replica)
     resource = app.resource()
     if replica is not None:
         resource = ReplicaWrites(resource, replica, config.primary_url or "", info,
                                  config.proxy_timeout)
-    site = DevpiSite(resource, info, lambda: storage.serial, access_log=config.debug,
+    site = DevpiSite(resource, info, lambda: storage.serial,
+                     access_log=config.debug or config.access_log, metrics=metrics,
                      primary_uuid=(lambda: client.primary_uuid) if replica is not None else None)
 
     root = DevpiService(lock)

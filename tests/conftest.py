@@ -2,7 +2,8 @@
 
 With DEVPI_TWISTED_REQUIRE_POSTGRES=1 (set by scripts/run-tests for a full run)
 the run fails unless tests on PostgreSQL ran and passed: they must never be
-skipped or deselected away silently.
+skipped or deselected away silently. DEVPI_TWISTED_REQUIRE_NGINX=1 (also set
+for a full run) does the same for the tests with a real nginx (tests/e2e/test_nginx.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 from tests.pg import PgCluster
 
 _postgres_passed: list[str] = []
+_nginx_passed: list[str] = []
 
 
 @pytest.fixture(scope="session")
@@ -27,9 +29,14 @@ def pg_cluster() -> Iterator[PgCluster]:
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when == "call" and report.passed and "postgres" in report.nodeid:
         _postgres_passed.append(report.nodeid)
+    if report.when == "call" and report.passed and "test_nginx" in report.nodeid:
+        _nginx_passed.append(report.nodeid)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if os.environ.get("DEVPI_TWISTED_REQUIRE_POSTGRES") == "1" and not _postgres_passed:
         print("\nrun-tests: no test on PostgreSQL passed; a full run must run them", flush=True)
+        session.exitstatus = 1
+    if os.environ.get("DEVPI_TWISTED_REQUIRE_NGINX") == "1" and not _nginx_passed:
+        print("\nrun-tests: no test with nginx passed; a full run must run them", flush=True)
         session.exitstatus = 1

@@ -139,7 +139,7 @@ def make_wheel(directory: Path, name: str, version: str, requires: list[str] | N
 
     module = name.replace("-", "_").lower()
     dist_info = f"{module}-{version}.dist-info"
-    metadata = [f"Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}",
+    metadata = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}",
                 f"Summary: test package {name}"]
     metadata += [f"Requires-Dist: {r}" for r in requires or []]
     if requires_python:

@@ -33,6 +33,7 @@ from devpi_twisted.storage.interface import StorageError
 CHUNK_SIZE = 1 << 20  # bytes per read, write and (PostgreSQL) stored chunk
 OPEN_FILES = 128  # blob files kept open for the next download of the same file
 TEMP_PREFIX = ".tmp-blob-"  # temporary files of unfinished puts; no key segment may start so
+TOUCH_INTERVAL = 86400  # a blob's access time is written at most once per this many seconds
 
 
 class BlobError(StorageError):
@@ -103,8 +104,41 @@ class BlobStore(Protocol):
         """The blob's local file opened for reading (for sendfile); None if the store
         keeps no local files. Raises BlobMissing. The caller closes it."""
 
+    def touch(self, key: str, now: float) -> Deferred[None] | None:
+        """Record a download of ``key`` at ``now`` (for cleanup): stored at most once a day
+        per key and process; None when nothing had to be written."""
+
+    def usage(self, prefix: str) -> Deferred[list[BlobUsage]]:
+        """Every blob whose key starts with ``prefix``: size and last download (or store)."""
+
     def delete(self, key: str) -> Deferred[None]:
         """Remove the blob; an absent key is fine."""
+
+
+@attrs.frozen
+class BlobUsage:
+    key: str
+    size: int
+    accessed: float  # seconds since the epoch: last download, or when stored
+
+
+class DailyTouches:
+    """Which keys had their access time written today by this process: a download
+    costs a dict lookup, and one write per key and day."""
+
+    def __init__(self) -> None:
+        self._day = -1
+        self._done: set[str] = set()
+
+    def first_today(self, key: str, now: float) -> bool:
+        day = int(now // TOUCH_INTERVAL)
+        if day != self._day:
+            self._day = day
+            self._done.clear()
+        if key in self._done:
+            return False
+        self._done.add(key)
+        return True
 
 
 @attrs.define(eq=False)
@@ -316,6 +350,7 @@ class FileBlobStore:
         self._threadpool = threadpool if threadpool is not None else reactor.getThreadPool()
         self._open_files = OpenFiles()
         self._sync = sync
+        self._touches = DailyTouches()
 
     def unsynced(self) -> FileBlobStore:
         """The same store, but ``put_file``/``link_file`` skip their fsyncs: for a bulk
@@ -393,15 +428,35 @@ class FileBlobStore:
             os.close(fd)
 
     def open_local(self, key: str) -> Deferred[LocalBlob | None]:
+        cached = self._open_files.get(key)  # its key was checked when it was opened
+        if cached is not None:
+            return succeed(cached)
         try:
             target = self._path(key)
         except BlobKeyInvalid:
             return _failed()
-        cached = self._open_files.get(key)
-        if cached is not None:
-            return succeed(cached)
         return self._in_thread(_open_sync, key, target).addCallback(
             lambda opened: self._open_files.add(key, *opened))
+
+    # -- access times --------------------------------------------------------------------
+
+    def touch(self, key: str, now: float) -> Deferred[None] | None:
+        """The file's atime (its mtime stays, nginx sends it as Last-Modified), written
+        on a thread when older than a day, at most once a day per key and process."""
+        if not self._touches.first_today(key, now):
+            return None
+        try:
+            target = self._path(key)
+        except BlobKeyInvalid:
+            return None
+        return self._in_thread(_touch_sync, target, now)
+
+    def usage(self, prefix: str) -> Deferred[list[BlobUsage]]:
+        try:
+            top = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        except BlobKeyInvalid:
+            return _failed()
+        return self._in_thread(_usage_sync, self.root, top)
 
     # -- delete ----------------------------------------------------------------------------
 
@@ -554,3 +609,29 @@ def _delete_sync(target: Path) -> None:
     except (FileNotFoundError, NotADirectoryError):
         return
     _fsync_dir(target.parent)
+
+
+def _touch_sync(target: Path, now: float) -> None:
+    try:
+        st = os.stat(target)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if st.st_atime < now - TOUCH_INTERVAL or st.st_atime < st.st_mtime:
+        os.utime(target, ns=(int(now * 1e9), st.st_mtime_ns))
+
+
+def _usage_sync(root: Path, top: Path) -> list[BlobUsage]:
+    found = []
+    for directory, _, names in os.walk(top):
+        for name in names:
+            if name.startswith(TEMP_PREFIX):
+                continue
+            path = os.path.join(directory, name)
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:  # deleted meanwhile
+                continue
+            if stat.S_ISREG(st.st_mode):
+                key = Path(path).relative_to(root).as_posix()
+                found.append(BlobUsage(key, st.st_size, max(st.st_atime, st.st_mtime)))
+    return found

@@ -23,7 +23,8 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from devpi_twisted.storage.blobs import (
-    CHUNK_SIZE, BlobHashMismatch, BlobMissing, ChunkPump, LocalBlob, byte_range, check_key, settled,
+    CHUNK_SIZE, TOUCH_INTERVAL, BlobHashMismatch, BlobMissing, BlobUsage, ChunkPump, DailyTouches,
+    LocalBlob, byte_range, check_key, settled,
 )
 
 BLOB_LOCK_CLASS = 0x626C6F62  # with hashtext(key): serialises puts of one key ("blob")
@@ -34,6 +35,9 @@ INSERT_CHUNK = "INSERT INTO blob_chunks (key, seq, data) VALUES (%s, %s, decode(
 INSERT_BLOB = "INSERT INTO blobs (key, size, sha256, chunk_size) VALUES (%s, %s, %s, %s)"
 SELECT_BLOB = "SELECT size, sha256, chunk_size FROM blobs WHERE key = %s"
 SELECT_SIZE = "SELECT size FROM blobs WHERE key = %s"
+TOUCH_BLOB = "UPDATE blobs SET accessed_at = %s WHERE key = %s AND accessed_at < %s"
+SELECT_USAGE = ("SELECT key, size, accessed_at FROM blobs"
+                " WHERE key >= %s AND key < %s ORDER BY key")
 SELECT_PART = (
     "SELECT substring(c.data FROM %s FOR %s) FROM blob_chunks c JOIN blobs b ON b.key = c.key"
     " WHERE c.key = %s AND c.seq = %s AND b.sha256 = %s"
@@ -70,6 +74,7 @@ class PgBlobStore:
         self._reactor = reactor
         self._threadpool = threadpool if threadpool is not None else reactor.getThreadPool()
         self._chunk_size = chunk_size
+        self._touches = DailyTouches()
 
     def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
         return deferToThreadPool(self._reactor, self._threadpool, fn, *args)
@@ -172,6 +177,29 @@ class PgBlobStore:
             return Deferred.fromCoroutine(fetch_part(position, count))
 
         return await ChunkPump(consumer, fetch, start, end, chunk_size).run()
+
+    # -- access times --------------------------------------------------------------------
+
+    def touch(self, key: str, now: float) -> Deferred[None] | None:
+        if not self._touches.first_today(key, now):
+            return None
+        return Deferred.fromCoroutine(self._touch((now, key, now - TOUCH_INTERVAL)))
+
+    async def _touch(self, params: tuple[float, str, float]) -> None:
+        await self._pool.interaction(lambda cursor: cursor.execute(TOUCH_BLOB, params))
+
+    def usage(self, prefix: str) -> Deferred[list[BlobUsage]]:
+        return Deferred.fromCoroutine(self._usage(prefix))
+
+    async def _usage(self, prefix: str) -> list[BlobUsage]:
+        async def query(cursor: Any) -> list[Any]:
+            # keys from prefix up to (not including) prefix with its last character raised
+            upper = prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else "\U0010ffff"
+            await cursor.execute(SELECT_USAGE, (prefix, upper))
+            return list(cursor.fetchall())
+
+        rows = await self._pool.interaction(query)
+        return [BlobUsage(str(k), int(s), float(a)) for k, s, a in rows]
 
     # -- delete ----------------------------------------------------------------------------
 

@@ -174,7 +174,7 @@ class ManagementApp:
             "last-commit-timestamp": self._ops.last_commit_time,
             "event-serial": serial, "event-serial-timestamp": self._ops.last_commit_time,
             "event-serial-in-sync-at": self._ops.last_commit_time,
-            "metrics": [], "role": "REPLICA" if info.role == "replica" else "MASTER",
+            "metrics": self._status_metrics(), "role": "REPLICA" if info.role == "replica" else "MASTER",
             "polling_replicas": {},
             "process": {"pid": os.getpid(), "requests-only": info.requests_only},
             **self._more_status(),
@@ -184,6 +184,10 @@ class ManagementApp:
     def _more_status(self) -> dict[str, Any]:
         """Status of parts the management routes do not know (the mirror's)."""
         return {}
+
+    def _status_metrics(self) -> list[Any]:
+        """devpi's ``metrics`` list of /+status (web/ops_routes.py)."""
+        return []
 
     @_route(app, "/+authcheck", ["GET"])
     def authcheck(self, request: IRequest) -> bytes:

@@ -4,8 +4,11 @@ fetched from upstream while the client receives it (mirror/cache.py)."""
 
 from __future__ import annotations
 
+import functools
 import mimetypes
 import re
+import time
+from urllib.parse import quote
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,8 +33,11 @@ from devpi_twisted.web.sendfile import SendfileBody, transport_of
 
 _log = Logger()
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# Set by the nginx site of gen-config: the internal location serving +files (genconfig.py).
+ACCEL_HEADER = b"X-Devpi-Accel-Location"
 
 
+@functools.lru_cache(maxsize=4096)
 def content_type(filename: str) -> bytes:
     if filename.endswith((".tar.gz", ".tgz")):
         return b"application/x-tar"
@@ -48,6 +54,7 @@ class FileRoutes(ManagementApp):
     _mirror: Mirror | None
     _offload: Any
     _replica: Replica | None = None
+    file_stats: dict[str, int]  # counts of this process (IndexApp), shown by /+metrics
 
     @_route(app, "/<user>/<index>/+f/<path:rest>", ["GET", "HEAD"])
     async def release_file(self, request: IRequest, user: str, index: str, rest: str) -> bytes:
@@ -166,15 +173,31 @@ class FileRoutes(ManagementApp):
         if request.getHeader(b"If-None-Match") == etag:
             request.setResponseCode(304)
             return b""
-        transport = transport_of(request) if request.method == b"GET" else None
+        accel = request.getHeader(ACCEL_HEADER)
+        transport = transport_of(request) if request.method == b"GET" and not accel else None
         try:
-            local = await self._blobs.open_local(relpath) if transport is not None else None
+            local = await self._blobs.open_local(relpath) \
+                if transport is not None or accel else None
         except BlobMissing:
             if fetch and self._replica is not None:  # not replicated yet: from the primary now
                 return await self._replica_file(request, user, index, relpath)
             if fetch:  # a mirror's file removed from the store: fetched again
                 return await self._mirror_file(request, user, index, relpath)
             raise NotFound("no such file") from None
+        if "url" in entry:  # a mirror's file served from the store: its last use, for cleanup
+            self.file_stats["mirror_file_hits"] += 1
+            touched = self._blobs.touch(relpath, time.time())
+            if touched is not None:
+                touched.addErrback(lambda f: _log.failure("recording a download of {relpath}",
+                                                          f, relpath=relpath))
+        if accel and local is not None:  # nginx sends the bytes (and answers Range)
+            local.close()
+            self.file_stats["accel_redirects"] += 1
+            request.setHeader(b"X-Accel-Redirect", accel.rstrip(b"/") + b"/" +
+                              quote(relpath, safe="/+=-_.~").encode("ascii"))
+            # no body, said so: nginx keeps the upstream connection (an empty chunked one closes it)
+            request.setHeader(b"Content-Length", b"0")
+            return b""
         try:
             size = local.size if local is not None else await self._blobs.size(relpath)
             if size is None:

@@ -33,6 +33,8 @@ from devpi_twisted.web import render
 from devpi_twisted.web.app import ManagementApp, _flag, _route
 from devpi_twisted.web.fast import FastRoutes
 from devpi_twisted.web.files import FileRoutes, content_type
+from devpi_twisted.web.metrics import RequestMetrics
+from devpi_twisted.web.ops_routes import OpsRoutes
 from devpi_twisted.web.replication import ReplicationRoutes
 from devpi_twisted.web.forms import (
     read_doc_member, read_upload, spool_body,
@@ -49,13 +51,15 @@ def _reason(text: str) -> bytes:
     return " ".join(text.split()).encode("latin-1", "replace")[:400]
 
 
-class IndexApp(FileRoutes, ReplicationRoutes):
+class IndexApp(FileRoutes, OpsRoutes, ReplicationRoutes):
     app = ManagementApp.app
 
     def __init__(self, ops: ServerOps, info: ServerInfo, releases: ReleaseOps, simple: SimpleOps,
                  blobs: BlobStore, offload: Offload, staging: Path, http: Any = None,
-                 mirror: Mirror | None = None, feed: Any = None, replica: Any = None) -> None:
+                 mirror: Mirror | None = None, metrics: RequestMetrics | None = None,
+                 feed: Any = None, replica: Any = None) -> None:
         super().__init__(ops, info)
+        self._metrics = metrics if metrics is not None else RequestMetrics()
         self._feed = feed  # a primary's changelog feed (web/replication.py)
         self._replica = replica  # a replica's loop: files and mirror pages via the primary
         self._http = http
@@ -66,6 +70,7 @@ class IndexApp(FileRoutes, ReplicationRoutes):
         self._blobs = blobs
         self._offload = offload
         self._staging = staging
+        self.file_stats = {"mirror_file_hits": 0, "accel_redirects": 0}
 
     def resource(self) -> Any:
         return FastRoutes(self, super().resource())
@@ -217,13 +222,20 @@ class IndexApp(FileRoutes, ReplicationRoutes):
         return self._page(request, body, ctype)
 
     def _more_status(self) -> dict[str, Any]:
-        more = self._replication_status()
+        more: dict[str, Any] = {"replication": dict(self.replication_state()),
+                                "replication-errors": {}, "cache": {**self.file_stats}}
+        more.update(self._replication_status())
         if self._replica is not None:
             more.update(self._replica.status())
         if self._mirror is None:
             return more
-        return {**more, "mirror": {**self._mirror.stats, "upstream": dict(self._mirror.upstream_stats),
-                           "offline": self._mirror.offline}}
+        more["cache"].update(self._mirror.stats)
+        mirror = self._mirror
+        return {**more, "mirror": {**mirror.stats, "upstream": dict(mirror.upstream_stats),
+                                   "offline": mirror.offline}}
+
+    def _status_metrics(self) -> list[Any]:
+        return self.status_metrics()
 
     def _refresh(self, name: str, config: Mapping[str, Any], project: str) -> Any:
         """Bring a mirror's page of ``project`` up to date (the domain's Refresh): the

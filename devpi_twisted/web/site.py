@@ -5,6 +5,7 @@ routing. (Twisted's Request already percent-decodes ``postpath``.)"""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,6 +16,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
 from devpi_twisted import __version__
+from devpi_twisted.web.metrics import RequestMetrics, route_of
 
 # Bodies of management (JSON) requests; uploads get --max-request-body-size.
 MAX_JSON_BODY = 10 * 1024 * 1024
@@ -50,6 +52,8 @@ class DevpiRequest(Request):
     (which would read a whole multipart body into memory)."""
 
     devpi_serial: int | None = None  # set by a handler that committed a change
+    devpi_route = "other"  # label for /+metrics, set when the resource is looked up
+    devpi_started = 0.0
     body_too_large = False
     _body_limit = MAX_JSON_BODY
     _body_seen = 0
@@ -75,6 +79,7 @@ class DevpiRequest(Request):
             super().handleContentChunk(data)
 
     def process(self) -> None:
+        self.devpi_started = time.monotonic()
         if self.body_too_large:
             self.site = self.channel.site
             self.setResponseCode(413)
@@ -99,14 +104,15 @@ class DevpiSite(Site):
     log_events = Logger()
 
     def __init__(self, resource: IResource, info: ServerInfo, serial: Callable[[], int],
-                 access_log: bool = False, primary_uuid: Callable[[], str] | None = None,
-                 **kwargs: Any) -> None:
+                 access_log: bool = False, metrics: RequestMetrics | None = None,
+                 primary_uuid: Callable[[], str] | None = None, **kwargs: Any) -> None:
         """``primary_uuid``: on a replica, its primary's uuid once known (sent as
         X-Devpi-Primary-Uuid instead of our own)."""
         super().__init__(resource, parsePOSTFormSubmission=False, **kwargs)
         self.info = info
         self._primary_uuid = primary_uuid
         self._access_log = access_log
+        self.metrics = metrics if metrics is not None else RequestMetrics()
         self._serial = serial
         self._fixed_headers = [
             (b"X-Devpi-Api-Version", b"2"),
@@ -127,10 +133,16 @@ class DevpiSite(Site):
         request.setHeader(b"X-Devpi-Serial", b"%d" % serial)
 
     def log(self, request: Request) -> None:
+        """Called by twisted.web once a response ended: counts it for /+metrics and,
+        with --access-log (or --debug), logs it in the combined log format."""
+        started = getattr(request, "devpi_started", 0.0)
+        seconds = time.monotonic() - started if started else 0.0
+        route = getattr(request, "devpi_route", "other")
+        method = request.method.decode("latin-1")
+        self.metrics.observe(route, method if method in _METHODS else "other", request.code,
+                             seconds)
         if self._access_log:
-            self.log_events.info(
-                "{method} {uri} {code} {size}", method=request.method.decode("latin-1"),
-                uri=request.uri.decode("latin-1"), code=request.code, size=request.sentLength)
+            access_event(self.log_events, request, seconds)
 
     def getResourceFor(self, request: Request) -> IResource:
         prefix = mount_path(request, self.info.outside_url)
@@ -138,7 +150,36 @@ class DevpiSite(Site):
             wanted = prefix.strip("/").encode("utf-8").split(b"/")
             if request.postpath[:len(wanted)] == wanted:
                 request.postpath = request.postpath[len(wanted):] or [b""]
+        route = route_of(request.postpath, request.method)
+        request.devpi_route = route  # type: ignore[attr-defined]
         return super().getResourceFor(request)
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "PUSH", "OPTIONS"})
+ACCESS_FORMAT = ('{client} - {user} [{when}] "{method} {uri} {protocol}" {status} {size} '
+                 '"{referer}" "{agent}" {duration:.4f}')
+
+
+def _header(request: Request, name: bytes) -> str:
+    value = request.getHeader(name)
+    return value.decode("latin-1").replace('"', "%22") if value else "-"
+
+
+def access_event(log: Logger, request: Request, seconds: float) -> None:
+    """One access log event: combined log format as text, the same fields in JSON
+    lines. The user is the one authenticated; no credentials are in the fields."""
+    identity = getattr(request, "devpi_identity", None)
+    user = identity.username if identity is not None and identity.authenticated else "-"
+    real_ip = request.getHeader(b"X-Real-IP")
+    client = real_ip.decode("latin-1") if real_ip else getattr(request.getClientAddress(),
+                                                               "host", "-")
+    log.info(ACCESS_FORMAT, access=True, client=client, user=user,
+             when=time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
+             method=request.method.decode("latin-1"),
+             uri=request.uri.decode("latin-1").replace('"', "%22"),
+             protocol=request.clientproto.decode("latin-1"), status=request.code,
+             size=request.sentLength, referer=_header(request, b"Referer"),
+             agent=_header(request, b"User-Agent"), duration=seconds)
 
 
 def outside_url(request: Request, configured: str | None) -> str:

@@ -6,7 +6,6 @@ import base64
 import http.client
 import itertools
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest

@@ -10,10 +10,7 @@ import sqlite3
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -344,5 +341,5 @@ def test_debug_logs_requests_and_logger_cfg_feeds_stdlib_logging(tmp_path: Path,
         daemon.stop()
     text = logfile.read_text()
     assert "serving on" in text
-    assert "GET /+api?probe=1 200" in text
+    assert '"GET /+api?probe=1 HTTP/1.1" 200 ' in text  # the combined log format
     assert "do-not-log-me" not in text + daemon.log.read_text()

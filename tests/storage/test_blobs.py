@@ -541,3 +541,36 @@ async def test_an_unsynced_store_still_checks_and_renames(tmp_path: Path) -> Non
     assert not store.local_path(KEY).exists()
     assert await store.put_file(KEY, source, sha) == 5000
     assert store.local_path(KEY).read_bytes() == source.read_bytes()
+
+
+@pytest_twisted.ensureDeferred
+async def test_usage_lists_the_blobs_under_a_prefix_with_size_and_last_use(
+        blobs: Any, tmp_path: Path) -> None:
+    before = time.time() - 5
+    keys = {"root/pypi/+f/aaa/bbb/a-1.0.whl": 10, "root/pypi/+f/ccc/ddd/b-1.0.whl": 20,
+            "root/pypi2/+f/eee/fff/c-1.0.whl": 30, "alice/dev/+f/111/222/d-1.0.whl": 40}
+    for n, (key, size) in enumerate(keys.items()):
+        path, digest = _file(tmp_path, _data(size, n))
+        await blobs.put_file(key, path, digest)
+    found = await blobs.usage("root/pypi/")
+    assert {(u.key, u.size) for u in found} == {("root/pypi/+f/aaa/bbb/a-1.0.whl", 10),
+                                                ("root/pypi/+f/ccc/ddd/b-1.0.whl", 20)}
+    assert all(before <= u.accessed <= time.time() + 5 for u in found)
+    assert len(await blobs.usage("")) == 4
+    assert await blobs.usage("nobody/none/") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_touch_records_a_download_at_most_once_a_day(blobs: Any, tmp_path: Path) -> None:
+    path, digest = _file(tmp_path, b"touched")
+    await blobs.put_file(KEY, path, digest)
+    later = time.time() + 3 * 86400  # as if downloaded three days after it was stored
+    first = blobs.touch(KEY, later)
+    assert first is not None
+    await first
+    (usage,) = await blobs.usage("alice/dev/")
+    assert abs(usage.accessed - later) < 1
+    assert blobs.touch(KEY, later + 60) is None  # the same day: nothing written
+    assert blobs.touch("alice/dev/+f/no/such/file.whl", later) is not None  # absent: harmless
+    await blobs.touch("alice/dev/+f/no/such/file.whl", later + 2 * 86400)
+    assert await blobs.read(KEY, Collector()) == len(b"touched")  # the body is untouched

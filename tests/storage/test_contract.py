@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 import pytest_twisted
 from twisted.internet.defer import DeferredList, gatherResults
 

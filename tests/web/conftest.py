@@ -30,6 +30,7 @@ from tests.pg import PgCluster
 from devpi_twisted.model.release_ops import ReleaseOps
 from devpi_twisted.model.simple import SimpleOps
 from devpi_twisted.web.index_app import IndexApp
+from devpi_twisted.web.metrics import RequestMetrics
 from devpi_twisted.web.site import DevpiSite, ServerInfo
 from tests.support import result_of
 
@@ -105,7 +106,8 @@ class Server:
 
 
 def make_server(tmp_path: Path, restrict_modify: str | None = None,
-                outside_url: str | None = None, pg: tuple[PgCluster, str] | None = None) -> Server:
+                outside_url: str | None = None, pg: tuple[PgCluster, str] | None = None,
+                access_log: bool = False) -> Server:
     """A server on sqlite, or with ``pg`` (cluster, database) on PostgreSQL through the
     blocking adapter: either way every request completes inside the client call."""
     if pg is None:
@@ -126,9 +128,11 @@ def make_server(tmp_path: Path, restrict_modify: str | None = None,
     ops = ServerOps(storage, policy, TokenSigner(b"k" * 16, clock.seconds), offload, clock.seconds)
     info = ServerInfo(uuid=UUID, serverdir=str(tmp_path), outside_url=outside_url)
     # The whole app; these tests send no uploads, so no blob store is needed.
+    metrics = RequestMetrics()
     app = IndexApp(ops, info, ReleaseOps(storage, None, clock.seconds), SimpleOps(storage), None,
-                   offload, tmp_path)
-    site = DevpiSite(app.resource(), info, lambda: storage.serial)
+                   offload, tmp_path, metrics=metrics)
+    site = DevpiSite(app.resource(), info, lambda: storage.serial, access_log=access_log,
+                     metrics=metrics)
     return Server(storage, clock, Client(site), ops)
 
 

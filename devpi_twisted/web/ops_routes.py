@@ -1,0 +1,145 @@
+"""Operator routes: ``GET /+health`` for load balancers and ``GET /+metrics`` in the
+Prometheus text format; the series ``/+status`` shows under ``metrics``.
+
+What is counted is this process's (see web/metrics.py): requests by route and
+status with latency histograms, upstream fetches, mirror cache hits and misses,
+downloads nginx sent (X-Accel-Redirect), files stored and their bytes per index
+(a scan of the blob store, at most every five minutes), the serial and the
+replication state (a replica's lag behind its primary; a standalone node or a
+primary is never behind).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+
+from devpi_twisted.mirror.cache import Mirror
+from devpi_twisted.storage.blobs import BlobStore
+from devpi_twisted.web import render
+from devpi_twisted.web.app import ManagementApp, _route
+from devpi_twisted.web.metrics import RequestMetrics, Series, render as render_metrics
+
+_log = Logger()
+USAGE_SECONDS = 300.0  # /+metrics scans the blob store (on a thread) at most this often
+PROMETHEUS_TEXT = b"text/plain; version=0.0.4; charset=utf-8"
+STARTED = time.time()
+
+
+class OpsRoutes(ManagementApp):
+    """Mixed into IndexApp, which sets what these use."""
+
+    app = ManagementApp.app
+    _blobs: BlobStore | None
+    _mirror: Mirror | None
+    _metrics: RequestMetrics
+    file_stats: dict[str, int]
+    _usage: tuple[float, dict[str, tuple[int, int]]] | None = None
+
+    @_route(app, "/+health", ["GET", "HEAD"])
+    async def health(self, request: IRequest) -> bytes:
+        """200 while the database answers (503 from the error mapping when it does not)."""
+        await self._ops.sync()
+        return render.result(request, "health", {
+            "status": "ok", "serial": self._ops.serial, "role": self._info.role,
+            "requests-only": self._info.requests_only})
+
+    @_route(app, "/+metrics", ["GET"])
+    async def metrics(self, request: IRequest) -> bytes:
+        await self._ops.sync()
+        usage = await self._stored_files()
+        common = {"process": "worker" if self._info.requests_only else "main",
+                  "pid": str(os.getpid())}
+        request.setHeader(b"Content-Type", PROMETHEUS_TEXT)
+        request.setHeader(b"Cache-Control", b"no-store")
+        return render_metrics(self._metrics, self.metric_series(usage), common)
+
+    async def _stored_files(self) -> dict[str, tuple[int, int]]:
+        """index -> (files, bytes) in the blob store, rescanned after USAGE_SECONDS."""
+        if self._blobs is None:  # route tests without a blob store
+            return {}
+        now = time.monotonic()
+        if self._usage is not None and now - self._usage[0] < USAGE_SECONDS:
+            return self._usage[1]
+        totals: dict[str, tuple[int, int]] = {}
+        for blob in await self._blobs.usage(""):
+            parts = blob.key.split("/", 2)
+            index = "/".join(parts[:2]) if len(parts) == 3 else "-"
+            count, size = totals.get(index, (0, 0))
+            totals[index] = (count + 1, size + blob.size)
+        self._usage = (now, totals)
+        return totals
+
+    def replication_state(self) -> Mapping[str, Any]:
+        """Replication as /+status and /+metrics show it: a replica's lag behind its
+        primary (NaN while it has not heard from it), a primary's polling replicas; a
+        standalone node is its own source, never behind."""
+        serial = self._ops.serial
+        feed = getattr(self, "_feed", None)
+        polling = len(feed.polling_replicas) if feed is not None and feed.enabled else 0
+        replica = getattr(self, "_replica", None)
+        if replica is None:
+            return {"role": self._info.role, "primary-serial": serial, "lag-serials": 0,
+                    "lag-seconds": 0.0, "polling-replicas": polling}
+        lag = replica.status()["replication-lag"]
+        return {"role": self._info.role, "primary-serial": replica.primary_serial,
+                "lag-serials": float("nan") if lag["serials"] is None else lag["serials"],
+                "lag-seconds": lag["seconds"], "polling-replicas": 0}
+
+    def metric_series(self, usage: Mapping[str, tuple[int, int]] | None = None) -> list[Series]:
+        mirror = self._mirror
+        stats: Mapping[str, int] = mirror.stats if mirror is not None else {}
+        upstream: Mapping[str, int] = mirror.upstream_stats if mirror is not None else {}
+        files = getattr(self, "file_stats", {})
+        replication = self.replication_state()
+        series = [
+            Series("serial", "gauge", "current serial of the database",
+                   (({}, self._ops.serial),)),
+            Series("last_commit_timestamp_seconds", "gauge", "time of the last commit seen",
+                   (({}, self._ops.last_commit_time or 0),)),
+            Series("process_start_time_seconds", "gauge", "start time of this process",
+                   (({}, STARTED),)),
+            Series("upstream_requests_total", "counter", "requests sent upstream (mirrors)",
+                   (({}, upstream.get("requests", 0)),)),
+            Series("upstream_errors_total", "counter", "upstream requests that failed",
+                   (({}, upstream.get("errors", 0)),)),
+            Series("upstream_retries_total", "counter", "upstream requests retried",
+                   (({}, upstream.get("retries", 0)),)),
+            Series("mirror_page_requests_total", "counter",
+                   "mirror project pages asked for: from the cache (hit) or fetched (miss)",
+                   (({"result": "hit"}, stats.get("page_hits", 0)),
+                    ({"result": "miss"}, stats.get("page_fetches", 0)),
+                    ({"result": "error"}, stats.get("page_errors", 0)))),
+            Series("mirror_file_requests_total", "counter",
+                   "mirror files downloaded: from the store (hit) or fetched upstream (miss)",
+                   (({"result": "hit"}, files.get("mirror_file_hits", 0)),
+                    ({"result": "miss"}, stats.get("file_fetches", 0)),
+                    ({"result": "error"}, stats.get("file_errors", 0)))),
+            Series("accel_redirects_total", "counter",
+                   "downloads handed to nginx with X-Accel-Redirect",
+                   (({}, files.get("accel_redirects", 0)),)),
+            Series("replication_lag_serials", "gauge", "serials this node is behind its primary",
+                   (({"role": str(replication["role"])}, replication["lag-serials"]),)),
+            Series("replication_lag_seconds", "gauge", "seconds this node is behind its primary",
+                   (({"role": str(replication["role"])}, replication["lag-seconds"]),)),
+        ]
+        if usage is not None:
+            series.append(Series("files_stored", "gauge", "files in the blob store, by index",
+                                 tuple(({"index": i}, c) for i, (c, _) in sorted(usage.items()))))
+            series.append(Series("files_stored_bytes", "gauge", "bytes in the blob store, by index",
+                                 tuple(({"index": i}, b) for i, (_, b) in sorted(usage.items()))))
+        return series
+
+    def status_metrics(self) -> list[list[Any]]:
+        """The series as devpi's /+status ``metrics``: [name, type, value] (labels in the name)."""
+        found = []
+        for s in self.metric_series(self._usage[1] if self._usage is not None else None):
+            for labels, value in s.samples:
+                suffix = "".join(f"_{v}" for v in labels.values())
+                found.append([f"devpi_twisted_{s.name}{suffix}", s.kind, value])
+        return found

@@ -1,0 +1,303 @@
+"""The nginx site of ``devpi-twisted gen-config`` running in a real nginx in front of
+the real daemon, on loopback ports: twine uploads and pip installs through it, file
+bytes of stored files sent by nginx itself (X-Accel-Redirect: in nginx's access log
+with their size, in ours with none), mirror files fetched by the daemon the first
+time, absolute URLs naming nginx (also under a path prefix).
+
+Once on sqlite (files under +files: nginx sends them) and once on PostgreSQL (file
+bodies in the database: the daemon sends them through the same site).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_uploads import pip, twine
+from tests.fakepypi import FakePyPI
+from tests.nginx import Nginx, free_port
+from tests.support import Daemon, bin_path, call, init_serverdir, login, make_wheel
+
+
+class Front:
+    """A daemon and the nginx in front of it."""
+
+    def __init__(self, daemon: Daemon, nginx: Nginx, url: str, storage: str) -> None:
+        self.daemon = daemon
+        self.nginx = nginx
+        self.url = url
+        self.storage = storage
+
+    def daemon_lines(self) -> list[str]:
+        return self.daemon.log.read_text().splitlines()
+
+
+def gen_config(cwd: Path, *args: str, name: str = "nginx-devpi.conf") -> Path:
+    cwd.mkdir(parents=True, exist_ok=True)
+    subprocess.run([bin_path("devpi-twisted"), "gen-config", *args], cwd=cwd, check=True,
+                   capture_output=True, text=True)
+    return cwd / "gen-config" / name
+
+
+def daemon_port(daemon: Daemon) -> str:
+    return daemon.url.rsplit(":", 1)[1]
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePyPI]:
+    work = tmp_path_factory.mktemp("fakepypi")
+    dists = work / "dists"
+    dists.mkdir()
+    upstream = FakePyPI(work / "fake")
+    upstream.add(make_wheel(dists, "ngxmirrored", "1.0"))
+    upstream.start()
+    yield upstream
+    upstream.stop()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def front(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+          fake: FakePyPI) -> Iterator[Front]:
+    work = tmp_path_factory.mktemp("nginx")
+    serverdir = work / "state"
+    storage: list[str] = []
+    if request.param == "postgres":
+        cluster = request.getfixturevalue("pg_cluster")
+        storage = ["--storage", cluster.storage_option(cluster.create_database())]
+    init_serverdir(serverdir, *storage)
+    daemon = Daemon(serverdir, *storage, "--access-log").start()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    site = gen_config(work / "cwd", "--serverdir", str(serverdir), "--port", daemon_port(daemon),
+                      "--outside-url", url)
+    nginx = Nginx(work / "nginx", site)
+    try:
+        nginx.start(port)
+        root = login(url, "root", "")
+        assert call(url + "/root/pypi", "PATCH", [f"mirror_url={fake.url}"], root)[0] == 200
+        assert call(url + "/packages", "PUT", {"password": "pkg-pass"})[0] == 201
+        auth = login(url, "packages", "pkg-pass")
+        assert call(url + "/packages/stable", "PUT", {"bases": "root/pypi"}, auth)[0] == 200
+        yield Front(daemon, nginx, url, request.param)
+    finally:
+        nginx.stop()
+        daemon.stop()
+
+
+def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}),
+                                    timeout=30) as r:
+            return r.status, r.read(), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), dict(e.headers)
+
+
+def location_of(base: str, path: str) -> tuple[int, str | None]:
+    """Status and Location of GET ``path`` (redirects not followed)."""
+    parts = urllib.parse.urlsplit(base)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        conn.request("GET", parts.path + path)
+        response = conn.getresponse()
+        response.read()
+        return response.status, response.getheader("Location")
+    finally:
+        conn.close()
+
+
+def nginx_lines(front: Front, path: str) -> list[list[str]]:
+    """nginx's access log entries of GET ``path``: [method, uri, status, bytes, ...]."""
+    return [line.split() for line in front.nginx.log_lines()
+            if [urllib.parse.unquote(u) for u in line.split()[1:2]] == [path]]
+
+
+def daemon_sizes(front: Front, path: str) -> list[int]:
+    """Response body sizes our access log recorded for GET ``path``."""
+    pattern = re.compile(r'"GET (\S+) HTTP/1\.[01]" \d+ (\d+) ')
+    return [int(m.group(2)) for line in front.daemon_lines()
+            if (m := pattern.search(line)) and urllib.parse.unquote(m.group(1)) == path]
+
+
+def file_path_of(front: Front, index: str, project: str, filename: str) -> str:
+    status, body, _ = fetch(f"{front.url}/{index}/+simple/{project}/",
+                            {"Accept": "application/vnd.pypi.simple.v1+json"})
+    assert status == 200, body
+    for entry in json.loads(body)["files"]:
+        if entry["filename"] == filename:
+            return str(urllib.parse.urljoin(f"{front.url}/{index}/+simple/{project}/",
+                                            entry["url"]).split(front.url, 1)[1].split("#")[0])
+    raise AssertionError(f"{filename} not listed")
+
+
+def test_twine_uploads_and_pip_installs_through_nginx_which_sends_the_file(
+        front: Front, tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path, "ngx-hello", "1.0")
+    twine(front.url + "/packages/stable/", wheel)
+    target = tmp_path / "target"
+    pip("install", "--index-url", front.url + "/packages/stable/+simple/", "--target",
+        str(target), "ngx-hello")
+    assert (target / "ngx_hello" / "__init__.py").read_text() == "VERSION = '1.0'\n"
+    path = file_path_of(front, "packages/stable", "ngx-hello", wheel.name)
+    size = wheel.stat().st_size
+    served = nginx_lines(front, path)
+    assert served and served[0][2] == "200" and served[0][3] == str(size), served
+    assert served[0][4].startswith("upstream=127.0.0.1:"), served  # the daemon was asked
+    if front.storage == "sqlite":  # the daemon answered with X-Accel-Redirect, no body
+        assert daemon_sizes(front, path) == [0]
+    else:  # bodies in PostgreSQL: the daemon sends them through nginx
+        assert daemon_sizes(front, path) == [size]
+
+
+def test_range_requests_are_answered_through_nginx(front: Front, tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path, "ngx-range", "1.0")
+    twine(front.url + "/packages/stable/", wheel)
+    path = file_path_of(front, "packages/stable", "ngx-range", wheel.name)
+    status, body, headers = fetch(front.url + path, {"Range": "bytes=10-19"})
+    assert status == 206 and body == wheel.read_bytes()[10:20]
+    assert headers["Content-Range"] == f"bytes 10-19/{wheel.stat().st_size}"
+
+
+def test_mirror_file_is_fetched_by_the_daemon_first_then_sent_by_nginx(
+        front: Front, tmp_path: Path) -> None:
+    for n in (1, 2):
+        pip("download", "--no-deps", "--index-url", front.url + "/root/pypi/+simple/",
+            "--dest", str(tmp_path / f"d{n}"), "ngxmirrored")
+    name = "ngxmirrored-1.0-py3-none-any.whl"
+    size = (tmp_path / "d1" / name).stat().st_size
+    assert (tmp_path / "d2" / name).read_bytes() == (tmp_path / "d1" / name).read_bytes()
+    path = file_path_of(front, "root/pypi", "ngxmirrored", name)
+    assert [line[3] for line in nginx_lines(front, path)] == [str(size), str(size)]
+    expected = [size, 0] if front.storage == "sqlite" else [size, size]
+    assert daemon_sizes(front, path) == expected
+
+
+def test_absolute_urls_name_nginx(front: Front) -> None:
+    status, body, _ = call(front.url + "/packages/stable/+api")
+    assert status == 200
+    assert body["result"]["login"] == front.url + "/+login"
+    assert body["result"]["pypisubmit"] == front.url + "/packages/stable/"
+    assert body["result"]["simpleindex"] == front.url + "/packages/stable/+simple/"
+    assert location_of(front.url, "/packages/stable/+simple/Ngx_Hello/") == (
+        302, front.url + "/packages/stable/+simple/ngx-hello/")
+
+
+def test_health_metrics_and_status_through_nginx(front: Front, tmp_path: Path) -> None:
+    status, body, _ = call(front.url + "/+health")
+    assert status == 200 and body["result"]["status"] == "ok"
+    status, text, headers = fetch(front.url + "/+metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    metrics = text.decode()
+    assert re.search(r'devpi_http_requests_total\{[^}]*route="simple_project",method="GET",'
+                     r'status="200"\} [1-9]', metrics), metrics
+    assert 'devpi_http_request_duration_seconds_bucket{' in metrics
+    accel = re.search(r"devpi_accel_redirects_total\{[^}]*\} (\d+)", metrics)
+    assert accel is not None
+    assert (int(accel.group(1)) > 0) == (front.storage == "sqlite")
+    assert re.search(r'devpi_files_stored\{[^}]*index="packages/stable"\} [1-9]', metrics)
+    status, body, _ = call(front.url + "/+status")
+    assert status == 200
+    result = body["result"]
+    assert result["replication"]["lag-serials"] == 0
+    assert any(m[0] == "devpi_twisted_serial" for m in result["metrics"])
+    assert "mirror_file_hits" in result["cache"]
+
+
+def test_path_prefix_mount_through_nginx(front: Front, tmp_path: Path) -> None:
+    port = free_port()
+    outside = f"http://127.0.0.1:{port}/devpi"
+    site = gen_config(tmp_path / "cwd", "--serverdir", str(front.daemon.serverdir), "--port",
+                      daemon_port(front.daemon), "--outside-url", outside)
+    nginx = Nginx(tmp_path / "nginx", site).start(port)
+    try:
+        status, body, _ = call(outside + "/packages/stable/+api")
+        assert status == 200, body
+        assert body["result"]["login"] == outside + "/+login"
+        assert body["result"]["simpleindex"] == outside + "/packages/stable/+simple/"
+        wheel = make_wheel(tmp_path, "ngx-prefixed", "1.0")
+        twine(outside + "/packages/stable/", wheel)
+        target = tmp_path / "target"
+        pip("install", "--index-url", outside + "/packages/stable/+simple/", "--target",
+            str(target), "ngx-prefixed")
+        assert (target / "ngx_prefixed" / "__init__.py").exists()
+        assert location_of(outside, "/packages/stable/+simple/Ngx_Prefixed/") == (
+            302, outside + "/packages/stable/+simple/ngx-prefixed/")
+        assert location_of(f"http://127.0.0.1:{port}", "/devpi") == (301, outside + "/")
+        fetched = [line.split() for line in map(urllib.parse.unquote, nginx.log_lines())
+                   if "/+f/" in line and ".whl " in line]
+        assert fetched and fetched[0][1].startswith("/devpi/packages/stable/+f/")
+        assert fetched[0][3] == str(wheel.stat().st_size)
+        assert fetch(f"http://127.0.0.1:{port}/+devpi-files-{daemon_port(front.daemon)}/")[0] == 404
+    finally:
+        nginx.stop()
+
+
+def test_internal_file_location_is_not_reachable_from_outside(front: Front) -> None:
+    port = daemon_port(front.daemon)
+    status, _, _ = fetch(f"{front.url}/+devpi-files-{port}/packages/stable/")
+    assert status == 404
+
+
+def test_caching_site_keeps_pages_and_revalidates_them_by_serial(front: Front,
+                                                                  tmp_path: Path) -> None:
+    port = free_port()
+    outside = f"http://127.0.0.1:{port}"
+    site = gen_config(tmp_path / "cwd", "--serverdir", str(front.daemon.serverdir), "--port",
+                      daemon_port(front.daemon), "--outside-url", outside, "--nginx-cache-dir",
+                      str(tmp_path / "cache"), name="nginx-devpi-caching.conf")
+    nginx = Nginx(tmp_path / "nginx", site).start(port)
+    page = outside + "/packages/stable/+simple/ngx-cached/"
+    accept = {"Accept": "application/vnd.pypi.simple.v1+json"}
+
+    def versions() -> tuple[list[str], str]:
+        status, body, headers = fetch(page, accept)
+        assert status == 200, body
+        return json.loads(body)["versions"], headers.get("X-Cached", "")
+
+    try:
+        twine(outside + "/packages/stable/", make_wheel(tmp_path, "ngx-cached", "1.0"))
+        assert versions() == (["1.0"], "MISS")
+        assert versions() == (["1.0"], "HIT")
+        twine(outside + "/packages/stable/", make_wheel(tmp_path, "ngx-cached", "2.0"))
+        time.sleep(2.1)  # its second in nginx is over (whole seconds): asked again, with its ETag
+        assert versions() == (["1.0", "2.0"], "EXPIRED")  # new serial: a new page
+        time.sleep(2.1)
+        assert versions() == (["1.0", "2.0"], "REVALIDATED")  # same serial: the daemon said 304
+        statuses = [line.split('"')[2].split()[0] for line in front.daemon_lines()
+                    if '"GET /packages/stable/+simple/ngx-cached/ HTTP/1.1"' in line]
+        assert statuses == ["200", "200", "304"]
+    finally:
+        nginx.stop()
+
+
+def test_daemon_answers_the_accel_header_with_an_empty_keepalive_redirect(
+        front: Front, tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path, "ngx-accel", "1.0")
+    twine(front.url + "/packages/stable/", wheel)
+    path = file_path_of(front, "packages/stable", "ngx-accel", wheel.name)
+    parts = urllib.parse.urlsplit(front.daemon.url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        conn.request("GET", path, headers={"X-Devpi-Accel-Location": "/+internal/"})
+        response = conn.getresponse()
+        body = response.read()
+    finally:
+        conn.close()
+    assert response.status == 200
+    if front.storage == "sqlite":  # nginx is to send the file: no body, said with a length
+        assert response.getheader("X-Accel-Redirect") == "/+internal" + path
+        assert response.getheader("Content-Length") == "0" and body == b""
+        assert response.getheader("Transfer-Encoding") is None  # nginx would drop the connection
+    else:  # the body lives in PostgreSQL: the daemon sends it
+        assert response.getheader("X-Accel-Redirect") is None
+        assert body == wheel.read_bytes()
