@@ -5,7 +5,7 @@ same nginx serving the same file straight from ``<serverdir>/+files``.
 Run by hand, never in CI, with the python of the venv devpi-twisted is installed in
 (non-editable): ``VENV/bin/python bench/bench_nginx.py [--duration 10] [--conns 4]``.
 One nginx (1 worker, sendfile, the generated site plus a plain static server on a
-second port), one daemon on sqlite; wrk with keep-alive connections, 8 short runs of
+second port), one daemon on sqlite; wrk with keep-alive connections, 8 runs of
 each alternating; the figure is the median of the runs' ratios (the machine may be
 shared). With 2+ CPUs nginx and the daemon run on CPU 0, wrk on CPU 1.
 Target: MB/s through the generated site >= 0.95 x MB/s of nginx alone.
@@ -55,7 +55,7 @@ def setup(base: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--duration", type=int, default=4, help="seconds per run (4)")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per run (10)")
     parser.add_argument("--rounds", type=int, default=8, help="runs of each, alternating (8)")
     parser.add_argument("--conns", type=int, default=4, help="wrk connections (4)")
     parser.add_argument("--no-pin", action="store_true",
