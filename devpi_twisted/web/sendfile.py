@@ -26,7 +26,6 @@ import errno
 import mmap
 import os
 import select
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -45,9 +44,8 @@ STEP = 16 << 20
 WAIT_MS = 20
 # The reactor sends at most this much per wake-up, after cachestat(2) found it in memory.
 WINDOW = 2 << 20
-# Bodies over BIG_BODY get a send buffer of SEND_BUFFER bytes (the kernel doubles it).
-BIG_BODY = 4 << 20
-SEND_BUFFER = 4 << 20
+# The socket's send buffer is left to the kernel's autotuning: a fixed 4 MiB one (tried)
+# made 20 MB downloads over loopback ~15% slower here (1195 vs 1424 MB/s, 4 clients).
 _CLIENT_GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN)
 
 
@@ -107,15 +105,6 @@ def in_memory(fd: int, start: int, end: int) -> bool:
     return found.nr_cache >= (end - 1) // _PAGE - start // _PAGE + 1
 
 
-def _widen_send_buffer(transport: FileDescriptor) -> None:
-    """A bigger socket send buffer for big bodies: the kernel keeps sending while we
-    are busy with other clients (capped by net.core.wmem_max)."""
-    try:
-        transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
-    except OSError:
-        pass
-
-
 def _send_some(sock_fd: int, file_fd: int, position: int, end: int, wait_ms: int = 0) -> int:
     """sendfile until the range is sent, or the socket is full (with ``wait_ms``: until it
     stays full that long); returns the new position. On a thread, a client that reads as
@@ -169,8 +158,6 @@ class SendfileBody:
         """Send the headers, then the body; fires with the bytes sent, or fails with
         BlobReadStopped if the client went away (the producer stays registered then)."""
         self._socket_fd = os.dup(self._transport.fileno())
-        if self._end - self._start > BIG_BODY:
-            _widen_send_buffer(self._transport)
         self._request.registerProducer(self, True)
         self._request.write(b"")  # the headers, into the transport's buffer
         # The transport resumes its producer (the channel, which resumes us) once its
