@@ -26,6 +26,7 @@ import errno
 import mmap
 import os
 import select
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -46,6 +47,9 @@ WAIT_MS = 20
 WINDOW = 2 << 20
 # The socket's send buffer is left to the kernel's autotuning: a fixed 4 MiB one (tried)
 # made 20 MB downloads over loopback ~15% slower here (1195 vs 1424 MB/s, 4 clients).
+# The body is sent corked (TCP_CORK, as nginx's tcp_nopush): only full segments leave
+# until the end. 20 MB downloads, 4 clients, mean of 6-9 runs: 1229 MB/s uncorked, 1323
+# and 1410 MB/s corked (two batches; runs here vary by +-20%).
 _CLIENT_GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN)
 
 
@@ -144,6 +148,7 @@ class SendfileBody:
         self._transport = transport
         self._reactor = transport.reactor
         self._fd = fd
+        self._socket: socket.socket | None = None  # our duplicate of the connection's socket
         self._socket_fd = -1
         self._start = self._position = start
         self._end = end
@@ -157,7 +162,8 @@ class SendfileBody:
     def send(self) -> Deferred[int]:
         """Send the headers, then the body; fires with the bytes sent, or fails with
         BlobReadStopped if the client went away (the producer stays registered then)."""
-        self._socket_fd = os.dup(self._transport.fileno())
+        self._socket = socket.socket(fileno=os.dup(self._transport.fileno()))
+        self._socket_fd = self._socket.fileno()
         self._request.registerProducer(self, True)
         self._request.write(b"")  # the headers, into the transport's buffer
         # The transport resumes its producer (the channel, which resumes us) once its
@@ -171,6 +177,7 @@ class SendfileBody:
     def resumeProducing(self) -> None:
         if not self._started and not self._stopped:
             self._started = True
+            self._cork(True)
             self._step()
 
     def pauseProducing(self) -> None:
@@ -197,6 +204,13 @@ class SendfileBody:
         return "sendfile"
 
     # -- steps -----------------------------------------------------------------------
+
+    def _cork(self, on: bool) -> None:
+        if self._socket is not None and self._socket.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, int(on))
+            except OSError:  # the client is gone
+                pass
 
     def _watch(self, on: bool) -> None:
         if on and not self._watching:
@@ -258,9 +272,10 @@ class SendfileBody:
         if self._done.called:
             return
         self._watch(False)
-        if self._socket_fd >= 0:
-            os.close(self._socket_fd)
-            self._socket_fd = -1
+        if self._socket is not None:
+            self._cork(False)  # what is left goes out now
+            self._socket.close()
+            self._socket, self._socket_fd = None, -1
         if failure is None and self._stopped:
             failure = Failure(BlobReadStopped("the client went away"))
         elif self._request.channel is not None:
