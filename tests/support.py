@@ -12,12 +12,16 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
+
+if TYPE_CHECKING:
+    from tests.fakepypi import FakePyPI
 
 # Cheap key derivation for daemons started by tests (devpi's defaults take seconds).
 FAST_ARGON2 = ["--argon2-memory-cost", "64", "--argon2-time-cost", "1", "--argon2-parallelism", "1"]
@@ -182,3 +186,18 @@ def make_sdist(directory: Path, name: str, version: str,
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
     return target
+
+
+@contextmanager
+def serving_fake_pypi(work: Path, make_dists: Callable[[Path], Iterable[Path]]) -> Iterator[FakePyPI]:
+    """A started fake PyPI (tests/fakepypi.py) under ``work``, serving the files
+    ``make_dists`` builds into the directory it is given; stopped on the way out."""
+    from tests.fakepypi import FakePyPI
+
+    dists = work / "dists"
+    dists.mkdir()
+    with FakePyPI(work / "fake") as upstream:
+        for path in make_dists(dists):
+            upstream.add(path)
+        upstream.start()
+        yield upstream

@@ -17,7 +17,7 @@ import pytest
 
 from tests.e2e.test_uploads import pip, twine
 from tests.fakepypi import FakePyPI
-from tests.support import Daemon, bin_path, call, init_serverdir, login, make_wheel
+from tests.support import Daemon, bin_path, call, init_serverdir, login, make_wheel, serving_fake_pypi
 
 DAY = 86400
 PACKAGES = ("cleanold", "cleanused", "cleannew", "cleanbig", "cleanmid")
@@ -72,15 +72,9 @@ class Site:
 
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePyPI]:
-    work = tmp_path_factory.mktemp("fakepypi")
-    dists = work / "dists"
-    dists.mkdir()
-    upstream = FakePyPI(work / "fake")
-    for name in PACKAGES:
-        upstream.add(make_wheel(dists, name, "1.0"))
-    upstream.start()
-    yield upstream
-    upstream.stop()
+    with serving_fake_pypi(tmp_path_factory.mktemp("fakepypi"),
+                           lambda d: [make_wheel(d, name, "1.0") for name in PACKAGES]) as upstream:
+        yield upstream
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

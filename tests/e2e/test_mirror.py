@@ -19,26 +19,22 @@ import pytest
 
 from tests.e2e.test_uploads import pip, twine
 from tests.fakepypi import FakePyPI
-from tests.support import Daemon, call, login, make_sdist, make_wheel
+from tests.support import Daemon, call, login, make_sdist, make_wheel, serving_fake_pypi
 
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 
 
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePyPI]:
-    work = tmp_path_factory.mktemp("fakepypi")
-    dists = work / "dists"
-    dists.mkdir()
-    upstream = FakePyPI(work / "fake")
-    for path in [make_wheel(dists, "mirapp", "1.0", requires=["mirlib>=1.0"]),
-                 make_wheel(dists, "mirlib", "1.0"), make_wheel(dists, "mirlib", "2.0"),
-                 make_sdist(dists, "mirlib", "2.0"), make_wheel(dists, "shadowed", "3.0"),
-                 make_wheel(dists, "badhash", "1.0"), make_wheel(dists, "unfetched", "1.0"),
-                 make_wheel(dists, "neverasked", "1.0")]:
-        upstream.add(path)
-    upstream.start()
-    yield upstream
-    upstream.stop()
+    def dists(d: Path) -> list[Path]:
+        return [make_wheel(d, "mirapp", "1.0", requires=["mirlib>=1.0"]),
+                make_wheel(d, "mirlib", "1.0"), make_wheel(d, "mirlib", "2.0"),
+                make_sdist(d, "mirlib", "2.0"), make_wheel(d, "shadowed", "3.0"),
+                make_wheel(d, "badhash", "1.0"), make_wheel(d, "unfetched", "1.0"),
+                make_wheel(d, "neverasked", "1.0")]
+
+    with serving_fake_pypi(tmp_path_factory.mktemp("fakepypi"), dists) as upstream:
+        yield upstream
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ import pytest
 from tests.e2e.test_uploads import pip, twine
 from tests.fakepypi import FakePyPI
 from tests.nginx import Nginx, free_port
-from tests.support import Daemon, bin_path, call, init_serverdir, login, make_wheel
+from tests.support import Daemon, bin_path, call, init_serverdir, login, make_wheel, serving_fake_pypi
 
 
 class Front:
@@ -55,14 +55,9 @@ def daemon_port(daemon: Daemon) -> str:
 
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePyPI]:
-    work = tmp_path_factory.mktemp("fakepypi")
-    dists = work / "dists"
-    dists.mkdir()
-    upstream = FakePyPI(work / "fake")
-    upstream.add(make_wheel(dists, "ngxmirrored", "1.0"))
-    upstream.start()
-    yield upstream
-    upstream.stop()
+    with serving_fake_pypi(tmp_path_factory.mktemp("fakepypi"),
+                           lambda d: [make_wheel(d, "ngxmirrored", "1.0")]) as upstream:
+        yield upstream
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

@@ -31,7 +31,7 @@ from devpi_twisted.model.tokens import TokenSigner, derive_keys
 from tests.e2e.test_uploads import pip
 from tests.fakepypi import FakePyPI
 from tests.pg import free_port
-from tests.support import Daemon, call, init_serverdir, login, make_wheel
+from tests.support import Daemon, call, init_serverdir, login, make_wheel, serving_fake_pypi
 
 PASSWORD = "alice-pass"
 
@@ -79,16 +79,12 @@ def _pg(settings: dict[str, str]) -> Any:
 
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePyPI]:
-    work = tmp_path_factory.mktemp("fakepypi")
-    dists = work / "dists"
-    dists.mkdir()
-    upstream = FakePyPI(work / "fake")
-    for path in [make_wheel(dists, "mirapp", "1.0", requires=["mirlib>=1.0"]),
-                 make_wheel(dists, "mirlib", "1.0"), make_wheel(dists, "mirlib", "2.0")]:
-        upstream.add(path)
-    upstream.start()
-    yield upstream
-    upstream.stop()
+    def dists(d: Path) -> list[Path]:
+        return [make_wheel(d, "mirapp", "1.0", requires=["mirlib>=1.0"]),
+                make_wheel(d, "mirlib", "1.0"), make_wheel(d, "mirlib", "2.0")]
+
+    with serving_fake_pypi(tmp_path_factory.mktemp("fakepypi"), dists) as upstream:
+        yield upstream
 
 
 def write_secret(path: Path, data: bytes) -> Path:
