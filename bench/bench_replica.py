@@ -38,26 +38,19 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
+from bench_index import upload_form  # noqa: E402
 from tests.pg import free_port  # noqa: E402
 from tests.support import Daemon, call, init_serverdir, login, make_wheel  # noqa: E402
 
 
 def upload(url: str, auth: tuple[str, str], path: Path) -> tuple[int, int]:
     """(status, X-Devpi-Serial) of a twine-like upload form."""
-    boundary = "bench-boundary"
     name, version = path.name.split("-")[:2]
-    fields = {":action": "file_upload", "name": name, "version": version,
-              "protocol_version": "1", "filetype": "bdist_wheel", "pyversion": "py3"}
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-             for k, v in fields.items()]
-    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="content"; '
-                 f'filename="{path.name}"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode()
-                 + path.read_bytes() + b"\r\n")
-    parts.append(f"--{boundary}--\r\n".encode())
+    body, ctype = upload_form(name, version, path.name, path.read_bytes())
     token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-    request = urllib.request.Request(url, data=b"".join(parts), method="POST", headers={
-        "Content-Type": f"multipart/form-data; boundary={boundary}", "X-Devpi-Auth": token})
+    request = urllib.request.Request(url, data=body, method="POST", headers={
+        "Content-Type": ctype, "X-Devpi-Auth": token})
     with urllib.request.urlopen(request, timeout=60) as response:
         return response.status, int(response.headers["X-Devpi-Serial"])
 

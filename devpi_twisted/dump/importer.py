@@ -11,9 +11,7 @@ from __future__ import annotations
 import datetime
 import email.utils
 import hashlib
-import os
 import posixpath
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -22,11 +20,11 @@ from typing import IO, Any
 import attrs
 from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 
-from devpi_twisted import archives
 from devpi_twisted.dump.format import DOCZIP, RELEASEFILE, TOXRESULT, Dump, DumpError, FileDesc, IndexDump
 from devpi_twisted.dump.progress import Progress
 from devpi_twisted.model import releases
 from devpi_twisted.storage.interface import IndexRecord, Storage, UserRecord
+from devpi_twisted.web.forms import spool_core_metadata
 
 PARALLEL = 8  # files hashed or stored at once; projects written at once
 METADATA_SUFFIX = ".metadata"
@@ -102,17 +100,6 @@ def _entry(hashes: Mapping[str, str], sha256: str, size: int, last_modified: str
     return {"hash_spec": f"sha256={sha256}", "hashes": dict(hashes),
             "last_modified": last_modified or email.utils.formatdate(now, usegmt=True),
             "project": project, "version": version, "size": size}
-
-
-def _spool_metadata(path: Path, filename: str, staging: Path) -> tuple[Path, str, int] | None:
-    """The core metadata of a release file (PEP 658), spooled to a file; None if it has none."""
-    data = archives.core_metadata(path, filename)
-    if data is None:
-        return None
-    fd, name = tempfile.mkstemp(dir=staging, prefix="import-meta-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    return Path(name), hashlib.sha256(data).hexdigest(), len(data)
 
 
 @attrs.frozen
@@ -218,14 +205,15 @@ class Importer:
                              files: dict[str, Mapping[str, Any]], project: str, version: str,
                              now: float) -> None:
         """As an upload does: the archive's core metadata stored beside it (PEP 658)."""
-        spooled = await self._offload(_spool_metadata, desc.path, desc.filename, self._staging)
+        spooled = await self._offload(spool_core_metadata, desc.path, desc.filename,
+                                      self._staging)
         if spooled is None:
             return
-        path, sha256, size = spooled
+        sha256, size = spooled.sha256, spooled.size
         try:
-            await self._blobs.put_file(relpath + METADATA_SUFFIX, path, sha256)
+            await self._blobs.put_file(relpath + METADATA_SUFFIX, spooled.path, sha256)
         finally:
-            path.unlink(missing_ok=True)
+            await self._offload(spooled.path.unlink, True)
         link["core_metadata"] = {"sha256": sha256}
         files[relpath + METADATA_SUFFIX] = _entry({"sha256": sha256}, sha256, size,
                                                   desc.last_modified, project, version, now)

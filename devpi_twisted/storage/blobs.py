@@ -519,13 +519,23 @@ def _put_sync(target: Path, key: str, source: Path, sha256: str, sync: bool = Tr
         actual = hasher.hexdigest()
         if actual != sha256:
             raise BlobHashMismatch(key, sha256, actual)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _into_place(temporary, target, sync)
+    return size
+
+
+def _into_place(temporary: Path, target: Path, sync: bool) -> None:
+    """Rename a finished temporary file over ``target`` (removed if that fails), then
+    make the rename durable with an fsync of the directory."""
+    try:
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
     if sync:
         _fsync_dir(target.parent)
-    return size
 
 
 def _link_sync(target: Path, key: str, source: Path, sha256: str, sync: bool = True) -> int:
@@ -548,13 +558,7 @@ def _link_sync(target: Path, key: str, source: Path, sha256: str, sync: bool = T
         if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
             raise
         return _put_sync(target, key, source, sha256, sync)
-    try:
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    if sync:
-        _fsync_dir(target.parent)
+    _into_place(temporary, target, sync)
     return size
 
 

@@ -171,13 +171,18 @@ def migrate(conn: Any) -> int:
         return latest
 
 
-def connect_and_migrate(settings: Mapping[str, str]) -> tuple[dict[str, Any], Any]:
-    """A blocking connection to a migrated database; one-line StorageErrors."""
+def _connect(settings: Mapping[str, str]) -> tuple[dict[str, Any], Any]:
+    """A blocking connection: (its keyword arguments, it); StorageUnavailable if none."""
     kw = connect_kwargs(settings)
     try:
-        conn = psycopg2.connect(**kw)
+        return kw, psycopg2.connect(**kw)
     except psycopg2.Error as e:
         raise StorageUnavailable(f"cannot connect to {describe(kw)}: {first_line(e)}") from None
+
+
+def connect_and_migrate(settings: Mapping[str, str]) -> tuple[dict[str, Any], Any]:
+    """A blocking connection to a migrated database; one-line StorageErrors."""
+    kw, conn = _connect(settings)
     try:
         migrate(conn)
     except psycopg2.Error as e:
@@ -194,11 +199,7 @@ def drop_schema(settings: Mapping[str, str]) -> None:
     import starts over on an empty database. Refuses a database holding other tables."""
     from psycopg2 import sql
 
-    kw = connect_kwargs(settings)
-    try:
-        conn = psycopg2.connect(**kw)
-    except psycopg2.Error as e:
-        raise StorageUnavailable(f"cannot connect to {describe(kw)}: {first_line(e)}") from None
+    kw, conn = _connect(settings)
     try:
         with conn, conn.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
