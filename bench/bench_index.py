@@ -48,7 +48,7 @@ CASES = ["simple", "download", "upload"]
 # neither shares a core with the client by the scheduler's chance.
 PIN = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
 SERVER_CPU, CLIENT_CPU = (["taskset", "-c", "0"], ["taskset", "-c", "1"]) if PIN else ([], [])
-UPLOAD_CAP = {"token": 1000, "basic": 300}  # bodies built per second of --duration
+UPLOAD_CAP = {"token": 1000, "basic": 1000}  # bodies built per second of --duration
 JSON_ACCEPT = {"User-Agent": "pip/24.0", "Accept": "application/vnd.pypi.simple.v1+json"}
 HTML_ACCEPT = {"User-Agent": "pip/24.0", "Accept": "text/html"}
 

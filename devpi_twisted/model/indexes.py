@@ -34,6 +34,13 @@ BOOL_KEYS = frozenset({
     "mirror_ignore_serial_header",
 })
 INHERITANCE_MODES = ("intersection", "union")
+# devpi 7 spells the whitelist as inheritance rules. Accepted as input and stored as the
+# devpi 6 keys above, so exports, replicas and GETs keep devpi 6's shape.
+ALLOW_ALL = "allow all"
+BLOCK_REMOTE = "block type:remote if local_exists"
+RULE_KEY, TRUST_KEY, PROJECT_RULE_KEY = (
+    "project_inheritance_rules", "trust_inheritance_rules_from", "inheritance_rules")
+TRUST_MODES = {"none": "intersection", "type:not remote": "union"}
 
 Others = Mapping[str, Mapping[str, Any]]
 
@@ -77,9 +84,9 @@ def parse_type(value: Any) -> str:
     return index_type
 
 
-def _unexpected(keys: Mapping[str, Any]) -> InvalidInput:
+def _unexpected(keys: Mapping[str, Any], what: str = "indexconfig") -> InvalidInput:
     listed = ", ".join(f"{k}={v}" for k, v in sorted(keys.items()))
-    return InvalidInput(f"indexconfig got unexpected keyword arguments: {listed}")
+    return InvalidInput(f"{what} got unexpected keyword arguments: {listed}")
 
 
 def _normalize_value(key: str, value: Any, errors: list[str]) -> Any:
@@ -150,10 +157,95 @@ def _reaches(target: str, start: list[str], others: Others) -> bool:
     return False
 
 
+def inheritance_rules(config: Mapping[str, Any]) -> list[str]:
+    """devpi 7's ``project_inheritance_rules`` of a stage config."""
+    return [ALLOW_ALL] if "*" in (config.get("mirror_whitelist") or ()) else [BLOCK_REMOTE]
+
+
+def project_rules(config: Mapping[str, Any], project: str) -> list[str]:
+    """devpi 7's per-project ``inheritance_rules``: allowed when whitelisted by name."""
+    names = {n if n == "*" else normalize_project(n) for n in config.get("mirror_whitelist") or ()}
+    return [ALLOW_ALL] if normalize_project(project) in names else []
+
+
+def project_config(config: Mapping[str, Any], project: str) -> dict[str, Any]:
+    """devpi 7's configuration of ``project`` in a stage: ``{}`` when nothing is set."""
+    rules = project_rules(config, project) if config.get("type") == STAGE else []
+    return {PROJECT_RULE_KEY: rules} if rules else {}
+
+
+def _check_rules(key: str, value: Any, choices: list[list[str]]) -> list[str]:
+    rules = parse_list(value)
+    if rules not in choices:
+        listed = " or ".join(repr(c) for c in choices)
+        raise InvalidInput(f"Unknown value {rules!r} for {key}, must be {listed}.")
+    return rules
+
+
+def _from_devpi7(config: dict[str, Any], errors: list[str]) -> dict[str, Any]:
+    """``config`` with devpi 7's inheritance keys turned into the devpi 6 ones."""
+    if RULE_KEY not in config and TRUST_KEY not in config:
+        return config
+    config = dict(config)
+    whitelist = parse_list(config.get("mirror_whitelist") or [])
+    try:
+        if RULE_KEY in config:
+            rules = _check_rules(RULE_KEY, config.pop(RULE_KEY), [[ALLOW_ALL], [BLOCK_REMOTE]])
+            whitelist = [n for n in whitelist if n != "*"] + ["*"] * (rules == [ALLOW_ALL])
+            config["mirror_whitelist"] = whitelist
+        if TRUST_KEY in config:
+            value = str(config.pop(TRUST_KEY)).lower()
+            if value not in TRUST_MODES:
+                raise InvalidInput(f"Unknown value '{value}' for {TRUST_KEY}, "
+                                   "must be 'none' or 'type:not remote'.")
+            config["mirror_whitelist_inheritance"] = TRUST_MODES[value]
+    except InvalidInput as e:
+        errors.append(e.message)
+    return config
+
+
+def patch_project_rules(config: Mapping[str, Any], project: str, body: Any) -> dict[str, Any]:
+    """The stage config after a PATCH of ``project``'s devpi 7 config (``inheritance_rules``,
+    the only key there is): ``allow all`` whitelists the project, no rules unlist it."""
+    if config.get("type") != STAGE:
+        raise InvalidInput("only stage indexes have a project configuration")
+    current = {PROJECT_RULE_KEY: project_rules(config, project)}
+    if isinstance(body, list):
+        for key, op, value in (_split_item(item) for item in body):
+            if key != PROJECT_RULE_KEY:
+                raise _unexpected({key: value}, "projectconfig")
+            rules = current[PROJECT_RULE_KEY]
+            if op == "=":
+                rules = parse_list(value)
+            elif op == "+=":
+                rules = rules + [value] * (value not in rules)
+            elif value in rules:
+                rules = [r for r in rules if r != value]
+            else:
+                raise InvalidInput(f"The '{key}' setting doesn't have value '{value}'")
+            current[PROJECT_RULE_KEY] = rules
+    elif isinstance(body, Mapping):
+        if isinstance(body.get("result"), Mapping) and "type" in body:
+            body = body["result"]
+        unknown = {k: v for k, v in body.items() if k != PROJECT_RULE_KEY}
+        if unknown:
+            raise _unexpected(unknown, "projectconfig")
+        current = {PROJECT_RULE_KEY: body.get(PROJECT_RULE_KEY) or []}
+    else:
+        raise InvalidInput("Bad request: expected a JSON object or list")
+    rules = _check_rules(PROJECT_RULE_KEY, current[PROJECT_RULE_KEY], [[], [ALLOW_ALL]])
+    name = normalize_project(project)
+    whitelist = [n for n in parse_list(config.get("mirror_whitelist") or [])
+                 if n == "*" or normalize_project(n) != name]
+    return {**config, "mirror_whitelist": whitelist + [name] * bool(rules)}
+
+
 def _validate(name: str, config: dict[str, Any], others: Others, tolerate_unknown: bool) -> dict[str, Any]:
     """Normalise every known key of ``config`` and check it; raises one joined InvalidInput."""
     index_type = config["type"]
     errors: list[str] = []
+    if index_type == STAGE:
+        config = _from_devpi7(config, errors)
     unknown = {k: v for k, v in config.items() if k not in known_keys(index_type)}
     if unknown and not tolerate_unknown:
         raise _unexpected(unknown)
@@ -235,6 +327,8 @@ def _patch_list(name: str, current: Mapping[str, Any], items: list[Any], others:
                 raise InvalidInput("Default values can't be removed.")
             config.pop(key, None)
         else:
+            if key == RULE_KEY and current["type"] == STAGE and key not in config:
+                config[key] = inheritance_rules(config)
             if key not in config:
                 raise InvalidInput(f"The '{key}' setting has no value to change with {op}")
             values = parse_list(config[key]) if key in LIST_KEYS else _as_list(key, config[key])

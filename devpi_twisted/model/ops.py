@@ -299,6 +299,31 @@ class ServerOps:
             return Written(serial, config)
         raise _busy(name)
 
+    async def project_config(self, user: str, index: str, project: str) -> dict[str, Any]:
+        """devpi 7's configuration of one project (``inheritance_rules``), read off the
+        stage's whitelist; ``{}`` when nothing is set."""
+        return idx.project_config((await self._index(user, index)).config, project)
+
+    async def modify_project_config(self, identity: Identity, user: str, index: str,
+                                    project: str, body: Any) -> Written:
+        """PATCH of a project's devpi 7 configuration: kept as the stage's whitelist."""
+        name = f"{user}/{index}"
+        for _ in range(RETRIES):
+            record = await self._index(user, index)
+            if not self._policy.may_manage_index(identity, user):
+                raise Forbidden(f"no permission to modify index {name}")
+            config = idx.patch_project_rules(record.config, project, body)
+            if config == dict(record.config):
+                return Written(None, idx.project_config(config, project))
+            try:
+                serial = await self._storage.update_index(user, index, config, record.serial)
+            except StaleRecord:
+                continue
+            except RecordMissing:
+                raise NotFound(f"The stage {name} could not be found.") from None
+            return Written(serial, idx.project_config(config, project))
+        raise _busy(name)
+
     async def delete_index(self, identity: Identity, user: str, index: str) -> Written:
         name = f"{user}/{index}"
         for _ in range(RETRIES):

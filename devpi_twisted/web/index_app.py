@@ -319,10 +319,26 @@ class IndexApp(FileRoutes, OpsRoutes, ReplicationRoutes):
             if "text/html" in accept:
                 raise NotFound("no HTML view here; ask for application/json")
             raise UnsupportedMedia("ask for application/json")
+        shape = (request.args.get(b"v") or [b"1"])[0].decode("utf-8", "replace") or "1"
+        if shape not in ("1", "2"):
+            raise InvalidInput(f"The requested result version must be 1 to 2, got {shape!r}")
         versions = await self._releases.project_versions(
             user, index, project, ignore_bases=_flag(request, b"ignore_bases"))
         result = {v: self._api_links(request, d) for v, d in versions.items()}
-        return render.result(request, "projectconfig", result)
+        if shape == "1":
+            return render.result(request, "projectconfig", result)
+        config = await self._ops.project_config(user, index, project)
+        return render.result(request, "projectconfig_v2", {"config": config, "versions": result})
+
+    @_route(app, "/<user>/<index>/<project>", ["PATCH"])
+    async def modify_project(self, request: IRequest, user: str, index: str, project: str) -> bytes:
+        """devpi 7's project configuration: ``["inheritance_rules=allow all"]`` lets the
+        mirrors in the bases supply this project although a stage has it (model.md 6.2)."""
+        self._check_segment(user, index, project)
+        written = await self._ops.modify_project_config(
+            await self._identity(request), user, index, project, render.read_json(request))
+        self._written(request, written)
+        return render.result(request, "projectconfig", written.result)
 
     @_route(app, "/<user>/<index>/<project>/<version>", ["GET"])
     async def version_view(self, request: IRequest, user: str, index: str, project: str,

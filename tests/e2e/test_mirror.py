@@ -129,6 +129,25 @@ def test_private_uploads_shadow_the_mirror_unless_whitelisted(mirror: Daemon,
     assert call(mirror.url + "/packages/stable", "PATCH", ["mirror_whitelist+=shadowed"],
                 auth)[0] == 200
     assert page(index + "shadowed/")[1]["versions"] == ["0.1", "3.0"]
+    # devpi 7's spellings of the same: a project's inheritance_rules, the index's rules
+    project = mirror.url + "/packages/stable/shadowed"
+    assert call(project, "PATCH", ["inheritance_rules-=allow all"], auth)[0] == 200
+    assert page(index + "shadowed/")[1]["versions"] == ["0.1"]
+    status, body, _ = call(project, "PATCH", ["inheritance_rules=allow all"], auth)
+    assert (status, body["result"]) == (200, {"inheritance_rules": ["allow all"]})
+    assert call(project + "?v=2", "GET")[1]["result"]["config"] == {
+        "inheritance_rules": ["allow all"]}
+    assert page(index + "shadowed/")[1]["versions"] == ["0.1", "3.0"]
+    assert call(project, "PATCH", {}, auth)[0] == 200
+    assert page(index + "shadowed/")[1]["versions"] == ["0.1"]
+    assert call(mirror.url + "/packages/stable", "PATCH",
+                ["project_inheritance_rules=allow all"], auth)[0] == 200
+    assert page(index + "shadowed/")[1]["versions"] == ["0.1", "3.0"]
+    assert call(mirror.url + "/packages/stable", "PATCH",
+                ["project_inheritance_rules=block type:remote if local_exists"], auth)[0] == 200
+    assert page(index + "shadowed/")[1]["versions"] == ["0.1"]
+    assert call(mirror.url + "/packages/stable", "PATCH", ["mirror_whitelist+=shadowed"],
+                auth)[0] == 200
     # a name only the mirror has comes through the private index too
     assert "mirlib-2.0" in install(index, tmp_path / "t", "mirlib")
 

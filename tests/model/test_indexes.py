@@ -16,6 +16,8 @@ from devpi_twisted.model.indexes import (
     parse_bool,
     parse_list,
     patch_config,
+    patch_project_rules,
+    project_config,
     resolution_order,
 )
 
@@ -279,6 +281,97 @@ def test_new_mirror_rejects_mirror_url_that_is_not_http(url: Any) -> None:
 def test_new_mirror_rejects_non_integer_cache_expiry(expiry: Any) -> None:
     _rejects("'mirror_cache_expiry' option must be an integer", new_config, "root/m",
              {"type": "mirror", "mirror_cache_expiry": expiry}, OTHERS)
+
+
+# -- devpi 7's inheritance rules, kept as the devpi 6 whitelist ---------------------
+
+ALLOW, BLOCK = "allow all", "block type:remote if local_exists"
+RULES_CHOICES = "must be ['allow all'] or ['block type:remote if local_exists']."
+
+
+@pytest.mark.parametrize(("rules", "whitelist"), [
+    ("allow all", ["*"]), ([ALLOW], ["*"]), (BLOCK, []), ([BLOCK], [])])
+def test_new_stage_takes_project_inheritance_rules_as_the_whitelist(rules: Any,
+                                                                    whitelist: list[str]) -> None:
+    config = new_config("alice/new", {"project_inheritance_rules": rules}, OTHERS)
+    assert config["mirror_whitelist"] == whitelist
+    assert "project_inheritance_rules" not in config
+
+
+@pytest.mark.parametrize(("value", "mode"), [("none", "intersection"), ("type:not remote", "union"),
+                                             ("Type:Not Remote", "union")])
+def test_trust_inheritance_rules_from_is_the_whitelist_inheritance(value: str, mode: str) -> None:
+    config = new_config("alice/new", {"trust_inheritance_rules_from": value}, OTHERS)
+    assert config["mirror_whitelist_inheritance"] == mode
+    assert "trust_inheritance_rules_from" not in config
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"project_inheritance_rules": []}, f"Unknown value [] for project_inheritance_rules, {RULES_CHOICES}"),
+    ({"project_inheritance_rules": [BLOCK, ALLOW]},
+     f"Unknown value ['{BLOCK}', 'allow all'] for project_inheritance_rules, {RULES_CHOICES}"),
+    ({"trust_inheritance_rules_from": "all"},
+     "Unknown value 'all' for trust_inheritance_rules_from, must be 'none' or 'type:not remote'."),
+])
+def test_bad_inheritance_rules_are_refused(body: dict[str, Any], message: str) -> None:
+    _rejects(message, new_config, "alice/new", body, OTHERS)
+
+
+def test_patch_list_allow_all_then_block_keeps_named_projects() -> None:
+    named = _stage("alice", ["root/pypi"], mirror_whitelist=["foo"])
+    allowed = patch_config("alice/dev", named, ["project_inheritance_rules=allow all"], OTHERS)
+    assert allowed["mirror_whitelist"] == ["foo", "*"]
+    blocked = patch_config("alice/dev", allowed, [f"project_inheritance_rules={BLOCK}"], OTHERS)
+    assert blocked["mirror_whitelist"] == ["foo"]
+
+
+@pytest.mark.parametrize(("item", "message"), [
+    (f"project_inheritance_rules-={BLOCK}", f"Unknown value [] for project_inheritance_rules, {RULES_CHOICES}"),
+    ("project_inheritance_rules+=allow all",
+     f"Unknown value ['{BLOCK}', 'allow all'] for project_inheritance_rules, {RULES_CHOICES}"),
+    ("project_inheritance_rules-=foo", "The 'project_inheritance_rules' setting doesn't have value 'foo'"),
+])
+def test_patch_list_changes_of_rules_as_devpi_7_answers_them(item: str, message: str) -> None:
+    _rejects(message, patch_config, "alice/dev", DEV, [item], OTHERS)
+
+
+def test_patch_list_can_swap_the_rule_in_one_request() -> None:
+    config = patch_config("alice/dev", DEV, [f"project_inheritance_rules-={BLOCK}",
+                                             "project_inheritance_rules+=allow all"], OTHERS)
+    assert config["mirror_whitelist"] == ["*"]
+
+
+def test_project_rules_add_and_remove_one_name_of_the_whitelist() -> None:
+    allowed = patch_project_rules(DEV, "Foo_Bar", ["inheritance_rules=allow all"])
+    assert allowed["mirror_whitelist"] == ["foo-bar"]
+    assert project_config(allowed, "foo.bar") == {"inheritance_rules": [ALLOW]}
+    assert project_config(allowed, "other") == {}
+    again = patch_project_rules(allowed, "foo-bar", {"inheritance_rules": ["allow all"]})
+    assert again["mirror_whitelist"] == ["foo-bar"]
+    removed = patch_project_rules(again, "foo-bar", ["inheritance_rules-=allow all"])
+    assert removed["mirror_whitelist"] == [] and project_config(removed, "foo-bar") == {}
+    assert patch_project_rules(allowed, "foo-bar", {})["mirror_whitelist"] == []
+
+
+def test_project_rules_leave_allow_all_of_the_index_alone() -> None:
+    star = _stage("alice", ["root/pypi"], mirror_whitelist=["*", "foo"])
+    assert patch_project_rules(star, "foo", ["inheritance_rules="])["mirror_whitelist"] == ["*"]
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (["inheritance_rules=deny"], "Unknown value ['deny'] for inheritance_rules, must be [] or ['allow all']."),
+    ({"volatile": False}, "projectconfig got unexpected keyword arguments: volatile=False"),
+    (["inheritance_rules-=allow all"], "The 'inheritance_rules' setting doesn't have value 'allow all'"),
+    ("allow all", "Bad request: expected a JSON object or list"),
+])
+def test_project_rules_refusals(body: Any, message: str) -> None:
+    _rejects(message, patch_project_rules, DEV, "foo", body)
+
+
+def test_a_mirror_has_no_project_rules() -> None:
+    _rejects("only stage indexes have a project configuration", patch_project_rules, PYPI, "foo",
+             ["inheritance_rules=allow all"])
+    assert project_config(PYPI, "foo") == {}
 
 
 # -- patch_config: list form ---------------------------------------------------------

@@ -351,6 +351,57 @@ def test_create_index_with_devpi_client_strings(server: Server) -> None:
         "mirror_whitelist_inheritance": "intersection"}}
 
 
+def test_devpi_7_inheritance_rules_are_kept_as_the_whitelist(server: Server) -> None:
+    auth = _user(server)
+    reply = server.client.request("PUT", "/alice/dev", {
+        "bases": "root/pypi", "project_inheritance_rules": ["allow all"],
+        "trust_inheritance_rules_from": "type:not remote"}, headers=auth)
+    assert reply.code == 200, reply.body
+    shown = reply.json["result"]
+    assert (shown["mirror_whitelist"], shown["mirror_whitelist_inheritance"]) == (["*"], "union")
+    assert "project_inheritance_rules" not in shown
+    reply = server.client.request(
+        "PATCH", "/alice/dev", ["project_inheritance_rules+=block type:remote if local_exists"],
+        headers=auth)
+    assert reply.code == 400
+    assert reply.json["message"] == (
+        "Unknown value ['allow all', 'block type:remote if local_exists'] for "
+        "project_inheritance_rules, must be ['allow all'] or ['block type:remote if local_exists'].")
+    assert server.client.get("/alice/dev").json["result"]["mirror_whitelist"] == ["*"]
+
+
+def test_project_config_of_devpi_7_is_a_whitelist_entry(server: Server) -> None:
+    auth = _user(server)
+    server.client.request("PUT", "/alice/dev", {"bases": "root/pypi"}, headers=auth)
+    assert server.client.request("PATCH", "/alice/dev/Some_Pkg", ["inheritance_rules=allow all"]
+                                 ).code == 403  # anonymous
+    assert server.client.request("PATCH", "/alice/dev/Some_Pkg", ["inheritance_rules=deny"],
+                                 headers=auth).code == 400
+    assert server.client.request("PATCH", "/root/pypi/six", ["inheritance_rules=allow all"],
+                                 headers=server.devpi_auth("root", server.login("root", ""))
+                                 ).code == 400
+    assert server.client.get("/alice/dev").json["result"]["mirror_whitelist"] == []
+    reply = server.client.request("PATCH", "/alice/dev/Some_Pkg", ["inheritance_rules=allow all"],
+                                  headers=auth)
+    assert reply.json == {"type": "projectconfig", "result": {"inheritance_rules": ["allow all"]}}
+    assert server.client.get("/alice/dev").json["result"]["mirror_whitelist"] == ["some-pkg"]
+
+
+def test_project_view_answers_result_versions_1_and_2(server: Server) -> None:
+    auth = _user(server)
+    server.client.request("PUT", "/alice/dev", {"mirror_whitelist": "pkg"}, headers=auth)
+    server.client.request("POST", "/alice/dev/", raw=b":action=submit&name=pkg&version=1.0",
+                          headers={**auth, "Content-Type": ["application/x-www-form-urlencoded"]})
+    v1 = server.client.get("/alice/dev/pkg")
+    assert v1.json["type"] == "projectconfig" and list(v1.json["result"]) == ["1.0"]
+    v2 = server.client.get("/alice/dev/pkg?v=2")
+    assert v2.json == {"type": "projectconfig_v2", "result": {
+        "config": {"inheritance_rules": ["allow all"]}, "versions": v1.json["result"]}}
+    bad = server.client.get("/alice/dev/pkg?v=3")
+    assert (bad.code, bad.json["message"]) == (
+        400, "The requested result version must be 1 to 2, got '3'")
+
+
 def test_get_index_lists_projects_unless_no_projects(server: Server) -> None:
     auth = _user(server)
     server.client.request("PUT", "/alice/dev", {}, headers=auth)
