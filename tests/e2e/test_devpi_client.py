@@ -59,6 +59,13 @@ def test_seed_workflow_with_devpi_client(daemon: Daemon, devpi: DevpiCLI) -> Non
 
     assert "volatile=False" in devpi("index", "packages/staging", "volatile=False")
     assert _get(daemon, "/packages/staging")["result"]["volatile"] is False
+    # devpi 7's spelling of mirror_whitelist=*, as a devpi 7 user would type it
+    out = devpi("index", "packages/staging", "project_inheritance_rules=allow all")
+    assert "mirror_whitelist=*" in out
+    out = devpi("index", "packages/staging", "project_inheritance_rules=allow everything", ok=False)
+    assert "Unknown value ['allow everything'] for project_inheritance_rules" in out
+    devpi("index", "packages/staging", "project_inheritance_rules=block type:remote if local_exists")
+    assert _get(daemon, "/packages/staging")["result"]["mirror_whitelist"] == []
 
     stable = json.loads(devpi("getjson", "/packages/stable"))
     assert stable["type"] == "indexconfig"
