@@ -48,7 +48,7 @@ class Interactions(Protocol):
     """What the store needs of postgres.Pool: run ``fn(cursor)`` in a transaction on a
     pooled connection (broken connections become StorageUnavailable)."""
 
-    def interaction(self, fn: Callable[[Any], Awaitable[Any]]) -> Awaitable[Any]: ...
+    def interaction(self, fn: Callable[[Any], Awaitable[Any]]) -> Deferred[Any]: ...
 
 
 def _read_chunk(source: IO[bytes], hasher: Any, count: int) -> tuple[int, AsIs]:

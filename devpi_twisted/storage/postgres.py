@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from txpostgres.txpostgres import Connection
 
 from devpi_twisted.storage import migrations, plans
-from devpi_twisted.storage.adapter import PlanStorage
+from devpi_twisted.storage.adapter import PlanStorage, shielded
 from devpi_twisted.storage.board import SerialBoard
 from devpi_twisted.storage.interface import Change, StorageError, StorageUnavailable
 
@@ -282,9 +282,16 @@ class Pool:
             raise StorageUnavailable(f"PostgreSQL: {first_line(e)}") from None
         return conn
 
-    async def interaction(self, fn: Callable[[Any], Any]) -> Any:
+    def interaction(self, fn: Callable[[Any], Any]) -> Deferred[Any]:
         """Run ``fn(cursor)`` (a coroutine function) in a transaction on a pooled connection.
-        A connection that breaks is closed and StorageUnavailable raised; others go back."""
+        A connection that breaks is closed and StorageUnavailable raised; others go back.
+
+        Cancelling the result (twisted.web does when a client hangs up) leaves the
+        transaction to finish on its own: txpostgres would otherwise try to cancel the
+        running query and raise _CancelInProgress out of the canceller."""
+        return shielded(Deferred.fromCoroutine(self._interaction(fn)))
+
+    async def _interaction(self, fn: Callable[[Any], Any]) -> Any:
         await self._slots.acquire()
         try:
             conn = await self._checkout()
@@ -359,7 +366,7 @@ class PostgresStorage(PlanStorage):
         return Deferred.fromCoroutine(self._transact_async(make, args))
 
     def _query(self, plan: plans.Plan[T]) -> Deferred[T]:
-        return Deferred.fromCoroutine(self._pool.interaction(lambda cursor: drive_async(cursor, plan)))
+        return self._pool.interaction(lambda cursor: drive_async(cursor, plan))
 
     @property
     def pool(self) -> Pool:

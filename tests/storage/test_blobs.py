@@ -15,7 +15,7 @@ import pytest
 import pytest_twisted
 import treq
 from treq.client import HTTPClient
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import CancelledError, Deferred, gatherResults
 from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.internet.task import deferLater
 from twisted.web.client import Agent
@@ -262,6 +262,32 @@ async def test_size_exists_and_delete(blobs: Any, tmp_path: Path) -> None:
     assert await _read(blobs, other) == _data(MiB + 7, 7)
     await blobs.delete(other)
     assert await _leftovers(blobs) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_cancelled_query_finishes_quietly_and_frees_its_connection(
+        blobs: Any, tmp_path: Path) -> None:
+    """twisted.web cancels a handler when its client hangs up, often while a size or a
+    chunk is being fetched: the cancel must not raise (txpostgres would, cancelling the
+    running query) and every pooled connection must come back for the next request."""
+    path, sha256 = _file(tmp_path, _data(MiB + 3, 3))
+    await blobs.put_file(KEY, path, sha256)
+    for _ in range(3):  # twice the pool's four connections at once, three times over
+        pending = [blobs.size(KEY) for _ in range(8)]
+        for d in pending:
+            d.cancel()
+        for d in pending:
+            outcome = await _settle(d)
+            assert outcome == MiB + 3 or isinstance(outcome, CancelledError)
+    assert await blobs.size(KEY) == MiB + 3
+    assert await _read(blobs, KEY) == _data(MiB + 3, 3)
+
+
+async def _settle(d: Deferred[Any]) -> Any:
+    try:
+        return await d
+    except CancelledError as e:
+        return e
 
 
 @pytest_twisted.ensureDeferred
