@@ -47,6 +47,7 @@ from devpi_twisted.workers import WorkerSupervisor
 from devpi_twisted.model.release_ops import ReleaseOps
 from devpi_twisted.model.simple import SimpleOps
 from devpi_twisted.storage.blobs import FileBlobStore
+from devpi_twisted.storage.bodycache import BodyCache
 from devpi_twisted.storage.pgblobs import PgBlobStore
 from devpi_twisted.web.index_app import IndexApp
 from devpi_twisted.web.metrics import RequestMetrics
@@ -83,7 +84,9 @@ def open_storage(config: Config, reactor: Any = None, board: SerialBoard | None 
 def open_blobs(config: Config, storage: Any, reactor: Any) -> Any:
     """File bodies: in the database on PostgreSQL (hosts may share it), else under +files."""
     if isinstance(storage, PostgresStorage):
-        return PgBlobStore(storage.pool, reactor)
+        copies = BodyCache(config.serverdir / "+blobcache", config.blob_cache_size, reactor) \
+            if config.blob_cache_size else None
+        return PgBlobStore(storage.pool, reactor, copies=copies)
     return FileBlobStore(config.serverdir / "+files", reactor)
 
 

@@ -7,6 +7,8 @@ transaction: a wrong hash rolls everything back, and no reader ever sees part
 of a body. A read fetches one chunk (or the part of it a range needs, with
 substring()) per short transaction, so a slow client holds no connection while
 it is paused; each fetch checks the meta row still names the same sha256.
+Downloads go out by sendfile from the host's copy of a body (bodycache.py) once
+there is one; the meta row is still read first, so the database decides what exists.
 """
 
 from __future__ import annotations
@@ -20,12 +22,16 @@ from psycopg2.extensions import AsIs
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IConsumer
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from devpi_twisted.storage.blobs import (
     CHUNK_SIZE, TOUCH_INTERVAL, BlobHashMismatch, BlobMissing, BlobUsage, ChunkPump, DailyTouches,
     LocalBlob, byte_range, check_key, settled,
 )
+from devpi_twisted.storage.bodycache import BodyCache
+
+_log = Logger()
 
 BLOB_LOCK_CLASS = 0x626C6F62  # with hashtext(key): serialises puts of one key ("blob")
 
@@ -66,11 +72,13 @@ async def _fetch_one(cursor: Any, sql: str, params: tuple[Any, ...]) -> Any:
 
 
 class PgBlobStore:
-    """Blobs in the database of a PostgresStorage: ``PgBlobStore(storage._pool, reactor)``."""
+    """Blobs in the database of a PostgresStorage: ``PgBlobStore(storage.pool, reactor)``;
+    with ``copies``, downloads are served from the host's copies of the bodies."""
 
     def __init__(self, pool: Interactions, reactor: Any, threadpool: ThreadPool | None = None,
-                 chunk_size: int = CHUNK_SIZE) -> None:
+                 chunk_size: int = CHUNK_SIZE, copies: BodyCache | None = None) -> None:
         self._pool = pool
+        self._copies = copies
         self._reactor = reactor
         self._threadpool = threadpool if threadpool is not None else reactor.getThreadPool()
         self._chunk_size = chunk_size
@@ -84,9 +92,6 @@ class PgBlobStore:
 
     def local_path(self, key: str) -> Path | None:
         return None
-
-    def open_local(self, key: str) -> Deferred[LocalBlob | None]:
-        return succeed(None)
 
     # -- put -----------------------------------------------------------------------
 
@@ -157,14 +162,17 @@ class PgBlobStore:
              length: int | None = None) -> Deferred[int]:
         return Deferred.fromCoroutine(self._read(key, consumer, offset, length))
 
-    async def _read(self, key: str, consumer: IConsumer, offset: int, length: int | None) -> int:
+    async def _meta(self, key: str) -> tuple[int, str, int]:
+        """(size, sha256, chunk_size) of the blob; raises BlobMissing."""
         check_key(key)
         row = await self._pool.interaction(lambda cursor: _fetch_one(cursor, SELECT_BLOB, (key,)))
         if row is None:
             raise BlobMissing(f"no blob {key}")
-        size, sha256, chunk_size = int(row[0]), str(row[1]), int(row[2])
-        start, end = byte_range(size, offset, length)
+        return int(row[0]), str(row[1]), int(row[2])
 
+    def _fetcher(self, key: str, sha256: str, chunk_size: int) -> Callable[[int, int], Deferred[bytes]]:
+        """``fetch(position, count)``: bytes of the blob from one chunk, each in a short
+        transaction that checks the key still holds ``sha256``."""
         async def fetch_part(position: int, count: int) -> bytes:
             seq, within = divmod(position, chunk_size)
             params = (within + 1, count, key, seq, sha256)
@@ -173,10 +181,28 @@ class PgBlobStore:
                 raise BlobMissing(f"blob {key} was deleted or replaced while being read")
             return bytes(part[0])
 
-        def fetch(position: int, count: int) -> Deferred[bytes]:
-            return Deferred.fromCoroutine(fetch_part(position, count))
+        return lambda position, count: Deferred.fromCoroutine(fetch_part(position, count))
 
+    async def _read(self, key: str, consumer: IConsumer, offset: int, length: int | None) -> int:
+        size, sha256, chunk_size = await self._meta(key)
+        start, end = byte_range(size, offset, length)
+        fetch = self._fetcher(key, sha256, chunk_size)
         return await ChunkPump(consumer, fetch, start, end, chunk_size).run()
+
+    def open_local(self, key: str) -> Deferred[LocalBlob | None]:
+        """The host's copy of the body (see bodycache.py), once there is one: the first
+        download of a body streams it from the database while a copy is made."""
+        if self._copies is None:
+            return succeed(None)
+        return Deferred.fromCoroutine(self._open_local(key, self._copies))
+
+    async def _open_local(self, key: str, copies: BodyCache) -> LocalBlob | None:
+        size, sha256, chunk_size = await self._meta(key)
+        local = await copies.open(sha256, size)
+        if local is None and copies.wanted(sha256, size):
+            copies.copy(sha256, size, self._fetcher(key, sha256, chunk_size)).addErrback(
+                lambda f: _log.failure("copying the body of {key} from PostgreSQL", f, key=key))
+        return local
 
     # -- access times --------------------------------------------------------------------
 

@@ -174,6 +174,8 @@ class FileRoutes(ManagementApp):
             request.setResponseCode(304)
             return b""
         accel = request.getHeader(ACCEL_HEADER)
+        if accel and self._blobs.local_path(relpath) is None:
+            accel = None  # nginx reaches +files only; PostgreSQL's bodies go out from here
         transport = transport_of(request) if request.method == b"GET" and not accel else None
         try:
             local = await self._blobs.open_local(relpath) \

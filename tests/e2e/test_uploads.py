@@ -395,3 +395,9 @@ def test_clients_hanging_up_mid_download_are_handled_quietly(stages: Daemon, tmp
     conn.close()
     log = stages.log.read_text()
     assert "Unhandled" not in log and "Traceback" not in log, log[-3000:]
+    copies = stages.serverdir / "+blobcache"
+    if "--storage" in stages.args:  # PostgreSQL: the body is copied out to be sent by sendfile
+        sha256 = info["hashes"]["sha256"]
+        assert (copies / sha256[:2] / sha256[2:]).read_bytes() == data
+    else:
+        assert not copies.exists()
