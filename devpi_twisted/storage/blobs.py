@@ -100,9 +100,10 @@ class BlobStore(Protocol):
         """A local file holding the blob, for sendfile / X-Accel-Redirect; None if the
         store keeps no local files. Does not check that the blob exists."""
 
-    def open_local(self, key: str) -> Deferred[LocalBlob | None]:
+    def open_local(self, key: str, sha256: str | None = None) -> Deferred[LocalBlob | None]:
         """The blob's local file opened for reading (for sendfile); None if the store
-        keeps no local files. Raises BlobMissing. The caller closes it."""
+        keeps no local files. Raises BlobMissing. The caller closes it. ``sha256``, the
+        hash its file record names, lets a store of copies skip asking what the key holds."""
 
     def touch(self, key: str, now: float) -> Deferred[None] | None:
         """Record a download of ``key`` at ``now`` (for cleanup): stored at most once a day
@@ -427,7 +428,7 @@ class FileBlobStore:
         finally:
             os.close(fd)
 
-    def open_local(self, key: str) -> Deferred[LocalBlob | None]:
+    def open_local(self, key: str, sha256: str | None = None) -> Deferred[LocalBlob | None]:
         cached = self._open_files.get(key)  # its key was checked when it was opened
         if cached is not None:
             return succeed(cached)

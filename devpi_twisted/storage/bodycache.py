@@ -69,13 +69,19 @@ class BodyCache:
 
     # -- serving -----------------------------------------------------------------------
 
+    def lent(self, sha256: str) -> LocalBlob | None:
+        """The copy of ``sha256`` if this process holds it open; no I/O."""
+        local = self._open_files.get(sha256)
+        if local is not None:
+            self._used(sha256, local.size)
+        return local
+
     def open(self, sha256: str, size: int) -> Deferred[LocalBlob | None]:
         """The copy of ``sha256`` opened for reading; None if there is none (yet)."""
         if not self.wanted(sha256, size):
             return succeed(None)
-        local = self._open_files.get(sha256)
+        local = self.lent(sha256)
         if local is not None:
-            self._used(sha256, size)
             return succeed(local)
         return self._in_thread(_open_copy, self._path(sha256), size).addCallback(
             self._opened, sha256, size)

@@ -189,11 +189,18 @@ class PgBlobStore:
         fetch = self._fetcher(key, sha256, chunk_size)
         return await ChunkPump(consumer, fetch, start, end, chunk_size).run()
 
-    def open_local(self, key: str) -> Deferred[LocalBlob | None]:
+    def open_local(self, key: str, sha256: str | None = None) -> Deferred[LocalBlob | None]:
         """The host's copy of the body (see bodycache.py), once there is one: the first
-        download of a body streams it from the database while a copy is made."""
+        download of a body streams it from the database while a copy is made. With the
+        ``sha256`` of the file's record, a copy this process holds open is those very
+        bytes and is lent without a query (the record, not the body, says a file exists:
+        deleting a file or cleaning up a mirror's changes the record first)."""
         if self._copies is None:
             return succeed(None)
+        if sha256:
+            local = self._copies.lent(sha256.lower())
+            if local is not None:
+                return succeed(local)
         return Deferred.fromCoroutine(self._open_local(key, self._copies))
 
     async def _open_local(self, key: str, copies: BodyCache) -> LocalBlob | None:

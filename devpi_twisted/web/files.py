@@ -163,7 +163,8 @@ class FileRoutes(ManagementApp):
         entry = record.entry
         if "application/json" in render.accept(request):
             return render.result(request, "releasefilemeta", dict(entry))
-        etag = f'"{entry.get("hashes", {}).get("sha256", "")}"'.encode()
+        sha256 = str(entry.get("hashes", {}).get("sha256", ""))
+        etag = f'"{sha256}"'.encode()
         request.setHeader(b"Content-Type", content_type(relpath.rsplit("/", 1)[-1]))
         request.setHeader(b"ETag", etag)
         request.setHeader(b"Accept-Ranges", b"bytes")
@@ -178,7 +179,7 @@ class FileRoutes(ManagementApp):
             accel = None  # nginx reaches +files only; PostgreSQL's bodies go out from here
         transport = transport_of(request) if request.method == b"GET" and not accel else None
         try:
-            local = await self._blobs.open_local(relpath) \
+            local = await self._blobs.open_local(relpath, sha256) \
                 if transport is not None or accel else None
         except BlobMissing:
             if fetch and self._replica is not None:  # not replicated yet: from the primary now

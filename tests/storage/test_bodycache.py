@@ -109,6 +109,21 @@ async def test_postgres_the_database_decides_what_exists(store: Store, tmp_path:
 
 
 @pytest_twisted.ensureDeferred
+async def test_postgres_a_copy_held_open_is_lent_for_the_records_sha256_without_a_query(
+        store: Store, tmp_path: Path) -> None:
+    key, data, sha256 = await store.put(tmp_path, 3, MiB)
+    assert await store.blobs.open_local(key, sha256) is None  # nothing held: asks, copies
+    await store.copies.settle()
+    (await store.blobs.open_local(key, sha256)).close()
+    store.storage.pool.close()
+    queries: list[Any] = []
+    store.storage.pool.interaction = queries.append  # type: ignore[method-assign]
+    local = await store.blobs.open_local(key, sha256.upper())
+    assert local is not None and _whole(local) == data and queries == []
+    local.close()
+
+
+@pytest_twisted.ensureDeferred
 async def test_postgres_least_recently_served_copies_are_evicted_at_the_limit(
         store: Store, tmp_path: Path) -> None:
     stored = [await store.put(tmp_path, n, MiB + n) for n in range(1, 5)]  # 4 MiB + 10 bytes
