@@ -38,7 +38,6 @@ from devpi_twisted.storage.blobs import (
     _make_dirs,
 )
 
-DEFAULT_LIMIT = 4 << 30  # bytes of copies a host keeps (--blob-cache-size)
 STALE_TEMP = 3600  # seconds after which a temporary file is taken for a crashed copy's
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -147,8 +146,10 @@ class BodyCache:
                 raise BlobHashMismatch(sha256, sha256, actual)
             await self._in_thread(_into_cache, fd, temporary, self._path(sha256))
         except BaseException:
-            await self._in_thread(_discard, fd, temporary)
+            await self._in_thread(temporary.unlink, True)
             raise
+        finally:
+            await self._in_thread(os.close, fd)
         self._used(sha256, size)
         await self._evict()
 
@@ -179,7 +180,10 @@ def _open_copy(path: Path, size: int) -> int | None:
     if not stat.S_ISREG(st.st_mode) or st.st_size != size:  # not ours, or cut short
         os.close(fd)
         return None
-    os.utime(fd, None)  # its last use, for the next process's scan
+    try:
+        os.utime(fd, None)  # its last use, for the next process's scan
+    except OSError:
+        pass  # not ours to touch: it is still the right bytes
     return fd
 
 
@@ -198,18 +202,9 @@ def _append(fd: int, data: bytes, hasher: Any) -> None:
 
 def _into_cache(fd: int, temporary: Path, target: Path) -> None:
     os.fsync(fd)
-    os.close(fd)
     _make_dirs(target.parent, sync=False)
     os.replace(temporary, target)
     _fsync_dir(target.parent)
-
-
-def _discard(fd: int, temporary: Path) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass  # closed by _into_cache before it failed
-    temporary.unlink(missing_ok=True)
 
 
 def _unlink_all(paths: list[Path]) -> None:
