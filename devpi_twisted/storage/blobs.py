@@ -105,6 +105,10 @@ class BlobStore(Protocol):
         keeps no local files. Raises BlobMissing. The caller closes it. ``sha256``, the
         hash its file record names, lets a store of copies skip asking what the key holds."""
 
+    def copy_stats(self) -> dict[str, int]:
+        """Counters of the host's copies of the bodies (PostgreSQL store with copies: hits,
+        misses, copies_made, copy_errors, bytes); empty where there are none."""
+
     def touch(self, key: str, now: float) -> Deferred[None] | None:
         """Record a download of ``key`` at ``now`` (for cleanup): stored at most once a day
         per key and process; None when nothing had to be written."""
@@ -438,6 +442,9 @@ class FileBlobStore:
             return _failed()
         return self._in_thread(_open_sync, key, target).addCallback(
             lambda opened: self._open_files.add(key, *opened))
+
+    def copy_stats(self) -> dict[str, int]:
+        return {}
 
     # -- access times --------------------------------------------------------------------
 

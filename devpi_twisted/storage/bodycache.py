@@ -56,6 +56,13 @@ class BodyCache:
         self._total = 0
         self._scanned: Deferred[None] | None = None
         self._copying: dict[str, list[Deferred[None]]] = {}  # sha256 -> who waits for it
+        # hits: downloads sent from a copy; misses: sent from the database (no copy yet)
+        self.stats = {"hits": 0, "misses": 0, "copies_made": 0, "copy_errors": 0}
+
+    @property
+    def size(self) -> int:
+        """Bytes of the copies this process knows of."""
+        return self._total
 
     def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
         return deferToThreadPool(self._reactor, self._threadpool, fn, *args)
@@ -72,6 +79,7 @@ class BodyCache:
         """The copy of ``sha256`` if this process holds it open; no I/O."""
         local = self._open_files.get(sha256)
         if local is not None:
+            self.stats["hits"] += 1
             self._used(sha256, local.size)
         return local
 
@@ -87,7 +95,9 @@ class BodyCache:
 
     def _opened(self, fd: int | None, sha256: str, size: int) -> LocalBlob | None:
         if fd is None:
+            self.stats["misses"] += 1
             return None
+        self.stats["hits"] += 1
         self._used(sha256, size)
         return self._open_files.add(sha256, fd, size)
 
@@ -117,6 +127,7 @@ class BodyCache:
         return waiter
 
     def _copied(self, outcome: Any, sha256: str) -> None:
+        self.stats["copy_errors" if isinstance(outcome, Failure) else "copies_made"] += 1
         for waiter in self._copying.pop(sha256):
             if isinstance(outcome, Failure):
                 waiter.errback(outcome)

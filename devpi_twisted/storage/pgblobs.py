@@ -203,6 +203,11 @@ class PgBlobStore:
                 return succeed(local)
         return Deferred.fromCoroutine(self._open_local(key, self._copies))
 
+    def copy_stats(self) -> dict[str, int]:
+        if self._copies is None:
+            return {}
+        return {**self._copies.stats, "bytes": self._copies.size}
+
     async def _open_local(self, key: str, copies: BodyCache) -> LocalBlob | None:
         size, sha256, chunk_size = await self._meta(key)
         local = await copies.open(sha256, size)

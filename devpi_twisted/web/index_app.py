@@ -224,6 +224,9 @@ class IndexApp(FileRoutes, OpsRoutes, ReplicationRoutes):
     def _more_status(self) -> dict[str, Any]:
         more: dict[str, Any] = {"replication": dict(self.replication_state()),
                                 "replication-errors": {}, "cache": {**self.file_stats}}
+        copies = self._blobs.copy_stats() if self._blobs is not None else {}
+        if copies:
+            more["cache"]["blob_copies"] = copies
         more.update(self._replication_status())
         if self._replica is not None:
             more.update(self._replica.status())

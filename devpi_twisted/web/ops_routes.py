@@ -128,6 +128,18 @@ class OpsRoutes(ManagementApp):
             Series("replication_lag_seconds", "gauge", "seconds this node is behind its primary",
                    (({"role": str(replication["role"])}, replication["lag-seconds"]),)),
         ]
+        copies = self._blobs.copy_stats() if self._blobs is not None else {}
+        if copies:  # PostgreSQL: the host's copies of the bodies (+blobcache)
+            series.append(Series("blob_copy_downloads_total", "counter",
+                                 "downloads sent from this host's copy (hit) or the database (miss)",
+                                 (({"result": "hit"}, copies["hits"]),
+                                  ({"result": "miss"}, copies["misses"]))))
+            series.append(Series("blob_copies_made_total", "counter",
+                                 "copies of bodies made from the database, or failed",
+                                 (({"result": "ok"}, copies["copies_made"]),
+                                  ({"result": "error"}, copies["copy_errors"]))))
+            series.append(Series("blob_copies_bytes", "gauge", "bytes of the copies this process knows of",
+                                 (({}, copies["bytes"]),)))
         if usage is not None:
             series.append(Series("files_stored", "gauge", "files in the blob store, by index",
                                  tuple(({"index": i}, c) for i, (c, _) in sorted(usage.items()))))

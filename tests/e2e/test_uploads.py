@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.error
@@ -396,8 +397,16 @@ def test_clients_hanging_up_mid_download_are_handled_quietly(stages: Daemon, tmp
     log = stages.log.read_text()
     assert "Unhandled" not in log and "Traceback" not in log, log[-3000:]
     copies = stages.serverdir / "+blobcache"
+    with urllib.request.urlopen(urllib.request.Request(
+            stages.url + "/+status", headers={"Accept": "application/json"})) as response:
+        counted = json.loads(response.read())["result"]["cache"].get("blob_copies")
+    with urllib.request.urlopen(stages.url + "/+metrics") as response:
+        metrics = response.read().decode()
     if "--storage" in stages.args:  # PostgreSQL: the body is copied out to be sent by sendfile
         sha256 = info["hashes"]["sha256"]
         assert (copies / sha256[:2] / sha256[2:]).read_bytes() == data
+        assert set(counted) == {"hits", "misses", "copies_made", "copy_errors", "bytes"}
+        assert re.search(r'devpi_blob_copy_downloads_total\{[^}]*result="hit"', metrics)
+        assert "devpi_blob_copies_bytes{" in metrics
     else:
-        assert not copies.exists()
+        assert not copies.exists() and counted is None and "blob_cop" not in metrics

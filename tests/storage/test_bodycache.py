@@ -86,6 +86,8 @@ async def test_postgres_first_download_streams_and_copies_then_the_copy_is_serve
     assert again.fd == local.fd  # the descriptor is kept open for the next download
     local.close()
     again.close()
+    assert store.blobs.copy_stats() == {"hits": 2, "misses": 1, "copies_made": 1,
+                                        "copy_errors": 0, "bytes": len(data)}
 
 
 @pytest_twisted.ensureDeferred
@@ -164,7 +166,7 @@ async def test_postgres_a_restarted_process_counts_the_copies_it_finds(
 async def test_postgres_no_copies_without_a_cache(store: Store, tmp_path: Path) -> None:
     key, _, _ = await store.put(tmp_path, 1, MiB)
     plain = PgBlobStore(store.storage.pool, _reactor())
-    assert await plain.open_local(key) is None
+    assert await plain.open_local(key) is None and plain.copy_stats() == {}
     assert not store.root.exists()
 
 
