@@ -6,9 +6,10 @@ tenth of nginx's speed). So each host keeps copies of the bodies it served in a
 directory of its own (``+blobcache`` in the server directory), each named by its
 sha256: a name can only ever hold those bytes, so no copy goes stale. A copy is
 hashed while it is written, fsynced and renamed into place, and its size checked
-when it is opened. The database stays the truth: every download first asks it
-whether the key exists and which sha256 it holds, so a deleted or replaced blob
-is never served from here.
+when it is opened. The database stays the truth: a download asks it which sha256
+the key holds, so a deleted or replaced blob is never served from here; only a
+copy this process holds open is lent for the sha256 the file's record names
+without asking (the record, not the body, says a file exists).
 
 At most ``limit`` bytes are kept; the copies served least recently go first.
 Worker processes share the directory; each counts what it found at its first
@@ -18,6 +19,7 @@ others added in between.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -232,16 +234,18 @@ def _scan(root: Path, now: float) -> list[tuple[str, int]]:
     except FileNotFoundError:
         return []
     for top in tops:
-        if top.name.startswith(TEMP_PREFIX):
-            if top.stat().st_mtime < now - STALE_TEMP:
-                os.unlink(top.path)
-            continue
-        if not top.is_dir(follow_symlinks=False):
-            continue
-        for entry in os.scandir(top.path):
-            sha256 = top.name + entry.name
-            if _SHA256.fullmatch(sha256) and entry.is_file(follow_symlinks=False):
-                st = entry.stat()
-                found.append((max(st.st_atime, st.st_mtime), sha256, st.st_size))
+        with contextlib.suppress(FileNotFoundError):  # another worker removed it meanwhile
+            if top.name.startswith(TEMP_PREFIX):
+                if top.stat().st_mtime < now - STALE_TEMP:
+                    os.unlink(top.path)
+                continue
+            if not top.is_dir(follow_symlinks=False):
+                continue
+            for entry in os.scandir(top.path):
+                sha256 = top.name + entry.name
+                with contextlib.suppress(FileNotFoundError):
+                    if _SHA256.fullmatch(sha256) and entry.is_file(follow_symlinks=False):
+                        st = entry.stat()
+                        found.append((max(st.st_atime, st.st_mtime), sha256, st.st_size))
     found.sort()
     return [(sha256, size) for _, sha256, size in found]

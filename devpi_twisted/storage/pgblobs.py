@@ -8,7 +8,8 @@ of a body. A read fetches one chunk (or the part of it a range needs, with
 substring()) per short transaction, so a slow client holds no connection while
 it is paused; each fetch checks the meta row still names the same sha256.
 Downloads go out by sendfile from the host's copy of a body (bodycache.py) once
-there is one; the meta row is still read first, so the database decides what exists.
+there is one; the meta row is read first (unless the copy is already open for the
+sha256 the file's record names), so the database decides what exists.
 """
 
 from __future__ import annotations
