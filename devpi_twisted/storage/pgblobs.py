@@ -30,7 +30,7 @@ from devpi_twisted.storage.blobs import (
     CHUNK_SIZE, TOUCH_INTERVAL, BlobHashMismatch, BlobMissing, BlobUsage, ChunkPump, DailyTouches,
     LocalBlob, byte_range, check_key, settled,
 )
-from devpi_twisted.storage.bodycache import BodyCache
+from devpi_twisted.storage.bodycache import BodyCache, Fetch
 
 _log = Logger()
 
@@ -171,7 +171,7 @@ class PgBlobStore:
             raise BlobMissing(f"no blob {key}")
         return int(row[0]), str(row[1]), int(row[2])
 
-    def _fetcher(self, key: str, sha256: str, chunk_size: int) -> Callable[[int, int], Deferred[bytes]]:
+    def _fetcher(self, key: str, sha256: str, chunk_size: int) -> Fetch:
         """``fetch(position, count)``: bytes of the blob from one chunk, each in a short
         transaction that checks the key still holds ``sha256``."""
         async def fetch_part(position: int, count: int) -> bytes:
@@ -212,7 +212,7 @@ class PgBlobStore:
     async def _open_local(self, key: str, copies: BodyCache) -> LocalBlob | None:
         size, sha256, chunk_size = await self._meta(key)
         local = await copies.open(sha256, size)
-        if local is None and copies.wanted(sha256, size):
+        if local is None:  # copy() leaves out what the cache does not want
             copies.copy(sha256, size, self._fetcher(key, sha256, chunk_size)).addErrback(
                 lambda f: _log.failure("copying the body of {key} from PostgreSQL", f, key=key))
         return local

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,18 +19,9 @@ from devpi_twisted.storage.bodycache import BodyCache
 from devpi_twisted.storage.pgblobs import PgBlobStore
 from devpi_twisted.storage.postgres import PostgresStorage
 from tests.pg import PgCluster
+from tests.storage.test_blobs import _data, _reactor
 
 MiB = 1 << 20
-
-
-def _reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
-
-
-def _data(size: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(size)
 
 
 def _key(n: int) -> str:
