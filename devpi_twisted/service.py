@@ -15,6 +15,7 @@ import socket
 import sqlite3
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -149,10 +150,13 @@ def _setup_stdlib_logging(path: Path) -> None:
 
 
 class StorageService(Service):
-    """Owns the storage: polls for commits of other processes, closes it last."""
+    """Owns the storage: polls for commits of other processes, closes it last (after
+    ``settle``, e.g. the mirror's page writes in flight)."""
 
-    def __init__(self, storage: Any, clock: IReactorTime) -> None:
+    def __init__(self, storage: Any, clock: IReactorTime,
+                 settle: Callable[[], Awaitable[None]] | None = None) -> None:
         self.storage = storage
+        self._settle = settle
         self._poll = LoopingCall(self._poll_once)
         self._poll.clock = clock
         self._down = False
@@ -184,7 +188,15 @@ class StorageService(Service):
         super().stopService()
         if self._poll.running:
             self._poll.stop()
-        return self.storage.close()
+        return Deferred.fromCoroutine(self._close())
+
+    async def _close(self) -> None:
+        if self._settle is not None:
+            try:
+                await self._settle()
+            except Exception:
+                log.failure("Waiting for writes in flight before closing the storage")
+        await self.storage.close()
 
 
 class ListenService(Service):
@@ -373,7 +385,7 @@ def build_service(config: Config, reactor: Any) -> IService:
                     wait=config.request_timeout,
                     via=replica.mirror_page if replica is not None else None)
     metrics = RequestMetrics()
-    app = IndexApp(ops, info, ReleaseOps(storage, blobs, time.time), SimpleOps(storage), blobs,
+    app = IndexApp(ops, info, ReleaseOps(storage, blobs, time.time), SimpleOps(storage, mirror.page), blobs,
                    offload, staging, http, mirror, metrics, feed=feed, replica=replica)
     resource = app.resource()
     if replica is not None:
@@ -384,7 +396,7 @@ def build_service(config: Config, reactor: Any) -> IService:
                      primary_uuid=(lambda: client.primary_uuid) if replica is not None else None)
 
     root = DevpiService(lock)
-    StorageService(storage, reactor).setServiceParent(root)
+    StorageService(storage, reactor, mirror.settled).setServiceParent(root)
     if replica is not None:  # stops before the storage closes
         replica.setServiceParent(root)
     if worker:

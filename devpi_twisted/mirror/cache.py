@@ -38,10 +38,13 @@ from devpi_twisted.mirror.upstream import (
     Shared, Upstream, UpstreamError, discard, public_url, split_credentials,
 )
 from devpi_twisted.storage.blobs import BlobStore
-from devpi_twisted.storage.interface import RecordMissing, Storage
+from devpi_twisted.storage.interface import UNSTORED, MirrorRecord, RecordMissing, Storage
 
 FRESH, CACHED, MISSING, OFFLINE = "fresh", "cached", "missing", "offline"
 DEFAULT_EXPIRY = 1800
+# A first download's body goes to its staging file in pieces of at least this much (all
+# at once when smaller): each piece is a trip to a thread.
+SPOOL_PIECE = 1 << 20
 _log = Logger()
 
 
@@ -108,6 +111,9 @@ class Mirror:
         self._missing: dict[tuple[str, str], float] = {}  # upstream said 404 (negative cache)
         self._refreshing: dict[tuple[str, str], Shared[str]] = {}
         self._downloads: dict[str, Shared[int]] = {}
+        # pages parsed and being written: answered from here meanwhile, so the client
+        # does not wait for the commit (mirror.md 3)
+        self._unstored: dict[tuple[str, str], tuple[MirrorRecord, Deferred[None]]] = {}
         self.lists = ProjectLists(upstream, blobs, staging, offload, clock,
                                   lambda: self.offline, self._expiry)
         # per process: pages answered from the cache / asked upstream / failed there,
@@ -177,15 +183,13 @@ class Mirror:
             return await waiter
         except defer.TimeoutError:
             self.stats["page_errors"] += 1
-            user, index = name.split("/", 1)
-            if await self._storage.get_mirror_project(user, index, project) is not None:
+            if await self.page(name, project) is not None:
                 return CACHED
             raise MirrorFailed(f"timeout after {self._wait:g}s while getting data for "
                                f"{project} from {name}'s upstream") from None
 
     async def _refresh(self, name: str, config: Mapping[str, Any], project: str) -> str:
-        user, index = name.split("/", 1)
-        record = await self._storage.get_mirror_project(user, index, project)
+        record = await self.page(name, project)
         cached = record.value if record is not None else None
         if self.offline:
             return OFFLINE if cached is not None else MISSING
@@ -226,15 +230,59 @@ class Mirror:
                  "etag": reply.headers.get("etag"),
                  # sha256 of core metadata we took from wheels upstream gave without it
                  "extracted": dict(cached.get("extracted", {})) if cached else {}}
+        checked = (self._clock(), self._storage.serial)
+        self._checked[key] = checked
+        self._missing.pop(key, None)
         if cached is None or cached.get("links") != value["links"] or \
                 cached.get("etag") != value["etag"]:
-            try:
-                await self._storage.write_mirror_project(user, index, project, value, {})
-            except RecordMissing:
-                return MISSING  # the index was deleted meanwhile
-        self._checked[key] = (self._clock(), self._storage.serial)
-        self._missing.pop(key, None)
+            self._store_behind(key, value, checked[0])
         return FRESH
+
+    def _store_behind(self, key: tuple[str, str], value: dict[str, Any], at: float) -> None:
+        """Write a page upstream just gave us, serving it from memory until committed."""
+        name, project = key
+        user, index = name.split("/", 1)
+        written = self._storage.write_mirror_project(user, index, project, value, {})
+        done: Deferred[None] = Deferred()
+        entry = (MirrorRecord(user, index, project, value, UNSTORED), done)
+        self._unstored[key] = entry
+
+        def stored(serial: int) -> None:
+            if self._checked.get(key, (None,))[0] == at:  # confirmed as of our own write
+                self._checked[key] = (at, serial)
+
+        def failed(failure: Failure) -> None:
+            self._checked.pop(key, None)
+            if not failure.check(RecordMissing):  # else the index was deleted meanwhile
+                _log.failure("storing the page of {project} on {name}", failure,
+                             project=project, name=name)
+
+        def settled(_: Any) -> None:
+            if self._unstored.get(key) is entry:
+                del self._unstored[key]
+            done.callback(None)
+
+        written.addCallbacks(stored, failed).addBoth(settled)
+
+    async def page(self, name: str, project: str) -> MirrorRecord | None:
+        """The cached page of ``project`` on mirror ``name``, including one still being
+        written (its serial UNSTORED)."""
+        unstored = self._unstored.get((name, project))
+        if unstored is not None:
+            return unstored[0]
+        user, index = name.split("/", 1)
+        return await self._storage.get_mirror_project(user, index, project)
+
+    async def settled(self) -> None:
+        """Wait until every page write in flight is over (tests, shutdown)."""
+        while self._unstored:
+            await next(iter(self._unstored.values()))[1]
+
+    async def page_stored(self, name: str, project: str) -> None:
+        """Wait until a write of the page of ``project`` in flight is over."""
+        unstored = self._unstored.get((name, project))
+        if unstored is not None:
+            await unstored[1]
 
     async def _refresh_via(self, name: str, project: str, cached: Mapping[str, Any] | None) -> str:
         """A replica's refresh: the primary asks upstream and stores; we get it replicated."""
@@ -265,8 +313,7 @@ class Mirror:
     async def link_for(self, name: str, project: str, relpath: str) -> Mapping[str, Any] | None:
         """The stored link whose entrypath is ``relpath`` (a ``.metadata`` path gives
         its release file's link with ``metadata`` True)."""
-        user, index = name.split("/", 1)
-        record = await self._storage.get_mirror_project(user, index, project)
+        record = await self.page(name, project)
         if record is None:
             return None
         base = relpath[:-len(".metadata")] if relpath.endswith(".metadata") else relpath
@@ -337,14 +384,21 @@ class Mirror:
         spool = _Spool(self._staging, extract=relpath.endswith(".whl")
                        and not link.get("core_metadata"), filename=link["filename"])
         moved = False
+        expected = link.get("sha256")
+
+        def right(size: int, sha256: str) -> bool:
+            return (length is None or size == length) and (not expected or sha256 == expected)
+
+        def received(size: int, sha256: str) -> None:  # before the spool is closed
+            if right(size, sha256):
+                checked()
+
         try:
-            size, sha256 = await self._receive(response, consumer, spool)
-            expected = link.get("sha256")
-            if (length is not None and size != length) or (expected and sha256 != expected):
+            size, sha256 = await self._receive(response, consumer, spool, received)
+            if not right(size, sha256):
                 self.stats["file_errors"] += 1
                 raise TransferBroken(f"{public_url(link['url'])}: got {size} bytes with sha256 "
                                      f"{sha256}, expected {length} bytes, sha256 {expected}")
-            checked()
             entry = {"hash_spec": f"sha256={sha256}", "hashes": {"sha256": sha256},
                      "last_modified": modified.decode("latin-1") if modified
                      else formatdate(usegmt=True), "url": link["url"], "project": project,
@@ -363,6 +417,7 @@ class Mirror:
             await self._blobs.move_in(moves)
             moved = True
             user, index = name.split("/", 1)
+            await self.page_stored(name, project)  # ours must come after it
             record = await self._storage.get_mirror_project(user, index, project)
             if metadata is not None and record is not None:
                 value = dict(record.value)
@@ -375,25 +430,32 @@ class Mirror:
             if not moved and spool.path is not None:
                 await self._offload(_remove, spool.path, spool.meta_path)
 
-    async def _receive(self, response: Any, consumer: IConsumer | None,
-                       spool: _Spool) -> tuple[int, str]:
+    async def _receive(self, response: Any, consumer: IConsumer | None, spool: _Spool,
+                       received: Callable[[int, str], None]) -> tuple[int, str]:
         """The body to the consumer and to ``spool`` (written on threads, in order);
-        returns (size, sha256). A slow client pauses the upstream connection."""
-        receiver = _Receiver(consumer, spool, self._offload)
+        returns (size, sha256). ``received`` learns them as soon as the body is complete,
+        before the spool is closed. A slow client pauses the upstream connection."""
+        receiver = _Receiver(consumer, spool, self._offload, received)
         response.deliverBody(receiver)
         return await receiver.done
 
 
 class _Receiver(Protocol):
+    """Passes the body on as it arrives; spools it in pieces of at least SPOOL_PIECE
+    bytes, so a small file costs one trip to a thread, taken once the client has it."""
+
     def __init__(self, consumer: IConsumer | None, spool: _Spool,
-                 offload: Callable[..., Deferred[Any]]) -> None:
+                 offload: Callable[..., Deferred[Any]],
+                 received: Callable[[int, str], None]) -> None:
         self._consumer = consumer
         self._spool = spool  # written and closed on threads, in order
         self._offload = offload
+        self._received = received
         self._hash = hashlib.sha256()
         self._size = 0
         self._writing: Deferred[Any] | None = None
         self._pending: list[bytes] = []
+        self._pending_size = 0
         self.done: Deferred[tuple[int, str]] = Deferred()
 
     def connectionMade(self) -> None:
@@ -408,24 +470,27 @@ class _Receiver(Protocol):
         if self._error is not None:
             return
         self._pending.append(data)
-        if self._writing is None:
+        self._pending_size += len(data)
+        if self._writing is None and self._pending_size >= SPOOL_PIECE:
             self._write_pending()
 
+    def _take_pending(self) -> bytes:
+        chunk, self._pending, self._pending_size = b"".join(self._pending), [], 0
+        return chunk
+
     def _write_pending(self) -> None:
-        chunk, self._pending = b"".join(self._pending), []
-        self._writing = self._offload(self._spool.write, chunk)
+        self._writing = self._offload(self._spool.write, self._take_pending())
         self._writing.addBoth(self._written)
 
     def _written(self, result: Any) -> Any:
         self._writing = None
         if isinstance(result, Failure):
-            self._pending = []
+            self._pending, self._pending_size = [], 0
             self._error = result
-        elif self._pending:
-            self._write_pending()
-            return None
-        if self._ended is not None:
+        elif self._ended is not None:
             self._finish()
+        elif self._pending_size >= SPOOL_PIECE:
+            self._write_pending()
         return None
 
     _ended: Failure | None = None
@@ -438,13 +503,16 @@ class _Receiver(Protocol):
             except Exception:  # the client is gone already
                 pass
         self._ended = reason
+        if reason.check(ResponseDone) is not None and self._error is None:
+            self._received(self._size, self._hash.hexdigest())
         if self._writing is None:
             self._finish()
 
     def _finish(self) -> None:
         complete = self._error is None and (self._ended is None
                                             or self._ended.check(ResponseDone) is not None)
-        self._offload(self._spool.close, complete).addBoth(self._closed)
+        rest = self._take_pending() if complete else b""
+        self._offload(self._spool.close, complete, rest).addBoth(self._closed)
 
     def _closed(self, result: Any) -> None:
         if isinstance(result, Failure) and self._error is None:
@@ -458,9 +526,10 @@ class _Receiver(Protocol):
 
 
 class _Spool:
-    """A download's staging file: created with its first write, and closed (with the
-    wheel's core metadata written beside it, when asked to extract it) in one go, so a
-    small file costs two trips to a thread. Used on threads, one call at a time."""
+    """A download's staging file: created with its first write, and closed (with its last
+    bytes, and the wheel's core metadata written beside it when asked to extract it) in
+    one go, so a small file costs one trip to a thread. Used on threads, one call at a
+    time."""
 
     def __init__(self, staging: Path, extract: bool, filename: str) -> None:
         self._staging = staging
@@ -482,10 +551,14 @@ class _Spool:
     def write(self, data: bytes) -> None:
         self._open().write(data)
 
-    def close(self, complete: bool) -> None:
+    def close(self, complete: bool, rest: bytes = b"") -> None:
+        """Write ``rest`` and close; with ``complete``, extract the core metadata."""
         if self._file is None and not complete:
             return  # broke off before the first byte: nothing to remove either
-        self._open().close()
+        spool = self._open()
+        if rest:
+            spool.write(rest)
+        spool.close()
         if complete and self._extract:
             assert self.path is not None and self.meta_path is not None
             try:

@@ -22,11 +22,12 @@ from devpi_twisted.model.errors import DomainError, InvalidInput, NotFound
 from devpi_twisted.model.indexes import MIRROR, resolution_order
 from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.releases import split_filename
-from devpi_twisted.storage.interface import Storage
+from devpi_twisted.storage.interface import UNSTORED, MirrorRecord, Storage
 
 # refresh(mirror name, its config, project) -> "fresh" | "cached" | "missing", at once
 # when no upstream request is needed, else awaitable
 Refresh = Callable[[str, Mapping[str, Any], str], str | Awaitable[str]]
+MirrorPage = Callable[[str, str], Awaitable[MirrorRecord | None]]  # (mirror, project)
 FRESH = "fresh"
 OFFLINE = "offline"  # served from the cache, upstream never asked: only stored files count
 
@@ -54,6 +55,9 @@ class ProjectPage:
     versions: tuple[str, ...]
     serial: int
     mirrors: tuple[tuple[str, Mapping[str, Any]], ...] = ()  # consulted: (name, config)
+    # built from a mirror's page not committed yet: its content is not the state at
+    # ``serial`` (no ETag from that)
+    provisional: bool = False
 
 
 def _links_of_version(stage: str, data: Mapping[str, Any]) -> list[Link]:
@@ -118,9 +122,16 @@ def _whitelist(configs: Mapping[str, Mapping[str, Any]], order: list[str],
 
 
 class SimpleOps:
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, mirror_page: MirrorPage | None = None) -> None:
+        """``mirror_page``: where mirrors' cached pages are read (the mirror's, which
+        also knows pages still being written); storage by default."""
         self._storage = storage
+        self._mirror_page = mirror_page or self._stored_page
         self._pages: dict[tuple[str, str], ProjectPage] = {}
+
+    async def _stored_page(self, name: str, project: str) -> MirrorRecord | None:
+        user, index = name.split("/", 1)
+        return await self._storage.get_mirror_project(user, index, project)
 
     async def _order(self, user: str, index: str) -> list[str]:
         configs = {i.name: i.config for i in await self._storage.list_indexes()}
@@ -221,7 +232,7 @@ class SimpleOps:
         links: list[Link] = []
         taken: set[str] = set()
         versions: set[str] = set()
-        found = False
+        found = provisional = False
         for stage in order:
             if stage in records:
                 stage_links = []
@@ -230,10 +241,10 @@ class SimpleOps:
                     stage_links += _links_of_version(stage, record.data)
                 found = found or bool(records[stage])
             elif stage in allowed:
-                owner, stage_index = stage.split("/", 1)
-                mirrored = await self._storage.get_mirror_project(owner, stage_index, project)
+                mirrored = await self._mirror_page(stage, project)
                 if mirrored is None:
                     continue
+                provisional = provisional or mirrored.serial == UNSTORED
                 stage_links = _links_of_mirror(stage, mirrored.value)
                 if stage in offline:  # only what can be served without upstream (mirror.md 8)
                     stage_links = [link for link in stage_links if await self._stored(link)]
@@ -248,7 +259,7 @@ class SimpleOps:
         if not found:
             raise NotFound(f"The project {project} does not exist.")
         page = ProjectPage(requested, project, tuple(links), tuple(sorted(versions)), serial,
-                           mirrors)
+                           mirrors, provisional)
         if len(self._pages) >= PAGE_CACHE_SIZE:
             self._pages.pop(next(iter(self._pages)))
         self._pages[(requested, project)] = page

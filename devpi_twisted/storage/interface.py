@@ -22,6 +22,7 @@ FILE = "file"  # key: the file's relpath, value: {"project": ..., "entry": {...}
 # key user/index/project of a mirror index, value: the cached upstream page
 # ({"links": [...], "etag": ..., "serial": ...}, see mirror/), None when dropped
 MIRROR = "mirrorproject"
+UNSTORED = -1  # the serial of a record not committed yet (MirrorRecord)
 
 
 class StorageError(Exception):
@@ -76,7 +77,8 @@ class VersionRecord:
 
 @attrs.frozen
 class MirrorRecord:
-    """A mirror index's cached upstream page of one project."""
+    """A mirror index's cached upstream page of one project (serial UNSTORED: parsed, its
+    write not committed yet)."""
 
     user: str
     index: str

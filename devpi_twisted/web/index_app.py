@@ -28,6 +28,7 @@ from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.release_ops import Identical, IncomingFile, IncomingMetadata, ReleaseOps
 from devpi_twisted.model.simple import SimpleOps
+from devpi_twisted.replication.protocol import REPLICA_UUID
 from devpi_twisted.storage.blobs import BlobStore
 from devpi_twisted.web import render
 from devpi_twisted.web.app import ManagementApp, _flag, _route
@@ -199,6 +200,8 @@ class IndexApp(FileRoutes, OpsRoutes, ReplicationRoutes):
         if not request.path.endswith(b"/") and not self._installer_or_json(request):
             return self._redirect(request, request.path + b"/")
         page, stale = await self._simple.project_view(user, index, project, self._refresh)
+        if page.provisional and request.getHeader(REPLICA_UUID) and self._mirror is not None:
+            await self._mirror.settled()  # a replica waits for the serial in our answer
         if stale:  # a front proxy must not keep a page built from a cache (mirror.md 6)
             now = _http_now()
             request.setHeader(b"Cache-Control", b"max-age=0, must-revalidate, no-cache, no-store")
@@ -206,11 +209,12 @@ class IndexApp(FileRoutes, OpsRoutes, ReplicationRoutes):
             request.setHeader(b"Last-Modified", now)
             request.setHeader(b"Pragma", b"no-cache")
         as_json = wants_json(request)
-        etag = b'"%d-%s"' % (page.serial, b"json" if as_json else b"html")
-        request.setHeader(b"ETag", etag)
-        if request.getHeader(b"If-None-Match") == etag:
-            request.setResponseCode(304)
-            return b""
+        if not page.provisional:
+            etag = b'"%d-%s"' % (page.serial, b"json" if as_json else b"html")
+            request.setHeader(b"ETag", etag)
+            if request.getHeader(b"If-None-Match") == etag:
+                request.setResponseCode(304)
+                return b""
         # the same page object renders the same bytes for the same format and URL depth
         key = (id(page), as_json, len(request.prepath) + len(request.postpath))
         cached = self._rendered.get(key)

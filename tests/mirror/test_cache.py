@@ -24,6 +24,7 @@ from devpi_twisted.mirror.upstream import Upstream
 from devpi_twisted.model.ops import root_pypi, root_user
 from devpi_twisted.storage.blobs import FileBlobStore
 from devpi_twisted.storage.executor import ThreadExecutor
+from devpi_twisted.storage.interface import UNSTORED
 from devpi_twisted.storage.sqlite import SqliteStorage
 from tests.fakepypi import SWITCHES, FakePyPI
 from tests.support import make_sdist, make_wheel
@@ -80,7 +81,13 @@ class World:
         return [r for r in found if r["path"].startswith(prefix)]
 
     def ensure(self, project: str, **config: Any) -> Deferred[str]:
-        return Deferred.fromCoroutine(self.mirror.ensure(NAME, {**self.config, **config}, project))
+        """The mirror's ensure, once what it stores is stored."""
+        return Deferred.fromCoroutine(self._ensure(project, config))
+
+    async def _ensure(self, project: str, config: dict[str, Any]) -> str:
+        state = await self.mirror.ensure(NAME, {**self.config, **config}, project)
+        await self.mirror.settled()
+        return state
 
     async def links(self, project: str) -> list[dict[str, Any]]:
         record = await self.storage.get_mirror_project("root", "pypi", project)
@@ -112,6 +119,38 @@ class Collect:
 
     def write(self, data: bytes) -> None:
         self.data += data
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_new_page_is_served_while_its_write_commits(world: World) -> None:
+    await world.setup()
+    serial = world.storage.serial
+    assert await world.mirror.ensure(NAME, world.config, "alpha") == FRESH
+    assert world.storage.serial == serial  # not committed yet ...
+    assert await world.storage.get_mirror_project("root", "pypi", "alpha") is None
+    unstored = await world.mirror.page(NAME, "alpha")  # ... but served
+    assert unstored is not None and unstored.serial == UNSTORED
+    link = unstored.value["links"][0]
+    assert (await world.mirror.link_for(NAME, "alpha", link["entrypath"]))["url"] == link["url"]
+    await world.mirror.settled()
+    stored = await world.mirror.page(NAME, "alpha")
+    assert stored is not None and stored.serial == serial + 1
+    assert stored.value == unstored.value
+    assert await world.mirror.ensure(NAME, world.config, "alpha") == CACHED  # young
+    assert len(world.asked("/simple/alpha/")) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_page_write_that_fails_is_asked_again(world: World) -> None:
+    """The index went away while its page was being written: nothing is kept."""
+    await world.setup()
+    index = await world.storage.get_index("root", "pypi")
+    deleting = world.storage.delete_index("root", "pypi", index.serial)
+    assert await world.mirror.ensure(NAME, world.config, "beta") == FRESH
+    await deleting
+    await world.mirror.settled()
+    assert await world.mirror.page(NAME, "beta") is None
+    assert world.mirror.known(NAME, world.config, "beta") is None  # not taken as checked
 
 
 @pytest_twisted.ensureDeferred
@@ -348,6 +387,7 @@ async def test_a_slow_upstream_is_not_waited_for_and_its_answer_still_stored(
     await world.setup()
     world.fake.add(make_wheel(Path(world.mirror._staging), "gamma", "1.0"))
     assert await slow.ensure(NAME, world.config, "gamma") == FRESH
+    await slow.settled()
     serial = world.storage.serial
     world.fake.add(make_wheel(Path(world.mirror._staging), "gamma", "2.0"))
     world.fake.set(latency=1.0)
