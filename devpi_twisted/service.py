@@ -385,8 +385,9 @@ def build_service(config: Config, reactor: Any) -> IService:
                     wait=config.request_timeout,
                     via=replica.mirror_page if replica is not None else None)
     metrics = RequestMetrics()
-    app = IndexApp(ops, info, ReleaseOps(storage, blobs, time.time), SimpleOps(storage, mirror.page), blobs,
-                   offload, staging, http, mirror, metrics, feed=feed, replica=replica)
+    app = IndexApp(ops, info, ReleaseOps(storage, blobs, time.time),
+                   SimpleOps(storage, mirror.page), blobs, offload, staging, http, mirror, metrics,
+                   feed=feed, replica=replica)
     resource = app.resource()
     if replica is not None:
         resource = ReplicaWrites(resource, replica, config.primary_url or "", info,

@@ -330,13 +330,16 @@ class Mirror:
     async def download(self, name: str, project: str, version: str, relpath: str,
                        start: Callable[[Mapping[str, str]], IConsumer | None],
                        checked: Callable[[], None] = lambda: None,
-                       mirror_url: str = "") -> int:
+                       config: Mapping[str, Any] | None = None) -> int:
         """Fetch ``relpath`` from upstream, streaming it to the consumer ``start`` returns
         once upstream answered (called with the headers to send; None: HEAD, nothing to
         send), writing it to a staging file; checked (length, hash) and stored with its
         file record at the end; ``checked`` is called once the body is complete and right
         (the client's response may end there, before the storing). Concurrent downloads
-        of one file wait for the first, then return 0: serve the stored file."""
+        of one file wait for the first, then return 0: serve the stored file. With the
+        index's ``config``, its mirror_url's credentials go upstream, and a link missing
+        from the cached page has the page asked for again (another worker process may
+        still be writing it)."""
         running = self._downloads.get(relpath)
         if running is not None:
             try:
@@ -345,7 +348,7 @@ class Mirror:
                 pass
             return 0
         work = Deferred.fromCoroutine(self._download(
-            name, project, version, relpath, start, checked, split_credentials(mirror_url)[1]))
+            name, project, version, relpath, start, checked, config))
         shared = Shared(work, lambda: self._downloads.pop(relpath, None))
         if not shared.done:
             self._downloads[relpath] = shared
@@ -353,12 +356,19 @@ class Mirror:
 
     async def _download(self, name: str, project: str, version: str, relpath: str,
                         start: Callable[[Mapping[str, str]], IConsumer | None],
-                        checked: Callable[[], None], auth: str | None) -> int:
+                        checked: Callable[[], None], config: Mapping[str, Any] | None) -> int:
         if self.offline:
             raise MirrorFailed(f"{relpath} is not cached and the server is in offline mode")
         link = await self.link_for(name, project, relpath)
+        if link is None and config is not None:
+            try:
+                await self.ensure(name, config, project)
+            except MirrorFailed:
+                pass  # no such file, then
+            link = await self.link_for(name, project, relpath)
         if link is None:
             raise NoSuchFile(relpath)
+        auth = split_credentials(str((config or {}).get("mirror_url") or ""))[1]
         self.stats["file_fetches"] += 1
         try:
             response = await self._upstream.open(link["url"], auth)

@@ -98,17 +98,10 @@ class FileRoutes(ManagementApp):
             if request.method != b"HEAD" and not request.finished and request.channel is not None:
                 request.finish()
 
-        project = normalize_project(name)
-        if await self._mirror.link_for(f"{user}/{index}", project, relpath) is None:
-            # e.g. the page is still being written by another worker process: ask again
-            try:
-                await self._mirror.ensure(f"{user}/{index}", config, project)
-            except MirrorFailed:
-                pass  # the download reports it
         try:
             sent = await shielded(Deferred.fromCoroutine(self._mirror.download(
                 f"{user}/{index}", normalize_project(name), version, relpath, start, checked,
-                str(config.get("mirror_url") or ""))))
+                config)))
         except NoSuchFile:
             raise NotFound("no such file") from None
         except MirrorFailed as e:

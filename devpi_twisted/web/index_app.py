@@ -201,7 +201,8 @@ class IndexApp(FileRoutes, OpsRoutes, ReplicationRoutes):
             return self._redirect(request, request.path + b"/")
         page, stale = await self._simple.project_view(user, index, project, self._refresh)
         if page.provisional and request.getHeader(REPLICA_UUID) and self._mirror is not None:
-            await self._mirror.settled()  # a replica waits for the serial in our answer
+            for mirror, _ in page.mirrors:  # a replica waits for the serial in our answer
+                await self._mirror.page_stored(mirror, page.project)
         if stale:  # a front proxy must not keep a page built from a cache (mirror.md 6)
             now = _http_now()
             request.setHeader(b"Cache-Control", b"max-age=0, must-revalidate, no-cache, no-store")

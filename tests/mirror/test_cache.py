@@ -154,6 +154,29 @@ async def test_a_page_write_that_fails_is_asked_again(world: World) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_file_asked_before_its_page_was_fetched_here_asks_for_the_page(
+        world: World, tmp_path: Path) -> None:
+    """As when another worker process is still writing the page the client read."""
+    (tmp_path / "other").mkdir()
+    other = await World(tmp_path / "other", world.fake).setup()
+    try:
+        assert await other.ensure("beta") == FRESH
+        link = (await other.links("beta"))[0]
+    finally:
+        other.storage.close()
+    await world.setup()
+    world.seen = len(world.fake.requests())
+    got = Collect()
+    with pytest.raises(NoSuchFile):  # without the index's config: no page, no file
+        await world.mirror.download(NAME, "beta", "1.0", link["entrypath"], got.start)
+    assert world.asked("/simple/beta/") == []
+    await world.mirror.download(NAME, "beta", "1.0", link["entrypath"], got.start,
+                                config=world.config)
+    assert len(world.asked("/simple/beta/")) == 1
+    assert hashlib.sha256(got.data).hexdigest() == link["sha256"]
+
+
+@pytest_twisted.ensureDeferred
 async def test_many_concurrent_requests_cause_one_upstream_fetch(world: World) -> None:
     await world.setup()
     serial = world.storage.serial
@@ -371,7 +394,7 @@ async def test_credentials_in_the_mirror_url_go_as_basic_auth_and_are_not_stored
     links = await world.links("beta")
     assert "s3cret" not in repr(links)
     await world.mirror.download(NAME, "beta", "1.0", links[0]["entrypath"], Collect().start,
-                                mirror_url=secret_url)
+                                config={**world.config, "mirror_url": secret_url})
     assert world.asked("/files/")[0]["headers"]["authorization"] == expected
 
 
