@@ -26,16 +26,15 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.web.client import Agent, HTTPConnectionPool
-from treq.client import HTTPClient
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger, STDLibLogObserver, globalLogPublisher
 
 from devpi_twisted import serverdir as sd
 from devpi_twisted.config import Config, ConfigError, SERVER_OPTIONS, load_yaml_file, make_options_class
 from devpi_twisted.mirror.cache import Mirror
-from devpi_twisted.mirror.upstream import NoCookies, Upstream
+from devpi_twisted.mirror.upstream import Upstream, http_client
 from devpi_twisted.model.acl import Policy, parse_principals
+from devpi_twisted.model.indexes import MIRROR
 from devpi_twisted.model.ops import ServerOps, root_pypi, root_user
 from devpi_twisted.model.tokens import TokenSigner, derive_keys
 from devpi_twisted.serverdir import StartupError
@@ -71,8 +70,12 @@ def open_storage(config: Config, reactor: Any = None, board: SerialBoard | None 
     spec = config.storage
     try:
         if spec.name == "sqlite":
-            executor = InlineExecutor() if reactor is None else ThreadExecutor(reactor, "devpi-sqlite")
-            return SqliteStorage.open(config.serverdir / sd.SQLITE, executor, board=board)
+            if reactor is None:
+                return SqliteStorage.open(config.serverdir / sd.SQLITE, InlineExecutor(),
+                                          board=board)
+            return SqliteStorage.open(config.serverdir / sd.SQLITE,
+                                      ThreadExecutor(reactor, "devpi-sqlite"), board=board,
+                                      reader=ThreadExecutor(reactor, "devpi-sqlite-read"))
         if reactor is None:
             return BlockingPostgresStorage(spec.settings, board=board)
         return PostgresStorage.open(spec.settings, reactor, board=board)
@@ -361,7 +364,7 @@ def build_service(config: Config, reactor: Any) -> IService:
     if not config.requests_only:  # the main process starts first: nothing is in flight yet
         shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(mode=0o700, exist_ok=True)
-    http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor)), cookiejar=NoCookies())
+    http = http_client(reactor)
     # A request waits --request-timeout for upstream; the fetch itself may go on for
     # longer in the background and store what it gets (mirror.md 3).
     upstream = Upstream(reactor, http, timeout=max(30.0, 6 * config.request_timeout))
@@ -369,8 +372,7 @@ def build_service(config: Config, reactor: Any) -> IService:
     if config.role == "replica" and config.primary_url:
         primary_http = http
         if config.replica_cert is not None:  # a TLS client certificate for the primary
-            primary_http = HTTPClient(Agent(reactor, contextFactory=_replica_cert_policy(
-                config.replica_cert), pool=HTTPConnectionPool(reactor)), cookiejar=NoCookies())
+            primary_http = http_client(reactor, _replica_cert_policy(config.replica_cert))
         client = PrimaryClient(primary_http, reactor, config.primary_url, node.uuid,
                                TokenSigner(keys.replica, time.time), config.outside_url,
                                str(node.extra.get("primary-uuid") or ""))
@@ -384,6 +386,7 @@ def build_service(config: Config, reactor: Any) -> IService:
                     default_expiry=config.mirror_cache_expiry, reactor=reactor,
                     wait=config.request_timeout,
                     via=replica.mirror_page if replica is not None else None)
+    reactor.callWhenRunning(lambda: Deferred.fromCoroutine(_warm(storage, mirror)))
     metrics = RequestMetrics()
     app = IndexApp(ops, info, ReleaseOps(storage, blobs, time.time),
                    SimpleOps(storage, mirror.page), blobs, offload, staging, http, mirror, metrics,
@@ -414,6 +417,13 @@ def build_service(config: Config, reactor: Any) -> IService:
              version=info.version, serverdir=str(config.serverdir), storage=config.storage.name,
              serial=storage.serial, role=" as worker" if worker else "")
     return root
+
+
+async def _warm(storage: Any, mirror: Mirror) -> None:
+    """What the mirror indexes load at start (their stored project lists)."""
+    for record in await storage.list_indexes():
+        if record.config.get("type") == MIRROR:
+            await mirror.warm(f"{record.user}/{record.index}", record.config)
 
 
 def _check_role(config: Config, node: sd.NodeInfo) -> sd.NodeInfo:

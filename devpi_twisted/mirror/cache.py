@@ -135,6 +135,16 @@ class Mirror:
     def names(self, name: str, config: Mapping[str, Any]) -> dict[str, str] | None:
         return self.lists.names(name, config)
 
+    async def warm(self, name: str, config: Mapping[str, Any]) -> None:
+        """At start: load the project list of mirror ``name`` stored by an earlier run,
+        so that no client's first page waits for reading it (it is revalidated upstream
+        when first used)."""
+        if not config.get("mirror_no_project_list"):
+            try:
+                await self.lists.load(name, config)
+            except Exception:
+                _log.failure("loading the project list of {name}", name=name)
+
     # -- project pages -------------------------------------------------------------------
 
     def forget(self, name: str, project: str) -> None:
@@ -242,7 +252,10 @@ class Mirror:
         """Write a page upstream just gave us, serving it from memory until committed."""
         name, project = key
         user, index = name.split("/", 1)
-        written = self._storage.write_mirror_project(user, index, project, value, {})
+        written: Deferred[int] = Deferred()
+        self._after_replies(lambda: defer.maybeDeferred(
+            self._storage.write_mirror_project, user, index, project, value, {}
+        ).chainDeferred(written))
         done: Deferred[None] = Deferred()
         entry = (MirrorRecord(user, index, project, value, UNSTORED), done)
         self._unstored[key] = entry
@@ -263,6 +276,15 @@ class Mirror:
             done.callback(None)
 
         written.addCallbacks(stored, failed).addBoth(settled)
+
+    def _after_replies(self, work: Callable[[], Any]) -> None:
+        """Run ``work`` once the reactor has sent the responses finished so far: a call
+        scheduled now runs before the next poll, and one scheduled from there after
+        it (its writes included). A thread woken earlier would contend with them."""
+        if self._reactor is None:
+            work()
+        else:
+            self._reactor.callLater(0, self._reactor.callLater, 0, work)
 
     async def page(self, name: str, project: str) -> MirrorRecord | None:
         """The cached page of ``project`` on mirror ``name``, including one still being

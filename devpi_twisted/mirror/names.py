@@ -1,6 +1,7 @@
 """The project name list of a mirror (spec/mirror.md 2): fetched in the background when
 older than the expiry, never awaited by a page; kept in the blob store so a restart or
-another worker process starts from the last one; names it lacks are not asked upstream."""
+another worker process starts from the last one; names it lacks are not asked upstream.
+A list is of one upstream URL: a mirror given another mirror_url starts without one."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer
 from twisted.logger import Logger
@@ -22,6 +24,14 @@ from devpi_twisted.mirror.upstream import Upstream, UpstreamError, public_url
 from devpi_twisted.storage.blobs import BlobMissing, BlobStore
 
 _log = Logger()
+
+
+@attrs.frozen
+class _List:
+    at: float  # when upstream last confirmed it (-inf: loaded, to be revalidated)
+    etag: str | None
+    names: dict[str, str]
+    url: str  # the upstream URL it is of, credentials removed
 
 
 class ProjectLists:
@@ -36,39 +46,42 @@ class ProjectLists:
         self._clock = clock
         self._offline = offline
         self._expiry = expiry
-        self._lists: dict[str, tuple[float, str | None, dict[str, str]]] = {}  # at, etag, names
+        self._lists: dict[str, _List] = {}
         self._listing: dict[str, Deferred[None]] = {}
 
     def names(self, name: str, config: Mapping[str, Any]) -> dict[str, str] | None:
         """Upstream's project names (normalised -> as upstream spells them) as last
         fetched, None before the first list arrived. An expired or missing list is
         fetched in the background; nobody waits for it (mirror.md 2)."""
-        known = self._lists.get(name)
-        expired = known is None or self._clock() - known[0] >= self._expiry(config)
+        known = self._known(name, config)
+        expired = known is None or self._clock() - known.at >= self._expiry(config)
         if expired and not self._offline() and not config.get("mirror_no_project_list") \
                 and name not in self._listing:
             running = Deferred.fromCoroutine(self._fetch_names(name, config))
             self._listing[name] = running
             running.addErrback(lambda f: _log.failure("project list of {name}", f, name=name))
             running.addBoth(self._listed, name)
-        return known[2] if known is not None else None
+        return known.names if known is not None else None
+
+    def _known(self, name: str, config: Mapping[str, Any]) -> _List | None:
+        """The list in memory, if it is of the mirror's current upstream."""
+        known = self._lists.get(name)
+        return known if known is not None and known.url == _list_url(config) else None
 
     def _listed(self, _: Any, name: str) -> None:
         self._listing.pop(name, None)
 
     async def _fetch_names(self, name: str, config: Mapping[str, Any]) -> None:
-        known = self._lists.get(name)
-        if known is None:
-            known = await self._load_names(name)
+        known = await self.load(name, config)
         url = str(config.get("mirror_url") or "")
         try:
             reply = await self._upstream.get_page(
-                url, known[1] if known else None, timeout=max(self._upstream.timeout, 30.0))
+                url, known.etag if known else None, timeout=max(self._upstream.timeout, 30.0))
         except UpstreamError as e:
             _log.warn("mirror {name}: project list: {error}", name=name, error=e)
             return
         if reply.status == 304 and known is not None:
-            self._lists[name] = (self._clock(), known[1], known[2])
+            self._lists[name] = attrs.evolve(known, at=self._clock())
             return
         if reply.status != 200:
             _log.warn("mirror {name}: project list: {status} from {url}", name=name,
@@ -80,38 +93,43 @@ class ProjectLists:
         except PageError as e:
             _log.warn("mirror {name}: invalid project list: {error}", name=name, error=e)
             return
-        etag = reply.headers.get("etag")
-        self._lists[name] = (self._clock(), etag, names)
-        await self._save_names(name, etag, names)
+        fetched = _List(self._clock(), reply.headers.get("etag"), names, _list_url(config))
+        self._lists[name] = fetched
+        await self._save_names(name, fetched)
 
-    async def _load_names(self, name: str) -> tuple[float, str | None, dict[str, str]] | None:
-        """The list stored by an earlier run (or another process), as expired (so it is
-        revalidated); None if there is none."""
-        if name in self._lists:
-            return self._lists[name]
+    async def load(self, name: str, config: Mapping[str, Any]) -> _List | None:
+        """The list in memory, else the one stored by an earlier run (or another
+        process), as expired (so it is revalidated); None if there is none of the
+        mirror's current upstream."""
+        known = self._known(name, config)
+        if known is not None:
+            return known
         sink = _Sink()
         try:
             await self._blobs.read(_names_key(name), sink)
             saved = json.loads(sink.data())
-        except (BlobMissing, ValueError):
+            loaded = _List(float("-inf"), saved.get("etag"), dict(saved["names"]), saved["url"])
+        except (BlobMissing, ValueError, KeyError, TypeError):
+            return None  # none, or unreadable, or saved before lists had their URL
+        if loaded.url != _list_url(config):
             return None
-        known = (float("-inf"), saved.get("etag"), dict(saved.get("names", {})))
-        self._lists.setdefault(name, known)
+        if self._known(name, config) is None:  # unless fetched meanwhile
+            self._lists[name] = loaded
         return self._lists[name]
 
     async def listed(self, name: str, config: Mapping[str, Any]) -> dict[str, str] | None:
         """``names``, after loading a list stored earlier if this process has none yet."""
         names = self.names(name, config)
         if names is None and not config.get("mirror_no_project_list"):
-            known = await self._load_names(name)
-            names = known[2] if known is not None else None
+            known = await self.load(name, config)
+            names = known.names if known is not None else None
         return names
 
-    async def _save_names(self, name: str, etag: str | None, names: dict[str, str]) -> None:
+    async def _save_names(self, name: str, known: _List) -> None:
         spool = None
         try:
-            spool, sha256 = await self._offload(_write_json, self._staging,
-                                                {"etag": etag, "names": names})
+            spool, sha256 = await self._offload(_write_json, self._staging, {
+                "etag": known.etag, "names": known.names, "url": known.url})
             await self._blobs.move_in([(_names_key(name), spool, sha256)])
         except Exception as e:  # the list in memory still serves
             _log.warn("mirror {name}: project list not saved: {error}", name=name, error=e)
@@ -142,6 +160,10 @@ class _Sink:
 
 def _names_key(name: str) -> str:
     return f"{name}/+names/projects.json"
+
+
+def _list_url(config: Mapping[str, Any]) -> str:
+    return public_url(str(config.get("mirror_url") or ""))
 
 
 def _write_json(staging: Path, value: Any) -> tuple[Path, str]:

@@ -18,10 +18,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 import treq
+from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+from twisted.web.error import SchemeNotSupported
+from twisted.web.iweb import IAgentEndpointFactory, IPolicyForHTTPS
+from zope.interface import implementer
 
 from devpi_twisted import __version__
 
@@ -44,6 +51,43 @@ class NoCookies(CookieJar):
 
     def extract_cookies(self, response: Any, request: Any) -> None:
         pass
+
+
+@implementer(IAgentEndpointFactory)
+class KeptEndpoints:
+    """Where an Agent connects (TCP for http, TLS over it for https), one endpoint kept
+    per scheme, host and port: Twisted's own factory builds a new one, IDNA-encoding
+    the host again, for every request, even one that reuses a pooled connection."""
+
+    LIMIT = 256  # hosts; an index server talks to a handful
+
+    def __init__(self, reactor: Any, tls: IPolicyForHTTPS | None = None) -> None:
+        self._reactor = reactor
+        self._tls = tls or BrowserLikePolicyForHTTPS()
+        self._kept: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = {}
+
+    def endpointForURI(self, uri: Any) -> IStreamClientEndpoint:
+        key = (uri.scheme, uri.host, uri.port)
+        endpoint = self._kept.get(key)
+        if endpoint is None:
+            if uri.scheme not in (b"http", b"https"):
+                raise SchemeNotSupported(f"unsupported scheme: {uri.scheme!r}")
+            endpoint = HostnameEndpoint(self._reactor, uri.host.decode("ascii"), uri.port)
+            if uri.scheme == b"https":
+                endpoint = wrapClientTLS(self._tls.creatorForNetloc(uri.host, uri.port), endpoint)
+            if len(self._kept) >= self.LIMIT:
+                self._kept.clear()
+            self._kept[key] = endpoint
+        return endpoint
+
+
+def http_client(reactor: Any, tls: IPolicyForHTTPS | None = None,
+                pool: HTTPConnectionPool | None = None) -> HTTPClient:
+    """A treq client without cookies, on ``pool`` (default: a new pool of persistent
+    connections); ``tls``: how https peers are checked (default: the system's CAs)."""
+    agent = Agent.usingEndpointFactory(reactor, KeptEndpoints(reactor, tls),
+                                       pool=pool or HTTPConnectionPool(reactor))
+    return HTTPClient(agent, cookiejar=NoCookies())
 
 
 class UpstreamError(Exception):

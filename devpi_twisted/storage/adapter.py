@@ -58,7 +58,8 @@ class PlanStorage:
     # -- for subclasses ------------------------------------------------------------
 
     def _load(self, snapshot: plans.Snapshot) -> None:
-        self._cache.load(snapshot.serial, snapshot.at, snapshot.users, snapshot.indexes)
+        self._cache.load(snapshot.serial, snapshot.at, snapshot.users, snapshot.indexes,
+                         snapshot.mirrors)
 
     def _transact(self, make: Callable[..., plans.Plan[T]], *args: Any) -> Deferred[T]:
         raise NotImplementedError

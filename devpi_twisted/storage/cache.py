@@ -7,6 +7,7 @@ offered twice (once as our own commit, once by a catch-up read) without harm.
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Generic, TypeVar
@@ -71,13 +72,16 @@ class StateCache:
         self._files: ProjectRecords[str, FileRecord] = ProjectRecords(self)
         self._mirrors: ProjectRecords[tuple[str, str, str], MirrorRecord] = ProjectRecords(
             self, MIRROR_CACHE_SIZE)
+        # (user, index, project) of every stored mirror page, or more (a page dropped
+        # with its index may linger): a page not in here is not asked of the database
+        self._mirror_keys: set[tuple[str, str, str]] = set()
 
     def changed_since(self, project: str, serial: int) -> bool:
         """Whether anything a page of ``project`` is built from changed after ``serial``."""
         return max(self.config_serial, self.project_serials.get(project, -1)) > serial
 
     def load(self, serial: int, at: float | None, users: Iterable[UserRecord],
-             indexes: Iterable[IndexRecord]) -> None:
+             indexes: Iterable[IndexRecord], mirrors: Iterable[tuple[str, str, str]] = ()) -> None:
         self.serial, self.last_commit_time = serial, at
         self.config_serial = serial
         self.project_serials = {}
@@ -85,6 +89,7 @@ class StateCache:
         self._mirrors.clear()
         self.users = {u.name: u for u in users}
         self.indexes = {(i.user, i.index): i for i in indexes}
+        self._mirror_keys = {_mirror_key(*key) for key in mirrors}
 
     def apply(self, changes: Iterable[Change]) -> None:
         for change in changes:
@@ -119,7 +124,12 @@ class StateCache:
             assert isinstance(value, dict)
             self.project_serials[value["project"]] = serial
         elif type_ == MIRROR:
-            self.project_serials[key.split("/", 2)[2]] = serial
+            user, index, project = key.split("/", 2)
+            self.project_serials[project] = serial
+            if value is None:
+                self._mirror_keys.discard((user, index, project))
+            else:
+                self._mirror_keys.add(_mirror_key(user, index, project))
         elif type_ == INDEX:
             self.config_serial = serial
             user, index = key.split("/", 1)
@@ -141,6 +151,8 @@ class StateCache:
 
     def cached_mirror(self, user: str, index: str, project: str) -> tuple[bool, MirrorRecord | None]:
         """(known, record): the page record, or None for "none", if still valid."""
+        if (user, index, project) not in self._mirror_keys:
+            return True, None  # never stored (as of this cache's serial)
         return self._mirrors.get((user, index, project))
 
     def keep_mirror(self, record: MirrorRecord | None, user: str, index: str, project: str,
@@ -152,3 +164,8 @@ class StateCache:
     def indexes_of(self, user: str | None) -> list[IndexRecord]:
         found = [i for i in self.indexes.values() if user is None or i.user == user]
         return sorted(found, key=lambda i: (i.user, i.index))
+
+
+def _mirror_key(user: str, index: str, project: str) -> tuple[str, str, str]:
+    """A key of the stored-pages set, its user and index names shared by all its pages."""
+    return sys.intern(user), sys.intern(index), project

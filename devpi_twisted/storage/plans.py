@@ -36,6 +36,7 @@ LAST_CHANGE = "SELECT serial, at FROM changelog ORDER BY serial DESC LIMIT 1"
 CHANGES_SINCE = "SELECT serial, at, records FROM changelog WHERE serial > ? ORDER BY serial LIMIT ?"
 ALL_USERS = "SELECT name, profile, pwhash, serial FROM users"
 ALL_INDEXES = "SELECT owner, name, config, serial FROM indexes"
+ALL_MIRROR_KEYS = "SELECT owner, idx, project FROM mirror_projects"
 USER_SERIAL = "SELECT serial FROM users WHERE name = ?"
 INDEX_SERIAL = "SELECT serial FROM indexes WHERE owner = ? AND name = ?"
 INDEXES_OF = "SELECT name, serial FROM indexes WHERE owner = ?"
@@ -175,6 +176,7 @@ class Snapshot:
     at: float | None
     users: list[UserRecord]
     indexes: list[IndexRecord]
+    mirrors: list[tuple[str, str, str]]  # (owner, index, project) of every stored page
 
 
 def snapshot() -> Plan[Snapshot]:
@@ -184,7 +186,9 @@ def snapshot() -> Plan[Snapshot]:
     last = yield one(LAST_CHANGE)
     users = [UserRecord(n, json.loads(p), h, s) for n, p, h, s in (yield rows(ALL_USERS))]
     indexes = [IndexRecord(o, n, json.loads(c), s) for o, n, c, s in (yield rows(ALL_INDEXES))]
-    return Snapshot(int(last[0]) if last else -1, float(last[1]) if last else None, users, indexes)
+    mirrors = [(o, n, p) for o, n, p in (yield rows(ALL_MIRROR_KEYS))]
+    return Snapshot(int(last[0]) if last else -1, float(last[1]) if last else None, users, indexes,
+                    mirrors)
 
 
 def changes_since(serial: int, limit: int = CATCH_UP_BATCH) -> Plan[list[Change]]:

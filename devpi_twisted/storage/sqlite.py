@@ -1,8 +1,11 @@
-"""The sqlite adapter: one connection in WAL mode, used only by one writer thread.
+"""The sqlite adapter: a connection in WAL mode used only by one writer thread, and
+another used only by one reader thread.
 
-Plans run on that thread, writes under ``BEGIN IMMEDIATE`` (sqlite's write lock
-orders writers of every process); reads of users and indexes come from the
-cache (adapter.py), so the reactor never waits for the database.
+Write plans run on the writer's thread under ``BEGIN IMMEDIATE`` (sqlite's write
+lock orders writers of every process); read plans run on the reader's, each in a
+transaction of its own (one snapshot), so a read never queues behind a commit's
+fsync. Reads of users and indexes come from the cache (adapter.py), so the reactor
+never waits for the database.
 """
 
 from __future__ import annotations
@@ -87,24 +90,31 @@ class SqliteStorage(PlanStorage):
     """Storage on one sqlite file; see the module docstring for the threading."""
 
     def __init__(self, conn: sqlite3.Connection, executor: Executor,
-                 clock: Callable[[], float] = time.time, board: SerialBoard | None = None) -> None:
+                 clock: Callable[[], float] = time.time, board: SerialBoard | None = None,
+                 reader: tuple[sqlite3.Connection, Executor] | None = None) -> None:
+        """``reader``: a second connection to the same file and where it is used; without
+        one, reads share the writer's connection and thread."""
         super().__init__(clock, board)
         self._conn = conn
         self._executor = executor
+        self._read_conn, self._reader = reader or (conn, executor)
         self._closed = False
         self._load(drive(conn, plans.snapshot()))
 
     @classmethod
     def open(cls, path: Path, executor: Executor, clock: Callable[[], float] = time.time,
-             board: SerialBoard | None = None) -> SqliteStorage:
-        """Connect and migrate; blocking, meant for start-up before the reactor runs."""
+             board: SerialBoard | None = None, reader: Executor | None = None) -> SqliteStorage:
+        """Connect and migrate; blocking, meant for start-up before the reactor runs.
+        With a ``reader`` executor, reads get a connection of their own, used there."""
         conn = connect(path)
         try:
             migrate(conn, path)
         except BaseException:
             conn.close()
             raise
-        return cls(conn, executor, clock, board)
+        read_conn = connect(path) if reader is not None else None
+        return cls(conn, executor, clock, board,
+                   (read_conn, reader) if read_conn is not None and reader is not None else None)
 
     def _transact_txn(self, make: Callable[..., plans.Plan[T]], args: tuple[Any, ...]) -> T:
         conn = self._conn
@@ -125,17 +135,27 @@ class SqliteStorage(PlanStorage):
         return self._executor.run(self._transact_txn, make, args)
 
     def _query_txn(self, plan: plans.Plan[T]) -> T:
+        conn = self._read_conn
         try:
-            return drive(self._conn, plan)
+            if conn is self._conn:  # the writer's thread: no write is open here
+                return drive(conn, plan)
+            conn.execute("BEGIN")
+            try:
+                return drive(conn, plan)
+            finally:
+                conn.execute("COMMIT")
         except sqlite3.OperationalError as e:
             raise StorageUnavailable(f"sqlite: {e}") from e
 
     def _query(self, plan: plans.Plan[T]) -> Deferred[T]:
-        return self._executor.run(self._query_txn, plan)
+        return self._reader.run(self._query_txn, plan)
 
     def close(self) -> Deferred[None]:
         if not self._closed:
             self._closed = True
             self._executor.stop()
             self._conn.close()
+            if self._read_conn is not self._conn:
+                self._reader.stop()
+                self._read_conn.close()
         return succeed(None)

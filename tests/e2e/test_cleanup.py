@@ -46,6 +46,14 @@ class Site:
         """key -> size of the stored bodies of ``filename``."""
         return {k: v for k, v in self.blobs(filename).items() if k.endswith("/" + filename)}
 
+    def stored_soon(self, filename: str, timeout: float = 10.0) -> dict[str, int]:
+        """``stored``, once the body is there: a first download's client may have all
+        of it before the daemon has stored it."""
+        deadline = time.monotonic() + timeout
+        while not (found := self.stored(filename)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return found
+
     def age(self, like: str, days: float) -> None:
         """Make the bodies matching ``like`` look last used ``days`` ago."""
         when = time.time() - days * DAY
@@ -109,7 +117,8 @@ def test_old_mirror_files_go_private_uploads_and_used_files_stay(site: Site,
     twine(site.daemon.url + "/packages/stable/", make_wheel(tmp_path, "cleanprivate", "1.0"))
     for name in ("cleanold", "cleanused", "cleannew"):
         site.download(name, tmp_path / "first" / name)
-    assert len(site.stored("cleanold-1.0-py3-none-any.whl")) == 1
+    for name in ("cleanold", "cleanused", "cleannew"):
+        assert len(site.stored_soon(f"{name}-1.0-py3-none-any.whl")) == 1
     for like in ("cleanold", "cleanused", "cleanprivate"):
         site.age(like, 40)
     site.download("cleanused", tmp_path / "again")  # a download marks it used today
@@ -132,13 +141,14 @@ def test_old_mirror_files_go_private_uploads_and_used_files_stay(site: Site,
     again = site.download("cleanold", tmp_path / "refetched")
     assert again.read_bytes() == (tmp_path / "first" / "cleanold" / again.name).read_bytes()
     assert upstream_fetches(site, "cleanold") == before + 1
-    assert len(site.stored("cleanold-1.0-py3-none-any.whl")) == 1
+    assert len(site.stored_soon("cleanold-1.0-py3-none-any.whl")) == 1
     site.download("cleanprivate", tmp_path / "private")
 
 
 def test_size_budget_removes_least_recently_used_first(site: Site, tmp_path: Path) -> None:
     for name in ("cleanbig", "cleanmid"):
         site.download(name, tmp_path / name)
+        assert site.stored_soon(f"{name}-1.0-py3-none-any.whl")
     site.age("cleanbig", 3)
     site.age("cleanmid", 2)
     mirror = site.blobs("root/pypi/+f/")

@@ -10,17 +10,16 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IConsumer
 from twisted.internet.threads import deferToThread
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import HTTPConnectionPool
 from zope.interface import implementer
 
 from devpi_twisted.mirror.cache import (
     CACHED, FRESH, MISSING, OFFLINE, Mirror, MirrorFailed, NoSuchFile, TransferBroken,
 )
-from devpi_twisted.mirror.upstream import Upstream
+from devpi_twisted.mirror.upstream import Upstream, http_client
 from devpi_twisted.model.ops import root_pypi, root_user
 from devpi_twisted.storage.blobs import FileBlobStore
 from devpi_twisted.storage.executor import ThreadExecutor
@@ -61,14 +60,19 @@ class World:
         staging = tmp_path / "staging"
         staging.mkdir()
         self.pool = HTTPConnectionPool(reactor, persistent=False)
-        http = HTTPClient(Agent(reactor, pool=self.pool))
-        self.upstream = Upstream(reactor, http, timeout=5)
-        self.mirror = Mirror(self.storage, self.upstream, self.blobs, staging,
-                             lambda fn, *a: deferToThread(fn, *a), clock=lambda: self.now[0])
+        self.upstream = Upstream(reactor, http_client(reactor, pool=self.pool), timeout=5)
+        self.staging = staging
+        self.mirror = self.new_mirror()
         # the project list has a test of its own; elsewhere it would race the pages
         self.config = {**root_pypi(fake.url).config, "mirror_no_project_list": True}
         self.fake = fake
         self.seen = len(fake.requests())
+
+    def new_mirror(self) -> Mirror:
+        """A Mirror on this world's storage, upstream and files (one more after a restart,
+        or in another process)."""
+        return Mirror(self.storage, self.upstream, self.blobs, self.staging,
+                      lambda fn, *a: deferToThread(fn, *a), clock=lambda: self.now[0])
 
     async def setup(self) -> World:
         index = root_pypi(self.fake.url)
@@ -379,6 +383,38 @@ async def test_the_project_list_is_fetched_in_the_background_and_gates_pages(
     assert await world.mirror.ensure(NAME, config, "alpha") == FRESH
     saved = world.blobs.local_path("root/pypi/+names/projects.json")
     assert saved is not None and b'"alpha"' in saved.read_bytes()  # kept for the next start
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stored_project_list_is_loaded_at_start_and_only_for_its_upstream(
+        world: World) -> None:
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    async def until(done: Any) -> None:
+        for _ in range(100):
+            if done():
+                return
+            await deferLater(reactor, 0.05, lambda: None)
+        raise AssertionError("not in time")
+
+    await world.setup()
+    stored = (await world.storage.get_index("root", "pypi")).config
+    config = {**stored, "mirror_url": stored["mirror_url"].replace("http://", "http://bob:pw@")}
+    world.mirror.names(NAME, config)
+    saved = world.blobs.local_path("root/pypi/+names/projects.json")
+    assert saved is not None
+    await until(saved.exists)
+    assert b"bob:pw" not in saved.read_bytes()  # the list names its upstream, no password
+    fetched = len(world.asked("/simple/"))
+
+    restarted = world.new_mirror()
+    await restarted.warm(NAME, config)
+    assert len(world.asked("/simple/")) == fetched  # loaded from the store, nobody asked
+    assert restarted.names(NAME, config) == {"alpha": "alpha", "beta": "beta"}  # at once
+    await until(lambda: len(world.asked("/simple/")) == fetched + 1)  # revalidated upstream
+    other = {**config, "mirror_url": "http://elsewhere.invalid/simple/"}
+    assert await world.new_mirror().lists.load(NAME, other) is None  # another upstream's
 
 
 @pytest_twisted.ensureDeferred

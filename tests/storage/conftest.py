@@ -26,7 +26,8 @@ class SqliteAdapter:
     def open(self) -> SqliteStorage:
         from twisted.internet import reactor
 
-        storage = SqliteStorage.open(self.path, ThreadExecutor(reactor, "test-sqlite"))
+        storage = SqliteStorage.open(self.path, ThreadExecutor(reactor, "test-sqlite"),
+                                     reader=ThreadExecutor(reactor, "test-sqlite-read"))
         self.opened.append(storage)
         return storage
 
@@ -34,7 +35,8 @@ class SqliteAdapter:
         """A second, separate database (a replica's)."""
         from twisted.internet import reactor
 
-        storage = SqliteStorage.open(self.other_path, ThreadExecutor(reactor, "test-sqlite-2"))
+        storage = SqliteStorage.open(self.other_path, ThreadExecutor(reactor, "test-sqlite-2"),
+                                     reader=ThreadExecutor(reactor, "test-sqlite-2-read"))
         self.opened.append(storage)
         return storage
 

@@ -95,3 +95,23 @@ async def test_known_pages_and_absences_are_answered_from_memory_until_they_chan
     await other.write_mirror_project("root", "pypi", "pkg", None, {})
     await server.poll()
     assert await server.get_mirror_project("root", "pypi", "pkg") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_page_never_stored_is_not_looked_for_in_the_database(adapter: Any) -> None:
+    storage = await _with_mirror(adapter.open())
+    await storage.write_mirror_project("root", "pypi", "pkg", PAGE, {})
+    await storage.close()
+    again = adapter.open()  # a restart: which pages are stored is known from the start
+    asked: list[Any] = []
+    real_query = again._query
+
+    def counted(plan: Any) -> Any:
+        asked.append(plan)
+        return real_query(plan)
+
+    again._query = counted
+    assert await again.get_mirror_project("root", "pypi", "other") is None
+    assert asked == []
+    assert (await again.get_mirror_project("root", "pypi", "pkg")).value == PAGE
+    assert len(asked) == 1
