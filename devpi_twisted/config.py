@@ -94,6 +94,8 @@ SPECS: dict[str, OptionSpec] = {
         _spec("root-passwd", "initial password of root (default: empty)", ""),
         _spec("root-passwd-hash", "initial argon2 hash of root's password"),
         _flag("offline-mode", "never contact upstream; serve only what is cached"),
+        _flag("no-mirror-prefetch", "do not fetch the pages of a mirrored release's "
+                                    "requirements before the client asks for them"),
         _spec("workers", "also start N --requests-only worker processes on the same port(s)", "0"),
         _spec("listen-fds", "(internal) serve on these inherited listening sockets: FD:FAMILY,..."),
         _flag("requests-only", "worker process: serve HTTP only, no background work"),
@@ -116,7 +118,7 @@ SERVER_OPTIONS = (
     "request-timeout", "max-request-body-size", "blob-cache-size", "role", "primary-url", "master-url",
     "replica-cert", "file-replication-threads", "file-replication-skip-indexes", "proxy-timeout",
     "logger-cfg", "argon2-memory-cost", "argon2-time-cost", "argon2-parallelism",
-    "offline-mode", "requests-only", "workers", "listen-fds", "debug", "init", "no-root-pypi",
+    "offline-mode", "no-mirror-prefetch", "requests-only", "workers", "listen-fds", "debug", "init", "no-root-pypi",
     "root-passwd", "root-passwd-hash", "export", "import", "hard-links", "include-mirrored-files",
     "skip-import-type", "access-log",
 )
@@ -159,6 +161,7 @@ class Config:
     file_replication_skip_indexes: tuple[str, ...] = ()
     proxy_timeout: float = 30.0
     offline_mode: bool = False
+    mirror_prefetch: bool = True
     requests_only: bool = False
     workers: int = 0
     listen_fds: tuple[tuple[int, str], ...] = ()
@@ -427,6 +430,7 @@ def build_config(v: Mapping[str, Any]) -> Config:
         file_replication_skip_indexes=_parse_skip(get("file-replication-skip-indexes")),
         proxy_timeout=_parse_float("proxy-timeout", get("proxy-timeout")),
         offline_mode=flag("offline-mode"),
+        mirror_prefetch=not flag("no-mirror-prefetch"),
         requests_only=flag("requests-only"),
         workers=number("workers"),
         listen_fds=_parse_fds(get("listen-fds")),

@@ -31,7 +31,7 @@ from twisted.logger import Logger, STDLibLogObserver, globalLogPublisher
 
 from devpi_twisted import serverdir as sd
 from devpi_twisted.config import Config, ConfigError, SERVER_OPTIONS, load_yaml_file, make_options_class
-from devpi_twisted.mirror.cache import Mirror
+from devpi_twisted.mirror.cache import PREFETCH, Mirror
 from devpi_twisted.mirror.upstream import Upstream, http_client
 from devpi_twisted.model.acl import Policy, parse_principals
 from devpi_twisted.model.indexes import MIRROR
@@ -385,7 +385,8 @@ def build_service(config: Config, reactor: Any) -> IService:
     mirror = Mirror(storage, upstream, blobs, staging, offload, offline=config.offline_mode,
                     default_expiry=config.mirror_cache_expiry, reactor=reactor,
                     wait=config.request_timeout,
-                    via=replica.mirror_page if replica is not None else None)
+                    via=replica.mirror_page if replica is not None else None,
+                    prefetch=PREFETCH if config.mirror_prefetch else 0)
     reactor.callWhenRunning(lambda: Deferred.fromCoroutine(_warm(storage, mirror)))
     metrics = RequestMetrics()
     app = IndexApp(ops, info, ReleaseOps(storage, blobs, time.time),

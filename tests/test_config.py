@@ -52,6 +52,8 @@ def test_flags_from_file_and_environment(tmp_path: Path) -> None:
     assert config_of(["-c", str(file)]).offline_mode is True
     assert config_of([], {"DEVPISERVER_OFFLINE_MODE": "0"}).offline_mode is False
     assert config_of(["--offline-mode"]).offline_mode is True
+    assert config_of([]).mirror_prefetch is True
+    assert config_of(["--no-mirror-prefetch"]).mirror_prefetch is False
 
 
 def test_unknown_config_file_key_warns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

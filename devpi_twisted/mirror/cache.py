@@ -33,7 +33,9 @@ from twisted.web.client import ResponseDone
 
 from devpi_twisted.archives import core_metadata
 from devpi_twisted.mirror.names import ProjectLists
-from devpi_twisted.mirror.parse import PageError, UpstreamLink, parse_project_page
+from devpi_twisted.mirror.parse import (
+    PageError, UpstreamLink, parse_project_page, parse_requirements,
+)
 from devpi_twisted.mirror.upstream import (
     Shared, Upstream, UpstreamError, discard, public_url, split_credentials,
 )
@@ -45,6 +47,11 @@ DEFAULT_EXPIRY = 1800
 # A first download's body goes to its staging file in pieces of at least this much (all
 # at once when smaller): each piece is a trip to a thread.
 SPOOL_PIECE = 1 << 20
+# Pages of a fetched release's requirements asked upstream ahead of the client at once,
+# and at most queued behind those
+PREFETCH = 4
+PREFETCH_QUEUE = 1000
+MAX_METADATA_FILE = 1 << 20  # a .metadata file read back for its requirements
 _log = Logger()
 
 
@@ -88,12 +95,15 @@ class Mirror:
                  offload: Callable[..., Deferred[Any]], offline: bool = False,
                  default_expiry: int = DEFAULT_EXPIRY, clock: Callable[[], float] = time.monotonic,
                  reactor: Any = None, wait: float | None = None,
-                 via: Callable[[str, str], Awaitable[str]] | None = None) -> None:
+                 via: Callable[[str, str], Awaitable[str]] | None = None,
+                 prefetch: int = PREFETCH) -> None:
         """``wait``: how long a request waits for upstream's page (default: the
         upstream's timeout); a slower fetch goes on in the background and stores its
         result, while the request is answered from the cache (mirror.md 3). ``via``:
         on a replica, asks the primary to refresh a page (``via(name, project)``, FRESH
-        once replicated here, MISSING), instead of asking upstream (mirror.md 10)."""
+        once replicated here, MISSING), instead of asking upstream (mirror.md 10).
+        ``prefetch``: how many pages of a fetched release's requirements are asked
+        upstream at once, ahead of the client (0: none)."""
         self._via = via
         self._storage = storage
         self._reactor = reactor
@@ -114,12 +124,13 @@ class Mirror:
         # pages parsed and being written: answered from here meanwhile, so the client
         # does not wait for the commit (mirror.md 3)
         self._unstored: dict[tuple[str, str], tuple[MirrorRecord, Deferred[None]]] = {}
+        self._prefetching = defer.DeferredSemaphore(prefetch) if prefetch > 0 else None
         self.lists = ProjectLists(upstream, blobs, staging, offload, clock,
                                   lambda: self.offline, self._expiry)
         # per process: pages answered from the cache / asked upstream / failed there,
         # first downloads of files / failed ones
-        self.stats = {"page_hits": 0, "page_fetches": 0, "page_errors": 0, "file_fetches": 0,
-                      "file_errors": 0}
+        self.stats = {"page_hits": 0, "page_fetches": 0, "page_errors": 0,
+                      "page_prefetches": 0, "file_fetches": 0, "file_errors": 0}
 
     @property
     def upstream_stats(self) -> Mapping[str, int]:
@@ -155,6 +166,12 @@ class Mirror:
     def known(self, name: str, config: Mapping[str, Any], project: str) -> str | None:
         """What ``ensure`` would answer without asking upstream (a young page: CACHED, a
         recent 404: MISSING), or None when it would ask (or is offline)."""
+        state = self._known(name, config, project)
+        if state == CACHED:
+            self.stats["page_hits"] += 1
+        return state
+
+    def _known(self, name: str, config: Mapping[str, Any], project: str) -> str | None:
         if self.offline:
             return None
         key = (name, project)
@@ -163,12 +180,36 @@ class Mirror:
         checked = self._checked.get(key)
         if checked is not None and now - checked[0] < expiry \
                 and not self._storage.changed_since(project, checked[1]):
-            self.stats["page_hits"] += 1
             return CACHED
         missing = self._missing.get(key)
         if missing is not None and now - missing < expiry:
             return MISSING
         return None
+
+    def prefetch(self, name: str, config: Mapping[str, Any], projects: list[str]) -> None:
+        """Bring the pages of ``projects`` (a release's requirements) up to date in the
+        background, a few at a time: an installer that fetched the release asks for
+        them next, one by one, and then finds them here (or joins their fetch)."""
+        slots = self._prefetching
+        if slots is None or self.offline or self._via is not None:
+            return
+        for project in projects:
+            if (name, project) in self._refreshing or \
+                    self._known(name, config, project) is not None:
+                continue
+            if len(slots.waiting) >= PREFETCH_QUEUE:
+                return
+            self.stats["page_prefetches"] += 1
+            slots.run(lambda p: Deferred.fromCoroutine(self._prefetch_page(name, config, p)),
+                      project)
+
+    async def _prefetch_page(self, name: str, config: Mapping[str, Any], project: str) -> None:
+        if self._known(name, config, project) is not None:  # asked meanwhile
+            return
+        try:
+            await self.ensure(name, config, project)
+        except Exception:  # (MirrorFailed) a client asking for the page learns of it
+            pass
 
     async def ensure(self, name: str, config: Mapping[str, Any], project: str) -> str:
         """Make the stored page of ``project`` on mirror ``name`` current enough; FRESH
@@ -414,7 +455,8 @@ class Mirror:
             headers["Last-Modified"] = modified.decode("latin-1")
         consumer = start(headers)
         spool = _Spool(self._staging, extract=relpath.endswith(".whl")
-                       and not link.get("core_metadata"), filename=link["filename"])
+                       and not link.get("core_metadata"), filename=relpath.rsplit("/", 1)[-1],
+                       requirements=config is not None and self._prefetching is not None)
         moved = False
         expected = link.get("sha256")
 
@@ -431,6 +473,8 @@ class Mirror:
                 self.stats["file_errors"] += 1
                 raise TransferBroken(f"{public_url(link['url'])}: got {size} bytes with sha256 "
                                      f"{sha256}, expected {length} bytes, sha256 {expected}")
+            if spool.requires and config is not None:
+                self.prefetch(name, config, spool.requires)
             entry = {"hash_spec": f"sha256={sha256}", "hashes": {"sha256": sha256},
                      "last_modified": modified.decode("latin-1") if modified
                      else formatdate(usegmt=True), "url": link["url"], "project": project,
@@ -467,22 +511,25 @@ class Mirror:
         """The body to the consumer and to ``spool`` (written on threads, in order);
         returns (size, sha256). ``received`` learns them as soon as the body is complete,
         before the spool is closed. A slow client pauses the upstream connection."""
-        receiver = _Receiver(consumer, spool, self._offload, received)
+        receiver = _Receiver(consumer, spool, self._offload, received, self._after_replies)
         response.deliverBody(receiver)
         return await receiver.done
 
 
 class _Receiver(Protocol):
     """Passes the body on as it arrives; spools it in pieces of at least SPOOL_PIECE
-    bytes, so a small file costs one trip to a thread, taken once the client has it."""
+    bytes, so a small file costs one trip to a thread, taken once the client has it
+    (``later``: after the client's response has been sent)."""
 
     def __init__(self, consumer: IConsumer | None, spool: _Spool,
                  offload: Callable[..., Deferred[Any]],
-                 received: Callable[[int, str], None]) -> None:
+                 received: Callable[[int, str], None],
+                 later: Callable[[Callable[[], Any]], None] = lambda work: work()) -> None:
         self._consumer = consumer
         self._spool = spool  # written and closed on threads, in order
         self._offload = offload
         self._received = received
+        self._later = later
         self._hash = hashlib.sha256()
         self._size = 0
         self._writing: Deferred[Any] | None = None
@@ -538,7 +585,7 @@ class _Receiver(Protocol):
         if reason.check(ResponseDone) is not None and self._error is None:
             self._received(self._size, self._hash.hexdigest())
         if self._writing is None:
-            self._finish()
+            self._later(self._finish)
 
     def _finish(self) -> None:
         complete = self._error is None and (self._ended is None
@@ -560,17 +607,21 @@ class _Receiver(Protocol):
 class _Spool:
     """A download's staging file: created with its first write, and closed (with its last
     bytes, and the wheel's core metadata written beside it when asked to extract it) in
-    one go, so a small file costs one trip to a thread. Used on threads, one call at a
-    time."""
+    one go, so a small file costs one trip to a thread. With ``requirements``, the
+    projects the core metadata (extracted, or the file itself: a ``.metadata``) requires
+    are read at the close. Used on threads, one call at a time."""
 
-    def __init__(self, staging: Path, extract: bool, filename: str) -> None:
+    def __init__(self, staging: Path, extract: bool, filename: str,
+                 requirements: bool = False) -> None:
         self._staging = staging
         self._extract = extract
         self._filename = filename
+        self._requirements = requirements
         self._file: IO[bytes] | None = None
         self.path: Path | None = None
         self.meta_path: Path | None = None
         self.metadata: tuple[int, str] | None = None  # (size, sha256) once extracted
+        self.requires: list[str] = []  # normalised project names, with ``requirements``
 
     def _open(self) -> IO[bytes]:
         if self._file is None:
@@ -591,28 +642,30 @@ class _Spool:
         if rest:
             spool.write(rest)
         spool.close()
-        if complete and self._extract:
-            assert self.path is not None and self.meta_path is not None
+        if not complete:
+            return
+        assert self.path is not None and self.meta_path is not None
+        data = None
+        if self._extract:
             try:
-                self.metadata = _spool_metadata(self.path, self._filename, self.meta_path)
+                data = core_metadata(self.path, self._filename)
+                if data is not None:
+                    self.meta_path.write_bytes(data)
+                    self.metadata = len(data), hashlib.sha256(data).hexdigest()
             except Exception as e:  # never a reason to fail the download itself
                 _log.warn("no core metadata from {filename}: {error}", filename=self._filename,
                           error=e)
+        elif self._requirements and self._filename.endswith(".metadata") \
+                and self.path.stat().st_size <= MAX_METADATA_FILE:
+            data = self.path.read_bytes()
+        if data is not None and self._requirements:
+            self.requires = parse_requirements(data)
 
 
 def _remove(*paths: Path | None) -> None:
     for path in paths:
         if path is not None:
             path.unlink(missing_ok=True)
-
-
-def _spool_metadata(path: Path, filename: str, target: Path) -> tuple[int, str] | None:
-    """The wheel's core metadata written to ``target``: (size, sha256), None if none."""
-    data = core_metadata(path, filename)
-    if data is None:
-        return None
-    target.write_bytes(data)
-    return len(data), hashlib.sha256(data).hexdigest()
 
 
 def _int(value: str | None, default: int) -> int:

@@ -6,6 +6,8 @@ use as a whole raises PageError; a single link we cannot use is dropped.
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import html.parser
 import json
 import re
@@ -14,6 +16,7 @@ from typing import TypeVar
 from urllib.parse import SplitResult, unquote, urldefrag, urljoin, urlsplit
 
 import attrs
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 JSON_CONTENT_TYPE = "application/vnd.pypi.simple.v1+json"
@@ -27,6 +30,7 @@ MAX_URL_LENGTH = 8192
 MAX_FILENAME_LENGTH = 255
 MAX_PROJECT_NAME_LENGTH = 256
 MAX_ANCHOR_TEXT = 1024
+MAX_REQUIREMENTS = 200  # projects taken from one metadata file
 
 # Hex digest length of every fixed-size hashlib algorithm we can verify a download with.
 _HEX_LENGTHS = {"md5": 32, "sha1": 40, "sha224": 56, "sha256": 64, "sha384": 96,
@@ -42,6 +46,7 @@ _VERSION_START = re.compile(r"v?[0-9]", re.IGNORECASE)
 _URL_UNSAFE = re.compile(r"[\x00-\x20\x7f]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _NAME_UNSAFE = re.compile(r"[\x00-\x20\x7f-\x9f/\\]")
+_EXTRA = re.compile(r"\bextra\b")
 
 
 @attrs.frozen
@@ -93,6 +98,30 @@ def parse_project_list(body: bytes, content_type: str, list_url: str) -> dict[st
         if name and len(name) <= MAX_PROJECT_NAME_LENGTH and not _NAME_UNSAFE.search(name):
             result.setdefault(canonicalize_name(name), name)
     return result
+
+
+def parse_requirements(metadata: bytes) -> list[str]:
+    """The normalised names of the projects a core metadata file (METADATA, PKG-INFO)
+    requires, in order, each once: its ``Requires-Dist`` entries but those of an extra
+    (``; extra == ...``); at most MAX_REQUIREMENTS. Unreadable entries are left out."""
+    try:
+        headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(
+            metadata)
+        values = headers.get_all("Requires-Dist") or []
+    except Exception:  # not a metadata file at all
+        return []
+    names: dict[str, None] = {}
+    for value in values:
+        try:
+            requirement = Requirement(str(value).strip())
+        except InvalidRequirement:
+            continue
+        if requirement.marker is not None and _EXTRA.search(str(requirement.marker)):
+            continue
+        names.setdefault(canonicalize_name(requirement.name), None)
+        if len(names) >= MAX_REQUIREMENTS:
+            break
+    return list(names)
 
 
 # -- content types and decoding ----------------------------------------------------

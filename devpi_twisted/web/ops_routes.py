@@ -115,6 +115,10 @@ class OpsRoutes(ManagementApp):
                    (({"result": "hit"}, stats.get("page_hits", 0)),
                     ({"result": "miss"}, stats.get("page_fetches", 0)),
                     ({"result": "error"}, stats.get("page_errors", 0)))),
+            Series("mirror_page_prefetches_total", "counter",
+                   "mirror project pages brought up to date ahead of the client (the "
+                   "requirements of a release it fetched)",
+                   (({}, stats.get("page_prefetches", 0)),)),
             Series("mirror_file_requests_total", "counter",
                    "mirror files downloaded: from the store (hit) or fetched upstream (miss)",
                    (({"result": "hit"}, files.get("mirror_file_hits", 0)),

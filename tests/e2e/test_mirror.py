@@ -97,8 +97,9 @@ def test_uv_installs_through_the_mirror_and_status_counts(mirror: Daemon, tmp_pa
     assert (tmp_path / "t" / "mirlib").is_dir()
     status = call(mirror.url + "/+status")[1]["result"]
     counts = {k: v for k, v in status["mirror"].items() if k not in ("upstream", "offline")}
-    assert set(counts) == {"page_hits", "page_fetches", "page_errors", "file_fetches",
-                           "file_errors"} and all(isinstance(v, int) for v in counts.values())
+    assert set(counts) == {"page_hits", "page_fetches", "page_errors", "page_prefetches",
+                           "file_fetches", "file_errors"} and all(
+        isinstance(v, int) for v in counts.values())
     assert set(status["mirror"]["upstream"]) == {"requests", "errors", "retries"}
     assert status["mirror"]["offline"] is False
 

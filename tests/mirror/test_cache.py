@@ -43,6 +43,21 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePyPI]:
     upstream.stop()
 
 
+@pytest.fixture(scope="module")
+def deps_fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePyPI]:
+    """An upstream whose ``app`` requires ``lib``, ``other-lib`` and, for an extra,
+    ``testlib``."""
+    work = tmp_path_factory.mktemp("deps")
+    upstream = FakePyPI(work / "fake")
+    requires = ["lib>=1", "Other_Lib", 'testlib; extra == "test"']
+    for path in [make_wheel(work, "app", "1.0", requires=requires), make_wheel(work, "lib", "1.0"),
+                 make_wheel(work, "other-lib", "1.0"), make_wheel(work, "testlib", "1.0")]:
+        upstream.add(path)
+    upstream.start()
+    yield upstream
+    upstream.stop()
+
+
 @pytest.fixture
 def upstream_switches(fake: FakePyPI) -> Iterator[FakePyPI]:
     yield fake
@@ -459,3 +474,53 @@ async def test_a_slow_upstream_is_not_waited_for_and_its_answer_still_stored(
             break
         await deferLater(reactor, 0.05, lambda: None)
     assert "gamma-2.0-py3-none-any.whl" in [link["filename"] for link in await world.links("gamma")]
+
+
+async def _until(done: Any) -> None:
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    for _ in range(100):
+        if done():
+            return
+        await deferLater(reactor, 0.05, lambda: None)
+    raise AssertionError("not in time")
+
+
+@pytest.mark.parametrize("metadata", [False, True], ids=["extracted", "metadata-file"])
+@pytest_twisted.ensureDeferred
+async def test_the_pages_a_fetched_release_requires_are_fetched_ahead_of_the_client(
+        tmp_path: Path, deps_fake: FakePyPI, metadata: bool) -> None:
+    deps_fake.set(metadata=metadata)
+    world = await World(tmp_path, deps_fake).setup()
+    try:
+        assert await world.ensure("app") == FRESH
+        link = (await world.links("app"))[0]
+        # pip asks for the .metadata file where upstream offers one, else the wheel
+        path = link["entrypath"] + (".metadata" if metadata else "")
+        await world.mirror.download(NAME, "app", "1.0", path, Collect().start,
+                                    config=world.config)
+        await _until(lambda: world.mirror.stats["page_fetches"] == 3
+                     and not world.mirror._refreshing)  # both fetched, not just asked
+        await world.mirror.settled()
+        assert world.mirror.stats["page_prefetches"] == 2
+        assert world.asked("/simple/testlib/") == []  # only wanted for an extra
+        for project in ("lib", "other-lib"):  # the installer's requests: answered here
+            assert await world.ensure(project) == CACHED
+            assert len(world.asked(f"/simple/{project}/")) == 1
+            assert (await world.links(project))[0]["filename"] == f"{project.replace('-', '_')}-1.0-py3-none-any.whl"
+    finally:
+        deps_fake.set(metadata=None)
+        world.storage.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_pages_known_or_being_fetched_are_not_prefetched_and_offline_nothing_is(
+        world: World) -> None:
+    await world.setup()
+    assert await world.ensure("alpha") == FRESH
+    world.mirror.prefetch(NAME, world.config, ["alpha"])  # young enough: not asked again
+    assert world.mirror.stats["page_prefetches"] == 0
+    world.mirror.offline = True
+    world.mirror.prefetch(NAME, world.config, ["beta"])
+    assert world.mirror.stats["page_prefetches"] == 0 and world.asked("/simple/beta/") == []

@@ -589,3 +589,20 @@ def test_html_project_list_honours_base_href() -> None:
 def test_html_project_list_with_broken_markup_is_a_page_error() -> None:
     with pytest.raises(PageError):
         parse_project_list(b"<![bogus]>", HTML, LIST)
+
+
+def test_requirements_are_taken_from_core_metadata_headers_without_extras() -> None:
+    from devpi_twisted.mirror.parse import parse_requirements
+
+    metadata = (b"Metadata-Version: 2.1\nName: app\nVersion: 1.0\n"
+                b"Requires-Dist: Foo_Bar (>=1.0)\n"
+                b'Requires-Dist: baz>=2; python_version >= "3.8"\n'
+                b'Requires-Dist: pytest; extra == "test"\n'
+                b"Requires-Dist: foo-bar\n"
+                b"Requires-Dist: !!not a requirement\n"
+                b"Requires-Dist: qux[x] ; sys_platform == 'win32' and extra == 'dev'\n"
+                b"\nThe description.\nRequires-Dist: not-a-header\n")
+    assert parse_requirements(metadata) == ["foo-bar", "baz"]
+    assert parse_requirements(b"\xff\xfe\x00not metadata") == []
+    many = b"".join(b"Requires-Dist: p%d\n" % i for i in range(500))
+    assert len(parse_requirements(b"Name: x\n" + many)) == 200
