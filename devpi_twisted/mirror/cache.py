@@ -52,6 +52,7 @@ SPOOL_PIECE = 1 << 20
 PREFETCH = 4
 PREFETCH_QUEUE = 1000
 MAX_METADATA_FILE = 1 << 20  # a .metadata file read back for its requirements
+CREATED_PAGES = 4096  # new pages remembered as having no stored files
 _log = Logger()
 
 
@@ -124,6 +125,9 @@ class Mirror:
         # pages parsed and being written: answered from here meanwhile, so the client
         # does not wait for the commit (mirror.md 3)
         self._unstored: dict[tuple[str, str], tuple[MirrorRecord, Deferred[None]]] = {}
+        # pages this process stored where none was: no file of theirs is stored until
+        # their project changes; the serial of the page's write (UNSTORED: in flight)
+        self._created: dict[tuple[str, str], int] = {}
         self._prefetching = defer.DeferredSemaphore(prefetch) if prefetch > 0 else None
         self.lists = ProjectLists(upstream, blobs, staging, offload, clock,
                                   lambda: self.offline, self._expiry)
@@ -286,12 +290,18 @@ class Mirror:
         self._missing.pop(key, None)
         if cached is None or cached.get("links") != value["links"] or \
                 cached.get("etag") != value["etag"]:
-            self._store_behind(key, value, checked[0])
+            self._store_behind(key, value, checked[0], created=cached is None)
         return FRESH
 
-    def _store_behind(self, key: tuple[str, str], value: dict[str, Any], at: float) -> None:
-        """Write a page upstream just gave us, serving it from memory until committed."""
+    def _store_behind(self, key: tuple[str, str], value: dict[str, Any], at: float,
+                      created: bool = False) -> None:
+        """Write a page upstream just gave us, serving it from memory until committed
+        (``created``: no page was stored before)."""
         name, project = key
+        if created:
+            if len(self._created) >= CREATED_PAGES:
+                self._created.pop(next(iter(self._created)))
+            self._created[key] = UNSTORED
         user, index = name.split("/", 1)
         written: Deferred[int] = Deferred()
         self._after_replies(lambda: defer.maybeDeferred(
@@ -304,9 +314,12 @@ class Mirror:
         def stored(serial: int) -> None:
             if self._checked.get(key, (None,))[0] == at:  # confirmed as of our own write
                 self._checked[key] = (at, serial)
+            if created and key in self._created:
+                self._created[key] = serial
 
         def failed(failure: Failure) -> None:
             self._checked.pop(key, None)
+            self._created.pop(key, None)
             if not failure.check(RecordMissing):  # else the index was deleted meanwhile
                 _log.failure("storing the page of {project} on {name}", failure,
                              project=project, name=name)
@@ -326,6 +339,19 @@ class Mirror:
             work()
         else:
             self._reactor.callLater(0, self._reactor.callLater, 0, work)
+
+    def none_stored(self, name: str, project: str) -> bool:
+        """Whether surely no release file of ``project`` on mirror ``name`` is stored: its
+        page was new when this process stored it (files are recorded only under a
+        page, and go with it), and nothing of the project changed since. A first
+        download need not look for its file record then."""
+        serial = self._created.get((name, project))
+        if serial is None:
+            return False
+        if serial != UNSTORED and self._storage.changed_since(project, serial):
+            del self._created[(name, project)]
+            return False
+        return True
 
     async def page(self, name: str, project: str) -> MirrorRecord | None:
         """The cached page of ``project`` on mirror ``name``, including one still being
@@ -390,6 +416,20 @@ class Mirror:
                 return link
         return None
 
+    async def find_link(self, name: str, project: str, relpath: str,
+                        config: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+        """``link_for``; with the index's ``config``, a link missing from the cached page
+        has the page asked for again (another worker process may have answered the
+        client with a page it is still writing)."""
+        link = await self.link_for(name, project, relpath)
+        if link is None and config is not None:
+            try:
+                await self.ensure(name, config, project)
+            except MirrorFailed:
+                pass  # no such file, then
+            link = await self.link_for(name, project, relpath)
+        return link
+
     async def download(self, name: str, project: str, version: str, relpath: str,
                        start: Callable[[Mapping[str, str]], IConsumer | None],
                        checked: Callable[[], None] = lambda: None,
@@ -422,13 +462,7 @@ class Mirror:
                         checked: Callable[[], None], config: Mapping[str, Any] | None) -> int:
         if self.offline:
             raise MirrorFailed(f"{relpath} is not cached and the server is in offline mode")
-        link = await self.link_for(name, project, relpath)
-        if link is None and config is not None:
-            try:
-                await self.ensure(name, config, project)
-            except MirrorFailed:
-                pass  # no such file, then
-            link = await self.link_for(name, project, relpath)
+        link = await self.find_link(name, project, relpath, config)
         if link is None:
             raise NoSuchFile(relpath)
         auth = split_credentials(str((config or {}).get("mirror_url") or ""))[1]

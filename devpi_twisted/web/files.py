@@ -65,6 +65,21 @@ class FileRoutes(ManagementApp):
         """A mirrored file upstream published without a sha256 (mirror.md 5)."""
         return await self._file(request, user, index, f"{user}/{index}/+e/{rest}")
 
+    async def _surely_not_stored(self, user: str, index: str, relpath: str) -> bool:
+        """A file of a mirror page this process just created: not stored, no need to look
+        for its record (that costs the database a trip)."""
+        if self._mirror is None or self._replica is not None:
+            return False
+        try:
+            name = split_filename(relpath.rsplit("/", 1)[-1].removesuffix(".metadata"))[0]
+        except InvalidInput:
+            return False
+        mirror, project = f"{user}/{index}", normalize_project(name)
+        if not self._mirror.none_stored(mirror, project):
+            return False
+        config = await self._ops.get_index(user, index)  # (catches up with other workers)
+        return config.get("type") == MIRROR and self._mirror.none_stored(mirror, project)
+
     async def _mirror_file(self, request: IRequest, user: str, index: str, relpath: str) -> bytes:
         """A mirror's file not stored yet: fetched, streamed to the client, stored."""
         config = await self._ops.get_index(user, index)
@@ -86,7 +101,8 @@ class FileRoutes(ManagementApp):
             return None if request.method == b"HEAD" else request
 
         if config.get("mirror_use_external_urls"):  # not fetched here: the client goes there
-            link = await self._mirror.link_for(f"{user}/{index}", normalize_project(name), relpath)
+            link = await self._mirror.find_link(f"{user}/{index}", normalize_project(name),
+                                                relpath, config)
             if link is None:
                 raise NotFound("no such file")
             request.setResponseCode(302)
@@ -152,6 +168,8 @@ class FileRoutes(ManagementApp):
     async def _file(self, request: IRequest, user: str, index: str, relpath: str,
                     fetch: bool = True) -> bytes:
         relpath = relpath.split("#", 1)[0]
+        if fetch and await self._surely_not_stored(user, index, relpath):
+            return await self._mirror_file(request, user, index, relpath)
         record = await self._releases.file_record(relpath)
         if record is None or record.deleted:
             if fetch and (await self._ops.get_index(user, index)).get("type") == MIRROR:

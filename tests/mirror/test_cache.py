@@ -524,3 +524,22 @@ async def test_pages_known_or_being_fetched_are_not_prefetched_and_offline_nothi
     world.mirror.offline = True
     world.mirror.prefetch(NAME, world.config, ["beta"])
     assert world.mirror.stats["page_prefetches"] == 0 and world.asked("/simple/beta/") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_files_of_a_page_this_process_created_are_known_not_stored(world: World) -> None:
+    await world.setup()
+    assert not world.mirror.none_stored(NAME, "beta")  # never seen: ask the database
+    assert await world.mirror.ensure(NAME, world.config, "beta") == FRESH
+    assert world.mirror.none_stored(NAME, "beta")  # new, its write still in flight
+    await world.mirror.settled()
+    assert world.mirror.none_stored(NAME, "beta")  # stored, no file yet
+    link = (await world.links("beta"))[0]
+    await world.mirror.download(NAME, "beta", "1.0", link["entrypath"], Collect().start,
+                                config=world.config)
+    assert not world.mirror.none_stored(NAME, "beta")  # a file of it is stored now
+    assert (await world.storage.get_file(link["entrypath"])) is not None
+    restarted = world.new_mirror()  # a page stored before this process: not known
+    world.now[0] += 10_000
+    assert await restarted.ensure(NAME, world.config, "beta") == FRESH
+    assert not restarted.none_stored(NAME, "beta")
