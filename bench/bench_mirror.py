@@ -4,8 +4,9 @@ Run by hand, never in CI, with the python of the venv devpi-twisted is installed
 (non-editable): ``VENV/bin/python bench/bench_mirror.py [--duration 10] [--projects 300]``.
 Builds a static PEP 503 index of ``--projects`` projects (one small wheel each) plus a
 20 MB wheel; ``benchapp`` depends on 49 of them, so installing it takes 50 distributions.
-nginx (1 worker, sendfile) serves the copy; a fresh server (sqlite) mirrors it as
-root/pypi. Measured:
+nginx (1 worker, sendfile) serves the copy; a fresh server (sqlite, default options: so
+the pages of benchapp's requirements are prefetched once its wheel is fetched) mirrors it
+as root/pypi. Measured:
 - cold install: ``pip install --no-cache-dir --target`` of benchapp straight from nginx,
   then through the empty mirror (``--rounds`` each, alternating, fresh serverdir per
   mirror round): ratio of the summed wall times (target <= 1.15) and the server's CPU
