@@ -113,6 +113,17 @@ class World:
         return list(record.value["links"])
 
 
+async def _until(done: Any) -> None:
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    for _ in range(100):
+        if done():
+            return
+        await deferLater(reactor, 0.05, lambda: None)
+    raise AssertionError("not in time")
+
+
 @pytest.fixture
 def world(tmp_path: Path, upstream_switches: FakePyPI) -> Iterator[World]:
     made = World(tmp_path, upstream_switches)
@@ -403,23 +414,13 @@ async def test_the_project_list_is_fetched_in_the_background_and_gates_pages(
 @pytest_twisted.ensureDeferred
 async def test_a_stored_project_list_is_loaded_at_start_and_only_for_its_upstream(
         world: World) -> None:
-    from twisted.internet import reactor
-    from twisted.internet.task import deferLater
-
-    async def until(done: Any) -> None:
-        for _ in range(100):
-            if done():
-                return
-            await deferLater(reactor, 0.05, lambda: None)
-        raise AssertionError("not in time")
-
     await world.setup()
     stored = (await world.storage.get_index("root", "pypi")).config
     config = {**stored, "mirror_url": stored["mirror_url"].replace("http://", "http://bob:pw@")}
     world.mirror.names(NAME, config)
     saved = world.blobs.local_path("root/pypi/+names/projects.json")
     assert saved is not None
-    await until(saved.exists)
+    await _until(saved.exists)
     assert b"bob:pw" not in saved.read_bytes()  # the list names its upstream, no password
     fetched = len(world.asked("/simple/"))
 
@@ -427,7 +428,7 @@ async def test_a_stored_project_list_is_loaded_at_start_and_only_for_its_upstrea
     await restarted.warm(NAME, config)
     assert len(world.asked("/simple/")) == fetched  # loaded from the store, nobody asked
     assert restarted.names(NAME, config) == {"alpha": "alpha", "beta": "beta"}  # at once
-    await until(lambda: len(world.asked("/simple/")) == fetched + 1)  # revalidated upstream
+    await _until(lambda: len(world.asked("/simple/")) == fetched + 1)  # revalidated upstream
     other = {**config, "mirror_url": "http://elsewhere.invalid/simple/"}
     assert await world.new_mirror().lists.load(NAME, other) is None  # another upstream's
 
@@ -474,17 +475,6 @@ async def test_a_slow_upstream_is_not_waited_for_and_its_answer_still_stored(
             break
         await deferLater(reactor, 0.05, lambda: None)
     assert "gamma-2.0-py3-none-any.whl" in [link["filename"] for link in await world.links("gamma")]
-
-
-async def _until(done: Any) -> None:
-    from twisted.internet import reactor
-    from twisted.internet.task import deferLater
-
-    for _ in range(100):
-        if done():
-            return
-        await deferLater(reactor, 0.05, lambda: None)
-    raise AssertionError("not in time")
 
 
 @pytest.mark.parametrize("metadata", [False, True], ids=["extracted", "metadata-file"])
