@@ -109,12 +109,11 @@ class SqliteStorage(PlanStorage):
         conn = connect(path)
         try:
             migrate(conn, path)
+            reading = (connect(path), reader) if reader is not None else None
         except BaseException:
             conn.close()
             raise
-        read_conn = connect(path) if reader is not None else None
-        return cls(conn, executor, clock, board,
-                   (read_conn, reader) if read_conn is not None and reader is not None else None)
+        return cls(conn, executor, clock, board, reading)
 
     def _transact_txn(self, make: Callable[..., plans.Plan[T]], args: tuple[Any, ...]) -> T:
         conn = self._conn
