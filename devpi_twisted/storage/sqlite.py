@@ -2,7 +2,10 @@
 another used only by one reader thread.
 
 Write plans run on the writer's thread under ``BEGIN IMMEDIATE`` (sqlite's write
-lock orders writers of every process); read plans run on the reader's, each in a
+lock orders writers of every process). Plans that queue up while a commit is under
+way are committed together in the next transaction, each in a savepoint of its own
+(group commit: one fsync for all of them; a plan that fails is rolled back alone,
+and its caller alone gets the error). Read plans run on the reader's, each in a
 transaction of its own (one snapshot), so a read never queues behind a commit's
 fsync. Reads of users and indexes come from the cache (adapter.py), so the reactor
 never waits for the database.
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.python.failure import Failure
 
 from devpi_twisted.storage import migrations, plans
 from devpi_twisted.storage.adapter import PlanStorage
@@ -27,6 +31,7 @@ from devpi_twisted.storage.executor import Executor
 from devpi_twisted.storage.interface import StorageError, StorageUnavailable
 
 T = TypeVar("T")
+GROUP_COMMIT = 64  # write plans committed in one transaction at most
 
 SELECT_VERSION = "SELECT version FROM schema_version"
 
@@ -99,6 +104,10 @@ class SqliteStorage(PlanStorage):
         self._executor = executor
         self._read_conn, self._reader = reader or (conn, executor)
         self._closed = False
+        # write plans waiting for the commit under way (group commit), and whether one is
+        self._queued: list[tuple[Callable[..., plans.Plan[Any]], tuple[Any, ...],
+                                 Deferred[Any]]] = []
+        self._committing = False
         self._load(drive(conn, plans.snapshot()))
 
     @classmethod
@@ -115,12 +124,50 @@ class SqliteStorage(PlanStorage):
             raise
         return cls(conn, executor, clock, board, reading)
 
-    def _transact_txn(self, make: Callable[..., plans.Plan[T]], args: tuple[Any, ...]) -> T:
+    def _transact(self, make: Callable[..., plans.Plan[T]], *args: Any) -> Deferred[T]:
+        done: Deferred[T] = Deferred()
+        self._queued.append((make, args, done))
+        if not self._committing:
+            self._commit_queued()
+        return done
+
+    def _commit_queued(self) -> None:
+        batch, self._queued = self._queued[:GROUP_COMMIT], self._queued[GROUP_COMMIT:]
+        self._committing = True
+        self._executor.run(self._transact_txn, [(make, args) for make, args, _ in batch]
+                           ).addBoth(self._committed, [done for *_, done in batch])
+
+    def _committed(self, outcomes: list[Any] | Failure, waiting: list[Deferred[Any]]) -> None:
+        self._committing = False
+        for done, outcome in zip(waiting, outcomes if isinstance(outcomes, list)
+                                 else [outcomes] * len(waiting)):
+            if isinstance(outcome, Failure):
+                done.errback(outcome)
+            else:
+                done.callback(outcome)
+        if self._queued and not self._committing:  # (a callback may have started one)
+            self._commit_queued()
+
+    def _transact_txn(self, batch: list[tuple[Callable[..., plans.Plan[Any]], tuple[Any, ...]]]
+                      ) -> list[Any]:
+        """Run write plans in one transaction, each in a savepoint: its result, or the
+        Failure it raised (its changes rolled back), in order. The database failing
+        (locked too long, I/O error) fails them all: StorageUnavailable."""
         conn = self._conn
+        outcomes: list[Any] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                result = drive(conn, make(*args))
+                for make, args in batch:
+                    conn.execute("SAVEPOINT plan")
+                    try:
+                        outcomes.append(drive(conn, make(*args)))
+                    except sqlite3.OperationalError:
+                        raise
+                    except Exception:
+                        outcomes.append(Failure())
+                        conn.execute("ROLLBACK TO plan")
+                    conn.execute("RELEASE plan")
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -128,10 +175,7 @@ class SqliteStorage(PlanStorage):
                 raise
         except sqlite3.OperationalError as e:
             raise StorageUnavailable(f"sqlite: {e}") from e
-        return result
-
-    def _transact(self, make: Callable[..., plans.Plan[T]], *args: Any) -> Deferred[T]:
-        return self._executor.run(self._transact_txn, make, args)
+        return outcomes
 
     def _query_txn(self, plan: plans.Plan[T]) -> T:
         conn = self._read_conn
