@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 
 from devpi_twisted.storage import migrations, plans
@@ -103,11 +103,13 @@ class SqliteStorage(PlanStorage):
         self._conn = conn
         self._executor = executor
         self._read_conn, self._reader = reader or (conn, executor)
-        self._closed = False
+        self._closed = False  # new writes refused (close() called)
+        self._stopped = False  # the connections closed
         # write plans waiting for the commit under way (group commit), and whether one is
         self._queued: list[tuple[Callable[..., plans.Plan[Any]], tuple[Any, ...],
                                  Deferred[Any]]] = []
         self._committing = False
+        self._drained: list[Deferred[None]] = []  # close() waiting for the commits
         self._load(drive(conn, plans.snapshot()))
 
     @classmethod
@@ -125,6 +127,8 @@ class SqliteStorage(PlanStorage):
         return cls(conn, executor, clock, board, reading)
 
     def _transact(self, make: Callable[..., plans.Plan[T]], *args: Any) -> Deferred[T]:
+        if self._closed:
+            return fail(StorageUnavailable("sqlite: the storage is closed"))
         done: Deferred[T] = Deferred()
         self._queued.append((make, args, done))
         if not self._committing:
@@ -147,6 +151,10 @@ class SqliteStorage(PlanStorage):
                 done.callback(outcome)
         if self._queued and not self._committing:  # (a callback may have started one)
             self._commit_queued()
+        elif not self._committing:
+            drained, self._drained = self._drained, []
+            for waiting in drained:
+                waiting.callback(None)
 
     def _transact_txn(self, batch: list[tuple[Callable[..., plans.Plan[Any]], tuple[Any, ...]]]
                       ) -> list[Any]:
@@ -191,11 +199,22 @@ class SqliteStorage(PlanStorage):
             raise StorageUnavailable(f"sqlite: {e}") from e
 
     def _query(self, plan: plans.Plan[T]) -> Deferred[T]:
+        if self._stopped:
+            return fail(StorageUnavailable("sqlite: the storage is closed"))
         return self._reader.run(self._query_txn, plan)
 
     def close(self) -> Deferred[None]:
-        if not self._closed:
-            self._closed = True
+        """Refuse new writes; stop once those asked for before are committed."""
+        self._closed = True
+        if self._committing:
+            drained: Deferred[None] = Deferred()
+            self._drained.append(drained)
+            return drained.addCallback(lambda _: self._stop())
+        return self._stop()
+
+    def _stop(self) -> Deferred[None]:
+        if not self._stopped:
+            self._stopped = True
             self._executor.stop()
             self._conn.close()
             if self._read_conn is not self._conn:

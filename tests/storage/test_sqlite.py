@@ -130,3 +130,26 @@ def test_a_database_error_fails_every_write_of_the_transaction(tmp_path: Path) -
     executor.drain()
     assert outcomes[3] == outcomes[0] + 1  # nothing of the failed transaction stayed
     storage.close()
+
+
+def test_close_commits_the_writes_asked_for_before_and_refuses_later_ones(
+        tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    executor = HeldExecutor()
+    storage = SqliteStorage.open(path, executor)
+    outcomes: list[Any] = []
+    for name in ("alice", "bob"):
+        storage.create_user(name, {}, None).addBoth(outcomes.append)
+    closed: list[Any] = []
+    storage.close().addBoth(closed.append)
+    refused: list[Any] = []
+    storage.create_user("carol", {}, None).addBoth(refused.append)
+    assert closed == []  # alice's commit is under way, bob's waits
+    executor.drain()
+    assert closed == [None]
+    assert outcomes == [outcomes[0], outcomes[0] + 1]
+    assert len(refused) == 1 and refused[0].check(StorageUnavailable)
+    assert "closed" in str(refused[0].value)
+    reopened = SqliteStorage.open(path, InlineExecutor())
+    assert {u.name for u in reopened.list_users().result} == {"alice", "bob"}
+    reopened.close()
