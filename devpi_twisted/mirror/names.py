@@ -47,7 +47,10 @@ class ProjectLists:
         self._offline = offline
         self._expiry = expiry
         self._lists: dict[str, _List] = {}
-        self._listing: dict[str, Deferred[None]] = {}
+        # fetches under way, by mirror and upstream URL: a mirror given another
+        # mirror_url fetches that one's list even while the old one's is still coming
+        self._listing: dict[tuple[str, str], Deferred[None]] = {}
+        self._wanted: dict[str, str] = {}  # the upstream URL each mirror was last asked with
 
     def names(self, name: str, config: Mapping[str, Any]) -> dict[str, str] | None:
         """Upstream's project names (normalised -> as upstream spells them) as last
@@ -55,12 +58,14 @@ class ProjectLists:
         fetched in the background; nobody waits for it (mirror.md 2)."""
         known = self._known(name, config)
         expired = known is None or self._clock() - known.at >= self._expiry(config)
+        key = (name, _list_url(config))
+        self._wanted[name] = key[1]
         if expired and not self._offline() and not config.get("mirror_no_project_list") \
-                and name not in self._listing:
+                and key not in self._listing:
             running = Deferred.fromCoroutine(self._fetch_names(name, config))
-            self._listing[name] = running
+            self._listing[key] = running
             running.addErrback(lambda f: _log.failure("project list of {name}", f, name=name))
-            running.addBoth(self._listed, name)
+            running.addBoth(self._listed, key)
         return known.names if known is not None else None
 
     def _known(self, name: str, config: Mapping[str, Any]) -> _List | None:
@@ -68,8 +73,8 @@ class ProjectLists:
         known = self._lists.get(name)
         return known if known is not None and known.url == _list_url(config) else None
 
-    def _listed(self, _: Any, name: str) -> None:
-        self._listing.pop(name, None)
+    def _listed(self, _: Any, key: tuple[str, str]) -> None:
+        self._listing.pop(key, None)
 
     async def _fetch_names(self, name: str, config: Mapping[str, Any]) -> None:
         known = await self.load(name, config)
@@ -81,7 +86,7 @@ class ProjectLists:
             _log.warn("mirror {name}: project list: {error}", name=name, error=e)
             return
         if reply.status == 304 and known is not None:
-            self._lists[name] = attrs.evolve(known, at=self._clock())
+            self._install(name, attrs.evolve(known, at=self._clock()))
             return
         if reply.status != 200:
             _log.warn("mirror {name}: project list: {status} from {url}", name=name,
@@ -94,8 +99,16 @@ class ProjectLists:
             _log.warn("mirror {name}: invalid project list: {error}", name=name, error=e)
             return
         fetched = _List(self._clock(), reply.headers.get("etag"), names, _list_url(config))
+        if self._install(name, fetched):
+            await self._save_names(name, fetched)
+
+    def _install(self, name: str, fetched: _List) -> bool:
+        """Make ``fetched`` the mirror's list, unless the mirror has been asked about
+        with another upstream URL since (its config changed)."""
+        if self._wanted.get(name, fetched.url) != fetched.url:
+            return False
         self._lists[name] = fetched
-        await self._save_names(name, fetched)
+        return True
 
     async def load(self, name: str, config: Mapping[str, Any]) -> _List | None:
         """The list in memory, else the one stored by an earlier run (or another

@@ -533,3 +533,30 @@ async def test_files_of_a_page_this_process_created_are_known_not_stored(world: 
     world.now[0] += 10_000
     assert await restarted.ensure(NAME, world.config, "beta") == FRESH
     assert not restarted.none_stored(NAME, "beta")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_new_mirror_url_gets_its_own_list_while_the_old_ones_is_coming(
+        world: World, upstream_switches: FakePyPI) -> None:
+    await world.setup()
+    old = {**world.config, "mirror_no_project_list": False}
+    new = {**old, "mirror_url": old["mirror_url"].replace("127.0.0.1", "localhost")}
+    world.fake.set(latency=0.5)
+
+    def lists_asked() -> int:
+        return len([r for r in world.asked("/simple/") if r["path"] == "/simple/"])
+
+    assert world.mirror.names(NAME, old) is None  # the old upstream's list: on its way
+    world.now[0] += 1
+    assert world.mirror.names(NAME, new) is None  # the new one's: asked for too
+    await _until(lambda: lists_asked() == 2)
+    await _until(lambda: world.mirror.lists._known(NAME, new) is not None)
+    assert {"alpha", "beta"} <= set(world.mirror.names(NAME, new) or ())
+    # the old upstream's list, whenever it came, was not taken: the mirror had moved on
+    saved = world.blobs.local_path("root/pypi/+names/projects.json")
+    assert saved is not None
+    await _until(saved.exists)
+    assert b"localhost" in saved.read_bytes()
+    assert world.mirror.names(NAME, old) is None  # back to the old upstream: fetched anew
+    await _until(lambda: world.mirror.lists._known(NAME, old) is not None)
+    assert lists_asked() == 3
