@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
+import html
 import html.parser
 import json
 import re
@@ -47,6 +48,11 @@ _URL_UNSAFE = re.compile(r"[\x00-\x20\x7f]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _NAME_UNSAFE = re.compile(r"[\x00-\x20\x7f-\x9f/\\]")
 _EXTRA = re.compile(r"\bextra\b")
+# a project list as PyPI, devpi and most mirrors write it: anchors of exactly this form
+# (a relative href), and no markup that could hide or move them from a parser
+_PLAIN_ANCHOR = re.compile(r'<a href="([^"\s<>:?#&\\/][^"\s<>:?#&\\]*)">([^<]*)</a>')
+_ANY_ANCHOR = re.compile(r"<a[\s>/]", re.IGNORECASE)
+_UNUSUAL_MARKUP = re.compile(r"<(?:base|!--|!\[|script|style)", re.IGNORECASE)
 
 
 @attrs.frozen
@@ -89,9 +95,10 @@ def parse_project_list(body: bytes, content_type: str, list_url: str) -> dict[st
     Raises PageError for a page that is not a usable list.
     """
     if _is_json(content_type):
-        names = _json_project_names(_load_json(body))
+        names: Iterable[str] = _json_project_names(_load_json(body))
     else:
-        names = _html_project_names(_decode(body, content_type), list_url)
+        text = _decode(body, content_type)
+        names = _plain_project_names(text, list_url) or _html_project_names(text, list_url)
     result: dict[str, str] = {}
     for name in names:
         name = name.strip()
@@ -342,6 +349,25 @@ def _html_core_metadata(attributes: Mapping[str, str | None]) -> bool | str:
     if digest is None:
         return False  # absent, or a value we do not understand: do not advertise it
     return f"sha256={digest[1]}" if digest[0] == "sha256" else True
+
+
+def _plain_project_names(text: str, list_url: str) -> list[str] | None:
+    """The names of a list made only of plain anchors (_PLAIN_ANCHOR), read without the
+    HTML parser, giving what it would give (PyPI's 40 MB list: 2 s instead of 16 s of
+    a thread holding the GIL); None (the parser's turn) for anything else."""
+    if not urlsplit(list_url).path.endswith("/") or _UNUSUAL_MARKUP.search(text):
+        return None
+    names = []
+    for match in _PLAIN_ANCHOR.finditer(text):
+        href, label = match.groups()
+        if "." in href and any(segment in (".", "..") for segment in href.split("/")):
+            return None
+        if "&" in label:
+            label = html.unescape(label)
+        names.append(label[:MAX_ANCHOR_TEXT].strip() or _last_segment(href))
+    if len(names) != len(_ANY_ANCHOR.findall(text)):
+        return None  # an anchor of another form
+    return names
 
 
 def _html_project_names(text: str, list_url: str) -> Iterator[str]:

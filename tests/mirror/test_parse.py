@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from packaging.utils import canonicalize_name
 
 from devpi_twisted.mirror.parse import (
     MAX_FILENAME_LENGTH,
@@ -584,6 +585,46 @@ def test_html_project_list_honours_base_href() -> None:
     assert parse_project_list(html_page(a("../foo/", "foo")), HTML, LIST) == {}
     body = html_page(a("../foo/", "foo"), head='<base href="/simple/projects/">')
     assert parse_project_list(body, HTML, LIST) == {"foo": "foo"}
+
+
+PLAIN_LIST = [a("foo-bar/", "Foo.Bar"), a("q/", "A &amp; B"), a("r/", "R&eacute;sum&eacute;"),
+              a("sp/", "  spaced\n"), a("empty%5Fname/", ""), a("deep/er/", "deeper"),
+              a("foo-bar/", "foo_bar")]
+
+
+def test_a_plain_html_project_list_is_read_without_the_parser_alike() -> None:
+    from devpi_twisted.mirror.parse import _html_project_names, _plain_project_names
+
+    text = html_page(*PLAIN_LIST).decode()
+    plain = _plain_project_names(text, LIST)
+    assert plain is not None  # the fast way
+    assert plain == list(_html_project_names(text, LIST)) == [
+        "Foo.Bar", "A & B", "R\u00e9sum\u00e9", "spaced", "empty_name", "deeper", "foo_bar"]
+    assert parse_project_list(text.encode(), HTML, LIST) == {
+        "foo-bar": "Foo.Bar", "r\u00e9sum\u00e9": "R\u00e9sum\u00e9", "spaced": "spaced",
+        "empty-name": "empty_name", "deeper": "deeper"}
+
+
+@pytest.mark.parametrize("odd", [
+    a("hidden/", "hidden").join(["<!-- ", " -->"]),  # a comment: no anchor for a parser
+    '<base href="https://cdn.example/simple/">',
+    a("../up/", "up"), a("./here/", "here"),
+    '<A HREF="upper/">upper</A>', a("attr/", "attr", extra=' class="x"'),
+    "<a href='single/'>single</a>", a("nested/", "<b>nested</b>"),
+    "<script>var s = '<a href=\"s/\">s</a>';</script>",
+])
+def test_any_other_html_project_list_goes_to_the_parser(odd: str) -> None:
+    from devpi_twisted.mirror.parse import _html_project_names, _plain_project_names
+
+    text = html_page(*PLAIN_LIST, odd).decode()
+    assert _plain_project_names(text, LIST) is None
+    assert _plain_project_names(text.replace(odd, ""), LIST) is not None
+    expected: dict[str, str] = {}
+    for name in _html_project_names(text, LIST):
+        if name.strip() and " " not in name.strip():
+            expected.setdefault(canonicalize_name(name.strip()), name.strip())
+    assert parse_project_list(text.encode(), HTML, LIST) == expected
+    assert _plain_project_names(html_page(*PLAIN_LIST).decode(), LIST[:-1]) is None
 
 
 def test_html_project_list_with_broken_markup_is_a_page_error() -> None:
