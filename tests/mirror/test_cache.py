@@ -560,3 +560,23 @@ async def test_a_new_mirror_url_gets_its_own_list_while_the_old_ones_is_coming(
     assert world.mirror.names(NAME, old) is None  # back to the old upstream: fetched anew
     await _until(lambda: world.mirror.lists._known(NAME, old) is not None)
     assert lists_asked() == 3
+
+
+def test_a_saved_project_list_reads_back_whole_or_not_at_all(tmp_path: Path) -> None:
+    import json
+
+    from devpi_twisted.mirror.names import LIST_CHUNK, _List, _read_list, _write_list
+
+    names = {f"p{i}": f"P_{i}" for i in range(2 * LIST_CHUNK + 5)}  # three chunks
+    path, sha256 = _write_list(tmp_path, _List(1.0, '"e1"', names, "https://up.example/simple/"))
+    data = path.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == sha256
+    assert _read_list(data) == ('"e1"', names, "https://up.example/simple/")
+    cut = data[:data.rindex(b"\n", 0, len(data) - 1) + 1]  # the last chunk lost
+    with pytest.raises(ValueError):
+        _read_list(cut)
+    old = json.dumps({"etag": None, "names": names, "url": "https://up.example/simple/"})
+    small = json.dumps({"etag": None, "names": {"a": "A"}, "url": "https://up.example/simple/"})
+    for before in (old, small):  # one document, as saved before: fetched anew
+        with pytest.raises(ValueError):
+            _read_list(before.encode())
