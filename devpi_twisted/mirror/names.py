@@ -122,7 +122,7 @@ class ProjectLists:
             await self._blobs.read(_names_key(name), sink)
             etag, names, url = await self._offload(_read_list, sink.data())
             loaded = _List(float("-inf"), etag, names, url)
-        except (BlobMissing, ValueError, KeyError, TypeError, AttributeError):
+        except (BlobMissing, ValueError, KeyError, TypeError):
             return None  # none, or unreadable, or saved before lists had their URL
         if loaded.url != _list_url(config):
             return None
