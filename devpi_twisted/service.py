@@ -25,7 +25,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorTime
-from twisted.internet.task import LoopingCall
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger, STDLibLogObserver, globalLogPublisher
 
@@ -357,7 +357,7 @@ def build_service(config: Config, reactor: Any) -> IService:
     policy = Policy(parse_principals(config.restrict_modify) if config.restrict_modify else None)
     hashing = HashingPool(reactor)  # argon2 never waits behind, nor holds up, the shared pool
     ops = ServerOps(storage, policy, TokenSigner(keys.auth, reactor.seconds), offload, time.time,
-                    hashing=hashing)
+                    hashing=hashing, pause=lambda seconds: deferLater(reactor, seconds))
     info = ServerInfo(
         uuid=node.uuid, serverdir=str(config.serverdir), role=config.role, host=config.host,
         port=config.port, outside_url=config.outside_url, max_body=config.max_request_body_size,

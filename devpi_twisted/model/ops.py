@@ -35,10 +35,12 @@ from devpi_twisted.storage.interface import (
 
 T = TypeVar("T")
 Offload = Callable[..., Awaitable[Any]]
+Pause = Callable[[float], Awaitable[Any]]
 
 RETRIES = 20
 VERIFIED_CACHE_SIZE = 1024
 VERIFIED_CACHE_SECONDS = 600.0
+THROTTLED_ANSWER_DELAY = 1.0
 
 
 @attrs.frozen
@@ -83,11 +85,12 @@ class _VerifiedPasswords:
 
 class ServerOps:
     """``hashing`` runs argon2 (checks and new hashes): a bounded pool of its own in the
-    server, which raises Unavailable when full; ``throttle`` slows failed logins down."""
+    server, which raises Unavailable when full; ``throttle`` slows failed logins down;
+    ``pause(seconds)`` waits on the reactor's clock (holding a throttled answer back)."""
 
     def __init__(self, storage: Storage, policy: Policy, signer: TokenSigner,
                  offload: Offload, clock: Callable[[], float], hashing: Offload | None = None,
-                 throttle: LoginThrottle | None = None) -> None:
+                 throttle: LoginThrottle | None = None, pause: Pause | None = None) -> None:
         self._storage = storage
         self._policy = policy
         self._signer = signer
@@ -96,6 +99,7 @@ class ServerOps:
         self._clock = clock
         self._verified = _VerifiedPasswords(clock)
         self._throttle = throttle or LoginThrottle(clock)
+        self._pause = pause
 
     @property
     def serial(self) -> int:
@@ -154,9 +158,14 @@ class ServerOps:
             return user
         wait = self._throttle.wait(username, client)
         if wait > 0:
+            await self._hold_back(wait)
             raise TooManyAttempts("too many failed logins, try again later", retry_after=wait)
-        if not await self._hashing(verify_password, password, pwhash or DUMMY_HASH) \
-                or user is None or not pwhash:
+        self._throttle.started(username, client)
+        try:
+            matches = await self._hashing(verify_password, password, pwhash or DUMMY_HASH)
+        finally:
+            self._throttle.settled(username, client)
+        if not matches or user is None or not pwhash:
             self._throttle.failed(username, client)
             return None
         self._throttle.succeeded(username)
@@ -164,6 +173,12 @@ class ServerOps:
         if needs_rehash(pwhash):
             return await self._rehash(user, password)
         return user
+
+    async def _hold_back(self, wait: float) -> None:
+        """A throttled answer comes after a moment (at most the wait): a client that
+        ignores ``Retry-After`` sends one attempt a second per connection, not hundreds."""
+        if self._pause is not None:
+            await self._pause(min(wait, THROTTLED_ANSWER_DELAY))
 
     async def _rehash(self, user: UserRecord, password: str) -> UserRecord:
         """Replace a verified legacy hash (imported from an old devpi) with argon2id and

@@ -4,7 +4,10 @@ Pure bookkeeping with the clock passed in: ``ServerOps`` asks ``wait`` before it
 checks a password (a positive answer is refused with 429 and ``Retry-After``, and no
 hash is computed) and reports each outcome. After ``free`` failures every further
 one doubles the wait, from ``first`` up to ``longest`` seconds; a key with no failure
-for ``forget`` seconds starts over, and a success clears its user's count.
+for ``forget`` seconds starts over, and a success clears its user's count. Checks
+under way count too: once a key has failed, at most ``free`` minus its failures (at
+least one) may be checked at once, so a burst of attempts cannot slip through
+together while the first of them are still being checked.
 
 The counts live in the memory of one process: with ``--workers`` each worker keeps
 its own, so an attacker spread over N workers gets at most N times the attempts.
@@ -52,10 +55,25 @@ class _Table:
         self._rule = rule
         self._max = max_keys
         self._entries: OrderedDict[str, _Failures] = OrderedDict()
+        self._checking: dict[str, int] = {}  # checks under way; bounded by the pool's size
 
     def wait(self, key: str, now: float) -> float:
         entry = self._entries.get(key)
-        return 0.0 if entry is None else max(0.0, entry.until - now)
+        if entry is None or now - entry.last > self._rule.forget:
+            return 0.0
+        if entry.until > now:
+            return entry.until - now
+        if self._checking.get(key, 0) >= max(1, self._rule.free - entry.count):
+            return self._rule.first
+        return 0.0
+
+    def started(self, key: str) -> None:
+        self._checking[key] = self._checking.get(key, 0) + 1
+
+    def settled(self, key: str) -> None:
+        left = self._checking.pop(key, 1) - 1
+        if left > 0:
+            self._checking[key] = left
 
     def failed(self, key: str, now: float) -> None:
         entry = self._entries.pop(key, None)
@@ -79,6 +97,15 @@ class LoginThrottle:
         """Seconds before a password for ``user`` from ``client`` may be checked (0: now)."""
         now = self._clock()
         return max(self._users.wait(user, now), self._clients.wait(client, now))
+
+    def started(self, user: str, client: str) -> None:
+        """A check begins; ``settled`` must follow, whatever its outcome."""
+        self._users.started(user)
+        self._clients.started(client)
+
+    def settled(self, user: str, client: str) -> None:
+        self._users.settled(user)
+        self._clients.settled(client)
 
     def failed(self, user: str, client: str) -> None:
         now = self._clock()

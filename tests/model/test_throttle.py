@@ -84,3 +84,30 @@ def test_the_tables_hold_a_bounded_number_of_keys() -> None:
         throttle.failed(f"random{n}", f"client{n}")
     assert throttle.wait("alice", "b") == 0  # the oldest went first
     assert len(throttle._users._entries) == 10 and len(throttle._clients._entries) == 10
+
+
+def test_after_a_failure_checks_under_way_count_against_what_is_left() -> None:
+    throttle, _ = _throttle()
+    throttle.failed("alice", "a")
+    throttle.started("alice", "a")
+    assert throttle.wait("alice", "b") == 1  # 1 failure + 1 under way: USER allows 2
+    throttle.settled("alice", "a")
+    assert throttle.wait("alice", "b") == 0
+
+
+def test_once_locked_out_one_check_at_a_time_when_the_wait_ends() -> None:
+    throttle, clock = _throttle()
+    for _ in range(3):
+        throttle.failed("alice", "a")
+    clock.now += throttle.wait("alice", "b")
+    assert throttle.wait("alice", "b") == 0
+    throttle.started("alice", "b")
+    assert throttle.wait("alice", "c") == 1
+    throttle.settled("alice", "b")
+
+
+def test_checks_under_way_do_not_hold_back_a_user_without_failures() -> None:
+    throttle, _ = _throttle()
+    for n in range(10):
+        throttle.started("alice", f"client{n}")
+    assert throttle.wait("alice", "another") == 0

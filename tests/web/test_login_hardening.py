@@ -12,14 +12,15 @@ from typing import Any
 import pytest
 from argon2 import PasswordHasher
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 
 from devpi_twisted.model.acl import Policy
+from devpi_twisted.model.errors import TooManyAttempts, Unauthenticated
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.passwords import DUMMY_HASH, hash_password, verify_password
 from devpi_twisted.model.tokens import TokenSigner
 from devpi_twisted.web.hashing import HashingPool
-from tests.support import result_of
+from tests.support import failure_of, result_of
 from tests.web.conftest import Server, cached_hash, make_server
 
 # A real argon2id hash of "secret" with 300 passes (over a tiny memory, so the test can
@@ -199,6 +200,25 @@ def test_a_remembered_success_passes_the_throttle_only_from_its_own_client(serve
     again = server.client.get("/+api", headers=_basic("alice", "secret", "10.1.1.1"))
     assert again.json["result"]["authstatus"][0] == "ok"
     assert server.client.get("/+api", headers=_basic("alice", "secret", "10.6.6.6")).code == 429
+
+
+def test_a_throttled_answer_is_held_back_a_moment(server: Server) -> None:
+    """A client ignoring Retry-After gets at most one answer a second per connection."""
+    _user(server)
+    clock = server.clock
+    ops = ServerOps(server.storage, Policy(), TokenSigner(b"k" * 16, clock.seconds),
+                    lambda fn, *a: succeed(fn(*a)), clock.seconds,
+                    pause=lambda seconds: deferLater(clock, seconds))
+    for n in range(6):
+        assert isinstance(failure_of(Deferred.fromCoroutine(ops.login(
+            {"user": "alice", "password": f"wrong{n}"}, "10.0.0.1"))), Unauthenticated)
+    held = Deferred.fromCoroutine(ops.login({"user": "alice", "password": "wrong"}, "10.0.0.1"))
+    answered: list[Any] = []
+    held.addBoth(answered.append)
+    clock.advance(0.9)
+    assert answered == []
+    clock.advance(0.1)
+    assert isinstance(answered[0].value, TooManyAttempts)
 
 
 def test_tokens_are_not_throttled(server: Server) -> None:
