@@ -5,9 +5,9 @@ checks a password (a positive answer is refused with 429 and ``Retry-After``, an
 hash is computed) and reports each outcome. After ``free`` failures every further
 one doubles the wait, from ``first`` up to ``longest`` seconds; a key with no failure
 for ``forget`` seconds starts over, and a success clears its user's count. Checks
-under way count too: once a key has failed, at most ``free`` minus its failures (at
-least one) may be checked at once, so a burst of attempts cannot slip through
-together while the first of them are still being checked.
+under way count too: at most ``free`` minus the key's failures (at least one) may be
+under way at once, so a burst of attempts cannot slip through together while the
+first of them are still being checked.
 
 The counts live in the memory of one process: with ``--workers`` each worker keeps
 its own, so an attacker spread over N workers gets at most N times the attempts.
@@ -59,11 +59,12 @@ class _Table:
 
     def wait(self, key: str, now: float) -> float:
         entry = self._entries.get(key)
-        if entry is None or now - entry.last > self._rule.forget:
-            return 0.0
-        if entry.until > now:
+        if entry is not None and now - entry.last > self._rule.forget:
+            entry = None
+        if entry is not None and entry.until > now:
             return entry.until - now
-        if self._checking.get(key, 0) >= max(1, self._rule.free - entry.count):
+        failures = 0 if entry is None else entry.count
+        if self._checking.get(key, 0) >= max(1, self._rule.free - failures):
             return self._rule.first
         return 0.0
 
