@@ -160,7 +160,7 @@ class ReleaseOps:
         if the archive is not acceptable)."""
         config = await self.check_upload(identity, user, index)
         action = (fields.get(":action") or [None])[0]
-        if action is None:
+        if not action:  # devpi takes a form without one for a push and fails to read its JSON
             raise BadForm(":action field not found")
         if action not in ("file_upload", "submit", "doc_upload"):
             raise InvalidInput(f"action '{action}' not supported")
