@@ -639,14 +639,14 @@ class ReleaseOps:
         if not _http_url(body["posturl"]):
             raise InvalidInput("posturl must be an http or https URL")
         config = await self._stage(user, index)
-        if offline:
-            raise Forbidden("this server runs with --offline-mode: it pushes to no other server")
         if not matches(identity, config.get("acl_upload", ())):
             if not identity.authenticated:
                 raise Unauthenticated(f"log in with upload permission on {user}/{index} to push "
                                       "from it to another server")
             raise Forbidden(f"user '{identity.username}' may not upload to {user}/{index}, so "
                             "may not push from it to another server")
+        if offline:
+            raise Forbidden("this server runs with --offline-mode: it pushes to no other server")
         project = normalize_project(name)
         current = await self._version(user, index, project, version) if name and version else None
         if current is None:

@@ -16,6 +16,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +100,18 @@ class Devpi6:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+@contextmanager
+def running(directory: Path, *args: str) -> Iterator[Devpi6]:
+    """A fresh devpi-server 6.x (no root/pypi) under ``directory``, started with ``args``."""
+    server = Devpi6(ensure_installed(), directory / "state")
+    server.run("devpi-init", "--no-root-pypi")
+    server.start(*args)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 # -- plain HTTP ------------------------------------------------------------------------

@@ -18,12 +18,12 @@ import os
 import subprocess
 import urllib.parse
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.dump.devpi6 import Devpi6, ensure_installed
+from tests.dump.devpi6 import running
 from tests.support import Daemon, bin_path, call, init_serverdir, login
 
 LIMIT = 200_000  # --max-request-body-size of both servers
@@ -33,14 +33,9 @@ WHEEL = "pkg-1.0-py3-none-any.whl"
 
 @pytest.fixture(scope="module")
 def devpi6(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = Devpi6(ensure_installed(), tmp_path_factory.mktemp("devpi6") / "state")
-    server.run("devpi-init", "--no-root-pypi")
-    server.start("--max-request-body-size", str(LIMIT))
-    try:
+    with running(tmp_path_factory.mktemp("devpi6"), "--max-request-body-size", str(LIMIT)) as server:
         _prepare(server.url)
         yield server.url
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -184,18 +179,22 @@ def test_refused_upload_has_devpi_status_line(devpi6: str, ours: str, case: str)
         assert json.loads(reply)["message"]
 
 
-def test_devpi_upload_after_logoff_prints_unauthorized(ours: str, tmp_path: Path) -> None:
-    """devpi-client prints ``401 FAIL file_upload of F to URL`` and then the reason phrase."""
-    dist = tmp_path / "dist"
-    dist.mkdir()
-    (dist / "late-1.0-py3-none-any.whl").write_bytes(_wheel("late", "1.0"))
-    env = dict(os.environ, DEVPI_CLIENTDIR=str(tmp_path / "client"), HOME=str(tmp_path),
+def _devpi_client(home: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    env = dict(os.environ, DEVPI_CLIENTDIR=str(home / "client"), HOME=str(home),
                PIP_CONFIG_FILE=os.devnull)
 
     def devpi(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([bin_path("devpi"), *args], env=env, capture_output=True, text=True,
                               timeout=120)
+    return devpi
 
+
+def test_devpi_upload_after_logoff_prints_unauthorized(ours: str, tmp_path: Path) -> None:
+    """devpi-client prints ``401 FAIL file_upload of F to URL`` and then the reason phrase."""
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    (dist / "late-1.0-py3-none-any.whl").write_bytes(_wheel("late", "1.0"))
+    devpi = _devpi_client(tmp_path)
     assert devpi("use", ours + "/alice/stable").returncode == 0
     assert devpi("login", "alice", "--password", "alice-pass").returncode == 0
     assert devpi("logoff").returncode == 0
@@ -206,3 +205,19 @@ def test_devpi_upload_after_logoff_prints_unauthorized(ours: str, tmp_path: Path
     fail = next(i for i, line in enumerate(lines) if "FAIL file_upload" in line)
     assert lines[fail].startswith("401 FAIL file_upload of late-1.0-py3-none-any.whl"), output
     assert lines[fail + 1] == "Unauthorized", output
+
+
+def test_devpi_upload_of_versionless_docs_for_a_project_without_releases(
+        ours: str, tmp_path: Path) -> None:
+    """devpi's answer comes before anything looks into the archive (a broken one here)."""
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    (dist / "unreleased.doc.zip").write_bytes(b"no zip inside")
+    devpi = _devpi_client(tmp_path)
+    assert devpi("use", ours + "/alice/stable").returncode == 0
+    assert devpi("login", "alice", "--password", "alice-pass").returncode == 0
+    done = devpi("upload", "--only-docs", "--from-dir", str(dist))
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert "400 FAIL doc_upload of unreleased.doc.zip" in output, output
+    assert "doczip has no version and 'unreleased' has no releases to derive one from" in output
