@@ -32,7 +32,8 @@ def _doc_zip(path: Path, text: str) -> Path:
 
 def _histories(url: str, user: str, files: Mapping[str, Path]) -> dict[str, Any]:
     """Upload over files in the volatile ``user/a`` and ``user/b``, push a's release over
-    b's twice; the logs of every link of both versions, without their times."""
+    b's twice, then onto itself; the logs of every link of both versions, without their
+    times (and checks that the files are intact)."""
     assert plain.call(url + f"/{user}", "PUT", {"password": "pw"})[0] == 201
     auth = plain.login(url, user, "pw")
     for index in ("a", "b"):
@@ -42,9 +43,9 @@ def _histories(url: str, user: str, files: Mapping[str, Path]) -> dict[str, Any]
         action = "doc_upload" if which.startswith("doc") else "file_upload"
         plain.upload(f"{url}/{user}/{index}", auth, files[which], "hist", "1.0", action=action)
 
-    def push() -> None:
+    def push(target: str = "b") -> None:
         status, reply = plain.call(url + f"/{user}/a", "PUSH",
-                                   {"name": "hist", "version": "1.0", "targetindex": f"{user}/b"},
+                                   {"name": "hist", "version": "1.0", "targetindex": f"{user}/{target}"},
                                    auth)
         assert status == 200, reply
 
@@ -57,6 +58,7 @@ def _histories(url: str, user: str, files: Mapping[str, Path]) -> dict[str, Any]
     push()  # over b's own uploads
     upload("a", "wheel1")  # a second overwrite in a
     push()  # over the pushed files
+    push("a")  # onto itself
     logs = {}
     for index in ("a", "b"):
         status, reply = plain.call(url + f"/{user}/{index}/hist/1.0")
@@ -64,6 +66,10 @@ def _histories(url: str, user: str, files: Mapping[str, Path]) -> dict[str, Any]
         logs[index] = {link["rel"]: [{k: v for k, v in entry.items() if k != "when"}
                                      for entry in link["log"]]
                        for link in reply["result"]["+links"]}
+        for link in reply["result"]["+links"]:
+            with urllib.request.urlopen(link["href"]) as response:
+                expected = files["wheel1" if link["rel"] == "releasefile" else "doc2"]
+                assert response.read() == expected.read_bytes(), link["href"]
     return logs
 
 
@@ -87,8 +93,10 @@ def test_pushing_over_a_volatile_release_keeps_history_as_devpi(
         {"what": "overwrite", "who": None, "count": 2},
         {"what": "upload", "who": user, "dst": f"{user}/a"},
         {"what": "push", "who": user, "src": f"{user}/a", "dst": f"{user}/b"}]
-    assert ours["a"]["releasefile"] == [{"what": "overwrite", "who": None, "count": 2},
-                                        {"what": "upload", "who": user, "dst": f"{user}/a"}]
+    assert ours["a"]["releasefile"] == [
+        {"what": "overwrite", "who": None, "count": 3},
+        {"what": "upload", "who": user, "dst": f"{user}/a"},
+        {"what": "push", "who": user, "src": f"{user}/a", "dst": f"{user}/a"}]
 
 
 # -- devpi-client's push options and version listing ---------------------------------------
