@@ -621,7 +621,7 @@ class ReleaseOps:
 
     async def push_external(self, identity: Identity, user: str, index: str, body: Mapping[str, Any],
                             copy_out: Callable[[str], Any],
-                            post_form: Callable[..., Any], offline: bool = False
+                            post_form: Callable[..., Any], *, offline: bool
                             ) -> tuple[bool, list[list[Any]]]:
         """Upload one release of this index to another index server with the legacy form
         protocol (api.md 9.2). ``copy_out(relpath)`` gives a local path of a file body (an
