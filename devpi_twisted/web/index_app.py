@@ -1,7 +1,7 @@
 """Routes of an index's content: the upload form, simple pages, project views (release
 files are served by web/files.py).
 
-Upload errors carry their message in the HTTP reason phrase, as devpi's do:
+Upload errors carry their message in the HTTP reason phrase where devpi's do:
 twine and devpi-client show the reason phrase to the user (spec/api.md 8).
 """
 
@@ -22,11 +22,14 @@ from twisted.web.iweb import IRequest
 
 from devpi_twisted.mirror.cache import CACHED, Mirror, MirrorFailed
 from devpi_twisted.model.errors import (
-    DomainError, InvalidInput, NotFound, UnsupportedMedia, UpstreamFailed,
+    DomainError, InvalidInput, NotFound, TooLarge, Unauthenticated, UnsupportedMedia,
+    UpstreamFailed,
 )
 from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.ops import ServerOps
-from devpi_twisted.model.release_ops import Identical, IncomingFile, IncomingMetadata, ReleaseOps
+from devpi_twisted.model.release_ops import (
+    BadForm, Identical, IncomingFile, IncomingMetadata, ReleaseOps, StageMissing,
+)
 from devpi_twisted.model.simple import SimpleOps
 from devpi_twisted.replication.protocol import REPLICA_UUID
 from devpi_twisted.storage.blobs import BlobStore
@@ -38,12 +41,15 @@ from devpi_twisted.web.metrics import RequestMetrics
 from devpi_twisted.web.ops_routes import OpsRoutes
 from devpi_twisted.web.replication import ReplicationRoutes
 from devpi_twisted.web.forms import (
-    read_doc_member, read_upload, spool_body,
+    check_docs, read_doc_member, read_upload, spool_body,
 )
 from devpi_twisted.web.simple import is_installer, render_project, render_project_list, wants_json
 from devpi_twisted.web.site import ServerInfo
 
 RENDERED_PAGES = 4096
+# upload refusals whose status line is the standard one in devpi (its reason phrase then
+# names no cause): the message stays in the body
+PLAIN_REASON = (Unauthenticated, StageMissing, BadForm, TooLarge)
 _log = Logger()
 Offload = Callable[..., Deferred[Any]]
 
@@ -88,7 +94,8 @@ class IndexApp(FileRoutes, OpsRoutes, ReplicationRoutes):
             body = render.read_json(request)
             if isinstance(body, Mapping) and not body.get("targetindex") and "posturl" in body:
                 ok, log = await self._releases.push_external(
-                    identity, user, index, body, self._local_copy, self._post_form)
+                    identity, user, index, body, self._local_copy, self._post_form,
+                    offline=self._mirror is not None and self._mirror.offline)
                 return render.result(request, "actionlog", log, status=200 if ok else 502)
             log = await self._releases.push(identity, user, index, body, self._copy_blob)
             return render.result(request, "actionlog", log)
@@ -105,7 +112,8 @@ class IndexApp(FileRoutes, OpsRoutes, ReplicationRoutes):
                     content.filename, content.path, content.size, content.sha256,
                     None if metadata is None else IncomingMetadata(
                         metadata.path, metadata.size, metadata.sha256))
-            written = await self._releases.submit_form(identity, user, index, form.fields, incoming)
+            written = await self._releases.submit_form(identity, user, index, form.fields, incoming,
+                                                       self._check_docs)
         except Identical as e:
             request.setResponseCode(200, _reason(e.message))
             return b""
@@ -121,9 +129,17 @@ class IndexApp(FileRoutes, OpsRoutes, ReplicationRoutes):
 
     @staticmethod
     def _upload_error(request: IRequest, e: DomainError) -> bytes:
+        """A refused upload: the message in the body, and in the reason phrase where devpi
+        puts its own there (twine and devpi-client print it); a missing login, a missing
+        index and a body that is no form get the plain phrase ("401 Unauthorized"), as
+        devpi answers them before its form handling speaks."""
         body = render.domain_error(request, e)
-        request.setResponseCode(request.code, _reason(e.message))
+        if not isinstance(e, PLAIN_REASON):
+            request.setResponseCode(request.code, _reason(e.message))
         return body
+
+    async def _check_docs(self, content: IncomingFile) -> None:
+        await self._offload(check_docs, content.path)
 
     async def _copy_blob(self, source: str, target: str, sha256: str) -> None:
         """A file body copied within the store (through a staging file for the database store)."""
