@@ -12,9 +12,9 @@ from twisted.python import usage
 
 from devpi_twisted.config import (
     EXPORT_OPTIONS, IMPORT_OPTIONS, INIT_OPTIONS, SERVER_OPTIONS, SPECS, STATE_OPTIONS, Config,
-    ConfigError, make_options_class,
+    ConfigError, make_options_class, usage_hint,
 )
-from devpi_twisted.serverdir import StartupError, read_nodeinfo
+from devpi_twisted.serverdir import StartupError, explain_oserror, read_nodeinfo
 
 InitOptions = make_options_class(INIT_OPTIONS, "Create a new server state (like devpi-init).")
 
@@ -242,12 +242,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         options.parseOptions(list(sys.argv[1:] if argv is None else argv))
     except usage.UsageError as e:
-        print(f"devpi-twisted: {e}\n(see devpi-twisted --help)", file=sys.stderr)
+        where = getattr(options, "subOptions", options)
+        command = f"devpi-twisted {options.subCommand}" if options.subCommand else "devpi-twisted"
+        print(f"devpi-twisted: {usage_hint(e, where)} (see {command} --help)", file=sys.stderr)
         return 2
+    config = None
     try:
-        COMMANDS[options.subCommand](options.subOptions.config(), options.subOptions)
+        config = options.subOptions.config()
+        COMMANDS[options.subCommand](config, options.subOptions)
     except (ConfigError, StartupError) as e:
         print(f"devpi-twisted: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a file the command cannot use: one line, never a traceback
+        print("devpi-twisted: " + explain_oserror(config.serverdir if config else None, e),
+              file=sys.stderr)
         return 1
     return 0
 

@@ -308,7 +308,8 @@ def _help(spec: OptionSpec) -> str:
     return f"{spec.help} [default: {spec.default}]" if spec.default else spec.help
 
 
-def make_options_class(names: Iterable[str], doc: str = "") -> type[usage.Options]:
+def make_options_class(names: Iterable[str], doc: str = "",
+                       base: type[BaseOptions] | None = None) -> type[usage.Options]:
     """A usage.Options subclass offering the named options, all defaulting to unset."""
     names = tuple(names)
     params = [[n, SPECS[n].short, None, _help(SPECS[n])] for n in names if not SPECS[n].flag]
@@ -319,7 +320,7 @@ def make_options_class(names: Iterable[str], doc: str = "") -> type[usage.Option
         "_names": names,
         "__doc__": doc,
     }
-    return type("Options", (BaseOptions,), namespace)
+    return type("Options", (base or BaseOptions,), namespace)
 
 
 class BaseOptions(usage.Options):
@@ -355,6 +356,34 @@ class BaseOptions(usage.Options):
     def config(self) -> Config:
         """Convert and validate; raises ConfigError naming the bad option."""
         return build_config(self.raw_values())
+
+
+class TwistdOptions(BaseOptions):
+    """``twistd devpi``'s options. twistd answers a usage error by printing the whole
+    help before the error; a mistyped option ends the process here instead, with one
+    line naming it."""
+
+    def parseOptions(self, options: Any = None) -> None:
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            raise SystemExit(f"twistd devpi: {usage_hint(e, self)} "
+                             "(see twistd devpi --help)") from None
+
+
+def usage_hint(error: usage.UsageError, options: usage.Options) -> str:
+    """The usage error, with the closest option name when an unknown one was given."""
+    import difflib
+    import re
+
+    message = str(error)
+    unknown = re.fullmatch(r"option -*([\w-]+) not recognized", message)
+    if unknown:
+        known = [name.rstrip("=") for name in getattr(options, "longOpt", [])]
+        close = difflib.get_close_matches(unknown.group(1), known, n=1)
+        if close:
+            message += f"; did you mean --{close[0]}?"
+    return message
 
 
 def build_config(v: Mapping[str, Any]) -> Config:
