@@ -53,8 +53,8 @@ class GenConfigOptions(make_options_class(  # type: ignore[misc]
         SERVER_OPTIONS, "Write nginx, systemd, cron and supervisor files into ./gen-config/.")):
     optParameters = [
         ["bindir", None, None, "directory holding twistd [default: the running Python's]"],
-        ["service-user", None, None, "unix user the service runs as "
-                                     "[default: the invoking user; devpi for root]"],
+        ["service-user", None, None, "unix user the service runs as [default: the invoking "
+                                     "user; for root the owner of the serverdir, or devpi]"],
         ["nginx-cache-dir", None, None, "where nginx-devpi-caching.conf keeps pages "
                                         "[default: /var/cache/nginx/devpi-PORT]"],
     ]
@@ -166,21 +166,28 @@ def _server_args(config: Config, options: Any) -> list[str]:
 
 
 def _gen_config(config: Config, options: Any) -> None:
-    import getpass
     import os
     from pathlib import Path
 
     from devpi_twisted import genconfig
 
     bindir = Path(options["bindir"] or Path(sys.executable).parent).absolute()
-    user = options["service-user"] or (getpass.getuser() if os.geteuid() != 0 else "devpi")
+    user = options["service-user"] or genconfig.default_service_user(config.serverdir)
     target = Path.cwd() / "gen-config"
     cache_dir = Path(options["nginx-cache-dir"]).absolute() if options["nginx-cache-dir"] else None
     files = genconfig.generate(config, _server_args(config, options), bindir, user, target,
                                cache_dir)
+    notes = genconfig.usage_notes(target, user)
     for path in genconfig.write_files(target, files):
-        print(f"devpi-twisted: wrote {path}")
-    print("devpi-twisted: a config file (-c) keeps the options of these files in one place")
+        print(f"devpi-twisted: wrote {path}: {notes[path.name]}")
+    read = {"--secretfile": config.secretfile, "--logger-cfg": config.logger_cfg,
+            "--configfile": Path(os.path.expanduser(options["configfile"])).absolute()
+            if options["configfile"] else None}
+    for problem in genconfig.access_problems(
+            genconfig.service_account(user), config.serverdir, bindir,
+            {option: path for option, path in read.items() if path is not None},
+            config.init):
+        print(f"devpi-twisted: warning: {problem}", file=sys.stderr)
 
 
 def _cleanup(config: Config, options: Any) -> None:
