@@ -259,16 +259,16 @@ def listen_endpoints(host: str, port: int) -> tuple[str, ...]:
     return (f"tcp:{port}:interface={address}",)
 
 
-def load_yaml_file(path: Path) -> Any:
+def load_yaml_file(path: Path, option: str = "--configfile") -> Any:
     import yaml
 
     try:
         with open(path, encoding="utf-8") as f:
             return yaml.safe_load(f)
     except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise ConfigError(f"{option}: cannot read {path}: {e.strerror}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{option}: {path} is not valid YAML: {str(e).splitlines()[0]}") from None
 
 
 def _config_file_values(path: str, known: Iterable[str]) -> dict[str, Any]:

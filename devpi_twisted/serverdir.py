@@ -39,7 +39,9 @@ def explain_oserror(serverdir: Path | None, e: OSError, action: str = "") -> str
     """One line for a file the process cannot use, naming ``--serverdir`` when the file
     is in (or is) the server directory."""
     reason = (f"{action}: " if action else "") + (e.strerror or str(e))
-    filename = Path(os.fsdecode(e.filename)) if e.filename is not None else None
+    # of two names (symlink, rename) the second is where the new entry was to be made
+    name = e.filename2 if e.filename2 is not None else e.filename
+    filename = Path(os.fsdecode(name)) if name is not None else None
     if serverdir is not None and (filename is None or filename == serverdir
                                   or serverdir in filename.parents):
         inside = f" ({filename.name})" if filename is not None and filename != serverdir else ""

@@ -147,7 +147,7 @@ def _setup_stdlib_logging(path: Path) -> None:
         except (OSError, ValueError) as e:
             raise ConfigError(f"--logger-cfg {path}: {e}") from None
     else:
-        cfg = load_yaml_file(path)
+        cfg = load_yaml_file(path, "--logger-cfg")
     try:
         logging.config.dictConfig(cfg)
     except (ValueError, TypeError, AttributeError, ImportError) as e:
@@ -320,10 +320,13 @@ class DevpiService(MultiService):
     def startService(self) -> None:
         try:
             super().startService()
-        except CannotListenError as e:
+        except (CannotListenError, OSError) as e:  # OSError: a unix socket path, .listening
             for service in reversed(list(self)):
                 if service.running:
                     service.stopService()
+            if isinstance(e, OSError):
+                raise SystemExit(f"devpi-twisted: cannot start serving: "
+                                 f"{sd.explain_oserror(None, e)}") from None
             raise SystemExit(f"devpi-twisted: cannot listen on {e.interface or '*'}:{e.port}: "
                              f"{e.socketError}") from None
 

@@ -67,3 +67,18 @@ def test_mistyped_command_option_points_at_the_command_help(tmp_path: Path) -> N
     assert "--serverdri" in line and "did you mean --serverdir?" in line, line
     assert "devpi-twisted init --help" in line, line
     assert not (tmp_path / "s").exists()
+
+
+def test_impossible_unix_socket_and_logger_config_are_one_line(tmp_path: Path) -> None:
+    serverdir = tmp_path / "state"
+    run(bin_path("devpi-twisted"), "init", "--serverdir", str(serverdir), "--no-root-pypi",
+        cwd=tmp_path)
+    line = one_line(twistd("--serverdir", str(serverdir), "--logger-cfg", "/proc/no-such-file",
+                           cwd=tmp_path))
+    assert line.startswith("devpi-twisted: --logger-cfg: cannot read /proc/no-such-file"), line
+    # the listening sockets are made after logging started: one error event, no traceback
+    done = twistd("--serverdir", str(serverdir), "--host", "127.0.0.1", "--port", "0",
+                  "--unix-socket", "/proc/no-such-dir/devpi.sock", cwd=tmp_path)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and "Traceback" not in output, output
+    assert "devpi-twisted: cannot start serving: /proc/no-such-dir/devpi.sock" in output, output
