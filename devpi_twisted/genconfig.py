@@ -384,10 +384,15 @@ def access_problems(account: Account, serverdir: Path, bindir: Path,
             problems.append(
                 f"--serverdir {serverdir} does not exist: create it as {user} "
                 f"(sudo -u {user} {bindir / 'devpi-twisted'} init --serverdir {serverdir})")
-    elif serverdir.is_dir():
+    elif not serverdir.is_dir():
+        problems.append(f"--serverdir {serverdir} is not a directory")
+    else:
         st = serverdir.stat()
-        foreign = [entry for entry in sorted(serverdir.iterdir())
-                   if not _may(entry.lstat(), account, "rw")]
+        try:
+            foreign = [entry for entry in sorted(serverdir.iterdir())
+                       if not _may(entry.lstat(), account, "rw")]
+        except OSError:  # gen-config's own user may not look inside
+            foreign = []
         if not _may(st, account, "rwx"):
             problems.append(f"--serverdir {serverdir} is not writable by user {user} "
                             f"({_describe(serverdir, st)}): chown -R {user} {serverdir}")
