@@ -11,8 +11,10 @@ that ``twistd`` fails with that line instead of its whole usage text.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
+import re
 import socket
 import sys
 from collections.abc import Iterable, Mapping
@@ -373,9 +375,6 @@ class TwistdOptions(BaseOptions):
 
 def usage_hint(error: usage.UsageError, options: usage.Options) -> str:
     """The usage error, with the closest option name when an unknown one was given."""
-    import difflib
-    import re
-
     message = str(error)
     unknown = re.fullmatch(r"option -*([\w-]+) not recognized", message)
     if unknown:
