@@ -11,8 +11,10 @@ that ``twistd`` fails with that line instead of its whole usage text.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
+import re
 import socket
 import sys
 from collections.abc import Iterable, Mapping
@@ -259,16 +261,16 @@ def listen_endpoints(host: str, port: int) -> tuple[str, ...]:
     return (f"tcp:{port}:interface={address}",)
 
 
-def load_yaml_file(path: Path) -> Any:
+def load_yaml_file(path: Path, option: str = "--configfile") -> Any:
     import yaml
 
     try:
         with open(path, encoding="utf-8") as f:
             return yaml.safe_load(f)
     except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise ConfigError(f"{option}: cannot read {path}: {e.strerror}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{option}: {path} is not valid YAML: {str(e).splitlines()[0]}") from None
 
 
 def _config_file_values(path: str, known: Iterable[str]) -> dict[str, Any]:
@@ -308,7 +310,8 @@ def _help(spec: OptionSpec) -> str:
     return f"{spec.help} [default: {spec.default}]" if spec.default else spec.help
 
 
-def make_options_class(names: Iterable[str], doc: str = "") -> type[usage.Options]:
+def make_options_class(names: Iterable[str], doc: str = "",
+                       base: type[BaseOptions] | None = None) -> type[usage.Options]:
     """A usage.Options subclass offering the named options, all defaulting to unset."""
     names = tuple(names)
     params = [[n, SPECS[n].short, None, _help(SPECS[n])] for n in names if not SPECS[n].flag]
@@ -319,7 +322,7 @@ def make_options_class(names: Iterable[str], doc: str = "") -> type[usage.Option
         "_names": names,
         "__doc__": doc,
     }
-    return type("Options", (BaseOptions,), namespace)
+    return type("Options", (base or BaseOptions,), namespace)
 
 
 class BaseOptions(usage.Options):
@@ -355,6 +358,31 @@ class BaseOptions(usage.Options):
     def config(self) -> Config:
         """Convert and validate; raises ConfigError naming the bad option."""
         return build_config(self.raw_values())
+
+
+class TwistdOptions(BaseOptions):
+    """``twistd devpi``'s options. twistd answers a usage error by printing the whole
+    help before the error; a mistyped option ends the process here instead, with one
+    line naming it."""
+
+    def parseOptions(self, options: Any = None) -> None:
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            raise SystemExit(f"twistd devpi: {usage_hint(e, self)} "
+                             "(see twistd devpi --help)") from None
+
+
+def usage_hint(error: usage.UsageError, options: usage.Options) -> str:
+    """The usage error, with the closest option name when an unknown one was given."""
+    message = str(error)
+    unknown = re.fullmatch(r"option -*([\w-]+) not recognized", message)
+    if unknown:
+        known = [name.rstrip("=") for name in getattr(options, "longOpt", [])]
+        close = difflib.get_close_matches(unknown.group(1), known, n=1)
+        if close:
+            message += f"; did you mean --{close[0]}?"
+    return message
 
 
 def build_config(v: Mapping[str, Any]) -> Config:

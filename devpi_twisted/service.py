@@ -30,7 +30,9 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger, STDLibLogObserver, globalLogPublisher
 
 from devpi_twisted import serverdir as sd
-from devpi_twisted.config import Config, ConfigError, SERVER_OPTIONS, load_yaml_file, make_options_class
+from devpi_twisted.config import (
+    Config, ConfigError, SERVER_OPTIONS, TwistdOptions, load_yaml_file, make_options_class,
+)
 from devpi_twisted.mirror.cache import PREFETCH, Mirror
 from devpi_twisted.mirror.upstream import Upstream, http_client
 from devpi_twisted.model.acl import Policy, parse_principals
@@ -57,7 +59,8 @@ from devpi_twisted.replication.feed import ChangelogFeed
 from devpi_twisted.replication.replica import Replica
 from devpi_twisted.web.replica_writes import ReplicaWrites
 
-Options = make_options_class(SERVER_OPTIONS, "Run the devpi-twisted package index server.")
+Options = make_options_class(SERVER_OPTIONS, "Run the devpi-twisted package index server.",
+                             TwistdOptions)
 
 log = Logger()
 
@@ -144,7 +147,7 @@ def _setup_stdlib_logging(path: Path) -> None:
         except (OSError, ValueError) as e:
             raise ConfigError(f"--logger-cfg {path}: {e}") from None
     else:
-        cfg = load_yaml_file(path)
+        cfg = load_yaml_file(path, "--logger-cfg")
     try:
         logging.config.dictConfig(cfg)
     except (ValueError, TypeError, AttributeError, ImportError) as e:
@@ -317,10 +320,13 @@ class DevpiService(MultiService):
     def startService(self) -> None:
         try:
             super().startService()
-        except CannotListenError as e:
+        except (CannotListenError, OSError) as e:  # OSError: a unix socket path, .listening
             for service in reversed(list(self)):
                 if service.running:
                     service.stopService()
+            if isinstance(e, OSError):
+                raise SystemExit(f"devpi-twisted: cannot start serving: "
+                                 f"{sd.explain_oserror(None, e)}") from None
             raise SystemExit(f"devpi-twisted: cannot listen on {e.interface or '*'}:{e.port}: "
                              f"{e.socketError}") from None
 
@@ -474,6 +480,7 @@ def _primary_remembered(serverdir: Path, offload: Any) -> Any:
 def makeService(options: Any) -> IService:
     from twisted.internet import reactor
 
+    config = None
     try:
         config = options.config()
         if config.export_dir is not None or config.import_dir is not None:
@@ -483,4 +490,7 @@ def makeService(options: Any) -> IService:
         return build_service(config, reactor)
     except (ConfigError, StartupError) as e:
         raise SystemExit(f"devpi-twisted: {e}") from None
+    except OSError as e:  # a file the process cannot use: one line, never a traceback
+        raise SystemExit("devpi-twisted: " + sd.explain_oserror(
+            config.serverdir if config is not None else None, e)) from None
 
