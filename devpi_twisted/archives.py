@@ -192,3 +192,55 @@ def check_doc_zip(path: Path | str) -> None:
             raise BadDocZip(f"zip member {name!r} points outside the documentation root")
         if stat.S_ISLNK(info.external_attr >> 16):
             raise BadDocZip(f"zip member {name!r} is a symbolic link")
+
+
+class DocMember:
+    """A file of a documentation zip opened for reading in chunks (blocking reads:
+    callers run ``read`` and ``close`` in a thread). Memory stays at one chunk however
+    far the member inflates; ``size`` is its declared size, which reads never exceed."""
+
+    def __init__(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+        self._archive = archive
+        self._file = archive.open(info)
+        self.size = info.file_size
+
+    def read(self, count: int) -> bytes:
+        """Up to ``count`` bytes; b"" at the end. BadDocZip if the member is damaged."""
+        try:
+            return self._file.read(count)
+        except _BAD_ARCHIVE as e:
+            raise BadDocZip(f"damaged zip member: {e}") from None
+
+    def close(self) -> None:
+        self._file.close()
+        self._archive.close()
+
+
+def open_doc_member(path: Path | str, member: str) -> DocMember | None:
+    """The file ``member`` of the (checked) doc zip at ``path`` opened for reading; a
+    directory name gives its ``index.html``; None if there is no such file."""
+    member = member.lstrip("/")
+    folder = member.rstrip("/")
+    try:
+        archive = zipfile.ZipFile(path)
+    except _BAD_ARCHIVE as e:
+        raise BadDocZip(f"not a zip file: {e}") from None
+    try:
+        for candidate in (member, f"{folder}/index.html" if folder else "index.html"):
+            if not candidate or candidate.endswith("/"):
+                continue
+            try:
+                info = archive.getinfo(candidate)
+            except KeyError:
+                continue
+            if info.is_dir() or stat.S_ISLNK(info.external_attr >> 16):
+                continue
+            return DocMember(archive, info)
+    except _BAD_ARCHIVE as e:
+        archive.close()
+        raise BadDocZip(f"damaged zip member {member!r}: {e}") from None
+    except BaseException:
+        archive.close()
+        raise
+    archive.close()
+    return None
