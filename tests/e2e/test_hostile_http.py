@@ -9,9 +9,11 @@ import base64
 import http.client
 import io
 import json
+import os
 import socket
 import uuid
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -142,6 +144,29 @@ def test_doc_pages_are_sandboxed_and_plus_doc_is_the_index(
         assert policy.startswith("sandbox") and "allow-same-origin" not in policy
         conn.close()
     assert call(base + "/nothing.html")[0] == 404
+
+
+def test_parallel_first_reads_of_docs_all_succeed(
+        docs_index: tuple[str, tuple[str, str]]) -> None:
+    """On PostgreSQL the doc zip is first copied out to a staging file: requests at
+    once each copy to a file of their own (they shared one, and some got a 500)."""
+    url, root = docs_index
+    pages: dict[str, bytes | int] = {"index.html": 8 * MiB, "noise.bin": os.urandom(16 * MiB)}
+    assert upload_docs(url, root, "raced", "1.0", doc_zip(pages)) == 200
+    parts = urlsplit(url)
+
+    def read_page() -> tuple[int, int]:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+        try:
+            conn.request("GET", parts.path + "/raced/1.0/+doc/index.html")
+            response = conn.getresponse()
+            return response.status, len(response.read())
+        finally:
+            conn.close()
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda _: read_page(), range(6)))
+    assert results == [(200, 8 * MiB)] * 6
 
 
 @pytest.mark.parametrize("length", [str(2 ** 70), "9" * 40, "9" * 5000])
