@@ -456,7 +456,7 @@ class IndexApp(FileRoutes, OpsRoutes, ReplicationRoutes):
             request.setHeader(b"Content-Length", b"%d" % opened.size)
             request.setHeader(b"X-Content-Type-Options", b"nosniff")
             request.setHeader(b"Content-Security-Policy", DOCS_POLICY)
-            if opened.size:
+            if opened.size and request.method != b"HEAD":
                 pump = ChunkPump(request, lambda _, count: self._offload(opened.read, count),
                                  0, opened.size)
                 await shielded(Deferred.fromCoroutine(pump.run()))

@@ -108,10 +108,8 @@ class DevpiChannel(HTTPChannel):
 
     def _head_late(self) -> None:
         self._head_deadline = None
-        peer = self.transport.getPeer() if self.transport is not None else None
-        _log.info("dropping {peer}: no complete request head within {seconds} s",
-                  peer=str(peer), seconds=self.site.header_timeout)
-        self.refuse(408, "request head not complete in time", linger=False)
+        self.refuse(408, f"request head not complete within {self.site.header_timeout} s",
+                    linger=False)
 
     def dataReceived(self, data: bytes) -> None:
         if self.refused:  # lingering: what the client still sends is dropped
@@ -161,6 +159,8 @@ class DevpiChannel(HTTPChannel):
             return
         self.refused = True
         self._stop_deadline()
+        _log.info("answered {code} at once to {peer}: {message}", code=code, message=message,
+                  peer=str(self.transport.getPeer()))
         body = json.dumps({"message": message}).encode()
         head = [b"HTTP/1.1 %d %s" % (code, RESPONSES.get(code, b"Error")),
                 b"Content-Type: application/json", b"Content-Length: %d" % len(body),
