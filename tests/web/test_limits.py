@@ -17,7 +17,9 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
 from devpi_twisted.model.errors import TooLarge
-from devpi_twisted.web.site import JSON_BODY, UPLOAD, DevpiSite, ServerInfo, body_kind, json_bytes
+from devpi_twisted.web.site import (
+    JSON_BODY, MAX_JSON_BODY, MAX_JSON_VALUES, UPLOAD, DevpiSite, ServerInfo, body_kind, json_bytes,
+)
 
 FORM = b"multipart/form-data; boundary=xyz"
 
@@ -62,6 +64,20 @@ def test_a_spool_bigger_than_the_json_limit_is_never_parsed() -> None:
     assert json_bytes(_Spooled(io.BytesIO(b"x" * 100), Site())) == b"x" * 100
     with pytest.raises(TooLarge):
         json_bytes(_Spooled(io.BytesIO(b"x" * 101), Site()))
+
+
+@pytest.mark.parametrize("item", [b"{}", b"[]", b'"ab"'])
+def test_json_that_would_take_hundreds_of_mib_parsed_is_refused(item: bytes) -> None:
+    """Under the 10 MB limit, but ~20 times its size once parsed."""
+    class Site:
+        info = ServerInfo(uuid="u", serverdir="/")
+
+    fits = b"[" + b",".join([item] * (MAX_JSON_VALUES // 2)) + b"]"
+    assert json_bytes(_Spooled(io.BytesIO(fits), Site())) == fits
+    bomb = b"[" + b",".join([item] * (MAX_JSON_BODY // (len(item) + 1))) + b"]"
+    bomb = bomb[:MAX_JSON_BODY - 1] + b"]"
+    with pytest.raises(TooLarge):
+        json_bytes(_Spooled(io.BytesIO(bomb), Site()))
 
 
 class _Hello(Resource):
