@@ -120,6 +120,11 @@ class DevpiChannel(HTTPChannel):
             self._start_deadline()
         super().dataReceived(data)
 
+    def requestDone(self, request: Request) -> None:
+        super().requestDone(request)
+        if self.line_mode and self._buffer:  # part of a pipelined head came meanwhile
+            self._start_deadline()
+
     def lineReceived(self, line: bytes) -> None:
         if not self.refused:
             super().lineReceived(line)
