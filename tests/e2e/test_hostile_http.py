@@ -146,6 +146,18 @@ def test_doc_pages_are_sandboxed_and_plus_doc_is_the_index(
     assert call(base + "/nothing.html")[0] == 404
 
 
+def test_a_doc_zip_of_too_many_files_is_refused_at_upload(
+        docs_index: tuple[str, tuple[str, str]]) -> None:
+    """Its directory alone would take ~11 times its size in memory on every page read."""
+    url, root = docs_index
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for i in range(40_000):
+            archive.writestr(f"{i:090d}.html", b"")
+    assert upload_docs(url, root, "crowded", "1.0", out.getvalue()) == 400
+    assert call(url + "/crowded/1.0/+doc/")[0] == 404
+
+
 def test_parallel_first_reads_of_docs_all_succeed(
         docs_index: tuple[str, tuple[str, str]]) -> None:
     """On PostgreSQL the doc zip is first copied out to a staging file: requests at
