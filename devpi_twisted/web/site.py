@@ -1,6 +1,7 @@
-"""The twisted.web Site and Request: devpi's headers on every response, body size
-limits enforced while the body arrives, outside-URL mount points stripped before
-routing. (Twisted's Request already percent-decodes ``postpath``.)"""
+"""The twisted.web Site, channel and Request: devpi's headers on every response, a
+deadline for request heads, body limits by kind of body (body_kind: the upload form or
+JSON) enforced while the body arrives and answered at once, outside-URL mount points
+stripped before routing. (Twisted's Request already percent-decodes ``postpath``.)"""
 
 from __future__ import annotations
 
