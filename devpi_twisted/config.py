@@ -28,6 +28,7 @@ from twisted.python import usage
 DEFAULT_SERVERDIR = "~/.devpi/server"
 DEFAULT_PORT = 3141
 DEFAULT_MAX_BODY = 1024 * 1024 * 1024
+DEFAULT_MAX_JSON_BODY = 10 * 1024 * 1024
 DEFAULT_BLOB_CACHE = 4 * 1024 * 1024 * 1024
 
 TRUE_WORDS = frozenset({"y", "yes", "t", "true", "on", "1"})
@@ -74,6 +75,8 @@ SPECS: dict[str, OptionSpec] = {
         _spec("mirror-cache-expiry", "seconds a mirror project page stays fresh", "1800"),
         _spec("request-timeout", "seconds to wait for upstream answers", "5"),
         _spec("max-request-body-size", "largest accepted upload body in bytes", str(DEFAULT_MAX_BODY)),
+        _spec("max-json-body-size", "largest accepted body of any other request (JSON) in bytes",
+              str(DEFAULT_MAX_JSON_BODY)),
         _spec("blob-cache-size", "PostgreSQL storage: bytes of file bodies this host keeps copies "
                                  "of in SERVERDIR/+blobcache to send them by sendfile; 0: none",
               str(DEFAULT_BLOB_CACHE)),
@@ -117,7 +120,7 @@ SPECS: dict[str, OptionSpec] = {
 SERVER_OPTIONS = (
     "serverdir", "storage", "host", "port", "unix-socket", "unix-socket-perms",
     "outside-url", "secretfile", "restrict-modify", "mirror-cache-expiry",
-    "request-timeout", "max-request-body-size", "blob-cache-size", "role", "primary-url", "master-url",
+    "request-timeout", "max-request-body-size", "max-json-body-size", "blob-cache-size", "role", "primary-url", "master-url",
     "replica-cert", "file-replication-threads", "file-replication-skip-indexes", "proxy-timeout",
     "logger-cfg", "argon2-memory-cost", "argon2-time-cost", "argon2-parallelism",
     "offline-mode", "no-mirror-prefetch", "requests-only", "workers", "listen-fds", "debug", "init", "no-root-pypi",
@@ -155,6 +158,7 @@ class Config:
     mirror_cache_expiry: int = 1800
     request_timeout: float = 5.0
     max_request_body_size: int = DEFAULT_MAX_BODY
+    max_json_body_size: int = DEFAULT_MAX_JSON_BODY
     blob_cache_size: int = DEFAULT_BLOB_CACHE
     role: str = "standalone"
     primary_url: str | None = None
@@ -450,6 +454,7 @@ def build_config(v: Mapping[str, Any]) -> Config:
         mirror_cache_expiry=number("mirror-cache-expiry"),
         request_timeout=_parse_float("request-timeout", get("request-timeout")),
         max_request_body_size=number("max-request-body-size", 1024),
+        max_json_body_size=number("max-json-body-size", 1024),
         blob_cache_size=number("blob-cache-size"),
         role=role,
         primary_url=primary_url,

@@ -289,6 +289,7 @@ def worker_command(config: Config) -> tuple[list[str], dict[str, str]]:
         raise StartupError("--workers needs a secret file shared by all processes (--secretfile)")
     args = ["--serverdir", str(config.serverdir), "--secretfile", str(secretfile),
             "--max-request-body-size", str(config.max_request_body_size),
+            "--max-json-body-size", str(config.max_json_body_size),
             "--mirror-cache-expiry", str(config.mirror_cache_expiry),
             "--request-timeout", str(config.request_timeout),
             "--argon2-memory-cost", str(config.argon2_memory_cost),
@@ -364,7 +365,7 @@ def build_service(config: Config, reactor: Any) -> IService:
     info = ServerInfo(
         uuid=node.uuid, serverdir=str(config.serverdir), role=config.role, host=config.host,
         port=config.port, outside_url=config.outside_url, max_body=config.max_request_body_size,
-        requests_only=config.requests_only)
+        max_json_body=config.max_json_body_size, requests_only=config.requests_only)
     blobs = open_blobs(config, storage, reactor)
     staging = config.serverdir / sd.STAGING
     if not config.requests_only:  # the main process starts first: nothing is in flight yet

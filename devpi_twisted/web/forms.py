@@ -148,16 +148,3 @@ def check_docs(path: Path) -> None:
         archives.check_doc_zip(path)
     except archives.BadDocZip as e:
         raise InvalidInput(f"invalid documentation zip: {e}") from None
-
-
-def read_doc_member(path: Path, member: str) -> bytes | None:
-    """A file of a (checked) doc zip; a directory name gives its index.html; None if absent."""
-    import zipfile
-
-    member = member.lstrip("/")
-    with zipfile.ZipFile(path) as archive:
-        names = set(archive.namelist())
-        for candidate in (member, member.rstrip("/") + "/index.html"):
-            if candidate in names and not candidate.endswith("/"):
-                return archive.read(candidate)
-    return None
