@@ -8,6 +8,10 @@ setup(
     long_description_content_type="text/x-rst",
     license="MIT",
     python_requires=">=3.11",
+    # package_dir "": the repository root is where the packages are. With it an editable
+    # install (pip install -e .) puts the root on sys.path, where twisted finds
+    # twisted/plugins/devpi_plugin.py (setuptools' import hook would hide it from twistd).
+    package_dir={"": "."},
     packages=find_packages(include=["devpi_twisted", "devpi_twisted.*"]) + ["twisted.plugins"],
     package_data={"devpi_twisted.storage.migrations": ["*.sql"]},
     install_requires=[

@@ -176,14 +176,54 @@ class BadDocZip(ValueError):
 _DRIVE = re.compile(r"[A-Za-z]:")
 
 
-def check_doc_zip(path: Path | str) -> None:
-    """Raise BadDocZip unless ``path`` is a readable zip whose members all stay
-    below its root: no absolute names, drive letters, '..' parts, NUL or symlinks."""
+# zipfile reads a zip's whole central directory and makes an object of each entry (about
+# 11 bytes of memory per byte of directory): bounded, that is ~45 MiB, some 50,000 files.
+MAX_DOC_DIRECTORY = 4 * 1024 * 1024
+_END = struct.Struct("<4s4H2LH")
+_ZIP64_LOCATOR = struct.Struct("<4sLQL")
+_ZIP64_END = struct.Struct("<4sQ2H2L4Q")
+
+
+def _directory_size(path: Path | str) -> int:
+    """The size of the central directory the zip's end record declares (0 if none)."""
+    with open(path, "rb") as f:
+        size = f.seek(0, 2)
+        tail_size = min(size, 0xFFFF + _END.size + _ZIP64_LOCATOR.size)
+        f.seek(size - tail_size)
+        tail = f.read(tail_size)
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or len(tail) - at < _END.size:
+            return 0  # not a zip: zipfile says so
+        entries, directory = _END.unpack_from(tail, at)[4:6]
+        if (entries == 0xFFFF or directory == 0xFFFFFFFF) and at >= _ZIP64_LOCATOR.size:
+            signature, _, offset, _ = _ZIP64_LOCATOR.unpack_from(tail, at - _ZIP64_LOCATOR.size)
+            if signature == b"PK\x06\x07":
+                f.seek(offset)
+                record = f.read(_ZIP64_END.size)
+                if len(record) == _ZIP64_END.size and record[:4] == b"PK\x06\x06":
+                    directory = max(directory, _ZIP64_END.unpack(record)[8])
+        return int(directory)
+
+
+def _open_doc_zip(path: Path | str) -> zipfile.ZipFile:
+    """The doc zip opened; BadDocZip if it is none or its directory is too large."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            infos = archive.infolist()
+        directory = _directory_size(path)
+        archive = zipfile.ZipFile(path) if directory <= MAX_DOC_DIRECTORY else None
     except _BAD_ARCHIVE as e:
         raise BadDocZip(f"not a zip file: {e}") from None
+    if archive is None:
+        raise BadDocZip(f"zip directory of {directory} bytes, more than the "
+                        f"{MAX_DOC_DIRECTORY} accepted (too many files)")
+    return archive
+
+
+def check_doc_zip(path: Path | str) -> None:
+    """Raise BadDocZip unless ``path`` is a readable zip whose members all stay
+    below its root: no absolute names, drive letters, '..' parts, NUL or symlinks,
+    and whose directory is not too large (MAX_DOC_DIRECTORY)."""
+    with _open_doc_zip(path) as archive:
+        infos = archive.infolist()
     for info in infos:
         name = info.filename
         parts = re.split(r"[/\\]", name)
@@ -192,3 +232,52 @@ def check_doc_zip(path: Path | str) -> None:
             raise BadDocZip(f"zip member {name!r} points outside the documentation root")
         if stat.S_ISLNK(info.external_attr >> 16):
             raise BadDocZip(f"zip member {name!r} is a symbolic link")
+
+
+class DocMember:
+    """A file of a documentation zip opened for reading in chunks (blocking reads:
+    callers run ``read`` and ``close`` in a thread). Memory stays at one chunk however
+    far the member inflates; ``size`` is its declared size, which reads never exceed."""
+
+    def __init__(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+        self._archive = archive
+        self._file = archive.open(info)
+        self.size = info.file_size
+
+    def read(self, count: int) -> bytes:
+        """Up to ``count`` bytes; b"" at the end. BadDocZip if the member is damaged."""
+        try:
+            return self._file.read(count)
+        except _BAD_ARCHIVE as e:
+            raise BadDocZip(f"damaged zip member: {e}") from None
+
+    def close(self) -> None:
+        self._file.close()
+        self._archive.close()
+
+
+def open_doc_member(path: Path | str, member: str) -> DocMember | None:
+    """The file ``member`` of the (checked) doc zip at ``path`` opened for reading; a
+    directory name gives its ``index.html``; None if there is no such file."""
+    member = member.lstrip("/")
+    folder = member.rstrip("/")
+    archive = _open_doc_zip(path)
+    try:
+        for candidate in (member, f"{folder}/index.html" if folder else "index.html"):
+            if not candidate or candidate.endswith("/"):
+                continue
+            try:
+                info = archive.getinfo(candidate)
+            except KeyError:
+                continue
+            if info.is_dir() or stat.S_ISLNK(info.external_attr >> 16):
+                continue
+            return DocMember(archive, info)
+    except _BAD_ARCHIVE as e:
+        archive.close()
+        raise BadDocZip(f"damaged zip member {member!r}: {e}") from None
+    except BaseException:
+        archive.close()
+        raise
+    archive.close()
+    return None

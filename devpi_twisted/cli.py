@@ -12,9 +12,9 @@ from twisted.python import usage
 
 from devpi_twisted.config import (
     EXPORT_OPTIONS, IMPORT_OPTIONS, INIT_OPTIONS, SERVER_OPTIONS, SPECS, STATE_OPTIONS, Config,
-    ConfigError, make_options_class,
+    ConfigError, make_options_class, usage_hint,
 )
-from devpi_twisted.serverdir import StartupError, read_nodeinfo
+from devpi_twisted.serverdir import StartupError, explain_oserror, read_nodeinfo
 
 InitOptions = make_options_class(INIT_OPTIONS, "Create a new server state (like devpi-init).")
 
@@ -55,8 +55,8 @@ class GenConfigOptions(make_options_class(  # type: ignore[misc]
         SERVER_OPTIONS, "Write nginx, systemd, cron and supervisor files into ./gen-config/.")):
     optParameters = [
         ["bindir", None, None, "directory holding twistd [default: the running Python's]"],
-        ["service-user", None, None, "unix user the service runs as "
-                                     "[default: the invoking user; devpi for root]"],
+        ["service-user", None, None, "unix user the service runs as [default: the invoking "
+                                     "user; for root the owner of the serverdir, or devpi]"],
         ["nginx-cache-dir", None, None, "where nginx-devpi-caching.conf keeps pages "
                                         "[default: /var/cache/nginx/devpi-PORT]"],
     ]
@@ -192,21 +192,28 @@ def _server_args(config: Config, options: Any) -> list[str]:
 
 
 def _gen_config(config: Config, options: Any) -> None:
-    import getpass
     import os
     from pathlib import Path
 
     from devpi_twisted import genconfig
 
     bindir = Path(options["bindir"] or Path(sys.executable).parent).absolute()
-    user = options["service-user"] or (getpass.getuser() if os.geteuid() != 0 else "devpi")
+    user = options["service-user"] or genconfig.default_service_user(config.serverdir)
     target = Path.cwd() / "gen-config"
     cache_dir = Path(options["nginx-cache-dir"]).absolute() if options["nginx-cache-dir"] else None
     files = genconfig.generate(config, _server_args(config, options), bindir, user, target,
                                cache_dir)
+    notes = genconfig.usage_notes(target, user)
     for path in genconfig.write_files(target, files):
-        print(f"devpi-twisted: wrote {path}")
-    print("devpi-twisted: a config file (-c) keeps the options of these files in one place")
+        print(f"devpi-twisted: wrote {path}: {notes[path.name]}")
+    read = {"--secretfile": config.secretfile, "--logger-cfg": config.logger_cfg,
+            "--configfile": Path(os.path.expanduser(options["configfile"])).absolute()
+            if options["configfile"] else None}
+    for problem in genconfig.access_problems(
+            genconfig.service_account(user), config.serverdir, bindir,
+            {option: path for option, path in read.items() if path is not None},
+            config.init):
+        print(f"devpi-twisted: warning: {problem}", file=sys.stderr)
 
 
 def _cleanup(config: Config, options: Any) -> None:
@@ -268,12 +275,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         options.parseOptions(list(sys.argv[1:] if argv is None else argv))
     except usage.UsageError as e:
-        print(f"devpi-twisted: {e}\n(see devpi-twisted --help)", file=sys.stderr)
+        where = getattr(options, "subOptions", options)
+        command = f"devpi-twisted {options.subCommand}" if options.subCommand else "devpi-twisted"
+        print(f"devpi-twisted: {usage_hint(e, where)} (see {command} --help)", file=sys.stderr)
         return 2
+    config = None
     try:
-        COMMANDS[options.subCommand](options.subOptions.config(), options.subOptions)
+        config = options.subOptions.config()
+        COMMANDS[options.subCommand](config, options.subOptions)
     except (ConfigError, StartupError) as e:
         print(f"devpi-twisted: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a file the command cannot use: one line, never a traceback
+        print("devpi-twisted: " + explain_oserror(config.serverdir if config else None, e),
+              file=sys.stderr)
         return 1
     return 0
 

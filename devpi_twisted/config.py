@@ -11,8 +11,10 @@ that ``twistd`` fails with that line instead of its whole usage text.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
+import re
 import socket
 import sys
 from collections.abc import Iterable, Mapping
@@ -26,6 +28,7 @@ from twisted.python import usage
 DEFAULT_SERVERDIR = "~/.devpi/server"
 DEFAULT_PORT = 3141
 DEFAULT_MAX_BODY = 1024 * 1024 * 1024
+DEFAULT_MAX_JSON_BODY = 10 * 1024 * 1024
 DEFAULT_BLOB_CACHE = 4 * 1024 * 1024 * 1024
 
 TRUE_WORDS = frozenset({"y", "yes", "t", "true", "on", "1"})
@@ -72,6 +75,8 @@ SPECS: dict[str, OptionSpec] = {
         _spec("mirror-cache-expiry", "seconds a mirror project page stays fresh", "1800"),
         _spec("request-timeout", "seconds to wait for upstream answers", "5"),
         _spec("max-request-body-size", "largest accepted upload body in bytes", str(DEFAULT_MAX_BODY)),
+        _spec("max-json-body-size", "largest accepted body of any other request (JSON) in bytes",
+              str(DEFAULT_MAX_JSON_BODY)),
         _spec("blob-cache-size", "PostgreSQL storage: bytes of file bodies this host keeps copies "
                                  "of in SERVERDIR/+blobcache to send them by sendfile; 0: none",
               str(DEFAULT_BLOB_CACHE)),
@@ -115,7 +120,7 @@ SPECS: dict[str, OptionSpec] = {
 SERVER_OPTIONS = (
     "serverdir", "storage", "host", "port", "unix-socket", "unix-socket-perms",
     "outside-url", "secretfile", "restrict-modify", "mirror-cache-expiry",
-    "request-timeout", "max-request-body-size", "blob-cache-size", "role", "primary-url", "master-url",
+    "request-timeout", "max-request-body-size", "max-json-body-size", "blob-cache-size", "role", "primary-url", "master-url",
     "replica-cert", "file-replication-threads", "file-replication-skip-indexes", "proxy-timeout",
     "logger-cfg", "argon2-memory-cost", "argon2-time-cost", "argon2-parallelism",
     "offline-mode", "no-mirror-prefetch", "requests-only", "workers", "listen-fds", "debug", "init", "no-root-pypi",
@@ -153,6 +158,7 @@ class Config:
     mirror_cache_expiry: int = 1800
     request_timeout: float = 5.0
     max_request_body_size: int = DEFAULT_MAX_BODY
+    max_json_body_size: int = DEFAULT_MAX_JSON_BODY
     blob_cache_size: int = DEFAULT_BLOB_CACHE
     role: str = "standalone"
     primary_url: str | None = None
@@ -259,16 +265,16 @@ def listen_endpoints(host: str, port: int) -> tuple[str, ...]:
     return (f"tcp:{port}:interface={address}",)
 
 
-def load_yaml_file(path: Path) -> Any:
+def load_yaml_file(path: Path, option: str = "--configfile") -> Any:
     import yaml
 
     try:
         with open(path, encoding="utf-8") as f:
             return yaml.safe_load(f)
     except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise ConfigError(f"{option}: cannot read {path}: {e.strerror}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{option}: {path} is not valid YAML: {str(e).splitlines()[0]}") from None
 
 
 def _config_file_values(path: str, known: Iterable[str]) -> dict[str, Any]:
@@ -308,7 +314,8 @@ def _help(spec: OptionSpec) -> str:
     return f"{spec.help} [default: {spec.default}]" if spec.default else spec.help
 
 
-def make_options_class(names: Iterable[str], doc: str = "") -> type[usage.Options]:
+def make_options_class(names: Iterable[str], doc: str = "",
+                       base: type[BaseOptions] | None = None) -> type[usage.Options]:
     """A usage.Options subclass offering the named options, all defaulting to unset."""
     names = tuple(names)
     params = [[n, SPECS[n].short, None, _help(SPECS[n])] for n in names if not SPECS[n].flag]
@@ -319,7 +326,7 @@ def make_options_class(names: Iterable[str], doc: str = "") -> type[usage.Option
         "_names": names,
         "__doc__": doc,
     }
-    return type("Options", (BaseOptions,), namespace)
+    return type("Options", (base or BaseOptions,), namespace)
 
 
 class BaseOptions(usage.Options):
@@ -355,6 +362,31 @@ class BaseOptions(usage.Options):
     def config(self) -> Config:
         """Convert and validate; raises ConfigError naming the bad option."""
         return build_config(self.raw_values())
+
+
+class TwistdOptions(BaseOptions):
+    """``twistd devpi``'s options. twistd answers a usage error by printing the whole
+    help before the error; a mistyped option ends the process here instead, with one
+    line naming it."""
+
+    def parseOptions(self, options: Any = None) -> None:
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            raise SystemExit(f"twistd devpi: {usage_hint(e, self)} "
+                             "(see twistd devpi --help)") from None
+
+
+def usage_hint(error: usage.UsageError, options: usage.Options) -> str:
+    """The usage error, with the closest option name when an unknown one was given."""
+    message = str(error)
+    unknown = re.fullmatch(r"option -*([\w-]+) not recognized", message)
+    if unknown:
+        known = [name.rstrip("=") for name in getattr(options, "longOpt", [])]
+        close = difflib.get_close_matches(unknown.group(1), known, n=1)
+        if close:
+            message += f"; did you mean --{close[0]}?"
+    return message
 
 
 def build_config(v: Mapping[str, Any]) -> Config:
@@ -422,6 +454,7 @@ def build_config(v: Mapping[str, Any]) -> Config:
         mirror_cache_expiry=number("mirror-cache-expiry"),
         request_timeout=_parse_float("request-timeout", get("request-timeout")),
         max_request_body_size=number("max-request-body-size", 1024),
+        max_json_body_size=number("max-json-body-size", 1024),
         blob_cache_size=number("blob-cache-size"),
         role=role,
         primary_url=primary_url,

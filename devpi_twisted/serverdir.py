@@ -35,6 +35,20 @@ class StartupError(Exception):
     """The server cannot start; the message says what to do."""
 
 
+def explain_oserror(serverdir: Path | None, e: OSError, action: str = "") -> str:
+    """One line for a file the process cannot use, naming ``--serverdir`` when the file
+    is in (or is) the server directory."""
+    reason = (f"{action}: " if action else "") + (e.strerror or str(e))
+    # of two names (symlink, rename) the second is where the new entry was to be made
+    name = e.filename2 if e.filename2 is not None else e.filename
+    filename = Path(os.fsdecode(name)) if name is not None else None
+    if serverdir is not None and (filename is None or filename == serverdir
+                                  or serverdir in filename.parents):
+        inside = f" ({filename.name})" if filename is not None and filename != serverdir else ""
+        return f"--serverdir {serverdir}: {reason}{inside}"
+    return f"{filename}: {reason}" if filename is not None else reason
+
+
 @attrs.frozen
 class NodeInfo:
     uuid: str
@@ -59,7 +73,9 @@ def read_nodeinfo(serverdir: Path) -> NodeInfo | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as e:
+    except OSError as e:
+        raise StartupError(explain_oserror(serverdir, e)) from None
+    except ValueError as e:
         raise StartupError(f"cannot read {path}: {e}") from None
     if not isinstance(data, dict) or not isinstance(data.get("uuid"), str):
         raise StartupError(f"{path} is not a devpi-twisted node file")
@@ -77,13 +93,22 @@ def new_nodeinfo(role: str) -> NodeInfo:
 
 
 def prepare_empty(serverdir: Path) -> None:
-    """Create the directory for a new state; refuses one that already holds files."""
-    if serverdir.exists():
-        if not serverdir.is_dir():
-            raise StartupError(f"{serverdir} exists and is not a directory")
-        if any(serverdir.iterdir()):
-            raise StartupError(f"{serverdir} is not empty; init needs a new or empty directory")
-    serverdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Create the directory for a new state; refuses one that already holds files, and
+    one this process cannot create or write in (one line naming ``--serverdir``)."""
+    try:
+        if serverdir.exists():
+            if not serverdir.is_dir():
+                raise StartupError(f"--serverdir {serverdir} exists and is not a directory")
+            if any(serverdir.iterdir()):
+                raise StartupError(
+                    f"--serverdir {serverdir} is not empty; init needs a new or empty directory")
+        serverdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # a directory may exist and still refuse files (read-only file system, permissions)
+        probe = serverdir / ".init-probe"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise StartupError(explain_oserror(serverdir, e, "cannot create the state")) from None
 
 
 def create_secret(path: Path) -> None:
@@ -109,7 +134,10 @@ def read_secret(path: Path) -> bytes:
 
 def lock(serverdir: Path) -> IO[bytes]:
     """Hold the serving lock of ``serverdir``; the returned file keeps it until closed."""
-    handle = open(serverdir / LOCK, "ab")
+    try:
+        handle = open(serverdir / LOCK, "ab")
+    except OSError as e:
+        raise StartupError(explain_oserror(serverdir, e)) from None
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

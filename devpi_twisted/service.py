@@ -30,7 +30,9 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger, STDLibLogObserver, globalLogPublisher
 
 from devpi_twisted import serverdir as sd
-from devpi_twisted.config import Config, ConfigError, SERVER_OPTIONS, load_yaml_file, make_options_class
+from devpi_twisted.config import (
+    Config, ConfigError, SERVER_OPTIONS, TwistdOptions, load_yaml_file, make_options_class,
+)
 from devpi_twisted.mirror.cache import PREFETCH, Mirror
 from devpi_twisted.mirror.upstream import Upstream, http_client
 from devpi_twisted.model.acl import Policy, parse_principals
@@ -58,7 +60,8 @@ from devpi_twisted.replication.feed import ChangelogFeed
 from devpi_twisted.replication.replica import Replica
 from devpi_twisted.web.replica_writes import ReplicaWrites
 
-Options = make_options_class(SERVER_OPTIONS, "Run the devpi-twisted package index server.")
+Options = make_options_class(SERVER_OPTIONS, "Run the devpi-twisted package index server.",
+                             TwistdOptions)
 
 log = Logger()
 
@@ -145,7 +148,7 @@ def _setup_stdlib_logging(path: Path) -> None:
         except (OSError, ValueError) as e:
             raise ConfigError(f"--logger-cfg {path}: {e}") from None
     else:
-        cfg = load_yaml_file(path)
+        cfg = load_yaml_file(path, "--logger-cfg")
     try:
         logging.config.dictConfig(cfg)
     except (ValueError, TypeError, AttributeError, ImportError) as e:
@@ -287,6 +290,7 @@ def worker_command(config: Config) -> tuple[list[str], dict[str, str]]:
         raise StartupError("--workers needs a secret file shared by all processes (--secretfile)")
     args = ["--serverdir", str(config.serverdir), "--secretfile", str(secretfile),
             "--max-request-body-size", str(config.max_request_body_size),
+            "--max-json-body-size", str(config.max_json_body_size),
             "--mirror-cache-expiry", str(config.mirror_cache_expiry),
             "--request-timeout", str(config.request_timeout),
             "--argon2-memory-cost", str(config.argon2_memory_cost),
@@ -318,10 +322,13 @@ class DevpiService(MultiService):
     def startService(self) -> None:
         try:
             super().startService()
-        except CannotListenError as e:
+        except (CannotListenError, OSError) as e:  # OSError: a unix socket path, .listening
             for service in reversed(list(self)):
                 if service.running:
                     service.stopService()
+            if isinstance(e, OSError):
+                raise SystemExit(f"devpi-twisted: cannot start serving: "
+                                 f"{sd.explain_oserror(None, e)}") from None
             raise SystemExit(f"devpi-twisted: cannot listen on {e.interface or '*'}:{e.port}: "
                              f"{e.socketError}") from None
 
@@ -361,7 +368,7 @@ def build_service(config: Config, reactor: Any) -> IService:
     info = ServerInfo(
         uuid=node.uuid, serverdir=str(config.serverdir), role=config.role, host=config.host,
         port=config.port, outside_url=config.outside_url, max_body=config.max_request_body_size,
-        requests_only=config.requests_only)
+        max_json_body=config.max_json_body_size, requests_only=config.requests_only)
     blobs = open_blobs(config, storage, reactor)
     staging = config.serverdir / sd.STAGING
     if not config.requests_only:  # the main process starts first: nothing is in flight yet
@@ -478,6 +485,7 @@ def _primary_remembered(serverdir: Path, offload: Any) -> Any:
 def makeService(options: Any) -> IService:
     from twisted.internet import reactor
 
+    config = None
     try:
         config = options.config()
         if config.export_dir is not None or config.import_dir is not None:
@@ -487,4 +495,7 @@ def makeService(options: Any) -> IService:
         return build_service(config, reactor)
     except (ConfigError, StartupError) as e:
         raise SystemExit(f"devpi-twisted: {e}") from None
+    except OSError as e:  # a file the process cannot use: one line, never a traceback
+        raise SystemExit("devpi-twisted: " + sd.explain_oserror(
+            config.serverdir if config is not None else None, e)) from None
 

@@ -5,10 +5,13 @@ systemd/ that must be exactly what it writes."""
 from __future__ import annotations
 
 import configparser
+import os
+import pwd
 import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,11 +29,18 @@ EXAMPLES = {"nginx-devpi.conf": TOP / "nginx" / "nginx-devpi.conf",
             "devpi.service": TOP / "systemd" / "devpi.service"}
 
 
-def gen_config(cwd: Path, *args: str) -> Path:
+def run_gen_config(cwd: Path, *args: str, env: dict[str, str] | None = None,
+                   ) -> subprocess.CompletedProcess[str]:
     cwd.mkdir(parents=True, exist_ok=True)
     done = subprocess.run([bin_path("devpi-twisted"), "gen-config", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60,
+                          env=None if env is None else dict(os.environ, **env))
     assert done.returncode == 0, done.stderr
+    return done
+
+
+def gen_config(cwd: Path, *args: str) -> Path:
+    run_gen_config(cwd, *args)
     return cwd / "gen-config"
 
 
@@ -71,6 +81,9 @@ def test_writes_every_file_with_the_server_arguments(generated: Path) -> None:
     cron = [line for line in (generated / "crontab").read_text().splitlines()
             if line and not line.startswith("#")]
     assert len(cron) == 1 and cron[0].startswith("@reboot ")
+    # an /etc/cron.d line: @reboot, the user, the command
+    assert shlex.split(cron[0])[1] == unit["Service"]["User"]
+    assert shlex.split(cron[0])[2] == exec_start[0]
     assert shlex.split(cron[0])[-len(expected):] == expected
     program = configparser.ConfigParser(interpolation=None)
     program.read_string((generated / "supervisor-devpi.conf").read_text())
@@ -120,3 +133,113 @@ def test_bad_server_options_are_refused(tmp_path: Path) -> None:
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "--port" in done.stderr
     assert not (tmp_path / "gen-config").exists()
+
+
+# gen-config run as root (as the tests are) writes files for another user: what that
+# user cannot reach is said, one warning line per problem (issue 19, item 15).
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="gen-config's root defaults; chown")
+
+
+def warnings_of(done: subprocess.CompletedProcess[str]) -> list[str]:
+    lines = done.stderr.splitlines()
+    assert all(line.startswith("devpi-twisted: warning: ") for line in lines), done.stderr
+    return lines
+
+
+@pytest.fixture
+def reachable() -> Iterator[Path]:
+    """A directory every user may enter (pytest's tmp_path is below a 0700 directory),
+    holding a bin directory with a twistd and a Python every user may run."""
+    import tempfile
+
+    top = Path(tempfile.mkdtemp(prefix="devpi-genconfig-", dir="/tmp"))
+    top.chmod(0o755)
+    bindir = top / "bin"
+    bindir.mkdir()
+    (bindir / "twistd").write_text("#!/bin/sh\n")
+    (bindir / "twistd").chmod(0o755)
+    (bindir / "python").symlink_to("/bin/sh")
+    yield top
+    shutil.rmtree(top)
+
+
+@needs_root
+def test_root_defaults_warn_what_the_service_user_cannot_reach(reachable: Path) -> None:
+    home = reachable / "home"  # like /root: only its owner may enter it
+    home.mkdir(mode=0o700)
+    done = run_gen_config(reachable / "work", env={"HOME": str(home)})
+    serverdir = home / ".devpi" / "server"
+    unit = configparser.ConfigParser(interpolation=None, strict=False)
+    unit.read_string((reachable / "work" / "gen-config" / "devpi.service").read_text())
+    user = unit["Service"]["User"]
+    assert user == "devpi"
+    warnings = warnings_of(done)
+    assert any(f"--serverdir {serverdir} is not reachable by user devpi ({home} is mode 0700, "
+               "owner root)" in line for line in warnings), warnings
+    try:
+        pwd.getpwnam("devpi")
+    except KeyError:
+        assert any("user 'devpi' does not exist" in line for line in warnings), warnings
+    assert len(warnings) == len(set(warnings))
+
+
+@needs_root
+def test_service_user_defaults_to_the_owner_of_the_serverdir(reachable: Path) -> None:
+    serverdir = reachable / "state"
+    serverdir.mkdir()
+    (serverdir / "db.sqlite3").write_text("")
+    nobody = pwd.getpwnam("nobody")
+    os.chown(serverdir, nobody.pw_uid, nobody.pw_gid)
+    os.chown(serverdir / "db.sqlite3", nobody.pw_uid, nobody.pw_gid)
+    done = run_gen_config(reachable / "work", "--serverdir", str(serverdir),
+                          "--bindir", str(reachable / "bin"))
+    out = reachable / "work" / "gen-config"
+    assert "User=nobody\n" in (out / "devpi.service").read_text()
+    assert "user = nobody\n" in (out / "supervisor-devpi.conf").read_text()
+    cron = (out / "crontab").read_text().splitlines()[-1]
+    assert shlex.split(cron)[:3] == ["@reboot", "nobody", str(reachable / "bin" / "twistd")]
+    assert warnings_of(done) == []
+    # a file in it that nobody cannot write is one more line
+    (serverdir / ".secret").write_text("x")
+    os.chmod(serverdir / ".secret", 0o600)
+    done = run_gen_config(reachable / "work", "--serverdir", str(serverdir),
+                          "--bindir", str(reachable / "bin"))
+    assert warnings_of(done) == [
+        f"devpi-twisted: warning: --serverdir {serverdir} holds files user nobody cannot write "
+        f"({serverdir / '.secret'} is mode 0600, owner root): chown -R nobody {serverdir}"]
+
+
+@needs_root
+def test_each_unreachable_thing_is_one_warning(reachable: Path, tmp_path: Path) -> None:
+    serverdir = reachable / "root-owned"
+    serverdir.mkdir(mode=0o700)
+    secret = reachable / "secret"
+    secret.write_text("x" * 40)
+    secret.chmod(0o600)
+    hidden_bin = tmp_path / "venv" / "bin"  # below pytest's 0700 directory
+    hidden_bin.mkdir(parents=True)
+    (hidden_bin / "twistd").write_text("#!/bin/sh\n")
+    (hidden_bin / "twistd").chmod(0o755)
+    done = run_gen_config(reachable / "work", "--serverdir", str(serverdir), "--secretfile",
+                          str(secret), "--bindir", str(hidden_bin), "--service-user", "nobody")
+    warnings = warnings_of(done)
+    assert len(warnings) == 3, warnings
+    assert f"--serverdir {serverdir} is not writable by user nobody" in warnings[0]
+    assert f"chown -R nobody {serverdir}" in warnings[0]
+    assert f"{hidden_bin / 'twistd'} cannot be run by user nobody" in warnings[1]
+    assert f"--secretfile {secret} is not readable by user nobody" in warnings[2]
+
+
+def test_says_what_to_do_with_each_file(tmp_path: Path) -> None:
+    import re
+
+    done = run_gen_config(tmp_path, "--serverdir", str(tmp_path / "state"),
+                          "--service-user", "nobody")
+    lines = done.stdout.splitlines()
+    notes = dict(re.fullmatch(r"devpi-twisted: wrote (\S+): (.{20,})", line).groups()  # type: ignore[union-attr]
+                 for line in lines)
+    assert len(notes) == len(lines)
+    assert sorted(notes) == sorted(str(p) for p in (tmp_path / "gen-config").iterdir())
+    assert "/etc/cron.d/" in notes[str(tmp_path / "gen-config" / "crontab")]
+    assert "/etc/systemd/system/" in notes[str(tmp_path / "gen-config" / "devpi.service")]

@@ -12,9 +12,10 @@ from __future__ import annotations
 import datetime
 import email.utils
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -61,6 +62,18 @@ class Identical(Conflict):
     """Re-upload of identical content to a non-volatile index (answered 200)."""
 
 
+class StageMissing(NotFound):
+    """The index named does not exist (devpi's upload answers it with a plain 404)."""
+
+
+class BadForm(InvalidInput):
+    """An upload body that is no usable form: devpi does not get as far as the form's own
+    checks and answers a plain 400 (its reason phrase names no cause)."""
+
+
+CheckDocs = Callable[[IncomingFile], Awaitable[None]]
+
+
 def _http_date(now: float) -> str:
     return email.utils.formatdate(now, usegmt=True)
 
@@ -91,6 +104,23 @@ def _link_filename(link: Mapping[str, Any]) -> str:
     return str(link["entrypath"]).rsplit("/", 1)[-1]
 
 
+def _http_url(text: str) -> bool:
+    try:
+        parts = urlsplit(text)
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and (
+            parts.port is None or parts.port > 0)
+    except ValueError:  # a broken IPv6 literal or port
+        return False
+
+
+def _overwritten(old: Mapping[str, Any], now: float) -> dict[str, Any]:
+    """The history entry that starts a link replacing ``old`` in a volatile index, as devpi
+    records it: nobody named, ``count`` going on from the replaced link's."""
+    count = sum(entry["count"] for entry in old.get("_log", [])
+                if entry.get("what") == "overwrite" and isinstance(entry.get("count"), int))
+    return releases.log_entry("overwrite", None, now, count=count + 1)
+
+
 class ReleaseOps:
     def __init__(self, storage: Storage, blobs: Any, clock: Callable[[], float]) -> None:
         self._storage = storage
@@ -103,7 +133,7 @@ class ReleaseOps:
     async def _stage(self, user: str, index: str) -> Mapping[str, Any]:
         record = await self._storage.get_index(user, index)
         if record is None:
-            raise NotFound(f"The stage {user}/{index} could not be found.")
+            raise StageMissing(f"The stage {user}/{index} could not be found.")
         return record.config
 
     @staticmethod
@@ -123,12 +153,15 @@ class ReleaseOps:
         return config
 
     async def submit_form(self, identity: Identity, user: str, index: str,
-                          fields: Mapping[str, Sequence[str]], content: IncomingFile | None) -> Written:
-        """The legacy upload form (api.md 8): ``:action`` file_upload or submit."""
+                          fields: Mapping[str, Sequence[str]], content: IncomingFile | None,
+                          check_docs: CheckDocs) -> Written:
+        """The legacy upload form (api.md 8): ``:action`` file_upload, doc_upload or submit.
+        ``check_docs`` inspects a doc zip once the form itself is found sound (InvalidInput
+        if the archive is not acceptable)."""
         config = await self.check_upload(identity, user, index)
         action = (fields.get(":action") or [None])[0]
-        if action is None:
-            raise InvalidInput(":action field not found")
+        if not action:  # devpi takes a form without one for a push and fails to read its JSON
+            raise BadForm(":action field not found")
         if action not in ("file_upload", "submit", "doc_upload"):
             raise InvalidInput(f"action '{action}' not supported")
         name = (fields.get("name") or [""])[0]
@@ -137,7 +170,7 @@ class ReleaseOps:
         volatile = parse_bool(config.get("volatile", True))
         if action == "doc_upload":
             return await self._add_docs(identity, user, index, name, version, metadata, content,
-                                        volatile)
+                                        volatile, check_docs)
         releases.check_registration(name, version)
         if action == "submit":
             return await self._register(identity, user, index, name, version, metadata)
@@ -148,9 +181,10 @@ class ReleaseOps:
 
     async def _add_docs(self, identity: Identity, user: str, index: str, name: str, version: str,
                         metadata: Mapping[str, Any], content: IncomingFile | None,
-                        volatile: bool) -> Written:
+                        volatile: bool, check_docs: CheckDocs) -> Written:
         """doc_upload (api.md 8.3): the zip becomes ``<project>-<version>.doc.zip``; without a
-        version, the latest release's docs."""
+        version, the latest release's docs. The archive is checked last, as devpi answers
+        the form's faults first."""
         if content is None:
             raise InvalidInput("content file field not found")
         project = normalize_project(name)
@@ -162,6 +196,7 @@ class ReleaseOps:
                                    "to derive one from")
             metadata = {}
         releases.check_registration(name, version)
+        await check_docs(content)
         return await self._add_file(identity, user, index, name, version, metadata, content, volatile,
                                     rel=DOCZIP, filename=releases.doczip_filename(project, version))
 
@@ -182,7 +217,7 @@ class ReleaseOps:
             except StaleRecord:
                 continue
             except RecordMissing:
-                raise NotFound(f"The stage {user}/{index} could not be found.") from None
+                raise StageMissing(f"The stage {user}/{index} could not be found.") from None
             return Written(serial)
         raise Unavailable(f"{name} {version} is being changed by many requests at once")
 
@@ -216,9 +251,7 @@ class ReleaseOps:
                 for result in results:  # tox results of the replaced file go with it
                     files.update(_gone_paths(result))
                 links = [link for link in links if link not in results]
-                overwrites = sum(1 for entry in old.get("_log", []) if entry.get("what") == "overwrite")
-                log.append(releases.log_entry("overwrite", identity.username, self._clock(),
-                                              count=overwrites + 1))
+                log.append(_overwritten(old, self._clock()))
                 links = [link for link in links if link is not old]
                 if old["entrypath"] != relpath:
                     files.update(_gone_paths(old))
@@ -248,7 +281,7 @@ class ReleaseOps:
             except StaleRecord:
                 continue
             except RecordMissing:
-                raise NotFound(f"The stage {user}/{index} could not be found.") from None
+                raise StageMissing(f"The stage {user}/{index} could not be found.") from None
             return Written(serial)
         raise Unavailable(f"{content.filename} is being changed by many requests at once")
 
@@ -511,7 +544,11 @@ class ReleaseOps:
                 if clash and not volatile and clash[0].get("hashes", {}).get("sha256") != sha256:
                     raise Conflict(f"{filename} already exists in non-volatile index")
                 old_links = [l for l in old_links if l not in clash]
-                history = [e for e in link.get("_log", []) if e.get("what") != "overwrite"]
+                # the target's own count of overwrites, then the pushed file's history (a doc
+                # zip's whole, a file's without the source's overwrites), then the push
+                history = [_overwritten(clash[0], now)] if clash and volatile else []
+                history += [e for e in link.get("_log", [])
+                            if link.get("rel") == DOCZIP or e.get("what") != "overwrite"]
                 history.append(releases.log_entry("push", identity.username, now, src=source, dst=target))
                 copied = {**link, "entrypath": relpath, "_log": history}
                 if link.get("for_entrypath"):
@@ -584,16 +621,32 @@ class ReleaseOps:
 
     async def push_external(self, identity: Identity, user: str, index: str, body: Mapping[str, Any],
                             copy_out: Callable[[str], Any],
-                            post_form: Callable[..., Any]) -> tuple[bool, list[list[Any]]]:
+                            post_form: Callable[..., Any], *, offline: bool
+                            ) -> tuple[bool, list[list[Any]]]:
         """Upload one release of this index to another index server with the legacy form
         protocol (api.md 9.2). ``copy_out(relpath)`` gives a local path of a file body (an
         async context manager), ``post_form(url, auth, fields, file)`` posts a form and
-        returns (status, text). Returns (success, action log)."""
+        returns (status, text). Returns (success, action log).
+
+        The server itself sends the files, so only those who may upload to this index may
+        make it do so, and a server that is to contact no other (``offline``) refuses."""
         name, version = str(body.get("name") or ""), str(body.get("version") or "")
         for key in ("posturl", "username", "password"):
             if not isinstance(body.get(key), str):
                 raise InvalidInput(f"push to an external index needs '{key}'")
-        await self._stage(user, index)
+        if body.get("no_docs") and body.get("only_docs"):
+            raise InvalidInput("can't use 'no_docs' and 'only_docs' together")
+        if not _http_url(body["posturl"]):
+            raise InvalidInput("posturl must be an http or https URL")
+        config = await self._stage(user, index)
+        if not matches(identity, config.get("acl_upload", ())):
+            if not identity.authenticated:
+                raise Unauthenticated(f"log in with upload permission on {user}/{index} to push "
+                                      "from it to another server")
+            raise Forbidden(f"user '{identity.username}' may not upload to {user}/{index}, so "
+                            "may not push from it to another server")
+        if offline:
+            raise Forbidden("this server runs with --offline-mode: it pushes to no other server")
         project = normalize_project(name)
         current = await self._version(user, index, project, version) if name and version else None
         if current is None:

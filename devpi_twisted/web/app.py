@@ -24,7 +24,11 @@ from devpi_twisted.web import render
 from devpi_twisted.web.auth import client_address, credentials
 from devpi_twisted.web.site import ServerInfo, mount_path, outside_url
 
-FEATURES = ["server-keyvalue-parsing"]
+# what devpi-server 6.20 advertises in /+api (devpi-client asks for them before using them)
+FEATURES = ["push-no-docs", "push-only-docs", "push-register-project", "server-keyvalue-parsing"]
+# the devpi-server release whose HTTP API this server speaks (shown in /+status versioninfo,
+# which `devpi --version` lists)
+DEVPI_API_VERSION = "6.20.3"
 
 
 def _route(app: Klein, path: str, methods: list[str]) -> Any:
@@ -169,7 +173,7 @@ class ManagementApp:
         serial = self._ops.serial
         status = {
             "serverdir": info.serverdir, "uuid": info.uuid,
-            "versioninfo": {"devpi-twisted": info.version},
+            "versioninfo": {"devpi-twisted": info.version, "devpi-server": DEVPI_API_VERSION},
             "server-code": "devpi-twisted", "host": info.host, "port": info.port,
             "outside-url": info.outside_url, "serial": serial,
             "last-commit-timestamp": self._ops.last_commit_time,

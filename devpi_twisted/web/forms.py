@@ -21,6 +21,7 @@ import multipart
 
 from devpi_twisted import archives
 from devpi_twisted.model.errors import InvalidInput
+from devpi_twisted.model.release_ops import BadForm
 
 CHUNK = 1024 * 1024
 MAX_PARTS = 4096
@@ -71,17 +72,17 @@ def _spool(source: IO[bytes], staging: Path) -> tuple[Path, int, str]:
 
 
 def parse_form(body: IO[bytes], content_type: str, staging: Path) -> Form:
-    """Fields and files of a ``multipart/form-data`` or urlencoded body; InvalidInput if broken."""
+    """Fields and files of a ``multipart/form-data`` or urlencoded body; BadForm if broken."""
     ctype, options = multipart.parse_options_header(content_type or "")
     body.seek(0)
     if ctype == "application/x-www-form-urlencoded":
         text = body.read(MAX_TEXT + 1)
         if len(text) > MAX_TEXT:
-            raise InvalidInput("Bad request: form too large")
+            raise BadForm("Bad request: form too large")
         return Form({k: v for k, v in parse_qs(text.decode("utf-8", "replace"),
                                                 keep_blank_values=True).items()}, {})
     if ctype != "multipart/form-data" or not options.get("boundary"):
-        raise InvalidInput("Bad request: expected a multipart/form-data upload form")
+        raise BadForm("Bad request: expected a multipart/form-data upload form")
     fields: dict[str, list[str]] = {}
     files: dict[str, UploadedFile] = {}
     parser = multipart.MultipartParser(
@@ -92,7 +93,7 @@ def parse_form(body: IO[bytes], content_type: str, staging: Path) -> Form:
             try:
                 if part.filename is not None:
                     if part.name in files:
-                        raise InvalidInput(f"Bad request: more than one '{part.name}' file")
+                        raise BadForm(f"Bad request: more than one '{part.name}' file")
                     path, size, sha256 = _spool(part.file, staging)
                     files[part.name] = UploadedFile(part.filename, path, size, sha256)
                 else:
@@ -101,7 +102,7 @@ def parse_form(body: IO[bytes], content_type: str, staging: Path) -> Form:
                 part.close()
     except (multipart.MultipartError, UnicodeDecodeError) as e:
         Form(fields, files).discard()
-        raise InvalidInput(f"Bad request: broken multipart form ({e})") from None
+        raise BadForm(f"Bad request: broken multipart form ({e})") from None
     except BaseException:
         Form(fields, files).discard()
         raise
@@ -110,15 +111,12 @@ def parse_form(body: IO[bytes], content_type: str, staging: Path) -> Form:
 
 def read_upload(body: IO[bytes], content_type: str, staging: Path
                 ) -> tuple[Form, UploadedFile | None]:
-    """An upload form parsed (parse_form), its docs zip checked (doc_upload) or the core
-    metadata of its release file spooled; all in one go, for one trip to a thread."""
+    """An upload form parsed (parse_form) and the core metadata of its release file spooled,
+    in one go, for one trip to a thread (a doc zip is checked later: check_docs)."""
     form = parse_form(body, content_type, staging)
     try:
         content = form.files.get("content")
-        if content is None:
-            return form, None
-        if form.first(":action") == "doc_upload":
-            check_docs(content.path)
+        if content is None or form.first(":action") == "doc_upload":
             return form, None
         return form, spool_core_metadata(content.path, content.filename, staging)
     except BaseException:
@@ -150,16 +148,3 @@ def check_docs(path: Path) -> None:
         archives.check_doc_zip(path)
     except archives.BadDocZip as e:
         raise InvalidInput(f"invalid documentation zip: {e}") from None
-
-
-def read_doc_member(path: Path, member: str) -> bytes | None:
-    """A file of a (checked) doc zip; a directory name gives its index.html; None if absent."""
-    import zipfile
-
-    member = member.lstrip("/")
-    with zipfile.ZipFile(path) as archive:
-        names = set(archive.namelist())
-        for candidate in (member, member.rstrip("/") + "/index.html"):
-            if candidate in names and not candidate.endswith("/"):
-                return archive.read(candidate)
-    return None

@@ -1,13 +1,14 @@
 """Routes of an index's content: the upload form, simple pages, project views (release
 files are served by web/files.py).
 
-Upload errors carry their message in the HTTP reason phrase, as devpi's do:
+Upload errors carry their message in the HTTP reason phrase where devpi's do:
 twine and devpi-client show the reason phrase to the user (spec/api.md 8).
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -22,14 +23,19 @@ from twisted.web.iweb import IRequest
 
 from devpi_twisted.mirror.cache import CACHED, Mirror, MirrorFailed
 from devpi_twisted.model.errors import (
-    DomainError, InvalidInput, NotFound, UnsupportedMedia, UpstreamFailed,
+    DomainError, InvalidInput, NotFound, TooLarge, Unauthenticated, UnsupportedMedia,
+    UpstreamFailed,
 )
 from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.ops import ServerOps
-from devpi_twisted.model.release_ops import Identical, IncomingFile, IncomingMetadata, ReleaseOps
+from devpi_twisted.model.release_ops import (
+    BadForm, Identical, IncomingFile, IncomingMetadata, ReleaseOps, StageMissing,
+)
 from devpi_twisted.model.simple import SimpleOps
 from devpi_twisted.replication.protocol import REPLICA_UUID
-from devpi_twisted.storage.blobs import BlobStore
+from devpi_twisted.archives import BadDocZip, open_doc_member
+from devpi_twisted.storage.adapter import shielded
+from devpi_twisted.storage.blobs import BlobMissing, BlobReadStopped, BlobStore, ChunkPump
 from devpi_twisted.web import render
 from devpi_twisted.web.app import ManagementApp, _flag, _route
 from devpi_twisted.web.fast import FastRoutes
@@ -37,13 +43,17 @@ from devpi_twisted.web.files import FileRoutes, content_type
 from devpi_twisted.web.metrics import RequestMetrics
 from devpi_twisted.web.ops_routes import OpsRoutes
 from devpi_twisted.web.replication import ReplicationRoutes
-from devpi_twisted.web.forms import (
-    read_doc_member, read_upload, spool_body,
-)
+from devpi_twisted.web.forms import check_docs, read_upload, spool_body
 from devpi_twisted.web.simple import is_installer, render_project, render_project_list, wants_json
 from devpi_twisted.web.site import ServerInfo
 
 RENDERED_PAGES = 4096
+# upload refusals whose status line is the standard one in devpi (its reason phrase then
+# names no cause): the message stays in the body
+PLAIN_REASON = (Unauthenticated, StageMissing, BadForm, TooLarge)
+# Uploaded documentation runs in a sandbox: an opaque origin, so its scripts (search
+# works) reach neither our cookies nor our API as the reader.
+DOCS_POLICY = b"sandbox allow-scripts"
 _log = Logger()
 Offload = Callable[..., Deferred[Any]]
 
@@ -83,12 +93,14 @@ class IndexApp(FileRoutes, OpsRoutes, ReplicationRoutes):
         self._check_segment(user, index)
         ctype = (request.getHeader(b"Content-Type") or b"").decode("latin-1")
         identity = await self._identity(request)
-        if request.method == b"PUSH" or "json" in ctype or not ctype.startswith(
-                ("multipart/", "application/x-www-form-urlencoded")):
+        media = ctype.split(";", 1)[0].strip().lower()
+        if request.method == b"PUSH" or media not in (
+                "multipart/form-data", "application/x-www-form-urlencoded"):
             body = render.read_json(request)
             if isinstance(body, Mapping) and not body.get("targetindex") and "posturl" in body:
                 ok, log = await self._releases.push_external(
-                    identity, user, index, body, self._local_copy, self._post_form)
+                    identity, user, index, body, self._local_copy, self._post_form,
+                    offline=self._mirror is not None and self._mirror.offline)
                 return render.result(request, "actionlog", log, status=200 if ok else 502)
             log = await self._releases.push(identity, user, index, body, self._copy_blob)
             return render.result(request, "actionlog", log)
@@ -105,7 +117,8 @@ class IndexApp(FileRoutes, OpsRoutes, ReplicationRoutes):
                     content.filename, content.path, content.size, content.sha256,
                     None if metadata is None else IncomingMetadata(
                         metadata.path, metadata.size, metadata.sha256))
-            written = await self._releases.submit_form(identity, user, index, form.fields, incoming)
+            written = await self._releases.submit_form(identity, user, index, form.fields, incoming,
+                                                       self._check_docs)
         except Identical as e:
             request.setResponseCode(200, _reason(e.message))
             return b""
@@ -121,9 +134,17 @@ class IndexApp(FileRoutes, OpsRoutes, ReplicationRoutes):
 
     @staticmethod
     def _upload_error(request: IRequest, e: DomainError) -> bytes:
+        """A refused upload: the message in the body, and in the reason phrase where devpi
+        puts its own there (twine and devpi-client print it); a missing login, a missing
+        index and a body that is no form get the plain phrase ("401 Unauthorized"), as
+        devpi answers them before its form handling speaks."""
         body = render.domain_error(request, e)
-        request.setResponseCode(request.code, _reason(e.message))
+        if not isinstance(e, PLAIN_REASON):
+            request.setResponseCode(request.code, _reason(e.message))
         return body
+
+    async def _check_docs(self, content: IncomingFile) -> None:
+        await self._offload(check_docs, content.path)
 
     async def _copy_blob(self, source: str, target: str, sha256: str) -> None:
         """A file body copied within the store (through a staging file for the database store)."""
@@ -169,9 +190,14 @@ class IndexApp(FileRoutes, OpsRoutes, ReplicationRoutes):
 
     async def _copy_out(self, relpath: str, path: Path) -> None:
         """A file body written to a local file (renamed into place when complete)."""
-        partial = path.with_name(path.name + f".part-{os.getpid()}")
-        with open(partial, "wb") as out:
-            await self._blobs.read(relpath, FileConsumer(out))
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".part-")
+        partial = Path(name)  # unique: two requests may copy the same body at once
+        try:
+            with os.fdopen(fd, "wb") as out:
+                await self._blobs.read(relpath, FileConsumer(out))
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         os.replace(partial, path)
 
     # -- simple pages ------------------------------------------------------------------
@@ -400,10 +426,18 @@ class IndexApp(FileRoutes, OpsRoutes, ReplicationRoutes):
         self._written(request, written)
         return render.message(request, written.message or "")
 
+    @_route(app, "/<user>/<index>/<project>/<version>/+doc/", ["GET"])
+    async def docs_index(self, request: IRequest, user: str, index: str, project: str,
+                         version: str) -> bytes:
+        """``+doc/`` (and ``+doc``): the documentation's ``index.html``."""
+        return await self.docs(request, user, index, project, version, "")
+
     @_route(app, "/<user>/<index>/<project>/<version>/+doc/<path:member>", ["GET"])
     async def docs(self, request: IRequest, user: str, index: str, project: str, version: str,
                    member: str) -> bytes:
-        """A page of the uploaded documentation, read from the doc zip."""
+        """A page of the uploaded documentation, streamed from the doc zip: memory stays
+        at a chunk or two however far the page inflates. Served in a sandbox (no script
+        of the docs acts in our origin) and never sniffed into another type."""
         self._check_segment(user, index, project)
         relpath, sha256 = await self._releases.doc_zip(user, index, project, version)
         local = self._blobs.local_path(relpath)
@@ -411,16 +445,38 @@ class IndexApp(FileRoutes, OpsRoutes, ReplicationRoutes):
             local = self._staging / f"docs-{sha256}.zip"
             if not local.exists():
                 await self._copy_out(relpath, local)
-        data = await self._offload(read_doc_member, local, member or "index.html")
-        if data is None:
+        try:
+            opened = await self._offload(open_doc_member, local, member)
+        except BadDocZip as e:
+            raise NotFound(f"documentation unreadable: {e}") from None
+        if opened is None:
             raise NotFound(f"no page {member} in the documentation")
-        request.setHeader(b"Content-Type", content_type(member or "index.html"))
-        request.setHeader(b"Content-Length", b"%d" % len(data))
-        return data
+        try:
+            request.setHeader(b"Content-Type", content_type(member or "index.html"))
+            request.setHeader(b"Content-Length", b"%d" % opened.size)
+            request.setHeader(b"X-Content-Type-Options", b"nosniff")
+            request.setHeader(b"Content-Security-Policy", DOCS_POLICY)
+            if opened.size and request.method != b"HEAD":
+                pump = ChunkPump(request, lambda _, count: self._offload(opened.read, count),
+                                 0, opened.size)
+                await shielded(Deferred.fromCoroutine(pump.run()))
+        except (BlobReadStopped, BlobMissing, BadDocZip) as e:  # gone, or a damaged member
+            if not isinstance(e, BlobReadStopped):
+                _log.warn("documentation {relpath} {member}: {error}", relpath=relpath,
+                          member=member, error=e)
+            if request.producer is not None and request.channel is not None:
+                request.unregisterProducer()
+            request.loseConnection()
+        finally:
+            await self._offload(opened.close)
+        return b""
 
     @_route(app, "/<user>/<index>/+f/<path:rest>", ["POST"])
     async def toxresult(self, request: IRequest, user: str, index: str, rest: str) -> bytes:
-        render.read_json(request)  # must be JSON; the original bytes are what is stored
+        """A tox report: a JSON object (no bigger than the JSON limit, DevpiRequest);
+        the original bytes are what is stored."""
+        if not isinstance(render.read_json(request), Mapping):
+            raise InvalidInput("a tox result must be a JSON object")
         spooled = await self._offload(spool_body, request.content, self._staging)
         try:
             identity = await self._identity(request)

@@ -11,6 +11,7 @@ from twisted.web.http import RESPONSES
 from twisted.web.iweb import IRequest
 
 from devpi_twisted.model import errors
+from devpi_twisted.web.site import json_bytes
 
 JSON = b"application/json"
 
@@ -48,7 +49,7 @@ def json_acceptable(request: IRequest) -> bool:
 
 
 def read_json(request: IRequest) -> Any:
-    body = request.content.read() if request.content is not None else b""
+    body = json_bytes(request)
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError):

@@ -1,6 +1,7 @@
-"""The twisted.web Site and Request: devpi's headers on every response, body size
-limits enforced while the body arrives, outside-URL mount points stripped before
-routing. (Twisted's Request already percent-decodes ``postpath``.)"""
+"""The twisted.web Site, channel and Request: devpi's headers on every response, a
+deadline for request heads, body limits by kind of body (body_kind: the upload form or
+JSON) enforced while the body arrives and answered at once, outside-URL mount points
+stripped before routing. (Twisted's Request already percent-decodes ``postpath``.)"""
 
 from __future__ import annotations
 
@@ -8,19 +9,37 @@ import json
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 import attrs
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import RESPONSES, HTTPChannel, _ChunkedTransferDecoder
+from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
 from devpi_twisted import __version__
+from devpi_twisted.model.errors import TooLarge
 from devpi_twisted.web.metrics import RequestMetrics, route_of
 
-# Bodies of management (JSON) requests; uploads get --max-request-body-size.
+_log = Logger()
+
+# Bodies of every request but the upload form; uploads get --max-request-body-size.
 MAX_JSON_BODY = 10 * 1024 * 1024
-_SPOOL_IN_MEMORY = 256 * 1024
+# Objects, arrays and strings a JSON body may hold (a bound on its parsed size).
+MAX_JSON_VALUES = 200_000
+# A request's head (request line and headers) must be complete this long after its
+# first byte (or after the connection opened): slow-header clients are dropped.
+HEADER_TIMEOUT = 30.0
+# After refusing a body we still read (and drop) what the client sends for this long
+# before closing, so that it sees our answer instead of a reset connection.
+LINGER = 2.0
+# More digits than any body size we could accept (and than int() parses quickly).
+_LENGTH_DIGITS = 18
+
+UPLOAD, JSON_BODY = "upload", "json"
 
 
 @attrs.frozen
@@ -36,59 +55,211 @@ class ServerInfo:
     max_body: int = 1024 * 1024 * 1024
     requests_only: bool = False
     version: str = __version__
+    max_json_body: int = MAX_JSON_BODY
 
 
-def _is_upload(method: bytes, path: bytes) -> bool:
-    """POST/PUSH to an index or a file (upload, push, toxresult) may carry big bodies."""
-    if method not in (b"POST", b"PUSH"):
+def body_kind(method: bytes, target: bytes, content_type: bytes | None, mount: str = "") -> str:
+    """What a request's body may be, from its request line and headers alone (before a
+    byte of the body is read): UPLOAD only for the legacy upload form, a
+    ``multipart/form-data`` POST to ``/USER/INDEX`` or ``/USER/INDEX/`` below the mount
+    path (what twine and devpi-client send, spec/api.md 8); JSON_BODY for everything
+    else (push, toxresults, every API call, urlencoded forms), which gets the JSON limit."""
+    if method != b"POST":
+        return JSON_BODY
+    media = (content_type or b"").split(b";", 1)[0].strip().lower()
+    if media != b"multipart/form-data":
+        return JSON_BODY
+    path = target.split(b"?", 1)[0]
+    if path[:1] != b"/":  # absolute form: http://host/path
+        path = b"/" + path.split(b"://", 1)[-1].partition(b"/")[2]
+    path = unquote_to_bytes(path)
+    prefix = mount.rstrip("/").encode("utf-8")
+    if prefix and path.startswith(prefix + b"/"):
+        path = path[len(prefix):]
+    segments = path.split(b"/")[1:]
+    if len(segments) == 3 and not segments[2]:
+        segments = segments[:2]
+    if len(segments) != 2 or any(s[:1] in (b"", b"+") for s in segments):
+        return JSON_BODY
+    return UPLOAD
+
+
+class DevpiChannel(HTTPChannel):
+    """twisted.web's HTTP/1.1 channel with deadlines and early refusals: the request
+    head must arrive within the site's ``header_timeout``; an impossible or too large
+    Content-Length or chunk size is answered at once (``refuse``), the connection
+    closed after a short linger. (Request bodies: DevpiRequest.)"""
+
+    site: DevpiSite
+    _head_deadline: IDelayedCall | None = None
+    _linger: IDelayedCall | None = None
+    refused = False
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._start_deadline()
+
+    def _start_deadline(self) -> None:
+        if self._head_deadline is None and not self.refused:
+            self._head_deadline = self.callLater(self.site.header_timeout, self._head_late)
+
+    def _stop_deadline(self) -> None:
+        if self._head_deadline is not None:
+            if self._head_deadline.active():
+                self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _head_late(self) -> None:
+        self._head_deadline = None
+        self.refuse(408, f"request head not complete within {self.site.header_timeout} s",
+                    linger=False)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.refused:  # lingering: what the client still sends is dropped
+            return
+        if self.line_mode:  # between requests or within a head
+            self._start_deadline()
+        super().dataReceived(data)
+
+    def requestDone(self, request: Request) -> None:
+        super().requestDone(request)
+        if self.line_mode and self._buffer:  # part of a pipelined head came meanwhile
+            self._start_deadline()
+
+    def lineReceived(self, line: bytes) -> None:
+        if not self.refused:
+            super().lineReceived(line)
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if not self.refused:
+            super().rawDataReceived(data)
+
+    def headerReceived(self, line: bytes) -> bool:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            value = value.strip(b" \t")
+            if not value.isdigit():  # negative, hexadecimal, empty, ...
+                self.refuse(400, "Content-Length is not a number of bytes")
+                return False
+            if len(value) > _LENGTH_DIGITS:
+                self.refuse(413, "Content-Length larger than any body accepted here")
+                return False
+        return bool(super().headerReceived(line))
+
+    def allHeadersReceived(self) -> None:
+        self._stop_deadline()
+        super().allHeadersReceived()
+        decoder = self._transferDecoder  # (twisted's private attribute, 26.x)
+        if not self.refused and type(decoder) is _ChunkedTransferDecoder:
+            request = self.requests[-1]
+            self._transferDecoder = _BoundedChunks(
+                request.handleContentChunk, self._finishRequestBody, request.body_room)
+
+    def _send100Continue(self) -> None:
+        if not self.refused:  # a refused body is not to be sent
+            super()._send100Continue()
+
+    def refuse(self, code: int, message: str, linger: bool = True) -> None:
+        """Answer ``code`` with a JSON message at once, whatever the state of the
+        request, and close: after LINGER seconds of dropping input (so the client can
+        read the answer while it is still sending), or at once."""
+        if self.refused or self.transport is None:
+            return
+        self.refused = True
+        self._stop_deadline()
+        _log.info("answered {code} at once to {peer}: {message}", code=code, message=message,
+                  peer=str(self.transport.getPeer()))
+        body = json.dumps({"message": message}).encode()
+        head = [b"HTTP/1.1 %d %s" % (code, RESPONSES.get(code, b"Error")),
+                b"Content-Type: application/json", b"Content-Length: %d" % len(body),
+                b"Connection: close", *(b"%s: %s" % item for item in self.site.fixed_headers)]
+        self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        half_close = getattr(self.transport, "loseWriteConnection", None)
+        if linger and half_close is not None:
+            half_close()
+            self._linger = self.callLater(LINGER, self._close)
+        else:
+            self._close()
+
+    def _close(self) -> None:
+        self._linger = None
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        self._stop_deadline()
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
+        self._linger = None
+        super().connectionLost(reason)
+
+
+class _BoundedChunks(_ChunkedTransferDecoder):
+    """A chunked body decoder that refuses a chunk larger than the room left for the
+    body as soon as its size line arrives, instead of waiting for its bytes."""
+
+    def __init__(self, data: Callable[[bytes], None], finish: Callable[[bytes], None],
+                 room: Callable[[int], bool]) -> None:
+        super().__init__(data, finish)
+        self._room = room
+
+    def _dataReceived_CHUNK_LENGTH(self) -> bool:
+        done = super()._dataReceived_CHUNK_LENGTH()
+        if done and self.state == "BODY" and not self._room(self.length):
+            self.state = "REFUSED"
+            return False
+        return done
+
+    def _dataReceived_REFUSED(self) -> bool:
+        del self._buffer[:]
         return False
-    parts = [p for p in path.split(b"?", 1)[0].split(b"/") if p]
-    return len(parts) >= 2 and not parts[0].startswith(b"+")
 
 
 class DevpiRequest(Request):
-    """Adds devpi's response headers and refuses oversized bodies without storing them.
-    Upload forms are parsed by us, streaming from the spooled body, not by twisted.web
-    (which would read a whole multipart body into memory)."""
+    """Adds devpi's response headers and refuses oversized bodies without storing them:
+    the limit depends on what the body may be (body_kind); a body over it is answered
+    413 at once (DevpiChannel.refuse). Upload forms are parsed by us, streaming from the
+    spooled body, not by twisted.web (which would read a whole multipart body into memory)."""
 
+    channel: DevpiChannel
     devpi_serial: int | None = None  # set by a handler that committed a change
     devpi_route = "other"  # label for /+metrics, set when the resource is looked up
     devpi_started = 0.0
-    body_too_large = False
-    _body_limit = MAX_JSON_BODY
+    body_limit = MAX_JSON_BODY
     _body_seen = 0
 
     def gotLength(self, length: int | None) -> None:
-        site = self.channel.site
-        method, path = getattr(self.channel, "_command", b""), getattr(self.channel, "_path", b"")
-        self._body_limit = site.info.max_body if _is_upload(method, path) else MAX_JSON_BODY
-        if length is not None and length > self._body_limit:
-            self.body_too_large = True
+        channel = self.channel
+        info = channel.site.info
+        kind = body_kind(getattr(channel, "_command", b""), getattr(channel, "_path", b""),
+                         self.requestHeaders.getRawHeaders(b"Content-Type", [None])[0],
+                         mount_path(self, info.outside_url))
+        self.body_limit = info.max_body if kind == UPLOAD else info.max_json_body
+        if length is not None and length > self.body_limit:
+            self._too_large()
             length = 0
         super().gotLength(length)
 
+    def body_room(self, more: int) -> bool:
+        """Whether ``more`` bytes of body still fit under the limit; refuses if not."""
+        if self._body_seen + more > self.body_limit:
+            self._too_large()
+            return False
+        return True
+
+    def _too_large(self) -> None:
+        self.channel.refuse(413, f"request body larger than the {self.body_limit} bytes "
+                                 "accepted here")
+
     def handleContentChunk(self, data: bytes) -> None:
-        self._body_seen += len(data)
-        if self._body_seen > self._body_limit:
-            if not self.body_too_large:
-                self.body_too_large = True
-                self.content.seek(0)
-                self.content.truncate()
+        if self.channel.refused or not self.body_room(len(data)):
             return
-        if not self.body_too_large:
-            super().handleContentChunk(data)
+        self._body_seen += len(data)
+        super().handleContentChunk(data)
 
     def process(self) -> None:
-        self.devpi_started = time.monotonic()
-        if self.body_too_large:
-            self.site = self.channel.site
-            self.setResponseCode(413)
-            self.setHeader(b"Content-Type", b"application/json")
-            limit = self._body_limit
-            body = {"message": f"request body larger than the {limit} bytes accepted here"}
-            self.write(json.dumps(body).encode())
-            self.finish()
+        if self.channel is not None and self.channel.refused:  # answered already
             return
+        self.devpi_started = time.monotonic()
         super().process()
 
     def write(self, data: bytes) -> None:
@@ -97,7 +268,28 @@ class DevpiRequest(Request):
         super().write(data)
 
 
+def json_bytes(request: IRequest) -> bytes:
+    """The body of a request that must be JSON; TooLarge if its spool is bigger than
+    the JSON limit (a body spooled under the upload limit is never parsed as JSON) or
+    if it could hold more than MAX_JSON_VALUES objects, arrays and strings: parsed,
+    each costs 50-60 bytes of memory for its 2-5 bytes of text (10 MB of ``[{},{},...``
+    would take 210 MiB)."""
+    content = request.content
+    if content is None:
+        return b""
+    site = getattr(request, "site", None)
+    limit = site.info.max_json_body if site is not None else MAX_JSON_BODY
+    content.seek(0)
+    data = content.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(f"request body larger than the {limit} bytes accepted for JSON")
+    if data.count(b"{") + data.count(b"[") + data.count(b'"') // 2 > MAX_JSON_VALUES:
+        raise TooLarge(f"JSON body with more than {MAX_JSON_VALUES} objects, arrays and strings")
+    return data
+
+
 class DevpiSite(Site):
+    protocol = DevpiChannel  # type: ignore[assignment]  # HTTP/1.1 only (no TLS, no h2 here)
     requestFactory = DevpiRequest
     displayTracebacks = False
 
@@ -105,16 +297,19 @@ class DevpiSite(Site):
 
     def __init__(self, resource: IResource, info: ServerInfo, serial: Callable[[], int],
                  access_log: bool = False, metrics: RequestMetrics | None = None,
-                 primary_uuid: Callable[[], str] | None = None, **kwargs: Any) -> None:
+                 primary_uuid: Callable[[], str] | None = None,
+                 header_timeout: float = HEADER_TIMEOUT, **kwargs: Any) -> None:
         """``primary_uuid``: on a replica, its primary's uuid once known (sent as
-        X-Devpi-Primary-Uuid instead of our own)."""
+        X-Devpi-Primary-Uuid instead of our own). ``header_timeout``: seconds a
+        request's head may take to arrive (DevpiChannel)."""
         super().__init__(resource, parsePOSTFormSubmission=False, **kwargs)
         self.info = info
+        self.header_timeout = header_timeout
         self._primary_uuid = primary_uuid
         self._access_log = access_log
         self.metrics = metrics if metrics is not None else RequestMetrics()
         self._serial = serial
-        self._fixed_headers = [
+        self.fixed_headers = [
             (b"X-Devpi-Api-Version", b"2"),
             (b"X-Devpi-Server-Version", f"devpi-twisted {info.version}".encode()),
             (b"X-Devpi-Uuid", info.uuid.encode()),
@@ -123,7 +318,7 @@ class DevpiSite(Site):
         ]
 
     def add_headers(self, request: DevpiRequest) -> None:
-        for name, value in self._fixed_headers:
+        for name, value in self.fixed_headers:
             request.setHeader(name, value)
         primary = self._primary_uuid() if self._primary_uuid is not None else ""
         if primary:

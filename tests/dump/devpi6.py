@@ -16,6 +16,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,12 +73,12 @@ class Devpi6:
                                  f"{done.stdout}\n{done.stderr}")
         return done
 
-    def start(self, timeout: float = 60) -> Devpi6:
+    def start(self, *args: str, timeout: float = 60) -> Devpi6:
         port = free_port()
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [str(self.bindir / "devpi-server"), "--serverdir", str(self.serverdir),
-                 "--host", "127.0.0.1", "--port", str(port), *FAST_ARGON2],
+                 "--host", "127.0.0.1", "--port", str(port), *FAST_ARGON2, *args],
                 stdout=log, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + timeout
@@ -98,6 +100,18 @@ class Devpi6:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+@contextmanager
+def running(directory: Path, *args: str) -> Iterator[Devpi6]:
+    """A fresh devpi-server 6.x (no root/pypi) under ``directory``, started with ``args``."""
+    server = Devpi6(ensure_installed(), directory / "state")
+    server.run("devpi-init", "--no-root-pypi")
+    server.start(*args)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 # -- plain HTTP ------------------------------------------------------------------------

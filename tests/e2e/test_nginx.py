@@ -296,3 +296,18 @@ def test_daemon_answers_the_accel_header_with_an_empty_keepalive_redirect(
     else:  # the body lives in PostgreSQL: the daemon sends it
         assert response.getheader("X-Accel-Redirect") is None
         assert body == wheel.read_bytes()
+
+
+def test_docs_through_nginx_are_sandboxed_and_streamed(front: Front) -> None:
+    """nginx serves no docs itself: the daemon's nosniff and sandbox headers pass it."""
+    from tests.e2e.test_hostile_http import MiB, doc_zip, upload_docs
+
+    auth = login(front.url, "packages", "pkg-pass")
+    page = b"<h1>front</h1><script>1</script>"
+    zipped = doc_zip({"index.html": page, "big.html": 8 * MiB})
+    assert upload_docs(front.url + "/packages/stable", auth, "ngxdocs", "1.0", zipped) == 200
+    for path, size in [("+doc/", len(page)), ("+doc/big.html", 8 * MiB)]:
+        status, body, headers = fetch(f"{front.url}/packages/stable/ngxdocs/1.0/{path}")
+        assert (status, len(body)) == (200, size), path
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["Content-Security-Policy"] == "sandbox allow-scripts"
