@@ -244,6 +244,8 @@ class Mirror:
             self.stats["page_errors"] += 1
             if await self.page(name, project) is not None:
                 return CACHED
+            if await self.lists.lacks(name, config, project):
+                return MISSING  # the list's "no" stands while upstream is slow to say
             raise MirrorFailed(f"timeout after {self._wait:g}s while getting data for "
                                f"{project} from {name}'s upstream") from None
 
@@ -255,14 +257,16 @@ class Mirror:
         if self._via is not None:
             return await self._refresh_via(name, project, cached)
         # A name the project list lacks is asked for too: the project may have been
-        # published upstream since the list was fetched (the list serves +simple/).
+        # published upstream since the list was fetched. If upstream fails, the list's
+        # "no" stands.
+        key = (name, project)
+        self.lists.names(name, config)  # (fetched in the background when old)
         url = str(config.get("mirror_url") or "").rstrip("/") + f"/{project}/"
         self.stats["page_fetches"] += 1
         try:
             reply = await self._upstream.get_page(url, cached.get("etag") if cached else None)
         except UpstreamError as e:
-            return self._failed(name, cached, str(e))
-        key = (name, project)
+            return await self._fallback(name, config, project, cached, str(e))
         if reply.status == 304 and cached is not None:
             self._checked[key] = (self._clock(), self._storage.serial)
             return FRESH
@@ -270,7 +274,8 @@ class Mirror:
             self._not_found(key)
             return CACHED if cached is not None else MISSING
         if reply.status != 200:
-            return self._failed(name, cached, f"{reply.status} status on GET {public_url(url)}")
+            return await self._fallback(name, config, project, cached,
+                                        f"{reply.status} status on GET {public_url(url)}")
         serial = _int(reply.headers.get("x-pypi-last-serial"), -1)
         if cached is not None and serial < int(cached.get("serial", -1)):
             if not config.get("mirror_ignore_serial_header"):
@@ -281,7 +286,8 @@ class Mirror:
             links = parse_project_page(reply.body, reply.headers.get("content-type", ""),
                                        reply.url, project)
         except PageError as e:
-            return self._failed(name, cached, f"invalid page from {public_url(url)}: {e}")
+            return await self._fallback(name, config, project, cached,
+                                        f"invalid page from {public_url(url)}: {e}")
         value = {"links": [link_record(name, link) for link in links], "serial": serial,
                  "etag": reply.headers.get("etag"),
                  # sha256 of core metadata we took from wheels upstream gave without it
@@ -398,6 +404,17 @@ class Mirror:
         self._checked[key] = (self._clock(), self._storage.serial)
         self._missing.pop(key, None)
         return FRESH
+
+    async def _fallback(self, name: str, config: Mapping[str, Any], project: str,
+                        cached: Mapping[str, Any] | None, error: str) -> str:
+        """``_failed``, except that with nothing cached, a project the project list lacks
+        is MISSING: the list's "no" stands while upstream cannot say otherwise."""
+        if cached is None and await self.lists.lacks(name, config, project):
+            self.stats["page_errors"] += 1
+            _log.warn("mirror {name}: {error}", name=name, error=error)
+            self._not_found((name, project))
+            return MISSING
+        return self._failed(name, cached, error)
 
     def _failed(self, name: str, cached: Mapping[str, Any] | None, error: str) -> str:
         self.stats["page_errors"] += 1
@@ -688,8 +705,8 @@ class _Receiver(Protocol):
     def _closed(self, result: Any) -> None:
         if isinstance(result, Failure) and self._error is None:
             self._error = result
-        if self._error is not None:
-            self.done.errback(self._error)
+        if self._error is not None:  # (its last piece was held back from the client too)
+            self.done.errback(TransferBroken(f"spooling the body failed: {self._error.value}"))
         elif self._ended is not None and not self._ended.check(ResponseDone):
             self.done.errback(TransferBroken(f"upstream body broke off: {self._ended.value}"))
         else:

@@ -70,6 +70,17 @@ class ProjectLists:
             running.addBoth(self._listed, key)
         return known.names if known is not None else None
 
+    async def lacks(self, name: str, config: Mapping[str, Any], project: str) -> bool:
+        """Whether the mirror's list (loaded from the store if this process has none
+        yet) lacks ``project``; False when there is none or the mirror has no list."""
+        if config.get("mirror_no_project_list"):
+            return False
+        names = self.names(name, config)
+        if names is None:
+            known = await self.load(name, config)
+            names = known.names if known is not None else None
+        return names is not None and project not in names
+
     def found(self, name: str, config: Mapping[str, Any], project: str) -> None:
         """Upstream has ``project`` (normalised), which the list may not have had when it
         was fetched: it is in the list from now on (until the next list replaces it)."""

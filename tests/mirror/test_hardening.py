@@ -180,3 +180,15 @@ def test_every_hash_the_page_gave_is_checked() -> None:
         check = _Check(length, expected_hashes(link))
         check.update(data)
         assert check.passed() is passed
+
+
+@pytest_twisted.ensureDeferred
+async def test_when_upstream_fails_the_lists_no_stands_for_a_name_it_lacks(
+        world: World) -> None:
+    await world.setup()
+    config = await listed_config(world)
+    name = new_name(world)
+    world.fake.set(paths_status={"/simple/": 503})
+    assert await world.mirror.ensure(NAME, config, name) == MISSING  # not a 502
+    with pytest.raises(MirrorFailed):  # listed, nothing cached: upstream's failure shows
+        await world.mirror.ensure(NAME, config, "listed")
