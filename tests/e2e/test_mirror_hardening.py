@@ -25,7 +25,8 @@ from tests.fakepypi import FakePyPI
 from tests.support import Daemon, call, login, make_wheel, serving_fake_pypi
 
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
-LATER = ["late-page", "late-getjson", "late-list", "late-pip"]  # published after the list
+# published after the list was fetched
+LATER = ["late-page", "late-getjson", "late-list", "late-pip", "late-inherit"]
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +87,11 @@ def test_a_project_published_after_the_list_was_fetched_is_seen_at_once(
     assert [link["href"].rsplit("/", 1)[-1] for link in versions["1.0"]["+links"]] == [
         wheel("late_getjson")]
     assert wheel("late_list") in devpi("list", "late-list")
+    status, version, _ = call(mirror.url + "/root/pypi/late-getjson/1.0")
+    assert status == 200 and version["result"]["+links"][0]["href"].endswith(
+        "/" + wheel("late_getjson"))
+    status, inherited, _ = call(mirror.url + "/hard/dev/late-inherit")  # through the bases
+    assert status == 200 and list(inherited["result"]) == ["1.0"]
 
     out = pip("download", "--no-deps", "--index-url", mirror.url + "/hard/dev/+simple/",
               "--dest", str(tmp_path / "dl"), "late-pip")

@@ -192,3 +192,25 @@ async def test_when_upstream_fails_the_lists_no_stands_for_a_name_it_lacks(
     assert await world.mirror.ensure(NAME, config, name) == MISSING  # not a 502
     with pytest.raises(MirrorFailed):  # listed, nothing cached: upstream's failure shows
         await world.mirror.ensure(NAME, config, "listed")
+
+
+@pytest_twisted.ensureDeferred
+async def test_mirror_versions_are_synthesised_from_its_links(world: World) -> None:
+    from devpi_twisted.model.simple import SimpleOps
+
+    await world.setup()
+    world.fake.set(yank={"bulky-1.0.tar.gz": "broken"}, requires_python={"bulky": ">=3.9"})
+    simple = SimpleOps(world.storage, world.mirror.page)
+
+    def refresh(mirror: str, config: Any, project: str) -> Any:
+        return Deferred.fromCoroutine(world.mirror.ensure(mirror, config, project))
+
+    found = await simple.mirror_versions("root", "pypi", "Bulky", refresh)
+    await world.mirror.settled()
+    link = (await world.links("bulky"))[0]
+    assert found == [{"1.0": {
+        "name": "bulky", "version": "1.0", "requires_python": ">=3.9", "yanked": "broken",
+        "+elinks": [{"rel": "releasefile", "entrypath": link["entrypath"],
+                     "hash_spec": f"sha256={link['sha256']}",
+                     "hashes": {"sha256": link["sha256"]}}]}}]
+    assert await simple.mirror_versions("root", "pypi", new_name(world), refresh) == []
