@@ -1,4 +1,5 @@
-"""Issue 19, items 18 and 23, end to end (sqlite; PostgreSQL with workers): a project
+"""Issue 19, items 18 and 23, end to end (sqlite; PostgreSQL with workers; primary and
+replica pairs as in test_replication): a project
 published upstream after root/pypi fetched its project list is seen at once by the
 simple page, ``devpi getjson``, ``devpi list`` and pip through an inheriting index; a
 file whose bytes fail the hash upstream's page gave reaches no client whole (a real
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_devpi_client import DevpiCLI
+from tests.e2e.test_replication import Pair, pair  # noqa: F401  (on this module's fake)
 from tests.e2e.test_uploads import pip
 from tests.fakepypi import FakePyPI
 from tests.support import Daemon, call, login, make_wheel, serving_fake_pypi
@@ -145,3 +147,22 @@ def test_a_file_failing_its_hash_never_reaches_a_client_whole(mirror: Daemon,
                and not r["path"].startswith(path)]
     assert len(fetched) >= 2
     assert "Traceback" not in mirror.log.read_text()
+
+
+def test_a_replica_never_takes_a_file_failing_its_hash(pair: Pair,  # noqa: F811
+                                                       fake: FakePyPI) -> None:
+    """The replica asks the primary, whose first download of the file breaks off: the
+    replica's client gets no whole file, and the replica stores nothing."""
+    page = pair.replica.url + "/root/pypi/+simple/tampered/"
+    status, data = get_json(page)  # refreshed by the primary, then replicated here
+    assert status == 200
+    item = data["files"][0]
+    url = urllib.parse.urljoin(page, item["url"]).split("#", 1)[0]
+    fake.set(corrupt=True)
+    try:
+        status, length, body = raw_get(url)
+    finally:
+        fake.set(corrupt=None)
+    assert status == 502 or (status == 200 and length is not None and len(body) < length)
+    with urllib.request.urlopen(url, timeout=30) as r:  # fetched again, whole
+        assert hashlib.sha256(r.read()).hexdigest() == item["hashes"]["sha256"]
