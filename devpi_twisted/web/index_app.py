@@ -343,9 +343,8 @@ class IndexApp(FileRoutes, OpsRoutes, ReplicationRoutes):
         """The versions of the stages (first wins), then those of the mirrors consulted
         (their links brought up to date first): later ones of a version go under
         ``+shadowing``. NotFound if none has the project."""
-        mirrored = await self._simple.mirror_versions(
-            user, index, project, self._refresh if self._mirror is not None else None,
-            ignore_bases)
+        mirrored = await self._simple.mirror_versions(user, index, project, self._refresh,
+                                                      ignore_bases)
         if not mirrored:
             return await self._releases.project_versions(user, index, project, ignore_bases)
         try:
