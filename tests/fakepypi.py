@@ -64,6 +64,7 @@ SWITCHES = frozenset({
     "reset",            # bool: abort the connection without answering
     "truncate",         # bool: send half of a file body, then close (full Content-Length)
     "wrong_hash",       # bool: pages advertise a wrong sha256 for every file
+    "corrupt",          # bool: file bodies have their last byte changed (same length)
     "only",             # "json" | "html": serve that format whatever Accept says
     "no_etag",          # bool: no ETag, If-None-Match ignored
     "serial",           # int: X-PyPI-Last-Serial (and the serial in pages) for every reply
@@ -348,6 +349,8 @@ class FakeIndexResource(Resource):
                 if is_metadata:
                     stored = stored.with_name(stored.name + ".metadata")
                 body = stored.read_bytes()
+                if state.get("corrupt") and body:
+                    body = body[:-1] + bytes([body[-1] ^ 0xFF])
                 serial = project["serial"] if override is None else override
                 headers = {"Content-Type": "application/octet-stream",
                            "Last-Modified": http.datetimeToString(int(entry["uploaded"])).decode(),

@@ -236,6 +236,13 @@ def test_wrong_hash_advertises_a_hash_the_file_does_not_have(pypi: FakePyPI) -> 
     assert f"#sha256={item['hashes']['sha256']}" in html.decode()
 
 
+def test_corrupt_serves_other_bytes_of_the_same_length(pypi: FakePyPI) -> None:
+    pypi.set(corrupt=True)
+    item = page_json(pypi)["files"][0]
+    body = fetch(origin(pypi) + item["url"])[2]
+    assert len(body) == item["size"] and hashlib.sha256(body).hexdigest() != item["hashes"]["sha256"]
+
+
 def test_only_serves_one_format_whatever_accept_says(pypi: FakePyPI) -> None:
     pypi.set(only="json")
     assert fetch(pypi.url, {"Accept": "text/html"})[1]["content-type"] == JSON_TYPE

@@ -53,6 +53,10 @@ PREFETCH = 4
 PREFETCH_QUEUE = 1000
 MAX_METADATA_FILE = 1 << 20  # a .metadata file read back for its requirements
 CREATED_PAGES = 4096  # new pages remembered as having no stored files
+# Upstream's "no such project" is believed for at most this long (or the expiry, when
+# shorter): a project published upstream since is seen within a minute
+MISSING_FOR = 60.0
+MISSING_NAMES = 100_000  # such answers remembered at most (the oldest are forgotten)
 _log = Logger()
 
 
@@ -186,7 +190,7 @@ class Mirror:
                 and not self._storage.changed_since(project, checked[1]):
             return CACHED
         missing = self._missing.get(key)
-        if missing is not None and now - missing < expiry:
+        if missing is not None and now - missing < min(expiry, MISSING_FOR):
             return MISSING
         return None
 
@@ -240,6 +244,8 @@ class Mirror:
             self.stats["page_errors"] += 1
             if await self.page(name, project) is not None:
                 return CACHED
+            if await self.lists.lacks(name, config, project):
+                return MISSING  # the list's "no" stands while upstream is slow to say
             raise MirrorFailed(f"timeout after {self._wait:g}s while getting data for "
                                f"{project} from {name}'s upstream") from None
 
@@ -250,26 +256,26 @@ class Mirror:
             return OFFLINE if cached is not None else MISSING
         if self._via is not None:
             return await self._refresh_via(name, project, cached)
-        listed = None if config.get("mirror_no_project_list") else \
-            await self.lists.listed(name, config)
-        if cached is None and listed is not None and project not in listed:
-            self._missing[(name, project)] = self._clock()  # not even asked (mirror.md 2)
-            return MISSING
+        # A name the project list lacks is asked for too: the project may have been
+        # published upstream since the list was fetched. If upstream fails, the list's
+        # "no" stands.
+        key = (name, project)
+        self.lists.names(name, config)  # (fetched in the background when old)
         url = str(config.get("mirror_url") or "").rstrip("/") + f"/{project}/"
         self.stats["page_fetches"] += 1
         try:
             reply = await self._upstream.get_page(url, cached.get("etag") if cached else None)
         except UpstreamError as e:
-            return self._failed(name, cached, str(e))
-        key = (name, project)
+            return await self._fallback(name, config, project, cached, str(e))
         if reply.status == 304 and cached is not None:
             self._checked[key] = (self._clock(), self._storage.serial)
             return FRESH
         if reply.status == 404:
-            self._missing[key] = self._clock()
+            self._not_found(key)
             return CACHED if cached is not None else MISSING
         if reply.status != 200:
-            return self._failed(name, cached, f"{reply.status} status on GET {public_url(url)}")
+            return await self._fallback(name, config, project, cached,
+                                        f"{reply.status} status on GET {public_url(url)}")
         serial = _int(reply.headers.get("x-pypi-last-serial"), -1)
         if cached is not None and serial < int(cached.get("serial", -1)):
             if not config.get("mirror_ignore_serial_header"):
@@ -280,7 +286,8 @@ class Mirror:
             links = parse_project_page(reply.body, reply.headers.get("content-type", ""),
                                        reply.url, project)
         except PageError as e:
-            return self._failed(name, cached, f"invalid page from {public_url(url)}: {e}")
+            return await self._fallback(name, config, project, cached,
+                                        f"invalid page from {public_url(url)}: {e}")
         value = {"links": [link_record(name, link) for link in links], "serial": serial,
                  "etag": reply.headers.get("etag"),
                  # sha256 of core metadata we took from wheels upstream gave without it
@@ -288,10 +295,18 @@ class Mirror:
         checked = (self._clock(), self._storage.serial)
         self._checked[key] = checked
         self._missing.pop(key, None)
+        self.lists.found(name, config, project)
         if cached is None or cached.get("links") != value["links"] or \
                 cached.get("etag") != value["etag"]:
             self._store_behind(key, value, checked[0], created=cached is None)
         return FRESH
+
+    def _not_found(self, key: tuple[str, str]) -> None:
+        """Remember upstream's "no such project" (for MISSING_FOR at most)."""
+        self._missing.pop(key, None)
+        if len(self._missing) >= MISSING_NAMES:
+            self._missing.pop(next(iter(self._missing)))
+        self._missing[key] = self._clock()
 
     def _store_behind(self, key: tuple[str, str], value: dict[str, Any], at: float,
                       created: bool = False) -> None:
@@ -384,11 +399,22 @@ class Mirror:
         except Exception as e:  # the primary is down or slow: the cache stands in
             return self._failed(name, cached, f"via the primary: {e}")
         if state == MISSING:
-            self._missing[key] = self._clock()
+            self._not_found(key)
             return CACHED if cached is not None else MISSING
         self._checked[key] = (self._clock(), self._storage.serial)
         self._missing.pop(key, None)
         return FRESH
+
+    async def _fallback(self, name: str, config: Mapping[str, Any], project: str,
+                        cached: Mapping[str, Any] | None, error: str) -> str:
+        """``_failed``, except that with nothing cached, a project the project list lacks
+        is MISSING: the list's "no" stands while upstream cannot say otherwise."""
+        if cached is None and await self.lists.lacks(name, config, project):
+            self.stats["page_errors"] += 1
+            _log.warn("mirror {name}: {error}", name=name, error=error)
+            self._not_found((name, project))
+            return MISSING
+        return self._failed(name, cached, error)
 
     def _failed(self, name: str, cached: Mapping[str, Any] | None, error: str) -> str:
         self.stats["page_errors"] += 1
@@ -436,10 +462,12 @@ class Mirror:
                        config: Mapping[str, Any] | None = None) -> int:
         """Fetch ``relpath`` from upstream, streaming it to the consumer ``start`` returns
         once upstream answered (called with the headers to send; None: HEAD, nothing to
-        send), writing it to a staging file; checked (length, hash) and stored with its
-        file record at the end; ``checked`` is called once the body is complete and right
-        (the client's response may end there, before the storing). Concurrent downloads
-        of one file wait for the first, then return 0: serve the stored file. With the
+        send), writing it to a staging file; checked (length, hashes) and stored with its
+        file record at the end. The consumer gets the last bytes only once the body is
+        complete and right; then ``checked`` is called (the client's response may end
+        there, before the storing); a wrong body raises TransferBroken and stores
+        nothing. Concurrent downloads of one file wait for the first, then return 0:
+        serve the stored file (MirrorFailed if the first failed). With the
         index's ``config``, its mirror_url's credentials go upstream, and a link missing
         from the cached page has the page asked for again (another worker process may
         still be writing it)."""
@@ -447,6 +475,10 @@ class Mirror:
         if running is not None:
             try:
                 await running.wait()
+            except (NoSuchFile, MirrorFailed):
+                raise
+            except TransferBroken as e:  # nothing was sent here yet: a plain failure
+                raise MirrorFailed(f"upstream sent a broken file: {e}") from None
             except Exception:  # the first request reports it; this one finds no file
                 pass
             return 0
@@ -492,21 +524,14 @@ class Mirror:
                        and not link.get("core_metadata"), filename=relpath.rsplit("/", 1)[-1],
                        requirements=config is not None and self._prefetching is not None)
         moved = False
-        expected = link.get("sha256")
-
-        def right(size: int, sha256: str) -> bool:
-            return (length is None or size == length) and (not expected or sha256 == expected)
-
-        def received(size: int, sha256: str) -> None:  # before the spool is closed
-            if right(size, sha256):
-                checked()
-
         try:
-            size, sha256 = await self._receive(response, consumer, spool, received)
-            if not right(size, sha256):
+            size, sha256, right = await self._receive(
+                response, consumer, spool, _Check(length, expected_hashes(link)), checked)
+            if not right:
                 self.stats["file_errors"] += 1
                 raise TransferBroken(f"{public_url(link['url'])}: got {size} bytes with sha256 "
-                                     f"{sha256}, expected {length} bytes, sha256 {expected}")
+                                     f"{sha256}, expected {length} bytes, "
+                                     f"{link.get('hash_spec') or 'no hash'}")
             if spool.requires and config is not None:
                 self.prefetch(name, config, spool.requires)
             entry = {"hash_spec": f"sha256={sha256}", "hashes": {"sha256": sha256},
@@ -541,45 +566,90 @@ class Mirror:
                 await self._offload(_remove, spool.path, spool.meta_path)
 
     async def _receive(self, response: Any, consumer: IConsumer | None, spool: _Spool,
-                       received: Callable[[int, str], None]) -> tuple[int, str]:
+                       check: _Check, checked: Callable[[], None]) -> tuple[int, str, bool]:
         """The body to the consumer and to ``spool`` (written on threads, in order);
-        returns (size, sha256). ``received`` learns them as soon as the body is complete,
-        before the spool is closed. A slow client pauses the upstream connection."""
-        receiver = _Receiver(consumer, spool, self._offload, received, self._after_replies)
+        returns (size, sha256, whether ``check`` passed). The consumer gets the last piece
+        only once the body is complete and passed ``check``, then ``checked`` is called:
+        a body that fails never reaches a client whole. A slow client pauses the
+        upstream connection."""
+        receiver = _Receiver(consumer, spool, self._offload, check, checked, self._after_replies)
         response.deliverBody(receiver)
         return await receiver.done
 
 
+def expected_hashes(link: Mapping[str, Any]) -> dict[str, str]:
+    """The hashes upstream's page gave for the file of ``link`` (algorithm -> hex digest),
+    those hashlib knows."""
+    expected = {}
+    if link.get("sha256"):
+        expected["sha256"] = str(link["sha256"])
+    algo, _, value = str(link.get("hash_spec") or "").partition("=")
+    if value and algo not in expected and algo in hashlib.algorithms_guaranteed \
+            and not algo.startswith("shake_"):
+        expected[algo] = value
+    return expected
+
+
+class _Check:
+    """What a first download's body must be: ``length`` bytes (when upstream said) with
+    the ``expected`` hashes (algorithm -> hex digest)."""
+
+    def __init__(self, length: int | None, expected: Mapping[str, str]) -> None:
+        self._length = length
+        self._expected = dict(expected)
+        self.size = 0
+        self.sha256 = hashlib.sha256()
+        self._others = {algo: hashlib.new(algo) for algo in self._expected if algo != "sha256"}
+
+    def update(self, data: bytes) -> None:
+        self.size += len(data)
+        self.sha256.update(data)
+        for other in self._others.values():
+            other.update(data)
+
+    def passed(self) -> bool:
+        if self._length is not None and self.size != self._length:
+            return False
+        got = {"sha256": self.sha256.hexdigest(),
+               **{algo: h.hexdigest() for algo, h in self._others.items()}}
+        return all(got[algo] == value.lower() for algo, value in self._expected.items())
+
+
 class _Receiver(Protocol):
-    """Passes the body on as it arrives; spools it in pieces of at least SPOOL_PIECE
-    bytes, so a small file costs one trip to a thread, taken once the client has it
-    (``later``: after the client's response has been sent)."""
+    """Passes the body on as it arrives, holding back the last piece received until the
+    body is complete and checked; spools it in pieces of at least SPOOL_PIECE bytes, so
+    a small file costs one trip to a thread, taken once the client has it (``later``:
+    after the client's response has been sent)."""
 
     def __init__(self, consumer: IConsumer | None, spool: _Spool,
-                 offload: Callable[..., Deferred[Any]],
-                 received: Callable[[int, str], None],
+                 offload: Callable[..., Deferred[Any]], check: _Check,
+                 checked: Callable[[], None],
                  later: Callable[[Callable[[], Any]], None] = lambda work: work()) -> None:
         self._consumer = consumer
         self._spool = spool  # written and closed on threads, in order
         self._offload = offload
-        self._received = received
+        self._check = check
+        self._checked = checked
         self._later = later
-        self._hash = hashlib.sha256()
-        self._size = 0
+        self._held = b""  # the last piece, not passed on yet
+        self._passed = False
         self._writing: Deferred[Any] | None = None
         self._pending: list[bytes] = []
         self._pending_size = 0
-        self.done: Deferred[tuple[int, str]] = Deferred()
+        self.done: Deferred[tuple[int, str, bool]] = Deferred()
 
     def connectionMade(self) -> None:
         if self._consumer is not None:
             self._consumer.registerProducer(self.transport, True)
 
     def dataReceived(self, data: bytes) -> None:
-        self._hash.update(data)
-        self._size += len(data)
+        if not data:
+            return
+        self._check.update(data)
         if self._consumer is not None:
-            self._consumer.write(data)
+            if self._held:
+                self._consumer.write(self._held)
+            self._held = data
         if self._error is not None:
             return
         self._pending.append(data)
@@ -616,8 +686,13 @@ class _Receiver(Protocol):
             except Exception:  # the client is gone already
                 pass
         self._ended = reason
-        if reason.check(ResponseDone) is not None and self._error is None:
-            self._received(self._size, self._hash.hexdigest())
+        if reason.check(ResponseDone) is not None and self._error is None \
+                and self._check.passed():
+            self._passed = True
+            if self._consumer is not None and self._held:
+                self._consumer.write(self._held)
+            self._checked()
+        self._held = b""
         if self._writing is None:
             self._later(self._finish)
 
@@ -630,12 +705,12 @@ class _Receiver(Protocol):
     def _closed(self, result: Any) -> None:
         if isinstance(result, Failure) and self._error is None:
             self._error = result
-        if self._error is not None:
-            self.done.errback(self._error)
+        if self._error is not None:  # (its last piece was held back from the client too)
+            self.done.errback(TransferBroken(f"spooling the body failed: {self._error.value}"))
         elif self._ended is not None and not self._ended.check(ResponseDone):
             self.done.errback(TransferBroken(f"upstream body broke off: {self._ended.value}"))
         else:
-            self.done.callback((self._size, self._hash.hexdigest()))
+            self.done.callback((self._check.size, self._check.sha256.hexdigest(), self._passed))
 
 
 class _Spool:

@@ -1,6 +1,8 @@
 """The project name list of a mirror (spec/mirror.md 2): fetched in the background when
 older than the expiry, never awaited by a page; kept in the blob store so a restart or
-another worker process starts from the last one; names it lacks are not asked upstream.
+another worker process starts from the last one. It answers +simple/ and the index's
+``projects``; whether one project exists is asked upstream (mirror/cache.py), so a
+project published since the list was fetched is found at once, and added to the list.
 A list is of one upstream URL: a mirror given another mirror_url starts without one."""
 
 from __future__ import annotations
@@ -68,6 +70,24 @@ class ProjectLists:
             running.addBoth(self._listed, key)
         return known.names if known is not None else None
 
+    async def lacks(self, name: str, config: Mapping[str, Any], project: str) -> bool:
+        """Whether the mirror's list (loaded from the store if this process has none
+        yet) lacks ``project``; False when there is none or the mirror has no list."""
+        if config.get("mirror_no_project_list"):
+            return False
+        names = self.names(name, config)
+        if names is None:
+            known = await self.load(name, config)
+            names = known.names if known is not None else None
+        return names is not None and project not in names
+
+    def found(self, name: str, config: Mapping[str, Any], project: str) -> None:
+        """Upstream has ``project`` (normalised), which the list may not have had when it
+        was fetched: it is in the list from now on (until the next list replaces it)."""
+        known = self._known(name, config)
+        if known is not None and project not in known.names:
+            known.names[project] = project
+
     def _known(self, name: str, config: Mapping[str, Any]) -> _List | None:
         """The list in memory, if it is of the mirror's current upstream."""
         known = self._lists.get(name)
@@ -129,14 +149,6 @@ class ProjectLists:
         if self._known(name, config) is None:  # unless fetched meanwhile
             self._lists[name] = loaded
         return self._lists[name]
-
-    async def listed(self, name: str, config: Mapping[str, Any]) -> dict[str, str] | None:
-        """``names``, after loading a list stored earlier if this process has none yet."""
-        names = self.names(name, config)
-        if names is None and not config.get("mirror_no_project_list"):
-            known = await self.load(name, config)
-            names = known.names if known is not None else None
-        return names
 
     async def _save_names(self, name: str, known: _List) -> None:
         spool = None

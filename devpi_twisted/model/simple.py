@@ -163,6 +163,39 @@ class SimpleOps:
         record = await self._storage.get_file(link.relpath)
         return record is not None and not record.deleted
 
+    async def mirror_versions(self, user: str, index: str, name: str, refresh: Refresh | None,
+                              ignore_bases: bool = False) -> list[dict[str, dict[str, Any]]]:
+        """Version data of ``name`` synthesised from the links of the mirrors ``user/index``
+        consults (api.md 7.3: name, version, requires_python, yanked, ``+elinks``), one
+        map per mirror in resolution order; [] when none has it. NotFound for an unknown
+        index; a failing mirror as in ``project_view``."""
+        mirrors = await self.mirrors_of(user, index)
+        if not mirrors or (ignore_bases and f"{user}/{index}" not in mirrors):
+            return []
+        try:
+            page, _ = await self.project_view(user, index, name, refresh)
+        except NotFound:
+            return []
+        found: dict[str, dict[str, dict[str, Any]]] = {m: {} for m, _ in page.mirrors}
+        for link in page.links:
+            if link.stage not in found:
+                continue
+            try:
+                version = split_filename(link.filename)[1]
+            except InvalidInput:
+                continue
+            data = found[link.stage].setdefault(
+                version, {"name": page.project, "version": version, "+elinks": []})
+            if link.requires_python:
+                data["requires_python"] = link.requires_python
+            if link.yanked is not False and link.yanked is not None:
+                data["yanked"] = link.yanked if link.yanked != "" else True
+            data["+elinks"].append({
+                "rel": "releasefile", "entrypath": link.relpath,
+                "hash_spec": f"sha256={link.sha256}" if link.sha256 else "",
+                "hashes": {"sha256": link.sha256} if link.sha256 else {}})
+        return [versions for versions in found.values() if versions]
+
     async def mirrors_of(self, user: str, index: str) -> list[str]:
         """The mirror indexes in ``user/index``'s resolution order."""
         configs = {i.name: i.config for i in await self._storage.list_indexes()}

@@ -356,13 +356,34 @@ class IndexApp(FileRoutes, OpsRoutes, ReplicationRoutes):
         shape = (request.args.get(b"v") or [b"1"])[0].decode("utf-8", "replace") or "1"
         if shape not in ("1", "2"):
             raise InvalidInput(f"The requested result version must be 1 to 2, got {shape!r}")
-        versions = await self._releases.project_versions(
-            user, index, project, ignore_bases=_flag(request, b"ignore_bases"))
+        versions = await self._project_versions(user, index, project,
+                                                _flag(request, b"ignore_bases"))
         result = {v: self._api_links(request, d) for v, d in versions.items()}
         if shape == "1":
             return render.result(request, "projectconfig", result)
         config = await self._ops.project_config(user, index, project)
         return render.result(request, "projectconfig_v2", {"config": config, "versions": result})
+
+    async def _project_versions(self, user: str, index: str, project: str,
+                                ignore_bases: bool = False) -> dict[str, dict[str, Any]]:
+        """The versions of the stages (first wins), then those of the mirrors consulted
+        (their links brought up to date first): later ones of a version go under
+        ``+shadowing``. NotFound if none has the project."""
+        mirrored = await self._simple.mirror_versions(user, index, project, self._refresh,
+                                                      ignore_bases)
+        if not mirrored:
+            return await self._releases.project_versions(user, index, project, ignore_bases)
+        try:
+            versions = await self._releases.project_versions(user, index, project, ignore_bases)
+        except NotFound:  # (the index exists: mirror_versions said so)
+            versions = {}
+        for found in mirrored:
+            for version, data in found.items():
+                if version in versions:
+                    versions[version].setdefault("+shadowing", []).append(data)
+                else:
+                    versions[version] = data
+        return versions
 
     @_route(app, "/<user>/<index>/<project>", ["PATCH"])
     async def modify_project(self, request: IRequest, user: str, index: str, project: str) -> bytes:
@@ -382,8 +403,10 @@ class IndexApp(FileRoutes, OpsRoutes, ReplicationRoutes):
         if normalized != project:
             return self._redirect(request, f"/{user}/{index}/{normalized}/{version}".encode())
         self._json_view(request)
-        data = await self._releases.version_data(user, index, project, version)
-        return render.result(request, "versiondata", self._api_links(request, data))
+        versions = await self._project_versions(user, index, project)
+        if version not in versions:
+            raise NotFound(f"The version {version} of project {normalized} does not exist.")
+        return render.result(request, "versiondata", self._api_links(request, versions[version]))
 
     @_route(app, "/<user>/<index>/<project>/<version>", ["PATCH"])
     async def yank_version(self, request: IRequest, user: str, index: str, project: str,
