@@ -154,22 +154,23 @@ class ServerOps:
         hash); throttled attempts and a full pool of checks raise before computing."""
         user = None if username.startswith("+") else await self._storage.get_user(username)
         pwhash = user.pwhash if user is not None else None
-        if user is not None and pwhash and self._verified.known(username, password, pwhash, client):
+        if user is not None and pwhash and self._verified.known(user.name, password, pwhash, client):
             return user
-        wait = self._throttle.wait(username, client)
+        key = user.name if user is not None else username  # however the name was spelt
+        wait = self._throttle.wait(key, client)
         if wait > 0:
             await self._hold_back(wait)
             raise TooManyAttempts("too many failed logins, try again later", retry_after=wait)
-        self._throttle.started(username, client)
+        self._throttle.started(key, client)
         try:
             matches = await self._hashing(verify_password, password, pwhash or DUMMY_HASH)
         finally:
-            self._throttle.settled(username, client)
+            self._throttle.settled(key, client)
         if not matches or user is None or not pwhash:
-            self._throttle.failed(username, client)
+            self._throttle.failed(key, client)
             return None
-        self._throttle.succeeded(username)
-        self._verified.add(username, password, pwhash, client)
+        self._throttle.succeeded(key)
+        self._verified.add(user.name, password, pwhash, client)
         if needs_rehash(pwhash):
             return await self._rehash(user, password)
         return user

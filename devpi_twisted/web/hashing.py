@@ -16,7 +16,6 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from devpi_twisted.model.errors import Unavailable
@@ -31,8 +30,6 @@ RETRY_AFTER = 2.0
 class HashingPool(Service):
     """Runs ``fn(*args)`` on the pool's threads (``pool(fn, *args)`` returns a Deferred);
     started and stopped with the service tree."""
-
-    log = Logger()
 
     def __init__(self, reactor: Any, threads: int = THREADS, queue: int = QUEUE) -> None:
         self._reactor = reactor
