@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -122,7 +123,7 @@ class Phase:
 
 
 def run_phase(args: argparse.Namespace, base: str, pid: int, phase: Phase, flooded: bool,
-              versions: iter, logins: iter, wheels: Path) -> None:
+              versions: Iterator[str], logins: Iterator[int], wheels: Path) -> None:
     stop = threading.Event()
     flood_left = [args.max_flood_requests]
     lock = threading.Lock()
