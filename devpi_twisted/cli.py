@@ -20,6 +20,8 @@ InitOptions = make_options_class(INIT_OPTIONS, "Create a new server state (like 
 
 
 class PasswdOptions(make_options_class(STATE_OPTIONS, "Set a user's password.")):  # type: ignore[misc]
+    optFlags = [["allow-empty", None, "accept an empty password (refused otherwise)"]]
+
     def parseArgs(self, user: str | None = None) -> None:
         self["user"] = user
 
@@ -99,19 +101,38 @@ def _init(config: Config, options: Any) -> None:
     initialise(config)
 
 
-def _read_password(user: str) -> str:
-    """Asks twice (three tries) on a terminal; reads two lines from a pipe."""
-    if not sys.stdin.isatty():
-        first, second = sys.stdin.readline().rstrip("\n"), sys.stdin.readline().rstrip("\n")
-        if first != second:
-            raise StartupError("the two passwords differ")
+EMPTY_REFUSED = "an empty password is refused (give --allow-empty to set one); nothing changed"
+
+
+def _read_password(user: str, allow_empty: bool) -> str:
+    """Asks twice (three tries) on a terminal; from a pipe reads a line, and a second
+    one that must repeat it if there is one. Empty or closed input sets nothing."""
+    stdin = sys.stdin
+    if stdin is None or stdin.closed or not stdin.isatty():
+        first = stdin.readline() if stdin is not None and not stdin.closed else ""
+        if not first:
+            raise StartupError("no password on standard input (it is empty or closed); "
+                               "nothing changed")
+        second = stdin.readline()
+        first, again = first.rstrip("\r\n"), second.rstrip("\r\n")
+        if second and again != first:
+            raise StartupError("the two passwords differ; nothing changed")
+        if not first and not allow_empty:
+            raise StartupError(EMPTY_REFUSED)
         return first
     for _ in range(3):
-        first = getpass.getpass(f"New password for {user}: ")
-        if first == getpass.getpass("Repeat new password: "):
+        try:
+            first = getpass.getpass(f"New password for {user}: ")
+            again = getpass.getpass("Repeat new password: ")
+        except EOFError:
+            raise StartupError("no password given; nothing changed") from None
+        if first != again:
+            print("The passwords differ, try again.", file=sys.stderr)
+        elif not first and not allow_empty:
+            print("An empty password is refused (see --allow-empty), try again.", file=sys.stderr)
+        else:
             return first
-        print("The passwords differ, try again.", file=sys.stderr)
-    raise StartupError("the passwords differed three times")
+    raise StartupError("no password set after three tries; nothing changed")
 
 
 def _passwd(config: Config, options: Any) -> None:
@@ -126,14 +147,19 @@ def _passwd(config: Config, options: Any) -> None:
     if node.role == "replica":  # a local write would fork its history from the primary's
         raise StartupError("this is a replica: its users come from the primary; "
                            "change the password there")
-    user = options["user"] or input("User name: ").strip()
+    try:
+        user = options["user"] or input("User name: ").strip()
+    except (EOFError, RuntimeError):  # closed input; RuntimeError: no sys.stdin at all
+        user = ""
+    if not user:
+        raise StartupError("name the user: devpi-twisted passwd USER")
     # publishing on the board lets a running server see the change on its next request
     storage = open_storage(config, board=SerialBoard(config.serverdir / BOARD))
     try:
         record = storage.get_user(user).result
         if record is None:
             raise StartupError(f"no user '{user}'")
-        pwhash = hash_password(_read_password(user))
+        pwhash = hash_password(_read_password(user, bool(options["allow-empty"])))
         storage.update_user(user, record.profile, pwhash, record.serial).result
     finally:
         storage.close()

@@ -25,7 +25,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorTime
-from twisted.internet.task import LoopingCall
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger, STDLibLogObserver, globalLogPublisher
 
@@ -51,6 +51,7 @@ from devpi_twisted.model.simple import SimpleOps
 from devpi_twisted.storage.blobs import FileBlobStore
 from devpi_twisted.storage.bodycache import BodyCache
 from devpi_twisted.storage.pgblobs import PgBlobStore
+from devpi_twisted.web.hashing import HashingPool
 from devpi_twisted.web.index_app import IndexApp
 from devpi_twisted.web.metrics import RequestMetrics
 from devpi_twisted.web.site import DevpiSite, ServerInfo
@@ -361,7 +362,9 @@ def build_service(config: Config, reactor: Any) -> IService:
         return deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)
 
     policy = Policy(parse_principals(config.restrict_modify) if config.restrict_modify else None)
-    ops = ServerOps(storage, policy, TokenSigner(keys.auth, reactor.seconds), offload, time.time)
+    hashing = HashingPool(reactor)  # argon2 never waits behind, nor holds up, the shared pool
+    ops = ServerOps(storage, policy, TokenSigner(keys.auth, reactor.seconds), offload, time.time,
+                    hashing=hashing, pause=lambda seconds: deferLater(reactor, seconds))
     info = ServerInfo(
         uuid=node.uuid, serverdir=str(config.serverdir), role=config.role, host=config.host,
         port=config.port, outside_url=config.outside_url, max_body=config.max_request_body_size,
@@ -409,6 +412,7 @@ def build_service(config: Config, reactor: Any) -> IService:
 
     root = DevpiService(lock)
     StorageService(storage, reactor, mirror.settled).setServiceParent(root)
+    hashing.setServiceParent(root)
     if replica is not None:  # stops before the storage closes
         replica.setServiceParent(root)
     if worker:

@@ -52,7 +52,20 @@ class TooLarge(DomainError):
 
 
 class Unavailable(DomainError):
-    """A dependency (database, upstream) cannot answer right now."""
+    """A dependency (database, upstream) cannot answer right now; ``retry_after``: the
+    seconds a client should wait, when known."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TooManyAttempts(DomainError):
+    """Failed logins for this user or from this client: wait ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class UpstreamFailed(DomainError):

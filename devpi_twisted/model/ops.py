@@ -22,10 +22,12 @@ from devpi_twisted.model import indexes as idx
 from devpi_twisted.model import users as usr
 from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, ROOT, Identity, Policy
 from devpi_twisted.model.errors import (
-    AlreadyExists, Forbidden, InvalidInput, NotFound, Unauthenticated, Unavailable,
+    AlreadyExists, Forbidden, InvalidInput, NotFound, TooManyAttempts, Unauthenticated,
+    Unavailable,
 )
 from devpi_twisted.model.names import check_name
-from devpi_twisted.model.passwords import hash_password, needs_rehash, verify_password
+from devpi_twisted.model.passwords import DUMMY_HASH, hash_password, needs_rehash, verify_password
+from devpi_twisted.model.throttle import LoginThrottle
 from devpi_twisted.model.tokens import LOGIN_TOKEN_MAX_AGE, NotAToken, TokenExpired, TokenSigner
 from devpi_twisted.storage.interface import (
     IndexRecord, RecordExists, RecordMissing, StaleRecord, Storage, UserRecord,
@@ -33,10 +35,12 @@ from devpi_twisted.storage.interface import (
 
 T = TypeVar("T")
 Offload = Callable[..., Awaitable[Any]]
+Pause = Callable[[float], Awaitable[Any]]
 
 RETRIES = 20
 VERIFIED_CACHE_SIZE = 1024
 VERIFIED_CACHE_SECONDS = 600.0
+THROTTLED_ANSWER_DELAY = 1.0
 
 
 @attrs.frozen
@@ -50,41 +54,52 @@ class Written:
 
 class _VerifiedPasswords:
     """Remembers recent successful password checks, so Basic auth on every request
-    (twine, pip) does not pay argon2 each time. Keys are HMACs over user, password
-    and the stored hash with a per-process key: a changed password misses."""
+    (twine, pip) does not pay argon2 each time. Keys are HMACs over user, password,
+    the stored hash and the client address with a per-process key: a changed password
+    misses. A remembered check passes even while failed logins throttle the user, so
+    the key holds the client: another address guessing cannot learn from it."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._key = os.urandom(32)
         self._clock = clock
         self._entries: OrderedDict[bytes, float] = OrderedDict()
 
-    def _digest(self, user: str, password: str, pwhash: str) -> bytes:
-        msg = "\0".join((user, password, pwhash)).encode("utf-8", "surrogatepass")
+    def _digest(self, user: str, password: str, pwhash: str, client: str) -> bytes:
+        msg = "\0".join((user, password, pwhash, client)).encode("utf-8", "surrogatepass")
         return hmac.new(self._key, msg, hashlib.sha256).digest()
 
-    def known(self, user: str, password: str, pwhash: str) -> bool:
-        key = self._digest(user, password, pwhash)
+    def known(self, user: str, password: str, pwhash: str, client: str) -> bool:
+        key = self._digest(user, password, pwhash, client)
         until = self._entries.get(key)
         if until is None or until < self._clock():
             self._entries.pop(key, None)
             return False
         return True
 
-    def add(self, user: str, password: str, pwhash: str) -> None:
-        self._entries[self._digest(user, password, pwhash)] = self._clock() + VERIFIED_CACHE_SECONDS
+    def add(self, user: str, password: str, pwhash: str, client: str) -> None:
+        key = self._digest(user, password, pwhash, client)
+        self._entries[key] = self._clock() + VERIFIED_CACHE_SECONDS
         while len(self._entries) > VERIFIED_CACHE_SIZE:
             self._entries.popitem(last=False)
 
 
 class ServerOps:
+    """``hashing`` runs argon2 (checks and new hashes): a bounded pool of its own in the
+    server, which raises Unavailable when full; ``throttle`` slows failed logins down;
+    ``pause(seconds)`` waits on the reactor's clock (holding a throttled answer back)."""
+
     def __init__(self, storage: Storage, policy: Policy, signer: TokenSigner,
-                 offload: Offload, clock: Callable[[], float]) -> None:
+                 offload: Offload, clock: Callable[[], float], hashing: Offload | None = None,
+                 throttle: LoginThrottle | None = None, pause: Pause | None = None) -> None:
         self._storage = storage
         self._policy = policy
         self._signer = signer
         self._offload = offload
+        self._hashing = hashing or offload
         self._clock = clock
         self._verified = _VerifiedPasswords(clock)
+        self._throttle = throttle or LoginThrottle(clock)
+        self._pause = pause
 
     @property
     def serial(self) -> int:
@@ -100,63 +115,97 @@ class ServerOps:
 
     # -- authentication -------------------------------------------------------
 
-    async def authenticate(self, username: str, secret: str) -> Identity:
-        """The identity for credentials: a login token, else the password; anonymous if neither."""
+    async def authenticate(self, username: str, secret: str, client: str = "") -> Identity:
+        """The identity for credentials: a login token, else the password; anonymous if
+        neither. ``client`` is the address failed logins are counted for; raises
+        TooManyAttempts while they throttle it or the user, Unavailable when the
+        password checks are all busy."""
         try:
             payload = self._signer.check(secret, LOGIN_TOKEN_MAX_AGE)
         except TokenExpired:
             return ANONYMOUS_IDENTITY
         except NotAToken:
-            return await self._password_identity(username, secret)
-        if not (isinstance(payload, list) and len(payload) == 3 and payload[0] == username):
-            return ANONYMOUS_IDENTITY
-        name, groups, from_local_user = payload
-        if from_local_user and await self._storage.get_user(name) is None:
-            return ANONYMOUS_IDENTITY
+            return await self._password_identity(username, secret, client)
+        if not (isinstance(payload, list) and len(payload) == 4 and payload[0] == username
+                and payload[2] is True and isinstance(payload[3], str)):
+            return ANONYMOUS_IDENTITY  # includes tokens made before they named a password
+        name, groups, _, stamp = payload
+        user = await self._storage.get_user(name)
+        if user is None or not hmac.compare_digest(stamp, self._user_stamp(user)):
+            return ANONYMOUS_IDENTITY  # deleted, re-created or given a new password since
         return Identity(name, frozenset(str(g) for g in groups or ()))
 
-    async def _password_identity(self, username: str, password: str) -> Identity:
-        if await self._check_password(username, password):
+    def _user_stamp(self, user: UserRecord) -> str:
+        """What a login token binds to: the user's password hash and creation time, so a
+        new password or a re-created user refuses older tokens, on every worker and
+        replica (both come from the replicated user record)."""
+        return self._signer.stamp(user.name, user.pwhash or "", str(user.profile.get("created", "")))
+
+    async def _password_identity(self, username: str, password: str, client: str) -> Identity:
+        if await self._check_password(username, password, client) is not None:
             return Identity(username)
         return ANONYMOUS_IDENTITY
 
-    async def _check_password(self, username: str, password: str) -> bool:
-        if username.startswith("+"):
-            return False
-        user = await self._storage.get_user(username)
-        if user is None or not user.pwhash:
-            return False
-        if self._verified.known(username, password, user.pwhash):
-            return True
-        if await self._offload(verify_password, password, user.pwhash):
-            self._verified.add(username, password, user.pwhash)
-            if needs_rehash(user.pwhash):
-                await self._rehash(user, password)
-            return True
-        return False
+    async def _check_password(self, username: str, password: str,
+                              client: str) -> UserRecord | None:
+        """The user record the password was checked against, None for a wrong password.
 
-    async def _rehash(self, user: UserRecord, password: str) -> None:
-        """Replace a verified legacy hash (imported from an old devpi) with argon2id; a
-        concurrent change of the user wins."""
-        pwhash = str(await self._offload(hash_password, password))
+        An unknown user costs what a wrong password costs (a check against a dummy
+        hash); throttled attempts and a full pool of checks raise before computing."""
+        user = None if username.startswith("+") else await self._storage.get_user(username)
+        pwhash = user.pwhash if user is not None else None
+        if user is not None and pwhash and self._verified.known(user.name, password, pwhash, client):
+            return user
+        key = user.name if user is not None else username  # however the name was spelt
+        wait = self._throttle.wait(key, client)
+        if wait > 0:
+            await self._hold_back(wait)
+            raise TooManyAttempts("too many failed logins, try again later", retry_after=wait)
+        self._throttle.started(key, client)
         try:
-            await self._storage.update_user(user.name, user.profile, pwhash, user.serial)
-        except (StaleRecord, RecordMissing):
-            pass
+            matches = await self._hashing(verify_password, password, pwhash or DUMMY_HASH)
+        finally:
+            self._throttle.settled(key, client)
+        if not matches or user is None or not pwhash:
+            self._throttle.failed(key, client)
+            return None
+        self._throttle.succeeded(key)
+        self._verified.add(user.name, password, pwhash, client)
+        if needs_rehash(pwhash):
+            return await self._rehash(user, password)
+        return user
 
-    def _token(self, identity: Identity) -> dict[str, Any]:
-        token = self._signer.make([identity.username, sorted(identity.groups), True])
+    async def _hold_back(self, wait: float) -> None:
+        """A throttled answer comes after a moment (at most the wait): a client that
+        ignores ``Retry-After`` sends one attempt a second per connection, not hundreds."""
+        if self._pause is not None:
+            await self._pause(min(wait, THROTTLED_ANSWER_DELAY))
+
+    async def _rehash(self, user: UserRecord, password: str) -> UserRecord:
+        """Replace a verified legacy hash (imported from an old devpi) with argon2id and
+        return the record as stored; a concurrent change of the user wins."""
+        pwhash = str(await self._hashing(hash_password, password))
+        try:
+            serial = await self._storage.update_user(user.name, user.profile, pwhash, user.serial)
+        except (StaleRecord, RecordMissing):
+            return user
+        return attrs.evolve(user, pwhash=pwhash, serial=serial)
+
+    def _token(self, user: UserRecord) -> dict[str, Any]:
+        token = self._signer.make([user.name, [], True, self._user_stamp(user)])
         return {"password": token, "expiration": LOGIN_TOKEN_MAX_AGE}
 
-    async def login(self, body: Any) -> dict[str, Any]:
-        """A login token for ``{"user": ..., "password": ...}``; raises Unauthenticated."""
+    async def login(self, body: Any, client: str = "") -> dict[str, Any]:
+        """A login token for ``{"user": ..., "password": ...}``; raises Unauthenticated,
+        and what ``authenticate`` raises for a password."""
         if not isinstance(body, Mapping) or not isinstance(body.get("user"), str) \
                 or not isinstance(body.get("password"), str):
             raise InvalidInput("Bad request: no user/password specified")
         user, password = body["user"], body["password"]
-        if not await self._check_password(user, password):
+        record = await self._check_password(user, password, client)
+        if record is None:
             raise Unauthenticated(f"user '{user}' could not be authenticated")
-        return self._token(Identity(user))
+        return self._token(record)
 
     # -- users ----------------------------------------------------------------
 
@@ -184,7 +233,7 @@ class ServerOps:
         if change.pwhash is not None:
             return change.pwhash
         if change.password is not None:
-            return str(await self._offload(hash_password, change.password))
+            return str(await self._hashing(hash_password, change.password))
         return old
 
     async def create_user(self, identity: Identity, name: str, body: Any) -> Written:
@@ -193,7 +242,7 @@ class ServerOps:
             raise Forbidden(f"no permission to create user {name}")
         if await self._storage.get_user(name) is not None:
             raise AlreadyExists("user already exists")
-        change = usr.new_user(body, self._clock())
+        change = usr.new_user(body, self._clock(), may_set_hash=_is_root(identity))
         pwhash = await self._pwhash(change, None)
         try:
             serial = await self._storage.create_user(name, change.profile, pwhash)
@@ -209,7 +258,8 @@ class ServerOps:
             if not self._policy.may_modify_user(identity, name, password_only):
                 what = "change password for" if password_only else "modify"
                 raise Forbidden(f"no permission to {what} user {name}")
-            change = usr.modify_user(user.profile, body, self._clock())
+            change = usr.modify_user(user.profile, body, self._clock(),
+                                     may_set_hash=_is_root(identity))
             if change.profile == dict(user.profile) and not change.sets_password:
                 return Written(None, None, "user updated")
             pwhash = await self._pwhash(change, user.pwhash)
@@ -220,7 +270,8 @@ class ServerOps:
             except RecordMissing:
                 raise NotFound(f"no user '{name}'") from None
             if change.sets_password:
-                return Written(serial, self._token(Identity(name)), "user updated, new proxy auth")
+                stored = UserRecord(name, change.profile, pwhash, serial)
+                return Written(serial, self._token(stored), "user updated, new proxy auth")
             return Written(serial, None, "user updated")
         raise _busy(name)
 
@@ -340,6 +391,10 @@ class ServerOps:
                 raise NotFound(f"The stage {name} could not be found.") from None
             return Written(serial, None, f"index {name} deleted")
         raise _busy(name)
+
+
+def _is_root(identity: Identity) -> bool:
+    return identity.username == ROOT
 
 
 def _busy(name: str) -> Exception:

@@ -5,13 +5,20 @@ These functions burn tens of milliseconds of CPU; callers run them off the react
 Users imported from old devpi dumps may carry devpi's pre-4.2 form: a ``pwsalt`` and
 the hex sha256 of salt then password. We keep it as ``LEGACY_PREFIX + salt + "$" +
 hexdigest``; it verifies, and ``needs_rehash`` says to replace it with argon2id.
+
+The cost of checking an argon2 hash is written in the hash itself, so a hash must stay
+within known costs before anything computes with it: ``hash_refusal`` admits what a
+client may set (our own parameters), ``verify_password`` also what devpi dumps carry
+(argon2-cffi's defaults before 21.2, m=102400,t=2,p=8). Anything dearer never verifies.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 
+import attrs
 from passlib.hash import argon2
 
 LEGACY_PREFIX = "$devpi-salted-sha256$"
@@ -20,14 +27,62 @@ _HASHER = argon2.using(
     type="ID", memory_cost=65536, rounds=3, parallelism=4, salt_size=16, digest_size=32)
 
 
+@attrs.frozen
+class Argon2Cost:
+    """Ceilings of an argon2 hash's parameters: memory in KiB, passes, lanes."""
+
+    memory: int
+    time: int
+    lanes: int
+
+    def admits(self, memory: int, time: int, lanes: int) -> bool:
+        return 8 * lanes <= memory <= self.memory and 1 <= time <= self.time \
+            and 1 <= lanes <= self.lanes
+
+
+OUR_COST = Argon2Cost(memory=65536, time=3, lanes=4)
+DEVPI_DUMP_COST = Argon2Cost(memory=102400, time=2, lanes=8)
+SETTABLE = (OUR_COST,)
+VERIFIABLE = (OUR_COST, DEVPI_DUMP_COST)
+
+# PHC strings as argon2-cffi writes them: salt 8-48 bytes, digest 16-64 bytes (base64, no padding).
+_PHC = re.compile(
+    r"\$argon2(?:id|i|d)\$(?:v=(?:16|19)\$)?m=([0-9]{1,7}),t=([0-9]{1,4}),p=([0-9]{1,3})"
+    r"\$[A-Za-z0-9+/]{11,64}\$[A-Za-z0-9+/]{22,86}")
+_LEGACY = re.compile(re.escape(LEGACY_PREFIX) + r"[\x21-\x7e]{1,64}\$[0-9a-fA-F]{64}")
+
+# A hash of a random password at our parameters: unknown users are checked against it,
+# so they cost what a wrong password costs (it never matches anything a client sends).
+DUMMY_HASH = ("$argon2id$v=19$m=65536,t=3,p=4$"
+              "Ver9nxMiZGytlTLG+L9XKg$GSu8tTU0Z4OYlMJdId9No23nYZZPzzlDbnf2+h0c/Pc")
+
+
+def hash_refusal(pwhash: str, allowed: tuple[Argon2Cost, ...] = SETTABLE) -> str | None:
+    """Why ``pwhash`` may not be stored, or None if it may: an argon2 PHC string within
+    ``allowed`` costs, or the legacy salted sha256 form of devpi dumps."""
+    if _LEGACY.fullmatch(pwhash):
+        return None
+    match = _PHC.fullmatch(pwhash)
+    if match is None:
+        return ("pwhash must be an argon2 PHC string ($argon2id$v=19$m=...,t=...,p=...$salt$hash) "
+                "or devpi's legacy salted sha256")
+    memory, time, lanes = (int(g) for g in match.groups())
+    if not any(cost.admits(memory, time, lanes) for cost in allowed):
+        ceiling = allowed[0]
+        return (f"pwhash parameters m={memory},t={time},p={lanes} are outside the accepted "
+                f"range (at most m={ceiling.memory},t={ceiling.time},p={ceiling.lanes})")
+    return None
+
+
 def hash_password(password: str) -> str:
     return str(_HASHER.hash(password))
 
 
 def verify_password(password: str, pwhash: str | None) -> bool:
-    """True if ``password`` matches; False for a wrong one, a missing or an unreadable hash."""
-    if not pwhash:
-        return False
+    """True if ``password`` matches; False for a wrong one, a missing or an unreadable hash,
+    and without computing anything for a hash outside ``VERIFIABLE`` costs."""
+    if not pwhash or hash_refusal(pwhash, VERIFIABLE) is not None:
+        return False  # unreadable, or dearer than any hash we made or imported: never computed
     if pwhash.startswith(LEGACY_PREFIX):
         return _verify_legacy(password, pwhash)
     try:

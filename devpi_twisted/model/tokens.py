@@ -1,12 +1,17 @@
 """Login tokens signed with a key derived from the server secret (spec/model.md 4).
 
 The format is itsdangerous' timed signature over a JSON payload, as devpi makes
-it, so that tokens stay valid between nodes sharing a secret.
+it, so that tokens stay valid between nodes sharing a secret. A login token's payload
+is devpi's ``[username, groups, from_local_user]`` plus a fourth element, the user's
+``stamp``: a keyed digest of what identifies the user's current password, so a token
+stops working when that changes (ServerOps checks it against the stored user).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import json
 from collections import OrderedDict
 from collections.abc import Callable
@@ -67,9 +72,17 @@ class TokenSigner:
     CHECKED_MAX = 512
 
     def __init__(self, key: bytes, clock: Callable[[], float]) -> None:
+        self._stamp_key = hmac.new(key, b"devpi-twisted user stamp", hashlib.sha256).digest()
         self._signer = _ClockSigner(key, clock)
         self._clock = clock
         self._checked: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+
+    def stamp(self, *parts: str) -> str:
+        """A short keyed digest of ``parts``: equal parts and key, equal stamp; it tells
+        nothing about the parts to whoever reads a token."""
+        message = "\0".join(parts).encode("utf-8", "surrogatepass")
+        digest = hmac.new(self._stamp_key, message, hashlib.sha256).digest()[:16]
+        return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 
     def make(self, payload: Any) -> str:
         return self._signer.sign(json.dumps(payload)).decode("ascii")

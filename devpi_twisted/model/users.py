@@ -8,10 +8,11 @@ from typing import Any
 
 import attrs
 
-from devpi_twisted.model.errors import InvalidInput
+from devpi_twisted.model.errors import Forbidden, InvalidInput
+from devpi_twisted.model.passwords import hash_refusal, legacy_hash
 
 PROFILE_KEYS = ("email", "title", "description", "custom_data")
-CREATE_KEYS = frozenset({"password", "pwhash", *PROFILE_KEYS})
+CREATE_KEYS = frozenset({"password", "pwhash", "pwsalt", *PROFILE_KEYS})
 TOLERATED_KEYS = frozenset({"username", "indexes", "created", "modified"})
 OLD_CREATED = "1970-01-01T00:00:00Z"
 
@@ -40,12 +41,34 @@ def _require_mapping(body: Any) -> Mapping[str, Any]:
 
 
 def _check_text(key: str, value: Any) -> None:
-    if key in ("email", "title", "description", "password", "pwhash") and not isinstance(value, str):
+    if key in ("email", "title", "description", "password", "pwhash", "pwsalt") \
+            and not isinstance(value, str):
         raise InvalidInput(f"'{key}' must be a string")
 
 
-def new_user(body: Any, now: float) -> UserChange:
-    """The profile of a user created by ``PUT /{user}``."""
+def _ready_hash(body: Mapping[str, Any], may_set_hash: bool) -> str | None:
+    """The ``pwhash`` a body sets (with a ``pwsalt``: devpi's legacy salted sha256, as
+    dumps carry it), None if it sets none; raises Forbidden unless ``may_set_hash`` (only
+    root may, as the hash's cost is what every later login pays) and InvalidInput for a
+    hash outside our parameters."""
+    pwhash, pwsalt = body.get("pwhash") or None, body.get("pwsalt") or None
+    if pwhash is None:
+        return None
+    _check_text("pwhash", pwhash)
+    if not may_set_hash:
+        raise Forbidden("only root may set a pwhash; send a password instead")
+    if pwsalt is not None:
+        _check_text("pwsalt", pwsalt)
+        pwhash = legacy_hash(pwsalt, pwhash)
+    refusal = hash_refusal(pwhash)
+    if refusal is not None:
+        raise InvalidInput(refusal)
+    return str(pwhash)
+
+
+def new_user(body: Any, now: float, may_set_hash: bool = False) -> UserChange:
+    """The profile of a user created by ``PUT /{user}``; ``may_set_hash``: the
+    caller may give a ready ``pwhash`` (root)."""
     body = _require_mapping(body)
     unknown = sorted(set(body) - CREATE_KEYS - TOLERATED_KEYS)
     if unknown:
@@ -57,10 +80,12 @@ def new_user(body: Any, now: float) -> UserChange:
             _check_text(key, value)
     profile = {k: body[k] for k in PROFILE_KEYS if body.get(k)}
     profile["created"] = timestamp(now)
-    return UserChange(profile=profile, password=body.get("password"), pwhash=body.get("pwhash") or None)
+    return UserChange(profile=profile, password=body.get("password"),
+                      pwhash=_ready_hash(body, may_set_hash))
 
 
-def modify_user(current: Mapping[str, Any], body: Any, now: float) -> UserChange:
+def modify_user(current: Mapping[str, Any], body: Any, now: float,
+                may_set_hash: bool = False) -> UserChange:
     """The profile after ``PATCH /{user}``; keys it does not manage are ignored."""
     body = _require_mapping(body)
     profile = dict(current)
@@ -75,10 +100,9 @@ def modify_user(current: Mapping[str, Any], body: Any, now: float) -> UserChange
         else:
             profile.pop(key, None)
     password = body.get("password")
-    pwhash = body.get("pwhash") or None
-    for key, value in (("password", password), ("pwhash", pwhash)):
-        if value is not None:
-            _check_text(key, value)
+    if password is not None:
+        _check_text("password", password)
+    pwhash = _ready_hash(body, may_set_hash)
     change = UserChange(profile=profile, password=password, pwhash=pwhash)
     if profile != dict(current) or change.sets_password:
         profile.setdefault("created", OLD_CREATED)
@@ -97,7 +121,7 @@ def is_password_only(current: Mapping[str, Any], body: Any) -> bool:
     for key in PROFILE_KEYS:
         if key in body and (body[key] or None) != (current.get(key) or None):
             return False
-    return "pwhash" not in body
+    return "pwhash" not in body and "pwsalt" not in body
 
 
 def public_view(name: str, profile: Mapping[str, Any], indexes: Mapping[str, Any]) -> dict[str, Any]:

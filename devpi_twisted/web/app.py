@@ -21,7 +21,7 @@ from devpi_twisted.model.errors import DomainError, NotFound
 from devpi_twisted.model.ops import ServerOps, Written
 from devpi_twisted.storage.interface import StorageUnavailable
 from devpi_twisted.web import render
-from devpi_twisted.web.auth import credentials
+from devpi_twisted.web.auth import client_address, credentials
 from devpi_twisted.web.site import ServerInfo, mount_path, outside_url
 
 # what devpi-server 6.20 advertises in /+api (devpi-client asks for them before using them)
@@ -71,7 +71,8 @@ class ManagementApp:
         if cached is not None:
             return cached
         creds = credentials(request)
-        identity = ANONYMOUS_IDENTITY if creds is None else await self._ops.authenticate(*creds)
+        identity = ANONYMOUS_IDENTITY if creds is None else \
+            await self._ops.authenticate(*creds, client=client_address(request))
         request.devpi_identity = identity  # type: ignore[attr-defined]
         return identity
 
@@ -161,7 +162,7 @@ class ManagementApp:
 
     @_route(app, "/+login", ["POST"])
     async def login(self, request: IRequest) -> bytes:
-        token = await self._ops.login(render.read_json(request))
+        token = await self._ops.login(render.read_json(request), client_address(request))
         return render.result(request, "proxyauth", token, "login successful")
 
     @_route(app, "/+status", ["GET"])

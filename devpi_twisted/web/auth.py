@@ -1,10 +1,13 @@
-"""Credentials from ``X-Devpi-Auth`` (preferred) or ``Authorization: Basic``."""
+"""Credentials from ``X-Devpi-Auth`` (preferred) or ``Authorization: Basic``, and the
+client address failed logins are counted for."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.web.iweb import IRequest
 
 
@@ -35,3 +38,30 @@ def credentials(request: IRequest) -> tuple[str, str] | None:
         if scheme.lower() == b"basic":
             return _decode_pair(value)
     return None
+
+
+def client_address(request: IRequest) -> str:
+    """The address of the client, for throttling failed logins.
+
+    ``X-Real-IP`` counts only when the connection comes from a proxy we trust: loopback
+    or a Unix socket, where nginx (gen-config's site sets the header) talks to us.
+    From anywhere else the header is ignored, so a client cannot pick its own address
+    to escape the throttle. A header that is not one IP address is ignored too.
+    """
+    peer = request.getClientAddress()
+    if isinstance(peer, (IPv4Address, IPv6Address)):
+        try:
+            trusted = ipaddress.ip_address(peer.host.split("%")[0]).is_loopback
+        except ValueError:
+            trusted = False
+        host = peer.host
+    else:  # a Unix socket: only local processes (nginx) can connect
+        trusted, host = True, "unix"
+    if trusted:
+        real_ip = request.getHeader(b"X-Real-IP")
+        if real_ip:
+            try:
+                return str(ipaddress.ip_address(real_ip.decode("ascii").strip()))
+            except (UnicodeDecodeError, ValueError):
+                pass
+    return host

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from typing import Any
 
 from twisted.web.http import RESPONSES
@@ -24,6 +25,7 @@ STATUS = {
     errors.Gone: 410,
     errors.TooLarge: 413,
     errors.UnsupportedMedia: 415,
+    errors.TooManyAttempts: 429,
     errors.Unavailable: 503,
     errors.UpstreamFailed: 502,
 }
@@ -91,4 +93,7 @@ def domain_error(request: IRequest, e: errors.DomainError) -> bytes:
     status = next((code for cls, code in STATUS.items() if isinstance(e, cls)), 400)
     if isinstance(e, errors.Unauthenticated) and e.challenge:
         request.setHeader(b"WWW-Authenticate", b'Basic realm="pypi"')
+    retry_after = getattr(e, "retry_after", None)
+    if retry_after is not None:
+        request.setHeader(b"Retry-After", b"%d" % max(1, math.ceil(retry_after)))
     return error(request, status, e.message)

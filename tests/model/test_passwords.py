@@ -11,7 +11,9 @@ import re
 import pytest
 from argon2 import PasswordHasher, Type
 
-from devpi_twisted.model.passwords import hash_password, looks_like_hash, needs_rehash, verify_password
+from devpi_twisted.model.passwords import (
+    DUMMY_HASH, hash_password, hash_refusal, looks_like_hash, needs_rehash, verify_password,
+)
 
 PHC = re.compile(r"\$argon2id\$v=19\$m=65536,t=3,p=4\$([A-Za-z0-9+/]{22})\$([A-Za-z0-9+/]{43})")
 
@@ -112,3 +114,34 @@ def test_unreadable_hash_does_not_verify_and_is_not_rehashed(pwhash: str) -> Non
 @pytest.mark.parametrize("pwhash", ["garbage", "$2b$12$abcdefghijklmnopqrstuu5Xq6Vn7NYpKy0tZ2j8uG4l1b5XH1e6u"])
 def test_non_argon2_strings_do_not_look_like_hashes(pwhash: str) -> None:
     assert not looks_like_hash(pwhash)
+
+
+# -- the cost of a check is bounded before anything computes --------------------------
+
+
+@pytest.mark.parametrize("params", ["m=65536,t=300,p=4", "m=1048576,t=3,p=4", "m=65536,t=3,p=64",
+                                    "m=102400,t=3,p=8", "m=131072,t=1,p=1"])
+def test_verify_refuses_a_stored_hash_dearer_than_any_we_made_or_imported(params: str) -> None:
+    # A real hash at m=1 GiB would take a second and a gigabyte to check: it never verifies,
+    # however right the password, because nothing is computed for it.
+    dear = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash("secret")
+    dear = dear.replace("m=8,t=1,p=1", params)
+    assert not verify_password("secret", dear)
+    assert hash_refusal(dear) is not None
+
+
+def test_the_dummy_hash_is_at_our_parameters_and_matches_nothing_likely() -> None:
+    assert DUMMY_HASH.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+    assert not needs_rehash(DUMMY_HASH)
+    assert hash_refusal(DUMMY_HASH) is None
+    assert not verify_password("", DUMMY_HASH)
+
+
+def test_a_client_may_set_hashes_at_our_parameters_or_cheaper(empty_hash: str,
+                                                              cheap_argon2i_hash: str) -> None:
+    assert hash_refusal(empty_hash) is None
+    assert hash_refusal(cheap_argon2i_hash) is None
+
+
+def test_a_client_may_not_set_the_parameters_old_devpi_dumps_carry(imported_hash: str) -> None:
+    assert hash_refusal(imported_hash) is not None

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from devpi_twisted.model.errors import InvalidInput
+from devpi_twisted.model.errors import Forbidden, InvalidInput
+from devpi_twisted.model.passwords import legacy_hash
 from devpi_twisted.model.users import (
     is_password_only,
     modify_user,
@@ -23,6 +24,8 @@ NOW_TEXT = "2024-05-01T10:00:00Z"
 LATER = NOW + 86400 + 3600 + 61.75  # 2024-05-02T11:01:01Z
 LATER_TEXT = "2024-05-02T11:01:01Z"
 
+# argon2id, cheaper than our parameters (m=65536,t=3,p=4), so a root may set it.
+CHEAP_HASH = "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
 PROFILE = {"email": "alice@example.com", "title": "CTO", "description": "d",
            "custom_data": {"any": "json"}, "created": NOW_TEXT}
 
@@ -82,7 +85,7 @@ def test_new_user_tolerates_but_does_not_store_server_managed_keys() -> None:
 
 
 def test_new_user_never_puts_password_material_in_profile() -> None:
-    profile = new_user({"password": "x", "pwhash": "$argon2id$v=19$m=8,t=1,p=1$c2FsdA$aGFzaA"}, NOW).profile
+    profile = new_user({"password": "x", "pwhash": CHEAP_HASH}, NOW, may_set_hash=True).profile
     assert "password" not in profile
     assert "pwhash" not in profile
 
@@ -105,15 +108,63 @@ def test_new_user_with_empty_pwhash_and_no_password_is_rejected() -> None:
 
 
 def test_new_user_accepts_ready_pwhash_instead_of_password() -> None:
-    change = new_user({"pwhash": "$argon2id$v=19$m=8,t=1,p=1$c2FsdA$aGFzaA"}, NOW)
-    assert change.pwhash == "$argon2id$v=19$m=8,t=1,p=1$c2FsdA$aGFzaA"
+    change = new_user({"pwhash": CHEAP_HASH}, NOW, may_set_hash=True)
+    assert change.pwhash == CHEAP_HASH
     assert change.password is None
     assert change.sets_password
 
 
 def test_new_user_carries_both_password_and_pwhash_when_both_given() -> None:
-    change = new_user({"password": "x", "pwhash": "$argon2id$h"}, NOW)
-    assert (change.password, change.pwhash) == ("x", "$argon2id$h")
+    change = new_user({"password": "x", "pwhash": CHEAP_HASH}, NOW, may_set_hash=True)
+    assert (change.password, change.pwhash) == ("x", CHEAP_HASH)
+
+
+# -- ready hashes: only root, only at costs we would pay ----------------------------------
+
+
+@pytest.mark.parametrize("body", [{"pwhash": CHEAP_HASH}, {"password": "x", "pwhash": CHEAP_HASH}])
+def test_only_root_may_create_a_user_with_a_ready_pwhash(body: dict[str, str]) -> None:
+    with pytest.raises(Forbidden):
+        new_user(body, NOW)
+
+
+def test_only_root_may_set_a_ready_pwhash() -> None:
+    with pytest.raises(Forbidden):
+        modify_user(PROFILE, {"pwhash": CHEAP_HASH}, LATER)
+
+
+@pytest.mark.parametrize("pwhash", [
+    "$argon2id$v=19$m=65536,t=300,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+    "$argon2id$v=19$m=1048576,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+    "$argon2id$v=19$m=65536,t=3,p=64$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+    "$argon2id$v=19$m=102400,t=2,p=8$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+    "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$" + "A" * 2000,
+    "$argon2id$v=19$m=65536,t=3,p=4,data=eHh4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+    "$2b$12$abcdefghijklmnopqrstuu5Xq6Vn7NYpKy0tZ2j8uG4l1b5XH1e6u",
+    "plain text",
+])
+@pytest.mark.parametrize("make", [lambda body: new_user(body, NOW, may_set_hash=True),
+                                  lambda body: modify_user(PROFILE, body, LATER, may_set_hash=True)])
+def test_pwhash_outside_our_parameters_is_refused_even_from_root(pwhash: str, make: Any) -> None:
+    with pytest.raises(InvalidInput) as info:
+        make({"pwhash": pwhash})
+    assert "pwhash" in info.value.message
+
+
+def test_root_may_set_our_own_parameters() -> None:
+    ours = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHRzYWx0c2FsdA$" + "a" * 43
+    assert modify_user(PROFILE, {"pwhash": ours}, LATER, may_set_hash=True).pwhash == ours
+
+
+def test_root_may_set_devpis_legacy_salted_sha256_as_dumps_carry_it() -> None:
+    body = {"pwhash": "ab" * 32, "pwsalt": "salty"}
+    assert new_user(body, NOW, may_set_hash=True).pwhash == legacy_hash("salty", "ab" * 32)
+    assert modify_user(PROFILE, body, LATER, may_set_hash=True).pwhash == legacy_hash("salty", "ab" * 32)
+
+
+def test_a_bare_hex_digest_without_its_salt_is_refused() -> None:
+    with pytest.raises(InvalidInput):
+        new_user({"pwhash": "ab" * 32}, NOW, may_set_hash=True)
 
 
 @pytest.mark.parametrize("key", ["email", "title", "description", "password"])
@@ -176,8 +227,8 @@ def test_modify_user_password_change_updates_modified() -> None:
 
 
 def test_modify_user_pwhash_is_carried_as_given() -> None:
-    change = modify_user(PROFILE, {"pwhash": "$argon2id$h"}, LATER)
-    assert change.pwhash == "$argon2id$h"
+    change = modify_user(PROFILE, {"pwhash": CHEAP_HASH}, LATER, may_set_hash=True)
+    assert change.pwhash == CHEAP_HASH
     assert change.sets_password
 
 
@@ -236,8 +287,8 @@ def test_is_password_only_treats_empty_and_missing_values_alike() -> None:
     {"password": "new", "email": "other@example.com"},
     {"password": "new", "title": ""},
     {"password": "new", "custom_data": {"any": "other"}},
-    {"password": "new", "pwhash": "$argon2id$h"},
-    {"pwhash": "$argon2id$h"},
+    {"password": "new", "pwhash": CHEAP_HASH},
+    {"pwhash": CHEAP_HASH},
     {"email": "other@example.com"},
     {},
     ["password=new"],
@@ -257,7 +308,8 @@ def test_public_view_has_username_profile_and_indexes() -> None:
 
 
 def test_public_view_of_new_user_has_empty_indexes_and_no_password_material() -> None:
-    change = new_user({"password": "secret", "pwhash": "$argon2id$h", "email": "a@b.c"}, NOW)
+    change = new_user({"password": "secret", "pwhash": CHEAP_HASH, "email": "a@b.c"}, NOW,
+                      may_set_hash=True)
     view = public_view("alice", change.profile, {})
     assert view == {"username": "alice", "email": "a@b.c", "created": NOW_TEXT, "indexes": {}}
 

@@ -107,9 +107,10 @@ class Server:
 
 def make_server(tmp_path: Path, restrict_modify: str | None = None,
                 outside_url: str | None = None, pg: tuple[PgCluster, str] | None = None,
-                access_log: bool = False) -> Server:
+                access_log: bool = False, hashing: Any = None) -> Server:
     """A server on sqlite, or with ``pg`` (cluster, database) on PostgreSQL through the
-    blocking adapter: either way every request completes inside the client call."""
+    blocking adapter: either way every request completes inside the client call (unless
+    ``hashing``, the executor of password checks, holds them back)."""
     if pg is None:
         storage: Any = SqliteStorage.open(tmp_path / "db.sqlite3", InlineExecutor())
     else:
@@ -125,7 +126,8 @@ def make_server(tmp_path: Path, restrict_modify: str | None = None,
         return succeed(fn(*args))
 
     policy = Policy(parse_principals(restrict_modify.split(",")) if restrict_modify else None)
-    ops = ServerOps(storage, policy, TokenSigner(b"k" * 16, clock.seconds), offload, clock.seconds)
+    ops = ServerOps(storage, policy, TokenSigner(b"k" * 16, clock.seconds), offload, clock.seconds,
+                    hashing=hashing)
     info = ServerInfo(uuid=UUID, serverdir=str(tmp_path), outside_url=outside_url)
     # The whole app; these tests send no uploads, so no blob store is needed.
     metrics = RequestMetrics()

@@ -1,0 +1,69 @@
+"""``devpi-twisted passwd`` sets nothing from empty or closed input (issue 19 item 13)."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from devpi_twisted.cli import PasswdOptions
+from devpi_twisted.model.passwords import verify_password
+from devpi_twisted.service import open_storage
+from tests.support import bin_path, init_serverdir
+
+
+@pytest.fixture(scope="module")
+def serverdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("passwd") / "state"
+    init_serverdir(path, "--no-root-pypi", "--root-passwd", "old-pw")
+    return path
+
+
+def _root_hash(serverdir: Path) -> str:
+    options = PasswdOptions()
+    options.parseOptions(["--serverdir", str(serverdir), "root"])
+    storage = open_storage(options.config())
+    try:
+        record = storage.get_user("root").result  # type: ignore[attr-defined]
+    finally:
+        storage.close()
+    return str(record.pwhash)
+
+
+def _passwd(serverdir: Path, *extra: str, stdin: str | None = None,
+            closed: bool = False) -> subprocess.CompletedProcess[str]:
+    args = [bin_path("devpi-twisted"), "passwd", "--serverdir", str(serverdir), *extra, "root"]
+    if closed:  # standard input not even open
+        return subprocess.run(["sh", "-c", shlex.join(args) + " <&-"], capture_output=True,
+                              text=True, timeout=60)
+    return subprocess.run(args, input=stdin if stdin is not None else "", capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.mark.parametrize(("stdin", "closed", "message"), [
+    ("", False, "no password on standard input"),
+    (None, True, "no password on standard input"),
+    ("\n", False, "empty password is refused"),
+    ("\n\n", False, "empty password is refused"),
+    ("one\ntwo\n", False, "differ"),
+])
+def test_passwd_sets_nothing_from_empty_closed_or_differing_input(
+        serverdir: Path, stdin: str | None, closed: bool, message: str) -> None:
+    before = _root_hash(serverdir)
+    done = _passwd(serverdir, stdin=stdin, closed=closed)
+    assert done.returncode == 1, done.stdout
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert "nothing changed" in done.stderr
+    assert _root_hash(serverdir) == before
+    assert verify_password("old-pw", before)
+
+
+def test_passwd_sets_an_empty_password_only_when_allowed(serverdir: Path) -> None:
+    done = _passwd(serverdir, "--allow-empty", stdin="\n\n")
+    assert done.returncode == 0, done.stderr
+    assert verify_password("", _root_hash(serverdir))
+    done = _passwd(serverdir, stdin="old-pw\n")  # one line from a pipe is enough
+    assert done.returncode == 0, done.stderr
+    assert verify_password("old-pw", _root_hash(serverdir))
