@@ -10,11 +10,12 @@ or show. Concurrent requests for the same page share one upstream request.
 from __future__ import annotations
 
 import random
+import re
 from base64 import b64encode
 from http.cookiejar import CookieJar
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import attrs
 import treq
@@ -116,8 +117,8 @@ def split_credentials(url: str) -> tuple[str, str | None]:
 
 
 def public_url(url: str) -> str:
-    """``url`` fit to show or log: credentials removed."""
-    return split_credentials(url)[0]
+    """``url`` fit to show or log: credentials removed, secrets in the query masked."""
+    return masked_url(split_credentials(url)[0])
 
 
 def with_credentials(url: str, credentials_from: str) -> str:
@@ -131,16 +132,58 @@ def with_credentials(url: str, credentials_from: str) -> str:
     return urlunsplit((target.scheme, netloc, target.path, target.query, target.fragment))
 
 
+# Query and fragment keys whose values are secrets: ?token=, ?access_token=, ?api_key=,
+# ?password=, ?auth=, ?client_secret=, ?X-Amz-Signature= ...
+_SECRET_KEY = re.compile(r"key|token|secret|pass|auth|sig|credential|session", re.IGNORECASE)
+MASK = "****"
+
+
 def masked_url(url: str) -> str:
-    """``url`` with the password of embedded credentials replaced by ``****``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{parts.username}:****@{host}", parts.path, parts.query,
-                       parts.fragment))
+    """``url`` fit to show (JSON, pages, logs, status): the credentials it carries masked.
+
+    User info becomes ``user:****@`` (a user with a password) or ``****@`` (a user
+    alone is often a token; percent-encoded ``user%3Apass`` too); query and fragment
+    values of keys that look secret (key, token, secret, pass, auth, sig, credential,
+    session) become ``****``. Never raises: a URL that does not parse (a stored bad
+    one) has everything between ``://`` and its last ``@`` masked.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    if "@" in authority:
+        userinfo, _, host = authority.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        authority = f"{user}:{MASK}@{host}" if colon and user else f"{MASK}@{host}"
+    elif "@" in tail and ("@" in re.split(r"[?#]", tail)[0] or not _parses(url)):
+        # "user:pa/ss@host": a "/", "?" or "#" in the password ended the authority
+        # early; hide all up to the last "@".
+        authority, tail = f"{MASK}@" + tail.rpartition("@")[2], ""
+    head, hash_, fragment = tail.partition("#")
+    path, question, query = head.partition("?")
+    shown = f"{scheme}{sep}{authority}{path}{question}{_masked_pairs(query)}{hash_}"
+    return shown + _masked_pairs(fragment)
+
+
+def _parses(url: str) -> bool:
+    try:
+        urlsplit(url).port
+    except ValueError:
+        return False
+    return True
+
+
+def _masked_pairs(text: str) -> str:
+    """``a=1&token=x`` with the values of secret-looking keys masked."""
+    if "=" not in text:
+        return text
+    pairs = re.split(r"([&;])", text)
+    for i in range(0, len(pairs), 2):
+        key, eq, value = pairs[i].partition("=")
+        if eq and value and _SECRET_KEY.search(unquote_plus(key)):
+            pairs[i] = f"{key}={MASK}"
+    return "".join(pairs)
 
 
 def _headers(response: Any) -> dict[str, str]:
@@ -210,11 +253,11 @@ class Upstream:
             except CancelledError:
                 raise
             except Exception as e:  # refused, reset, DNS, TLS, timeout
-                error = f"{type(e).__name__} on {method} {plain}"
+                error = f"{type(e).__name__} on {method} {masked_url(plain)}"
             else:
                 if response.code < 500:
                     return response
-                error = f"{response.code} status on {method} {plain}"
+                error = f"{response.code} status on {method} {masked_url(plain)}"
                 await discard(response)
             self.stats["errors"] += 1
             if attempt < self._retries:

@@ -14,6 +14,7 @@ PROFILE_KEYS = ("email", "title", "description", "custom_data")
 CREATE_KEYS = frozenset({"password", "pwhash", *PROFILE_KEYS})
 TOLERATED_KEYS = frozenset({"username", "indexes", "created", "modified"})
 OLD_CREATED = "1970-01-01T00:00:00Z"
+MAX_PASSWORD = 4096  # bytes of UTF-8; passlib refuses longer secrets
 
 
 def timestamp(now: float) -> str:
@@ -42,6 +43,20 @@ def _require_mapping(body: Any) -> Mapping[str, Any]:
 def _check_text(key: str, value: Any) -> None:
     if key in ("email", "title", "description", "password", "pwhash") and not isinstance(value, str):
         raise InvalidInput(f"'{key}' must be a string")
+    if key == "password":
+        check_password(value)
+
+
+def check_password(password: str) -> str:
+    """``password`` if it can be hashed: valid Unicode (no lone surrogates) of at most
+    MAX_PASSWORD bytes in UTF-8; InvalidInput otherwise."""
+    try:
+        size = len(password.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidInput("the password is not valid Unicode (a lone surrogate)") from None
+    if size > MAX_PASSWORD:
+        raise InvalidInput(f"the password is longer than {MAX_PASSWORD} bytes")
+    return password
 
 
 def new_user(body: Any, now: float) -> UserChange:
@@ -50,7 +65,7 @@ def new_user(body: Any, now: float) -> UserChange:
     unknown = sorted(set(body) - CREATE_KEYS - TOLERATED_KEYS)
     if unknown:
         raise InvalidInput("Unknown keys in user config: " + ", ".join(unknown))
-    if "password" not in body and not body.get("pwhash"):
+    if body.get("password") is None and not body.get("pwhash"):
         raise InvalidInput("password needs to be set")
     for key, value in body.items():
         if key in CREATE_KEYS and value is not None:

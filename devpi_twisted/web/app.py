@@ -110,6 +110,21 @@ class ManagementApp:
             return self.handle_storage_unavailable(request, failure)
         return None
 
+    @staticmethod
+    def unroutable(request: IRequest) -> bytes | None:
+        """The 400 for a URL no route can take, None for others: a path or host that is
+        not UTF-8 (Klein logs a traceback for it), a path with NUL (nothing stored has
+        one, and PostgreSQL cannot even be asked for it)."""
+        path = b"/".join(request.prepath + request.postpath)
+        try:
+            path.decode("utf-8")
+            request.getRequestHostname().decode("utf-8")
+        except UnicodeDecodeError:
+            return render.error(request, 400, "Bad request: the URL is not valid UTF-8")
+        if b"\x00" in path:
+            return render.error(request, 400, "Bad request: the URL holds a NUL character")
+        return None
+
     @app.handle_errors(RouteNotFound, MethodNotAllowed)
     def handle_no_route(self, request: IRequest, failure: Failure) -> bytes:
         return render.error(request, 404, "The resource could not be found.")

@@ -107,7 +107,7 @@ class Server:
 
 def make_server(tmp_path: Path, restrict_modify: str | None = None,
                 outside_url: str | None = None, pg: tuple[PgCluster, str] | None = None,
-                access_log: bool = False) -> Server:
+                access_log: bool = False, blobs: Any = None) -> Server:
     """A server on sqlite, or with ``pg`` (cluster, database) on PostgreSQL through the
     blocking adapter: either way every request completes inside the client call."""
     if pg is None:
@@ -127,9 +127,9 @@ def make_server(tmp_path: Path, restrict_modify: str | None = None,
     policy = Policy(parse_principals(restrict_modify.split(",")) if restrict_modify else None)
     ops = ServerOps(storage, policy, TokenSigner(b"k" * 16, clock.seconds), offload, clock.seconds)
     info = ServerInfo(uuid=UUID, serverdir=str(tmp_path), outside_url=outside_url)
-    # The whole app; these tests send no uploads, so no blob store is needed.
+    # The whole app; a blob store only for tests that upload (``blobs``).
     metrics = RequestMetrics()
-    app = IndexApp(ops, info, ReleaseOps(storage, None, clock.seconds), SimpleOps(storage), None,
+    app = IndexApp(ops, info, ReleaseOps(storage, blobs, clock.seconds), SimpleOps(storage), blobs,
                    offload, tmp_path, metrics=metrics)
     site = DevpiSite(app.resource(), info, lambda: storage.serial, access_log=access_log,
                      metrics=metrics)
