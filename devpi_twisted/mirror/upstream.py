@@ -105,12 +105,13 @@ class Reply:
 
 def split_credentials(url: str) -> tuple[str, str | None]:
     """``url`` without ``user:password@``, and the Basic Authorization value for them."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "http://[::1/": the request fails on it (a stored URL of old)
+        return url, None
     if parts.username is None:
         return url, None
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    host = parts.netloc.rpartition("@")[2]  # as written: a bad port fails the request, not this
     plain = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
     secret = f"{parts.username}:{parts.password or ''}".encode()
     return plain, "Basic " + b64encode(secret).decode()
@@ -144,34 +145,29 @@ def masked_url(url: str) -> str:
     User info becomes ``user:****@`` (a user with a password) or ``****@`` (a user
     alone is often a token; percent-encoded ``user%3Apass`` too); query and fragment
     values of keys that look secret (key, token, secret, pass, auth, sig, credential,
-    session) become ``****``. Never raises: a URL that does not parse (a stored bad
-    one) has everything between ``://`` and its last ``@`` masked.
+    session) become ``****``. Never raises. A "/", "?" or "#" in a password ends the
+    authority early, so an "@" after the authority masks everything up to it.
     """
     scheme, sep, rest = url.partition("://")
     if not sep:
         scheme, rest = "", url
-    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    authority, tail = rest[:end], rest[end:]
+    authority, tail = _split_authority(rest)
     if "@" in authority:
         userinfo, _, host = authority.rpartition("@")
         user, colon, _ = userinfo.partition(":")
         authority = f"{user}:{MASK}@{host}" if colon and user else f"{MASK}@{host}"
-    elif "@" in tail and ("@" in re.split(r"[?#]", tail)[0] or not _parses(url)):
-        # "user:pa/ss@host": a "/", "?" or "#" in the password ended the authority
-        # early; hide all up to the last "@".
-        authority, tail = f"{MASK}@" + tail.rpartition("@")[2], ""
+    elif "@" in tail:
+        host, tail = _split_authority(tail.rpartition("@")[2])
+        authority = f"{MASK}@{host}"
     head, hash_, fragment = tail.partition("#")
     path, question, query = head.partition("?")
     shown = f"{scheme}{sep}{authority}{path}{question}{_masked_pairs(query)}{hash_}"
     return shown + _masked_pairs(fragment)
 
 
-def _parses(url: str) -> bool:
-    try:
-        urlsplit(url).port
-    except ValueError:
-        return False
-    return True
+def _split_authority(rest: str) -> tuple[str, str]:
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    return rest[:end], rest[end:]
 
 
 def _masked_pairs(text: str) -> str:
