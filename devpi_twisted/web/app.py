@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound as RouteNotFound
 
-from devpi_twisted.mirror.upstream import masked_url
+from devpi_twisted.mirror.urls import masked_url
 from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, Identity
 from devpi_twisted.model.errors import DomainError, NotFound
 from devpi_twisted.model.ops import ServerOps, Written

@@ -10,7 +10,8 @@ from twisted.internet.defer import fail
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 
-from devpi_twisted.mirror.upstream import Upstream, UpstreamError, masked_url, public_url, split_credentials
+from devpi_twisted.mirror.upstream import Upstream, UpstreamError, public_url, split_credentials
+from devpi_twisted.mirror.urls import masked_url
 from tests.support import failure_of
 
 
