@@ -19,17 +19,18 @@ from devpi_twisted.model.errors import InvalidInput
 MAX_NAME = 128  # bytes of UTF-8 in a user or index name
 # ASCII controls, space and every ASCII punctuation but "-.@_" (devpi's blocklist).
 _FORBIDDEN = re.compile(r"[\x00-\x20!\"#$%&'()*+,/:;<=>?\[\\\]^`{|}~]")
-# Unicode categories of characters that do not show: controls, format characters,
-# surrogates, spaces and line/paragraph separators.
-_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
+# Unicode categories of characters that do not show: controls, format characters
+# (zero-width, bidi, BOM), lone surrogates, line and paragraph separators.
+_HIDDEN = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 _NOT_ALNUM_RUN = re.compile(r"[^A-Za-z0-9]+")
 
 
-def _invisible(name: str) -> str | None:
-    """The first character of ``name`` that does not show (ASCII ones but DEL are
-    checked by _FORBIDDEN already)."""
-    for char in name:
-        if (char == "\x7f" or not char.isascii()) and unicodedata.category(char) in _INVISIBLE:
+def hidden_char(text: str, spaces: bool = False) -> str | None:
+    """The first character of ``text`` that does not show (a control, format character,
+    lone surrogate or line separator; with ``spaces`` also a Unicode space), else None."""
+    for char in text:
+        category = unicodedata.category(char)
+        if category in _HIDDEN or (spaces and category == "Zs"):
             return char
     return None
 
@@ -45,7 +46,7 @@ def check_name(kind: str, name: str) -> str:
             "Any ascii symbol besides -.@_ is blocked.")
     if name in (".", ".."):
         raise InvalidInput(f"{kind} '{name}' is not allowed")
-    hidden = _invisible(name)
+    hidden = hidden_char(name, spaces=True)
     if hidden is not None:
         raise InvalidInput(
             f"{kind} {name[:MAX_NAME]!r} contains the invisible character U+{ord(hidden):04X}, "
@@ -55,13 +56,11 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
-def storable(name: str) -> bool:
-    """Whether ``name`` could be a stored user or index name at all (it may be one from
-    before today's rules): read paths answer 404 for other names without asking storage."""
-    if not name or "\x00" in name:
-        return False
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` is valid Unicode: no lone surrogates, which cannot be encoded
+    (JSON's ``\\ud800`` escapes make them), stored or sent."""
     try:
-        name.encode("utf-8")
+        text.encode("utf-8")
     except UnicodeEncodeError:
         return False
     return True

@@ -16,7 +16,7 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from devpi_twisted.model.errors import InvalidInput
-from devpi_twisted.model.names import normalize_project
+from devpi_twisted.model.names import hidden_char, normalize_project
 
 # -- splitting filenames (model.md 1.3) ---------------------------------------------
 
@@ -191,8 +191,6 @@ def check_release_filename(filename: str, name: str, version: str) -> None:
 
 _LEGAL_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _URL_UNSAFE = re.compile(r'[<>%#"]')
-# Not in a version: CR, LF, NUL and the other controls; zero-width and bidi characters.
-_INVISIBLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")
 MAX_NAME_OR_VERSION = 200  # characters; file names hold both (MAX_FILENAME)
 
 
@@ -214,21 +212,13 @@ def check_registration(name: str, version: str) -> None:
         reason = "Invalid package name. Names must end with an ASCII letter or digit"
     elif _URL_UNSAFE.search(name + version):
         reason = "Invalid package name or version (URL safety)"
-    elif _INVISIBLE.search(version) or not _is_unicode(version):
+    elif hidden_char(version) is not None:  # CR, LF, NUL, zero-width, lone surrogates
         reason = "Invalid version: control characters (CR, LF, NUL...) are not allowed"
     elif max(len(name), len(version)) > MAX_NAME_OR_VERSION:
         reason = f"Invalid package name or version: longer than {MAX_NAME_OR_VERSION} characters"
     else:
         return
     raise InvalidInput(f"invalid metadata: {reason}")
-
-
-def _is_unicode(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate
-        return False
-    return True
 
 
 # -- version data (model.md 7.1) ---------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 
 from devpi_twisted.model.errors import InvalidInput
+from devpi_twisted.model.names import is_unicode
 
 PROFILE_KEYS = ("email", "title", "description", "custom_data")
 CREATE_KEYS = frozenset({"password", "pwhash", *PROFILE_KEYS})
@@ -50,11 +51,9 @@ def _check_text(key: str, value: Any) -> None:
 def check_password(password: str) -> str:
     """``password`` if it can be hashed: valid Unicode (no lone surrogates) of at most
     MAX_PASSWORD bytes in UTF-8; InvalidInput otherwise."""
-    try:
-        size = len(password.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise InvalidInput("the password is not valid Unicode (a lone surrogate)") from None
-    if size > MAX_PASSWORD:
+    if not is_unicode(password):
+        raise InvalidInput("the password is not valid Unicode (a lone surrogate)")
+    if len(password.encode("utf-8")) > MAX_PASSWORD:
         raise InvalidInput(f"the password is longer than {MAX_PASSWORD} bytes")
     return password
 

@@ -11,6 +11,7 @@ from twisted.web.http import RESPONSES
 from twisted.web.iweb import IRequest
 
 from devpi_twisted.model import errors
+from devpi_twisted.model.names import is_unicode
 
 JSON = b"application/json"
 MAX_JSON_DEPTH = 64  # arrays and objects inside each other in a request body
@@ -65,7 +66,7 @@ def _check_json(value: Any) -> Any:
     while todo:
         item, depth = todo.pop()
         if isinstance(item, str):
-            if not _is_unicode(item):
+            if not is_unicode(item):
                 raise errors.InvalidInput("Bad request: JSON text holds a lone surrogate (\\ud800-\\udfff)")
         elif isinstance(item, (list, dict)):
             if depth >= MAX_JSON_DEPTH:
@@ -73,14 +74,6 @@ def _check_json(value: Any) -> Any:
             children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
             todo.extend((child, depth + 1) for child in children)
     return value
-
-
-def _is_unicode(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def read_json(request: IRequest) -> Any:

@@ -232,3 +232,7 @@ def test_a_valid_wheel_and_sdist_are_still_accepted(uploads: Server) -> None:
         assert uploads.client.request("POST", "/alice/dev/", raw=body, headers=headers).code == 200
     assert len(uploads.client.get("/alice/dev/pkg/1.0").json["result"]["+links"]) == 2
 
+
+
+def test_an_undecodable_host_is_a_400_without_a_traceback(server: Server) -> None:
+    _refused(server, "GET", "/root", headers={"Host": [b"\xff\xfe"]})
