@@ -228,7 +228,9 @@ def _call(method: str, path: str, body: Any, who: str, content_type: str | None 
     return Call(method, path, body, who, content_type)
 
 
-WHO = st.sampled_from(["root", "root", "anon"])
+WHO = st.sampled_from(["root", "root", "anon", "garbage"])
+GARBAGE_AUTH = [b"Basic !!!", b"Basic //46/w==", b"Basic bm9jb2xvbg==", b"Bearer x", b"Basic",
+                b"Basic " + b"QQ==" * 1000, b"Basic cm9vdDo=" + b"\xff"]
 
 
 def _user_calls() -> st.SearchStrategy[Call]:
@@ -295,7 +297,9 @@ def _release_calls(relpath: str) -> st.SearchStrategy[Call]:
     raw_form = st.builds(lambda body, ctype: Call("POST", "/alice/dev/", body, "alice", ctype),
                          st.binary(max_size=200), st.sampled_from([
                              f"multipart/form-data; boundary={BOUNDARY}", "multipart/form-data",
-                             "application/x-www-form-urlencoded", "multipart/form-data; boundary="]))
+                             "application/x-www-form-urlencoded", "multipart/form-data; boundary=",
+                             "multipart/form-data; boundary=" + "b" * 5000, "multipart/mixed; boundary=x",
+                             "application/json", "text/plain; charset=utf-8", "multipart/form-data; boundary=\"\""]))
     yank = st.builds(
         lambda project, version, body: Call("PATCH", f"/alice/dev/{_segment(project)}/{_segment(version)}",
                                             body, "alice"),
@@ -327,6 +331,9 @@ def _send(fuzzed: Fuzzed, call: Call) -> None:
         headers.update(fuzzed.root)
     elif call.who == "alice":
         headers.update(fuzzed.alice)
+    elif call.who == "garbage":  # broken credentials of every kind: anonymous, never a 500
+        value = GARBAGE_AUTH[len(call.path) % len(GARBAGE_AUTH)]
+        headers.update({"Authorization": [value], "X-Devpi-Auth": [value[6:] or b"x"]})
     if call.content_type is not None:
         headers["Content-Type"] = [call.content_type]
     if isinstance(call.body, bytes):
