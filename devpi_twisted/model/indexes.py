@@ -124,6 +124,8 @@ def _normalize_value(key: str, value: Any, errors: list[str]) -> Any:
 
 
 MAX_URL = 4096
+_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?"
+_HOST = re.compile(rf"{_LABEL}(\.{_LABEL})*\.?")  # an ASCII (IDNA-encoded) host name
 
 
 def check_mirror_url(value: Any) -> str:
@@ -164,9 +166,6 @@ def _url_problem(url: str) -> str | None:
     except UnicodeError:
         encoded = ""
     return None if _HOST.fullmatch(encoded) else "invalid host name"
-
-
-_HOST = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?")
 
 
 def _unique(items: list[str]) -> list[str]:

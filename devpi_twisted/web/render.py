@@ -67,10 +67,12 @@ def _check_json(value: Any) -> Any:
         item, depth = todo.pop()
         if isinstance(item, str):
             if not is_unicode(item):
-                raise errors.InvalidInput("Bad request: JSON text holds a lone surrogate (\\ud800-\\udfff)")
+                raise errors.InvalidInput(
+                    "Bad request: JSON text holds a lone surrogate (\\ud800-\\udfff)")
         elif isinstance(item, (list, dict)):
             if depth >= MAX_JSON_DEPTH:
-                raise errors.InvalidInput(f"Bad request: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+                raise errors.InvalidInput(
+                    f"Bad request: JSON nested deeper than {MAX_JSON_DEPTH} levels")
             children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
             todo.extend((child, depth + 1) for child in children)
     return value
