@@ -30,6 +30,7 @@ EXAMPLES = 800
 PER_EXAMPLE = (3, 4)  # requests in one example: at least 2,400 a run
 REQUESTS = 2000
 BOUNDARY = "fuzz-boundary-7d3a"
+MAX_PATH = 15_000
 
 
 class InlineThreads:
@@ -341,7 +342,9 @@ def _send(fuzzed: Fuzzed, call: Call) -> None:
     else:
         raw = json.dumps(call.body).encode() if call.body is not None or call.method != "GET" else None
     before = server.storage.serial
-    reply = server.client.request(call.method, call.path, raw=raw, headers=headers)
+    # Twisted closes the connection, unanswered, on a request line over 16 KiB
+    path = call.path[:MAX_PATH]
+    reply = server.client.request(call.method, path, raw=raw, headers=headers)
     fuzzed.sent += 1
     assert reply.code < 500, (call, reply.code, reply.body[:500])
     assert not fuzzed.problems, (call, fuzzed.problems)
