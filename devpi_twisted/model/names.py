@@ -66,6 +66,13 @@ def is_unicode(text: str) -> bool:
     return True
 
 
+def can_be_stored(text: str) -> bool:
+    """Whether ``text`` could be a stored name or version at all: neither NUL nor a lone
+    surrogate can be part of a PostgreSQL key. Lookups of other text answer "not found"
+    without asking storage."""
+    return "\x00" not in text and is_unicode(text)
+
+
 def normalize_project(name: str) -> str:
     """devpi's canonical project name: runs of non-alphanumerics become '-', lower case.
 

@@ -24,7 +24,7 @@ from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, ROOT, Identity, Policy
 from devpi_twisted.model.errors import (
     AlreadyExists, Forbidden, InvalidInput, NotFound, Unauthenticated, Unavailable,
 )
-from devpi_twisted.model.names import check_name
+from devpi_twisted.model.names import can_be_stored, check_name
 from devpi_twisted.model.passwords import hash_password, needs_rehash, verify_password
 from devpi_twisted.model.tokens import LOGIN_TOKEN_MAX_AGE, NotAToken, TokenExpired, TokenSigner
 from devpi_twisted.storage.interface import (
@@ -121,7 +121,7 @@ class ServerOps:
         return ANONYMOUS_IDENTITY
 
     async def _check_password(self, username: str, password: str) -> bool:
-        if username.startswith("+"):
+        if username.startswith("+") or not can_be_stored(username):
             return False
         user = await self._storage.get_user(username)
         if user is None or not user.pwhash:

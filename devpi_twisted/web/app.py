@@ -33,8 +33,8 @@ def _route(app: Klein, path: str, methods: list[str]) -> Any:
 
 def _flag(request: IRequest, name: bytes) -> bool:
     """A query key is present, with or without a value (``?no_projects``, ``?force=``)."""
-    query = request.uri.partition(b"?")[2]
-    return name in parse_qs(query, keep_blank_values=True)
+    query = request.uri.partition(b"?")[2].decode("latin-1")  # bytes would fail on non-ASCII
+    return name.decode("ascii") in parse_qs(query, keep_blank_values=True, errors="replace")
 
 
 def _shown_index(config: Any) -> Any:

@@ -317,7 +317,23 @@ def _release_calls(relpath: str) -> st.SearchStrategy[Call]:
     version = st.builds(
         lambda method, version: Call(method, f"/alice/dev/pkg/{_segment(version)}", None, "alice"),
         st.sampled_from(["GET", "DELETE"]), st.sampled_from(["2.0", "3.0a1"]) | texts)
-    return st.one_of(good, good, upload, raw_form, yank, toxresult, project, version)
+    push_values = st.one_of(st.sampled_from(["pkg", "1.0", "2.0", "alice/dev", "fuzz/dev", "root/pypi",
+                                             "alice/other", "a\x00b/dev", "1.0\x00", True]), values)
+    push = st.builds(
+        lambda body, method: Call(method, "/alice/dev/", body, "alice", "application/json"),
+        st.one_of(st.fixed_dictionaries({"name": push_values, "version": push_values,
+                                         "targetindex": push_values},
+                                        optional={k: values for k in ("no_docs", "only_docs", "x")}),
+                  _keyed(["name", "version", "targetindex", "no_docs", "only_docs"], push_values),
+                  json_bodies),
+        st.sampled_from(["POST", "PUSH"]))
+    query = st.builds(
+        lambda path, q: Call("GET", f"{path}?{q}", None, "alice"),
+        st.sampled_from(["/alice/dev", "/alice/dev/pkg", "/alice/dev/pkg/1.0", "/alice/dev/+simple/",
+                         "/alice/dev/+simple/pkg/", "/", "/alice", "/+api", "/+status"]),
+        st.sampled_from(["no_projects", "v=2", "v=%ff", "ignore_bases", "%00=%00", "a=" + "b" * 5000])
+        | texts.map(_segment))
+    return st.one_of(good, good, upload, raw_form, yank, toxresult, project, version, push, query)
 
 
 def _calls(relpath: str) -> st.SearchStrategy[list[Call]]:
