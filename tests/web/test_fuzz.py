@@ -333,7 +333,16 @@ def _release_calls(relpath: str) -> st.SearchStrategy[Call]:
                          "/alice/dev/+simple/pkg/", "/", "/alice", "/+api", "/+status"]),
         st.sampled_from(["no_projects", "v=2", "v=%ff", "ignore_bases", "%00=%00", "a=" + "b" * 5000])
         | texts.map(_segment))
-    return st.one_of(good, good, upload, raw_form, yank, toxresult, project, version, push, query)
+    templates = ["/alice/dev/+f/{}", "/alice/dev/+f/{}/{}", "/alice/dev/+e/{}", "/alice/dev/+simple/{}/",
+                 "/alice/dev/+simple/{}", "/alice/dev/pkg/{}/+doc/{}", "/alice/dev/{}/{}/{}",
+                 "/alice/dev/+simple/{}/refresh", "/root/pypi/+simple/{}/", "/{}/{}/+api", "/+changelog/{}"]
+    anywhere = st.builds(
+        lambda method, template, parts: Call(method, template.format(*parts), None, "alice"),
+        st.sampled_from(["GET", "HEAD", "DELETE", "POST", "PATCH", "PUT"]), st.sampled_from(templates),
+        st.lists(st.sampled_from(["pkg", "1.0", "index.html", "x.whl"]) | texts.map(_segment),
+                 min_size=3, max_size=3))
+    return st.one_of(good, good, upload, raw_form, yank, toxresult, project, version, push, query,
+                     anywhere)
 
 
 def _calls(relpath: str) -> st.SearchStrategy[list[Call]]:
