@@ -92,7 +92,7 @@ def test_a_stored_bad_mirror_url_still_renders_masked(server: Server, url: str) 
     # stored before validation existed (or imported): every read path must still answer
     result_of(server.storage.create_index("root", "old", {"type": "mirror", "volatile": True,
                                                           "mirror_url": url}))
-    for path in ("/", "/root", "/root/old", "/root/old?no_projects"):
+    for path in ("/", "/root", "/root/old", "/root/old?no_projects", "/+status"):
         reply = server.client.get(path)
         assert reply.code == 200, (path, reply.body[:300])
         assert SECRET not in reply.body.decode(), path
@@ -164,13 +164,6 @@ def test_bad_user_names_are_refused(server: Server, name: str) -> None:
 def test_bad_index_names_are_refused(server: Server, name: str) -> None:
     _refused(server, "PUT", "/root/" + _quoted(name), {}, headers=_root(server))
     assert server.storage.serial == 0
-
-
-def test_user_names_keep_case_and_unicode_form_as_devpi() -> None:
-    # devpi neither lower-cases nor normalises user names: Alice is not alice
-    from devpi_twisted.model.names import check_name
-
-    assert check_name("username", "Alice") != check_name("username", "alice")
 
 
 def test_users_differing_in_case_are_different_users(server: Server) -> None:
