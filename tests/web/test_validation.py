@@ -284,3 +284,14 @@ def test_a_query_with_non_ascii_or_undecodable_escapes_is_no_500(server: Server,
         assert reply.code < 500, (path, reply.body[:200])
         assert not [e for e in events if e.get("log_failure") or e.get("isError")]
     assert "projects" not in server.client.get("/root/pypi?%ff%fe=1&no_projects").json["result"]
+
+
+@pytest.mark.parametrize("name", ["..", "a\u200bb", "c" * 300])
+def test_names_stored_before_todays_rules_can_still_be_read_and_deleted(server: Server, name: str) -> None:
+    result_of(server.storage.create_user(name, {"created": "2024-01-01T00:00:00Z"}, None))
+    result_of(server.storage.create_index("root", name, {"type": "stage", "volatile": True, "bases": []}))
+    root = _root(server)
+    for path in ("/", "/" + _quoted(name), "/root/" + _quoted(name)):
+        assert server.client.get(path).code == 200, path
+    assert server.client.request("DELETE", "/root/" + _quoted(name), headers=root).code == 201
+    assert server.client.request("DELETE", "/" + _quoted(name), headers=root).code == 200
