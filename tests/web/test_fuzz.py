@@ -21,6 +21,7 @@ import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from zope.interface import provider
 
 from devpi_twisted.storage.blobs import FileBlobStore
@@ -41,8 +42,6 @@ class InlineThreads:
         try:
             result = fn(*args, **kw)
         except BaseException:
-            from twisted.python.failure import Failure
-
             on_result(False, Failure())
         else:
             on_result(True, result)
