@@ -169,6 +169,16 @@ def _read_tar_member(archive: tarfile.TarFile, info: tarfile.TarInfo, limit: int
     return data if len(data) <= limit else None
 
 
+def is_zip(path: Path | str) -> bool:
+    """Whether ``path`` is a zip archive whose member list can be read."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            archive.infolist()
+    except _BAD_ARCHIVE:
+        return False
+    return True
+
+
 class BadDocZip(ValueError):
     """A documentation upload that is not a zip or names paths outside its root."""
 

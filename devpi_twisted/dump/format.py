@@ -17,7 +17,9 @@ from typing import Any
 
 import attrs
 
+from devpi_twisted.mirror.urls import masked_url
 from devpi_twisted.model.errors import InvalidInput
+from devpi_twisted.model.indexes import check_mirror_url
 from devpi_twisted.model.names import check_name, normalize_project
 from devpi_twisted.model.passwords import legacy_hash, split_legacy
 from devpi_twisted.model.releases import check_plain_filename, doczip_filename, split_filename
@@ -295,10 +297,25 @@ def read_dump(directory: Path, skip_types: Iterable[str] = ()) -> Dump:
     return Dump(directory, dumpversion, server, users, tuple(indexes), tuple(warnings))
 
 
+def _check_mirror_url(name: str, config: Mapping[str, Any], warnings: list[str]) -> None:
+    """A warning (the URL masked) for a mirror whose URL we would refuse: it is imported
+    as it is, and its pages fail until it is fixed."""
+    url = config.get("mirror_url")
+    if config.get("type") != "mirror" or url is None:
+        return
+    try:
+        check_mirror_url(url)
+    except InvalidInput as e:
+        shown = masked_url(url) if isinstance(url, str) else repr(url)
+        warnings.append(f"index {name}: mirror_url {shown} is imported as it is, but {e} "
+                        "Fix it with devpi index.")
+
+
 def _index(directory: Path, name: str, dumped: Mapping[str, Any], dumpversion: str,
            problems: list[str], warnings: list[str]) -> IndexDump:
     user, index = name.split("/", 1)
     config = config_from_dump(dumped["indexconfig"])
+    _check_mirror_url(name, config, warnings)
     projects: dict[str, dict[str, dict[str, Any]]] = {}
     projects_in = dumped.get("projects") or {}
     if not isinstance(projects_in, dict):

@@ -31,6 +31,7 @@ from twisted.web.iweb import IAgentEndpointFactory, IPolicyForHTTPS
 from zope.interface import implementer
 
 from devpi_twisted import __version__
+from devpi_twisted.mirror.urls import masked_url
 
 PAGE_ACCEPT = ("application/vnd.pypi.simple.v1+json, "
                "application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01")
@@ -104,20 +105,21 @@ class Reply:
 
 def split_credentials(url: str) -> tuple[str, str | None]:
     """``url`` without ``user:password@``, and the Basic Authorization value for them."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "http://[::1/": the request fails on it (a stored URL of old)
+        return url, None
     if parts.username is None:
         return url, None
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    host = parts.netloc.rpartition("@")[2]  # as written: a bad port fails the request, not this
     plain = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
     secret = f"{parts.username}:{parts.password or ''}".encode()
     return plain, "Basic " + b64encode(secret).decode()
 
 
 def public_url(url: str) -> str:
-    """``url`` fit to show or log: credentials removed."""
-    return split_credentials(url)[0]
+    """``url`` fit to show or log: credentials removed, secrets in the query masked."""
+    return masked_url(split_credentials(url)[0])
 
 
 def with_credentials(url: str, credentials_from: str) -> str:
@@ -129,18 +131,6 @@ def with_credentials(url: str, credentials_from: str) -> str:
         return url
     netloc = f"{source.username}:{source.password or ''}@{target.netloc}"
     return urlunsplit((target.scheme, netloc, target.path, target.query, target.fragment))
-
-
-def masked_url(url: str) -> str:
-    """``url`` with the password of embedded credentials replaced by ``****``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{parts.username}:****@{host}", parts.path, parts.query,
-                       parts.fragment))
 
 
 def _headers(response: Any) -> dict[str, str]:
@@ -210,11 +200,11 @@ class Upstream:
             except CancelledError:
                 raise
             except Exception as e:  # refused, reset, DNS, TLS, timeout
-                error = f"{type(e).__name__} on {method} {plain}"
+                error = f"{type(e).__name__} on {method} {masked_url(plain)}"
             else:
                 if response.code < 500:
                     return response
-                error = f"{response.code} status on {method} {plain}"
+                error = f"{response.code} status on {method} {masked_url(plain)}"
                 await discard(response)
             self.stats["errors"] += 1
             if attempt < self._retries:

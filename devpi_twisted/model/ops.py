@@ -25,7 +25,7 @@ from devpi_twisted.model.errors import (
     AlreadyExists, Forbidden, InvalidInput, NotFound, TooManyAttempts, Unauthenticated,
     Unavailable,
 )
-from devpi_twisted.model.names import check_name
+from devpi_twisted.model.names import can_be_stored, check_name
 from devpi_twisted.model.passwords import DUMMY_HASH, hash_password, needs_rehash, verify_password
 from devpi_twisted.model.throttle import LoginThrottle
 from devpi_twisted.model.tokens import LOGIN_TOKEN_MAX_AGE, NotAToken, TokenExpired, TokenSigner
@@ -152,7 +152,8 @@ class ServerOps:
 
         An unknown user costs what a wrong password costs (a check against a dummy
         hash); throttled attempts and a full pool of checks raise before computing."""
-        user = None if username.startswith("+") else await self._storage.get_user(username)
+        user = None if username.startswith("+") or not can_be_stored(username) \
+            else await self._storage.get_user(username)
         pwhash = user.pwhash if user is not None else None
         if user is not None and pwhash and self._verified.known(user.name, password, pwhash, client):
             return user

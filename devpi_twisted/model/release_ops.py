@@ -25,7 +25,7 @@ from devpi_twisted.model.errors import (
     Conflict, Forbidden, Gone, InvalidInput, NotFound, Unauthenticated, Unavailable,
 )
 from devpi_twisted.model.indexes import MIRROR, parse_bool, resolution_order
-from devpi_twisted.model.names import normalize_project
+from devpi_twisted.model.names import can_be_stored, normalize_project
 from devpi_twisted.model.ops import RETRIES, Written
 from devpi_twisted.storage.interface import (
     FileRecord, RecordMissing, StaleRecord, Storage, VersionRecord,
@@ -131,7 +131,7 @@ class ReleaseOps:
         return await self._storage.get_file(relpath)
 
     async def _stage(self, user: str, index: str) -> Mapping[str, Any]:
-        record = await self._storage.get_index(user, index)
+        record = await self._storage.get_index(user, index) if can_be_stored(user + index) else None
         if record is None:
             raise StageMissing(f"The stage {user}/{index} could not be found.")
         return record.config
@@ -201,6 +201,8 @@ class ReleaseOps:
                                     rel=DOCZIP, filename=releases.doczip_filename(project, version))
 
     async def _version(self, user: str, index: str, project: str, version: str) -> VersionRecord | None:
+        if not can_be_stored(version):  # from a JSON body (push, yank)
+            return None
         return await self._storage.get_version(user, index, project, version)
 
     async def _register(self, identity: Identity, user: str, index: str, name: str, version: str,

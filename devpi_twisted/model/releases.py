@@ -16,7 +16,7 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from devpi_twisted.model.errors import InvalidInput
-from devpi_twisted.model.names import normalize_project
+from devpi_twisted.model.names import hidden_char, normalize_project
 
 # -- splitting filenames (model.md 1.3) ---------------------------------------------
 
@@ -172,7 +172,8 @@ def check_release_filename(filename: str, name: str, version: str) -> None:
     """The filename checks of a file upload, in devpi's order (api.md 8.2 steps 1-3).
 
     Raises InvalidInput: for path tricks first, then version missing from the
-    name, not an archive, or not starting with the project name.
+    name, not an archive, not starting with the project name, and (ours) a wheel
+    whose name breaks the wheel naming rule.
     """
     check_plain_filename(filename)
     if not version_in_filename(version, filename):
@@ -181,10 +182,16 @@ def check_release_filename(filename: str, name: str, version: str) -> None:
         raise InvalidInput(f"{filename!r} is not a valid archive name")
     if not normalize_project(filename).startswith(normalize_project(name)):
         raise InvalidInput(f"filename {filename!r} does not match project name {name!r}")
+    if filename.lower().endswith(".whl"):
+        try:
+            parse_wheel_filename(filename)
+        except InvalidWheelFilename as e:
+            raise InvalidInput(f"{filename!r} is not a valid wheel filename: {e}") from None
 
 
 _LEGAL_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _URL_UNSAFE = re.compile(r'[<>%#"]')
+MAX_NAME_OR_VERSION = 200  # characters; file names hold both (MAX_FILENAME)
 
 
 def check_registration(name: str, version: str) -> None:
@@ -205,6 +212,10 @@ def check_registration(name: str, version: str) -> None:
         reason = "Invalid package name. Names must end with an ASCII letter or digit"
     elif _URL_UNSAFE.search(name + version):
         reason = "Invalid package name or version (URL safety)"
+    elif hidden_char(version) is not None:  # CR, LF, NUL, zero-width, lone surrogates
+        reason = "Invalid version: control characters (CR, LF, NUL...) are not allowed"
+    elif max(len(name), len(version)) > MAX_NAME_OR_VERSION:
+        reason = f"Invalid package name or version: longer than {MAX_NAME_OR_VERSION} characters"
     else:
         return
     raise InvalidInput(f"invalid metadata: {reason}")

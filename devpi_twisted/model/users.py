@@ -9,12 +9,14 @@ from typing import Any
 import attrs
 
 from devpi_twisted.model.errors import Forbidden, InvalidInput
+from devpi_twisted.model.names import is_unicode
 from devpi_twisted.model.passwords import hash_refusal, legacy_hash
 
 PROFILE_KEYS = ("email", "title", "description", "custom_data")
 CREATE_KEYS = frozenset({"password", "pwhash", "pwsalt", *PROFILE_KEYS})
 TOLERATED_KEYS = frozenset({"username", "indexes", "created", "modified"})
 OLD_CREATED = "1970-01-01T00:00:00Z"
+MAX_PASSWORD = 4096  # bytes of UTF-8; passlib refuses longer secrets
 
 
 def timestamp(now: float) -> str:
@@ -44,6 +46,18 @@ def _check_text(key: str, value: Any) -> None:
     if key in ("email", "title", "description", "password", "pwhash", "pwsalt") \
             and not isinstance(value, str):
         raise InvalidInput(f"'{key}' must be a string")
+    if key == "password":
+        check_password(value)
+
+
+def check_password(password: str) -> str:
+    """``password`` if it can be hashed: valid Unicode (no lone surrogates) of at most
+    MAX_PASSWORD bytes in UTF-8; InvalidInput otherwise."""
+    if not is_unicode(password):
+        raise InvalidInput("the password is not valid Unicode (a lone surrogate)")
+    if len(password.encode("utf-8")) > MAX_PASSWORD:
+        raise InvalidInput(f"the password is longer than {MAX_PASSWORD} bytes")
+    return password
 
 
 def _ready_hash(body: Mapping[str, Any], may_set_hash: bool) -> str | None:
@@ -73,7 +87,7 @@ def new_user(body: Any, now: float, may_set_hash: bool = False) -> UserChange:
     unknown = sorted(set(body) - CREATE_KEYS - TOLERATED_KEYS)
     if unknown:
         raise InvalidInput("Unknown keys in user config: " + ", ".join(unknown))
-    if "password" not in body and not body.get("pwhash"):
+    if body.get("password") is None and not body.get("pwhash"):
         raise InvalidInput("password needs to be set")
     for key, value in body.items():
         if key in CREATE_KEYS and value is not None:

@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound as RouteNotFound
 
-from devpi_twisted.mirror.upstream import masked_url
+from devpi_twisted.mirror.urls import masked_url
 from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, Identity
 from devpi_twisted.model.errors import DomainError, NotFound
 from devpi_twisted.model.ops import ServerOps, Written
@@ -37,8 +37,8 @@ def _route(app: Klein, path: str, methods: list[str]) -> Any:
 
 def _flag(request: IRequest, name: bytes) -> bool:
     """A query key is present, with or without a value (``?no_projects``, ``?force=``)."""
-    query = request.uri.partition(b"?")[2]
-    return name in parse_qs(query, keep_blank_values=True)
+    query = request.uri.partition(b"?")[2].decode("latin-1")  # bytes would fail on non-ASCII
+    return name.decode("ascii") in parse_qs(query, keep_blank_values=True, errors="replace")
 
 
 def _shown_index(config: Any) -> Any:
@@ -113,6 +113,21 @@ class ManagementApp:
             return self.handle_domain_error(request, failure)
         if failure.check(StorageUnavailable):
             return self.handle_storage_unavailable(request, failure)
+        return None
+
+    @staticmethod
+    def unroutable(request: IRequest) -> bytes | None:
+        """The 400 for a URL no route can take, None for others: a path or host that is
+        not UTF-8 (Klein logs a traceback for it), a path with NUL (nothing stored has
+        one, and PostgreSQL cannot even be asked for it)."""
+        path = b"/".join(request.prepath + request.postpath)
+        try:
+            path.decode("utf-8")
+            request.getRequestHostname().decode("utf-8")
+        except UnicodeDecodeError:
+            return render.error(request, 400, "Bad request: the URL is not valid UTF-8")
+        if b"\x00" in path:
+            return render.error(request, 400, "Bad request: the URL holds a NUL character")
         return None
 
     @app.handle_errors(RouteNotFound, MethodNotAllowed)

@@ -57,6 +57,9 @@ class FastRoutes(Resource):
         return None
 
     def render(self, request: Any) -> Any:
+        refused = self._app.unroutable(request)  # Klein would log a traceback for some
+        if refused is not None:
+            return refused
         route = self._match(request)
         if route is None:
             return self._fallback.render(request)

@@ -118,6 +118,7 @@ def read_upload(body: IO[bytes], content_type: str, staging: Path
         content = form.files.get("content")
         if content is None or form.first(":action") == "doc_upload":
             return form, None
+        check_wheel(content.path, content.filename)
         return form, spool_core_metadata(content.path, content.filename, staging)
     except BaseException:
         form.discard()
@@ -140,6 +141,12 @@ def spool_body(body: IO[bytes], staging: Path) -> UploadedFile:
     body.seek(0)
     path, size, sha256 = _spool(body, staging)
     return UploadedFile("body", path, size, sha256)
+
+
+def check_wheel(path: Path, filename: str) -> None:
+    """InvalidInput if ``filename`` names a wheel but ``path`` is not a zip archive."""
+    if filename.lower().endswith(".whl") and not archives.is_zip(path):
+        raise InvalidInput(f"{filename!r} is not a wheel: not a zip file")
 
 
 def check_docs(path: Path) -> None:

@@ -11,9 +11,11 @@ from twisted.web.http import RESPONSES
 from twisted.web.iweb import IRequest
 
 from devpi_twisted.model import errors
+from devpi_twisted.model.names import is_unicode
 from devpi_twisted.web.site import json_bytes
 
 JSON = b"application/json"
+MAX_JSON_DEPTH = 64  # arrays and objects inside each other in a request body
 
 STATUS = {
     errors.InvalidInput: 400,
@@ -48,12 +50,45 @@ def json_acceptable(request: IRequest) -> bool:
     return not value or "application/json" in value or "text/html" not in value
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number out of range: {text[:40]}")
+    return value
+
+
+def _no_constant(text: str) -> Any:
+    raise ValueError(f"{text} is not JSON")
+
+
+def _check_json(value: Any) -> Any:
+    """``value`` if it nests at most MAX_JSON_DEPTH deep and all its text is valid Unicode
+    (no lone surrogates: they cannot be stored or sent as UTF-8); else InvalidInput."""
+    todo = [(value, 0)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, str):
+            if not is_unicode(item):
+                raise errors.InvalidInput(
+                    "Bad request: JSON text holds a lone surrogate (\\ud800-\\udfff)")
+        elif isinstance(item, (list, dict)):
+            if depth >= MAX_JSON_DEPTH:
+                raise errors.InvalidInput(
+                    f"Bad request: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            todo.extend((child, depth + 1) for child in children)
+    return value
+
+
 def read_json(request: IRequest) -> Any:
+    """The request body as JSON: at most the JSON body limit (json_bytes), finite numbers,
+    no NaN/Infinity, bounded nesting, valid Unicode; BadJSON or InvalidInput otherwise."""
     body = json_bytes(request)
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        value = json.loads(body, parse_float=_finite, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadJSON() from None
+    return _check_json(value)
 
 
 def _send(request: IRequest, status: int, content_type: bytes, data: bytes) -> bytes:

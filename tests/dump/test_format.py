@@ -106,6 +106,17 @@ def test_skipped_index_types_are_left_out_with_a_warning(dump: Path) -> None:
     assert "index alice/c of type plugin-thing skipped" in read.warnings
 
 
+def test_a_bad_mirror_url_is_imported_with_a_masked_warning(dump: Path) -> None:
+    url = "http://bob:s3cretXYZ@h.example:abc/simple/?token=s3cretXYZ"
+    rewrite(dump, lambda d: d["indexes"].update(
+        {"alice/m": {"indexconfig": {"type": "mirror", "mirror_url": url}}}))
+    read = read_dump(dump)
+    warning = next(w for w in read.warnings if "alice/m" in w)
+    assert "must be a URL" in warning and "s3cretXYZ" not in warning
+    assert "http://bob:****@h.example:abc/simple/?token=****" in warning
+    assert read.indexes[[i.name for i in read.indexes].index("alice/m")].config["mirror_url"] == url
+
+
 def test_bases_come_first_and_missing_bases_are_warned_about(dump: Path) -> None:
     def change(d: dict[str, Any]) -> None:
         d["indexes"]["alice/a"] = {"indexconfig": {"type": "stage", "bases": ["alice/z", "gone/x"]}}

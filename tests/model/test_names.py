@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from packaging.utils import canonicalize_name
 
 from devpi_twisted.model.errors import InvalidInput
-from devpi_twisted.model.names import check_name, normalize_project
+from devpi_twisted.model.names import MAX_NAME, check_name, normalize_project
 
 # spec/model.md 1.1, verbatim.
 FORBIDDEN_PUNCTUATION = "!\"#$%&'()*+,/:;<=>?[\\]^`{|}~"
@@ -25,9 +25,9 @@ def _message(kind: str, name: str) -> str:
 
 allowed_names = st.text(
     alphabet=st.characters(
-        exclude_characters=FORBIDDEN_PUNCTUATION + CONTROLS_AND_SPACE + "\x7f",
-        exclude_categories=("Cs",)),
-    min_size=1)
+        exclude_characters=FORBIDDEN_PUNCTUATION + CONTROLS_AND_SPACE,
+        exclude_categories=("Cc", "Cf", "Cs", "Zs", "Zl", "Zp")),
+    min_size=1, max_size=MAX_NAME // 4).filter(lambda name: name not in (".", ".."))
 
 
 def test_forbidden_punctuation_is_all_ascii_punctuation_but_four() -> None:
@@ -37,7 +37,8 @@ def test_forbidden_punctuation_is_all_ascii_punctuation_but_four() -> None:
 # -- check_name --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["alice", "Alice", "a-b.c_d@e", "1", "föö", "😀", "名前", "..", "-_-"])
+@pytest.mark.parametrize("name", ["alice", "Alice", "a-b.c_d@e", "1", "föö", "😀", "名前", "...", "-_-",
+                                  ".a", "a" * MAX_NAME, "é" * (MAX_NAME // 2)])
 def test_check_name_returns_valid_names_unchanged(name: str) -> None:
     assert check_name("username", name) == name
 
@@ -76,9 +77,33 @@ def test_check_name_message_names_the_kind_for_indexes() -> None:
     assert info.value.message == _message("indexname", "a/b")
 
 
-def test_check_name_accepts_delete_character_outside_spec_control_range() -> None:
-    # spec/model.md 1.1 forbids controls 0x00-0x1F only; devpi's blocklist has no 0x7F.
-    assert check_name("username", "a\x7fb") == "a\x7fb"
+@pytest.mark.parametrize("name", [".", ".."])
+def test_check_name_rejects_the_directory_names(name: str) -> None:
+    # devpi allows them; as path segments of blob keys and files they name directories.
+    with pytest.raises(InvalidInput, match="is not allowed"):
+        check_name("username", name)
+
+
+@pytest.mark.parametrize("char", ["\x7f", "\x85", "\u00a0", "\u200b", "\u200d", "\u202e", "\u2028",
+                                  "\u3000", "\ufeff", "\ud800"])
+def test_check_name_rejects_invisible_characters_devpi_lets_through(char: str) -> None:
+    with pytest.raises(InvalidInput, match=f"U\\+{ord(char):04X}"):
+        check_name("username", f"a{char}b")
+
+
+def test_check_name_rejects_names_longer_than_the_limit() -> None:
+    with pytest.raises(InvalidInput, match="longer than"):
+        check_name("indexname", "a" * (MAX_NAME + 1))
+    with pytest.raises(InvalidInput, match="longer than"):
+        check_name("username", "é" * (MAX_NAME // 2 + 1))  # two bytes each
+    with pytest.raises(InvalidInput, match="longer than"):
+        check_name("username", "a" * 10_000)
+
+
+def test_check_name_keeps_case_and_unicode_form_as_devpi() -> None:
+    # devpi neither lower-cases nor normalises: these are four different names.
+    names = ["alice", "Alice", "\u00e9", "e\u0301"]
+    assert [check_name("username", n) for n in names] == names
 
 
 @given(allowed_names)

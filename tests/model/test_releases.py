@@ -253,17 +253,26 @@ def test_pyversion_and_filetype_refuses_what_cannot_be_split() -> None:
     ("hello_world-1.1-py3-none-any.whl", "hello-world", "1.1"),
     ("Hello.World-1.1.tar.gz", "hello_world", "1.1"),
     ("foo-1.0+local-py3-none-any.whl", "foo", "1.0+local"),
-    ("foo-1.0_local-py3-none-any.whl", "foo", "1.0+local"),  # wheel-escaped
     ("foo-1.0_beta_2.tar.gz", "foo", "1.0-beta 2"),          # runs become one '_'
     ("foo-1.0.TAR.GZ", "foo", "1.0"),                        # case-insensitive ending
     ("foo-1.0.tar.bz2", "foo", "1.0"),                       # devpi allows any .bz2
     ("foo-1.0.doc.zip", "foo", "1.0"),
     ("foo-docs-1.0.tar.gz", "foo", "1.0"),                   # a prefix is enough (devpi)
     *((f"foo-1.0{ext}", "foo", "1.0") for ext in
-      (".exe", ".tar.gz", ".bz2", ".rpm", ".deb", ".zip", ".tgz", ".egg", ".dmg", ".msi", ".whl")),
+      (".exe", ".tar.gz", ".bz2", ".rpm", ".deb", ".zip", ".tgz", ".egg", ".dmg", ".msi")),
 ])
 def test_check_release_filename_accepts(filename: str, name: str, version: str) -> None:
     check_release_filename(filename, name, version)
+
+
+@pytest.mark.parametrize("filename", [
+    "foo-1.0.whl", "foo-1.0-py3-any.whl", "foo-1.0-x-py3-none-any.whl", "foo-1.0_local-py3-none-any.whl",
+    "foo-1.0-1-2-py3-none-any.whl", "foo--1.0-py3-none-any.whl", "foo-1.0--none-any.whl",
+])
+def test_check_release_filename_refuses_wheels_with_invalid_names(filename: str) -> None:
+    # packaging's wheel naming rule (issue 19 item 7): pip would not install them either
+    with pytest.raises(InvalidInput, match="is not a valid wheel filename"):
+        check_release_filename(filename, "foo", "1.0")
 
 
 def test_check_release_filename_version_missing_message() -> None:
@@ -353,10 +362,25 @@ def test_check_registration_messages(name: str, version: str, reason: str) -> No
     assert info.value.message == f"invalid metadata: {reason}"
 
 
-@given(name=st.from_regex(r"\A[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?\Z"),
-       version=st.text(min_size=1).filter(lambda v: not any(c in v for c in '<>%#"')))
+@given(name=st.from_regex(r"\A[A-Za-z0-9]([A-Za-z0-9._-]{0,198}[A-Za-z0-9])?\Z"),
+       version=st.text(st.characters(exclude_categories=("Cc", "Cf", "Cs")), min_size=1, max_size=200)
+       .filter(lambda v: not any(c in v for c in '<>%#"')))
 def test_check_registration_accepts_valid_names_with_url_safe_versions(name: str, version: str) -> None:
     check_registration(name, version)
+
+
+@pytest.mark.parametrize("version", ["1.0\r\n", "1.0\n", "1.0\x00", "\r", "1.0\x7f", "1.0\u200b", "1.0\ud800"])
+def test_check_registration_refuses_versions_with_control_characters(version: str) -> None:
+    # issue 19 item 7: CR/LF would reach reason phrases and logs, NUL cannot be stored
+    with pytest.raises(InvalidInput, match="control characters"):
+        check_registration("foo", version)
+
+
+def test_check_registration_refuses_names_and_versions_no_file_could_hold() -> None:
+    with pytest.raises(InvalidInput, match="longer than"):
+        check_registration("a" * 201, "1.0")
+    with pytest.raises(InvalidInput, match="longer than"):
+        check_registration("foo", "1" * 10_000)
 
 
 # -- metadata_from_form, version data (model.md 7.1) ---------------------------------------

@@ -107,7 +107,7 @@ class Server:
 
 def make_server(tmp_path: Path, restrict_modify: str | None = None,
                 outside_url: str | None = None, pg: tuple[PgCluster, str] | None = None,
-                access_log: bool = False, hashing: Any = None) -> Server:
+                access_log: bool = False, hashing: Any = None, blobs: Any = None) -> Server:
     """A server on sqlite, or with ``pg`` (cluster, database) on PostgreSQL through the
     blocking adapter: either way every request completes inside the client call (unless
     ``hashing``, the executor of password checks, holds them back)."""
@@ -129,9 +129,9 @@ def make_server(tmp_path: Path, restrict_modify: str | None = None,
     ops = ServerOps(storage, policy, TokenSigner(b"k" * 16, clock.seconds), offload, clock.seconds,
                     hashing=hashing)
     info = ServerInfo(uuid=UUID, serverdir=str(tmp_path), outside_url=outside_url)
-    # The whole app; these tests send no uploads, so no blob store is needed.
+    # The whole app; a blob store only for tests that upload (``blobs``).
     metrics = RequestMetrics()
-    app = IndexApp(ops, info, ReleaseOps(storage, None, clock.seconds), SimpleOps(storage), None,
+    app = IndexApp(ops, info, ReleaseOps(storage, blobs, clock.seconds), SimpleOps(storage), blobs,
                    offload, tmp_path, metrics=metrics)
     site = DevpiSite(app.resource(), info, lambda: storage.serial, access_log=access_log,
                      metrics=metrics)
