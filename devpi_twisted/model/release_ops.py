@@ -71,7 +71,9 @@ class BadForm(InvalidInput):
     checks and answers a plain 400 (its reason phrase names no cause)."""
 
 
-CheckDocs = Callable[[IncomingFile], Awaitable[None]]
+# looks inside an uploaded archive (its ``rel``: RELEASEFILE or DOCZIP) once the form's own
+# checks passed, as devpi answers the form's faults first; raises InvalidInput
+CheckArchive = Callable[[IncomingFile, str], Awaitable[None]]
 
 
 def _http_date(now: float) -> str:
@@ -154,10 +156,10 @@ class ReleaseOps:
 
     async def submit_form(self, identity: Identity, user: str, index: str,
                           fields: Mapping[str, Sequence[str]], content: IncomingFile | None,
-                          check_docs: CheckDocs) -> Written:
+                          check_archive: CheckArchive) -> Written:
         """The legacy upload form (api.md 8): ``:action`` file_upload, doc_upload or submit.
-        ``check_docs`` inspects a doc zip once the form itself is found sound (InvalidInput
-        if the archive is not acceptable)."""
+        ``check_archive`` inspects the release file or doc zip once the form itself is
+        found sound (InvalidInput if the archive is not acceptable)."""
         config = await self.check_upload(identity, user, index)
         action = (fields.get(":action") or [None])[0]
         if not action:  # devpi takes a form without one for a push and fails to read its JSON
@@ -170,18 +172,19 @@ class ReleaseOps:
         volatile = parse_bool(config.get("volatile", True))
         if action == "doc_upload":
             return await self._add_docs(identity, user, index, name, version, metadata, content,
-                                        volatile, check_docs)
+                                        volatile, check_archive)
         releases.check_registration(name, version)
         if action == "submit":
             return await self._register(identity, user, index, name, version, metadata)
         if content is None:
             raise InvalidInput("content file field not found")
         releases.check_release_filename(content.filename, name, version)
+        await check_archive(content, RELEASEFILE)
         return await self._add_file(identity, user, index, name, version, metadata, content, volatile)
 
     async def _add_docs(self, identity: Identity, user: str, index: str, name: str, version: str,
                         metadata: Mapping[str, Any], content: IncomingFile | None,
-                        volatile: bool, check_docs: CheckDocs) -> Written:
+                        volatile: bool, check_archive: CheckArchive) -> Written:
         """doc_upload (api.md 8.3): the zip becomes ``<project>-<version>.doc.zip``; without a
         version, the latest release's docs. The archive is checked last, as devpi answers
         the form's faults first."""
@@ -196,7 +199,7 @@ class ReleaseOps:
                                    "to derive one from")
             metadata = {}
         releases.check_registration(name, version)
-        await check_docs(content)
+        await check_archive(content, DOCZIP)
         return await self._add_file(identity, user, index, name, version, metadata, content, volatile,
                                     rel=DOCZIP, filename=releases.doczip_filename(project, version))
 

@@ -112,13 +112,13 @@ def parse_form(body: IO[bytes], content_type: str, staging: Path) -> Form:
 def read_upload(body: IO[bytes], content_type: str, staging: Path
                 ) -> tuple[Form, UploadedFile | None]:
     """An upload form parsed (parse_form) and the core metadata of its release file spooled,
-    in one go, for one trip to a thread (a doc zip is checked later: check_docs)."""
+    in one go, for one trip to a thread (the archive itself is checked later, after the
+    form's own checks: check_archive)."""
     form = parse_form(body, content_type, staging)
     try:
         content = form.files.get("content")
         if content is None or form.first(":action") == "doc_upload":
             return form, None
-        check_wheel(content.path, content.filename)
         return form, spool_core_metadata(content.path, content.filename, staging)
     except BaseException:
         form.discard()
@@ -143,15 +143,13 @@ def spool_body(body: IO[bytes], staging: Path) -> UploadedFile:
     return UploadedFile("body", path, size, sha256)
 
 
-def check_wheel(path: Path, filename: str) -> None:
-    """InvalidInput if ``filename`` names a wheel but ``path`` is not a zip archive."""
-    if filename.lower().endswith(".whl") and not archives.is_zip(path):
+def check_archive(path: Path, filename: str, docs: bool) -> None:
+    """InvalidInput unless ``path`` is a zip of documentation with safe member names
+    (``docs``), or, for a release file named a wheel, a zip archive."""
+    if docs:
+        try:
+            archives.check_doc_zip(path)
+        except archives.BadDocZip as e:
+            raise InvalidInput(f"invalid documentation zip: {e}") from None
+    elif filename.lower().endswith(".whl") and not archives.is_zip(path):
         raise InvalidInput(f"{filename!r} is not a wheel: not a zip file")
-
-
-def check_docs(path: Path) -> None:
-    """InvalidInput unless ``path`` is a zip of documentation with safe member names."""
-    try:
-        archives.check_doc_zip(path)
-    except archives.BadDocZip as e:
-        raise InvalidInput(f"invalid documentation zip: {e}") from None

@@ -29,7 +29,7 @@ from devpi_twisted.model.errors import (
 from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.release_ops import (
-    BadForm, Identical, IncomingFile, IncomingMetadata, ReleaseOps, StageMissing,
+    DOCZIP, BadForm, Identical, IncomingFile, IncomingMetadata, ReleaseOps, StageMissing,
 )
 from devpi_twisted.model.simple import SimpleOps
 from devpi_twisted.replication.protocol import REPLICA_UUID
@@ -43,7 +43,7 @@ from devpi_twisted.web.files import FileRoutes, content_type
 from devpi_twisted.web.metrics import RequestMetrics
 from devpi_twisted.web.ops_routes import OpsRoutes
 from devpi_twisted.web.replication import ReplicationRoutes
-from devpi_twisted.web.forms import check_docs, read_upload, spool_body
+from devpi_twisted.web.forms import check_archive, read_upload, spool_body
 from devpi_twisted.web.simple import is_installer, render_project, render_project_list, wants_json
 from devpi_twisted.web.site import ServerInfo
 
@@ -118,7 +118,7 @@ class IndexApp(FileRoutes, OpsRoutes, ReplicationRoutes):
                     None if metadata is None else IncomingMetadata(
                         metadata.path, metadata.size, metadata.sha256))
             written = await self._releases.submit_form(identity, user, index, form.fields, incoming,
-                                                       self._check_docs)
+                                                       self._check_archive)
         except Identical as e:
             request.setResponseCode(200, _reason(e.message))
             return b""
@@ -143,8 +143,8 @@ class IndexApp(FileRoutes, OpsRoutes, ReplicationRoutes):
             request.setResponseCode(request.code, _reason(e.message))
         return body
 
-    async def _check_docs(self, content: IncomingFile) -> None:
-        await self._offload(check_docs, content.path)
+    async def _check_archive(self, content: IncomingFile, rel: str) -> None:
+        await self._offload(check_archive, content.path, content.filename, rel == DOCZIP)
 
     async def _copy_blob(self, source: str, target: str, sha256: str) -> None:
         """A file body copied within the store (through a staging file for the database store)."""

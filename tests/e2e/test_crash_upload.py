@@ -54,7 +54,7 @@ def test_kill_9_during_a_200_mb_upload(tmp_path: Path) -> None:
     assert call(daemon.url + "/alice", "PUT", {"password": "pw"})[0] == 201
     assert call(daemon.url + "/alice/dev", "PUT", {}, login(daemon.url, "alice", "pw"))[0] == 200
     auth = base64.b64encode(b"alice:pw").decode()
-    head = _head("big", "big-1.0-py3-none-any.whl")
+    head = _head("big", "big-1.0.tar.gz")  # random bytes: no wheel (a .whl must be a zip)
     sent = [0]
     errors: list[BaseException] = []
 
