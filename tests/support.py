@@ -109,6 +109,28 @@ class Daemon:
         self.stop(signal.SIGKILL)
 
 
+def bare_venv(work: Path) -> tuple[Path, Path]:
+    """A new virtualenv ``work/venv`` without pip, and its site-packages directory."""
+    venv = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   timeout=120)
+    purelib = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; "
+                              "print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    return venv, Path(purelib)
+
+
+def point_pypi_at(url: str, upstream: str, user: str, password: str, index: str) -> None:
+    """The server at ``url``: root/pypi mirrors ``upstream``; a new ``user`` has ``index``
+    inheriting root/pypi."""
+    root = login(url, "root", "")
+    status, body, _ = call(url + "/root/pypi", "PATCH", [f"mirror_url={upstream}"], root)
+    assert status == 200, body
+    assert call(f"{url}/{user}", "PUT", {"password": password})[0] == 201
+    auth = login(url, user, password)
+    assert call(f"{url}/{user}/{index}", "PUT", {"bases": "root/pypi"}, auth)[0] == 200
+
+
 def init_serverdir(serverdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([bin_path("devpi-twisted"), "init", "--serverdir", str(serverdir), *args],
                           capture_output=True, text=True, check=True)

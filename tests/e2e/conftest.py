@@ -14,9 +14,10 @@ import pytest
 from tests.support import Daemon, init_serverdir
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def daemon(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    """One initialised daemon per test module and storage (root has the empty password)."""
+def start_daemon(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                 *options: str) -> Daemon:
+    """An initialised daemon on the storage ``request.param`` names (sqlite, or postgres
+    with two workers), started with ``options``; root has the empty password."""
     serverdir = tmp_path_factory.mktemp("server") / "state"
     storage: list[str] = []
     workers: list[str] = []
@@ -25,7 +26,13 @@ def daemon(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         storage = ["--storage", cluster.storage_option(cluster.create_database())]
         workers = ["--workers", "2"]
     init_serverdir(serverdir, *storage)
-    running = Daemon(serverdir, *storage, *workers).start()
+    return Daemon(serverdir, *storage, *workers, *options).start()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def daemon(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """One initialised daemon per test module and storage (root has the empty password)."""
+    running = start_daemon(request, tmp_path_factory)
     yield running
     running.stop()
 

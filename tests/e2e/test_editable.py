@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import sysconfig
 import urllib.request
 from pathlib import Path
 
-from tests.support import Daemon
+from tests.support import Daemon, bare_venv
 
 TOP = Path(__file__).resolve().parent.parent.parent
 OURS = ("devpi_twisted", "__editable__", "devpi_plugin.py", "dropin.cache")
@@ -39,16 +38,11 @@ def share_packages(source: Path, target: Path) -> None:
 
 
 def editable_venv(work: Path) -> Path:
-    venv = work / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
-                   timeout=120)
+    venv, purelib = bare_venv(work)
     python = venv / "bin" / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; "
-                              "print(sysconfig.get_paths()['purelib'])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
     shared = work / "shared"
     share_packages(Path(sysconfig.get_paths()["purelib"]), shared)
-    (Path(purelib) / "shared-packages.pth").write_text(f"{shared}\n")
+    (purelib / "shared-packages.pth").write_text(f"{shared}\n")
     done = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps",
                            "--editable", str(TOP)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr

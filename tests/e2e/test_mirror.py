@@ -19,7 +19,9 @@ import pytest
 
 from tests.e2e.test_uploads import pip, twine
 from tests.fakepypi import FakePyPI
-from tests.support import Daemon, call, login, make_sdist, make_wheel, serving_fake_pypi
+from tests.support import (
+    Daemon, call, login, make_sdist, make_wheel, point_pypi_at, serving_fake_pypi,
+)
 
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 
@@ -40,12 +42,7 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePyPI]:
 @pytest.fixture(scope="module")
 def mirror(daemon: Daemon, fake: FakePyPI) -> Daemon:
     """root/pypi pointed at the fake; packages/stable (bases root/pypi) for private uploads."""
-    root = login(daemon.url, "root", "")
-    status, body, _ = call(daemon.url + "/root/pypi", "PATCH", [f"mirror_url={fake.url}"], root)
-    assert status == 200, body
-    assert call(daemon.url + "/packages", "PUT", {"password": "pkg-pass"})[0] == 201
-    auth = login(daemon.url, "packages", "pkg-pass")
-    assert call(daemon.url + "/packages/stable", "PUT", {"bases": "root/pypi"}, auth)[0] == 200
+    point_pypi_at(daemon.url, fake.url, "packages", "pkg-pass", "stable")
     return daemon
 
 

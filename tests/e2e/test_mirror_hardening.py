@@ -24,7 +24,7 @@ from tests.e2e.test_devpi_client import DevpiCLI
 from tests.e2e.test_replication import Pair, pair  # noqa: F401  (on this module's fake)
 from tests.e2e.test_uploads import pip
 from tests.fakepypi import FakePyPI
-from tests.support import Daemon, call, login, make_wheel, serving_fake_pypi
+from tests.support import Daemon, call, make_wheel, point_pypi_at, serving_fake_pypi
 
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 # published after the list was fetched
@@ -45,12 +45,7 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePyPI]:
 @pytest.fixture(scope="module")
 def mirror(daemon: Daemon, fake: FakePyPI) -> Daemon:
     """root/pypi pointed at the fake (default expiry); hard/dev inherits from it."""
-    root = login(daemon.url, "root", "")
-    status, body, _ = call(daemon.url + "/root/pypi", "PATCH", [f"mirror_url={fake.url}"], root)
-    assert status == 200, body
-    assert call(daemon.url + "/hard", "PUT", {"password": "hard-pass"})[0] == 201
-    auth = login(daemon.url, "hard", "hard-pass")
-    assert call(daemon.url + "/hard/dev", "PUT", {"bases": "root/pypi"}, auth)[0] == 200
+    point_pypi_at(daemon.url, fake.url, "hard", "hard-pass", "dev")
     return daemon
 
 

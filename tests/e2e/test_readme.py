@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Daemon, call, init_serverdir, make_sdist, make_wheel
+from tests.e2e.conftest import start_daemon
+from tests.support import Daemon, bare_venv, call, make_sdist, make_wheel
 
 TOP = Path(__file__).resolve().parent.parent.parent
 README = TOP / "README.rst"
@@ -79,15 +80,7 @@ def offline_daemon(request: pytest.FixtureRequest,
                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     """As the e2e ``daemon``, but never asking the real PyPI (``stable`` inherits
     ``root/pypi`` in the README)."""
-    serverdir = tmp_path_factory.mktemp("readme") / "state"
-    storage: list[str] = []
-    workers: list[str] = []
-    if request.param == "postgres":
-        cluster = request.getfixturevalue("pg_cluster")
-        storage = ["--storage", cluster.storage_option(cluster.create_database())]
-        workers = ["--workers", "2"]
-    init_serverdir(serverdir, *storage)
-    running = Daemon(serverdir, *storage, *workers, "--offline-mode").start()
+    running = start_daemon(request, tmp_path_factory, "--offline-mode")
     yield running
     running.stop()
 
@@ -95,14 +88,9 @@ def offline_daemon(request: pytest.FixtureRequest,
 def reader_venv(work: Path) -> Path:
     """A virtualenv standing for the reader's environment: it sees this environment's
     packages (by a .pth file), installs into its own, and runs pip as ``pip``."""
-    venv = work / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
-                   timeout=120)
+    venv, purelib = bare_venv(work)
     python = venv / "bin" / "python"
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; "
-                              "print(sysconfig.get_paths()['purelib'])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-    (Path(purelib) / "test-environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    (purelib / "test-environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     pip = venv / "bin" / "pip"
     pip.write_text(f'#!/bin/sh\nexec "{python}" -m pip "$@"\n')
     pip.chmod(0o755)
