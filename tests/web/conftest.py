@@ -138,12 +138,17 @@ def make_server(tmp_path: Path, restrict_modify: str | None = None,
     return Server(storage, clock, Client(site), ops)
 
 
+def pg_of(request: pytest.FixtureRequest) -> tuple[PgCluster, str] | None:
+    """For a fixture parametrized sqlite/postgres: None, or (cluster, a new database)."""
+    if request.param != "postgres":
+        return None
+    cluster = request.getfixturevalue("pg_cluster")
+    return cluster, cluster.create_database()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
-    pg = None
-    if request.param == "postgres":
-        cluster = request.getfixturevalue("pg_cluster")
-        pg = (cluster, cluster.create_database())
+    pg = pg_of(request)
     made = make_server(tmp_path, pg=pg)
     yield made
     made.storage.close()

@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from zope.interface import provider
 
 from devpi_twisted.storage.blobs import FileBlobStore
-from tests.web.conftest import Server, make_server
+from tests.web.conftest import Server, make_server, pg_of
 
 EXAMPLES = 800
 PER_EXAMPLE = (3, 4)  # requests in one example: at least 2,400 a run
@@ -112,10 +112,7 @@ class _NoFailures:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def fuzzed(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Fuzzed]:
-    pg = None
-    if request.param == "postgres":
-        cluster = request.getfixturevalue("pg_cluster")
-        pg = (cluster, cluster.create_database())
+    pg = pg_of(request)
     threads = InlineThreads()
     blobs = FileBlobStore(tmp_path / "+files", threads, threads).unsynced()
     server = make_server(tmp_path, pg=pg, blobs=blobs)

@@ -21,7 +21,7 @@ from devpi_twisted.model.passwords import DUMMY_HASH, hash_password, verify_pass
 from devpi_twisted.model.tokens import TokenSigner
 from devpi_twisted.web.hashing import HashingPool
 from tests.support import failure_of, result_of
-from tests.web.conftest import Server, cached_hash, make_server
+from tests.web.conftest import Server, cached_hash, make_server, pg_of
 
 # A real argon2id hash of "secret" with 300 passes (over a tiny memory, so the test can
 # afford to make it): the cost a client must not be able to choose.
@@ -48,12 +48,8 @@ class Recorder:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def recorded(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Server, Recorder]]:
-    pg = None
-    if request.param == "postgres":
-        cluster = request.getfixturevalue("pg_cluster")
-        pg = (cluster, cluster.create_database())
     recorder = Recorder()
-    made = make_server(tmp_path, pg=pg, hashing=recorder)
+    made = make_server(tmp_path, pg=pg_of(request), hashing=recorder)
     yield made, recorder
     made.storage.close()
 

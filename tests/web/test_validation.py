@@ -14,7 +14,7 @@ from twisted.logger import LogLevel, capturedLogs
 
 from devpi_twisted.storage.blobs import FileBlobStore
 from tests.support import result_of
-from tests.web.conftest import Reply, Server, make_server
+from tests.web.conftest import Reply, Server, make_server, pg_of
 from tests.web.test_fuzz import BOUNDARY, SDIST, WHEEL, InlineThreads, _multipart
 
 SECRET = "s3cretXYZ"
@@ -23,10 +23,7 @@ SECRET = "s3cretXYZ"
 @pytest.fixture(params=["sqlite", "postgres"])
 def uploads(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     """A server with a blob store, user alice (password "secret") and her index alice/dev."""
-    pg = None
-    if request.param == "postgres":
-        cluster = request.getfixturevalue("pg_cluster")
-        pg = (cluster, cluster.create_database())
+    pg = pg_of(request)
     threads = InlineThreads()
     made = make_server(tmp_path, pg=pg, blobs=FileBlobStore(tmp_path / "+files", threads, threads))
     assert made.client.request("PUT", "/alice", {"password": "secret"}).code == 201
