@@ -40,6 +40,8 @@ LINGER = 2.0
 _LENGTH_DIGITS = 18
 
 UPLOAD, JSON_BODY = "upload", "json"
+# reason phrases twisted.web.http.RESPONSES lacks
+_REASONS = {431: b"Request Header Fields Too Large"}
 
 
 @attrs.frozen
@@ -134,6 +136,14 @@ class DevpiChannel(HTTPChannel):
         if not self.refused:
             super().rawDataReceived(data)
 
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """A request line or header line over MAX_LENGTH (16 KiB): answered 414 or 431
+        instead of the plain disconnect of LineReceiver."""
+        if getattr(self, "_HTTPChannel__first_line", 0):  # (twisted's private state, 26.x)
+            self.refuse(414, f"request line longer than {self.MAX_LENGTH} bytes")
+        else:
+            self.refuse(431, f"header line longer than {self.MAX_LENGTH} bytes")
+
     def headerReceived(self, line: bytes) -> bool:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":
@@ -170,7 +180,7 @@ class DevpiChannel(HTTPChannel):
         _log.info("answered {code} at once to {peer}: {message}", code=code, message=message,
                   peer=str(self.transport.getPeer()))
         body = json.dumps({"message": message}).encode()
-        head = [b"HTTP/1.1 %d %s" % (code, RESPONSES.get(code, b"Error")),
+        head = [b"HTTP/1.1 %d %s" % (code, _REASONS.get(code) or RESPONSES.get(code, b"Error")),
                 b"Content-Type: application/json", b"Content-Length: %d" % len(body),
                 b"Connection: close", *(b"%s: %s" % item for item in self.site.fixed_headers)]
         self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)

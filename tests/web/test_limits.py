@@ -146,6 +146,18 @@ async def test_a_client_that_connects_and_says_nothing_is_dropped() -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_request_line_too_long_is_answered_414() -> None:
+    received = await _talk([b"GET /" + b"a" * 20000 + b" HTTP/1.1"], forever=False)
+    assert received.startswith(b"HTTP/1.1 414 ")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_header_line_too_long_is_answered_431() -> None:
+    received = await _talk([b"GET / HTTP/1.1", b"X-Big: " + b"b" * 20000], forever=False)
+    assert received.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_request_whose_head_arrives_in_time_is_served() -> None:
     received = await _talk([b"GET / HTTP/1.1", b"Host: x", b"Connection: close", b""],
                            forever=False)
