@@ -22,6 +22,7 @@ from twisted.web.server import Request, Site
 
 from devpi_twisted import __version__
 from devpi_twisted.model.errors import TooLarge
+from devpi_twisted.web.auth import client_address
 from devpi_twisted.web.metrics import RequestMetrics, route_of
 
 _log = Logger()
@@ -372,13 +373,11 @@ def _header(request: Request, name: bytes) -> str:
 
 def access_event(log: Logger, request: Request, seconds: float) -> None:
     """One access log event: combined log format as text, the same fields in JSON
-    lines. The user is the one authenticated; no credentials are in the fields."""
+    lines. The client is the one the login throttle counts (``X-Real-IP`` only from a
+    trusted proxy); the user is the one authenticated; no credentials are in the fields."""
     identity = getattr(request, "devpi_identity", None)
     user = identity.username if identity is not None and identity.authenticated else "-"
-    real_ip = request.getHeader(b"X-Real-IP")
-    client = real_ip.decode("latin-1") if real_ip else getattr(request.getClientAddress(),
-                                                               "host", "-")
-    log.info(ACCESS_FORMAT, access=True, client=client, user=user,
+    log.info(ACCESS_FORMAT, access=True, client=client_address(request), user=user,
              when=time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
              method=request.method.decode("latin-1"),
              uri=request.uri.decode("latin-1").replace('"', "%22"),

@@ -8,11 +8,13 @@ from typing import Any
 import pytest
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.task import Clock
+from twisted.logger import Logger, capturedLogs
 from twisted.web.test.requesthelper import DummyRequest
 
 from devpi_twisted.model.errors import Unavailable
 from devpi_twisted.web.auth import client_address
 from devpi_twisted.web.hashing import HashingPool
+from devpi_twisted.web.site import access_event
 from tests.support import result_of
 
 
@@ -62,3 +64,14 @@ def test_the_pool_refuses_calls_beyond_its_threads_and_queue() -> None:
     assert info.value.retry_after == 2.0
     assert pool.pending == 3 and pool.refused == 1
 
+
+
+def test_the_access_log_names_the_client_the_throttle_counts() -> None:
+    peer = IPv4Address("TCP", "198.51.100.4", 5000)
+    request = _request(peer, "203.0.113.9")  # a header set by the client itself
+    request.method, request.uri, request.clientproto = b"GET", b"/+api", b"HTTP/1.1"
+    request.code, request.sentLength = 200, 5
+    with capturedLogs() as events:
+        access_event(Logger(), request, 0.001)
+    (event,) = events
+    assert event["client"] == "198.51.100.4"
