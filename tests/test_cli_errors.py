@@ -82,3 +82,13 @@ def test_impossible_unix_socket_and_logger_config_are_one_line(tmp_path: Path) -
     output = done.stdout + done.stderr
     assert done.returncode != 0 and "Traceback" not in output, output
     assert "devpi-twisted: cannot start serving: /proc/no-such-dir/devpi.sock" in output, output
+
+
+def test_init_refuses_a_root_hash_dearer_than_ours_in_one_line(tmp_path: Path) -> None:
+    """Every login as root would pay the hash's cost (issue 19, item 1)."""
+    dear = "$argon2id$v=19$m=1048576,t=300,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
+    serverdir = tmp_path / "state"
+    line = one_line(run(bin_path("devpi-twisted"), "init", "--serverdir", str(serverdir),
+                        "--root-passwd-hash", dear, cwd=tmp_path))
+    assert "--root-passwd-hash" in line and "m=1048576,t=300,p=4" in line, line
+    assert not serverdir.exists()  # nothing half made

@@ -26,6 +26,7 @@ from devpi_twisted import serverdir as sd
 from devpi_twisted.dump.exporter import Exporter
 from devpi_twisted.dump.format import DumpError, read_dump
 from devpi_twisted.dump.importer import Importer, verify_files
+from devpi_twisted.model.errors import InvalidInput
 from devpi_twisted.model.ops import root_pypi, root_user
 from devpi_twisted.serverdir import StartupError
 from devpi_twisted.storage.interface import RecordExists, StorageError
@@ -185,8 +186,11 @@ async def _fill(config: Any, dump: Any, verified: Any, reactor: Any, open_storag
         blobs = open_blobs(config, storage, reactor)
         if hasattr(blobs, "unsynced"):  # one os.sync() at the end instead of two fsyncs a file
             blobs = blobs.unsynced()
-        extra_users = [] if "root" in dump.users else [
-            await offload(root_user, config.root_passwd, config.root_passwd_hash, time.time())]
+        try:
+            extra_users = [] if "root" in dump.users else [
+                await offload(root_user, config.root_passwd, config.root_passwd_hash, time.time())]
+        except InvalidInput as e:
+            raise StartupError(e.message) from None
         extra_indexes = [root_pypi()] if config.root_pypi else []
         importer = Importer(dump, verified, storage, blobs, staging, offload, out,
                             hard_links=config.hard_links)

@@ -26,7 +26,9 @@ from devpi_twisted.model.errors import (
     Unavailable,
 )
 from devpi_twisted.model.names import can_be_stored, check_name
-from devpi_twisted.model.passwords import DUMMY_HASH, hash_password, needs_rehash, verify_password
+from devpi_twisted.model.passwords import (
+    DUMMY_HASH, hash_password, hash_refusal, needs_rehash, verify_password,
+)
 from devpi_twisted.model.throttle import LoginThrottle
 from devpi_twisted.model.tokens import LOGIN_TOKEN_MAX_AGE, NotAToken, TokenExpired, TokenSigner
 from devpi_twisted.storage.interface import (
@@ -403,7 +405,11 @@ def _busy(name: str) -> Exception:
 
 
 def root_user(password: str, pwhash: str | None, now: float) -> UserRecord:
-    """The ``root`` user made by init (its hash computed here: init runs before the reactor)."""
+    """The ``root`` user made by init (its hash computed here: init runs before the reactor);
+    InvalidInput for a given ``pwhash`` outside the costs an API caller may set."""
+    refusal = None if pwhash is None else hash_refusal(pwhash)
+    if refusal is not None:
+        raise InvalidInput(f"--root-passwd-hash: {refusal}")
     return UserRecord(ROOT, {"created": usr.timestamp(now)},
                       pwhash or hash_password(password), serial=0)
 
