@@ -38,7 +38,7 @@ from devpi_twisted.mirror.upstream import Upstream, http_client
 from devpi_twisted.model.acl import Policy, parse_principals
 from devpi_twisted.model.errors import InvalidInput
 from devpi_twisted.model.indexes import MIRROR
-from devpi_twisted.model.ops import ServerOps, root_pypi, root_user
+from devpi_twisted.model.ops import ServerOps, check_root_hash, root_pypi, root_user
 from devpi_twisted.model.tokens import TokenSigner, derive_keys
 from devpi_twisted.serverdir import StartupError
 from devpi_twisted.storage.board import SerialBoard
@@ -103,18 +103,16 @@ def initialise(config: Config, out: IO[str] = sys.stdout) -> None:
     """Create a new server state in ``config.serverdir`` (devpi-init): node file,
     secret, database with ``root`` (and ``root/pypi``) as serial 0."""
     serverdir = config.serverdir
-    root = None
-    if config.role != "replica":  # a refused root hash leaves no half-made state behind
-        try:
-            root = root_user(config.root_passwd, config.root_passwd_hash, time.time())
-        except InvalidInput as e:
-            raise StartupError(e.message) from None
+    try:  # checked before anything is made: a refused hash leaves no half-made state
+        check_root_hash(config.root_passwd_hash)
+    except InvalidInput as e:
+        raise StartupError(e.message) from None
     sd.prepare_empty(serverdir)
     (serverdir / "+files").mkdir(mode=0o700)
     if config.secretfile is None:
         sd.create_secret(serverdir / sd.SECRET)
     storage = open_storage(config)
-    if root is None:  # a replica's is empty: everything, root included, comes from the primary
+    if config.role == "replica":  # empty: everything, root included, comes from the primary
         storage.close()
         sd.write_nodeinfo(serverdir, sd.NodeInfo(sd.new_nodeinfo("replica").uuid, "replica",
                                                  {"masterurl": config.primary_url}))
@@ -123,6 +121,7 @@ def initialise(config: Config, out: IO[str] = sys.stdout) -> None:
         return
     try:
         indexes = [root_pypi()] if config.root_pypi else []
+        root = root_user(config.root_passwd, config.root_passwd_hash, time.time())
         try:
             storage.bootstrap([root], indexes).result  # type: ignore[attr-defined]
         except RecordExists:

@@ -27,7 +27,7 @@ from devpi_twisted.dump.exporter import Exporter
 from devpi_twisted.dump.format import DumpError, read_dump
 from devpi_twisted.dump.importer import Importer, verify_files
 from devpi_twisted.model.errors import InvalidInput
-from devpi_twisted.model.ops import root_pypi, root_user
+from devpi_twisted.model.ops import check_root_hash, root_pypi, root_user
 from devpi_twisted.serverdir import StartupError
 from devpi_twisted.storage.interface import RecordExists, StorageError
 from devpi_twisted.storage.postgres import drop_schema
@@ -187,10 +187,11 @@ async def _fill(config: Any, dump: Any, verified: Any, reactor: Any, open_storag
         if hasattr(blobs, "unsynced"):  # one os.sync() at the end instead of two fsyncs a file
             blobs = blobs.unsynced()
         try:
-            extra_users = [] if "root" in dump.users else [
-                await offload(root_user, config.root_passwd, config.root_passwd_hash, time.time())]
+            check_root_hash(config.root_passwd_hash)
         except InvalidInput as e:
             raise StartupError(e.message) from None
+        extra_users = [] if "root" in dump.users else [
+            await offload(root_user, config.root_passwd, config.root_passwd_hash, time.time())]
         extra_indexes = [root_pypi()] if config.root_pypi else []
         importer = Importer(dump, verified, storage, blobs, staging, offload, out,
                             hard_links=config.hard_links)

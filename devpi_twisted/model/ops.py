@@ -404,12 +404,16 @@ def _busy(name: str) -> Exception:
     return Unavailable(f"{name} is being changed by many requests at once, try again")
 
 
-def root_user(password: str, pwhash: str | None, now: float) -> UserRecord:
-    """The ``root`` user made by init (its hash computed here: init runs before the reactor);
-    InvalidInput for a given ``pwhash`` outside the costs an API caller may set."""
+def check_root_hash(pwhash: str | None) -> None:
+    """InvalidInput for an operator's ``--root-passwd-hash`` outside the costs an API
+    caller may set (every login as root would pay them)."""
     refusal = None if pwhash is None else hash_refusal(pwhash)
     if refusal is not None:
         raise InvalidInput(f"--root-passwd-hash: {refusal}")
+
+
+def root_user(password: str, pwhash: str | None, now: float) -> UserRecord:
+    """The ``root`` user made by init (its hash computed here: init runs before the reactor)."""
     return UserRecord(ROOT, {"created": usr.timestamp(now)},
                       pwhash or hash_password(password), serial=0)
 
