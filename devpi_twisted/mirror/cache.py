@@ -410,18 +410,20 @@ class Mirror:
         """``_failed``, except that with nothing cached, a project the project list lacks
         is MISSING: the list's "no" stands while upstream cannot say otherwise."""
         if cached is None and await self.lists.lacks(name, config, project):
-            self.stats["page_errors"] += 1
-            _log.warn("mirror {name}: {error}", name=name, error=error)
+            self._count_failure(name, error)
             self._not_found((name, project))
             return MISSING
         return self._failed(name, cached, error)
 
     def _failed(self, name: str, cached: Mapping[str, Any] | None, error: str) -> str:
-        self.stats["page_errors"] += 1
-        _log.warn("mirror {name}: {error}", name=name, error=error)
+        self._count_failure(name, error)
         if cached is None:
             raise MirrorFailed(error)
         return CACHED
+
+    def _count_failure(self, name: str, error: str) -> None:
+        self.stats["page_errors"] += 1
+        _log.warn("mirror {name}: {error}", name=name, error=error)
 
     # -- release files ---------------------------------------------------------------------
 

@@ -293,6 +293,20 @@ def _public(metadata: Mapping[str, Any]) -> dict[str, Any]:
 _HEX = re.compile(r"[0-9a-fA-F]{16,}")
 
 
+def with_mirrored(versions: Mapping[str, dict[str, Any]],
+                  mirrored: Iterable[Mapping[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """The stages' ``versions`` (they win), then the mirrors' (in resolution order): a
+    version already there takes a later one under ``+shadowing`` (api.md 7.3)."""
+    merged = dict(versions)
+    for found in mirrored:
+        for version, data in found.items():
+            if version in merged:
+                merged[version].setdefault("+shadowing", []).append(data)
+            else:
+                merged[version] = data
+    return merged
+
+
 def relpath(user: str, index: str, sha256_hex: str, filename: str) -> str:
     """``user/index/+f/AAA/BBBBBBBBBBBBB/filename``: the first 3 and next 13 hex digits.
 

@@ -26,6 +26,7 @@ from devpi_twisted.model.errors import (
     DomainError, InvalidInput, NotFound, TooLarge, Unauthenticated, UnsupportedMedia,
     UpstreamFailed,
 )
+from devpi_twisted.model.releases import with_mirrored
 from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.release_ops import (
@@ -377,13 +378,7 @@ class IndexApp(FileRoutes, OpsRoutes, ReplicationRoutes):
             versions = await self._releases.project_versions(user, index, project, ignore_bases)
         except NotFound:  # (the index exists: mirror_versions said so)
             versions = {}
-        for found in mirrored:
-            for version, data in found.items():
-                if version in versions:
-                    versions[version].setdefault("+shadowing", []).append(data)
-                else:
-                    versions[version] = data
-        return versions
+        return with_mirrored(versions, mirrored)
 
     @_route(app, "/<user>/<index>/<project>", ["PATCH"])
     async def modify_project(self, request: IRequest, user: str, index: str, project: str) -> bytes:

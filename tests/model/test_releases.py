@@ -19,7 +19,7 @@ from devpi_twisted.model.releases import (
     LIST_KEYS, METADATA_KEYS, check_plain_filename, check_registration, check_release_filename,
     doczip_filename, latest_version, log_entry, metadata_from_form, new_version_data,
     pyversion_and_filetype, relpath, split_filename, toxresult_filename, update_version_data,
-    version_sort_key, wheel_tags,
+    version_sort_key, wheel_tags, with_mirrored,
 )
 
 SHA = "22da8a99162b93fa" + "0" * 48
@@ -608,3 +608,13 @@ def test_latest_version_includes_prereleases() -> None:
 
 def test_version_sort_key_ignores_case() -> None:
     assert version_sort_key("1.0RC1") == version_sort_key("1.0rc1")
+
+
+def test_mirrored_versions_follow_the_stages_and_shadow_theirs() -> None:
+    stage = {"1.0": {"version": "1.0", "+elinks": ["stage"]}}
+    first = {"1.0": {"version": "1.0", "+elinks": ["m1"]}, "2.0": {"version": "2.0"}}
+    second = {"2.0": {"version": "2.0", "+elinks": ["m2"]}}
+    merged = with_mirrored(stage, [first, second])
+    assert merged["1.0"]["+elinks"] == ["stage"]
+    assert merged["1.0"]["+shadowing"] == [first["1.0"]]
+    assert merged["2.0"] is first["2.0"] and merged["2.0"]["+shadowing"] == [second["2.0"]]
