@@ -25,7 +25,7 @@ from devpi_twisted.model.errors import (
     AlreadyExists, Forbidden, InvalidInput, NotFound, TooManyAttempts, Unauthenticated,
     Unavailable,
 )
-from devpi_twisted.model.names import can_be_stored, check_name
+from devpi_twisted.model.names import MAX_NAME, can_be_stored, check_name
 from devpi_twisted.model.passwords import (
     DUMMY_HASH, hash_password, hash_refusal, needs_rehash, verify_password,
 )
@@ -159,7 +159,9 @@ class ServerOps:
         pwhash = user.pwhash if user is not None else None
         if user is not None and pwhash and self._verified.known(user.name, password, pwhash, client):
             return user
-        key = user.name if user is not None else username  # however the name was spelt
+        # however the name was spelt; an unknown name is cut to what a name can be, so
+        # the throttle's table of failures stays small whatever names are sent
+        key = user.name if user is not None else username[:MAX_NAME]
         wait = self._throttle.wait(key, client)
         if wait > 0:
             await self._hold_back(wait)

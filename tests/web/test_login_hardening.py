@@ -17,6 +17,7 @@ from twisted.internet.task import Clock, deferLater
 from devpi_twisted.model.acl import Policy
 from devpi_twisted.model.errors import TooManyAttempts, Unauthenticated
 from devpi_twisted.model.ops import ServerOps
+from devpi_twisted.model.names import MAX_NAME
 from devpi_twisted.model.passwords import DUMMY_HASH, hash_password, verify_password
 from devpi_twisted.model.tokens import TokenSigner
 from devpi_twisted.web.hashing import HashingPool
@@ -167,6 +168,16 @@ def test_failed_logins_for_a_user_are_throttled_with_429(recorded: tuple[Server,
     # the user's count starts over after a success
     for n in range(5):
         assert _login(server, "alice", f"again{n}", client=f"10.0.2.{n}").code == 401
+
+
+def test_huge_unknown_names_share_one_throttle_key(server: Server) -> None:
+    """Names longer than any that can exist count as their first MAX_NAME characters, so
+    10,000-character names cannot grow the table of failures."""
+    stem = "x" * MAX_NAME
+    for n in range(6):
+        name = f"{stem}{n:09999d}"
+        assert _login(server, name, "guess", client=f"10.0.3.{n}").code == 401
+    assert _login(server, stem + "y" * 9000, "guess", client="10.0.3.99").code == 429
 
 
 def test_delays_double_with_every_further_failure(server: Server) -> None:
