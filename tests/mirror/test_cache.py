@@ -476,6 +476,9 @@ async def test_a_slow_upstream_is_not_waited_for_and_its_answer_still_stored(
             break
         await deferLater(reactor, 0.05, lambda: None)
     assert "gamma-2.0-py3-none-any.whl" in [link["filename"] for link in await world.links("gamma")]
+    # beta's fetch goes on too: let it end here, not in the next test's upstream log
+    await _until(lambda: world.asked("/simple/beta/"))
+    await slow.settled()
 
 
 @pytest.mark.parametrize("metadata", [False, True], ids=["extracted", "metadata-file"])
