@@ -1,4 +1,4 @@
-"""Release files of every index: sent with sendfile (web/sendfile.py) or through a
+"""Release files of every index (FileApp): sent with sendfile (web/sendfile.py) or through a
 producer, with ETag, Range and conditional requests; a mirror's file not stored yet is
 fetched from upstream while the client receives it (mirror/cache.py)."""
 
@@ -16,19 +16,20 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from devpi_twisted.mirror.cache import Mirror, MirrorFailed, NoSuchFile, TransferBroken
+from devpi_twisted.mirror.cache import MirrorFailed, NoSuchFile, TransferBroken
 from devpi_twisted.mirror.upstream import with_credentials
 from devpi_twisted.model.errors import Gone, InvalidInput, NotFound, UpstreamFailed
 from devpi_twisted.model.indexes import MIRROR
 from devpi_twisted.model.names import normalize_project
+from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.release_ops import ReleaseOps
 from devpi_twisted.model.releases import split_filename
 from devpi_twisted.replication.client import PrimaryUnreachable
-from devpi_twisted.replication.replica import FileFetchFailed, FileGone, Replica
+from devpi_twisted.replication.replica import FileFetchFailed, FileGone
 from devpi_twisted.storage.adapter import shielded
 from devpi_twisted.storage.blobs import BlobMissing, BlobReadStopped, BlobStore
 from devpi_twisted.web import render
-from devpi_twisted.web.app import ManagementApp, _route
+from devpi_twisted.web.deps import MirrorFiles, Offload, ReplicaFiles
 from devpi_twisted.web.sendfile import SendfileBody, transport_of
 
 _log = Logger()
@@ -45,22 +46,26 @@ def content_type(filename: str) -> bytes:
     return (guessed or "application/octet-stream").encode()
 
 
-class FileRoutes(ManagementApp):
-    """GET/HEAD of ``+f`` and ``+e`` paths; IndexApp sets what they use."""
+class FileApp:
+    """GET/HEAD of ``+f`` and ``+e`` paths. Needs the server's operations (index
+    configs), the release records, the blob store, a thread to offload to, and the
+    mirror cache and replica loop where there are; counts in ``stats``."""
 
-    app = ManagementApp.app
-    _releases: ReleaseOps
-    _blobs: BlobStore
-    _mirror: Mirror | None
-    _offload: Any
-    _replica: Replica | None = None
-    file_stats: dict[str, int]  # counts of this process (IndexApp), shown by /+metrics
+    def __init__(self, ops: ServerOps, releases: ReleaseOps, blobs: BlobStore,
+                 offload: Offload, mirror: MirrorFiles | None = None,
+                 replica: ReplicaFiles | None = None) -> None:
+        self._ops = ops
+        self._releases = releases
+        self._blobs = blobs
+        self._offload = offload
+        self._mirror = mirror
+        self._replica = replica
+        # counts of this process, shown by /+metrics and /+status (web/ops_routes.py)
+        self.stats = {"mirror_file_hits": 0, "accel_redirects": 0}
 
-    @_route(app, "/<user>/<index>/+f/<path:rest>", ["GET", "HEAD"])
     async def release_file(self, request: IRequest, user: str, index: str, rest: str) -> bytes:
         return await self._file(request, user, index, f"{user}/{index}/+f/{rest}")
 
-    @_route(app, "/<user>/<index>/+e/<path:rest>", ["GET", "HEAD"])
     async def external_file(self, request: IRequest, user: str, index: str, rest: str) -> bytes:
         """A mirrored file upstream published without a sha256 (mirror.md 5)."""
         return await self._file(request, user, index, f"{user}/{index}/+e/{rest}")
@@ -206,14 +211,14 @@ class FileRoutes(ManagementApp):
                 return await self._mirror_file(request, user, index, relpath)
             raise NotFound("no such file") from None
         if "url" in entry:  # a mirror's file served from the store: its last use, for cleanup
-            self.file_stats["mirror_file_hits"] += 1
+            self.stats["mirror_file_hits"] += 1
             touched = self._blobs.touch(relpath, time.time())
             if touched is not None:
                 touched.addErrback(lambda f: _log.failure("recording a download of {relpath}",
                                                           f, relpath=relpath))
         if accel and local is not None:  # nginx sends the bytes (and answers Range)
             local.close()
-            self.file_stats["accel_redirects"] += 1
+            self.stats["accel_redirects"] += 1
             request.setHeader(b"X-Accel-Redirect", accel.rstrip(b"/") + b"/" +
                               quote(relpath, safe="/+=-_.~").encode("ascii"))
             # no body, said so: nginx keeps the upstream connection (an empty chunked one closes it)

@@ -1,4 +1,4 @@
-"""A replica's root resource: reads are served here, writes go to the primary
+"""A replica's root resource (ReplicaWrites): reads are served here, writes go to the primary
 (spec/ops.md 6.6) and are answered once their serial has been replicated here."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Request
 
 from devpi_twisted.replication import protocol
 from devpi_twisted.replication.client import PrimaryUnreachable
-from devpi_twisted.replication.replica import Replica
 from devpi_twisted.web import render
+from devpi_twisted.web.deps import ReplicaLoop
 from devpi_twisted.web.site import ServerInfo, outside_url
 
 READS = frozenset({b"GET", b"HEAD", b"OPTIONS"})
@@ -23,7 +23,7 @@ _log = Logger()
 class ReplicaWrites(Resource):
     isLeaf = True
 
-    def __init__(self, inner: IResource, replica: Replica, primary_url: str, info: ServerInfo,
+    def __init__(self, inner: IResource, replica: ReplicaLoop, primary_url: str, info: ServerInfo,
                  timeout: float) -> None:
         super().__init__()
         self._inner = inner
@@ -32,14 +32,14 @@ class ReplicaWrites(Resource):
         self._info = info
         self._timeout = timeout
 
-    def render(self, request: Any) -> Any:
+    def render(self, request: Request) -> Any:
         if request.method in READS:
             return self._inner.render(request)
         done = Deferred.fromCoroutine(self._relay(request))
         done.addErrback(lambda f: _log.failure("relaying a write to the primary", f))
         return NOT_DONE_YET
 
-    async def _relay(self, request: Any) -> None:
+    async def _relay(self, request: Request) -> None:
         headers: dict[str, list[str]] = {}
         for name, values in request.requestHeaders.getAllRawHeaders():
             headers[name.decode("latin-1")] = [v.decode("latin-1") for v in values]
@@ -66,7 +66,7 @@ class ReplicaWrites(Resource):
         self._finish(request, content)
 
     @staticmethod
-    def _finish(request: Any, body: bytes) -> None:
+    def _finish(request: Request, body: bytes) -> None:
         if request.finished or request.channel is None:
             return
         if body:

@@ -1,7 +1,8 @@
 """The twisted.web Site, channel and Request: devpi's headers on every response, a
 deadline for request heads, body limits by kind of body (body_kind: the upload form or
-JSON) enforced while the body arrives and answered at once, outside-URL mount points
-stripped before routing. (Twisted's Request already percent-decodes ``postpath``.)"""
+JSON, from the request's route in web/routes.py) enforced while the body arrives and
+answered at once, outside-URL mount points stripped before routing, the route looked
+up once per request (its name labels the request's metrics). (Twisted's Request already percent-decodes ``postpath``.)"""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ from twisted.web.server import Request, Site
 from devpi_twisted import __version__
 from devpi_twisted.model.errors import TooLarge
 from devpi_twisted.web.auth import client_address
-from devpi_twisted.web.metrics import RequestMetrics, route_of
+from devpi_twisted.web import routes
+from devpi_twisted.web.metrics import RequestMetrics
+from devpi_twisted.web.routes import MATCHER, RouteMatch
 
 _log = Logger()
 
@@ -40,7 +43,7 @@ LINGER = 2.0
 # More digits than any body size we could accept (and than int() parses quickly).
 _LENGTH_DIGITS = 18
 
-UPLOAD, JSON_BODY = "upload", "json"
+UPLOAD, JSON_BODY = routes.UPLOAD, routes.JSON
 # reason phrases twisted.web.http.RESPONSES lacks
 _REASONS = {431: b"Request Header Fields Too Large"}
 
@@ -64,9 +67,10 @@ class ServerInfo:
 def body_kind(method: bytes, target: bytes, content_type: bytes | None, mount: str = "") -> str:
     """What a request's body may be, from its request line and headers alone (before a
     byte of the body is read): UPLOAD only for the legacy upload form, a
-    ``multipart/form-data`` POST to ``/USER/INDEX`` or ``/USER/INDEX/`` below the mount
-    path (what twine and devpi-client send, spec/api.md 8); JSON_BODY for everything
-    else (push, toxresults, every API call, urlencoded forms), which gets the JSON limit."""
+    ``multipart/form-data`` POST to the route whose body is the upload form (``/USER/INDEX``,
+    web/routes.py) below the mount path (what twine and devpi-client send, spec/api.md
+    8); JSON_BODY for everything else (push, toxresults, every API call, urlencoded
+    forms), which gets the JSON limit."""
     if method != b"POST":
         return JSON_BODY
     media = (content_type or b"").split(b";", 1)[0].strip().lower()
@@ -79,12 +83,8 @@ def body_kind(method: bytes, target: bytes, content_type: bytes | None, mount: s
     prefix = mount.rstrip("/").encode("utf-8")
     if prefix and path.startswith(prefix + b"/"):
         path = path[len(prefix):]
-    segments = path.split(b"/")[1:]
-    if len(segments) == 3 and not segments[2]:
-        segments = segments[:2]
-    if len(segments) != 2 or any(s[:1] in (b"", b"+") for s in segments):
-        return JSON_BODY
-    return UPLOAD
+    found = MATCHER.match_segments(method, path[1:].split(b"/"))
+    return UPLOAD if found is not None and found.route.body == routes.UPLOAD else JSON_BODY
 
 
 class DevpiChannel(HTTPChannel):
@@ -234,6 +234,7 @@ class DevpiRequest(Request):
     channel: DevpiChannel
     devpi_serial: int | None = None  # set by a handler that committed a change
     devpi_route = "other"  # label for /+metrics, set when the resource is looked up
+    devpi_match: RouteMatch | None = None  # the route, likewise (web/dispatch.py)
     devpi_started = 0.0
     body_limit = MAX_JSON_BODY
     _body_seen = 0
@@ -356,8 +357,10 @@ class DevpiSite(Site):
             wanted = prefix.strip("/").encode("utf-8").split(b"/")
             if request.postpath[:len(wanted)] == wanted:
                 request.postpath = request.postpath[len(wanted):] or [b""]
-        route = route_of(request.postpath, request.method)
-        request.devpi_route = route  # type: ignore[attr-defined]
+        found = MATCHER.match_segments(request.method, request.postpath)
+        if isinstance(request, DevpiRequest):
+            request.devpi_match = found
+            request.devpi_route = found.route.name if found is not None else "other"
         return super().getResourceFor(request)
 
 

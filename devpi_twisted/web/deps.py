@@ -1,0 +1,85 @@
+"""What the web apps use of the mirror cache and of a replica's loop, as narrow
+Protocols (mirror/cache.py's Mirror and replication/replica.py's Replica provide
+them): the apps depend on these, not on the concrete classes."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer
+
+Offload = Callable[..., Deferred[Any]]  # runs a blocking call on a thread
+
+
+class MirrorStatus(Protocol):
+    """Counters of the mirror cache shown by /+status and /+metrics."""
+
+    stats: dict[str, int]
+    offline: bool
+
+    @property
+    def upstream_stats(self) -> Mapping[str, int]: ...
+
+
+class MirrorPages(Protocol):
+    """The mirror cache as the simple pages and project views use it."""
+
+    offline: bool
+
+    def names(self, name: str, config: Mapping[str, Any]) -> dict[str, str] | None: ...
+
+    def known(self, name: str, config: Mapping[str, Any], project: str) -> str | None: ...
+
+    async def ensure(self, name: str, config: Mapping[str, Any], project: str) -> str: ...
+
+    def forget(self, name: str, project: str) -> None: ...
+
+    async def page_stored(self, name: str, project: str) -> None: ...
+
+
+class MirrorFiles(Protocol):
+    """The mirror cache as release file downloads use it."""
+
+    def none_stored(self, name: str, project: str) -> bool: ...
+
+    async def link_for(self, name: str, project: str,
+                       relpath: str) -> Mapping[str, Any] | None: ...
+
+    async def find_link(self, name: str, project: str, relpath: str,
+                        config: Mapping[str, Any] | None) -> Mapping[str, Any] | None: ...
+
+    async def download(self, name: str, project: str, version: str, relpath: str,
+                       start: Callable[[Mapping[str, str]], IConsumer | None],
+                       checked: Callable[[], None] = ...,
+                       config: Mapping[str, Any] | None = None) -> int: ...
+
+
+class ReplicaStatus(Protocol):
+    """A replica's loop as /+status and /+metrics show it."""
+
+    primary_serial: int | None
+
+    def status(self) -> dict[str, Any]: ...
+
+
+class ReplicaFiles(Protocol):
+    """A replica's loop fetching a file's body from the primary on demand."""
+
+    async def fetch_now(self, relpath: str) -> bool: ...
+
+    async def download(self, relpath: str) -> tuple[Path, int, str]: ...
+
+
+class MirrorCache(MirrorPages, MirrorFiles, MirrorStatus, Protocol):
+    """All the web layer uses of the mirror cache (web/compose.py hands out the parts)."""
+
+
+class ReplicaLoop(ReplicaStatus, ReplicaFiles, Protocol):
+    """All the web layer uses of a replica's loop, writes relayed to the primary too."""
+
+    async def relay(self, method: str, path: str, headers: Mapping[str, list[str]],
+                    body: IO[bytes] | None,
+                    timeout: float) -> tuple[int, bytes, list[tuple[str, str]], bytes]: ...
