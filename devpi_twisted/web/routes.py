@@ -26,9 +26,9 @@ NONE, JSON, UPLOAD = "none", "json", "upload"
 # The only converter of user, index and project segments: not empty, no leading "+"
 # (what starts with "+" is ours: +api, +simple, +f ...).
 NAME = "name"
-# werkzeug's final <path:...> part of a pattern ending in a path (a trailing slash
-# is not part of the value; "." does not take a newline, as in werkzeug)
-_PATH = re.compile(r"([^/].*?)(?<!/)(/?)\Z")
+# werkzeug's final <path:...> part of a pattern (the rest of the path: not starting
+# with a slash, no newline in it, as werkzeug's "." takes none)
+_PATH = re.compile(r"[^/].*?\Z")
 _VARIABLE = re.compile(r"<(?:(\w+):)?(\w+)>\Z")
 
 
@@ -169,7 +169,7 @@ class RouteMatcher:
                 state.dynamic.append((kind, next_state))
                 state.dynamic.sort(key=lambda entry: entry[0] == _REST)
                 state = next_state
-        ending = state.slash if trailing or _kind(segments[-1]) == _REST else state.routes
+        ending = state.slash if trailing else state.routes
         if any(r.methods & route.methods for r in ending):
             raise ValueError(f"two routes for {route.pattern} {sorted(route.methods)}")
         ending.append(route)
@@ -218,7 +218,7 @@ def _match(state: _State, parts: list[str], at: int, method: str,
         if kind == _REST:
             rest = _PATH.match("/".join(parts[at:]))
             if rest is not None:
-                found = _match(following, parts, len(parts), method, [*values, rest.group(1)])
+                found = _match(following, parts, len(parts), method, [*values, rest.group()])
                 if found is not None:
                     return found
         elif part and (kind == _ANY or part[0] != "+"):
