@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import attrs
 from werkzeug.routing import BaseConverter
@@ -110,12 +111,15 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
-@attrs.frozen
-class RouteMatch:
+class RouteMatch(NamedTuple):
+    """A request's route and the values of its pattern's variables, in order."""
+
     route: Route
     args: tuple[str, ...]
 
 
+# answers of the matcher remembered: this many, for paths of at most this many bytes
+RECENT, RECENT_PATH = 8192, 300
 # kinds of a dynamic segment: one segment (any, or a name), or the rest of the path
 _ANY, _NAMED, _REST = 0, 1, 2
 
@@ -146,6 +150,7 @@ class RouteMatcher:
     def __init__(self, routes: Sequence[Route]) -> None:
         self.routes = tuple(routes)
         self._root = _State()
+        self._recent: dict[tuple[bytes, bytes], RouteMatch | None] = {}
         for route in self.routes:
             self._add(route)
 
@@ -178,17 +183,25 @@ class RouteMatcher:
         """The route of ``method`` and ``path_info`` (decoded, as Klein gives werkzeug
         the joined path segments), with the values of its variables in order."""
         parts = path_info.lstrip("/").split("/")
-        found = _match(self._root, parts, 0, method, [])
-        if found is None:
-            return None
-        return RouteMatch(found[0], tuple(found[1]))
+        return _match(self._root, parts, 0, method, [])
 
     def match_segments(self, method: bytes, segments: Sequence[bytes]) -> RouteMatch | None:
-        """``match`` for a request's (percent-decoded) path segments; None if not UTF-8."""
+        """``match`` for a request's (percent-decoded) path segments; None if not UTF-8.
+        Remembers the answers for recent short paths (the hot ones repeat)."""
+        path = b"/".join(segments)
+        key = (method, path)
+        remembered = self._recent.get(key, False)
+        if remembered is not False:
+            return remembered
         try:
-            return self.match(method.decode("latin-1"), b"/".join(segments).decode("utf-8"))
+            found = self.match(method.decode("latin-1"), path.decode("utf-8"))
         except UnicodeDecodeError:
-            return None
+            found = None
+        if len(path) <= RECENT_PATH:
+            if len(self._recent) >= RECENT:
+                self._recent.clear()
+            self._recent[key] = found
+        return found
 
 
 def _ending(routes: list[Route], method: str) -> Route | None:
@@ -199,16 +212,18 @@ def _ending(routes: list[Route], method: str) -> Route | None:
 
 
 def _match(state: _State, parts: list[str], at: int, method: str,
-           values: list[str]) -> tuple[Route, list[str]] | None:
+           values: list[str]) -> RouteMatch | None:
+    """werkzeug's matching (routing/matcher.py StateMachineMatcher.match) on our trie:
+    ``values`` grows and shrinks with the variables of the path being tried."""
     if at == len(parts):
         route = _ending(state.routes, method) or _ending(state.slash, method)
-        return None if route is None else (route, values)
+        return None if route is None else RouteMatch(route, tuple(values))
     part = parts[at]
     last = at == len(parts) - 1
     if last and not part and state.slash:  # werkzeug's static "" step of "/x/" patterns
         route = _ending(state.slash, method)
         if route is not None:
-            return route, values
+            return RouteMatch(route, tuple(values))
     following = state.static.get(part)
     if following is not None:
         found = _match(following, parts, at + 1, method, values)
@@ -217,18 +232,22 @@ def _match(state: _State, parts: list[str], at: int, method: str,
     for kind, following in state.dynamic:
         if kind == _REST:
             rest = _PATH.match("/".join(parts[at:]))
-            if rest is not None:
-                found = _match(following, parts, len(parts), method, [*values, rest.group()])
-                if found is not None:
-                    return found
+            if rest is None:
+                continue
+            values.append(rest.group())
+            found = _match(following, parts, len(parts), method, values)
         elif part and (kind == _ANY or part[0] != "+"):
-            found = _match(following, parts, at + 1, method, [*values, part])
-            if found is not None:
-                return found
+            values.append(part)
+            found = _match(following, parts, at + 1, method, values)
+        else:
+            continue
+        if found is not None:
+            return found
+        values.pop()
     if last and not part:  # a trailing slash: rules without strict slashes
         route = _ending(state.routes, method)
         if route is not None:
-            return route, values
+            return RouteMatch(route, tuple(values))
     return None
 
 
