@@ -11,12 +11,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
-from twisted.web.iweb import IRequest
-
 from devpi_twisted.mirror.urls import masked_url
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.web import render
 from devpi_twisted.web.auth import client_address
+from devpi_twisted.web.deps import HttpRequest
 from devpi_twisted.web.helpers import RequestHelpers, flag, json_view, written as written_at
 from devpi_twisted.web.routes import MATCHER
 from devpi_twisted.web.site import ServerInfo, mount_path
@@ -48,7 +47,7 @@ class ManagementApp:
 
     def __init__(self, ops: ServerOps, info: ServerInfo, helpers: RequestHelpers,
                  project_names: Callable[[str, str], Awaitable[list[str]]],
-                 listing: Callable[[IRequest, str, str], Awaitable[bytes | None]]) -> None:
+                 listing: Callable[[HttpRequest, str, str], Awaitable[bytes | None]]) -> None:
         self._ops = ops
         self._info = info
         self._helpers = helpers
@@ -57,13 +56,13 @@ class ManagementApp:
 
     # -- discovery and login -----------------------------------------------------
 
-    async def list_users(self, request: IRequest) -> bytes:
+    async def list_users(self, request: HttpRequest) -> bytes:
         json_view(request)
         users = await self._ops.list_users()
         return render.result(request, "list:userconfig",
                              {name: _shown_user(user) for name, user in users.items()})
 
-    async def _api(self, request: IRequest, user: str | None, index: str | None) -> bytes:
+    async def _api(self, request: HttpRequest, user: str | None, index: str | None) -> bytes:
         json_view(request)
         base = self._helpers.base(request)
         identity = await self._helpers.identity(request)
@@ -81,20 +80,20 @@ class ManagementApp:
                 api["pypisubmit"] = f"{base}/{user}/{index}/"
         return render.result(request, "apiconfig", api)
 
-    async def api_root(self, request: IRequest) -> bytes:
+    async def api_root(self, request: HttpRequest) -> bytes:
         return await self._api(request, None, None)
 
-    async def api_user(self, request: IRequest, user: str) -> bytes:
+    async def api_user(self, request: HttpRequest, user: str) -> bytes:
         return await self._api(request, None, None)
 
-    async def api_index(self, request: IRequest, user: str, index: str) -> bytes:
+    async def api_index(self, request: HttpRequest, user: str, index: str) -> bytes:
         return await self._api(request, user, index)
 
-    async def login(self, request: IRequest) -> bytes:
+    async def login(self, request: HttpRequest) -> bytes:
         token = await self._ops.login(render.read_json(request), client_address(request))
         return render.result(request, "proxyauth", token, "login successful")
 
-    def authcheck(self, request: IRequest) -> bytes:
+    def authcheck(self, request: HttpRequest) -> bytes:
         """For nginx ``auth_request``: 200 if the URL in X-Original-Uri is readable,
         403 if it names no route. Core rules grant read access to everything."""
         target = request.getHeader(b"X-Original-Uri") or request.uri
@@ -108,17 +107,17 @@ class ManagementApp:
 
     # -- users ------------------------------------------------------------------
 
-    async def get_user(self, request: IRequest, user: str) -> bytes:
+    async def get_user(self, request: HttpRequest, user: str) -> bytes:
         json_view(request)
         return render.result(request, "userconfig", _shown_user(await self._ops.get_user(user)))
 
-    async def create_user(self, request: IRequest, user: str) -> bytes:
+    async def create_user(self, request: HttpRequest, user: str) -> bytes:
         body = render.read_json(request)
         written = await self._ops.create_user(await self._helpers.identity(request), user, body)
         written_at(request, written)
         return render.result(request, "userconfig", written.result, status=201)
 
-    async def modify_user(self, request: IRequest, user: str) -> bytes:
+    async def modify_user(self, request: HttpRequest, user: str) -> bytes:
         body = render.read_json(request)
         written = await self._ops.modify_user(await self._helpers.identity(request), user, body)
         written_at(request, written)
@@ -126,14 +125,14 @@ class ManagementApp:
             return render.result(request, "userpassword", written.result, written.message)
         return render.message(request, written.message or "user updated")
 
-    async def delete_user(self, request: IRequest, user: str) -> bytes:
+    async def delete_user(self, request: HttpRequest, user: str) -> bytes:
         written = await self._ops.delete_user(await self._helpers.identity(request), user)
         written_at(request, written)
         return render.message(request, written.message or "")
 
     # -- indexes ----------------------------------------------------------------
 
-    async def get_index(self, request: IRequest, user: str, index: str) -> bytes:
+    async def get_index(self, request: HttpRequest, user: str, index: str) -> bytes:
         listing = await self._listing(request, user, index)
         if listing is not None:
             return listing
@@ -143,14 +142,14 @@ class ManagementApp:
             config["projects"] = await self._project_names(user, index)
         return render.result(request, "indexconfig", _shown_index(config))
 
-    async def create_index(self, request: IRequest, user: str, index: str) -> bytes:
+    async def create_index(self, request: HttpRequest, user: str, index: str) -> bytes:
         body = render.read_json(request)
         identity = await self._helpers.identity(request)
         written = await self._ops.create_index(identity, user, index, body)
         written_at(request, written)
         return render.result(request, "indexconfig", _shown_index(written.result))
 
-    async def modify_index(self, request: IRequest, user: str, index: str) -> bytes:
+    async def modify_index(self, request: HttpRequest, user: str, index: str) -> bytes:
         body = render.read_json(request)
         identity = await self._helpers.identity(request)
         written = await self._ops.modify_index(identity, user, index, body,
@@ -158,7 +157,7 @@ class ManagementApp:
         written_at(request, written)
         return render.result(request, "indexconfig", _shown_index(written.result))
 
-    async def delete_index(self, request: IRequest, user: str, index: str) -> bytes:
+    async def delete_index(self, request: HttpRequest, user: str, index: str) -> bytes:
         written = await self._ops.delete_index(await self._helpers.identity(request), user, index)
         written_at(request, written)
         return render.message(request, written.message or "", status=201)

@@ -1,6 +1,8 @@
-"""What the web apps use of the mirror cache and of a replica's loop, as narrow
-Protocols (mirror/cache.py's Mirror and replication/replica.py's Replica provide
-them): the apps depend on these, not on the concrete classes."""
+"""What the web apps use of a request, of the mirror cache and of a replica's loop,
+as narrow Protocols (twisted.web's Request, mirror/cache.py's Mirror and
+replication/replica.py's Replica provide them): the apps depend on these, not on the
+concrete classes. (HttpRequest: twisted's IRequest declares its methods without
+types; this says what we call and with what.)"""
 
 from __future__ import annotations
 
@@ -9,9 +11,90 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IConsumer
+from twisted.internet.interfaces import IAddress, IConsumer, IPushProducer
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
+from twisted.web.http_headers import Headers
 
 Offload = Callable[..., Deferred[Any]]  # runs a blocking call on a thread
+
+
+class HttpRequest(Protocol):
+    """A twisted.web request as the handlers use it (what they read, what they call)."""
+
+    @property
+    def method(self) -> bytes: ...
+
+    @property
+    def uri(self) -> bytes: ...
+
+    @property
+    def path(self) -> bytes: ...
+
+    @property
+    def args(self) -> dict[bytes, list[bytes]]: ...
+
+    @property
+    def code(self) -> int: ...
+
+    @property
+    def content(self) -> IO[bytes] | None: ...
+
+    @property
+    def prepath(self) -> list[bytes] | None: ...
+
+    @property
+    def postpath(self) -> list[bytes] | None: ...
+
+    @property
+    def requestHeaders(self) -> Headers: ...
+
+    @property
+    def responseHeaders(self) -> Headers: ...
+
+    @property
+    def clientproto(self) -> bytes: ...
+
+    @property
+    def finished(self) -> int | bool: ...
+
+    @property
+    def channel(self) -> HTTPChannel | None: ...
+
+    @property
+    def producer(self) -> IPushProducer | None: ...
+
+    @property
+    def startedWriting(self) -> int | bool: ...
+
+    @property
+    def sentLength(self) -> int: ...
+
+    def getHeader(self, key: bytes) -> bytes | None: ...
+
+    def setHeader(self, name: bytes, value: bytes) -> None: ...
+
+    def setResponseCode(self, code: int, message: bytes | None = None) -> None: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def notifyFinish(self) -> Deferred[None]: ...
+
+    def processingFailed(self, reason: Failure) -> object: ...
+
+    def getClientAddress(self) -> IAddress: ...
+
+    def getRequestHostname(self) -> bytes: ...
+
+    def getHost(self) -> IAddress: ...
+
+    def isSecure(self) -> bool: ...
+
+    def loseConnection(self) -> None: ...
+
+    def unregisterProducer(self) -> None: ...
 
 
 class MirrorStatus(Protocol):

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from klein import Klein
+from klein._app import KleinErrorFunction
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -22,6 +23,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound as RouteNotFound
 from devpi_twisted.model.errors import DomainError
 from devpi_twisted.storage.interface import StorageUnavailable
 from devpi_twisted.web import errors
+from devpi_twisted.web.deps import HttpRequest
 from devpi_twisted.web.routes import MATCHER, NAME, NameConverter, Route, RouteMatch
 
 Handler = Callable[..., Awaitable[bytes]]
@@ -48,17 +50,25 @@ def build_klein(handlers: Mapping[Route, Handler]) -> Klein:
     for route, handler in handlers.items():
         app.route(route.pattern, methods=sorted(route.methods), strict_slashes=False,
                   endpoint=route.handler)(handler)
-    app.handle_errors(DomainError)(errors.domain_error)
-    app.handle_errors(StorageUnavailable)(errors.storage_unavailable)
-    app.handle_errors(RouteNotFound, MethodNotAllowed)(errors.no_route)
+    app.handle_errors(DomainError)(_for_klein(errors.domain_error))
+    app.handle_errors(StorageUnavailable)(_for_klein(errors.storage_unavailable))
+    app.handle_errors(RouteNotFound, MethodNotAllowed)(_for_klein(errors.no_route))
     return app
 
 
-def match_of(request: IRequest) -> RouteMatch | None:
+def _for_klein(answer: Callable[[HttpRequest, Failure], bytes]) -> KleinErrorFunction:
+    """An error answer as Klein's error handler (Klein hands on the site's requests)."""
+    def handler(request: IRequest, failure: Failure) -> bytes:
+        assert isinstance(request, Request)
+        return answer(request, failure)
+    return handler
+
+
+def match_of(request: HttpRequest) -> RouteMatch | None:
     """The route of a request (looked up once, by DevpiSite.getResourceFor)."""
     found: RouteMatch | None = getattr(request, "devpi_match", None)
     if found is None:  # not looked up (a request of another Site), or no route
-        found = MATCHER.match_segments(request.method, request.postpath)
+        found = MATCHER.match_segments(request.method, request.postpath or ())
     return found
 
 
@@ -69,7 +79,7 @@ class Dispatcher(Resource):
     isLeaf = True
 
     def __init__(self, handlers: Mapping[Route, Handler], fallback: IResource) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # untyped in twisted
         self._handlers = {route: h for route, h in handlers.items() if route.fast}
         self._fallback = fallback
 
@@ -80,7 +90,7 @@ class Dispatcher(Resource):
         found = match_of(request)
         handler = None if found is None else self._handlers.get(found.route)
         if handler is None or found is None:
-            return self._fallback.render(request)
+            return self._fallback.render(request)  # type: ignore[no-untyped-call]  # untyped in twisted
         done = Deferred.fromCoroutine(_run(handler(request, *found.args)))
         request.notifyFinish().addErrback(lambda _: done.cancel())
         done.addErrback(_failed, request)
@@ -93,9 +103,9 @@ async def _run(answer: Awaitable[bytes]) -> bytes:
     return await answer
 
 
-def _failed(failure: Failure, request: Request) -> bytes | None:
+def _failed(failure: Failure, request: HttpRequest) -> bytes | None:
     if request.finished or request.channel is None:
-        if not failure.check(CancelledError):
+        if not isinstance(failure.value, CancelledError):
             _log.failure("after the response ended", failure)
         return None
     body = errors.error_body(request, failure)
@@ -104,7 +114,7 @@ def _failed(failure: Failure, request: Request) -> bytes | None:
     return body
 
 
-def _respond(body: bytes | None, request: Request) -> None:
+def _respond(body: bytes | None, request: HttpRequest) -> None:
     if body is None or request.finished or request.channel is None:
         return
     if body:

@@ -5,43 +5,43 @@ route as 404, and the 400 for a URL no route can take."""
 from __future__ import annotations
 
 from twisted.python.failure import Failure
-from twisted.web.iweb import IRequest
 
 from devpi_twisted.model.errors import DomainError
 from devpi_twisted.storage.interface import StorageUnavailable
 from devpi_twisted.web import render
+from devpi_twisted.web.deps import HttpRequest
 
 
-def domain_error(request: IRequest, failure: Failure) -> bytes:
+def domain_error(request: HttpRequest, failure: Failure) -> bytes:
     error = failure.value
     assert isinstance(error, DomainError)
     return render.domain_error(request, error)
 
 
-def storage_unavailable(request: IRequest, failure: Failure) -> bytes:
+def storage_unavailable(request: HttpRequest, failure: Failure) -> bytes:
     request.setHeader(b"Retry-After", b"5")
     return render.error(request, 503, "the database is unavailable right now, try again shortly")
 
 
-def no_route(request: IRequest, failure: Failure) -> bytes:
+def no_route(request: HttpRequest, failure: Failure) -> bytes:
     return render.error(request, 404, "The resource could not be found.")
 
 
-def error_body(request: IRequest, failure: Failure) -> bytes | None:
+def error_body(request: HttpRequest, failure: Failure) -> bytes | None:
     """The answer to an error of a handler called without Klein, as Klein's error
     handlers give it; None for anything else (a 500 from twisted.web)."""
-    if failure.check(DomainError):
+    if isinstance(failure.value, DomainError):
         return domain_error(request, failure)
-    if failure.check(StorageUnavailable):
+    if isinstance(failure.value, StorageUnavailable):
         return storage_unavailable(request, failure)
     return None
 
 
-def unroutable(request: IRequest) -> bytes | None:
+def unroutable(request: HttpRequest) -> bytes | None:
     """The 400 for a URL no route can take, None for others: a path or host that is
     not UTF-8 (Klein logs a traceback for it), a path with NUL (nothing stored has
     one, and PostgreSQL cannot even be asked for it)."""
-    path = b"/".join(request.prepath + request.postpath)
+    path = b"/".join([*(request.prepath or ()), *(request.postpath or ())])
     try:
         path.decode("utf-8")
         request.getRequestHostname().decode("utf-8")

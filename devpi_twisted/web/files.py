@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer
 from twisted.logger import Logger
-from twisted.web.iweb import IRequest
 
 from devpi_twisted.mirror.cache import MirrorFailed, NoSuchFile, TransferBroken
 from devpi_twisted.mirror.upstream import with_credentials
@@ -29,7 +29,7 @@ from devpi_twisted.replication.replica import FileFetchFailed, FileGone
 from devpi_twisted.storage.adapter import shielded
 from devpi_twisted.storage.blobs import BlobMissing, BlobReadStopped, BlobStore
 from devpi_twisted.web import render
-from devpi_twisted.web.deps import MirrorFiles, Offload, ReplicaFiles
+from devpi_twisted.web.deps import HttpRequest, MirrorFiles, Offload, ReplicaFiles
 from devpi_twisted.web.sendfile import SendfileBody, transport_of
 
 _log = Logger()
@@ -63,10 +63,10 @@ class FileApp:
         # counts of this process, shown by /+metrics and /+status (web/ops_routes.py)
         self.stats = {"mirror_file_hits": 0, "accel_redirects": 0}
 
-    async def release_file(self, request: IRequest, user: str, index: str, rest: str) -> bytes:
+    async def release_file(self, request: HttpRequest, user: str, index: str, rest: str) -> bytes:
         return await self._file(request, user, index, f"{user}/{index}/+f/{rest}")
 
-    async def external_file(self, request: IRequest, user: str, index: str, rest: str) -> bytes:
+    async def external_file(self, request: HttpRequest, user: str, index: str, rest: str) -> bytes:
         """A mirrored file upstream published without a sha256 (mirror.md 5)."""
         return await self._file(request, user, index, f"{user}/{index}/+e/{rest}")
 
@@ -85,7 +85,7 @@ class FileApp:
         config = await self._ops.get_index(user, index)  # (catches up with other workers)
         return config.get("type") == MIRROR and self._mirror.none_stored(mirror, project)
 
-    async def _mirror_file(self, request: IRequest, user: str, index: str, relpath: str) -> bytes:
+    async def _mirror_file(self, request: HttpRequest, user: str, index: str, relpath: str) -> bytes:
         """A mirror's file not stored yet: fetched, streamed to the client, stored."""
         config = await self._ops.get_index(user, index)
         if config.get("type") != MIRROR or self._mirror is None:
@@ -129,14 +129,16 @@ class FileApp:
             raise UpstreamFailed(str(e)) from None
         except TransferBroken as e:  # the client must not take the short or wrong body
             _log.warn("mirror download of {relpath} broke: {error}", relpath=relpath, error=e)
-            if request.channel is not None:
-                request.channel.transport.abortConnection()
+            transport = request.channel.transport if request.channel is not None else None
+            if transport is not None:
+                abort = getattr(transport, "abortConnection", transport.loseConnection)
+                abort()
             return b""
         if sent == 0:  # another request fetched it meanwhile: now it is ours to serve
             return await self._file(request, user, index, relpath, fetch=False)
         return b""
 
-    async def _replica_file(self, request: IRequest, user: str, index: str, relpath: str,
+    async def _replica_file(self, request: HttpRequest, user: str, index: str, relpath: str,
                             mirror: bool = False, sha256: str | None = None) -> bytes:
         """A replica's file whose body is not here: fetched from the primary at once (a
         mirror's file not downloaded anywhere yet: the primary downloads it), stored
@@ -167,10 +169,10 @@ class FileApp:
         request.setHeader(b"Content-Type", content_type(relpath.rsplit("/", 1)[-1]))
         request.setHeader(b"Content-Length", b"%d" % size)
         if request.method != b"HEAD":
-            await shielded(self._blobs.read(relpath, request))
+            await shielded(self._blobs.read(relpath, IConsumer(request)))
         return b""
 
-    async def _file(self, request: IRequest, user: str, index: str, relpath: str,
+    async def _file(self, request: HttpRequest, user: str, index: str, relpath: str,
                     fetch: bool = True) -> bytes:
         relpath = relpath.split("#", 1)[0]
         if fetch and await self._surely_not_stored(user, index, relpath):
@@ -242,7 +244,7 @@ class FileApp:
                 await shielded(SendfileBody(request, transport, local.fd, start, end,
                                             self._offload).send())
             else:
-                await shielded(self._blobs.read(relpath, request, start, end - start))
+                await shielded(self._blobs.read(relpath, IConsumer(request), start, end - start))
         except BlobReadStopped:  # the client went away; the response stays incomplete
             if request.producer is not None and request.channel is not None:
                 request.unregisterProducer()
@@ -257,7 +259,7 @@ class FileApp:
         return b""
 
 
-def _byte_span(request: IRequest, size: int) -> tuple[int, int] | None:
+def _byte_span(request: HttpRequest, size: int) -> tuple[int, int] | None:
     """The ``[start, end)`` to send, with the status and Content-Length / Content-Range
     headers set for it (206 for a single satisfiable Range); None after a 416."""
     start, end = 0, size

@@ -44,11 +44,11 @@ class HashingPool(Service):
         return self._pending
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]  # untyped in twisted
         self._threads.start()
 
     def stopService(self) -> None:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]  # untyped in twisted
         self._threads.stop()  # joins: at most the checks already running finish first
 
     def __call__(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:

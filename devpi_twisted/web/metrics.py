@@ -3,7 +3,8 @@ format (version 0.0.4) of them and of the gauges other parts report.
 
 ``RequestMetrics.observe`` runs once per finished request (DevpiSite.log), on the
 simple-page and download hot paths too, so it is a bisect and three dict updates
-(the route label was found with the request's route, DevpiSite.getResourceFor). Counters live in this process: with ``--workers`` every process counts
+(the route label was found with the request's route, DevpiSite.getResourceFor).
+Counters live in this process: with ``--workers`` every process counts
 what it answered, and a scrape of the shared port reads the one that answers it; the
 ``process`` label (``main`` or ``worker``) and ``pid`` say which.
 """

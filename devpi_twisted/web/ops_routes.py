@@ -18,13 +18,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from twisted.logger import Logger
-from twisted.web.iweb import IRequest
 
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.replication.feed import ChangelogFeed
 from devpi_twisted.storage.blobs import BlobStore
 from devpi_twisted.web import render
-from devpi_twisted.web.deps import MirrorStatus, ReplicaStatus
+from devpi_twisted.web.deps import HttpRequest, MirrorStatus, ReplicaStatus
 from devpi_twisted.web.helpers import json_view
 from devpi_twisted.web.metrics import RequestMetrics, Series, render as render_metrics
 from devpi_twisted.web.site import ServerInfo
@@ -60,14 +59,14 @@ class OpsApp:
         self._replica = replica
         self._usage: tuple[float, dict[str, tuple[int, int]]] | None = None
 
-    async def health(self, request: IRequest) -> bytes:
+    async def health(self, request: HttpRequest) -> bytes:
         """200 while the database answers (503 from the error mapping when it does not)."""
         await self._ops.sync()
         return render.result(request, "health", {
             "status": "ok", "serial": self._ops.serial, "role": self._info.role,
             "requests-only": self._info.requests_only})
 
-    async def metrics(self, request: IRequest) -> bytes:
+    async def metrics(self, request: HttpRequest) -> bytes:
         await self._ops.sync()
         usage = await self._stored_files()
         common = {"process": "worker" if self._info.requests_only else "main",
@@ -177,7 +176,7 @@ class OpsApp:
                 found.append([f"devpi_twisted_{s.name}{suffix}", s.kind, value])
         return found
 
-    async def status(self, request: IRequest) -> bytes:
+    async def status(self, request: HttpRequest) -> bytes:
         json_view(request)
         await self._ops.sync()
         info = self._info

@@ -12,7 +12,6 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
-from twisted.web.iweb import IRequest
 
 from devpi_twisted.mirror.cache import CACHED, MirrorFailed
 from devpi_twisted.model.errors import InvalidInput, UpstreamFailed
@@ -21,18 +20,19 @@ from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.simple import ProjectPage, SimpleOps
 from devpi_twisted.replication.protocol import REPLICA_UUID
 from devpi_twisted.web import render
-from devpi_twisted.web.deps import MirrorPages
+from devpi_twisted.web.deps import HttpRequest, MirrorPages
 from devpi_twisted.web.helpers import RequestHelpers
 from devpi_twisted.web.simple import is_installer, render_project, render_project_list, wants_json
 
 RENDERED_PAGES = 4096
+_REPLICA_UUID = REPLICA_UUID.encode("ascii")
 
 
-def installer_or_json(request: IRequest) -> bool:
+def installer_or_json(request: HttpRequest) -> bool:
     return is_installer(request) or wants_json(request)
 
 
-def page(request: IRequest, body: bytes, ctype: bytes) -> bytes:
+def page(request: HttpRequest, body: bytes, ctype: bytes) -> bytes:
     request.setHeader(b"Content-Type", ctype)
     request.setHeader(b"Vary", b"Accept, User-Agent")
     request.setHeader(b"Content-Length", b"%d" % len(body))
@@ -52,7 +52,7 @@ class SimplePages:
         self._mirror = mirror
         self._rendered: dict[tuple[int, bool, int], tuple[ProjectPage, bytes, bytes]] = {}
 
-    async def simple_list(self, request: IRequest, user: str, index: str) -> bytes:
+    async def simple_list(self, request: HttpRequest, user: str, index: str) -> bytes:
         if not request.path.endswith(b"/") and not installer_or_json(request):
             return self._helpers.redirect(request, request.path + b"/")
         names = await self._simple.project_names(
@@ -60,7 +60,7 @@ class SimplePages:
         body, ctype = render_project_list(request, f"{user}/{index}", names)
         return page(request, body, ctype)
 
-    async def installer_listing(self, request: IRequest, user: str, index: str) -> bytes | None:
+    async def installer_listing(self, request: HttpRequest, user: str, index: str) -> bytes | None:
         """The project list for installers asking for the index URL; None for others."""
         if not installer_or_json(request) or "application/json" in render.accept(request):
             return None
@@ -69,7 +69,7 @@ class SimplePages:
         body, ctype = render_project_list(request, f"{user}/{index}", names)
         return page(request, body, ctype)
 
-    async def simple_project(self, request: IRequest, user: str, index: str,
+    async def simple_project(self, request: HttpRequest, user: str, index: str,
                              project: str) -> bytes:
         if not project.isascii():
             raise InvalidInput("unicode project names not allowed")
@@ -79,7 +79,7 @@ class SimplePages:
         if not request.path.endswith(b"/") and not installer_or_json(request):
             return self._helpers.redirect(request, request.path + b"/")
         view, stale = await self._simple.project_view(user, index, project, self.refresh)
-        if view.provisional and request.getHeader(REPLICA_UUID) and self._mirror is not None:
+        if view.provisional and request.getHeader(_REPLICA_UUID) and self._mirror is not None:
             for mirror, _ in view.mirrors:  # a replica waits for the serial in our answer
                 await self._mirror.page_stored(mirror, view.project)
         if stale:  # a front proxy must not keep a page built from a cache (mirror.md 6)
@@ -96,7 +96,7 @@ class SimplePages:
                 request.setResponseCode(304)
                 return b""
         # the same page object renders the same bytes for the same format and URL depth
-        key = (id(view), as_json, len(request.prepath) + len(request.postpath))
+        key = (id(view), as_json, len(request.prepath or ()) + len(request.postpath or ()))
         cached = self._rendered.get(key)
         if cached is None or cached[0] is not view:
             if len(self._rendered) >= RENDERED_PAGES:
@@ -116,7 +116,7 @@ class SimplePages:
         ensured: Deferred[str] = Deferred.fromCoroutine(self._mirror.ensure(name, config, project))
         return ensured.addErrback(_upstream_failed)
 
-    async def refresh_project(self, request: IRequest, user: str, index: str,
+    async def refresh_project(self, request: HttpRequest, user: str, index: str,
                               project: str) -> bytes:
         """Ask upstream again for ``project`` on every mirror the index inherits from."""
         project = normalize_project(project)
@@ -147,6 +147,7 @@ def _http_now() -> bytes:
     return bytes(_NOW[1])
 
 
-def _upstream_failed(failure: Failure) -> str:
-    failure.trap(MirrorFailed)
-    raise UpstreamFailed(str(failure.value))
+def _upstream_failed(failure: Failure) -> Failure:
+    if isinstance(failure.value, MirrorFailed):
+        raise UpstreamFailed(str(failure.value))
+    return failure

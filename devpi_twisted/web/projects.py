@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer
 from twisted.logger import Logger
-from twisted.web.iweb import IRequest
 
 from devpi_twisted.archives import BadDocZip, open_doc_member
 from devpi_twisted.model.errors import InvalidInput, NotFound, UnsupportedMedia
@@ -23,7 +23,7 @@ from devpi_twisted.storage.adapter import shielded
 from devpi_twisted.storage.blobs import BlobMissing, BlobReadStopped, BlobStore, ChunkPump
 from devpi_twisted.web import render
 from devpi_twisted.web.blobcopy import BlobCopies
-from devpi_twisted.web.deps import Offload
+from devpi_twisted.web.deps import HttpRequest, Offload
 from devpi_twisted.web.files import content_type
 from devpi_twisted.web.forms import spool_body
 from devpi_twisted.web.helpers import RequestHelpers, flag, json_view, written
@@ -56,7 +56,7 @@ class ProjectApp:
         self._offload = offload
         self._staging = staging
 
-    def _api_links(self, request: IRequest, data: Mapping[str, Any]) -> dict[str, Any]:
+    def _api_links(self, request: HttpRequest, data: Mapping[str, Any]) -> dict[str, Any]:
         """Version data as the API shows it: ``+elinks`` become ``+links`` with absolute URLs."""
         base = self._helpers.base(request)
         shown = {k: v for k, v in data.items() if k not in ("+elinks", "+shadowing")}
@@ -73,7 +73,7 @@ class ProjectApp:
             shown["+shadowing"] = [self._api_links(request, d) for d in data["+shadowing"]]
         return shown
 
-    async def project_view(self, request: IRequest, user: str, index: str, project: str) -> bytes:
+    async def project_view(self, request: HttpRequest, user: str, index: str, project: str) -> bytes:
         if is_installer(request) and "application/json" not in render.accept(request):
             return await self._pages.simple_project(request, user, index, project)
         normalized = normalize_project(project)
@@ -110,7 +110,7 @@ class ProjectApp:
             versions = {}
         return with_mirrored(versions, mirrored)
 
-    async def modify_project(self, request: IRequest, user: str, index: str, project: str) -> bytes:
+    async def modify_project(self, request: HttpRequest, user: str, index: str, project: str) -> bytes:
         """devpi 7's project configuration: ``["inheritance_rules=allow all"]`` lets the
         mirrors in the bases supply this project although a stage has it (model.md 6.2)."""
         changed = await self._ops.modify_project_config(
@@ -118,7 +118,7 @@ class ProjectApp:
         written(request, changed)
         return render.result(request, "projectconfig", changed.result)
 
-    async def version_view(self, request: IRequest, user: str, index: str, project: str,
+    async def version_view(self, request: HttpRequest, user: str, index: str, project: str,
                            version: str) -> bytes:
         normalized = normalize_project(project)
         if normalized != project:
@@ -130,7 +130,7 @@ class ProjectApp:
             raise NotFound(f"The version {version} of project {normalized} does not exist.")
         return render.result(request, "versiondata", self._api_links(request, versions[version]))
 
-    async def yank_version(self, request: IRequest, user: str, index: str, project: str,
+    async def yank_version(self, request: HttpRequest, user: str, index: str, project: str,
                            version: str) -> bytes:
         """``{"yanked": true | "reason" | false}``, optionally ``"filename"`` for one file."""
         body = render.read_json(request)
@@ -142,7 +142,7 @@ class ProjectApp:
         written(request, changed)
         return render.message(request, changed.message or "")
 
-    async def delete_project(self, request: IRequest, user: str, index: str, project: str) -> bytes:
+    async def delete_project(self, request: HttpRequest, user: str, index: str, project: str) -> bytes:
         changed = await self._releases.delete_project(
             await self._helpers.identity(request), user, index, project, flag(request, b"force"))
         # a mirror's page: ask upstream on the next request
@@ -150,7 +150,7 @@ class ProjectApp:
         written(request, changed)
         return render.message(request, changed.message or "")
 
-    async def delete_version(self, request: IRequest, user: str, index: str, project: str,
+    async def delete_version(self, request: HttpRequest, user: str, index: str, project: str,
                              version: str) -> bytes:
         changed = await self._releases.delete_version(
             await self._helpers.identity(request), user, index, project, version,
@@ -158,19 +158,19 @@ class ProjectApp:
         written(request, changed)
         return render.message(request, changed.message or "")
 
-    async def delete_file(self, request: IRequest, user: str, index: str, rest: str) -> bytes:
+    async def delete_file(self, request: HttpRequest, user: str, index: str, rest: str) -> bytes:
         changed = await self._releases.delete_file(
             await self._helpers.identity(request), user, index, f"{user}/{index}/+f/{rest}",
             flag(request, b"force"))
         written(request, changed)
         return render.message(request, changed.message or "")
 
-    async def docs_index(self, request: IRequest, user: str, index: str, project: str,
+    async def docs_index(self, request: HttpRequest, user: str, index: str, project: str,
                          version: str) -> bytes:
         """``+doc/`` (and ``+doc``): the documentation's ``index.html``."""
         return await self.docs(request, user, index, project, version, "")
 
-    async def docs(self, request: IRequest, user: str, index: str, project: str, version: str,
+    async def docs(self, request: HttpRequest, user: str, index: str, project: str, version: str,
                    member: str) -> bytes:
         """A page of the uploaded documentation, streamed from the doc zip: memory stays
         at a chunk or two however far the page inflates. Served in a sandbox (no script
@@ -193,21 +193,21 @@ class ProjectApp:
             request.setHeader(b"X-Content-Type-Options", b"nosniff")
             request.setHeader(b"Content-Security-Policy", DOCS_POLICY)
             if opened.size and request.method != b"HEAD":
-                pump = ChunkPump(request, lambda _, count: self._offload(opened.read, count),
+                pump = ChunkPump(IConsumer(request), lambda _, count: self._offload(opened.read, count),
                                  0, opened.size)
                 await shielded(Deferred.fromCoroutine(pump.run()))
         except (BlobReadStopped, BlobMissing, BadDocZip) as e:  # gone, or a damaged member
             if not isinstance(e, BlobReadStopped):
                 _log.warn("documentation {relpath} {member}: {error}", relpath=relpath,
                           member=member, error=e)
-            if request.producer is not None and request.channel is not None:  # type: ignore[attr-defined]
+            if request.producer is not None and request.channel is not None:
                 request.unregisterProducer()
             request.loseConnection()
         finally:
             await self._offload(opened.close)
         return b""
 
-    async def toxresult(self, request: IRequest, user: str, index: str, rest: str) -> bytes:
+    async def toxresult(self, request: HttpRequest, user: str, index: str, rest: str) -> bytes:
         """A tox report: a JSON object (no bigger than the JSON limit, DevpiRequest);
         the original bytes are what is stored."""
         if not isinstance(render.read_json(request), Mapping):

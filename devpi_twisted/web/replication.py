@@ -3,15 +3,14 @@ spec/ops.md 6.3)."""
 
 from __future__ import annotations
 
-from twisted.web.iweb import IRequest
-
 from devpi_twisted.replication import protocol
 from devpi_twisted.replication.feed import ChangelogFeed, FeedRefused, parse_start
 from devpi_twisted.web import render
+from devpi_twisted.web.deps import HttpRequest
 from devpi_twisted.web.helpers import flag
 
 
-def request_headers(request: IRequest) -> dict[str, str]:
+def request_headers(request: HttpRequest) -> dict[str, str]:
     """The request's headers, names lower-cased (the last value of a repeated one)."""
     return {name.decode("latin-1").lower(): values[-1].decode("latin-1")
             for name, values in request.requestHeaders.getAllRawHeaders()}
@@ -24,7 +23,7 @@ class ReplicationApp:
     def __init__(self, feed: ChangelogFeed | None) -> None:
         self._feed = feed
 
-    async def changelog(self, request: IRequest, spec: str) -> bytes:
+    async def changelog(self, request: HttpRequest, spec: str) -> bytes:
         headers = request_headers(request)
         try:
             if self._feed is None:

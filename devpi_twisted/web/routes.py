@@ -16,7 +16,7 @@ web/compose.py.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import attrs
@@ -41,6 +41,12 @@ class NameConverter(BaseConverter):
     weight = 100
 
 
+def _with_head(methods: Iterable[str]) -> frozenset[str]:
+    """werkzeug's rule: a GET route answers HEAD too."""
+    methods = frozenset(methods)
+    return methods | {"HEAD"} if "GET" in methods else methods
+
+
 @attrs.frozen
 class Route:
     """One URL pattern and methods, the handler answering them, what the body may be.
@@ -49,8 +55,7 @@ class Route:
 
     name: str
     pattern: str
-    methods: frozenset[str] = attrs.field(converter=lambda m: frozenset(
-        {*m, "HEAD"} if "GET" in m else m))
+    methods: frozenset[str] = attrs.field(converter=_with_head)
     handler: str
     body: str = NONE
     fast: bool = False
@@ -190,9 +195,8 @@ class RouteMatcher:
         Remembers the answers for recent short paths (the hot ones repeat)."""
         path = b"/".join(segments)
         key = (method, path)
-        remembered = self._recent.get(key, False)
-        if remembered is not False:
-            return remembered
+        if key in self._recent:
+            return self._recent[key]
         try:
             found = self.match(method.decode("latin-1"), path.decode("utf-8"))
         except UnicodeDecodeError:

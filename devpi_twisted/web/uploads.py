@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from treq.client import HTTPClient
-from twisted.web.iweb import IRequest
 
 from devpi_twisted.model.errors import DomainError, TooLarge, Unauthenticated
 from devpi_twisted.model.release_ops import (
@@ -20,7 +19,7 @@ from devpi_twisted.model.release_ops import (
 )
 from devpi_twisted.web import render
 from devpi_twisted.web.blobcopy import BlobCopies
-from devpi_twisted.web.deps import Offload
+from devpi_twisted.web.deps import HttpRequest, Offload
 from devpi_twisted.web.forms import check_archive, read_upload
 from devpi_twisted.web.helpers import RequestHelpers, written
 
@@ -50,7 +49,7 @@ class UploadApp:
         self._http = http
         self._offline = offline
 
-    async def upload(self, request: IRequest, user: str, index: str) -> bytes:
+    async def upload(self, request: HttpRequest, user: str, index: str) -> bytes:
         ctype = (request.getHeader(b"Content-Type") or b"").decode("latin-1")
         identity = await self._helpers.identity(request)
         media = ctype.split(";", 1)[0].strip().lower()
@@ -93,14 +92,14 @@ class UploadApp:
         return b""
 
     @staticmethod
-    def _upload_error(request: IRequest, e: DomainError) -> bytes:
+    def _upload_error(request: HttpRequest, e: DomainError) -> bytes:
         """A refused upload: the message in the body, and in the reason phrase where devpi
         puts its own there (twine and devpi-client print it); a missing login, a missing
         index and a body that is no form get the plain phrase ("401 Unauthorized"), as
         devpi answers them before its form handling speaks."""
         body = render.domain_error(request, e)
         if not isinstance(e, PLAIN_REASON):
-            request.setResponseCode(request.code, _reason(e.message))  # type: ignore[attr-defined]
+            request.setResponseCode(request.code, _reason(e.message))
         return body
 
     async def _check_archive(self, content: IncomingFile, rel: str) -> None:
@@ -117,8 +116,9 @@ class UploadApp:
             else:
                 with open(file[1], "rb") as body:
                     response = await self._http.post(
-                        url, data=fields, files={"content": (file[0], body)}, auth=auth,
-                        timeout=300)
+                        url, data=fields, auth=auth, timeout=300,
+                        # treq takes a file too (its annotation names body producers only)
+                        files={"content": (file[0], body)})  # type: ignore[arg-type]
             text = (await response.text())[:500]
             return response.code, text
         except Exception as e:  # connection refused, timeouts, TLS: reported in the action log
