@@ -7,7 +7,7 @@ request to the Klein resource. Both answer errors with the same functions
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from klein import Klein
@@ -26,7 +26,7 @@ from devpi_twisted.web import errors
 from devpi_twisted.web.deps import HttpRequest
 from devpi_twisted.web.routes import MATCHER, NAME, NameConverter, Route, RouteMatch
 
-Handler = Callable[..., Awaitable[bytes]]
+Handler = Callable[..., Coroutine[Any, Any, bytes]]  # an app's async route method
 _log = Logger()
 
 
@@ -83,24 +83,21 @@ class Dispatcher(Resource):
         self._handlers = {route: h for route, h in handlers.items() if route.fast}
         self._fallback = fallback
 
-    def render(self, request: Request) -> Any:
+    def render(self, request: Request) -> bytes | int:
         refused = errors.unroutable(request)  # Klein would log a traceback for some
         if refused is not None:
             return refused
         found = match_of(request)
         handler = None if found is None else self._handlers.get(found.route)
         if handler is None or found is None:
-            return self._fallback.render(request)  # type: ignore[no-untyped-call]  # untyped in twisted
-        done = Deferred.fromCoroutine(_run(handler(request, *found.args)))
+            rendered: bytes | int = self._fallback.render(request)  # type: ignore[no-untyped-call]  # untyped in twisted
+            return rendered
+        done = Deferred.fromCoroutine(handler(request, *found.args))
         request.notifyFinish().addErrback(lambda _: done.cancel())
         done.addErrback(_failed, request)
         done.addCallback(_respond, request)
         done.addErrback(lambda f: _log.failure("writing a response", f))
         return NOT_DONE_YET
-
-
-async def _run(answer: Awaitable[bytes]) -> bytes:
-    return await answer
 
 
 def _failed(failure: Failure, request: HttpRequest) -> bytes | None:

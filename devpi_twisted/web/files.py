@@ -100,10 +100,10 @@ class FileApp:
             return await self._replica_file(request, user, index, relpath, mirror=True,
                                             sha256=None if link is None else link.get("sha256"))
 
-        def start(headers: Mapping[str, str]) -> Any:
+        def start(headers: Mapping[str, str]) -> IConsumer | None:
             for key, value in headers.items():
                 request.setHeader(key.encode(), value.encode("latin-1"))
-            return None if request.method == b"HEAD" else request
+            return None if request.method == b"HEAD" else IConsumer(request)
 
         if config.get("mirror_use_external_urls"):  # not fetched here: the client goes there
             link = await self._mirror.find_link(f"{user}/{index}", normalize_project(name),

@@ -136,15 +136,17 @@ class SimplePages:
             self._mirror.forget(index, project)
 
 
-_NOW: list[Any] = [0, b""]
+_NOW: dict[int, bytes] = {}
 
 
 def _http_now() -> bytes:
     """The current time as an HTTP date (formatted once per second)."""
     second = int(time.time())
-    if _NOW[0] != second:
-        _NOW[:] = [second, formatdate(second, usegmt=True).encode()]
-    return bytes(_NOW[1])
+    now = _NOW.get(second)
+    if now is None:
+        _NOW.clear()
+        now = _NOW[second] = formatdate(second, usegmt=True).encode()
+    return now
 
 
 def _upstream_failed(failure: Failure) -> Failure:

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
@@ -32,9 +30,10 @@ class ReplicaWrites(Resource):
         self._info = info
         self._timeout = timeout
 
-    def render(self, request: Request) -> Any:
+    def render(self, request: Request) -> bytes | int:
         if request.method in READS:
-            return self._inner.render(request)  # type: ignore[no-untyped-call]  # untyped in twisted
+            rendered: bytes | int = self._inner.render(request)  # type: ignore[no-untyped-call]  # untyped in twisted
+            return rendered
         done = Deferred.fromCoroutine(self._relay(request))
         done.addErrback(lambda f: _log.failure("relaying a write to the primary", f))
         return NOT_DONE_YET

@@ -143,7 +143,7 @@ class SendfileBody:
     when the client is gone) and, while the socket is full, a write descriptor of the
     reactor on our duplicate of the socket's descriptor."""
 
-    def __init__(self, request: Any, transport: FileDescriptor, fd: int, start: int, end: int,
+    def __init__(self, request: HttpRequest, transport: FileDescriptor, fd: int, start: int, end: int,
                  run: Callable[..., Deferred[Any]]) -> None:
         self._request = request
         self._transport = transport
