@@ -1,6 +1,7 @@
 """The route table's own matcher (web/routes.py: the fast dispatch, metrics labels, body
 limits, /+authcheck) and Klein's URL map built from the same table agree on every
-request path: the same route and arguments, or no route for both."""
+request path: the same route and arguments, or no route for both. Metrics labels and
+body limits are those of the matched route."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from hypothesis import example, given, settings, strategies as st
 from werkzeug.exceptions import HTTPException
 
 from devpi_twisted.web.dispatch import build_klein
+from devpi_twisted.web.metrics import route_of
 from devpi_twisted.web.routes import MATCHER, ROUTES, Route, RouteMatcher
+from devpi_twisted.web.site import JSON_BODY, UPLOAD, body_kind
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "PUSH", "OPTIONS"]
 STATIC = ["+api", "+login", "+status", "+authcheck", "+health", "+metrics", "+changelog",
@@ -107,3 +110,12 @@ def test_names_are_never_plus_prefixed_or_empty() -> None:
     for raw in ["/+x", "/+x/dev", "/alice/+dev", "/alice/dev/+pkg", "/alice/dev/+simple/+pkg/"]:
         found = MATCHER.match_segments(b"GET", postpath_of(raw))
         assert found is None or found.route.name == "api", raw
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.handler}")
+def test_metrics_labels_and_body_limits_come_from_the_route(route: Route) -> None:
+    path = _example_path(route)
+    for method in sorted(route.methods):
+        assert route_of(postpath_of(path), method.encode()) == route.name
+        kind = body_kind(method.encode(), path.encode(), b"multipart/form-data; boundary=x")
+        assert kind == (UPLOAD if route.body == UPLOAD and method == "POST" else JSON_BODY)
