@@ -62,8 +62,9 @@ class Route:
 
     @property
     def arguments(self) -> tuple[str, ...]:
-        return tuple(_VARIABLE.match(p).group(2)  # type: ignore[union-attr]
-                     for p in self.pattern.split("/") if p.startswith("<"))
+        """The names of the pattern's variables, in order (the handler's arguments)."""
+        found = (_VARIABLE.match(p) for p in self.pattern.split("/"))
+        return tuple(f.group(2) for f in found if f is not None)
 
 
 def _r(name: str, pattern: str, methods: Sequence[str], handler: str, body: str = NONE,
