@@ -10,7 +10,6 @@ import re
 import time
 from urllib.parse import quote
 from collections.abc import Mapping
-from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer
