@@ -5,12 +5,15 @@ policy of ``--replica-cert``."""
 
 from __future__ import annotations
 
-from io import BufferedReader, BytesIO
+from collections.abc import Callable
+from typing import IO
 
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IOpenSSLClientConnectionCreator, IReactorTime
 from twisted.internet.ssl import PrivateCertificate, optionsForClientTLS, platformTrust
+from twisted.internet.task import Cooperator
+from twisted.web.client import FileBodyProducer
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IPolicyForHTTPS, IResponse
 from zope.interface import implementer
@@ -32,11 +35,16 @@ class PrimaryClient:
                  primary_uuid: str = "") -> None:
         self._http = http
         self._reactor = reactor
+        # request bodies are read from their files in turns on the same reactor
+        self._cooperator = Cooperator(scheduler=self._soon)
         self.url = primary_url.rstrip("/")
         self.uuid = uuid
         self._signer = signer
         self._outside_url = outside_url
         self.primary_uuid = primary_uuid  # "" until the first reply names it
+
+    def _soon(self, work: Callable[[], object]) -> IDelayedCall:
+        return self._reactor.callLater(0, work)
 
     def headers(self, file: bool = False, **extra: str) -> dict[str, list[str]]:
         """The replica headers with a fresh token (valid 37.6 s)."""
@@ -56,13 +64,16 @@ class PrimaryClient:
         return headers
 
     async def request(self, method: str, path: str, timeout: float,
-                      headers: dict[str, list[str]], data: BytesIO | BufferedReader | None = None,
+                      headers: dict[str, list[str]], data: IO[bytes] | None = None,
                       unbuffered: bool = False) -> IResponse:
-        """``method`` on the primary's ``path`` (with query); redirects not followed."""
+        """``method`` on the primary's ``path`` (with query), with the body in ``data``
+        (read from its current position); redirects not followed."""
+        body = None if data is None else FileBodyProducer(  # type: ignore[no-untyped-call]
+            data, self._cooperator)  # (Twisted's FileBodyProducer is not annotated)
         try:
             return await self._http.request(
                 method, self.url + path, headers=Headers(headers),
-                data=data, timeout=timeout, allow_redirects=False, unbuffered=unbuffered,
+                data=body, timeout=timeout, allow_redirects=False, unbuffered=unbuffered,
                 # treq uses the reactor only for the timeout's callLater; its annotation
                 # asks for a TCP and name-resolving reactor too
                 reactor=self._reactor)  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ timeout on the clock, until the primary's serial of the answer is imported here.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from io import BufferedReader, BytesIO
+from typing import IO
 from urllib.parse import quote
 
 import treq
@@ -40,7 +40,7 @@ class WriteRelay:
         self._timeout = timeout
 
     async def relay(self, method: str, path: str, headers: Mapping[str, list[str]],
-                    body: BytesIO | BufferedReader | None,
+                    body: IO[bytes] | None,
                     timeout: float) -> tuple[int, bytes, list[tuple[str, str]], bytes]:
         """Send a write to the primary; once it succeeded, wait (up to ``timeout``) until
         its serial is imported here. (status, reason, headers to pass on, body);

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping
-from io import BufferedReader, BytesIO
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
@@ -86,7 +85,7 @@ class Replica(Service):
         return await self.write_relay.mirror_page(name, project)
 
     async def relay(self, method: str, path: str, headers: Mapping[str, list[str]],
-                    body: BytesIO | BufferedReader | None,
+                    body: IO[bytes] | None,
                     timeout: float) -> tuple[int, bytes, list[tuple[str, str]], bytes]:
         return await self.write_relay.relay(method, path, headers, body, timeout)
 

@@ -6,13 +6,15 @@ relay, mirror pages through the primary, the follower's uuid checks and the stat
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 import attrs
 import pytest
-from treq.testing import StubTreq
+from treq.client import HTTPClient
+from treq.testing import RequestTraversalAgent, StubTreq
 from twisted.application.internet import backoffPolicy
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
@@ -56,6 +58,7 @@ class PrimaryStandIn(Resource):
         self.files = {"/" + relpath: body for relpath, body in BODIES.items()}
         self.codes: dict[str, int] = {}
         self.requests: list[Request] = []
+        self.bodies: list[bytes] = []
         self.serial: int | None = 3
         self.write_code = 201
         self.uuids = {protocol.PRIMARY_UUID: PRIMARY_UUID}
@@ -70,6 +73,7 @@ class PrimaryStandIn(Resource):
             request.setResponseCode(self.codes[path])
             return b"not now"
         if request.method != b"GET":
+            self.bodies.append(request.content.read())
             request.setResponseCode(self.write_code)
             request.setHeader("Location", "http://primary/alice/dev")
             request.setHeader("Connection", "close")
@@ -336,6 +340,25 @@ def test_a_relayed_write_is_answered_once_its_serial_is_here(parts: Parts) -> No
     names = {name.lower() for name, _ in passed}
     assert ("Location", "http://primary/alice/dev") in passed
     assert not names & {"x-devpi-serial", "x-devpi-primary-uuid", "connection", "content-length"}
+
+
+def test_a_relayed_upload_too_big_for_memory_reaches_the_primary(parts: Parts) -> None:
+    """twisted.web keeps a body of 100,000 bytes or more in a temporary file, which treq
+    cannot send by itself: the client streams it from the file on its own clock."""
+    agent = RequestTraversalAgent(parts.primary)
+    client = PrimaryClient(HTTPClient(agent), parts.clock, "http://primary", REPLICA_UUID,
+                           TokenSigner(b"r" * 16, parts.clock.seconds), primary_uuid=PRIMARY_UUID)
+    relay = WriteRelay(parts.clock, parts.storage, client, 5.0)
+    parts.primary.serial = None
+    upload = tempfile.TemporaryFile()
+    upload.write(b"x" * 250_000)
+    upload.seek(0)
+    answer = Deferred.fromCoroutine(relay.relay("POST", "/alice/dev/", {}, upload, 5.0))
+    for _ in range(20):  # the body goes out in turns of the cooperator, on the clock
+        parts.clock.advance(0)
+        agent.flush()
+    assert result_of(answer)[0] == 201
+    assert parts.primary.bodies == [b"x" * 250_000]
 
 
 def test_a_relayed_write_whose_serial_does_not_come_is_answered_after_the_timeout(
