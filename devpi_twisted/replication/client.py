@@ -30,6 +30,9 @@ class PrimaryUnreachable(Exception):
 
 
 class PrimaryClient:
+    """Requests to the primary at ``primary_url`` through ``http`` (treq), timed on
+    ``reactor``; ``primary_uuid`` is what the replica expects the primary to be."""
+
     def __init__(self, http: HTTPClient, reactor: IReactorTime, primary_url: str, uuid: str,
                  signer: TokenSigner, outside_url: str | None = None,
                  primary_uuid: str = "") -> None:
