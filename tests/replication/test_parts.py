@@ -145,6 +145,7 @@ class Parts:
     blobs: FileBlobStore
     client: PrimaryClient
     fetcher: FileFetcher
+    staging: Path
     learned: list[str]
 
     def files(self, skip: tuple[str, ...] = ()) -> FileReplicator:
@@ -191,7 +192,7 @@ def parts(tmp_path: Path) -> Parts:
     staging = tmp_path / "staging"
     staging.mkdir()
     fetcher = FileFetcher(storage, blobs, client, staging, offload, 5.0)
-    return Parts(clock, primary, http, source, storage, blobs, client, fetcher, [])
+    return Parts(clock, primary, http, source, storage, blobs, client, fetcher, staging, [])
 
 
 def release(parts: Parts, files: dict[str, dict[str, Any]], expect: int = -1) -> None:
@@ -212,7 +213,7 @@ def test_imported_files_are_fetched_hash_checked_and_counted(parts: Parts) -> No
     headers = parts.primary.requests[-1].requestHeaders
     assert headers.getRawHeaders(protocol.FILE_REPLICATION) == ["YES"]
     assert headers.getRawHeaders(protocol.REPLICA_UUID) == [REPLICA_UUID]
-    assert not list((parts.fetcher._staging).iterdir())  # no staging file left behind
+    assert not list(parts.staging.iterdir())  # no staging file left behind
     assert result_of(files.stop()[0]) is None
 
 
@@ -246,6 +247,7 @@ def test_a_body_with_the_wrong_hash_is_not_stored_and_is_tried_again(parts: Part
     assert not parts.has(WHEEL)
     assert "sha256" in files.errors[WHEEL] and parts.retries() == [2.0]
     assert parts.fetcher.files_fetched == 0
+    assert not list(parts.staging.iterdir())  # the wrong body is not kept either
 
 
 def test_a_file_the_primary_no_longer_has_is_not_retried(parts: Parts) -> None:
