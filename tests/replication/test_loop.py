@@ -60,7 +60,7 @@ def make_primary(tmp_path: Path, clock: Clock, enabled: bool = True,
     ops = ServerOps(storage, Policy(None), TokenSigner(b"k" * 16, clock.seconds), offload, clock.seconds)
     info = ServerInfo(uuid=uuid, serverdir=str(tmp_path), role="primary")
     feed = ChangelogFeed(storage, uuid, TokenSigner(REPLICA_KEY, clock.seconds), clock,
-                         enabled, clock.seconds)
+                         enabled)
     app = IndexApp(ops, info, ReleaseOps(storage, None, clock.seconds), SimpleOps(storage), None,
                    offload, tmp_path, feed=feed)
     return storage, feed, DevpiSite(app.resource(), info, lambda: storage.serial)
