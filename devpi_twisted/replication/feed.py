@@ -48,6 +48,9 @@ def parse_start(spec: str) -> tuple[int, bool]:
 
 
 class ChangelogFeed:
+    """The feed of one primary (off unless ``enabled``): replicas' authorization, their
+    polls, and which replicas poll (``polling_replicas``, for ``/+status``)."""
+
     def __init__(self, storage: Storage, uuid: str, signer: TokenSigner, clock: IReactorTime,
                  enabled: bool) -> None:
         """``clock``: times the long polls and the polling replicas' requests."""
