@@ -58,7 +58,7 @@ from devpi_twisted.web.metrics import RequestMetrics
 from devpi_twisted.web.site import DevpiSite, ServerInfo
 from devpi_twisted.replication.client import PrimaryClient
 from devpi_twisted.replication.feed import ChangelogFeed
-from devpi_twisted.replication.replica import Replica
+from devpi_twisted.replication.replica import build_replica
 from devpi_twisted.web.replica_writes import ReplicaWrites
 
 Options = make_options_class(SERVER_OPTIONS, "Run the devpi-twisted package index server.",
@@ -391,10 +391,10 @@ def build_service(config: Config, reactor: Any) -> IService:
         client = PrimaryClient(primary_http, reactor, config.primary_url, node.uuid,
                                TokenSigner(keys.replica, time.time), config.outside_url,
                                str(node.extra.get("primary-uuid") or ""))
-        replica = Replica(storage, blobs, client, reactor, staging, offload,
-                          _primary_remembered(config.serverdir, offload),
-                          config.file_replication_threads, config.request_timeout,
-                          skip_indexes=config.file_replication_skip_indexes)
+        replica = build_replica(storage, blobs, client, reactor, staging, offload,
+                                _primary_remembered(config.serverdir, offload),
+                                config.file_replication_threads, config.request_timeout,
+                                skip_indexes=config.file_replication_skip_indexes)
     feed = ChangelogFeed(storage, node.uuid, TokenSigner(keys.replica, time.time), reactor,
                          enabled=config.role == "primary")
     mirror = Mirror(storage, upstream, blobs, staging, offload, offline=config.offline_mode,
