@@ -10,16 +10,16 @@ from typing import Any
 
 from twisted.python import usage
 
-from devpi_twisted.config import (
-    EXPORT_OPTIONS, IMPORT_OPTIONS, INIT_OPTIONS, SERVER_OPTIONS, SPECS, STATE_OPTIONS, Config,
-    ConfigError, make_options_class, usage_hint,
+from devpi_twisted.config import BaseOptions, Config, make_options_class, usage_hint
+from devpi_twisted.options import (
+    EXPORT, IMPORT, INIT, OPTIONS, STATE, ConfigError, offered_by,
 )
 from devpi_twisted.serverdir import StartupError, explain_oserror, read_nodeinfo
 
-InitOptions = make_options_class(INIT_OPTIONS, "Create a new server state (like devpi-init).")
+InitOptions = make_options_class(offered_by(INIT), "Create a new server state (like devpi-init).")
 
 
-class PasswdOptions(make_options_class(STATE_OPTIONS, "Set a user's password.")):  # type: ignore[misc]
+class PasswdOptions(make_options_class(offered_by(STATE), "Set a user's password.")):  # type: ignore[misc]
     optFlags = [["allow-empty", None, "accept an empty password (refused otherwise)"]]
 
     def parseArgs(self, user: str | None = None) -> None:
@@ -42,17 +42,19 @@ class _DumpOptions(usage.Options):
 
 
 class ExportOptions(_DumpOptions, make_options_class(  # type: ignore[misc]
-        EXPORT_OPTIONS, "Export the state as a devpi-server 6 dump (dataindex.json plus files).")):
+        offered_by(EXPORT), "Export the state as a devpi-server 6 dump (dataindex.json plus files).")):
     which = "export"
     synopsis = "[options] DIR"
 
 
 class ImportOptions(_DumpOptions, make_options_class(  # type: ignore[misc]
-        IMPORT_OPTIONS, "Import a devpi-server 6 dump into a new server directory (and database).")):
+        offered_by(IMPORT), "Import a devpi-server 6 dump into a new server directory (and database).")):
     which = "import"
     synopsis = "[options] DIR"
+
+
 class GenConfigOptions(make_options_class(  # type: ignore[misc]
-        SERVER_OPTIONS, "Write nginx, systemd, cron and supervisor files into ./gen-config/.")):
+        OPTIONS, "Write nginx, systemd, cron and supervisor files into ./gen-config/.")):
     optParameters = [
         ["bindir", None, None, "directory holding twistd [default: the running Python's]"],
         ["service-user", None, None, "unix user the service runs as [default: the invoking "
@@ -63,7 +65,7 @@ class GenConfigOptions(make_options_class(  # type: ignore[misc]
 
 
 class CleanupOptions(make_options_class(  # type: ignore[misc]
-        STATE_OPTIONS, "Remove mirrored release files not downloaded lately (never uploads).")):
+        offered_by(STATE), "Remove mirrored release files not downloaded lately (never uploads).")):
     optParameters = [
         ["days", None, None, "remove mirror files not downloaded for this many days"],
         ["max-size", None, None, "then keep at most this many bytes of mirror files "
@@ -95,8 +97,8 @@ class CommandOptions(usage.Options):
             raise usage.UsageError("name a command: " + ", ".join(c[0] for c in self.subCommands))
 
 
-def _init(config: Config, options: Any) -> None:
-    from devpi_twisted.service import initialise
+def _init(config: Config, options: BaseOptions) -> None:
+    from devpi_twisted.state import initialise
 
     initialise(config)
 
@@ -138,7 +140,7 @@ def _read_password(user: str, allow_empty: bool) -> str:
 def _passwd(config: Config, options: Any) -> None:
     from devpi_twisted.model.passwords import hash_password
     from devpi_twisted.serverdir import BOARD
-    from devpi_twisted.service import open_storage
+    from devpi_twisted.state import open_storage, run_blocking
     from devpi_twisted.storage.board import SerialBoard
 
     node = read_nodeinfo(config.serverdir)
@@ -155,20 +157,24 @@ def _passwd(config: Config, options: Any) -> None:
         raise StartupError("name the user: devpi-twisted passwd USER")
     # publishing on the board lets a running server see the change on its next request
     storage = open_storage(config, board=SerialBoard(config.serverdir / BOARD))
-    try:
-        record = storage.get_user(user).result
-        if record is None:
-            raise StartupError(f"no user '{user}'")
-        pwhash = hash_password(_read_password(user, bool(options["allow-empty"])))
-        storage.update_user(user, record.profile, pwhash, record.serial).result
-    finally:
-        storage.close()
+
+    async def change() -> None:  # storage without a reactor: each call completes at once
+        try:
+            record = await storage.get_user(user)
+            if record is None:
+                raise StartupError(f"no user '{user}'")
+            pwhash = hash_password(_read_password(user, bool(options["allow-empty"])))
+            await storage.update_user(user, record.profile, pwhash, record.serial)
+        finally:
+            await storage.close()
+
+    run_blocking(change())
     print(f"devpi-twisted: password of {user} changed")
 
 
 def _dump(config: Config, options: Any) -> None:
     from devpi_twisted.dump.run import run
-    from devpi_twisted.service import open_blobs, open_storage
+    from devpi_twisted.state import open_blobs, open_storage
 
     status = run(config, open_storage, open_blobs)
     if status:
@@ -183,11 +189,11 @@ def _server_args(config: Config, options: Any) -> list[str]:
     args = ["--serverdir", str(config.serverdir)]
     if options["configfile"]:
         args += ["--configfile", os.path.abspath(os.path.expanduser(options["configfile"]))]
-    for name in SERVER_OPTIONS:
-        value = options[name]
-        if name == "serverdir" or not value and value != "":
+    for option in OPTIONS:
+        value = options[option.name]
+        if option.name == "serverdir" or not value and value != "":
             continue
-        args += [f"--{name}"] if SPECS[name].flag else [f"--{name}", str(value)]
+        args += [f"--{option.name}"] if option.flag else [f"--{option.name}", str(value)]
     return args
 
 
@@ -226,7 +232,7 @@ def _cleanup(config: Config, options: Any) -> None:
     from devpi_twisted.model.cleanup import MirrorCleanup, parse_size
     from devpi_twisted.model.errors import DomainError
     from devpi_twisted.serverdir import BOARD
-    from devpi_twisted.service import open_blobs, open_storage
+    from devpi_twisted.state import open_blobs, open_storage
     from devpi_twisted.storage.board import SerialBoard
 
     if read_nodeinfo(config.serverdir) is None:

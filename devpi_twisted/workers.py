@@ -2,6 +2,9 @@
 main process's listening sockets (inherited file descriptors; the kernel spreads
 connections over every process accepting on them). A worker that exits is
 started again after a pause; the children stop with the main process.
+
+``worker_command`` makes a worker's command line from the main process's Config: every
+option declared ``to_workers`` (options.py), whatever its value came from.
 """
 
 from __future__ import annotations
@@ -12,17 +15,43 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import attrs
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from devpi_twisted.config import Config, config_argv, is_option_variable
+from devpi_twisted.options import OPTIONS
+from devpi_twisted.serverdir import SECRET, StartupError
+
 log = Logger()
 
 RESTART_DELAY = 1.0
 STOP_TIMEOUT = 10.0
 TWISTD = "from twisted.scripts.twistd import run; run()"
+
+
+def worker_command(config: Config, environ: Mapping[str, str] = os.environ,
+                   ) -> tuple[list[str], dict[str, str]]:
+    """Arguments and environment that make a worker serve like this process: the options
+    declared ``to_workers``, with this process's values (from its command line, -c file
+    or environment alike). Secret ones (the storage settings, maybe a password) travel
+    in the environment, not in argv; no other option variable of ``environ`` reaches
+    the worker, so its Config is this one's, but for what makes it a worker."""
+    secretfile = config.secretfile or config.serverdir / SECRET
+    if not secretfile.exists():
+        raise StartupError("--workers needs a secret file shared by all processes (--secretfile)")
+    config = attrs.evolve(config, secretfile=secretfile)
+    shared = [option for option in OPTIONS if option.to_workers]
+    args = config_argv(config, [option for option in shared if not option.secret])
+    env = {name: value for name, value in environ.items() if not is_option_variable(name)}
+    for option in shared:
+        text = option.text(getattr(config, option.field or "")) if option.secret else None
+        if text is not None:
+            env[option.variable] = text
+    return args, env
 
 
 class _Worker(ProcessProtocol):
@@ -63,7 +92,7 @@ class WorkerSupervisor(Service):
                 "--requests-only", "--listen-fds", ",".join(inherited)]
         worker = _Worker(self, number)
         self._workers[number] = worker
-        self._reactor.spawnProcess(worker, sys.executable, argv, env={**os.environ, **self._env},
+        self._reactor.spawnProcess(worker, sys.executable, argv, env=self._env,
                                    childFDs=child_fds)
         log.info("Started worker {number} (pid {pid})", number=number, pid=worker.transport.pid)
 

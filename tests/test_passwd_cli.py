@@ -10,7 +10,7 @@ import pytest
 
 from devpi_twisted.cli import PasswdOptions
 from devpi_twisted.model.passwords import verify_password
-from devpi_twisted.service import open_storage
+from devpi_twisted.state import open_storage, run_blocking
 from tests.support import bin_path, init_serverdir
 
 
@@ -26,9 +26,10 @@ def _root_hash(serverdir: Path) -> str:
     options.parseOptions(["--serverdir", str(serverdir), "root"])
     storage = open_storage(options.config())
     try:
-        record = storage.get_user("root").result  # type: ignore[attr-defined]
+        record = run_blocking(storage.get_user("root"))
     finally:
-        storage.close()
+        run_blocking(storage.close())
+    assert record is not None
     return str(record.pwhash)
 
 
