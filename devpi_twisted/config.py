@@ -160,22 +160,22 @@ def is_option_variable(name: str) -> bool:
         name == option.variable for option in OPTIONS)
 
 
-def make_options_class(options: Sequence[Option], doc: str = "",
-                       base: type[BaseOptions] | None = None) -> type[BaseOptions]:
-    """A usage.Options subclass offering ``options``, all defaulting to unset."""
-    params = [[o.name, o.short, None, o.help_text] for o in options if not o.flag]
-    flags = [[o.name, o.short, o.help] for o in options if o.flag]
-    namespace = {
-        "optParameters": params + [["configfile", "c", None, "YAML config file"]],
-        "optFlags": flags,
-        "_options": tuple(options),
-        "__doc__": doc,
-    }
-    return type("Options", (base or BaseOptions,), namespace)
-
-
 class BaseOptions(usage.Options):
+    """The usage.Options of a command offering ``_options`` (set by each subclass), all
+    unset unless given; ``config()`` makes the Config of what was given."""
+
     _options: tuple[Option, ...] = ()
+    optParameters: list[list[Any]] = [["configfile", "c", None, "YAML config file"]]
+    optFlags: list[list[Any]] = []
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_options" in cls.__dict__:  # usage.Options collects these from every class
+            options = cls.__dict__["_options"]
+            cls.optParameters = [[o.name, o.short, None, o.help_text]
+                                 for o in options if not o.flag] + cls.__dict__.get("optParameters", [])
+            cls.optFlags = [[o.name, o.short, o.help]
+                            for o in options if o.flag] + cls.__dict__.get("optFlags", [])
 
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # twisted's usage is unannotated

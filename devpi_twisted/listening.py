@@ -11,14 +11,13 @@ import socket
 from pathlib import Path
 from typing import IO, Any
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import IService, MultiService, Service
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import (
-    IFileDescriptor, IListeningPort, IProtocolFactory, IReactorSocket,
-)
+from twisted.internet.interfaces import IFileDescriptor, IListeningPort, IReactorSocket
+from twisted.web.server import Site
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -32,7 +31,7 @@ class ListenService(Service):
     """Listens on every endpoint at start; a port that cannot be bound ends start-up."""
 
     def __init__(self, reactor: IServerReactor, descriptions: tuple[str, ...],
-                 factory: IProtocolFactory, report: Path) -> None:
+                 factory: Site, report: Path) -> None:
         self._reactor = reactor
         self._descriptions = descriptions
         self._factory = factory
@@ -74,7 +73,7 @@ class AdoptService(Service):
     FAMILIES = {"INET": socket.AF_INET, "INET6": socket.AF_INET6, "UNIX": socket.AF_UNIX}
 
     def __init__(self, reactor: IReactorSocket, fds: tuple[tuple[int, str], ...],
-                 factory: IProtocolFactory) -> None:
+                 factory: Site) -> None:
         self._reactor = reactor
         self._fds = fds
         self._factory = factory
@@ -83,7 +82,9 @@ class AdoptService(Service):
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]  # twisted's Service is unannotated
         for fd, family in self._fds:
-            self._ports.append(self._reactor.adoptStreamPort(fd, self.FAMILIES[family], self._factory))
+            self._ports.append(self._reactor.adoptStreamPort(
+                fd, self.FAMILIES[family],
+                self._factory))  # type: ignore[arg-type]  # twisted wants ServerFactory[its default protocol] (invariant); a Site is one
             os.close(fd)
 
     def stopService(self) -> Deferred[list[Any]]:
@@ -116,6 +117,10 @@ class DevpiService(MultiService):
     def __init__(self, lock: IO[bytes] | None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # twisted's Service is unannotated
         self._lock = lock  # held while the process runs
+
+    def attach(self, service: IService) -> None:
+        """Add a child service (a typed ``service.setServiceParent(self)``)."""
+        service.setServiceParent(self)  # type: ignore[no-untyped-call]  # twisted's IService is unannotated
 
     def startService(self) -> None:
         try:

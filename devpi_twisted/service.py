@@ -17,7 +17,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from twisted.application.service import IService
 from twisted.internet.defer import Deferred
@@ -26,7 +26,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger, STDLibLogObserver, globalLogPublisher
 
 from devpi_twisted import serverdir as sd
-from devpi_twisted.config import BaseOptions, Config, TwistdOptions, load_yaml_file, make_options_class
+from devpi_twisted.config import BaseOptions, Config, TwistdOptions, load_yaml_file
 from devpi_twisted.listening import AdoptService, DevpiService, ListenService, listening_sockets
 from devpi_twisted.options import OPTIONS, ConfigError
 from devpi_twisted.reactors import IServerReactor
@@ -52,8 +52,17 @@ from devpi_twisted.replication.feed import ChangelogFeed
 from devpi_twisted.replication.replica import Replica
 from devpi_twisted.web.replica_writes import ReplicaWrites
 
-Options = make_options_class(OPTIONS, "Run the devpi-twisted package index server.",
-                             TwistdOptions)
+
+class Options(TwistdOptions):
+    """Run the devpi-twisted package index server."""
+
+    _options = OPTIONS
+
+
+if TYPE_CHECKING:
+    from devpi_twisted.replication.client import ClientCertificatePolicy
+
+T = TypeVar("T")
 
 log = Logger()
 
@@ -108,7 +117,7 @@ def build_service(config: Config, reactor: IServerReactor) -> IService:
     board = SerialBoard(config.serverdir / sd.BOARD)
     storage = open_storage(config, reactor, board)
 
-    def offload(fn: Any, *args: Any) -> Deferred[Any]:
+    def offload(fn: Callable[..., T], *args: object) -> Deferred[T]:
         return deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)
 
     policy = Policy(parse_principals(config.restrict_modify) if config.restrict_modify else None)
@@ -161,20 +170,20 @@ def build_service(config: Config, reactor: IServerReactor) -> IService:
                      primary_uuid=(lambda: client.primary_uuid) if replica is not None else None)
 
     root = DevpiService(lock)
-    StorageService(storage, reactor, mirror.settled).setServiceParent(root)
-    hashing.setServiceParent(root)
+    root.attach(StorageService(storage, reactor, mirror.settled))
+    root.attach(hashing)
     if replica is not None:  # stops before the storage closes
-        replica.setServiceParent(root)
+        root.attach(replica)
     if worker:
-        AdoptService(reactor, config.listen_fds, site).setServiceParent(root)
+        root.attach(AdoptService(reactor, config.listen_fds, site))
     else:
         listening = sd.LISTENING if not config.requests_only else f"{sd.LISTENING}-{os.getpid()}"
         listener = ListenService(reactor, config.listen, site, config.serverdir / listening)
-        listener.setServiceParent(root)
+        root.attach(listener)
         if worker_args is not None:
             args, env = worker_args
-            WorkerSupervisor(reactor, config.workers, args, env,
-                             lambda: listening_sockets(listener)).setServiceParent(root)
+            root.attach(WorkerSupervisor(reactor, config.workers, args, env,
+                                         lambda: listening_sockets(listener)))
     log.info("devpi-twisted {version} on {serverdir} ({storage}) at serial {serial}{role}",
              version=info.version, serverdir=str(config.serverdir), storage=config.storage.name,
              serial=storage.serial, role=" as worker" if worker else "")
@@ -206,7 +215,7 @@ def _check_role(config: Config, node: sd.NodeInfo) -> sd.NodeInfo:
     return node
 
 
-def _replica_cert_policy(path: Path) -> Any:
+def _replica_cert_policy(path: Path) -> ClientCertificatePolicy:
     from devpi_twisted.replication.client import ClientCertificatePolicy
 
     try:

@@ -56,7 +56,7 @@ def run_blocking(work: Coroutine[Deferred[Any], Any, T] | Deferred[T]) -> T:
     result = outcome[0]
     if isinstance(result, Failure):
         result.raiseException()
-    return result  # type: ignore[return-value]  # not a Failure: checked above
+    return result
 
 
 def open_storage(config: Config, reactor: IReactorFromThreads | None = None,
