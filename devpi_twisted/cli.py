@@ -1,5 +1,5 @@
-"""``devpi-twisted``: administration commands (init, passwd, gen-config, cleanup) sharing
-the server's options."""
+"""``devpi-twisted``: administration commands (init, passwd, export, import, gen-config,
+cleanup), each offering the server options options.py declares for it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from twisted.python import usage
 
 from devpi_twisted.config import BaseOptions, Config, usage_hint
 from devpi_twisted.options import (
-    EXPORT, IMPORT, INIT, OPTIONS, STATE, ConfigError, offered_by,
+    EXPORT, FILE, IMPORT, INIT, OPTIONS, STATE, ConfigError, offered_by,
 )
 from devpi_twisted.serverdir import StartupError, explain_oserror, read_nodeinfo
 
@@ -220,7 +220,6 @@ def _server_args(config: Config, options: BaseOptions) -> list[str]:
 
 def _gen_config(config: Config, options: BaseOptions) -> None:
     import os
-    from pathlib import Path
 
     from devpi_twisted import genconfig
 
@@ -233,9 +232,10 @@ def _gen_config(config: Config, options: BaseOptions) -> None:
     notes = genconfig.usage_notes(target, user)
     for path in genconfig.write_files(target, files):
         print(f"devpi-twisted: wrote {path}: {notes[path.name]}")
-    read = {"--secretfile": config.secretfile, "--logger-cfg": config.logger_cfg,
-            "--configfile": Path(os.path.expanduser(options["configfile"])).absolute()
-            if options["configfile"] else None}
+    read = {f"--{option.name}": getattr(config, option.field)
+            for option in OPTIONS if option.kind is FILE and option.field}
+    if options["configfile"]:
+        read["--configfile"] = Path(os.path.expanduser(options["configfile"])).absolute()
     for problem in genconfig.access_problems(
             genconfig.service_account(user), config.serverdir, bindir,
             {option: path for option, path in read.items() if path is not None},

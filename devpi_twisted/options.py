@@ -177,6 +177,7 @@ TEXT = Kind(lambda name, value: str(value))
 WHOLE = Kind(_whole())
 NUMBER = Kind(_positive, repr)
 PATH = Kind(_path)
+FILE = Kind(_path)  # a file the server reads (gen-config checks the service user can)
 URL = Kind(lambda name, value: check_url(name, str(value)))
 FLAG = Kind(_flag, lambda on: "" if on else None, flag=True)
 NO_FLAG = Kind(lambda name, value: not _flag(name, value), lambda on: None if on else "",
@@ -264,7 +265,7 @@ OPTIONS: tuple[Option, ...] = (
        workers=True),
     _o("outside-url", "external base URL, when no X-Outside-Url header is sent", URL,
        workers=True),
-    _o("secretfile", "file holding the server secret (signs login tokens)", PATH,
+    _o("secretfile", "file holding the server secret (signs login tokens)", FILE,
        workers=True, commands=frozenset({IMPORT})),
     _o("restrict-modify", "comma list of users/:groups allowed to manage users and indexes",
        COMMA_LIST, workers=True),
@@ -284,7 +285,7 @@ OPTIONS: tuple[Option, ...] = (
        workers=True, commands=frozenset({INIT})),
     _o("master-url", "deprecated name of --primary-url", Kind(_primary), field=None,
        commands=frozenset({INIT})),  # its value lands in primary_url
-    _o("replica-cert", "PEM file (certificate and key) a replica shows an https primary", PATH,
+    _o("replica-cert", "PEM file (certificate and key) a replica shows an https primary", FILE,
        workers=True),
     _o("file-replication-threads", "parallel file downloads on a replica", _at_least(1), "5",
        workers=True),
@@ -293,7 +294,7 @@ OPTIONS: tuple[Option, ...] = (
        "replica fetches only on demand", Kind(_skip_indexes, _joined), "", workers=True),
     _o("proxy-timeout", "seconds a replica waits for writes it relays to the primary", NUMBER,
        "30", workers=True),
-    _o("logger-cfg", "JSON or YAML logging.config dictionary for stdlib logging", PATH,
+    _o("logger-cfg", "JSON or YAML logging.config dictionary for stdlib logging", FILE,
        workers=True, commands=ANY_STATE),
     # devpi-server derives with 524288/16/8, about 11 s of start-up on two cores; the
     # secret is 32 random bytes, so a cheap derivation loses nothing. Pass devpi's
