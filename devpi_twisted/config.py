@@ -172,10 +172,11 @@ class BaseOptions(usage.Options):
         super().__init_subclass__(**kwargs)
         if "_options" in cls.__dict__:  # usage.Options collects these from every class
             options = cls.__dict__["_options"]
+            own_parameters = cls.__dict__.get("optParameters", [])
+            own_flags = cls.__dict__.get("optFlags", [])
             cls.optParameters = [[o.name, o.short, None, o.help_text]
-                                 for o in options if not o.flag] + cls.__dict__.get("optParameters", [])
-            cls.optFlags = [[o.name, o.short, o.help]
-                            for o in options if o.flag] + cls.__dict__.get("optFlags", [])
+                                 for o in options if not o.flag] + own_parameters
+            cls.optFlags = [[o.name, o.short, o.help] for o in options if o.flag] + own_flags
 
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]  # twisted's usage is unannotated

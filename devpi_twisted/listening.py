@@ -82,9 +82,10 @@ class AdoptService(Service):
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]  # twisted's Service is unannotated
         for fd, family in self._fds:
-            self._ports.append(self._reactor.adoptStreamPort(
-                fd, self.FAMILIES[family],
-                self._factory))  # type: ignore[arg-type]  # twisted wants ServerFactory[its default protocol] (invariant); a Site is one
+            # twisted's annotation asks for a ServerFactory of its default protocol type
+            # (an invariant generic), which a Site is not to mypy: it is one at run time
+            factory: Any = self._factory
+            self._ports.append(self._reactor.adoptStreamPort(fd, self.FAMILIES[family], factory))
             os.close(fd)
 
     def stopService(self) -> Deferred[list[Any]]:
@@ -120,7 +121,7 @@ class DevpiService(MultiService):
 
     def attach(self, service: IService) -> None:
         """Add a child service (a typed ``service.setServiceParent(self)``)."""
-        service.setServiceParent(self)  # type: ignore[no-untyped-call]  # twisted's IService is unannotated
+        service.setServiceParent(self)  # type: ignore[no-untyped-call]  # twisted: unannotated
 
     def startService(self) -> None:
         try:

@@ -191,20 +191,25 @@ def _at_least(minimum: int) -> Kind:
 
 @attrs.frozen
 class Option:
-    """One option. ``field``: the Config attribute it sets (None: build_config uses its
-    value for another field). ``to_workers``: a ``--workers`` child gets it (``secret``:
-    through the environment, not on its command line)."""
+    """One option. ``field``: the Config attribute it sets (None: build_config puts its
+    value elsewhere). ``to_workers``: a ``--workers`` child gets it (``secret``: through
+    the environment, not on its command line). ``commands``: the devpi-twisted commands
+    offering it besides twistd devpi and gen-config. ``key``: its name in the -c file."""
 
     name: str
     help: str
     kind: Kind = TEXT
     default: str | None = None
-    field: str | None = None
     to_workers: bool = False
     secret: bool = False
     commands: frozenset[str] = frozenset()
     short: str | None = None
-    key: str = attrs.field()  # in the -c file's devpi-server mapping
+    field: str | None = attrs.field()
+    key: str = attrs.field()
+
+    @field.default
+    def _field(self) -> str:
+        return self.name.replace("-", "_")
 
     @key.default
     def _key(self) -> str:
@@ -242,101 +247,94 @@ class Option:
         return [f"--{self.name}"] if self.flag else [f"--{self.name}", text]
 
 
-def _o(name: str, help: str, kind: Kind = TEXT, default: str | None = None, *,
-       field: str | None = "", workers: bool = False, commands: frozenset[str] = frozenset(),
-       secret: bool = False) -> Option:
-    return Option(name, help, kind, default, name.replace("-", "_") if field == "" else field,
-                  workers, secret, commands)
-
-
 # In this order gen-config writes the options given to it into its service files.
 OPTIONS: tuple[Option, ...] = (
-    _o("serverdir", "state directory (env DEVPISERVER_SERVERDIR)", PATH, "~/.devpi/server",
-       workers=True, commands=ANY_STATE),
-    _o("storage", "storage backend and settings, NAME[:key=value,...]",
-       Kind(lambda name, value: parse_storage(value)), "sqlite", workers=True, secret=True,
-       commands=ANY_STATE),  # secret: the settings may hold a password
-    _o("host", "address to listen on; '::' for all IPv6 and IPv4", TEXT, "localhost",
-       workers=True),
-    _o("port", "port to listen on; 0 picks a free one", Kind(_whole(0, 65535)),
-       str(DEFAULT_PORT), workers=True),
-    _o("unix-socket", "also serve on this unix socket path", workers=True),
-    _o("unix-socket-perms", "permission bits of the unix socket (octal)", TEXT, "600",
-       workers=True),
-    _o("outside-url", "external base URL, when no X-Outside-Url header is sent", URL,
-       workers=True),
-    _o("secretfile", "file holding the server secret (signs login tokens)", FILE,
-       workers=True, commands=frozenset({IMPORT})),
-    _o("restrict-modify", "comma list of users/:groups allowed to manage users and indexes",
-       COMMA_LIST, workers=True),
-    _o("mirror-cache-expiry", "seconds a mirror project page stays fresh", WHOLE, "1800",
-       workers=True),
-    _o("request-timeout", "seconds to wait for upstream answers", NUMBER, "5", workers=True),
-    _o("max-request-body-size", "largest accepted upload body in bytes", _at_least(1024),
-       str(DEFAULT_MAX_BODY), workers=True),
-    _o("max-json-body-size", "largest accepted body of any other request (JSON) in bytes",
-       _at_least(1024), str(DEFAULT_MAX_JSON_BODY), workers=True),
-    _o("blob-cache-size", "PostgreSQL storage: bytes of file bodies this host keeps copies "
-                          "of in SERVERDIR/+blobcache to send them by sendfile; 0: none",
-       WHOLE, str(DEFAULT_BLOB_CACHE), workers=True),
-    _o("role", "standalone, primary or replica (auto: replica with --primary-url)",
-       Kind(_role), "auto", workers=True, commands=frozenset({INIT})),
-    _o("primary-url", "URL of the primary this replica follows", Kind(_primary),
-       workers=True, commands=frozenset({INIT})),
-    _o("master-url", "deprecated name of --primary-url", Kind(_primary), field=None,
-       commands=frozenset({INIT})),  # its value lands in primary_url
-    _o("replica-cert", "PEM file (certificate and key) a replica shows an https primary", FILE,
-       workers=True),
-    _o("file-replication-threads", "parallel file downloads on a replica", _at_least(1), "5",
-       workers=True),
-    _o("file-replication-skip-indexes",
-       "comma list of user/index names, index types (mirror) or 'all' whose files a "
-       "replica fetches only on demand", Kind(_skip_indexes, _joined), "", workers=True),
-    _o("proxy-timeout", "seconds a replica waits for writes it relays to the primary", NUMBER,
-       "30", workers=True),
-    _o("logger-cfg", "JSON or YAML logging.config dictionary for stdlib logging", FILE,
-       workers=True, commands=ANY_STATE),
+    Option("serverdir", "state directory (env DEVPISERVER_SERVERDIR)", PATH, "~/.devpi/server",
+        to_workers=True, commands=ANY_STATE),
+    Option("storage", "storage backend and settings, NAME[:key=value,...]",
+        Kind(lambda name, value: parse_storage(value)), "sqlite", to_workers=True, secret=True,
+        commands=ANY_STATE),  # secret: the settings may hold a password
+    Option("host", "address to listen on; '::' for all IPv6 and IPv4", TEXT, "localhost",
+        to_workers=True),
+    Option("port", "port to listen on; 0 picks a free one", Kind(_whole(0, 65535)),
+        str(DEFAULT_PORT), to_workers=True),
+    Option("unix-socket", "also serve on this unix socket path", to_workers=True),
+    Option("unix-socket-perms", "permission bits of the unix socket (octal)", TEXT, "600",
+        to_workers=True),
+    Option("outside-url", "external base URL, when no X-Outside-Url header is sent", URL,
+        to_workers=True),
+    Option("secretfile", "file holding the server secret (signs login tokens)", FILE,
+        to_workers=True, commands=frozenset({IMPORT})),
+    Option("restrict-modify", "comma list of users/:groups allowed to manage users and indexes",
+        COMMA_LIST, to_workers=True),
+    Option("mirror-cache-expiry", "seconds a mirror project page stays fresh", WHOLE, "1800",
+        to_workers=True),
+    Option("request-timeout", "seconds to wait for upstream answers", NUMBER, "5", to_workers=True),
+    Option("max-request-body-size", "largest accepted upload body in bytes", _at_least(1024),
+        str(DEFAULT_MAX_BODY), to_workers=True),
+    Option("max-json-body-size", "largest accepted body of any other request (JSON) in bytes",
+        _at_least(1024), str(DEFAULT_MAX_JSON_BODY), to_workers=True),
+    Option("blob-cache-size", "PostgreSQL storage: bytes of file bodies this host keeps copies "
+                              "of in SERVERDIR/+blobcache to send them by sendfile; 0: none",
+        WHOLE, str(DEFAULT_BLOB_CACHE), to_workers=True),
+    Option("role", "standalone, primary or replica (auto: replica with --primary-url)",
+        Kind(_role), "auto", to_workers=True, commands=frozenset({INIT})),
+    Option("primary-url", "URL of the primary this replica follows", Kind(_primary),
+        to_workers=True, commands=frozenset({INIT})),
+    Option("master-url", "deprecated name of --primary-url", Kind(_primary), field=None,
+        commands=frozenset({INIT})),  # its value lands in primary_url
+    Option("replica-cert", "PEM file (certificate and key) a replica shows an https primary", FILE,
+        to_workers=True),
+    Option("file-replication-threads", "parallel file downloads on a replica", _at_least(1), "5",
+        to_workers=True),
+    Option("file-replication-skip-indexes",
+        "comma list of user/index names, index types (mirror) or 'all' whose files a "
+        "replica fetches only on demand", Kind(_skip_indexes, _joined), "", to_workers=True),
+    Option("proxy-timeout", "seconds a replica waits for writes it relays to the primary", NUMBER,
+        "30", to_workers=True),
+    Option("logger-cfg", "JSON or YAML logging.config dictionary for stdlib logging", FILE,
+        to_workers=True, commands=ANY_STATE),
     # devpi-server derives with 524288/16/8, about 11 s of start-up on two cores; the
     # secret is 32 random bytes, so a cheap derivation loses nothing. Pass devpi's
     # values to share login tokens with devpi-server nodes.
-    _o("argon2-memory-cost", "KiB of memory for deriving keys from the secret", _at_least(8),
-       "65536", workers=True),
-    _o("argon2-time-cost", "iterations for deriving keys from the secret", _at_least(1), "3",
-       workers=True),
-    _o("argon2-parallelism", "lanes for deriving keys from the secret", _at_least(1), "4",
-       workers=True),
-    _o("offline-mode", "never contact upstream; serve only what is cached", FLAG,
-       workers=True),
-    _o("no-mirror-prefetch", "do not fetch the pages of a mirrored release's "
-                             "requirements before the client asks for them", NO_FLAG,
-       field="mirror_prefetch", workers=True),
+    Option("argon2-memory-cost", "KiB of memory for deriving keys from the secret", _at_least(8),
+        "65536", to_workers=True),
+    Option("argon2-time-cost", "iterations for deriving keys from the secret", _at_least(1), "3",
+        to_workers=True),
+    Option("argon2-parallelism", "lanes for deriving keys from the secret", _at_least(1), "4",
+        to_workers=True),
+    Option("offline-mode", "never contact upstream; serve only what is cached", FLAG,
+        to_workers=True),
+    Option("no-mirror-prefetch", "do not fetch the pages of a mirrored release's "
+                                 "requirements before the client asks for them", NO_FLAG,
+        field="mirror_prefetch", to_workers=True),
     # A worker is started with --requests-only and --listen-fds of its own; it never
     # starts workers, initialises, exports or imports.
-    _o("requests-only", "worker process: serve HTTP only, no background work", FLAG),
-    _o("workers", "also start N --requests-only worker processes on the same port(s)", WHOLE,
-       "0"),
-    _o("listen-fds", "(internal) serve on these inherited listening sockets: FD:FAMILY,...",
-       Kind(_fds, lambda fds: ",".join(f"{fd}:{family}" for fd, family in fds)), ""),
-    _o("debug", "log every request", FLAG, workers=True, commands=ANY_STATE),
-    _o("init", "initialise the server directory first if it holds no state", FLAG),
-    _o("no-root-pypi", "do not create the root/pypi mirror at init", NO_FLAG, field="root_pypi",
-       commands=frozenset({INIT, IMPORT})),
-    _o("root-passwd", "initial password of root (default: empty)", TEXT, "",
-       commands=frozenset({INIT, IMPORT})),
-    _o("root-passwd-hash", "initial argon2 hash of root's password",
-       commands=frozenset({INIT, IMPORT})),
-    _o("export", "export the state to this directory (devpi-server 6 dump format), then exit",
-       PATH, field="export_dir"),
-    _o("import", "import a dump directory into a new state, then exit", PATH,
-       field="import_dir"),
-    _o("hard-links", "export/import: hard-link files instead of copying them", FLAG,
-       commands=frozenset({EXPORT, IMPORT})),
-    _o("include-mirrored-files", "export: also dump files downloaded by mirror indexes", FLAG,
-       commands=frozenset({EXPORT})),
-    _o("skip-import-type", "import: leave out indexes of these types (comma list)", COMMA_LIST,
-       "", field="skip_import_types", commands=frozenset({IMPORT})),
-    _o("access-log", "log every request in the combined log format (JSON lines with "
-                     "twistd --logger devpi_twisted.logfmt.json_lines)", FLAG, workers=True),
+    Option("requests-only", "worker process: serve HTTP only, no background work", FLAG),
+    Option("workers", "also start N --requests-only worker processes on the same port(s)", WHOLE,
+        "0"),
+    Option("listen-fds", "(internal) serve on these inherited listening sockets: FD:FAMILY,...",
+        Kind(_fds, lambda fds: ",".join(f"{fd}:{family}" for fd, family in fds)), ""),
+    Option("debug", "log every request", FLAG, to_workers=True, commands=ANY_STATE),
+    Option("init", "initialise the server directory first if it holds no state", FLAG),
+    Option("no-root-pypi", "do not create the root/pypi mirror at init", NO_FLAG, field="root_pypi",
+        commands=frozenset({INIT, IMPORT})),
+    Option("root-passwd", "initial password of root (default: empty)", TEXT, "",
+        commands=frozenset({INIT, IMPORT})),
+    Option("root-passwd-hash", "initial argon2 hash of root's password",
+        commands=frozenset({INIT, IMPORT})),
+    Option("export", "export the state to this directory (devpi-server 6 dump format), then exit",
+        PATH, field="export_dir"),
+    Option("import", "import a dump directory into a new state, then exit", PATH,
+        field="import_dir"),
+    Option("hard-links", "export/import: hard-link files instead of copying them", FLAG,
+        commands=frozenset({EXPORT, IMPORT})),
+    Option("include-mirrored-files", "export: also dump files downloaded by mirror indexes", FLAG,
+        commands=frozenset({EXPORT})),
+    Option("skip-import-type", "import: leave out indexes of these types (comma list)", COMMA_LIST,
+        "", field="skip_import_types", commands=frozenset({IMPORT})),
+    Option("access-log", "log every request in the combined log format (JSON lines with "
+                         "twistd --logger devpi_twisted.logfmt.json_lines)", FLAG, to_workers=True),
 )
 
 OPTION: Mapping[str, Option] = {option.name: option for option in OPTIONS}
