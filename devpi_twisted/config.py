@@ -30,7 +30,6 @@ from twisted.python import usage
 from devpi_twisted.options import OPTION, OPTIONS, Option, default_of
 from devpi_twisted.options import ConfigError as ConfigError
 from devpi_twisted.options import StorageSpec as StorageSpec
-from devpi_twisted.options import check_url as check_url
 from devpi_twisted.options import parse_bool as parse_bool
 from devpi_twisted.options import parse_storage as parse_storage
 

@@ -162,7 +162,7 @@ def _joined(value: tuple[str, ...]) -> str:
     return ",".join(value) or ","  # "," is an empty list, "" would be no list at all
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)  # a kind is itself: FILE is not PATH
 class Kind:
     """How a raw value (a command-line string or a YAML value) becomes a Config value,
     and how that value is written on a command line again (None: leave the option out;
