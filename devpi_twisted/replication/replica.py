@@ -11,9 +11,6 @@ asks for it (``fetch_now``), so installers never wait for the loop.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -33,6 +30,7 @@ from devpi_twisted.replication import protocol
 from devpi_twisted.replication.client import PrimaryClient, PrimaryUnreachable, header
 from devpi_twisted.storage.blobs import BlobStore
 from devpi_twisted.storage.interface import FILE, Change, Storage, StorageError
+from devpi_twisted.storage.spool import Spool
 
 POLL_TIMEOUT = protocol.LONG_POLL + 7.5
 # back-off (initial, maximum seconds, factor): polls while the primary is down or
@@ -344,23 +342,24 @@ class Replica(Service):
             await treq.content(response)
             error = f"{response.code} from the primary for {relpath}"
             raise (FileGone if response.code in (404, 410) else FileFetchFailed)(error)
-        path, spool = await self._offload(_open_spool, self._staging)
-        writer = _Spool(spool, self._offload)
+        spool = Spool(self._staging, self._offload, prefix="replica-")
         try:
             try:
-                await treq.collect(response, writer.write)
+                await treq.collect(response, spool.write)
             except CancelledError:
+                await spool.close(False)
                 raise
             except Exception as e:
+                await spool.close(False)
                 raise FileFetchFailed(f"{relpath}: the body broke off: {e}") from None
-            finally:
-                await writer.close()
-            if isinstance(response.length, int) and writer.size != response.length:
-                raise FileFetchFailed(f"{relpath}: {writer.size} of {response.length} bytes")
+            path = await spool.close(True)
+            assert path is not None
+            if isinstance(response.length, int) and spool.size != response.length:
+                raise FileFetchFailed(f"{relpath}: {spool.size} of {response.length} bytes")
         except BaseException:
-            await self._offload(_remove, path)
+            await spool.remove()
             raise
-        return path, writer.size, writer.sha256.hexdigest()
+        return path, spool.size, spool.sha256.hexdigest()
 
     # -- mirror pages through the primary (mirror.md 10) -------------------------------
 
@@ -450,43 +449,6 @@ class Replica(Service):
     def _files_settled(self) -> None:
         if self.file_queue == 0 and self.init_queue_finished_at is not None:
             self.files_in_sync_at = self._clock()
-
-
-class _Spool:
-    """Body chunks written to a file on threads, in order, hashed as they arrive."""
-
-    def __init__(self, file: IO[bytes], offload: Callable[..., Deferred[Any]]) -> None:
-        self._file = file
-        self._offload = offload
-        self._pending: list[bytes] = []
-        self._pending_size = 0
-        self._tail: Deferred[Any] = defer.succeed(None)
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> None:
-        self.sha256.update(data)
-        self.size += len(data)
-        self._pending.append(data)
-        self._pending_size += len(data)
-        if self._pending_size >= 1 << 20:
-            self._flush()
-
-    def _flush(self) -> None:
-        chunk, self._pending, self._pending_size = b"".join(self._pending), [], 0
-        if chunk:
-            self._tail.addCallback(lambda _: self._offload(self._file.write, chunk))
-
-    async def close(self) -> None:
-        self._flush()
-        self._tail.addBoth(lambda result: self._offload(self._file.close).addCallback(
-            lambda _: result))
-        await self._tail
-
-
-def _open_spool(staging: Path) -> tuple[Path, IO[bytes]]:
-    fd, name = tempfile.mkstemp(dir=staging, prefix="replica-")
-    return Path(name), os.fdopen(fd, "wb")
 
 
 def _remove(path: Path) -> None:
