@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.interfaces import IConsumer
+from twisted.internet.interfaces import IConsumer, IDelayedCall, IReactorTime
 from twisted.internet.threads import deferToThread
 from twisted.web.client import HTTPConnectionPool
 from zope.interface import implementer
@@ -64,6 +64,26 @@ def upstream_switches(fake: FakePyPI) -> Iterator[FakePyPI]:
     fake.set(**{name: None for name in SWITCHES})
 
 
+@implementer(IReactorTime)
+class WorldClock:
+    """The real reactor's calls, at the time a test sets (``now[0]``)."""
+
+    def __init__(self, now: list[float]) -> None:
+        from twisted.internet import reactor
+
+        self._now = now
+        self._reactor: Any = reactor
+
+    def seconds(self) -> float:
+        return self._now[0]
+
+    def callLater(self, delay: float, f: Any, *args: Any, **kwargs: Any) -> IDelayedCall:
+        return self._reactor.callLater(delay, f, *args, **kwargs)  # type: ignore[no-any-return]
+
+    def getDelayedCalls(self) -> list[IDelayedCall]:
+        return self._reactor.getDelayedCalls()  # type: ignore[no-any-return]
+
+
 class World:
     def __init__(self, tmp_path: Path, fake: FakePyPI, storage: Any = None) -> None:
         """On ``storage`` (an adapter's, empty), else on a new sqlite database."""
@@ -84,11 +104,11 @@ class World:
         self.fake = fake
         self.seen = len(fake.requests())
 
-    def new_mirror(self) -> Mirror:
+    def new_mirror(self, **options: Any) -> Mirror:
         """A Mirror on this world's storage, upstream and files (one more after a restart,
         or in another process)."""
         return Mirror(self.storage, self.upstream, self.blobs, self.staging,
-                      lambda fn, *a: deferToThread(fn, *a), clock=lambda: self.now[0])
+                      lambda fn, *a: deferToThread(fn, *a), WorldClock(self.now), **options)
 
     async def setup(self) -> World:
         index = root_pypi(self.fake.url)
@@ -457,15 +477,13 @@ async def test_a_slow_upstream_is_not_waited_for_and_its_answer_still_stored(
     from twisted.internet import reactor
     from twisted.internet.task import deferLater
 
-    slow = Mirror(world.storage, world.upstream, world.blobs, world.mirror._staging,
-                  lambda fn, *a: deferToThread(fn, *a), clock=lambda: world.now[0],
-                  reactor=reactor, wait=0.3)
+    slow = world.new_mirror(wait=0.3)
     await world.setup()
-    world.fake.add(make_wheel(Path(world.mirror._staging), "gamma", "1.0"))
+    world.fake.add(make_wheel(Path(world.staging), "gamma", "1.0"))
     assert await slow.ensure(NAME, world.config, "gamma") == FRESH
     await slow.settled()
     serial = world.storage.serial
-    world.fake.add(make_wheel(Path(world.mirror._staging), "gamma", "2.0"))
+    world.fake.add(make_wheel(Path(world.staging), "gamma", "2.0"))
     world.fake.set(latency=1.0)
     world.now[0] += 3600
     assert await slow.ensure(NAME, world.config, "gamma") == CACHED  # after 0.3 s, not 1 s
@@ -495,7 +513,7 @@ async def test_the_pages_a_fetched_release_requires_are_fetched_ahead_of_the_cli
         await world.mirror.download(NAME, "app", "1.0", path, Collect().start,
                                     config=world.config)
         await _until(lambda: world.mirror.stats["page_fetches"] == 3
-                     and not world.mirror._refreshing)  # both fetched, not just asked
+                     and not world.mirror.refresher._refreshing)  # both fetched, not just asked
         await world.mirror.settled()
         assert world.mirror.stats["page_prefetches"] == 2
         assert world.asked("/simple/testlib/") == []  # only wanted for an extra

@@ -17,8 +17,9 @@ import pytest_twisted
 from twisted.internet.defer import Deferred, gatherResults
 
 from devpi_twisted.mirror.cache import (
-    FRESH, MISSING, MISSING_FOR, MirrorFailed, TransferBroken, _Check, expected_hashes,
+    FRESH, MISSING, MISSING_FOR, MirrorFailed, TransferBroken, expected_hashes,
 )
+from devpi_twisted.mirror.receive import Check
 from tests.fakepypi import SWITCHES, FakePyPI
 from tests.mirror.test_cache import NAME, Collect, World
 from tests.storage.conftest import adapter  # noqa: F401  (the fixture: sqlite, postgres)
@@ -177,9 +178,9 @@ def test_every_hash_the_page_gave_is_checked() -> None:
     assert expected_hashes(link) == {"md5": md5}
     for data, length, passed in [(body, None, True), (body, len(body), True),
                                  (body, len(body) + 1, False), (b"other file!!", None, False)]:
-        check = _Check(length, expected_hashes(link))
-        check.update(data)
-        assert check.passed() is passed
+        check = Check(length, expected_hashes(link))
+        check.update(data)  # (the sha256 and size are the spool's)
+        assert check.passed(len(data), hashlib.sha256(data).hexdigest()) is passed
 
 
 @pytest_twisted.ensureDeferred
