@@ -143,7 +143,7 @@ class Downloader:
                             self._pages.after_replies, then)
         moved = False
         try:
-            response.deliverBody(receiver)
+            response.deliverBody(receiver)  # type: ignore[no-untyped-call]  # (zope interface)
             right, extracted = await receiver.done
             size, sha256 = spool.size, spool.sha256.hexdigest()
             if not right:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import attrs
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IConsumer, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IConsumer, IProducer, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -170,7 +170,7 @@ class _Sink:
     def __init__(self) -> None:
         self._parts: list[bytes] = []
 
-    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
         pass
 
     def unregisterProducer(self) -> None:

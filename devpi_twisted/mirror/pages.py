@@ -107,7 +107,7 @@ class PageCache:
         def failed(failure: Failure) -> None:
             self._checked.pop(key, None)
             self._created.pop(key, None)
-            if not failure.check(RecordMissing):  # else the index was deleted meanwhile
+            if not isinstance(failure.value, RecordMissing):  # else the index was deleted meanwhile
                 _log.failure("storing the page of {project} on {name}", failure,
                              project=project, name=name)
 

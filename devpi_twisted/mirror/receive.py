@@ -9,10 +9,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import cast
 
 import attrs
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IConsumer
+from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -106,7 +107,8 @@ class Receiver(Protocol):
 
     def connectionMade(self) -> None:
         if self._consumer is not None:
-            self._consumer.registerProducer(self.transport, True)
+            # (a response body's transport is its connection's IPushProducer)
+            self._consumer.registerProducer(cast(IPushProducer, self.transport), True)
 
     def dataReceived(self, data: bytes) -> None:
         if not data:
@@ -125,7 +127,7 @@ class Receiver(Protocol):
             except Exception:  # the client is gone already
                 pass
         self._ended = reason
-        complete = reason.check(ResponseDone) is not None
+        complete = isinstance(reason.value, ResponseDone)
         spool = self._spool
         if complete and spool.failure is None \
                 and self._check.passed(spool.size, spool.sha256.hexdigest()):
@@ -139,7 +141,7 @@ class Receiver(Protocol):
     def _closed(self, result: Extracted | None | Failure) -> None:
         if isinstance(result, Failure):  # (its last piece was held back from the client too)
             self.done.errback(TransferBroken(f"spooling the body failed: {result.value}"))
-        elif self._ended is not None and not self._ended.check(ResponseDone):
+        elif self._ended is not None and not isinstance(self._ended.value, ResponseDone):
             self.done.errback(TransferBroken(f"upstream body broke off: {self._ended.value}"))
         else:
             self.done.callback((self._passed, result or Extracted()))

@@ -13,11 +13,12 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Protocol, TypeVar, overload
+from typing import IO, Any, ParamSpec, Protocol, TypeVar, overload
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
+P = ParamSpec("P")
 T = TypeVar("T")
 # A body goes to its staging file in pieces of at least this much (all at once when
 # smaller): each piece is a trip to a thread.
@@ -25,9 +26,9 @@ PIECE = 1 << 20
 
 
 class Offload(Protocol):
-    """Runs a blocking call on a thread: ``offload(fn, *args)``."""
+    """Run ``fn(*args, **kwargs)`` where it may block (not on the reactor's thread)."""
 
-    def __call__(self, fn: Callable[..., T], /, *args: Any) -> Deferred[T]: ...
+    def __call__(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Deferred[T]: ...
 
 
 class Spool:
