@@ -21,7 +21,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from devpi_twisted.mirror import settings
-from devpi_twisted.mirror.parse import PageError, parse_project_list
+from devpi_twisted.mirror.parse import PageError
+from devpi_twisted.mirror.parse_list import parse_project_list
 from devpi_twisted.mirror.upstream import Upstream, UpstreamError, public_url
 from devpi_twisted.mirror.settings import Config
 from devpi_twisted.storage.blobs import BlobMissing, BlobStore

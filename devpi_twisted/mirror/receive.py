@@ -21,7 +21,7 @@ from twisted.web.client import ResponseDone
 
 from devpi_twisted.archives import core_metadata
 from devpi_twisted.mirror.outcomes import TransferBroken
-from devpi_twisted.mirror.parse import parse_requirements
+from devpi_twisted.mirror.requirements import parse_requirements
 from devpi_twisted.storage.spool import Spool
 
 MAX_METADATA_FILE = 1 << 20  # a .metadata file read back for its requirements
