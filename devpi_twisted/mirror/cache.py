@@ -15,7 +15,7 @@ from twisted.logger import Logger
 
 from devpi_twisted.mirror import settings
 from devpi_twisted.mirror.download import Downloader, Start
-from devpi_twisted.mirror.links import Link, entrypath, expected_hashes, link_record
+from devpi_twisted.mirror.links import Link, expected_hashes
 from devpi_twisted.mirror.names import ProjectLists
 from devpi_twisted.mirror.outcomes import (
     CACHED, FRESH, MISSING, OFFLINE, MirrorFailed, NoSuchFile, TransferBroken,
@@ -30,9 +30,10 @@ from devpi_twisted.storage.blobs import BlobStore
 from devpi_twisted.storage.interface import MirrorRecord, Storage
 from devpi_twisted.storage.spool import Offload
 
+# (what callers import from here: the states, failures and settings of the mirror)
 __all__ = ["CACHED", "DEFAULT_EXPIRY", "FRESH", "MISSING", "MISSING_FOR", "OFFLINE",
-           "PREFETCH", "Mirror", "MirrorFailed", "NoSuchFile", "TransferBroken", "entrypath",
-           "expected_hashes", "link_record"]
+           "PREFETCH", "Mirror", "MirrorFailed", "NoSuchFile", "TransferBroken",
+           "expected_hashes"]
 _log = Logger()
 
 

@@ -14,7 +14,7 @@ from typing import cast
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer, IPushProducer
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
@@ -120,7 +120,7 @@ class Receiver(Protocol):
                 self._consumer.write(self._held)
             self._held = data
 
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._consumer is not None:
             try:
                 self._consumer.unregisterProducer()
