@@ -22,7 +22,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from devpi_twisted.mirror.cache import (
-    CACHED, FRESH, MISSING, MISSING_FOR, Mirror, MirrorFailed, TransferBroken,
+    CACHED, FRESH, MISSING, MISSING_FOR, OFFLINE, Mirror, MirrorFailed, TransferBroken,
 )
 from devpi_twisted.mirror.upstream import BACKOFF, Upstream, UpstreamError
 from devpi_twisted.model.ops import root_pypi, root_user
@@ -37,7 +37,8 @@ JSON = "application/vnd.pypi.simple.v1+json"
 
 
 class FakePyPI(Resource):
-    """Upstream's simple pages (PEP 691 JSON, ETag, X-PyPI-Last-Serial) and files."""
+    """Upstream's project list, simple pages (PEP 691 JSON, ETag, X-PyPI-Last-Serial) and
+    files."""
 
     isLeaf = True
 
@@ -78,6 +79,10 @@ class FakePyPI(Resource):
                 if parts[-1] in files:
                     body = files[parts[-1]]
                     return body[:-1] + b"?" if self.corrupt else body
+        elif parts == ["simple"]:
+            request.setHeader("Content-Type", JSON)
+            return json.dumps({"meta": {"api-version": "1.0"}, "projects": [
+                {"name": name} for name in sorted(self.files)]}).encode()
         elif parts[0] == "simple" and len(parts) == 2 and parts[1] in self.files:
             page = json.dumps({"meta": {"api-version": "1.0"}, "name": parts[1], "files": [
                 {"filename": name, "url": f"http://pypi.example/files/{name}",
@@ -349,3 +354,59 @@ def test_a_wheel_gets_its_core_metadata_and_its_requirements_prefetched(
     record = world.run(world.storage.get_mirror_project("root", "pypi", "app"))
     assert list(record.value["extracted"]) == [wheel.name]
     assert world.run(world.blobs.exists(link["entrypath"] + ".metadata")) is True
+
+
+def test_offline_mode_answers_from_the_cache_and_never_asks(world: World) -> None:
+    assert world.run(world.ensure("alpha")) == FRESH
+    world.mirror.offline = True
+    world.clock.advance(3600)
+    assert world.run(world.ensure("alpha")) == OFFLINE
+    assert world.run(world.ensure("beta")) == MISSING
+    assert world.mirror.known(NAME, world.config, "alpha") is None
+    assert world.asked("/") == 1
+
+
+def test_a_replica_refreshes_through_its_primary(tmp_path: Path) -> None:
+    asked: list[tuple[str, str]] = []
+
+    async def via(name: str, project: str) -> str:
+        asked.append((name, project))
+        return MISSING if project == "nope" else FRESH
+
+    world = World(tmp_path, via=via)
+    assert world.run(world.ensure("alpha")) == FRESH
+    assert world.run(world.ensure("alpha")) == CACHED
+    assert world.run(world.ensure("nope")) == MISSING
+    assert asked == [(NAME, "alpha"), (NAME, "nope")] and world.fake.asked == []
+    world.mirror.prefetch(NAME, world.config, ["beta"])  # the primary prefetches, not we
+    assert world.mirror.stats["page_prefetches"] == 0
+    world.storage.close()
+
+
+def test_an_upstream_behind_the_stored_serial_is_not_believed(world: World) -> None:
+    assert world.run(world.ensure("alpha")) == FRESH
+    record = world.run(world.storage.get_mirror_project("root", "pypi", "alpha"))
+    world.run(world.storage.write_mirror_project(
+        "root", "pypi", "alpha", {**record.value, "serial": 8, "etag": None}, {}))
+    world.clock.advance(3600)
+    assert world.run(world.ensure("alpha")) == CACHED  # upstream says 7
+    world.config["mirror_ignore_serial_header"] = True
+    world.clock.advance(3600)
+    assert world.run(world.ensure("alpha")) == FRESH
+
+
+def test_the_project_list_is_fetched_in_the_background_when_expired(world: World) -> None:
+    world.fake.files["beta"] = {}
+    config = {**world.config, "mirror_no_project_list": False}
+    assert world.mirror.names(NAME, config) is None  # none yet: fetched meanwhile
+    world.pump()
+    assert world.mirror.names(NAME, config) == {"alpha": "alpha", "beta": "beta"}
+    assert world.asked("/simple/") == 1
+    world.clock.advance(1799)
+    world.mirror.names(NAME, config)
+    world.pump()
+    assert world.asked("/simple/") == 1
+    world.clock.advance(1)
+    world.mirror.names(NAME, config)
+    world.pump()
+    assert world.asked("/simple/") == 2
