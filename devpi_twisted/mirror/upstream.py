@@ -13,8 +13,8 @@ import random
 from base64 import b64encode
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
-from urllib.request import Request
 from urllib.parse import urlsplit, urlunsplit
+from urllib.request import Request
 
 import attrs
 import treq

@@ -78,10 +78,10 @@ class WorldClock:
         return self._now[0]
 
     def callLater(self, delay: float, f: Any, *args: Any, **kwargs: Any) -> IDelayedCall:
-        return self._reactor.callLater(delay, f, *args, **kwargs)  # type: ignore[no-any-return]
+        return self._reactor.callLater(delay, f, *args, **kwargs)
 
     def getDelayedCalls(self) -> list[IDelayedCall]:
-        return self._reactor.getDelayedCalls()  # type: ignore[no-any-return]
+        return self._reactor.getDelayedCalls()
 
 
 class World:

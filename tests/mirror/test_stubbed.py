@@ -134,7 +134,7 @@ class World:
         self.upstream = Upstream(self.clock, self.http, timeout=5,
                                  random=lambda: self.jitter[0])
         self.storage = SqliteStorage.open(tmp_path / "db.sqlite3", InlineExecutor())
-        self.blobs = FileBlobStore(tmp_path / "files", _FromThreads(), _InlinePool())  # type: ignore[arg-type]
+        self.blobs = FileBlobStore(tmp_path / "files", _FromThreads(), _InlinePool())
         self.staging = tmp_path / "staging"
         self.staging.mkdir()
         self.mirror = Mirror(self.storage, self.upstream, self.blobs, self.staging, _inline,
