@@ -1,5 +1,7 @@
-"""The mirror's cache policy and downloads against a fake PyPI (its own process), with
-real treq, a real sqlite storage and a file blob store, on the real reactor."""
+"""The mirror's cache policy and downloads against the fake PyPI (tests/fakepypi.py)
+answering in this process behind ``treq.testing.StubTreq``, with a real sqlite storage
+and a file blob store, on the real reactor; the mirror's clock reads the time a test
+sets (tests/mirror/test_stubbed.py runs on a ``task.Clock`` alone)."""
 
 from __future__ import annotations
 
@@ -10,25 +12,28 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IConsumer, IDelayedCall, IReactorTime
 from twisted.internet.threads import deferToThread
-from twisted.web.client import HTTPConnectionPool
+from twisted.internet.task import LoopingCall
+from twisted.web.server import Request
 from zope.interface import implementer
 
 from devpi_twisted.mirror.cache import (
     CACHED, FRESH, MISSING, OFFLINE, Mirror, MirrorFailed, NoSuchFile, TransferBroken,
 )
-from devpi_twisted.mirror.upstream import Upstream, http_client
+from devpi_twisted.mirror.upstream import Upstream
 from devpi_twisted.model.ops import root_pypi, root_user
 from devpi_twisted.storage.blobs import FileBlobStore
 from devpi_twisted.storage.executor import ThreadExecutor
 from devpi_twisted.storage.interface import UNSTORED
 from devpi_twisted.storage.sqlite import SqliteStorage
-from tests.fakepypi import SWITCHES, FakePyPI
+from tests.fakepypi import SWITCHES, FakeIndexResource, FakePyPI
 from tests.support import make_sdist, make_wheel
 
 NAME = "root/pypi"
+URL = "http://127.0.0.1/simple/"  # (any host: StubTreq answers every one)
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +43,8 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePyPI]:
     for path in [make_wheel(work, "alpha", "1.0"), make_wheel(work, "alpha", "2.0"),
                  make_sdist(work, "alpha", "2.0"), make_wheel(work, "beta", "1.0")]:
         upstream.add(path)
-    upstream.start()
+    upstream.url = URL
     yield upstream
-    upstream.stop()
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +57,8 @@ def deps_fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePyPI]:
     for path in [make_wheel(work, "app", "1.0", requires=requires), make_wheel(work, "lib", "1.0"),
                  make_wheel(work, "other-lib", "1.0"), make_wheel(work, "testlib", "1.0")]:
         upstream.add(path)
-    upstream.start()
+    upstream.url = URL
     yield upstream
-    upstream.stop()
 
 
 @pytest.fixture
@@ -84,6 +87,55 @@ class WorldClock:
         return self._reactor.getDelayedCalls()
 
 
+_PUMPING: list[LoopingCall] = []
+
+
+@pytest.fixture(autouse=True)
+def stop_pumping() -> Iterator[None]:
+    """Stop the pumps of the test's worlds after it."""
+    yield
+    while _PUMPING:
+        _PUMPING.pop().stop()
+
+
+class InProcessPyPI(FakeIndexResource):
+    """The fake index answering in this process: its "reset" aborts the in-memory
+    connection (there is no socket to reset), and a big body goes in pieces, a few ms
+    apart (in-memory connections deliver all that was written at once)."""
+
+    PIECE = 256 << 10
+
+    def _answer(self, request: Request, state: dict[str, Any]) -> None:
+        if state.get("reset"):
+            self._record(request, None, "reset")
+            request.transport.abortConnection()
+            return
+        reply = self._decide(request, state)
+        if reply.action is not None or len(reply.body) <= self.PIECE \
+                or request.method != b"GET" or reply.status is None:
+            super()._answer(request, state)
+            return
+        self._record(request, reply.status, None)
+        request.setResponseCode(reply.status)
+        for name, value in reply.headers.items():
+            request.setHeader(name, value)
+        request.setHeader("Content-Length", str(len(reply.body)))
+        gone: list[object] = []
+        request.notifyFinish().addErrback(gone.append)  # the client left
+        self._pieces(request, reply.body, gone)
+
+    def _pieces(self, request: Request, body: bytes, gone: list[object]) -> None:
+        from twisted.internet import reactor
+
+        if gone:
+            return
+        request.write(body[:self.PIECE])
+        if len(body) > self.PIECE:
+            reactor.callLater(0.005, self._pieces, request, body[self.PIECE:], gone)
+        else:
+            request.finish()
+
+
 class World:
     def __init__(self, tmp_path: Path, fake: FakePyPI, storage: Any = None) -> None:
         """On ``storage`` (an adapter's, empty), else on a new sqlite database."""
@@ -95,8 +147,11 @@ class World:
         self.blobs = FileBlobStore(tmp_path / "files", reactor)
         staging = tmp_path / "staging"
         staging.mkdir()
-        self.pool = HTTPConnectionPool(reactor, persistent=False)
-        self.upstream = Upstream(reactor, http_client(reactor, pool=self.pool), timeout=5)
+        self.http = StubTreq(InProcessPyPI(fake.root, fake.state_file, fake.log_file, reactor))
+        self.pumping = LoopingCall(self.http.flush)  # the in-memory connections
+        self.pumping.start(0.002, now=False)
+        _PUMPING.append(self.pumping)
+        self.upstream = Upstream(reactor, self.http, timeout=5)
         self.staging = staging
         self.mirror = self.new_mirror()
         # the project list has a test of its own; elsewhere it would race the pages

@@ -21,7 +21,7 @@ from devpi_twisted.mirror.cache import (
 )
 from devpi_twisted.mirror.receive import Check
 from tests.fakepypi import SWITCHES, FakePyPI
-from tests.mirror.test_cache import NAME, Collect, World
+from tests.mirror.test_cache import NAME, URL, Collect, World, stop_pumping  # noqa: F401
 from tests.storage.conftest import adapter  # noqa: F401  (the fixture: sqlite, postgres)
 from tests.support import make_wheel
 
@@ -34,9 +34,8 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePyPI]:
     big = work / "bulky-1.0.tar.gz"  # arrives in several reads
     big.write_bytes(os.urandom(2 << 20))
     upstream.add(big)
-    upstream.start()
+    upstream.url = URL
     yield upstream
-    upstream.stop()
 
 
 @pytest.fixture
