@@ -102,9 +102,9 @@ async def test_lookups_of_a_name_upstream_lacks_are_shared_and_believed_a_minute
     assert await world.mirror.ensure(NAME, config, name) == MISSING
     assert len(world.asked(f"/simple/{name}/")) == 1  # the "no" is believed ...
     publish(world, tmp_path, name)
-    world.now[0] += MISSING_FOR - 1
+    world.clock.advance(MISSING_FOR - 1)
     assert await world.mirror.ensure(NAME, config, name) == MISSING
-    world.now[0] += 1  # ... for a minute, not for the expiry
+    world.clock.advance(1)  # ... for a minute, not for the expiry
     assert await world.mirror.ensure(NAME, config, name) == FRESH
     assert len(world.asked(f"/simple/{name}/")) == 2
 
