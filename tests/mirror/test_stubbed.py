@@ -14,12 +14,10 @@ from typing import Any
 import pytest
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IConsumer
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
-from zope.interface import implementer
 
 from devpi_twisted.mirror.cache import (
     CACHED, FRESH, MISSING, MISSING_FOR, OFFLINE, Mirror, MirrorFailed, TransferBroken,
@@ -29,6 +27,7 @@ from devpi_twisted.model.ops import root_pypi, root_user
 from devpi_twisted.storage.blobs import FileBlobStore
 from devpi_twisted.storage.executor import InlineExecutor
 from devpi_twisted.storage.sqlite import SqliteStorage
+from tests.mirror.test_cache import Collect
 from tests.support import make_wheel
 
 NAME = "root/pypi"
@@ -174,26 +173,6 @@ def world(tmp_path: Path) -> Iterator[World]:
     made.fake.add("alpha", "alpha-1.0.tar.gz", b"alpha release " * 100)
     yield made
     made.storage.close()
-
-
-@implementer(IConsumer)
-class Collect:
-    def __init__(self) -> None:
-        self.data = b""
-        self.headers: dict[str, str] = {}
-
-    def start(self, headers: Any) -> Collect:
-        self.headers = dict(headers)
-        return self
-
-    def registerProducer(self, producer: Any, streaming: bool) -> None:
-        pass
-
-    def unregisterProducer(self) -> None:
-        pass
-
-    def write(self, data: bytes) -> None:
-        self.data += data
 
 
 def test_pages_are_fresh_then_cached_then_revalidated_with_the_etag(world: World) -> None:
