@@ -151,8 +151,8 @@ def build_service(config: Config, reactor: IServerReactor) -> IService:
                                 skip_indexes=config.file_replication_skip_indexes)
     feed = ChangelogFeed(storage, node.uuid, TokenSigner(keys.replica, time.time), reactor,
                          enabled=config.role == "primary")
-    mirror = Mirror(storage, upstream, blobs, staging, offload, offline=config.offline_mode,
-                    default_expiry=config.mirror_cache_expiry, reactor=reactor,
+    mirror = Mirror(storage, upstream, blobs, staging, offload, reactor,
+                    offline=config.offline_mode, default_expiry=config.mirror_cache_expiry,
                     wait=config.request_timeout,
                     via=replica.mirror_page if replica is not None else None,
                     prefetch=PREFETCH if config.mirror_prefetch else 0)

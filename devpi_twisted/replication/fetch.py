@@ -6,31 +6,19 @@ file whose record came before its body. The staging file is written by one funct
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any, Protocol, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 import treq
-from twisted.internet import defer
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError
 from twisted.web.iweb import IResponse
 
 from devpi_twisted.replication.client import PrimaryClient
 from devpi_twisted.storage.blobs import BlobStore
 from devpi_twisted.storage.interface import Storage
-
-T = TypeVar("T")
-
-
-class Offload(Protocol):
-    """Runs a blocking call on a thread: ``offload(fn, *args)``."""
-
-    def __call__(self, fn: Callable[..., T], /, *args: Any) -> Deferred[T]: ...
-
+from devpi_twisted.storage.spool import Offload, Spool
 
 class FileFetchFailed(Exception):
     """A file body could not be had from the primary (status, hash or size wrong)."""
@@ -94,63 +82,24 @@ async def spool_body(response: IResponse, relpath: str, staging: Path,
                      offload: Offload) -> tuple[Path, int, str]:
     """``response``'s body in a new staging file: (path, size, sha256); the file is
     removed again if the body breaks off (FileFetchFailed) or is short."""
-    path, spool = await offload(_open_spool, staging)
-    writer = _Spool(spool, offload)
+    spool = Spool(staging, offload, prefix="replica-")
     try:
         try:
-            await treq.collect(response, writer.write)
+            await treq.collect(response, spool.write)
         except CancelledError:
+            await spool.close(False)
             raise
         except Exception as e:
+            await spool.close(False)
             raise FileFetchFailed(f"{relpath}: the body broke off: {e}") from None
-        finally:
-            await writer.close()
-        if isinstance(response.length, int) and writer.size != response.length:
-            raise FileFetchFailed(f"{relpath}: {writer.size} of {response.length} bytes")
+        path = await spool.close(True)
+        assert path is not None
+        if isinstance(response.length, int) and spool.size != response.length:
+            raise FileFetchFailed(f"{relpath}: {spool.size} of {response.length} bytes")
     except BaseException:
-        await offload(_remove, path)
+        await spool.remove()
         raise
-    return path, writer.size, writer.sha256.hexdigest()
-
-
-class _Spool:
-    """Body chunks written to a file on threads, in order, hashed as they arrive."""
-
-    def __init__(self, file: IO[bytes], offload: Offload) -> None:
-        self._file = file
-        self._offload = offload
-        self._pending: list[bytes] = []
-        self._pending_size = 0
-        self._tail: Deferred[object] = defer.succeed(None)
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> None:
-        self.sha256.update(data)
-        self.size += len(data)
-        self._pending.append(data)
-        self._pending_size += len(data)
-        if self._pending_size >= 1 << 20:
-            self._flush()
-
-    def _flush(self) -> None:
-        chunk, self._pending, self._pending_size = b"".join(self._pending), [], 0
-        if chunk:
-            self._tail.addCallback(lambda _: self._offload(self._file.write, chunk))
-
-    async def close(self) -> None:
-        self._flush()
-
-        def close_then(result: object) -> Deferred[object]:
-            return self._offload(self._file.close).addCallback(lambda _: result)
-
-        self._tail.addBoth(close_then)
-        await self._tail
-
-
-def _open_spool(staging: Path) -> tuple[Path, IO[bytes]]:
-    fd, name = tempfile.mkstemp(dir=staging, prefix="replica-")
-    return Path(name), os.fdopen(fd, "wb")
+    return path, spool.size, spool.sha256.hexdigest()
 
 
 def _remove(path: Path) -> None:

@@ -27,13 +27,14 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from devpi_twisted.replication.client import PrimaryClient
-from devpi_twisted.replication.fetch import FileFetcher, FileFetchFailed, FileGone, Offload
+from devpi_twisted.replication.fetch import FileFetcher, FileFetchFailed, FileGone
 from devpi_twisted.replication.files import FILE_BACKOFF, FileReplicator
 from devpi_twisted.replication.follower import POLL_BACKOFF, ChangelogFollower
 from devpi_twisted.replication.relay import WriteRelay
 from devpi_twisted.replication.status import ReplicaStatus
 from devpi_twisted.storage.blobs import BlobStore
 from devpi_twisted.storage.interface import Storage
+from devpi_twisted.storage.spool import Offload
 
 __all__ = ["FILE_BACKOFF", "POLL_BACKOFF", "FileFetchFailed", "FileGone", "Replica",
            "build_replica"]
