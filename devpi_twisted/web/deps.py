@@ -144,7 +144,8 @@ class MirrorFiles(Protocol):
 class ReplicaStatus(Protocol):
     """A replica's loop as /+status and /+metrics show it."""
 
-    primary_serial: int | None
+    @property
+    def primary_serial(self) -> int | None: ...
 
     def status(self) -> dict[str, Any]: ...
 
