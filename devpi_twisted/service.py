@@ -44,13 +44,11 @@ from devpi_twisted.workers import WorkerSupervisor, worker_command
 from devpi_twisted.model.release_ops import ReleaseOps
 from devpi_twisted.model.simple import SimpleOps
 from devpi_twisted.web.hashing import HashingPool
-from devpi_twisted.web.index_app import IndexApp
-from devpi_twisted.web.metrics import RequestMetrics
-from devpi_twisted.web.site import DevpiSite, ServerInfo
+from devpi_twisted.web.compose import build_site
+from devpi_twisted.web.site import ServerInfo
 from devpi_twisted.replication.client import PrimaryClient
 from devpi_twisted.replication.feed import ChangelogFeed
 from devpi_twisted.replication.replica import build_replica
-from devpi_twisted.web.replica_writes import ReplicaWrites
 
 
 class Options(TwistdOptions):
@@ -157,17 +155,13 @@ def build_service(config: Config, reactor: IServerReactor) -> IService:
                     via=replica.mirror_page if replica is not None else None,
                     prefetch=PREFETCH if config.mirror_prefetch else 0)
     reactor.callWhenRunning(lambda: Deferred.fromCoroutine(_warm(storage, mirror)))
-    metrics = RequestMetrics()
-    app = IndexApp(ops, info, ReleaseOps(storage, blobs, time.time),
-                   SimpleOps(storage, mirror.page), blobs, offload, staging, http, mirror, metrics,
-                   feed=feed, replica=replica)
-    resource = app.resource()
-    if replica is not None:
-        resource = ReplicaWrites(resource, replica, config.primary_url or "", info,
-                                 config.proxy_timeout)
-    site = DevpiSite(resource, info, lambda: storage.serial,
-                     access_log=config.debug or config.access_log, metrics=metrics,
-                     primary_uuid=(lambda: client.primary_uuid) if replica is not None else None)
+    site = build_site(ops, info, ReleaseOps(storage, blobs, time.time),
+                      SimpleOps(storage, mirror.page), blobs, offload, staging,
+                      serial=lambda: storage.serial, http=http, mirror=mirror, feed=feed,
+                      replica=replica, primary_url=config.primary_url or "",
+                      proxy_timeout=config.proxy_timeout,
+                      primary_uuid=(lambda: client.primary_uuid) if replica is not None else None,
+                      access_log=config.debug or config.access_log)
 
     root = DevpiService(lock)
     root.attach(StorageService(storage, reactor, mirror.settled))

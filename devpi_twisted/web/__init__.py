@@ -1,1 +1,2 @@
-"""The HTTP layer: Klein routes, rendering and content negotiation."""
+"""The HTTP layer: the route table (routes.py), the apps answering it (composed in
+compose.py), dispatch through Klein, rendering and content negotiation."""

@@ -8,7 +8,8 @@ import binascii
 import ipaddress
 
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.web.iweb import IRequest
+
+from devpi_twisted.web.deps import HttpRequest
 
 
 def _decode_pair(encoded: bytes) -> tuple[str, str] | None:
@@ -26,7 +27,7 @@ def _decode_pair(encoded: bytes) -> tuple[str, str] | None:
     return user, secret
 
 
-def credentials(request: IRequest) -> tuple[str, str] | None:
+def credentials(request: HttpRequest) -> tuple[str, str] | None:
     """(username, secret) the request carries, or None. If ``X-Devpi-Auth`` is present
     it alone counts, even when it cannot be decoded (spec/api.md 1.6)."""
     devpi_auth = request.getHeader(b"X-Devpi-Auth")
@@ -40,7 +41,7 @@ def credentials(request: IRequest) -> tuple[str, str] | None:
     return None
 
 
-def client_address(request: IRequest) -> str:
+def client_address(request: HttpRequest) -> str:
     """The address of the client, for throttling failed logins.
 
     ``X-Real-IP`` counts only when the connection comes from a proxy we trust: loopback

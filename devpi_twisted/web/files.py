@@ -1,4 +1,4 @@
-"""Release files of every index: sent with sendfile (web/sendfile.py) or through a
+"""Release files of every index (FileApp): sent with sendfile (web/sendfile.py) or through a
 producer, with ETag, Range and conditional requests; a mirror's file not stored yet is
 fetched from upstream while the client receives it (mirror/cache.py)."""
 
@@ -10,25 +10,25 @@ import re
 import time
 from urllib.parse import quote
 from collections.abc import Mapping
-from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IConsumer
 from twisted.logger import Logger
-from twisted.web.iweb import IRequest
 
-from devpi_twisted.mirror.cache import Mirror, MirrorFailed, NoSuchFile, TransferBroken
+from devpi_twisted.mirror.cache import MirrorFailed, NoSuchFile, TransferBroken
 from devpi_twisted.mirror.upstream import with_credentials
 from devpi_twisted.model.errors import Gone, InvalidInput, NotFound, UpstreamFailed
 from devpi_twisted.model.indexes import MIRROR
 from devpi_twisted.model.names import normalize_project
+from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.release_ops import ReleaseOps
 from devpi_twisted.model.releases import split_filename
 from devpi_twisted.replication.client import PrimaryUnreachable
-from devpi_twisted.replication.replica import FileFetchFailed, FileGone, Replica
+from devpi_twisted.replication.replica import FileFetchFailed, FileGone
 from devpi_twisted.storage.adapter import shielded
 from devpi_twisted.storage.blobs import BlobMissing, BlobReadStopped, BlobStore
 from devpi_twisted.web import render
-from devpi_twisted.web.app import ManagementApp, _route
+from devpi_twisted.web.deps import HttpRequest, MirrorFiles, Offload, ReplicaFiles
 from devpi_twisted.web.sendfile import SendfileBody, transport_of
 
 _log = Logger()
@@ -45,23 +45,27 @@ def content_type(filename: str) -> bytes:
     return (guessed or "application/octet-stream").encode()
 
 
-class FileRoutes(ManagementApp):
-    """GET/HEAD of ``+f`` and ``+e`` paths; IndexApp sets what they use."""
+class FileApp:
+    """GET/HEAD of ``+f`` and ``+e`` paths. Needs the server's operations (index
+    configs), the release records, the blob store, a thread to offload to, and the
+    mirror cache and replica loop where there are; counts in ``stats``."""
 
-    app = ManagementApp.app
-    _releases: ReleaseOps
-    _blobs: BlobStore
-    _mirror: Mirror | None
-    _offload: Any
-    _replica: Replica | None = None
-    file_stats: dict[str, int]  # counts of this process (IndexApp), shown by /+metrics
+    def __init__(self, ops: ServerOps, releases: ReleaseOps, blobs: BlobStore,
+                 offload: Offload, mirror: MirrorFiles | None = None,
+                 replica: ReplicaFiles | None = None) -> None:
+        self._ops = ops
+        self._releases = releases
+        self._blobs = blobs
+        self._offload = offload
+        self._mirror = mirror
+        self._replica = replica
+        # counts of this process, shown by /+metrics and /+status (web/ops_routes.py)
+        self.stats = {"mirror_file_hits": 0, "accel_redirects": 0}
 
-    @_route(app, "/<user>/<index>/+f/<path:rest>", ["GET", "HEAD"])
-    async def release_file(self, request: IRequest, user: str, index: str, rest: str) -> bytes:
+    async def release_file(self, request: HttpRequest, user: str, index: str, rest: str) -> bytes:
         return await self._file(request, user, index, f"{user}/{index}/+f/{rest}")
 
-    @_route(app, "/<user>/<index>/+e/<path:rest>", ["GET", "HEAD"])
-    async def external_file(self, request: IRequest, user: str, index: str, rest: str) -> bytes:
+    async def external_file(self, request: HttpRequest, user: str, index: str, rest: str) -> bytes:
         """A mirrored file upstream published without a sha256 (mirror.md 5)."""
         return await self._file(request, user, index, f"{user}/{index}/+e/{rest}")
 
@@ -80,7 +84,7 @@ class FileRoutes(ManagementApp):
         config = await self._ops.get_index(user, index)  # (catches up with other workers)
         return config.get("type") == MIRROR and self._mirror.none_stored(mirror, project)
 
-    async def _mirror_file(self, request: IRequest, user: str, index: str, relpath: str) -> bytes:
+    async def _mirror_file(self, request: HttpRequest, user: str, index: str, relpath: str) -> bytes:
         """A mirror's file not stored yet: fetched, streamed to the client, stored."""
         config = await self._ops.get_index(user, index)
         if config.get("type") != MIRROR or self._mirror is None:
@@ -95,10 +99,10 @@ class FileRoutes(ManagementApp):
             return await self._replica_file(request, user, index, relpath, mirror=True,
                                             sha256=None if link is None else link.get("sha256"))
 
-        def start(headers: Mapping[str, str]) -> Any:
+        def start(headers: Mapping[str, str]) -> IConsumer | None:
             for key, value in headers.items():
                 request.setHeader(key.encode(), value.encode("latin-1"))
-            return None if request.method == b"HEAD" else request
+            return None if request.method == b"HEAD" else IConsumer(request)
 
         if config.get("mirror_use_external_urls"):  # not fetched here: the client goes there
             link = await self._mirror.find_link(f"{user}/{index}", normalize_project(name),
@@ -124,14 +128,16 @@ class FileRoutes(ManagementApp):
             raise UpstreamFailed(str(e)) from None
         except TransferBroken as e:  # the client must not take the short or wrong body
             _log.warn("mirror download of {relpath} broke: {error}", relpath=relpath, error=e)
-            if request.channel is not None:
-                request.channel.transport.abortConnection()
+            transport = request.channel.transport if request.channel is not None else None
+            if transport is not None:
+                abort = getattr(transport, "abortConnection", transport.loseConnection)
+                abort()
             return b""
         if sent == 0:  # another request fetched it meanwhile: now it is ours to serve
             return await self._file(request, user, index, relpath, fetch=False)
         return b""
 
-    async def _replica_file(self, request: IRequest, user: str, index: str, relpath: str,
+    async def _replica_file(self, request: HttpRequest, user: str, index: str, relpath: str,
                             mirror: bool = False, sha256: str | None = None) -> bytes:
         """A replica's file whose body is not here: fetched from the primary at once (a
         mirror's file not downloaded anywhere yet: the primary downloads it), stored
@@ -162,10 +168,10 @@ class FileRoutes(ManagementApp):
         request.setHeader(b"Content-Type", content_type(relpath.rsplit("/", 1)[-1]))
         request.setHeader(b"Content-Length", b"%d" % size)
         if request.method != b"HEAD":
-            await shielded(self._blobs.read(relpath, request))
+            await shielded(self._blobs.read(relpath, IConsumer(request)))
         return b""
 
-    async def _file(self, request: IRequest, user: str, index: str, relpath: str,
+    async def _file(self, request: HttpRequest, user: str, index: str, relpath: str,
                     fetch: bool = True) -> bytes:
         relpath = relpath.split("#", 1)[0]
         if fetch and await self._surely_not_stored(user, index, relpath):
@@ -206,14 +212,14 @@ class FileRoutes(ManagementApp):
                 return await self._mirror_file(request, user, index, relpath)
             raise NotFound("no such file") from None
         if "url" in entry:  # a mirror's file served from the store: its last use, for cleanup
-            self.file_stats["mirror_file_hits"] += 1
+            self.stats["mirror_file_hits"] += 1
             touched = self._blobs.touch(relpath, time.time())
             if touched is not None:
                 touched.addErrback(lambda f: _log.failure("recording a download of {relpath}",
                                                           f, relpath=relpath))
         if accel and local is not None:  # nginx sends the bytes (and answers Range)
             local.close()
-            self.file_stats["accel_redirects"] += 1
+            self.stats["accel_redirects"] += 1
             request.setHeader(b"X-Accel-Redirect", accel.rstrip(b"/") + b"/" +
                               quote(relpath, safe="/+=-_.~").encode("ascii"))
             # no body, said so: nginx keeps the upstream connection (an empty chunked one closes it)
@@ -237,7 +243,7 @@ class FileRoutes(ManagementApp):
                 await shielded(SendfileBody(request, transport, local.fd, start, end,
                                             self._offload).send())
             else:
-                await shielded(self._blobs.read(relpath, request, start, end - start))
+                await shielded(self._blobs.read(relpath, IConsumer(request), start, end - start))
         except BlobReadStopped:  # the client went away; the response stays incomplete
             if request.producer is not None and request.channel is not None:
                 request.unregisterProducer()
@@ -252,7 +258,7 @@ class FileRoutes(ManagementApp):
         return b""
 
 
-def _byte_span(request: IRequest, size: int) -> tuple[int, int] | None:
+def _byte_span(request: HttpRequest, size: int) -> tuple[int, int] | None:
     """The ``[start, end)`` to send, with the status and Content-Length / Content-Range
     headers set for it (206 for a single satisfiable Range); None after a 416."""
     start, end = 0, size

@@ -15,6 +15,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
@@ -31,7 +32,7 @@ class HashingPool(Service):
     """Runs ``fn(*args)`` on the pool's threads (``pool(fn, *args)`` returns a Deferred);
     started and stopped with the service tree."""
 
-    def __init__(self, reactor: Any, threads: int = THREADS, queue: int = QUEUE) -> None:
+    def __init__(self, reactor: IReactorFromThreads, threads: int = THREADS, queue: int = QUEUE) -> None:
         self._reactor = reactor
         self._threads = ThreadPool(minthreads=0, maxthreads=threads, name="devpi-passwords")
         self._limit = threads + queue
@@ -44,11 +45,11 @@ class HashingPool(Service):
         return self._pending
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]  # untyped in twisted
         self._threads.start()
 
     def stopService(self) -> None:
-        super().stopService()
+        super().stopService()  # type: ignore[no-untyped-call]  # untyped in twisted
         self._threads.stop()  # joins: at most the checks already running finish first
 
     def __call__(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:

@@ -2,8 +2,9 @@
 format (version 0.0.4) of them and of the gauges other parts report.
 
 ``RequestMetrics.observe`` runs once per finished request (DevpiSite.log), on the
-simple-page and download hot paths too, so it is a route lookup, a bisect and three
-dict updates. Counters live in this process: with ``--workers`` every process counts
+simple-page and download hot paths too, so it is a bisect and three dict updates
+(the route label was found with the request's route, DevpiSite.getResourceFor).
+Counters live in this process: with ``--workers`` every process counts
 what it answered, and a scrape of the shared port reads the one that answers it; the
 ``process`` label (``main`` or ``worker``) and ``pid`` say which.
 """
@@ -15,38 +16,15 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
+from devpi_twisted.web.routes import MATCHER
+
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
-# "/+name" routes with a label of their own; other "/+..." paths count as "other"
-PLUS_ROUTES = frozenset({"+api", "+login", "+status", "+metrics", "+health", "+authcheck",
-                         "+changelog"})
-
-
 def route_of(segments: Sequence[bytes], method: bytes) -> str:
-    """A bounded label for a request path (segments after the mount point)."""
-    n = len(segments)
-    if n == 0 or segments[0] == b"":
-        return "root"
-    first = segments[0]
-    if first[:1] == b"+":
-        name = first.decode("ascii", "replace")
-        return name[1:] if name in PLUS_ROUTES else "other"
-    if n == 1 or segments[1] == b"":
-        return "user"
-    if n >= 3:
-        third = segments[2]
-        if third in (b"+f", b"+e"):
-            return "file"
-        if third == b"+simple":
-            return "simple_list" if n == 3 or segments[3] == b"" else "simple_project"
-        if third == b"+api":
-            return "api"
-        if third[:1] == b"+":
-            return "other"
-        return "project"
-    if method in (b"POST", b"PUSH"):
-        return "upload"
-    return "index"
+    """A bounded label for a request path (segments after the mount point): the name of
+    its route in web/routes.py, ``other`` if none takes it."""
+    found = MATCHER.match_segments(method, segments)
+    return found.route.name if found is not None else "other"
 
 
 class Histogram:

@@ -1,5 +1,6 @@
-"""Operator routes: ``GET /+health`` for load balancers and ``GET /+metrics`` in the
-Prometheus text format; the series ``/+status`` shows under ``metrics``.
+"""Operator routes (OpsApp): ``GET /+health`` for load balancers, ``GET /+metrics`` in
+the Prometheus text format, and ``GET /+status`` (devpi's, with these series under
+``metrics``).
 
 What is counted is this process's (see web/metrics.py): requests by route and
 status with latency histograms, upstream fetches, mirror cache hits and misses,
@@ -17,13 +18,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from twisted.logger import Logger
-from twisted.web.iweb import IRequest
 
-from devpi_twisted.mirror.cache import Mirror
+from devpi_twisted.model.ops import ServerOps
+from devpi_twisted.replication.feed import ChangelogFeed
 from devpi_twisted.storage.blobs import BlobStore
 from devpi_twisted.web import render
-from devpi_twisted.web.app import ManagementApp, _route
+from devpi_twisted.web.deps import HttpRequest, MirrorStatus, ReplicaStatus
+from devpi_twisted.web.helpers import json_view
 from devpi_twisted.web.metrics import RequestMetrics, Series, render as render_metrics
+from devpi_twisted.web.site import ServerInfo
 
 _log = Logger()
 USAGE_SECONDS = 300.0  # /+metrics scans the blob store (on a thread) at most this often
@@ -31,26 +34,39 @@ PROMETHEUS_TEXT = b"text/plain; version=0.0.4; charset=utf-8"
 STARTED = time.time()
 
 
-class OpsRoutes(ManagementApp):
-    """Mixed into IndexApp, which sets what these use."""
+# the devpi-server release whose HTTP API this server speaks (shown in /+status versioninfo,
+# which `devpi --version` lists)
+DEVPI_API_VERSION = "6.20.3"
 
-    app = ManagementApp.app
-    _blobs: BlobStore | None
-    _mirror: Mirror | None
-    _metrics: RequestMetrics
-    file_stats: dict[str, int]
-    _usage: tuple[float, dict[str, tuple[int, int]]] | None = None
 
-    @_route(app, "/+health", ["GET", "HEAD"])
-    async def health(self, request: IRequest) -> bytes:
+class OpsApp:
+    """Health, metrics and status. Needs the server's operations and info, the blob
+    store (its usage and copy counters), the mirror's and replica's status if there
+    are, a primary's changelog feed, the request counters, and the file counters of
+    this process (web/files.py)."""
+
+    def __init__(self, ops: ServerOps, info: ServerInfo, blobs: BlobStore | None,
+                 metrics: RequestMetrics, file_stats: Mapping[str, int],
+                 mirror: MirrorStatus | None = None, feed: ChangelogFeed | None = None,
+                 replica: ReplicaStatus | None = None) -> None:
+        self._ops = ops
+        self._info = info
+        self._blobs = blobs
+        self._metrics = metrics
+        self._file_stats = file_stats
+        self._mirror = mirror
+        self._feed = feed
+        self._replica = replica
+        self._usage: tuple[float, dict[str, tuple[int, int]]] | None = None
+
+    async def health(self, request: HttpRequest) -> bytes:
         """200 while the database answers (503 from the error mapping when it does not)."""
         await self._ops.sync()
         return render.result(request, "health", {
             "status": "ok", "serial": self._ops.serial, "role": self._info.role,
             "requests-only": self._info.requests_only})
 
-    @_route(app, "/+metrics", ["GET"])
-    async def metrics(self, request: IRequest) -> bytes:
+    async def metrics(self, request: HttpRequest) -> bytes:
         await self._ops.sync()
         usage = await self._stored_files()
         common = {"process": "worker" if self._info.requests_only else "main",
@@ -80,9 +96,9 @@ class OpsRoutes(ManagementApp):
         primary (NaN while it has not heard from it), a primary's polling replicas; a
         standalone node is its own source, never behind."""
         serial = self._ops.serial
-        feed = getattr(self, "_feed", None)
+        feed = self._feed
         polling = len(feed.polling_replicas) if feed is not None and feed.enabled else 0
-        replica = getattr(self, "_replica", None)
+        replica = self._replica
         if replica is None:
             return {"role": self._info.role, "primary-serial": serial, "lag-serials": 0,
                     "lag-seconds": 0.0, "polling-replicas": polling}
@@ -95,7 +111,7 @@ class OpsRoutes(ManagementApp):
         mirror = self._mirror
         stats: Mapping[str, int] = mirror.stats if mirror is not None else {}
         upstream: Mapping[str, int] = mirror.upstream_stats if mirror is not None else {}
-        files = getattr(self, "file_stats", {})
+        files = self._file_stats
         replication = self.replication_state()
         series = [
             Series("serial", "gauge", "current serial of the database",
@@ -159,3 +175,42 @@ class OpsRoutes(ManagementApp):
                 suffix = "".join(f"_{v}" for v in labels.values())
                 found.append([f"devpi_twisted_{s.name}{suffix}", s.kind, value])
         return found
+
+    async def status(self, request: HttpRequest) -> bytes:
+        json_view(request)
+        await self._ops.sync()
+        info = self._info
+        serial = self._ops.serial
+        status = {
+            "serverdir": info.serverdir, "uuid": info.uuid,
+            "versioninfo": {"devpi-twisted": info.version, "devpi-server": DEVPI_API_VERSION},
+            "server-code": "devpi-twisted", "host": info.host, "port": info.port,
+            "outside-url": info.outside_url, "serial": serial,
+            "last-commit-timestamp": self._ops.last_commit_time,
+            "event-serial": serial, "event-serial-timestamp": self._ops.last_commit_time,
+            "event-serial-in-sync-at": self._ops.last_commit_time,
+            "metrics": self.status_metrics(),
+            "role": "REPLICA" if info.role == "replica" else "MASTER",
+            "polling_replicas": {},
+            "process": {"pid": os.getpid(), "requests-only": info.requests_only},
+            **self._more_status(),
+        }
+        return render.result(request, "status", status)
+
+    def _more_status(self) -> dict[str, Any]:
+        more: dict[str, Any] = {"replication": dict(self.replication_state()),
+                                "replication-errors": {}, "cache": {**self._file_stats}}
+        copies = self._blobs.copy_stats() if self._blobs is not None else {}
+        if copies:
+            more["cache"]["blob_copies"] = copies
+        if self._feed is not None and self._feed.enabled:
+            more["polling_replicas"] = {u: dict(v)
+                                        for u, v in self._feed.polling_replicas.items()}
+        if self._replica is not None:
+            more.update(self._replica.status())
+        if self._mirror is None:
+            return more
+        more["cache"].update(self._mirror.stats)
+        mirror = self._mirror
+        return {**more, "mirror": {**mirror.stats, "upstream": dict(mirror.upstream_stats),
+                                   "offline": mirror.offline}}

@@ -8,10 +8,10 @@ import math
 from typing import Any
 
 from twisted.web.http import RESPONSES
-from twisted.web.iweb import IRequest
 
 from devpi_twisted.model import errors
 from devpi_twisted.model.names import is_unicode
+from devpi_twisted.web.deps import HttpRequest
 from devpi_twisted.web.site import json_bytes
 
 JSON = b"application/json"
@@ -38,12 +38,12 @@ class BadJSON(errors.InvalidInput):
         super().__init__("Bad request: could not decode json")
 
 
-def accept(request: IRequest) -> str:
+def accept(request: HttpRequest) -> str:
     value = request.getHeader(b"Accept")
     return value.decode("latin-1") if value else ""
 
 
-def json_acceptable(request: IRequest) -> bool:
+def json_acceptable(request: HttpRequest) -> bool:
     """JSON views serve requests asking for JSON, or for nothing in particular;
     a request asking for HTML (a browser) does not get them."""
     value = accept(request)
@@ -80,7 +80,7 @@ def _check_json(value: Any) -> Any:
     return value
 
 
-def read_json(request: IRequest) -> Any:
+def read_json(request: HttpRequest) -> Any:
     """The request body as JSON: at most the JSON body limit (json_bytes), finite numbers,
     no NaN/Infinity, bounded nesting, valid Unicode; BadJSON or InvalidInput otherwise."""
     body = json_bytes(request)
@@ -91,18 +91,18 @@ def read_json(request: IRequest) -> Any:
     return _check_json(value)
 
 
-def _send(request: IRequest, status: int, content_type: bytes, data: bytes) -> bytes:
+def _send(request: HttpRequest, status: int, content_type: bytes, data: bytes) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"Content-Type", content_type)
     request.setHeader(b"Content-Length", b"%d" % len(data))
     return data
 
 
-def json_body(request: IRequest, status: int, body: Any) -> bytes:
+def json_body(request: HttpRequest, status: int, body: Any) -> bytes:
     return _send(request, status, JSON, json.dumps(body, indent=2, sort_keys=True).encode("utf-8"))
 
 
-def result(request: IRequest, type_: str, value: Any, message: str | None = None,
+def result(request: HttpRequest, type_: str, value: Any, message: str | None = None,
            status: int = 200) -> bytes:
     body: dict[str, Any] = {"type": type_, "result": value}
     if message:
@@ -110,11 +110,11 @@ def result(request: IRequest, type_: str, value: Any, message: str | None = None
     return json_body(request, status, body)
 
 
-def message(request: IRequest, text: str, status: int = 200) -> bytes:
+def message(request: HttpRequest, text: str, status: int = 200) -> bytes:
     return json_body(request, status, {"message": text})
 
 
-def error(request: IRequest, status: int, text: str) -> bytes:
+def error(request: HttpRequest, status: int, text: str) -> bytes:
     """An error reply: JSON ``{"message": ...}`` when JSON is acceptable, else a small HTML page."""
     if json_acceptable(request):
         return json_body(request, status, {"message": text})
@@ -124,7 +124,7 @@ def error(request: IRequest, status: int, text: str) -> bytes:
     return _send(request, status, b"text/html; charset=UTF-8", page.encode("utf-8"))
 
 
-def domain_error(request: IRequest, e: errors.DomainError) -> bytes:
+def domain_error(request: HttpRequest, e: errors.DomainError) -> bytes:
     status = next((code for cls, code in STATUS.items() if isinstance(e, cls)), 400)
     if isinstance(e, errors.Unauthenticated) and e.challenge:
         request.setHeader(b"WWW-Authenticate", b'Basic realm="pypi"')

@@ -1,19 +1,17 @@
-"""A replica's root resource: reads are served here, writes go to the primary
+"""A replica's root resource (ReplicaWrites): reads are served here, writes go to the primary
 (spec/ops.md 6.6) and are answered once their serial has been replicated here."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Request
 
 from devpi_twisted.replication import protocol
 from devpi_twisted.replication.client import PrimaryUnreachable
-from devpi_twisted.replication.replica import Replica
 from devpi_twisted.web import render
+from devpi_twisted.web.deps import HttpRequest, ReplicaLoop
 from devpi_twisted.web.site import ServerInfo, outside_url
 
 READS = frozenset({b"GET", b"HEAD", b"OPTIONS"})
@@ -23,31 +21,35 @@ _log = Logger()
 class ReplicaWrites(Resource):
     isLeaf = True
 
-    def __init__(self, inner: IResource, replica: Replica, primary_url: str, info: ServerInfo,
+    def __init__(self, inner: IResource, replica: ReplicaLoop, primary_url: str, info: ServerInfo,
                  timeout: float) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # untyped in twisted
         self._inner = inner
         self._replica = replica
         self._primary_url = primary_url.rstrip("/")
         self._info = info
         self._timeout = timeout
 
-    def render(self, request: Any) -> Any:
+    def render(self, request: Request) -> bytes | int:
         if request.method in READS:
-            return self._inner.render(request)
+            rendered: bytes | int = self._inner.render(request)  # type: ignore[no-untyped-call]  # untyped in twisted
+            return rendered
         done = Deferred.fromCoroutine(self._relay(request))
         done.addErrback(lambda f: _log.failure("relaying a write to the primary", f))
         return NOT_DONE_YET
 
-    async def _relay(self, request: Any) -> None:
+    async def _relay(self, request: HttpRequest) -> None:
         headers: dict[str, list[str]] = {}
-        for name, values in request.requestHeaders.getAllRawHeaders():
-            headers[name.decode("latin-1")] = [v.decode("latin-1") for v in values]
-        request.content.seek(0, 2)
-        body = request.content if request.content.tell() else None
-        request.content.seek(0)
+        for raw, values in request.requestHeaders.getAllRawHeaders():
+            headers[raw.decode("latin-1")] = [v.decode("latin-1") for v in values]
+        content = request.content
+        body = None
+        if content is not None:
+            content.seek(0, 2)
+            body = content if content.tell() else None
+            content.seek(0)
         try:
-            code, phrase, passed, content = await self._replica.relay(
+            code, phrase, passed, answer = await self._replica.relay(
                 request.method.decode("ascii"), request.uri.decode("latin-1"), headers, body,
                 self._timeout)
         except PrimaryUnreachable as e:
@@ -61,12 +63,12 @@ class ReplicaWrites(Resource):
             if name.lower() == "location" and value.startswith(self._primary_url):
                 value = base + value[len(self._primary_url):]
             request.responseHeaders.addRawHeader(name, value)
-        request.setHeader(protocol.PROXY, b"replica")
-        request.setHeader(b"Content-Length", b"%d" % len(content))
-        self._finish(request, content)
+        request.setHeader(protocol.PROXY.encode(), b"replica")
+        request.setHeader(b"Content-Length", b"%d" % len(answer))
+        self._finish(request, answer)
 
     @staticmethod
-    def _finish(request: Any, body: bytes) -> None:
+    def _finish(request: HttpRequest, body: bytes) -> None:
         if request.finished or request.channel is None:
             return
         if body:

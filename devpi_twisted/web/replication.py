@@ -1,31 +1,29 @@
-"""The changelog feed's routes (a primary's side of replication, spec/ops.md 6.3)."""
+"""The changelog feed's route (ReplicationApp: a primary's side of replication,
+spec/ops.md 6.3)."""
 
 from __future__ import annotations
-
-from typing import Any
-
-from twisted.web.iweb import IRequest
 
 from devpi_twisted.replication import protocol
 from devpi_twisted.replication.feed import ChangelogFeed, FeedRefused, parse_start
 from devpi_twisted.web import render
-from devpi_twisted.web.app import ManagementApp, _flag, _route
+from devpi_twisted.web.deps import HttpRequest
+from devpi_twisted.web.helpers import flag
 
 
-def request_headers(request: IRequest) -> dict[str, str]:
+def request_headers(request: HttpRequest) -> dict[str, str]:
     """The request's headers, names lower-cased (the last value of a repeated one)."""
     return {name.decode("latin-1").lower(): values[-1].decode("latin-1")
             for name, values in request.requestHeaders.getAllRawHeaders()}
 
 
-class ReplicationRoutes(ManagementApp):
-    """``GET /+changelog/N`` and ``/+changelog/N-``; IndexApp sets ``_feed``."""
+class ReplicationApp:
+    """``GET /+changelog/N`` and ``/+changelog/N-``: needs the primary's changelog feed
+    (None where this node does not serve one: 403)."""
 
-    app = ManagementApp.app
-    _feed: ChangelogFeed | None = None
+    def __init__(self, feed: ChangelogFeed | None) -> None:
+        self._feed = feed
 
-    @_route(app, "/+changelog/<spec>", ["GET"])
-    async def changelog(self, request: IRequest, spec: str) -> bytes:
+    async def changelog(self, request: HttpRequest, spec: str) -> bytes:
         headers = request_headers(request)
         try:
             if self._feed is None:
@@ -35,7 +33,7 @@ class ReplicationRoutes(ManagementApp):
         except FeedRefused as e:
             return render.error(request, e.status, e.message)
         remote = getattr(request.getClientAddress(), "host", "")
-        poll = await self._feed.poll(uuid, start, many, _flag(request, b"initial_fetch"),
+        poll = await self._feed.poll(uuid, start, many, flag(request, b"initial_fetch"),
                                      headers, remote)
         request.devpi_serial = poll.serial  # type: ignore[attr-defined]
         if poll.status == 404:
@@ -51,8 +49,3 @@ class ReplicationRoutes(ManagementApp):
             request.setHeader(b"Content-Type", protocol.CHANGE_TYPE.encode())
         request.setHeader(b"Content-Length", b"%d" % len(body))
         return body
-
-    def _replication_status(self) -> dict[str, Any]:
-        if self._feed is None or not self._feed.enabled:
-            return {}
-        return {"polling_replicas": {u: dict(v) for u, v in self._feed.polling_replicas.items()}}

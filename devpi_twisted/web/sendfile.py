@@ -32,12 +32,12 @@ from typing import Any
 
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer, IWriteDescriptor
+from twisted.internet.interfaces import IPushProducer, IReactorTime, IWriteDescriptor
 from twisted.python.failure import Failure
-from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
 from devpi_twisted.storage.blobs import BlobMissing, BlobReadStopped
+from devpi_twisted.web.deps import HttpRequest
 
 # One sendfile call moves at most this much; the socket's buffer usually takes less.
 STEP = 16 << 20
@@ -54,7 +54,7 @@ _CLIENT_GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN)
 _FULL, _WINDOW, _COLD = "full", "window", "cold"  # how a step from memory ended
 
 
-def transport_of(request: IRequest) -> FileDescriptor | None:
+def transport_of(request: HttpRequest) -> FileDescriptor | None:
     """The request's socket transport, when the response body can be sent by sendfile."""
     channel = getattr(request, "channel", None)
     transport = getattr(channel, "transport", None)
@@ -107,7 +107,7 @@ def in_memory(fd: int, start: int, end: int) -> bool:
     found = _CacheStat()
     if _SYSCALL(_CACHESTAT, fd, ctypes.byref(_Range(start, end - start)), ctypes.byref(found), 0):
         return False
-    return found.nr_cache >= (end - 1) // _PAGE - start // _PAGE + 1
+    return bool(found.nr_cache >= (end - 1) // _PAGE - start // _PAGE + 1)
 
 
 def _send_some(sock_fd: int, file_fd: int, position: int, end: int, wait_ms: int = 0) -> int:
@@ -143,11 +143,12 @@ class SendfileBody:
     when the client is gone) and, while the socket is full, a write descriptor of the
     reactor on our duplicate of the socket's descriptor."""
 
-    def __init__(self, request: Any, transport: FileDescriptor, fd: int, start: int, end: int,
+    def __init__(self, request: HttpRequest, transport: FileDescriptor, fd: int, start: int, end: int,
                  run: Callable[..., Deferred[Any]]) -> None:
         self._request = request
         self._transport = transport
         self._reactor = transport.reactor
+        self._clock = IReactorTime(transport.reactor)
         self._fd = fd
         self._socket: socket.socket | None = None  # our duplicate of the connection's socket
         self._socket_fd = -1
@@ -163,14 +164,14 @@ class SendfileBody:
     def send(self) -> Deferred[int]:
         """Send the headers, then the body; fires with the bytes sent, or fails with
         BlobReadStopped if the client went away (the producer stays registered then)."""
-        self._socket = socket.socket(fileno=os.dup(self._transport.fileno()))
+        self._socket = socket.socket(fileno=os.dup(self._transport.fileno()))  # type: ignore[no-untyped-call]  # untyped in twisted
         self._socket_fd = self._socket.fileno()
         self._request.registerProducer(self, True)
         self._request.write(b"")  # the headers, into the transport's buffer
         # The transport resumes its producer (the channel, which resumes us) once its
         # buffer is empty, if it believes it paused that producer.
         self._transport.producerPaused = True
-        self._transport.startWriting()
+        self._transport.startWriting()  # type: ignore[no-untyped-call]  # untyped in twisted
         return self._done
 
     # -- IPushProducer (called by the request's channel) ---------------------------------
@@ -228,7 +229,7 @@ class SendfileBody:
         try:
             sent = self._send_from_memory()
         except Exception:
-            self._stepped(Failure())
+            self._stepped(Failure())  # type: ignore[no-untyped-call]  # untyped in twisted
             return
         if self._position >= self._end:
             self._finish()
@@ -236,7 +237,7 @@ class SendfileBody:
             self._watch(True)
         elif sent == _WINDOW:  # the socket takes more: our next turn, after the others'
             self._watch(False)
-            self._reactor.callLater(0, self._step)
+            self._clock.callLater(0, self._step)
         else:
             self._watch(False)
             self._stepping = True
@@ -281,7 +282,7 @@ class SendfileBody:
             self._socket.close()
             self._socket, self._socket_fd = None, -1
         if failure is None and self._stopped:
-            failure = Failure(BlobReadStopped("the client went away"))
+            failure = Failure(BlobReadStopped("the client went away"))  # type: ignore[no-untyped-call]  # untyped in twisted
         elif self._request.channel is not None:
             self._request.unregisterProducer()
         if failure is None:

@@ -7,16 +7,15 @@ import json
 import re
 from collections.abc import Sequence
 
-from twisted.web.iweb import IRequest
-
 from devpi_twisted.model.simple import Link, ProjectPage
+from devpi_twisted.web.deps import HttpRequest
 
 JSON_SIMPLE = "application/vnd.pypi.simple.v1+json"
 HTML_SIMPLE = "application/vnd.pypi.simple.v1+html"
 INSTALLER = re.compile(r"^(?:\S+\s+)*(?:distribute|setuptools|pip|pex|uv)/")
 
 
-def is_installer(request: IRequest) -> bool:
+def is_installer(request: HttpRequest) -> bool:
     agent = request.getHeader(b"User-Agent")
     return bool(agent and INSTALLER.match(agent.decode("latin-1")))
 
@@ -39,7 +38,7 @@ def _quality(accept: str, media: str) -> float:
     return best
 
 
-def wants_json(request: IRequest) -> bool:
+def wants_json(request: HttpRequest) -> bool:
     """PEP 691 negotiation between HTML and JSON (HTML wins a tie); ``?format=`` overrides."""
     fmt = (request.args or {}).get(b"format", [b""])[0].decode("latin-1")
     if fmt:
@@ -53,9 +52,9 @@ def wants_json(request: IRequest) -> bool:
     return as_json > as_html
 
 
-def _up(request: IRequest) -> str:
+def _up(request: HttpRequest) -> str:
     """From the requested page back to the server root (below any mount path), relative."""
-    segments = list(request.prepath) + list(request.postpath)
+    segments = [*(request.prepath or ()), *(request.postpath or ())]
     return "../" * max(len(segments) - 1, 0)
 
 
@@ -63,7 +62,7 @@ def _href(link: Link, up: str) -> str:
     return up + link.relpath
 
 
-def render_project(request: IRequest, page: ProjectPage) -> tuple[bytes, bytes]:
+def render_project(request: HttpRequest, page: ProjectPage) -> tuple[bytes, bytes]:
     """(body, content type) of a project page for this request."""
     up = _up(request)
     if wants_json(request):
@@ -104,7 +103,7 @@ def render_project(request: IRequest, page: ProjectPage) -> tuple[bytes, bytes]:
     return "\n".join(lines).encode(), b"text/html; charset=UTF-8"
 
 
-def render_project_list(request: IRequest, index: str, names: Sequence[str]) -> tuple[bytes, bytes]:
+def render_project_list(request: HttpRequest, index: str, names: Sequence[str]) -> tuple[bytes, bytes]:
     if wants_json(request):
         body = {"meta": {"api-version": "1.1"}, "projects": [{"name": n} for n in names]}
         return json.dumps(body).encode(), JSON_SIMPLE.encode()

@@ -1,7 +1,9 @@
 """The twisted.web Site, channel and Request: devpi's headers on every response, a
 deadline for request heads, body limits by kind of body (body_kind: the upload form or
-JSON) enforced while the body arrives and answered at once, outside-URL mount points
-stripped before routing. (Twisted's Request already percent-decodes ``postpath``.)"""
+JSON, from the request's route in web/routes.py) enforced while the body arrives and
+answered at once, outside-URL mount points stripped before routing, the route looked
+up once per request (its name labels the request's metrics). (Twisted's Request
+already percent-decodes ``postpath``.)"""
 
 from __future__ import annotations
 
@@ -15,15 +17,18 @@ import attrs
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web import http
 from twisted.web.http import RESPONSES, HTTPChannel, _ChunkedTransferDecoder
-from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
 from devpi_twisted import __version__
 from devpi_twisted.model.errors import TooLarge
 from devpi_twisted.web.auth import client_address
-from devpi_twisted.web.metrics import RequestMetrics, route_of
+from devpi_twisted.web import routes
+from devpi_twisted.web.deps import HttpRequest
+from devpi_twisted.web.metrics import RequestMetrics
+from devpi_twisted.web.routes import MATCHER, RouteMatch
 
 _log = Logger()
 
@@ -40,7 +45,7 @@ LINGER = 2.0
 # More digits than any body size we could accept (and than int() parses quickly).
 _LENGTH_DIGITS = 18
 
-UPLOAD, JSON_BODY = "upload", "json"
+UPLOAD, JSON_BODY = routes.UPLOAD, routes.JSON
 # reason phrases twisted.web.http.RESPONSES lacks
 _REASONS = {431: b"Request Header Fields Too Large"}
 
@@ -64,9 +69,10 @@ class ServerInfo:
 def body_kind(method: bytes, target: bytes, content_type: bytes | None, mount: str = "") -> str:
     """What a request's body may be, from its request line and headers alone (before a
     byte of the body is read): UPLOAD only for the legacy upload form, a
-    ``multipart/form-data`` POST to ``/USER/INDEX`` or ``/USER/INDEX/`` below the mount
-    path (what twine and devpi-client send, spec/api.md 8); JSON_BODY for everything
-    else (push, toxresults, every API call, urlencoded forms), which gets the JSON limit."""
+    ``multipart/form-data`` POST to the route whose body is the upload form (``/USER/INDEX``,
+    web/routes.py) below the mount path (what twine and devpi-client send, spec/api.md
+    8); JSON_BODY for everything else (push, toxresults, every API call, urlencoded
+    forms), which gets the JSON limit."""
     if method != b"POST":
         return JSON_BODY
     media = (content_type or b"").split(b";", 1)[0].strip().lower()
@@ -79,12 +85,8 @@ def body_kind(method: bytes, target: bytes, content_type: bytes | None, mount: s
     prefix = mount.rstrip("/").encode("utf-8")
     if prefix and path.startswith(prefix + b"/"):
         path = path[len(prefix):]
-    segments = path.split(b"/")[1:]
-    if len(segments) == 3 and not segments[2]:
-        segments = segments[:2]
-    if len(segments) != 2 or any(s[:1] in (b"", b"+") for s in segments):
-        return JSON_BODY
-    return UPLOAD
+    found = MATCHER.match_segments(method, path[1:].split(b"/"))
+    return UPLOAD if found is not None and found.route.body == routes.UPLOAD else JSON_BODY
 
 
 class DevpiChannel(HTTPChannel):
@@ -99,12 +101,12 @@ class DevpiChannel(HTTPChannel):
     refused = False
 
     def connectionMade(self) -> None:
-        super().connectionMade()
+        super().connectionMade()  # type: ignore[no-untyped-call]  # untyped in twisted
         self._start_deadline()
 
     def _start_deadline(self) -> None:
         if self._head_deadline is None and not self.refused:
-            self._head_deadline = self.callLater(self.site.header_timeout, self._head_late)
+            self._head_deadline = self.callLater(self.site.header_timeout, self._head_late)  # type: ignore[no-untyped-call]  # untyped in twisted
 
     def _stop_deadline(self) -> None:
         if self._head_deadline is not None:
@@ -122,16 +124,16 @@ class DevpiChannel(HTTPChannel):
             return
         if self.line_mode:  # between requests or within a head
             self._start_deadline()
-        super().dataReceived(data)
+        super().dataReceived(data)  # type: ignore[no-untyped-call]  # untyped in twisted
 
     def requestDone(self, request: Request) -> None:
-        super().requestDone(request)
+        super().requestDone(request)  # type: ignore[no-untyped-call]  # untyped in twisted
         if self.line_mode and self._buffer:  # part of a pipelined head came meanwhile
             self._start_deadline()
 
     def lineReceived(self, line: bytes) -> None:
         if not self.refused:
-            super().lineReceived(line)
+            super().lineReceived(line)  # type: ignore[no-untyped-call]  # untyped in twisted
 
     def rawDataReceived(self, data: bytes) -> None:
         if not self.refused:
@@ -155,11 +157,11 @@ class DevpiChannel(HTTPChannel):
             if len(value) > _LENGTH_DIGITS:
                 self.refuse(413, "Content-Length larger than any body accepted here")
                 return False
-        return bool(super().headerReceived(line))
+        return bool(super().headerReceived(line))  # type: ignore[no-untyped-call]  # untyped in twisted
 
     def allHeadersReceived(self) -> None:
         self._stop_deadline()
-        super().allHeadersReceived()
+        super().allHeadersReceived()  # type: ignore[no-untyped-call]  # untyped in twisted
         decoder = self._transferDecoder  # (twisted's private attribute, 26.x)
         if not self.refused and type(decoder) is _ChunkedTransferDecoder:
             request = self.requests[-1]
@@ -168,7 +170,7 @@ class DevpiChannel(HTTPChannel):
 
     def _send100Continue(self) -> None:
         if not self.refused:  # a refused body is not to be sent
-            super()._send100Continue()
+            super()._send100Continue()  # type: ignore[no-untyped-call]  # untyped in twisted
 
     def refuse(self, code: int, message: str, linger: bool = True) -> None:
         """Answer ``code`` with a JSON message at once, whatever the state of the
@@ -188,20 +190,21 @@ class DevpiChannel(HTTPChannel):
         half_close = getattr(self.transport, "loseWriteConnection", None)
         if linger and half_close is not None:
             half_close()
-            self._linger = self.callLater(LINGER, self._close)
+            self._linger = self.callLater(LINGER, self._close)  # type: ignore[no-untyped-call]  # untyped in twisted
         else:
             self._close()
 
     def _close(self) -> None:
         self._linger = None
-        self.transport.loseConnection()
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         self._stop_deadline()
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
         self._linger = None
-        super().connectionLost(reason)
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]  # untyped in twisted
 
 
 class _BoundedChunks(_ChunkedTransferDecoder):
@@ -234,6 +237,7 @@ class DevpiRequest(Request):
     channel: DevpiChannel
     devpi_serial: int | None = None  # set by a handler that committed a change
     devpi_route = "other"  # label for /+metrics, set when the resource is looked up
+    devpi_match: RouteMatch | None = None  # the route, likewise (web/dispatch.py)
     devpi_started = 0.0
     body_limit = MAX_JSON_BODY
     _body_seen = 0
@@ -248,7 +252,7 @@ class DevpiRequest(Request):
         if length is not None and length > self.body_limit:
             self._too_large()
             length = 0
-        super().gotLength(length)
+        super().gotLength(length)  # type: ignore[no-untyped-call]  # untyped in twisted
 
     def body_room(self, more: int) -> bool:
         """Whether ``more`` bytes of body still fit under the limit; refuses if not."""
@@ -265,21 +269,22 @@ class DevpiRequest(Request):
         if self.channel.refused or not self.body_room(len(data)):
             return
         self._body_seen += len(data)
-        super().handleContentChunk(data)
+        super().handleContentChunk(data)  # type: ignore[no-untyped-call]  # untyped in twisted
 
     def process(self) -> None:
         if self.channel is not None and self.channel.refused:  # answered already
             return
         self.devpi_started = time.monotonic()
-        super().process()
+        super().process()  # type: ignore[no-untyped-call]  # untyped in twisted
 
     def write(self, data: bytes) -> None:
-        if not self.startedWriting:
-            self.site.add_headers(self)
-        super().write(data)
+        site = self.site
+        if not self.startedWriting and isinstance(site, DevpiSite):
+            site.add_headers(self)
+        super().write(data)  # type: ignore[no-untyped-call]  # untyped in twisted
 
 
-def json_bytes(request: IRequest) -> bytes:
+def json_bytes(request: HttpRequest) -> bytes:
     """The body of a request that must be JSON; TooLarge if its spool is bigger than
     the JSON limit (a body spooled under the upload limit is never parsed as JSON) or
     if it could hold more than MAX_JSON_VALUES objects, arrays and strings: parsed,
@@ -291,7 +296,7 @@ def json_bytes(request: IRequest) -> bytes:
     site = getattr(request, "site", None)
     limit = site.info.max_json_body if site is not None else MAX_JSON_BODY
     content.seek(0)
-    data = content.read(limit + 1)
+    data: bytes = content.read(limit + 1)
     if len(data) > limit:
         raise TooLarge(f"request body larger than the {limit} bytes accepted for JSON")
     if data.count(b"{") + data.count(b"[") + data.count(b'"') // 2 > MAX_JSON_VALUES:
@@ -313,7 +318,7 @@ class DevpiSite(Site):
         """``primary_uuid``: on a replica, its primary's uuid once known (sent as
         X-Devpi-Primary-Uuid instead of our own). ``header_timeout``: seconds a
         request's head may take to arrive (DevpiChannel)."""
-        super().__init__(resource, parsePOSTFormSubmission=False, **kwargs)
+        super().__init__(resource, parsePOSTFormSubmission=False, **kwargs)  # type: ignore[no-untyped-call]  # untyped in twisted
         self.info = info
         self.header_timeout = header_timeout
         self._primary_uuid = primary_uuid
@@ -329,16 +334,17 @@ class DevpiSite(Site):
         ]
 
     def add_headers(self, request: DevpiRequest) -> None:
+        out: HttpRequest = request
         for name, value in self.fixed_headers:
-            request.setHeader(name, value)
+            out.setHeader(name, value)
         primary = self._primary_uuid() if self._primary_uuid is not None else ""
         if primary:
-            request.setHeader(b"X-Devpi-Primary-Uuid", primary.encode())
-            request.setHeader(b"X-Devpi-Master-Uuid", primary.encode())
+            out.setHeader(b"X-Devpi-Primary-Uuid", primary.encode())
+            out.setHeader(b"X-Devpi-Master-Uuid", primary.encode())
         serial = request.devpi_serial if request.devpi_serial is not None else self._serial()
-        request.setHeader(b"X-Devpi-Serial", b"%d" % serial)
+        out.setHeader(b"X-Devpi-Serial", b"%d" % serial)
 
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         """Called by twisted.web once a response ended: counts it for /+metrics and,
         with --access-log (or --debug), logs it in the combined log format."""
         started = getattr(request, "devpi_started", 0.0)
@@ -347,18 +353,22 @@ class DevpiSite(Site):
         method = request.method.decode("latin-1")
         self.metrics.observe(route, method if method in _METHODS else "other", request.code,
                              seconds)
-        if self._access_log:
+        if self._access_log and isinstance(request, Request):
             access_event(self.log_events, request, seconds)
 
     def getResourceFor(self, request: Request) -> IResource:
         prefix = mount_path(request, self.info.outside_url)
         if prefix:
             wanted = prefix.strip("/").encode("utf-8").split(b"/")
-            if request.postpath[:len(wanted)] == wanted:
-                request.postpath = request.postpath[len(wanted):] or [b""]
-        route = route_of(request.postpath, request.method)
-        request.devpi_route = route  # type: ignore[attr-defined]
-        return super().getResourceFor(request)
+            postpath = request.postpath or []
+            if postpath[:len(wanted)] == wanted:
+                request.postpath = postpath[len(wanted):] or [b""]
+        found = MATCHER.match_segments(request.method, request.postpath or ())
+        if isinstance(request, DevpiRequest):
+            request.devpi_match = found
+            request.devpi_route = found.route.name if found is not None else "other"
+        resource: IResource = super().getResourceFor(request)  # type: ignore[no-untyped-call]  # untyped in twisted
+        return resource
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "PUSH", "OPTIONS"})
@@ -366,12 +376,12 @@ ACCESS_FORMAT = ('{client} - {user} [{when}] "{method} {uri} {protocol}" {status
                  '"{referer}" "{agent}" {duration:.4f}')
 
 
-def _header(request: Request, name: bytes) -> str:
+def _header(request: HttpRequest, name: bytes) -> str:
     value = request.getHeader(name)
     return value.decode("latin-1").replace('"', "%22") if value else "-"
 
 
-def access_event(log: Logger, request: Request, seconds: float) -> None:
+def access_event(log: Logger, request: HttpRequest, seconds: float) -> None:
     """One access log event: combined log format as text, the same fields in JSON
     lines. The client is the one the login throttle counts (``X-Real-IP`` only from a
     trusted proxy); the user is the one authenticated; no credentials are in the fields."""
@@ -386,7 +396,7 @@ def access_event(log: Logger, request: Request, seconds: float) -> None:
              agent=_header(request, b"User-Agent"), duration=seconds)
 
 
-def outside_url(request: Request, configured: str | None) -> str:
+def outside_url(request: HttpRequest, configured: str | None) -> str:
     """Base URL for absolute links: X-Outside-Url, else --outside-url, else scheme://Host."""
     header = request.getHeader(b"X-Outside-Url")
     if header:
@@ -403,7 +413,7 @@ def outside_url(request: Request, configured: str | None) -> str:
     return f"{scheme}://{host_text}"
 
 
-def mount_path(request: Request, configured: str | None) -> str:
+def mount_path(request: HttpRequest, configured: str | None) -> str:
     header = request.getHeader(b"X-Outside-Url")
     base = header.decode("utf-8", "replace") if header else configured
     if not base:

@@ -27,7 +27,7 @@ from devpi_twisted.replication.replica import Replica, build_replica
 from devpi_twisted.storage.executor import InlineExecutor
 from devpi_twisted.storage.interface import Change, Record, UserRecord
 from devpi_twisted.storage.sqlite import SqliteStorage
-from devpi_twisted.web.index_app import IndexApp
+from devpi_twisted.web.compose import build_site
 from devpi_twisted.web.site import DevpiSite, ServerInfo
 from tests.support import result_of
 from tests.web.conftest import SiteAgent, cached_hash
@@ -61,9 +61,9 @@ def make_primary(tmp_path: Path, clock: Clock, enabled: bool = True,
     info = ServerInfo(uuid=uuid, serverdir=str(tmp_path), role="primary")
     feed = ChangelogFeed(storage, uuid, TokenSigner(REPLICA_KEY, clock.seconds), clock,
                          enabled)
-    app = IndexApp(ops, info, ReleaseOps(storage, None, clock.seconds), SimpleOps(storage), None,
-                   offload, tmp_path, feed=feed)
-    return storage, feed, DevpiSite(app.resource(), info, lambda: storage.serial)
+    site = build_site(ops, info, ReleaseOps(storage, None, clock.seconds), SimpleOps(storage),
+                      None, offload, tmp_path, serial=lambda: storage.serial, feed=feed)
+    return storage, feed, site
 
 
 class SwitchableHttp:

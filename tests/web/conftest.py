@@ -29,8 +29,7 @@ from devpi_twisted.storage.sqlite import SqliteStorage
 from tests.pg import PgCluster
 from devpi_twisted.model.release_ops import ReleaseOps
 from devpi_twisted.model.simple import SimpleOps
-from devpi_twisted.web.index_app import IndexApp
-from devpi_twisted.web.metrics import RequestMetrics
+from devpi_twisted.web.compose import build_site
 from devpi_twisted.web.site import DevpiSite, ServerInfo
 from tests.support import result_of
 
@@ -130,11 +129,9 @@ def make_server(tmp_path: Path, restrict_modify: str | None = None,
                     hashing=hashing)
     info = ServerInfo(uuid=UUID, serverdir=str(tmp_path), outside_url=outside_url)
     # The whole app; a blob store only for tests that upload (``blobs``).
-    metrics = RequestMetrics()
-    app = IndexApp(ops, info, ReleaseOps(storage, blobs, clock.seconds), SimpleOps(storage), blobs,
-                   offload, tmp_path, metrics=metrics)
-    site = DevpiSite(app.resource(), info, lambda: storage.serial, access_log=access_log,
-                     metrics=metrics)
+    site = build_site(ops, info, ReleaseOps(storage, blobs, clock.seconds), SimpleOps(storage),
+                      blobs, offload, tmp_path, serial=lambda: storage.serial,
+                      access_log=access_log)
     return Server(storage, clock, Client(site), ops)
 
 

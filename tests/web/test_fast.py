@@ -1,30 +1,18 @@
-"""Which requests web/fast.py takes past Klein, and which it leaves to it."""
+"""Which requests the dispatcher (web/dispatch.py) answers with the handlers of the
+table's fast routes, and which it leaves to Klein."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
-from devpi_twisted.web.fast import FastRoutes
+from devpi_twisted.web.routes import MATCHER
 
 
-class App:
-    async def release_file(self, request, user, index, rest):  # pragma: no cover - not called
-        return b""
-
-    async def simple_project(self, request, user, index, project):  # pragma: no cover
-        return b""
-
-    async def upload(self, request, user, index):  # pragma: no cover
-        return b""
-
-
-def match(method: bytes, path: str):
-    routes = FastRoutes(App(), fallback=None)
-    request = SimpleNamespace(method=method, postpath=path.encode("latin-1").split(b"/")[1:])
-    found = routes._match(request)
-    return None if found is None else (found[0].__name__, found[1])
+def match(method: bytes, path: str) -> tuple[str, tuple[str, ...]] | None:
+    found = MATCHER.match_segments(method, path.encode("latin-1").split(b"/")[1:])
+    if found is None or not found.route.fast:
+        return None
+    return found.route.handler.split(".")[1], found.args
 
 
 @pytest.mark.parametrize("method", [b"GET", b"HEAD"])
@@ -32,6 +20,10 @@ def test_release_files_and_simple_pages_are_matched(method: bytes) -> None:
     assert match(method, "/alice/dev/+f/abc/0123456789abc/pkg-1.0.tar.gz") == (
         "release_file", ("alice", "dev", "abc/0123456789abc/pkg-1.0.tar.gz"))
     assert match(method, "/alice/dev/+simple/pkg/") == ("simple_project", ("alice", "dev", "pkg"))
+    # what Klein's map gives these too (the handler redirects to the slash form)
+    assert match(method, "/alice/dev/+simple/pkg") == ("simple_project", ("alice", "dev", "pkg"))
+    assert match(method, "/alice/dev/+f/abc//x.whl") == ("release_file", ("alice", "dev",
+                                                                          "abc//x.whl"))
 
 
 @pytest.mark.parametrize("method", [b"POST", b"PUSH"])
@@ -51,11 +43,9 @@ def test_uploads_and_pushes_are_matched(method: bytes, path: str) -> None:
     (b"GET", "/alice/dev/"),
     (b"POST", "/alice/dev/+f/abc/0123456789abc/pkg-1.0.tar.gz"),   # toxresults: Klein
     (b"DELETE", "/alice/dev/+f/abc/0123456789abc/pkg-1.0.tar.gz"),
-    (b"GET", "/alice/dev/+simple/pkg"),        # the redirect to the slash form
     (b"GET", "/alice/dev/+simple/"),           # the project list
     (b"GET", "/alice/dev/+simple/pkg/extra"),
     (b"GET", "/alice/dev/+f/"),
-    (b"GET", "/alice/dev/+f/abc//x.whl"),
     (b"GET", "/+api/dev/+simple/pkg/"),
     (b"GET", "/alice/+dev/+simple/pkg/"),
     (b"GET", "//dev/+simple/pkg/"),

@@ -1,0 +1,77 @@
+"""The web layer composed in one place: the apps built from the collaborators each
+needs, the route table's handlers resolved on them, the Klein app and the root
+resource built from the table, and the Site (build_site)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from treq.client import HTTPClient
+from twisted.web.resource import IResource
+
+from devpi_twisted.model.ops import ServerOps
+from devpi_twisted.model.release_ops import ReleaseOps
+from devpi_twisted.model.simple import SimpleOps
+from devpi_twisted.replication.feed import ChangelogFeed
+from devpi_twisted.storage.blobs import BlobStore
+from devpi_twisted.web.app import ManagementApp
+from devpi_twisted.web.blobcopy import BlobCopies
+from devpi_twisted.web.deps import MirrorCache, Offload, ReplicaLoop
+from devpi_twisted.web.dispatch import Dispatcher, build_klein, resolve
+from devpi_twisted.web.files import FileApp
+from devpi_twisted.web.helpers import RequestHelpers
+from devpi_twisted.web.metrics import RequestMetrics
+from devpi_twisted.web.ops_routes import OpsApp
+from devpi_twisted.web.pages import SimplePages
+from devpi_twisted.web.projects import ProjectApp
+from devpi_twisted.web.replica_writes import ReplicaWrites
+from devpi_twisted.web.replication import ReplicationApp
+from devpi_twisted.web.routes import ROUTES
+from devpi_twisted.web.site import DevpiSite, ServerInfo
+from devpi_twisted.web.uploads import UploadApp
+
+
+def build_resource(ops: ServerOps, info: ServerInfo, releases: ReleaseOps, simple: SimpleOps,
+                   blobs: BlobStore, offload: Offload, staging: Path, *,
+                   metrics: RequestMetrics, http: HTTPClient | None = None,
+                   mirror: MirrorCache | None = None, feed: ChangelogFeed | None = None,
+                   replica: ReplicaLoop | None = None) -> IResource:
+    """The root resource answering every route of web/routes.py: ``mirror`` where this
+    node mirrors, ``feed`` where it serves replicas, ``replica`` where it is one."""
+    helpers = RequestHelpers(ops, info)
+    copies = BlobCopies(blobs, staging)
+    pages = SimplePages(ops, simple, helpers, mirror)
+    files = FileApp(ops, releases, blobs, offload, mirror, replica)
+    apps = {
+        "management": ManagementApp(ops, info, helpers, releases.project_names,
+                                    pages.installer_listing),
+        "pages": pages,
+        "files": files,
+        "projects": ProjectApp(ops, releases, simple, pages, helpers, blobs, copies, offload,
+                               staging),
+        "uploads": UploadApp(releases, helpers, copies, offload, staging, http,
+                             lambda: mirror is not None and mirror.offline),
+        "ops": OpsApp(ops, info, blobs, metrics, files.stats, mirror, feed, replica),
+        "replication": ReplicationApp(feed),
+    }
+    handlers = resolve(ROUTES, apps)
+    return Dispatcher(handlers, build_klein(handlers).resource())
+
+
+def build_site(ops: ServerOps, info: ServerInfo, releases: ReleaseOps, simple: SimpleOps,
+               blobs: BlobStore, offload: Offload, staging: Path, *, serial: Callable[[], int],
+               http: HTTPClient | None = None, mirror: MirrorCache | None = None,
+               feed: ChangelogFeed | None = None, replica: ReplicaLoop | None = None,
+               primary_url: str = "", proxy_timeout: float = 0.0,
+               primary_uuid: Callable[[], str] | None = None, access_log: bool = False,
+               metrics: RequestMetrics | None = None) -> DevpiSite:
+    """The Site of this node: on a replica, writes are relayed to ``primary_url``."""
+    metrics = metrics if metrics is not None else RequestMetrics()
+    resource = build_resource(ops, info, releases, simple, blobs, offload, staging,
+                              metrics=metrics, http=http, mirror=mirror, feed=feed,
+                              replica=replica)
+    if replica is not None:
+        resource = ReplicaWrites(resource, replica, primary_url, info, proxy_timeout)
+    return DevpiSite(resource, info, serial, access_log=access_log, metrics=metrics,
+                     primary_uuid=primary_uuid)

@@ -1,0 +1,155 @@
+"""Simple pages (SimplePages): an index's project list and project pages in the
+simple repository API (HTML or PEP 691 JSON, web/simple.py), with ETags, rendered
+bytes cached per page object, and a mirror's pages brought up to date from upstream
+(mirror/cache.py) on the way."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Mapping
+from email.utils import formatdate
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+from devpi_twisted.mirror.cache import CACHED, MirrorFailed
+from devpi_twisted.model.errors import InvalidInput, UpstreamFailed
+from devpi_twisted.model.names import normalize_project
+from devpi_twisted.model.ops import ServerOps
+from devpi_twisted.model.simple import ProjectPage, SimpleOps
+from devpi_twisted.replication.protocol import REPLICA_UUID
+from devpi_twisted.web import render
+from devpi_twisted.web.deps import HttpRequest, MirrorPages
+from devpi_twisted.web.helpers import RequestHelpers
+from devpi_twisted.web.simple import is_installer, render_project, render_project_list, wants_json
+
+RENDERED_PAGES = 4096
+_REPLICA_UUID = REPLICA_UUID.encode("ascii")
+
+
+def installer_or_json(request: HttpRequest) -> bool:
+    return is_installer(request) or wants_json(request)
+
+
+def page(request: HttpRequest, body: bytes, ctype: bytes) -> bytes:
+    request.setHeader(b"Content-Type", ctype)
+    request.setHeader(b"Vary", b"Accept, User-Agent")
+    request.setHeader(b"Content-Length", b"%d" % len(body))
+    return body
+
+
+class SimplePages:
+    """``+simple/`` and ``+simple/PROJECT/`` (and its refresh). Needs the server's
+    operations (index configs), the simple-page operations, the request helpers and
+    the mirror cache where there is one."""
+
+    def __init__(self, ops: ServerOps, simple: SimpleOps, helpers: RequestHelpers,
+                 mirror: MirrorPages | None = None) -> None:
+        self._ops = ops
+        self._simple = simple
+        self._helpers = helpers
+        self._mirror = mirror
+        self._rendered: dict[tuple[int, bool, int], tuple[ProjectPage, bytes, bytes]] = {}
+
+    async def simple_list(self, request: HttpRequest, user: str, index: str) -> bytes:
+        if not request.path.endswith(b"/") and not installer_or_json(request):
+            return self._helpers.redirect(request, request.path + b"/")
+        names = await self._simple.project_names(
+            user, index, self._mirror.names if self._mirror is not None else None)
+        body, ctype = render_project_list(request, f"{user}/{index}", names)
+        return page(request, body, ctype)
+
+    async def installer_listing(self, request: HttpRequest, user: str, index: str) -> bytes | None:
+        """The project list for installers asking for the index URL; None for others."""
+        if not installer_or_json(request) or "application/json" in render.accept(request):
+            return None
+        names = await self._simple.project_names(
+            user, index, self._mirror.names if self._mirror is not None else None)
+        body, ctype = render_project_list(request, f"{user}/{index}", names)
+        return page(request, body, ctype)
+
+    async def simple_project(self, request: HttpRequest, user: str, index: str,
+                             project: str) -> bytes:
+        if not project.isascii():
+            raise InvalidInput("unicode project names not allowed")
+        normalized = normalize_project(project)
+        if normalized != project:
+            return self._helpers.redirect(request, f"/{user}/{index}/+simple/{normalized}/".encode())
+        if not request.path.endswith(b"/") and not installer_or_json(request):
+            return self._helpers.redirect(request, request.path + b"/")
+        view, stale = await self._simple.project_view(user, index, project, self.refresh)
+        if view.provisional and request.getHeader(_REPLICA_UUID) and self._mirror is not None:
+            for mirror, _ in view.mirrors:  # a replica waits for the serial in our answer
+                await self._mirror.page_stored(mirror, view.project)
+        if stale:  # a front proxy must not keep a page built from a cache (mirror.md 6)
+            now = _http_now()
+            request.setHeader(b"Cache-Control", b"max-age=0, must-revalidate, no-cache, no-store")
+            request.setHeader(b"Expires", now)
+            request.setHeader(b"Last-Modified", now)
+            request.setHeader(b"Pragma", b"no-cache")
+        as_json = wants_json(request)
+        if not view.provisional:
+            etag = b'"%d-%s"' % (view.serial, b"json" if as_json else b"html")
+            request.setHeader(b"ETag", etag)
+            if request.getHeader(b"If-None-Match") == etag:
+                request.setResponseCode(304)
+                return b""
+        # the same page object renders the same bytes for the same format and URL depth
+        key = (id(view), as_json, len(request.prepath or ()) + len(request.postpath or ()))
+        cached = self._rendered.get(key)
+        if cached is None or cached[0] is not view:
+            if len(self._rendered) >= RENDERED_PAGES:
+                self._rendered.pop(next(iter(self._rendered)))
+            cached = self._rendered[key] = (view, *render_project(request, view))
+        _, body, ctype = cached
+        return page(request, body, ctype)
+
+    def refresh(self, name: str, config: Mapping[str, Any], project: str) -> str | Awaitable[str]:
+        """Bring a mirror's page of ``project`` up to date (the domain's Refresh): the
+        state at once when the cache answers, else a Deferred of it."""
+        if self._mirror is None:
+            return CACHED
+        known = self._mirror.known(name, config, project)
+        if known is not None:
+            return known
+        ensured: Deferred[str] = Deferred.fromCoroutine(self._mirror.ensure(name, config, project))
+        return ensured.addErrback(_upstream_failed)
+
+    async def refresh_project(self, request: HttpRequest, user: str, index: str,
+                              project: str) -> bytes:
+        """Ask upstream again for ``project`` on every mirror the index inherits from."""
+        project = normalize_project(project)
+        if self._mirror is not None:  # asked here and now, so every worker sees the result
+            for name in await self._simple.mirrors_of(user, index):
+                self._mirror.forget(name, project)
+                try:
+                    await self._mirror.ensure(name, await self._ops.get_index(*name.split("/", 1)),
+                                              project)
+                except MirrorFailed:
+                    pass  # the page request that follows reports it
+        return self._helpers.redirect(request, f"/{user}/{index}/+simple/{project}/".encode())
+
+    def forget(self, index: str, project: str) -> None:
+        """A mirror's page of ``project``: asked upstream on the next request."""
+        if self._mirror is not None:
+            self._mirror.forget(index, project)
+
+
+_NOW: dict[int, bytes] = {}
+
+
+def _http_now() -> bytes:
+    """The current time as an HTTP date (formatted once per second)."""
+    second = int(time.time())
+    now = _NOW.get(second)
+    if now is None:
+        _NOW.clear()
+        now = _NOW[second] = formatdate(second, usegmt=True).encode()
+    return now
+
+
+def _upstream_failed(failure: Failure) -> Failure:
+    if isinstance(failure.value, MirrorFailed):
+        raise UpstreamFailed(str(failure.value))
+    return failure
