@@ -37,7 +37,6 @@ from devpi_twisted.mirror.cache import PREFETCH, Mirror
 from devpi_twisted.mirror.upstream import Upstream, http_client
 from devpi_twisted.model.acl import Policy, parse_principals
 from devpi_twisted.model.errors import InvalidInput
-from devpi_twisted.model.indexes import MIRROR
 from devpi_twisted.model.ops import ServerOps, check_root_hash, root_pypi, root_user
 from devpi_twisted.model.tokens import TokenSigner, derive_keys
 from devpi_twisted.serverdir import StartupError
@@ -439,7 +438,7 @@ def build_service(config: Config, reactor: Any) -> IService:
 async def _warm(storage: Any, mirror: Mirror) -> None:
     """What the mirror indexes load at start (their stored project lists)."""
     for record in await storage.list_indexes():
-        if record.config.get("type") == MIRROR:
+        if record.config.is_mirror:
             await mirror.warm(f"{record.user}/{record.index}", record.config)
 
 

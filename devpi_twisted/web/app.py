@@ -157,7 +157,7 @@ class ManagementApp:
             config = await self._ops.get_index(user, index)
             api["index"] = f"{base}/{user}/{index}"
             api["simpleindex"] = f"{base}/{user}/{index}/+simple/"
-            if config.get("type") != "mirror":
+            if not config.is_mirror:
                 api["pypisubmit"] = f"{base}/{user}/{index}/"
         return render.result(request, "apiconfig", api)
 
@@ -266,7 +266,7 @@ class ManagementApp:
         if listing is not None:
             return listing
         self._json_view(request)
-        config = await self._ops.get_index(user, index)
+        config = (await self._ops.get_index(user, index)).to_json()
         if not _flag(request, b"no_projects"):
             config["projects"] = await self._index_projects(user, index)
         return render.result(request, "indexconfig", _shown_index(config))

@@ -26,7 +26,7 @@ from devpi_twisted.model.errors import (
     DomainError, InvalidInput, NotFound, TooLarge, Unauthenticated, UnsupportedMedia,
     UpstreamFailed,
 )
-from devpi_twisted.model.releases import with_mirrored
+from devpi_twisted.model.releases import api_view, with_mirrored
 from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.release_ops import (
@@ -326,20 +326,7 @@ class IndexApp(FileRoutes, OpsRoutes, ReplicationRoutes):
 
     def _api_links(self, request: IRequest, data: Mapping[str, Any]) -> dict[str, Any]:
         """Version data as the API shows it: ``+elinks`` become ``+links`` with absolute URLs."""
-        base = self._base(request)
-        shown = {k: v for k, v in data.items() if k not in ("+elinks", "+shadowing")}
-        links = []
-        for link in data.get("+elinks", []):
-            item = {"rel": link.get("rel"), "href": f"{base}/{link['entrypath']}",
-                    "hash_spec": link.get("hash_spec", ""), "hashes": link.get("hashes", {}),
-                    "log": link.get("_log", [])}
-            if link.get("for_entrypath"):
-                item["for_href"] = f"{base}/{link['for_entrypath']}"
-            links.append(item)
-        shown["+links"] = links
-        if data.get("+shadowing"):
-            shown["+shadowing"] = [self._api_links(request, d) for d in data["+shadowing"]]
-        return shown
+        return api_view(data, self._base(request))
 
     @_route(app, "/<user>/<index>/<project>", ["GET"])
     async def project_view(self, request: IRequest, user: str, index: str, project: str) -> bytes:
