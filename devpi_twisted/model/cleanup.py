@@ -19,7 +19,6 @@ from typing import Any
 import attrs
 
 from devpi_twisted.model.errors import InvalidInput
-from devpi_twisted.model.indexes import MIRROR
 
 DAY = 86400.0
 METADATA_SUFFIX = ".metadata"
@@ -89,7 +88,7 @@ class MirrorCleanup:
         """(user, index, file) of every stored file of every mirror index."""
         found = []
         for record in await self._storage.list_indexes():
-            if record.config.get("type") != MIRROR:
+            if not record.config.is_mirror:
                 continue
             for usage in await self._blobs.usage(f"{record.user}/{record.index}/"):
                 if usage.key.split("/", 3)[2:3] not in (["+f"], ["+e"]):

@@ -17,6 +17,7 @@ from devpi_twisted.model import releases
 from devpi_twisted.model.acl import ANONYMOUS, Identity, matches
 from devpi_twisted.model.errors import Conflict, Forbidden, Gone, InvalidInput, NotFound, Unauthenticated
 from devpi_twisted.model.indexes import resolution_order
+from devpi_twisted.model.mirror_drops import forget_mirrored
 from devpi_twisted.model.names import can_be_stored, normalize_project
 from devpi_twisted.model.ops import Written
 from devpi_twisted.model.push import may_upload
@@ -80,7 +81,8 @@ class ReleaseOps:
         ``check_archive`` inspects the release file or doc zip once the form itself is
         found sound (InvalidInput if the archive is not acceptable)."""
         config = await self.check_upload(identity, user, index)
-        action = (fields.get(":action") or [None])[0]
+        actions = fields.get(":action")
+        action = actions[0] if actions else None
         if not action:  # devpi takes a form without one for a push and fails to read its JSON
             raise BadForm(":action field not found")
         if action not in ("file_upload", "submit", "doc_upload"):
@@ -308,7 +310,7 @@ class ReleaseOps:
                                  f"project {project} on non-volatile index {user}/{index}, "
                                  "cannot delete without force")
         if (await self.stage(user, index)).is_mirror:
-            return await self._forget_mirrored(user, index, project)
+            return await forget_mirrored(self._storage, user, index, project)
 
         async def attempt() -> Written:
             records = await self._storage.get_versions(user, index, project)
@@ -319,51 +321,12 @@ class ReleaseOps:
             return Written(serial, None, f"project {project} deleted from stage {user}/{index}")
         return await retrying(attempt, f"{project} is being changed by many requests at once")
 
-    async def _forget_mirrored(self, user: str, index: str, project: str,
-                               version: str | None = None, relpath: str | None = None) -> Written:
-        """A mirror's cached data dropped (mirror.md 9): a project's page and downloaded
-        files (asked upstream again next time); a version's or one file's downloads,
-        the page kept (downloaded again when asked) unless no download remains."""
-        record = await self._storage.get_mirror_project(user, index, project)
-        if record is None:
-            raise NotFound("project not found")
-        stored: dict[str, str] = {}  # relpath -> version, of every live download
-        for link in record.value.get("links", []):
-            try:
-                link_version = releases.split_filename(link["filename"])[1]
-            except InvalidInput:
-                link_version = ""
-            for path in (link["entrypath"], link["entrypath"] + METADATA_SUFFIX):
-                found = await self._storage.get_file(path)
-                if found is not None and not found.deleted:
-                    stored[path] = link_version
-        if relpath is not None:
-            gone = [p for p in stored if p in (relpath, relpath + METADATA_SUFFIX)]
-        elif version is not None:
-            gone = [p for p, v in stored.items() if v == version]
-            if not gone:
-                raise NotFound(f"The version {version} of project {project} does not exist.")
-        else:
-            gone = list(stored)
-        drop_page = relpath is None and version is None or \
-            relpath is not None and len(gone) == len(stored)
-        files: dict[str, Mapping[str, Any]] = {path: {} for path in gone}
-        try:
-            if drop_page:
-                serial = await self._storage.write_mirror_project(user, index, project, None, files)
-            else:
-                serial = await self._storage.write_mirror_files(user, index, project, files)
-        except RecordMissing:
-            raise NotFound(f"The stage {user}/{index} could not be found.") from None
-        what = relpath or (f"version '{version}' of {project}" if version else f"project {project}")
-        return Written(serial, None, f"{what} deleted from mirror {user}/{index}")
-
     async def delete_version(self, identity: Identity, user: str, index: str, name: str,
                              version: str, force: bool = False) -> Written:
         project = normalize_project(name)
         await self._check_delete(identity, user, index, force, f"version {version} of {project}")
         if (await self.stage(user, index)).is_mirror:
-            return await self._forget_mirrored(user, index, project, version)
+            return await forget_mirrored(self._storage, user, index, project, version)
 
         async def attempt() -> Written:
             current = await self.version_record(user, index, project, version)
@@ -390,7 +353,7 @@ class ReleaseOps:
             version = str(record.entry.get("version", ""))
             await self._check_delete(identity, user, index, force, f"file {relpath}")
             if (await self.stage(user, index)).is_mirror:
-                return await self._forget_mirrored(user, index, record.project, version,
+                return await forget_mirrored(self._storage, user, index, record.project, version,
                                                    relpath=relpath)
             current = await self.version_record(user, index, record.project, version)
             if current is None:

@@ -16,7 +16,7 @@ domain (defaults of an ACL, validation): those stay in ``model/``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -203,6 +203,14 @@ class VersionData(_JsonValue):
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "links", _links(self._json.get(ELINKS)))
+
+    @classmethod
+    def of(cls, metadata: Mapping[str, Any], links: Sequence[Mapping[str, Any]]) -> VersionData:
+        """New version data: the metadata, and the links if there are any."""
+        data = dict(metadata)
+        if links:
+            data[ELINKS] = [dict(link) for link in links]
+        return cls(data)
 
     @property
     def metadata(self) -> dict[str, Any]:
