@@ -3,8 +3,8 @@
 Each operation checks permissions and rules with the pure functions of this
 package, then makes one storage write. Read-modify-write operations hand the
 serial they read to storage, which refuses the write if the record changed
-meanwhile; the operation then reads again and retries, so concurrent edits of
-one user or index never lose an acknowledged change.
+meanwhile; the operation then reads again and retries (``retry.retrying``), so
+concurrent edits of one user or index never lose an acknowledged change.
 """
 
 from __future__ import annotations

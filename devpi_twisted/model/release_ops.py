@@ -1,10 +1,12 @@
-"""Use cases of private indexes: uploads and the files and links they make.
+"""Use cases of private indexes: uploads, tox results, yanking, the views of a project's
+versions and the deletions of projects, versions and files (``ReleaseOps``; its pushes
+are in push.py, deletions on a mirror in mirror_drops.py).
 
 An upload stores the file body first (blob store: temp file, hash check,
 rename), then commits the version data and file record in one transaction, so
 a crash never leaves a record pointing at a missing file. Version data is
 written with the serial it was read at; a concurrent change makes the write
-refused and the upload is decided again on fresh data.
+refused and the upload is decided again on fresh data (``retry.retrying``).
 """
 
 from __future__ import annotations
@@ -198,7 +200,7 @@ class ReleaseOps:
             if meta is not None:
                 link["core_metadata"] = {"sha256": meta.sha256}
                 files[relpath + METADATA_SUFFIX] = file_entry(meta.sha256, meta.size, project,
-                                                               version, now)
+                                                              version, now)
             links.append(link)
             data["+elinks"] = links
             if not stored:  # the bodies first: a committed record never points at a missing file
@@ -225,7 +227,7 @@ class ReleaseOps:
             current = None
             if record is not None and not record.deleted:
                 current = await self.version_record(user, index, record.project,
-                                              str(record.entry.get("version", "")))
+                                                    str(record.entry.get("version", "")))
             links = list(current.data.get("+elinks", [])) if current else []
             if record is None or current is None or not any(
                     l.get("rel") == RELEASEFILE and l["entrypath"] == relpath for l in links):
@@ -239,9 +241,10 @@ class ReleaseOps:
                           "_log": log})
             data = {**current.data, "+elinks": links}
             files = {target: file_entry(content.sha256, content.size, record.project,
-                                         current.version, now)}
+                                        current.version, now)}
             await self._blobs.put_file(target, content.path, content.sha256)
-            await self._write(user, index, record.project, current.version, data, files, current)
+            await self._storage.write_release(user, index, record.project, current.version,
+                                              data, files, current.serial)
             return f"{target}#sha256={content.sha256}"
         return await retrying(attempt, f"{relpath} is being changed by many requests at once")
 
@@ -354,7 +357,7 @@ class ReleaseOps:
             await self._check_delete(identity, user, index, force, f"file {relpath}")
             if (await self.stage(user, index)).is_mirror:
                 return await forget_mirrored(self._storage, user, index, record.project, version,
-                                                   relpath=relpath)
+                                             relpath=relpath)
             current = await self.version_record(user, index, record.project, version)
             if current is None:
                 raise NotFound(f"package '{relpath}' doesn't exist")
