@@ -45,7 +45,7 @@ def _json_copy(value: Mapping[str, Any]) -> Mapping[str, Any]:
     return dict(value)
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)
 class _JsonValue(Mapping[str, Any]):
     """A value over its stored JSON object (kept as stored, read through properties)."""
 
@@ -60,12 +60,18 @@ class _JsonValue(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._json)
 
+    def __eq__(self, other: object) -> bool:
+        """Equal to any mapping with the same JSON (a record's field used to be a dict)."""
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return dict(self._json) == dict(other)
+
     def to_json(self) -> dict[str, Any]:
         """The JSON object as stored (a fresh top-level dict the caller may change)."""
         return dict(self._json)
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)
 class IndexConfig(_JsonValue):
     """What every index type's configuration has."""
 
@@ -87,7 +93,7 @@ class IndexConfig(_JsonValue):
         return None if value is None else str(value)
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)
 class StageConfig(IndexConfig):
     """A private index (``type`` stage): uploads, bases it inherits from, ACLs."""
 
@@ -106,7 +112,7 @@ class StageConfig(IndexConfig):
         return None if value is None else _names(value)
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)
 class MirrorConfig(IndexConfig):
     """A mirror of another index server (``type`` mirror)."""
 
@@ -148,7 +154,7 @@ def index_config(value: Mapping[str, Any]) -> IndexConfig:
     return MirrorConfig(value) if value.get("type") == MIRROR else StageConfig(value)
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)
 class FileLink(_JsonValue):
     """One entry of a version's ``+elinks``: a release file, doc zip or tox result."""
 
@@ -195,11 +201,11 @@ def _links(value: Any) -> tuple[FileLink, ...]:
     return tuple(link if isinstance(link, FileLink) else FileLink(link) for link in value or ())
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)
 class VersionData(_JsonValue):
     """One version's data: its metadata and the links of its files."""
 
-    links: tuple[FileLink, ...] = attrs.field(init=False, eq=False, repr=False)
+    links: tuple[FileLink, ...] = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "links", _links(self._json.get(ELINKS)))
