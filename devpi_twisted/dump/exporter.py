@@ -25,6 +25,7 @@ from devpi_twisted.dump.importer import PARALLEL, bounded
 from devpi_twisted.dump.progress import Progress
 from devpi_twisted.model.errors import InvalidInput
 from devpi_twisted.model.releases import split_filename
+from devpi_twisted.storage.blobs import BlobStore
 from devpi_twisted.storage.interface import Storage
 from devpi_twisted.storage.values import FileLink
 
@@ -72,7 +73,7 @@ class ExportSummary:
 
 
 class Exporter:
-    def __init__(self, storage: Storage, blobs: Any, directory: Path,
+    def __init__(self, storage: Storage, blobs: BlobStore, directory: Path,
                  offload: Callable[..., Awaitable[Any]], out: IO[str], server_version: str,
                  hard_links: bool = False, include_mirrored_files: bool = False) -> None:
         self._storage = storage

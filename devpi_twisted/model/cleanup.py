@@ -19,6 +19,8 @@ from typing import Any
 import attrs
 
 from devpi_twisted.model.errors import InvalidInput
+from devpi_twisted.storage.blobs import BlobStore
+from devpi_twisted.storage.interface import Storage
 
 DAY = 86400.0
 METADATA_SUFFIX = ".metadata"
@@ -79,7 +81,7 @@ def choose(files: Iterable[StoredFile], now: float, max_age_days: float | None,
 class MirrorCleanup:
     """The use case: storage and blob store are given (any adapter, any store)."""
 
-    def __init__(self, storage: Any, blobs: Any, now: Callable[[], float]) -> None:
+    def __init__(self, storage: Storage, blobs: BlobStore, now: Callable[[], float]) -> None:
         self._storage = storage
         self._blobs = blobs
         self._now = now

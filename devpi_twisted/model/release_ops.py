@@ -29,6 +29,7 @@ from devpi_twisted.model.release_files import (  # (the names the web layer impo
     link_filename, overwritten,
 )
 from devpi_twisted.model.retry import retrying
+from devpi_twisted.storage.blobs import BlobStore
 from devpi_twisted.storage.interface import FileRecord, RecordMissing, Storage, VersionRecord
 from devpi_twisted.storage.values import IndexConfig, StageConfig
 
@@ -39,7 +40,7 @@ __all__ = ["DOCZIP", "BadForm", "Identical", "IncomingFile", "IncomingMetadata",
 class ReleaseOps:
     """Uploads, tox results, views and deletions of releases; pushes (``push.py``)."""
 
-    def __init__(self, storage: Storage, blobs: Any, clock: Callable[[], float]) -> None:
+    def __init__(self, storage: Storage, blobs: BlobStore, clock: Callable[[], float]) -> None:
         self._storage = storage
         self._blobs = blobs
         self._clock = clock
