@@ -66,7 +66,7 @@ async def push(ops: ReleaseOps, identity: Identity, user: str, index: str, body:
         raise Unauthenticated(f"user '{identity.username}' cannot upload to '{target}'")
     wanted = {RELEASEFILE, TOXRESULT} if body.get("no_docs") else \
         {DOCZIP} if body.get("only_docs") else {RELEASEFILE, TOXRESULT, DOCZIP}
-    links = [link for link in current.data.get("+elinks", []) if link.get("rel") in wanted]
+    links = [link for link in current.data.links if link.rel in wanted]
     if not links:
         raise NotFound(f"no release/files found for {name} {version}")
     volatile = target_config.volatile
@@ -74,7 +74,7 @@ async def push(ops: ReleaseOps, identity: Identity, user: str, index: str, body:
 
     async def attempt() -> list[list[Any]]:
         existing = await ops.version_record(target_user, target_index, project, version)
-        data = {k: v for k, v in current.data.items() if not k.startswith("+")}
+        data = current.data.metadata
         old_links = list(existing.data.get("+elinks", [])) if existing else []
         new_links: list[dict[str, Any]] = []
         files: dict[str, Mapping[str, Any]] = {}
@@ -147,7 +147,7 @@ async def push_external(ops: ReleaseOps, identity: Identity, user: str, index: s
     if current is None:
         raise InvalidInput(f"there are no files for {name} {version} on stage {user}/{index}")
     url, auth = body["posturl"], (body["username"], body["password"])
-    metadata = {k: v for k, v in current.data.items() if not k.startswith("+")}
+    metadata = current.data.metadata
     fields = [(k, item) for k, v in metadata.items() if v not in ("", [], None)
               for item in (v if isinstance(v, list) else [v])]
     log: list[list[Any]] = []
@@ -158,20 +158,20 @@ async def push_external(ops: ReleaseOps, identity: Identity, user: str, index: s
             return False, log
     wanted = {DOCZIP} if body.get("only_docs") else {RELEASEFILE} if body.get("no_docs") \
         else {RELEASEFILE, DOCZIP}
-    for link in current.data.get("+elinks", []):
-        if link.get("rel") not in wanted:
+    for link in current.data.links:
+        if link.rel not in wanted:
             continue
-        relpath, filename = str(link["entrypath"]), link_filename(link)
-        if link.get("rel") == DOCZIP:
+        relpath, filename = link.entrypath, link.filename
+        if link.rel == DOCZIP:
             form = [(":action", "doc_upload"), ("name", name), ("version", version)]
         else:
             pyversion, filetype = releases.pyversion_and_filetype(filename)
             form = [(":action", "file_upload"), ("protocol_version", "1"), *fields,
                     ("pyversion", pyversion), ("filetype", filetype),
-                    ("sha256_digest", link.get("hashes", {}).get("sha256", ""))]
+                    ("sha256_digest", link.sha256)]
         async with copy_out(relpath) as path:
             status, text = await post_form(url, auth, form, (filename, path))
-        if link.get("rel") == DOCZIP:
+        if link.rel == DOCZIP:
             log.append([status, "docfile", name])
         else:
             log.append([status, "upload", relpath] + ([] if 200 <= status < 300 else [text]))

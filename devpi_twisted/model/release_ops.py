@@ -426,7 +426,7 @@ class ReleaseOps:
         """(relpath, sha256) of the doc zip of a version on this index; NotFound if none."""
         project = normalize_project(name)
         current = await self.version_record(user, index, project, version)
-        for link in (current.data.get("+elinks", []) if current else []):
-            if link.get("rel") == DOCZIP:
-                return str(link["entrypath"]), str(link.get("hashes", {}).get("sha256", ""))
+        for link in (current.data.links if current else ()):
+            if link.rel == DOCZIP:
+                return link.entrypath, link.sha256
         raise NotFound(f"no documentation for {project} {version}")

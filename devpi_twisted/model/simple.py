@@ -23,7 +23,7 @@ from devpi_twisted.model.indexes import resolution_order
 from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.releases import split_filename
 from devpi_twisted.storage.interface import UNSTORED, MirrorRecord, Storage
-from devpi_twisted.storage.values import IndexConfig
+from devpi_twisted.storage.values import IndexConfig, VersionData
 
 # refresh(mirror name, its config, project) -> "fresh" | "cached" | "missing", at once
 # when no upstream request is needed, else awaitable
@@ -61,15 +61,14 @@ class ProjectPage:
     provisional: bool = False
 
 
-def _links_of_version(stage: str, data: Mapping[str, Any]) -> list[Link]:
+def _links_of_version(stage: str, data: VersionData) -> list[Link]:
     found = []
-    for link in data.get("+elinks", []):
-        if link.get("rel") != "releasefile":
+    for link in data.links:
+        if link.rel != "releasefile":
             continue
-        relpath = str(link["entrypath"])
         found.append(Link(
-            stage=stage, filename=relpath.rsplit("/", 1)[-1], relpath=relpath,
-            sha256=link.get("hashes", {}).get("sha256"),
+            stage=stage, filename=link.filename, relpath=link.entrypath,
+            sha256=link.hashes.get("sha256"),
             requires_python=data.get("requires_python") or None,
             yanked=link.get("yanked", False), size=link.get("size"),
             upload_time=link.get("upload_time"),

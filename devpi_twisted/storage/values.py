@@ -223,13 +223,6 @@ class VersionData(_JsonValue):
         """The metadata (every key not starting with ``+``)."""
         return {k: v for k, v in self._json.items() if not k.startswith("+")}
 
-    def to_json(self) -> dict[str, Any]:
-        """As stored, with the links as stored too."""
-        data = dict(self._json)
-        if ELINKS in data:
-            data[ELINKS] = [link.to_json() for link in self.links]
-        return data
-
 
 def version_data(value: Mapping[str, Any]) -> VersionData:
     """The version data of the stored JSON (already parsed: as it is)."""
