@@ -1,58 +1,75 @@
-"""``devpi-twisted``: administration commands (init, passwd, gen-config, cleanup) sharing
-the server's options."""
+"""``devpi-twisted``: administration commands (init, passwd, export, import, gen-config,
+cleanup), each offering the server options options.py declares for it."""
 
 from __future__ import annotations
 
 import getpass
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import cast
 
+import attrs
 from twisted.python import usage
 
-from devpi_twisted.config import (
-    EXPORT_OPTIONS, IMPORT_OPTIONS, INIT_OPTIONS, SERVER_OPTIONS, SPECS, STATE_OPTIONS, Config,
-    ConfigError, make_options_class, usage_hint,
+from devpi_twisted.config import BaseOptions, Config, usage_hint
+from devpi_twisted.options import (
+    EXPORT, FILE, IMPORT, INIT, OPTIONS, STATE, ConfigError, offered_by,
 )
 from devpi_twisted.serverdir import StartupError, explain_oserror, read_nodeinfo
 
-InitOptions = make_options_class(INIT_OPTIONS, "Create a new server state (like devpi-init).")
+
+class InitOptions(BaseOptions):
+    """Create a new server state (like devpi-init)."""
+
+    _options = offered_by(INIT)
 
 
-class PasswdOptions(make_options_class(STATE_OPTIONS, "Set a user's password.")):  # type: ignore[misc]
+class PasswdOptions(BaseOptions):
+    """Set a user's password."""
+
+    _options = offered_by(STATE)
     optFlags = [["allow-empty", None, "accept an empty password (refused otherwise)"]]
 
     def parseArgs(self, user: str | None = None) -> None:
         self["user"] = user
 
 
-class _DumpOptions(usage.Options):
+class _DumpOptions(BaseOptions):
     """export/import take the dump directory as their one argument."""
 
-    def parseArgs(self, directory: str) -> None:
+    which = ""
+    synopsis = "[options] DIR"
+
+    def parseArgs(self, directory: str) -> None:  # type: ignore[override]
+        # usage.Options declares parseArgs without arguments; commands add theirs
         self["directory"] = directory
 
     def config(self) -> Config:
-        import attrs
-
-        from pathlib import Path
-
-        key = "export_dir" if self.which == "export" else "import_dir"
-        return attrs.evolve(super().config(), **{key: Path(self["directory"]).absolute()})  # type: ignore[misc]
+        directory = Path(self["directory"]).absolute()
+        if self.which == "export":
+            return attrs.evolve(super().config(), export_dir=directory)
+        return attrs.evolve(super().config(), import_dir=directory)
 
 
-class ExportOptions(_DumpOptions, make_options_class(  # type: ignore[misc]
-        EXPORT_OPTIONS, "Export the state as a devpi-server 6 dump (dataindex.json plus files).")):
+class ExportOptions(_DumpOptions):
+    """Export the state as a devpi-server 6 dump (dataindex.json plus files)."""
+
+    _options = offered_by(EXPORT)
     which = "export"
-    synopsis = "[options] DIR"
 
 
-class ImportOptions(_DumpOptions, make_options_class(  # type: ignore[misc]
-        IMPORT_OPTIONS, "Import a devpi-server 6 dump into a new server directory (and database).")):
+class ImportOptions(_DumpOptions):
+    """Import a devpi-server 6 dump into a new server directory (and database)."""
+
+    _options = offered_by(IMPORT)
     which = "import"
-    synopsis = "[options] DIR"
-class GenConfigOptions(make_options_class(  # type: ignore[misc]
-        SERVER_OPTIONS, "Write nginx, systemd, cron and supervisor files into ./gen-config/.")):
+
+
+class GenConfigOptions(BaseOptions):
+    """Write nginx, systemd, cron and supervisor files into ./gen-config/."""
+
+    _options = OPTIONS
     optParameters = [
         ["bindir", None, None, "directory holding twistd [default: the running Python's]"],
         ["service-user", None, None, "unix user the service runs as [default: the invoking "
@@ -62,8 +79,10 @@ class GenConfigOptions(make_options_class(  # type: ignore[misc]
     ]
 
 
-class CleanupOptions(make_options_class(  # type: ignore[misc]
-        STATE_OPTIONS, "Remove mirrored release files not downloaded lately (never uploads).")):
+class CleanupOptions(BaseOptions):
+    """Remove mirrored release files not downloaded lately (never uploads)."""
+
+    _options = offered_by(STATE)
     optParameters = [
         ["days", None, None, "remove mirror files not downloaded for this many days"],
         ["max-size", None, None, "then keep at most this many bytes of mirror files "
@@ -74,6 +93,7 @@ class CleanupOptions(make_options_class(  # type: ignore[misc]
 
 class CommandOptions(usage.Options):
     synopsis = "devpi-twisted COMMAND [options]"
+    subOptions: BaseOptions
     subCommands = [
         ["init", None, InitOptions, "create a new server state"],
         ["passwd", None, PasswdOptions, "set a user's password"],
@@ -82,6 +102,9 @@ class CommandOptions(usage.Options):
         ["gen-config", None, GenConfigOptions, "write nginx, systemd, cron and supervisor files"],
         ["cleanup", None, CleanupOptions, "remove mirrored files not downloaded lately"],
     ]
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # twisted's usage is unannotated
 
     def opt_version(self) -> None:
         """Print the version and exit."""
@@ -92,11 +115,11 @@ class CommandOptions(usage.Options):
 
     def postOptions(self) -> None:
         if self.subCommand is None:
-            raise usage.UsageError("name a command: " + ", ".join(c[0] for c in self.subCommands))
+            raise usage.UsageError("name a command: " + ", ".join(COMMANDS))
 
 
-def _init(config: Config, options: Any) -> None:
-    from devpi_twisted.service import initialise
+def _init(config: Config, options: BaseOptions) -> None:
+    from devpi_twisted.state import initialise
 
     initialise(config)
 
@@ -135,10 +158,10 @@ def _read_password(user: str, allow_empty: bool) -> str:
     raise StartupError("no password set after three tries; nothing changed")
 
 
-def _passwd(config: Config, options: Any) -> None:
+def _passwd(config: Config, options: BaseOptions) -> None:
     from devpi_twisted.model.passwords import hash_password
     from devpi_twisted.serverdir import BOARD
-    from devpi_twisted.service import open_storage
+    from devpi_twisted.state import open_storage, run_blocking
     from devpi_twisted.storage.board import SerialBoard
 
     node = read_nodeinfo(config.serverdir)
@@ -155,27 +178,31 @@ def _passwd(config: Config, options: Any) -> None:
         raise StartupError("name the user: devpi-twisted passwd USER")
     # publishing on the board lets a running server see the change on its next request
     storage = open_storage(config, board=SerialBoard(config.serverdir / BOARD))
-    try:
-        record = storage.get_user(user).result
-        if record is None:
-            raise StartupError(f"no user '{user}'")
-        pwhash = hash_password(_read_password(user, bool(options["allow-empty"])))
-        storage.update_user(user, record.profile, pwhash, record.serial).result
-    finally:
-        storage.close()
+
+    async def change() -> None:  # storage without a reactor: each call completes at once
+        try:
+            record = await storage.get_user(user)
+            if record is None:
+                raise StartupError(f"no user '{user}'")
+            pwhash = hash_password(_read_password(user, bool(options["allow-empty"])))
+            await storage.update_user(user, record.profile, pwhash, record.serial)
+        finally:
+            await storage.close()
+
+    run_blocking(change())
     print(f"devpi-twisted: password of {user} changed")
 
 
-def _dump(config: Config, options: Any) -> None:
+def _dump(config: Config, options: BaseOptions) -> None:
     from devpi_twisted.dump.run import run
-    from devpi_twisted.service import open_blobs, open_storage
+    from devpi_twisted.state import open_blobs, open_storage
 
     status = run(config, open_storage, open_blobs)
     if status:
         raise SystemExit(status)
 
 
-def _server_args(config: Config, options: Any) -> list[str]:
+def _server_args(config: Config, options: BaseOptions) -> list[str]:
     """The server options given on the command line, in a fixed order, with the
     server directory and config file made absolute (as devpi-gen-config does)."""
     import os
@@ -183,17 +210,16 @@ def _server_args(config: Config, options: Any) -> list[str]:
     args = ["--serverdir", str(config.serverdir)]
     if options["configfile"]:
         args += ["--configfile", os.path.abspath(os.path.expanduser(options["configfile"]))]
-    for name in SERVER_OPTIONS:
-        value = options[name]
-        if name == "serverdir" or not value and value != "":
+    for option in OPTIONS:
+        value = options[option.name]
+        if option.name == "serverdir" or not value and value != "":
             continue
-        args += [f"--{name}"] if SPECS[name].flag else [f"--{name}", str(value)]
+        args += [f"--{option.name}"] if option.flag else [f"--{option.name}", str(value)]
     return args
 
 
-def _gen_config(config: Config, options: Any) -> None:
+def _gen_config(config: Config, options: BaseOptions) -> None:
     import os
-    from pathlib import Path
 
     from devpi_twisted import genconfig
 
@@ -206,9 +232,10 @@ def _gen_config(config: Config, options: Any) -> None:
     notes = genconfig.usage_notes(target, user)
     for path in genconfig.write_files(target, files):
         print(f"devpi-twisted: wrote {path}: {notes[path.name]}")
-    read = {"--secretfile": config.secretfile, "--logger-cfg": config.logger_cfg,
-            "--configfile": Path(os.path.expanduser(options["configfile"])).absolute()
-            if options["configfile"] else None}
+    read = {f"--{option.name}": getattr(config, option.field)
+            for option in OPTIONS if option.kind is FILE and option.field}
+    if options["configfile"]:
+        read["--configfile"] = Path(os.path.expanduser(options["configfile"])).absolute()
     for problem in genconfig.access_problems(
             genconfig.service_account(user), config.serverdir, bindir,
             {option: path for option, path in read.items() if path is not None},
@@ -216,7 +243,7 @@ def _gen_config(config: Config, options: Any) -> None:
         print(f"devpi-twisted: warning: {problem}", file=sys.stderr)
 
 
-def _cleanup(config: Config, options: Any) -> None:
+def _cleanup(config: Config, options: BaseOptions) -> None:
     """Runs beside a serving daemon: records change in transactions (the daemon sees
     them through the database and the serial board), bodies go after them."""
     import time
@@ -225,8 +252,9 @@ def _cleanup(config: Config, options: Any) -> None:
 
     from devpi_twisted.model.cleanup import MirrorCleanup, parse_size
     from devpi_twisted.model.errors import DomainError
+    from devpi_twisted.reactors import IServerReactor
     from devpi_twisted.serverdir import BOARD
-    from devpi_twisted.service import open_blobs, open_storage
+    from devpi_twisted.state import open_blobs, open_storage
     from devpi_twisted.storage.board import SerialBoard
 
     if read_nodeinfo(config.serverdir) is None:
@@ -240,7 +268,7 @@ def _cleanup(config: Config, options: Any) -> None:
     except DomainError as e:
         raise ConfigError(str(e)) from None
 
-    async def run(reactor: Any) -> None:
+    async def run(reactor: IServerReactor) -> None:
         try:
             storage = open_storage(config, reactor, SerialBoard(config.serverdir / BOARD))
         except StartupError as e:
@@ -273,16 +301,17 @@ COMMANDS = {"init": _init, "passwd": _passwd, "export": _dump, "import": _dump,
 def main(argv: Sequence[str] | None = None) -> int:
     options = CommandOptions()
     try:
-        options.parseOptions(list(sys.argv[1:] if argv is None else argv))
+        options.parseOptions(  # type: ignore[no-untyped-call]  # twisted's usage is unannotated
+            list(sys.argv[1:] if argv is None else argv))
     except usage.UsageError as e:
-        where = getattr(options, "subOptions", options)
+        where = cast(usage.Options, getattr(options, "subOptions", options))
         command = f"devpi-twisted {options.subCommand}" if options.subCommand else "devpi-twisted"
         print(f"devpi-twisted: {usage_hint(e, where)} (see {command} --help)", file=sys.stderr)
         return 2
     config = None
     try:
         config = options.subOptions.config()
-        COMMANDS[options.subCommand](config, options.subOptions)
+        COMMANDS[str(options.subCommand)](config, options.subOptions)  # postOptions: one is named
     except (ConfigError, StartupError) as e:
         print(f"devpi-twisted: {e}", file=sys.stderr)
         return 1

@@ -7,10 +7,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from twisted.internet.defer import Deferred, succeed
 
 from devpi_twisted.cli import PasswdOptions
 from devpi_twisted.model.passwords import verify_password
-from devpi_twisted.service import open_storage
+from devpi_twisted.state import open_storage, run_blocking
 from tests.support import bin_path, init_serverdir
 
 
@@ -26,9 +27,10 @@ def _root_hash(serverdir: Path) -> str:
     options.parseOptions(["--serverdir", str(serverdir), "root"])
     storage = open_storage(options.config())
     try:
-        record = storage.get_user("root").result  # type: ignore[attr-defined]
+        record = run_blocking(storage.get_user("root"))
     finally:
-        storage.close()
+        run_blocking(storage.close())
+    assert record is not None
     return str(record.pwhash)
 
 
@@ -67,3 +69,24 @@ def test_passwd_sets_an_empty_password_only_when_allowed(serverdir: Path) -> Non
     done = _passwd(serverdir, stdin="old-pw\n")  # one line from a pipe is enough
     assert done.returncode == 0, done.stderr
     assert verify_password("old-pw", _root_hash(serverdir))
+
+
+def test_run_blocking_returns_the_result_and_raises_the_error_of_its_work() -> None:
+    async def twice(value: int) -> int:
+        return 2 * await succeed(value)
+
+    async def refused() -> None:
+        await succeed(None)
+        raise ValueError("refused")
+
+    assert run_blocking(twice(21)) == 42
+    with pytest.raises(ValueError, match="refused"):
+        run_blocking(refused())
+
+
+def test_run_blocking_refuses_work_that_would_wait_for_a_reactor() -> None:
+    async def waits() -> None:
+        await Deferred()
+
+    with pytest.raises(RuntimeError, match="without a reactor"):
+        run_blocking(waits())

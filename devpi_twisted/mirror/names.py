@@ -11,19 +11,22 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IConsumer
+from twisted.internet.interfaces import IConsumer, IProducer, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from devpi_twisted.mirror.parse import PageError, parse_project_list
+from devpi_twisted.mirror import settings
+from devpi_twisted.mirror.parse import PageError
+from devpi_twisted.mirror.parse_list import parse_project_list
 from devpi_twisted.mirror.upstream import Upstream, UpstreamError, public_url
+from devpi_twisted.mirror.settings import Config
 from devpi_twisted.storage.blobs import BlobMissing, BlobStore
+from devpi_twisted.storage.spool import Offload
 
 _log = Logger()
 
@@ -37,10 +40,9 @@ class _List:
 
 
 class ProjectLists:
-    def __init__(self, upstream: Upstream, blobs: BlobStore, staging: Path,
-                 offload: Callable[..., Deferred[Any]], clock: Callable[[], float],
-                 offline: Callable[[], bool], expiry: Callable[[Mapping[str, Any]], float]
-                 ) -> None:
+    def __init__(self, upstream: Upstream, blobs: BlobStore, staging: Path, offload: Offload,
+                 clock: IReactorTime, offline: Callable[[], bool],
+                 expiry: Callable[[Config], float]) -> None:
         self._upstream = upstream
         self._blobs = blobs
         self._staging = staging
@@ -54,15 +56,15 @@ class ProjectLists:
         self._listing: dict[tuple[str, str], Deferred[None]] = {}
         self._wanted: dict[str, str] = {}  # the upstream URL each mirror was last asked with
 
-    def names(self, name: str, config: Mapping[str, Any]) -> dict[str, str] | None:
+    def names(self, name: str, config: Config) -> dict[str, str] | None:
         """Upstream's project names (normalised -> as upstream spells them) as last
         fetched, None before the first list arrived. An expired or missing list is
         fetched in the background; nobody waits for it (mirror.md 2)."""
         known = self._known(name, config)
-        expired = known is None or self._clock() - known.at >= self._expiry(config)
+        expired = known is None or self._clock.seconds() - known.at >= self._expiry(config)
         key = (name, _list_url(config))
         self._wanted[name] = key[1]
-        if expired and not self._offline() and not config.get("mirror_no_project_list") \
+        if expired and not self._offline() and settings.lists_projects(config) \
                 and key not in self._listing:
             running = Deferred.fromCoroutine(self._fetch_names(name, config))
             self._listing[key] = running
@@ -70,10 +72,10 @@ class ProjectLists:
             running.addBoth(self._listed, key)
         return known.names if known is not None else None
 
-    async def lacks(self, name: str, config: Mapping[str, Any], project: str) -> bool:
+    async def lacks(self, name: str, config: Config, project: str) -> bool:
         """Whether the mirror's list (loaded from the store if this process has none
         yet) lacks ``project``; False when there is none or the mirror has no list."""
-        if config.get("mirror_no_project_list"):
+        if not settings.lists_projects(config):
             return False
         names = self.names(name, config)
         if names is None:
@@ -81,24 +83,24 @@ class ProjectLists:
             names = known.names if known is not None else None
         return names is not None and project not in names
 
-    def found(self, name: str, config: Mapping[str, Any], project: str) -> None:
+    def found(self, name: str, config: Config, project: str) -> None:
         """Upstream has ``project`` (normalised), which the list may not have had when it
         was fetched: it is in the list from now on (until the next list replaces it)."""
         known = self._known(name, config)
         if known is not None and project not in known.names:
             known.names[project] = project
 
-    def _known(self, name: str, config: Mapping[str, Any]) -> _List | None:
+    def _known(self, name: str, config: Config) -> _List | None:
         """The list in memory, if it is of the mirror's current upstream."""
         known = self._lists.get(name)
         return known if known is not None and known.url == _list_url(config) else None
 
-    def _listed(self, _: Any, key: tuple[str, str]) -> None:
+    def _listed(self, _: object, key: tuple[str, str]) -> None:
         self._listing.pop(key, None)
 
-    async def _fetch_names(self, name: str, config: Mapping[str, Any]) -> None:
+    async def _fetch_names(self, name: str, config: Config) -> None:
         known = await self.load(name, config)
-        url = str(config.get("mirror_url") or "")
+        url = settings.upstream_url(config)
         try:
             reply = await self._upstream.get_page(
                 url, known.etag if known else None, timeout=max(self._upstream.timeout, 30.0))
@@ -106,7 +108,7 @@ class ProjectLists:
             _log.warn("mirror {name}: project list: {error}", name=name, error=e)
             return
         if reply.status == 304 and known is not None:
-            self._install(name, attrs.evolve(known, at=self._clock()))
+            self._install(name, attrs.evolve(known, at=self._clock.seconds()))
             return
         if reply.status != 200:
             _log.warn("mirror {name}: project list: {status} from {url}", name=name,
@@ -118,7 +120,7 @@ class ProjectLists:
         except PageError as e:
             _log.warn("mirror {name}: invalid project list: {error}", name=name, error=e)
             return
-        fetched = _List(self._clock(), reply.headers.get("etag"), names, _list_url(config))
+        fetched = _List(self._clock.seconds(), reply.headers.get("etag"), names, _list_url(config))
         if self._install(name, fetched):
             await self._save_names(name, fetched)
 
@@ -130,7 +132,7 @@ class ProjectLists:
         self._lists[name] = fetched
         return True
 
-    async def load(self, name: str, config: Mapping[str, Any]) -> _List | None:
+    async def load(self, name: str, config: Config) -> _List | None:
         """The list in memory, else the one stored by an earlier run (or another
         process), as expired (so it is revalidated); None if there is none of the
         mirror's current upstream."""
@@ -169,7 +171,7 @@ class _Sink:
     def __init__(self) -> None:
         self._parts: list[bytes] = []
 
-    def registerProducer(self, producer: Any, streaming: bool) -> None:
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
         pass
 
     def unregisterProducer(self) -> None:
@@ -186,8 +188,8 @@ def _names_key(name: str) -> str:
     return f"{name}/+names/projects.json"
 
 
-def _list_url(config: Mapping[str, Any]) -> str:
-    return public_url(str(config.get("mirror_url") or ""))
+def _list_url(config: Config) -> str:
+    return public_url(settings.upstream_url(config))
 
 
 # Lists are saved as JSON lines: a head ({"etag", "url", "chunks"}), then the names in

@@ -1,4 +1,6 @@
-"""Parse upstream "simple" pages: PEP 503 HTML and PEP 691 JSON (spec/mirror.md 2 and 5).
+"""Parse upstream "simple" project pages: PEP 503 HTML and PEP 691 JSON (spec/mirror.md
+5), and the decoding, anchors and URL rules the project list parser shares
+(mirror/parse_list.py).
 
 Pure functions from response bodies to values: no I/O, no Twisted. A page we cannot
 use as a whole raises PageError; a single link we cannot use is dropped.
@@ -6,18 +8,15 @@ use as a whole raises PageError; a single link we cannot use is dropped.
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import html
 import html.parser
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TypeVar
-from urllib.parse import SplitResult, unquote, urldefrag, urljoin, urlsplit
+from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
 import attrs
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 JSON_CONTENT_TYPE = "application/vnd.pypi.simple.v1+json"
@@ -29,13 +28,12 @@ ARCHIVE_EXTENSIONS = tuple(sorted(
 
 MAX_URL_LENGTH = 8192
 MAX_FILENAME_LENGTH = 255
-MAX_PROJECT_NAME_LENGTH = 256
 MAX_ANCHOR_TEXT = 1024
-MAX_REQUIREMENTS = 200  # projects taken from one metadata file
 
 # Hex digest length of every fixed-size hashlib algorithm we can verify a download with.
 _HEX_LENGTHS = {"md5": 32, "sha1": 40, "sha224": 56, "sha256": 64, "sha384": 96,
                 "sha512": 128, "sha3_224": 56, "sha3_256": 64, "sha3_384": 96, "sha3_512": 128}
+
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 _T = TypeVar("_T")
@@ -46,12 +44,6 @@ _API_VERSION = re.compile(r"([0-9]{1,9})(\.[0-9]{1,9})*")
 _VERSION_START = re.compile(r"v?[0-9]", re.IGNORECASE)
 _URL_UNSAFE = re.compile(r"[\x00-\x20\x7f]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_NAME_UNSAFE = re.compile(r"[\x00-\x20\x7f-\x9f/\\]")
-_EXTRA = re.compile(r"\bextra\b")
-# a project list as PyPI, devpi and most mirrors write it: anchors of exactly this form
-# (a relative href), and no markup that could hide or move them from a parser
-_PLAIN_ANCHOR = re.compile(r'<a href="([^"\s<>:?#&\\/][^"\s<>:?#&\\]*)">([^<]*)</a>')
-_ODD_MARKUP = re.compile(r"<(?:a[\s>/]|base|!--|!\[|script|style)", re.IGNORECASE)
 
 
 @attrs.frozen
@@ -86,48 +78,6 @@ def parse_project_page(body: bytes, content_type: str, page_url: str,
         candidates = _html_links(_decode(body, content_type), page_url)
     canonical = canonicalize_name(project)
     return _deduplicated(link for link in candidates if _belongs(link.filename, canonical))
-
-
-def parse_project_list(body: bytes, content_type: str, list_url: str) -> dict[str, str]:
-    """Upstream's project names, normalised name -> name as given (first spelling wins).
-
-    Raises PageError for a page that is not a usable list.
-    """
-    if _is_json(content_type):
-        names: Iterable[str] = _json_project_names(_load_json(body))
-    else:
-        text = _decode(body, content_type)
-        names = _plain_project_names(text, list_url) or _html_project_names(text, list_url)
-    result: dict[str, str] = {}
-    for name in names:
-        name = name.strip()
-        if name and len(name) <= MAX_PROJECT_NAME_LENGTH and not _NAME_UNSAFE.search(name):
-            result.setdefault(canonicalize_name(name), name)
-    return result
-
-
-def parse_requirements(metadata: bytes) -> list[str]:
-    """The normalised names of the projects a core metadata file (METADATA, PKG-INFO)
-    requires, in order, each once: its ``Requires-Dist`` entries but those of an extra
-    (``; extra == ...``); at most MAX_REQUIREMENTS. Unreadable entries are left out."""
-    try:
-        headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(
-            metadata)
-        values = headers.get_all("Requires-Dist") or []
-    except Exception:  # not a metadata file at all
-        return []
-    names: dict[str, None] = {}
-    for value in values:
-        try:
-            requirement = Requirement(str(value).strip())
-        except InvalidRequirement:
-            continue
-        if requirement.marker is not None and _EXTRA.search(str(requirement.marker)):
-            continue
-        names.setdefault(canonicalize_name(requirement.name), None)
-        if len(names) >= MAX_REQUIREMENTS:
-            break
-    return list(names)
 
 
 # -- content types and decoding ----------------------------------------------------
@@ -250,17 +200,6 @@ def _json_core_metadata(item: Mapping[str, object]) -> bool | str:
     raise PageError(f"invalid JSON page: bad {key!r} {value!r}")
 
 
-def _json_project_names(data: Mapping[str, object]) -> Iterator[str]:
-    projects = data.get("projects")
-    if not isinstance(projects, list):
-        raise PageError("invalid JSON list: 'projects' is not a list")
-    for item in projects:
-        name = item.get("name") if isinstance(item, dict) else None
-        if not isinstance(name, str):
-            raise PageError("invalid JSON list: a project has no 'name'")
-        yield name
-
-
 # -- HTML (PEP 503) ----------------------------------------------------------------
 
 
@@ -348,75 +287,6 @@ def _html_core_metadata(attributes: Mapping[str, str | None]) -> bool | str:
     if digest is None:
         return False  # absent, or a value we do not understand: do not advertise it
     return f"sha256={digest[1]}" if digest[0] == "sha256" else True
-
-
-def _plain_project_names(text: str, list_url: str) -> list[str] | None:
-    """The names of a list made only of plain anchors (_PLAIN_ANCHOR), read without the
-    HTML parser, giving what it would give (PyPI's 40 MB list: 1 s instead of 16 s of
-    a thread holding the GIL); None (the parser's turn) for anything else. The text is
-    scanned a match at a time (no single long call holding the GIL), the markup between
-    the anchors checked for any other anchor or for what could hide or move them."""
-    if not urlsplit(list_url).path.endswith("/"):
-        return None
-    names = []
-    end = 0
-    for match in _PLAIN_ANCHOR.finditer(text):
-        if _ODD_MARKUP.search(text, end, match.start()):
-            return None
-        end = match.end()
-        href, label = match.groups()
-        if "." in href and any(segment in (".", "..") for segment in href.split("/")):
-            return None
-        if "&" in label:
-            label = html.unescape(label)
-        names.append(label[:MAX_ANCHOR_TEXT].strip() or _last_segment(href))
-    return None if _ODD_MARKUP.search(text, end) else names
-
-
-def _html_project_names(text: str, list_url: str) -> Iterator[str]:
-    base, anchors = _collect(text, list_url)
-    scope = _Scope.of(list_url)
-    for anchor in anchors:
-        try:
-            target = urlsplit(_resolved(base, anchor.href))
-            below = scope.contains(target)
-        except ValueError:  # e.g. "http://[broken/" or a port out of range
-            continue
-        if below:
-            yield "".join(anchor.text).strip() or _last_segment(target.path)
-
-
-@attrs.frozen
-class _Scope:
-    """The URLs strictly below a list URL's path on its host."""
-
-    scheme: str
-    hostname: str | None
-    port: int | None
-    directory: str
-
-    @classmethod
-    def of(cls, url: str) -> _Scope:
-        parts = urlsplit(url)
-        directory = parts.path if parts.path.endswith("/") else parts.path + "/"
-        return cls(parts.scheme.lower(), parts.hostname, _port(parts), directory)
-
-    def contains(self, target: SplitResult) -> bool:
-        """Raises ValueError for a target with an invalid port."""
-        return (target.path.startswith(self.directory)
-                and len(target.path) > len(self.directory)
-                and target.scheme.lower() == self.scheme
-                and target.hostname == self.hostname
-                and _port(target) == self.port)
-
-
-def _port(parts: SplitResult) -> int | None:
-    return parts.port or _DEFAULT_PORTS.get(parts.scheme.lower())
-
-
-def _last_segment(path: str) -> str:
-    segments = [segment for segment in path.split("/") if segment]
-    return unquote(segments[-1]) if segments else ""
 
 
 # -- links -------------------------------------------------------------------------

@@ -11,23 +11,26 @@ from __future__ import annotations
 
 import random
 from base64 import b64encode
-from http.cookiejar import CookieJar
 from collections.abc import Callable, Mapping
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
+from urllib.request import Request
 
 import attrs
 import treq
 from treq.client import HTTPClient
+from treq.cookies import IndexableCookieJar
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IReactorPluggableNameResolver, IReactorTCP, IReactorTime, IStreamClientEndpoint,
+)
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+from twisted.web.client import URI, Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from twisted.web.error import SchemeNotSupported
-from twisted.web.iweb import IAgentEndpointFactory, IPolicyForHTTPS
+from twisted.web.iweb import IAgentEndpointFactory, IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
 from devpi_twisted import __version__
@@ -43,15 +46,19 @@ _log = Logger()
 T = TypeVar("T")
 
 
-class NoCookies(CookieJar):
+class NoCookies(IndexableCookieJar):
     """A cookie jar that keeps and sends nothing: an index server needs no cookies, and
     treq's cookie handling costs a large share of a small request's CPU."""
 
-    def add_cookie_header(self, request: Any) -> None:
+    def add_cookie_header(self, request: Request) -> None:
         pass
 
-    def extract_cookies(self, response: Any, request: Any) -> None:
+    def extract_cookies(self, response: object, request: Request) -> None:
         pass
+
+
+class IClientReactor(IReactorTCP, IReactorTime, IReactorPluggableNameResolver):
+    """What a treq client needs of the reactor (its connections and timeouts)."""
 
 
 @implementer(IAgentEndpointFactory)
@@ -62,12 +69,12 @@ class KeptEndpoints:
 
     LIMIT = 256  # hosts; an index server talks to a handful
 
-    def __init__(self, reactor: Any, tls: IPolicyForHTTPS | None = None) -> None:
+    def __init__(self, reactor: IClientReactor, tls: IPolicyForHTTPS | None = None) -> None:
         self._reactor = reactor
-        self._tls = tls or BrowserLikePolicyForHTTPS()
+        self._tls = tls or BrowserLikePolicyForHTTPS()  # type: ignore[no-untyped-call]  # twisted's
         self._kept: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = {}
 
-    def endpointForURI(self, uri: Any) -> IStreamClientEndpoint:
+    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
         key = (uri.scheme, uri.host, uri.port)
         endpoint = self._kept.get(key)
         if endpoint is None:
@@ -82,12 +89,14 @@ class KeptEndpoints:
         return endpoint
 
 
-def http_client(reactor: Any, tls: IPolicyForHTTPS | None = None,
+def http_client(reactor: IClientReactor, tls: IPolicyForHTTPS | None = None,
                 pool: HTTPConnectionPool | None = None) -> HTTPClient:
     """A treq client without cookies, on ``pool`` (default: a new pool of persistent
     connections); ``tls``: how https peers are checked (default: the system's CAs)."""
-    agent = Agent.usingEndpointFactory(reactor, KeptEndpoints(reactor, tls),
-                                       pool=pool or HTTPConnectionPool(reactor))
+    # (twisted's Agent and HTTPConnectionPool are unannotated)
+    pool = pool or HTTPConnectionPool(reactor)  # type: ignore[no-untyped-call]
+    agent = Agent.usingEndpointFactory(  # type: ignore[no-untyped-call]
+        reactor, KeptEndpoints(reactor, tls), pool=pool)
     return HTTPClient(agent, cookiejar=NoCookies())
 
 
@@ -133,18 +142,28 @@ def with_credentials(url: str, credentials_from: str) -> str:
     return urlunsplit((target.scheme, netloc, target.path, target.query, target.fragment))
 
 
-def _headers(response: Any) -> dict[str, str]:
+def _headers(response: IResponse) -> dict[str, str]:
     found = {}
     for name, values in response.headers.getAllRawHeaders():
         found[name.decode("latin-1").lower()] = values[0].decode("latin-1")
     return found
 
 
+class HTTP(Protocol):
+    """What we use of a treq client (``HTTPClient``; tests: ``treq.testing.StubTreq``)."""
+
+    def request(self, method: str, url: str, **kwargs: Any) -> Deferred[IResponse]: ...
+
+
 class Upstream:
-    def __init__(self, reactor: Any, http: Any, timeout: float = 5.0, retries: int = RETRIES,
-                 max_page: int = MAX_PAGE) -> None:
+    def __init__(self, reactor: IReactorTime, http: HTTP, timeout: float = 5.0,
+                 retries: int = RETRIES, max_page: int = MAX_PAGE,
+                 random: Callable[[], float] = random.random) -> None:
+        """``reactor``: the clock of timeouts and retries; ``random``: the jitter of the
+        back-off, a number in [0, 1)."""
         self._reactor = reactor
         self._http = http
+        self._random = random
         self.timeout = timeout
         self._retries = retries
         self._max_page = max_page
@@ -179,14 +198,15 @@ class Upstream:
             raise UpstreamError(f"{type(e).__name__} reading {public_url(url)}") from None
         return Reply(response.code, _headers(response), body, public_url(url))
 
-    async def open(self, url: str, auth: str | None = None, timeout: float | None = None) -> Any:
+    async def open(self, url: str, auth: str | None = None,
+                   timeout: float | None = None) -> IResponse:
         """GET a file, with ``auth`` as Authorization unless ``url`` has credentials of its
         own; the treq response, its body not read yet (deliverBody / collect)."""
         headers = {"Authorization": auth} if auth else {}
         return await self._request("GET", url, headers, timeout or self.timeout, unbuffered=True)
 
     async def _request(self, method: str, url: str, headers: dict[str, str], timeout: float,
-                       unbuffered: bool = False) -> Any:
+                       unbuffered: bool = False) -> IResponse:
         plain, auth = split_credentials(url)
         headers = {"User-Agent": USER_AGENT, **headers}
         if auth:
@@ -196,7 +216,7 @@ class Upstream:
             self.stats["requests"] += 1
             try:
                 response = await self._http.request(method, plain, headers=headers, timeout=timeout,
-                                                    unbuffered=unbuffered)
+                                                    unbuffered=unbuffered, reactor=self._reactor)
             except CancelledError:
                 raise
             except Exception as e:  # refused, reset, DNS, TLS, timeout
@@ -209,12 +229,12 @@ class Upstream:
             self.stats["errors"] += 1
             if attempt < self._retries:
                 self.stats["retries"] += 1
-                await deferLater(self._reactor, delay * (0.5 + random.random()), lambda: None)
+                await deferLater(self._reactor, delay * (0.5 + self._random()), lambda: None)
                 delay *= 2
         _log.warn("upstream: {error}", error=error)
         raise UpstreamError(error)
 
-    async def _read_capped(self, response: Any) -> bytes:
+    async def _read_capped(self, response: IResponse) -> bytes:
         length = response.length if isinstance(response.length, int) else None
         if length is not None and length > self._max_page:
             await discard(response)
@@ -277,7 +297,7 @@ def _deliver(waiter: Deferred[Any], result: Any) -> None:
         waiter.callback(result)
 
 
-async def discard(response: Any) -> None:
+async def discard(response: IResponse) -> None:
     try:
         await treq.collect(response, lambda _: None)
     except Exception:  # nothing to read: the answer is already decided

@@ -27,13 +27,13 @@ def masked_url(url: str) -> str:
     if not sep:
         scheme, rest = "", url
     authority, tail = _split_authority(rest)
-    if "@" in authority:
+    if "@" in tail:  # (also when the authority has one: "https://@#:secret@host/")
+        host, tail = _split_authority(tail.rpartition("@")[2])
+        authority = f"{MASK}@{host}"
+    elif "@" in authority:
         userinfo, _, host = authority.rpartition("@")
         user, colon, _ = userinfo.partition(":")
         authority = f"{user}:{MASK}@{host}" if colon and user else f"{MASK}@{host}"
-    elif "@" in tail:
-        host, tail = _split_authority(tail.rpartition("@")[2])
-        authority = f"{MASK}@{host}"
     head, hash_, fragment = tail.partition("#")
     path, question, query = head.partition("?")
     shown = f"{scheme}{sep}{authority}{path}{question}{_masked_pairs(query)}{hash_}"

@@ -1,12 +1,21 @@
-"""A replica's requests to its primary, each with the replica's headers (ops.md 6.2)."""
+"""A replica's requests to its primary, each with the replica's headers (ops.md 6.2):
+``PrimaryClient`` (the primary's URL and uuid, the replica's token, treq with the
+injected reactor), ``header`` (one answer header) and the TLS client certificate
+policy of ``--replica-cert``."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import IO
 
+from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError
+from twisted.internet.interfaces import IDelayedCall, IOpenSSLClientConnectionCreator, IReactorTime
 from twisted.internet.ssl import PrivateCertificate, optionsForClientTLS, platformTrust
-from twisted.web.iweb import IPolicyForHTTPS
+from twisted.internet.task import Cooperator
+from twisted.web.client import FileBodyProducer
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
 from devpi_twisted import __version__
@@ -21,15 +30,24 @@ class PrimaryUnreachable(Exception):
 
 
 class PrimaryClient:
-    def __init__(self, http: Any, reactor: Any, primary_url: str, uuid: str, signer: TokenSigner,
-                 outside_url: str | None = None, primary_uuid: str = "") -> None:
+    """Requests to the primary at ``primary_url`` through ``http`` (treq), timed on
+    ``reactor``; ``primary_uuid`` is what the replica expects the primary to be."""
+
+    def __init__(self, http: HTTPClient, reactor: IReactorTime, primary_url: str, uuid: str,
+                 signer: TokenSigner, outside_url: str | None = None,
+                 primary_uuid: str = "") -> None:
         self._http = http
         self._reactor = reactor
+        # request bodies are read from their files in turns on the same reactor
+        self._cooperator = Cooperator(scheduler=self._soon)
         self.url = primary_url.rstrip("/")
         self.uuid = uuid
         self._signer = signer
         self._outside_url = outside_url
         self.primary_uuid = primary_uuid  # "" until the first reply names it
+
+    def _soon(self, work: Callable[[], object]) -> IDelayedCall:
+        return self._reactor.callLater(0, work)
 
     def headers(self, file: bool = False, **extra: str) -> dict[str, list[str]]:
         """The replica headers with a fresh token (valid 37.6 s)."""
@@ -48,25 +66,32 @@ class PrimaryClient:
             headers[name.replace("_", "-")] = [value]
         return headers
 
-    async def request(self, method: str, path: str, timeout: float, headers: dict[str, list[str]],
-                      data: Any = None, unbuffered: bool = False) -> Any:
-        """``method`` on the primary's ``path`` (with query); redirects not followed."""
+    async def request(self, method: str, path: str, timeout: float,
+                      headers: dict[str, list[str]], data: IO[bytes] | None = None,
+                      unbuffered: bool = False) -> IResponse:
+        """``method`` on the primary's ``path`` (with query), with the body in ``data``
+        (read from its current position); redirects not followed."""
+        body = None if data is None else FileBodyProducer(  # type: ignore[no-untyped-call]
+            data, self._cooperator)  # (Twisted's FileBodyProducer is not annotated)
         try:
             return await self._http.request(
-                method, self.url + path, headers=headers, data=data, timeout=timeout,
-                allow_redirects=False, unbuffered=unbuffered, reactor=self._reactor)
+                method, self.url + path, headers=Headers(headers),
+                data=body, timeout=timeout, allow_redirects=False, unbuffered=unbuffered,
+                # treq uses the reactor only for the timeout's callLater; its annotation
+                # asks for a TCP and name-resolving reactor too
+                reactor=self._reactor)  # type: ignore[arg-type]
         except CancelledError:
             raise
         except Exception as e:  # refused, reset, DNS, TLS, timeout
             raise PrimaryUnreachable(f"{type(e).__name__} on {method} {self.url}{path}: {e}") from None
 
     async def get(self, path: str, timeout: float, file: bool = False, unbuffered: bool = False,
-                  **extra: str) -> Any:
+                  **extra: str) -> IResponse:
         return await self.request("GET", path, timeout, self.headers(file, **extra),
                                   unbuffered=unbuffered)
 
 
-def header(response: Any, name: str) -> str | None:
+def header(response: IResponse, name: str) -> str | None:
     values = response.headers.getRawHeaders(name.encode())
     return values[-1].decode("latin-1") if values else None
 
@@ -77,8 +102,19 @@ class ClientCertificatePolicy:
     (``--replica-cert``: one PEM file with the certificate and its private key)."""
 
     def __init__(self, pem: bytes) -> None:
-        self._certificate = PrivateCertificate.loadPEM(pem)
+        self._certificate = PrivateCertificate.loadPEM(pem)  # type: ignore[no-untyped-call]
 
-    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
-        return optionsForClientTLS(hostname.decode("ascii"), trustRoot=platformTrust(),
-                                   clientCertificate=self._certificate)
+    def creatorForNetloc(self, hostname: bytes, port: int) -> IOpenSSLClientConnectionCreator:
+        return optionsForClientTLS(
+            hostname.decode("ascii"),
+            trustRoot=platformTrust(),  # type: ignore[no-untyped-call]
+            clientCertificate=self._certificate)
+
+
+def serial_of(response: IResponse) -> int | None:
+    """The primary's serial an answer names (``X-Devpi-Serial``), None without one."""
+    value = header(response, protocol.SERIAL)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None

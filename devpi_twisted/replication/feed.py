@@ -7,8 +7,7 @@ waits (long polling) until a commit makes it, or answers 202 after a while.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -49,14 +48,17 @@ def parse_start(spec: str) -> tuple[int, bool]:
 
 
 class ChangelogFeed:
-    def __init__(self, storage: Storage, uuid: str, signer: TokenSigner, reactor: IReactorTime,
-                 enabled: bool, clock: Callable[[], float] = time.time) -> None:
+    """The feed of one primary (off unless ``enabled``): replicas' authorization, their
+    polls, and which replicas poll (``polling_replicas``, for ``/+status``)."""
+
+    def __init__(self, storage: Storage, uuid: str, signer: TokenSigner, clock: IReactorTime,
+                 enabled: bool) -> None:
+        """``clock``: times the long polls and the polling replicas' requests."""
         self._storage = storage
         self._uuid = uuid
         self._signer = signer
-        self._reactor = reactor
-        self.enabled = enabled
         self._clock = clock
+        self.enabled = enabled
         self.polling_replicas: dict[str, dict[str, Any]] = {}
 
     def authorize(self, headers: Mapping[str, str | None]) -> str:
@@ -87,7 +89,7 @@ class ChangelogFeed:
 
     def _note(self, uuid: str, serial: int, headers: Mapping[str, str | None], remote: str,
               waiting: bool) -> None:
-        now = self._clock()
+        now = self._clock.seconds()
         seen = self.polling_replicas.setdefault(uuid, {"first-request": now})
         seen.update({"serial": serial, "remote-ip": remote, "in-request": waiting,
                      "is-streaming": True,
@@ -108,7 +110,7 @@ class ChangelogFeed:
                     return Poll(404, current, [])
                 waiting = self._storage.wait_for(start)
                 waiting.addTimeout(protocol.INITIAL_POLL if initial else protocol.LONG_POLL,
-                                   self._reactor)
+                                   self._clock)
                 try:
                     await waiting
                 except defer.TimeoutError:

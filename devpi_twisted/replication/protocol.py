@@ -61,7 +61,7 @@ def encode_changes(changes: Iterable[Change]) -> bytes:
 
 def decode_changes(body: bytes, first: int) -> list[Change]:
     """Entries of a multi-serial reply; they must run on from ``first`` without a gap."""
-    changes = []
+    changes: list[Change] = []
     for line in body.splitlines():
         if not line.strip():
             continue

@@ -162,3 +162,44 @@ def test_clients_hanging_up_mid_write_leave_no_errors(
         daemon.stop()
     log = daemon.log.read_text()
     assert "Unhandled" not in log and "Traceback" not in log, log[-3000:]
+
+
+def test_a_worker_gets_the_options_of_the_config_file(tmp_path: Path) -> None:
+    """Options from the -c file (and flags that once stayed behind) reach a real worker:
+    its command line and environment parse into the main process's Config."""
+    from devpi_twisted.options import OPTIONS
+    from devpi_twisted.service import Options
+
+    serverdir = tmp_path / "state"
+    init_serverdir(serverdir)
+    file = tmp_path / "devpi.yml"
+    file.write_text("devpi-server:\n  no-mirror-prefetch: true\n  blob-cache-size: 1000\n"
+                    "  mirror-cache-expiry: 60\n  offline-mode: true\n"
+                    "  restrict-modify: [root]\n  max-json-body-size: 50000\n")
+    daemon = Daemon(serverdir, "-c", str(file), "--workers", "1").start()
+    try:
+        deadline = time.monotonic() + 30
+        while not (workers := _children(daemon.proc.pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert workers, "no worker process found"
+        argv = Path(f"/proc/{workers[0]}/cmdline").read_bytes().decode().split("\0")[:-1]
+        environ = dict(line.split("=", 1) for line in
+                       Path(f"/proc/{workers[0]}/environ").read_bytes().decode().split("\0")
+                       if "=" in line)
+        assert call(daemon.url + "/+api")[0] == 200
+    finally:
+        daemon.stop()
+
+    def config_of(args: list[str], env: dict[str, str]):  # type: ignore[no-untyped-def]
+        options = Options()
+        options.environ = env
+        options.parseOptions(args)
+        return options.config()
+
+    main = config_of(daemon.command()[daemon.command().index("devpi") + 1:], dict(os.environ))
+    child = config_of(argv[argv.index("devpi") + 1:], environ)
+    assert not main.mirror_prefetch and main.blob_cache_size == 1000 and main.offline_mode
+    for option in OPTIONS:
+        if option.to_workers and option.field and option.name != "secretfile":
+            assert getattr(child, option.field) == getattr(main, option.field), option.name
+    assert child.secretfile == serverdir / ".secret" and child.requests_only

@@ -1,5 +1,7 @@
-"""The mirror's cache policy and downloads against a fake PyPI (its own process), with
-real treq, a real sqlite storage and a file blob store, on the real reactor."""
+"""The mirror's cache policy and downloads against the fake PyPI (tests/fakepypi.py)
+answering in this process behind ``treq.testing.StubTreq``, with a real sqlite storage
+and a file blob store (their threads on the real reactor); the mirror's clock is a
+``task.Clock`` the test moves on (tests/mirror/test_stubbed.py runs on it alone)."""
 
 from __future__ import annotations
 
@@ -10,25 +12,28 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IConsumer
 from twisted.internet.threads import deferToThread
-from twisted.web.client import HTTPConnectionPool
+from twisted.internet.task import Clock, LoopingCall
+from twisted.web.server import Request
 from zope.interface import implementer
 
 from devpi_twisted.mirror.cache import (
     CACHED, FRESH, MISSING, OFFLINE, Mirror, MirrorFailed, NoSuchFile, TransferBroken,
 )
-from devpi_twisted.mirror.upstream import Upstream, http_client
+from devpi_twisted.mirror.upstream import Upstream
 from devpi_twisted.model.ops import root_pypi, root_user
 from devpi_twisted.storage.blobs import FileBlobStore
 from devpi_twisted.storage.executor import ThreadExecutor
 from devpi_twisted.storage.interface import UNSTORED
 from devpi_twisted.storage.sqlite import SqliteStorage
-from tests.fakepypi import SWITCHES, FakePyPI
+from tests.fakepypi import SWITCHES, FakeIndexResource, FakePyPI
 from tests.support import make_sdist, make_wheel
 
 NAME = "root/pypi"
+URL = "http://127.0.0.1/simple/"  # (any host: StubTreq answers every one)
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +43,8 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePyPI]:
     for path in [make_wheel(work, "alpha", "1.0"), make_wheel(work, "alpha", "2.0"),
                  make_sdist(work, "alpha", "2.0"), make_wheel(work, "beta", "1.0")]:
         upstream.add(path)
-    upstream.start()
+    upstream.url = URL
     yield upstream
-    upstream.stop()
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +57,8 @@ def deps_fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePyPI]:
     for path in [make_wheel(work, "app", "1.0", requires=requires), make_wheel(work, "lib", "1.0"),
                  make_wheel(work, "other-lib", "1.0"), make_wheel(work, "testlib", "1.0")]:
         upstream.add(path)
-    upstream.start()
+    upstream.url = URL
     yield upstream
-    upstream.stop()
 
 
 @pytest.fixture
@@ -64,19 +67,72 @@ def upstream_switches(fake: FakePyPI) -> Iterator[FakePyPI]:
     fake.set(**{name: None for name in SWITCHES})
 
 
+_PUMPING: list[LoopingCall] = []
+
+
+@pytest.fixture(autouse=True)
+def stop_pumping() -> Iterator[None]:
+    """Stop the pumps of the test's worlds after it."""
+    yield
+    while _PUMPING:
+        _PUMPING.pop().stop()
+
+
+class InProcessPyPI(FakeIndexResource):
+    """The fake index answering in this process: its "reset" aborts the in-memory
+    connection (there is no socket to reset), and a big body goes in pieces, a few ms
+    apart (in-memory connections deliver all that was written at once)."""
+
+    PIECE = 256 << 10
+
+    def _answer(self, request: Request, state: dict[str, Any]) -> None:
+        if state.get("reset"):
+            self._record(request, None, "reset")
+            request.transport.abortConnection()
+            return
+        reply = self._decide(request, state)
+        if reply.action is not None or len(reply.body) <= self.PIECE \
+                or request.method != b"GET" or reply.status is None:
+            super()._answer(request, state)
+            return
+        self._record(request, reply.status, None)
+        request.setResponseCode(reply.status)
+        for name, value in reply.headers.items():
+            request.setHeader(name, value)
+        request.setHeader("Content-Length", str(len(reply.body)))
+        gone: list[object] = []
+        request.notifyFinish().addErrback(gone.append)  # the client left
+        self._pieces(request, reply.body, gone)
+
+    def _pieces(self, request: Request, body: bytes, gone: list[object]) -> None:
+        from twisted.internet import reactor
+
+        if gone:
+            return
+        request.write(body[:self.PIECE])
+        if len(body) > self.PIECE:
+            reactor.callLater(0.005, self._pieces, request, body[self.PIECE:], gone)
+        else:
+            request.finish()
+
+
 class World:
     def __init__(self, tmp_path: Path, fake: FakePyPI, storage: Any = None) -> None:
         """On ``storage`` (an adapter's, empty), else on a new sqlite database."""
         from twisted.internet import reactor
 
-        self.now = [1000.0]
+        self.clock = Clock()  # the mirror's: a test moves it on
+        self.clock.advance(1000)
         self.storage = storage if storage is not None else SqliteStorage.open(
             tmp_path / "db.sqlite3", ThreadExecutor(reactor, "test-mirror"))
         self.blobs = FileBlobStore(tmp_path / "files", reactor)
         staging = tmp_path / "staging"
         staging.mkdir()
-        self.pool = HTTPConnectionPool(reactor, persistent=False)
-        self.upstream = Upstream(reactor, http_client(reactor, pool=self.pool), timeout=5)
+        self.http = StubTreq(InProcessPyPI(fake.root, fake.state_file, fake.log_file, reactor))
+        self.pumping = LoopingCall(self.pump)
+        self.pumping.start(0.002, now=False)
+        _PUMPING.append(self.pumping)
+        self.upstream = Upstream(reactor, self.http, timeout=5)
         self.staging = staging
         self.mirror = self.new_mirror()
         # the project list has a test of its own; elsewhere it would race the pages
@@ -84,11 +140,17 @@ class World:
         self.fake = fake
         self.seen = len(fake.requests())
 
-    def new_mirror(self) -> Mirror:
+    def pump(self) -> None:
+        """Carry what was written over the in-memory connections, and run the mirror's
+        calls due now (writes after the replies)."""
+        self.http.flush()
+        self.clock.advance(0)
+
+    def new_mirror(self, **options: Any) -> Mirror:
         """A Mirror on this world's storage, upstream and files (one more after a restart,
         or in another process)."""
         return Mirror(self.storage, self.upstream, self.blobs, self.staging,
-                      lambda fn, *a: deferToThread(fn, *a), clock=lambda: self.now[0])
+                      lambda fn, *a: deferToThread(fn, *a), self.clock, **options)
 
     async def setup(self) -> World:
         index = root_pypi(self.fake.url)
@@ -226,10 +288,10 @@ async def test_young_pages_are_not_asked_again_old_ones_revalidate_with_the_etag
     await world.setup()
     assert await world.ensure("alpha") == FRESH
     serial = world.storage.serial
-    world.now[0] += 60
+    world.clock.advance(60)
     assert await world.ensure("alpha") == CACHED
     assert len(world.asked("/simple/alpha/")) == 1
-    world.now[0] += 1800
+    world.clock.advance(1800)
     assert await world.ensure("alpha") == FRESH
     again = world.asked("/simple/alpha/")[-1]
     assert again["status"] == 304 and again["headers"].get("if-none-match")
@@ -242,14 +304,14 @@ async def test_young_pages_are_not_asked_again_old_ones_revalidate_with_the_etag
 async def test_failing_upstreams_are_retried_then_the_cache_stands_in(world: World) -> None:
     await world.setup()
     assert await world.ensure("alpha") == FRESH
-    world.now[0] += 3600
+    world.clock.advance(3600)
     world.fake.set(status=503)
     assert await world.ensure("alpha") == CACHED
     assert [r["status"] for r in world.asked("/simple/alpha/")] == [200, 503, 503, 503]
     with pytest.raises(MirrorFailed, match="503"):
         await world.ensure("beta")  # nothing cached
     world.fake.set(status=None, reset=True)
-    world.now[0] += 3600
+    world.clock.advance(3600)
     assert await world.ensure("alpha") == CACHED
     assert world.mirror.stats["page_errors"] == 3
 
@@ -260,7 +322,7 @@ async def test_missing_projects_are_remembered_for_the_expiry(world: World) -> N
     assert await world.ensure("no-such") == MISSING
     assert await world.ensure("no-such") == MISSING
     assert len(world.asked("/simple/no-such/")) == 1
-    world.now[0] += 3600
+    world.clock.advance(3600)
     assert await world.ensure("no-such") == MISSING
     assert len(world.asked("/simple/no-such/")) == 2
 
@@ -269,7 +331,7 @@ async def test_missing_projects_are_remembered_for_the_expiry(world: World) -> N
 async def test_an_upstream_behind_the_stored_serial_is_not_believed(world: World) -> None:
     await world.setup()
     assert await world.ensure("alpha") == FRESH
-    world.now[0] += 3600
+    world.clock.advance(3600)
     world.fake.set(serial=1)
     assert await world.ensure("alpha") == CACHED
     assert await world.ensure("alpha", mirror_ignore_serial_header=True) == FRESH
@@ -284,7 +346,7 @@ async def test_offline_mode_never_asks_upstream_and_shows_only_stored_files(worl
     first = (await world.links("alpha"))[0]
     await world.mirror.download(NAME, "alpha", "1.0", first["entrypath"], Collect().start)
     world.mirror.offline = True
-    world.now[0] += 3600
+    world.clock.advance(3600)
     seen = len(world.asked())
     assert await world.ensure("alpha") == OFFLINE
     assert await world.ensure("beta") == MISSING
@@ -383,7 +445,7 @@ async def test_metadata_is_extracted_from_a_wheel_upstream_gave_without_it(world
         "sha256": sha256}
     page = await SimpleOps(world.storage).project_page("root", "pypi", "beta")
     assert page.links[0].core_metadata == sha256
-    world.now[0] += 3600  # a refresh keeps what was extracted
+    world.clock.advance(3600)  # a refresh keeps what was extracted
     assert await world.ensure("beta", mirror_cache_expiry=0) == FRESH
     record = await world.storage.get_mirror_project("root", "pypi", "beta")
     assert record.value["extracted"] == {link["filename"]: sha256}
@@ -457,20 +519,22 @@ async def test_a_slow_upstream_is_not_waited_for_and_its_answer_still_stored(
     from twisted.internet import reactor
     from twisted.internet.task import deferLater
 
-    slow = Mirror(world.storage, world.upstream, world.blobs, world.mirror._staging,
-                  lambda fn, *a: deferToThread(fn, *a), clock=lambda: world.now[0],
-                  reactor=reactor, wait=0.3)
+    slow = world.new_mirror(wait=0.3)  # (on the mirror's clock)
     await world.setup()
-    world.fake.add(make_wheel(Path(world.mirror._staging), "gamma", "1.0"))
+    world.fake.add(make_wheel(Path(world.staging), "gamma", "1.0"))
     assert await slow.ensure(NAME, world.config, "gamma") == FRESH
     await slow.settled()
     serial = world.storage.serial
-    world.fake.add(make_wheel(Path(world.mirror._staging), "gamma", "2.0"))
+    world.fake.add(make_wheel(Path(world.staging), "gamma", "2.0"))
     world.fake.set(latency=1.0)
-    world.now[0] += 3600
-    assert await slow.ensure(NAME, world.config, "gamma") == CACHED  # after 0.3 s, not 1 s
+    world.clock.advance(3600)
+    asking = Deferred.fromCoroutine(slow.ensure(NAME, world.config, "gamma"))
+    world.clock.advance(0.3)  # upstream answers a second later
+    assert await asking == CACHED
+    asking = Deferred.fromCoroutine(slow.ensure(NAME, world.config, "beta"))
+    world.clock.advance(0.3)
     with pytest.raises(MirrorFailed, match="timeout"):
-        await slow.ensure(NAME, world.config, "beta")  # nothing cached
+        await asking  # nothing cached
     for _ in range(60):  # the fetch went on and stored the new page
         if world.storage.serial > serial:
             break
@@ -495,7 +559,7 @@ async def test_the_pages_a_fetched_release_requires_are_fetched_ahead_of_the_cli
         await world.mirror.download(NAME, "app", "1.0", path, Collect().start,
                                     config=world.config)
         await _until(lambda: world.mirror.stats["page_fetches"] == 3
-                     and not world.mirror._refreshing)  # both fetched, not just asked
+                     and not world.mirror.refresher._refreshing)  # both fetched, not just asked
         await world.mirror.settled()
         assert world.mirror.stats["page_prefetches"] == 2
         assert world.asked("/simple/testlib/") == []  # only wanted for an extra
@@ -534,7 +598,7 @@ async def test_files_of_a_page_this_process_created_are_known_not_stored(world: 
     assert not world.mirror.none_stored(NAME, "beta")  # a file of it is stored now
     assert (await world.storage.get_file(link["entrypath"])) is not None
     restarted = world.new_mirror()  # a page stored before this process: not known
-    world.now[0] += 10_000
+    world.clock.advance(10_000)
     assert await restarted.ensure(NAME, world.config, "beta") == FRESH
     assert not restarted.none_stored(NAME, "beta")
 
@@ -551,7 +615,7 @@ async def test_a_new_mirror_url_gets_its_own_list_while_the_old_ones_is_coming(
         return len([r for r in world.asked("/simple/") if r["path"] == "/simple/"])
 
     assert world.mirror.names(NAME, old) is None  # the old upstream's list: on its way
-    world.now[0] += 1
+    world.clock.advance(1)
     assert world.mirror.names(NAME, new) is None  # the new one's: asked for too
     await _until(lambda: lists_asked() == 2)
     await _until(lambda: world.mirror.lists._known(NAME, new) is not None)

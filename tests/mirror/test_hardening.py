@@ -17,10 +17,11 @@ import pytest_twisted
 from twisted.internet.defer import Deferred, gatherResults
 
 from devpi_twisted.mirror.cache import (
-    FRESH, MISSING, MISSING_FOR, MirrorFailed, TransferBroken, _Check, expected_hashes,
+    FRESH, MISSING, MISSING_FOR, MirrorFailed, TransferBroken, expected_hashes,
 )
+from devpi_twisted.mirror.receive import Check
 from tests.fakepypi import SWITCHES, FakePyPI
-from tests.mirror.test_cache import NAME, Collect, World
+from tests.mirror.test_cache import NAME, URL, Collect, World, stop_pumping  # noqa: F401
 from tests.storage.conftest import adapter  # noqa: F401  (the fixture: sqlite, postgres)
 from tests.support import make_wheel
 
@@ -33,9 +34,8 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePyPI]:
     big = work / "bulky-1.0.tar.gz"  # arrives in several reads
     big.write_bytes(os.urandom(2 << 20))
     upstream.add(big)
-    upstream.start()
+    upstream.url = URL
     yield upstream
-    upstream.stop()
 
 
 @pytest.fixture
@@ -102,9 +102,9 @@ async def test_lookups_of_a_name_upstream_lacks_are_shared_and_believed_a_minute
     assert await world.mirror.ensure(NAME, config, name) == MISSING
     assert len(world.asked(f"/simple/{name}/")) == 1  # the "no" is believed ...
     publish(world, tmp_path, name)
-    world.now[0] += MISSING_FOR - 1
+    world.clock.advance(MISSING_FOR - 1)
     assert await world.mirror.ensure(NAME, config, name) == MISSING
-    world.now[0] += 1  # ... for a minute, not for the expiry
+    world.clock.advance(1)  # ... for a minute, not for the expiry
     assert await world.mirror.ensure(NAME, config, name) == FRESH
     assert len(world.asked(f"/simple/{name}/")) == 2
 
@@ -177,9 +177,9 @@ def test_every_hash_the_page_gave_is_checked() -> None:
     assert expected_hashes(link) == {"md5": md5}
     for data, length, passed in [(body, None, True), (body, len(body), True),
                                  (body, len(body) + 1, False), (b"other file!!", None, False)]:
-        check = _Check(length, expected_hashes(link))
-        check.update(data)
-        assert check.passed() is passed
+        check = Check(length, expected_hashes(link))
+        check.update(data)  # (the sha256 and size are the spool's)
+        assert check.passed(len(data), hashlib.sha256(data).hexdigest()) is passed
 
 
 @pytest_twisted.ensureDeferred

@@ -12,9 +12,9 @@ from devpi_twisted.mirror.parse import (
     MAX_URL_LENGTH,
     PageError,
     UpstreamLink,
-    parse_project_list,
     parse_project_page,
 )
+from devpi_twisted.mirror.parse_list import parse_project_list
 
 PAGE = "https://pypi.example/simple/foo/"
 FILES = "https://files.example/packages/ab/cd/"
@@ -592,7 +592,7 @@ PLAIN_LIST = [a("foo-bar/", "Foo.Bar"), a("q/", "A &amp; B"), a("r/", "R&eacute;
 
 
 def test_a_plain_html_project_list_is_read_without_the_parser_alike() -> None:
-    from devpi_twisted.mirror.parse import _html_project_names, _plain_project_names
+    from devpi_twisted.mirror.parse_list import _html_project_names, _plain_project_names
 
     text = html_page(*PLAIN_LIST).decode()
     plain = _plain_project_names(text, LIST)
@@ -615,7 +615,7 @@ def test_a_plain_html_project_list_is_read_without_the_parser_alike() -> None:
 ])
 def test_any_other_html_project_list_goes_to_the_parser(
         odd: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from devpi_twisted.mirror import parse
+    from devpi_twisted.mirror import parse_list as parse
 
     text = html_page(*PLAIN_LIST, odd).decode()
     assert parse._plain_project_names(text, LIST) is None
@@ -631,7 +631,7 @@ def test_html_project_list_with_broken_markup_is_a_page_error() -> None:
 
 
 def test_requirements_are_taken_from_core_metadata_headers_without_extras() -> None:
-    from devpi_twisted.mirror.parse import parse_requirements
+    from devpi_twisted.mirror.requirements import parse_requirements
 
     metadata = (b"Metadata-Version: 2.1\nName: app\nVersion: 1.0\n"
                 b"Requires-Dist: Foo_Bar (>=1.0)\n"

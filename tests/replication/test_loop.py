@@ -9,7 +9,6 @@ from typing import Any
 import attrs
 import pytest
 from treq.client import HTTPClient
-from twisted.application.internet import backoffPolicy
 from treq.testing import _SynchronousProducer
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionRefusedError
@@ -24,7 +23,7 @@ from devpi_twisted.model.tokens import TokenSigner
 from devpi_twisted.replication import protocol
 from devpi_twisted.replication.client import PrimaryClient
 from devpi_twisted.replication.feed import ChangelogFeed, FeedRefused, parse_start
-from devpi_twisted.replication.replica import POLL_BACKOFF, Replica
+from devpi_twisted.replication.replica import Replica, build_replica
 from devpi_twisted.storage.executor import InlineExecutor
 from devpi_twisted.storage.interface import Change, Record, UserRecord
 from devpi_twisted.storage.sqlite import SqliteStorage
@@ -61,7 +60,7 @@ def make_primary(tmp_path: Path, clock: Clock, enabled: bool = True,
     ops = ServerOps(storage, Policy(None), TokenSigner(b"k" * 16, clock.seconds), offload, clock.seconds)
     info = ServerInfo(uuid=uuid, serverdir=str(tmp_path), role="primary")
     feed = ChangelogFeed(storage, uuid, TokenSigner(REPLICA_KEY, clock.seconds), clock,
-                         enabled, clock.seconds)
+                         enabled)
     app = IndexApp(ops, info, ReleaseOps(storage, None, clock.seconds), SimpleOps(storage), None,
                    offload, tmp_path, feed=feed)
     return storage, feed, DevpiSite(app.resource(), info, lambda: storage.serial)
@@ -108,9 +107,8 @@ def setup(tmp_path: Path) -> Setup:
                            TokenSigner(REPLICA_KEY, clock.seconds))
     storage = SqliteStorage.open(tmp_path / "replica.sqlite3", InlineExecutor())
     learned: list[str] = []
-    replica = Replica(storage, None, client, clock, tmp_path, offload,  # type: ignore[arg-type]
-                      learned.append, clock=clock.seconds,
-                      poll_delay=backoffPolicy(*POLL_BACKOFF, jitter=lambda: 0))
+    replica = build_replica(storage, None, client, clock, tmp_path, offload,  # type: ignore[arg-type]
+                            learned.append, jitter=lambda: 0)
     return Setup(clock, primary, feed, storage, replica, client, http)
 
 
@@ -173,8 +171,8 @@ def test_a_restarted_replica_resumes_from_its_own_serial(setup: Setup, tmp_path:
     result_of(setup.primary.create_user("erin", {}, None))
     assert setup.replica_storage.serial == 0
     again = SqliteStorage.open(tmp_path / "replica.sqlite3", InlineExecutor())
-    replica = Replica(again, None, setup.client, setup.clock, tmp_path, offload,  # type: ignore[arg-type]
-                      lambda uuid: None, clock=setup.clock.seconds)
+    replica = build_replica(again, None, setup.client, setup.clock, tmp_path, offload,  # type: ignore[arg-type]
+                            lambda uuid: None)
     replica.startService()
     assert again.serial == 2
     assert setup.feed.polling_replicas[REPLICA_UUID]["serial"] == 2
