@@ -35,7 +35,6 @@ from devpi_twisted.storage.interface import Storage
 from devpi_twisted.mirror.cache import PREFETCH, Mirror
 from devpi_twisted.mirror.upstream import Upstream, http_client
 from devpi_twisted.model.acl import Policy, parse_principals
-from devpi_twisted.model.indexes import MIRROR
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.tokens import TokenSigner, derive_keys
 from devpi_twisted.serverdir import StartupError
@@ -187,7 +186,7 @@ def build_service(config: Config, reactor: IServerReactor) -> IService:
 async def _warm(storage: Storage, mirror: Mirror) -> None:
     """What the mirror indexes load at start (their stored project lists)."""
     for record in await storage.list_indexes():
-        if record.config.get("type") == MIRROR:
+        if record.config.is_mirror:
             await mirror.warm(f"{record.user}/{record.index}", record.config)
 
 

@@ -11,12 +11,12 @@ import json
 import os
 import posixpath
 import shutil
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
 import attrs
-from twisted.internet.interfaces import IConsumer, IPushProducer
+from twisted.internet.interfaces import IConsumer, IProducer
 from zope.interface import implementer
 
 from devpi_twisted.dump import format as fmt
@@ -25,9 +25,9 @@ from devpi_twisted.dump.importer import PARALLEL, bounded
 from devpi_twisted.dump.progress import Progress
 from devpi_twisted.model.errors import InvalidInput
 from devpi_twisted.model.releases import split_filename
+from devpi_twisted.storage.blobs import BlobStore
 from devpi_twisted.storage.interface import Storage
-
-MIRROR = "mirror"
+from devpi_twisted.storage.values import FileLink
 
 
 @implementer(IConsumer)
@@ -36,9 +36,9 @@ class _FileConsumer:
 
     def __init__(self, target: IO[bytes]) -> None:
         self._target = target
-        self.producer: IPushProducer | None = None
+        self.producer: IProducer | None = None
 
-    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
         self.producer = producer
 
     def unregisterProducer(self) -> None:
@@ -73,7 +73,7 @@ class ExportSummary:
 
 
 class Exporter:
-    def __init__(self, storage: Storage, blobs: Any, directory: Path,
+    def __init__(self, storage: Storage, blobs: BlobStore, directory: Path,
                  offload: Callable[..., Awaitable[Any]], out: IO[str], server_version: str,
                  hard_links: bool = False, include_mirrored_files: bool = False) -> None:
         self._storage = storage
@@ -95,8 +95,8 @@ class Exporter:
         data["users"] = {u.name: fmt.user_for_dump(u.name, u.profile, u.pwhash) for u in users}
         data["indexes"] = {}
         for record in await self._storage.list_indexes():
-            dumped: dict[str, Any] = {"indexconfig": dict(record.config)}
-            if record.config.get("type") != MIRROR:
+            dumped: dict[str, Any] = {"indexconfig": record.config.to_json()}
+            if not record.config.is_mirror:
                 dumped["projects"], dumped["files"] = await self._stage(record.user, record.index)
             elif self._mirrored:
                 projects, files = await self._mirror(record.user, record.index)
@@ -134,11 +134,11 @@ class Exporter:
                 await self._blobs.read(key, _FileConsumer(f))
         self._progress.step()
 
-    async def _entry(self, link: Mapping[str, Any], project: str, version: str) -> dict[str, Any]:
-        record = await self._storage.get_file(str(link["entrypath"]))
+    async def _entry(self, link: FileLink, project: str, version: str) -> dict[str, Any]:
+        record = await self._storage.get_file(link.entrypath)
         entry = dict(record.entry) if record is not None and not record.deleted else {}
         entry.setdefault("hash_spec", link.get("hash_spec", ""))
-        entry.setdefault("hashes", dict(link.get("hashes", {})))
+        entry.setdefault("hashes", link.hashes)
         entry.setdefault("project", project)
         entry.setdefault("version", version)
         return fmt.entry_for_dump(entry)
@@ -151,28 +151,26 @@ class Exporter:
             versions = {}
             for record in sorted(await self._storage.get_versions(user, index, project),
                                  key=lambda r: r.version):
-                data = record.data
-                versions[record.version] = {k: v for k, v in data.items() if not k.startswith("+")}
-                links = list(data.get("+elinks", []))
-                by_path = {str(link["entrypath"]): link for link in links}
+                versions[record.version] = record.data.metadata
+                links = record.data.links
+                by_path = {link.entrypath: link for link in links}
                 for link in links:
-                    rel = link.get("rel")
-                    filename = posixpath.basename(str(link["entrypath"]))
+                    rel = link.rel
+                    filename = link.filename
                     desc: dict[str, Any] = {"type": rel, "projectname": project,
-                                            "version": record.version,
-                                            "log": list(link.get("_log", []))}
+                                            "version": record.version, "log": link.log}
                     if rel == RELEASEFILE:
                         path = fmt.release_dump_path(name, project, record.version, filename)
                     elif rel == DOCZIP:
                         path = fmt.doczip_dump_path(name, project, record.version)
                     elif rel == TOXRESULT:
-                        release = by_path.get(str(link.get("for_entrypath")), {})
-                        path = fmt.toxresult_dump_path(name, project,
-                                                       str(release.get("hash_spec", "unknown")), filename)
+                        release = by_path.get(str(link.get("for_entrypath")))
+                        spec = release.get("hash_spec", "unknown") if release else "unknown"
+                        path = fmt.toxresult_dump_path(name, project, str(spec), filename)
                         desc["for_entrypath"] = link.get("for_entrypath")
                     else:
                         continue
-                    self._copies.append((str(link["entrypath"]), path))
+                    self._copies.append((link.entrypath, path))
                     extra = {k: link[k] for k in fmt.EXTRA_KEYS if k in link}
                     if extra:
                         desc[fmt.EXTRA] = extra

@@ -23,6 +23,7 @@ from devpi_twisted.model.indexes import check_mirror_url
 from devpi_twisted.model.names import check_name, normalize_project
 from devpi_twisted.model.passwords import legacy_hash, split_legacy
 from devpi_twisted.model.releases import check_plain_filename, doczip_filename, split_filename
+from devpi_twisted.storage.values import IndexConfig, MirrorConfig, index_config
 
 DATAINDEX = "dataindex.json"
 DUMPVERSION = "2"
@@ -75,7 +76,7 @@ class FileDesc:
 class IndexDump:
     user: str
     index: str
-    config: Mapping[str, Any]
+    config: IndexConfig
     projects: Mapping[str, Mapping[str, Mapping[str, Any]]]  # project -> version -> metadata
     files: tuple[FileDesc, ...]
 
@@ -85,7 +86,7 @@ class IndexDump:
 
     @property
     def mirror(self) -> bool:
-        return self.config.get("type") == "mirror"
+        return self.config.is_mirror
 
     def files_of(self, project: str, version: str) -> list[FileDesc]:
         return [f for f in self.files if f.project == project and f.version == version]
@@ -280,7 +281,7 @@ def read_dump(directory: Path, skip_types: Iterable[str] = ()) -> Dump:
         if not isinstance(dumped, dict) or not isinstance(dumped.get("indexconfig"), dict):
             problems.append(f"index {name}: no 'indexconfig' object")
             continue
-        kind = dumped["indexconfig"].get("type", "stage")
+        kind = index_config(dumped["indexconfig"]).type
         if kind in skip:
             warnings.append(f"index {name} of type {kind} skipped")
             continue
@@ -297,11 +298,11 @@ def read_dump(directory: Path, skip_types: Iterable[str] = ()) -> Dump:
     return Dump(directory, dumpversion, server, users, tuple(indexes), tuple(warnings))
 
 
-def _check_mirror_url(name: str, config: Mapping[str, Any], warnings: list[str]) -> None:
+def _check_mirror_url(name: str, config: IndexConfig, warnings: list[str]) -> None:
     """A warning (the URL masked) for a mirror whose URL we would refuse: it is imported
     as it is, and its pages fail until it is fixed."""
-    url = config.get("mirror_url")
-    if config.get("type") != "mirror" or url is None:
+    url = config.get("mirror_url")  # (as the dump has it, whatever its type)
+    if not isinstance(config, MirrorConfig) or url is None:
         return
     try:
         check_mirror_url(url)
@@ -314,7 +315,7 @@ def _check_mirror_url(name: str, config: Mapping[str, Any], warnings: list[str])
 def _index(directory: Path, name: str, dumped: Mapping[str, Any], dumpversion: str,
            problems: list[str], warnings: list[str]) -> IndexDump:
     user, index = name.split("/", 1)
-    config = config_from_dump(dumped["indexconfig"])
+    config = index_config(config_from_dump(dumped["indexconfig"]))
     _check_mirror_url(name, config, warnings)
     projects: dict[str, dict[str, dict[str, Any]]] = {}
     projects_in = dumped.get("projects") or {}
@@ -406,7 +407,7 @@ def _index(directory: Path, name: str, dumped: Mapping[str, Any], dumpversion: s
                        for f in files if f.project == desc.project and f.version == desc.version):
                 problems.append(f"index {name}: {desc.relpath}: no release file {target} "
                                 f"in {desc.project} {desc.version}")
-    if config.get("type") == "mirror" and any(f.type != RELEASEFILE or not f.url for f in files):
+    if config.is_mirror and any(f.type != RELEASEFILE or not f.url for f in files):
         problems.append(f"index {name}: a mirror's files must be release files with their url")
     return IndexDump(user, index, config, projects, tuple(files))
 

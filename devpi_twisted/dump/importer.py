@@ -13,7 +13,7 @@ import email.utils
 import hashlib
 import posixpath
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,6 +24,7 @@ from devpi_twisted.dump.format import DOCZIP, RELEASEFILE, TOXRESULT, Dump, Dump
 from devpi_twisted.dump.progress import Progress
 from devpi_twisted.model import releases
 from devpi_twisted.storage.interface import IndexRecord, Storage, UserRecord
+from devpi_twisted.storage.values import VersionData
 from devpi_twisted.web.forms import spool_core_metadata
 
 PARALLEL = 8  # files hashed or stored at once; projects written at once
@@ -48,11 +49,12 @@ def _hash_file(path: Path, kinds: Sequence[str]) -> tuple[int, dict[str, str]]:
     return size, {kind: h.hexdigest() for kind, h in hashers.items()}
 
 
-async def bounded(items: Sequence[Any], work: Callable[[Any], Awaitable[Any]], limit: int) -> list[Any]:
+async def bounded(items: Sequence[Any], work: Callable[[Any], Coroutine[Any, Any, Any]],
+                  limit: int) -> list[Any]:
     semaphore = DeferredSemaphore(limit)
 
     def one(item: Any) -> Deferred[Any]:
-        return semaphore.run(lambda: Deferred.fromCoroutine(work(item)))  # type: ignore[arg-type]
+        return semaphore.run(lambda: Deferred.fromCoroutine(work(item)))
 
     return list(await gatherResults([one(item) for item in items], consumeErrors=True))
 
@@ -198,7 +200,7 @@ class Importer:
                 await self._core_metadata(desc, relpath, link, files, project, version, now)
             links.append(link)
             self._progress.step()
-        data = {**metadata, "+elinks": links} if links else dict(metadata)
+        data = VersionData.of(metadata, links).to_json()
         return project, version, data, files
 
     async def _core_metadata(self, desc: FileDesc, relpath: str, link: dict[str, Any],

@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -226,13 +227,11 @@ def run(config: Any, open_storage: OpenStorage, open_blobs: OpenBlobs) -> int:
             print(f"devpi-twisted: storage: {e}", file=sys.stderr)
             status.append(1)
         except Exception:
-            from twisted.python.failure import Failure
-
-            Failure().printTraceback(file=sys.stderr)
+            traceback.print_exc(file=sys.stderr)
             status.append(1)
         finally:
             reactor.callLater(0, reactor.stop)
 
     reactor.callWhenRunning(lambda: Deferred.fromCoroutine(main()))
-    reactor.run(installSignalHandlers=True)
+    reactor.run()  # (with signal handlers: the default)
     return status[0] if status else 1

@@ -19,7 +19,8 @@ from typing import Any
 import attrs
 
 from devpi_twisted.model.errors import InvalidInput
-from devpi_twisted.model.indexes import MIRROR
+from devpi_twisted.storage.blobs import BlobStore
+from devpi_twisted.storage.interface import Storage
 
 DAY = 86400.0
 METADATA_SUFFIX = ".metadata"
@@ -80,7 +81,7 @@ def choose(files: Iterable[StoredFile], now: float, max_age_days: float | None,
 class MirrorCleanup:
     """The use case: storage and blob store are given (any adapter, any store)."""
 
-    def __init__(self, storage: Any, blobs: Any, now: Callable[[], float]) -> None:
+    def __init__(self, storage: Storage, blobs: BlobStore, now: Callable[[], float]) -> None:
         self._storage = storage
         self._blobs = blobs
         self._now = now
@@ -89,7 +90,7 @@ class MirrorCleanup:
         """(user, index, file) of every stored file of every mirror index."""
         found = []
         for record in await self._storage.list_indexes():
-            if record.config.get("type") != MIRROR:
+            if not record.config.is_mirror:
                 continue
             for usage in await self._blobs.usage(f"{record.user}/{record.index}/"):
                 if usage.key.split("/", 3)[2:3] not in (["+f"], ["+e"]):

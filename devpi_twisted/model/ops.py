@@ -3,8 +3,8 @@
 Each operation checks permissions and rules with the pure functions of this
 package, then makes one storage write. Read-modify-write operations hand the
 serial they read to storage, which refuses the write if the record changed
-meanwhile; the operation then reads again and retries, so concurrent edits of
-one user or index never lose an acknowledged change.
+meanwhile; the operation then reads again and retries (``retry.retrying``), so
+concurrent edits of one user or index never lose an acknowledged change.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import hmac
 import os
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 
@@ -23,23 +23,22 @@ from devpi_twisted.model import users as usr
 from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, ROOT, Identity, Policy
 from devpi_twisted.model.errors import (
     AlreadyExists, Forbidden, InvalidInput, NotFound, TooManyAttempts, Unauthenticated,
-    Unavailable,
 )
 from devpi_twisted.model.names import MAX_NAME, can_be_stored, check_name
 from devpi_twisted.model.passwords import (
     DUMMY_HASH, hash_password, hash_refusal, needs_rehash, verify_password,
 )
+from devpi_twisted.model.retry import retrying
 from devpi_twisted.model.throttle import LoginThrottle
 from devpi_twisted.model.tokens import LOGIN_TOKEN_MAX_AGE, NotAToken, TokenExpired, TokenSigner
 from devpi_twisted.storage.interface import (
     IndexRecord, RecordExists, RecordMissing, StaleRecord, Storage, UserRecord,
 )
+from devpi_twisted.storage.values import IndexConfig
 
-T = TypeVar("T")
 Offload = Callable[..., Awaitable[Any]]
 Pause = Callable[[float], Awaitable[Any]]
 
-RETRIES = 20
 VERIFIED_CACHE_SIZE = 1024
 VERIFIED_CACHE_SECONDS = 600.0
 THROTTLED_ANSWER_DELAY = 1.0
@@ -221,7 +220,7 @@ class ServerOps:
         return user
 
     async def _indexes_view(self, user: str) -> dict[str, Any]:
-        return {i.index: dict(i.config) for i in await self._storage.list_indexes(user)}
+        return {i.index: i.config.to_json() for i in await self._storage.list_indexes(user)}
 
     async def get_user(self, name: str) -> dict[str, Any]:
         user = await self._user(name)
@@ -230,7 +229,7 @@ class ServerOps:
     async def list_users(self) -> dict[str, Any]:
         by_user: dict[str, dict[str, Any]] = {}
         for index in await self._storage.list_indexes():
-            by_user.setdefault(index.user, {})[index.index] = dict(index.config)
+            by_user.setdefault(index.user, {})[index.index] = index.config.to_json()
         return {u.name: usr.public_view(u.name, u.profile, by_user.get(u.name, {}))
                 for u in await self._storage.list_users()}
 
@@ -257,7 +256,8 @@ class ServerOps:
 
     async def modify_user(self, identity: Identity, name: str, body: Any) -> Written:
         """Result: a fresh login token if the password was set, else None."""
-        for _ in range(RETRIES):
+
+        async def attempt() -> Written:
             user = await self._user(name)
             password_only = usr.is_password_only(user.profile, body)
             if not self._policy.may_modify_user(identity, name, password_only):
@@ -270,34 +270,30 @@ class ServerOps:
             pwhash = await self._pwhash(change, user.pwhash)
             try:
                 serial = await self._storage.update_user(name, change.profile, pwhash, user.serial)
-            except StaleRecord:
-                continue
             except RecordMissing:
                 raise NotFound(f"no user '{name}'") from None
             if change.sets_password:
                 stored = UserRecord(name, change.profile, pwhash, serial)
                 return Written(serial, self._token(stored), "user updated, new proxy auth")
             return Written(serial, None, "user updated")
-        raise _busy(name)
+        return await retrying(attempt, _busy(name))
 
     async def delete_user(self, identity: Identity, name: str) -> Written:
-        for _ in range(RETRIES):
+        async def attempt() -> Written:
             user = await self._user(name)
             if not self._policy.may_delete_user(identity, name):
                 raise Forbidden(f"no permission to delete user {name}")
             owned = await self._storage.list_indexes(name)
             for index in owned:
-                if not idx.parse_bool(index.config.get("volatile", True)):
+                if not index.config.volatile:
                     raise Forbidden(f"user '{name}' has non-volatile index: {index.index}")
             expect = {i.index: i.serial for i in owned}
             try:
                 serial = await self._storage.delete_user(name, user.serial, expect)
-            except StaleRecord:
-                continue
             except RecordMissing:
                 raise NotFound(f"no user '{name}'") from None
             return Written(serial, None, f"user '{name}' deleted")
-        raise _busy(name)
+        return await retrying(attempt, _busy(name))
 
     # -- indexes --------------------------------------------------------------
 
@@ -310,8 +306,8 @@ class ServerOps:
     async def _all_configs(self) -> dict[str, Mapping[str, Any]]:
         return {i.name: i.config for i in await self._storage.list_indexes()}
 
-    async def get_index(self, user: str, index: str) -> dict[str, Any]:
-        return dict((await self._index(user, index)).config)
+    async def get_index(self, user: str, index: str) -> IndexConfig:
+        return (await self._index(user, index)).config
 
     async def index_exists(self, user: str, index: str) -> bool:
         return await self._storage.get_index(user, index) is not None
@@ -337,23 +333,26 @@ class ServerOps:
     async def modify_index(self, identity: Identity, user: str, index: str, body: Any,
                            error_on_noop: bool = False) -> Written:
         name = f"{user}/{index}"
-        for _ in range(RETRIES):
+
+        async def attempt() -> Written:
             record = await self._index(user, index)
             if not self._policy.may_manage_index(identity, user):
                 raise Forbidden(f"no permission to modify index {name}")
             config = idx.patch_config(name, record.config, body, await self._all_configs())
-            if config == dict(record.config):
+            if config == record.config.to_json():
                 if error_on_noop:
                     raise InvalidInput("The requested modifications resulted in no changes")
                 return Written(None, config)
-            try:
-                serial = await self._storage.update_index(user, index, config, record.serial)
-            except StaleRecord:
-                continue
-            except RecordMissing:
-                raise NotFound(f"The stage {name} could not be found.") from None
+            serial = await self._update_index(user, index, config, record.serial)
             return Written(serial, config)
-        raise _busy(name)
+        return await retrying(attempt, _busy(name))
+
+    async def _update_index(self, user: str, index: str, config: Mapping[str, Any],
+                            expect_serial: int) -> int:
+        try:
+            return await self._storage.update_index(user, index, config, expect_serial)
+        except RecordMissing:
+            raise NotFound(f"The stage {user}/{index} could not be found.") from None
 
     async def project_config(self, user: str, index: str, project: str) -> dict[str, Any]:
         """devpi 7's configuration of one project (``inheritance_rules``), read off the
@@ -364,46 +363,41 @@ class ServerOps:
                                     project: str, body: Any) -> Written:
         """PATCH of a project's devpi 7 configuration: kept as the stage's whitelist."""
         name = f"{user}/{index}"
-        for _ in range(RETRIES):
+
+        async def attempt() -> Written:
             record = await self._index(user, index)
             if not self._policy.may_manage_index(identity, user):
                 raise Forbidden(f"no permission to modify index {name}")
             config = idx.patch_project_rules(record.config, project, body)
-            if config == dict(record.config):
+            if config == record.config.to_json():
                 return Written(None, idx.project_config(config, project))
-            try:
-                serial = await self._storage.update_index(user, index, config, record.serial)
-            except StaleRecord:
-                continue
-            except RecordMissing:
-                raise NotFound(f"The stage {name} could not be found.") from None
+            serial = await self._update_index(user, index, config, record.serial)
             return Written(serial, idx.project_config(config, project))
-        raise _busy(name)
+        return await retrying(attempt, _busy(name))
 
     async def delete_index(self, identity: Identity, user: str, index: str) -> Written:
         name = f"{user}/{index}"
-        for _ in range(RETRIES):
+
+        async def attempt() -> Written:
             record = await self._index(user, index)
             if not self._policy.may_manage_index(identity, user):
                 raise Forbidden(f"no permission to delete index {name}")
-            if not idx.parse_bool(record.config.get("volatile", True)):
+            if not record.config.volatile:
                 raise Forbidden(f"index {name} non-volatile, cannot delete")
             try:
                 serial = await self._storage.delete_index(user, index, record.serial)
-            except StaleRecord:
-                continue
             except RecordMissing:
                 raise NotFound(f"The stage {name} could not be found.") from None
             return Written(serial, None, f"index {name} deleted")
-        raise _busy(name)
+        return await retrying(attempt, _busy(name))
 
 
 def _is_root(identity: Identity) -> bool:
     return identity.username == ROOT
 
 
-def _busy(name: str) -> Exception:
-    return Unavailable(f"{name} is being changed by many requests at once, try again")
+def _busy(name: str) -> str:
+    return f"{name} is being changed by many requests at once, try again"
 
 
 def check_root_hash(pwhash: str | None) -> None:

@@ -17,6 +17,7 @@ from packaging.version import InvalidVersion, Version
 
 from devpi_twisted.model.errors import InvalidInput
 from devpi_twisted.model.names import hidden_char, normalize_project
+from devpi_twisted.storage.values import ELINKS
 
 # -- splitting filenames (model.md 1.3) ---------------------------------------------
 
@@ -306,6 +307,23 @@ def with_mirrored(versions: Mapping[str, dict[str, Any]],
                 merged[version] = data
     return merged
 
+
+def api_view(data: Mapping[str, Any], base: str) -> dict[str, Any]:
+    """Version data as devpi's API shows it: ``+elinks`` become ``+links`` with absolute
+    URLs under ``base``; the versions it shadows (``+shadowing``) likewise."""
+    shown = {k: v for k, v in data.items() if k not in (ELINKS, "+shadowing")}
+    links = []
+    for link in data.get(ELINKS, []):
+        item = {"rel": link.get("rel"), "href": f"{base}/{link['entrypath']}",
+                "hash_spec": link.get("hash_spec", ""), "hashes": link.get("hashes", {}),
+                "log": link.get("_log", [])}
+        if link.get("for_entrypath"):
+            item["for_href"] = f"{base}/{link['for_entrypath']}"
+        links.append(item)
+    shown["+links"] = links
+    if data.get("+shadowing"):
+        shown["+shadowing"] = [api_view(d, base) for d in data["+shadowing"]]
+    return shown
 
 def relpath(user: str, index: str, sha256_hex: str, filename: str) -> str:
     """``user/index/+f/AAA/BBBBBBBBBBBBB/filename``: the first 3 and next 13 hex digits.

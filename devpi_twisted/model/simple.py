@@ -19,10 +19,11 @@ from typing import Any
 import attrs
 
 from devpi_twisted.model.errors import DomainError, InvalidInput, NotFound
-from devpi_twisted.model.indexes import MIRROR, resolution_order
+from devpi_twisted.model.indexes import resolution_order
 from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.releases import split_filename
 from devpi_twisted.storage.interface import UNSTORED, MirrorRecord, Storage
+from devpi_twisted.storage.values import IndexConfig, VersionData
 
 # refresh(mirror name, its config, project) -> "fresh" | "cached" | "missing", at once
 # when no upstream request is needed, else awaitable
@@ -60,15 +61,14 @@ class ProjectPage:
     provisional: bool = False
 
 
-def _links_of_version(stage: str, data: Mapping[str, Any]) -> list[Link]:
+def _links_of_version(stage: str, data: VersionData) -> list[Link]:
     found = []
-    for link in data.get("+elinks", []):
-        if link.get("rel") != "releasefile":
+    for link in data.links:
+        if link.rel != "releasefile":
             continue
-        relpath = str(link["entrypath"])
         found.append(Link(
-            stage=stage, filename=relpath.rsplit("/", 1)[-1], relpath=relpath,
-            sha256=link.get("hashes", {}).get("sha256"),
+            stage=stage, filename=link.filename, relpath=link.entrypath,
+            sha256=link.hashes.get("sha256"),
             requires_python=data.get("requires_python") or None,
             yanked=link.get("yanked", False), size=link.get("size"),
             upload_time=link.get("upload_time"),
@@ -96,7 +96,7 @@ def _versions_of(links: list[Link]) -> set[str]:
     return versions
 
 
-def _whitelist(configs: Mapping[str, Mapping[str, Any]], order: list[str],
+def _whitelist(configs: Mapping[str, IndexConfig], order: list[str],
                requested: str, project: str, has: Mapping[str, bool]) -> set[str]:
     """The mirrors of ``order`` that may supply ``project`` (model.md 6.2)."""
     union = configs[requested].get("mirror_whitelist_inheritance", "union") != "intersection"
@@ -105,7 +105,7 @@ def _whitelist(configs: Mapping[str, Mapping[str, Any]], order: list[str],
     mirrors = set()
     for stage in order:
         config = configs[stage]
-        if config.get("type") == MIRROR:
+        if config.is_mirror:
             if not private_hit or whitelisted:
                 mirrors.add(stage)
             continue
@@ -149,7 +149,7 @@ class SimpleOps:
         configs = {i.name: i.config for i in await self._storage.list_indexes()}
         for stage in await self._order(user, index):
             owner, name = stage.split("/", 1)
-            if configs[stage].get("type") == MIRROR:
+            if configs[stage].is_mirror:
                 listed = remote(stage, configs[stage]) if remote is not None else None
                 found = list(listed) if listed is not None else \
                     await self._storage.list_mirror_projects(owner, name)
@@ -199,7 +199,7 @@ class SimpleOps:
     async def mirrors_of(self, user: str, index: str) -> list[str]:
         """The mirror indexes in ``user/index``'s resolution order."""
         configs = {i.name: i.config for i in await self._storage.list_indexes()}
-        return [s for s in await self._order(user, index) if configs[s].get("type") == MIRROR]
+        return [s for s in await self._order(user, index) if configs[s].is_mirror]
 
     async def project_page(self, user: str, index: str, name: str,
                            refresh: Refresh | None = None) -> ProjectPage:
@@ -255,7 +255,7 @@ class SimpleOps:
         order = await self._order(user, index)
         records = {}
         for stage in order:
-            if configs[stage].get("type") != MIRROR:
+            if not configs[stage].is_mirror:
                 owner, stage_index = stage.split("/", 1)
                 records[stage] = await self._storage.get_versions(owner, stage_index, project)
         allowed = _whitelist(configs, order, requested, project,

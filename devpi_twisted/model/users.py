@@ -140,7 +140,7 @@ def is_password_only(current: Mapping[str, Any], body: Any) -> bool:
 
 def public_view(name: str, profile: Mapping[str, Any], indexes: Mapping[str, Any]) -> dict[str, Any]:
     """The user config object the API returns (never password material)."""
-    view = {"username": name}
+    view: dict[str, Any] = {"username": name}
     view.update(profile)
     view["indexes"] = dict(indexes)
     return view

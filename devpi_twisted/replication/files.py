@@ -158,7 +158,7 @@ class FileReplicator:
         if f"{user}/{index}" in self._skip:
             return True
         found = await self._storage.get_index(user, index)
-        return found is not None and found.config.get("type") in self._skip
+        return found is not None and found.config.type in self._skip
 
     def _replicated(self, result: None | Failure, relpath: str) -> None:
         self._active.pop(relpath, None)

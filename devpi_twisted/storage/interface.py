@@ -15,6 +15,8 @@ from typing import Any, Protocol
 import attrs
 from twisted.internet.defer import Deferred
 
+from devpi_twisted.storage.values import IndexConfig, VersionData, index_config, version_data
+
 USER = "user"
 INDEX = "index"
 VERSION = "version"  # key user/index/project/version, value: version data (metadata, "+elinks")
@@ -55,9 +57,11 @@ class UserRecord:
 
 @attrs.frozen
 class IndexRecord:
+    """An index; its configuration is parsed from the stored JSON (``config.to_json()``)."""
+
     user: str
     index: str
-    config: Mapping[str, Any]
+    config: IndexConfig = attrs.field(converter=index_config)
     serial: int
 
     @property
@@ -67,11 +71,14 @@ class IndexRecord:
 
 @attrs.frozen
 class VersionRecord:
+    """One version of a project on an index: its data (metadata and file links) parsed
+    from the stored JSON (``data.to_json()``)."""
+
     user: str
     index: str
     project: str
     version: str
-    data: Mapping[str, Any]
+    data: VersionData = attrs.field(converter=version_data)
     serial: int
 
 

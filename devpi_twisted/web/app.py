@@ -76,7 +76,7 @@ class ManagementApp:
             config = await self._ops.get_index(user, index)
             api["index"] = f"{base}/{user}/{index}"
             api["simpleindex"] = f"{base}/{user}/{index}/+simple/"
-            if config.get("type") != "mirror":
+            if not config.is_mirror:
                 api["pypisubmit"] = f"{base}/{user}/{index}/"
         return render.result(request, "apiconfig", api)
 
@@ -137,7 +137,7 @@ class ManagementApp:
         if listing is not None:
             return listing
         json_view(request)
-        config = await self._ops.get_index(user, index)
+        config = (await self._ops.get_index(user, index)).to_json()
         if not flag(request, b"no_projects"):
             config["projects"] = await self._project_names(user, index)
         return render.result(request, "indexconfig", _shown_index(config))

@@ -18,7 +18,6 @@ from twisted.logger import Logger
 from devpi_twisted.mirror.cache import MirrorFailed, NoSuchFile, TransferBroken
 from devpi_twisted.mirror.upstream import with_credentials
 from devpi_twisted.model.errors import Gone, InvalidInput, NotFound, UpstreamFailed
-from devpi_twisted.model.indexes import MIRROR
 from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.release_ops import ReleaseOps
@@ -82,12 +81,12 @@ class FileApp:
         if not self._mirror.none_stored(mirror, project):
             return False
         config = await self._ops.get_index(user, index)  # (catches up with other workers)
-        return config.get("type") == MIRROR and self._mirror.none_stored(mirror, project)
+        return config.is_mirror and self._mirror.none_stored(mirror, project)
 
     async def _mirror_file(self, request: HttpRequest, user: str, index: str, relpath: str) -> bytes:
         """A mirror's file not stored yet: fetched, streamed to the client, stored."""
         config = await self._ops.get_index(user, index)
-        if config.get("type") != MIRROR or self._mirror is None:
+        if not config.is_mirror or self._mirror is None:
             raise NotFound("no such file")
         filename = relpath.rsplit("/", 1)[-1]
         try:
@@ -178,7 +177,7 @@ class FileApp:
             return await self._mirror_file(request, user, index, relpath)
         record = await self._releases.file_record(relpath)
         if record is None or record.deleted:
-            if fetch and (await self._ops.get_index(user, index)).get("type") == MIRROR:
+            if fetch and (await self._ops.get_index(user, index)).is_mirror:
                 # not fetched yet, or its download deleted: the link still leads upstream
                 return await self._mirror_file(request, user, index, relpath)
             if record is None:

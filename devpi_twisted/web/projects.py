@@ -17,7 +17,7 @@ from devpi_twisted.model.errors import InvalidInput, NotFound, UnsupportedMedia
 from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.release_ops import IncomingFile, ReleaseOps
-from devpi_twisted.model.releases import with_mirrored
+from devpi_twisted.model.releases import api_view, with_mirrored
 from devpi_twisted.model.simple import SimpleOps
 from devpi_twisted.storage.adapter import shielded
 from devpi_twisted.storage.blobs import BlobMissing, BlobReadStopped, BlobStore, ChunkPump
@@ -57,21 +57,8 @@ class ProjectApp:
         self._staging = staging
 
     def _api_links(self, request: HttpRequest, data: Mapping[str, Any]) -> dict[str, Any]:
-        """Version data as the API shows it: ``+elinks`` become ``+links`` with absolute URLs."""
-        base = self._helpers.base(request)
-        shown = {k: v for k, v in data.items() if k not in ("+elinks", "+shadowing")}
-        links = []
-        for link in data.get("+elinks", []):
-            item = {"rel": link.get("rel"), "href": f"{base}/{link['entrypath']}",
-                    "hash_spec": link.get("hash_spec", ""), "hashes": link.get("hashes", {}),
-                    "log": link.get("_log", [])}
-            if link.get("for_entrypath"):
-                item["for_href"] = f"{base}/{link['for_entrypath']}"
-            links.append(item)
-        shown["+links"] = links
-        if data.get("+shadowing"):
-            shown["+shadowing"] = [self._api_links(request, d) for d in data["+shadowing"]]
-        return shown
+        """Version data as the API shows it (model.releases.api_view)."""
+        return api_view(data, self._helpers.base(request))
 
     async def project_view(self, request: HttpRequest, user: str, index: str, project: str) -> bytes:
         if is_installer(request) and "application/json" not in render.accept(request):

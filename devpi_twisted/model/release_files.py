@@ -1,0 +1,99 @@
+"""Release files of private indexes: the kinds of links, an upload as received, and the
+pieces of data uploads and pushes write (file entries, link history, paths to delete).
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from devpi_twisted.model import releases
+from devpi_twisted.model.errors import Conflict, InvalidInput, NotFound
+
+RELEASEFILE = "releasefile"
+DOCZIP = "doczip"
+TOXRESULT = "toxresult"
+METADATA_SUFFIX = ".metadata"  # PEP 658: the core metadata of a file, beside it
+
+
+@attrs.frozen
+class IncomingFile:
+    """An uploaded file, already spooled to ``path`` by this server, which computed its
+    size and sha256 while writing it; storing it may move the file away."""
+
+    filename: str
+    path: Path
+    size: int
+    sha256: str
+    metadata: IncomingMetadata | None = None
+
+
+@attrs.frozen
+class IncomingMetadata:
+    """The core metadata (PEP 658) taken from the uploaded archive, spooled to ``path``."""
+
+    path: Path
+    size: int
+    sha256: str
+
+
+class Identical(Conflict):
+    """Re-upload of identical content to a non-volatile index (answered 200)."""
+
+
+class StageMissing(NotFound):
+    """The index named does not exist (devpi's upload answers it with a plain 404)."""
+
+
+class BadForm(InvalidInput):
+    """An upload body that is no usable form: devpi does not get as far as the form's own
+    checks and answers a plain 400 (its reason phrase names no cause)."""
+
+
+# looks inside an uploaded archive (its ``rel``: RELEASEFILE or DOCZIP) once the form's own
+# checks passed, as devpi answers the form's faults first; raises InvalidInput
+CheckArchive = Callable[[IncomingFile, str], Awaitable[None]]
+
+
+def http_date(now: float) -> str:
+    return email.utils.formatdate(now, usegmt=True)
+
+
+def iso_time(now: float) -> str:
+    """PEP 700's upload-time: ISO 8601 UTC with microseconds."""
+    return datetime.datetime.fromtimestamp(now, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def file_entry(sha256: str, size: int, project: str, version: str, now: float) -> dict[str, Any]:
+    return {"hash_spec": f"sha256={sha256}", "hashes": {"sha256": sha256},
+            "last_modified": http_date(now), "project": project, "version": version, "size": size}
+
+
+def gone_paths(link: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """File records to mark deleted with a link: the file and its core metadata."""
+    gone: dict[str, Mapping[str, Any]] = {str(link["entrypath"]): {}}
+    if link.get("core_metadata"):
+        gone[str(link["entrypath"]) + METADATA_SUFFIX] = {}
+    return gone
+
+
+def gmtime(now: float) -> tuple[int, ...]:
+    return tuple(time.gmtime(now)[:6])
+
+
+def link_filename(link: Mapping[str, Any]) -> str:
+    return str(link["entrypath"]).rsplit("/", 1)[-1]
+
+
+def overwritten(old: Mapping[str, Any], now: float) -> dict[str, Any]:
+    """The history entry that starts a link replacing ``old`` in a volatile index, as devpi
+    records it: nobody named, ``count`` going on from the replaced link's."""
+    count = sum(entry["count"] for entry in old.get("_log", [])
+                if entry.get("what") == "overwrite" and isinstance(entry.get("count"), int))
+    return releases.log_entry("overwrite", None, now, count=count + 1)
