@@ -49,7 +49,7 @@ from devpi_twisted.storage.sqlite import SqliteStorage
 from devpi_twisted.workers import WorkerSupervisor
 from devpi_twisted.model.release_ops import ReleaseOps
 from devpi_twisted.model.simple import SimpleOps
-from devpi_twisted.storage.blobs import FileBlobStore
+from devpi_twisted.storage.fileblobs import FileBlobStore
 from devpi_twisted.storage.bodycache import BodyCache
 from devpi_twisted.storage.pgblobs import PgBlobStore
 from devpi_twisted.web.hashing import HashingPool

@@ -21,16 +21,16 @@ from typing import IO, Any, Protocol
 
 from psycopg2.extensions import AsIs
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IConsumer
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.interfaces import IConsumer, IReactorThreads
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from devpi_twisted.storage.blobs import (
-    CHUNK_SIZE, TOUCH_INTERVAL, BlobHashMismatch, BlobMissing, BlobUsage, ChunkPump, DailyTouches,
-    LocalBlob, byte_range, check_key, settled,
+    CHUNK_SIZE, TOUCH_INTERVAL, BlobHashMismatch, BlobMissing, BlobStore, BlobUsage, ChunkPump,
+    DailyTouches, LocalBlob, byte_range, check_key, settled,
 )
 from devpi_twisted.storage.bodycache import BodyCache, Fetch
+from devpi_twisted.storage.types import Offload, ThreadOffload
 
 _log = Logger()
 
@@ -76,17 +76,14 @@ class PgBlobStore:
     """Blobs in the database of a PostgresStorage: ``PgBlobStore(storage.pool, reactor)``;
     with ``copies``, downloads are served from the host's copies of the bodies."""
 
-    def __init__(self, pool: Interactions, reactor: Any, threadpool: ThreadPool | None = None,
-                 chunk_size: int = CHUNK_SIZE, copies: BodyCache | None = None) -> None:
+    def __init__(self, pool: Interactions, reactor: IReactorThreads,
+                 threadpool: ThreadPool | None = None, chunk_size: int = CHUNK_SIZE,
+                 copies: BodyCache | None = None) -> None:
         self._pool = pool
         self._copies = copies
-        self._reactor = reactor
-        self._threadpool = threadpool if threadpool is not None else reactor.getThreadPool()
+        self._in_thread: Offload = ThreadOffload(reactor, threadpool)
         self._chunk_size = chunk_size
         self._touches = DailyTouches()
-
-    def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        return deferToThreadPool(self._reactor, self._threadpool, fn, *args)
 
     def _read_next(self, source: IO[bytes], hasher: Any) -> Deferred[tuple[int, AsIs]]:
         return self._in_thread(_read_chunk, source, hasher, self._chunk_size)
@@ -253,3 +250,8 @@ class PgBlobStore:
             await cursor.execute(DELETE_BLOB, (key,))
 
         await self._pool.interaction(txn)
+
+
+def _conforms(store: PgBlobStore) -> BlobStore:
+    """For mypy: a PgBlobStore is a BlobStore."""
+    return store

@@ -26,7 +26,8 @@ from txpostgres.txpostgres import Connection
 from devpi_twisted.storage import migrations, plans
 from devpi_twisted.storage.adapter import PlanStorage, shielded
 from devpi_twisted.storage.board import SerialBoard
-from devpi_twisted.storage.interface import Change, StorageError, StorageUnavailable
+from devpi_twisted.storage.driver import drive, drive_async
+from devpi_twisted.storage.interface import Change, Storage, StorageError, StorageUnavailable
 
 T = TypeVar("T")
 
@@ -108,40 +109,12 @@ def describe(kw: Mapping[str, Any]) -> str:
     return f"database {kw['dbname']} at {kw['host']}:{kw['port']} as {kw['user']}"
 
 
-def drive_sync(cursor: Any, plan: plans.Plan[T]) -> T:
-    try:
-        step = next(plan)
-        while True:
-            cursor.execute(pg_sql(step.sql), step.params)
-            step = plan.send(_fetch(cursor, step))
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
-
-
-async def drive_async(cursor: Any, plan: plans.Plan[T]) -> T:
-    try:
-        step = next(plan)
-        while True:
-            await cursor.execute(pg_sql(step.sql), step.params)
-            step = plan.send(_fetch(cursor, step))
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
-
-
-def notifying(plan: plans.Plan[Change]) -> plans.Plan[Change]:
+def notifying(plan: plans.Plan[T]) -> plans.Plan[T]:
     """A write plan that also NOTIFYs its serial; delivered at commit to every LISTENer."""
     change = yield from plan
-    if change is not None:  # None: an import that found its serial already held
+    if isinstance(change, Change):  # None: an import that found its serial already held
         yield plans.run("SELECT pg_notify(?, ?)", CHANNEL, str(change.serial))
     return change
-
-
-def _fetch(cursor: Any, step: plans.Step) -> Any:
-    if step.fetch == "one":
-        return cursor.fetchone()
-    if step.fetch == "all":
-        return cursor.fetchall()
-    return None
 
 
 def migrate(conn: Any) -> int:
@@ -219,12 +192,12 @@ def drop_schema(settings: Mapping[str, str]) -> None:
 def _run_blocking(conn: Any, kw: Mapping[str, Any], plan: plans.Plan[T]) -> T:
     try:
         with conn, conn.cursor() as cursor:
-            return drive_sync(cursor, plan)
+            return drive(cursor, plan, pg_sql)
     except psycopg2.OperationalError as e:
         raise StorageUnavailable(f"{describe(kw)}: {first_line(e)}") from None
 
 
-class _Connection(Connection):
+class _Connection(Connection):  # type: ignore[misc]  # txpostgres has no type information
     """txpostgres' Connection, quiet when the server goes away under an idle connection
     (its reader would otherwise log an unhandled error); the pool replaces it on next use."""
 
@@ -352,7 +325,7 @@ class PostgresStorage(PlanStorage):
 
     async def _transact_async(self, make: Callable[..., plans.Plan[T]], args: tuple[Any, ...]) -> T:
         async def txn(cursor: Any) -> T:
-            return await drive_async(cursor, notifying(make(*args)))
+            return await drive_async(cursor, notifying(make(*args)), pg_sql)
 
         for attempt in range(TRANSACTION_RETRIES):
             try:
@@ -366,7 +339,7 @@ class PostgresStorage(PlanStorage):
         return Deferred.fromCoroutine(self._transact_async(make, args))
 
     def _query(self, plan: plans.Plan[T]) -> Deferred[T]:
-        return self._pool.interaction(lambda cursor: drive_async(cursor, plan))
+        return self._pool.interaction(lambda cursor: drive_async(cursor, plan, pg_sql))
 
     @property
     def pool(self) -> Pool:
@@ -442,3 +415,13 @@ class BlockingPostgresStorage(PlanStorage):
     def close(self) -> Deferred[None]:
         self._conn.close()
         return succeed(None)
+
+
+def _conforms_postgres(storage: PostgresStorage) -> Storage:
+    """For mypy: a PostgresStorage is a Storage."""
+    return storage
+
+
+def _conforms_blockingpostgres(storage: BlockingPostgresStorage) -> Storage:
+    """For mypy: a BlockingPostgresStorage is a Storage."""
+    return storage
