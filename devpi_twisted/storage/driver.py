@@ -34,13 +34,13 @@ class Rows(Protocol):
 class Cursor(Rows, Protocol):
     """A blocking DB-API cursor (sqlite3, psycopg2)."""
 
-    def execute(self, sql: str, params: Sequence[Any], /) -> object: ...
+    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> object: ...
 
 
 class AsyncCursor(Rows, Protocol):
     """txpostgres' cursor: ``execute`` fires once the statement ran."""
 
-    def execute(self, sql: str, params: Sequence[Any], /) -> Deferred[Any]: ...
+    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Deferred[Any]: ...
 
 
 def same(sql: str) -> str:

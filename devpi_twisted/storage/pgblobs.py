@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, TypeVar
 
 from psycopg2.extensions import AsIs
 from twisted.internet.defer import Deferred, succeed
@@ -30,9 +30,11 @@ from devpi_twisted.storage.blobs import (
     DailyTouches, LocalBlob, byte_range, check_key, settled,
 )
 from devpi_twisted.storage.bodycache import BodyCache, Fetch
+from devpi_twisted.storage.driver import AsyncCursor
 from devpi_twisted.storage.types import Offload, ThreadOffload
 
 _log = Logger()
+T = TypeVar("T")
 
 BLOB_LOCK_CLASS = 0x626C6F62  # with hashtext(key): serialises puts of one key ("blob")
 
@@ -55,7 +57,7 @@ class Interactions(Protocol):
     """What the store needs of postgres.Pool: run ``fn(cursor)`` in a transaction on a
     pooled connection (broken connections become StorageUnavailable)."""
 
-    def interaction(self, fn: Callable[[Any], Awaitable[Any]]) -> Deferred[Any]: ...
+    def interaction(self, fn: Callable[[AsyncCursor], Awaitable[T]]) -> Deferred[T]: ...
 
 
 def _read_chunk(source: IO[bytes], hasher: Any, count: int) -> tuple[int, AsIs]:
@@ -67,7 +69,7 @@ def _read_chunk(source: IO[bytes], hasher: Any, count: int) -> tuple[int, AsIs]:
     return len(data), AsIs(f"'{data.hex()}'")
 
 
-async def _fetch_one(cursor: Any, sql: str, params: tuple[Any, ...]) -> Any:
+async def _fetch_one(cursor: AsyncCursor, sql: str, params: tuple[Any, ...]) -> Any:
     await cursor.execute(sql, params)
     return cursor.fetchone()
 
@@ -109,7 +111,7 @@ class PgBlobStore:
         check_key(key)
         source = await self._in_thread(open, path, "rb")
         try:
-            async def txn(cursor: Any) -> int:
+            async def txn(cursor: AsyncCursor) -> int:
                 await self._in_thread(source.seek, 0)  # from the start if ever run again
                 await cursor.execute(LOCK_KEY, (BLOB_LOCK_CLASS, key))
                 await cursor.execute(DELETE_BLOB, (key,))
@@ -137,7 +139,7 @@ class PgBlobStore:
                 await cursor.execute(INSERT_BLOB, (key, size, sha256, self._chunk_size))
                 return size
 
-            return await self._pool.interaction(txn)  # type: ignore[no-any-return]
+            return await self._pool.interaction(txn)
         finally:
             source.close()
 
@@ -228,7 +230,7 @@ class PgBlobStore:
         return Deferred.fromCoroutine(self._usage(prefix))
 
     async def _usage(self, prefix: str) -> list[BlobUsage]:
-        async def query(cursor: Any) -> list[Any]:
+        async def query(cursor: AsyncCursor) -> list[Any]:
             # keys from prefix up to (not including) prefix with its last character raised
             upper = prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else "\U0010ffff"
             await cursor.execute(SELECT_USAGE, (prefix, upper))
@@ -245,7 +247,7 @@ class PgBlobStore:
     async def _delete(self, key: str) -> None:
         check_key(key)
 
-        async def txn(cursor: Any) -> None:
+        async def txn(cursor: AsyncCursor) -> None:
             await cursor.execute(LOCK_KEY, (BLOB_LOCK_CLASS, key))
             await cursor.execute(DELETE_BLOB, (key,))
 

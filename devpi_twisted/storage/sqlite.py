@@ -30,6 +30,7 @@ from devpi_twisted.storage.board import SerialBoard
 from devpi_twisted.storage.driver import drive
 from devpi_twisted.storage.executor import Executor
 from devpi_twisted.storage.interface import Storage, StorageError, StorageUnavailable
+from devpi_twisted.storage.types import Now
 
 T = TypeVar("T")
 GROUP_COMMIT = 64  # write plans committed in one transaction at most
@@ -79,7 +80,7 @@ class SqliteStorage(PlanStorage):
     """Storage on one sqlite file; see the module docstring for the threading."""
 
     def __init__(self, conn: sqlite3.Connection, executor: Executor,
-                 clock: Callable[[], float] = time.time, board: SerialBoard | None = None,
+                 clock: Now = time.time, board: SerialBoard | None = None,
                  reader: tuple[sqlite3.Connection, Executor] | None = None) -> None:
         """``reader``: a second connection to the same file and where it is used; without
         one, reads share the writer's connection and thread."""
@@ -97,7 +98,7 @@ class SqliteStorage(PlanStorage):
         self._load(drive(conn.cursor(), plans.snapshot()))
 
     @classmethod
-    def open(cls, path: Path, executor: Executor, clock: Callable[[], float] = time.time,
+    def open(cls, path: Path, executor: Executor, clock: Now = time.time,
              board: SerialBoard | None = None, reader: Executor | None = None) -> SqliteStorage:
         """Connect and migrate; blocking, meant for start-up before the reactor runs.
         With a ``reader`` executor, reads get a connection of their own, used there."""

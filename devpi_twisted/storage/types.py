@@ -7,16 +7,16 @@ blocking work runs. Layers above may import them (storage imports nothing above 
   is the one on a Twisted thread pool, as the blob stores use it.
 
 Reactors are typed with twisted.internet.interfaces (IReactorThreads, IReactorTime...),
-the narrowest one a collaborator uses.
+the narrowest one a collaborator uses; ``TxReactor`` is what txpostgres needs of one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ParamSpec, Protocol, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.interfaces import IDelayedCall, IReactorThreads, IReadDescriptor, IWriteDescriptor
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
@@ -41,3 +41,19 @@ class ThreadOffload:
 
     def __call__(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Deferred[T]:
         return deferToThreadPool(self._reactor, self.pool, fn, *args, **kwargs)
+
+
+class TxReactor(Protocol):
+    """What txpostgres uses of the reactor: IReactorFDSet's readers and writers and
+    IReactorTime's callLater (every reactor provides both)."""
+
+    def addReader(self, reader: IReadDescriptor) -> None: ...
+
+    def addWriter(self, writer: IWriteDescriptor) -> None: ...
+
+    def removeReader(self, reader: IReadDescriptor) -> None: ...
+
+    def removeWriter(self, writer: IWriteDescriptor) -> None: ...
+
+    def callLater(self, delay: float, callable: Callable[..., Any], *args: object,
+                  **kw: object) -> IDelayedCall: ...
