@@ -44,11 +44,10 @@ CONNECT_TIMEOUT = 10
 
 log = Logger()
 
-_PG_SQL: dict[str, str] = {}
-
-
 PgConnection = psycopg2.extensions.connection
 Interaction = Callable[[AsyncCursor], Awaitable[T]]  # a transaction's work on its cursor
+
+_PG_SQL: dict[str, str] = {}
 
 
 def pg_sql(sql: str) -> str:
