@@ -20,8 +20,6 @@ from devpi_twisted.storage.plans import Plan, Step
 
 T = TypeVar("T")
 
-Row = Sequence[Any]
-
 
 class Rows(Protocol):
     """What a DB-API cursor offers once a statement ran."""
@@ -51,7 +49,7 @@ def same(sql: str) -> str:
 class PlanRun(Generic[T]):
     """A plan under way: ``sql`` and ``params`` of the step to execute next, until ``done``;
     then ``result`` is the plan's return value. An exception of the plan propagates
-    out of ``start``/``resume``."""
+    out of the constructor or ``resume``."""
 
     __slots__ = ("_plan", "_dialect", "_step", "done", "result", "sql", "params")
 
