@@ -16,7 +16,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred
 
-from devpi_twisted.storage.plans import Plan, Step
+from devpi_twisted.storage.plans import Plan
 
 T = TypeVar("T")
 
@@ -41,50 +41,45 @@ class AsyncCursor(Rows, Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Deferred[Any]: ...
 
 
-def same(sql: str) -> str:
-    """The plans' own dialect (``?`` placeholders): sqlite's."""
-    return sql
-
-
 class PlanRun(Generic[T]):
     """A plan under way: ``sql`` and ``params`` of the step to execute next, until ``done``;
-    then ``result`` is the plan's return value. An exception of the plan propagates
-    out of the constructor or ``resume``."""
+    then ``result`` is the plan's return value. ``dialect`` rewrites each statement
+    (None: the plans' own, sqlite's). An exception of the plan propagates out of the
+    constructor or ``resume``."""
 
-    __slots__ = ("_plan", "_dialect", "_step", "done", "result", "sql", "params")
+    __slots__ = ("_plan", "_dialect", "_fetch", "done", "result", "sql", "params")
 
-    def __init__(self, plan: Plan[T], dialect: Callable[[str], str] = same) -> None:
+    def __init__(self, plan: Plan[T], dialect: Callable[[str], str] | None = None) -> None:
         self._plan = plan
         self._dialect = dialect
         self.done = False
-        self.sql = ""
-        self.params: tuple[Any, ...] = ()
         try:
-            self._next(next(plan))
+            step = next(plan)
         except StopIteration as stop:
-            self._finish(stop)
+            self.done = True
+            self.result: T = stop.value
+            return
+        self._fetch = step.fetch
+        self.sql = step.sql if dialect is None else dialect(step.sql)
+        self.params: tuple[Any, ...] = step.params
 
     def resume(self, cursor: Rows) -> None:
         """Hand the step just executed its rows (as it asked: one, all or none)."""
-        fetch = self._step.fetch
+        fetch = self._fetch
         rows: Any = cursor.fetchone() if fetch == "one" else (
             cursor.fetchall() if fetch == "all" else None)
         try:
-            self._next(self._plan.send(rows))
+            step = self._plan.send(rows)
         except StopIteration as stop:
-            self._finish(stop)
-
-    def _next(self, step: Step) -> None:
-        self._step = step
-        self.sql = self._dialect(step.sql)
+            self.done = True
+            self.result = stop.value
+            return
+        self._fetch = step.fetch
+        self.sql = step.sql if self._dialect is None else self._dialect(step.sql)
         self.params = step.params
 
-    def _finish(self, stop: StopIteration) -> None:
-        self.done = True
-        self.result: T = stop.value
 
-
-def drive(cursor: Cursor, plan: Plan[T], dialect: Callable[[str], str] = same) -> T:
+def drive(cursor: Cursor, plan: Plan[T], dialect: Callable[[str], str] | None = None) -> T:
     """Run ``plan`` on a blocking cursor; returns its result."""
     run = PlanRun(plan, dialect)
     while not run.done:
@@ -93,7 +88,7 @@ def drive(cursor: Cursor, plan: Plan[T], dialect: Callable[[str], str] = same) -
     return run.result
 
 
-async def drive_async(cursor: AsyncCursor, plan: Plan[T], dialect: Callable[[str], str] = same) -> T:
+async def drive_async(cursor: AsyncCursor, plan: Plan[T], dialect: Callable[[str], str] | None = None) -> T:
     """Run ``plan`` on a cursor whose ``execute`` returns a Deferred; returns its result."""
     run = PlanRun(plan, dialect)
     while not run.done:
