@@ -5,13 +5,16 @@ any reactor providing these)."""
 from __future__ import annotations
 
 from twisted.internet.interfaces import (
-    IReactorCore, IReactorFromThreads, IReactorPluggableNameResolver, IReactorProcess,
-    IReactorSocket, IReactorTCP, IReactorThreads, IReactorTime, IReactorUNIX,
+    IReactorCore, IReactorFDSet, IReactorFromThreads, IReactorPluggableNameResolver,
+    IReactorProcess, IReactorSocket, IReactorTCP, IReactorThreads, IReactorTime, IReactorUNIX,
 )
 
 
-class IServerReactor(IReactorCore, IReactorTime, IReactorThreads, IReactorFromThreads,
-                     IReactorTCP, IReactorUNIX, IReactorSocket, IReactorProcess,
-                     IReactorPluggableNameResolver):
-    """Time, threads, listening (TCP, unix, inherited sockets), worker processes and
-    the name resolver of upstream requests."""
+class IClientReactor(IReactorTCP, IReactorTime, IReactorPluggableNameResolver):
+    """What a treq client needs of the reactor (its connections and timeouts)."""
+
+
+class IServerReactor(IClientReactor, IReactorCore, IReactorThreads, IReactorFromThreads,
+                     IReactorFDSet, IReactorUNIX, IReactorSocket, IReactorProcess):
+    """Time, threads, file descriptors (txpostgres), listening (TCP, unix, inherited
+    sockets), worker processes and the name resolver of upstream requests."""

@@ -39,6 +39,7 @@ from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.tokens import TokenSigner, derive_keys
 from devpi_twisted.serverdir import StartupError
 from devpi_twisted.storage.board import SerialBoard
+from devpi_twisted.storage.types import ThreadOffload
 from devpi_twisted.workers import WorkerSupervisor, worker_command
 from devpi_twisted.model.release_ops import ReleaseOps
 from devpi_twisted.model.simple import SimpleOps
@@ -114,8 +115,7 @@ def build_service(config: Config, reactor: IServerReactor) -> IService:
     board = SerialBoard(config.serverdir / sd.BOARD)
     storage = open_storage(config, reactor, board)
 
-    def offload(fn: Callable[..., T], *args: object) -> Deferred[T]:
-        return deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)
+    offload = ThreadOffload(reactor)
 
     policy = Policy(parse_principals(config.restrict_modify) if config.restrict_modify else None)
     hashing = HashingPool(reactor)  # argon2 never waits behind, nor holds up, the shared pool

@@ -17,7 +17,7 @@ from typing import IO, Any, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -26,8 +26,10 @@ from devpi_twisted import serverdir as sd
 from devpi_twisted.config import Config
 from devpi_twisted.model.errors import InvalidInput
 from devpi_twisted.model.ops import check_root_hash, root_pypi, root_user
+from devpi_twisted.reactors import IServerReactor
 from devpi_twisted.serverdir import StartupError
-from devpi_twisted.storage.blobs import BlobStore, FileBlobStore
+from devpi_twisted.storage.blobs import BlobStore
+from devpi_twisted.storage.fileblobs import FileBlobStore
 from devpi_twisted.storage.board import SerialBoard
 from devpi_twisted.storage.bodycache import BodyCache
 from devpi_twisted.storage.executor import InlineExecutor, ThreadExecutor
@@ -59,7 +61,7 @@ def run_blocking(work: Coroutine[Deferred[Any], Any, T] | Deferred[T]) -> T:
     return result
 
 
-def open_storage(config: Config, reactor: IReactorFromThreads | None = None,
+def open_storage(config: Config, reactor: IServerReactor | None = None,
                  board: SerialBoard | None = None) -> Storage:
     """The configured storage. Without a reactor: a blocking one for command-line tools
     (every call returns a fired Deferred, see run_blocking)."""
@@ -81,7 +83,7 @@ def open_storage(config: Config, reactor: IReactorFromThreads | None = None,
         raise StartupError(f"cannot open the database {config.serverdir / sd.SQLITE}: {e}") from None
 
 
-def open_blobs(config: Config, storage: Storage, reactor: IReactorTime) -> BlobStore:
+def open_blobs(config: Config, storage: Storage, reactor: IReactorThreads) -> BlobStore:
     """File bodies: in the database on PostgreSQL (hosts may share it), else under +files."""
     if isinstance(storage, PostgresStorage):
         copies = BodyCache(config.serverdir / "+blobcache", config.blob_cache_size, reactor) \

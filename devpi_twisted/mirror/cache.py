@@ -28,7 +28,7 @@ from devpi_twisted.mirror.stats import new_counters
 from devpi_twisted.mirror.upstream import Upstream
 from devpi_twisted.storage.blobs import BlobStore
 from devpi_twisted.storage.interface import MirrorRecord, Storage
-from devpi_twisted.storage.spool import Offload
+from devpi_twisted.storage.types import Offload
 
 # (what callers import from here: the states, failures and settings of the mirror)
 __all__ = ["CACHED", "DEFAULT_EXPIRY", "FRESH", "MISSING", "MISSING_FOR", "OFFLINE",

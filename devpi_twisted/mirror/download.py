@@ -26,7 +26,8 @@ from devpi_twisted.mirror.upstream import (
 )
 from devpi_twisted.storage.blobs import BlobStore
 from devpi_twisted.storage.interface import Storage
-from devpi_twisted.storage.spool import Offload, Spool
+from devpi_twisted.storage.spool import Spool
+from devpi_twisted.storage.types import Offload
 
 # The response's headers -> the consumer to stream the body to (None: HEAD)
 Start = Callable[[Mapping[str, str]], IConsumer | None]

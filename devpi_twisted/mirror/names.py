@@ -26,7 +26,7 @@ from devpi_twisted.mirror.parse_list import parse_project_list
 from devpi_twisted.mirror.upstream import Upstream, UpstreamError, public_url
 from devpi_twisted.mirror.settings import Config
 from devpi_twisted.storage.blobs import BlobMissing, BlobStore
-from devpi_twisted.storage.spool import Offload
+from devpi_twisted.storage.types import Offload
 
 _log = Logger()
 

@@ -22,9 +22,7 @@ from treq.client import HTTPClient
 from treq.cookies import IndexableCookieJar
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import (
-    IReactorPluggableNameResolver, IReactorTCP, IReactorTime, IStreamClientEndpoint,
-)
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -35,6 +33,7 @@ from zope.interface import implementer
 
 from devpi_twisted import __version__
 from devpi_twisted.mirror.urls import masked_url
+from devpi_twisted.reactors import IClientReactor
 
 PAGE_ACCEPT = ("application/vnd.pypi.simple.v1+json, "
                "application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01")
@@ -55,10 +54,6 @@ class NoCookies(IndexableCookieJar):
 
     def extract_cookies(self, response: object, request: Request) -> None:
         pass
-
-
-class IClientReactor(IReactorTCP, IReactorTime, IReactorPluggableNameResolver):
-    """What a treq client needs of the reactor (its connections and timeouts)."""
 
 
 @implementer(IAgentEndpointFactory)
@@ -149,14 +144,8 @@ def _headers(response: IResponse) -> dict[str, str]:
     return found
 
 
-class HTTP(Protocol):
-    """What we use of a treq client (``HTTPClient``; tests: ``treq.testing.StubTreq``)."""
-
-    def request(self, method: str, url: str, **kwargs: Any) -> Deferred[IResponse]: ...
-
-
 class Upstream:
-    def __init__(self, reactor: IReactorTime, http: HTTP, timeout: float = 5.0,
+    def __init__(self, reactor: IReactorTime, http: HTTPClient, timeout: float = 5.0,
                  retries: int = RETRIES, max_page: int = MAX_PAGE,
                  random: Callable[[], float] = random.random) -> None:
         """``reactor``: the clock of timeouts and retries; ``random``: the jitter of the
@@ -208,15 +197,17 @@ class Upstream:
     async def _request(self, method: str, url: str, headers: dict[str, str], timeout: float,
                        unbuffered: bool = False) -> IResponse:
         plain, auth = split_credentials(url)
-        headers = {"User-Agent": USER_AGENT, **headers}
+        sent: dict[bytes | str, bytes | str] = {"User-Agent": USER_AGENT}
+        sent.update(headers)
         if auth:
-            headers["Authorization"] = auth
+            sent["Authorization"] = auth
         delay = BACKOFF
         for attempt in range(self._retries + 1):
             self.stats["requests"] += 1
             try:
-                response = await self._http.request(method, plain, headers=headers, timeout=timeout,
-                                                    unbuffered=unbuffered, reactor=self._reactor)
+                response = await self._http.request(  # (tests: treq.testing.StubTreq)
+                    method, plain, headers=sent, timeout=timeout, unbuffered=unbuffered,
+                    reactor=self._reactor)  # type: ignore[arg-type]  # a clock is all it needs
             except CancelledError:
                 raise
             except Exception as e:  # refused, reset, DNS, TLS, timeout

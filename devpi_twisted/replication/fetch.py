@@ -18,7 +18,8 @@ from twisted.web.iweb import IResponse
 from devpi_twisted.replication.client import PrimaryClient
 from devpi_twisted.storage.blobs import BlobStore
 from devpi_twisted.storage.interface import Storage
-from devpi_twisted.storage.spool import Offload, Spool
+from devpi_twisted.storage.spool import Spool
+from devpi_twisted.storage.types import Offload
 
 class FileFetchFailed(Exception):
     """A file body could not be had from the primary (status, hash or size wrong)."""

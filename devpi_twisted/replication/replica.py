@@ -34,7 +34,7 @@ from devpi_twisted.replication.relay import WriteRelay
 from devpi_twisted.replication.status import ReplicaStatus
 from devpi_twisted.storage.blobs import BlobStore
 from devpi_twisted.storage.interface import Storage
-from devpi_twisted.storage.spool import Offload
+from devpi_twisted.storage.types import Offload
 
 __all__ = ["FILE_BACKOFF", "POLL_BACKOFF", "FileFetchFailed", "FileGone", "Replica",
            "build_replica"]

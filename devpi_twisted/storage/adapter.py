@@ -25,6 +25,7 @@ from devpi_twisted.storage.cache import StateCache
 from devpi_twisted.storage.interface import (
     Change, FileRecord, IndexRecord, MirrorRecord, StorageError, UserRecord, VersionRecord,
 )
+from devpi_twisted.storage.types import Now
 
 T = TypeVar("T")
 
@@ -48,7 +49,7 @@ def shielded(inner: Deferred[T]) -> Deferred[T]:
 
 
 class PlanStorage:
-    def __init__(self, clock: Callable[[], float] = time.time, board: SerialBoard | None = None) -> None:
+    def __init__(self, clock: Now = time.time, board: SerialBoard | None = None) -> None:
         self._clock = clock
         self._board = board
         self._cache = StateCache()

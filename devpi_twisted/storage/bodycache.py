@@ -31,14 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.interfaces import IReactorThreads
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from devpi_twisted.storage.blobs import (
-    CHUNK_SIZE, TEMP_PREFIX, BlobHashMismatch, BlobMissing, LocalBlob, OpenFiles, _fsync_dir,
-    _make_dirs,
+    CHUNK_SIZE, TEMP_PREFIX, BlobHashMismatch, BlobMissing, LocalBlob, OpenFiles,
 )
+from devpi_twisted.storage.fileblobs import fsync_dir, make_dirs
+from devpi_twisted.storage.types import Offload, ThreadOffload
 
 STALE_TEMP = 3600  # seconds after which a temporary file is taken for a crashed copy's
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -47,12 +48,11 @@ Fetch = Callable[[int, int], Deferred[bytes]]  # (position, count) -> at most co
 
 
 class BodyCache:
-    def __init__(self, root: Path, limit: int, reactor: Any,
+    def __init__(self, root: Path, limit: int, reactor: IReactorThreads,
                  threadpool: ThreadPool | None = None) -> None:
         self.root = Path(root)
         self._limit = limit
-        self._reactor = reactor
-        self._threadpool = threadpool if threadpool is not None else reactor.getThreadPool()
+        self._in_thread: Offload = ThreadOffload(reactor, threadpool)
         self._open_files = OpenFiles()
         self._sizes: OrderedDict[str, int] = OrderedDict()  # sha256 -> size, least recent first
         self._total = 0
@@ -65,9 +65,6 @@ class BodyCache:
     def size(self) -> int:
         """Bytes of the copies this process knows of."""
         return self._total
-
-    def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        return deferToThreadPool(self._reactor, self._threadpool, fn, *args)
 
     def _path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256[2:]
@@ -201,7 +198,7 @@ def _open_copy(path: Path, size: int) -> int | None:
 
 
 def _create_temporary(root: Path) -> tuple[int, Path]:
-    _make_dirs(root, sync=False)
+    make_dirs(root, sync=False)
     temporary = root / f"{TEMP_PREFIX}{os.urandom(8).hex()}"
     return os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644), temporary
 
@@ -215,9 +212,9 @@ def _append(fd: int, data: bytes, hasher: Any) -> None:
 
 def _into_cache(fd: int, temporary: Path, target: Path) -> None:
     os.fsync(fd)
-    _make_dirs(target.parent, sync=False)
+    make_dirs(target.parent, sync=False)
     os.replace(temporary, target)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 def _unlink_all(paths: list[Path]) -> None:

@@ -107,6 +107,7 @@ class StateCache:
             self._files.put(key, FileRecord(key, value["project"], value["entry"], serial),
                             value["project"], serial)
         elif type_ == MIRROR:
+            assert value is None or isinstance(value, dict)
             user, index, project = key.split("/", 2)
             record = None if value is None else MirrorRecord(user, index, project, value, serial)
             self._mirrors.put((user, index, project), record, project, serial)
@@ -124,6 +125,7 @@ class StateCache:
             assert isinstance(value, dict)
             self.project_serials[value["project"]] = serial
         elif type_ == MIRROR:
+            assert value is None or isinstance(value, dict)
             user, index, project = key.split("/", 2)
             self.project_serials[project] = serial
             if value is None:

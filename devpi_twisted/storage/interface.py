@@ -134,8 +134,10 @@ class Change:
 
 
 class Storage(Protocol):
-    """What the domain layer may ask of a database. All methods return Deferreds
-    except the two properties, which reflect what this process has seen committed."""
+    """What the domain layer may ask of a database: every method and property its callers
+    use (sqlite.py and postgres.py check their adapters against it). All methods return
+    Deferreds except the two properties and ``changed_since``, which reflect what this
+    process has seen committed."""
 
     @property
     def serial(self) -> int:
@@ -231,6 +233,10 @@ class Storage(Protocol):
     def import_change(self, change: Change) -> Deferred[bool]:
         """Replication: apply a primary's entry under its own serial in one transaction;
         False if already applied, StaleRecord if the serial before it is missing."""
+
+    def changed_since(self, project: str, serial: int) -> bool:
+        """For caches of pages, answered from what this process has seen: did ``project``'s
+        releases or mirror page, or any index configuration, change after ``serial``?"""
 
     def wait_for(self, serial: int) -> Deferred[None]:
         """Fires once this process has seen ``serial`` committed; cancellable."""

@@ -17,22 +17,24 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, TypeVar
 
 from psycopg2.extensions import AsIs
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IConsumer
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.interfaces import IConsumer, IReactorThreads
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from devpi_twisted.storage.blobs import (
-    CHUNK_SIZE, TOUCH_INTERVAL, BlobHashMismatch, BlobMissing, BlobUsage, ChunkPump, DailyTouches,
-    LocalBlob, byte_range, check_key, settled,
+    CHUNK_SIZE, TOUCH_INTERVAL, BlobHashMismatch, BlobMissing, BlobStore, BlobUsage, ChunkPump,
+    DailyTouches, LocalBlob, byte_range, check_key, settled,
 )
 from devpi_twisted.storage.bodycache import BodyCache, Fetch
+from devpi_twisted.storage.driver import AsyncCursor
+from devpi_twisted.storage.types import Offload, ThreadOffload
 
 _log = Logger()
+T = TypeVar("T")
 
 BLOB_LOCK_CLASS = 0x626C6F62  # with hashtext(key): serialises puts of one key ("blob")
 
@@ -55,7 +57,7 @@ class Interactions(Protocol):
     """What the store needs of postgres.Pool: run ``fn(cursor)`` in a transaction on a
     pooled connection (broken connections become StorageUnavailable)."""
 
-    def interaction(self, fn: Callable[[Any], Awaitable[Any]]) -> Deferred[Any]: ...
+    def interaction(self, fn: Callable[[AsyncCursor], Awaitable[T]]) -> Deferred[T]: ...
 
 
 def _read_chunk(source: IO[bytes], hasher: Any, count: int) -> tuple[int, AsIs]:
@@ -67,7 +69,7 @@ def _read_chunk(source: IO[bytes], hasher: Any, count: int) -> tuple[int, AsIs]:
     return len(data), AsIs(f"'{data.hex()}'")
 
 
-async def _fetch_one(cursor: Any, sql: str, params: tuple[Any, ...]) -> Any:
+async def _fetch_one(cursor: AsyncCursor, sql: str, params: tuple[Any, ...]) -> Any:
     await cursor.execute(sql, params)
     return cursor.fetchone()
 
@@ -76,17 +78,14 @@ class PgBlobStore:
     """Blobs in the database of a PostgresStorage: ``PgBlobStore(storage.pool, reactor)``;
     with ``copies``, downloads are served from the host's copies of the bodies."""
 
-    def __init__(self, pool: Interactions, reactor: Any, threadpool: ThreadPool | None = None,
-                 chunk_size: int = CHUNK_SIZE, copies: BodyCache | None = None) -> None:
+    def __init__(self, pool: Interactions, reactor: IReactorThreads,
+                 threadpool: ThreadPool | None = None, chunk_size: int = CHUNK_SIZE,
+                 copies: BodyCache | None = None) -> None:
         self._pool = pool
         self._copies = copies
-        self._reactor = reactor
-        self._threadpool = threadpool if threadpool is not None else reactor.getThreadPool()
+        self._in_thread: Offload = ThreadOffload(reactor, threadpool)
         self._chunk_size = chunk_size
         self._touches = DailyTouches()
-
-    def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        return deferToThreadPool(self._reactor, self._threadpool, fn, *args)
 
     def _read_next(self, source: IO[bytes], hasher: Any) -> Deferred[tuple[int, AsIs]]:
         return self._in_thread(_read_chunk, source, hasher, self._chunk_size)
@@ -112,7 +111,7 @@ class PgBlobStore:
         check_key(key)
         source = await self._in_thread(open, path, "rb")
         try:
-            async def txn(cursor: Any) -> int:
+            async def txn(cursor: AsyncCursor) -> int:
                 await self._in_thread(source.seek, 0)  # from the start if ever run again
                 await cursor.execute(LOCK_KEY, (BLOB_LOCK_CLASS, key))
                 await cursor.execute(DELETE_BLOB, (key,))
@@ -140,7 +139,7 @@ class PgBlobStore:
                 await cursor.execute(INSERT_BLOB, (key, size, sha256, self._chunk_size))
                 return size
 
-            return await self._pool.interaction(txn)  # type: ignore[no-any-return]
+            return await self._pool.interaction(txn)
         finally:
             source.close()
 
@@ -231,7 +230,7 @@ class PgBlobStore:
         return Deferred.fromCoroutine(self._usage(prefix))
 
     async def _usage(self, prefix: str) -> list[BlobUsage]:
-        async def query(cursor: Any) -> list[Any]:
+        async def query(cursor: AsyncCursor) -> list[Any]:
             # keys from prefix up to (not including) prefix with its last character raised
             upper = prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else "\U0010ffff"
             await cursor.execute(SELECT_USAGE, (prefix, upper))
@@ -248,8 +247,13 @@ class PgBlobStore:
     async def _delete(self, key: str) -> None:
         check_key(key)
 
-        async def txn(cursor: Any) -> None:
+        async def txn(cursor: AsyncCursor) -> None:
             await cursor.execute(LOCK_KEY, (BLOB_LOCK_CLASS, key))
             await cursor.execute(DELETE_BLOB, (key,))
 
         await self._pool.interaction(txn)
+
+
+def _conforms(store: PgBlobStore) -> BlobStore:
+    """For mypy: a PgBlobStore is a BlobStore."""
+    return store

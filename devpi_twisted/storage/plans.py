@@ -1,10 +1,10 @@
 """Transactions written once for every database, as plans.
 
 A plan is a generator that yields SQL steps and is sent back each step's rows;
-its return value is the transaction's result. An adapter drives a plan inside a
-transaction: sqlite synchronously on its writer thread, PostgreSQL
-asynchronously through txpostgres. The SQL below is the dialect both speak
-(``?`` placeholders; the PostgreSQL driver rewrites them to ``%s``).
+its return value is the transaction's result. The one driver (driver.py) runs a
+plan inside an adapter's transaction: for sqlite synchronously on its writer
+thread, for PostgreSQL asynchronously through txpostgres. The SQL below is the
+dialect both speak (``?`` placeholders; PostgreSQL's ``pg_sql`` rewrites them to ``%s``).
 
 Every write plan starts with ``take_serial``: ``UPDATE ... RETURNING`` on the
 one-row ``serial_counter``. Its row lock makes writers of every process run one

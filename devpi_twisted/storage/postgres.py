@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import psycopg2
@@ -26,7 +26,9 @@ from txpostgres.txpostgres import Connection
 from devpi_twisted.storage import migrations, plans
 from devpi_twisted.storage.adapter import PlanStorage, shielded
 from devpi_twisted.storage.board import SerialBoard
-from devpi_twisted.storage.interface import Change, StorageError, StorageUnavailable
+from devpi_twisted.storage.driver import AsyncCursor, drive, drive_async
+from devpi_twisted.storage.interface import Change, Storage, StorageError, StorageUnavailable
+from devpi_twisted.storage.types import Now, TxReactor
 
 T = TypeVar("T")
 
@@ -41,6 +43,9 @@ TRANSACTION_RETRIES = 5
 CONNECT_TIMEOUT = 10
 
 log = Logger()
+
+PgConnection = psycopg2.extensions.connection
+Interaction = Callable[[AsyncCursor], Awaitable[T]]  # a transaction's work on its cursor
 
 _PG_SQL: dict[str, str] = {}
 
@@ -108,43 +113,15 @@ def describe(kw: Mapping[str, Any]) -> str:
     return f"database {kw['dbname']} at {kw['host']}:{kw['port']} as {kw['user']}"
 
 
-def drive_sync(cursor: Any, plan: plans.Plan[T]) -> T:
-    try:
-        step = next(plan)
-        while True:
-            cursor.execute(pg_sql(step.sql), step.params)
-            step = plan.send(_fetch(cursor, step))
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
-
-
-async def drive_async(cursor: Any, plan: plans.Plan[T]) -> T:
-    try:
-        step = next(plan)
-        while True:
-            await cursor.execute(pg_sql(step.sql), step.params)
-            step = plan.send(_fetch(cursor, step))
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
-
-
-def notifying(plan: plans.Plan[Change]) -> plans.Plan[Change]:
+def notifying(plan: plans.Plan[T]) -> plans.Plan[T]:
     """A write plan that also NOTIFYs its serial; delivered at commit to every LISTENer."""
     change = yield from plan
-    if change is not None:  # None: an import that found its serial already held
+    if isinstance(change, Change):  # None: an import that found its serial already held
         yield plans.run("SELECT pg_notify(?, ?)", CHANNEL, str(change.serial))
     return change
 
 
-def _fetch(cursor: Any, step: plans.Step) -> Any:
-    if step.fetch == "one":
-        return cursor.fetchone()
-    if step.fetch == "all":
-        return cursor.fetchall()
-    return None
-
-
-def migrate(conn: Any) -> int:
+def migrate(conn: PgConnection) -> int:
     """Create or upgrade our schema; refuse a database that holds other tables."""
     with conn, conn.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
@@ -171,7 +148,7 @@ def migrate(conn: Any) -> int:
         return latest
 
 
-def _connect(settings: Mapping[str, str]) -> tuple[dict[str, Any], Any]:
+def _connect(settings: Mapping[str, str]) -> tuple[dict[str, Any], PgConnection]:
     """A blocking connection: (its keyword arguments, it); StorageUnavailable if none."""
     kw = connect_kwargs(settings)
     try:
@@ -180,7 +157,7 @@ def _connect(settings: Mapping[str, str]) -> tuple[dict[str, Any], Any]:
         raise StorageUnavailable(f"cannot connect to {describe(kw)}: {first_line(e)}") from None
 
 
-def connect_and_migrate(settings: Mapping[str, str]) -> tuple[dict[str, Any], Any]:
+def connect_and_migrate(settings: Mapping[str, str]) -> tuple[dict[str, Any], PgConnection]:
     """A blocking connection to a migrated database; one-line StorageErrors."""
     kw, conn = _connect(settings)
     try:
@@ -216,15 +193,15 @@ def drop_schema(settings: Mapping[str, str]) -> None:
         conn.close()
 
 
-def _run_blocking(conn: Any, kw: Mapping[str, Any], plan: plans.Plan[T]) -> T:
+def _run_blocking(conn: PgConnection, kw: Mapping[str, Any], plan: plans.Plan[T]) -> T:
     try:
         with conn, conn.cursor() as cursor:
-            return drive_sync(cursor, plan)
+            return drive(cursor, plan, pg_sql)
     except psycopg2.OperationalError as e:
         raise StorageUnavailable(f"{describe(kw)}: {first_line(e)}") from None
 
 
-class _Connection(Connection):
+class _Connection(Connection):  # type: ignore[misc]  # txpostgres has no type information
     """txpostgres' Connection, quiet when the server goes away under an idle connection
     (its reader would otherwise log an unhandled error); the pool replaces it on next use."""
 
@@ -236,7 +213,7 @@ class _Connection(Connection):
             self.reactor.removeReader(self)
 
 
-async def _transaction(conn: Connection, fn: Callable[[Any], Any]) -> Any:
+async def _transaction(conn: Connection, fn: Interaction[T]) -> T:
     """BEGIN, ``fn(cursor)``, COMMIT; ROLLBACK on any error (txpostgres' runInteraction
     would log a failed rollback of a dead connection as an unhandled error)."""
     cursor = conn.cursor()
@@ -262,7 +239,7 @@ def _broken(conn: Connection) -> bool:
 class Pool:
     """Up to ``size`` txpostgres connections, made on demand and replaced when broken."""
 
-    def __init__(self, reactor: Any, kw: Mapping[str, Any], size: int) -> None:
+    def __init__(self, reactor: TxReactor, kw: Mapping[str, Any], size: int) -> None:
         self._reactor = reactor
         self._kw = dict(kw)
         self._idle: list[Connection] = []
@@ -282,7 +259,7 @@ class Pool:
             raise StorageUnavailable(f"PostgreSQL: {first_line(e)}") from None
         return conn
 
-    def interaction(self, fn: Callable[[Any], Any]) -> Deferred[Any]:
+    def interaction(self, fn: Interaction[T]) -> Deferred[T]:
         """Run ``fn(cursor)`` (a coroutine function) in a transaction on a pooled connection.
         A connection that breaks is closed and StorageUnavailable raised; others go back.
 
@@ -291,7 +268,7 @@ class Pool:
         running query and raise _CancelInProgress out of the canceller."""
         return shielded(Deferred.fromCoroutine(self._interaction(fn)))
 
-    async def _interaction(self, fn: Callable[[Any], Any]) -> Any:
+    async def _interaction(self, fn: Interaction[T]) -> T:
         await self._slots.acquire()
         try:
             conn = await self._checkout()
@@ -328,7 +305,7 @@ def _close_quietly(conn: Connection) -> None:
 
 
 class PostgresStorage(PlanStorage):
-    def __init__(self, kw: Mapping[str, Any], reactor: Any, clock: Callable[[], float] = time.time,
+    def __init__(self, kw: Mapping[str, Any], reactor: TxReactor, clock: Now = time.time,
                  board: SerialBoard | None = None, pool_size: int = 4) -> None:
         super().__init__(clock, board)
         self._kw = dict(kw)
@@ -338,7 +315,7 @@ class PostgresStorage(PlanStorage):
         self._listening: Deferred[None] | None = None
 
     @classmethod
-    def open(cls, settings: Mapping[str, str], reactor: Any, clock: Callable[[], float] = time.time,
+    def open(cls, settings: Mapping[str, str], reactor: TxReactor, clock: Now = time.time,
              board: SerialBoard | None = None, pool_size: int = 4) -> PostgresStorage:
         """Check, migrate and load; blocking, for start-up. Raises StorageError with one line."""
         kw, conn = connect_and_migrate(settings)
@@ -351,12 +328,12 @@ class PostgresStorage(PlanStorage):
         return storage
 
     async def _transact_async(self, make: Callable[..., plans.Plan[T]], args: tuple[Any, ...]) -> T:
-        async def txn(cursor: Any) -> T:
-            return await drive_async(cursor, notifying(make(*args)))
+        async def txn(cursor: AsyncCursor) -> T:
+            return await drive_async(cursor, notifying(make(*args)), pg_sql)
 
         for attempt in range(TRANSACTION_RETRIES):
             try:
-                return await self._pool.interaction(txn)  # type: ignore[no-any-return]
+                return await self._pool.interaction(txn)
             except psycopg2.OperationalError as e:
                 if e.pgcode not in RETRY_SQLSTATES or attempt + 1 == TRANSACTION_RETRIES:
                     raise StorageUnavailable(f"PostgreSQL: {first_line(e)}") from None
@@ -366,7 +343,7 @@ class PostgresStorage(PlanStorage):
         return Deferred.fromCoroutine(self._transact_async(make, args))
 
     def _query(self, plan: plans.Plan[T]) -> Deferred[T]:
-        return self._pool.interaction(lambda cursor: drive_async(cursor, plan))
+        return self._pool.interaction(lambda cursor: drive_async(cursor, plan, pg_sql))
 
     @property
     def pool(self) -> Pool:
@@ -375,9 +352,9 @@ class PostgresStorage(PlanStorage):
 
     # -- LISTEN/NOTIFY ----------------------------------------------------------------
 
-    def _notified(self, notify: Any) -> None:
+    def _notified(self, notify: object) -> None:
         try:
-            serial = int(notify.payload)
+            serial = int(getattr(notify, "payload", ""))
         except (TypeError, ValueError):
             return
         if serial > self.serial:
@@ -421,7 +398,7 @@ class BlockingPostgresStorage(PlanStorage):
     """PostgreSQL for command-line tools: every plan on one blocking connection, so each
     method returns an already fired Deferred and no reactor needs to run."""
 
-    def __init__(self, settings: Mapping[str, str], clock: Callable[[], float] = time.time,
+    def __init__(self, settings: Mapping[str, str], clock: Now = time.time,
                  board: SerialBoard | None = None) -> None:
         super().__init__(clock, board)
         self._kw, self._conn = connect_and_migrate(settings)
@@ -442,3 +419,13 @@ class BlockingPostgresStorage(PlanStorage):
     def close(self) -> Deferred[None]:
         self._conn.close()
         return succeed(None)
+
+
+def _conforms_postgres(storage: PostgresStorage) -> Storage:
+    """For mypy: a PostgresStorage is a Storage."""
+    return storage
+
+
+def _conforms_blockingpostgres(storage: BlockingPostgresStorage) -> Storage:
+    """For mypy: a BlockingPostgresStorage is a Storage."""
+    return storage

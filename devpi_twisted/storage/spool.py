@@ -18,17 +18,13 @@ from typing import IO, Any, ParamSpec, Protocol, TypeVar, overload
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
+from devpi_twisted.storage.types import Offload
+
 P = ParamSpec("P")
 T = TypeVar("T")
 # A body goes to its staging file in pieces of at least this much (all at once when
 # smaller): each piece is a trip to a thread.
 PIECE = 1 << 20
-
-
-class Offload(Protocol):
-    """Run ``fn(*args, **kwargs)`` where it may block (not on the reactor's thread)."""
-
-    def __call__(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Deferred[T]: ...
 
 
 class Spool:

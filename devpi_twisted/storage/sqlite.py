@@ -27,8 +27,10 @@ from twisted.python.failure import Failure
 from devpi_twisted.storage import migrations, plans
 from devpi_twisted.storage.adapter import PlanStorage
 from devpi_twisted.storage.board import SerialBoard
+from devpi_twisted.storage.driver import drive
 from devpi_twisted.storage.executor import Executor
-from devpi_twisted.storage.interface import StorageError, StorageUnavailable
+from devpi_twisted.storage.interface import Storage, StorageError, StorageUnavailable
+from devpi_twisted.storage.types import Now
 
 T = TypeVar("T")
 GROUP_COMMIT = 64  # write plans committed in one transaction at most
@@ -74,28 +76,11 @@ def migrate(conn: sqlite3.Connection, path: Path) -> int:
     return latest
 
 
-def drive(conn: sqlite3.Connection, plan: plans.Plan[T]) -> T:
-    """Run a plan's steps on ``conn``, synchronously."""
-    try:
-        step = next(plan)
-        while True:
-            cursor = conn.execute(step.sql, step.params)
-            if step.fetch == "one":
-                result: Any = cursor.fetchone()
-            elif step.fetch == "all":
-                result = cursor.fetchall()
-            else:
-                result = None
-            step = plan.send(result)
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
-
-
 class SqliteStorage(PlanStorage):
     """Storage on one sqlite file; see the module docstring for the threading."""
 
     def __init__(self, conn: sqlite3.Connection, executor: Executor,
-                 clock: Callable[[], float] = time.time, board: SerialBoard | None = None,
+                 clock: Now = time.time, board: SerialBoard | None = None,
                  reader: tuple[sqlite3.Connection, Executor] | None = None) -> None:
         """``reader``: a second connection to the same file and where it is used; without
         one, reads share the writer's connection and thread."""
@@ -110,10 +95,10 @@ class SqliteStorage(PlanStorage):
                                  Deferred[Any]]] = []
         self._committing = False
         self._drained: list[Deferred[None]] = []  # close() waiting for the commits
-        self._load(drive(conn, plans.snapshot()))
+        self._load(drive(conn.cursor(), plans.snapshot()))
 
     @classmethod
-    def open(cls, path: Path, executor: Executor, clock: Callable[[], float] = time.time,
+    def open(cls, path: Path, executor: Executor, clock: Now = time.time,
              board: SerialBoard | None = None, reader: Executor | None = None) -> SqliteStorage:
         """Connect and migrate; blocking, meant for start-up before the reactor runs.
         With a ``reader`` executor, reads get a connection of their own, used there."""
@@ -145,7 +130,7 @@ class SqliteStorage(PlanStorage):
         self._committing = False
         for done, outcome in zip(waiting, outcomes if isinstance(outcomes, list)
                                  else [outcomes] * len(waiting)):
-            if isinstance(outcome, Failure):
+            if isinstance(outcome, (Failure, Exception)):
                 done.errback(outcome)
             else:
                 done.callback(outcome)
@@ -153,13 +138,13 @@ class SqliteStorage(PlanStorage):
             self._commit_queued()
         elif not self._committing:
             drained, self._drained = self._drained, []
-            for waiting in drained:
-                waiting.callback(None)
+            for closing in drained:
+                closing.callback(None)
 
     def _transact_txn(self, batch: list[tuple[Callable[..., plans.Plan[Any]], tuple[Any, ...]]]
                       ) -> list[Any]:
         """Run write plans in one transaction, each in a savepoint: its result, or the
-        Failure it raised (its changes rolled back), in order. The database failing
+        exception it raised (its changes rolled back), in order. The database failing
         (locked too long, I/O error) fails them all: StorageUnavailable."""
         conn = self._conn
         outcomes: list[Any] = []
@@ -169,11 +154,11 @@ class SqliteStorage(PlanStorage):
                 for make, args in batch:
                     conn.execute("SAVEPOINT plan")
                     try:
-                        outcomes.append(drive(conn, make(*args)))
+                        outcomes.append(drive(conn.cursor(), make(*args)))
                     except sqlite3.OperationalError:
                         raise
-                    except Exception:
-                        outcomes.append(Failure())
+                    except Exception as e:  # the plan refused: its caller's error
+                        outcomes.append(e)
                         conn.execute("ROLLBACK TO plan")
                     conn.execute("RELEASE plan")
                 conn.execute("COMMIT")
@@ -189,10 +174,10 @@ class SqliteStorage(PlanStorage):
         conn = self._read_conn
         try:
             if conn is self._conn:  # the writer's thread: no write is open here
-                return drive(conn, plan)
+                return drive(conn.cursor(), plan)
             conn.execute("BEGIN")
             try:
-                return drive(conn, plan)
+                return drive(conn.cursor(), plan)
             finally:
                 conn.execute("COMMIT")
         except sqlite3.OperationalError as e:
@@ -221,3 +206,8 @@ class SqliteStorage(PlanStorage):
                 self._reader.stop()
                 self._read_conn.close()
         return succeed(None)
+
+
+def _conforms_sqlite(storage: SqliteStorage) -> Storage:
+    """For mypy: a SqliteStorage is a Storage."""
+    return storage

@@ -25,7 +25,7 @@ from devpi_twisted.mirror.cache import (
 )
 from devpi_twisted.mirror.upstream import Upstream
 from devpi_twisted.model.ops import root_pypi, root_user
-from devpi_twisted.storage.blobs import FileBlobStore
+from devpi_twisted.storage.fileblobs import FileBlobStore
 from devpi_twisted.storage.executor import ThreadExecutor
 from devpi_twisted.storage.interface import UNSTORED
 from devpi_twisted.storage.sqlite import SqliteStorage

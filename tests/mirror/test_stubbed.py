@@ -24,7 +24,7 @@ from devpi_twisted.mirror.cache import (
 )
 from devpi_twisted.mirror.upstream import BACKOFF, Upstream, UpstreamError
 from devpi_twisted.model.ops import root_pypi, root_user
-from devpi_twisted.storage.blobs import FileBlobStore
+from devpi_twisted.storage.fileblobs import FileBlobStore
 from devpi_twisted.storage.executor import InlineExecutor
 from devpi_twisted.storage.sqlite import SqliteStorage
 from tests.mirror.test_cache import Collect

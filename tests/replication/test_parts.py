@@ -30,7 +30,7 @@ from devpi_twisted.replication.files import FILE_BACKOFF, FileReplicator
 from devpi_twisted.replication.follower import POLL_BACKOFF, ChangelogFollower
 from devpi_twisted.replication.relay import WriteRelay
 from devpi_twisted.replication.status import ReplicaStatus
-from devpi_twisted.storage.blobs import FileBlobStore
+from devpi_twisted.storage.fileblobs import FileBlobStore
 from devpi_twisted.storage.executor import InlineExecutor
 from devpi_twisted.storage.interface import Change, IndexRecord, UserRecord
 from devpi_twisted.storage.sqlite import SqliteStorage

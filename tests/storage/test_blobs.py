@@ -25,8 +25,8 @@ from zope.interface import implementer
 
 from devpi_twisted.storage.blobs import (
     CHUNK_SIZE, TEMP_PREFIX, BlobHashMismatch, BlobKeyInvalid, BlobMissing, BlobReadStopped,
-    FileBlobStore,
 )
+from devpi_twisted.storage.fileblobs import FileBlobStore
 from devpi_twisted.storage.pgblobs import PgBlobStore
 
 KEY = "alice/dev/+f/abc/def0123456789/pkg-1.0.tar.gz"
@@ -510,7 +510,7 @@ async def test_move_in_refuses_invalid_keys_and_moves_nothing(blobs: Any, tmp_pa
 def test_a_move_across_filesystems_copies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
-    from devpi_twisted.storage import blobs as module
+    from devpi_twisted.storage import fileblobs as module
 
     def no_rename(source: Any, target: Any) -> None:
         raise OSError(errno.EXDEV, "Invalid cross-device link")

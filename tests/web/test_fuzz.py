@@ -24,7 +24,7 @@ from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublish
 from twisted.python.failure import Failure
 from zope.interface import provider
 
-from devpi_twisted.storage.blobs import FileBlobStore
+from devpi_twisted.storage.fileblobs import FileBlobStore
 from tests.web.conftest import Server, make_server, pg_of
 
 EXAMPLES = 800

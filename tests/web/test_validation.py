@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from twisted.logger import LogLevel, capturedLogs
 
-from devpi_twisted.storage.blobs import FileBlobStore
+from devpi_twisted.storage.fileblobs import FileBlobStore
 from tests.support import result_of
 from tests.web.conftest import Reply, Server, make_server, pg_of
 from tests.web.test_fuzz import BOUNDARY, SDIST, WHEEL, InlineThreads, _multipart
