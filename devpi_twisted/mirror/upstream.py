@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from base64 import b64encode
 from collections.abc import Callable, Mapping
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 from urllib.request import Request
 

@@ -13,7 +13,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, ParamSpec, Protocol, TypeVar, overload
+from typing import IO, Any, ParamSpec, TypeVar, overload
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
