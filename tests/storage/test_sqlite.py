@@ -153,3 +153,13 @@ def test_close_commits_the_writes_asked_for_before_and_refuses_later_ones(
     reopened = SqliteStorage.open(path, InlineExecutor())
     assert {u.name for u in reopened.list_users().result} == {"alice", "bob"}
     reopened.close()
+
+
+def test_a_shared_migration_step_runs_the_same_sql_in_both_dialects() -> None:
+    """``-- include: releases.sql`` scripts (sqlite 2, PostgreSQL 3) run the shared file."""
+    sqlite, postgres = dict(migrations.scripts("sqlite")), dict(migrations.scripts("postgres"))
+    assert sqlite[2] == postgres[3]
+    assert not sqlite[2].startswith("-- include:")
+    assert [s.split("(")[0] for s in migrations.statements(sqlite[2])] == [
+        "CREATE TABLE versions ", "CREATE TABLE files ",
+        "CREATE INDEX files_by_project ON files "]

@@ -1,7 +1,8 @@
 """Numbered schema migrations: ``NNNN_name.DIALECT.sql`` files applied in order.
 
 The applied version is kept in ``schema_version``; a database newer than this
-code refuses to open.
+code refuses to open. A script that is only ``-- include: NAME.sql`` runs the shared
+``NAME.sql`` (SQL both dialects accept), so a step both take is written once.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import re
 from importlib import resources
 
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.(sqlite|postgres)\.sql$")
+_INCLUDE = re.compile(r"\A-- include: ([a-z0-9_]+\.sql)\s*\Z")
 
 
 def scripts(dialect: str) -> list[tuple[int, str]]:
@@ -18,7 +20,11 @@ def scripts(dialect: str) -> list[tuple[int, str]]:
     for entry in resources.files(__name__).iterdir():
         match = _NAME.match(entry.name)
         if match and match.group(2) == dialect:
-            found.append((int(match.group(1)), entry.read_text(encoding="utf-8")))
+            text = entry.read_text(encoding="utf-8")
+            shared = _INCLUDE.match(text)
+            if shared:
+                text = resources.files(__name__).joinpath(shared.group(1)).read_text(encoding="utf-8")
+            found.append((int(match.group(1)), text))
     found.sort()
     versions = [v for v, _ in found]
     if versions != list(range(1, len(versions) + 1)):
