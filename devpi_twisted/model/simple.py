@@ -23,7 +23,7 @@ from devpi_twisted.model.indexes import resolution_order
 from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.releases import split_filename
 from devpi_twisted.storage.interface import UNSTORED, MirrorRecord, Storage
-from devpi_twisted.storage.values import IndexConfig, VersionData
+from devpi_twisted.storage.values import IndexConfig, StageConfig, VersionData
 
 # refresh(mirror name, its config, project) -> "fresh" | "cached" | "missing", at once
 # when no upstream request is needed, else awaitable
@@ -68,11 +68,9 @@ def _links_of_version(stage: str, data: VersionData) -> list[Link]:
             continue
         found.append(Link(
             stage=stage, filename=link.filename, relpath=link.entrypath,
-            sha256=link.hashes.get("sha256"),
-            requires_python=data.get("requires_python") or None,
-            yanked=link.get("yanked", False), size=link.get("size"),
-            upload_time=link.get("upload_time"),
-            core_metadata=(link.get("core_metadata") or {}).get("sha256")))
+            sha256=link.hashes.get("sha256"), requires_python=data.requires_python,
+            yanked=link.yanked, size=link.size, upload_time=link.upload_time,
+            core_metadata=(link.core_metadata or {}).get("sha256")))
     return found
 
 
@@ -99,7 +97,8 @@ def _versions_of(links: list[Link]) -> set[str]:
 def _whitelist(configs: Mapping[str, IndexConfig], order: list[str],
                requested: str, project: str, has: Mapping[str, bool]) -> set[str]:
     """The mirrors of ``order`` that may supply ``project`` (model.md 6.2)."""
-    union = configs[requested].get("mirror_whitelist_inheritance", "union") != "intersection"
+    first = configs[requested]
+    union = not (isinstance(first, StageConfig) and first.mirror_whitelist_inheritance == "intersection")
     allowed: set[str] | None = None
     whitelisted = private_hit = False
     mirrors = set()
@@ -109,7 +108,8 @@ def _whitelist(configs: Mapping[str, IndexConfig], order: list[str],
             if not private_hit or whitelisted:
                 mirrors.add(stage)
             continue
-        names = {n if n == "*" else normalize_project(n) for n in config.get("mirror_whitelist", ())}
+        listed = config.mirror_whitelist if isinstance(config, StageConfig) else ()
+        names = {n if n == "*" else normalize_project(n) for n in listed}
         if allowed is None:
             allowed = names
         else:
