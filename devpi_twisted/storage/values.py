@@ -115,7 +115,8 @@ class StageConfig(IndexConfig):
 
 @attrs.frozen(eq=False)
 class MirrorConfig(IndexConfig):
-    """A mirror of another index server (``type`` mirror)."""
+    """A mirror of another index server (``type`` mirror). Its flags are the truth of the
+    stored value, as the mirror has always read them."""
 
     is_mirror: ClassVar[bool] = True
     mirror_url: str = _parsed()
@@ -130,13 +131,13 @@ class MirrorConfig(IndexConfig):
         json = self._json
         _set(self, mirror_url=str(json.get("mirror_url") or ""),
              mirror_cache_expiry=json.get("mirror_cache_expiry"),
-             mirror_no_project_list=_flag(json.get("mirror_no_project_list"), False),
-             mirror_ignore_serial_header=_flag(json.get("mirror_ignore_serial_header"), False),
-             mirror_use_external_urls=_flag(json.get("mirror_use_external_urls"), False),
+             mirror_no_project_list=bool(json.get("mirror_no_project_list")),
+             mirror_ignore_serial_header=bool(json.get("mirror_ignore_serial_header")),
+             mirror_use_external_urls=bool(json.get("mirror_use_external_urls")),
              mirror_web_url_fmt=_text(json.get("mirror_web_url_fmt")))
 
 
-def index_config(value: Mapping[str, Any]) -> IndexConfig:
+def index_config(value: Mapping[str, Any] | IndexConfig) -> IndexConfig:
     """The configuration of the stored JSON's type (already parsed: as it is)."""
     if isinstance(value, IndexConfig):
         return value
@@ -153,7 +154,7 @@ class FileLink(_JsonValue):
     for_entrypath: str | None = _parsed()
     hashes: Mapping[str, str] = _parsed()
     sha256: str = _parsed()
-    hash_spec: str = _parsed()
+    hash_spec: str | None = _parsed()  # None when not stored
     log: tuple[Any, ...] = _parsed()
     core_metadata: Mapping[str, Any] | None = _parsed()  # None when not given (or empty)
     yanked: Any = _parsed()  # False, True or a reason text (PEP 592)
@@ -170,13 +171,13 @@ class FileLink(_JsonValue):
              filename=entrypath.rsplit("/", 1)[-1],
              for_entrypath=str(json["for_entrypath"]) if json.get("for_entrypath") else None,
              hashes=hashes, sha256=str(hashes.get("sha256", "")),
-             hash_spec=str(json.get("hash_spec", "")), log=tuple(json.get("_log", ())),
+             hash_spec=_text(json.get("hash_spec")), log=tuple(json.get("_log", ())),
              core_metadata=json.get("core_metadata") or None, yanked=json.get("yanked", False),
              size=json.get("size"), upload_time=_text(json.get("upload_time")))
 
 
 def _links(value: Any) -> tuple[FileLink, ...]:
-    return tuple(link if isinstance(link, FileLink) else FileLink(link) for link in value or ())
+    return tuple(FileLink(link) for link in value or ())
 
 
 @attrs.frozen(eq=False)
@@ -209,6 +210,6 @@ class VersionData(_JsonValue):
         return data
 
 
-def version_data(value: Mapping[str, Any]) -> VersionData:
+def version_data(value: Mapping[str, Any] | VersionData) -> VersionData:
     """The version data of the stored JSON (already parsed: as it is)."""
     return value if isinstance(value, VersionData) else VersionData(value)

@@ -19,6 +19,7 @@ from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.simple import ProjectPage, SimpleOps
 from devpi_twisted.replication.protocol import REPLICA_UUID
+from devpi_twisted.storage.values import MirrorConfig
 from devpi_twisted.web import render
 from devpi_twisted.web.deps import HttpRequest, MirrorPages
 from devpi_twisted.web.helpers import RequestHelpers
@@ -105,7 +106,7 @@ class SimplePages:
         _, body, ctype = cached
         return page(request, body, ctype)
 
-    def refresh(self, name: str, config: Mapping[str, Any], project: str) -> str | Awaitable[str]:
+    def refresh(self, name: str, config: MirrorConfig, project: str) -> str | Awaitable[str]:
         """Bring a mirror's page of ``project`` up to date (the domain's Refresh): the
         state at once when the cache answers, else a Deferred of it."""
         if self._mirror is None:
@@ -123,9 +124,10 @@ class SimplePages:
         if self._mirror is not None:  # asked here and now, so every worker sees the result
             for name in await self._simple.mirrors_of(user, index):
                 self._mirror.forget(name, project)
+                config = await self._ops.get_index(*name.split("/", 1))
                 try:
-                    await self._mirror.ensure(name, await self._ops.get_index(*name.split("/", 1)),
-                                              project)
+                    if isinstance(config, MirrorConfig):
+                        await self._mirror.ensure(name, config, project)
                 except MirrorFailed:
                     pass  # the page request that follows reports it
         return self._helpers.redirect(request, f"/{user}/{index}/+simple/{project}/".encode())
