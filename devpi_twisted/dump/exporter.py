@@ -137,7 +137,7 @@ class Exporter:
     async def _entry(self, link: FileLink, project: str, version: str) -> dict[str, Any]:
         record = await self._storage.get_file(link.entrypath)
         entry = dict(record.entry) if record is not None and not record.deleted else {}
-        entry.setdefault("hash_spec", "" if link.hash_spec is None else link.hash_spec)
+        entry.setdefault("hash_spec", link.hash_spec)
         entry.setdefault("hashes", dict(link.hashes))
         entry.setdefault("project", project)
         entry.setdefault("version", version)
@@ -165,7 +165,7 @@ class Exporter:
                         path = fmt.doczip_dump_path(name, project, record.version)
                     elif rel == TOXRESULT:
                         release = by_path.get(link.for_entrypath or "")
-                        spec = release.hash_spec if release else None
+                        spec = release.hash_spec if release else ""
                         path = fmt.toxresult_dump_path(name, project, spec or "unknown", filename)
                         desc["for_entrypath"] = link.for_entrypath
                     else:

@@ -141,6 +141,8 @@ def index_config(value: Mapping[str, Any] | IndexConfig) -> IndexConfig:
     """The configuration of the stored JSON's type (already parsed: as it is)."""
     if isinstance(value, IndexConfig):
         return value
+    if not isinstance(value, Mapping):
+        raise TypeError(f"expected a JSON object, got {type(value).__name__}")
     return MirrorConfig(value) if value.get("type") == MIRROR else StageConfig(value)
 
 
@@ -154,7 +156,7 @@ class FileLink(_JsonValue):
     for_entrypath: str | None = _parsed()
     hashes: Mapping[str, str] = _parsed()
     sha256: str = _parsed()
-    hash_spec: str | None = _parsed()  # None when not stored
+    hash_spec: str = _parsed()
     log: tuple[Any, ...] = _parsed()
     core_metadata: Mapping[str, Any] | None = _parsed()  # None when not given (or empty)
     yanked: Any = _parsed()  # False, True or a reason text (PEP 592)
@@ -171,7 +173,7 @@ class FileLink(_JsonValue):
              filename=entrypath.rsplit("/", 1)[-1],
              for_entrypath=str(json["for_entrypath"]) if json.get("for_entrypath") else None,
              hashes=hashes, sha256=str(hashes.get("sha256", "")),
-             hash_spec=_text(json.get("hash_spec")), log=tuple(json.get("_log", ())),
+             hash_spec=str(json.get("hash_spec", "")), log=tuple(json.get("_log", ())),
              core_metadata=json.get("core_metadata") or None, yanked=json.get("yanked", False),
              size=json.get("size"), upload_time=_text(json.get("upload_time")))
 
