@@ -6,9 +6,8 @@ bytes cached per page object, and a mirror's pages brought up to date from upstr
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable
 from email.utils import formatdate
-from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
