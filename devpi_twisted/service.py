@@ -39,6 +39,7 @@ from devpi_twisted.model.tokens import TokenSigner, derive_keys
 from devpi_twisted.serverdir import StartupError
 from devpi_twisted.storage.board import SerialBoard
 from devpi_twisted.storage.types import ThreadOffload
+from devpi_twisted.storage.values import MirrorConfig
 from devpi_twisted.workers import WorkerSupervisor, worker_command
 from devpi_twisted.model.release_ops import ReleaseOps
 from devpi_twisted.model.simple import SimpleOps
@@ -185,7 +186,7 @@ def build_service(config: Config, reactor: IServerReactor) -> IService:
 async def _warm(storage: Storage, mirror: Mirror) -> None:
     """What the mirror indexes load at start (their stored project lists)."""
     for record in await storage.list_indexes():
-        if record.config.is_mirror:
+        if isinstance(record.config, MirrorConfig):
             await mirror.warm(f"{record.user}/{record.index}", record.config)
 
 

@@ -137,8 +137,8 @@ class Exporter:
     async def _entry(self, link: FileLink, project: str, version: str) -> dict[str, Any]:
         record = await self._storage.get_file(link.entrypath)
         entry = dict(record.entry) if record is not None and not record.deleted else {}
-        entry.setdefault("hash_spec", link.get("hash_spec", ""))
-        entry.setdefault("hashes", link.hashes)
+        entry.setdefault("hash_spec", link.hash_spec)
+        entry.setdefault("hashes", dict(link.hashes))
         entry.setdefault("project", project)
         entry.setdefault("version", version)
         return fmt.entry_for_dump(entry)
@@ -151,27 +151,28 @@ class Exporter:
             versions = {}
             for record in sorted(await self._storage.get_versions(user, index, project),
                                  key=lambda r: r.version):
-                versions[record.version] = record.data.metadata
+                versions[record.version] = dict(record.data.metadata)
                 links = record.data.links
                 by_path = {link.entrypath: link for link in links}
                 for link in links:
                     rel = link.rel
                     filename = link.filename
                     desc: dict[str, Any] = {"type": rel, "projectname": project,
-                                            "version": record.version, "log": link.log}
+                                            "version": record.version, "log": list(link.log)}
                     if rel == RELEASEFILE:
                         path = fmt.release_dump_path(name, project, record.version, filename)
                     elif rel == DOCZIP:
                         path = fmt.doczip_dump_path(name, project, record.version)
                     elif rel == TOXRESULT:
-                        release = by_path.get(str(link.get("for_entrypath")))
-                        spec = release.get("hash_spec", "unknown") if release else "unknown"
-                        path = fmt.toxresult_dump_path(name, project, str(spec), filename)
-                        desc["for_entrypath"] = link.get("for_entrypath")
+                        release = by_path.get(link.for_entrypath or "")
+                        spec = release.hash_spec if release else ""
+                        path = fmt.toxresult_dump_path(name, project, spec or "unknown", filename)
+                        desc["for_entrypath"] = link.for_entrypath
                     else:
                         continue
                     self._copies.append((link.entrypath, path))
-                    extra = {k: link[k] for k in fmt.EXTRA_KEYS if k in link}
+                    stored = link.to_json()  # (the extra keys as stored, when they are)
+                    extra = {k: stored[k] for k in fmt.EXTRA_KEYS if k in stored}
                     if extra:
                         desc[fmt.EXTRA] = extra
                     desc["relpath"] = path

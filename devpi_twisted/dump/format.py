@@ -301,8 +301,10 @@ def read_dump(directory: Path, skip_types: Iterable[str] = ()) -> Dump:
 def _check_mirror_url(name: str, config: IndexConfig, warnings: list[str]) -> None:
     """A warning (the URL masked) for a mirror whose URL we would refuse: it is imported
     as it is, and its pages fail until it is fixed."""
-    url = config.get("mirror_url")  # (as the dump has it, whatever its type)
-    if not isinstance(config, MirrorConfig) or url is None:
+    if not isinstance(config, MirrorConfig):
+        return
+    url = config.to_json().get("mirror_url")  # (as the dump has it, whatever its type)
+    if url is None:
         return
     try:
         check_mirror_url(url)

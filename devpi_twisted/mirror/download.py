@@ -114,7 +114,7 @@ class Downloader:
         link = await self.find_link(name, project, relpath, config)
         if link is None:
             raise NoSuchFile(relpath)
-        auth = split_credentials(settings.upstream_url(config or {}))[1]
+        auth = split_credentials(settings.upstream_url(config) if config is not None else "")[1]
         self._counters["file_fetches"] += 1
         try:
             response = await self._upstream.open(link["url"], auth)

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from devpi_twisted.model.acl import ANONYMOUS, normalize_principal
 from devpi_twisted.model.errors import InvalidInput
 from devpi_twisted.model.names import check_name, normalize_project
+from devpi_twisted.storage.values import IndexConfig, StageConfig
 
 STAGE = "stage"
 MIRROR = "mirror"
@@ -407,13 +408,13 @@ def _normalize_item(key: str, value: str) -> str:
     return value
 
 
-def resolution_order(start: str, configs: Callable[[str], Mapping[str, Any] | None]) -> list[str]:
+def resolution_order(start: str, configs: Callable[[str], IndexConfig | None]) -> list[str]:
     """Breadth-first over bases, stages first and mirrors last, each once (spec/model.md 6.1)."""
     first = configs(start)
     if first is None:
         return []
     order, mirrors, seen = [start], [], {start}
-    queue = list(first.get("bases", ()) or ())
+    queue = list(first.bases) if isinstance(first, StageConfig) else []
     while queue:
         name = queue.pop(0)
         if name in seen:
@@ -422,9 +423,9 @@ def resolution_order(start: str, configs: Callable[[str], Mapping[str, Any] | No
         config = configs(name)
         if config is None:
             continue
-        if config.get("type") == MIRROR:
+        if config.is_mirror:
             mirrors.append(name)
         else:
             order.append(name)
-            queue.extend(config.get("bases", ()) or ())
+            queue.extend(config.bases if isinstance(config, StageConfig) else ())
     return order + mirrors

@@ -304,7 +304,7 @@ class ServerOps:
         return record
 
     async def _all_configs(self) -> dict[str, Mapping[str, Any]]:
-        return {i.name: i.config for i in await self._storage.list_indexes()}
+        return {i.name: i.config.to_json() for i in await self._storage.list_indexes()}
 
     async def get_index(self, user: str, index: str) -> IndexConfig:
         return (await self._index(user, index)).config
@@ -338,7 +338,7 @@ class ServerOps:
             record = await self._index(user, index)
             if not self._policy.may_manage_index(identity, user):
                 raise Forbidden(f"no permission to modify index {name}")
-            config = idx.patch_config(name, record.config, body, await self._all_configs())
+            config = idx.patch_config(name, record.config.to_json(), body, await self._all_configs())
             if config == record.config.to_json():
                 if error_on_noop:
                     raise InvalidInput("The requested modifications resulted in no changes")
@@ -357,7 +357,7 @@ class ServerOps:
     async def project_config(self, user: str, index: str, project: str) -> dict[str, Any]:
         """devpi 7's configuration of one project (``inheritance_rules``), read off the
         stage's whitelist; ``{}`` when nothing is set."""
-        return idx.project_config((await self._index(user, index)).config, project)
+        return idx.project_config((await self._index(user, index)).config.to_json(), project)
 
     async def modify_project_config(self, identity: Identity, user: str, index: str,
                                     project: str, body: Any) -> Written:
@@ -368,7 +368,7 @@ class ServerOps:
             record = await self._index(user, index)
             if not self._policy.may_manage_index(identity, user):
                 raise Forbidden(f"no permission to modify index {name}")
-            config = idx.patch_project_rules(record.config, project, body)
+            config = idx.patch_project_rules(record.config.to_json(), project, body)
             if config == record.config.to_json():
                 return Written(None, idx.project_config(config, project))
             serial = await self._update_index(user, index, config, record.serial)

@@ -13,10 +13,10 @@ from devpi_twisted.model.acl import Identity, matches
 from devpi_twisted.model.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.release_files import (
-    DOCZIP, METADATA_SUFFIX, RELEASEFILE, TOXRESULT, file_entry, link_filename, overwritten,
+    DOCZIP, METADATA_SUFFIX, RELEASEFILE, TOXRESULT, file_entry, overwritten,
 )
 from devpi_twisted.model.retry import retrying
-from devpi_twisted.storage.values import IndexConfig, StageConfig
+from devpi_twisted.storage.values import ELINKS, IndexConfig, StageConfig
 
 if TYPE_CHECKING:
     from devpi_twisted.model.release_ops import ReleaseOps
@@ -74,40 +74,37 @@ async def push(ops: ReleaseOps, identity: Identity, user: str, index: str, body:
 
     async def attempt() -> list[list[Any]]:
         existing = await ops.version_record(target_user, target_index, project, version)
-        data = current.data.metadata
-        old_links = list(existing.data.get("+elinks", [])) if existing else []
+        data = dict(current.data.metadata)
+        old_links = list(existing.data.links) if existing else []
         new_links: list[dict[str, Any]] = []
         files: dict[str, Mapping[str, Any]] = {}
         log: list[list[Any]] = [[200, "register", name, version, "->", target]]
-        for link in sorted(links, key=lambda l: str(l["entrypath"])):
-            filename = link_filename(link)
-            sha256 = link.get("hashes", {}).get("sha256", "")
-            relpath = f"{target}/{str(link['entrypath']).split('/', 2)[2]}"
-            clash = [l for l in old_links if link_filename(l) == filename and l.get("rel") == link.get("rel")]
-            if clash and not volatile and clash[0].get("hashes", {}).get("sha256") != sha256:
+        for link in sorted(links, key=lambda l: l.entrypath):
+            filename, sha256 = link.filename, link.sha256
+            relpath = f"{target}/{link.entrypath.split('/', 2)[2]}"
+            clash = [l for l in old_links if l.filename == filename and l.rel == link.rel]
+            if clash and not volatile and clash[0].hashes.get("sha256") != sha256:
                 raise Conflict(f"{filename} already exists in non-volatile index")
             old_links = [l for l in old_links if l not in clash]
             # the target's own count of overwrites, then the pushed file's history (a doc
             # zip's whole, a file's without the source's overwrites), then the push
             history = [overwritten(clash[0], now)] if clash and volatile else []
-            history += [e for e in link.get("_log", [])
-                        if link.get("rel") == DOCZIP or e.get("what") != "overwrite"]
+            history += [e for e in link.log if link.rel == DOCZIP or e.get("what") != "overwrite"]
             history.append(releases.log_entry("push", identity.username, now, src=source, dst=target))
-            copied = {**link, "entrypath": relpath, "_log": history}
-            if link.get("for_entrypath"):
-                copied["for_entrypath"] = f"{target}/{str(link['for_entrypath']).split('/', 2)[2]}"
+            copied = {**link.to_json(), "entrypath": relpath, "_log": history}
+            if link.for_entrypath:
+                copied["for_entrypath"] = f"{target}/{link.for_entrypath.split('/', 2)[2]}"
             new_links.append(copied)
-            files[relpath] = file_entry(sha256, int(link.get("size") or 0), project, version, now)
-            await copy_blob(str(link["entrypath"]), relpath, sha256)
-            if link.get("core_metadata"):
-                meta_sha = link["core_metadata"]["sha256"]
+            files[relpath] = file_entry(sha256, int(link.size or 0), project, version, now)
+            await copy_blob(link.entrypath, relpath, sha256)
+            if link.core_metadata:
+                meta_sha = link.core_metadata["sha256"]
                 files[relpath + METADATA_SUFFIX] = file_entry(meta_sha, 0, project, version, now)
-                await copy_blob(str(link["entrypath"]) + METADATA_SUFFIX, relpath + METADATA_SUFFIX,
+                await copy_blob(link.entrypath + METADATA_SUFFIX, relpath + METADATA_SUFFIX,
                                 meta_sha)
-            kind = {RELEASEFILE: "store_releasefile", TOXRESULT: "store_toxresult"}.get(
-                str(link.get("rel")))
+            kind = {RELEASEFILE: "store_releasefile", TOXRESULT: "store_toxresult"}.get(link.rel)
             log.append([200, kind, relpath] if kind else [200, "store_doczip", name, version, "->", target])
-        data["+elinks"] = old_links + new_links
+        data[ELINKS] = [l.to_json() for l in old_links] + new_links
         await ops.storage.write_release(target_user, target_index, project, version, data,
                                         files, existing.serial if existing else -1)
         return log

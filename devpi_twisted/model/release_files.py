@@ -15,6 +15,7 @@ import attrs
 
 from devpi_twisted.model import releases
 from devpi_twisted.model.errors import Conflict, InvalidInput, NotFound
+from devpi_twisted.storage.values import FileLink
 
 RELEASEFILE = "releasefile"
 DOCZIP = "doczip"
@@ -75,11 +76,11 @@ def file_entry(sha256: str, size: int, project: str, version: str, now: float) -
             "last_modified": http_date(now), "project": project, "version": version, "size": size}
 
 
-def gone_paths(link: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+def gone_paths(link: FileLink) -> dict[str, Mapping[str, Any]]:
     """File records to mark deleted with a link: the file and its core metadata."""
-    gone: dict[str, Mapping[str, Any]] = {str(link["entrypath"]): {}}
-    if link.get("core_metadata"):
-        gone[str(link["entrypath"]) + METADATA_SUFFIX] = {}
+    gone: dict[str, Mapping[str, Any]] = {link.entrypath: {}}
+    if link.core_metadata:
+        gone[link.entrypath + METADATA_SUFFIX] = {}
     return gone
 
 
@@ -87,13 +88,9 @@ def gmtime(now: float) -> tuple[int, ...]:
     return tuple(time.gmtime(now)[:6])
 
 
-def link_filename(link: Mapping[str, Any]) -> str:
-    return str(link["entrypath"]).rsplit("/", 1)[-1]
-
-
-def overwritten(old: Mapping[str, Any], now: float) -> dict[str, Any]:
+def overwritten(old: FileLink, now: float) -> dict[str, Any]:
     """The history entry that starts a link replacing ``old`` in a volatile index, as devpi
     records it: nobody named, ``count`` going on from the replaced link's."""
-    count = sum(entry["count"] for entry in old.get("_log", [])
+    count = sum(entry["count"] for entry in old.log
                 if entry.get("what") == "overwrite" and isinstance(entry.get("count"), int))
     return releases.log_entry("overwrite", None, now, count=count + 1)

@@ -26,12 +26,12 @@ from devpi_twisted.model.push import may_upload
 from devpi_twisted.model.release_files import (  # (the names the web layer imports from here)
     DOCZIP, METADATA_SUFFIX, RELEASEFILE, TOXRESULT, BadForm, CheckArchive, Identical,
     IncomingFile, IncomingMetadata, StageMissing, file_entry, gmtime, gone_paths, iso_time,
-    link_filename, overwritten,
+    overwritten,
 )
 from devpi_twisted.model.retry import retrying
 from devpi_twisted.storage.blobs import BlobStore
 from devpi_twisted.storage.interface import FileRecord, RecordMissing, Storage, VersionRecord
-from devpi_twisted.storage.values import IndexConfig, StageConfig
+from devpi_twisted.storage.values import ELINKS, FileLink, IndexConfig, StageConfig
 
 __all__ = ["DOCZIP", "BadForm", "Identical", "IncomingFile", "IncomingMetadata", "ReleaseOps",
            "StageMissing"]
@@ -140,7 +140,7 @@ class ReleaseOps:
             current = await self.version_record(user, index, project, version)
             data = releases.new_version_data(name, version, metadata, full=True)
             if current is not None:
-                data = {**data, **{k: v for k, v in current.data.items() if k.startswith("+")}}
+                data = {**data, **{k: v for k, v in current.data.to_json().items() if k.startswith("+")}}
             return Written(await self._write(user, index, project, version, data, {}, current))
         return await retrying(attempt, f"{name} {version} is being changed by many requests at once")
 
@@ -170,25 +170,24 @@ class ReleaseOps:
             if current is None:
                 data = releases.new_version_data(name, version, metadata, full=rel == RELEASEFILE)
             else:
-                data = releases.update_version_data(current.data, metadata)
-            links = list(data.get("+elinks", []))
-            same = [link for link in links
-                    if link.get("rel") == rel and link_filename(link) == filename]
+                data = releases.update_version_data(current.data.to_json(), metadata)
+            links = [FileLink(link) for link in data.get(ELINKS, [])]
+            same = [link for link in links if link.rel == rel and link.filename == filename]
             files: dict[str, Mapping[str, Any]] = {}
             log = []
             if same:
                 old = same[0]
                 if not volatile:
-                    if old.get("hashes", {}).get("sha256") == content.sha256:
+                    if old.sha256 == content.sha256:
                         raise Identical("Upload of identical file to non volatile index.")
                     raise Conflict(f"{content.filename} already exists in non-volatile index")
-                results = [link for link in links if link.get("for_entrypath") == old["entrypath"]]
+                results = [link for link in links if link.for_entrypath == old.entrypath]
                 for result in results:  # tox results of the replaced file go with it
                     files.update(gone_paths(result))
                 links = [link for link in links if link not in results]
                 log.append(overwritten(old, self._clock()))
                 links = [link for link in links if link is not old]
-                if old["entrypath"] != relpath:
+                if old.entrypath != relpath:
                     files.update(gone_paths(old))
             now = self._clock()
             log.append(releases.log_entry("upload", identity.username, now, dst=f"{user}/{index}"))
@@ -202,8 +201,7 @@ class ReleaseOps:
                 link["core_metadata"] = {"sha256": meta.sha256}
                 files[relpath + METADATA_SUFFIX] = file_entry(meta.sha256, meta.size, project,
                                                               version, now)
-            links.append(link)
-            data["+elinks"] = links
+            data[ELINKS] = [l.to_json() for l in links] + [link]
             if not stored:  # the bodies first: a committed record never points at a missing file
                 bodies = [(relpath, content.path, content.sha256)]
                 if meta is not None:
@@ -229,18 +227,18 @@ class ReleaseOps:
             if record is not None and not record.deleted:
                 current = await self.version_record(user, index, record.project,
                                                     str(record.entry.get("version", "")))
-            links = list(current.data.get("+elinks", [])) if current else []
+            links: list[FileLink | dict[str, Any]] = list(current.data.links) if current else []
             if record is None or current is None or not any(
-                    l.get("rel") == RELEASEFILE and l["entrypath"] == relpath for l in links):
+                    l.rel == RELEASEFILE and l.entrypath == relpath for l in current.data.links):
                 raise NotFound(f"no release file found at {relpath}")
             now = self._clock()
-            count = sum(1 for link in links if link.get("for_entrypath") == relpath)
+            count = sum(1 for link in current.data.links if link.for_entrypath == relpath)
             target = releases.toxresult_filename(relpath, list(gmtime(now)), count)
             log = [releases.log_entry("upload", identity.username, now, dst=f"{user}/{index}")]
             links.append({"rel": TOXRESULT, "entrypath": target, "for_entrypath": relpath,
                           "hash_spec": f"sha256={content.sha256}", "hashes": {"sha256": content.sha256},
                           "_log": log})
-            data = {**current.data, "+elinks": links}
+            data = current.data.with_links(links)
             files = {target: file_entry(content.sha256, content.size, record.project,
                                         current.version, now)}
             await self._blobs.put_file(target, content.path, content.sha256)
@@ -362,11 +360,11 @@ class ReleaseOps:
             current = await self.version_record(user, index, record.project, version)
             if current is None:
                 raise NotFound(f"package '{relpath}' doesn't exist")
-            links = list(current.data.get("+elinks", []))
+            links = current.data.links
             removed = [link for link in links
-                       if link.get("entrypath") == relpath or link.get("for_entrypath") == relpath]
+                       if link.entrypath == relpath or link.for_entrypath == relpath]
             kept = [link for link in links if link not in removed]
-            data = None if not kept else {**current.data, "+elinks": kept}
+            data = None if not kept else current.data.with_links(kept)
             gone = {path: entry for link in removed for path, entry in gone_paths(link).items()}
             gone[relpath] = {}
             serial = await self._storage.write_release(
@@ -392,18 +390,21 @@ class ReleaseOps:
             current = await self.version_record(user, index, project, version)
             if current is None:
                 raise NotFound(f"The version {version} of project {project} does not exist.")
-            links, touched = [], False
-            for link in current.data.get("+elinks", []):
-                if link.get("rel") == RELEASEFILE and filename in (None, link_filename(link)):
-                    link = {k: v for k, v in link.items() if k != "yanked"}
+            links: list[FileLink | dict[str, Any]] = []
+            touched = False
+            for link in current.data.links:
+                if link.rel == RELEASEFILE and filename in (None, link.filename):
+                    changed = {k: v for k, v in link.to_json().items() if k != "yanked"}
                     if yanked is not False:
-                        link["yanked"] = yanked
+                        changed["yanked"] = yanked
                     touched = True
-                links.append(link)
+                    links.append(changed)
+                else:
+                    links.append(link)
             if not touched:
                 raise NotFound(f"no release file {filename} in {project} {version}")
             serial = await self._storage.write_release(
-                user, index, project, version, {**current.data, "+elinks": links}, {},
+                user, index, project, version, current.data.with_links(links), {},
                 current.serial)
             what = "unyanked" if yanked is False else "yanked"
             return Written(serial, None, f"{project} {version}{' ' + filename if filename else ''} {what}")

@@ -23,11 +23,11 @@ from devpi_twisted.model.indexes import resolution_order
 from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.releases import split_filename
 from devpi_twisted.storage.interface import UNSTORED, MirrorRecord, Storage
-from devpi_twisted.storage.values import IndexConfig, VersionData
+from devpi_twisted.storage.values import IndexConfig, MirrorConfig, StageConfig, VersionData
 
 # refresh(mirror name, its config, project) -> "fresh" | "cached" | "missing", at once
 # when no upstream request is needed, else awaitable
-Refresh = Callable[[str, Mapping[str, Any], str], str | Awaitable[str]]
+Refresh = Callable[[str, MirrorConfig, str], str | Awaitable[str]]
 MirrorPage = Callable[[str, str], Awaitable[MirrorRecord | None]]  # (mirror, project)
 FRESH = "fresh"
 OFFLINE = "offline"  # served from the cache, upstream never asked: only stored files count
@@ -55,7 +55,7 @@ class ProjectPage:
     links: tuple[Link, ...]
     versions: tuple[str, ...]
     serial: int
-    mirrors: tuple[tuple[str, Mapping[str, Any]], ...] = ()  # consulted: (name, config)
+    mirrors: tuple[tuple[str, MirrorConfig], ...] = ()  # consulted: (name, config)
     # built from a mirror's page not committed yet: its content is not the state at
     # ``serial`` (no ETag from that)
     provisional: bool = False
@@ -68,11 +68,9 @@ def _links_of_version(stage: str, data: VersionData) -> list[Link]:
             continue
         found.append(Link(
             stage=stage, filename=link.filename, relpath=link.entrypath,
-            sha256=link.hashes.get("sha256"),
-            requires_python=data.get("requires_python") or None,
-            yanked=link.get("yanked", False), size=link.get("size"),
-            upload_time=link.get("upload_time"),
-            core_metadata=(link.get("core_metadata") or {}).get("sha256")))
+            sha256=link.hashes.get("sha256"), requires_python=data.requires_python,
+            yanked=link.yanked, size=link.size, upload_time=link.upload_time,
+            core_metadata=(link.core_metadata or {}).get("sha256")))
     return found
 
 
@@ -99,7 +97,8 @@ def _versions_of(links: list[Link]) -> set[str]:
 def _whitelist(configs: Mapping[str, IndexConfig], order: list[str],
                requested: str, project: str, has: Mapping[str, bool]) -> set[str]:
     """The mirrors of ``order`` that may supply ``project`` (model.md 6.2)."""
-    union = configs[requested].get("mirror_whitelist_inheritance", "union") != "intersection"
+    first = configs[requested]
+    union = not (isinstance(first, StageConfig) and first.mirror_whitelist_inheritance == "intersection")
     allowed: set[str] | None = None
     whitelisted = private_hit = False
     mirrors = set()
@@ -109,7 +108,8 @@ def _whitelist(configs: Mapping[str, IndexConfig], order: list[str],
             if not private_hit or whitelisted:
                 mirrors.add(stage)
             continue
-        names = {n if n == "*" else normalize_project(n) for n in config.get("mirror_whitelist", ())}
+        listed = config.mirror_whitelist if isinstance(config, StageConfig) else ()
+        names = {n if n == "*" else normalize_project(n) for n in listed}
         if allowed is None:
             allowed = names
         else:
@@ -140,7 +140,7 @@ class SimpleOps:
         return resolution_order(f"{user}/{index}", configs.get)
 
     async def project_names(self, user: str, index: str,
-                            remote: Callable[[str, Mapping[str, Any]], Any] | None = None
+                            remote: Callable[[str, MirrorConfig], Any] | None = None
                             ) -> list[str]:
         """Normalised names along the bases, each once, stage by stage (of a mirror:
         ``remote(name, config)``, upstream's list if known, else the projects it holds
@@ -149,8 +149,9 @@ class SimpleOps:
         configs = {i.name: i.config for i in await self._storage.list_indexes()}
         for stage in await self._order(user, index):
             owner, name = stage.split("/", 1)
-            if configs[stage].is_mirror:
-                listed = remote(stage, configs[stage]) if remote is not None else None
+            config = configs[stage]
+            if isinstance(config, MirrorConfig):
+                listed = remote(stage, config) if remote is not None else None
                 found = list(listed) if listed is not None else \
                     await self._storage.list_mirror_projects(owner, name)
             else:
@@ -223,7 +224,7 @@ class SimpleOps:
                 return cached, not fresh
         return await self._build(user, index, project, refresh)
 
-    async def _refresh_mirrors(self, mirrors: tuple[tuple[str, Mapping[str, Any]], ...],
+    async def _refresh_mirrors(self, mirrors: tuple[tuple[str, MirrorConfig], ...],
                                requested: str, project: str, refresh: Refresh | None
                                ) -> tuple[bool, set[str]]:
         """Bring the consulted mirrors' pages up to date; whether all were fresh, and
@@ -260,7 +261,8 @@ class SimpleOps:
                 records[stage] = await self._storage.get_versions(owner, stage_index, project)
         allowed = _whitelist(configs, order, requested, project,
                              {stage: bool(found) for stage, found in records.items()})
-        mirrors = tuple((m, configs[m]) for m in order if m in allowed)
+        mirrors = tuple((m, c) for m in order
+                        if m in allowed and isinstance(c := configs[m], MirrorConfig))
         fresh, offline = await self._refresh_mirrors(mirrors, requested, project, refresh)
         links: list[Link] = []
         taken: set[str] = set()

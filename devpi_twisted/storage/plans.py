@@ -205,7 +205,7 @@ def bootstrap(users: Sequence[UserRecord], indexes: Sequence[IndexRecord], at: f
     if serial != 0:
         raise RecordExists("the database already holds a server state")
     records = [user_record(u.name, u.profile, u.pwhash) for u in users]
-    records += [Record(INDEX, i.name, dict(i.config)) for i in indexes]
+    records += [Record(INDEX, i.name, i.config.to_json()) for i in indexes]
     return (yield from commit(serial, records, at))
 
 

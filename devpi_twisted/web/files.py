@@ -26,6 +26,7 @@ from devpi_twisted.replication.client import PrimaryUnreachable
 from devpi_twisted.replication.replica import FileFetchFailed, FileGone
 from devpi_twisted.storage.adapter import shielded
 from devpi_twisted.storage.blobs import BlobMissing, BlobReadStopped, BlobStore
+from devpi_twisted.storage.values import MirrorConfig
 from devpi_twisted.web import render
 from devpi_twisted.web.deps import HttpRequest, MirrorFiles, Offload, ReplicaFiles
 from devpi_twisted.web.sendfile import SendfileBody, transport_of
@@ -86,7 +87,7 @@ class FileApp:
     async def _mirror_file(self, request: HttpRequest, user: str, index: str, relpath: str) -> bytes:
         """A mirror's file not stored yet: fetched, streamed to the client, stored."""
         config = await self._ops.get_index(user, index)
-        if not config.is_mirror or self._mirror is None:
+        if not isinstance(config, MirrorConfig) or self._mirror is None:
             raise NotFound("no such file")
         filename = relpath.rsplit("/", 1)[-1]
         try:
@@ -103,13 +104,13 @@ class FileApp:
                 request.setHeader(key.encode(), value.encode("latin-1"))
             return None if request.method == b"HEAD" else IConsumer(request)
 
-        if config.get("mirror_use_external_urls"):  # not fetched here: the client goes there
+        if config.mirror_use_external_urls:  # not fetched here: the client goes there
             link = await self._mirror.find_link(f"{user}/{index}", normalize_project(name),
                                                 relpath, config)
             if link is None:
                 raise NotFound("no such file")
             request.setResponseCode(302)
-            target = with_credentials(str(link["url"]), str(config.get("mirror_url") or ""))
+            target = with_credentials(str(link["url"]), config.mirror_url)
             request.setHeader(b"Location", target.encode())
             return b""
 

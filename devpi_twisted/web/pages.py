@@ -6,9 +6,8 @@ bytes cached per page object, and a mirror's pages brought up to date from upstr
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable
 from email.utils import formatdate
-from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -19,6 +18,7 @@ from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.simple import ProjectPage, SimpleOps
 from devpi_twisted.replication.protocol import REPLICA_UUID
+from devpi_twisted.storage.values import MirrorConfig
 from devpi_twisted.web import render
 from devpi_twisted.web.deps import HttpRequest, MirrorPages
 from devpi_twisted.web.helpers import RequestHelpers
@@ -105,7 +105,7 @@ class SimplePages:
         _, body, ctype = cached
         return page(request, body, ctype)
 
-    def refresh(self, name: str, config: Mapping[str, Any], project: str) -> str | Awaitable[str]:
+    def refresh(self, name: str, config: MirrorConfig, project: str) -> str | Awaitable[str]:
         """Bring a mirror's page of ``project`` up to date (the domain's Refresh): the
         state at once when the cache answers, else a Deferred of it."""
         if self._mirror is None:
@@ -123,9 +123,10 @@ class SimplePages:
         if self._mirror is not None:  # asked here and now, so every worker sees the result
             for name in await self._simple.mirrors_of(user, index):
                 self._mirror.forget(name, project)
+                config = await self._ops.get_index(*name.split("/", 1))
                 try:
-                    await self._mirror.ensure(name, await self._ops.get_index(*name.split("/", 1)),
-                                              project)
+                    if isinstance(config, MirrorConfig):
+                        await self._mirror.ensure(name, config, project)
                 except MirrorFailed:
                     pass  # the page request that follows reports it
         return self._helpers.redirect(request, f"/{user}/{index}/+simple/{project}/".encode())

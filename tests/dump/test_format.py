@@ -114,7 +114,7 @@ def test_a_bad_mirror_url_is_imported_with_a_masked_warning(dump: Path) -> None:
     warning = next(w for w in read.warnings if "alice/m" in w)
     assert "must be a URL" in warning and "s3cretXYZ" not in warning
     assert "http://bob:****@h.example:abc/simple/?token=****" in warning
-    assert read.indexes[[i.name for i in read.indexes].index("alice/m")].config["mirror_url"] == url
+    assert read.indexes[[i.name for i in read.indexes].index("alice/m")].config.to_json()["mirror_url"] == url
 
 
 def test_bases_come_first_and_missing_bases_are_warned_about(dump: Path) -> None:
@@ -126,7 +126,7 @@ def test_bases_come_first_and_missing_bases_are_warned_about(dump: Path) -> None
     names = [i.name for i in read.indexes]
     assert names.index("alice/z") < names.index("alice/a")
     assert any("base gone/x is not in the dump" in w for w in read.warnings)
-    assert read.indexes[names.index("alice/a")].config["bases"] == ["alice/z", "gone/x"]
+    assert read.indexes[names.index("alice/a")].config.to_json()["bases"] == ["alice/z", "gone/x"]
 
 
 def test_toxresult_must_point_at_a_release_file_of_its_version(dump: Path) -> None:

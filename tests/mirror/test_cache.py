@@ -29,6 +29,7 @@ from devpi_twisted.storage.fileblobs import FileBlobStore
 from devpi_twisted.storage.executor import ThreadExecutor
 from devpi_twisted.storage.interface import UNSTORED
 from devpi_twisted.storage.sqlite import SqliteStorage
+from devpi_twisted.storage.values import MirrorConfig
 from tests.fakepypi import SWITCHES, FakeIndexResource, FakePyPI
 from tests.support import make_sdist, make_wheel
 
@@ -136,7 +137,7 @@ class World:
         self.staging = staging
         self.mirror = self.new_mirror()
         # the project list has a test of its own; elsewhere it would race the pages
-        self.config = {**root_pypi(fake.url).config, "mirror_no_project_list": True}
+        self.config = MirrorConfig({**root_pypi(fake.url).config.to_json(), "mirror_no_project_list": True})
         self.fake = fake
         self.seen = len(fake.requests())
 
@@ -167,7 +168,7 @@ class World:
         return Deferred.fromCoroutine(self._ensure(project, config))
 
     async def _ensure(self, project: str, config: dict[str, Any]) -> str:
-        state = await self.mirror.ensure(NAME, {**self.config, **config}, project)
+        state = await self.mirror.ensure(NAME, MirrorConfig({**self.config.to_json(), **config}), project)
         await self.mirror.settled()
         return state
 
@@ -457,7 +458,7 @@ async def test_the_project_list_is_fetched_in_the_background_and_saved(world: Wo
     from twisted.internet.task import deferLater
 
     await world.setup()
-    config = {**world.config, "mirror_no_project_list": False}
+    config = MirrorConfig({**world.config.to_json(), "mirror_no_project_list": False})
     assert world.mirror.names(NAME, config) is None  # not loaded yet: nobody waits
     for _ in range(100):
         if world.mirror.names(NAME, config) is not None:
@@ -478,8 +479,8 @@ async def test_the_project_list_is_fetched_in_the_background_and_saved(world: Wo
 async def test_a_stored_project_list_is_loaded_at_start_and_only_for_its_upstream(
         world: World) -> None:
     await world.setup()
-    stored = (await world.storage.get_index("root", "pypi")).config
-    config = {**stored, "mirror_url": stored["mirror_url"].replace("http://", "http://bob:pw@")}
+    stored = (await world.storage.get_index("root", "pypi")).config.to_json()
+    config = MirrorConfig({**stored, "mirror_url": stored["mirror_url"].replace("http://", "http://bob:pw@")})
     world.mirror.names(NAME, config)
     saved = world.blobs.local_path("root/pypi/+names/projects.json")
     assert saved is not None
@@ -492,7 +493,7 @@ async def test_a_stored_project_list_is_loaded_at_start_and_only_for_its_upstrea
     assert len(world.asked("/simple/")) == fetched  # loaded from the store, nobody asked
     assert restarted.names(NAME, config) == {"alpha": "alpha", "beta": "beta"}  # at once
     await _until(lambda: len(world.asked("/simple/")) == fetched + 1)  # revalidated upstream
-    other = {**config, "mirror_url": "http://elsewhere.invalid/simple/"}
+    other = MirrorConfig({**config.to_json(), "mirror_url": "http://elsewhere.invalid/simple/"})
     assert await world.new_mirror().lists.load(NAME, other) is None  # another upstream's
 
 
@@ -509,7 +510,7 @@ async def test_credentials_in_the_mirror_url_go_as_basic_auth_and_are_not_stored
     links = await world.links("beta")
     assert "s3cret" not in repr(links)
     await world.mirror.download(NAME, "beta", "1.0", links[0]["entrypath"], Collect().start,
-                                config={**world.config, "mirror_url": secret_url})
+                                config=MirrorConfig({**world.config.to_json(), "mirror_url": secret_url}))
     assert world.asked("/files/")[0]["headers"]["authorization"] == expected
 
 
@@ -607,8 +608,8 @@ async def test_files_of_a_page_this_process_created_are_known_not_stored(world: 
 async def test_a_new_mirror_url_gets_its_own_list_while_the_old_ones_is_coming(
         world: World, upstream_switches: FakePyPI) -> None:
     await world.setup()
-    old = {**world.config, "mirror_no_project_list": False}
-    new = {**old, "mirror_url": old["mirror_url"].replace("127.0.0.1", "localhost")}
+    old = MirrorConfig({**world.config.to_json(), "mirror_no_project_list": False})
+    new = MirrorConfig({**old.to_json(), "mirror_url": old.mirror_url.replace("127.0.0.1", "localhost")})
     world.fake.set(latency=0.5)
 
     def lists_asked() -> int:

@@ -20,6 +20,7 @@ from devpi_twisted.mirror.cache import (
     FRESH, MISSING, MISSING_FOR, MirrorFailed, TransferBroken, expected_hashes,
 )
 from devpi_twisted.mirror.receive import Check
+from devpi_twisted.storage.values import MirrorConfig
 from tests.fakepypi import SWITCHES, FakePyPI
 from tests.mirror.test_cache import NAME, URL, Collect, World, stop_pumping  # noqa: F401
 from tests.storage.conftest import adapter  # noqa: F401  (the fixture: sqlite, postgres)
@@ -61,15 +62,15 @@ def publish(world: World, tmp_path: Path, name: str | None = None) -> str:
     return name
 
 
-async def listed_config(world: World, **config: Any) -> dict[str, Any]:
+async def listed_config(world: World, **config: Any) -> MirrorConfig:
     """The mirror's config with the project list on, once the list has been fetched."""
     from twisted.internet import reactor
     from twisted.internet.task import deferLater
 
-    config = {**world.config, "mirror_no_project_list": False, **config}
+    listed = MirrorConfig({**world.config.to_json(), "mirror_no_project_list": False, **config})
     for _ in range(200):
-        if world.mirror.names(NAME, config) is not None:
-            return config
+        if world.mirror.names(NAME, listed) is not None:
+            return listed
         await deferLater(reactor, 0.05, lambda: None)
     raise AssertionError("no project list")
 

@@ -27,6 +27,7 @@ from devpi_twisted.model.ops import root_pypi, root_user
 from devpi_twisted.storage.fileblobs import FileBlobStore
 from devpi_twisted.storage.executor import InlineExecutor
 from devpi_twisted.storage.sqlite import SqliteStorage
+from devpi_twisted.storage.values import MirrorConfig
 from tests.mirror.test_cache import Collect
 from tests.support import make_wheel
 
@@ -138,8 +139,8 @@ class World:
         self.staging.mkdir()
         self.mirror = Mirror(self.storage, self.upstream, self.blobs, self.staging, _inline,
                              self.clock, **options)
-        self.config = {**root_pypi(UPSTREAM).config, "mirror_no_project_list": True,
-                       "mirror_url": UPSTREAM}
+        self.config = MirrorConfig({**root_pypi(UPSTREAM).config.to_json(),
+                                    "mirror_no_project_list": True, "mirror_url": UPSTREAM})
         self.run(self.storage.bootstrap([root_user("", "not-a-hash", 0.0)],
                                         [root_pypi(UPSTREAM)]))
 
@@ -369,14 +370,14 @@ def test_an_upstream_behind_the_stored_serial_is_not_believed(world: World) -> N
         "root", "pypi", "alpha", {**record.value, "serial": 8, "etag": None}, {}))
     world.clock.advance(3600)
     assert world.run(world.ensure("alpha")) == CACHED  # upstream says 7
-    world.config["mirror_ignore_serial_header"] = True
+    world.config = MirrorConfig({**world.config.to_json(), "mirror_ignore_serial_header": True})
     world.clock.advance(3600)
     assert world.run(world.ensure("alpha")) == FRESH
 
 
 def test_the_project_list_is_fetched_in_the_background_when_expired(world: World) -> None:
     world.fake.files["beta"] = {}
-    config = {**world.config, "mirror_no_project_list": False}
+    config = MirrorConfig({**world.config.to_json(), "mirror_no_project_list": False})
     assert world.mirror.names(NAME, config) is None  # none yet: fetched meanwhile
     world.pump()
     assert world.mirror.names(NAME, config) == {"alpha": "alpha", "beta": "beta"}

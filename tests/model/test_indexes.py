@@ -6,11 +6,13 @@ spec/model.md section 3 and 6.1, spec/api.md section 5.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
 from devpi_twisted.model.errors import InvalidInput
+from devpi_twisted.storage.values import index_config
 from devpi_twisted.model.indexes import (
     new_config,
     parse_bool,
@@ -630,56 +632,62 @@ def test_patch_dict_does_not_mutate_current_config() -> None:
 # -- resolution_order ----------------------------------------------------------------
 
 
+def _order(start: str, configs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """``resolution_order`` over configs as storage hands them out."""
+    parsed = {name: index_config(config) for name, config in configs.items()}
+    return resolution_order(start, parsed.get)
+
+
 def test_resolution_order_spec_example_lists_mirrors_last() -> None:
     configs = {"alice/dev": _stage("alice", ["alice/prod", "root/pypi"]),
                "alice/prod": _stage("alice", ["bob/lib"]), "bob/lib": _stage("bob"),
                "root/pypi": PYPI}
-    assert resolution_order("alice/dev", configs.get) == ["alice/dev", "alice/prod", "bob/lib", "root/pypi"]
+    assert _order("alice/dev", configs) == ["alice/dev", "alice/prod", "bob/lib", "root/pypi"]
 
 
 def test_resolution_order_puts_mirror_listed_first_after_all_stages() -> None:
     configs = {"a/x": _stage("a", ["root/pypi", "a/y"]), "a/y": _stage("a"), "root/pypi": PYPI}
-    assert resolution_order("a/x", configs.get) == ["a/x", "a/y", "root/pypi"]
+    assert _order("a/x", configs) == ["a/x", "a/y", "root/pypi"]
 
 
 def test_resolution_order_is_breadth_first_in_configured_order() -> None:
     configs = {"a/a": _stage("a", ["a/b", "a/c"]), "a/b": _stage("a", ["a/d"]),
                "a/c": _stage("a", ["a/e"]), "a/d": _stage("a"), "a/e": _stage("a")}
-    assert resolution_order("a/a", configs.get) == ["a/a", "a/b", "a/c", "a/d", "a/e"]
+    assert _order("a/a", configs) == ["a/a", "a/b", "a/c", "a/d", "a/e"]
 
 
 def test_resolution_order_lists_each_index_once() -> None:
     configs = {"a/a": _stage("a", ["a/b", "a/c", "root/pypi"]),
                "a/b": _stage("a", ["a/d", "root/pypi"]), "a/c": _stage("a", ["a/d", "root/pypi"]),
                "a/d": _stage("a", ["root/pypi"]), "root/pypi": PYPI}
-    assert resolution_order("a/a", configs.get) == ["a/a", "a/b", "a/c", "a/d", "root/pypi"]
+    assert _order("a/a", configs) == ["a/a", "a/b", "a/c", "a/d", "root/pypi"]
 
 
 def test_resolution_order_orders_several_mirrors_by_discovery() -> None:
     other = {**PYPI, "mirror_url": "https://other.example/simple/"}
     configs = {"a/a": _stage("a", ["a/b", "root/one"]), "a/b": _stage("a", ["root/two"]),
                "root/one": PYPI, "root/two": other}
-    assert resolution_order("a/a", configs.get) == ["a/a", "a/b", "root/one", "root/two"]
+    assert _order("a/a", configs) == ["a/a", "a/b", "root/one", "root/two"]
 
 
 def test_resolution_order_skips_bases_that_no_longer_exist() -> None:
     configs = {"a/a": _stage("a", ["gone/x", "a/b"]), "a/b": _stage("a", ["gone/y"])}
-    assert resolution_order("a/a", configs.get) == ["a/a", "a/b"]
+    assert _order("a/a", configs) == ["a/a", "a/b"]
 
 
 def test_resolution_order_terminates_on_cycles() -> None:
     configs = {"a/a": _stage("a", ["a/b"]), "a/b": _stage("a", ["a/a", "a/b"])}
-    assert resolution_order("a/a", configs.get) == ["a/a", "a/b"]
+    assert _order("a/a", configs) == ["a/a", "a/b"]
 
 
 def test_resolution_order_of_missing_index_is_empty() -> None:
-    assert resolution_order("nope/x", OTHERS.get) == []
+    assert _order("nope/x", OTHERS) == []
 
 
 def test_resolution_order_of_mirror_is_itself() -> None:
-    assert resolution_order("root/pypi", OTHERS.get) == ["root/pypi"]
+    assert _order("root/pypi", OTHERS) == ["root/pypi"]
 
 
 def test_resolution_order_of_stage_without_bases_key_is_itself() -> None:
     configs = {"old/x": {"type": "stage", "volatile": True, "acl_upload": ["old"]}}
-    assert resolution_order("old/x", configs.get) == ["old/x"]
+    assert _order("old/x", configs) == ["old/x"]

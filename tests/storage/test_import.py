@@ -39,7 +39,7 @@ async def test_imported_changes_rebuild_the_same_state_under_the_same_serials(ad
     assert target.serial == primary.serial == 4
     assert await target.changes_since(-1) == changes
     assert [u.name for u in await target.list_users()] == ["alice", "root"]
-    assert (await target.get_index("alice", "dev")).config == {"type": "stage", "bases": []}
+    assert (await target.get_index("alice", "dev")).config.to_json() == {"type": "stage", "bases": []}
     record = await target.get_file("alice/dev/+f/abc/pkg-1.0.tar.gz")
     assert record.entry["hashes"] == FILE_ENTRY["hashes"]
     assert (await target.get_mirror_project("root", "pypi", "six")).value["etag"] == "e"

@@ -56,7 +56,7 @@ async def test_deleting_a_mirror_index_drops_its_pages_and_files(storage: Any) -
     index = await storage.get_index("root", "pypi")
     await storage.delete_index("root", "pypi", index.serial)
     assert (await storage.get_file(FILE)).deleted
-    await storage.create_index("root", "pypi", dict(index.config))
+    await storage.create_index("root", "pypi", index.config.to_json())
     assert await storage.get_mirror_project("root", "pypi", "pkg") is None
 
 

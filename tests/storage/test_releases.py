@@ -37,7 +37,7 @@ async def test_release_with_files_is_one_serial(storage: Any) -> None:
                                          {WHEEL: _entry(), SDIST: _entry()}, -1)
     assert serial == storage.serial == 3
     versions = await storage.get_versions("alice", "dev", "pkg")
-    assert [(v.version, v.data, v.serial) for v in versions] == [("1.0", _data(WHEEL, SDIST), 3)]
+    assert [(v.version, v.data.to_json(), v.serial) for v in versions] == [("1.0", _data(WHEEL, SDIST), 3)]
     record = await storage.get_file(WHEEL)
     assert (record.project, record.entry, record.deleted) == ("pkg", _entry(), False)
     assert await storage.get_file("alice/dev/+f/000/0000000000000/none.whl") is None
@@ -119,7 +119,7 @@ async def test_releases_survive_a_restart(adapter: Any) -> None:
     await first.write_release("alice", "dev", "pkg", "1.0", _data(WHEEL), {WHEEL: _entry()}, -1)
     await first.close()
     second = adapter.open()
-    assert [v.data for v in await second.get_versions("alice", "dev", "pkg")] == [_data(WHEEL)]
+    assert [v.data.to_json() for v in await second.get_versions("alice", "dev", "pkg")] == [_data(WHEEL)]
     assert (await second.get_file(WHEEL)).entry == _entry()
 
 
@@ -129,7 +129,7 @@ async def test_one_version_can_be_read_alone(storage: Any) -> None:
     await storage.write_release("alice", "dev", "pkg", "1.0", _data(WHEEL), {WHEEL: _entry()}, -1)
     await storage.write_release("alice", "dev", "pkg", "2.0", _data(SDIST), {SDIST: _entry()}, -1)
     record = await storage.get_version("alice", "dev", "pkg", "2.0")
-    assert (record.version, record.data, record.serial) == ("2.0", _data(SDIST), 4)
+    assert (record.version, record.data.to_json(), record.serial) == ("2.0", _data(SDIST), 4)
     assert await storage.get_version("alice", "dev", "pkg", "3.0") is None
 
 

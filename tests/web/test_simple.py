@@ -21,7 +21,7 @@ def _release(server: Server, index: str, name: str, version: str, filename: str,
     existing = result_of(server.storage.get_versions(user, idx, project))
     serial = next((r.serial for r in existing if r.version == version), -1)
     if serial != -1:
-        old = next(r.data for r in existing if r.version == version)
+        old = next(r.data.to_json() for r in existing if r.version == version)
         data["+elinks"] = old["+elinks"] + data["+elinks"]
     result_of(server.storage.write_release(user, idx, project, version, data,
                                            {relpath: {"project": project}}, serial))
