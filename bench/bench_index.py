@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+import zipfile
 from base64 import b64encode
 from pathlib import Path
 
@@ -92,6 +93,15 @@ def wheel_form(tmp: Path, name: str, version: str) -> tuple[bytes, str]:
     data = path.read_bytes()
     path.unlink()
     return upload_form(name, version, path.name, data)
+
+
+def big_wheel(name: str, size: int) -> bytes:
+    """A valid wheel of about ``size`` bytes: random, stored (uncompressed) data in the package."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = make_wheel(Path(tmp), name, "1.0")
+        with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_STORED) as wheel:
+            wheel.writestr(f"{name}/data.bin", os.urandom(size))
+        return path.read_bytes()
 
 
 def setup(base: str, tmp: Path, big: dict[str, bytes]) -> dict[str, str]:
@@ -302,7 +312,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="devpi-bench-index-"))
     lua, t0 = work / "bench.lua", time.monotonic()
     lua.write_text(WRK_LUA)
-    big = {name: os.urandom(size) for name, size in BIG.values()}
+    big = {name: big_wheel(name, size) for name, size in BIG.values()}
     bodies = {kind: [wheel_form(work, f"up-{kind}", f"1.0.{i}")
                      for i in range(cap * args.duration * ("upload" in args.only))]
               for kind, cap in UPLOAD_CAP.items()}
