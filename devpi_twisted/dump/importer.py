@@ -23,6 +23,8 @@ from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 from devpi_twisted.dump.format import DOCZIP, RELEASEFILE, TOXRESULT, Dump, DumpError, FileDesc, IndexDump
 from devpi_twisted.dump.progress import Progress
 from devpi_twisted.model import releases
+from devpi_twisted.storage.blobs import BlobStore
+from devpi_twisted.storage.fileblobs import FileBlobStore
 from devpi_twisted.storage.interface import IndexRecord, Storage, UserRecord
 from devpi_twisted.storage.values import VersionData
 from devpi_twisted.web.forms import spool_core_metadata
@@ -114,7 +116,7 @@ class Summary:
 
 
 class Importer:
-    def __init__(self, dump: Dump, verified: Mapping[Path, Verified], storage: Storage, blobs: Any,
+    def __init__(self, dump: Dump, verified: Mapping[Path, Verified], storage: Storage, blobs: BlobStore,
                  staging: Path, offload: Callable[..., Awaitable[Any]], out: IO[str],
                  hard_links: bool = False, clock: Callable[[], float] = time.time) -> None:
         self._dump = dump
@@ -124,7 +126,8 @@ class Importer:
         self._staging = staging
         self._offload = offload
         self._out = out
-        self._hard_links = hard_links and hasattr(blobs, "link_file")
+        # only files on disk can be links (on PostgreSQL the bodies are in the database)
+        self._links = blobs if hard_links and isinstance(blobs, FileBlobStore) else None
         self._clock = clock
         self._progress = Progress("imported", dump.file_count, out)
         self._versions = 0
@@ -157,8 +160,8 @@ class Importer:
         self._versions += len(items)
 
     async def _put(self, key: str, path: Path, sha256: str) -> None:
-        if self._hard_links:
-            await self._blobs.link_file(key, path, sha256)
+        if self._links is not None:
+            await self._links.link_file(key, path, sha256)
         else:
             await self._blobs.put_file(key, path, sha256)
 

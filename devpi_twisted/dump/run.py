@@ -16,26 +16,30 @@ import shutil
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from twisted.internet.defer import Deferred
-from twisted.internet.threads import deferToThreadPool
 
 from devpi_twisted import serverdir as sd
+from devpi_twisted.config import Config
 from devpi_twisted.dump.exporter import Exporter
-from devpi_twisted.dump.format import DumpError, read_dump
-from devpi_twisted.dump.importer import Importer, verify_files
+from devpi_twisted.dump.format import Dump, DumpError, read_dump
+from devpi_twisted.dump.importer import Importer, Summary, Verified, verify_files
 from devpi_twisted.model.errors import InvalidInput
 from devpi_twisted.model.ops import check_root_hash, root_pypi, root_user
+from devpi_twisted.reactors import IServerReactor
 from devpi_twisted.serverdir import StartupError
-from devpi_twisted.storage.interface import RecordExists, StorageError
+from devpi_twisted.storage.blobs import BlobStore
+from devpi_twisted.storage.fileblobs import FileBlobStore
+from devpi_twisted.storage.interface import RecordExists, Storage, StorageError
 from devpi_twisted.storage.postgres import drop_schema
+from devpi_twisted.storage.types import Offload, ThreadOffload
 
 # (config, reactor) -> storage; (config, storage, reactor) -> blob store
-OpenStorage = Callable[[Any, Any], Any]
-OpenBlobs = Callable[[Any, Any, Any], Any]
+OpenStorage = Callable[[Config, IServerReactor], Storage]
+OpenBlobs = Callable[[Config, Storage, IServerReactor], BlobStore]
 
 
 def _version() -> str:
@@ -44,20 +48,13 @@ def _version() -> str:
     return f"devpi-twisted {__version__}"
 
 
-def _storage_label(config: Any) -> dict[str, Any]:
+def _storage_label(config: Config) -> dict[str, Any]:
     """What the marker records of the storage (never the password)."""
     settings = {k: v for k, v in config.storage.settings.items() if k != "password"}
     return {"name": config.storage.name, "settings": settings}
 
 
-def _offloader(reactor: Any) -> Callable[..., Deferred[Any]]:
-    def offload(fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        return deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)
-
-    return offload
-
-
-async def export(config: Any, directory: Path, reactor: Any, open_storage: OpenStorage,
+async def export(config: Config, directory: Path, reactor: IServerReactor, open_storage: OpenStorage,
                  open_blobs: OpenBlobs, out: IO[str] = sys.stderr) -> None:
     if sd.read_nodeinfo(config.serverdir) is None:
         raise StartupError(f"{config.serverdir} contains no devpi-twisted state to export")
@@ -68,7 +65,7 @@ async def export(config: Any, directory: Path, reactor: Any, open_storage: OpenS
     storage = open_storage(config, reactor)
     try:
         blobs = open_blobs(config, storage, reactor)
-        exporter = Exporter(storage, blobs, directory, _offloader(reactor), out, _version(),
+        exporter = Exporter(storage, blobs, directory, ThreadOffload(reactor), out, _version(),
                             hard_links=config.hard_links,
                             include_mirrored_files=config.include_mirrored_files)
         summary = await exporter.run()
@@ -79,7 +76,7 @@ async def export(config: Any, directory: Path, reactor: Any, open_storage: OpenS
               f"in {summary.seconds:.1f}s\n")
 
 
-async def _check_database_empty(config: Any, reactor: Any, open_storage: OpenStorage) -> None:
+async def _check_database_empty(config: Config, reactor: IServerReactor, open_storage: OpenStorage) -> None:
     """Before the marker is written: an import never starts on (nor later wipes) a
     database that holds a state."""
     storage = open_storage(config, reactor)
@@ -91,7 +88,7 @@ async def _check_database_empty(config: Any, reactor: Any, open_storage: OpenSto
         await storage.close()
 
 
-def _wipe_unfinished(config: Any, out: IO[str], why: str = "starting over") -> None:
+def _wipe_unfinished(config: Config, out: IO[str], why: str = "starting over") -> None:
     """Remove what an interrupted import left in the server directory and database."""
     marker = config.serverdir / sd.IMPORTING
     try:
@@ -117,7 +114,7 @@ def _wipe_unfinished(config: Any, out: IO[str], why: str = "starting over") -> N
     out.write(f"devpi-twisted: removed an unfinished import from {config.serverdir}, {why}\n")
 
 
-def _check_target(config: Any, out: IO[str]) -> None:
+def _check_target(config: Config, out: IO[str]) -> None:
     serverdir = config.serverdir
     if not serverdir.exists():
         return
@@ -130,9 +127,9 @@ def _check_target(config: Any, out: IO[str]) -> None:
         raise StartupError(f"{serverdir} is not empty; import needs a new or empty server directory")
 
 
-async def import_(config: Any, directory: Path, reactor: Any, open_storage: OpenStorage,
+async def import_(config: Config, directory: Path, reactor: IServerReactor, open_storage: OpenStorage,
                   open_blobs: OpenBlobs, out: IO[str] = sys.stderr) -> None:
-    offload = _offloader(reactor)
+    offload = ThreadOffload(reactor)
     dump = read_dump(directory, config.skip_import_types)  # every problem, before any write
     out.write(f"devpi-twisted: importing a dump of {dump.server} (dumpversion {dump.dumpversion}): "
               f"{len(dump.users)} users, {len(dump.indexes)} indexes, {dump.file_count} files\n")
@@ -171,8 +168,9 @@ async def import_(config: Any, directory: Path, reactor: Any, open_storage: Open
               f"in {summary.seconds:.1f}s\n")
 
 
-async def _fill(config: Any, dump: Any, verified: Any, reactor: Any, open_storage: OpenStorage,
-                open_blobs: OpenBlobs, offload: Any, out: IO[str]) -> Any:
+async def _fill(config: Config, dump: Dump, verified: Mapping[Path, Verified],
+                reactor: IServerReactor, open_storage: OpenStorage, open_blobs: OpenBlobs,
+                offload: Offload, out: IO[str]) -> Summary:
     serverdir = config.serverdir
     (serverdir / "+files").mkdir(mode=0o700, exist_ok=True)
     staging = serverdir / sd.STAGING
@@ -185,7 +183,7 @@ async def _fill(config: Any, dump: Any, verified: Any, reactor: Any, open_storag
             raise StartupError("the database already holds a server state; "
                                "import needs an empty database")
         blobs = open_blobs(config, storage, reactor)
-        if hasattr(blobs, "unsynced"):  # one os.sync() at the end instead of two fsyncs a file
+        if isinstance(blobs, FileBlobStore):  # one os.sync() at the end instead of two fsyncs a file
             blobs = blobs.unsynced()
         try:
             check_root_hash(config.root_passwd_hash)
@@ -207,17 +205,18 @@ async def _fill(config: Any, dump: Any, verified: Any, reactor: Any, open_storag
         await storage.close()
 
 
-def run(config: Any, open_storage: OpenStorage, open_blobs: OpenBlobs) -> int:
+def run(config: Config, open_storage: OpenStorage, open_blobs: OpenBlobs) -> int:
     """Run ``--export``/``--import`` of ``config`` on the global reactor; the exit status."""
-    from twisted.internet import reactor
+    from twisted.internet import reactor as installed
 
+    reactor = cast(IServerReactor, installed)
     status: list[int] = []
 
     async def main() -> None:
         try:
             if config.export_dir is not None:
                 await export(config, config.export_dir, reactor, open_storage, open_blobs)
-            else:
+            elif config.import_dir is not None:
                 await import_(config, config.import_dir, reactor, open_storage, open_blobs)
             status.append(0)
         except (DumpError, StartupError) as e:
