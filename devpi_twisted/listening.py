@@ -42,7 +42,7 @@ class ListenService(Service):
         super().startService()  # type: ignore[no-untyped-call]  # twisted's Service is unannotated
         bound = []
         for description in self._descriptions:
-            endpoint = serverFromString(  # type: ignore[no-untyped-call]  # unannotated
+            endpoint = serverFromString(
                 self._reactor, description)
             failures: list[Failure] = []
             endpoint.listen(self._factory).addCallbacks(self._ports.append, failures.append)
@@ -121,7 +121,7 @@ class DevpiService(MultiService):
 
     def attach(self, service: IService) -> None:
         """Add a child service (a typed ``service.setServiceParent(self)``)."""
-        service.setServiceParent(self)  # type: ignore[no-untyped-call]  # twisted: unannotated
+        service.setServiceParent(self)
 
     def startService(self) -> None:
         try:

@@ -144,7 +144,7 @@ class Downloader:
                             self._pages.after_replies, then)
         moved = False
         try:
-            response.deliverBody(receiver)  # type: ignore[no-untyped-call]  # (zope interface)
+            response.deliverBody(receiver)
             right, extracted = await receiver.done
             size, sha256 = spool.size, spool.sha256.hexdigest()
             if not right:

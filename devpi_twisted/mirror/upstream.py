@@ -66,7 +66,7 @@ class KeptEndpoints:
 
     def __init__(self, reactor: IClientReactor, tls: IPolicyForHTTPS | None = None) -> None:
         self._reactor = reactor
-        self._tls = tls or BrowserLikePolicyForHTTPS()  # type: ignore[no-untyped-call]  # twisted's
+        self._tls = tls or BrowserLikePolicyForHTTPS()
         self._kept: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = {}
 
     def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
@@ -89,8 +89,8 @@ def http_client(reactor: IClientReactor, tls: IPolicyForHTTPS | None = None,
     """A treq client without cookies, on ``pool`` (default: a new pool of persistent
     connections); ``tls``: how https peers are checked (default: the system's CAs)."""
     # (twisted's Agent and HTTPConnectionPool are unannotated)
-    pool = pool or HTTPConnectionPool(reactor)  # type: ignore[no-untyped-call]
-    agent = Agent.usingEndpointFactory(  # type: ignore[no-untyped-call]
+    pool = pool or HTTPConnectionPool(reactor)
+    agent = Agent.usingEndpointFactory(
         reactor, KeptEndpoints(reactor, tls), pool=pool)
     return HTTPClient(agent, cookiejar=NoCookies())
 

@@ -71,7 +71,7 @@ class PrimaryClient:
                       unbuffered: bool = False) -> IResponse:
         """``method`` on the primary's ``path`` (with query), with the body in ``data``
         (read from its current position); redirects not followed."""
-        body = None if data is None else FileBodyProducer(  # type: ignore[no-untyped-call]
+        body = None if data is None else FileBodyProducer(
             data, self._cooperator)  # (Twisted's FileBodyProducer is not annotated)
         try:
             return await self._http.request(
@@ -102,12 +102,12 @@ class ClientCertificatePolicy:
     (``--replica-cert``: one PEM file with the certificate and its private key)."""
 
     def __init__(self, pem: bytes) -> None:
-        self._certificate = PrivateCertificate.loadPEM(pem)  # type: ignore[no-untyped-call]
+        self._certificate = PrivateCertificate.loadPEM(pem)
 
     def creatorForNetloc(self, hostname: bytes, port: int) -> IOpenSSLClientConnectionCreator:
         return optionsForClientTLS(
             hostname.decode("ascii"),
-            trustRoot=platformTrust(),  # type: ignore[no-untyped-call]
+            trustRoot=platformTrust(),
             clientCertificate=self._certificate)
 
 

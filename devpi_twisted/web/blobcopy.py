@@ -55,7 +55,7 @@ class BlobCopies:
         partial = Path(name)  # unique: two requests may copy the same body at once
         try:
             with os.fdopen(fd, "wb") as out:
-                await self._blobs.read(relpath, FileConsumer(out))  # type: ignore[no-untyped-call]  # untyped in twisted
+                await self._blobs.read(relpath, FileConsumer(out))
         except BaseException:
             partial.unlink(missing_ok=True)
             raise

@@ -90,7 +90,7 @@ class Dispatcher(Resource):
         found = match_of(request)
         handler = None if found is None else self._handlers.get(found.route)
         if handler is None or found is None:
-            rendered: bytes | int = self._fallback.render(request)  # type: ignore[no-untyped-call]  # untyped in twisted
+            rendered: bytes | int = self._fallback.render(request)
             return rendered
         done = Deferred.fromCoroutine(handler(request, *found.args))
         request.notifyFinish().addErrback(lambda _: done.cancel())

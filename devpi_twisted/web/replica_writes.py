@@ -32,7 +32,7 @@ class ReplicaWrites(Resource):
 
     def render(self, request: Request) -> bytes | int:
         if request.method in READS:
-            rendered: bytes | int = self._inner.render(request)  # type: ignore[no-untyped-call]  # untyped in twisted
+            rendered: bytes | int = self._inner.render(request)
             return rendered
         done = Deferred.fromCoroutine(self._relay(request))
         done.addErrback(lambda f: _log.failure("relaying a write to the primary", f))

@@ -164,14 +164,14 @@ class SendfileBody:
     def send(self) -> Deferred[int]:
         """Send the headers, then the body; fires with the bytes sent, or fails with
         BlobReadStopped if the client went away (the producer stays registered then)."""
-        self._socket = socket.socket(fileno=os.dup(self._transport.fileno()))  # type: ignore[no-untyped-call]  # untyped in twisted
+        self._socket = socket.socket(fileno=os.dup(self._transport.fileno()))
         self._socket_fd = self._socket.fileno()
         self._request.registerProducer(self, True)
         self._request.write(b"")  # the headers, into the transport's buffer
         # The transport resumes its producer (the channel, which resumes us) once its
         # buffer is empty, if it believes it paused that producer.
         self._transport.producerPaused = True
-        self._transport.startWriting()  # type: ignore[no-untyped-call]  # untyped in twisted
+        self._transport.startWriting()
         return self._done
 
     # -- IPushProducer (called by the request's channel) ---------------------------------
@@ -229,7 +229,7 @@ class SendfileBody:
         try:
             sent = self._send_from_memory()
         except Exception:
-            self._stepped(Failure())  # type: ignore[no-untyped-call]  # untyped in twisted
+            self._stepped(Failure())
             return
         if self._position >= self._end:
             self._finish()
@@ -282,7 +282,7 @@ class SendfileBody:
             self._socket.close()
             self._socket, self._socket_fd = None, -1
         if failure is None and self._stopped:
-            failure = Failure(BlobReadStopped("the client went away"))  # type: ignore[no-untyped-call]  # untyped in twisted
+            failure = Failure(BlobReadStopped("the client went away"))
         elif self._request.channel is not None:
             self._request.unregisterProducer()
         if failure is None:
