@@ -1,4 +1,10 @@
-"""Identities, principals and permission rules (spec/model.md section 5)."""
+"""Identities, principals and permission rules (spec/model.md section 5, spec/access.md).
+
+Every decision of who may do what is made here, on plain values: an ``Identity`` (who,
+their groups, and the ``Scope`` an API token narrows them to), an index's owner and
+configuration, the action (devpi's permission names). Every read path asks
+``may_read``; every write path its own ``may_*`` (Policy and the release rules).
+"""
 
 from __future__ import annotations
 
@@ -10,13 +16,59 @@ ANONYMOUS = ":ANONYMOUS:"
 AUTHENTICATED = ":AUTHENTICATED:"
 ROOT = "root"
 
+# devpi-server's permission names, as devpi-tokens' ``allowed`` restriction names them
+PKG_READ = "pkg_read"
+UPLOAD = "upload"
+TOXRESULT_UPLOAD = "toxresult_upload"
+DEL_ENTRY = "del_entry"
+DEL_PROJECT = "del_project"
+DEL_VERDATA = "del_verdata"
+INDEX_CREATE = "index_create"
+INDEX_DELETE = "index_delete"
+INDEX_MODIFY = "index_modify"
+USER_CREATE = "user_create"
+USER_DELETE = "user_delete"
+USER_MODIFY = "user_modify"
+PERMISSIONS = frozenset({PKG_READ, UPLOAD, TOXRESULT_UPLOAD, DEL_ENTRY, DEL_PROJECT,
+                         DEL_VERDATA, INDEX_CREATE, INDEX_DELETE, INDEX_MODIFY,
+                         USER_CREATE, USER_DELETE, USER_MODIFY})
+USER_PERMISSIONS = frozenset({USER_CREATE, USER_DELETE, USER_MODIFY})
+
+
+@attrs.frozen
+class Scope:
+    """What an API token narrows its user's rights to. ``None`` in a field: not
+    narrowed there. ``indexes`` are ``user/index`` names, ``projects`` normalised
+    project names, ``allowed`` permission names. A token never carries ``user_*``
+    permissions, whatever it names (devpi-tokens: tokens cannot manage users)."""
+
+    indexes: frozenset[str] | None = None
+    projects: frozenset[str] | None = None
+    allowed: frozenset[str] | None = None
+
+    def permits(self, permission: str, index: str | None = None,
+                project: str | None = None) -> bool:
+        """Whether the scope lets ``permission`` through on ``index`` (``user/index``)
+        and ``project`` (normalised); None for either: the action names none."""
+        if permission in USER_PERMISSIONS:
+            return False
+        if self.allowed is not None and permission not in self.allowed:
+            return False
+        if index is not None and self.indexes is not None and index not in self.indexes:
+            return False
+        if project is not None and self.projects is not None and project not in self.projects:
+            return False
+        return True
+
 
 @attrs.frozen
 class Identity:
-    """Who makes a request; ``username`` None is anonymous."""
+    """Who makes a request; ``username`` None is anonymous. ``scope``: the restrictions
+    of the API token the request came with (None: the user's full rights)."""
 
     username: str | None = None
     groups: frozenset[str] = frozenset()
+    scope: Scope | None = None
 
     @property
     def authenticated(self) -> bool:
@@ -28,6 +80,11 @@ class Identity:
             found |= {AUTHENTICATED, self.username}
             found |= {":" + g for g in self.groups}
         return frozenset(found)
+
+    def scoped(self, permission: str, index: str | None = None,
+               project: str | None = None) -> bool:
+        """Whether this identity's token (if any) lets ``permission`` through."""
+        return self.scope is None or self.scope.permits(permission, index, project)
 
 
 ANONYMOUS_IDENTITY = Identity()
@@ -47,6 +104,15 @@ def parse_principals(values: Iterable[str]) -> frozenset[str]:
 
 def matches(identity: Identity, acl: Iterable[str]) -> bool:
     return not identity.principals().isdisjoint(normalize_principal(a) for a in acl)
+
+
+def may_read(identity: Identity, owner: str, index: str, acl_read: Iterable[str],
+             project: str | None = None) -> bool:
+    """``pkg_read`` on the index ``owner/index``: root, the owner and the principals of
+    its ``acl_read`` may read it, within the scope of their token."""
+    if not identity.scoped(PKG_READ, f"{owner}/{index}", project):
+        return False
+    return identity.username in (ROOT, owner) or matches(identity, acl_read)
 
 
 @attrs.frozen

@@ -24,6 +24,8 @@ import attrs
 STAGE = "stage"
 MIRROR = "mirror"
 ELINKS = "+elinks"  # the key of a version's file links in its stored data
+# an index without ``acl_read`` is readable by everybody (the principal of model/acl.py)
+DEFAULT_ACL_READ = (":ANONYMOUS:",)
 
 
 def _flag(value: Any, default: bool) -> bool:
@@ -86,11 +88,15 @@ class IndexConfig(_JsonValue):
     type: str = _parsed()
     volatile: bool = _parsed()
     title: str | None = _parsed()
+    # who may read the index (principals, as stored); not set: everybody, as before
+    acl_read: tuple[str, ...] = _parsed()
 
     def __attrs_post_init__(self) -> None:
         json = self._json
+        read = json.get("acl_read")
         _set(self, type=str(json.get("type", STAGE)), volatile=_flag(json.get("volatile"), True),
-             title=_text(json.get("title")))
+             title=_text(json.get("title")),
+             acl_read=DEFAULT_ACL_READ if read is None else _names(read))
 
 
 @attrs.frozen(eq=False)

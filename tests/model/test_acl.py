@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from devpi_twisted.model import acl
 from devpi_twisted.model.acl import (
     ANONYMOUS,
     ANONYMOUS_IDENTITY,
@@ -152,3 +153,39 @@ def test_restrict_modify_to_anonymous_admits_everybody() -> None:
     policy = Policy(parse_principals([":anonymous:"]))
     assert policy.may_create_user(ANON)
     assert policy.may_manage_index(ANON, "alice")
+
+
+def test_a_scope_narrows_by_permission_index_and_project() -> None:
+    scope = acl.Scope(indexes=frozenset({"alice/dev"}), projects=frozenset({"pkg"}),
+                      allowed=frozenset({acl.PKG_READ, acl.UPLOAD}))
+    assert scope.permits(acl.PKG_READ, "alice/dev", "pkg")
+    assert scope.permits(acl.UPLOAD, "alice/dev")
+    assert not scope.permits(acl.PKG_READ, "alice/prod", "pkg")
+    assert not scope.permits(acl.PKG_READ, "alice/dev", "other")
+    assert not scope.permits(acl.DEL_PROJECT, "alice/dev", "pkg")
+
+
+def test_a_token_never_manages_users_even_unrestricted() -> None:
+    scope = acl.Scope()
+    assert scope.permits(acl.INDEX_MODIFY, "alice/dev")
+    assert not any(scope.permits(p) for p in acl.USER_PERMISSIONS)
+    assert not acl.Scope(allowed=acl.PERMISSIONS).permits(acl.USER_MODIFY)
+
+
+def test_readers_are_root_the_owner_and_the_acl_within_a_token_scope() -> None:
+    private = (":devs", "bob")
+    alice, bob = acl.Identity("alice"), acl.Identity("bob")
+    carol, dev = acl.Identity("carol"), acl.Identity("dan", frozenset({"devs"}))
+    assert acl.may_read(alice, "alice", "dev", private)
+    assert acl.may_read(acl.Identity("root"), "alice", "dev", private)
+    assert acl.may_read(bob, "alice", "dev", private)
+    assert acl.may_read(dev, "alice", "dev", private)
+    assert not acl.may_read(carol, "alice", "dev", private)
+    assert not acl.may_read(acl.ANONYMOUS_IDENTITY, "alice", "dev", private)
+    assert acl.may_read(acl.ANONYMOUS_IDENTITY, "alice", "dev", (acl.ANONYMOUS,))
+    assert acl.may_read(carol, "alice", "dev", (":authenticated:",))
+    elsewhere = acl.Identity("bob", scope=acl.Scope(indexes=frozenset({"alice/prod"})))
+    assert not acl.may_read(elsewhere, "alice", "dev", private)
+    assert acl.may_read(elsewhere, "alice", "prod", private)
+    uploads_only = acl.Identity("bob", scope=acl.Scope(allowed=frozenset({acl.UPLOAD})))
+    assert not acl.may_read(uploads_only, "alice", "dev", (acl.ANONYMOUS,))

@@ -48,6 +48,9 @@ def test_a_config_without_type_is_a_stage_and_unset_values_have_defaults() -> No
     assert isinstance(config, StageConfig)
     assert (config.type, config.volatile, config.bases, config.acl_toxresult_upload) == (
         "stage", True, (), None)
+    assert config.acl_read == (":ANONYMOUS:",)
+    assert index_config({"type": "mirror", "acl_read": ["alice", ":devs"]}).acl_read == (
+        "alice", ":devs")
 
 
 @given(st.dictionaries(st.text(max_size=8), json_values, max_size=6),
