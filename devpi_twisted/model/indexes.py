@@ -21,7 +21,7 @@ STAGE = "stage"
 MIRROR = "mirror"
 TYPE_ALIASES = {"stage": STAGE, "local": STAGE, "mirror": MIRROR, "remote": MIRROR}
 
-COMMON_KEYS = frozenset({"type", "volatile", "title", "description", "custom_data"})
+COMMON_KEYS = frozenset({"type", "volatile", "title", "description", "custom_data", "acl_read"})
 STAGE_KEYS = COMMON_KEYS | {
     "bases", "acl_upload", "acl_toxresult_upload", "mirror_whitelist",
     "mirror_whitelist_inheritance",
@@ -32,7 +32,9 @@ MIRROR_KEYS = COMMON_KEYS | {
 }
 # Sent for mirrors by old exports and clients; devpi drops them silently.
 MIRROR_DROPPED_KEYS = frozenset({"bases", "acl_upload", "mirror_whitelist", "pypi_whitelist"})
-LIST_KEYS = frozenset({"bases", "acl_upload", "acl_toxresult_upload", "mirror_whitelist"})
+LIST_KEYS = frozenset({"bases", "acl_upload", "acl_toxresult_upload", "mirror_whitelist",
+                       "acl_read"})
+ACL_KEYS = ("acl_upload", "acl_toxresult_upload", "acl_read")
 BOOL_KEYS = frozenset({
     "volatile", "mirror_no_project_list", "mirror_use_external_urls",
     "mirror_ignore_serial_header",
@@ -403,7 +405,7 @@ def _normalize_item(key: str, value: str) -> str:
         return "*" if value == "*" else normalize_project(value)
     if key == "bases":
         return _base_spec(value)
-    if key in ("acl_upload", "acl_toxresult_upload"):
+    if key in ACL_KEYS:
         return normalize_principal(value)
     return value
 

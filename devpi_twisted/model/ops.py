@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import os
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -322,6 +322,7 @@ class ServerOps:
         if await self._storage.get_index(user, index) is not None:
             raise AlreadyExists(f"index '{name}' exists")
         config = idx.new_config(name, body, await self._all_configs())
+        await self._check_readers(config, ())
         try:
             serial = await self._storage.create_index(user, index, config)
         except RecordExists:
@@ -339,6 +340,7 @@ class ServerOps:
             if not self._policy.may_manage_index(identity, user):
                 raise Forbidden(f"no permission to modify index {name}")
             config = idx.patch_config(name, record.config.to_json(), body, await self._all_configs())
+            await self._check_readers(config, record.config.acl_read)
             if config == record.config.to_json():
                 if error_on_noop:
                     raise InvalidInput("The requested modifications resulted in no changes")
@@ -346,6 +348,17 @@ class ServerOps:
             serial = await self._update_index(user, index, config, record.serial)
             return Written(serial, config)
         return await retrying(attempt, _busy(name))
+
+    async def _check_readers(self, config: Mapping[str, Any], before: Sequence[str]) -> None:
+        """The users ``acl_read`` newly names exist (``:groups`` may be any: they come
+        from LDAP; a user named before and deleted since does not block other changes)."""
+        added = [p for p in config.get("acl_read") or () if p not in before]
+        if ":" in added:
+            raise InvalidInput("acl_read: ':' alone names no group")
+        unknown = [p for p in added if not p.startswith(":")
+                   and (not can_be_stored(p) or await self._storage.get_user(p) is None)]
+        if unknown:
+            raise InvalidInput(f"acl_read names unknown users: {', '.join(unknown)}")
 
     async def _update_index(self, user: str, index: str, config: Mapping[str, Any],
                             expect_serial: int) -> int:

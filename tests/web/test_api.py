@@ -576,3 +576,37 @@ def test_passwords_in_mirror_urls_are_never_shown(server: Server) -> None:
     for path in ("/alice/up", "/alice", "/"):
         shown = server.client.get(path).body.decode()
         assert "s3cret" not in shown and "bob:****@mirror.example" in shown, path
+
+
+def test_acl_read_takes_users_groups_and_the_special_principals(server: Server) -> None:
+    auth = _user(server)
+    _user(server, "bob")
+    reply = server.client.request("PUT", "/alice/private", {"acl_read": "bob,:devs,:authenticated:"},
+                                  headers=auth)
+    assert reply.code == 200, reply.body
+    assert reply.json["result"]["acl_read"] == ["bob", ":devs", ":AUTHENTICATED:"]
+    reply = server.client.request("PATCH", "/alice/private", ["acl_read-=bob"], headers=auth)
+    assert reply.code == 200, reply.body
+    assert reply.json["result"]["acl_read"] == [":devs", ":AUTHENTICATED:"]
+    mirror = server.client.request("PUT", "/alice/mirror", {
+        "type": "mirror", "mirror_url": "https://pypi.org/simple/", "acl_read": "alice"},
+        headers=auth)
+    assert mirror.code == 200, mirror.body
+    assert mirror.json["result"]["acl_read"] == ["alice"]
+
+
+@pytest.mark.parametrize("value, message", [
+    ("nobody", "acl_read names unknown users: nobody"),
+    ("bob,:", "':' alone names no group"),
+])
+def test_acl_read_refuses_unknown_users_and_writes_nothing(server: Server, value: str,
+                                                            message: str) -> None:
+    auth = _user(server)
+    _user(server, "bob")
+    reply = server.client.request("PUT", "/alice/private", {"acl_read": value}, headers=auth)
+    assert reply.code == 400 and message in reply.json["message"], reply.body
+    assert server.client.request("GET", "/alice/private").code == 404
+    assert server.client.request("PUT", "/alice/dev", {}, headers=auth).code == 200
+    reply = server.client.request("PATCH", "/alice/dev", [f"acl_read={value}"], headers=auth)
+    assert reply.code == 400 and message in reply.json["message"], reply.body
+    assert "acl_read" not in server.client.request("GET", "/alice/dev").json["result"]
