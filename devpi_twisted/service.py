@@ -33,6 +33,7 @@ from devpi_twisted.state import StorageService, initialise, open_blobs, open_sto
 from devpi_twisted.storage.interface import Storage
 from devpi_twisted.mirror.cache import PREFETCH, Mirror
 from devpi_twisted.mirror.upstream import Upstream, http_client
+from devpi_twisted.identity.ldap import open_directory
 from devpi_twisted.model.acl import Policy, parse_principals
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.tokens import TokenSigner, derive_keys
@@ -119,8 +120,10 @@ def build_service(config: Config, reactor: IServerReactor) -> IService:
 
     policy = Policy(parse_principals(config.restrict_modify) if config.restrict_modify else None)
     hashing = HashingPool(reactor)  # argon2 never waits behind, nor holds up, the shared pool
+    directory = open_directory(config.ldap_config, reactor) if config.ldap_config else None
     ops = ServerOps(storage, policy, TokenSigner(keys.auth, reactor.seconds), offload, time.time,
-                    hashing=hashing, pause=lambda seconds: deferLater(reactor, seconds))
+                    hashing=hashing, pause=lambda seconds: deferLater(reactor, seconds),
+                    directory=directory)
     info = ServerInfo(
         uuid=node.uuid, serverdir=str(config.serverdir), role=config.role, host=config.host,
         port=config.port, outside_url=config.outside_url, max_body=config.max_request_body_size,
