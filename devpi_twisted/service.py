@@ -96,6 +96,8 @@ def build_service(config: Config, reactor: IServerReactor) -> IService:
     if config.logger_cfg is not None:
         _setup_stdlib_logging(config.logger_cfg)
     worker = bool(config.listen_fds)
+    # read before anything starts a thread: a bad file ends the start at once
+    directory = open_directory(config.ldap_config, reactor) if config.ldap_config else None
     if (config.serverdir / sd.IMPORTING).exists() and sd.read_nodeinfo(config.serverdir) is None:
         raise StartupError(f"an import into {config.serverdir} did not finish; run the import "
                            "again (it starts over), or remove the directory")
@@ -120,7 +122,6 @@ def build_service(config: Config, reactor: IServerReactor) -> IService:
 
     policy = Policy(parse_principals(config.restrict_modify) if config.restrict_modify else None)
     hashing = HashingPool(reactor)  # argon2 never waits behind, nor holds up, the shared pool
-    directory = open_directory(config.ldap_config, reactor) if config.ldap_config else None
     ops = ServerOps(storage, policy, TokenSigner(keys.auth, reactor.seconds), offload, time.time,
                     hashing=hashing, pause=lambda seconds: deferLater(reactor, seconds),
                     directory=directory)

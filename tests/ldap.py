@@ -28,7 +28,7 @@ PEOPLE = f"ou=people,{SUFFIX}"
 GROUPS_BASE = f"ou=groups,{SUFFIX}"
 ADMIN_DN = f"cn=admin,{SUFFIX}"
 ADMIN_PASSWORD = "admin-secret"
-USERS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw", "root": "ldap-root-pw",
+USERS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw", "dave": "dave-pw", "root": "ldap-root-pw",
          "localdup": "ldap-dup-pw"}
 GROUPS = {"devs": ["alice", "bob"], "ops": ["alice"]}
 

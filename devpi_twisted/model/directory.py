@@ -93,11 +93,13 @@ class DirectoryUsers:
             return False
         return await self._storage.get_user(username) is None
 
-    async def identity(self, username: str, password: str, client: str) -> Identity | None:
+    async def identity(self, username: str, password: str, client: str,
+                       fresh: bool = False) -> Identity | None:
         """The identity the directory vouches for, None for a refused password; raises
         TooManyAttempts while failures throttle the user or client, Unavailable when the
-        directory cannot answer (that is no failure of the user's)."""
-        groups = self._remembered.groups(username, password, client)
+        directory cannot answer (that is no failure of the user's). ``fresh``: ask the
+        directory even if it vouched for these credentials a moment ago."""
+        groups = None if fresh else self._remembered.groups(username, password, client)
         if groups is not None:
             return Identity(username, groups)
         wait = self._throttle.wait(username, client)
@@ -121,8 +123,9 @@ class DirectoryUsers:
         return Identity(username, groups)
 
     async def login(self, username: str, password: str, client: str) -> dict[str, Any]:
-        """A login token (POST /+login); raises Unauthenticated and what ``identity`` raises."""
-        identity = await self.identity(username, password, client)
+        """A login token (POST /+login), always from a fresh check; raises
+        Unauthenticated and what ``identity`` raises."""
+        identity = await self.identity(username, password, client, fresh=True)
         if identity is None:
             raise Unauthenticated(f"user '{username}' could not be authenticated")
         token = self._signer.make([username, sorted(identity.groups), False,
