@@ -31,6 +31,7 @@ ADMIN_PASSWORD = "admin-secret"
 USERS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw", "dave": "dave-pw", "root": "ldap-root-pw",
          "localdup": "ldap-dup-pw"}
 GROUPS = {"devs": ["alice", "bob"], "ops": ["alice"]}
+STARTED: list[int] = []  # pids of the slapd processes started (tests/conftest.py asks)
 
 
 def _binary(name: str) -> str:
@@ -148,6 +149,7 @@ class Slapd:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 socket.create_connection(("127.0.0.1", self.tls_port), timeout=1).close()
+                STARTED.append(self.process.pid)
                 return self
             except OSError:
                 time.sleep(0.05)
