@@ -12,7 +12,7 @@ import pytest
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
-from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, Identity, Policy
+from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, Identity, Policy, matches, may_read
 from devpi_twisted.model.directory import REMEMBER_SECONDS
 from devpi_twisted.model.errors import TooManyAttempts, Unauthenticated, Unavailable
 from devpi_twisted.model.ops import ServerOps
@@ -132,3 +132,12 @@ def test_a_directory_that_is_down_answers_unavailable_and_counts_no_failure(setu
     assert result_of(ops.login({"user": "root", "password": ""}, client="d"))["password"]
     directory.down = False
     assert result_of(ops.login({"user": "alice", "password": "alice-pw"}, client="d"))
+
+
+def test_directory_groups_feed_the_acls(setup: Any) -> None:
+    ops, directory, _, _ = setup
+    directory.users["carol"] = ("carol-pw", frozenset({"ops"}))
+    alice = result_of(ops.authenticate("alice", "alice-pw"))
+    carol = result_of(ops.authenticate("carol", "carol-pw"))
+    assert may_read(alice, "team", "dev", (":devs",)) and matches(alice, [":devs"])
+    assert not may_read(carol, "team", "dev", (":devs",)) and not matches(carol, [":devs"])
