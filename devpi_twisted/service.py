@@ -33,7 +33,6 @@ from devpi_twisted.state import StorageService, initialise, open_blobs, open_sto
 from devpi_twisted.storage.interface import Storage
 from devpi_twisted.mirror.cache import PREFETCH, Mirror
 from devpi_twisted.mirror.upstream import Upstream, http_client
-from devpi_twisted.identity.ldap import open_directory
 from devpi_twisted.model.acl import Policy, parse_principals
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.tokens import TokenSigner, derive_keys
@@ -96,8 +95,11 @@ def build_service(config: Config, reactor: IServerReactor) -> IService:
     if config.logger_cfg is not None:
         _setup_stdlib_logging(config.logger_cfg)
     worker = bool(config.listen_fds)
-    # read before anything starts a thread: a bad file ends the start at once
-    directory = open_directory(config.ldap_config, reactor) if config.ldap_config else None
+    directory = None
+    if config.ldap_config is not None:  # before any thread starts: a bad file ends the start
+        from devpi_twisted.identity.ldap import open_directory  # ldaptor imports the reactor
+
+        directory = open_directory(config.ldap_config, reactor)
     if (config.serverdir / sd.IMPORTING).exists() and sd.read_nodeinfo(config.serverdir) is None:
         raise StartupError(f"an import into {config.serverdir} did not finish; run the import "
                            "again (it starts over), or remove the directory")
