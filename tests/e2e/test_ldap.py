@@ -20,6 +20,7 @@ import pytest
 
 from tests.e2e.conftest import start_daemon
 from tests.ldap import GROUPS_BASE, PEOPLE, SUFFIX, Slapd
+from tests.e2e.test_devpi_client import DevpiCLI
 from tests.support import Daemon, bin_path, call, login, make_wheel
 
 
@@ -155,3 +156,18 @@ def test_a_bad_ldap_config_stops_the_start_with_one_line(
     assert done.returncode != 0
     assert f"devpi-twisted: --ldap-config {config}: " in done.stderr and message in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_devpi_client_logs_an_ldap_user_in_and_uploads_as_a_group_member(
+        daemon: Daemon, tmp_path: Path) -> None:
+    devpi = DevpiCLI(tmp_path / "client")
+    devpi("use", daemon.url + "/team/dev")
+    out = devpi("login", "alice", "--password", "alice-pw")
+    assert "logged in 'alice'" in out
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    make_wheel(dist, "ldap-cli-pkg", "1.0")
+    devpi("upload", "--from-dir", str(dist))
+    status, reply, _ = call(daemon.url + "/team/dev/ldap-cli-pkg")
+    assert status == 200 and "1.0" in reply["result"]
+    assert "Unauthorized" in devpi("login", "alice", "--password", "wrong", ok=False)
