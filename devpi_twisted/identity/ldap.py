@@ -37,7 +37,8 @@ from devpi_twisted.model.errors import Unavailable
 from devpi_twisted.reactors import IClientReactor
 from devpi_twisted.serverdir import StartupError
 
-SUCCESS, NO_SUCH_OBJECT = 0, 32
+SUCCESS, SIZE_LIMIT_EXCEEDED, NO_SUCH_OBJECT = 0, 4, 32
+MAX_GROUPS = 1000  # entries a group search returns at most (they travel in login tokens)
 SERVER_TROUBLE = frozenset({51, 52})  # busy, unavailable: the directory, not the user
 DN_SPECIAL = re.compile(r'([,+"\\<>;=])')
 PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
@@ -154,21 +155,23 @@ class LdapDirectory:
             if search is None:
                 return frozenset()
             if search.userdn is None:
-                found = await _search(client, search, username=username, userdn=userdn)
+                found = await _search(client, search, MAX_GROUPS, username=username,
+                                      userdn=userdn)
                 return frozenset(found)
         finally:
             _close(client)
-        return frozenset(await self._search_as(search, username=username, userdn=userdn))
+        return frozenset(await self._search_as(search, MAX_GROUPS, username=username,
+                                               userdn=userdn))
 
     async def _find_user(self, search: Search, username: str) -> str | None:
-        found = await self._search_as(search, username=username)
+        found = await self._search_as(search, 2, username=username)  # 2: more than one
         if len(found) != 1:
             self.log.info("LDAP user search for {username} found {count} entries",
                           username=username, count=len(found))
             return None
         return found[0]
 
-    async def _search_as(self, search: Search, **values: str) -> list[str]:
+    async def _search_as(self, search: Search, limit: int, **values: str) -> list[str]:
         """A search on a connection of its own, bound as the search's ``userdn`` if it
         names one (anonymous otherwise)."""
         client = await self._connect()
@@ -178,7 +181,7 @@ class LdapDirectory:
                 self.log.error("The LDAP directory refused the search user {userdn} of "
                                "--ldap-config", userdn=search.userdn)
                 raise _DirectoryTrouble("the search user's bind was refused")
-            return await _search(client, search, **values)
+            return await _search(client, search, limit, **values)
         finally:
             _close(client)
 
@@ -217,19 +220,20 @@ async def _bind(client: Any, dn: str, password: str) -> bool:
     return bool(response.resultCode == SUCCESS)
 
 
-async def _search(client: Any, search: Search, **values: str) -> list[str]:
-    """The ``attribute_name`` values of the entries ``search`` finds, its filter's
-    placeholders filled with ``values`` escaped."""
+async def _search(client: Any, search: Search, limit: int, **values: str) -> list[str]:
+    """The ``attribute_name`` values of the (at most ``limit``) entries ``search`` finds,
+    its filter's placeholders filled with ``values`` escaped."""
     text = search.filter.format(**{k: pureldap.escape(v) for k, v in values.items()})
     request = pureldap.LDAPSearchRequest(
         baseObject=search.base, scope=search.scope, filter=parseFilter(text),
-        attributes=[search.attribute_name])
+        attributes=[search.attribute_name], sizeLimit=limit)
     entries: list[Any] = []
     done: Deferred[Any] = Deferred()
 
     def handle(message: Any) -> bool:
         if isinstance(message, pureldap.LDAPSearchResultEntry):
-            entries.append(message)
+            if len(entries) < limit:
+                entries.append(message)
             return False
         if isinstance(message, pureldap.LDAPSearchResultReference):
             return False  # referrals are not followed
@@ -242,7 +246,7 @@ async def _search(client: Any, search: Search, **values: str) -> list[str]:
     result = await done
     if result.resultCode in SERVER_TROUBLE:
         raise _DirectoryTrouble(_text(result.errorMessage) or "busy or unavailable")
-    if result.resultCode not in (SUCCESS, NO_SUCH_OBJECT):
+    if result.resultCode not in (SUCCESS, SIZE_LIMIT_EXCEEDED, NO_SUCH_OBJECT):
         LdapDirectory.log.warn("LDAP search under {base} ended with result code {code}: {text}",
                                base=search.base, code=result.resultCode,
                                text=_text(result.errorMessage))

@@ -135,3 +135,11 @@ def test_dn_values_are_escaped() -> None:
     assert escape_dn_value("a,b+c") == r"a\,b\+c"
     assert escape_dn_value(" #x ") == r"\ #x\ "
     assert escape_dn_value('q"<>;=\\') == r'q\"\<\>\;\=\\'
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_user_search_finding_more_than_one_entry_finds_nobody(slapd: Slapd) -> None:
+    search = {"base": PEOPLE, "filter": "(|(uid={username})(uid=bob))", "attribute_name": "dn"}
+    ldap = directory({"url": slapd.url, "user_search": search})
+    assert await ldap.check("alice", "alice-pw") is None
+    assert await ldap.check("bob", "bob-pw") == frozenset()
