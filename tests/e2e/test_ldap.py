@@ -171,3 +171,11 @@ def test_devpi_client_logs_an_ldap_user_in_and_uploads_as_a_group_member(
     status, reply, _ = call(daemon.url + "/team/dev/ldap-cli-pkg")
     assert status == 200 and "1.0" in reply["result"]
     assert "Unauthorized" in devpi("login", "alice", "--password", "wrong", ok=False)
+
+
+def test_no_password_reaches_the_log(daemon: Daemon) -> None:
+    request(daemon.url + "/+login", "POST", {"user": "dave", "password": "wrong-dave-pw"})
+    log = daemon.log.read_text(errors="replace")
+    assert "LDAP directory cannot be used" in log  # the outage was logged (without secrets)
+    for secret in ("alice-pw", "bob-pw", "carol-pw", "dave-pw", "wrong-dave-pw", "team-pw"):
+        assert secret not in log
