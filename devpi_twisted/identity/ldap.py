@@ -3,22 +3,22 @@
 A check (``LdapDirectory.check``) finds the user's DN (``user_template``, or a
 ``user_search`` bound anonymously or as its ``userdn``), binds as it with the password,
 then reads the groups (``group_search``, on the user's connection or bound as its own
-``userdn``). Each check opens its connections and closes them when done; the whole
-check has the configured ``timeout`` on the reactor's clock. A directory that cannot
-be reached, breaks the connection, fails TLS or is too slow raises
-``errors.Unavailable`` (503), never a refusal. Search continuation references
-(referrals) are not followed. Passwords are never logged.
+``userdn``). With ``referrals`` (the default) the search continuation references a
+search meets are followed once, to at most ``MAX_REFERENCES`` servers, bound as the
+search was (the user's own credentials for a group search on the user's connection, as
+devpi-ldap's ldap3 does); a user found there binds there. Each check opens its
+connections and closes them when done; the whole check has the configured ``timeout``
+on the reactor's clock. A directory that cannot be reached, breaks the connection,
+fails TLS or is too slow raises ``errors.Unavailable`` (503), never a refusal.
+Passwords are never logged.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ldaptor.ldapfilter import parseFilter  # type: ignore[import-untyped]
-from ldaptor.protocols import pureldap  # type: ignore[import-untyped]
 from ldaptor.protocols.ldap.ldapclient import LDAPClient  # type: ignore[import-untyped]
 from ldaptor.protocols.ldap.ldaperrors import LDAPException  # type: ignore[import-untyped]
 from OpenSSL import SSL
@@ -33,20 +33,19 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from devpi_twisted.identity.ldapconfig import LdapSettings, Search, Server, Tls, read_ldap_config
+from devpi_twisted.identity.ldapwire import (
+    DirectoryTrouble, bind, escape_dn_value, referred, search,
+)
 from devpi_twisted.model.errors import Unavailable
 from devpi_twisted.reactors import IClientReactor
 from devpi_twisted.serverdir import StartupError
 
-SUCCESS, SIZE_LIMIT_EXCEEDED, NO_SUCH_OBJECT = 0, 4, 32
 MAX_GROUPS = 1000  # entries a group search returns at most (they travel in login tokens)
-SERVER_TROUBLE = frozenset({51, 52})  # busy, unavailable: the directory, not the user
-DN_SPECIAL = re.compile(r'([,+"\\<>;=])')
+MAX_REFERENCES = 8  # referrals followed per search
 PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 DOWN = (error.ConnectError, error.ConnectionClosed, LDAPException, SSL.Error)
 
-
-class _DirectoryTrouble(Exception):
-    """The directory answered that it cannot serve (busy, unavailable)."""
+__all__ = ["LdapDirectory", "escape_dn_value", "open_directory"]
 
 
 @implementer(IOpenSSLClientConnectionCreator)
@@ -64,12 +63,13 @@ class _Unverified:
         return connection
 
 
-def _tls_creator(host: str, tls: Tls) -> Any:
-    """How TLS to ``host`` checks its certificate; raises StartupError for a bad CA file."""
+def _trust(tls: Tls) -> Any:
+    """The trust root TLS checks certificates against (None: no check); raises
+    StartupError for a bad CA file (read once, at start)."""
     if tls.validate == 0:
-        return _Unverified(host)
+        return None
     if tls.ca_file is None:
-        return optionsForClientTLS(host, trustRoot=platformTrust())
+        return platformTrust()
     try:
         pems = PEM_CERT.findall(tls.ca_file.read_bytes())
         certificates = [Certificate.loadPEM(pem) for pem in pems]
@@ -78,33 +78,7 @@ def _tls_creator(host: str, tls: Tls) -> Any:
     if not certificates:
         raise StartupError(f"--ldap-config: tls: ca_certs_file {tls.ca_file} holds no PEM "
                            "certificate")
-    return optionsForClientTLS(host, trustRoot=trustRootFromCertificates(certificates))
-
-
-def escape_dn_value(value: str) -> str:
-    """``value`` as an attribute value inside a DN (RFC 4514 section 2.4)."""
-    escaped = DN_SPECIAL.sub(r"\\\1", value).replace("\0", "\\00")
-    if escaped.startswith((" ", "#")):
-        escaped = "\\" + escaped
-    if escaped.endswith(" ") and not escaped.endswith("\\ "):
-        escaped = escaped[:-1] + "\\ "
-    return escaped
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _values(entry: Any, attribute: str) -> list[str]:
-    """The values of ``attribute`` in a search result entry; for ``dn`` or
-    ``distinguishedName`` not sent as an attribute, the entry's own DN."""
-    wanted = attribute.lower()
-    for name, values in entry.attributes:
-        if _text(name).lower() == wanted:
-            return [_text(v) for v in values]
-    if wanted in ("dn", "distinguishedname"):
-        return [_text(entry.objectName)]
-    return []
+    return trustRootFromCertificates(certificates)
 
 
 class LdapDirectory:
@@ -116,8 +90,7 @@ class LdapDirectory:
     def __init__(self, settings: LdapSettings, reactor: IClientReactor) -> None:
         self._settings = settings
         self._reactor = reactor
-        self._tls = {server.url: _tls_creator(server.host, server.tls)
-                     for server in settings.servers if server.ldaps or settings.start_tls}
+        self._trust = {server.tls: _trust(server.tls) for server in settings.servers}
 
     @property
     def name(self) -> str:
@@ -133,128 +106,127 @@ class LdapDirectory:
             self.log.warn("The LDAP directory did not answer within {timeout}s", timeout=timeout)
             raise Unavailable(f"the LDAP directory did not answer within {timeout:g} seconds; "
                               "try again later", retry_after=timeout) from None
-        except (*DOWN, _DirectoryTrouble) as e:
+        except (*DOWN, DirectoryTrouble) as e:
             self.log.warn("The LDAP directory cannot be used: {error}", error=str(e) or repr(e))
             raise Unavailable("the LDAP directory cannot be reached; try again later") from None
 
     async def _check(self, username: str, password: str) -> frozenset[str] | None:
         settings = self._settings
+        where: Server | None = None  # None: the configured servers
         if settings.user_template is not None:
-            userdn: str | None = settings.user_template.format(
-                username=escape_dn_value(username))
+            userdn = settings.user_template.format(username=escape_dn_value(username))
         else:
             assert settings.user_search is not None
-            userdn = await self._find_user(settings.user_search, username)
-        if userdn is None or not password:
-            return None
-        client = await self._connect()
-        try:
-            if not await _bind(client, userdn, password):
+            found = await self._search(settings.user_search, 2, None, _as(settings.user_search),
+                                       username=username)
+            if len(found) != 1:
+                self.log.info("LDAP user search for {username} found {count} entries",
+                              username=username, count=len(found))
                 return None
-            search = settings.group_search
-            if search is None:
-                return frozenset()
-            if search.userdn is None:
-                found = await _search(client, search, MAX_GROUPS, username=username,
-                                      userdn=userdn)
-                return frozenset(found)
-        finally:
-            _close(client)
-        return frozenset(await self._search_as(search, MAX_GROUPS, username=username,
-                                               userdn=userdn))
-
-    async def _find_user(self, search: Search, username: str) -> str | None:
-        found = await self._search_as(search, 2, username=username)  # 2: more than one
-        if len(found) != 1:
-            self.log.info("LDAP user search for {username} found {count} entries",
-                          username=username, count=len(found))
+            userdn, where = found[0]
+        if not password:
             return None
-        return found[0]
-
-    async def _search_as(self, search: Search, limit: int, **values: str) -> list[str]:
-        """A search on a connection of its own, bound as the search's ``userdn`` if it
-        names one (anonymous otherwise)."""
-        client = await self._connect()
+        client, server = await self._connect(where)
         try:
-            if search.userdn is not None and not await _bind(
-                    client, search.userdn, search.password or ""):
-                self.log.error("The LDAP directory refused the search user {userdn} of "
-                               "--ldap-config", userdn=search.userdn)
-                raise _DirectoryTrouble("the search user's bind was refused")
-            return await _search(client, search, limit, **values)
+            if not await bind(client, userdn, password):
+                return None
+            groups = settings.group_search
+            if groups is None:
+                return frozenset()
+            if groups.userdn is None:
+                return frozenset(value for value, _ in await self._search(
+                    groups, MAX_GROUPS, (client, server), (userdn, password),
+                    username=username, userdn=userdn))
         finally:
             _close(client)
+        return frozenset(value for value, _ in await self._search(
+            groups, MAX_GROUPS, None, _as(groups), username=username, userdn=userdn))
 
-    async def _connect(self) -> Any:
-        """A connected LDAPClient (TLS started when configured): the servers in turn,
-        the first that answers; raises the last one's error."""
-        problem: Exception = error.ConnectError("no server")
-        for server in self._settings.servers:
+    async def _search(self, what: Search, limit: int, on: tuple[Any, Server] | None,
+                      credentials: tuple[str, str] | None, **values: str,
+                      ) -> list[tuple[str, Server]]:
+        """The values ``what`` finds, each with the server it was found on: on ``on`` (a
+        bound connection and its server) or a new connection bound with ``credentials``;
+        then, with ``referrals``, on the servers its references name (bound the same)."""
+        if on is None:
+            client, server = await self._connect_bound(None, credentials)
             try:
-                return await self._connect_to(server)
+                found = await search(client, what, limit, values)
+            finally:
+                _close(client)
+        else:
+            server = on[1]
+            found = await search(on[0], what, limit, values)
+        results = [(value, server) for value in found.values]
+        if not self._settings.referrals:
+            return results
+        for url in found.references[:MAX_REFERENCES]:
+            target = referred(url, self._settings.servers[0].tls)
+            if target is None:
+                self.log.warn("LDAP referral {url} is not an ldap(s) URL; not followed", url=url)
+                continue
+            client, _ = await self._connect_bound(target.server, credentials, referral=True)
+            if client is None:
+                continue
+            try:
+                more = await search(client, what, limit, values, target.base, target.scope)
+            finally:
+                _close(client)
+            results += [(value, target.server) for value in more.values]
+        return results[:limit]
+
+    async def _connect_bound(self, server: Server | None, credentials: tuple[str, str] | None,
+                             referral: bool = False) -> tuple[Any, Server]:
+        """A connection bound with ``credentials`` (None: anonymous). A refused bind is
+        DirectoryTrouble (the search user of the file is wrong), or for a ``referral``
+        target a connection of None (that server is skipped)."""
+        client, server = await self._connect(server)
+        if credentials is None or await bind(client, *credentials):
+            return client, server
+        _close(client)
+        if referral:
+            self.log.warn("LDAP referral server {url} refused the bind; skipped", url=server.url)
+            return None, server
+        self.log.error("The LDAP directory refused the search user {userdn} of --ldap-config",
+                       userdn=credentials[0])
+        raise DirectoryTrouble("the search user's bind was refused")
+
+    async def _connect(self, only: Server | None = None) -> tuple[Any, Server]:
+        """A connected LDAPClient (TLS started when configured) and its server: ``only``,
+        or the configured servers in turn, the first that answers; raises the last one's
+        error."""
+        problem: Exception = error.ConnectError("no server")
+        for server in (only,) if only is not None else self._settings.servers:
+            try:
+                return await self._connect_to(server), server
             except DOWN as e:
                 problem = e
         raise problem
+
+    def _tls(self, server: Server) -> Any:
+        trust = self._trust[server.tls]
+        if trust is None:
+            return _Unverified(server.host)
+        return optionsForClientTLS(server.host, trustRoot=trust)
 
     async def _connect_to(self, server: Server) -> Any:
         endpoint: IStreamClientEndpoint = HostnameEndpoint(
             self._reactor, server.host, server.port, timeout=self._settings.timeout)
         if server.ldaps:
-            endpoint = wrapClientTLS(self._tls[server.url], endpoint)
+            endpoint = wrapClientTLS(self._tls(server), endpoint)
         client = await connectProtocol(endpoint, LDAPClient())
-        if self._settings.start_tls:
+        if self._settings.start_tls and not server.ldaps:
             try:
-                await client.startTLS(self._tls[server.url])
+                await client.startTLS(self._tls(server))
             except BaseException:
                 _close(client)
                 raise
         return client
 
 
-async def _bind(client: Any, dn: str, password: str) -> bool:
-    """Whether the directory accepts ``password`` for ``dn``; raises _DirectoryTrouble
-    when it answers that it cannot serve."""
-    response = await client.send(pureldap.LDAPBindRequest(dn=dn, auth=password))
-    if response.resultCode in SERVER_TROUBLE:
-        raise _DirectoryTrouble(_text(response.errorMessage) or "busy or unavailable")
-    return bool(response.resultCode == SUCCESS)
-
-
-async def _search(client: Any, search: Search, limit: int, **values: str) -> list[str]:
-    """The ``attribute_name`` values of the (at most ``limit``) entries ``search`` finds,
-    its filter's placeholders filled with ``values`` escaped."""
-    text = search.filter.format(**{k: pureldap.escape(v) for k, v in values.items()})
-    request = pureldap.LDAPSearchRequest(
-        baseObject=search.base, scope=search.scope, filter=parseFilter(text),
-        attributes=[search.attribute_name], sizeLimit=limit)
-    entries: list[Any] = []
-    done: Deferred[Any] = Deferred()
-
-    def handle(message: Any) -> bool:
-        if isinstance(message, pureldap.LDAPSearchResultEntry):
-            if len(entries) < limit:
-                entries.append(message)
-            return False
-        if isinstance(message, pureldap.LDAPSearchResultReference):
-            return False  # referrals are not followed
-        if not done.called:
-            done.callback(message)
-        return True
-
-    sent = client.send_multiResponse(request, handle)
-    sent.addErrback(lambda failure: None if done.called else done.errback(failure))
-    result = await done
-    if result.resultCode in SERVER_TROUBLE:
-        raise _DirectoryTrouble(_text(result.errorMessage) or "busy or unavailable")
-    if result.resultCode not in (SUCCESS, SIZE_LIMIT_EXCEEDED, NO_SUCH_OBJECT):
-        LdapDirectory.log.warn("LDAP search under {base} ended with result code {code}: {text}",
-                               base=search.base, code=result.resultCode,
-                               text=_text(result.errorMessage))
-    return _flatten(_values(entry, search.attribute_name) for entry in entries)
-
-
-def _flatten(lists: Iterable[list[str]]) -> list[str]:
-    return [value for values in lists for value in values]
+def _as(what: Search) -> tuple[str, str] | None:
+    """The credentials a search binds with: its ``userdn``, or None (anonymous)."""
+    return None if what.userdn is None else (what.userdn, what.password or "")
 
 
 def _close(client: Any) -> None:
