@@ -48,7 +48,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _ldif() -> str:
+def people_ldif() -> str:
     entries = [f"dn: {SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\n"
                "dc: example\no: Example\n",
                f"dn: {PEOPLE}\nobjectClass: organizationalUnit\nou: people\n",
@@ -95,8 +95,13 @@ def _certificates(work: Path) -> tuple[Path, Path, Path]:
 
 
 class Slapd:
-    def __init__(self, work: Path) -> None:
+    """``suffix`` and ``ldif`` (its entries; default: ``USERS`` and ``GROUPS`` under
+    SUFFIX) make another directory, e.g. one that the first refers to."""
+
+    def __init__(self, work: Path, suffix: str = SUFFIX, ldif: str | None = None) -> None:
         self.work = work
+        self.suffix = suffix
+        self.ldif = people_ldif() if ldif is None else ldif
         self.port = free_port()
         self.tls_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -124,11 +129,11 @@ class Slapd:
             f"pidfile {self.work}/slapd.pid", f"argsfile {self.work}/slapd.args",
             f"TLSCACertificateFile {ca_file}", f"TLSCertificateFile {cert_file}",
             f"TLSCertificateKeyFile {key_file}",
-            "database mdb", "maxsize 16777216", f'suffix "{SUFFIX}"',
-            f'rootdn "{ADMIN_DN}"', f"rootpw {ADMIN_PASSWORD}", f"directory {db}",
+            "database mdb", "maxsize 16777216", f'suffix "{self.suffix}"',
+            f'rootdn "cn=admin,{self.suffix}"', f"rootpw {ADMIN_PASSWORD}", f"directory {db}",
             "access to attrs=userPassword by anonymous auth by self read by * none",
             "access to * by * read", ""]))
-        (self.work / "data.ldif").write_text(_ldif())
+        (self.work / "data.ldif").write_text(self.ldif)
         subprocess.run([slapadd, "-f", str(conf), "-l", str(self.work / "data.ldif")],
                        check=True, capture_output=True, timeout=60)
         return conf

@@ -6,7 +6,8 @@ then reads the groups (``group_search``, on the user's connection or bound as it
 ``userdn``). With ``referrals`` (the default) the search continuation references a
 search meets are followed once, to at most ``MAX_REFERENCES`` servers, bound as the
 search was (the user's own credentials for a group search on the user's connection, as
-devpi-ldap's ldap3 does); a user found there binds there. Each check opens its
+devpi-ldap's ldap3 does); a user found there binds there. A referred server that is
+down or refuses the bind is skipped (logged): the directory itself answered. Each check opens its
 connections and closes them when done; the whole check has the configured ``timeout``
 on the reactor's clock. A directory that cannot be reached, breaks the connection,
 fails TLS or is too slow raises ``errors.Unavailable`` (503), never a refusal.
@@ -165,7 +166,12 @@ class LdapDirectory:
             if target is None:
                 self.log.warn("LDAP referral {url} is not an ldap(s) URL; not followed", url=url)
                 continue
-            client, _ = await self._connect_bound(target.server, credentials, referral=True)
+            try:
+                client, _ = await self._connect_bound(target.server, credentials, referral=True)
+            except DOWN as e:  # the directory answered; one server it refers to is away
+                self.log.warn("LDAP referral server {url} cannot be reached: {error}",
+                              url=target.server.url, error=str(e) or repr(e))
+                continue
             if client is None:
                 continue
             try:
