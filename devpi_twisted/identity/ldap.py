@@ -22,7 +22,7 @@ from typing import Any
 
 from ldaptor.protocols.ldap.ldapclient import LDAPClient  # type: ignore[import-untyped]
 from ldaptor.protocols.ldap.ldaperrors import LDAPException  # type: ignore[import-untyped]
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from twisted.internet import defer, error
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
@@ -74,7 +74,7 @@ def _trust(tls: Tls) -> Any:
     try:
         pems = PEM_CERT.findall(tls.ca_file.read_bytes())
         certificates = [Certificate.loadPEM(pem) for pem in pems]
-    except (OSError, SSL.Error, ValueError) as e:
+    except (OSError, SSL.Error, crypto.Error, ValueError) as e:
         raise StartupError(f"--ldap-config: tls: ca_certs_file {tls.ca_file}: {e}") from None
     if not certificates:
         raise StartupError(f"--ldap-config: tls: ca_certs_file {tls.ca_file} holds no PEM "

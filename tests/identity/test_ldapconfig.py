@@ -124,3 +124,22 @@ def test_a_file_that_is_not_an_ldap_config(tmp_path: Path, text: str, message: s
 def test_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(StartupError, match="cannot read it: No such file"):
         read_ldap_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not a certificate\n", "holds no PEM certificate"),
+    (b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "ca_certs_file"),
+])
+def test_a_ca_file_without_a_certificate_stops_the_start(
+        tmp_path: Path, content: bytes, message: str) -> None:
+    from twisted.internet import reactor
+
+    from devpi_twisted.identity.ldap import LdapDirectory
+
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(content)
+    settings = read_ldap_config(write(tmp_path, f"devpi-ldap:\n  url: ldaps://x\n  tls:\n"
+                                                f"    ca_certs_file: {ca}\n"
+                                                "  user_template: uid={username}\n"))
+    with pytest.raises(StartupError, match=message):
+        LdapDirectory(settings, reactor)  # type: ignore[arg-type]
