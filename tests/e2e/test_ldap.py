@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import start_daemon
-from tests.ldap import GROUPS_BASE, PEOPLE, SUFFIX, Slapd
+from tests.ldap import GROUPS_BASE, SUFFIX, Slapd
 from tests.e2e.test_devpi_client import DevpiCLI
 from tests.support import Daemon, bin_path, call, login, make_wheel
 
