@@ -85,6 +85,7 @@ class Config:
     file_replication_threads: int = default_of("file-replication-threads")
     file_replication_skip_indexes: tuple[str, ...] = default_of("file-replication-skip-indexes")
     proxy_timeout: float = default_of("proxy-timeout")
+    ldap_config: Path | None = None
     offline_mode: bool = False
     mirror_prefetch: bool = True
     requests_only: bool = False

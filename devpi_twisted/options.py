@@ -303,6 +303,8 @@ OPTIONS: tuple[Option, ...] = (
         to_workers=True),
     Option("argon2-parallelism", "lanes for deriving keys from the secret", _at_least(1), "4",
         to_workers=True),
+    Option("ldap-config", "YAML file of an LDAP directory whose users may log in "
+                          "(devpi-ldap's format)", FILE, to_workers=True),
     Option("offline-mode", "never contact upstream; serve only what is cached", FLAG,
         to_workers=True),
     Option("no-mirror-prefetch", "do not fetch the pages of a mirrored release's "

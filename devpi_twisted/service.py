@@ -95,6 +95,11 @@ def build_service(config: Config, reactor: IServerReactor) -> IService:
     if config.logger_cfg is not None:
         _setup_stdlib_logging(config.logger_cfg)
     worker = bool(config.listen_fds)
+    directory = None
+    if config.ldap_config is not None:  # before any thread starts: a bad file ends the start
+        from devpi_twisted.identity.ldap import open_directory  # ldaptor imports the reactor
+
+        directory = open_directory(config.ldap_config, reactor)
     if (config.serverdir / sd.IMPORTING).exists() and sd.read_nodeinfo(config.serverdir) is None:
         raise StartupError(f"an import into {config.serverdir} did not finish; run the import "
                            "again (it starts over), or remove the directory")
@@ -120,7 +125,8 @@ def build_service(config: Config, reactor: IServerReactor) -> IService:
     policy = Policy(parse_principals(config.restrict_modify) if config.restrict_modify else None)
     hashing = HashingPool(reactor)  # argon2 never waits behind, nor holds up, the shared pool
     ops = ServerOps(storage, policy, TokenSigner(keys.auth, reactor.seconds), offload, time.time,
-                    hashing=hashing, pause=lambda seconds: deferLater(reactor, seconds))
+                    hashing=hashing, pause=lambda seconds: deferLater(reactor, seconds),
+                    directory=directory)
     info = ServerInfo(
         uuid=node.uuid, serverdir=str(config.serverdir), role=config.role, host=config.host,
         port=config.port, outside_url=config.outside_url, max_body=config.max_request_body_size,

@@ -3,7 +3,8 @@
 With DEVPI_TWISTED_REQUIRE_POSTGRES=1 (set by scripts/run-tests for a full run)
 the run fails unless tests on PostgreSQL ran and passed: they must never be
 skipped or deselected away silently. DEVPI_TWISTED_REQUIRE_NGINX=1 (also set
-for a full run) does the same for the tests with a real nginx (tests/e2e/test_nginx.py).
+for a full run) does the same for the tests with a real nginx (tests/e2e/test_nginx.py),
+DEVPI_TWISTED_REQUIRE_SLAPD=1 for those with a real OpenLDAP slapd (tests/ldap.py).
 """
 
 from __future__ import annotations
@@ -13,10 +14,14 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests import ldap
 from tests.pg import PgCluster
+
+SLAPD_TESTS = ("tests/e2e/test_ldap.py", "tests/identity/test_ldap_directory.py")
 
 _postgres_passed: list[str] = []
 _nginx_passed: list[str] = []
+_slapd_passed: list[str] = []
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +36,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         _postgres_passed.append(report.nodeid)
     if report.when == "call" and report.passed and "test_nginx" in report.nodeid:
         _nginx_passed.append(report.nodeid)
+    if report.when == "call" and report.passed and report.nodeid.startswith(SLAPD_TESTS):
+        _slapd_passed.append(report.nodeid)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -39,4 +46,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = 1
     if os.environ.get("DEVPI_TWISTED_REQUIRE_NGINX") == "1" and not _nginx_passed:
         print("\nrun-tests: no test with nginx passed; a full run must run them", flush=True)
+        session.exitstatus = 1
+    if os.environ.get("DEVPI_TWISTED_REQUIRE_SLAPD") == "1" and not (_slapd_passed
+                                                                      and ldap.STARTED):
+        print("\nrun-tests: no test with slapd passed; a full run must run them", flush=True)
         session.exitstatus = 1

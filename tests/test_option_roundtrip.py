@@ -46,6 +46,7 @@ def samples(tmp_path: Path) -> dict[str, Any]:
         "file-replication-skip-indexes": "mirror,alice/dev",
         "proxy-timeout": "7",
         "logger-cfg": str(tmp_path / "logging.yml"),
+        "ldap-config": str(tmp_path / "ldap.yml"),
         "argon2-memory-cost": "64",
         "argon2-time-cost": "2",
         "argon2-parallelism": "2",

@@ -21,6 +21,7 @@ import attrs
 from devpi_twisted.model import indexes as idx
 from devpi_twisted.model import users as usr
 from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, ROOT, Identity, Policy
+from devpi_twisted.model.directory import Directory, DirectoryUsers
 from devpi_twisted.model.errors import (
     AlreadyExists, Forbidden, InvalidInput, NotFound, TooManyAttempts, Unauthenticated,
 )
@@ -87,11 +88,13 @@ class _VerifiedPasswords:
 class ServerOps:
     """``hashing`` runs argon2 (checks and new hashes): a bounded pool of its own in the
     server, which raises Unavailable when full; ``throttle`` slows failed logins down;
-    ``pause(seconds)`` waits on the reactor's clock (holding a throttled answer back)."""
+    ``pause(seconds)`` waits on the reactor's clock (holding a throttled answer back);
+    ``directory``: an LDAP directory asked about users no local user is (model/directory.py)."""
 
     def __init__(self, storage: Storage, policy: Policy, signer: TokenSigner,
                  offload: Offload, clock: Callable[[], float], hashing: Offload | None = None,
-                 throttle: LoginThrottle | None = None, pause: Pause | None = None) -> None:
+                 throttle: LoginThrottle | None = None, pause: Pause | None = None,
+                 directory: Directory | None = None) -> None:
         self._storage = storage
         self._policy = policy
         self._signer = signer
@@ -101,6 +104,8 @@ class ServerOps:
         self._verified = _VerifiedPasswords(clock)
         self._throttle = throttle or LoginThrottle(clock)
         self._pause = pause
+        self._directory = None if directory is None else DirectoryUsers(
+            directory, storage, signer, self._throttle, clock, pause)
 
     @property
     def serial(self) -> int:
@@ -127,6 +132,8 @@ class ServerOps:
             return ANONYMOUS_IDENTITY
         except NotAToken:
             return await self._password_identity(username, secret, client)
+        if self._directory is not None and self._directory.vouched(payload):
+            return await self._directory.token_identity(username, payload) or ANONYMOUS_IDENTITY
         if not (isinstance(payload, list) and len(payload) == 4 and payload[0] == username
                 and payload[2] is True and isinstance(payload[3], str)):
             return ANONYMOUS_IDENTITY  # includes tokens made before they named a password
@@ -143,6 +150,8 @@ class ServerOps:
         return self._signer.stamp(user.name, user.pwhash or "", str(user.profile.get("created", "")))
 
     async def _password_identity(self, username: str, password: str, client: str) -> Identity:
+        if self._directory is not None and await self._directory.serves(username):
+            return await self._directory.identity(username, password, client) or ANONYMOUS_IDENTITY
         if await self._check_password(username, password, client) is not None:
             return Identity(username)
         return ANONYMOUS_IDENTITY
@@ -206,6 +215,8 @@ class ServerOps:
                 or not isinstance(body.get("password"), str):
             raise InvalidInput("Bad request: no user/password specified")
         user, password = body["user"], body["password"]
+        if self._directory is not None and await self._directory.serves(user):
+            return await self._directory.login(user, password, client)
         record = await self._check_password(user, password, client)
         if record is None:
             raise Unauthenticated(f"user '{user}' could not be authenticated")
