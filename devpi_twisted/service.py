@@ -17,7 +17,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
 
 from twisted.application.service import IService
 from twisted.internet.defer import Deferred
@@ -35,7 +35,8 @@ from devpi_twisted.mirror.cache import PREFETCH, Mirror
 from devpi_twisted.mirror.upstream import Upstream, http_client
 from devpi_twisted.model.acl import Policy, parse_principals
 from devpi_twisted.model.ops import ServerOps
-from devpi_twisted.model.tokens import TokenSigner, derive_keys
+from devpi_twisted.model.directory import Directory
+from devpi_twisted.model.tokens import DerivedKeys, TokenSigner, derive_keys
 from devpi_twisted.serverdir import StartupError
 from devpi_twisted.storage.board import SerialBoard
 from devpi_twisted.storage.types import ThreadOffload
@@ -119,7 +120,18 @@ def build_service(config: Config, reactor: IServerReactor) -> IService:
                        config.argon2_parallelism)
     board = SerialBoard(config.serverdir / sd.BOARD)
     storage = open_storage(config, reactor, board)
+    try:
+        return _services(config, reactor, node, storage, directory, keys, lock, worker_args)
+    except BaseException:
+        storage.close()  # its threads end, so the process exits with the message
+        raise
 
+
+def _services(config: Config, reactor: IServerReactor, node: sd.NodeInfo, storage: Storage,
+              directory: Directory | None, keys: DerivedKeys, lock: IO[bytes] | None,
+              worker_args: tuple[list[str], dict[str, str]] | None) -> IService:
+    """The services over an open storage (build_service closes it when this raises)."""
+    worker = bool(config.listen_fds)
     offload = ThreadOffload(reactor)
 
     policy = Policy(parse_principals(config.restrict_modify) if config.restrict_modify else None)

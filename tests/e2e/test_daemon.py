@@ -123,6 +123,18 @@ def test_bad_option_values_fail_with_one_line(fresh_serverdir: Path, args: list[
     assert not (fresh_serverdir / ".listening").exists()
 
 
+def test_an_error_found_after_the_storage_opened_ends_the_process(tmp_path: Path) -> None:
+    """A bad --replica-cert is found once the storage (and its thread) is open: the
+    process still exits with its one line instead of hanging on that thread."""
+    cert = tmp_path / "cert.pem"
+    cert.write_text("not a certificate\n")
+    done = twistd("--serverdir", str(tmp_path / "replica"), "--init", "--port", "0",
+                  "--role", "replica", "--primary-url", "http://127.0.0.1:9/",
+                  "--replica-cert", str(cert))
+    assert done.returncode == 1
+    assert f"devpi-twisted: --replica-cert {cert}: not a PEM certificate and key" in done.stderr
+
+
 def test_port_in_use_fails_with_one_line(fresh_serverdir: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
