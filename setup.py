@@ -27,6 +27,7 @@ setup(
         "txpostgres>=1.7",
         "psycopg2-binary>=2.9",
         "multipart>=1.1",
+        "pymacaroons>=0.13",
     ],
     extras_require={
         "test": [

@@ -30,6 +30,7 @@ from devpi_twisted.model.passwords import (
 )
 from devpi_twisted.model.retry import retrying
 from devpi_twisted.model.throttle import LoginThrottle
+from devpi_twisted.model.token_ops import ApiTokenOps
 from devpi_twisted.model.tokens import LOGIN_TOKEN_MAX_AGE, NotAToken, TokenExpired, TokenSigner
 from devpi_twisted.storage.interface import (
     IndexRecord, RecordExists, RecordMissing, StaleRecord, Storage, UserRecord,
@@ -101,6 +102,7 @@ class ServerOps:
         self._verified = _VerifiedPasswords(clock)
         self._throttle = throttle or LoginThrottle(clock)
         self._pause = pause
+        self.api_tokens = ApiTokenOps(storage, signer.api_keys, policy, clock)
 
     @property
     def serial(self) -> int:
@@ -117,8 +119,8 @@ class ServerOps:
     # -- authentication -------------------------------------------------------
 
     async def authenticate(self, username: str, secret: str, client: str = "") -> Identity:
-        """The identity for credentials: a login token, else the password; anonymous if
-        neither. ``client`` is the address failed logins are counted for; raises
+        """The identity for credentials: a login token, an API token (Unauthenticated or
+        Forbidden if it cannot be used), else the password; anonymous if none. ``client`` is the address failed logins are counted for; raises
         TooManyAttempts while they throttle it or the user, Unavailable when the
         password checks are all busy."""
         try:
@@ -126,6 +128,9 @@ class ServerOps:
         except TokenExpired:
             return ANONYMOUS_IDENTITY
         except NotAToken:
+            token = await self.api_tokens.resolve(username, secret)  # raises if refused
+            if token is not None:
+                return token
             return await self._password_identity(username, secret, client)
         if not (isinstance(payload, list) and len(payload) == 4 and payload[0] == username
                 and payload[2] is True and isinstance(payload[3], str)):
