@@ -13,6 +13,7 @@ Pure: time comes in as ``now``, randomness from ``secrets``; storage is the call
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import hmac
 import re
@@ -205,7 +206,7 @@ def _check_signature(keys: TokenKeys, token: Presented, salt: str) -> list[str]:
     for caveat in macaroon.caveats:
         if caveat.verification_key_id or caveat.location:
             raise TokenRefused("the API token carries a third-party caveat, not accepted")
-        signature = sign_first_party_caveat(signature, caveat.caveat_id_bytes)
+        signature = sign_first_party_caveat(binascii.unhexlify(signature), caveat.caveat_id_bytes)
         caveats.append(caveat.caveat_id_bytes)
     if not hmac.compare_digest(signature, macaroon.signature_bytes):
         raise TokenRefused("the API token's signature does not verify (forged or altered)")

@@ -20,7 +20,9 @@ import attrs
 
 from devpi_twisted.model import indexes as idx
 from devpi_twisted.model import users as usr
-from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, ROOT, Identity, Policy
+from devpi_twisted.model.acl import (
+    ANONYMOUS_IDENTITY, INDEX_CREATE, INDEX_DELETE, INDEX_MODIFY, ROOT, Identity, Policy,
+)
 from devpi_twisted.model.errors import (
     AlreadyExists, Forbidden, InvalidInput, NotFound, TooManyAttempts, Unauthenticated,
 )
@@ -30,7 +32,7 @@ from devpi_twisted.model.passwords import (
 )
 from devpi_twisted.model.retry import retrying
 from devpi_twisted.model.throttle import LoginThrottle
-from devpi_twisted.model.token_ops import ApiTokenOps
+from devpi_twisted.model.token_ops import ApiTokenOps, require_scope
 from devpi_twisted.model.tokens import LOGIN_TOKEN_MAX_AGE, NotAToken, TokenExpired, TokenSigner
 from devpi_twisted.storage.interface import (
     IndexRecord, RecordExists, RecordMissing, StaleRecord, Storage, UserRecord,
@@ -247,7 +249,7 @@ class ServerOps:
 
     async def create_user(self, identity: Identity, name: str, body: Any) -> Written:
         check_name("username", name)
-        if not self._policy.may_create_user(identity):
+        if identity.scope is not None or not self._policy.may_create_user(identity):
             raise Forbidden(f"no permission to create user {name}")
         if await self._storage.get_user(name) is not None:
             raise AlreadyExists("user already exists")
@@ -265,7 +267,8 @@ class ServerOps:
         async def attempt() -> Written:
             user = await self._user(name)
             password_only = usr.is_password_only(user.profile, body)
-            if not self._policy.may_modify_user(identity, name, password_only):
+            if identity.scope is not None or \
+                    not self._policy.may_modify_user(identity, name, password_only):
                 what = "change password for" if password_only else "modify"
                 raise Forbidden(f"no permission to {what} user {name}")
             change = usr.modify_user(user.profile, body, self._clock(),
@@ -286,7 +289,7 @@ class ServerOps:
     async def delete_user(self, identity: Identity, name: str) -> Written:
         async def attempt() -> Written:
             user = await self._user(name)
-            if not self._policy.may_delete_user(identity, name):
+            if identity.scope is not None or not self._policy.may_delete_user(identity, name):
                 raise Forbidden(f"no permission to delete user {name}")
             owned = await self._storage.list_indexes(name)
             for index in owned:
@@ -324,6 +327,7 @@ class ServerOps:
         await self._user(user)
         if not self._policy.may_manage_index(identity, user):
             raise Forbidden(f"no permission to create index {name}")
+        require_scope(identity, INDEX_CREATE, name)
         if await self._storage.get_index(user, index) is not None:
             raise AlreadyExists(f"index '{name}' exists")
         config = idx.new_config(name, body, await self._all_configs())
@@ -344,6 +348,7 @@ class ServerOps:
             record = await self._index(user, index)
             if not self._policy.may_manage_index(identity, user):
                 raise Forbidden(f"no permission to modify index {name}")
+            require_scope(identity, INDEX_MODIFY, name)
             config = idx.patch_config(name, record.config.to_json(), body, await self._all_configs())
             await self._check_readers(config, record.config.acl_read)
             if config == record.config.to_json():
@@ -386,6 +391,7 @@ class ServerOps:
             record = await self._index(user, index)
             if not self._policy.may_manage_index(identity, user):
                 raise Forbidden(f"no permission to modify index {name}")
+            require_scope(identity, INDEX_MODIFY, name)
             config = idx.patch_project_rules(record.config.to_json(), project, body)
             if config == record.config.to_json():
                 return Written(None, idx.project_config(config, project))
@@ -400,6 +406,7 @@ class ServerOps:
             record = await self._index(user, index)
             if not self._policy.may_manage_index(identity, user):
                 raise Forbidden(f"no permission to delete index {name}")
+            require_scope(identity, INDEX_DELETE, name)
             if not record.config.volatile:
                 raise Forbidden(f"index {name} non-volatile, cannot delete")
             try:

@@ -101,7 +101,10 @@ class ApiTokenOps:
         Forbidden if the user name given is not the token's."""
         if secret == "" and username:
             username, secret = "", username  # the token as user name, empty password
-        presented = None if not secret else api.parse(secret)
+        try:
+            presented = None if not secret else api.parse(secret)
+        except api.TokenRefused as e:
+            raise Unauthenticated(str(e)) from None
         if presented is None:
             return None
         if username not in ("", TOKEN_USER) and username != presented.user:
@@ -138,3 +141,14 @@ class ApiTokenOps:
         if first and self.first_use is not None:
             self.first_use(user, token_id)
 
+
+
+def require_scope(identity: Identity, permission: str, index: str | None = None,
+                  project: str | None = None) -> None:
+    """Forbidden (403) when the API token the identity came with does not let
+    ``permission`` through on ``index`` (``user/index``) and ``project`` (normalised)."""
+    if identity.scoped(permission, index, project):
+        return
+    where = "" if index is None else f" on {index}"
+    what = "" if project is None else f" for project {project}"
+    raise Forbidden(f"the API token does not allow {permission}{where}{what}")
