@@ -37,6 +37,7 @@ setup(
             "pytest-timeout>=2.2",
             "import-linter>=2.0",
             "devpi-client>=7,<8",
+            "devpi-tokens[client]>=1.1",
             "twine>=5",
             "uv>=0.4",
             "tox>=4",
