@@ -145,3 +145,32 @@ def test_revocation_refuses_at_once_on_every_worker(owner: Daemon) -> None:
     print(f"\nrevocation to first refusal ({processes}): {refused_after * 1000:.1f} ms "
           f"(DELETE included); the 40 requests after: {sorted(set(after))}")
     assert first == 401 and set(after) == {401}
+
+
+def test_scope_on_deletions_and_push(owner: Daemon, tmp_path: Path) -> None:
+    url = owner.url
+    ok, out = twine(url + "/tokuser/dev/", "tokuser", "tok-pass",
+                    make_wheel(tmp_path, "scoped-tok", "1.0"), make_wheel(tmp_path, "scoped-tok", "2.0"))
+    assert ok, out
+    password = login(url, "tokuser", "tok-pass")
+    if call(url + "/tokuser/prod", "GET")[0] == 404:
+        assert call(url + "/tokuser/prod", "PUT", {}, password)[0] == 200
+
+    upload_only = ("tokuser", _token(url, {"allowed": ["upload"]}))
+    status, reply, _ = call(url + "/tokuser/dev/scoped-tok/1.0", "DELETE", None, upload_only)
+    assert status == 403 and "del_verdata" in reply["message"], reply
+    other_project = ("tokuser", _token(url, {"allowed": ["del_verdata"], "projects": ["x"]}))
+    status, reply, _ = call(url + "/tokuser/dev/scoped-tok/1.0", "DELETE", None, other_project)
+    assert status == 403 and "project scoped-tok" in reply["message"], reply
+    deleter = ("tokuser", _token(url, {"allowed": ["del_verdata"], "projects": ["scoped-tok"]}))
+    assert call(url + "/tokuser/dev/scoped-tok/1.0", "DELETE", None, deleter)[0] == 200
+
+    push = {"name": "scoped-tok", "version": "2.0", "targetindex": "tokuser/prod"}
+    dev_only = ("tokuser", _token(url, {"indexes": ["tokuser/dev"]}))
+    status, reply, _ = call(url + "/tokuser/dev", "PUSH", push, dev_only)
+    assert status == 403 and "upload on tokuser/prod" in reply["message"], reply
+    both = ("tokuser", _token(url, {"indexes": ["tokuser/dev", "tokuser/prod"]}))
+    status, reply, _ = call(url + "/tokuser/dev", "PUSH", push, both)
+    assert status == 200, reply
+    status, reply, _ = call(url + "/tokuser/dev/scoped-tok", "DELETE", None, dev_only)
+    assert status == 200, reply
