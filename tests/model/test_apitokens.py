@@ -3,8 +3,12 @@ parsing, and each way verification refuses a token."""
 
 from __future__ import annotations
 
+import base64
+
 import pymacaroons
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from devpi_twisted.model import apitokens as api
 from devpi_twisted.model.acl import DEL_PROJECT, PKG_READ, UPLOAD, USER_MODIFY, Scope
@@ -168,3 +172,34 @@ def test_signing_keys_depend_on_user_id_salt_and_server_key() -> None:
     assert key != KEYS.key("alice", "abcdefgh", "t")
     assert key != KEYS.key("alicf", "abcdefgh", "s")
     assert key != api.TokenKeys(b"o" * 16).key("alice", "abcdefgh", "s")
+
+
+@given(st.text(max_size=300) | st.binary(max_size=300).map(
+    lambda b: api.PREFIX + base64.urlsafe_b64encode(b"\x02" + b).decode()))
+def test_parse_never_fails_otherwise(value: str) -> None:
+    """Whatever a client sends: None, a Presented, or TokenRefused; verifying what
+    parses either refuses or gives a scope."""
+    try:
+        presented = api.parse(value)
+        if presented is not None:
+            api.verify(KEYS, presented, "s", NOW)
+    except api.TokenRefused:
+        pass
+
+
+def test_no_changed_character_verifies() -> None:
+    token = _token(f"expires={NOW + 10}", "allowed=upload")
+    body = token[len(api.PREFIX):]
+
+    def raw(text: str) -> bytes:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+    for position in range(len(body)):
+        for char in "AZaz09-_":
+            changed = body[:position] + char + body[position + 1:]
+            if changed == body or raw(changed) == raw(body):
+                continue  # the spare bits of the last character
+            with pytest.raises(api.TokenRefused):
+                presented = api.parse(api.PREFIX + changed)
+                assert presented is not None
+                api.verify(KEYS, presented, "s", NOW)
