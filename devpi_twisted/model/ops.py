@@ -122,9 +122,9 @@ class ServerOps:
 
     async def authenticate(self, username: str, secret: str, client: str = "") -> Identity:
         """The identity for credentials: a login token, an API token (Unauthenticated or
-        Forbidden if it cannot be used), else the password; anonymous if none. ``client`` is the address failed logins are counted for; raises
-        TooManyAttempts while they throttle it or the user, Unavailable when the
-        password checks are all busy."""
+        Forbidden if it cannot be used), else the password; anonymous if none.
+        ``client`` is the address failed logins are counted for; raises TooManyAttempts
+        while they throttle it or the user, Unavailable when the checks are all busy."""
         try:
             payload = self._signer.check(secret, LOGIN_TOKEN_MAX_AGE)
         except TokenExpired:
