@@ -221,24 +221,40 @@ def _narrow(current: frozenset[str] | None, values: Iterable[str]) -> frozenset[
     return found if current is None else current & found
 
 
-def verify(keys: TokenKeys, token: Presented, salt: str, now: float) -> Scope:
-    """The scope of a token whose stored salt is ``salt``; TokenRefused if forged,
-    expired, not valid yet or carrying a restriction we do not know."""
+@attrs.frozen
+class Verified:
+    """A token whose signature checked out: its scope and the window of time it is
+    valid in (``None``: unbounded on that side), checked at each use."""
+
+    scope: Scope
+    not_before: int | None = None
+    expires: int | None = None
+
+    def scope_at(self, now: float) -> Scope:
+        """The scope, or TokenRefused if ``now`` is outside the window."""
+        if self.not_before is not None and now < self.not_before:
+            raise TokenRefused(f"the API token is not valid before {_when(self.not_before)}")
+        if self.expires is not None and now >= self.expires:
+            raise TokenRefused(f"the API token expired at {_when(self.expires)}")
+        return self.scope
+
+
+def checked(keys: TokenKeys, token: Presented, salt: str) -> Verified:
+    """The token's restrictions once its signature (with the stored ``salt``) checks
+    out; TokenRefused if forged or carrying a restriction we do not know."""
     indexes = projects = allowed = None
+    not_before = expires = None
     for caveat in _check_signature(keys, token, salt):
         name, sep, value = caveat.partition("=")
         if not sep or name not in RESTRICTIONS:
             raise TokenRefused(f"the API token carries an unknown restriction '{name[:40]}'")
         if name == "expires":
-            if value == "never":
-                continue
-            expires = _caveat_time(value)
-            if now >= expires:
-                raise TokenRefused(f"the API token expired at {_when(expires)}")
+            if value != "never":
+                at = _caveat_time(value)
+                expires = at if expires is None else min(expires, at)
         elif name == "not_before":
-            not_before = _caveat_time(value)
-            if now < not_before:
-                raise TokenRefused(f"the API token is not valid before {_when(not_before)}")
+            at = _caveat_time(value)
+            not_before = at if not_before is None else max(not_before, at)
         else:
             items = [v.strip() for v in value.split(",") if v.strip()]
             if name == "indexes":
@@ -247,7 +263,14 @@ def verify(keys: TokenKeys, token: Presented, salt: str, now: float) -> Scope:
                 projects = _narrow(projects, (normalize_project(p) for p in items))
             else:
                 allowed = _narrow(allowed, (p for p in items if p not in USER_PERMISSIONS))
-    return Scope(indexes, projects, allowed)
+    return Verified(Scope(indexes, projects, allowed), not_before, expires)
+
+
+def verify(keys: TokenKeys, token: Presented, salt: str, now: float) -> Scope:
+    """The scope of a token whose stored salt is ``salt`` at the time ``now``;
+    TokenRefused if forged, expired, not valid yet or carrying a restriction we do
+    not know."""
+    return checked(keys, token, salt).scope_at(now)
 
 
 def _caveat_time(value: str) -> int:

@@ -5,12 +5,15 @@ Who may manage a user's tokens: the user, logged in with a password or login tok
 (never with an API token: with one every ``user_*`` permission is denied), and root
 or the ``--restrict-modify`` admins for any user. Tokens are looked up in the storage's
 in-memory copy, which every worker and replica keeps current from the changelog, so a
-revocation refuses the token as soon as the node has seen its serial. Uses are
-recorded on the first one and then at most once a minute per token.
+revocation refuses the token as soon as the node has seen its serial. A token
+whose signature checked out is remembered (by a digest), so a repeated one costs
+lookups only. Uses are recorded on the first one and then at most once a minute
+per token.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +25,7 @@ from devpi_twisted.storage.interface import RecordExists, RecordMissing, Storage
 
 USE_RECORD_SECONDS = 60.0
 USES_REMEMBERED = 4096
+CHECKED_REMEMBERED = 1024
 TOKEN_USER = "__token__"  # twine's habit: the token as password of this user name
 
 
@@ -45,6 +49,7 @@ class ApiTokenOps:
         self._clock = clock
         self.first_use = first_use
         self._recorded: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._checked: OrderedDict[bytes, tuple[api.Presented, str, api.Verified]] = OrderedDict()
 
     # -- management ---------------------------------------------------------------
 
@@ -101,8 +106,12 @@ class ApiTokenOps:
         Forbidden if the user name given is not the token's."""
         if secret == "" and username:
             username, secret = "", username  # the token as user name, empty password
+        if not secret:
+            return None
+        digest = hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
+        known = self._checked.get(digest)
         try:
-            presented = None if not secret else api.parse(secret)
+            presented = known[0] if known is not None else api.parse(secret)
         except api.TokenRefused as e:
             raise Unauthenticated(str(e)) from None
         if presented is None:
@@ -119,11 +128,22 @@ class ApiTokenOps:
             raise Unauthenticated(f"the API token {token_id} has been revoked")
         now = self._clock()
         try:
-            scope = api.verify(self._keys, presented, record.salt, now)
+            if known is None or known[1] != record.salt:
+                known = presented, record.salt, api.checked(self._keys, presented, record.salt)
+                self._remember(digest, known)
+            scope = known[2].scope_at(now)
         except api.TokenRefused as e:
             raise Unauthenticated(str(e)) from None
         await self._note_use(user, token_id, now)
         return Identity(user, scope=scope)
+
+    def _remember(self, digest: bytes, checked: tuple[api.Presented, str, api.Verified]) -> None:
+        """Tokens whose signature checked out, by a digest of the token: a repeated one
+        is neither parsed nor verified again (its record, revocation and time window
+        are checked on every use)."""
+        self._checked[digest] = checked
+        while len(self._checked) > CHECKED_REMEMBERED:
+            self._checked.popitem(last=False)
 
     async def _note_use(self, user: str, token_id: str, now: float) -> None:
         key = (user, token_id)
