@@ -165,6 +165,14 @@ def test_scope_on_deletions_and_push(owner: Daemon, tmp_path: Path) -> None:
     deleter = ("tokuser", _token(url, {"allowed": ["del_verdata"], "projects": ["scoped-tok"]}))
     assert call(url + "/tokuser/dev/scoped-tok/1.0", "DELETE", None, deleter)[0] == 200
 
+    versions = call(url + "/tokuser/dev/scoped-tok")[1]["result"]
+    (href,) = [link["href"] for link in versions["2.0"]["+links"] if link["rel"] == "releasefile"]
+    report = {"host": "ci", "platform": "linux", "testenvs": {}}
+    status, reply, _ = call(href, "POST", report, upload_only)
+    assert status == 403 and "toxresult_upload" in reply["message"], reply
+    toxer = ("tokuser", _token(url, {"allowed": ["toxresult_upload"]}))
+    assert call(href, "POST", report, toxer)[0] == 200
+
     push = {"name": "scoped-tok", "version": "2.0", "targetindex": "tokuser/prod"}
     dev_only = ("tokuser", _token(url, {"indexes": ["tokuser/dev"]}))
     status, reply, _ = call(url + "/tokuser/dev", "PUSH", push, dev_only)
