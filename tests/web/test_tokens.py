@@ -260,3 +260,26 @@ def test_tokens_are_not_in_the_access_log(tmp_path: Any) -> None:
         assert events and token[6:30] not in repr(events)
     finally:
         server.storage.close()
+
+
+def test_restrict_modify_admins_manage_others_tokens(tmp_path: Any) -> None:
+    from tests.web.conftest import make_server
+
+    server = make_server(tmp_path, restrict_modify="root,boss")
+    try:
+        root = server.devpi_auth("root", server.login("root", ""))
+        for name in ("boss", "alice"):
+            assert server.client.request("PUT", f"/{name}", {"password": "pw"}, headers=root).code == 201
+        boss = server.devpi_auth("boss", server.login("boss", "pw"))
+        alice = server.devpi_auth("alice", server.login("alice", "pw"))
+        token = _create(server, "alice", boss, {"expires": "never"})
+        assert _authstatus(server, _basic("alice", token))[0] == 200
+        assert server.client.get("/alice/+tokens", headers=boss).code == 200
+        assert server.client.request("POST", "/boss/+token-create", headers=alice).code == 403
+        reply = server.client.request("POST", "/alice/+token-create", {"expires": "never"},
+                                      headers=alice)
+        assert reply.code == 403
+        assert server.client.request("DELETE", f"/alice/+tokens/{_id_of(token)}",
+                                     headers=boss).code == 200
+    finally:
+        server.storage.close()
