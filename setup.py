@@ -28,6 +28,7 @@ setup(
         "psycopg2-binary>=2.9",
         "multipart>=1.1",
         "ldaptor>=21.2",
+        "pymacaroons>=0.13",
     ],
     extras_require={
         "test": [
@@ -37,6 +38,7 @@ setup(
             "pytest-timeout>=2.2",
             "import-linter>=2.0",
             "devpi-client>=7,<8",
+            "devpi-tokens[client]>=1.1",
             "twine>=5",
             "uv>=0.4",
             "tox>=4",

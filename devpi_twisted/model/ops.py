@@ -20,7 +20,9 @@ import attrs
 
 from devpi_twisted.model import indexes as idx
 from devpi_twisted.model import users as usr
-from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, ROOT, Identity, Policy
+from devpi_twisted.model.acl import (
+    ANONYMOUS_IDENTITY, INDEX_CREATE, INDEX_DELETE, INDEX_MODIFY, ROOT, Identity, Policy,
+)
 from devpi_twisted.model.directory import Directory, DirectoryUsers
 from devpi_twisted.model.errors import (
     AlreadyExists, Forbidden, InvalidInput, NotFound, TooManyAttempts, Unauthenticated,
@@ -31,6 +33,7 @@ from devpi_twisted.model.passwords import (
 )
 from devpi_twisted.model.retry import retrying
 from devpi_twisted.model.throttle import LoginThrottle
+from devpi_twisted.model.token_ops import ApiTokenOps, require_scope
 from devpi_twisted.model.tokens import LOGIN_TOKEN_MAX_AGE, NotAToken, TokenExpired, TokenSigner
 from devpi_twisted.storage.interface import (
     IndexRecord, RecordExists, RecordMissing, StaleRecord, Storage, UserRecord,
@@ -106,6 +109,7 @@ class ServerOps:
         self._pause = pause
         self._directory = None if directory is None else DirectoryUsers(
             directory, storage, signer, self._throttle, clock, pause)
+        self.api_tokens = ApiTokenOps(storage, signer.api_keys, policy, clock)
 
     @property
     def serial(self) -> int:
@@ -122,15 +126,18 @@ class ServerOps:
     # -- authentication -------------------------------------------------------
 
     async def authenticate(self, username: str, secret: str, client: str = "") -> Identity:
-        """The identity for credentials: a login token, else the password; anonymous if
-        neither. ``client`` is the address failed logins are counted for; raises
-        TooManyAttempts while they throttle it or the user, Unavailable when the
-        password checks are all busy."""
+        """The identity for credentials: a login token, an API token (Unauthenticated or
+        Forbidden if it cannot be used), else the password; anonymous if none.
+        ``client`` is the address failed logins are counted for; raises TooManyAttempts
+        while they throttle it or the user, Unavailable when the checks are all busy."""
         try:
             payload = self._signer.check(secret, LOGIN_TOKEN_MAX_AGE)
         except TokenExpired:
             return ANONYMOUS_IDENTITY
         except NotAToken:
+            token = await self.api_tokens.resolve(username, secret)  # raises if refused
+            if token is not None:
+                return token
             return await self._password_identity(username, secret, client)
         if self._directory is not None and self._directory.vouched(payload):
             return await self._directory.token_identity(username, payload) or ANONYMOUS_IDENTITY
@@ -253,7 +260,7 @@ class ServerOps:
 
     async def create_user(self, identity: Identity, name: str, body: Any) -> Written:
         check_name("username", name)
-        if not self._policy.may_create_user(identity):
+        if identity.scope is not None or not self._policy.may_create_user(identity):
             raise Forbidden(f"no permission to create user {name}")
         if await self._storage.get_user(name) is not None:
             raise AlreadyExists("user already exists")
@@ -271,7 +278,8 @@ class ServerOps:
         async def attempt() -> Written:
             user = await self._user(name)
             password_only = usr.is_password_only(user.profile, body)
-            if not self._policy.may_modify_user(identity, name, password_only):
+            if identity.scope is not None or \
+                    not self._policy.may_modify_user(identity, name, password_only):
                 what = "change password for" if password_only else "modify"
                 raise Forbidden(f"no permission to {what} user {name}")
             change = usr.modify_user(user.profile, body, self._clock(),
@@ -292,7 +300,7 @@ class ServerOps:
     async def delete_user(self, identity: Identity, name: str) -> Written:
         async def attempt() -> Written:
             user = await self._user(name)
-            if not self._policy.may_delete_user(identity, name):
+            if identity.scope is not None or not self._policy.may_delete_user(identity, name):
                 raise Forbidden(f"no permission to delete user {name}")
             owned = await self._storage.list_indexes(name)
             for index in owned:
@@ -330,6 +338,7 @@ class ServerOps:
         await self._user(user)
         if not self._policy.may_manage_index(identity, user):
             raise Forbidden(f"no permission to create index {name}")
+        require_scope(identity, INDEX_CREATE, name)
         if await self._storage.get_index(user, index) is not None:
             raise AlreadyExists(f"index '{name}' exists")
         config = idx.new_config(name, body, await self._all_configs())
@@ -350,6 +359,7 @@ class ServerOps:
             record = await self._index(user, index)
             if not self._policy.may_manage_index(identity, user):
                 raise Forbidden(f"no permission to modify index {name}")
+            require_scope(identity, INDEX_MODIFY, name)
             config = idx.patch_config(name, record.config.to_json(), body, await self._all_configs())
             await self._check_readers(config, record.config.acl_read)
             if config == record.config.to_json():
@@ -392,6 +402,7 @@ class ServerOps:
             record = await self._index(user, index)
             if not self._policy.may_manage_index(identity, user):
                 raise Forbidden(f"no permission to modify index {name}")
+            require_scope(identity, INDEX_MODIFY, name)
             config = idx.patch_project_rules(record.config.to_json(), project, body)
             if config == record.config.to_json():
                 return Written(None, idx.project_config(config, project))
@@ -406,6 +417,7 @@ class ServerOps:
             record = await self._index(user, index)
             if not self._policy.may_manage_index(identity, user):
                 raise Forbidden(f"no permission to delete index {name}")
+            require_scope(identity, INDEX_DELETE, name)
             if not record.config.volatile:
                 raise Forbidden(f"index {name} non-volatile, cannot delete")
             try:

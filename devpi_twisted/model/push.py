@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from devpi_twisted.model import releases
-from devpi_twisted.model.acl import Identity, matches
+from devpi_twisted.model.acl import PKG_READ, UPLOAD, Identity, matches
 from devpi_twisted.model.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.release_files import (
     DOCZIP, METADATA_SUFFIX, RELEASEFILE, TOXRESULT, file_entry, overwritten,
 )
 from devpi_twisted.model.retry import retrying
+from devpi_twisted.model.token_ops import require_scope
 from devpi_twisted.storage.values import ELINKS, IndexConfig, StageConfig
 
 if TYPE_CHECKING:
@@ -64,6 +65,8 @@ async def push(ops: ReleaseOps, identity: Identity, user: str, index: str, body:
     target_config = await ops.stage(target_user, target_index)
     if not may_upload(identity, target_config):
         raise Unauthenticated(f"user '{identity.username}' cannot upload to '{target}'")
+    require_scope(identity, PKG_READ, source, project)
+    require_scope(identity, UPLOAD, target, project)
     wanted = {RELEASEFILE, TOXRESULT} if body.get("no_docs") else \
         {DOCZIP} if body.get("only_docs") else {RELEASEFILE, TOXRESULT, DOCZIP}
     links = [link for link in current.data.links if link.rel in wanted]
@@ -137,6 +140,7 @@ async def push_external(ops: ReleaseOps, identity: Identity, user: str, index: s
                                   "from it to another server")
         raise Forbidden(f"user '{identity.username}' may not upload to {user}/{index}, so "
                         "may not push from it to another server")
+    require_scope(identity, UPLOAD, f"{user}/{index}", normalize_project(name))
     if offline:
         raise Forbidden("this server runs with --offline-mode: it pushes to no other server")
     project = normalize_project(name)

@@ -16,13 +16,16 @@ from typing import Any
 
 from devpi_twisted.model import push as pushing
 from devpi_twisted.model import releases
-from devpi_twisted.model.acl import ANONYMOUS, Identity, matches
+from devpi_twisted.model.acl import (
+    ANONYMOUS, DEL_ENTRY, DEL_PROJECT, DEL_VERDATA, TOXRESULT_UPLOAD, UPLOAD, Identity, matches,
+)
 from devpi_twisted.model.errors import Conflict, Forbidden, Gone, InvalidInput, NotFound, Unauthenticated
 from devpi_twisted.model.indexes import resolution_order
 from devpi_twisted.model.mirror_drops import forget_mirrored
 from devpi_twisted.model.names import can_be_stored, normalize_project
 from devpi_twisted.model.ops import Written
 from devpi_twisted.model.push import may_upload
+from devpi_twisted.model.token_ops import require_scope
 from devpi_twisted.model.release_files import (  # (the names the web layer imports from here)
     DOCZIP, METADATA_SUFFIX, RELEASEFILE, TOXRESULT, BadForm, CheckArchive, Identical,
     IncomingFile, IncomingMetadata, StageMissing, file_entry, gmtime, gone_paths, iso_time,
@@ -75,6 +78,7 @@ class ReleaseOps:
         if config.is_mirror:
             raise NotFound("cannot submit to mirror index")
         self._check_upload_permission(identity, config)
+        require_scope(identity, UPLOAD, f"{user}/{index}")
         return config
 
     async def submit_form(self, identity: Identity, user: str, index: str,
@@ -92,6 +96,7 @@ class ReleaseOps:
             raise InvalidInput(f"action '{action}' not supported")
         name = (fields.get("name") or [""])[0]
         version = (fields.get("version") or [""])[0]
+        require_scope(identity, UPLOAD, f"{user}/{index}", normalize_project(name))
         metadata = releases.metadata_from_form(fields)
         volatile = config.volatile
         if action == "doc_upload":
@@ -220,6 +225,7 @@ class ReleaseOps:
         if not matches(identity, (ANONYMOUS,) if acl is None else acl):
             raise Forbidden("No permission to upload tox results. You can use the devpi test "
                             "--no-upload option to skip the upload.")
+        require_scope(identity, TOXRESULT_UPLOAD, f"{user}/{index}")
 
         async def attempt() -> str:
             record = await self._storage.get_file(relpath)
@@ -294,14 +300,16 @@ class ReleaseOps:
         return await self._storage.list_projects(user, index)
 
     async def _check_delete(self, identity: Identity, user: str, index: str, force: bool,
-                            what: str, refused: str = "cannot delete version on non-volatile index"
-                            ) -> None:
+                            what: str, refused: str = "cannot delete version on non-volatile index",
+                            scope: tuple[str, str | None] = (DEL_VERDATA, None)) -> None:
         """del_project/del_verdata/del_entry: acl_upload members, the owner, root; on a
-        non-volatile index only with ``?force``."""
+        non-volatile index only with ``?force``; ``scope``: (permission, project) an API
+        token must allow."""
         config = await self.stage(user, index)
         allowed = identity.username in ("root", user) or may_upload(identity, config)
         if not allowed:
             raise Forbidden(f"no permission to delete {what}")
+        require_scope(identity, scope[0], f"{user}/{index}", scope[1])
         if not config.volatile and not force:
             raise Forbidden(refused)
 
@@ -310,7 +318,7 @@ class ReleaseOps:
         project = normalize_project(name)
         await self._check_delete(identity, user, index, force, f"project {project}",
                                  f"project {project} on non-volatile index {user}/{index}, "
-                                 "cannot delete without force")
+                                 "cannot delete without force", (DEL_PROJECT, project))
         if (await self.stage(user, index)).is_mirror:
             return await forget_mirrored(self._storage, user, index, project)
 
@@ -326,7 +334,8 @@ class ReleaseOps:
     async def delete_version(self, identity: Identity, user: str, index: str, name: str,
                              version: str, force: bool = False) -> Written:
         project = normalize_project(name)
-        await self._check_delete(identity, user, index, force, f"version {version} of {project}")
+        await self._check_delete(identity, user, index, force, f"version {version} of {project}",
+                                 scope=(DEL_VERDATA, project))
         if (await self.stage(user, index)).is_mirror:
             return await forget_mirrored(self._storage, user, index, project, version)
 
@@ -353,7 +362,8 @@ class ReleaseOps:
             if record.deleted:
                 raise Gone(f"file '{relpath}' existed, deleted in later serial")
             version = str(record.entry.get("version", ""))
-            await self._check_delete(identity, user, index, force, f"file {relpath}")
+            await self._check_delete(identity, user, index, force, f"file {relpath}",
+                                     scope=(DEL_ENTRY, record.project))
             if (await self.stage(user, index)).is_mirror:
                 return await forget_mirrored(self._storage, user, index, record.project, version,
                                              relpath=relpath)
@@ -385,6 +395,7 @@ class ReleaseOps:
         if not (identity.username in ("root", user) or may_upload(identity, config)):
             raise Forbidden(f"no permission to yank in {user}/{index}")
         project = normalize_project(name)
+        require_scope(identity, UPLOAD, f"{user}/{index}", project)
 
         async def attempt() -> Written:
             current = await self.version_record(user, index, project, version)

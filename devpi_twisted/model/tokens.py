@@ -21,6 +21,8 @@ import attrs
 from argon2.low_level import Type, hash_secret_raw
 from itsdangerous import BadSignature, TimestampSigner
 
+from devpi_twisted.model.apitokens import TokenKeys
+
 LOGIN_TOKEN_MAX_AGE = 36000
 REPLICA_TOKEN_MAX_AGE = 37.6
 
@@ -73,6 +75,7 @@ class TokenSigner:
 
     def __init__(self, key: bytes, clock: Callable[[], float]) -> None:
         self._stamp_key = hmac.new(key, b"devpi-twisted user stamp", hashlib.sha256).digest()
+        self.api_keys = TokenKeys(key)  # API tokens' signing keys (model/apitokens.py)
         self._signer = _ClockSigner(key, clock)
         self._clock = clock
         self._checked: OrderedDict[str, tuple[Any, int]] = OrderedDict()

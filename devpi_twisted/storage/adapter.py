@@ -19,11 +19,12 @@ from typing import Any, TypeVar
 from twisted.internet.defer import Deferred, DeferredLock, succeed
 from twisted.python.failure import Failure
 
-from devpi_twisted.storage import plans
+from devpi_twisted.storage import plans, tokenplans
 from devpi_twisted.storage.board import SerialBoard
 from devpi_twisted.storage.cache import StateCache
 from devpi_twisted.storage.interface import (
-    Change, FileRecord, IndexRecord, MirrorRecord, StorageError, UserRecord, VersionRecord,
+    Change, FileRecord, IndexRecord, MirrorRecord, StorageError, TokenRecord, UserRecord,
+    VersionRecord,
 )
 from devpi_twisted.storage.types import Now
 
@@ -60,7 +61,7 @@ class PlanStorage:
 
     def _load(self, snapshot: plans.Snapshot) -> None:
         self._cache.load(snapshot.serial, snapshot.at, snapshot.users, snapshot.indexes,
-                         snapshot.mirrors)
+                         snapshot.mirrors, snapshot.tokens)
 
     def _transact(self, make: Callable[..., plans.Plan[T]], *args: Any) -> Deferred[T]:
         raise NotImplementedError
@@ -182,6 +183,21 @@ class PlanStorage:
 
     def list_indexes(self, user: str | None = None) -> Deferred[list[IndexRecord]]:
         return self._read(lambda: self._cache.indexes_of(user))
+
+    def get_token(self, user: str, token_id: str) -> Deferred[TokenRecord | None]:
+        return self._read(lambda: self._cache.tokens.get((user, token_id)))
+
+    def list_tokens(self, user: str) -> Deferred[list[TokenRecord]]:
+        return shielded(self._query(tokenplans.list_tokens(user)))
+
+    def create_token(self, user: str, token_id: str, value: Mapping[str, Any]) -> Deferred[int]:
+        return self._write(tokenplans.create_token, user, token_id, dict(value))
+
+    def delete_token(self, user: str, token_id: str) -> Deferred[int]:
+        return self._write(tokenplans.delete_token, user, token_id)
+
+    def record_token_use(self, user: str, token_id: str, at: float) -> Deferred[bool]:
+        return shielded(self._transact(tokenplans.record_use, user, token_id, at))
 
     def changes_since(self, serial: int, limit: int = 1000) -> Deferred[list[Change]]:
         return shielded(self._query(plans.changes_since(serial, limit)))

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from typing import Generic, TypeVar
 
 from devpi_twisted.storage.interface import (
-    FILE, INDEX, MIRROR, USER, VERSION, Change, FileRecord, IndexRecord, MirrorRecord,
-    UserRecord,
+    FILE, INDEX, MIRROR, TOKEN, USER, VERSION, Change, FileRecord, IndexRecord, MirrorRecord,
+    TokenRecord, UserRecord, token_record,
 )
 
 FILE_CACHE_SIZE = 4096
@@ -63,6 +63,7 @@ class StateCache:
         self.last_commit_time: float | None = None
         self.users: dict[str, UserRecord] = {}
         self.indexes: dict[tuple[str, str], IndexRecord] = {}
+        self.tokens: dict[tuple[str, str], TokenRecord] = {}  # API tokens, (user, id)
         # For pages built from several indexes: the last serial that changed a project's
         # releases anywhere, and the last that changed any index configuration.
         self.project_serials: dict[str, int] = {}
@@ -81,7 +82,8 @@ class StateCache:
         return max(self.config_serial, self.project_serials.get(project, -1)) > serial
 
     def load(self, serial: int, at: float | None, users: Iterable[UserRecord],
-             indexes: Iterable[IndexRecord], mirrors: Iterable[tuple[str, str, str]] = ()) -> None:
+             indexes: Iterable[IndexRecord], mirrors: Iterable[tuple[str, str, str]] = (),
+             tokens: Iterable[TokenRecord] = ()) -> None:
         self.serial, self.last_commit_time = serial, at
         self.config_serial = serial
         self.project_serials = {}
@@ -89,6 +91,7 @@ class StateCache:
         self._mirrors.clear()
         self.users = {u.name: u for u in users}
         self.indexes = {(i.user, i.index): i for i in indexes}
+        self.tokens = {(t.user, t.token_id): t for t in tokens}
         self._mirror_keys = {_mirror_key(*key) for key in mirrors}
 
     def apply(self, changes: Iterable[Change]) -> None:
@@ -132,6 +135,13 @@ class StateCache:
                 self._mirror_keys.discard((user, index, project))
             else:
                 self._mirror_keys.add(_mirror_key(user, index, project))
+        elif type_ == TOKEN:
+            user, token_id = key.rsplit("/", 1)
+            if value is None:
+                self.tokens.pop((user, token_id), None)
+            else:
+                assert isinstance(value, dict)
+                self.tokens[(user, token_id)] = token_record(user, token_id, value, serial)
         elif type_ == INDEX:
             self.config_serial = serial
             user, index = key.split("/", 1)

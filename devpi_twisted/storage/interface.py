@@ -24,6 +24,9 @@ FILE = "file"  # key: the file's relpath, value: {"project": ..., "entry": {...}
 # key user/index/project of a mirror index, value: the cached upstream page
 # ({"links": [...], "etag": ..., "serial": ...}, see mirror/), None when dropped
 MIRROR = "mirrorproject"
+# key user/id of an API token, value {"salt", "created", "restrictions"} and "revoked" (when)
+# once revoked (kept, so a refusal can say so); None when its user is deleted
+TOKEN = "token"
 UNSTORED = -1  # the serial of a record not committed yet (MirrorRecord)
 
 
@@ -106,6 +109,36 @@ class FileRecord:
     @property
     def deleted(self) -> bool:
         return not self.entry
+
+
+@attrs.frozen
+class TokenRecord:
+    """An API token of a user (model/apitokens.py): the salt its key is derived with,
+    when it was created, its restrictions (caveats), when it was revoked (None: it is
+    not); when this node saw it used first and last (None: not known here, e.g. read
+    from the cache)."""
+
+    user: str
+    token_id: str
+    salt: str
+    created: float
+    restrictions: tuple[str, ...]
+    serial: int
+    revoked: float | None = None
+    first_used: float | None = None
+    last_used: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        value = {"salt": self.salt, "created": self.created, "restrictions": list(self.restrictions)}
+        return value if self.revoked is None else {**value, "revoked": self.revoked}
+
+
+def token_record(user: str, token_id: str, value: Mapping[str, Any], serial: int,
+                 first_used: float | None = None, last_used: float | None = None) -> TokenRecord:
+    revoked = value.get("revoked")
+    return TokenRecord(user, token_id, str(value["salt"]), float(value["created"]),
+                       tuple(str(r) for r in value["restrictions"]), serial,
+                       None if revoked is None else float(revoked), first_used, last_used)
 
 
 @attrs.frozen
@@ -226,6 +259,23 @@ class Storage(Protocol):
     def write_mirror_files(self, user: str, index: str, project: str,
                            files: Mapping[str, Mapping[str, Any]]) -> Deferred[int]:
         """File records of a mirror's project (downloaded, or deleted), page untouched."""
+
+    def get_token(self, user: str, token_id: str) -> Deferred[TokenRecord | None]:
+        """From what this process has seen committed (no use times); revoked ones too."""
+
+    def list_tokens(self, user: str) -> Deferred[list[TokenRecord]]:
+        """The user's tokens not revoked, with the use times this node recorded, by id."""
+
+    def create_token(self, user: str, token_id: str, value: Mapping[str, Any]) -> Deferred[int]:
+        """Raises RecordMissing (no such user), RecordExists (the id is taken)."""
+
+    def delete_token(self, user: str, token_id: str) -> Deferred[int]:
+        """Revoke (the record stays, marked revoked): raises RecordMissing if there is
+        no such token or it is revoked already."""
+
+    def record_token_use(self, user: str, token_id: str, at: float) -> Deferred[bool]:
+        """Note a use (not a change: no serial, not replicated); True if it was the first
+        use this node saw, False otherwise or if the token is gone."""
 
     def changes_since(self, serial: int, limit: int = 1000) -> Deferred[list[Change]]:
         """Changelog entries with serial > ``serial``, oldest first, at most ``limit``."""

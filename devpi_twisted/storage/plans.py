@@ -23,8 +23,9 @@ from typing import Any, TypeVar
 import attrs
 
 from devpi_twisted.storage.interface import (
-    FILE, INDEX, MIRROR, USER, VERSION, Change, FileRecord, IndexRecord, MirrorRecord, Record,
-    RecordExists, RecordMissing, StaleRecord, StorageError, UserRecord, VersionRecord,
+    FILE, INDEX, MIRROR, TOKEN, USER, VERSION, Change, FileRecord, IndexRecord, MirrorRecord, Record,
+    RecordExists, RecordMissing, StaleRecord, StorageError, TokenRecord, UserRecord, VersionRecord,
+    token_record,
 )
 
 T = TypeVar("T")
@@ -77,6 +78,13 @@ UPSERT_MIRROR = (
     "ON CONFLICT (owner, idx, project) DO UPDATE SET value = excluded.value, "
     "serial = excluded.serial")
 DELETE_MIRROR = "DELETE FROM mirror_projects WHERE owner = ? AND idx = ? AND project = ?"
+# API tokens (tokenplans.py); use times are kept out of the changelog
+ALL_TOKENS = "SELECT owner, id, value, serial FROM tokens"
+TOKENS_OF = "SELECT id FROM tokens WHERE owner = ?"
+UPSERT_TOKEN = (
+    "INSERT INTO tokens (owner, id, value, serial) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (owner, id) DO UPDATE SET value = excluded.value, serial = excluded.serial")
+DELETE_TOKEN = "DELETE FROM tokens WHERE owner = ? AND id = ?"
 
 CATCH_UP_BATCH = 10000
 
@@ -145,6 +153,12 @@ def _apply(serial: int, record: Record) -> Plan[None]:
             yield run(DELETE_MIRROR, owner, index, project)
         else:
             yield run(UPSERT_MIRROR, owner, index, project, dumps(value), serial)
+    elif record.type == TOKEN:
+        owner, token_id = record.key.rsplit("/", 1)
+        if value is None:
+            yield run(DELETE_TOKEN, owner, token_id)
+        else:
+            yield run(UPSERT_TOKEN, owner, token_id, dumps(value), serial)
     elif record.type == FILE:
         owner, index = record.key.split("/", 2)[:2]
         yield run(UPSERT_FILE, record.key, owner, index, value["project"], dumps(value["entry"]), serial)
@@ -177,6 +191,7 @@ class Snapshot:
     users: list[UserRecord]
     indexes: list[IndexRecord]
     mirrors: list[tuple[str, str, str]]  # (owner, index, project) of every stored page
+    tokens: list[TokenRecord] = attrs.field(factory=list)
 
 
 def snapshot() -> Plan[Snapshot]:
@@ -187,8 +202,9 @@ def snapshot() -> Plan[Snapshot]:
     users = [UserRecord(n, json.loads(p), h, s) for n, p, h, s in (yield rows(ALL_USERS))]
     indexes = [IndexRecord(o, n, json.loads(c), s) for o, n, c, s in (yield rows(ALL_INDEXES))]
     mirrors = [(o, n, p) for o, n, p in (yield rows(ALL_MIRROR_KEYS))]
+    tokens = [token_record(o, i, json.loads(v), s) for o, i, v, s in (yield rows(ALL_TOKENS))]
     return Snapshot(int(last[0]) if last else -1, float(last[1]) if last else None, users, indexes,
-                    mirrors)
+                    mirrors, tokens)
 
 
 def changes_since(serial: int, limit: int = CATCH_UP_BATCH) -> Plan[list[Change]]:
@@ -246,6 +262,7 @@ def delete_user(name: str, expect_serial: int, expect_indexes: Mapping[str, int]
     for index in sorted(indexes):
         records += yield from _index_contents_removed(name, index)
         records.append(Record(INDEX, f"{name}/{index}", None))
+    records += [Record(TOKEN, f"{name}/{t}", None) for (t,) in (yield rows(TOKENS_OF, name))]
     return (yield from commit(serial, records + [Record(USER, name, None)], at))
 
 

@@ -1,5 +1,8 @@
-"""Credentials from ``X-Devpi-Auth`` (preferred) or ``Authorization: Basic``, and the
-client address failed logins are counted for."""
+"""Credentials from ``X-Devpi-Auth`` (preferred), ``Authorization: Basic`` or
+``Authorization: Bearer`` (an API token: user name ""), and the client address failed
+logins are counted for. What the secret is (password, login or API token) is decided
+in ServerOps.authenticate; an API token may also come as the user name with an empty
+password, or as the password of ``__token__``."""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ import ipaddress
 from twisted.internet.address import IPv4Address, IPv6Address
 
 from devpi_twisted.web.deps import HttpRequest
+
+MAX_BEARER = 8192  # an API token with derived caveats stays far below
 
 
 def _decode_pair(encoded: bytes) -> tuple[str, str] | None:
@@ -38,6 +43,10 @@ def credentials(request: HttpRequest) -> tuple[str, str] | None:
         scheme, _, value = authorization.partition(b" ")
         if scheme.lower() == b"basic":
             return _decode_pair(value)
+        if scheme.lower() == b"bearer":
+            token = value.strip()
+            if token and len(token) <= MAX_BEARER and token.isascii():
+                return "", token.decode("ascii")
     return None
 
 

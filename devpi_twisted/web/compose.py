@@ -29,6 +29,7 @@ from devpi_twisted.web.replica_writes import ReplicaWrites
 from devpi_twisted.web.replication import ReplicationApp
 from devpi_twisted.web.routes import ROUTES
 from devpi_twisted.web.site import DevpiSite, ServerInfo
+from devpi_twisted.web.tokens import TokenApp
 from devpi_twisted.web.uploads import UploadApp
 
 
@@ -54,6 +55,7 @@ def build_resource(ops: ServerOps, info: ServerInfo, releases: ReleaseOps, simpl
                              lambda: mirror is not None and mirror.offline),
         "ops": OpsApp(ops, info, blobs, metrics, files.stats, mirror, feed, replica),
         "replication": ReplicationApp(feed),
+        "tokens": TokenApp(ops, helpers),
     }
     handlers = resolve(ROUTES, apps)
     return Dispatcher(handlers, build_klein(handlers).resource())

@@ -87,7 +87,8 @@ def test_the_table_matches_as_kleins_map(method: str, raw: str) -> None:
 
 def _example_path(route: Route) -> str:
     values = {"user": "alice", "index": "dev", "project": "pkg", "version": "1.0",
-              "spec": "12", "rest": "ab/cd/pkg-1.0.tar.gz", "member": "a/index.html"}
+              "spec": "12", "rest": "ab/cd/pkg-1.0.tar.gz", "member": "a/index.html",
+              "token_id": "abcdefgh"}
     return "/".join(values[p.strip("<>").split(":")[-1]] if p.startswith("<") else p
                     for p in route.pattern.split("/"))
 
