@@ -25,7 +25,7 @@ from twisted.python.failure import Failure
 from devpi_twisted import serverdir as sd
 from devpi_twisted.config import Config
 from devpi_twisted.model.errors import InvalidInput
-from devpi_twisted.model.ops import check_root_hash, root_pypi, root_user
+from devpi_twisted.model.initial import check_root_hash, root_pypi, root_user
 from devpi_twisted.reactors import IServerReactor
 from devpi_twisted.serverdir import StartupError
 from devpi_twisted.storage.blobs import BlobStore

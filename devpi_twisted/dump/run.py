@@ -28,7 +28,7 @@ from devpi_twisted.dump.exporter import Exporter
 from devpi_twisted.dump.format import Dump, DumpError, read_dump
 from devpi_twisted.dump.importer import Importer, Summary, Verified, verify_files
 from devpi_twisted.model.errors import InvalidInput
-from devpi_twisted.model.ops import check_root_hash, root_pypi, root_user
+from devpi_twisted.model.initial import check_root_hash, root_pypi, root_user
 from devpi_twisted.reactors import IServerReactor
 from devpi_twisted.serverdir import StartupError
 from devpi_twisted.storage.blobs import BlobStore

@@ -46,10 +46,11 @@ def _split_authority(rest: str) -> tuple[str, str]:
 
 
 def _masked_pairs(text: str) -> str:
-    """``a=1&token=x`` with the values of secret-looking keys masked."""
+    """``a=1&token=x`` with the values of secret-looking keys masked. A "?" separates
+    pairs too: in a fragment (``#x=?token=...``) it starts what reads as a query."""
     if "=" not in text:
         return text
-    pairs = re.split(r"([&;])", text)
+    pairs = re.split(r"([&;?])", text)
     for i in range(0, len(pairs), 2):
         key, eq, value = pairs[i].partition("=")
         if eq and value and _SECRET_KEY.search(unquote_plus(key)):

@@ -9,10 +9,7 @@ concurrent edits of one user or index never lose an acknowledged change.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import os
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -29,7 +26,7 @@ from devpi_twisted.model.errors import (
 )
 from devpi_twisted.model.names import MAX_NAME, can_be_stored, check_name
 from devpi_twisted.model.passwords import (
-    DUMMY_HASH, hash_password, hash_refusal, needs_rehash, verify_password,
+    DUMMY_HASH, VerifiedPasswords, hash_password, needs_rehash, verify_password,
 )
 from devpi_twisted.model.retry import retrying
 from devpi_twisted.model.throttle import LoginThrottle
@@ -43,8 +40,6 @@ from devpi_twisted.storage.values import IndexConfig
 Offload = Callable[..., Awaitable[Any]]
 Pause = Callable[[float], Awaitable[Any]]
 
-VERIFIED_CACHE_SIZE = 1024
-VERIFIED_CACHE_SECONDS = 600.0
 THROTTLED_ANSWER_DELAY = 1.0
 
 
@@ -55,37 +50,6 @@ class Written:
     serial: int | None
     result: Any = None
     message: str | None = None
-
-
-class _VerifiedPasswords:
-    """Remembers recent successful password checks, so Basic auth on every request
-    (twine, pip) does not pay argon2 each time. Keys are HMACs over user, password,
-    the stored hash and the client address with a per-process key: a changed password
-    misses. A remembered check passes even while failed logins throttle the user, so
-    the key holds the client: another address guessing cannot learn from it."""
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self._key = os.urandom(32)
-        self._clock = clock
-        self._entries: OrderedDict[bytes, float] = OrderedDict()
-
-    def _digest(self, user: str, password: str, pwhash: str, client: str) -> bytes:
-        msg = "\0".join((user, password, pwhash, client)).encode("utf-8", "surrogatepass")
-        return hmac.new(self._key, msg, hashlib.sha256).digest()
-
-    def known(self, user: str, password: str, pwhash: str, client: str) -> bool:
-        key = self._digest(user, password, pwhash, client)
-        until = self._entries.get(key)
-        if until is None or until < self._clock():
-            self._entries.pop(key, None)
-            return False
-        return True
-
-    def add(self, user: str, password: str, pwhash: str, client: str) -> None:
-        key = self._digest(user, password, pwhash, client)
-        self._entries[key] = self._clock() + VERIFIED_CACHE_SECONDS
-        while len(self._entries) > VERIFIED_CACHE_SIZE:
-            self._entries.popitem(last=False)
 
 
 class ServerOps:
@@ -104,7 +68,7 @@ class ServerOps:
         self._offload = offload
         self._hashing = hashing or offload
         self._clock = clock
-        self._verified = _VerifiedPasswords(clock)
+        self._verified = VerifiedPasswords(clock)
         self._throttle = throttle or LoginThrottle(clock)
         self._pause = pause
         self._directory = None if directory is None else DirectoryUsers(
@@ -434,25 +398,3 @@ def _is_root(identity: Identity) -> bool:
 
 def _busy(name: str) -> str:
     return f"{name} is being changed by many requests at once, try again"
-
-
-def check_root_hash(pwhash: str | None) -> None:
-    """InvalidInput for an operator's ``--root-passwd-hash`` outside the costs an API
-    caller may set (every login as root would pay them)."""
-    refusal = None if pwhash is None else hash_refusal(pwhash)
-    if refusal is not None:
-        raise InvalidInput(f"--root-passwd-hash: {refusal}")
-
-
-def root_user(password: str, pwhash: str | None, now: float) -> UserRecord:
-    """The ``root`` user made by init (its hash computed here: init runs before the reactor)."""
-    return UserRecord(ROOT, {"created": usr.timestamp(now)},
-                      pwhash or hash_password(password), serial=0)
-
-
-def root_pypi(mirror_url: str = "https://pypi.org/simple/") -> IndexRecord:
-    config = {
-        "type": idx.MIRROR, "volatile": False, "title": "PyPI", "mirror_url": mirror_url,
-        "mirror_web_url_fmt": "https://pypi.org/project/{name}/",
-    }
-    return IndexRecord(ROOT, "pypi", config, serial=0)

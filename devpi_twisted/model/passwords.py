@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
+from collections import OrderedDict
+from collections.abc import Callable
 
 import attrs
 from passlib.hash import argon2
@@ -123,3 +126,38 @@ def needs_rehash(pwhash: str) -> bool:
 
 def looks_like_hash(pwhash: str) -> bool:
     return bool(_HASHER.identify(pwhash))
+
+
+VERIFIED_CACHE_SIZE = 1024
+VERIFIED_CACHE_SECONDS = 600.0
+
+
+class VerifiedPasswords:
+    """Remembers recent successful password checks, so Basic auth on every request
+    (twine, pip) does not pay argon2 each time. Keys are HMACs over user, password,
+    the stored hash and the client address with a per-process key: a changed password
+    misses. A remembered check passes even while failed logins throttle the user, so
+    the key holds the client: another address guessing cannot learn from it."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._key = os.urandom(32)
+        self._clock = clock
+        self._entries: OrderedDict[bytes, float] = OrderedDict()
+
+    def _digest(self, user: str, password: str, pwhash: str, client: str) -> bytes:
+        msg = "\0".join((user, password, pwhash, client)).encode("utf-8", "surrogatepass")
+        return hmac.new(self._key, msg, hashlib.sha256).digest()
+
+    def known(self, user: str, password: str, pwhash: str, client: str) -> bool:
+        key = self._digest(user, password, pwhash, client)
+        until = self._entries.get(key)
+        if until is None or until < self._clock():
+            self._entries.pop(key, None)
+            return False
+        return True
+
+    def add(self, user: str, password: str, pwhash: str, client: str) -> None:
+        key = self._digest(user, password, pwhash, client)
+        self._entries[key] = self._clock() + VERIFIED_CACHE_SECONDS
+        while len(self._entries) > VERIFIED_CACHE_SIZE:
+            self._entries.popitem(last=False)

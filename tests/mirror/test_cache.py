@@ -15,18 +15,25 @@ import pytest_twisted
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IConsumer
-from twisted.internet.threads import deferToThread
 from twisted.internet.task import Clock, LoopingCall
+from twisted.internet.threads import deferToThread
 from twisted.web.server import Request
 from zope.interface import implementer
 
 from devpi_twisted.mirror.cache import (
-    CACHED, FRESH, MISSING, OFFLINE, Mirror, MirrorFailed, NoSuchFile, TransferBroken,
+    CACHED,
+    FRESH,
+    MISSING,
+    OFFLINE,
+    Mirror,
+    MirrorFailed,
+    NoSuchFile,
+    TransferBroken,
 )
 from devpi_twisted.mirror.upstream import Upstream
-from devpi_twisted.model.ops import root_pypi, root_user
-from devpi_twisted.storage.fileblobs import FileBlobStore
+from devpi_twisted.model.initial import root_pypi, root_user
 from devpi_twisted.storage.executor import ThreadExecutor
+from devpi_twisted.storage.fileblobs import FileBlobStore
 from devpi_twisted.storage.interface import UNSTORED
 from devpi_twisted.storage.sqlite import SqliteStorage
 from devpi_twisted.storage.values import MirrorConfig

@@ -34,6 +34,7 @@ from tests.support import failure_of
     ("https://h.example/s/?client_secret=s3cret&x-auth=s3cret", "https://h.example/s/?client_secret=****&x-auth=****"),
     ("https://h.example/s/?X-Amz-Signature=s3cret&page=2", "https://h.example/s/?X-Amz-Signature=****&page=2"),
     ("https://h.example/s/#access_token=s3cret", "https://h.example/s/#access_token=****"),
+    ("https://h.example/#=?token=s3cret", "https://h.example/#=?token=****"),  # hypothesis found
     ("https://u:p@h.example/s/?token=s3cret", "https://u:****@h.example/s/?token=****"),
     ("https://h.example/s/?email=a@b.example", "https://****@b.example"),  # "@": better too much
 ])

@@ -20,12 +20,19 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from devpi_twisted.mirror.cache import (
-    CACHED, FRESH, MISSING, MISSING_FOR, OFFLINE, Mirror, MirrorFailed, TransferBroken,
+    CACHED,
+    FRESH,
+    MISSING,
+    MISSING_FOR,
+    OFFLINE,
+    Mirror,
+    MirrorFailed,
+    TransferBroken,
 )
 from devpi_twisted.mirror.upstream import BACKOFF, Upstream, UpstreamError
-from devpi_twisted.model.ops import root_pypi, root_user
-from devpi_twisted.storage.fileblobs import FileBlobStore
+from devpi_twisted.model.initial import root_pypi, root_user
 from devpi_twisted.storage.executor import InlineExecutor
+from devpi_twisted.storage.fileblobs import FileBlobStore
 from devpi_twisted.storage.sqlite import SqliteStorage
 from devpi_twisted.storage.values import MirrorConfig
 from tests.mirror.test_cache import Collect

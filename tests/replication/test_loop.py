@@ -16,7 +16,8 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 
 from devpi_twisted.model.acl import Policy
-from devpi_twisted.model.ops import ServerOps, root_pypi
+from devpi_twisted.model.initial import root_pypi
+from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.release_ops import ReleaseOps
 from devpi_twisted.model.simple import SimpleOps
 from devpi_twisted.model.tokens import TokenSigner

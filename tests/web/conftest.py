@@ -19,18 +19,19 @@ from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 
 from devpi_twisted.model.acl import Policy, parse_principals
-from devpi_twisted.model.ops import ServerOps, root_pypi
+from devpi_twisted.model.initial import root_pypi
+from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.passwords import hash_password
+from devpi_twisted.model.release_ops import ReleaseOps
+from devpi_twisted.model.simple import SimpleOps
 from devpi_twisted.model.tokens import TokenSigner
 from devpi_twisted.storage.executor import InlineExecutor
 from devpi_twisted.storage.interface import UserRecord
 from devpi_twisted.storage.postgres import BlockingPostgresStorage
 from devpi_twisted.storage.sqlite import SqliteStorage
-from tests.pg import PgCluster
-from devpi_twisted.model.release_ops import ReleaseOps
-from devpi_twisted.model.simple import SimpleOps
 from devpi_twisted.web.compose import build_site
 from devpi_twisted.web.site import DevpiSite, ServerInfo
+from tests.pg import PgCluster
 from tests.support import result_of
 
 UUID = "0123456789abcdef0123456789abcdef"
