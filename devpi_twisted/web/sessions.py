@@ -99,8 +99,18 @@ def clear_session(request: HttpRequest, secure: bool) -> None:
 
 
 def is_form(request: HttpRequest) -> bool:
+    """An urlencoded body that is not JSON: clients posting JSON without a content
+    type of their own (Python's urllib says urlencoded) stay JSON clients."""
     media = (request.getHeader(b"Content-Type") or b"").split(b";", 1)[0].strip().lower()
-    return media == FORM_MEDIA
+    if media != FORM_MEDIA:
+        return False
+    content = request.content
+    if content is None:
+        return True
+    content.seek(0)
+    start = content.read(64).lstrip()
+    content.seek(0)
+    return start[:1] not in (b"{", b"[")
 
 
 def read_form(request: HttpRequest) -> dict[str, str]:

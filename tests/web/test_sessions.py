@@ -129,6 +129,11 @@ def test_json_login_is_unchanged_and_sets_no_cookie(server: Server) -> None:
     reply = server.client.request("POST", "/+login", {"user": "alice", "password": "alice-pw"})
     assert reply.code == 200 and reply.json["result"]["expiration"] == 36000
     assert not cookies_of(reply)
+    # JSON sent as urlencoded (Python's urllib does, without a type of its own): still JSON
+    reply = server.client.request("POST", "/+login", {"user": "alice", "password": "alice-pw"},
+                                  headers=FORM_TYPE)
+    assert reply.code == 200 and reply.json["result"]["expiration"] == 36000
+    assert not cookies_of(reply)
 
 
 def test_a_form_body_over_its_limit_is_refused_413(server: Server) -> None:
