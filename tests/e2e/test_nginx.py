@@ -128,9 +128,10 @@ def daemon_sizes(front: Front, path: str) -> list[int]:
             if (m := pattern.search(line)) and urllib.parse.unquote(m.group(1)) == path]
 
 
-def file_path_of(front: Front, index: str, project: str, filename: str) -> str:
+def file_path_of(front: Front, index: str, project: str, filename: str,
+                 headers: dict[str, str] | None = None) -> str:
     status, body, _ = fetch(f"{front.url}/{index}/+simple/{project}/",
-                            {"Accept": "application/vnd.pypi.simple.v1+json"})
+                            {"Accept": "application/vnd.pypi.simple.v1+json", **(headers or {})})
     assert status == 200, body
     for entry in json.loads(body)["files"]:
         if entry["filename"] == filename:
@@ -247,14 +248,19 @@ def test_internal_file_location_is_not_reachable_from_outside(front: Front) -> N
     assert status == 404
 
 
-def test_caching_site_keeps_pages_and_revalidates_them_by_serial(front: Front,
-                                                                  tmp_path: Path) -> None:
+def caching_nginx(front: Front, tmp_path: Path) -> tuple[Nginx, str]:
+    """A second nginx in front of the daemon, running the caching site; its URL."""
     port = free_port()
     outside = f"http://127.0.0.1:{port}"
     site = gen_config(tmp_path / "cwd", "--serverdir", str(front.daemon.serverdir), "--port",
                       daemon_port(front.daemon), "--outside-url", outside, "--nginx-cache-dir",
                       str(tmp_path / "cache"), name="nginx-devpi-caching.conf")
-    nginx = Nginx(tmp_path / "nginx", site).start(port)
+    return Nginx(tmp_path / "nginx", site).start(port), outside
+
+
+def test_caching_site_keeps_pages_and_revalidates_them_by_serial(front: Front,
+                                                                  tmp_path: Path) -> None:
+    nginx, outside = caching_nginx(front, tmp_path)
     page = outside + "/packages/stable/+simple/ngx-cached/"
     accept = {"Accept": "application/vnd.pypi.simple.v1+json"}
 
@@ -337,23 +343,11 @@ def private(front: Front) -> str:
     return "packages/private"
 
 
-def private_file_path(front: Front, index: str, project: str, filename: str) -> str:
-    status, body, _ = fetch(f"{front.url}/{index}/+simple/{project}/",
-                            {"Accept": "application/vnd.pypi.simple.v1+json",
-                             **basic("packages", "pkg-pass")})
-    assert status == 200, body
-    for entry in json.loads(body)["files"]:
-        if entry["filename"] == filename:
-            return str(urllib.parse.urljoin(f"{front.url}/{index}/+simple/{project}/",
-                                            entry["url"]).split(front.url, 1)[1].split("#")[0])
-    raise AssertionError(f"{filename} not listed")
-
-
 def test_private_files_are_sent_by_nginx_only_to_readers(front: Front, private: str,
                                                           tmp_path: Path) -> None:
     wheel = make_wheel(tmp_path, "ngx-secret", "1.0")
     twine(f"{front.url}/{private}/", wheel)
-    path = private_file_path(front, private, "ngx-secret", wheel.name)
+    path = file_path_of(front, private, "ngx-secret", wheel.name, basic("packages", "pkg-pass"))
     if front.storage == "sqlite":
         # the daemon answers X-Accel-Redirect (or, with its own read check, refuses):
         # nginx sends the file only after /+authcheck said yes
@@ -377,12 +371,7 @@ def test_private_files_are_sent_by_nginx_only_to_readers(front: Front, private: 
 
 def test_cached_pages_of_a_private_index_are_not_served_to_anonymous_clients(
         front: Front, private: str, tmp_path: Path) -> None:
-    port = free_port()
-    outside = f"http://127.0.0.1:{port}"
-    site = gen_config(tmp_path / "cwd", "--serverdir", str(front.daemon.serverdir), "--port",
-                      daemon_port(front.daemon), "--outside-url", outside, "--nginx-cache-dir",
-                      str(tmp_path / "cache"), name="nginx-devpi-caching.conf")
-    nginx = Nginx(tmp_path / "nginx", site).start(port)
+    nginx, outside = caching_nginx(front, tmp_path)
     auth = login(front.url, "packages", "pkg-pass")
     assert call(front.url + "/packages/closing", "PUT", {}, auth)[0] == 200
     page = outside + "/packages/closing/+simple/ngx-closing/"
