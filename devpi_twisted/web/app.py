@@ -13,8 +13,9 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from devpi_twisted.mirror.urls import masked_url
-from devpi_twisted.model.acl import may_read
-from devpi_twisted.model.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
+from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, may_read
+from devpi_twisted.model.errors import (Forbidden, InvalidInput, NotFound, TooManyAttempts,
+                                        Unauthenticated, Unavailable)
 from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.releases import split_filename
@@ -138,6 +139,8 @@ class ManagementApp:
     def _page(self, request: HttpRequest, page: bytes) -> bytes:
         request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
         request.setHeader(b"Cache-Control", b"no-store")
+        request.setHeader(b"X-Frame-Options", b"DENY")  # no login form in others' frames
+        request.setHeader(b"Content-Security-Policy", b"frame-ancestors 'none'")
         return page
 
     async def login_page(self, request: HttpRequest) -> bytes:
@@ -164,11 +167,13 @@ class ManagementApp:
         """For nginx ``auth_request``: may the request for X-Original-Uri (else this
         request's own URI) be served to these credentials? 200 yes (also for what
         names no index, or an index that does not exist: the daemon answers that
-        itself), 401 for anonymous callers (invalid credentials are anonymous), 403 for
-        others and for paths no route takes. The permission of every read path:
+        itself), 401 for anonymous callers (invalid credentials are anonymous, and so
+        are throttled ones), 403 for others and for paths no route takes. The permission of every read path:
         model/acl.py may_read on the index (and project) the URI names."""
-        target = request.getHeader(b"X-Original-Uri") or request.uri
-        path = unquote(target.partition(b"?")[0].decode("utf-8", "replace"))
+        target = (request.getHeader(b"X-Original-Uri") or request.uri).partition(b"?")[0]
+        if target[:1] != b"/":  # absolute form: http://host/path
+            target = b"/" + target.split(b"://", 1)[-1].partition(b"/")[2]
+        path = unquote(target.decode("utf-8", "replace"))
         prefix = mount_path(request, self._info.outside_url)
         if prefix and path.startswith(prefix + "/"):
             path = path[len(prefix):]
@@ -184,7 +189,10 @@ class ManagementApp:
             config = await self._ops.get_index(user, index)
         except NotFound:
             return b""
-        identity = await self._helpers.identity(request)
+        try:
+            identity = await self._helpers.identity(request)
+        except (TooManyAttempts, Unavailable):  # nginx takes only 2xx, 401 and 403
+            identity = ANONYMOUS_IDENTITY  # credentials not accepted now: 401
         if may_read(identity, user, index, config.acl_read, _project_of(named)):
             return b""
         if identity.authenticated:

@@ -37,8 +37,11 @@ def form_login(server: Server, username: str, password: str, next_path: str = "/
                headers: dict[str, Any] | None = None) -> Any:
     body = urllib.parse.urlencode({"username": username, "password": password,
                                    "next": next_path}).encode()
-    return server.client.request("POST", "/+login", raw=body,
-                                 headers={**FORM_TYPE, "Accept": ["text/html"], **(headers or {})})
+    reply = server.client.request("POST", "/+login", raw=body, headers={
+        **FORM_TYPE, "Accept": ["text/html"], **(headers or {})})
+    # treq's client would send the cookies on: these tests send them explicitly
+    server.client._http._cookiejar.clear()
+    return reply
 
 
 def cookies_of(reply: Any) -> dict[str, str]:
@@ -65,6 +68,7 @@ def test_the_login_page_is_a_form_posting_to_login(server: Server) -> None:
     assert 'action="http://testserver/+login"' in page and 'method="post"' in page
     assert 'name="username"' in page and 'name="password"' in page
     assert 'name="next" value="/alice/dev/"' in page
+    assert reply.header("X-Frame-Options") == "DENY"
     hostile = server.client.get("/+login?next=%22%3E%3Cscript%3E", headers={"Accept": ["text/html"]})
     assert b"<script>" not in hostile.body
 
@@ -244,6 +248,8 @@ def test_authcheck_answers_with_the_read_permission_of_the_index(server: Server)
     cookie, _ = session(server)
     assert authcheck(server, "/alice/private/+simple/pkg/", cookie).code == 200
     assert authcheck(server, "/alice/private/+simple/pkg/?x=1", cookie).code == 200
+    assert authcheck(server, "http://testserver/alice/private/+simple/pkg/").code == 401
+    assert authcheck(server, "/alice/%70rivate/+simple/pkg/").code == 401  # decoded as routed
     # what names no index is the daemon's to answer; no route at all: refused
     assert authcheck(server, "/alice/nothing/+simple/pkg/").code == 200
     assert authcheck(server, "/+api").code == 200
