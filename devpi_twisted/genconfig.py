@@ -98,6 +98,12 @@ def _proxy(name: str, mount: str, accel: str, indent: str) -> str:
     return "".join(f"{indent}{line}\n" for line in lines)
 
 
+_PAGE_AUTH = """\
+            # who may read the index: the daemon decides, also for pages nginx keeps;
+            # only pages of requests without credentials are kept and served from here
+"""
+
+
 def _page_cache(name: str, mount: str, accel: str, auth: str) -> str:
     """A nested location keeping simple pages, revalidated by their serial ETag."""
     return f"""
@@ -105,9 +111,7 @@ def _page_cache(name: str, mount: str, accel: str, auth: str) -> str:
         # If-None-Match against their serial ETag (a 304 renews them). Pages the
         # daemon marks no-store (built from a stale mirror cache) are never kept.
         location ~ ^{mount}/[^/+][^/]*/[^/+][^/]*/\\+simple/ {{
-{_proxy(name, mount, accel, "            ")}            # who may read the index: the daemon decides, also for pages nginx keeps;
-            # only pages of requests without credentials are kept and served from here
-            auth_request {auth};
+{_proxy(name, mount, accel, "            ")}{_PAGE_AUTH}            auth_request {auth};
             proxy_cache {name};
             proxy_cache_key "$scheme://$http_host$request_uri|$http_accept";
             proxy_cache_bypass {_CREDENTIALS};

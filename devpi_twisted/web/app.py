@@ -165,11 +165,11 @@ class ManagementApp:
 
     async def authcheck(self, request: HttpRequest) -> bytes:
         """For nginx ``auth_request``: may the request for X-Original-Uri (else this
-        request's own URI) be served to these credentials? 200 yes (also for what
-        names no index, or an index that does not exist: the daemon answers that
-        itself), 401 for anonymous callers (invalid credentials are anonymous, and so
-        are throttled ones), 403 for others and for paths no route takes. The permission of every read path:
-        model/acl.py may_read on the index (and project) the URI names."""
+        request's own URI) be served to these credentials? The permission of every
+        read path, model/acl.py may_read, on the index (and project) the URI names:
+        200 yes (also for what names no index, or an index that does not exist: the
+        daemon answers that itself), 401 for anonymous callers (invalid and throttled
+        credentials count as none), 403 for others and for paths no route takes."""
         target = (request.getHeader(b"X-Original-Uri") or request.uri).partition(b"?")[0]
         if target[:1] != b"/":  # absolute form: http://host/path
             target = b"/" + target.split(b"://", 1)[-1].partition(b"/")[2]

@@ -191,7 +191,8 @@ def login_page(base: str, next_path: str, message: str = "") -> bytes:
 <h1>Log in</h1>
 {error}<form method="post" action="{text(base)}/+login">
 <p><label>User name <input name="username" autocomplete="username" required></label></p>
-<p><label>Password <input name="password" type="password" autocomplete="current-password"></label></p>
+<p><label>Password
+<input name="password" type="password" autocomplete="current-password"></label></p>
 <input type="hidden" name="next" value="{text(next_path)}">
 <p><button type="submit">Log in</button></p>
 </form>

@@ -69,7 +69,8 @@ def test_the_login_page_is_a_form_posting_to_login(server: Server) -> None:
     assert 'name="username"' in page and 'name="password"' in page
     assert 'name="next" value="/alice/dev/"' in page
     assert reply.header("X-Frame-Options") == "DENY"
-    hostile = server.client.get("/+login?next=%22%3E%3Cscript%3E", headers={"Accept": ["text/html"]})
+    hostile = server.client.get("/+login?next=%22%3E%3Cscript%3E",
+                                headers={"Accept": ["text/html"]})
     assert b"<script>" not in hostile.body
 
 
@@ -162,7 +163,8 @@ def test_header_credentials_win_over_the_cookie(server: Server) -> None:
     cookie, _ = session(server)
     reply = server.client.get("/+api", headers={**cookie, **basic("bob", "bob-pw")})
     assert reply.json["result"]["authstatus"][:2] == ["ok", "bob"]
-    made = server.client.request("PUT", "/bob/dev", {}, headers={**cookie, **basic("bob", "bob-pw")})
+    made = server.client.request("PUT", "/bob/dev", {},
+                                 headers={**cookie, **basic("bob", "bob-pw")})
     assert made.code == 200, made.body  # header credentials need no CSRF token
 
 
@@ -207,7 +209,8 @@ def test_logout_clears_the_cookie_and_needs_the_csrf_token(server: Server) -> No
     refused = server.client.request("POST", "/+logout", raw=b"next=/", headers={**cookie,
                                                                                **FORM_TYPE})
     assert refused.code == 403 and not cookies_of(refused)
-    done = server.client.request("POST", "/+logout", raw=f"csrf_token={token}&next=/alice/".encode(),
+    done = server.client.request("POST", "/+logout",
+                                 raw=f"csrf_token={token}&next=/alice/".encode(),
                                  headers={**cookie, **FORM_TYPE})
     assert done.code == 303 and done.header("Location") == "http://testserver/alice/"
     cleared = cookies_of(done)
