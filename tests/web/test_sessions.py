@@ -269,3 +269,18 @@ def test_authcheck_follows_acl_changes_and_groups_of_principals(server: Server) 
     assert server.client.request("PATCH", "/alice/team", ["acl_read=alice"],
                                  headers=alice).code == 200
     assert authcheck(server, uri, basic("bob", "bob-pw")).code == 403
+
+
+def test_authcheck_below_a_mount_path(tmp_path: Path) -> None:
+    server = make_server(tmp_path, outside_url="https://pypi.example.com/devpi")
+    try:
+        assert server.client.request("PUT", "/alice", {"password": "alice-pw"}).code == 201
+        assert server.client.request("PUT", "/alice/private", {"acl_read": "alice"},
+                                     headers=basic("alice", "alice-pw")).code == 200
+        uri = "/devpi/alice/private/+simple/pkg/"
+        assert authcheck(server, uri).code == 401
+        assert authcheck(server, uri, basic("alice", "alice-pw")).code == 200
+        proxied = {"X-Outside-Url": ["http://127.0.0.1:8080/mnt"]}  # as nginx says it
+        assert authcheck(server, "/mnt/alice/private/+f/a/b/pkg-1.0.tar.gz", proxied).code == 401
+    finally:
+        server.storage.close()
