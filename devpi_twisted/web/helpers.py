@@ -28,7 +28,9 @@ class RequestHelpers:
         if isinstance(cached, Identity):
             return cached
         creds = credentials(request)
-        if creds is None:  # header credentials win over a browser's session cookie
+        if creds is None and not (request.getHeader(b"X-Devpi-Auth")
+                                  or request.getHeader(b"Authorization")):
+            # header credentials (even unreadable ones) win over a session cookie
             creds = sessions.session_credentials(request)
             if creds is not None:  # not GET/HEAD: its CSRF token and origin, or 403
                 sessions.check_csrf(request, creds[1], self.base(request))

@@ -166,6 +166,9 @@ def test_header_credentials_win_over_the_cookie(server: Server) -> None:
     made = server.client.request("PUT", "/bob/dev", {},
                                  headers={**cookie, **basic("bob", "bob-pw")})
     assert made.code == 200, made.body  # header credentials need no CSRF token
+    for unreadable in ({"X-Devpi-Auth": ["!!"]}, {"Authorization": ["Digest x"]}):
+        reply = server.client.get("/+api", headers={**cookie, **unreadable})
+        assert reply.json["result"]["authstatus"][0] == "noauth", unreadable
 
 
 def test_writes_with_the_cookie_need_the_csrf_token(server: Server) -> None:
