@@ -9,6 +9,13 @@ record as for any download and answers with ``X-Accel-Redirect`` into it. Files 
 in the store yet (mirror files never downloaded, blobs kept in PostgreSQL) are sent
 by the daemon itself, so the same site works for every storage.
 
+What nginx sends itself (those files, and in the caching variant simple pages from
+its cache) is protected by ``auth_request`` to the daemon's ``/+authcheck`` (the
+read permission of the index the original URI names), through an internal location
+that keeps each decision a few seconds, keyed by the URI and the credentials. Pages
+are cached only for requests without credentials (anonymous pages show what every
+reader may see), so a reader's page never reaches another client from the cache.
+
 Pure text from a Config and the server arguments: no I/O but ``write_files`` and,
 at the end, the checks of what the service user can reach (``access_problems``), which
 read the file system and the user database.
@@ -33,11 +40,19 @@ from devpi_twisted.config import Config
 ACCEL_HEADER = "X-Devpi-Accel-Location"
 DEFAULT_OUTSIDE_URL = "http://localhost:80"
 CACHE_SECONDS = 1  # the caching variant keeps a simple page this long before revalidating
+AUTH_CACHE_SECONDS = 5  # nginx keeps a decision of /+authcheck this long
+# requests with any of these are never answered from (nor kept in) the page cache
+_CREDENTIALS = "$http_authorization$http_x_devpi_auth$cookie_devpi_session"
 
 
 def accel_location(config: Config) -> str:
     """The nginx-internal location serving ``<serverdir>/+files`` (one per daemon port)."""
     return f"/+devpi-files-{config.port}/"
+
+
+def authcheck_location(config: Config) -> str:
+    """The nginx-internal location asking the daemon's /+authcheck (one per daemon port)."""
+    return f"/+devpi-authcheck-{config.port}"
 
 
 def upstream_address(config: Config) -> str:
@@ -83,15 +98,24 @@ def _proxy(name: str, mount: str, accel: str, indent: str) -> str:
     return "".join(f"{indent}{line}\n" for line in lines)
 
 
-def _page_cache(name: str, mount: str, accel: str) -> str:
+_PAGE_AUTH = """\
+            # who may read the index: the daemon decides, also for pages nginx keeps;
+            # only pages of requests without credentials are kept and served from here
+"""
+
+
+def _page_cache(name: str, mount: str, accel: str, auth: str) -> str:
     """A nested location keeping simple pages, revalidated by their serial ETag."""
     return f"""
         # Simple pages: kept by nginx for {CACHE_SECONDS} s, then revalidated with
         # If-None-Match against their serial ETag (a 304 renews them). Pages the
         # daemon marks no-store (built from a stale mirror cache) are never kept.
         location ~ ^{mount}/[^/+][^/]*/[^/+][^/]*/\\+simple/ {{
-{_proxy(name, mount, accel, "            ")}            proxy_cache {name};
+{_proxy(name, mount, accel, "            ")}{_PAGE_AUTH}            auth_request {auth};
+            proxy_cache {name};
             proxy_cache_key "$scheme://$http_host$request_uri|$http_accept";
+            proxy_cache_bypass {_CREDENTIALS};
+            proxy_no_cache {_CREDENTIALS};
             proxy_cache_valid 200 {CACHE_SECONDS}s;
             proxy_cache_revalidate on;
             proxy_cache_lock on;
@@ -100,24 +124,58 @@ def _page_cache(name: str, mount: str, accel: str) -> str:
 """
 
 
-def nginx_site(config: Config, cache_dir: Path | None = None) -> str:
+def _authcheck(name: str, mount: str, auth: str) -> str:
+    """The internal location nginx's ``auth_request`` asks: the daemon's /+authcheck
+    with the original URI and the client's headers (credentials, cookie), its
+    decisions kept AUTH_CACHE_SECONDS per URI and credentials."""
+    return f"""
+    # auth_request target: may the original request be served to its credentials?
+    # (200 yes, 401 no credentials, 403 not a reader; see /+authcheck)
+    location = {auth} {{
+        internal;
+        proxy_pass http://{name}/+authcheck;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_pass_request_body off;
+        proxy_set_header Content-Length "";
+        proxy_set_header Host $http_host;
+        proxy_set_header X-Outside-Url ${name}_scheme://$http_host{mount};
+        proxy_set_header X-Original-Uri $request_uri;
+        proxy_set_header X-Real-IP $remote_addr;
+        proxy_cache {name}_auth;
+        proxy_cache_key "$request_uri|$http_authorization|$http_x_devpi_auth|$http_cookie";
+        proxy_cache_valid 200 401 403 {AUTH_CACHE_SECONDS}s;
+        proxy_cache_methods GET HEAD;
+    }}
+"""
+
+
+def nginx_site(config: Config, cache_dir: Path | None = None,
+               auth_cache_dir: Path | None = None) -> str:
     """An nginx site (``map``, ``upstream`` and ``server`` blocks for ``http {}``);
-    with ``cache_dir``, nginx also keeps simple pages (the caching variant)."""
+    with ``cache_dir``, nginx also keeps simple pages (the caching variant).
+    ``auth_cache_dir``: where nginx keeps /+authcheck decisions (default
+    /var/cache/nginx/devpi-PORT-authcheck)."""
     outside = config.outside_url or DEFAULT_OUTSIDE_URL
     listen, server_name, mount = _listen(outside)
     name = f"devpi_{config.port}"
     files = config.serverdir / "+files"
     accel = accel_location(config)
-    cache_path = ""
+    auth = authcheck_location(config)
+    if auth_cache_dir is None:
+        auth_cache_dir = Path(f"/var/cache/nginx/devpi-{config.port}-authcheck")
+    cache_path = (f"\n# /+authcheck decisions (their keys hold the credentials: nginx keeps "
+                  f"the\n# directory to its own user)\nproxy_cache_path {auth_cache_dir} "
+                  f"levels=1:2 keys_zone={name}_auth:1m inactive=1m use_temp_path=off;\n")
     cache_location = ""
     bare_mount = ""
     if mount:  # the mount point without its slash leads into it
         bare_mount = (f"\n    location = {mount} {{\n"
                       f"        return 301 ${name}_scheme://$http_host{mount}/;\n    }}\n")
     if cache_dir is not None:
-        cache_path = (f"\nproxy_cache_path {cache_dir} levels=1:2 keys_zone={name}:10m "
-                      f"inactive=1h use_temp_path=off;\n")
-        cache_location = _page_cache(name, mount, accel)
+        cache_path += (f"proxy_cache_path {cache_dir} levels=1:2 keys_zone={name}:10m "
+                       f"inactive=1h use_temp_path=off;\n")
+        cache_location = _page_cache(name, mount, accel, auth)
     return f"""\
 # nginx site for devpi-twisted, made by `devpi-twisted gen-config`.
 # Include it inside the http {{}} block (e.g. /etc/nginx/sites-enabled/).
@@ -155,9 +213,10 @@ server {{
 {bare_mount}
     location {accel} {{
         internal;
+        auth_request {auth};
         alias {files}/;
     }}
-}}
+{_authcheck(name, mount, auth)}}}
 """
 
 
@@ -260,12 +319,14 @@ def usage_notes(target: Path, user: str) -> dict[str, str]:
 
 def generate(config: Config, args: Sequence[str], bindir: Path, user: str,
              target: Path, cache_dir: Path | None = None) -> dict[str, str]:
-    """File name -> text of every generated file (``target`` is where they will be)."""
+    """File name -> text of every generated file (``target`` is where they will be).
+    Both nginx sites keep /+authcheck decisions beside ``cache_dir`` (``-authcheck``)."""
     if cache_dir is None:
         cache_dir = Path(f"/var/cache/nginx/devpi-{config.port}")
+    auth_cache_dir = cache_dir.with_name(cache_dir.name + "-authcheck")
     return {
-        "nginx-devpi.conf": nginx_site(config),
-        "nginx-devpi-caching.conf": nginx_site(config, cache_dir),
+        "nginx-devpi.conf": nginx_site(config, auth_cache_dir=auth_cache_dir),
+        "nginx-devpi-caching.conf": nginx_site(config, cache_dir, auth_cache_dir),
         "devpi.service": systemd_unit(bindir, args, user),
         "crontab": crontab(bindir, args, config.serverdir, user),
         "supervisor-devpi.conf": supervisor_program(bindir, args, user),

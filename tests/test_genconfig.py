@@ -105,13 +105,36 @@ def test_nginx_site_proxies_to_the_daemon_and_serves_the_file_store(generated: P
 
 
 def test_nginx_accepts_the_generated_sites(generated: Path, tmp_path: Path) -> None:
-    checked = Nginx(tmp_path / "nginx", generated / "nginx-devpi.conf").check()
-    assert checked.returncode == 0, checked.stderr
-    caching = generated / "nginx-devpi-caching.conf"
-    text = caching.read_text().replace("/var/cache/nginx/devpi-4040", str(tmp_path / "cache"))
-    caching.write_text(text)
-    checked = Nginx(tmp_path / "nginx-caching", caching).check()
-    assert checked.returncode == 0, checked.stderr
+    for name in ("nginx-devpi.conf", "nginx-devpi-caching.conf"):
+        site = tmp_path / name  # the caches (pages, /+authcheck decisions) in tmp_path
+        site.write_text((generated / name).read_text().replace(
+            "/var/cache/nginx/devpi-4040", str(tmp_path / "cache")))
+        checked = Nginx(tmp_path / f"nginx-{name}", site).check()
+        assert checked.returncode == 0, checked.stderr
+
+
+def test_what_nginx_sends_itself_asks_authcheck_first(generated: Path) -> None:
+    """X-Accel-Redirect files and cached pages: auth_request to an internal location
+    proxying /+authcheck with the original URI, its decisions kept a few seconds per
+    URI and credentials; pages cached only for requests without credentials."""
+    for name in ("nginx-devpi.conf", "nginx-devpi-caching.conf"):
+        site = (generated / name).read_text()
+        files = site.split("location /+devpi-files-4040/ {", 1)[1].split("}", 1)[0]
+        assert "internal;" in files and "auth_request /+devpi-authcheck-4040;" in files
+        check = site.split("location = /+devpi-authcheck-4040 {", 1)[1].split("}", 1)[0]
+        assert "internal;" in check and "proxy_pass http://devpi_4040/+authcheck;" in check
+        assert "proxy_set_header X-Original-Uri $request_uri;" in check
+        assert "X-Outside-Url $devpi_4040_scheme://$http_host/devpi;" in check
+        assert ('proxy_cache_key "$request_uri|$http_authorization|$http_x_devpi_auth|'
+                '$http_cookie";') in check
+        assert "proxy_cache_valid 200 401 403 5s;" in check
+        assert "/var/cache/nginx/devpi-4040-authcheck " in site
+    caching = (generated / "nginx-devpi-caching.conf").read_text()
+    pages = caching.split("\\+simple/ {", 1)[1].split("}", 1)[0]
+    assert "auth_request /+devpi-authcheck-4040;" in pages
+    credentials = "$http_authorization$http_x_devpi_auth$cookie_devpi_session"
+    assert f"proxy_cache_bypass {credentials};" in pages
+    assert f"proxy_no_cache {credentials};" in pages
 
 
 def test_systemd_accepts_the_unit(generated: Path) -> None:

@@ -1,5 +1,6 @@
-"""The management API: discovery (``/``, ``+api``), login, ``+authcheck``, users and
-indexes (ManagementApp).
+"""The management API: discovery (``/``, ``+api``), login (JSON, and the browser's
+form, session cookie and logout: web/sessions.py), ``+authcheck``, users and indexes
+(ManagementApp).
 
 Handlers parse, call one domain operation and render; errors are answered by
 web/errors.py, URLs are in web/routes.py.
@@ -9,11 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 from devpi_twisted.mirror.urls import masked_url
+from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, may_read
+from devpi_twisted.model.errors import (Forbidden, InvalidInput, NotFound, TooManyAttempts,
+                                        Unauthenticated, Unavailable)
+from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.ops import ServerOps
-from devpi_twisted.web import render
+from devpi_twisted.model.releases import split_filename
+from devpi_twisted.web import render, sessions
 from devpi_twisted.web.auth import client_address
 from devpi_twisted.web.deps import HttpRequest
 from devpi_twisted.web.helpers import RequestHelpers, flag, json_view, written as written_at
@@ -32,6 +38,19 @@ def _shown_index(config: Any) -> Any:
     if isinstance(config, dict) and isinstance(config.get("mirror_url"), str):
         return {**config, "mirror_url": masked_url(config["mirror_url"])}
     return config
+
+
+def _project_of(named: dict[str, str]) -> str | None:
+    """The normalised project a route's variables name: ``project``, or the project of
+    a release file's name (``rest`` of ``+f/...``); None if they name none."""
+    if "project" in named:
+        return normalize_project(named["project"])
+    if "rest" in named:
+        try:
+            return normalize_project(split_filename(named["rest"].rsplit("/", 1)[-1])[0])
+        except InvalidInput:
+            return None
+    return None
 
 
 def _shown_user(user: Any) -> Any:
@@ -90,19 +109,97 @@ class ManagementApp:
         return await self._api(request, user, index)
 
     async def login(self, request: HttpRequest) -> bytes:
+        """JSON: a login token (devpi-client). An HTML form: the session cookie and a
+        redirect to ``next`` (web/sessions.py); the same throttle of failed logins."""
+        if sessions.is_form(request):
+            return await self._form_login(request)
         token = await self._ops.login(render.read_json(request), client_address(request))
         return render.result(request, "proxyauth", token, "login successful")
 
-    def authcheck(self, request: HttpRequest) -> bytes:
-        """For nginx ``auth_request``: 200 if the URL in X-Original-Uri is readable,
-        403 if it names no route. Core rules grant read access to everything."""
-        target = request.getHeader(b"X-Original-Uri") or request.uri
-        path = unquote(target.partition(b"?")[0].decode("utf-8", "replace"))
+    async def _form_login(self, request: HttpRequest) -> bytes:
+        base = self._helpers.base(request)
+        if not sessions.same_origin(request, base):
+            raise Forbidden("cross-site login refused: Origin/Referer is not this server")
+        form = sessions.read_form(request)
+        next_path = sessions.local_path(form.get("next", "/"))
+        user = form.get("username", "")
+        body = {"user": user, "password": form.get("password", "")}
+        try:
+            token = await self._ops.login(body, client_address(request))
+        except Unauthenticated:
+            request.setResponseCode(401)
+            return self._page(request, sessions.login_page(
+                base, next_path, "wrong user name or password"))
+        sessions.set_session(request, user, token["password"], int(token["expiration"]),
+                             base.startswith("https:"))
+        request.setResponseCode(303)
+        request.setHeader(b"Location", (base + next_path).encode("utf-8"))
+        return b""
+
+    def _page(self, request: HttpRequest, page: bytes) -> bytes:
+        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+        request.setHeader(b"Cache-Control", b"no-store")
+        request.setHeader(b"X-Frame-Options", b"DENY")  # no login form in others' frames
+        request.setHeader(b"Content-Security-Policy", b"frame-ancestors 'none'")
+        return page
+
+    async def login_page(self, request: HttpRequest) -> bytes:
+        """The HTML login form (GET ``+login?next=/path``)."""
+        query = parse_qs(request.uri.partition(b"?")[2].decode("latin-1"), errors="replace")
+        next_path = sessions.local_path(query.get("next", ["/"])[0])
+        return self._page(request, sessions.login_page(self._helpers.base(request), next_path))
+
+    async def logout(self, request: HttpRequest) -> bytes:
+        """Clears the session cookies; with a session cookie, only with its CSRF token."""
+        base = self._helpers.base(request)
+        session = sessions.session_credentials(request)
+        if session is not None:
+            sessions.check_csrf(request, session[1], base)
+        sessions.clear_session(request, base.startswith("https:"))
+        if sessions.is_form(request):
+            request.setResponseCode(303)
+            next_path = sessions.local_path(sessions.read_form(request).get("next", "/"))
+            request.setHeader(b"Location", (base + next_path).encode("utf-8"))
+            return b""
+        return render.message(request, "logged out")
+
+    async def authcheck(self, request: HttpRequest) -> bytes:
+        """For nginx ``auth_request``: may the request for X-Original-Uri (else this
+        request's own URI) be served to these credentials? The permission of every
+        read path, model/acl.py may_read, on the index (and project) the URI names:
+        200 yes (also for what names no index, or an index that does not exist: the
+        daemon answers that itself), 401 for anonymous callers (invalid and throttled
+        credentials count as none), 403 for others and for paths no route takes."""
+        target = (request.getHeader(b"X-Original-Uri") or request.uri).partition(b"?")[0]
+        if target[:1] != b"/":  # absolute form: http://host/path
+            target = b"/" + target.split(b"://", 1)[-1].partition(b"/")[2]
+        path = unquote(target.decode("utf-8", "replace"))
         prefix = mount_path(request, self._info.outside_url)
         if prefix and path.startswith(prefix + "/"):
             path = path[len(prefix):]
-        if MATCHER.match("GET", path) is None:
+        found = MATCHER.match("GET", path)
+        if found is None:
             request.setResponseCode(403)
+            return b""
+        named = dict(zip(found.route.arguments, found.args))
+        user, index = named.get("user"), named.get("index")
+        if user is None or index is None:
+            return b""
+        try:
+            config = await self._ops.get_index(user, index)
+        except NotFound:
+            return b""
+        try:
+            identity = await self._helpers.identity(request)
+        except (TooManyAttempts, Unavailable):  # nginx takes only 2xx, 401 and 403
+            identity = ANONYMOUS_IDENTITY  # credentials not accepted now: 401
+        if may_read(identity, user, index, config.acl_read, _project_of(named)):
+            return b""
+        if identity.authenticated:
+            request.setResponseCode(403)
+        else:
+            request.setResponseCode(401)
+            request.setHeader(b"WWW-Authenticate", b'Basic realm="devpi"')
         return b""
 
     # -- users ------------------------------------------------------------------

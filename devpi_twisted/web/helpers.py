@@ -1,6 +1,7 @@
 """What route handlers of every app share: the caller's identity (authenticated once
-per request), absolute URLs and redirects, the serial a write committed, JSON-only
-views and query flags. Passed to the apps (web/compose.py), not inherited."""
+per request, from header credentials or else the session cookie: web/sessions.py),
+absolute URLs and redirects, the serial a write committed, JSON-only views and query
+flags. Passed to the apps (web/compose.py), not inherited."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from urllib.parse import parse_qs
 from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, Identity
 from devpi_twisted.model.errors import NotFound
 from devpi_twisted.model.ops import ServerOps, Written
-from devpi_twisted.web import render
+from devpi_twisted.web import render, sessions
 from devpi_twisted.web.auth import client_address, credentials
 from devpi_twisted.web.deps import HttpRequest
 from devpi_twisted.web.site import ServerInfo, outside_url
@@ -27,6 +28,12 @@ class RequestHelpers:
         if isinstance(cached, Identity):
             return cached
         creds = credentials(request)
+        if creds is None and not (request.getHeader(b"X-Devpi-Auth")
+                                  or request.getHeader(b"Authorization")):
+            # header credentials (even unreadable ones) win over a session cookie
+            creds = sessions.session_credentials(request)
+            if creds is not None:  # not GET/HEAD: its CSRF token and origin, or 403
+                sessions.check_csrf(request, creds[1], self.base(request))
         identity = ANONYMOUS_IDENTITY if creds is None else \
             await self._ops.authenticate(*creds, client=client_address(request))
         request.devpi_identity = identity  # type: ignore[attr-defined]  # (a DevpiRequest's)

@@ -42,6 +42,8 @@ class ReplicaWrites(Resource):
         headers: dict[str, list[str]] = {}
         for raw, values in request.requestHeaders.getAllRawHeaders():
             headers[raw.decode("latin-1")] = [v.decode("latin-1") for v in values]
+        if not request.getHeader(b"X-Outside-Url"):  # the primary sees the client's origin
+            headers["X-Outside-Url"] = [outside_url(request, self._info.outside_url)]
         content = request.content
         body = None
         if content is not None:

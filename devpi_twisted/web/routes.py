@@ -22,8 +22,9 @@ from typing import NamedTuple
 import attrs
 from werkzeug.routing import BaseConverter
 
-# What a request's body may be: nothing, JSON (the JSON limit), the upload form.
-NONE, JSON, UPLOAD = "none", "json", "upload"
+# What a request's body may be: nothing, JSON (the JSON limit), the upload form, JSON or
+# an urlencoded HTML form (a form gets the small form limit: web/sessions.py).
+NONE, JSON, UPLOAD, FORM = "none", "json", "upload", "form"
 # The only converter of user, index and project segments: not empty, no leading "+"
 # (what starts with "+" is ours: +api, +simple, +f ...).
 NAME = "name"
@@ -80,7 +81,9 @@ _WRITE = ("PUT", "PATCH", "DELETE")
 ROUTES: tuple[Route, ...] = (
     _r("root", "/", ["GET"], "management.list_users"),
     _r("api", "/+api", ["GET"], "management.api_root"),
-    _r("login", "/+login", ["POST"], "management.login", JSON),
+    _r("login", "/+login", ["POST"], "management.login", FORM),
+    _r("login", "/+login", ["GET"], "management.login_page"),
+    _r("logout", "/+logout", ["POST"], "management.logout", FORM),
     _r("status", "/+status", ["GET"], "ops.status"),
     _r("authcheck", "/+authcheck", ["GET"], "management.authcheck"),
     _r("health", "/+health", ["GET"], "ops.health"),

@@ -45,7 +45,9 @@ LINGER = 2.0
 # More digits than any body size we could accept (and than int() parses quickly).
 _LENGTH_DIGITS = 18
 
-UPLOAD, JSON_BODY = routes.UPLOAD, routes.JSON
+UPLOAD, JSON_BODY, FORM = routes.UPLOAD, routes.JSON, routes.FORM
+FORM_MEDIA = b"application/x-www-form-urlencoded"
+MAX_FORM_BODY = 64 * 1024  # an HTML form (login): a few fields
 # reason phrases twisted.web.http.RESPONSES lacks
 _REASONS = {431: b"Request Header Fields Too Large"}
 
@@ -71,12 +73,14 @@ def body_kind(method: bytes, target: bytes, content_type: bytes | None, mount: s
     byte of the body is read): UPLOAD only for the legacy upload form, a
     ``multipart/form-data`` POST to the route whose body is the upload form (``/USER/INDEX``,
     web/routes.py) below the mount path (what twine and devpi-client send, spec/api.md
-    8); JSON_BODY for everything else (push, toxresults, every API call, urlencoded
-    forms), which gets the JSON limit."""
+    8); FORM for an urlencoded POST to a route taking HTML forms (``+login``), which
+    gets MAX_FORM_BODY; JSON_BODY for everything else (push, toxresults, every API
+    call, other urlencoded bodies), which gets the JSON limit."""
     if method != b"POST":
         return JSON_BODY
     media = (content_type or b"").split(b";", 1)[0].strip().lower()
-    if media != b"multipart/form-data":
+    wanted = {b"multipart/form-data": routes.UPLOAD, FORM_MEDIA: routes.FORM}.get(media)
+    if wanted is None:
         return JSON_BODY
     path = target.split(b"?", 1)[0]
     if path[:1] != b"/":  # absolute form: http://host/path
@@ -86,7 +90,7 @@ def body_kind(method: bytes, target: bytes, content_type: bytes | None, mount: s
     if prefix and path.startswith(prefix + b"/"):
         path = path[len(prefix):]
     found = MATCHER.match_segments(method, path[1:].split(b"/"))
-    return UPLOAD if found is not None and found.route.body == routes.UPLOAD else JSON_BODY
+    return wanted if found is not None and found.route.body == wanted else JSON_BODY
 
 
 class DevpiChannel(HTTPChannel):
@@ -248,7 +252,8 @@ class DevpiRequest(Request):
         kind = body_kind(getattr(channel, "_command", b""), getattr(channel, "_path", b""),
                          self.requestHeaders.getRawHeaders(b"Content-Type", [None])[0],
                          mount_path(self, info.outside_url))
-        self.body_limit = info.max_body if kind == UPLOAD else info.max_json_body
+        self.body_limit = {UPLOAD: info.max_body, FORM: MAX_FORM_BODY}.get(kind,
+                                                                         info.max_json_body)
         if length is not None and length > self.body_limit:
             self._too_large()
             length = 0

@@ -43,7 +43,11 @@ class Front:
 
 
 def gen_config(cwd: Path, *args: str, name: str = "nginx-devpi.conf") -> Path:
+    """The site gen-config writes; its caches (pages, /+authcheck decisions) below ``cwd``
+    unless ``args`` name a --nginx-cache-dir."""
     cwd.mkdir(parents=True, exist_ok=True)
+    if "--nginx-cache-dir" not in args:
+        args = (*args, "--nginx-cache-dir", str(cwd / "cache"))
     subprocess.run([bin_path("devpi-twisted"), "gen-config", *args], cwd=cwd, check=True,
                    capture_output=True, text=True)
     return cwd / "gen-config" / name
@@ -124,9 +128,10 @@ def daemon_sizes(front: Front, path: str) -> list[int]:
             if (m := pattern.search(line)) and urllib.parse.unquote(m.group(1)) == path]
 
 
-def file_path_of(front: Front, index: str, project: str, filename: str) -> str:
+def file_path_of(front: Front, index: str, project: str, filename: str,
+                 headers: dict[str, str] | None = None) -> str:
     status, body, _ = fetch(f"{front.url}/{index}/+simple/{project}/",
-                            {"Accept": "application/vnd.pypi.simple.v1+json"})
+                            {"Accept": "application/vnd.pypi.simple.v1+json", **(headers or {})})
     assert status == 200, body
     for entry in json.loads(body)["files"]:
         if entry["filename"] == filename:
@@ -243,14 +248,19 @@ def test_internal_file_location_is_not_reachable_from_outside(front: Front) -> N
     assert status == 404
 
 
-def test_caching_site_keeps_pages_and_revalidates_them_by_serial(front: Front,
-                                                                  tmp_path: Path) -> None:
+def caching_nginx(front: Front, tmp_path: Path) -> tuple[Nginx, str]:
+    """A second nginx in front of the daemon, running the caching site; its URL."""
     port = free_port()
     outside = f"http://127.0.0.1:{port}"
     site = gen_config(tmp_path / "cwd", "--serverdir", str(front.daemon.serverdir), "--port",
                       daemon_port(front.daemon), "--outside-url", outside, "--nginx-cache-dir",
                       str(tmp_path / "cache"), name="nginx-devpi-caching.conf")
-    nginx = Nginx(tmp_path / "nginx", site).start(port)
+    return Nginx(tmp_path / "nginx", site).start(port), outside
+
+
+def test_caching_site_keeps_pages_and_revalidates_them_by_serial(front: Front,
+                                                                  tmp_path: Path) -> None:
+    nginx, outside = caching_nginx(front, tmp_path)
     page = outside + "/packages/stable/+simple/ngx-cached/"
     accept = {"Accept": "application/vnd.pypi.simple.v1+json"}
 
@@ -311,3 +321,76 @@ def test_docs_through_nginx_are_sandboxed_and_streamed(front: Front) -> None:
         assert (status, len(body)) == (200, size), path
         assert headers["X-Content-Type-Options"] == "nosniff"
         assert headers["Content-Security-Policy"] == "sandbox allow-scripts"
+
+
+# -- issue 21 item 3: what nginx sends itself asks /+authcheck first ----------------------
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    import base64
+
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+@pytest.fixture(scope="module")
+def private(front: Front) -> str:
+    """packages/private, readable by its owner and ngxalice (not ngxbob)."""
+    for name in ("ngxalice", "ngxbob"):
+        assert call(front.url + f"/{name}", "PUT", {"password": f"{name}-pw"})[0] == 201
+    auth = login(front.url, "packages", "pkg-pass")
+    status, body, _ = call(front.url + "/packages/private", "PUT", {"acl_read": "ngxalice"}, auth)
+    assert status == 200, body
+    return "packages/private"
+
+
+def test_private_files_are_sent_by_nginx_only_to_readers(front: Front, private: str,
+                                                          tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path, "ngx-secret", "1.0")
+    twine(f"{front.url}/{private}/", wheel)
+    path = file_path_of(front, private, "ngx-secret", wheel.name, basic("packages", "pkg-pass"))
+    if front.storage == "sqlite":
+        # the daemon answers X-Accel-Redirect (or, with its own read check, refuses):
+        # nginx sends the file only after /+authcheck said yes
+        status, _, headers = fetch(front.url + path)
+        assert status == 401 and headers["WWW-Authenticate"] == 'Basic realm="devpi"'
+        assert fetch(front.url + path, basic("ngxbob", "ngxbob-pw"))[0] == 403
+        assert fetch(front.url + path, basic("ngxalice", "wrong"))[0] == 401
+    # (on PostgreSQL the daemon sends the bytes itself: its own read check decides)
+    status, body, _ = fetch(front.url + path, basic("ngxalice", "ngxalice-pw"))
+    assert status == 200 and body == wheel.read_bytes()
+    served = [line for line in nginx_lines(front, path) if line[2] == "200"]
+    assert served and served[0][3] == str(wheel.stat().st_size), served
+    if front.storage == "sqlite":  # the daemon answered X-Accel-Redirect: nginx sent it
+        assert daemon_sizes(front, path)[-1] == 0
+    public = make_wheel(tmp_path, "ngx-open", "1.0")
+    twine(front.url + "/packages/stable/", public)
+    status, body, _ = fetch(front.url + file_path_of(front, "packages/stable", "ngx-open",
+                                                     public.name))
+    assert status == 200 and body == public.read_bytes()  # public files: anyone, as before
+
+
+def test_cached_pages_of_a_private_index_are_not_served_to_anonymous_clients(
+        front: Front, private: str, tmp_path: Path) -> None:
+    nginx, outside = caching_nginx(front, tmp_path)
+    auth = login(front.url, "packages", "pkg-pass")
+    assert call(front.url + "/packages/closing", "PUT", {}, auth)[0] == 200
+    page = outside + "/packages/closing/+simple/ngx-closing/"
+    accept = {"Accept": "application/vnd.pypi.simple.v1+json"}
+    try:
+        twine(outside + "/packages/closing/", make_wheel(tmp_path, "ngx-closing", "1.0"))
+        assert [fetch(page, accept)[2].get("X-Cached") for _ in range(2)] == ["MISS", "HIT"]
+        status, body, _ = call(front.url + "/packages/closing", "PATCH",
+                               ["acl_read=ngxalice"], auth)
+        assert status == 200, body
+        # a Cookie not ours: the same page in nginx's cache, a new /+authcheck decision
+        status, body, headers = fetch(page, {**accept, "Cookie": "probe=1"})
+        assert status == 401 and b"ngx_closing" not in body, body
+        assert headers["WWW-Authenticate"] == 'Basic realm="devpi"'
+        status, _, headers = fetch(page, {**accept, "Cookie": "probe=1",
+                                          **basic("ngxbob", "ngxbob-pw")})
+        assert status == 403
+        status, body, headers = fetch(page, {**accept, **basic("ngxalice", "ngxalice-pw")})
+        assert status == 200 and json.loads(body)["versions"] == ["1.0"]
+        assert headers["X-Cached"] == "BYPASS"  # readers' pages never enter the cache
+    finally:
+        nginx.stop()

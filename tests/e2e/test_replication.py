@@ -411,3 +411,41 @@ def test_primary_killed_during_an_upload_burst_is_followed_after_restart(pair: P
             stored = pair.replica_blob(link["href"][len(primary.url) + 1:])
             assert stored is not None
             assert hashlib.sha256(stored).hexdigest() == link["hashes"]["sha256"]
+
+
+def _send(url: str, method: str, path: str, body: bytes, headers: dict[str, str]) -> Any:
+    import http.client
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        return response
+    finally:
+        conn.close()
+
+
+def test_a_browser_session_works_through_the_replica(pair: Pair) -> None:
+    """The form login and a cookie write are relayed to the primary, which checks the
+    Origin against the replica's URL (the relay says it in X-Outside-Url)."""
+    replica = pair.replica
+    assert call(replica.url + "/sess", "PUT", {"password": "sess-pw"})[0] == 201
+    form = {"Content-Type": "application/x-www-form-urlencoded", "Origin": replica.url}
+    login_reply = _send(replica.url, "POST", "/+login",
+                        b"username=sess&password=sess-pw&next=/sess/", form)
+    assert login_reply.status == 303
+    assert login_reply.getheader("Location") == replica.url + "/sess/"
+    cookies = [value.split(";", 1)[0] for name, value in login_reply.getheaders()
+               if name.lower() == "set-cookie"]
+    assert [c.split("=", 1)[0] for c in cookies] == ["devpi_session", "devpi_csrf"]
+    browser = {"Cookie": "; ".join(cookies), "Origin": replica.url,
+               "Content-Type": "application/json"}
+    refused = _send(replica.url, "PUT", "/sess/web", b"{}", browser)
+    assert refused.status == 403
+    token = cookies[1].split("=", 1)[1]
+    made = _send(replica.url, "PUT", "/sess/web", b"{}", {**browser, "X-CSRF-Token": token})
+    assert made.status == 200
+    assert call(replica.url + "/sess/web")[0] == 200
