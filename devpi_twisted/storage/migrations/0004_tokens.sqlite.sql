@@ -1,0 +1,2 @@
+-- Placeholder on the audit branch: version 4 is reserved for API tokens (issue 21),
+-- whose branch brings the real script; migrations must be numbered 1..n.
