@@ -23,7 +23,8 @@ from devpi_twisted.storage import auditplans, plans
 from devpi_twisted.storage.board import SerialBoard
 from devpi_twisted.storage.cache import StateCache
 from devpi_twisted.storage.interface import (
-    AuditEntry, AuditQuery, Change, FileRecord, IndexRecord, MirrorRecord, StorageError, UserRecord, VersionRecord,
+    AuditEntry, AuditQuery, Change, FileRecord, IndexRecord, MirrorRecord, StorageError, UserRecord,
+    VersionRecord,
 )
 from devpi_twisted.storage.types import Now
 

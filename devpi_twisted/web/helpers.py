@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs
 
+import attrs
+
 from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, Identity
 from devpi_twisted.model.errors import NotFound
 from devpi_twisted.model.ops import ServerOps, Written
@@ -29,6 +31,7 @@ class RequestHelpers:
         creds = credentials(request)
         identity = ANONYMOUS_IDENTITY if creds is None else \
             await self._ops.authenticate(*creds, client=client_address(request))
+        identity = attrs.evolve(identity, client=client_address(request))  # for the audit
         request.devpi_identity = identity  # type: ignore[attr-defined]  # (a DevpiRequest's)
         return identity
 
