@@ -133,7 +133,7 @@ def login_failed(name: str, client: str, reason: str) -> AuditEvent:
 def user_modified(identity: Identity, user: str, old: Mapping[str, Any], new: Mapping[str, Any],
                   password: bool) -> AuditEvent:
     """A user's profile keys changed, and whether the password was set (never its value)."""
-    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    changed = sorted(k for k in set(old) | set(new) - {"modified"} if old.get(k) != new.get(k))
     return by(identity, USER_MODIFIED, user=user, changed=changed, password=password)
 
 
@@ -263,7 +263,7 @@ def parse_query(params: Mapping[str, Sequence[str]]) -> AuditQuery:
         raise InvalidInput(f"audit: unknown parameter(s) {', '.join(unknown)[:200]}; "
                            f"known: {', '.join(sorted(PARAMETERS))}")
     kinds = None
-    if params.get("kind"):
+    if "kind" in params:
         kinds = frozenset(k.strip() for v in params["kind"] for k in v.split(",") if k.strip())
         if not kinds or not kinds <= KINDS:
             raise InvalidInput(f"audit: 'kind' must name kinds of {', '.join(sorted(KINDS))}")

@@ -32,7 +32,7 @@ class AuditApp:
         if len(query) > MAX_QUERY:
             raise InvalidInput(f"audit: the query string is longer than {MAX_QUERY} bytes")
         try:
-            params = parse_qs(query.decode("utf-8"), keep_blank_values=False, strict_parsing=False,
+            params = parse_qs(query.decode("utf-8"), keep_blank_values=True, strict_parsing=False,
                               errors="strict")
         except UnicodeDecodeError:
             raise InvalidInput("audit: the query string is not UTF-8") from None
