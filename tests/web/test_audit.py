@@ -235,3 +235,21 @@ def test_token_kinds_are_reserved_and_queryable(server: Server) -> None:
     query = "?kind=" + ",".join(sorted(TOKEN_KINDS))
     assert _audit(server, query)["result"] == {"events": [], "next": None}
     assert _audit(server)["type"] == "audit"
+
+
+def test_the_service_prunes_old_events_on_the_clock(server: Server) -> None:
+    from devpi_twisted.storage.interface import AuditEntry, AuditQuery
+    from devpi_twisted.web.auditlog import DAY, PRUNE_SECONDS, AuditLog
+    from tests.support import result_of
+
+    def entry(at: float) -> AuditEntry:
+        return AuditEntry("upload", "alice", "127.0.0.1", "alice/dev", {}, at)
+
+    result_of(server.storage.append_audit([entry(NOW - 3 * DAY), entry(NOW - DAY / 2)]))
+    service = AuditLog(server.storage, server.clock, 1)
+    service.startService()  # prunes at once, then every PRUNE_SECONDS
+    assert [e.at for e in result_of(server.storage.query_audit(AuditQuery()))] == [NOW - DAY / 2]
+    server.clock.advance(DAY)
+    server.clock.advance(PRUNE_SECONDS)
+    assert result_of(server.storage.query_audit(AuditQuery())) == []
+    result_of(service.stopService())
