@@ -126,8 +126,12 @@ def index_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, A
 
 
 def login_failed(name: str, client: str, reason: str) -> AuditEvent:
-    """A failed login: ``name`` the name tried (cut to what a name can be)."""
-    return AuditEvent(LOGIN_FAILED, name[:MAX_NAME], client, None, {"reason": reason})
+    """A failed login: ``name`` the name tried (cut to what a name can be; control
+    characters and NUL, which PostgreSQL cannot store, escaped as ``\\xNN``)."""
+    shown = name[:MAX_NAME]
+    if not shown.isprintable():
+        shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in shown)
+    return AuditEvent(LOGIN_FAILED, shown, client, None, {"reason": reason})
 
 
 def user_modified(identity: Identity, user: str, old: Mapping[str, Any], new: Mapping[str, Any],

@@ -79,6 +79,13 @@ def test_logins_and_failed_logins_are_recorded_with_name_address_and_time(server
     assert events[0]["process"] == "test:1"
 
 
+def test_a_name_tried_with_control_characters_is_recorded_escaped(server: Server) -> None:
+    with capturedLogs() as logged:
+        assert server.client.get("/+api", auth=("ev\x00il\nname", "x")).code == 200
+    assert not [e for e in logged if "failed" in str(e.get("log_format", ""))]
+    assert [e["user"] for e in _events(server, "?kind=login_failed")] == ["ev\\x00il\\nname"]
+
+
 def test_user_changes_are_recorded_without_passwords(server: Server) -> None:
     with capturedLogs() as logged:
         assert server.client.request("PUT", "/alice", {"password": "secret"}).code == 201
