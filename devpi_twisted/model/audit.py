@@ -72,6 +72,8 @@ class AuditEvent:
 
 
 class HasJson(Protocol):
+    """A stored value with a JSON form (an index's IndexConfig)."""
+
     def to_json(self) -> dict[str, Any]: ...
 
 
@@ -137,7 +139,8 @@ def login_failed(name: str, client: str, reason: str) -> AuditEvent:
 def user_modified(identity: Identity, user: str, old: Mapping[str, Any], new: Mapping[str, Any],
                   password: bool) -> AuditEvent:
     """A user's profile keys changed, and whether the password was set (never its value)."""
-    changed = sorted(k for k in set(old) | set(new) - {"modified"} if old.get(k) != new.get(k))
+    keys = (set(old) | set(new)) - {"modified"}  # (the time of the change itself)
+    changed = sorted(k for k in keys if old.get(k) != new.get(k))
     return by(identity, USER_MODIFIED, user=user, changed=changed, password=password)
 
 
