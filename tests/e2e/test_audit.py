@@ -1,12 +1,18 @@
 """The audit log of a real daemon (issue 21, item 7): on sqlite, and on PostgreSQL with
-two workers, where one query shows the events every process recorded."""
+two workers, where one query shows the events every process recorded; a replica
+records its own events, the writes it relays are the primary's."""
 
 from __future__ import annotations
 
+import base64
+import os
 import threading
+import time
 import urllib.parse
+from pathlib import Path
 
-from tests.support import Daemon, call, login
+from tests.pg import free_port
+from tests.support import Daemon, call, init_serverdir, login
 
 PASSWORD = "Audit-Pa55word"
 
@@ -60,3 +66,33 @@ def test_events_of_every_process_are_recorded_logged_and_queryable(daemon: Daemo
     assert "audit: index_modified by aud0 from 127.0.0.1 on aud0/dev" in log
     assert "audit: login_failed by aud1 from 127.0.0.1" in log
     assert PASSWORD not in log and "wrong" not in log.replace("wrong password", "")
+
+
+def test_a_replica_records_its_own_events_and_the_primary_the_relayed_writes(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(base64.b64encode(os.urandom(32)))
+    secret.chmod(0o600)
+    port = free_port()
+    primary_url = f"http://127.0.0.1:{port}"
+    init_serverdir(tmp_path / "primary")
+    init_serverdir(tmp_path / "replica", "--role", "replica", "--primary-url", primary_url)
+    primary = Daemon(tmp_path / "primary", "--role", "primary", "--secretfile", str(secret),
+                     "--port", str(port)).start()
+    replica = Daemon(tmp_path / "replica", "--role", "replica", "--primary-url", primary_url,
+                     "--secretfile", str(secret)).start()
+    try:
+        root = login(primary.url, "root", "")
+        assert call(replica.url + "/viarep", "PUT", {"password": PASSWORD})[0] == 201  # relayed
+        deadline = time.monotonic() + 60
+        while call(replica.url + "/viarep")[0] != 200:
+            assert time.monotonic() < deadline, "the replica did not receive the user"
+            time.sleep(0.1)
+        assert call(replica.url + "/+api", auth=("viarep", "not-it"))[0] == 200  # decided here
+        on_primary = _audit(primary, root, kind="user_created,login_failed")
+        on_replica = _audit(replica, root, kind="user_created,login_failed")
+        assert [(e["kind"], e["details"].get("user")) for e in on_primary] == [
+            ("user_created", "viarep")]
+        assert [(e["kind"], e["user"]) for e in on_replica] == [("login_failed", "viarep")]
+    finally:
+        replica.stop()
+        primary.stop()
