@@ -24,6 +24,17 @@ def _audit(daemon: Daemon, root: tuple[str, str], **query: str) -> list[dict]:
     return list(body["result"]["events"])
 
 
+def _settled(daemon: Daemon, root: tuple[str, str], count: int, **query: str) -> list[dict]:
+    """The events of ``query`` once there are ``count`` of them: rows are written in the
+    background, a moment after the request was answered."""
+    deadline = time.monotonic() + 30
+    while True:
+        events = _audit(daemon, root, **query)
+        if len(events) >= count or time.monotonic() > deadline:
+            return events
+        time.sleep(0.05)
+
+
 def test_events_of_every_process_are_recorded_logged_and_queryable(daemon: Daemon) -> None:
     root = login(daemon.url, "root", "")
     assert call(daemon.url + "/+audit")[0] == 401
@@ -46,7 +57,7 @@ def test_events_of_every_process_are_recorded_logged_and_queryable(daemon: Daemo
         processes = {e["process"] for e in _audit(daemon, root, kind="user_created", limit="1000")}
     if "--workers" in daemon.args:
         assert len(processes) >= 2, processes
-    events = _audit(daemon, root, kind="user_created", limit="1000")
+    events = _settled(daemon, root, created, kind="user_created", limit="1000")
     assert sorted(e["details"]["user"] for e in events) == sorted(f"aud{n}" for n in range(created))
     assert {e["client"] for e in events} == {"127.0.0.1"}
 
@@ -54,9 +65,9 @@ def test_events_of_every_process_are_recorded_logged_and_queryable(daemon: Daemo
     assert call(daemon.url + "/+login", "POST", {"user": "aud1", "password": "wrong"})[0] == 401
     assert call(daemon.url + "/aud0/dev", "PUT", {"acl_upload": ["aud0", "aud1"]}, alice)[0] == 200
     assert call(daemon.url + "/aud0/dev", "PATCH", ["acl_upload-=aud1"], alice)[0] == 200
-    failed = _audit(daemon, root, kind="login_failed", user="aud1")
+    failed = _settled(daemon, root, 1, kind="login_failed", user="aud1")
     assert [e["details"]["reason"] for e in failed] == ["wrong password"]
-    changes = _audit(daemon, root, index="aud0/dev")
+    changes = _settled(daemon, root, 2, index="aud0/dev")
     assert [e["kind"] for e in changes] == ["index_modified", "index_created"]
     assert changes[0]["details"]["acl"] == {
         "acl_upload": {"old": ["aud0", "aud1"], "new": ["aud0"]}}
@@ -88,8 +99,8 @@ def test_a_replica_records_its_own_events_and_the_primary_the_relayed_writes(tmp
             assert time.monotonic() < deadline, "the replica did not receive the user"
             time.sleep(0.1)
         assert call(replica.url + "/+api", auth=("viarep", "not-it"))[0] == 200  # decided here
-        on_primary = _audit(primary, root, kind="user_created,login_failed")
-        on_replica = _audit(replica, root, kind="user_created,login_failed")
+        on_primary = _settled(primary, root, 1, kind="user_created,login_failed")
+        on_replica = _settled(replica, root, 1, kind="user_created,login_failed")
         assert [(e["kind"], e["details"].get("user")) for e in on_primary] == [
             ("user_created", "viarep")]
         assert [(e["kind"], e["user"]) for e in on_replica] == [("login_failed", "viarep")]
