@@ -29,9 +29,13 @@ class RequestHelpers:
         if isinstance(cached, Identity):
             return cached
         creds = credentials(request)
-        identity = ANONYMOUS_IDENTITY if creds is None else \
-            await self._ops.authenticate(*creds, client=client_address(request))
-        identity = attrs.evolve(identity, client=client_address(request))  # for the audit
+        if creds is None:  # the address is for the audit, which records no anonymous reads
+            identity = ANONYMOUS_IDENTITY if request.method in (b"GET", b"HEAD") \
+                else Identity(client=client_address(request))
+        else:
+            client = client_address(request)
+            identity = attrs.evolve(await self._ops.authenticate(*creds, client=client),
+                                    client=client)
         request.devpi_identity = identity  # type: ignore[attr-defined]  # (a DevpiRequest's)
         return identity
 
