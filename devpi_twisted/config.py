@@ -93,6 +93,7 @@ class Config:
     listen_fds: tuple[tuple[int, str], ...] = default_of("listen-fds")
     debug: bool = False
     access_log: bool = False
+    audit_retention_days: int = default_of("audit-retention-days")
     logger_cfg: Path | None = None
     argon2_memory_cost: int = default_of("argon2-memory-cost")
     argon2_time_cost: int = default_of("argon2-time-cost")

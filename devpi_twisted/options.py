@@ -337,6 +337,9 @@ OPTIONS: tuple[Option, ...] = (
         "", field="skip_import_types", commands=frozenset({IMPORT})),
     Option("access-log", "log every request in the combined log format (JSON lines with "
                          "twistd --logger devpi_twisted.logfmt.json_lines)", FLAG, to_workers=True),
+    Option("audit-retention-days", "days the audit log keeps an event (the newest million "
+                                   "are kept whatever their age)", _at_least(1), "90",
+        to_workers=True),
 )
 
 OPTION: Mapping[str, Option] = {option.name: option for option in OPTIONS}

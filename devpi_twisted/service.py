@@ -34,6 +34,7 @@ from devpi_twisted.storage.interface import Storage
 from devpi_twisted.mirror.cache import PREFETCH, Mirror
 from devpi_twisted.mirror.upstream import Upstream, http_client
 from devpi_twisted.model.acl import Policy, parse_principals
+from devpi_twisted.model.audit import AuditOps
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.directory import Directory
 from devpi_twisted.model.tokens import DerivedKeys, TokenSigner, derive_keys
@@ -44,6 +45,7 @@ from devpi_twisted.storage.values import MirrorConfig
 from devpi_twisted.workers import WorkerSupervisor, worker_command
 from devpi_twisted.model.release_ops import ReleaseOps
 from devpi_twisted.model.simple import SimpleOps
+from devpi_twisted.web.auditlog import AuditLog
 from devpi_twisted.web.hashing import HashingPool
 from devpi_twisted.web.compose import build_site
 from devpi_twisted.web.site import ServerInfo
@@ -136,9 +138,10 @@ def _services(config: Config, reactor: IServerReactor, node: sd.NodeInfo, storag
 
     policy = Policy(parse_principals(config.restrict_modify) if config.restrict_modify else None)
     hashing = HashingPool(reactor)  # argon2 never waits behind, nor holds up, the shared pool
+    audit_log = AuditLog(storage, reactor, config.audit_retention_days, prune=not config.requests_only)
     ops = ServerOps(storage, policy, TokenSigner(keys.auth, reactor.seconds), offload, time.time,
                     hashing=hashing, pause=lambda seconds: deferLater(reactor, seconds),
-                    directory=directory)
+                    directory=directory, auditor=audit_log)
     info = ServerInfo(
         uuid=node.uuid, serverdir=str(config.serverdir), role=config.role, host=config.host,
         port=config.port, outside_url=config.outside_url, max_body=config.max_request_body_size,
@@ -172,16 +175,18 @@ def _services(config: Config, reactor: IServerReactor, node: sd.NodeInfo, storag
                     via=replica.mirror_page if replica is not None else None,
                     prefetch=PREFETCH if config.mirror_prefetch else 0)
     reactor.callWhenRunning(lambda: Deferred.fromCoroutine(_warm(storage, mirror)))
-    site = build_site(ops, info, ReleaseOps(storage, blobs, time.time),
+    site = build_site(ops, info, ReleaseOps(storage, blobs, time.time, audit_log),
                       SimpleOps(storage, mirror.page), blobs, offload, staging,
                       serial=lambda: storage.serial, http=http, mirror=mirror, feed=feed,
                       replica=replica, primary_url=config.primary_url or "",
                       proxy_timeout=config.proxy_timeout,
                       primary_uuid=(lambda: client.primary_uuid) if replica is not None else None,
-                      access_log=config.debug or config.access_log)
+                      access_log=config.debug or config.access_log,
+                      audit=AuditOps(storage, policy))
 
     root = DevpiService(lock)
     root.attach(StorageService(storage, reactor, mirror.settled))
+    root.attach(audit_log)  # stops (its writes done) before the storage closes
     root.attach(hashing)
     if replica is not None:  # stops before the storage closes
         root.attach(replica)

@@ -54,6 +54,7 @@ def samples(tmp_path: Path) -> dict[str, Any]:
         "no-mirror-prefetch": True,
         "debug": True,
         "access-log": True,
+        "audit-retention-days": "30",
     }
 
 

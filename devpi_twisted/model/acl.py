@@ -69,6 +69,7 @@ class Identity:
     username: str | None = None
     groups: frozenset[str] = frozenset()
     scope: Scope | None = None
+    client: str = attrs.field(default="", eq=False)  # the address it came from (audit)
 
     @property
     def authenticated(self) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 
+from devpi_twisted.model import audit
 from devpi_twisted.model import indexes as idx
 from devpi_twisted.model import users as usr
 from devpi_twisted.model.acl import (
@@ -61,8 +62,10 @@ class ServerOps:
     def __init__(self, storage: Storage, policy: Policy, signer: TokenSigner,
                  offload: Offload, clock: Callable[[], float], hashing: Offload | None = None,
                  throttle: LoginThrottle | None = None, pause: Pause | None = None,
-                 directory: Directory | None = None) -> None:
+                 directory: Directory | None = None,
+                 auditor: audit.Auditor = audit.NO_AUDIT) -> None:
         self._storage = storage
+        self._audit = auditor
         self._policy = policy
         self._signer = signer
         self._offload = offload
@@ -143,6 +146,7 @@ class ServerOps:
         key = user.name if user is not None else username[:MAX_NAME]
         wait = self._throttle.wait(key, client)
         if wait > 0:
+            self._audit.record(audit.login_failed(key, client, audit.THROTTLED))
             await self._hold_back(wait)
             raise TooManyAttempts("too many failed logins, try again later", retry_after=wait)
         self._throttle.started(key, client)
@@ -152,6 +156,7 @@ class ServerOps:
             self._throttle.settled(key, client)
         if not matches or user is None or not pwhash:
             self._throttle.failed(key, client)
+            self._audit.record(audit.login_failed(key, client, audit.WRONG if user else audit.UNKNOWN))
             return None
         self._throttle.succeeded(key)
         self._verified.add(user.name, password, pwhash, client)
@@ -191,6 +196,7 @@ class ServerOps:
         record = await self._check_password(user, password, client)
         if record is None:
             raise Unauthenticated(f"user '{user}' could not be authenticated")
+        self._audit.record(audit.AuditEvent(audit.LOGIN, record.name, client))
         return self._token(record)
 
     # -- users ----------------------------------------------------------------
@@ -234,6 +240,7 @@ class ServerOps:
             serial = await self._storage.create_user(name, change.profile, pwhash)
         except RecordExists:
             raise AlreadyExists("user already exists") from None
+        self._audit.record(audit.by(identity, audit.USER_CREATED, user=name))
         return Written(serial, usr.public_view(name, change.profile, {}))
 
     async def modify_user(self, identity: Identity, name: str, body: Any) -> Written:
@@ -255,6 +262,8 @@ class ServerOps:
                 serial = await self._storage.update_user(name, change.profile, pwhash, user.serial)
             except RecordMissing:
                 raise NotFound(f"no user '{name}'") from None
+            self._audit.record(audit.user_modified(identity, name, user.profile, change.profile,
+                                                   change.sets_password))
             if change.sets_password:
                 stored = UserRecord(name, change.profile, pwhash, serial)
                 return Written(serial, self._token(stored), "user updated, new proxy auth")
@@ -275,6 +284,7 @@ class ServerOps:
                 serial = await self._storage.delete_user(name, user.serial, expect)
             except RecordMissing:
                 raise NotFound(f"no user '{name}'") from None
+            self._audit.record(audit.by(identity, audit.USER_DELETED, user=name, indexes=sorted(expect)))
             return Written(serial, None, f"user '{name}' deleted")
         return await retrying(attempt, _busy(name))
 
@@ -313,6 +323,7 @@ class ServerOps:
             raise AlreadyExists(f"index '{name}' exists") from None
         except RecordMissing:
             raise NotFound(f"no user '{user}'") from None
+        self._audit.record(audit.created_index(identity, name, config))
         return Written(serial, config)
 
     async def modify_index(self, identity: Identity, user: str, index: str, body: Any,
@@ -331,6 +342,7 @@ class ServerOps:
                     raise InvalidInput("The requested modifications resulted in no changes")
                 return Written(None, config)
             serial = await self._update_index(user, index, config, record.serial)
+            self._audit.record(audit.modified_index(identity, name, record.config, config))
             return Written(serial, config)
         return await retrying(attempt, _busy(name))
 
@@ -371,6 +383,8 @@ class ServerOps:
             if config == record.config.to_json():
                 return Written(None, idx.project_config(config, project))
             serial = await self._update_index(user, index, config, record.serial)
+            self._audit.record(audit.modified_index(identity, name, record.config, config,
+                                                   project=project))
             return Written(serial, idx.project_config(config, project))
         return await retrying(attempt, _busy(name))
 
@@ -388,6 +402,7 @@ class ServerOps:
                 serial = await self._storage.delete_index(user, index, record.serial)
             except RecordMissing:
                 raise NotFound(f"The stage {name} could not be found.") from None
+            self._audit.record(audit.by(identity, audit.INDEX_DELETED, name))
             return Written(serial, None, f"index {name} deleted")
         return await retrying(attempt, _busy(name))
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from devpi_twisted.model import releases
+from devpi_twisted.model import audit, releases
 from devpi_twisted.model.acl import PKG_READ, UPLOAD, Identity, matches
 from devpi_twisted.model.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from devpi_twisted.model.names import normalize_project
@@ -110,6 +110,8 @@ async def push(ops: ReleaseOps, identity: Identity, user: str, index: str, body:
         data[ELINKS] = [l.to_json() for l in old_links] + new_links
         await ops.storage.write_release(target_user, target_index, project, version, data,
                                         files, existing.serial if existing else -1)
+        ops.auditor.record(audit.release(identity, audit.PUSH, source, project, version, target=target,
+                                         files=sorted(p for p in files if not p.endswith(METADATA_SUFFIX))))
         return log
     return await retrying(attempt, f"{name} {version} is being changed by many requests at once")
 
@@ -178,4 +180,7 @@ async def push_external(ops: ReleaseOps, identity: Identity, user: str, index: s
             log.append([status, "upload", relpath] + ([] if 200 <= status < 300 else [text]))
     if not log:
         raise NotFound(f"no release/files found for {name} {version}")
+    ops.auditor.record(audit.release(identity, audit.PUSH, f"{user}/{index}", project, version,
+                                     posturl=audit.without_userinfo(url), username=auth[0],
+                                     success=log[-1][0] in (200, 201)))
     return log[-1][0] in (200, 201), log

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from devpi_twisted.model import audit
 from devpi_twisted.model import push as pushing
 from devpi_twisted.model import releases
 from devpi_twisted.model.acl import (
@@ -43,8 +44,10 @@ __all__ = ["DOCZIP", "BadForm", "Identical", "IncomingFile", "IncomingMetadata",
 class ReleaseOps:
     """Uploads, tox results, views and deletions of releases; pushes (``push.py``)."""
 
-    def __init__(self, storage: Storage, blobs: BlobStore, clock: Callable[[], float]) -> None:
+    def __init__(self, storage: Storage, blobs: BlobStore, clock: Callable[[], float],
+                 auditor: audit.Auditor = audit.NO_AUDIT) -> None:
         self._storage = storage
+        self.auditor = auditor
         self._blobs = blobs
         self._clock = clock
 
@@ -213,7 +216,10 @@ class ReleaseOps:
                     bodies.append((relpath + METADATA_SUFFIX, meta.path, meta.sha256))
                 await self._blobs.move_in(bodies)
                 stored = True
-            return Written(await self._write(user, index, project, version, data, files, current))
+            written = Written(await self._write(user, index, project, version, data, files, current))
+            self.auditor.record(audit.release(identity, audit.UPLOAD, f"{user}/{index}", project, version,
+                                              filename=filename, rel=rel, replaced=bool(same)))
+            return written
         return await retrying(attempt, f"{content.filename} is being changed by many requests at once")
 
     async def add_toxresult(self, identity: Identity, user: str, index: str, relpath: str,
@@ -250,6 +256,8 @@ class ReleaseOps:
             await self._blobs.put_file(target, content.path, content.sha256)
             await self._storage.write_release(user, index, record.project, current.version,
                                               data, files, current.serial)
+            self.auditor.record(audit.release(identity, audit.UPLOAD, f"{user}/{index}", record.project,
+                                              current.version, path=target, rel=TOXRESULT))
             return f"{target}#sha256={content.sha256}"
         return await retrying(attempt, f"{relpath} is being changed by many requests at once")
 
@@ -319,8 +327,9 @@ class ReleaseOps:
         await self._check_delete(identity, user, index, force, f"project {project}",
                                  f"project {project} on non-volatile index {user}/{index}, "
                                  "cannot delete without force", (DEL_PROJECT, project))
+        event = audit.release(identity, audit.DELETE_PROJECT, f"{user}/{index}", project, force=force)
         if (await self.stage(user, index)).is_mirror:
-            return await forget_mirrored(self._storage, user, index, project)
+            return audit.done(self.auditor, event, await forget_mirrored(self._storage, user, index, project))
 
         async def attempt() -> Written:
             records = await self._storage.get_versions(user, index, project)
@@ -329,15 +338,19 @@ class ReleaseOps:
             serial = await self._storage.delete_project(
                 user, index, project, {r.version: r.serial for r in records})
             return Written(serial, None, f"project {project} deleted from stage {user}/{index}")
-        return await retrying(attempt, f"{project} is being changed by many requests at once")
+        return audit.done(self.auditor, event, await retrying(
+            attempt, f"{project} is being changed by many requests at once"))
 
     async def delete_version(self, identity: Identity, user: str, index: str, name: str,
                              version: str, force: bool = False) -> Written:
         project = normalize_project(name)
         await self._check_delete(identity, user, index, force, f"version {version} of {project}",
                                  scope=(DEL_VERDATA, project))
+        event = audit.release(identity, audit.DELETE_VERSION, f"{user}/{index}", project, version,
+                              force=force)
         if (await self.stage(user, index)).is_mirror:
-            return await forget_mirrored(self._storage, user, index, project, version)
+            return audit.done(self.auditor, event,
+                              await forget_mirrored(self._storage, user, index, project, version))
 
         async def attempt() -> Written:
             current = await self.version_record(user, index, project, version)
@@ -348,7 +361,8 @@ class ReleaseOps:
             serial = await self._storage.write_release(
                 user, index, project, version, None, gone, current.serial)
             return Written(serial, None, f"project '{project}' version '{version}' deleted")
-        return await retrying(attempt, f"{project} {version} is being changed by many requests at once")
+        return audit.done(self.auditor, event, await retrying(
+            attempt, f"{project} {version} is being changed by many requests at once"))
 
     async def delete_file(self, identity: Identity, user: str, index: str, relpath: str,
                           force: bool = False) -> Written:
@@ -380,7 +394,9 @@ class ReleaseOps:
             serial = await self._storage.write_release(
                 user, index, record.project, version, data, gone, current.serial)
             return Written(serial, None, f"package '{relpath}' deleted")
-        return await retrying(attempt, f"{relpath} is being changed by many requests at once")
+        written = await retrying(attempt, f"{relpath} is being changed by many requests at once")
+        return audit.done(self.auditor, audit.by(identity, audit.DELETE_FILE, f"{user}/{index}",
+                                                 path=relpath, force=force), written)
 
     # -- yanking (PEP 592) --------------------------------------------------------------
 
@@ -418,6 +434,7 @@ class ReleaseOps:
                 user, index, project, version, current.data.with_links(links), {},
                 current.serial)
             what = "unyanked" if yanked is False else "yanked"
+            self.auditor.record(audit.yank(identity, f"{user}/{index}", project, version, filename, yanked))
             return Written(serial, None, f"{project} {version}{' ' + filename if filename else ''} {what}")
         return await retrying(attempt, f"{project} {version} is being changed by many requests at once")
 

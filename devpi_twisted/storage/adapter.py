@@ -19,11 +19,12 @@ from typing import Any, TypeVar
 from twisted.internet.defer import Deferred, DeferredLock, succeed
 from twisted.python.failure import Failure
 
-from devpi_twisted.storage import plans, tokenplans
+from devpi_twisted.storage import auditplans, plans, tokenplans
 from devpi_twisted.storage.board import SerialBoard
 from devpi_twisted.storage.cache import StateCache
 from devpi_twisted.storage.interface import (
-    Change, FileRecord, IndexRecord, MirrorRecord, StorageError, TokenRecord, UserRecord,
+    AuditEntry, AuditQuery, Change, FileRecord, IndexRecord, MirrorRecord, StorageError,
+    TokenRecord, UserRecord,
     VersionRecord,
 )
 from devpi_twisted.storage.types import Now
@@ -201,6 +202,15 @@ class PlanStorage:
 
     def changes_since(self, serial: int, limit: int = 1000) -> Deferred[list[Change]]:
         return shielded(self._query(plans.changes_since(serial, limit)))
+
+    def append_audit(self, entries: Sequence[AuditEntry]) -> Deferred[None]:
+        return shielded(self._transact(auditplans.append, list(entries)))
+
+    def query_audit(self, query: AuditQuery) -> Deferred[list[AuditEntry]]:
+        return shielded(self._query(auditplans.query(query)))
+
+    def prune_audit(self, before: float, keep: int) -> Deferred[int]:
+        return shielded(self._transact(auditplans.prune, before, keep))
 
     def poll(self) -> Deferred[None]:
         """Pick up commits made by other processes."""

@@ -166,6 +166,39 @@ class Change:
     records: tuple[Record, ...]
 
 
+@attrs.frozen
+class AuditEntry:
+    """One audit event as stored (model/audit.py says what is recorded). Audit rows are
+    not index state: writing one takes no serial and leaves no changelog entry, so they
+    are neither replicated nor exported. ``actor`` None: anonymous; ``index``:
+    ``user/index`` or None; ``process``: ``host:pid`` of the process that recorded it;
+    ``id``: 0 until stored, then increasing with every append."""
+
+    kind: str
+    actor: str | None
+    client: str
+    index: str | None
+    details: Mapping[str, Any]
+    at: float
+    process: str = ""
+    id: int = 0
+
+
+@attrs.frozen
+class AuditQuery:
+    """Filters of ``query_audit`` (None: not filtered): ``kinds`` any of these,
+    ``since <= at < until``, ``before_id``: only entries older than that id (paging)."""
+
+    kinds: frozenset[str] | None = None
+    actor: str | None = None
+    index: str | None = None
+    client: str | None = None
+    since: float | None = None
+    until: float | None = None
+    before_id: int | None = None
+    limit: int = 100
+
+
 class Storage(Protocol):
     """What the domain layer may ask of a database: every method and property its callers
     use (sqlite.py and postgres.py check their adapters against it). All methods return
@@ -276,6 +309,16 @@ class Storage(Protocol):
     def record_token_use(self, user: str, token_id: str, at: float) -> Deferred[bool]:
         """Note a use (not a change: no serial, not replicated); True if it was the first
         use this node saw, False otherwise or if the token is gone."""
+    def append_audit(self, entries: Sequence[AuditEntry]) -> Deferred[None]:
+        """Store audit entries (their ``id`` is assigned) in one transaction, outside the
+        serial and the changelog."""
+
+    def query_audit(self, query: AuditQuery) -> Deferred[list[AuditEntry]]:
+        """Audit entries matching ``query``, newest (highest id) first, at most its limit."""
+
+    def prune_audit(self, before: float, keep: int) -> Deferred[int]:
+        """Delete audit entries older than ``before`` and all but the newest ``keep``;
+        returns how many were deleted."""
 
     def changes_since(self, serial: int, limit: int = 1000) -> Deferred[list[Change]]:
         """Changelog entries with serial > ``serial``, oldest first, at most ``limit``."""

@@ -10,12 +10,14 @@ from pathlib import Path
 from treq.client import HTTPClient
 from twisted.web.resource import IResource
 
+from devpi_twisted.model.audit import AuditOps
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.release_ops import ReleaseOps
 from devpi_twisted.model.simple import SimpleOps
 from devpi_twisted.replication.feed import ChangelogFeed
 from devpi_twisted.storage.blobs import BlobStore
 from devpi_twisted.web.app import ManagementApp
+from devpi_twisted.web.audit import AuditApp
 from devpi_twisted.web.blobcopy import BlobCopies
 from devpi_twisted.web.deps import MirrorCache, Offload, ReplicaLoop
 from devpi_twisted.web.dispatch import Dispatcher, build_klein, resolve
@@ -37,7 +39,7 @@ def build_resource(ops: ServerOps, info: ServerInfo, releases: ReleaseOps, simpl
                    blobs: BlobStore, offload: Offload, staging: Path, *,
                    metrics: RequestMetrics, http: HTTPClient | None = None,
                    mirror: MirrorCache | None = None, feed: ChangelogFeed | None = None,
-                   replica: ReplicaLoop | None = None) -> IResource:
+                   replica: ReplicaLoop | None = None, audit: AuditOps | None = None) -> IResource:
     """The root resource answering every route of web/routes.py: ``mirror`` where this
     node mirrors, ``feed`` where it serves replicas, ``replica`` where it is one."""
     helpers = RequestHelpers(ops, info)
@@ -56,6 +58,7 @@ def build_resource(ops: ServerOps, info: ServerInfo, releases: ReleaseOps, simpl
         "ops": OpsApp(ops, info, blobs, metrics, files.stats, mirror, feed, replica),
         "replication": ReplicationApp(feed),
         "tokens": TokenApp(ops, helpers),
+        "audit": AuditApp(audit, helpers),
     }
     handlers = resolve(ROUTES, apps)
     return Dispatcher(handlers, build_klein(handlers).resource())
@@ -67,12 +70,12 @@ def build_site(ops: ServerOps, info: ServerInfo, releases: ReleaseOps, simple: S
                feed: ChangelogFeed | None = None, replica: ReplicaLoop | None = None,
                primary_url: str = "", proxy_timeout: float = 0.0,
                primary_uuid: Callable[[], str] | None = None, access_log: bool = False,
-               metrics: RequestMetrics | None = None) -> DevpiSite:
+               metrics: RequestMetrics | None = None, audit: AuditOps | None = None) -> DevpiSite:
     """The Site of this node: on a replica, writes are relayed to ``primary_url``."""
     metrics = metrics if metrics is not None else RequestMetrics()
     resource = build_resource(ops, info, releases, simple, blobs, offload, staging,
                               metrics=metrics, http=http, mirror=mirror, feed=feed,
-                              replica=replica)
+                              replica=replica, audit=audit)
     if replica is not None:
         resource = ReplicaWrites(resource, replica, primary_url, info, proxy_timeout)
     return DevpiSite(resource, info, serial, access_log=access_log, metrics=metrics,

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs
 
+import attrs
+
 from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, Identity
 from devpi_twisted.model.errors import NotFound
 from devpi_twisted.model.ops import ServerOps, Written
@@ -34,8 +36,13 @@ class RequestHelpers:
             creds = sessions.session_credentials(request)
             if creds is not None:  # not GET/HEAD: its CSRF token and origin, or 403
                 sessions.check_csrf(request, creds[1], self.base(request))
-        identity = ANONYMOUS_IDENTITY if creds is None else \
-            await self._ops.authenticate(*creds, client=client_address(request))
+        if creds is None:  # the address is for the audit, which records no anonymous reads
+            identity = ANONYMOUS_IDENTITY if request.method in (b"GET", b"HEAD") \
+                else Identity(client=client_address(request))
+        else:
+            client = client_address(request)
+            identity = attrs.evolve(await self._ops.authenticate(*creds, client=client),
+                                    client=client)
         request.devpi_identity = identity  # type: ignore[attr-defined]  # (a DevpiRequest's)
         return identity
 

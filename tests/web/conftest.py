@@ -19,6 +19,7 @@ from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 
 from devpi_twisted.model.acl import Policy, parse_principals
+from devpi_twisted.model.audit import AuditOps
 from devpi_twisted.model.initial import root_pypi
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.passwords import hash_password
@@ -29,6 +30,7 @@ from devpi_twisted.storage.executor import InlineExecutor
 from devpi_twisted.storage.interface import UserRecord
 from devpi_twisted.storage.postgres import BlockingPostgresStorage
 from devpi_twisted.storage.sqlite import SqliteStorage
+from devpi_twisted.web.auditlog import AuditLog
 from devpi_twisted.web.compose import build_site
 from devpi_twisted.web.site import DevpiSite, ServerInfo
 from tests.pg import PgCluster
@@ -93,6 +95,7 @@ class Server:
     clock: Clock
     client: Client
     ops: ServerOps
+    audit_log: AuditLog
 
     def login(self, user: str, password: str) -> str:
         reply = self.client.request("POST", "/+login", {"user": user, "password": password})
@@ -126,14 +129,15 @@ def make_server(tmp_path: Path, restrict_modify: str | None = None,
         return succeed(fn(*args))
 
     policy = Policy(parse_principals(restrict_modify.split(",")) if restrict_modify else None)
+    audit_log = AuditLog(storage, clock, 90, process="test:1")
     ops = ServerOps(storage, policy, TokenSigner(b"k" * 16, clock.seconds), offload, clock.seconds,
-                    hashing=hashing)
+                    hashing=hashing, auditor=audit_log)
     info = ServerInfo(uuid=UUID, serverdir=str(tmp_path), outside_url=outside_url)
     # The whole app; a blob store only for tests that upload (``blobs``).
-    site = build_site(ops, info, ReleaseOps(storage, blobs, clock.seconds), SimpleOps(storage),
-                      blobs, offload, tmp_path, serial=lambda: storage.serial,
-                      access_log=access_log)
-    return Server(storage, clock, Client(site), ops)
+    site = build_site(ops, info, ReleaseOps(storage, blobs, clock.seconds, audit_log),
+                      SimpleOps(storage), blobs, offload, tmp_path, serial=lambda: storage.serial,
+                      access_log=access_log, audit=AuditOps(storage, policy))
+    return Server(storage, clock, Client(site), ops, audit_log)
 
 
 def pg_of(request: pytest.FixtureRequest) -> tuple[PgCluster, str] | None:

@@ -1,0 +1,128 @@
+"""The server's Auditor (model/audit.py): each event becomes a log line and a row of the
+audit table; a Service that keeps the table bounded.
+
+``record`` never raises and never waits: the row is appended in the background (the
+Deferred is kept until it fires and awaited at shutdown, before the storage closes);
+a failure to store is logged. Failed logins pass the FailureGate first (a flood
+becomes a summary per address and minute). The service, on the reactor's clock,
+hands the gate's summaries on every FLOOD_WINDOW and, where ``prune`` is set (the
+main process; workers and replicas with their own database each prune theirs),
+deletes rows older than the retention and beyond MAX_ROWS every PRUNE_SECONDS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from devpi_twisted.model.audit import FLOOD_WINDOW, LOGIN_FAILED, AuditEvent, FailureGate
+from devpi_twisted.storage.interface import AuditEntry, Storage
+
+MAX_ROWS = 1_000_000  # the newest rows kept whatever their age
+PRUNE_SECONDS = 3600.0
+DAY = 86400.0
+
+
+def this_process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class AuditLog(Service):
+    """Records audit events through ``storage``; ``retention_days``: how long rows stay."""
+
+    log = Logger(namespace="devpi_twisted.audit")
+
+    def __init__(self, storage: Storage, clock: IReactorTime, retention_days: int,
+                 prune: bool = True, process: str | None = None) -> None:
+        self._storage = storage
+        self._clock = clock
+        self._retention = retention_days * DAY
+        self._prune = prune
+        self._process = process if process is not None else this_process()
+        self._gate = FailureGate()
+        self._writes: set[Deferred[None]] = set()
+        self._last_prune = -PRUNE_SECONDS
+        self._tick = LoopingCall(self._tick_once)
+        self._tick.clock = clock
+
+    def record(self, event: AuditEvent) -> None:
+        try:
+            now = self._clock.seconds()
+            if event.kind == LOGIN_FAILED:
+                admitted, summaries = self._gate.admit(event.client, event.actor, now)
+                for summary in summaries:
+                    self._store(summary, now)
+                if not admitted:
+                    return
+            self._store(event, now)
+        except Exception:
+            self.log.failure("Recording an audit event failed")
+
+    def _store(self, event: AuditEvent, now: float) -> None:
+        details = json.dumps(dict(event.details), sort_keys=True, separators=(",", ":"))
+        self.log.info(
+            "audit: {audit_kind} by {audit_user} from {audit_client}{audit_where}: {audit_details}",
+            audit_kind=event.kind, audit_user=event.actor or "anonymous",
+            audit_client=event.client or "-", audit_index=event.index,
+            audit_where=f" on {event.index}" if event.index else "", audit_details=details)
+        entry = AuditEntry(kind=event.kind, actor=event.actor, client=event.client,
+                           index=event.index, details=event.details, at=now,
+                           process=self._process)
+        done = self._storage.append_audit([entry])
+        self._writes.add(done)
+        done.addErrback(self._failed, event.kind)
+        done.addBoth(self._settled, done)
+
+    def _failed(self, failure: Failure, kind: str) -> None:
+        self.log.error("Storing an audit event ({kind}) failed: {error}", kind=kind,
+                       error=failure.getErrorMessage())
+
+    def _settled(self, result: Any, done: Deferred[None]) -> None:
+        self._writes.discard(done)
+
+    def flush(self) -> None:
+        """Record the flood summaries of a window that has ended."""
+        now = self._clock.seconds()
+        for summary in self._gate.due(now):
+            self._store(summary, now)
+
+    async def prune_now(self) -> int:
+        """Delete rows past the retention and beyond MAX_ROWS; how many went."""
+        now = self._clock.seconds()
+        self._last_prune = now
+        gone = await self._storage.prune_audit(now - self._retention, MAX_ROWS)
+        if gone:
+            self.log.info("audit: pruned {count} events", count=gone)
+        return gone
+
+    async def _tick_async(self) -> None:
+        try:
+            self.flush()
+            if self._prune and self._clock.seconds() - self._last_prune >= PRUNE_SECONDS:
+                await self.prune_now()
+        except Exception as e:  # a LoopingCall stops at its first failure
+            self.log.warn("Audit upkeep failed: {error}", error=str(e) or type(e).__name__)
+
+    def _tick_once(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._tick_async())
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]  # twisted's Service is unannotated
+        self._tick.start(FLOOD_WINDOW, now=True).addErrback(
+            lambda f: self.log.failure("Audit upkeep stopped", f))
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()  # type: ignore[no-untyped-call]  # twisted's Service is unannotated
+        if self._tick.running:
+            self._tick.stop()
+        self.flush()
+        return DeferredList(list(self._writes))
