@@ -221,10 +221,10 @@ def _server_args(config: Config, options: BaseOptions) -> list[str]:
 def _gen_config(config: Config, options: BaseOptions) -> None:
     import os
 
-    from devpi_twisted import genconfig
+    from devpi_twisted import genconfig, serviceuser
 
     bindir = Path(options["bindir"] or Path(sys.executable).parent).absolute()
-    user = options["service-user"] or genconfig.default_service_user(config.serverdir)
+    user = options["service-user"] or serviceuser.default_service_user(config.serverdir)
     target = Path.cwd() / "gen-config"
     cache_dir = Path(options["nginx-cache-dir"]).absolute() if options["nginx-cache-dir"] else None
     files = genconfig.generate(config, _server_args(config, options), bindir, user, target,
@@ -236,8 +236,8 @@ def _gen_config(config: Config, options: BaseOptions) -> None:
             for option in OPTIONS if option.kind is FILE and option.field}
     if options["configfile"]:
         read["--configfile"] = Path(os.path.expanduser(options["configfile"])).absolute()
-    for problem in genconfig.access_problems(
-            genconfig.service_account(user), config.serverdir, bindir,
+    for problem in serviceuser.access_problems(
+            serviceuser.service_account(user), config.serverdir, bindir,
             {option: path for option, path in read.items() if path is not None},
             config.init):
         print(f"devpi-twisted: warning: {problem}", file=sys.stderr)

@@ -19,7 +19,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -53,6 +53,7 @@ class AuditLog(Service):
         self._last_prune = -PRUNE_SECONDS
         self._tick = LoopingCall(self._tick_once)
         self._tick.clock = clock
+        self._first: IDelayedCall | None = None
 
     def record(self, event: AuditEvent) -> None:
         try:
@@ -117,11 +118,18 @@ class AuditLog(Service):
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]  # twisted's Service is unannotated
+        # the first upkeep (a prune: a write) once the reactor runs, so that a start failing
+        # before then (a socket that cannot be bound) leaves no write in flight to wait for
+        self._first = self._clock.callLater(0, self._start_ticking)
+
+    def _start_ticking(self) -> None:
         self._tick.start(FLOOD_WINDOW, now=True).addErrback(
             lambda f: self.log.failure("Audit upkeep stopped", f))
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()  # type: ignore[no-untyped-call]  # twisted's Service is unannotated
+        if self._first is not None and self._first.active():
+            self._first.cancel()
         if self._tick.running:
             self._tick.stop()
         self.flush()
