@@ -9,7 +9,7 @@ stamps the time, writes a log line and appends the row through storage; a failur
 store is logged and never fails the request. Audit rows are not index state (no
 serial, no changelog): a replica records what its own domain layer decides.
 
-Kinds reserved for API tokens (their code records them): TOKEN_CREATED, TOKEN_USED
+API tokens (model/token_ops.py) record TOKEN_CREATED, TOKEN_USED
 (first use of a token), TOKEN_REVOKED; details: ``token`` (its id, never the secret),
 ``user`` (whose), restrictions.
 """

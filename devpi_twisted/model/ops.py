@@ -76,7 +76,7 @@ class ServerOps:
         self._pause = pause
         self._directory = None if directory is None else DirectoryUsers(
             directory, storage, signer, self._throttle, clock, pause)
-        self.api_tokens = ApiTokenOps(storage, signer.api_keys, policy, clock)
+        self.api_tokens = ApiTokenOps(storage, signer.api_keys, policy, clock, auditor)
 
     @property
     def serial(self) -> int:
@@ -102,7 +102,7 @@ class ServerOps:
         except TokenExpired:
             return ANONYMOUS_IDENTITY
         except NotAToken:
-            token = await self.api_tokens.resolve(username, secret)  # raises if refused
+            token = await self.api_tokens.resolve(username, secret, client)  # raises if refused
             if token is not None:
                 return token
             return await self._password_identity(username, secret, client)

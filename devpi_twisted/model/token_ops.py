@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from devpi_twisted.model import apitokens as api
+from devpi_twisted.model import audit
 from devpi_twisted.model.acl import ROOT, Identity, Policy, matches
 from devpi_twisted.model.errors import Forbidden, NotFound, Unauthenticated
 from devpi_twisted.storage.interface import RecordExists, RecordMissing, Storage, StorageError
@@ -37,17 +38,16 @@ def is_admin(policy: Policy, identity: Identity) -> bool:
 
 
 class ApiTokenOps:
-    """``first_use(user, token_id)`` is called when a token is used for the first time
-    (as far as this node saw it): the audit's hook."""
+    """Tokens' management and use. The audit records each token created and revoked,
+    and its first use (as far as this node saw it)."""
 
     def __init__(self, storage: Storage, keys: api.TokenKeys, policy: Policy,
-                 clock: Callable[[], float],
-                 first_use: Callable[[str, str], None] | None = None) -> None:
+                 clock: Callable[[], float], auditor: audit.Auditor = audit.NO_AUDIT) -> None:
         self._storage = storage
         self._keys = keys
         self._policy = policy
         self._clock = clock
-        self.first_use = first_use
+        self._audit = auditor
         self._recorded: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._checked: OrderedDict[bytes, tuple[api.Presented, str, api.Verified]] = OrderedDict()
 
@@ -79,6 +79,8 @@ class ApiTokenOps:
                 continue  # an id taken already: 1 in 55**8 per token the user has
             except RecordMissing:
                 raise NotFound(f"no user '{user}'") from None
+            self._audit.record(audit.by(identity, audit.TOKEN_CREATED, user=user, token=token_id,
+                                        restrictions=list(caveats)))
             return serial, api.mint(self._keys, user, token_id, salt, caveats)
         raise StorageError("no free token id found")
 
@@ -94,13 +96,15 @@ class ApiTokenOps:
         """Revoke; the serial. NotFound for an unknown (or already revoked) id."""
         await self._managed(identity, user)
         try:
-            return await self._storage.delete_token(user, token_id)
+            serial = await self._storage.delete_token(user, token_id)
         except RecordMissing:
             raise NotFound(f"No token with id {token_id}") from None
+        self._audit.record(audit.by(identity, audit.TOKEN_REVOKED, user=user, token=token_id))
+        return serial
 
     # -- presented tokens ------------------------------------------------------------
 
-    async def resolve(self, username: str, secret: str) -> Identity | None:
+    async def resolve(self, username: str, secret: str, client: str = "") -> Identity | None:
         """The identity an API token in these Basic credentials grants; None if they
         hold no token. Unauthenticated (saying why) for a token that cannot be used,
         Forbidden if the user name given is not the token's."""
@@ -134,7 +138,7 @@ class ApiTokenOps:
             scope = known[2].scope_at(now)
         except api.TokenRefused as e:
             raise Unauthenticated(str(e)) from None
-        await self._note_use(user, token_id, now)
+        await self._note_use(user, token_id, now, client)
         return Identity(user, scope=scope)
 
     def _remember(self, digest: bytes, checked: tuple[api.Presented, str, api.Verified]) -> None:
@@ -145,7 +149,7 @@ class ApiTokenOps:
         while len(self._checked) > CHECKED_REMEMBERED:
             self._checked.popitem(last=False)
 
-    async def _note_use(self, user: str, token_id: str, now: float) -> None:
+    async def _note_use(self, user: str, token_id: str, now: float, client: str) -> None:
         key = (user, token_id)
         last = self._recorded.get(key)
         if last is not None and now - last < USE_RECORD_SECONDS:
@@ -158,8 +162,9 @@ class ApiTokenOps:
             first = await self._storage.record_token_use(user, token_id, now)
         except StorageError:
             return  # a use not noted is no reason to refuse the request
-        if first and self.first_use is not None:
-            self.first_use(user, token_id)
+        if first:
+            self._audit.record(audit.AuditEvent(audit.TOKEN_USED, user, client, None,
+                                                {"token": token_id}))
 
 
 

@@ -239,10 +239,27 @@ def test_a_failure_to_store_an_event_is_logged_and_the_request_succeeds(tmp_path
     server.storage.close()
 
 
-def test_token_kinds_are_reserved_and_queryable(server: Server) -> None:
+def test_tokens_created_used_for_the_first_time_and_revoked_are_recorded(
+        server: Server) -> None:
     query = "?kind=" + ",".join(sorted(TOKEN_KINDS))
     assert _audit(server, query)["result"] == {"events": [], "next": None}
-    assert _audit(server)["type"] == "audit"
+    assert server.client.request("PUT", "/alice", {"password": "secret"}).code == 201
+    auth = _auth(server, "alice")
+    reply = server.client.request("POST", "/alice/+token-create",
+                                  {"indexes": ["alice/dev"]}, headers=auth)
+    assert reply.code == 200, reply.body
+    token = reply.json["result"]["token"]
+    token_id = next(iter(server.client.get("/alice/+tokens", headers=auth).json["result"]["tokens"]))
+    bearer = {"Authorization": [f"Bearer {token}"]}
+    for _ in range(2):  # the first use only
+        assert server.client.get("/+api", headers=bearer).json["result"]["authstatus"][0] == "ok"
+    assert server.client.request("DELETE", f"/alice/+tokens/{token_id}", headers=auth).code == 200
+    events = _events(server, query)
+    assert [(e["kind"], e["user"], e["details"]["token"]) for e in events] == [
+        ("token_created", "alice", token_id), ("token_used", "alice", token_id),
+        ("token_revoked", "alice", token_id)]
+    assert "indexes=alice/dev" in events[0]["details"]["restrictions"]
+    assert token not in json.dumps(_audit(server))  # the secret itself never
 
 
 def test_the_service_prunes_old_events_on_the_clock(server: Server) -> None:
