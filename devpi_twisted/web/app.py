@@ -58,7 +58,7 @@ class ManagementApp:
 
     async def list_users(self, request: HttpRequest) -> bytes:
         json_view(request)
-        users = await self._ops.list_users()
+        users = await self._ops.list_users(await self._helpers.identity(request))
         return render.result(request, "list:userconfig",
                              {name: _shown_user(user) for name, user in users.items()})
 
@@ -109,7 +109,9 @@ class ManagementApp:
 
     async def get_user(self, request: HttpRequest, user: str) -> bytes:
         json_view(request)
-        return render.result(request, "userconfig", _shown_user(await self._ops.get_user(user)))
+        identity = await self._helpers.identity(request)
+        return render.result(request, "userconfig",
+                             _shown_user(await self._ops.get_user(user, identity)))
 
     async def create_user(self, request: HttpRequest, user: str) -> bytes:
         body = render.read_json(request)
@@ -133,11 +135,11 @@ class ManagementApp:
     # -- indexes ----------------------------------------------------------------
 
     async def get_index(self, request: HttpRequest, user: str, index: str) -> bytes:
+        config = (await self._helpers.readable(request, user, index)).to_json()
         listing = await self._listing(request, user, index)
         if listing is not None:
             return listing
         json_view(request)
-        config = (await self._ops.get_index(user, index)).to_json()
         if not flag(request, b"no_projects"):
             config["projects"] = await self._project_names(user, index)
         return render.result(request, "indexconfig", _shown_index(config))

@@ -1,6 +1,12 @@
 """What route handlers of every app share: the caller's identity (authenticated once
 per request), absolute URLs and redirects, the serial a write committed, JSON-only
-views and query flags. Passed to the apps (web/compose.py), not inherited."""
+views and query flags. Passed to the apps (web/compose.py), not inherited.
+
+Reading an index is guarded by ``readable`` (one index: ServerOps.readable_index) or
+by the domain operation given the ``identity`` as its reader (simple pages, project
+views: they leave out the bases the reader may not read); the refusals are those of
+model/acl.py ``read_refusal``.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,26 @@ from devpi_twisted.model.ops import ServerOps, Written
 from devpi_twisted.web import render
 from devpi_twisted.web.auth import client_address, credentials
 from devpi_twisted.web.deps import HttpRequest
+from devpi_twisted.storage.values import IndexConfig
 from devpi_twisted.web.site import ServerInfo, outside_url
+
+# set on a request whose credentials named nobody (wrong password, expired token):
+# its 401 says so (web/errors.py)
+BAD_CREDENTIALS = "devpi_bad_credentials"
+
+
+async def request_identity(ops: ServerOps, request: HttpRequest) -> Identity:
+    """The caller's identity, authenticated once per request."""
+    cached = getattr(request, "devpi_identity", None)
+    if isinstance(cached, Identity):
+        return cached
+    creds = credentials(request)
+    identity = ANONYMOUS_IDENTITY if creds is None else \
+        await ops.authenticate(*creds, client=client_address(request))
+    if creds is not None and not identity.authenticated:
+        setattr(request, BAD_CREDENTIALS, True)
+    request.devpi_identity = identity  # type: ignore[attr-defined]  # (a DevpiRequest's)
+    return identity
 
 
 class RequestHelpers:
@@ -23,14 +48,12 @@ class RequestHelpers:
         self._info = info
 
     async def identity(self, request: HttpRequest) -> Identity:
-        cached = getattr(request, "devpi_identity", None)
-        if isinstance(cached, Identity):
-            return cached
-        creds = credentials(request)
-        identity = ANONYMOUS_IDENTITY if creds is None else \
-            await self._ops.authenticate(*creds, client=client_address(request))
-        request.devpi_identity = identity  # type: ignore[attr-defined]  # (a DevpiRequest's)
-        return identity
+        return await request_identity(self._ops, request)
+
+    async def readable(self, request: HttpRequest, user: str, index: str,
+                       project: str | None = None) -> IndexConfig:
+        """The index's config if the caller may read it; NotFound or the refusal."""
+        return await self._ops.readable_index(await self.identity(request), user, index, project)
 
     def base(self, request: HttpRequest) -> str:
         """The base URL of absolute links (web/site.py outside_url)."""
