@@ -8,7 +8,8 @@ configuration, the action (devpi's permission names). Every read path asks
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import attrs
 
@@ -147,6 +148,15 @@ def check_read(identity: Identity, owner: str, index: str, acl_read: Iterable[st
 def public(acl_read: Iterable[str]) -> bool:
     """Whether anyone may read an index with this ``acl_read`` (tokens aside)."""
     return any(normalize_principal(a) == ANONYMOUS for a in acl_read)
+
+
+def shown_config(config: Mapping[str, Any], hidden: frozenset[str]) -> dict[str, Any]:
+    """An index config (JSON) as shown to a caller: the ``hidden`` indexes (those it
+    may not read) not named among its bases."""
+    shown = dict(config)
+    if hidden and isinstance(shown.get("bases"), (list, tuple)):
+        shown["bases"] = [b for b in shown["bases"] if b not in hidden]
+    return shown
 
 
 Readers = tuple[tuple[str, tuple[str, ...]], ...]  # (user/index, its acl_read) along an order

@@ -20,7 +20,7 @@ import attrs
 
 from devpi_twisted.model import indexes as idx
 from devpi_twisted.model import users as usr
-from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, ROOT, Identity, Policy, check_read, may_read
+from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, ROOT, Identity, Policy, may_read, shown_config
 from devpi_twisted.model.errors import (
     AlreadyExists, Forbidden, InvalidInput, NotFound, TooManyAttempts, Unauthenticated,
 )
@@ -219,20 +219,27 @@ class ServerOps:
             raise NotFound(f"no user '{name}'")
         return user
 
-    async def _indexes_view(self, user: str, reader: Identity | None) -> dict[str, Any]:
-        return {i.index: i.config.to_json() for i in await self._storage.list_indexes(user)
-                if reader is None or _readable(reader, i)}
+    async def hidden_indexes(self, reader: Identity) -> frozenset[str]:
+        """The ``user/index`` names ``reader`` may not read (never shown to it)."""
+        indexes = await self._storage.list_indexes()
+        return frozenset(i.name for i in indexes if not may_read(reader, i.user, i.index, i.config.acl_read))
+
+    async def _indexes_view(self, reader: Identity | None) -> dict[str, dict[str, Any]]:
+        """user -> index -> config of what ``reader`` may read (None: all; acl.shown_config)."""
+        hidden = frozenset() if reader is None else await self.hidden_indexes(reader)
+        found: dict[str, dict[str, Any]] = {}
+        for i in await self._storage.list_indexes():
+            if i.name not in hidden:
+                found.setdefault(i.user, {})[i.index] = shown_config(i.config.to_json(), hidden)
+        return found
 
     async def get_user(self, name: str, reader: Identity | None = None) -> dict[str, Any]:
         user = await self._user(name)
-        return usr.public_view(name, user.profile, await self._indexes_view(name, reader))
+        return usr.public_view(name, user.profile, (await self._indexes_view(reader)).get(name, {}))
 
     async def list_users(self, reader: Identity | None = None) -> dict[str, Any]:
         """Users and their indexes (of ``get_user`` too): those ``reader`` may read."""
-        by_user: dict[str, dict[str, Any]] = {}
-        for index in await self._storage.list_indexes():
-            if reader is None or _readable(reader, index):
-                by_user.setdefault(index.user, {})[index.index] = index.config.to_json()
+        by_user = await self._indexes_view(reader)
         return {u.name: usr.public_view(u.name, u.profile, by_user.get(u.name, {}))
                 for u in await self._storage.list_users()}
 
@@ -311,13 +318,6 @@ class ServerOps:
 
     async def get_index(self, user: str, index: str) -> IndexConfig:
         return (await self._index(user, index)).config
-
-    async def readable_index(self, identity: Identity, user: str, index: str,
-                             project: str | None = None) -> IndexConfig:
-        """The guard of a read of one index: its config, NotFound, or acl.read_refusal."""
-        config = (await self._index(user, index)).config
-        check_read(identity, user, index, config.acl_read, project)
-        return config
 
     async def index_exists(self, user: str, index: str) -> bool:
         return await self._storage.get_index(user, index) is not None
@@ -413,10 +413,6 @@ class ServerOps:
                 raise NotFound(f"The stage {name} could not be found.") from None
             return Written(serial, None, f"index {name} deleted")
         return await retrying(attempt, _busy(name))
-
-
-def _readable(identity: Identity, record: IndexRecord) -> bool:
-    return may_read(identity, record.user, record.index, record.config.acl_read)
 
 
 def _is_root(identity: Identity) -> bool:

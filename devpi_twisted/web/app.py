@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from devpi_twisted.mirror.urls import masked_url
+from devpi_twisted.model.acl import shown_config
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.web import render
 from devpi_twisted.web.auth import client_address
@@ -136,6 +137,8 @@ class ManagementApp:
 
     async def get_index(self, request: HttpRequest, user: str, index: str) -> bytes:
         config = (await self._helpers.readable(request, user, index)).to_json()
+        identity = await self._helpers.identity(request)
+        config = shown_config(config, await self._ops.hidden_indexes(identity))
         listing = await self._listing(request, user, index)
         if listing is not None:
             return listing

@@ -2,7 +2,7 @@
 per request), absolute URLs and redirects, the serial a write committed, JSON-only
 views and query flags. Passed to the apps (web/compose.py), not inherited.
 
-Reading an index is guarded by ``readable`` (one index: ServerOps.readable_index) or
+Reading an index is guarded by ``readable`` (one index: acl.check_read) or
 by the domain operation given the ``identity`` as its reader (simple pages, project
 views: they leave out the bases the reader may not read); the refusals are those of
 model/acl.py ``read_refusal``.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs
 
-from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, Identity
+from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, Identity, check_read
 from devpi_twisted.model.errors import NotFound
 from devpi_twisted.model.ops import ServerOps, Written
 from devpi_twisted.web import render
@@ -53,7 +53,9 @@ class RequestHelpers:
     async def readable(self, request: HttpRequest, user: str, index: str,
                        project: str | None = None) -> IndexConfig:
         """The index's config if the caller may read it; NotFound or the refusal."""
-        return await self._ops.readable_index(await self.identity(request), user, index, project)
+        config = await self._ops.get_index(user, index)
+        check_read(await self.identity(request), user, index, config.acl_read, project)
+        return config
 
     def base(self, request: HttpRequest) -> str:
         """The base URL of absolute links (web/site.py outside_url)."""
