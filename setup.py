@@ -37,6 +37,8 @@ setup(
             "import-linter>=2.0",
             "devpi-client>=7,<8",
             "twine>=5",
+            "keyring>=24",
+            "keyrings.alt>=5",
             "uv>=0.4",
             "tox>=4",
             "mypy>=1.10",

@@ -67,11 +67,15 @@ class Scope:
 @attrs.frozen
 class Identity:
     """Who makes a request; ``username`` None is anonymous. ``scope``: the restrictions
-    of the API token the request came with (None: the user's full rights)."""
+    of the API token the request came with (None: the user's full rights).
+    ``replica``: a replica of this primary (it proved it holds the shared secret) asks,
+    for itself: it may read every index (to replicate files and mirror pages), and is
+    anonymous to every other permission."""
 
     username: str | None = None
     groups: frozenset[str] = frozenset()
     scope: Scope | None = None
+    replica: bool = False
 
     @property
     def authenticated(self) -> bool:
@@ -112,7 +116,9 @@ def matches(identity: Identity, acl: Iterable[str]) -> bool:
 def may_read(identity: Identity, owner: str, index: str, acl_read: Iterable[str],
              project: str | None = None) -> bool:
     """``pkg_read`` on the index ``owner/index``: root, the owner and the principals of
-    its ``acl_read`` may read it, within the scope of their token."""
+    its ``acl_read`` may read it, within the scope of their token; so may a replica."""
+    if identity.replica:
+        return True
     if not identity.scoped(PKG_READ, f"{owner}/{index}", project):
         return False
     return identity.username in (ROOT, owner) or matches(identity, acl_read)
@@ -165,7 +171,7 @@ Readers = tuple[tuple[str, tuple[str, ...]], ...]  # (user/index, its acl_read) 
 def hidden_stages(identity: Identity, readers: Readers, all_public: bool) -> tuple[str, ...]:
     """The stages of a resolution order (``readers``) ``identity`` may not read, in
     order; ``all_public``: every one of them is public (then only a token can hide)."""
-    if all_public and identity.scope is None:
+    if (all_public and identity.scope is None) or identity.replica:
         return ()
     hidden = []
     for stage, acl_read in readers:

@@ -39,10 +39,10 @@ def build_resource(ops: ServerOps, info: ServerInfo, releases: ReleaseOps, simpl
                    replica: ReplicaLoop | None = None) -> IResource:
     """The root resource answering every route of web/routes.py: ``mirror`` where this
     node mirrors, ``feed`` where it serves replicas, ``replica`` where it is one."""
-    helpers = RequestHelpers(ops, info)
+    helpers = RequestHelpers(ops, info, feed)
     copies = BlobCopies(blobs, staging)
     pages = SimplePages(ops, simple, helpers, mirror)
-    files = FileApp(ops, releases, blobs, offload, mirror, replica)
+    files = FileApp(ops, releases, blobs, offload, mirror, replica, feed)
     apps = {
         "management": ManagementApp(ops, info, helpers, releases.project_names,
                                     pages.installer_listing),

@@ -26,6 +26,7 @@ from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.release_ops import ReleaseOps
 from devpi_twisted.model.releases import split_filename
 from devpi_twisted.replication.client import PrimaryUnreachable
+from devpi_twisted.replication.feed import ChangelogFeed
 from devpi_twisted.replication.replica import FileFetchFailed, FileGone
 from devpi_twisted.storage.adapter import shielded
 from devpi_twisted.storage.blobs import BlobMissing, BlobReadStopped, BlobStore
@@ -56,8 +57,9 @@ class FileApp:
 
     def __init__(self, ops: ServerOps, releases: ReleaseOps, blobs: BlobStore,
                  offload: Offload, mirror: MirrorFiles | None = None,
-                 replica: ReplicaFiles | None = None) -> None:
+                 replica: ReplicaFiles | None = None, feed: ChangelogFeed | None = None) -> None:
         self._ops = ops
+        self._feed = feed  # a primary's: its replicas read every file
         self._releases = releases
         self._blobs = blobs
         self._offload = offload
@@ -77,7 +79,7 @@ class FileApp:
 
     async def _check_read(self, request: HttpRequest, user: str, index: str, rest: str) -> None:
         """pkg_read on the index (and the file's project, for a token naming projects)."""
-        identity = await request_identity(self._ops, request)
+        identity = await request_identity(self._ops, request, self._feed)
         config = await self._ops.get_index(user, index)
         project = None
         if identity.scope is not None and identity.scope.projects is not None:

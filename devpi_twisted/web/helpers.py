@@ -18,16 +18,28 @@ from devpi_twisted.model.ops import ServerOps, Written
 from devpi_twisted.web import render
 from devpi_twisted.web.auth import client_address, credentials
 from devpi_twisted.web.deps import HttpRequest
+from devpi_twisted.replication.feed import ChangelogFeed, FeedRefused
+from devpi_twisted.replication.protocol import REPLICA_UUID
 from devpi_twisted.storage.values import IndexConfig
 from devpi_twisted.web.site import ServerInfo, outside_url
 
+REPLICA_IDENTITY = Identity(replica=True)
+REPLICA_UUID_HEADER = REPLICA_UUID.encode("ascii")
 # set on a request whose credentials named nobody (wrong password, expired token):
 # its 401 says so (web/errors.py)
 BAD_CREDENTIALS = "devpi_bad_credentials"
 
 
-async def request_identity(ops: ServerOps, request: HttpRequest) -> Identity:
-    """The caller's identity, authenticated once per request."""
+def request_headers(request: HttpRequest) -> dict[str, str]:
+    """The request's headers, names lower-cased (the last value of a repeated one)."""
+    return {name.decode("latin-1").lower(): values[-1].decode("latin-1")
+            for name, values in request.requestHeaders.getAllRawHeaders()}
+
+
+async def request_identity(ops: ServerOps, request: HttpRequest,
+                           feed: ChangelogFeed | None = None) -> Identity:
+    """The caller's identity, authenticated once per request; a replica of this primary
+    (its uuid and bearer token, checked by the changelog ``feed``) is a reader of all."""
     cached = getattr(request, "devpi_identity", None)
     if isinstance(cached, Identity):
         return cached
@@ -36,6 +48,12 @@ async def request_identity(ops: ServerOps, request: HttpRequest) -> Identity:
         await ops.authenticate(*creds, client=client_address(request))
     if creds is not None and not identity.authenticated:
         setattr(request, BAD_CREDENTIALS, True)
+    if creds is None and feed is not None and request.getHeader(REPLICA_UUID_HEADER):
+        try:
+            feed.authorize(request_headers(request))
+            identity = REPLICA_IDENTITY
+        except FeedRefused:
+            pass
     request.devpi_identity = identity  # type: ignore[attr-defined]  # (a DevpiRequest's)
     return identity
 
@@ -43,12 +61,13 @@ async def request_identity(ops: ServerOps, request: HttpRequest) -> Identity:
 class RequestHelpers:
     """Request helpers needing the server: its authentication and its outside URL."""
 
-    def __init__(self, ops: ServerOps, info: ServerInfo) -> None:
+    def __init__(self, ops: ServerOps, info: ServerInfo, feed: ChangelogFeed | None = None) -> None:
         self._ops = ops
         self._info = info
+        self._feed = feed
 
     async def identity(self, request: HttpRequest) -> Identity:
-        return await request_identity(self._ops, request)
+        return await request_identity(self._ops, request, self._feed)
 
     async def readable(self, request: HttpRequest, user: str, index: str,
                        project: str | None = None) -> IndexConfig:
