@@ -110,6 +110,9 @@ class ServerOps:
         """Catch up with other processes' commits before reporting the serial."""
         await self._storage.sync()
 
+    def now(self) -> float:
+        return self._clock()
+
     @property
     def last_commit_time(self) -> float | None:
         return self._storage.last_commit_time

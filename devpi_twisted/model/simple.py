@@ -179,6 +179,14 @@ class SimpleOps:
         self._chains[requested] = chain
         return chain
 
+    async def public(self, user: str, index: str, project: str) -> bool:
+        """Whether anyone may read ``user/index`` and its bases (no need to know who asks:
+        the page is the anonymous caller's); NotFound for an unknown index."""
+        synced = self._storage.sync()
+        if not synced.called:
+            await synced
+        return (await self._chain(f"{user}/{index}", normalize_project(project))).all_public
+
     async def project_names(self, user: str, index: str,
                             remote: Callable[[str, MirrorConfig], Any] | None = None,
                             reader: Identity | None = None) -> list[str]:

@@ -42,7 +42,7 @@ def build_resource(ops: ServerOps, info: ServerInfo, releases: ReleaseOps, simpl
     helpers = RequestHelpers(ops, info, feed)
     copies = BlobCopies(blobs, staging)
     pages = SimplePages(ops, simple, helpers, mirror)
-    files = FileApp(ops, releases, blobs, offload, mirror, replica, feed)
+    files = FileApp(ops, releases, blobs, offload, mirror, replica, helpers.identity)
     apps = {
         "management": ManagementApp(ops, info, helpers, releases.project_names,
                                     pages.installer_listing),

@@ -11,7 +11,7 @@ import mimetypes
 import re
 import time
 from urllib.parse import quote
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer
@@ -19,14 +19,13 @@ from twisted.logger import Logger
 
 from devpi_twisted.mirror.cache import MirrorFailed, NoSuchFile, TransferBroken
 from devpi_twisted.mirror.upstream import with_credentials
-from devpi_twisted.model.acl import check_read, public
+from devpi_twisted.model.acl import Identity, check_read, public
 from devpi_twisted.model.errors import Gone, InvalidInput, NotFound, UpstreamFailed
 from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.release_ops import ReleaseOps
 from devpi_twisted.model.releases import split_filename
 from devpi_twisted.replication.client import PrimaryUnreachable
-from devpi_twisted.replication.feed import ChangelogFeed
 from devpi_twisted.replication.replica import FileFetchFailed, FileGone
 from devpi_twisted.storage.adapter import shielded
 from devpi_twisted.storage.blobs import BlobMissing, BlobReadStopped, BlobStore
@@ -57,9 +56,10 @@ class FileApp:
 
     def __init__(self, ops: ServerOps, releases: ReleaseOps, blobs: BlobStore,
                  offload: Offload, mirror: MirrorFiles | None = None,
-                 replica: ReplicaFiles | None = None, feed: ChangelogFeed | None = None) -> None:
+                 replica: ReplicaFiles | None = None,
+                 identity: Callable[[HttpRequest], Awaitable[Identity]] | None = None) -> None:
         self._ops = ops
-        self._feed = feed  # a primary's: its replicas read every file
+        self._identity = identity or (lambda request: request_identity(ops, request))
         self._releases = releases
         self._blobs = blobs
         self._offload = offload
@@ -78,9 +78,13 @@ class FileApp:
         return await self._file(request, user, index, f"{user}/{index}/+e/{rest}")
 
     async def _check_read(self, request: HttpRequest, user: str, index: str, rest: str) -> None:
-        """pkg_read on the index (and the file's project, for a token naming projects)."""
-        identity = await request_identity(self._ops, request, self._feed)
+        """pkg_read on the index (and the file's project, for a token naming projects);
+        the files of a public index are anyone's: no credentials checked."""
         config = await self._ops.get_index(user, index)
+        if public(config.acl_read):
+            return
+        request.devpi_private = True  # type: ignore[attr-defined]  # (a DevpiRequest's)
+        identity = await self._identity(request)
         project = None
         if identity.scope is not None and identity.scope.projects is not None:
             try:
@@ -89,8 +93,6 @@ class FileApp:
             except InvalidInput:
                 project = ":unknown:"  # no project a token may name
         check_read(identity, user, index, config.acl_read, project)
-        if not public(config.acl_read):
-            request.devpi_private = True  # type: ignore[attr-defined]  # (a DevpiRequest's)
 
     async def _surely_not_stored(self, user: str, index: str, relpath: str) -> bool:
         """A file of a mirror page this process just created: not stored, no need to look

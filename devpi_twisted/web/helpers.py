@@ -18,6 +18,7 @@ from devpi_twisted.model.ops import ServerOps, Written
 from devpi_twisted.web import render
 from devpi_twisted.web.auth import client_address, credentials
 from devpi_twisted.web.deps import HttpRequest
+from devpi_twisted.web.identities import RecentIdentities
 from devpi_twisted.replication.feed import ChangelogFeed, FeedRefused
 from devpi_twisted.replication.protocol import REPLICA_UUID
 from devpi_twisted.storage.values import IndexConfig
@@ -37,15 +38,27 @@ def request_headers(request: HttpRequest) -> dict[str, str]:
 
 
 async def request_identity(ops: ServerOps, request: HttpRequest,
-                           feed: ChangelogFeed | None = None) -> Identity:
-    """The caller's identity, authenticated once per request; a replica of this primary
-    (its uuid and bearer token, checked by the changelog ``feed``) is a reader of all."""
+                           feed: ChangelogFeed | None = None,
+                           recent: RecentIdentities | None = None) -> Identity:
+    """The caller's identity, authenticated once per request (and taken from ``recent``
+    checks where it may); a replica of this primary (its uuid and bearer token, checked
+    by the changelog ``feed``) is a reader of all."""
     cached = getattr(request, "devpi_identity", None)
     if isinstance(cached, Identity):
         return cached
     creds = credentials(request)
-    identity = ANONYMOUS_IDENTITY if creds is None else \
-        await ops.authenticate(*creds, client=client_address(request))
+    identity = ANONYMOUS_IDENTITY
+    if creds is not None:
+        client = client_address(request)
+        key = None
+        if recent is not None:
+            await ops.sync()  # commits of other processes first: they may revoke
+            key, serial = recent.key(*creds, client), ops.serial
+            identity = recent.get(key, serial) or ANONYMOUS_IDENTITY
+        if not identity.authenticated:
+            identity = await ops.authenticate(*creds, client=client)
+            if key is not None and identity.authenticated and recent is not None:
+                recent.add(key, identity, serial)
     if creds is not None and not identity.authenticated:
         setattr(request, BAD_CREDENTIALS, True)
     if creds is None and feed is not None and request.getHeader(REPLICA_UUID_HEADER):
@@ -65,9 +78,10 @@ class RequestHelpers:
         self._ops = ops
         self._info = info
         self._feed = feed
+        self._recent = RecentIdentities(ops.now)
 
     async def identity(self, request: HttpRequest) -> Identity:
-        return await request_identity(self._ops, request, self._feed)
+        return await request_identity(self._ops, request, self._feed, self._recent)
 
     async def readable(self, request: HttpRequest, user: str, index: str,
                        project: str | None = None) -> IndexConfig:
