@@ -25,8 +25,8 @@ from typing import Any
 
 import attrs
 
-from devpi_twisted.model.acl import Identity, Readers, check_read, hidden_stages, public, \
-    readable_order
+from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, Identity, Readers, check_read, \
+    hidden_stages, public, readable_order
 from devpi_twisted.model.errors import DomainError, InvalidInput, NotFound
 from devpi_twisted.model.indexes import resolution_order
 from devpi_twisted.model.names import normalize_project
@@ -38,6 +38,7 @@ from devpi_twisted.storage.values import IndexConfig, MirrorConfig, StageConfig,
 # when no upstream request is needed, else awaitable
 Refresh = Callable[[str, MirrorConfig, str], str | Awaitable[str]]
 MirrorPage = Callable[[str, str], Awaitable[MirrorRecord | None]]  # (mirror, project)
+Identify = Callable[[], Awaitable[Identity]]  # who asks, authenticated when needed
 FRESH = "fresh"
 OFFLINE = "offline"  # served from the cache, upstream never asked: only stored files count
 
@@ -179,14 +180,6 @@ class SimpleOps:
         self._chains[requested] = chain
         return chain
 
-    async def public(self, user: str, index: str, project: str) -> bool:
-        """Whether anyone may read ``user/index`` and its bases (no need to know who asks:
-        the page is the anonymous caller's); NotFound for an unknown index."""
-        synced = self._storage.sync()
-        if not synced.called:
-            await synced
-        return (await self._chain(f"{user}/{index}", normalize_project(project))).all_public
-
     async def project_names(self, user: str, index: str,
                             remote: Callable[[str, MirrorConfig], Any] | None = None,
                             reader: Identity | None = None) -> list[str]:
@@ -256,11 +249,13 @@ class SimpleOps:
         return (await self.project_view(user, index, name, refresh))[0]
 
     async def project_view(self, user: str, index: str, name: str,
-                           refresh: Refresh | None = None, reader: Identity | None = None
+                           refresh: Refresh | None = None,
+                           reader: Identity | Identify | None = None
                            ) -> tuple[ProjectPage, bool]:
-        """The links of ``name`` as seen from ``user/index``, and whether a mirror's part
-        was served from its cache rather than confirmed by upstream just now (stale);
-        NotFound if no index has it."""
+        """The links of ``name`` as seen from ``user/index`` by ``reader`` (an Identify:
+        asked only if some stage is not public), and whether a mirror's part was served
+        from its cache rather than confirmed by upstream just now (stale); NotFound if
+        no index has it."""
         project = normalize_project(name)
         requested = f"{user}/{index}"
         synced = self._storage.sync()  # commits of the other worker processes first
@@ -269,6 +264,8 @@ class SimpleOps:
         hidden: tuple[str, ...] = ()
         if reader is not None:
             chain = await self._chain(requested, project)
+            if not isinstance(reader, Identity):  # pages of public chains are anyone's
+                reader = ANONYMOUS_IDENTITY if chain.all_public else await reader()
             hidden = hidden_stages(reader, chain.readers, chain.all_public)
             if hidden[:1] == (requested,) or reader.scope is not None:
                 check_read(reader, user, index, chain.readers[0][1], project)

@@ -46,19 +46,20 @@ async def request_identity(ops: ServerOps, request: HttpRequest,
     cached = getattr(request, "devpi_identity", None)
     if isinstance(cached, Identity):
         return cached
+    key, serial = (None, 0) if recent is None else (recent.key(request), 0)
+    if key is not None and recent is not None:
+        await ops.sync()  # commits of other processes first: they may revoke
+        serial = ops.serial
+        hit = recent.get(key, serial)
+        if hit is not None:
+            request.devpi_identity = hit  # type: ignore[attr-defined]  # (a DevpiRequest's)
+            return hit
     creds = credentials(request)
     identity = ANONYMOUS_IDENTITY
     if creds is not None:
-        client = client_address(request)
-        key = None
-        if recent is not None:
-            await ops.sync()  # commits of other processes first: they may revoke
-            key, serial = recent.key(*creds, client), ops.serial
-            identity = recent.get(key, serial) or ANONYMOUS_IDENTITY
-        if not identity.authenticated:
-            identity = await ops.authenticate(*creds, client=client)
-            if key is not None and identity.authenticated and recent is not None:
-                recent.add(key, identity, serial)
+        identity = await ops.authenticate(*creds, client=client_address(request))
+        if key is not None and identity.authenticated and recent is not None:
+            recent.add(key, identity, serial)
     if creds is not None and not identity.authenticated:
         setattr(request, BAD_CREDENTIALS, True)
     if creds is None and feed is not None and request.getHeader(REPLICA_UUID_HEADER):

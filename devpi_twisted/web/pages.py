@@ -14,7 +14,6 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from devpi_twisted.mirror.cache import CACHED, MirrorFailed
-from devpi_twisted.model.acl import ANONYMOUS_IDENTITY
 from devpi_twisted.model.errors import InvalidInput, UpstreamFailed
 from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.ops import ServerOps
@@ -82,10 +81,8 @@ class SimplePages:
             return self._helpers.redirect(request, f"/{user}/{index}/+simple/{normalized}/".encode())
         if not request.path.endswith(b"/") and not installer_or_json(request):
             return self._helpers.redirect(request, request.path + b"/")
-        # pages of public chains are anyone's: no credentials checked for them
-        reader = ANONYMOUS_IDENTITY if await self._simple.public(user, index, project) \
-            else await self._helpers.identity(request)
-        view, stale = await self._simple.project_view(user, index, project, self.refresh, reader)
+        view, stale = await self._simple.project_view(  # (credentials checked for private pages)
+            user, index, project, self.refresh, lambda: self._helpers.identity(request))
         if view.provisional and request.getHeader(_REPLICA_UUID) and self._mirror is not None:
             for mirror, _ in view.mirrors:  # a replica waits for the serial in our answer
                 await self._mirror.page_stored(mirror, view.project)
