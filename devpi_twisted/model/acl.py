@@ -165,18 +165,26 @@ def shown_config(config: Mapping[str, Any], hidden: frozenset[str]) -> dict[str,
     return shown
 
 
-Readers = tuple[tuple[str, tuple[str, ...]], ...]  # (user/index, its acl_read) along an order
+# (user/index, its owner, its acl_read normalised) along a resolution order
+Readers = tuple[tuple[str, str, frozenset[str]], ...]
+
+
+def readers_of(stages: Iterable[tuple[str, Iterable[str]]]) -> Readers:
+    """``Readers`` of (user/index, acl_read) pairs."""
+    return tuple((stage, stage.split("/", 1)[0], parse_principals(acl)) for stage, acl in stages)
 
 
 def hidden_stages(identity: Identity, readers: Readers, all_public: bool) -> tuple[str, ...]:
-    """The stages of a resolution order (``readers``) ``identity`` may not read, in
-    order; ``all_public``: every one of them is public (then only a token can hide)."""
+    """The stages of a resolution order (``readers``) ``identity`` may not read
+    (``may_read`` of each, computed once per principal set), in order; ``all_public``:
+    every one of them is public (then only a token can hide)."""
     if (all_public and identity.scope is None) or identity.replica:
         return ()
+    principals = identity.principals()
     hidden = []
-    for stage, acl_read in readers:
-        owner, index = stage.split("/", 1)
-        if not may_read(identity, owner, index, acl_read):
+    for stage, owner, acl_read in readers:
+        if not identity.scoped(PKG_READ, stage) or not (
+                identity.username in (ROOT, owner) or not principals.isdisjoint(acl_read)):
             hidden.append(stage)
     return tuple(hidden)
 

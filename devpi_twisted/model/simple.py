@@ -26,7 +26,7 @@ from typing import Any
 import attrs
 
 from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, Identity, Readers, check_read, \
-    hidden_stages, public, readable_order
+    hidden_stages, public, readable_order, readers_of
 from devpi_twisted.model.errors import DomainError, InvalidInput, NotFound
 from devpi_twisted.model.indexes import resolution_order
 from devpi_twisted.model.names import normalize_project
@@ -172,9 +172,9 @@ class SimpleOps:
         serial = self._storage.serial
         if requested not in configs:
             raise NotFound(f"The stage {requested} could not be found.")
-        readers = tuple((stage, tuple(configs[stage].acl_read))
-                        for stage in resolution_order(requested, configs.get))
-        chain = _Chain(serial, readers, all(public(acl) for _, acl in readers))
+        readers = readers_of((stage, configs[stage].acl_read)
+                             for stage in resolution_order(requested, configs.get))
+        chain = _Chain(serial, readers, all(public(acl) for _, _, acl in readers))
         if len(self._chains) >= PAGE_CACHE_SIZE:
             self._chains.pop(next(iter(self._chains)))
         self._chains[requested] = chain
@@ -268,7 +268,7 @@ class SimpleOps:
                 reader = ANONYMOUS_IDENTITY if chain.all_public else await reader()
             hidden = hidden_stages(reader, chain.readers, chain.all_public)
             if hidden[:1] == (requested,) or reader.scope is not None:
-                check_read(reader, user, index, chain.readers[0][1], project)
+                check_read(reader, user, index, chain.readers[0][2], project)
         cached = self._pages.get((requested, project, hidden))
         if cached is not None and not self._storage.changed_since(project, cached.serial):
             fresh, _ = await self._refresh_mirrors(cached.mirrors, f"{user}/{index}", project,

@@ -5,6 +5,7 @@ bytes cached per page object, and a mirror's pages brought up to date from upstr
 
 from __future__ import annotations
 
+import functools
 import time
 import zlib
 from collections.abc import Awaitable
@@ -82,7 +83,7 @@ class SimplePages:
         if not request.path.endswith(b"/") and not installer_or_json(request):
             return self._helpers.redirect(request, request.path + b"/")
         view, stale = await self._simple.project_view(  # (credentials checked for private pages)
-            user, index, project, self.refresh, lambda: self._helpers.identity(request))
+            user, index, project, self.refresh, functools.partial(self._helpers.identity, request))
         if view.provisional and request.getHeader(_REPLICA_UUID) and self._mirror is not None:
             for mirror, _ in view.mirrors:  # a replica waits for the serial in our answer
                 await self._mirror.page_stored(mirror, view.project)

@@ -18,7 +18,7 @@ import attrs
 import pytest
 
 from devpi_twisted.model.acl import (
-    Identity, Scope, check_read, hidden_stages, may_read, read_refusal,
+    Identity, Scope, check_read, hidden_stages, may_read, read_refusal, readers_of,
 )
 from devpi_twisted.model.errors import Forbidden, Unauthenticated
 from devpi_twisted.model.simple import SimpleOps
@@ -271,9 +271,13 @@ def test_may_read_matches_groups_and_the_special_principals() -> None:
     assert isinstance(read_refusal(Identity(), "alice", "private", acl), Unauthenticated)
     refusal = read_refusal(Identity("carol"), "alice", "private", acl)
     assert isinstance(refusal, Forbidden) and "pkg_read" in refusal.message
-    readers = (("alice/public", (":ANONYMOUS:",)), ("alice/private", acl))
+    readers = readers_of((("alice/public", (":ANONYMOUS:",)), ("alice/private", acl)))
     assert hidden_stages(Identity(), readers, False) == ("alice/private",)
     assert hidden_stages(Identity("dave", frozenset({"devs"})), readers, False) == ()
+    assert hidden_stages(Identity("alice"), readers, False) == ()  # the owner
+    only_public = Identity("bob", scope=Scope(indexes=frozenset({"alice/public"})))
+    assert hidden_stages(only_public, readers, False) == ("alice/private",)
+    assert hidden_stages(only_public, readers[:1], True) == ()
 
 
 def test_a_group_member_reads_through_the_domain_layer(private: Private) -> None:
