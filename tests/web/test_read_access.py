@@ -305,3 +305,23 @@ def test_basic_header_encoding_is_what_pip_sends(private: Private) -> None:
     reply = private.server.client.get("/alice/private/+simple/", headers={
         "Authorization": [f"Basic {token}"], "Accept": ["text/html"]})
     assert reply.code == 200 and b"pkg" in reply.body
+
+
+def test_a_changed_password_is_refused_at_once(private: Private) -> None:
+    """Checked credentials are reused only while nothing was committed since."""
+    client, page = private.server.client, "/alice/private/+simple/pkg/"
+    for _ in range(2):
+        assert client.get(page, auth=("bob", "secret")).code == 200
+    reply = client.request("PATCH", "/bob", {"password": "changed"}, headers=private.auth["bob"])
+    assert reply.code == 200, reply.body
+    assert client.get(page, auth=("bob", "secret")).code == 401
+    assert client.get(page, headers=private.auth["bob"]).code == 401  # its login token too
+    assert client.get(page, auth=("bob", "changed")).code == 200
+
+
+def test_an_expired_login_token_is_refused_though_it_was_just_used(private: Private) -> None:
+    client, page = private.server.client, "/alice/private/+simple/pkg/"
+    assert client.get(page, headers=private.auth["bob"]).code == 200
+    private.server.clock.advance(11 * 3600)  # past the 10 hours of a login token
+    reply = client.get(page, headers=private.auth["bob"])
+    assert reply.code == 401 and "not valid" in reply.json["message"], reply.body
