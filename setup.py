@@ -40,6 +40,8 @@ setup(
             "devpi-client>=7,<8",
             "devpi-tokens[client]>=1.1",
             "twine>=5",
+            "keyring>=24",
+            "keyrings.alt>=5",
             "uv>=0.4",
             "tox>=4",
             "mypy>=1.10",

@@ -8,9 +8,12 @@ configuration, the action (devpi's permission names). Every read path asks
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import attrs
+
+from devpi_twisted.model.errors import DomainError, Forbidden, Unauthenticated
 
 ANONYMOUS = ":ANONYMOUS:"
 AUTHENTICATED = ":AUTHENTICATED:"
@@ -64,12 +67,16 @@ class Scope:
 @attrs.frozen
 class Identity:
     """Who makes a request; ``username`` None is anonymous. ``scope``: the restrictions
-    of the API token the request came with (None: the user's full rights)."""
+    of the API token the request came with (None: the user's full rights).
+    ``replica``: a replica of this primary (it proved it holds the shared secret) asks,
+    for itself: it may read every index (to replicate files and mirror pages), and is
+    anonymous to every other permission."""
 
     username: str | None = None
     groups: frozenset[str] = frozenset()
     scope: Scope | None = None
     client: str = attrs.field(default="", eq=False)  # the address it came from (audit)
+    replica: bool = False
 
     @property
     def authenticated(self) -> bool:
@@ -110,10 +117,94 @@ def matches(identity: Identity, acl: Iterable[str]) -> bool:
 def may_read(identity: Identity, owner: str, index: str, acl_read: Iterable[str],
              project: str | None = None) -> bool:
     """``pkg_read`` on the index ``owner/index``: root, the owner and the principals of
-    its ``acl_read`` may read it, within the scope of their token."""
+    its ``acl_read`` may read it, within the scope of their token; so may a replica."""
+    if identity.replica:
+        return True
     if not identity.scoped(PKG_READ, f"{owner}/{index}", project):
         return False
     return identity.username in (ROOT, owner) or matches(identity, acl_read)
+
+
+# The refusal rule of every read path (README "Private indexes"): no credentials ->
+# 401 with a Basic challenge (installers only send credentials after one); credentials
+# that do not grant pkg_read -> 403 naming it and the index. Nonexistent: 404 (the caller).
+READ_REALM = "devpi"
+
+
+def read_refusal(identity: Identity, owner: str, index: str, acl_read: Iterable[str],
+                 project: str | None = None) -> DomainError | None:
+    """None if ``identity`` may read ``owner/index`` (``may_read``), else the error to
+    raise: Unauthenticated (with a challenge) for an anonymous caller, Forbidden else."""
+    if may_read(identity, owner, index, acl_read, project):
+        return None
+    name = f"{owner}/{index}"
+    if not identity.authenticated:
+        return Unauthenticated(f"authentication required: reading {name} needs pkg_read",
+                               challenge=True, realm=READ_REALM)
+    return Forbidden(f"user '{identity.username}' has no pkg_read permission on {name}")
+
+
+def check_read(identity: Identity, owner: str, index: str, acl_read: Iterable[str],
+               project: str | None = None) -> None:
+    """Raise ``read_refusal``'s error, if any."""
+    refused = read_refusal(identity, owner, index, acl_read, project)
+    if refused is not None:
+        raise refused
+
+
+def public(acl_read: Iterable[str]) -> bool:
+    """Whether anyone may read an index with this ``acl_read`` (tokens aside)."""
+    return any(normalize_principal(a) == ANONYMOUS for a in acl_read)
+
+
+def shown_config(config: Mapping[str, Any], hidden: frozenset[str]) -> dict[str, Any]:
+    """An index config (JSON) as shown to a caller: the ``hidden`` indexes (those it
+    may not read) not named among its bases."""
+    shown = dict(config)
+    if hidden and isinstance(shown.get("bases"), (list, tuple)):
+        shown["bases"] = [b for b in shown["bases"] if b not in hidden]
+    return shown
+
+
+# (user/index, its owner, its acl_read normalised) along a resolution order
+Readers = tuple[tuple[str, str, frozenset[str]], ...]
+
+
+def readers_of(stages: Iterable[tuple[str, Iterable[str]]]) -> Readers:
+    """``Readers`` of (user/index, acl_read) pairs."""
+    return tuple((stage, stage.split("/", 1)[0], parse_principals(acl)) for stage, acl in stages)
+
+
+def hidden_stages(identity: Identity, readers: Readers, all_public: bool) -> tuple[str, ...]:
+    """The stages of a resolution order (``readers``) ``identity`` may not read
+    (``may_read`` of each, computed once per principal set), in order; ``all_public``:
+    every one of them is public (then only a token can hide)."""
+    if (all_public and identity.scope is None) or identity.replica:
+        return ()
+    principals = identity.principals()
+    hidden = []
+    for stage, owner, acl_read in readers:
+        if not identity.scoped(PKG_READ, stage) or not (
+                identity.username in (ROOT, owner) or not principals.isdisjoint(acl_read)):
+            hidden.append(stage)
+    return tuple(hidden)
+
+
+def readable_order(identity: Identity | None, order: Sequence[str],
+                   acl_of: Callable[[str], Iterable[str]]) -> list[str]:
+    """``order`` (a resolution order, the requested index first) without the stages
+    ``identity`` may not read; refuses (read_refusal) when the first is one of them.
+    ``identity`` None: an internal caller, who sees everything."""
+    if identity is None or not order:
+        return list(order)
+    first_owner, first_index = order[0].split("/", 1)
+    check_read(identity, first_owner, first_index, acl_of(order[0]))
+    found = [order[0]]
+    for stage in order[1:]:
+        owner, index = stage.split("/", 1)
+        if may_read(identity, owner, index, acl_of(stage)):
+            found.append(stage)
+    return found
 
 
 @attrs.frozen

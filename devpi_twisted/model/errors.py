@@ -32,11 +32,13 @@ class Forbidden(DomainError):
 
 
 class Unauthenticated(DomainError):
-    """Credentials are missing or wrong where they are required."""
+    """Credentials are missing or wrong where they are required; ``challenge``: ask for
+    Basic credentials in ``realm``."""
 
-    def __init__(self, message: str, challenge: bool = False) -> None:
+    def __init__(self, message: str, challenge: bool = False, realm: str = "pypi") -> None:
         super().__init__(message)
         self.challenge = challenge
+        self.realm = realm
 
 
 class UnsupportedMedia(DomainError):

@@ -19,7 +19,8 @@ from devpi_twisted.model import audit
 from devpi_twisted.model import indexes as idx
 from devpi_twisted.model import users as usr
 from devpi_twisted.model.acl import (
-    ANONYMOUS_IDENTITY, INDEX_CREATE, INDEX_DELETE, INDEX_MODIFY, ROOT, Identity, Policy,
+    ANONYMOUS_IDENTITY, INDEX_CREATE, INDEX_DELETE, INDEX_MODIFY, ROOT, Identity, Policy, may_read,
+    shown_config,
 )
 from devpi_twisted.model.directory import Directory, DirectoryUsers
 from devpi_twisted.model.errors import (
@@ -85,6 +86,9 @@ class ServerOps:
     async def sync(self) -> None:
         """Catch up with other processes' commits before reporting the serial."""
         await self._storage.sync()
+
+    def now(self) -> float:
+        return self._clock()
 
     @property
     def last_commit_time(self) -> float | None:
@@ -207,17 +211,27 @@ class ServerOps:
             raise NotFound(f"no user '{name}'")
         return user
 
-    async def _indexes_view(self, user: str) -> dict[str, Any]:
-        return {i.index: i.config.to_json() for i in await self._storage.list_indexes(user)}
+    async def hidden_indexes(self, reader: Identity) -> frozenset[str]:
+        """The ``user/index`` names ``reader`` may not read (never shown to it)."""
+        indexes = await self._storage.list_indexes()
+        return frozenset(i.name for i in indexes if not may_read(reader, i.user, i.index, i.config.acl_read))
 
-    async def get_user(self, name: str) -> dict[str, Any]:
+    async def _indexes_view(self, reader: Identity | None) -> dict[str, dict[str, Any]]:
+        """user -> index -> config of what ``reader`` may read (None: all; acl.shown_config)."""
+        hidden = frozenset() if reader is None else await self.hidden_indexes(reader)
+        found: dict[str, dict[str, Any]] = {}
+        for i in await self._storage.list_indexes():
+            if i.name not in hidden:
+                found.setdefault(i.user, {})[i.index] = shown_config(i.config.to_json(), hidden)
+        return found
+
+    async def get_user(self, name: str, reader: Identity | None = None) -> dict[str, Any]:
         user = await self._user(name)
-        return usr.public_view(name, user.profile, await self._indexes_view(name))
+        return usr.public_view(name, user.profile, (await self._indexes_view(reader)).get(name, {}))
 
-    async def list_users(self) -> dict[str, Any]:
-        by_user: dict[str, dict[str, Any]] = {}
-        for index in await self._storage.list_indexes():
-            by_user.setdefault(index.user, {})[index.index] = index.config.to_json()
+    async def list_users(self, reader: Identity | None = None) -> dict[str, Any]:
+        """Users and their indexes (of ``get_user`` too): those ``reader`` may read."""
+        by_user = await self._indexes_view(reader)
         return {u.name: usr.public_view(u.name, u.profile, by_user.get(u.name, {}))
                 for u in await self._storage.list_users()}
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from devpi_twisted.model import audit, releases
-from devpi_twisted.model.acl import PKG_READ, UPLOAD, Identity, matches
+from devpi_twisted.model.acl import PKG_READ, UPLOAD, Identity, check_read, matches
 from devpi_twisted.model.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.release_files import (
@@ -53,8 +53,9 @@ async def push(ops: ReleaseOps, identity: Identity, user: str, index: str, body:
         raise InvalidInput(f"unknown additional options: {', '.join(extra)}")
     if body.get("no_docs") and body.get("only_docs"):
         raise InvalidInput("can't use 'no_docs' and 'only_docs' together")
-    await ops.stage(user, index)
+    source_config = await ops.stage(user, index)  # read: pkg_read on the source
     project = normalize_project(name)
+    check_read(identity, user, index, source_config.acl_read, project)
     current = await ops.version_record(user, index, project, version) if name and version else None
     if current is None:
         raise InvalidInput(f"there are no files for {name} {version} on stage {source}")
@@ -136,6 +137,7 @@ async def push_external(ops: ReleaseOps, identity: Identity, user: str, index: s
     if not http_url(body["posturl"]):
         raise InvalidInput("posturl must be an http or https URL")
     config = await ops.stage(user, index)
+    check_read(identity, user, index, config.acl_read, normalize_project(name))
     if not may_upload(identity, config):
         if not identity.authenticated:
             raise Unauthenticated(f"log in with upload permission on {user}/{index} to push "

@@ -19,6 +19,7 @@ from devpi_twisted.model import push as pushing
 from devpi_twisted.model import releases
 from devpi_twisted.model.acl import (
     ANONYMOUS, DEL_ENTRY, DEL_PROJECT, DEL_VERDATA, TOXRESULT_UPLOAD, UPLOAD, Identity, matches,
+    readable_order,
 )
 from devpi_twisted.model.errors import Conflict, Forbidden, Gone, InvalidInput, NotFound, Unauthenticated
 from devpi_twisted.model.indexes import resolution_order
@@ -263,12 +264,13 @@ class ReleaseOps:
 
     # -- views and deletions ------------------------------------------------------------
 
-    async def _stages_with(self, user: str, index: str, project: str,
-                           ignore_bases: bool) -> list[tuple[str, list[VersionRecord]]]:
+    async def _stages_with(self, user: str, index: str, project: str, ignore_bases: bool,
+                           reader: Identity | None = None) -> list[tuple[str, list[VersionRecord]]]:
         configs: dict[str, IndexConfig] = {i.name: i.config for i in await self._storage.list_indexes()}
         if f"{user}/{index}" not in configs:
             raise NotFound(f"The stage {user}/{index} could not be found.")
         order = [f"{user}/{index}"] if ignore_bases else resolution_order(f"{user}/{index}", configs.get)
+        order = readable_order(reader, order, lambda stage: configs[stage].acl_read)
         found = []
         for stage in order:
             if configs[stage].is_mirror:
@@ -279,12 +281,13 @@ class ReleaseOps:
                 found.append((stage, records))
         return found
 
-    async def project_versions(self, user: str, index: str, name: str,
-                               ignore_bases: bool = False) -> dict[str, dict[str, Any]]:
-        """version -> version data (first stage wins, later ones under ``+shadowing``)."""
+    async def project_versions(self, user: str, index: str, name: str, ignore_bases: bool = False,
+                               reader: Identity | None = None) -> dict[str, dict[str, Any]]:
+        """version -> version data (first stage wins, later ones under ``+shadowing``), of
+        the stages ``reader`` may read (refused if not the index; None: all)."""
         project = normalize_project(name)
         result: dict[str, dict[str, Any]] = {}
-        stages = await self._stages_with(user, index, project, ignore_bases)
+        stages = await self._stages_with(user, index, project, ignore_bases, reader)
         if not stages:
             raise NotFound(f"no project '{project}'")
         for _, records in stages:

@@ -6,9 +6,16 @@ from an earlier stage; mirrors come last, with the links of their stored
 upstream page, unless a private stage has the project and no mirror_whitelist
 lets the mirror in (model.md 6.2). Before a mirror's page is read, the caller's
 ``refresh`` makes it current (the mirror layer decides when to ask upstream).
-Pages are kept per (index, project) with the serial they were built at, and
-reused while storage reports no change to that project or to any index
-configuration since.
+Pages are kept per (index, project, stages hidden from the reader) with the serial
+they were built at, and reused while storage reports no change to that project or
+to any index configuration since.
+
+Read permission (model/acl.py): the requested index must be readable by the
+``reader`` (else its refusal), and bases the reader may not read are left out of
+the order, so an index inheriting from a private base never shows it. ``reader``
+None is an internal caller, who sees everything. The stages and their acl_read are
+kept per requested index (``_Chain``), so a warm page costs one pass over them, and
+none when all are public.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from typing import Any
 
 import attrs
 
+from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, Identity, Readers, check_read, \
+    hidden_stages, public, readable_order, readers_of
 from devpi_twisted.model.errors import DomainError, InvalidInput, NotFound
 from devpi_twisted.model.indexes import resolution_order
 from devpi_twisted.model.names import normalize_project
@@ -29,6 +38,7 @@ from devpi_twisted.storage.values import IndexConfig, MirrorConfig, StageConfig,
 # when no upstream request is needed, else awaitable
 Refresh = Callable[[str, MirrorConfig, str], str | Awaitable[str]]
 MirrorPage = Callable[[str, str], Awaitable[MirrorRecord | None]]  # (mirror, project)
+Identify = Callable[[], Awaitable[Identity]]  # who asks, authenticated when needed
 FRESH = "fresh"
 OFFLINE = "offline"  # served from the cache, upstream never asked: only stored files count
 
@@ -59,6 +69,16 @@ class ProjectPage:
     # built from a mirror's page not committed yet: its content is not the state at
     # ``serial`` (no ETag from that)
     provisional: bool = False
+    hidden: tuple[str, ...] = ()  # stages of the order left out: the reader may not read them
+
+
+@attrs.frozen
+class _Chain:
+    """An index's resolution order with each stage's acl_read, as of ``serial``."""
+
+    serial: int
+    readers: Readers
+    all_public: bool
 
 
 def _links_of_version(stage: str, data: VersionData) -> list[Link]:
@@ -127,27 +147,48 @@ class SimpleOps:
         also knows pages still being written); storage by default."""
         self._storage = storage
         self._mirror_page = mirror_page or self._stored_page
-        self._pages: dict[tuple[str, str], ProjectPage] = {}
+        self._pages: dict[tuple[str, str, tuple[str, ...]], ProjectPage] = {}
+        self._chains: dict[str, _Chain] = {}
 
     async def _stored_page(self, name: str, project: str) -> MirrorRecord | None:
         user, index = name.split("/", 1)
         return await self._storage.get_mirror_project(user, index, project)
 
-    async def _order(self, user: str, index: str) -> list[str]:
+    async def _order(self, user: str, index: str, reader: Identity | None = None) -> list[str]:
+        """The resolution order, without the stages ``reader`` may not read (refused if
+        the first)."""
         configs = {i.name: i.config for i in await self._storage.list_indexes()}
         if f"{user}/{index}" not in configs:
             raise NotFound(f"The stage {user}/{index} could not be found.")
-        return resolution_order(f"{user}/{index}", configs.get)
+        order = resolution_order(f"{user}/{index}", configs.get)
+        return readable_order(reader, order, lambda stage: configs[stage].acl_read)
+
+    async def _chain(self, requested: str, project: str) -> _Chain:
+        """The order and acl_read of ``requested``, reused while no config changed."""
+        chain = self._chains.get(requested)
+        if chain is not None and not self._storage.changed_since(project, chain.serial):
+            return chain
+        configs = {i.name: i.config for i in await self._storage.list_indexes()}
+        serial = self._storage.serial
+        if requested not in configs:
+            raise NotFound(f"The stage {requested} could not be found.")
+        readers = readers_of((stage, configs[stage].acl_read)
+                             for stage in resolution_order(requested, configs.get))
+        chain = _Chain(serial, readers, all(public(acl) for _, _, acl in readers))
+        if len(self._chains) >= PAGE_CACHE_SIZE:
+            self._chains.pop(next(iter(self._chains)))
+        self._chains[requested] = chain
+        return chain
 
     async def project_names(self, user: str, index: str,
-                            remote: Callable[[str, MirrorConfig], Any] | None = None
-                            ) -> list[str]:
+                            remote: Callable[[str, MirrorConfig], Any] | None = None,
+                            reader: Identity | None = None) -> list[str]:
         """Normalised names along the bases, each once, stage by stage (of a mirror:
         ``remote(name, config)``, upstream's list if known, else the projects it holds
         a page of)."""
         names: dict[str, None] = {}
         configs = {i.name: i.config for i in await self._storage.list_indexes()}
-        for stage in await self._order(user, index):
+        for stage in await self._order(user, index, reader):
             owner, name = stage.split("/", 1)
             config = configs[stage]
             if isinstance(config, MirrorConfig):
@@ -165,16 +206,17 @@ class SimpleOps:
         return record is not None and not record.deleted
 
     async def mirror_versions(self, user: str, index: str, name: str, refresh: Refresh | None,
-                              ignore_bases: bool = False) -> list[dict[str, dict[str, Any]]]:
+                              ignore_bases: bool = False, reader: Identity | None = None
+                              ) -> list[dict[str, dict[str, Any]]]:
         """Version data of ``name`` synthesised from the links of the mirrors ``user/index``
         consults (api.md 7.3: name, version, requires_python, yanked, ``+elinks``), one
         map per mirror in resolution order; [] when none has it. NotFound for an unknown
         index; a failing mirror as in ``project_view``."""
-        mirrors = await self.mirrors_of(user, index)
+        mirrors = await self.mirrors_of(user, index, reader)
         if not mirrors or (ignore_bases and f"{user}/{index}" not in mirrors):
             return []
         try:
-            page, _ = await self.project_view(user, index, name, refresh)
+            page, _ = await self.project_view(user, index, name, refresh, reader)
         except NotFound:
             return []
         found: dict[str, dict[str, dict[str, Any]]] = {m: {} for m, _ in page.mirrors}
@@ -197,32 +239,43 @@ class SimpleOps:
                 "hashes": {"sha256": link.sha256} if link.sha256 else {}})
         return [versions for versions in found.values() if versions]
 
-    async def mirrors_of(self, user: str, index: str) -> list[str]:
-        """The mirror indexes in ``user/index``'s resolution order."""
+    async def mirrors_of(self, user: str, index: str, reader: Identity | None = None) -> list[str]:
+        """The mirror indexes in ``user/index``'s resolution order (that ``reader`` may read)."""
         configs = {i.name: i.config for i in await self._storage.list_indexes()}
-        return [s for s in await self._order(user, index) if configs[s].is_mirror]
+        return [s for s in await self._order(user, index, reader) if configs[s].is_mirror]
 
     async def project_page(self, user: str, index: str, name: str,
                            refresh: Refresh | None = None) -> ProjectPage:
         return (await self.project_view(user, index, name, refresh))[0]
 
     async def project_view(self, user: str, index: str, name: str,
-                           refresh: Refresh | None = None) -> tuple[ProjectPage, bool]:
-        """The links of ``name`` as seen from ``user/index``, and whether a mirror's part
-        was served from its cache rather than confirmed by upstream just now (stale);
-        NotFound if no index has it."""
+                           refresh: Refresh | None = None,
+                           reader: Identity | Identify | None = None
+                           ) -> tuple[ProjectPage, bool]:
+        """The links of ``name`` as seen from ``user/index`` by ``reader`` (an Identify:
+        asked only if some stage is not public), and whether a mirror's part was served
+        from its cache rather than confirmed by upstream just now (stale); NotFound if
+        no index has it."""
         project = normalize_project(name)
-        key = (f"{user}/{index}", project)
+        requested = f"{user}/{index}"
         synced = self._storage.sync()  # commits of the other worker processes first
         if not synced.called:
             await synced
-        cached = self._pages.get(key)
+        hidden: tuple[str, ...] = ()
+        if reader is not None:
+            chain = await self._chain(requested, project)
+            if not isinstance(reader, Identity):  # pages of public chains are anyone's
+                reader = ANONYMOUS_IDENTITY if chain.all_public else await reader()
+            hidden = hidden_stages(reader, chain.readers, chain.all_public)
+            if hidden[:1] == (requested,) or reader.scope is not None:
+                check_read(reader, user, index, chain.readers[0][2], project)
+        cached = self._pages.get((requested, project, hidden))
         if cached is not None and not self._storage.changed_since(project, cached.serial):
             fresh, _ = await self._refresh_mirrors(cached.mirrors, f"{user}/{index}", project,
                                                    refresh)
             if not self._storage.changed_since(project, cached.serial):
                 return cached, not fresh
-        return await self._build(user, index, project, refresh)
+        return await self._build(user, index, project, refresh, hidden)
 
     async def _refresh_mirrors(self, mirrors: tuple[tuple[str, MirrorConfig], ...],
                                requested: str, project: str, refresh: Refresh | None
@@ -248,12 +301,12 @@ class SimpleOps:
                 fresh = False
         return fresh, offline
 
-    async def _build(self, user: str, index: str, project: str,
-                     refresh: Refresh | None) -> tuple[ProjectPage, bool]:
+    async def _build(self, user: str, index: str, project: str, refresh: Refresh | None,
+                     hidden: tuple[str, ...] = ()) -> tuple[ProjectPage, bool]:
         serial = self._storage.serial
         configs = {i.name: i.config for i in await self._storage.list_indexes()}
         requested = f"{user}/{index}"
-        order = await self._order(user, index)
+        order = [stage for stage in await self._order(user, index) if stage not in hidden]
         records = {}
         for stage in order:
             if not configs[stage].is_mirror:
@@ -294,8 +347,8 @@ class SimpleOps:
         if not found:
             raise NotFound(f"The project {project} does not exist.")
         page = ProjectPage(requested, project, tuple(links), tuple(sorted(versions)), serial,
-                           mirrors, provisional)
+                           mirrors, provisional, hidden)
         if len(self._pages) >= PAGE_CACHE_SIZE:
             self._pages.pop(next(iter(self._pages)))
-        self._pages[(requested, project)] = page
+        self._pages[(requested, project, hidden)] = page
         return page, not fresh

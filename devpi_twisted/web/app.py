@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from devpi_twisted.mirror.urls import masked_url
-from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, may_read
+from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, may_read, shown_config
 from devpi_twisted.model.errors import (Forbidden, InvalidInput, NotFound, TooManyAttempts,
                                         Unauthenticated, Unavailable)
 from devpi_twisted.model.names import normalize_project
@@ -77,7 +77,7 @@ class ManagementApp:
 
     async def list_users(self, request: HttpRequest) -> bytes:
         json_view(request)
-        users = await self._ops.list_users()
+        users = await self._ops.list_users(await self._helpers.identity(request))
         return render.result(request, "list:userconfig",
                              {name: _shown_user(user) for name, user in users.items()})
 
@@ -206,7 +206,9 @@ class ManagementApp:
 
     async def get_user(self, request: HttpRequest, user: str) -> bytes:
         json_view(request)
-        return render.result(request, "userconfig", _shown_user(await self._ops.get_user(user)))
+        identity = await self._helpers.identity(request)
+        return render.result(request, "userconfig",
+                             _shown_user(await self._ops.get_user(user, identity)))
 
     async def create_user(self, request: HttpRequest, user: str) -> bytes:
         body = render.read_json(request)
@@ -230,11 +232,13 @@ class ManagementApp:
     # -- indexes ----------------------------------------------------------------
 
     async def get_index(self, request: HttpRequest, user: str, index: str) -> bytes:
+        config = (await self._helpers.readable(request, user, index)).to_json()
+        identity = await self._helpers.identity(request)
+        config = shown_config(config, await self._ops.hidden_indexes(identity))
         listing = await self._listing(request, user, index)
         if listing is not None:
             return listing
         json_view(request)
-        config = (await self._ops.get_index(user, index)).to_json()
         if not flag(request, b"no_projects"):
             config["projects"] = await self._project_names(user, index)
         return render.result(request, "indexconfig", _shown_index(config))

@@ -42,10 +42,10 @@ def build_resource(ops: ServerOps, info: ServerInfo, releases: ReleaseOps, simpl
                    replica: ReplicaLoop | None = None, audit: AuditOps | None = None) -> IResource:
     """The root resource answering every route of web/routes.py: ``mirror`` where this
     node mirrors, ``feed`` where it serves replicas, ``replica`` where it is one."""
-    helpers = RequestHelpers(ops, info)
+    helpers = RequestHelpers(ops, info, feed)
     copies = BlobCopies(blobs, staging)
     pages = SimplePages(ops, simple, helpers, mirror)
-    files = FileApp(ops, releases, blobs, offload, mirror, replica)
+    files = FileApp(ops, releases, blobs, offload, helpers.identity, mirror, replica)
     apps = {
         "management": ManagementApp(ops, info, helpers, releases.project_names,
                                     pages.installer_listing),
@@ -55,7 +55,8 @@ def build_resource(ops: ServerOps, info: ServerInfo, releases: ReleaseOps, simpl
                                staging),
         "uploads": UploadApp(releases, helpers, copies, offload, staging, http,
                              lambda: mirror is not None and mirror.offline),
-        "ops": OpsApp(ops, info, blobs, metrics, files.stats, mirror, feed, replica),
+        "ops": OpsApp(ops, info, blobs, metrics, files.stats, helpers.identity, mirror, feed,
+                      replica),
         "replication": ReplicationApp(feed),
         "tokens": TokenApp(ops, helpers),
         "audit": AuditApp(audit, helpers),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from twisted.python.failure import Failure
 
-from devpi_twisted.model.errors import DomainError
+from devpi_twisted.model.errors import DomainError, Unauthenticated
 from devpi_twisted.storage.interface import StorageUnavailable
 from devpi_twisted.web import render
 from devpi_twisted.web.deps import HttpRequest
@@ -15,6 +15,11 @@ from devpi_twisted.web.deps import HttpRequest
 def domain_error(request: HttpRequest, failure: Failure) -> bytes:
     error = failure.value
     assert isinstance(error, DomainError)
+    if isinstance(error, Unauthenticated) and error.challenge and \
+            getattr(request, "devpi_bad_credentials", False):  # (web/helpers.py)
+        error = Unauthenticated("the credentials sent are not valid (wrong user or password, "
+                                f"or an expired login token): {error.message}",
+                                challenge=True, realm=error.realm)
     return render.domain_error(request, error)
 
 

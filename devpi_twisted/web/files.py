@@ -1,6 +1,8 @@
 """Release files of every index (FileApp): sent with sendfile (web/sendfile.py) or through a
 producer, with ETag, Range and conditional requests; a mirror's file not stored yet is
-fetched from upstream while the client receives it (mirror/cache.py)."""
+fetched from upstream while the client receives it (mirror/cache.py). Each request is
+guarded first by the read permission of the index in its URL (a file is served only
+under the index that holds it); files of private indexes are not ``public`` to caches."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import mimetypes
 import re
 import time
 from urllib.parse import quote
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer
@@ -17,6 +19,7 @@ from twisted.logger import Logger
 
 from devpi_twisted.mirror.cache import MirrorFailed, NoSuchFile, TransferBroken
 from devpi_twisted.mirror.upstream import with_credentials
+from devpi_twisted.model.acl import Identity, check_read, public
 from devpi_twisted.model.errors import Gone, InvalidInput, NotFound, UpstreamFailed
 from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.ops import ServerOps
@@ -51,9 +54,10 @@ class FileApp:
     mirror cache and replica loop where there are; counts in ``stats``."""
 
     def __init__(self, ops: ServerOps, releases: ReleaseOps, blobs: BlobStore,
-                 offload: Offload, mirror: MirrorFiles | None = None,
-                 replica: ReplicaFiles | None = None) -> None:
+                 offload: Offload, identity: Callable[[HttpRequest], Awaitable[Identity]],
+                 mirror: MirrorFiles | None = None, replica: ReplicaFiles | None = None) -> None:
         self._ops = ops
+        self._identity = identity
         self._releases = releases
         self._blobs = blobs
         self._offload = offload
@@ -63,11 +67,30 @@ class FileApp:
         self.stats = {"mirror_file_hits": 0, "accel_redirects": 0}
 
     async def release_file(self, request: HttpRequest, user: str, index: str, rest: str) -> bytes:
+        await self._check_read(request, user, index, rest)
         return await self._file(request, user, index, f"{user}/{index}/+f/{rest}")
 
     async def external_file(self, request: HttpRequest, user: str, index: str, rest: str) -> bytes:
         """A mirrored file upstream published without a sha256 (mirror.md 5)."""
+        await self._check_read(request, user, index, rest)
         return await self._file(request, user, index, f"{user}/{index}/+e/{rest}")
+
+    async def _check_read(self, request: HttpRequest, user: str, index: str, rest: str) -> None:
+        """pkg_read on the index (and the file's project, for a token naming projects);
+        the files of a public index are anyone's: no credentials checked."""
+        config = await self._ops.get_index(user, index)
+        if public(config.acl_read):
+            return
+        request.devpi_private = True  # type: ignore[attr-defined]  # (a DevpiRequest's)
+        identity = await self._identity(request)
+        project = None
+        if identity.scope is not None and identity.scope.projects is not None:
+            try:
+                name = split_filename(rest.rsplit("/", 1)[-1].removesuffix(".metadata"))[0]
+                project = normalize_project(name)
+            except InvalidInput:
+                project = ":unknown:"  # no project a token may name
+        check_read(identity, user, index, config.acl_read, project)
 
     async def _surely_not_stored(self, user: str, index: str, relpath: str) -> bool:
         """A file of a mirror page this process just created: not stored, no need to look
@@ -192,7 +215,9 @@ class FileApp:
         request.setHeader(b"Content-Type", content_type(relpath.rsplit("/", 1)[-1]))
         request.setHeader(b"ETag", etag)
         request.setHeader(b"Accept-Ranges", b"bytes")
-        request.setHeader(b"Cache-Control", b"max-age=365000000, immutable, public")
+        request.setHeader(b"Cache-Control", b"max-age=365000000, immutable, private"
+                          if getattr(request, "devpi_private", False) else
+                          b"max-age=365000000, immutable, public")
         if entry.get("last_modified"):
             request.setHeader(b"Last-Modified", str(entry["last_modified"]).encode())
         if request.getHeader(b"If-None-Match") == etag:

@@ -7,18 +7,20 @@ status with latency histograms, upstream fetches, mirror cache hits and misses,
 downloads nginx sent (X-Accel-Redirect), files stored and their bytes per index
 (a scan of the blob store, at most every five minutes), the serial and the
 replication state (a replica's lag behind its primary; a standalone node or a
-primary is never behind).
+primary is never behind). Per-index figures and replication errors name only the
+indexes the caller may read (pkg_read).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from twisted.logger import Logger
 
+from devpi_twisted.model.acl import Identity
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.replication.feed import ChangelogFeed
 from devpi_twisted.storage.blobs import BlobStore
@@ -41,15 +43,17 @@ DEVPI_API_VERSION = "6.20.3"
 
 class OpsApp:
     """Health, metrics and status. Needs the server's operations and info, the blob
-    store (its usage and copy counters), the mirror's and replica's status if there
+    store (its usage and copy counters), who the caller is (what they may read), the mirror's and replica's status if there
     are, a primary's changelog feed, the request counters, and the file counters of
     this process (web/files.py)."""
 
     def __init__(self, ops: ServerOps, info: ServerInfo, blobs: BlobStore | None,
                  metrics: RequestMetrics, file_stats: Mapping[str, int],
+                 identity: Callable[[HttpRequest], Awaitable[Identity]],
                  mirror: MirrorStatus | None = None, feed: ChangelogFeed | None = None,
                  replica: ReplicaStatus | None = None) -> None:
         self._ops = ops
+        self._identity = identity
         self._info = info
         self._blobs = blobs
         self._metrics = metrics
@@ -66,9 +70,15 @@ class OpsApp:
             "status": "ok", "serial": self._ops.serial, "role": self._info.role,
             "requests-only": self._info.requests_only})
 
+    async def _readable(self, request: HttpRequest) -> frozenset[str]:
+        """The ``user/index`` names the caller may read."""
+        users = await self._ops.list_users(await self._identity(request))
+        return frozenset(f"{u}/{i}" for u, view in users.items() for i in view["indexes"])
+
     async def metrics(self, request: HttpRequest) -> bytes:
         await self._ops.sync()
-        usage = await self._stored_files()
+        readable = await self._readable(request)
+        usage = {i: v for i, v in (await self._stored_files()).items() if i in readable}
         common = {"process": "worker" if self._info.requests_only else "main",
                   "pid": str(os.getpid())}
         request.setHeader(b"Content-Type", PROMETHEUS_TEXT)
@@ -167,10 +177,13 @@ class OpsApp:
                                  tuple(({"index": i}, b) for i, (_, b) in sorted(usage.items()))))
         return series
 
-    def status_metrics(self) -> list[list[Any]]:
-        """The series as devpi's /+status ``metrics``: [name, type, value] (labels in the name)."""
+    def status_metrics(self, readable: frozenset[str] | None = None) -> list[list[Any]]:
+        """The series as devpi's /+status ``metrics``: [name, type, value] (labels in the
+        name); per-index ones of the ``readable`` indexes only (None: all)."""
         found = []
-        for s in self.metric_series(self._usage[1] if self._usage is not None else None):
+        usage = None if self._usage is None else \
+            {i: v for i, v in self._usage[1].items() if readable is None or i in readable}
+        for s in self.metric_series(usage):
             for labels, value in s.samples:
                 suffix = "".join(f"_{v}" for v in labels.values())
                 found.append([f"devpi_twisted_{s.name}{suffix}", s.kind, value])
@@ -179,6 +192,7 @@ class OpsApp:
     async def status(self, request: HttpRequest) -> bytes:
         json_view(request)
         await self._ops.sync()
+        readable = await self._readable(request)
         info = self._info
         serial = self._ops.serial
         status = {
@@ -189,12 +203,16 @@ class OpsApp:
             "last-commit-timestamp": self._ops.last_commit_time,
             "event-serial": serial, "event-serial-timestamp": self._ops.last_commit_time,
             "event-serial-in-sync-at": self._ops.last_commit_time,
-            "metrics": self.status_metrics(),
+            "metrics": self.status_metrics(readable),
             "role": "REPLICA" if info.role == "replica" else "MASTER",
             "polling_replicas": {},
             "process": {"pid": os.getpid(), "requests-only": info.requests_only},
             **self._more_status(),
         }
+        errors = status.get("replication-errors")
+        if isinstance(errors, dict):  # keyed by relpath (user/index/+f/...)
+            status["replication-errors"] = {
+                k: v for k, v in errors.items() if "/".join(str(k).split("/", 2)[:2]) in readable}
         return render.result(request, "status", status)
 
     def _more_status(self) -> dict[str, Any]:

@@ -5,7 +5,9 @@ bytes cached per page object, and a mirror's pages brought up to date from upstr
 
 from __future__ import annotations
 
+import functools
 import time
+import zlib
 from collections.abc import Awaitable
 from email.utils import formatdate
 
@@ -55,8 +57,13 @@ class SimplePages:
     async def simple_list(self, request: HttpRequest, user: str, index: str) -> bytes:
         if not request.path.endswith(b"/") and not installer_or_json(request):
             return self._helpers.redirect(request, request.path + b"/")
+        return await self._project_list(request, user, index)
+
+    async def _project_list(self, request: HttpRequest, user: str, index: str) -> bytes:
+        """The names along the bases the caller may read (refused if not the index)."""
         names = await self._simple.project_names(
-            user, index, self._mirror.names if self._mirror is not None else None)
+            user, index, self._mirror.names if self._mirror is not None else None,
+            await self._helpers.identity(request))
         body, ctype = render_project_list(request, f"{user}/{index}", names)
         return page(request, body, ctype)
 
@@ -64,10 +71,7 @@ class SimplePages:
         """The project list for installers asking for the index URL; None for others."""
         if not installer_or_json(request) or "application/json" in render.accept(request):
             return None
-        names = await self._simple.project_names(
-            user, index, self._mirror.names if self._mirror is not None else None)
-        body, ctype = render_project_list(request, f"{user}/{index}", names)
-        return page(request, body, ctype)
+        return await self._project_list(request, user, index)
 
     async def simple_project(self, request: HttpRequest, user: str, index: str,
                              project: str) -> bytes:
@@ -78,7 +82,8 @@ class SimplePages:
             return self._helpers.redirect(request, f"/{user}/{index}/+simple/{normalized}/".encode())
         if not request.path.endswith(b"/") and not installer_or_json(request):
             return self._helpers.redirect(request, request.path + b"/")
-        view, stale = await self._simple.project_view(user, index, project, self.refresh)
+        view, stale = await self._simple.project_view(  # (credentials checked for private pages)
+            user, index, project, self.refresh, functools.partial(self._helpers.identity, request))
         if view.provisional and request.getHeader(_REPLICA_UUID) and self._mirror is not None:
             for mirror, _ in view.mirrors:  # a replica waits for the serial in our answer
                 await self._mirror.page_stored(mirror, view.project)
@@ -90,7 +95,8 @@ class SimplePages:
             request.setHeader(b"Pragma", b"no-cache")
         as_json = wants_json(request)
         if not view.provisional:
-            etag = b'"%d-%s"' % (view.serial, b"json" if as_json else b"html")
+            etag = b'"%d-%s%s"' % (view.serial, b"json" if as_json else b"html",
+                                   b"-%x" % zlib.crc32("|".join(view.hidden).encode()) if view.hidden else b"")
             request.setHeader(b"ETag", etag)
             if request.getHeader(b"If-None-Match") == etag:
                 request.setResponseCode(304)
@@ -120,8 +126,9 @@ class SimplePages:
                               project: str) -> bytes:
         """Ask upstream again for ``project`` on every mirror the index inherits from."""
         project = normalize_project(project)
+        identity = await self._helpers.identity(request)
         if self._mirror is not None:  # asked here and now, so every worker sees the result
-            for name in await self._simple.mirrors_of(user, index):
+            for name in await self._simple.mirrors_of(user, index, identity):
                 self._mirror.forget(name, project)
                 config = await self._ops.get_index(*name.split("/", 1))
                 try:

@@ -63,6 +63,7 @@ class ProjectApp:
     async def project_view(self, request: HttpRequest, user: str, index: str, project: str) -> bytes:
         if is_installer(request) and "application/json" not in render.accept(request):
             return await self._pages.simple_project(request, user, index, project)
+        await self._helpers.readable(request, user, index)  # refused before anything else
         normalized = normalize_project(project)
         if normalized != project:
             return self._helpers.redirect(request, f"/{user}/{index}/{normalized}/".encode())
@@ -74,7 +75,7 @@ class ProjectApp:
         shape = (request.args.get(b"v") or [b"1"])[0].decode("utf-8", "replace") or "1"
         if shape not in ("1", "2"):
             raise InvalidInput(f"The requested result version must be 1 to 2, got {shape!r}")
-        versions = await self._project_versions(user, index, project,
+        versions = await self._project_versions(request, user, index, project,
                                                 flag(request, b"ignore_bases"))
         result = {v: self._api_links(request, d) for v, d in versions.items()}
         if shape == "1":
@@ -82,17 +83,21 @@ class ProjectApp:
         config = await self._ops.project_config(user, index, project)
         return render.result(request, "projectconfig_v2", {"config": config, "versions": result})
 
-    async def _project_versions(self, user: str, index: str, project: str,
+    async def _project_versions(self, request: HttpRequest, user: str, index: str, project: str,
                                 ignore_bases: bool = False) -> dict[str, dict[str, Any]]:
         """The versions of the stages (first wins), then those of the mirrors consulted
         (their links brought up to date first): later ones of a version go under
-        ``+shadowing``. NotFound if none has the project."""
+        ``+shadowing``; only of the stages the caller may read (refused if not the
+        index). NotFound if none has the project."""
+        reader = await self._helpers.identity(request)
         mirrored = await self._simple.mirror_versions(user, index, project, self._pages.refresh,
-                                                      ignore_bases)
+                                                      ignore_bases, reader)
         if not mirrored:
-            return await self._releases.project_versions(user, index, project, ignore_bases)
+            return await self._releases.project_versions(user, index, project, ignore_bases,
+                                                         reader)
         try:
-            versions = await self._releases.project_versions(user, index, project, ignore_bases)
+            versions = await self._releases.project_versions(user, index, project, ignore_bases,
+                                                             reader)
         except NotFound:  # (the index exists: mirror_versions said so)
             versions = {}
         return with_mirrored(versions, mirrored)
@@ -107,12 +112,13 @@ class ProjectApp:
 
     async def version_view(self, request: HttpRequest, user: str, index: str, project: str,
                            version: str) -> bytes:
+        await self._helpers.readable(request, user, index)  # refused before anything else
         normalized = normalize_project(project)
         if normalized != project:
             return self._helpers.redirect(request,
                                           f"/{user}/{index}/{normalized}/{version}".encode())
         json_view(request)
-        versions = await self._project_versions(user, index, project)
+        versions = await self._project_versions(request, user, index, project)
         if version not in versions:
             raise NotFound(f"The version {version} of project {normalized} does not exist.")
         return render.result(request, "versiondata", self._api_links(request, versions[version]))
@@ -162,6 +168,7 @@ class ProjectApp:
         """A page of the uploaded documentation, streamed from the doc zip: memory stays
         at a chunk or two however far the page inflates. Served in a sandbox (no script
         of the docs acts in our origin) and never sniffed into another type."""
+        await self._helpers.readable(request, user, index, normalize_project(project))
         relpath, sha256 = await self._releases.doc_zip(user, index, project, version)
         local = self._blobs.local_path(relpath)
         if local is None:  # a database store: keep one copy per doc zip on disk to read from

@@ -127,7 +127,7 @@ def error(request: HttpRequest, status: int, text: str) -> bytes:
 def domain_error(request: HttpRequest, e: errors.DomainError) -> bytes:
     status = next((code for cls, code in STATUS.items() if isinstance(e, cls)), 400)
     if isinstance(e, errors.Unauthenticated) and e.challenge:
-        request.setHeader(b"WWW-Authenticate", b'Basic realm="pypi"')
+        request.setHeader(b"WWW-Authenticate", b'Basic realm="%s"' % e.realm.encode("ascii"))
     retry_after = getattr(e, "retry_after", None)
     if retry_after is not None:
         request.setHeader(b"Retry-After", b"%d" % max(1, math.ceil(retry_after)))

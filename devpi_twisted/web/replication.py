@@ -7,13 +7,7 @@ from devpi_twisted.replication import protocol
 from devpi_twisted.replication.feed import ChangelogFeed, FeedRefused, parse_start
 from devpi_twisted.web import render
 from devpi_twisted.web.deps import HttpRequest
-from devpi_twisted.web.helpers import flag
-
-
-def request_headers(request: HttpRequest) -> dict[str, str]:
-    """The request's headers, names lower-cased (the last value of a repeated one)."""
-    return {name.decode("latin-1").lower(): values[-1].decode("latin-1")
-            for name, values in request.requestHeaders.getAllRawHeaders()}
+from devpi_twisted.web.helpers import flag, request_headers
 
 
 class ReplicationApp:
