@@ -15,7 +15,7 @@ import attrs
 
 from devpi_twisted.model import releases
 from devpi_twisted.model.errors import Conflict, InvalidInput, NotFound
-from devpi_twisted.storage.values import FileLink
+from devpi_twisted.storage.values import FileLink, VersionData
 
 RELEASEFILE = "releasefile"
 DOCZIP = "doczip"
@@ -94,3 +94,29 @@ def overwritten(old: FileLink, now: float) -> dict[str, Any]:
     count = sum(entry["count"] for entry in old.log
                 if entry.get("what") == "overwrite" and isinstance(entry.get("count"), int))
     return releases.log_entry("overwrite", None, now, count=count + 1)
+
+
+def without_file(data: VersionData, relpath: str) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The version's data (JSON) without the file ``relpath`` and the tox results
+    pointing at it (None: no link is left), and the paths that go with them."""
+    removed = [link for link in data.links
+               if link.entrypath == relpath or link.for_entrypath == relpath]
+    kept = [link for link in data.links if link not in removed]
+    gone: dict[str, Any] = {path: entry for link in removed
+                            for path, entry in gone_paths(link).items()}
+    gone[relpath] = {}
+    return (data.with_links(kept) if kept else None), gone
+
+
+def with_yanked(data: VersionData, filename: str | None, yanked: bool | str) -> dict[str, Any] | None:
+    """The version's data (JSON) with its release files (or the one named) yanked
+    (``True`` or a reason) or unyanked (``False``); None when no release file matches."""
+    links: list[FileLink | dict[str, Any]] = []
+    for link in data.links:
+        if link.rel == RELEASEFILE and filename in (None, link.filename):
+            changed = {k: v for k, v in link.to_json().items() if k != "yanked"}
+            links.append(changed if yanked is False else {**changed, "yanked": yanked})
+        else:
+            links.append(link)
+    touched = any(isinstance(link, dict) for link in links)
+    return data.with_links(links) if touched else None

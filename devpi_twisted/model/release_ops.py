@@ -31,7 +31,7 @@ from devpi_twisted.model.token_ops import require_scope
 from devpi_twisted.model.release_files import (  # (the names the web layer imports from here)
     DOCZIP, METADATA_SUFFIX, RELEASEFILE, TOXRESULT, BadForm, CheckArchive, Identical,
     IncomingFile, IncomingMetadata, StageMissing, file_entry, gmtime, gone_paths, iso_time,
-    overwritten,
+    overwritten, with_yanked, without_file,
 )
 from devpi_twisted.model.retry import retrying
 from devpi_twisted.storage.blobs import BlobStore
@@ -387,13 +387,7 @@ class ReleaseOps:
             current = await self.version_record(user, index, record.project, version)
             if current is None:
                 raise NotFound(f"package '{relpath}' doesn't exist")
-            links = current.data.links
-            removed = [link for link in links
-                       if link.entrypath == relpath or link.for_entrypath == relpath]
-            kept = [link for link in links if link not in removed]
-            data = None if not kept else current.data.with_links(kept)
-            gone = {path: entry for link in removed for path, entry in gone_paths(link).items()}
-            gone[relpath] = {}
+            data, gone = without_file(current.data, relpath)
             serial = await self._storage.write_release(
                 user, index, record.project, version, data, gone, current.serial)
             return Written(serial, None, f"package '{relpath}' deleted")
@@ -420,22 +414,11 @@ class ReleaseOps:
             current = await self.version_record(user, index, project, version)
             if current is None:
                 raise NotFound(f"The version {version} of project {project} does not exist.")
-            links: list[FileLink | dict[str, Any]] = []
-            touched = False
-            for link in current.data.links:
-                if link.rel == RELEASEFILE and filename in (None, link.filename):
-                    changed = {k: v for k, v in link.to_json().items() if k != "yanked"}
-                    if yanked is not False:
-                        changed["yanked"] = yanked
-                    touched = True
-                    links.append(changed)
-                else:
-                    links.append(link)
-            if not touched:
+            data = with_yanked(current.data, filename, yanked)
+            if data is None:
                 raise NotFound(f"no release file {filename} in {project} {version}")
             serial = await self._storage.write_release(
-                user, index, project, version, current.data.with_links(links), {},
-                current.serial)
+                user, index, project, version, data, {}, current.serial)
             what = "unyanked" if yanked is False else "yanked"
             self.auditor.record(audit.yank(identity, f"{user}/{index}", project, version, filename, yanked))
             return Written(serial, None, f"{project} {version}{' ' + filename if filename else ''} {what}")
