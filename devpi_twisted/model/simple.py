@@ -4,7 +4,8 @@ Links are collected along the resolution order (model.md 6): each stage that
 has the project adds its release files unless a file of that name was taken
 from an earlier stage; mirrors come last, with the links of their stored
 upstream page, unless a private stage has the project and no mirror_whitelist
-lets the mirror in (model.md 6.2). Before a mirror's page is read, the caller's
+lets the mirror in (model.md 6.2), also when the reader may not read that stage.
+Before a mirror's page is read, the caller's
 ``refresh`` makes it current (the mirror layer decides when to ask upstream).
 Pages are kept per (index, project, stages hidden from the reader) with the serial
 they were built at, and reused while storage reports no change to that project or
@@ -306,13 +307,17 @@ class SimpleOps:
         serial = self._storage.serial
         configs = {i.name: i.config for i in await self._storage.list_indexes()}
         requested = f"{user}/{index}"
-        order = [stage for stage in await self._order(user, index) if stage not in hidden]
+        full = await self._order(user, index)
+        order = [stage for stage in full if stage not in hidden]
         records = {}
-        for stage in order:
+        for stage in full:
             if not configs[stage].is_mirror:
                 owner, stage_index = stage.split("/", 1)
                 records[stage] = await self._storage.get_versions(owner, stage_index, project)
-        allowed = _whitelist(configs, order, requested, project,
+        # stages hidden from the reader still keep the mirror out (dependency confusion:
+        # a private base's project is never replaced by PyPI's of that name); their
+        # links are not shown
+        allowed = _whitelist(configs, full, requested, project,
                              {stage: bool(found) for stage, found in records.items()})
         mirrors = tuple((m, c) for m in order
                         if m in allowed and isinstance(c := configs[m], MirrorConfig))

@@ -194,6 +194,30 @@ def test_an_inheriting_index_never_shows_its_private_base(private: Private) -> N
     assert "1.0" in client.get("/alice/public/pkg", headers=auth["bob"]).json["result"]
 
 
+def test_a_hidden_private_base_still_keeps_the_mirrors_copy_out(private: Private) -> None:
+    """Dependency confusion: PyPI's "pkg" never stands in for the private base's "pkg",
+    not even for a caller who may not read that base (they get nothing)."""
+    client, alice = private.server.client, private.auth["alice"]
+    page = {"links": [{"filename": "pkg-6.6.tar.gz", "entrypath":
+                       "root/pypi/+f/abc/def0123456789a/pkg-6.6.tar.gz"}], "serial": 1}
+    result_of(private.server.storage.write_mirror_project("root", "pypi", "pkg", page, {}))
+    reply = client.request("PATCH", "/alice/public", ["bases=alice/private,root/pypi"],
+                           headers=alice)
+    assert reply.code == 200, reply.body
+    html = {"Accept": ["text/html"]}
+    for who in (None, "carol"):
+        shown = client.get("/alice/public/+simple/pkg/", headers={**html, **(
+            private.auth[who] if who else {})})
+        assert shown.code == 404 and b"pkg-6.6" not in shown.body, shown.body
+    reader = client.get("/alice/public/+simple/pkg/", headers={**html, **private.auth["bob"]})
+    assert b"pkg-1.0.tar.gz" in reader.body and b"pkg-6.6" not in reader.body
+    # a project the private base does not have comes from the mirror for everyone
+    page = {"links": [{"filename": "other-1.0.tar.gz", "entrypath":
+                       "root/pypi/+f/abc/def0123456789a/other-1.0.tar.gz"}], "serial": 1}
+    result_of(private.server.storage.write_mirror_project("root", "pypi", "other", page, {}))
+    assert b"other-1.0" in client.get("/alice/public/+simple/other/", headers=html).body
+
+
 def test_a_base_made_private_later_disappears_from_cached_pages(private: Private) -> None:
     client, alice = private.server.client, private.auth["alice"]
     html = {"Accept": ["text/html"]}
