@@ -348,14 +348,12 @@ def test_private_files_are_sent_by_nginx_only_to_readers(front: Front, private: 
     wheel = make_wheel(tmp_path, "ngx-secret", "1.0")
     twine(f"{front.url}/{private}/", wheel)
     path = file_path_of(front, private, "ngx-secret", wheel.name, basic("packages", "pkg-pass"))
-    if front.storage == "sqlite":
-        # the daemon answers X-Accel-Redirect (or, with its own read check, refuses):
-        # nginx sends the file only after /+authcheck said yes
-        status, _, headers = fetch(front.url + path)
-        assert status == 401 and headers["WWW-Authenticate"] == 'Basic realm="devpi"'
-        assert fetch(front.url + path, basic("ngxbob", "ngxbob-pw"))[0] == 403
-        assert fetch(front.url + path, basic("ngxalice", "wrong"))[0] == 401
-    # (on PostgreSQL the daemon sends the bytes itself: its own read check decides)
+    # on sqlite nginx sends the file only after /+authcheck said yes; on PostgreSQL the
+    # daemon sends the bytes itself and its own read check decides: the same answers
+    status, _, headers = fetch(front.url + path)
+    assert status == 401 and headers["WWW-Authenticate"] == 'Basic realm="devpi"'
+    assert fetch(front.url + path, basic("ngxbob", "ngxbob-pw"))[0] == 403
+    assert fetch(front.url + path, basic("ngxalice", "wrong"))[0] == 401
     status, body, _ = fetch(front.url + path, basic("ngxalice", "ngxalice-pw"))
     assert status == 200 and body == wheel.read_bytes()
     served = [line for line in nginx_lines(front, path) if line[2] == "200"]
