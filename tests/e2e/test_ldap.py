@@ -1,6 +1,7 @@
 """LDAP users and groups against a real daemon and a real slapd (tests/ldap.py), on
 sqlite and on PostgreSQL with two workers (they get --ldap-config too): login with the
-directory password, groups in upload ACLs through twine's Basic auth, local users
+directory password, groups in upload ACLs through twine's Basic auth, groups in
+acl_read (Basic auth and pip, login token, session cookie, listing, +authcheck), local users
 first, root always local, a directory that is down (503 for LDAP logins only), and a
 bad configuration file stopping the start."""
 
@@ -259,10 +260,17 @@ def test_an_ldap_users_login_token_and_session_cookie_carry_its_groups_to_acl_re
         by_token = {"X-Devpi-Auth": base64.b64encode(f"{user}:{token}".encode()).decode()}
         by_cookie = _form_login(daemon, user, f"{user}-pw")
         for headers in (by_token, by_cookie):
-            if user == "alice":
+            member = user == "alice"
+            if member:
                 file_url = _file_url(devs_only, headers)
                 status, _, body = _get(file_url, headers)
                 assert status == 200 and body[:2] == b"PK"
             else:
                 status, _, body = _get(devs_only, headers)
                 assert status == 403, (status, body)
+            status, _, body = _get(daemon.url + "/team", {**headers, "Accept": "application/json"})
+            assert status == 200  # GET /USER lists the index to its readers only
+            assert ("devsonly" in json.loads(body)["result"]["indexes"]) == member
+            status, _, _ = _get(daemon.url + "/+authcheck",  # nginx asks the same question
+                                {**headers, "X-Original-Uri": "/" + devs_only.split("/", 3)[3]})
+            assert status == (200 if member else 403)
