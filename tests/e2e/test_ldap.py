@@ -123,6 +123,12 @@ def test_a_local_user_wins_over_the_directory_and_root_is_always_local(daemon: D
     assert status == 401
     status, _ = request(daemon.url + "/+login", "POST", {"user": "root", "password": "ldap-root-pw"})
     assert status == 401
+    # slapd matches these as alice / root; none becomes a second user of the same person
+    for user, password in ((" alice", "alice-pw"), ("alice ", "alice-pw"),
+                           ("ROOT", "ldap-root-pw")):
+        body = {"user": user, "password": password}
+        assert request(daemon.url + "/+login", "POST", body)[0] == 401
+        assert authstatus(daemon, user, password) == ["noauth", "", []]
     assert login(daemon.url, "root", "")[0] == "root"
 
 
