@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from devpi_twisted.model.acl import ROOT, Identity
-from devpi_twisted.model.errors import TooManyAttempts, Unauthenticated
-from devpi_twisted.model.names import MAX_NAME, can_be_stored
+from devpi_twisted.model.errors import InvalidInput, TooManyAttempts, Unauthenticated
+from devpi_twisted.model.names import MAX_NAME, can_be_stored, check_name
 from devpi_twisted.model.throttle import LoginThrottle
 from devpi_twisted.model.tokens import LOGIN_TOKEN_MAX_AGE, TokenSigner
 from devpi_twisted.storage.interface import Storage
@@ -87,9 +87,15 @@ class DirectoryUsers:
         self._remembered = DirectoryLogins(clock)
 
     async def serves(self, username: str) -> bool:
-        """Whether the directory is asked about ``username``: not root, no local user."""
-        if username == ROOT or not username or username.startswith("+") \
+        """Whether the directory is asked about ``username``: a valid user name (a
+        directory matches `` alice`` or ``alice `` as alice, which would make one person
+        several users), not root in any case, no local user."""
+        if username.lower() == ROOT or not username or username.startswith("+") \
                 or len(username) > MAX_NAME or not can_be_stored(username):
+            return False
+        try:
+            check_name("username", username)
+        except InvalidInput:
             return False
         return await self._storage.get_user(username) is None
 

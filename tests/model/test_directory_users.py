@@ -74,6 +74,16 @@ def test_root_and_local_users_are_never_asked_of_the_directory(setup: Any) -> No
     assert directory.asked == []
 
 
+@pytest.mark.parametrize("name", [" alice", "alice ", "al ice", "al*ce", "ROOT", "Root"])
+def test_names_no_user_could_have_and_root_in_any_case_are_not_asked(
+        setup: Any, name: str) -> None:
+    ops, directory, _, _ = setup
+    directory.users[name] = ("pw", frozenset({"devs"}))  # a directory matching loosely
+    assert result_of(ops.authenticate(name, "pw")) == ANONYMOUS_IDENTITY
+    assert isinstance(failure_of(ops.login({"user": name, "password": "pw"})), Unauthenticated)
+    assert directory.asked == []
+
+
 def test_a_directory_token_ends_when_a_local_user_takes_the_name(setup: Any) -> None:
     ops, _, _, storage = setup
     token = result_of(ops.login({"user": "alice", "password": "alice-pw"}))["password"]
