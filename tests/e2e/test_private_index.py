@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pymacaroons
+import pymacaroons  # type: ignore[import-untyped]  # untyped library
 import pytest
 
 from tests.e2e.test_replication import Pair, converged, fake, pair  # noqa: F401  (fixtures)
