@@ -90,3 +90,22 @@ def test_a_token_scoped_to_the_inheriting_index_shows_nothing_of_the_private_bas
     # bob's own login (no token) still sees the base through the inheriting index
     page = client.get("/alice/public/+simple/pkg/", headers={**HTML, **private.auth["bob"]})
     assert page.code == 200 and b"pkg-1.0.tar.gz" in page.body
+
+
+def test_authcheck_applies_the_tokens_scope(private: Private) -> None:
+    """nginx's auth_request (/+authcheck) answers for a token as the routes do."""
+    client = private.server.client
+
+    def check(uri: str, token: str) -> int:
+        return client.get("/+authcheck", headers={"X-Original-Uri": [uri],
+                                                  **_basic("__token__", token)}).code
+
+    uris = ["/alice/private/+simple/pkg/", private.sdist.split("#")[0]]
+    scoped = _token(private, {"indexes": ["alice/private"]})
+    for scope in ({"indexes": ["alice/other"]}, {"allowed": ["upload"]}, {"projects": ["other"]}):
+        elsewhere = _token(private, scope)
+        assert [check(uri, elsewhere) for uri in uris] == [403, 403], scope
+    assert [check(uri, scoped) for uri in uris] == [200, 200]
+    assert client.request("DELETE", f"/bob/+tokens/{_id_of(scoped)}",
+                          headers=private.auth["bob"]).code == 200
+    assert [check(uri, scoped) for uri in uris] == [401, 401]
