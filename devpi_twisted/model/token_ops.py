@@ -20,7 +20,7 @@ from typing import Any
 
 from devpi_twisted.model import apitokens as api
 from devpi_twisted.model import audit
-from devpi_twisted.model.acl import ROOT, Identity, Policy, matches
+from devpi_twisted.model.acl import READ_REALM, ROOT, Identity, Policy, matches
 from devpi_twisted.model.errors import Forbidden, NotFound, Unauthenticated
 from devpi_twisted.storage.interface import RecordExists, RecordMissing, Storage, StorageError
 
@@ -117,19 +117,19 @@ class ApiTokenOps:
         try:
             presented = known[0] if known is not None else api.parse(secret)
         except api.TokenRefused as e:
-            raise Unauthenticated(str(e)) from None
+            raise _refused(str(e)) from None
         if presented is None:
             return None
         if username not in ("", TOKEN_USER) and username != presented.user:
             raise Forbidden("Token doesn't match user name")
         user, token_id = presented.user, presented.token_id
         if await self._storage.get_user(user) is None:
-            raise Unauthenticated("the user of this API token no longer exists")
+            raise _refused("the user of this API token no longer exists")
         record = await self._storage.get_token(user, token_id)
         if record is None:
-            raise Unauthenticated(f"unknown API token id {token_id}")
+            raise _refused(f"unknown API token id {token_id}")
         if record.revoked is not None:
-            raise Unauthenticated(f"the API token {token_id} has been revoked")
+            raise _refused(f"the API token {token_id} has been revoked")
         now = self._clock()
         try:
             if known is None or known[1] != record.salt:
@@ -137,7 +137,7 @@ class ApiTokenOps:
                 self._remember(digest, known)
             scope = known[2].scope_at(now)
         except api.TokenRefused as e:
-            raise Unauthenticated(str(e)) from None
+            raise _refused(str(e)) from None
         await self._note_use(user, token_id, now, client)
         return Identity(user, scope=scope)
 
@@ -177,3 +177,9 @@ def require_scope(identity: Identity, permission: str, index: str | None = None,
     where = "" if index is None else f" on {index}"
     what = "" if project is None else f" for project {project}"
     raise Forbidden(f"the API token does not allow {permission}{where}{what}")
+
+
+def _refused(message: str) -> Unauthenticated:
+    """A token that cannot be used: 401 saying why, with the Basic challenge every 401
+    carries (RFC 9110 11.6.1), as for wrong passwords."""
+    return Unauthenticated(message, challenge=True, realm=READ_REALM)

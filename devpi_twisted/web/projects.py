@@ -63,8 +63,8 @@ class ProjectApp:
     async def project_view(self, request: HttpRequest, user: str, index: str, project: str) -> bytes:
         if is_installer(request) and "application/json" not in render.accept(request):
             return await self._pages.simple_project(request, user, index, project)
-        await self._helpers.readable(request, user, index)  # refused before anything else
         normalized = normalize_project(project)
+        await self._helpers.readable(request, user, index, normalized)  # refused before anything
         if normalized != project:
             return self._helpers.redirect(request, f"/{user}/{index}/{normalized}/".encode())
         accept = render.accept(request)
@@ -112,8 +112,8 @@ class ProjectApp:
 
     async def version_view(self, request: HttpRequest, user: str, index: str, project: str,
                            version: str) -> bytes:
-        await self._helpers.readable(request, user, index)  # refused before anything else
         normalized = normalize_project(project)
+        await self._helpers.readable(request, user, index, normalized)  # refused before anything
         if normalized != project:
             return self._helpers.redirect(request,
                                           f"/{user}/{index}/{normalized}/{version}".encode())

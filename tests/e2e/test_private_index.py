@@ -1,7 +1,8 @@
 """A private index (``acl_read``) against real daemons and real clients (issue 21, items 1
 and 2 with passwords): twine uploads to it; pip installs from it with credentials in
 the index URL, in ``.netrc`` and through keyring; uv with ``UV_INDEX_<NAME>_USERNAME``
-/``_PASSWORD`` and with credentials in the URL; anonymous installs fail. On sqlite and
+/``_PASSWORD`` and with credentials in the URL; anonymous installs fail; pip and uv
+with an API token instead of the password, refused once it is revoked. On sqlite and
 on PostgreSQL with 2 workers (the module-wide ``daemon``), and through a replica."""
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
+import pymacaroons  # type: ignore[import-untyped]  # untyped library
 import pytest
 
 from tests.e2e.test_replication import Pair, converged, fake, pair  # noqa: F401  (fixtures)
@@ -177,6 +180,46 @@ def test_every_read_route_refuses_anonymous_and_unlisted_callers(private: Daemon
     assert f"{OWNER}/secret" not in _raw(f"{url}/+metrics")[2].decode()
     assert "secret" in call(f"{url}/{OWNER}", auth=login(url, READER, PASSWORD))[1]["result"]["indexes"]
 
+
+
+# -- API tokens (devpi-tokens) in place of the password -----------------------------------
+
+
+def _api_token(url: str, body: dict[str, Any]) -> tuple[str, str]:
+    """A new token of the reader and its id."""
+    status, reply, _ = call(f"{url}/{READER}/+token-create", "POST", body,
+                            login(url, READER, PASSWORD))
+    assert status == 200, reply
+    token = str(reply["result"]["token"])
+    macaroon = pymacaroons.Macaroon.deserialize(token.removeprefix("devpi-"))
+    return token, macaroon.identifier.decode("ascii").rsplit("-", 1)[1]
+
+
+def test_pip_and_uv_with_an_api_token_until_it_is_revoked(private: Daemon, tmp_path: Path) -> None:
+    index = f"{private.url}/{OWNER}/secret/+simple/"
+    token, token_id = _api_token(private.url, {"indexes": [f"{OWNER}/secret"]})
+    quoted = urllib.parse.quote(token, safe="")
+    for n, user in enumerate((READER, "__token__")):
+        _pip("install", "--index-url", _with_credentials(index, user, quoted), "--target",
+             str(tmp_path / f"pip{n}"), "secretpkg")
+        assert _installed(tmp_path / f"pip{n}") == "VERSION = '1.0'\n"
+    env = {"UV_INDEX_PRIVATE_USERNAME": "__token__", "UV_INDEX_PRIVATE_PASSWORD": token}
+    _uv("pip", "install", "--index", f"private={index}", "--default-index", index,
+        "--target", str(tmp_path / "uv"), "secretpkg", cwd=tmp_path, env=env)
+    assert _installed(tmp_path / "uv") == "VERSION = '1.0'\n"
+    # a token of the reader scoped to another index does not read this one
+    other, _ = _api_token(private.url, {"indexes": [f"{OWNER}/open"]})
+    _pip("install", "--index-url", _with_credentials(index, "__token__",
+                                                     urllib.parse.quote(other, safe="")),
+         "--target", str(tmp_path / "other"), "secretpkg", ok=False)
+    status, reply, _ = call(f"{private.url}/{READER}/+tokens/{token_id}", "DELETE",
+                            auth=login(private.url, READER, PASSWORD))
+    assert status == 200, reply
+    status, _, body = _raw(index, ("__token__", token))
+    assert status == 401 and b"revoked" in body, (status, body[:200])
+    output = _pip("install", "--index-url", _with_credentials(index, READER, quoted), "--target",
+                  str(tmp_path / "revoked"), "secretpkg", ok=False)
+    assert "secretpkg" in output and not (tmp_path / "revoked" / "secretpkg").exists()
 
 # -- a replica enforces what it replicates -----------------------------------------------
 
