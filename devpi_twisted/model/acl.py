@@ -166,6 +166,13 @@ def shown_config(config: Mapping[str, Any], hidden: frozenset[str]) -> dict[str,
     return shown
 
 
+def listed_projects(identity: Identity, names: Iterable[str]) -> list[str]:
+    """Project names as listed to ``identity``: a token restricted to some projects
+    lists only those (it could read no other)."""
+    allowed = identity.scope.projects if identity.scope is not None else None
+    return [n for n in names if allowed is None or n in allowed]
+
+
 # (user/index, its owner, its acl_read normalised) along a resolution order
 Readers = tuple[tuple[str, str, frozenset[str]], ...]
 

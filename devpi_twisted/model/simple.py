@@ -27,7 +27,7 @@ from typing import Any
 import attrs
 
 from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, Identity, Readers, check_read, \
-    hidden_stages, public, readable_order, readers_of
+    hidden_stages, listed_projects, public, readable_order, readers_of
 from devpi_twisted.model.errors import DomainError, InvalidInput, NotFound
 from devpi_twisted.model.indexes import resolution_order
 from devpi_twisted.model.names import normalize_project
@@ -200,7 +200,7 @@ class SimpleOps:
                 found = await self._storage.list_projects(owner, name)
             for project in found:
                 names.setdefault(project, None)
-        return list(names)
+        return list(names) if reader is None else listed_projects(reader, names)
 
     async def _stored(self, link: Link) -> bool:
         record = await self._storage.get_file(link.relpath)

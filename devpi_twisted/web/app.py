@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from devpi_twisted.mirror.urls import masked_url
-from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, may_read, shown_config
+from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, listed_projects, may_read, shown_config
 from devpi_twisted.model.errors import (Forbidden, InvalidInput, NotFound, TooManyAttempts,
                                         Unauthenticated, Unavailable)
 from devpi_twisted.model.names import normalize_project
@@ -240,7 +240,7 @@ class ManagementApp:
             return listing
         json_view(request)
         if not flag(request, b"no_projects"):
-            config["projects"] = await self._project_names(user, index)
+            config["projects"] = listed_projects(identity, await self._project_names(user, index))
         return render.result(request, "indexconfig", _shown_index(config))
 
     async def create_index(self, request: HttpRequest, user: str, index: str) -> bytes:

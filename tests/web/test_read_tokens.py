@@ -109,3 +109,18 @@ def test_authcheck_applies_the_tokens_scope(private: Private) -> None:
     assert client.request("DELETE", f"/bob/+tokens/{_id_of(scoped)}",
                           headers=private.auth["bob"]).code == 200
     assert [check(uri, scoped) for uri in uris] == [401, 401]
+
+
+def test_a_project_scoped_token_lists_only_its_projects(private: Private) -> None:
+    client = private.server.client
+    bob_own = _basic("bob", _token(private, {"projects": ["pkg"]}))
+    other = _basic("bob", _token(private, {"projects": ["other"]}))
+    listing = client.get("/alice/private/+simple/", headers={**HTML, **other})
+    assert listing.code == 200 and b">pkg<" not in listing.body
+    assert client.get("/alice/private", headers={**JSON, **other}).json["result"]["projects"] == []
+    listing = client.get("/alice/public/+simple/", headers={**HTML, **other})
+    assert b">pkg<" not in listing.body and b">pub<" not in listing.body
+    listing = client.get("/alice/private/+simple/", headers={**HTML, **bob_own})
+    assert b">pkg<" in listing.body
+    assert client.get("/alice/private", headers={**JSON, **bob_own}).json["result"]["projects"] == [
+        "pkg"]
