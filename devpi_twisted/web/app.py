@@ -110,8 +110,10 @@ class ManagementApp:
 
     async def login(self, request: HttpRequest) -> bytes:
         """JSON: a login token (devpi-client). An HTML form: the session cookie and a
-        redirect to ``next`` (web/sessions.py); the same throttle of failed logins."""
-        if sessions.is_form(request):
+        redirect to ``next`` (web/sessions.py); the same throttle of failed logins. An
+        urlencoded body without a ``username`` field is no login form: a client that
+        left the content type to its library gets JSON's answers (400 for non-JSON)."""
+        if sessions.is_form(request) and "username" in sessions.read_form(request):
             return await self._form_login(request)
         token = await self._ops.login(render.read_json(request), client_address(request))
         return render.result(request, "proxyauth", token, "login successful")
