@@ -137,10 +137,11 @@ def init_serverdir(serverdir: Path, *args: str) -> subprocess.CompletedProcess[s
 
 
 def call(url: str, method: str = "GET", body: Any = None, auth: tuple[str, str] | None = None,
-         raw: bytes | None = None) -> tuple[int, Any, dict[str, str]]:
+         raw: bytes | None = None, headers: dict[str, str] | None = None,
+         ) -> tuple[int, Any, dict[str, str]]:
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
     request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Accept": "application/json"})
+                                     headers={"Accept": "application/json", **(headers or {})})
     if auth:
         token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
         request.add_header("X-Devpi-Auth", token)

@@ -43,20 +43,9 @@ def _id_of(token: str) -> str:
     return str(macaroon.identifier.decode("ascii").rsplit("-", 1)[1])
 
 
-def _status(url: str, path: str, header: str, value: str) -> int:
-    request = urllib.request.Request(url + path, headers={header: value,
-                                                          "Accept": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            response.read()
-            return int(response.status)
-    except urllib.error.HTTPError as e:
-        return e.code
-
-
 def _bearer(url: str, token: str) -> int:
     """Status of an authenticated read with the token (/+api answers 401 when refused)."""
-    return _status(url, "/+api", "Authorization", f"Bearer {token}")
+    return call(url + "/+api", headers={"Authorization": f"Bearer {token}"})[0]
 
 
 def twine(url: str, user: str, password: str, *files: Path) -> tuple[bool, str]:

@@ -36,14 +36,7 @@ def test_a_token_is_refused_on_the_replica_once_the_password_changed(pair: Pair)
 
 
 def _bearer(url: str, token: str) -> int:
-    request = urllib.request.Request(url + "/+api", headers={"Authorization": f"Bearer {token}",
-                                                            "Accept": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            response.read()
-            return int(response.status)
-    except urllib.error.HTTPError as e:
-        return e.code
+    return call(url + "/+api", headers={"Authorization": f"Bearer {token}"})[0]
 
 
 def test_an_api_token_revoked_on_the_primary_is_refused_by_the_replica(pair: Pair) -> None:
