@@ -33,6 +33,16 @@ def _users(url: str) -> tuple[str, str]:
     return login(url, OWNER, PASSWORD)
 
 
+
+def _twine(index_url: str, user: str, dists: Path) -> None:
+    """twine uploads secretpkg 1.0 to ``index_url`` as ``user`` (password PASSWORD)."""
+    done = subprocess.run(
+        [bin_path("twine"), "upload", "--disable-progress-bar", "--non-interactive",
+         "--repository-url", index_url, "-u", user, "-p", PASSWORD,
+         str(make_wheel(dists, "secretpkg", "1.0"))],
+        capture_output=True, text=True, timeout=120, env=dict(os.environ, TWINE_CERT=""))
+    assert done.returncode == 0, done.stdout + done.stderr
+
 @pytest.fixture(scope="module")
 def private(daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> Daemon:
     """priv-owner/secret (acl_read priv-reader) holds secretpkg 1.0, uploaded by twine;
@@ -43,13 +53,7 @@ def private(daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> Daemon:
     assert status == 200, body
     status, body, _ = call(f"{daemon.url}/{OWNER}/open", "PUT", {"bases": f"{OWNER}/secret"}, auth)
     assert status == 200, body
-    dists = tmp_path_factory.mktemp("private-dists")
-    done = subprocess.run(
-        [bin_path("twine"), "upload", "--disable-progress-bar", "--non-interactive",
-         "--repository-url", f"{daemon.url}/{OWNER}/secret/", "-u", READER, "-p", PASSWORD,
-         str(make_wheel(dists, "secretpkg", "1.0"))],
-        capture_output=True, text=True, timeout=120, env=dict(os.environ, TWINE_CERT=""))
-    assert done.returncode == 0, done.stdout + done.stderr
+    _twine(f"{daemon.url}/{OWNER}/secret/", READER, tmp_path_factory.mktemp("private-dists"))
     return daemon
 
 
@@ -232,12 +236,7 @@ def test_a_replica_enforces_acl_read(pair: Pair, tmp_path: Path) -> None:  # noq
     assert status == 200, body
     twine_dir = tmp_path / "dists"
     twine_dir.mkdir()
-    done = subprocess.run(
-        [bin_path("twine"), "upload", "--disable-progress-bar", "--non-interactive",
-         "--repository-url", f"{primary}/{OWNER}/secret/", "-u", OWNER, "-p", PASSWORD,
-         str(make_wheel(twine_dir, "secretpkg", "1.0"))],
-        capture_output=True, text=True, timeout=120, env=dict(os.environ, TWINE_CERT=""))
-    assert done.returncode == 0, done.stdout + done.stderr
+    _twine(f"{primary}/{OWNER}/secret/", OWNER, twine_dir)
     converged(pair)
     page = f"{replica}/{OWNER}/secret/+simple/secretpkg/"
     status, headers, _ = _raw(page)
