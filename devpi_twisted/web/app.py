@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from devpi_twisted.mirror.urls import masked_url
-from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, listed_projects, may_read, shown_config
+from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, listed_projects, read_refusal, shown_config
 from devpi_twisted.model.errors import (Forbidden, InvalidInput, NotFound, TooManyAttempts,
                                         Unauthenticated, Unavailable)
 from devpi_twisted.model.names import normalize_project
@@ -168,7 +168,7 @@ class ManagementApp:
     async def authcheck(self, request: HttpRequest) -> bytes:
         """For nginx ``auth_request``: may the request for X-Original-Uri (else this
         request's own URI) be served to these credentials? The permission of every
-        read path, model/acl.py may_read, on the index (and project) the URI names:
+        read path, model/acl.py read_refusal, on the index (and project) the URI names:
         200 yes (also for what names no index, or an index that does not exist: the
         daemon answers that itself), 401 for anonymous callers (invalid and throttled
         credentials count as none), 403 for others and for paths no route takes."""
@@ -195,13 +195,12 @@ class ManagementApp:
             identity = await self._helpers.identity(request)
         except (TooManyAttempts, Unavailable):  # nginx takes only 2xx, 401 and 403
             identity = ANONYMOUS_IDENTITY  # credentials not accepted now: 401
-        if may_read(identity, user, index, config.acl_read, _project_of(named)):
-            return b""
-        if identity.authenticated:
-            request.setResponseCode(403)
-        else:
+        refused = read_refusal(identity, user, index, config.acl_read, _project_of(named))
+        if isinstance(refused, Unauthenticated):
             request.setResponseCode(401)
-            request.setHeader(b"WWW-Authenticate", b'Basic realm="devpi"')
+            request.setHeader(b"WWW-Authenticate", f'Basic realm="{refused.realm}"'.encode())
+        elif refused is not None:
+            request.setResponseCode(403)
         return b""
 
     # -- users ------------------------------------------------------------------
