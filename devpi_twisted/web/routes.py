@@ -232,7 +232,9 @@ def _match(state: _State, parts: list[str], at: int, method: str,
         return None if route is None else RouteMatch(route, tuple(values))
     part = parts[at]
     last = at == len(parts) - 1
-    if last and not part and state.slash:  # werkzeug's static "" step of "/x/" patterns
+    # werkzeug's static "" step of "/x/" patterns; past it, one more empty part is
+    # the trailing slash rules without strict slashes accept (so "/x//" matches too)
+    if not part and state.slash and (last or (at == len(parts) - 2 and not parts[-1])):
         route = _ending(state.slash, method)
         if route is not None:
             return RouteMatch(route, tuple(values))

@@ -80,6 +80,9 @@ _path = st.lists(_segment, min_size=0, max_size=8).map(lambda parts: "/" + "/".j
 @example(method="GET", raw="/alice/dev/+f/a%0Ab")
 @example(method="HEAD", raw="/+status")
 @example(method="GET", raw="/alice/dev/pkg/1.0/+doc")
+@example(method="GET", raw="/0/0/+simple//")
+@example(method="GET", raw="/alice/dev/+simple/pkg//")
+@example(method="GET", raw="/alice/dev/+simple/pkg///")
 def test_the_table_matches_as_kleins_map(method: str, raw: str) -> None:
     postpath = postpath_of(raw)
     assert table_match(method, postpath) == klein_match(method, postpath), raw
