@@ -5,6 +5,10 @@ the run fails unless tests on PostgreSQL ran and passed: they must never be
 skipped or deselected away silently. DEVPI_TWISTED_REQUIRE_NGINX=1 (also set
 for a full run) does the same for the tests with a real nginx (tests/e2e/test_nginx.py),
 DEVPI_TWISTED_REQUIRE_SLAPD=1 for those with a real OpenLDAP slapd (tests/ldap.py).
+
+Property tests (hypothesis) explore new examples on every run by hand; a full run
+(scripts/run-tests sets DEVPI_TWISTED_HYPOTHESIS=ci) draws the same examples every
+time, so a CI verdict never depends on the luck of the draw.
 """
 
 from __future__ import annotations
@@ -13,9 +17,13 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from tests import ldap
 from tests.pg import PgCluster
+
+settings.register_profile("ci", derandomize=True, database=None)
+settings.load_profile(os.environ.get("DEVPI_TWISTED_HYPOTHESIS", "default"))
 
 SLAPD_TESTS = ("tests/e2e/test_ldap.py", "tests/identity/test_ldap_directory.py")
 

@@ -374,7 +374,7 @@ def _send(fuzzed: Fuzzed, call: Call) -> None:
 
 
 def test_no_generated_request_gets_a_5xx_a_traceback_or_a_partial_write(fuzzed: Fuzzed) -> None:
-    @settings(max_examples=EXAMPLES, deadline=None, derandomize=False, database=None,
+    @settings(max_examples=EXAMPLES, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     @given(_calls(fuzzed.relpath))
     def run(calls: list[Call]) -> None:
