@@ -28,7 +28,7 @@ MAX_PAGE = 50  # pages of results one may ask for (1000 hits)
 START, STOP = "\x01", "\x02"  # storage's markers around a match in a snippet
 
 _TOKEN = re.compile(r"[^\W_]+")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # (tabs, line ends: spaces)
 
 
 @attrs.frozen
