@@ -20,9 +20,9 @@ from typing import Any
 
 from devpi_twisted.storage import searchrows
 from devpi_twisted.storage.interface import (
-    MIRROR, VERSION, DocPage, SearchPage, SearchQuery, SearchRow,
+    MIRROR, VERSION, Change, DocPage, RecordMissing, SearchPage, SearchQuery, SearchRow,
 )
-from devpi_twisted.storage.plans import Plan, one, rows, run
+from devpi_twisted.storage.plans import VERSION_SERIAL, Plan, commit, one, rows, run, take_serial
 
 START, STOP = "\x01", "\x02"  # the markers around a match in a snippet
 SNIPPET_TOKENS = 24
@@ -63,9 +63,10 @@ SQL = {(dialect, by_project): (count.format(where + (extra if by_project else ""
 PG_DETAILS = (
     "SELECT d.id, d.stage, d.project, d.version, d.kind, d.page, d.display, d.title, "
     "ts_headline('english', d.title || ' — ' || left(d.body, " + str(HEADLINE_TEXT) + "), q, ?), "
-    "(setweight(to_tsvector('english', d.name), 'A') || to_tsvector('english', d.title)) @@ q "
+    "to_tsvector('english', d.name || ' ' || d.title) @@ q "
     "FROM search_docs d, to_tsquery('english', ?) q WHERE d.id = ANY(?)")
-PG_HEADLINE = f"StartSel={START}, StopSel={STOP}, MaxWords=35, MinWords=15, MaxFragments=2, FragmentDelimiter=\" … \""
+PG_HEADLINE = (f"StartSel={START}, StopSel={STOP}, MaxWords=35, MinWords=15, MaxFragments=2, "
+               "FragmentDelimiter=\" … \"")
 
 DOC_PAGES = ("SELECT page, title, body FROM search_docs WHERE stage = ? AND project = ? "
              "AND version = ? AND kind = 'doc' ORDER BY id")
@@ -147,6 +148,16 @@ def search(dialect: str, query: SearchQuery) -> Plan[SearchPage]:
 def doc_pages(owner: str, index: str, project: str, version: str) -> Plan[list[DocPage]]:
     found = yield rows(DOC_PAGES, f"{owner}/{index}", project, version)
     return [DocPage(str(p), str(t), str(b)) for p, t, b in found]
+
+
+def write_doc_pages(owner: str, index: str, project: str, version: str, name: str,
+                    pages: Sequence[DocPage], at: float) -> Plan[Change]:
+    """The text of a version's documentation, as its own change (an import's docs)."""
+    serial = yield from take_serial()
+    if (yield one(VERSION_SERIAL, owner, index, project, version)) is None:
+        raise RecordMissing(f"{owner}/{index}/{project}/{version}")
+    key = f"{owner}/{index}/{project}/{version}"
+    return (yield from commit(serial, [searchrows.doc_text(key, name, pages)], at))
 
 
 def build() -> Plan[int]:

@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from devpi_twisted.storage.interface import DOCTEXT, INDEX, MIRROR, VERSION, DocPage
+from devpi_twisted.storage.interface import DOCTEXT, INDEX, MIRROR, VERSION, DocPage, Record
 
 MAX_TEXT = 64 * 1024  # characters of the body of one row (a description, a doc page)
 MAX_TITLE = 1000
@@ -62,6 +62,12 @@ def capped_pages(pages: Iterable[DocPage]) -> list[DocPage]:
         kept.append(DocPage(page.path, clean(page.title, MAX_TITLE), text))
         total += len(text)
     return kept
+
+
+def doc_text(key: str, name: str, pages: Sequence[DocPage]) -> Record:
+    """The DOCTEXT record of a version's documentation (``key``: user/index/project/
+    version; ``name``: the project as shown), its pages capped (capped_pages)."""
+    return Record(DOCTEXT, key, {"name": name, "pages": [p.to_json() for p in capped_pages(pages)]})
 
 
 def clean(text: Any, limit: int = MAX_TEXT) -> str:
