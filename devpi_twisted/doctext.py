@@ -12,7 +12,7 @@ import stat
 from html.parser import HTMLParser
 from pathlib import Path
 
-from devpi_twisted.archives import BadDocZip, open_doc_zip, read_member
+from devpi_twisted.archives import open_doc_zip, read_member
 from devpi_twisted.storage.interface import DocPage
 
 MAX_PAGES = 200
@@ -87,6 +87,6 @@ def doc_pages(path: Path | str) -> list[DocPage]:
                 if title or text:
                     pages.append(DocPage(info.filename.lstrip("/"), title, text))
                     total += len(text)
-    except (BadDocZip, ValueError):  # (a page the parser gives up on)
+    except Exception:  # (BadDocZip, a page the parser gives up on): text is best effort
         return pages
     return pages
