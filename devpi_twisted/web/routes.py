@@ -89,6 +89,7 @@ ROUTES: tuple[Route, ...] = (
     _r("health", "/+health", ["GET"], "ops.health"),
     _r("metrics", "/+metrics", ["GET"], "ops.metrics"),
     _r("audit", "/+audit", ["GET"], "audit.events"),
+    _r("search", "/+search", ["GET"], "search.search"),
     _r("changelog", "/+changelog/<spec>", ["GET"], "replication.changelog"),
     _r("user", "/<name:user>", ["GET"], "management.get_user"),
     _r("user", "/<name:user>", ["PUT"], "management.create_user", JSON),
