@@ -237,6 +237,8 @@ def test_links_follow_the_outside_url_prefix(site: Site) -> None:
             assert link.startswith(prefix + "/") or link.startswith("#") \
                 or link.startswith("https://example.org/"), (path, link)
         assert f'action="{prefix}/+search"' in html
+        if path != "/":
+            assert f"{prefix}/+login?next={path}\"" in html
 
 
 def test_hostile_markup_is_escaped(site: Site) -> None:
@@ -261,6 +263,7 @@ def test_bad_input_is_4xx(site: Site, path: str, code: int) -> None:
     reply = site.page(path)
     assert reply.code == code, (path, reply.body[:300])
     assert b"<script>" not in reply.body
+    assert "default-src 'none'" in reply.header("Content-Security-Policy")
 
 
 # -- search ------------------------------------------------------------------------
