@@ -310,3 +310,7 @@ def test_the_search_renderer(site: Site) -> None:
     assert "<mark>&lt;b&gt;word&lt;/b&gt;</mark>" in html
     assert 'rel="next"' in html and "q%22%3Cx%3E" in html
     assert "<x>" not in html
+    request.args = {b"query": [b"x"], b"index": [b"dev"], b"user": [b"alice"]}
+    html = web.search(request, results).decode()
+    assert "in user alice in index dev" in html
+    assert 'href="http://testserver/+search?user=alice&amp;index=dev&amp;query=' in html
