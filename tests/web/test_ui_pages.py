@@ -314,3 +314,18 @@ def test_the_search_renderer(site: Site) -> None:
     html = web.search(request, results).decode()
     assert "in user alice in index dev" in html
     assert 'href="http://testserver/+search?user=alice&amp;index=dev&amp;query=' in html
+
+
+def test_versions_with_markup_characters_are_escaped_and_quoted(site: Site) -> None:
+    from tests.web.test_fuzz import _sdist
+    from tests.web.ui_site import upload
+    for version in ("1.0'x", "1.0&x"):
+        upload(site.server, "alice/dev", site.auth["alice"], "pkg", version,
+               f"pkg-{version}.tar.gz", _sdist("pkg", version))
+    html = text_of(site.page("/alice/dev/pkg"))
+    assert '<a href="http://testserver/alice/dev/pkg/1.0%26x">1.0&amp;x</a>' in html
+    assert '<a href="http://testserver/alice/dev/pkg/1.0%27x">1.0&#39;x</a>' in html
+    version = text_of(site.page("/alice/dev/pkg/1.0%26x"))
+    assert "<h1>pkg 1.0&amp;x</h1>" in version
+    assert "pkg-1.0%26x.tar.gz#sha256=" in version and ">pkg-1.0&amp;x.tar.gz</a>" in version
+    assert "pkg==1.0&amp;x" in version
