@@ -17,7 +17,8 @@ from devpi_twisted.web.helpers import RequestHelpers
 from devpi_twisted.web.projects import DOCS_POLICY
 from devpi_twisted.web.site import ServerInfo
 from devpi_twisted.web.ui.webapp import WebApp
-from tests.web.ui_site import BROWSER, HOSTILE, Site, links_of, make_site, site, text_of
+from tests.pg import PgCluster
+from tests.web.ui_site import HOSTILE, Site, links_of, make_site, site, text_of
 
 __all__ = ["site"]  # the fixture
 
@@ -329,3 +330,18 @@ def test_versions_with_markup_characters_are_escaped_and_quoted(site: Site) -> N
     assert "<h1>pkg 1.0&amp;x</h1>" in version
     assert "pkg-1.0%26x.tar.gz#sha256=" in version and ">pkg-1.0&amp;x.tar.gz</a>" in version
     assert "pkg==1.0&amp;x" in version
+
+
+def test_every_page_type_on_postgresql(tmp_path: Path, pg_cluster: PgCluster) -> None:
+    made = make_site(tmp_path, pg=(pg_cluster, pg_cluster.create_database()))
+    try:
+        for path, marker in (("/", 'id="indexes"'), ("/alice", "<h1>alice</h1>"),
+                             ("/alice/prod", 'id="projects"'), ("/alice/prod/pkg", 'id="versions"'),
+                             ("/alice/dev/pkg/1.0", 'id="toxresults"'),
+                             ("/alice/dev/pkg/1.0/+d/index.html", 'id="docs-frame"'),
+                             ("/+status", "<h1>Status</h1>")):
+            html = text_of(made.page(path))
+            assert marker in html, path
+            assert "secretpkg" not in html and "alice/private" not in html, path
+    finally:
+        made.server.storage.close()

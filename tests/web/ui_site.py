@@ -17,6 +17,7 @@ import pytest
 
 from devpi_twisted.storage.fileblobs import FileBlobStore
 from devpi_twisted.web import sessions
+from tests.pg import PgCluster
 from tests.web.conftest import Reply, Server, make_server
 from tests.web.test_fuzz import BOUNDARY, InlineThreads, _multipart, _sdist
 
@@ -81,9 +82,10 @@ def docs_zip() -> bytes:
     return out.getvalue()
 
 
-def make_site(tmp_path: Path, outside_url: str | None = None) -> Site:
+def make_site(tmp_path: Path, outside_url: str | None = None,
+              pg: tuple[PgCluster, str] | None = None) -> Site:
     threads = InlineThreads()
-    server = make_server(tmp_path, outside_url=outside_url,
+    server = make_server(tmp_path, outside_url=outside_url, pg=pg,
                          blobs=FileBlobStore(tmp_path / "+files", threads, threads))
     auth = {"root": server.devpi_auth("root", server.login("root", ""))}
     for user in ("alice", "bob"):
