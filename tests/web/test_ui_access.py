@@ -162,3 +162,24 @@ def test_edit_an_index(site: Site) -> None:
     too_long = site.post_form("/alice/dev/+web/edit", {"csrf_token": alice["csrf"],
                                                        "title": "x" * 201}, alice)
     assert too_long.code == 400
+
+
+def test_hostile_posts_to_the_actions_are_never_5xx(site: Site) -> None:
+    alice = site.session("alice")
+    bodies = [(b"", "application/x-www-form-urlencoded"), (b'{"yanked": true}', "application/json"),
+              (b"%ff%fe=%00&csrf_token=" + alice["csrf"].encode(), "application/x-www-form-urlencoded"),
+              (b"a=" + b"x" * 70_000, "application/x-www-form-urlencoded"),
+              (b"&".join(b"f%d=1" % i for i in range(100)), "application/x-www-form-urlencoded"),
+              (b"csrf_token=" + alice["csrf"].encode() + b"&reason=" + b"r" * 600,
+               "application/x-www-form-urlencoded")]
+    paths = ["/alice/dev/pkg/1.0/+web/yank", "/alice/dev/pkg/9.9/+web/yank",
+             "/alice/dev/pkg/9.9/+web/delete", "/alice/nothing/+web/edit",
+             "/root/pypi/pkg/1.0/+web/yank", "/alice/dev/pkg/1.0/+web/other"]
+    for path in paths:
+        for body, ctype in bodies:
+            for cookie in ({"Cookie": alice["Cookie"]}, {}):
+                reply = site.server.client.request(
+                    "POST", path, raw=body, headers={"Content-Type": [ctype], **cookie})
+                allowed = (303,) if path.endswith("1.0/+web/yank") and cookie else ()
+                assert 400 <= reply.code < 500 or reply.code in allowed, \
+                    (path, body[:40], reply.code, reply.body[:200])
