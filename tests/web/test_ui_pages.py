@@ -345,3 +345,28 @@ def test_every_page_type_on_postgresql(tmp_path: Path, pg_cluster: PgCluster) ->
             assert "secretpkg" not in html and "alice/private" not in html, path
     finally:
         made.server.storage.close()
+
+
+def test_mirror_pages_from_the_cache(site: Site) -> None:
+    """A mirror's cached projects (never its whole upstream list) with their latest
+    version; an inheriting index shows which versions come from the mirror."""
+    from tests.support import result_of
+    page = {"links": [{"filename": f"mirrored-{v}.tar.gz", "sha256": "ab" * 32,
+                       "entrypath": f"root/pypi/+f/abc/def0123456789a/mirrored-{v}.tar.gz"}
+                      for v in ("1.0", "1.1", "2.0rc1")], "serial": 1}
+    result_of(site.server.storage.write_mirror_project("root", "pypi", "mirrored", page, {}))
+    index = text_of(site.page("/root/pypi"))
+    assert "1 project cached from the mirror so far" in index
+    assert '<a href="http://testserver/root/pypi/mirrored/2.0rc1">2.0rc1</a>' in index
+    project = text_of(site.page("/root/pypi/mirrored"))
+    versions = re.findall(r'<a href="http://testserver/root/pypi/mirrored/([^"]+)">', project)
+    assert versions == ["2.0rc1", "1.1", "1.0"]
+    version = text_of(site.page("/root/pypi/mirrored/stable"))
+    assert "<h1>mirrored 1.1</h1>" in version and ">mirrored-1.1.tar.gz</a>" in version
+    assert 'id="yank-form"' not in version
+    reply = site.server.client.request("PATCH", "/alice/dev", ["bases=root/pypi"],
+                                       headers=site.auth["alice"])
+    assert reply.code == 200, reply.body
+    inherited = text_of(site.page("/alice/dev/mirrored"))
+    assert '<a href="http://testserver/root/pypi">root/pypi</a> <span class="inherited">' \
+        in inherited
