@@ -104,6 +104,9 @@ def test_version_page_contract(site: Site) -> None:
             in html)
     assert "uv pip install --index-url http://testserver/alice/dev/+simple/ pkg==1.0" in html
     assert "<em>world</em>" in html  # Markdown rendered
+    assert '<h3 id="user-content-hello-world">' in html  # its headings below the page's
+    main = html.split("<main>", 1)[1].split("</main>", 1)[0]
+    assert main.count("<h1") == 1
     assert "&gt;=3.9" in html and "attrs&gt;=23" in html and "MIT" in html
     assert "Programming Language :: Python :: 3" in html
     assert '<a href="https://example.org/src"' in html
