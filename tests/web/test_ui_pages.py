@@ -52,6 +52,12 @@ def test_index_page_shows_config_bases_and_projects(site: Site) -> None:
     assert '<a href="http://testserver/alice/dev/pkg">pkg</a>' in html
     assert '<a href="http://testserver/alice/dev/pkg/2.0b1">2.0b1</a>' in html  # latest
     assert 'id="index-edit"' not in html  # not for the anonymous
+    from tests.web.test_fuzz import _sdist
+    from tests.web.ui_site import upload
+    upload(site.server, "alice/dev", site.auth["alice"], "Pkg", "3.0", "Pkg-3.0.tar.gz",
+           _sdist("Pkg", "3.0"))
+    assert '<a href="http://testserver/alice/dev/pkg/3.0">3.0</a>' in text_of(
+        site.page("/alice/dev"))  # the kept latest version follows the upload
     prod = text_of(site.page("/alice/prod", headers=site.auth["alice"]))
     assert '<a href="http://testserver/alice/dev">alice/dev</a>' in prod  # bases linked
     assert '<a href="http://testserver/alice/private">alice/private</a>' in prod
