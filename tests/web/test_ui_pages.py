@@ -147,6 +147,10 @@ def test_docs_frame(site: Site) -> None:
     assert doc.code == 200 and doc.header("Content-Security-Policy") == DOCS_POLICY.decode()
     assert doc.header("X-Content-Type-Options") == "nosniff"
     assert site.page("/alice/dev/pkg/2.0b1/+d/index.html").code == 404  # no docs
+    for name in ("latest", "stable"):  # the newest version with docs
+        html = text_of(site.page(f"/alice/dev/pkg/{name}/+d/api/x.html"))
+        assert 'src="http://testserver/alice/dev/pkg/1.0/+doc/api/x.html"' in html
+    assert site.page("/alice/prod/pkg/latest/+d/index.html").code == 404  # none on prod
 
 
 def test_status_metrics_and_login_pages(site: Site) -> None:
