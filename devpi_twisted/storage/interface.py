@@ -15,7 +15,10 @@ from typing import Any, Protocol
 import attrs
 from twisted.internet.defer import Deferred
 
+from devpi_twisted.storage.searchvalues import DocPage, SearchPage, SearchQuery, SearchRow
 from devpi_twisted.storage.values import IndexConfig, VersionData, index_config, version_data
+
+__all__ = ["DocPage", "SearchPage", "SearchQuery", "SearchRow"]  # (and what is defined here)
 
 USER = "user"
 INDEX = "index"
@@ -27,6 +30,9 @@ MIRROR = "mirrorproject"
 # key user/id of an API token, value {"salt", "created", "restrictions"} and "revoked" (when)
 # once revoked (kept, so a refusal can say so); None when its user is deleted
 TOKEN = "token"
+# key user/index/project/version, value {"name": project as shown, "pages": [[path, title,
+# text], ...]}: the text of the version's documentation for search (storage/searchrows.py)
+DOCTEXT = "doctext"
 UNSTORED = -1  # the serial of a record not committed yet (MirrorRecord)
 
 
@@ -260,10 +266,11 @@ class Storage(Protocol):
 
     def write_release(self, user: str, index: str, project: str, version: str,
                       data: Mapping[str, Any] | None, files: Mapping[str, Mapping[str, Any]],
-                      expect_serial: int) -> Deferred[int]:
+                      expect_serial: int, docs: Sequence[DocPage] | None = None) -> Deferred[int]:
         """Set (or with ``data`` None delete) one version's data and set file entries
         (``{}`` marks a file deleted). ``expect_serial``: the version's serial as read, -1
-        if it had none. Raises RecordMissing (no such index), StaleRecord."""
+        if it had none. ``docs``: the text of its documentation as uploaded now (search).
+        Raises RecordMissing (no such index), StaleRecord."""
 
     def write_releases(self, user: str, index: str,
                        items: Sequence[tuple[str, str, Mapping[str, Any], Mapping[str, Mapping[str, Any]]]]
@@ -275,6 +282,22 @@ class Storage(Protocol):
                        expect: Mapping[str, int]) -> Deferred[int]:
         """Delete every version (``expect``: version -> serial as read) and mark the
         project's files deleted. Raises RecordMissing, StaleRecord."""
+
+    def write_doc_pages(self, user: str, index: str, project: str, version: str, name: str,
+                        pages: Sequence[DocPage]) -> Deferred[int]:
+        """The text of a version's documentation (an import's docs); RecordMissing if
+        there is no such version."""
+
+    def get_doc_pages(self, user: str, index: str, project: str,
+                      version: str) -> Deferred[list[DocPage]]:
+        """The text of a version's documentation as stored for search (a push copies it)."""
+
+    def search(self, query: SearchQuery) -> Deferred[SearchPage]:
+        """One page of the documents matching ``query``, best first, and their count."""
+
+    def build_search(self) -> Deferred[int]:
+        """Make the search rows of versions and mirror projects stored before search
+        existed (once: later calls do nothing); returns how many rows it made."""
 
     def get_mirror_project(self, user: str, index: str,
                            project: str) -> Deferred[MirrorRecord | None]: ...

@@ -89,6 +89,7 @@ ROUTES: tuple[Route, ...] = (
     _r("health", "/+health", ["GET"], "ops.health"),
     _r("metrics", "/+metrics", ["GET"], "ops.metrics"),
     _r("audit", "/+audit", ["GET"], "audit.events"),
+    _r("search", "/+search", ["GET"], "search.search"),
     _r("changelog", "/+changelog/<spec>", ["GET"], "replication.changelog"),
     _r("static", "/+static/<path:member>", ["GET"], "web.static"),
     _r("web", "/+web/metrics", ["GET"], "ops.metrics_page"),
