@@ -183,3 +183,34 @@ def test_hostile_posts_to_the_actions_are_never_5xx(site: Site) -> None:
                 allowed = (303,) if path.endswith("1.0/+web/yank") and cookie else ()
                 assert 400 <= reply.code < 500 or reply.code in allowed, \
                     (path, body[:40], reply.code, reply.body[:200])
+
+
+def test_a_browser_is_asked_to_log_in_with_a_page_not_a_password_dialog(site: Site) -> None:
+    for path in ("/alice/private", "/alice/private/secretpkg", "/alice/private/secretpkg/1.0"):
+        reply = site.page(path)
+        assert reply.code == 401 and reply.header("WWW-Authenticate") is None, path
+        html = reply.body.decode()
+        assert html.startswith("<!doctype html>") and '<nav aria-label="main">' in html
+        assert f'href="http://testserver/+login?next={path}"' in html
+        assert "default-src 'none'" in reply.header("Content-Security-Policy")
+        assert "secretpkg" not in html.replace(path, "")
+    # installers, JSON clients and documentation keep the Basic challenge
+    for headers in ({"User-Agent": ["pip/24.0"], "Accept": ["text/html"]},
+                    {"Accept": ["application/json"]}):
+        reply = site.server.client.get("/alice/private", headers=headers)
+        assert reply.code == 401 and reply.header("WWW-Authenticate") == 'Basic realm="devpi"'
+    reply = site.page("/alice/private/+simple/secretpkg/")
+    assert reply.code == 401 and reply.header("WWW-Authenticate") == 'Basic realm="devpi"'
+
+
+def test_error_pages_are_in_the_layout(site: Site) -> None:
+    reply = site.page("/alice/dev/nothing/<script>")
+    assert reply.code == 404
+    html = reply.body.decode()
+    assert "<h1>404 Not Found</h1>" in html and '<nav aria-label="main">' in html
+    assert "<script>" not in html and "default-src 'none'" in reply.header(
+        "Content-Security-Policy")
+    installer = site.server.client.get("/alice/dev/+simple/nothing/",
+                                       headers={"User-Agent": ["pip/24.0"],
+                                                "Accept": ["text/html"]})
+    assert installer.code == 404 and b"<nav" not in installer.body  # as before

@@ -216,5 +216,7 @@ def _settings(config: Mapping[str, Any]) -> list[tuple[str, str]]:
             value = masked_url(str(value))
         if isinstance(value, list):
             value = ", ".join(map(str, value)) or "(nobody)"
+        elif isinstance(value, bool):
+            value = "yes" if value else "no"
         rows.append((key, str(value)))
     return rows
