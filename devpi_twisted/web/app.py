@@ -259,7 +259,7 @@ class ManagementApp:
             return listing
         web = self._browser(request)
         if web is not None:
-            return await web.index(request, user, index, readable)
+            return await web.index(request, user, index, readable, config)
         json_view(request)
         if not flag(request, b"no_projects"):
             config["projects"] = listed_projects(identity, await self._project_names(user, index))
