@@ -253,3 +253,14 @@ def test_no_generated_browser_request_gets_a_5xx_or_a_traceback(site: Site) -> N
         run()
     finally:
         globalLogPublisher.removeObserver(observer)
+
+
+def test_log_out_from_a_page(site: Site) -> None:
+    alice = site.session("alice")
+    html = text_of(site.page("/alice/dev", headers={"Cookie": alice["Cookie"]}))
+    assert '<form id="logout-form" method="post" action="http://testserver/+logout">' in html
+    assert 'name="next" value="/alice/dev"' in html
+    reply = site.post_form("/+logout", {"csrf_token": alice["csrf"], "next": "/alice/dev"}, alice)
+    assert reply.code == 303 and reply.header("Location") == "http://testserver/alice/dev"
+    assert any("Max-Age=0" in c for c in reply.headers.getRawHeaders("Set-Cookie"))
+    assert site.post_form("/+logout", {"next": "/"}, alice).code == 403  # no CSRF token
