@@ -78,8 +78,8 @@ class ManagementApp:
         self._web = web
 
     def _browser(self, request: HttpRequest) -> WebPages | None:
-        """The web pages, for a browser (HTML asked for, JSON not: render.json_acceptable)."""
-        return self._web if self._web is not None and not render.json_acceptable(request) else None
+        """The web pages, for a browser (HTML asked for, JSON not, no installer)."""
+        return self._web if self._web is not None and render.browser(request) else None
 
     # -- discovery and login -----------------------------------------------------
 

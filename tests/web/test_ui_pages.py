@@ -361,3 +361,11 @@ def test_mirror_pages_from_the_cache(site: Site) -> None:
     inherited = text_of(site.page("/alice/dev/mirrored"))
     assert '<a href="http://testserver/root/pypi">root/pypi</a> <span class="inherited">' \
         in inherited
+
+
+def test_installers_asking_for_html_get_no_web_page(site: Site) -> None:
+    """pip, uv and the like never get the web interface: what they got before."""
+    pip = {"User-Agent": ["pip/24.0"], "Accept": ["text/html"]}
+    for path in ("/", "/alice", "/alice/dev/pkg/1.0", "/+status"):
+        reply = site.server.client.get(path, headers=pip)
+        assert reply.code == 404 and b"<nav" not in reply.body, path
