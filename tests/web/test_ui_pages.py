@@ -52,6 +52,7 @@ def test_index_page_shows_config_bases_and_projects(site: Site) -> None:
     assert '<a href="http://testserver/alice/dev/pkg">pkg</a>' in html
     assert '<a href="http://testserver/alice/dev/pkg/2.0b1">2.0b1</a>' in html  # latest
     assert 'id="index-edit"' not in html  # not for the anonymous
+    assert "<dt>acl_read</dt><dd>:ANONYMOUS:</dd>" in html.replace("\n", "").replace(" ", "")
     from tests.web.test_fuzz import _sdist
     from tests.web.ui_site import upload
     upload(site.server, "alice/dev", site.auth["alice"], "Pkg", "3.0", "Pkg-3.0.tar.gz",

@@ -209,9 +209,10 @@ def _settings(config: Mapping[str, Any]) -> list[tuple[str, str]]:
     for key in ("volatile", "acl_upload", "acl_toxresult_upload", "acl_read",
                 "mirror_whitelist", "mirror_url", "mirror_cache_expiry",
                 "mirror_no_project_list", "mirror_use_external_urls", "mirror_web_url_fmt"):
-        if key not in config:
+        if key not in config and key != "acl_read":
             continue
-        value = config[key]
+        # who may read: the JSON leaves out the default (everybody), the page says it
+        value = config.get(key, [":ANONYMOUS:"])
         if key == "mirror_url":
             value = masked_url(str(value))
         if isinstance(value, list):
