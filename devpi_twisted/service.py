@@ -149,7 +149,8 @@ def _services(config: Config, reactor: IServerReactor, node: sd.NodeInfo, storag
     info = ServerInfo(
         uuid=node.uuid, serverdir=str(config.serverdir), role=config.role, host=config.host,
         port=config.port, outside_url=config.outside_url, max_body=config.max_request_body_size,
-        max_json_body=config.max_json_body_size, requests_only=config.requests_only)
+        max_json_body=config.max_json_body_size, requests_only=config.requests_only,
+        storage=_storage_text(config))
     blobs = open_blobs(config, storage, reactor)
     staging = config.serverdir / sd.STAGING
     if not config.requests_only:  # the main process starts first: nothing is in flight yet
@@ -245,6 +246,15 @@ async def _build_search(storage: Storage, doc_text: StoredDocText | None) -> Non
             log.info("Search: stored the text of the docs of {count} versions", count=docs)
     except Exception:
         log.failure("Building the search rows failed")
+
+
+def _storage_text(config: Config) -> str:
+    """The database and where file bodies go, as the status page says it (no password)."""
+    if config.storage.name == "sqlite":
+        return "sqlite (server directory), files under +files"
+    where = " ".join(f"{k}={v}" for k, v in sorted(config.storage.settings.items())
+                     if k in ("host", "port", "database", "dbname", "user"))
+    return f"{config.storage.name} {where}".strip() + ", files in the database"
 
 
 def _check_role(config: Config, node: sd.NodeInfo) -> sd.NodeInfo:

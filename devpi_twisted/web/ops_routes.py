@@ -229,7 +229,7 @@ class OpsApp:
             status["replication-errors"] = {
                 k: v for k, v in errors.items() if "/".join(str(k).split("/", 2)[:2]) in readable}
         if web is not None:
-            return await web.status(request, status)
+            return await web.status(request, {**status, "storage": info.storage})
         return render.result(request, "status", status)
 
     def _more_status(self) -> dict[str, Any]:

@@ -66,6 +66,8 @@ class ServerInfo:
     requests_only: bool = False
     version: str = __version__
     max_json_body: int = MAX_JSON_BODY
+    # where the state lives, as the status page says it (not part of /+status's JSON)
+    storage: str = "sqlite"
 
 
 def body_kind(method: bytes, target: bytes, content_type: bytes | None, mount: str = "") -> str:

@@ -40,7 +40,7 @@ def test_pages_of_the_installed_package(fresh_serverdir: Path) -> None:
         for path, marker in (("/", 'id="indexes"'), ("/alice/dev", 'id="projects"'),
                              ("/alice/dev/pkg", 'id="versions"'),
                              ("/alice/dev/pkg/1.0", "<em>Markdown</em>"),
-                             ("/+status", "<h1>Status</h1>"), ("/+web/metrics", 'id="metrics"'),
+                             ("/+status", "<dd>sqlite (server directory), files under +files</dd>"), ("/+web/metrics", 'id="metrics"'),
                              ("/+login", 'name="password"')):
             status, headers, html = _page(url + path)
             assert status == 200 and marker in html, (path, status, html[:300])

@@ -5,6 +5,7 @@ escaped, bad input answered 4xx, the security headers, the search renderer."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -157,6 +158,9 @@ def test_docs_frame(site: Site) -> None:
 def test_status_metrics_and_login_pages(site: Site) -> None:
     status = text_of(site.page("/+status"))
     assert "<h1>Status</h1>" in status and "serial" in status and "replication" in status
+    assert "<dt>storage</dt><dd>sqlite" in status
+    reply = site.server.client.get("/+status", headers={"Accept": ["application/json"]})
+    assert "storage" not in json.loads(reply.body)["result"]  # the JSON stays devpi's
     metrics = text_of(site.page("/+web/metrics"))
     assert "<h1>Metrics</h1>" in metrics and 'id="metrics"' in metrics
     login = site.page("/+login?next=/alice/dev")
