@@ -74,17 +74,6 @@ def site(daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> Site:
     return Site(url, wheel)
 
 
-def log_in(watch: Watch, user: str = "alice", password: str = PASSWORD) -> None:
-    """Log in through the login page, from the "Log in" link of the page shown now."""
-    page = watch.page
-    page.locator('header nav[aria-label="main"]').get_by_role("link", name="Log in").click()
-    expect(page).to_have_url(re.compile(r"/\+login"))
-    page.locator('input[name="username"]').fill(user)
-    page.locator('input[name="password"]').fill(password)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.locator("header")).to_contain_text("Log out")
-
-
 def test_from_the_root_down_to_a_downloaded_file(watch: Watch, site: Site, tmp_path: Path) -> None:
     page = watch.page
     assert_strict_policy(watch.goto("/"))
@@ -225,7 +214,7 @@ def test_a_private_index_shows_only_after_login(watch: Watch, site: Site) -> Non
     assert watch.goto("/alice/private").status in (401, 403, 404)
     expect(page.locator("body")).not_to_contain_text("secretpkg")
     watch.goto("/")
-    log_in(watch)
+    watch.log_in("alice", PASSWORD)
     expect(page).to_have_url(site.url + "/")
     page.locator("#indexes").get_by_role("link", name="alice/private", exact=True).click()
     expect(page.locator("#projects").get_by_role("link", name="secretpkg")).to_be_visible()
@@ -235,7 +224,7 @@ def test_yanking_a_release_through_its_form(watch: Watch, site: Site) -> None:
     page = watch.page
     watch.goto("/alice/dev/yankme/0.1")
     expect(page.locator("#yank-form")).to_have_count(0)  # not for anonymous visitors
-    log_in(watch)
+    watch.log_in("alice", PASSWORD)
     expect(page).to_have_url(site.url + "/alice/dev/yankme/0.1")
     button = page.locator("#yank-form button")
     expect(button).to_have_text("Yank")
