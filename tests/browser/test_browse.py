@@ -11,6 +11,7 @@ import hashlib
 import re
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 import pytest
@@ -18,6 +19,9 @@ import pytest
 from tests.browser import data
 from tests.browser.watch import Watch, assert_strict_policy, sandbox_of
 from tests.support import Daemon
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Locator
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
 expect = sync_api.expect
@@ -150,7 +154,7 @@ def test_the_docs_open_in_a_sandboxed_frame(watch: Watch, site: Site) -> None:
     assert flags is not None and "allow-same-origin" not in flags, raw.headers
 
 
-def _search(watch: Watch, word: str) -> sync_api.Locator:
+def _search(watch: Watch, word: str) -> Locator:
     """Search ``word`` through the search form of the page shown now; the first result's
     link, once there is one (the search index may trail the upload a little)."""
     page = watch.page
