@@ -13,7 +13,8 @@ setup(
     # twisted/plugins/devpi_plugin.py (setuptools' import hook would hide it from twistd).
     package_dir={"": "."},
     packages=find_packages(include=["devpi_twisted", "devpi_twisted.*"]) + ["twisted.plugins"],
-    package_data={"devpi_twisted.storage.migrations": ["*.sql"]},
+    package_data={"devpi_twisted.storage.migrations": ["*.sql"],
+                  "devpi_twisted.web.ui": ["templates/*.html", "static/*"]},
     install_requires=[
         "Twisted>=24.7",
         "klein>=23.5",
@@ -29,6 +30,8 @@ setup(
         "multipart>=1.1",
         "ldaptor>=21.2",
         "pymacaroons>=0.13",
+        "Jinja2>=3.1",
+        "readme-renderer[md]>=42",
     ],
     extras_require={
         "test": [

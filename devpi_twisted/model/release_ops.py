@@ -298,6 +298,14 @@ class ReleaseOps:
                     result[record.version] = record.data.to_json()
         return result
 
+    async def stage_versions(self, user: str, index: str, name: str,
+                             reader: Identity | None = None
+                             ) -> list[tuple[str, list[VersionRecord]]]:
+        """The versions of ``name`` on each stage along ``user/index``'s bases that
+        ``reader`` may read (refused if not the index; None: all), in resolution order:
+        the web pages show which index each version comes from."""
+        return await self._stages_with(user, index, normalize_project(name), False, reader)
+
     async def version_data(self, user: str, index: str, name: str, version: str) -> dict[str, Any]:
         versions = await self.project_versions(user, index, name)
         if version not in versions:

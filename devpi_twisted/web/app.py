@@ -25,6 +25,7 @@ from devpi_twisted.web.deps import HttpRequest
 from devpi_twisted.web.helpers import RequestHelpers, flag, json_view, written as written_at
 from devpi_twisted.web.routes import MATCHER
 from devpi_twisted.web.site import ServerInfo, mount_path
+from devpi_twisted.web.ui.browse import WebPages
 
 # what devpi-server 6.20 advertises in /+api (devpi-client asks for them before using them)
 FEATURES = ["push-no-docs", "push-only-docs", "push-register-project", "server-keyvalue-parsing"]
@@ -62,20 +63,30 @@ def _shown_user(user: Any) -> Any:
 class ManagementApp:
     """``/``, ``+api``, ``+login``, ``+authcheck``, users and indexes. Needs the server's
     operations, its info, the request helpers, the index's own project names and the
-    simple project list (installers asking for an index URL get it)."""
+    simple project list (installers asking for an index URL get it), and the web pages
+    browsers get (``web``; None: JSON only)."""
 
     def __init__(self, ops: ServerOps, info: ServerInfo, helpers: RequestHelpers,
                  project_names: Callable[[str, str], Awaitable[list[str]]],
-                 listing: Callable[[HttpRequest, str, str], Awaitable[bytes | None]]) -> None:
+                 listing: Callable[[HttpRequest, str, str], Awaitable[bytes | None]],
+                 web: WebPages | None = None) -> None:
         self._ops = ops
         self._info = info
         self._helpers = helpers
         self._project_names = project_names
         self._listing = listing
+        self._web = web
+
+    def _browser(self, request: HttpRequest) -> WebPages | None:
+        """The web pages, for a browser (HTML asked for, JSON not: render.json_acceptable)."""
+        return self._web if self._web is not None and not render.json_acceptable(request) else None
 
     # -- discovery and login -----------------------------------------------------
 
     async def list_users(self, request: HttpRequest) -> bytes:
+        web = self._browser(request)
+        if web is not None:
+            return await web.root(request)
         json_view(request)
         users = await self._ops.list_users(await self._helpers.identity(request))
         return render.result(request, "list:userconfig",
@@ -129,6 +140,8 @@ class ManagementApp:
         try:
             token = await self._ops.login(body, client_address(request))
         except Unauthenticated:
+            if self._web is not None:
+                return self._web.login(request, next_path, "wrong user name or password", 401)
             request.setResponseCode(401)
             return self._page(request, sessions.login_page(
                 base, next_path, "wrong user name or password"))
@@ -149,6 +162,8 @@ class ManagementApp:
         """The HTML login form (GET ``+login?next=/path``)."""
         query = parse_qs(request.uri.partition(b"?")[2].decode("latin-1"), errors="replace")
         next_path = sessions.local_path(query.get("next", ["/"])[0])
+        if self._web is not None:
+            return self._web.login(request, next_path)
         return self._page(request, sessions.login_page(self._helpers.base(request), next_path))
 
     async def logout(self, request: HttpRequest) -> bytes:
@@ -206,6 +221,9 @@ class ManagementApp:
     # -- users ------------------------------------------------------------------
 
     async def get_user(self, request: HttpRequest, user: str) -> bytes:
+        web = self._browser(request)
+        if web is not None:
+            return await web.user(request, user)
         json_view(request)
         identity = await self._helpers.identity(request)
         return render.result(request, "userconfig",
@@ -233,12 +251,15 @@ class ManagementApp:
     # -- indexes ----------------------------------------------------------------
 
     async def get_index(self, request: HttpRequest, user: str, index: str) -> bytes:
-        config = (await self._helpers.readable(request, user, index)).to_json()
+        readable = await self._helpers.readable(request, user, index)
         identity = await self._helpers.identity(request)
-        config = shown_config(config, await self._ops.hidden_indexes(identity))
+        config = shown_config(readable.to_json(), await self._ops.hidden_indexes(identity))
         listing = await self._listing(request, user, index)
         if listing is not None:
             return listing
+        web = self._browser(request)
+        if web is not None:
+            return await web.index(request, user, index, readable)
         json_view(request)
         if not flag(request, b"no_projects"):
             config["projects"] = listed_projects(identity, await self._project_names(user, index))

@@ -32,6 +32,9 @@ from devpi_twisted.web.replication import ReplicationApp
 from devpi_twisted.web.routes import ROUTES
 from devpi_twisted.web.site import DevpiSite, ServerInfo
 from devpi_twisted.web.tokens import TokenApp
+from devpi_twisted.web.ui.browse import WebPages
+from devpi_twisted.web.ui.details import VersionDetails
+from devpi_twisted.web.ui.webapp import WebApp
 from devpi_twisted.web.uploads import UploadApp
 
 
@@ -46,17 +49,20 @@ def build_resource(ops: ServerOps, info: ServerInfo, releases: ReleaseOps, simpl
     copies = BlobCopies(blobs, staging)
     pages = SimplePages(ops, simple, helpers, mirror)
     files = FileApp(ops, releases, blobs, offload, helpers.identity, mirror, replica)
+    web_pages = WebPages(ops, releases, simple, pages, helpers, VersionDetails(copies, offload))
+    web = WebApp(ops, releases, web_pages, helpers)
     apps = {
         "management": ManagementApp(ops, info, helpers, releases.project_names,
-                                    pages.installer_listing),
+                                    pages.installer_listing, web_pages),
         "pages": pages,
         "files": files,
         "projects": ProjectApp(ops, releases, simple, pages, helpers, blobs, copies, offload,
-                               staging),
+                               staging, web_pages),
         "uploads": UploadApp(releases, helpers, copies, offload, staging, http,
                              lambda: mirror is not None and mirror.offline),
         "ops": OpsApp(ops, info, blobs, metrics, files.stats, helpers.identity, mirror, feed,
-                      replica),
+                      replica, web),
+        "web": web,
         "replication": ReplicationApp(feed),
         "tokens": TokenApp(ops, helpers),
         "audit": AuditApp(audit, helpers),

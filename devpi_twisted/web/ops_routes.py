@@ -21,6 +21,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from devpi_twisted.model.acl import Identity
+from devpi_twisted.model.errors import NotFound
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.replication.feed import ChangelogFeed
 from devpi_twisted.storage.blobs import BlobStore
@@ -29,6 +30,7 @@ from devpi_twisted.web.deps import HttpRequest, MirrorStatus, ReplicaStatus
 from devpi_twisted.web.helpers import json_view
 from devpi_twisted.web.metrics import RequestMetrics, Series, render as render_metrics
 from devpi_twisted.web.site import ServerInfo
+from devpi_twisted.web.ui.webapp import WebApp
 
 _log = Logger()
 USAGE_SECONDS = 300.0  # /+metrics scans the blob store (on a thread) at most this often
@@ -51,8 +53,9 @@ class OpsApp:
                  metrics: RequestMetrics, file_stats: Mapping[str, int],
                  identity: Callable[[HttpRequest], Awaitable[Identity]],
                  mirror: MirrorStatus | None = None, feed: ChangelogFeed | None = None,
-                 replica: ReplicaStatus | None = None) -> None:
+                 replica: ReplicaStatus | None = None, web: WebApp | None = None) -> None:
         self._ops = ops
+        self._web = web
         self._identity = identity
         self._info = info
         self._blobs = blobs
@@ -189,8 +192,20 @@ class OpsApp:
                 found.append([f"devpi_twisted_{s.name}{suffix}", s.kind, value])
         return found
 
+    async def metrics_page(self, request: HttpRequest) -> bytes:
+        """The metrics people look at, as a page (the web interface's)."""
+        if self._web is None:
+            raise NotFound("no web interface here")
+        await self._ops.sync()
+        usage = self._usage[1] if self._usage is not None else None
+        readable = await self._readable(request)
+        shown = None if usage is None else {i: v for i, v in usage.items() if i in readable}
+        return await self._web.metrics(request, self.metric_series(shown), self._metrics)
+
     async def status(self, request: HttpRequest) -> bytes:
-        json_view(request)
+        web = self._web if not render.json_acceptable(request) else None
+        if web is None:
+            json_view(request)
         await self._ops.sync()
         readable = await self._readable(request)
         info = self._info
@@ -213,6 +228,8 @@ class OpsApp:
         if isinstance(errors, dict):  # keyed by relpath (user/index/+f/...)
             status["replication-errors"] = {
                 k: v for k, v in errors.items() if "/".join(str(k).split("/", 2)[:2]) in readable}
+        if web is not None:
+            return await web.status(request, status)
         return render.result(request, "status", status)
 
     def _more_status(self) -> dict[str, Any]:

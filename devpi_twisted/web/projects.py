@@ -29,6 +29,7 @@ from devpi_twisted.web.forms import spool_body
 from devpi_twisted.web.helpers import RequestHelpers, flag, json_view, written
 from devpi_twisted.web.pages import SimplePages
 from devpi_twisted.web.simple import is_installer
+from devpi_twisted.web.ui.browse import WebPages
 
 # Uploaded documentation runs in a sandbox: an opaque origin, so its scripts (search
 # works) reach neither our cookies nor our API as the reader.
@@ -41,11 +42,13 @@ class ProjectApp:
     and tox results for ``+f`` files. Needs the server's and the release operations, the
     simple-page operations and the simple pages (installers asking for a project get
     its page; mirrors' pages are brought up to date), the request helpers, the blob
-    store and local copies of its bodies, a thread to offload to, a staging directory."""
+    store and local copies of its bodies, a thread to offload to, a staging directory,
+    and the web pages browsers get (``web``; None: JSON only)."""
 
     def __init__(self, ops: ServerOps, releases: ReleaseOps, simple: SimpleOps,
                  pages: SimplePages, helpers: RequestHelpers, blobs: BlobStore,
-                 copies: BlobCopies, offload: Offload, staging: Path) -> None:
+                 copies: BlobCopies, offload: Offload, staging: Path,
+                 web: WebPages | None = None) -> None:
         self._ops = ops
         self._releases = releases
         self._simple = simple
@@ -55,6 +58,7 @@ class ProjectApp:
         self._copies = copies
         self._offload = offload
         self._staging = staging
+        self._web = web
 
     def _api_links(self, request: HttpRequest, data: Mapping[str, Any]) -> dict[str, Any]:
         """Version data as the API shows it (model.releases.api_view)."""
@@ -70,6 +74,8 @@ class ProjectApp:
         accept = render.accept(request)
         if "application/json" not in accept:
             if "text/html" in accept:
+                if self._web is not None:
+                    return await self._web.project(request, user, index, project)
                 raise NotFound("no HTML view here; ask for application/json")
             raise UnsupportedMedia("ask for application/json")
         shape = (request.args.get(b"v") or [b"1"])[0].decode("utf-8", "replace") or "1"
@@ -113,10 +119,12 @@ class ProjectApp:
     async def version_view(self, request: HttpRequest, user: str, index: str, project: str,
                            version: str) -> bytes:
         normalized = normalize_project(project)
-        await self._helpers.readable(request, user, index, normalized)  # refused before anything
+        config = await self._helpers.readable(request, user, index, normalized)  # refused first
         if normalized != project:
             return self._helpers.redirect(request,
                                           f"/{user}/{index}/{normalized}/{version}".encode())
+        if self._web is not None and not render.json_acceptable(request):
+            return await self._web.version(request, user, index, project, version, config)
         json_view(request)
         versions = await self._project_versions(request, user, index, project)
         if version not in versions:

@@ -89,6 +89,8 @@ ROUTES: tuple[Route, ...] = (
     _r("health", "/+health", ["GET"], "ops.health"),
     _r("metrics", "/+metrics", ["GET"], "ops.metrics"),
     _r("audit", "/+audit", ["GET"], "audit.events"),
+    _r("static", "/+static/<path:member>", ["GET"], "web.static"),
+    _r("web", "/+web/metrics", ["GET"], "ops.metrics_page"),
     _r("changelog", "/+changelog/<spec>", ["GET"], "replication.changelog"),
     _r("user", "/<name:user>", ["GET"], "management.get_user"),
     _r("user", "/<name:user>", ["PUT"], "management.create_user", JSON),
@@ -104,6 +106,7 @@ ROUTES: tuple[Route, ...] = (
     _r("index", _UI, ["DELETE"], "management.delete_index"),
     _r("upload", _UI, ["POST", "PUSH"], "uploads.upload", UPLOAD, fast=True),
     _r("api", _UI + "/+api", ["GET"], "management.api_index"),
+    _r("web", _UI + "/+web/edit", ["POST"], "web.edit_index", FORM),
     _r("simple_list", _UI + "/+simple/", ["GET"], "pages.simple_list"),
     _r("simple_project", _UI + "/+simple/<name:project>/", ["GET"], "pages.simple_project",
        fast=True),
@@ -121,6 +124,10 @@ ROUTES: tuple[Route, ...] = (
     _r("project", _VERSION, ["DELETE"], "projects.delete_version"),
     _r("project", _VERSION + "/+doc/", ["GET"], "projects.docs_index"),
     _r("project", _VERSION + "/+doc/<path:member>", ["GET"], "projects.docs"),
+    _r("project", _VERSION + "/+d/", ["GET"], "web.docs_frame_index"),
+    _r("project", _VERSION + "/+d/<path:member>", ["GET"], "web.docs_frame"),
+    _r("web", _VERSION + "/+web/yank", ["POST"], "web.yank", FORM),
+    _r("web", _VERSION + "/+web/delete", ["POST"], "web.delete", FORM),
 )
 
 

@@ -53,11 +53,15 @@ def test_unknown_routes_and_methods_answer_404(server: Server) -> None:
     assert server.client.request("PUSH", "/+api").code == 404
 
 
-def test_html_accept_gets_404_on_json_views(server: Server) -> None:
-    for path in ("/", "/+api", "/root", "/root/pypi", "/+status"):
+def test_html_accept_gets_the_web_pages_and_404_on_json_only_views(server: Server) -> None:
+    for path in ("/", "/root", "/root/pypi", "/+status"):  # the web interface's pages
         reply = server.client.get(path, headers={"Accept": ["text/html"]})
-        assert reply.code == 404, path
+        assert reply.code == 200, path
         assert reply.header("Content-Type").startswith("text/html")
+        assert reply.body.startswith(b"<!doctype html>")
+    reply = server.client.get("/+api", headers={"Accept": ["text/html"]})
+    assert reply.code == 404
+    assert reply.header("Content-Type").startswith("text/html")
 
 
 def test_no_accept_header_gets_json(server: Server) -> None:
