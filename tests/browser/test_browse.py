@@ -244,8 +244,10 @@ def test_yanking_a_release_through_its_form(watch: Watch, site: Site) -> None:
     expect(button).to_have_text("Yank")
 
 
-PAGES = ["/", "/alice/dev", "/alice/dev/mdpkg", "/alice/dev/mdpkg/1.0",
-         "/alice/dev/mdpkg/1.0/+d/index.html", "/+search?query=marmalade", "/+login", "/+status"]
+PAGES = ["/", "/alice", "/alice/dev", "/alice/dev/mdpkg", "/alice/dev/mdpkg/1.0",
+         "/alice/dev/mdpkg/latest", "/alice/dev/mdpkg/1.0/+d/index.html",
+         "/+search?query=marmalade", "/+login", "/+status", "/+web/metrics"]
+SHOTS = {"/alice": "user", "/+status": "status", "/+web/metrics": "metrics"}
 
 
 @pytest.mark.parametrize("path", PAGES)
@@ -274,5 +276,7 @@ def test_every_page_has_the_common_layout(watch: Watch, site: Site, path: str) -
     assert sheets == [site.url + "/+static/style.css"], sheets
     expect(page.locator("style, [style]")).to_have_count(0)
     assert not watch.injected()
-    if path == "/+status":
-        watch.shot("status")
+    if path in SHOTS:
+        watch.shot(SHOTS[path])
+    if path.endswith("/latest"):
+        expect(page.locator("main h1")).to_have_text("mdpkg 1.0")
