@@ -79,6 +79,8 @@ def watch(browser: Browser, daemon: Daemon, request: pytest.FixtureRequest) -> I
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int,
                             config: pytest.Config) -> None:
-    shots = screenshots_dir(config)
-    if shots.is_dir() and any(shots.iterdir()):
-        terminalreporter.write_line(f"browser screenshots: {shots}")
+    from tests.browser.watch import WRITTEN
+
+    if WRITTEN:
+        terminalreporter.write_line(f"browser screenshots ({len(WRITTEN)}): "
+                                    f"{screenshots_dir(config)}")

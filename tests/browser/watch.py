@@ -28,6 +28,8 @@ INJECTED = """() => {
             title: document.title, live: live};
 }"""
 
+WRITTEN: list[Path] = []  # the screenshots of this run
+
 
 class Watch:
     """One page of a fresh browser context, with everything it reports recorded."""
@@ -80,6 +82,7 @@ class Watch:
         self.screenshots.mkdir(parents=True, exist_ok=True)
         target = self.screenshots / f"{name}.png"
         self.page.screenshot(path=str(target), full_page=True)
+        WRITTEN.append(target)
         return target
 
     def injected(self) -> list[str]:
