@@ -228,6 +228,21 @@ def _open_doc_zip(path: Path | str) -> zipfile.ZipFile:
     return archive
 
 
+def open_doc_zip(path: Path | str) -> zipfile.ZipFile:
+    """The (checked) doc zip opened for reading; BadDocZip if it is none or its
+    directory is too large."""
+    return _open_doc_zip(path)
+
+
+def read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:
+    """At most ``limit`` bytes of a member (however far it inflates); BadDocZip if damaged."""
+    try:
+        with archive.open(info) as member:
+            return member.read(limit)
+    except _BAD_ARCHIVE as e:
+        raise BadDocZip(f"damaged zip member {info.filename!r}: {e}") from None
+
+
 def check_doc_zip(path: Path | str) -> None:
     """Raise BadDocZip unless ``path`` is a readable zip whose members all stay
     below its root: no absolute names, drive letters, '..' parts, NUL or symlinks,

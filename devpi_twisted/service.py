@@ -44,6 +44,8 @@ from devpi_twisted.storage.types import ThreadOffload
 from devpi_twisted.storage.values import MirrorConfig
 from devpi_twisted.workers import WorkerSupervisor, worker_command
 from devpi_twisted.model.release_ops import ReleaseOps
+from devpi_twisted.model.search import SearchOps
+from devpi_twisted.doctext import doc_pages
 from devpi_twisted.model.simple import SimpleOps
 from devpi_twisted.web.auditlog import AuditLog
 from devpi_twisted.web.hashing import HashingPool
@@ -175,14 +177,18 @@ def _services(config: Config, reactor: IServerReactor, node: sd.NodeInfo, storag
                     via=replica.mirror_page if replica is not None else None,
                     prefetch=PREFETCH if config.mirror_prefetch else 0)
     reactor.callWhenRunning(lambda: Deferred.fromCoroutine(_warm(storage, mirror)))
-    site = build_site(ops, info, ReleaseOps(storage, blobs, time.time, audit_log),
+    if not worker and not config.requests_only:
+        reactor.callWhenRunning(lambda: Deferred.fromCoroutine(_build_search(storage)))
+    releases = ReleaseOps(storage, blobs, time.time, audit_log,
+                          doc_text=lambda path: offload(doc_pages, path))
+    site = build_site(ops, info, releases,
                       SimpleOps(storage, mirror.page), blobs, offload, staging,
                       serial=lambda: storage.serial, http=http, mirror=mirror, feed=feed,
                       replica=replica, primary_url=config.primary_url or "",
                       proxy_timeout=config.proxy_timeout,
                       primary_uuid=(lambda: client.primary_uuid) if replica is not None else None,
                       access_log=config.debug or config.access_log,
-                      audit=AuditOps(storage, policy))
+                      audit=AuditOps(storage, policy), search=SearchOps(storage))
 
     root = DevpiService(lock)
     root.attach(StorageService(storage, reactor, mirror.settled))
@@ -211,6 +217,17 @@ async def _warm(storage: Storage, mirror: Mirror) -> None:
     for record in await storage.list_indexes():
         if isinstance(record.config, MirrorConfig):
             await mirror.warm(f"{record.user}/{record.index}", record.config)
+
+
+async def _build_search(storage: Storage) -> None:
+    """The search rows of what was stored before search existed (once)."""
+    try:
+        made = await storage.build_search()
+    except Exception:
+        log.failure("Building the search rows failed")
+        return
+    if made:
+        log.info("Search: made the rows of {count} stored versions and mirror projects", count=made)
 
 
 def _check_role(config: Config, node: sd.NodeInfo) -> sd.NodeInfo:

@@ -20,6 +20,7 @@ from typing import IO, Any
 import attrs
 from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 
+from devpi_twisted.doctext import doc_pages
 from devpi_twisted.dump.format import DOCZIP, RELEASEFILE, TOXRESULT, Dump, DumpError, FileDesc, IndexDump
 from devpi_twisted.dump.progress import Progress
 from devpi_twisted.model import releases
@@ -158,6 +159,18 @@ class Importer:
                  for version, metadata in sorted(index.projects[project].items())]
         await self._storage.write_releases(index.user, index.index, items)  # one transaction
         self._versions += len(items)
+        for version, _ in sorted(index.projects[project].items()):
+            await self._doc_text(index, project, version)
+
+    async def _doc_text(self, index: IndexDump, project: str, version: str) -> None:
+        """The search text of the version's documentation, if it has any."""
+        for desc in self._files.get((index.name, project, version), []):
+            if desc.type == DOCZIP:
+                pages = await self._offload(doc_pages, desc.path)
+                if pages:
+                    name = str(index.projects[project][version].get("name") or project)
+                    await self._storage.write_doc_pages(index.user, index.index, project, version,
+                                                        name, pages)
 
     async def _put(self, key: str, path: Path, sha256: str) -> None:
         if self._links is not None:

@@ -75,6 +75,9 @@ async def push(ops: ReleaseOps, identity: Identity, user: str, index: str, body:
         raise NotFound(f"no release/files found for {name} {version}")
     volatile = target_config.volatile
     now = ops.now()
+    # the search text of pushed docs goes with them (it was extracted at their upload)
+    docs = await ops.storage.get_doc_pages(user, index, project, version) \
+        if any(link.rel == DOCZIP for link in links) else None
 
     async def attempt() -> list[list[Any]]:
         existing = await ops.version_record(target_user, target_index, project, version)
@@ -110,7 +113,7 @@ async def push(ops: ReleaseOps, identity: Identity, user: str, index: str, body:
             log.append([200, kind, relpath] if kind else [200, "store_doczip", name, version, "->", target])
         data[ELINKS] = [l.to_json() for l in old_links] + new_links
         await ops.storage.write_release(target_user, target_index, project, version, data,
-                                        files, existing.serial if existing else -1)
+                                        files, existing.serial if existing else -1, docs)
         ops.auditor.record(audit.release(identity, audit.PUSH, source, project, version, target=target,
                                          files=sorted(p for p in files if not p.endswith(METADATA_SUFFIX))))
         return log

@@ -11,7 +11,8 @@ refused and the upload is decided again on fresh data (``retry.retrying``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from devpi_twisted.model import audit
@@ -35,8 +36,11 @@ from devpi_twisted.model.release_files import (  # (the names the web layer impo
 )
 from devpi_twisted.model.retry import retrying
 from devpi_twisted.storage.blobs import BlobStore
-from devpi_twisted.storage.interface import FileRecord, RecordMissing, Storage, VersionRecord
+from devpi_twisted.storage.interface import DocPage, FileRecord, RecordMissing, Storage, VersionRecord
 from devpi_twisted.storage.values import ELINKS, FileLink, IndexConfig, StageConfig
+
+# the text of an uploaded doc zip's pages, for search (doctext.py, run off the reactor)
+DocText = Callable[[Path], Awaitable[Sequence[DocPage]]]
 
 __all__ = ["DOCZIP", "BadForm", "Identical", "IncomingFile", "IncomingMetadata", "ReleaseOps",
            "StageMissing"]
@@ -46,8 +50,9 @@ class ReleaseOps:
     """Uploads, tox results, views and deletions of releases; pushes (``push.py``)."""
 
     def __init__(self, storage: Storage, blobs: BlobStore, clock: Callable[[], float],
-                 auditor: audit.Auditor = audit.NO_AUDIT) -> None:
+                 auditor: audit.Auditor = audit.NO_AUDIT, doc_text: DocText | None = None) -> None:
         self._storage = storage
+        self._doc_text = doc_text
         self.auditor = auditor
         self._blobs = blobs
         self._clock = clock
@@ -133,8 +138,10 @@ class ReleaseOps:
             metadata = {}
         releases.check_registration(name, version)
         await check_archive(content, DOCZIP)
+        docs = list(await self._doc_text(content.path)) if self._doc_text is not None else None
         return await self._add_file(identity, user, index, name, version, metadata, content, volatile,
-                                    rel=DOCZIP, filename=releases.doczip_filename(project, version))
+                                    rel=DOCZIP, filename=releases.doczip_filename(project, version),
+                                    docs=docs)
 
     async def version_record(self, user: str, index: str, project: str, version: str) -> VersionRecord | None:
         if not can_be_stored(version):  # from a JSON body (push, yank)
@@ -155,17 +162,20 @@ class ReleaseOps:
 
     async def _write(self, user: str, index: str, project: str, version: str,
                      data: Mapping[str, Any] | None, files: Mapping[str, Mapping[str, Any]],
-                     current: VersionRecord | None) -> int:
-        """Write a version read as ``current`` (StaleRecord if it changed since)."""
+                     current: VersionRecord | None, docs: Sequence[DocPage] | None = None) -> int:
+        """Write a version read as ``current`` (StaleRecord if it changed since); ``docs``:
+        the text of documentation uploaded with it."""
         try:
             return await self._storage.write_release(
-                user, index, project, version, data, files, current.serial if current else -1)
+                user, index, project, version, data, files, current.serial if current else -1,
+                docs)
         except RecordMissing:
             raise StageMissing(f"The stage {user}/{index} could not be found.") from None
 
     async def _add_file(self, identity: Identity, user: str, index: str, name: str, version: str,
                         metadata: Mapping[str, Any], content: IncomingFile, volatile: bool,
-                        rel: str = RELEASEFILE, filename: str | None = None) -> Written:
+                        rel: str = RELEASEFILE, filename: str | None = None,
+                        docs: Sequence[DocPage] | None = None) -> Written:
         """Store a release file (or doc zip) and link it to its version; the version data
         is created (full for release files, minimal for docs) or updated from the form."""
         project = normalize_project(name)
@@ -217,7 +227,8 @@ class ReleaseOps:
                     bodies.append((relpath + METADATA_SUFFIX, meta.path, meta.sha256))
                 await self._blobs.move_in(bodies)
                 stored = True
-            written = Written(await self._write(user, index, project, version, data, files, current))
+            written = Written(await self._write(user, index, project, version, data, files, current,
+                                                docs))
             self.auditor.record(audit.release(identity, audit.UPLOAD, f"{user}/{index}", project, version,
                                               filename=filename, rel=rel, replaced=bool(same)))
             return written

@@ -19,12 +19,12 @@ from typing import Any, TypeVar
 from twisted.internet.defer import Deferred, DeferredLock, succeed
 from twisted.python.failure import Failure
 
-from devpi_twisted.storage import auditplans, plans, tokenplans
+from devpi_twisted.storage import auditplans, plans, searchplans, tokenplans
 from devpi_twisted.storage.board import SerialBoard
 from devpi_twisted.storage.cache import StateCache
 from devpi_twisted.storage.interface import (
-    AuditEntry, AuditQuery, Change, FileRecord, IndexRecord, MirrorRecord, StorageError,
-    TokenRecord, UserRecord,
+    AuditEntry, AuditQuery, Change, DocPage, FileRecord, IndexRecord, MirrorRecord, SearchPage,
+    SearchQuery, StorageError, TokenRecord, UserRecord,
     VersionRecord,
 )
 from devpi_twisted.storage.types import Now
@@ -51,6 +51,8 @@ def shielded(inner: Deferred[T]) -> Deferred[T]:
 
 
 class PlanStorage:
+    dialect = "sqlite"  # which of searchplans' queries this database runs
+
     def __init__(self, clock: Now = time.time, board: SerialBoard | None = None) -> None:
         self._clock = clock
         self._board = board
@@ -241,9 +243,24 @@ class PlanStorage:
 
     def write_release(self, user: str, index: str, project: str, version: str,
                       data: Mapping[str, Any] | None, files: Mapping[str, Mapping[str, Any]],
-                      expect_serial: int) -> Deferred[int]:
+                      expect_serial: int, docs: Sequence[DocPage] | None = None) -> Deferred[int]:
         return self._write(plans.write_release, user, index, project, version,
-                           None if data is None else dict(data), dict(files), expect_serial)
+                           None if data is None else dict(data), dict(files), expect_serial,
+                           None if docs is None else list(docs))
+
+    def write_doc_pages(self, user: str, index: str, project: str, version: str, name: str,
+                        pages: Sequence[DocPage]) -> Deferred[int]:
+        return self._write(plans.write_doc_pages, user, index, project, version, name, list(pages))
+
+    def get_doc_pages(self, user: str, index: str, project: str,
+                      version: str) -> Deferred[list[DocPage]]:
+        return shielded(self._query(searchplans.doc_pages(user, index, project, version)))
+
+    def search(self, query: SearchQuery) -> Deferred[SearchPage]:
+        return shielded(self._query(searchplans.search(self.dialect, query)))
+
+    def build_search(self) -> Deferred[int]:
+        return shielded(self._transact(searchplans.build))
 
     def write_releases(self, user: str, index: str,
                        items: Sequence[tuple[str, str, Mapping[str, Any], Mapping[str, Mapping[str, Any]]]]

@@ -27,6 +27,9 @@ MIRROR = "mirrorproject"
 # key user/id of an API token, value {"salt", "created", "restrictions"} and "revoked" (when)
 # once revoked (kept, so a refusal can say so); None when its user is deleted
 TOKEN = "token"
+# key user/index/project/version, value {"name": project as shown, "pages": [[path, title,
+# text], ...]}: the text of the version's documentation for search (storage/searchrows.py)
+DOCTEXT = "doctext"
 UNSTORED = -1  # the serial of a record not committed yet (MirrorRecord)
 
 
@@ -139,6 +142,58 @@ def token_record(user: str, token_id: str, value: Mapping[str, Any], serial: int
     return TokenRecord(user, token_id, str(value["salt"]), float(value["created"]),
                        tuple(str(r) for r in value["restrictions"]), serial,
                        None if revoked is None else float(revoked), first_used, last_used)
+
+
+@attrs.frozen
+class DocPage:
+    """The text of one HTML page of a documentation zip: its path in the zip, title, text."""
+
+    path: str
+    title: str
+    text: str
+
+    def to_json(self) -> list[str]:
+        return [self.path, self.title, self.text]
+
+
+@attrs.frozen
+class SearchQuery:
+    """A full-text search as storage runs it: ``words``, each a phrase of tokens (letters
+    and digits only), all required, the last one a prefix; only rows of ``stages``
+    (``user/index``: those the reader may read) count, and of ``projects`` (normalised
+    names) unless None; one page of rows."""
+
+    words: tuple[tuple[str, ...], ...]
+    stages: tuple[str, ...]
+    limit: int
+    offset: int
+    projects: tuple[str, ...] | None = None
+
+
+@attrs.frozen
+class SearchRow:
+    """A found document. ``kind``: "version", "doc" or "name"; ``snippet``: text around
+    the matches, each match between \\x01 and \\x02; ``in_title``: the name or title
+    matched (not only the body); ``score``: higher is better."""
+
+    stage: str
+    project: str
+    version: str | None
+    kind: str
+    page: str | None
+    display: str
+    title: str
+    snippet: str
+    in_title: bool
+    score: float
+
+
+@attrs.frozen
+class SearchPage:
+    """The rows of one page of a search, best first, and how many match in all."""
+
+    total: int
+    rows: tuple[SearchRow, ...]
 
 
 @attrs.frozen
@@ -260,10 +315,11 @@ class Storage(Protocol):
 
     def write_release(self, user: str, index: str, project: str, version: str,
                       data: Mapping[str, Any] | None, files: Mapping[str, Mapping[str, Any]],
-                      expect_serial: int) -> Deferred[int]:
+                      expect_serial: int, docs: Sequence[DocPage] | None = None) -> Deferred[int]:
         """Set (or with ``data`` None delete) one version's data and set file entries
         (``{}`` marks a file deleted). ``expect_serial``: the version's serial as read, -1
-        if it had none. Raises RecordMissing (no such index), StaleRecord."""
+        if it had none. ``docs``: the text of its documentation as uploaded now (search).
+        Raises RecordMissing (no such index), StaleRecord."""
 
     def write_releases(self, user: str, index: str,
                        items: Sequence[tuple[str, str, Mapping[str, Any], Mapping[str, Mapping[str, Any]]]]
@@ -275,6 +331,22 @@ class Storage(Protocol):
                        expect: Mapping[str, int]) -> Deferred[int]:
         """Delete every version (``expect``: version -> serial as read) and mark the
         project's files deleted. Raises RecordMissing, StaleRecord."""
+
+    def write_doc_pages(self, user: str, index: str, project: str, version: str, name: str,
+                        pages: Sequence[DocPage]) -> Deferred[int]:
+        """The text of a version's documentation (an import's docs); RecordMissing if
+        there is no such version."""
+
+    def get_doc_pages(self, user: str, index: str, project: str,
+                      version: str) -> Deferred[list[DocPage]]:
+        """The text of a version's documentation as stored for search (a push copies it)."""
+
+    def search(self, query: SearchQuery) -> Deferred[SearchPage]:
+        """One page of the documents matching ``query``, best first, and their count."""
+
+    def build_search(self) -> Deferred[int]:
+        """Make the search rows of versions and mirror projects stored before search
+        existed (once: later calls do nothing); returns how many rows it made."""
 
     def get_mirror_project(self, user: str, index: str,
                            project: str) -> Deferred[MirrorRecord | None]: ...

@@ -22,8 +22,9 @@ from typing import Any, TypeVar
 
 import attrs
 
+from devpi_twisted.storage import searchrows
 from devpi_twisted.storage.interface import (
-    FILE, INDEX, MIRROR, TOKEN, USER, VERSION, Change, FileRecord, IndexRecord, MirrorRecord, Record,
+    DOCTEXT, FILE, INDEX, MIRROR, TOKEN, USER, VERSION, Change, DocPage, FileRecord, IndexRecord, MirrorRecord, Record,
     RecordExists, RecordMissing, StaleRecord, StorageError, TokenRecord, UserRecord, VersionRecord,
     token_record,
 )
@@ -129,6 +130,12 @@ def _expect(row: Sequence[Any] | None, expect_serial: int, what: str) -> None:
 
 
 def _apply(serial: int, record: Record) -> Plan[None]:
+    yield from _apply_state(serial, record)
+    for sql, params in searchrows.statements(record.type, record.key, record.value):
+        yield run(sql, *params)
+
+
+def _apply_state(serial: int, record: Record) -> Plan[None]:
     value = record.value
     if record.type == USER:
         if value is None:
@@ -162,7 +169,7 @@ def _apply(serial: int, record: Record) -> Plan[None]:
     elif record.type == FILE:
         owner, index = record.key.split("/", 2)[:2]
         yield run(UPSERT_FILE, record.key, owner, index, value["project"], dumps(value["entry"]), serial)
-    else:
+    elif record.type != DOCTEXT:  # (search rows only)
         raise StorageError(f"unknown record type {record.type!r}")
 
 
@@ -332,7 +339,8 @@ def live_files() -> Plan[list[FileRecord]]:
 
 
 def write_release(owner: str, index: str, project: str, version: str, data: Mapping[str, Any] | None,
-                  files: Mapping[str, Mapping[str, Any]], expect_serial: int, at: float) -> Plan[Change]:
+                  files: Mapping[str, Mapping[str, Any]], expect_serial: int,
+                  docs: Sequence[DocPage] | None, at: float) -> Plan[Change]:
     serial = yield from take_serial()
     if (yield one(INDEX_SERIAL, owner, index)) is None:
         raise RecordMissing(f"{owner}/{index}")
@@ -343,7 +351,24 @@ def write_release(owner: str, index: str, project: str, version: str, data: Mapp
     records = [Record(VERSION, key, None if data is None else dict(data))]
     records += [Record(FILE, relpath, {"project": project, "entry": dict(entry)})
                 for relpath, entry in sorted(files.items())]
+    if docs is not None and data is not None:
+        records.append(doc_text(key, str(data.get("name") or project), docs))
     return (yield from commit(serial, records, at))
+
+
+def doc_text(key: str, name: str, pages: Sequence[DocPage]) -> Record:
+    """The DOCTEXT record of a version's documentation (capped: searchrows.capped_pages)."""
+    return Record(DOCTEXT, key, {"name": name,
+                                 "pages": [p.to_json() for p in searchrows.capped_pages(pages)]})
+
+
+def write_doc_pages(owner: str, index: str, project: str, version: str, name: str,
+                    pages: Sequence[DocPage], at: float) -> Plan[Change]:
+    serial = yield from take_serial()
+    if (yield one(VERSION_SERIAL, owner, index, project, version)) is None:
+        raise RecordMissing(f"{owner}/{index}/{project}/{version}")
+    return (yield from commit(serial, [doc_text(f"{owner}/{index}/{project}/{version}", name, pages)],
+                              at))
 
 
 def write_releases(owner: str, index: str,

@@ -305,6 +305,8 @@ def _close_quietly(conn: Connection) -> None:
 
 
 class PostgresStorage(PlanStorage):
+    dialect = "postgres"
+
     def __init__(self, kw: Mapping[str, Any], reactor: TxReactor, clock: Now = time.time,
                  board: SerialBoard | None = None, pool_size: int = 4) -> None:
         super().__init__(clock, board)
@@ -397,6 +399,8 @@ class PostgresStorage(PlanStorage):
 class BlockingPostgresStorage(PlanStorage):
     """PostgreSQL for command-line tools: every plan on one blocking connection, so each
     method returns an already fired Deferred and no reactor needs to run."""
+
+    dialect = "postgres"
 
     def __init__(self, settings: Mapping[str, str], clock: Now = time.time,
                  board: SerialBoard | None = None) -> None:

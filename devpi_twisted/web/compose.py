@@ -13,6 +13,7 @@ from twisted.web.resource import IResource
 from devpi_twisted.model.audit import AuditOps
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.release_ops import ReleaseOps
+from devpi_twisted.model.search import SearchOps
 from devpi_twisted.model.simple import SimpleOps
 from devpi_twisted.replication.feed import ChangelogFeed
 from devpi_twisted.storage.blobs import BlobStore
@@ -30,6 +31,7 @@ from devpi_twisted.web.projects import ProjectApp
 from devpi_twisted.web.replica_writes import ReplicaWrites
 from devpi_twisted.web.replication import ReplicationApp
 from devpi_twisted.web.routes import ROUTES
+from devpi_twisted.web.search import SearchApp, SearchPage
 from devpi_twisted.web.site import DevpiSite, ServerInfo
 from devpi_twisted.web.tokens import TokenApp
 from devpi_twisted.web.ui.browse import WebPages
@@ -42,9 +44,12 @@ def build_resource(ops: ServerOps, info: ServerInfo, releases: ReleaseOps, simpl
                    blobs: BlobStore, offload: Offload, staging: Path, *,
                    metrics: RequestMetrics, http: HTTPClient | None = None,
                    mirror: MirrorCache | None = None, feed: ChangelogFeed | None = None,
-                   replica: ReplicaLoop | None = None, audit: AuditOps | None = None) -> IResource:
+                   replica: ReplicaLoop | None = None, audit: AuditOps | None = None,
+                   search: SearchOps | None = None, search_page: SearchPage | None = None
+                   ) -> IResource:
     """The root resource answering every route of web/routes.py: ``mirror`` where this
-    node mirrors, ``feed`` where it serves replicas, ``replica`` where it is one."""
+    node mirrors, ``feed`` where it serves replicas, ``replica`` where it is one;
+    ``search`` (by default over ``releases``' storage) with ``search_page`` its HTML."""
     helpers = RequestHelpers(ops, info, feed)
     copies = BlobCopies(blobs, staging)
     pages = SimplePages(ops, simple, helpers, mirror)
@@ -66,6 +71,8 @@ def build_resource(ops: ServerOps, info: ServerInfo, releases: ReleaseOps, simpl
         "replication": ReplicationApp(feed),
         "tokens": TokenApp(ops, helpers),
         "audit": AuditApp(audit, helpers),
+        "search": SearchApp(search if search is not None else SearchOps(releases.storage), helpers,
+                            search_page),
     }
     handlers = resolve(ROUTES, apps)
     return Dispatcher(handlers, build_klein(handlers).resource())
@@ -77,12 +84,13 @@ def build_site(ops: ServerOps, info: ServerInfo, releases: ReleaseOps, simple: S
                feed: ChangelogFeed | None = None, replica: ReplicaLoop | None = None,
                primary_url: str = "", proxy_timeout: float = 0.0,
                primary_uuid: Callable[[], str] | None = None, access_log: bool = False,
-               metrics: RequestMetrics | None = None, audit: AuditOps | None = None) -> DevpiSite:
+               metrics: RequestMetrics | None = None, audit: AuditOps | None = None,
+               search: SearchOps | None = None) -> DevpiSite:
     """The Site of this node: on a replica, writes are relayed to ``primary_url``."""
     metrics = metrics if metrics is not None else RequestMetrics()
     resource = build_resource(ops, info, releases, simple, blobs, offload, staging,
                               metrics=metrics, http=http, mirror=mirror, feed=feed,
-                              replica=replica, audit=audit)
+                              replica=replica, audit=audit, search=search)
     if replica is not None:
         resource = ReplicaWrites(resource, replica, primary_url, info, proxy_timeout)
     return DevpiSite(resource, info, serial, access_log=access_log, metrics=metrics,

@@ -91,6 +91,7 @@ ROUTES: tuple[Route, ...] = (
     _r("audit", "/+audit", ["GET"], "audit.events"),
     _r("static", "/+static/<path:member>", ["GET"], "web.static"),
     _r("web", "/+web/metrics", ["GET"], "ops.metrics_page"),
+    _r("search", "/+search", ["GET"], "search.search"),
     _r("changelog", "/+changelog/<spec>", ["GET"], "replication.changelog"),
     _r("user", "/<name:user>", ["GET"], "management.get_user"),
     _r("user", "/<name:user>", ["PUT"], "management.create_user", JSON),

@@ -18,6 +18,7 @@ from treq.testing import RequestTraversalAgent, _SynchronousProducer
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 
+from devpi_twisted.doctext import doc_pages
 from devpi_twisted.model.acl import Policy, parse_principals
 from devpi_twisted.model.audit import AuditOps
 from devpi_twisted.model.initial import root_pypi
@@ -134,7 +135,9 @@ def make_server(tmp_path: Path, restrict_modify: str | None = None,
                     hashing=hashing, auditor=audit_log)
     info = ServerInfo(uuid=UUID, serverdir=str(tmp_path), outside_url=outside_url)
     # The whole app; a blob store only for tests that upload (``blobs``).
-    site = build_site(ops, info, ReleaseOps(storage, blobs, clock.seconds, audit_log),
+    releases = ReleaseOps(storage, blobs, clock.seconds, audit_log,
+                          doc_text=lambda path: succeed(doc_pages(path)))
+    site = build_site(ops, info, releases,
                       SimpleOps(storage), blobs, offload, tmp_path, serial=lambda: storage.serial,
                       access_log=access_log, audit=AuditOps(storage, policy))
     return Server(storage, clock, Client(site), ops, audit_log)

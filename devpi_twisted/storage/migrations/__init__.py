@@ -11,6 +11,8 @@ import re
 from importlib import resources
 
 _NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.(sqlite|postgres)\.sql$")
+_TRIGGER = re.compile(r"CREATE\s+TRIGGER\b", re.IGNORECASE)
+_END = re.compile(r"\bEND\Z", re.IGNORECASE)
 _INCLUDE = re.compile(r"\A-- include: ([a-z0-9_]+\.sql)\s*\Z")
 
 
@@ -38,6 +40,19 @@ def latest(dialect: str) -> int:
 
 def statements(sql: str) -> list[str]:
     """The statements of a migration script: ``--`` comments dropped, split on ';'
-    (our scripts hold no ';' or '--' inside string literals)."""
+    (our scripts hold no ';' or '--' inside string literals), except inside a
+    ``CREATE TRIGGER ... BEGIN ... END`` (whose body holds statements of its own)."""
     code = "\n".join(line.split("--", 1)[0] for line in sql.splitlines())
-    return [s.strip() for s in code.split(";") if s.strip()]
+    found: list[str] = []
+    pending = ""
+    for part in code.split(";"):
+        pending = f"{pending};{part}" if pending else part
+        text = pending.strip()
+        if _TRIGGER.match(text) and not _END.search(text):
+            continue  # inside a trigger's body
+        if text:
+            found.append(text)
+        pending = ""
+    if pending.strip():
+        found.append(pending.strip())
+    return found

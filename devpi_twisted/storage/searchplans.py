@@ -1,0 +1,155 @@
+"""Plans of full-text search: the query (one for each database's engine, the only SQL
+here that differs between them), the documentation text of a version, and the one-time
+build of the rows of what was stored before search existed. The rows themselves are
+written with every change (searchrows.py).
+
+A query is made of words the domain layer has already reduced to letters and digits
+(interface.SearchQuery), so no user input reaches the engine's query syntax: sqlite
+gets FTS5 phrases in double quotes, PostgreSQL single-quoted lexemes joined by
+``<->`` and ``&``. Matches are counted and ranked in SQL over the readable stages
+only (a JSON array for sqlite's ``json_each``, an array for PostgreSQL's ``ANY``);
+snippets are made for the page of rows shown only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from devpi_twisted.storage import searchrows
+from devpi_twisted.storage.interface import (
+    MIRROR, VERSION, DocPage, SearchPage, SearchQuery, SearchRow,
+)
+from devpi_twisted.storage.plans import Plan, one, rows, run
+
+START, STOP = "\x01", "\x02"  # the markers around a match in a snippet
+SNIPPET_TOKENS = 24
+HEADLINE_TEXT = 20000  # characters of a body PostgreSQL's ts_headline looks through
+
+# -- sqlite: FTS5, bm25 weighs name 10, title 4, body 1 (lower is better)
+_SQLITE_FROM = ("FROM search_fts JOIN search_docs d ON d.id = search_fts.rowid "
+                "WHERE search_fts MATCH ? AND d.stage IN (SELECT value FROM json_each(?))")
+_SQLITE_PROJECTS = " AND d.project IN (SELECT value FROM json_each(?))"
+_SQLITE_COUNT = "SELECT count(*) {}"
+_SQLITE_PAGE = ("SELECT d.id, -bm25(search_fts, 10.0, 4.0, 1.0) AS score {} "
+                "ORDER BY score DESC, d.id LIMIT ? OFFSET ?")
+SQLITE_DETAILS = (
+    "SELECT d.id, d.stage, d.project, d.version, d.kind, d.page, d.display, d.title, "
+    "snippet(search_fts, -1, char(1), char(2), '…', " + str(SNIPPET_TOKENS) + "), "
+    "instr(highlight(search_fts, 0, char(1), char(2)) || highlight(search_fts, 1, char(1), char(2)), "
+    "char(1)) > 0 "
+    "FROM search_fts JOIN search_docs d ON d.id = search_fts.rowid "
+    "WHERE search_fts MATCH ? AND search_fts.rowid IN (SELECT value FROM json_each(?))")
+
+# -- PostgreSQL: tsvector (name A, title B, body D), ts_rank (higher is better)
+_PG_FROM = ("FROM search_docs d, to_tsquery('english', ?) q "
+            "WHERE d.tsv @@ q AND d.stage = ANY(?)")
+_PG_PROJECTS = " AND d.project = ANY(?)"
+_PG_COUNT = "SELECT count(*) {}"
+_PG_PAGE = "SELECT d.id, ts_rank(d.tsv, q) AS score {} ORDER BY score DESC, d.id LIMIT ? OFFSET ?"
+# the statements, without and with the filter by project (fixed text: only values vary)
+SQL = {(dialect, by_project): (count.format(where + (extra if by_project else "")),
+                               page.format(where + (extra if by_project else "")))
+       for dialect, where, extra, count, page in (
+           ("sqlite", _SQLITE_FROM, _SQLITE_PROJECTS, _SQLITE_COUNT, _SQLITE_PAGE),
+           ("postgres", _PG_FROM, _PG_PROJECTS, _PG_COUNT, _PG_PAGE))
+       for by_project in (False, True)}
+PG_DETAILS = (
+    "SELECT d.id, d.stage, d.project, d.version, d.kind, d.page, d.display, d.title, "
+    "ts_headline('english', d.title || ' — ' || left(d.body, " + str(HEADLINE_TEXT) + "), q, ?), "
+    "(setweight(to_tsvector('english', d.name), 'A') || to_tsvector('english', d.title)) @@ q "
+    "FROM search_docs d, to_tsquery('english', ?) q WHERE d.id = ANY(?)")
+PG_HEADLINE = f"StartSel={START}, StopSel={STOP}, MaxWords=35, MinWords=15, MaxFragments=2, FragmentDelimiter=\" … \""
+
+DOC_PAGES = ("SELECT page, title, body FROM search_docs WHERE stage = ? AND project = ? "
+             "AND version = ? AND kind = 'doc' ORDER BY id")
+# writers' lock, taken without a serial: the build sees every write before it
+LOCK_WRITERS = "UPDATE serial_counter SET serial = serial"
+BUILT = "SELECT built FROM search_built"
+MARK_BUILT = "INSERT INTO search_built (built) VALUES (1)"
+ALL_VERSIONS = ("SELECT owner, idx, project, version, data FROM versions "
+                "WHERE owner = ? AND idx = ?")
+ALL_STAGES = "SELECT owner, name FROM indexes ORDER BY owner, name"
+ALL_MIRRORED = "SELECT owner, idx, project FROM mirror_projects"
+
+
+def fts5_query(words: Sequence[Sequence[str]]) -> str:
+    """``"a b" "c"*``: every word a phrase of its tokens, the last a prefix."""
+    phrases = ['"' + " ".join(tokens) + '"' for tokens in words]
+    return " ".join(phrases) + "*"
+
+
+def tsquery(words: Sequence[Sequence[str]]) -> str:
+    """``'a' <-> 'b' & 'c':*``: the same for PostgreSQL's to_tsquery."""
+    phrases = [" <-> ".join(f"'{token}'" for token in tokens) for tokens in words]
+    return " & ".join(phrases) + ":*"
+
+
+def _checked(query: SearchQuery) -> None:
+    """Tokens are letters and digits only (the domain layer makes them so); anything
+    else here is a bug that must not reach the query syntax."""
+    for tokens in query.words:
+        if not tokens or not all(t.isalnum() for t in tokens):
+            raise ValueError(f"search tokens must be letters and digits: {tokens!r}")
+
+
+def search(dialect: str, query: SearchQuery) -> Plan[SearchPage]:
+    _checked(query)
+    if not query.words or not query.stages or query.projects == ():
+        return SearchPage(0, ())
+    dialect = "postgres" if dialect == "postgres" else "sqlite"
+    params: list[Any]
+    if dialect == "postgres":
+        params = [tsquery(query.words), list(query.stages)]
+        if query.projects is not None:
+            params.append(list(query.projects))
+    else:
+        params = [fts5_query(query.words), json.dumps(list(query.stages))]
+        if query.projects is not None:
+            params.append(json.dumps(list(query.projects)))
+    text = params[0]
+    count_sql, page_sql = SQL[dialect, query.projects is not None]
+    total = int((yield one(count_sql, *params))[0])
+    found = (yield rows(page_sql, *params, query.limit, query.offset)) if total else []
+    if not found:
+        return SearchPage(total, ())
+    ids = [int(row[0]) for row in found]
+    if dialect == "postgres":
+        details = yield rows(PG_DETAILS, PG_HEADLINE, text, ids)
+    else:
+        details = yield rows(SQLITE_DETAILS, text, json.dumps(ids))
+    by_id = {int(row[0]): row for row in details}
+    page = []
+    for row_id, score in ((int(r[0]), float(r[1])) for r in found):
+        d = by_id.get(row_id)
+        if d is not None:
+            page.append(SearchRow(stage=d[1], project=d[2], version=d[3], kind=d[4], page=d[5],
+                                  display=d[6], title=d[7], snippet=d[8] or "",
+                                  in_title=bool(d[9]), score=score))
+    return SearchPage(total, tuple(page))
+
+
+def doc_pages(owner: str, index: str, project: str, version: str) -> Plan[list[DocPage]]:
+    found = yield rows(DOC_PAGES, f"{owner}/{index}", project, version)
+    return [DocPage(str(p), str(t), str(b)) for p, t, b in found]
+
+
+def build() -> Plan[int]:
+    """The rows of every stored version and mirror project, once (search_built says it
+    was done): for a database that held releases before search existed."""
+    yield run(LOCK_WRITERS)
+    if (yield one(BUILT)) is not None:
+        return 0
+    made = 0
+    for owner, name in (yield rows(ALL_STAGES)):
+        for o, i, p, v, data in (yield rows(ALL_VERSIONS, owner, name)):
+            for sql, params in searchrows.statements(VERSION, f"{o}/{i}/{p}/{v}", json.loads(data)):
+                yield run(sql, *params)
+            made += 1
+    for o, i, p in (yield rows(ALL_MIRRORED)):
+        for sql, params in searchrows.statements(MIRROR, f"{o}/{i}/{p}", {}):
+            yield run(sql, *params)
+        made += 1
+    yield run(MARK_BUILT)
+    return made

@@ -1,0 +1,126 @@
+"""The rows of the full-text search tables (migrations 0006 sqlite, 0008 postgres), as
+the changes of every write make them: ``statements`` gives the SQL that brings the
+search rows in line with one changelog record, and plans.py runs it where it applies
+the record, in the same transaction. Workers and replicas apply the same records
+(replication imports changelog entries through the same code), so their search rows
+follow too. The SQL is the same for both databases: sqlite's FTS5 table follows
+``search_docs`` by triggers, PostgreSQL computes the ``tsvector`` column itself.
+
+Rows (``kind``): ``version`` (a version of a stage: name, summary, description,
+keywords, classifiers), ``doc`` (a page of its uploaded documentation; the pages
+travel in the changelog as a DOCTEXT record, extracted once where the zip was
+uploaded), ``name`` (a project a mirror index holds a page of).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from devpi_twisted.storage.interface import DOCTEXT, INDEX, MIRROR, VERSION, DocPage
+
+MAX_TEXT = 64 * 1024  # characters of the body of one row (a description, a doc page)
+MAX_TITLE = 1000
+MAX_DOC_PAGES = 200  # pages of one version's documentation
+MAX_DOC_TEXT = 512 * 1024  # characters of all pages of one version's documentation
+
+COLUMNS = "(stage, project, version, kind, page, display, name, title, body)"
+INSERT_ROW = f"INSERT INTO search_docs {COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# a mirror's page is stored again on every refresh: its name row only once
+INSERT_NAME = (f"INSERT INTO search_docs {COLUMNS} SELECT ?, ?, NULL, 'name', NULL, ?, ?, '', '' "
+               "WHERE NOT EXISTS (SELECT 1 FROM search_docs WHERE stage = ? AND project = ? "
+               "AND version IS NULL AND kind = 'name')")
+DELETE_NAME = ("DELETE FROM search_docs WHERE stage = ? AND project = ? AND version IS NULL "
+               "AND kind = 'name'")
+DELETE_KIND = "DELETE FROM search_docs WHERE stage = ? AND project = ? AND version = ? AND kind = ?"
+DELETE_VERSION = "DELETE FROM search_docs WHERE stage = ? AND project = ? AND version = ?"
+DELETE_STAGE = "DELETE FROM search_docs WHERE stage = ?"
+
+# what the database's own text may not hold (NUL), and the markers of snippets
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_NAME_PARTS = re.compile(r"[-_.]+")
+
+
+def doc_pages(value: Any) -> list[DocPage]:
+    """The pages of a DOCTEXT record's value (``{"pages": [[path, title, text], ...]}``)."""
+    pages = value.get("pages", []) if isinstance(value, Mapping) else []
+    return [DocPage(str(p[0]), str(p[1]), str(p[2])) for p in pages[:MAX_DOC_PAGES]
+            if isinstance(p, list) and len(p) == 3]
+
+
+def capped_pages(pages: Iterable[DocPage]) -> list[DocPage]:
+    """At most MAX_DOC_PAGES pages and MAX_DOC_TEXT characters in all (what a DOCTEXT
+    record carries)."""
+    kept: list[DocPage] = []
+    total = 0
+    for page in pages:
+        if len(kept) >= MAX_DOC_PAGES or total >= MAX_DOC_TEXT:
+            break
+        text = clean(page.text, min(MAX_TEXT, MAX_DOC_TEXT - total))
+        kept.append(DocPage(page.path, clean(page.title, MAX_TITLE), text))
+        total += len(text)
+    return kept
+
+
+def clean(text: Any, limit: int = MAX_TEXT) -> str:
+    """Text as stored in a row: a string, no control characters, at most ``limit`` long."""
+    if text is None:
+        return ""
+    if isinstance(text, (list, tuple)):
+        text = " ".join(str(t) for t in text)
+    return _CONTROL.sub(" ", str(text)[:limit])
+
+
+def name_text(project: str, display: str) -> str:
+    """The name column: the name as shown and normalised, and the parts between ``-_.``
+    (so ``my_pkg`` is found as ``my pkg``)."""
+    names = {display, project, _NAME_PARTS.sub(" ", display)}
+    return clean(" ".join(sorted(names)), MAX_TITLE)
+
+
+def yanked(data: Mapping[str, Any]) -> bool:
+    """A version whose release files are all yanked (PEP 592) is left out of search."""
+    files = [link for link in data.get("+elinks") or () if isinstance(link, Mapping)
+             and link.get("rel") == "releasefile"]
+    return bool(files) and all(link.get("yanked") not in (None, False) for link in files)
+
+
+def version_row(stage: str, project: str, version: str, data: Mapping[str, Any]) -> tuple[Any, ...]:
+    display = clean(data.get("name") or project, MAX_TITLE)
+    body = " ".join(t for t in (clean(data.get("keywords"), MAX_TITLE),
+                                clean(data.get("classifiers"), 8 * MAX_TITLE),
+                                clean(data.get("description"))) if t)
+    return (stage, project, version, "version", None, display, name_text(project, display),
+            clean(data.get("summary"), MAX_TITLE), body)
+
+
+def statements(type_: str, key: str, value: Any) -> Iterable[tuple[str, Sequence[Any]]]:
+    """SQL and parameters that update the search rows for one changelog record."""
+    if type_ == VERSION:
+        owner, index, project, version = key.split("/", 3)
+        stage = f"{owner}/{index}"
+        if value is None:  # the version is gone: its docs with it
+            yield DELETE_VERSION, (stage, project, version)
+            return
+        yield DELETE_KIND, (stage, project, version, "version")
+        if isinstance(value, Mapping) and not yanked(value):
+            yield INSERT_ROW, version_row(stage, project, version, value)
+    elif type_ == DOCTEXT:
+        owner, index, project, version = key.split("/", 3)
+        stage = f"{owner}/{index}"
+        yield DELETE_KIND, (stage, project, version, "doc")
+        display = clean(value.get("name") or project, MAX_TITLE) if isinstance(value, Mapping) else ""
+        for page in doc_pages(value):
+            yield INSERT_ROW, (stage, project, version, "doc", page.path, display,
+                               name_text(project, display), clean(page.title, MAX_TITLE),
+                               clean(page.text))
+    elif type_ == MIRROR:
+        owner, index, project = key.split("/", 2)
+        stage = f"{owner}/{index}"
+        if value is None:
+            yield DELETE_NAME, (stage, project)
+        else:
+            yield INSERT_NAME, (stage, project, project, name_text(project, project), stage, project)
+    elif type_ == INDEX and value is None:
+        yield DELETE_STAGE, (key,)
