@@ -53,6 +53,8 @@ DOCS = {
                   "<h1>The guide</h1><p>Feeding the ocelot daily.</p></body></html>",
 }
 
+MANY = 101  # projects: more than one page of an index
+
 
 @attrs.frozen
 class Site:
@@ -62,11 +64,15 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> Site:
-    """alice/dev holds mdpkg 1.0 (Markdown, with docs), rstpkg 2.0 (reStructuredText) and
-    yankme 0.1; alice/private (only alice may read it) holds secretpkg 1.0."""
+    """alice/dev (based on alice/base, holding basepkg 3.0) holds mdpkg 1.0 (Markdown,
+    with docs), rstpkg 2.0 (reStructuredText) and yankme 0.1; alice/private (only alice
+    may read it) holds secretpkg 1.0; alice/many holds MANY projects."""
     url, work = daemon.url, tmp_path_factory.mktemp("browser-dists")
     alice = data.user(url, "alice", PASSWORD, title="Alice")
-    data.index(url, alice, "alice/dev", title="Alice's development index")
+    data.index(url, alice, "alice/base")
+    data.post(url, "alice/base", alice, [(":action", "submit"), ("name", "basepkg"),
+                                         ("version", "3.0")])
+    data.index(url, alice, "alice/dev", title="Alice's development index", bases="alice/base")
     wheel = data.release(url, "alice/dev", alice, work, "mdpkg", "1.0", MARKDOWN, "text/markdown",
                          summary="A package described in Markdown")
     data.docs(url, "alice/dev", alice, "mdpkg", "1.0", DOCS)
@@ -75,6 +81,10 @@ def site(daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> Site:
     data.release(url, "alice/dev", alice, work, "yankme", "0.1", "Soon yanked.")
     data.index(url, alice, "alice/private", acl_read="alice")
     data.release(url, "alice/private", alice, work, "secretpkg", "1.0", "Private.")
+    data.index(url, alice, "alice/many")
+    for number in range(MANY):
+        data.post(url, "alice/many", alice, [(":action", "submit"), ("name", f"many{number:03}"),
+                                             ("version", "1.0")])
     return Site(url, wheel)
 
 
@@ -244,8 +254,37 @@ def test_yanking_a_release_through_its_form(watch: Watch, site: Site) -> None:
     expect(button).to_have_text("Yank")
 
 
+def test_an_inherited_version_names_its_index(watch: Watch, site: Site) -> None:
+    page = watch.page
+    watch.goto("/alice/dev")
+    page.locator("#index-config").get_by_role("link", name="alice/base", exact=True).click()
+    expect(page).to_have_url(site.url + "/alice/base")
+    watch.goto("/alice/dev/basepkg")
+    row = page.locator("#versions tr", has_text="3.0")
+    expect(row.get_by_role("link", name="alice/base", exact=True)).to_be_visible()
+    row.get_by_role("link", name="3.0", exact=True).click()
+    expect(page.locator("main h1")).to_have_text("basepkg 3.0")
+
+
+def test_a_long_index_is_paged(watch: Watch, site: Site) -> None:
+    page = watch.page
+    watch.goto("/alice/many")
+    seen: list[str] = []
+    pages = 0
+    while True:
+        pages += 1
+        seen += page.locator("#projects tbody tr td:first-child a").all_inner_texts()
+        if page.locator('a[rel="next"]').count() == 0:
+            break
+        page.locator('a[rel="next"]').click()
+        expect(page.locator('a[rel="prev"]')).to_have_count(1)
+    assert pages > 1 and sorted(seen) == [f"many{n:03}" for n in range(MANY)], (pages, seen)
+    page.locator('a[rel="prev"]').click()
+    expect(page.locator('a[rel="next"]')).to_have_count(1)
+
+
 PAGES = ["/", "/alice", "/alice/dev", "/alice/dev/mdpkg", "/alice/dev/mdpkg/1.0",
-         "/alice/dev/mdpkg/latest", "/alice/dev/mdpkg/1.0/+d/index.html",
+         "/alice/dev/mdpkg/latest", "/alice/dev/mdpkg/stable", "/alice/dev/mdpkg/1.0/+d/index.html",
          "/+search?query=marmalade", "/+login", "/+status", "/+web/metrics"]
 SHOTS = {"/alice": "user", "/+status": "status", "/+web/metrics": "metrics"}
 
@@ -278,5 +317,5 @@ def test_every_page_has_the_common_layout(watch: Watch, site: Site, path: str) -
     assert not watch.injected()
     if path in SHOTS:
         watch.shot(SHOTS[path])
-    if path.endswith("/latest"):
+    if path.endswith(("/latest", "/stable")):
         expect(page.locator("main h1")).to_have_text("mdpkg 1.0")

@@ -104,6 +104,7 @@ def hostile(daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> str:
 
 PAGES = {
     "root": "/",
+    "user": "/mallory",
     "index": "/mallory/xss",
     "project": BASE,
     "markdown": BASE + "/1.0",
