@@ -8,6 +8,7 @@ import io
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import urllib3
@@ -69,3 +70,17 @@ def docs(url: str, index_name: str, auth: tuple[str, str], name: str, version: s
             archive.writestr(path, text)
     post(url, index_name, auth, [(":action", "doc_upload"), ("name", name), ("version", version),
                                  ("content", (f"{name}-{version}.doc.zip", buffer.getvalue()))])
+
+
+def file_url(url: str, index_name: str, project: str, version: str) -> str:
+    """The +f URL of the one file of ``project`` ``version`` (from the JSON API)."""
+    status, reply, _ = call(f"{url}/{index_name}/{project}/{version}")
+    assert status == 200, reply
+    return str(reply["result"]["+links"][0]["href"])
+
+
+def toxresult(url: str, index_name: str, auth: tuple[str, str], project: str, version: str,
+              report: Mapping[str, object]) -> None:
+    """A tox report about the one file of ``project`` ``version``."""
+    status, reply, _ = call(file_url(url, index_name, project, version), "POST", report, auth)
+    assert status == 200, reply

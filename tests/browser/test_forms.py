@@ -49,17 +49,9 @@ def site(daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> str:
     data.index(url, alice, "alice/dev", title="Before", volatile=True)
     data.release(url, "alice/dev", alice, work, "victim", "1.0", "The victim.")
     data.docs(url, "alice/dev", alice, "victim", "1.0", {"index.html": ATTACK})
-    status, reply, _ = call(_file_url(url, "victim", "1.0"), "POST", REPORT, alice)
-    assert status == 200, reply
+    data.toxresult(url, "alice/dev", alice, "victim", "1.0", REPORT)
     data.release(url, "alice/dev", alice, work, "deleteme", "1.0", "Soon gone.")
     return url
-
-
-def _file_url(url: str, project: str, version: str) -> str:
-    """The +f URL of ``project`` ``version``'s one file (from the JSON API)."""
-    status, reply, _ = call(f"{url}/alice/dev/{project}/{version}")
-    assert status == 200, reply
-    return str(reply["result"]["+links"][0]["href"])
 
 
 def _yanked(url: str) -> bool:

@@ -82,7 +82,7 @@ BASE = "/mallory/xss/xsspkg"
 @pytest.fixture(scope="module")
 def hostile(daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> str:
     """mallory (title with a script) owns mallory/xss (title and description with markup),
-    holding xsspkg 1.0 (hostile Markdown and metadata, hostile docs), 2.0 (hostile
+    holding xsspkg 1.0 (hostile Markdown, metadata, docs, test report), 2.0 (hostile
     reStructuredText) and two registrations with hostile version strings."""
     url, work = daemon.url, tmp_path_factory.mktemp("hostile-dists")
     mallory = data.user(url, "mallory", PASSWORD, title=SCRIPT.format("user-title"),
@@ -95,6 +95,11 @@ def hostile(daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> str:
                  keywords='"><script>alert(1)</script>', project_urls="Docs, javascript:alert(2)",
                  requires_python='<script>alert("rp")</script>')
     data.docs(url, "mallory/xss", mallory, "xsspkg", "1.0", DOCS)
+    data.toxresult(url, "mallory/xss", mallory, "xsspkg", "1.0", {
+        "host": SCRIPT.format("tox-host"), "platform": IMG.format("tox-platform"),
+        "testenvs": {IMG.format("tox-env"): {"setup": [], "test": [{
+            "command": [SCRIPT.format("tox-command")], "retcode": 1,
+            "output": SCRIPT.format("tox-output")}]}}})
     data.release(url, "mallory/xss", mallory, work, "xsspkg", "2.0", RST, "text/x-rst")
     for version in (ODD_VERSION, JS_VERSION):
         data.post(url, "mallory/xss", mallory, [(":action", "submit"), ("name", "xsspkg"),
