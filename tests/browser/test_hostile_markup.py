@@ -145,6 +145,8 @@ def test_hostile_titles_show_as_text(watch: Watch, hostile: str) -> None:
     watch.goto(BASE + "/1.0")
     expect(watch.page.locator("#metadata")).to_contain_text(SCRIPT.format("summary"))
     expect(watch.page.locator("#description")).to_contain_text("click me")
+    expect(watch.page.locator("#toxresults")).to_contain_text(SCRIPT.format("tox-host"))
+    expect(watch.page.locator("#toxresults")).to_contain_text(IMG.format("tox-env"))
     assert not watch.injected()
 
 
