@@ -54,10 +54,12 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    """One daemon on sqlite for the module (root has the empty password)."""
+def daemon(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """One daemon on sqlite for the module (root has the empty password), initialised
+    with the module's ``INIT_OPTIONS`` (default: no root/pypi)."""
     serverdir = tmp_path_factory.mktemp("browser-server") / "state"
-    init_serverdir(serverdir, "--no-root-pypi")
+    init_serverdir(serverdir, *getattr(request.module, "INIT_OPTIONS", ["--no-root-pypi"]))
     running = Daemon(serverdir).start()
     yield running
     running.stop()
