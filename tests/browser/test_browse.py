@@ -109,12 +109,9 @@ def test_from_the_root_down_to_a_downloaded_file(watch: Watch, site: Site, tmp_p
     digest = hashlib.sha256(site.wheel).hexdigest()
     row = page.locator("#files tr", has_text="mdpkg-1.0-py3-none-any.whl")
     expect(row).to_contain_text(digest)
-    with page.expect_download() as download:
-        row.get_by_role("link", name="mdpkg-1.0-py3-none-any.whl").click()
-    saved = tmp_path / "downloaded.whl"
-    download.value.save_as(saved)
-    assert hashlib.sha256(saved.read_bytes()).hexdigest() == digest
-    assert download.value.suggested_filename == "mdpkg-1.0-py3-none-any.whl"
+    name, content = watch.download(row.get_by_role("link", name="mdpkg-1.0-py3-none-any.whl"),
+                                   tmp_path)
+    assert name == "mdpkg-1.0-py3-none-any.whl" and content == site.wheel
     assert not watch.injected()
 
 

@@ -65,9 +65,6 @@ def test_a_mirror_shows_what_it_cached(watch: Watch, mirror: Mirror, tmp_path: P
     watch.shot("mirror-project")
     versions.first.click()
     expect(page.locator("main h1")).to_have_text("mirpkg 2.0")
-    with page.expect_download() as download:
-        page.locator("#files").get_by_role("link", name=WHEEL).click()
-    saved = tmp_path / WHEEL
-    download.value.save_as(saved)
-    assert hashlib.sha256(saved.read_bytes()).hexdigest() == hashlib.sha256(mirror.wheel).hexdigest()
+    name, content = watch.download(page.locator("#files").get_by_role("link", name=WHEEL), tmp_path)
+    assert name == WHEEL and hashlib.sha256(content).digest() == hashlib.sha256(mirror.wheel).digest()
     assert not watch.injected()

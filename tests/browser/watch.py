@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from playwright.sync_api import ConsoleMessage, Dialog, Page, Request, Response
+    from playwright.sync_api import ConsoleMessage, Dialog, Locator, Page, Request, Response
 
 # In the page: what the hostile data would have done had it run, and what it would have
 # left in the DOM had the page not escaped or sanitised it.
@@ -76,6 +76,14 @@ class Watch:
         self.page.locator('input[name="password"]').fill(password)
         self.page.get_by_role("button", name="Log in").click()
         expect(self.page.locator("#logout-form")).to_be_visible()
+
+    def download(self, link: Locator, directory: Path) -> tuple[str, bytes]:
+        """Click ``link``, which downloads a file: its suggested name and its bytes."""
+        with self.page.expect_download() as started:
+            link.click()
+        target = directory / "download"
+        started.value.save_as(target)
+        return started.value.suggested_filename, target.read_bytes()
 
     def shot(self, name: str) -> Path:
         """A full-page screenshot ``name``.png of the page as it is now."""
