@@ -121,6 +121,8 @@ def error(request: HttpRequest, status: int, text: str) -> bytes:
     title = f"{status} {RESPONSES.get(status, b'').decode()}"
     page = (f"<html><head><title>{html.escape(title)}</title></head><body><h1>"
             f"{html.escape(title)}</h1>{html.escape(text)}</body></html>")
+    request.setHeader(b"Content-Security-Policy", b"default-src 'none'; base-uri 'none'")
+    request.setHeader(b"X-Content-Type-Options", b"nosniff")
     return _send(request, status, b"text/html; charset=UTF-8", page.encode("utf-8"))
 
 

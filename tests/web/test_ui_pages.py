@@ -237,6 +237,8 @@ def test_links_follow_the_outside_url_prefix(site: Site) -> None:
             assert link.startswith(prefix + "/") or link.startswith("#") \
                 or link.startswith("https://example.org/"), (path, link)
         assert f'action="{prefix}/+search"' in html
+        if path != "/":
+            assert f"{prefix}/+login?next={path}\"" in html
 
 
 def test_hostile_markup_is_escaped(site: Site) -> None:
@@ -261,6 +263,7 @@ def test_bad_input_is_4xx(site: Site, path: str, code: int) -> None:
     reply = site.page(path)
     assert reply.code == code, (path, reply.body[:300])
     assert b"<script>" not in reply.body
+    assert "default-src 'none'" in reply.header("Content-Security-Policy")
 
 
 # -- search ------------------------------------------------------------------------
@@ -307,3 +310,22 @@ def test_the_search_renderer(site: Site) -> None:
     assert "<mark>&lt;b&gt;word&lt;/b&gt;</mark>" in html
     assert 'rel="next"' in html and "q%22%3Cx%3E" in html
     assert "<x>" not in html
+    request.args = {b"query": [b"x"], b"index": [b"dev"], b"user": [b"alice"]}
+    html = web.search(request, results).decode()
+    assert "in user alice in index dev" in html
+    assert 'href="http://testserver/+search?user=alice&amp;index=dev&amp;query=' in html
+
+
+def test_versions_with_markup_characters_are_escaped_and_quoted(site: Site) -> None:
+    from tests.web.test_fuzz import _sdist
+    from tests.web.ui_site import upload
+    for version in ("1.0'x", "1.0&x"):
+        upload(site.server, "alice/dev", site.auth["alice"], "pkg", version,
+               f"pkg-{version}.tar.gz", _sdist("pkg", version))
+    html = text_of(site.page("/alice/dev/pkg"))
+    assert '<a href="http://testserver/alice/dev/pkg/1.0%26x">1.0&amp;x</a>' in html
+    assert '<a href="http://testserver/alice/dev/pkg/1.0%27x">1.0&#39;x</a>' in html
+    version = text_of(site.page("/alice/dev/pkg/1.0%26x"))
+    assert "<h1>pkg 1.0&amp;x</h1>" in version
+    assert "pkg-1.0%26x.tar.gz#sha256=" in version and ">pkg-1.0&amp;x.tar.gz</a>" in version
+    assert "pkg==1.0&amp;x" in version

@@ -10,7 +10,7 @@ import datetime
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import jinja2
 
@@ -117,6 +117,9 @@ def layout(request: HttpRequest, base: str, identity: Identity, now: float) -> d
     session = sessions.session_credentials(request)
     csrf = sessions.csrf_token(session[1]) if session is not None else ""
     here = request.path.decode("utf-8", "replace")
+    mount = urlsplit(base).path.rstrip("/")  # the outside URL's path: not ours to route
+    if mount and here.startswith(mount + "/"):
+        here = here[len(mount):]
     return {"base": base, "username": identity.username if identity.authenticated else None,
             "csrf": csrf, "here": sessions.local_path(here), "session": session is not None,
             "now": now}

@@ -31,10 +31,17 @@ MAX_TITLE, MAX_DESCRIPTION, MAX_REASON = 200, 5000, 500
 class SearchResultsLike(Protocol):
     """What the search page shows (model/search.py SearchResults)."""
 
-    query: str
-    total: int
-    page: int
-    per_page: int
+    @property
+    def query(self) -> str: ...
+
+    @property
+    def total(self) -> int: ...
+
+    @property
+    def page(self) -> int: ...
+
+    @property
+    def per_page(self) -> int: ...
 
     @property
     def hits(self) -> Sequence[Any]: ...
@@ -155,6 +162,9 @@ class WebApp:
                          identity if isinstance(identity, Identity) else ANONYMOUS_IDENTITY,
                          self._ops.now())
         pages = max(1, -(-results.total // max(1, results.per_page)))
+        args = request.args or {}
+        filters = [(name, args[key][0].decode("utf-8", "replace")[:200])
+                   for name, key in (("user", b"user"), ("index", b"index")) if args.get(key)]
         return page(request, "search.html", {**context, "results": results, "pages": pages,
-                                             "query": results.query})
+                                             "query": results.query, "filters": filters})
 
