@@ -44,7 +44,9 @@ from devpi_twisted.storage.types import ThreadOffload
 from devpi_twisted.storage.values import MirrorConfig
 from devpi_twisted.workers import WorkerSupervisor, worker_command
 from devpi_twisted.model.release_ops import ReleaseOps
-from devpi_twisted.model.search import SearchOps
+from devpi_twisted.model.search import SearchOps, StoredDocText, build_docs
+from devpi_twisted.storage.interface import DocPage
+from devpi_twisted.web.blobcopy import BlobCopies
 from devpi_twisted.doctext import doc_pages
 from devpi_twisted.model.simple import SimpleOps
 from devpi_twisted.web.auditlog import AuditLog
@@ -178,7 +180,18 @@ def _services(config: Config, reactor: IServerReactor, node: sd.NodeInfo, storag
                     prefetch=PREFETCH if config.mirror_prefetch else 0)
     reactor.callWhenRunning(lambda: Deferred.fromCoroutine(_warm(storage, mirror)))
     if not worker and not config.requests_only:
-        reactor.callWhenRunning(lambda: Deferred.fromCoroutine(_build_search(storage)))
+        copies = BlobCopies(blobs, staging)
+
+        async def stored_doc_text(relpath: str) -> list[DocPage]:
+            try:
+                async with copies.local_copy(relpath) as path:
+                    return await offload(doc_pages, path)
+            except Exception as e:  # a body gone or unreadable: no text of it
+                log.warn("Search: no text of {relpath}: {error}", relpath=relpath, error=e)
+                return []
+
+        docs = stored_doc_text if config.role != "replica" else None  # (a replica's come with changes)
+        reactor.callWhenRunning(lambda: Deferred.fromCoroutine(_build_search(storage, docs)))
     releases = ReleaseOps(storage, blobs, time.time, audit_log,
                           doc_text=lambda path: offload(doc_pages, path))
     site = build_site(ops, info, releases,
@@ -188,7 +201,7 @@ def _services(config: Config, reactor: IServerReactor, node: sd.NodeInfo, storag
                       proxy_timeout=config.proxy_timeout,
                       primary_uuid=(lambda: client.primary_uuid) if replica is not None else None,
                       access_log=config.debug or config.access_log,
-                      audit=AuditOps(storage, policy), search=SearchOps(storage))
+                      audit=AuditOps(storage, policy), search=SearchOps(storage, mirror.names))
 
     root = DevpiService(lock)
     root.attach(StorageService(storage, reactor, mirror.settled))
@@ -219,15 +232,19 @@ async def _warm(storage: Storage, mirror: Mirror) -> None:
             await mirror.warm(f"{record.user}/{record.index}", record.config)
 
 
-async def _build_search(storage: Storage) -> None:
-    """The search rows of what was stored before search existed (once)."""
+async def _build_search(storage: Storage, doc_text: StoredDocText | None) -> None:
+    """The search rows of what was stored before search existed (once), and the text of
+    its documentation (where this node writes changes: not on a replica)."""
     try:
         made = await storage.build_search()
+        if made:
+            log.info("Search: made the rows of {count} stored versions and mirror projects",
+                     count=made)
+        if made and doc_text is not None:
+            docs = await build_docs(storage, doc_text)
+            log.info("Search: stored the text of the docs of {count} versions", count=docs)
     except Exception:
         log.failure("Building the search rows failed")
-        return
-    if made:
-        log.info("Search: made the rows of {count} stored versions and mirror projects", count=made)
 
 
 def _check_role(config: Config, node: sd.NodeInfo) -> sd.NodeInfo:

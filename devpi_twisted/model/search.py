@@ -7,19 +7,34 @@ can fail to parse), the stages the reader may read are chosen (model/acl.py
 ``may_read``; storage counts and ranks over those alone, so nothing of another index
 shows, not even in the total), and storage's rows become hits linking to the
 version, doc page or project.
+
+A mirror's project names are in the database once it holds a page of the project;
+the names of its upstream list (up to some 700,000, kept by the mirror, not in the
+database) are found by their exact name: a query that is a project's name gives that
+project first, without any page fetched.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from urllib.parse import quote
 
 import attrs
 
 from devpi_twisted.model.acl import Identity, may_read
 from devpi_twisted.model.errors import InvalidInput
-from devpi_twisted.storage.interface import SearchQuery, SearchRow, Storage
+from devpi_twisted.model.names import normalize_project
+from devpi_twisted.storage.interface import DocPage, IndexRecord, SearchQuery, SearchRow, Storage
+from devpi_twisted.storage.values import MirrorConfig
 
+# a mirror's upstream project list (normalised name -> as upstream spells it), None if
+# it has none yet: mirror/names.py
+MirrorNames = Callable[[str, MirrorConfig], "Mapping[str, str] | None"]
+LISTED_SCORE = 1.0  # the score of an exact name from a mirror's list (shown first)
+DOCZIP = "doczip"  # the rel of a version's documentation link
+# the text of the pages of a stored doc zip (its relpath): doctext.py, off the reactor
+StoredDocText = Callable[[str], Awaitable[Sequence[DocPage]]]
 MAX_QUERY = 200  # characters of a query
 MAX_WORDS = 16  # words of a query
 MAX_NAME = 200  # characters of a user or index filter
@@ -119,21 +134,49 @@ def hit(row: SearchRow) -> SearchHit:
 
 
 class SearchOps:
-    """Searches for a reader over the indexes it may read."""
+    """Searches for a reader over the indexes it may read; ``mirror_names``: the
+    mirrors' upstream project lists (None: names of cached projects only)."""
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, mirror_names: MirrorNames | None = None) -> None:
         self._storage = storage
+        self._mirror_names = mirror_names
+
+    async def readable_indexes(self, reader: Identity, user: str | None = None,
+                               index: str | None = None) -> list[IndexRecord]:
+        """The indexes ``reader`` may read (of ``user``, named ``index``)."""
+        return [record for record in await self._storage.list_indexes(user)
+                if (index is None or record.index == index)
+                and may_read(reader, record.user, record.index, record.config.acl_read)]
 
     async def readable(self, reader: Identity, user: str | None = None,
                        index: str | None = None) -> tuple[str, ...]:
         """``user/index`` of the indexes ``reader`` may read (of ``user``, named ``index``)."""
+        return tuple(r.name for r in await self.readable_indexes(reader, user, index))
+
+    async def _listed(self, indexes: list[IndexRecord], words: tuple[tuple[str, ...], ...],
+                      projects: frozenset[str] | None) -> list[SearchHit]:
+        """Hits of the mirrors' upstream lists: the project named as the query, where the
+        mirror holds no page of it (then storage has its name row and finds it)."""
+        if self._mirror_names is None:
+            return []
+        wanted = normalize_project("-".join(t for tokens in words for t in tokens))
+        if projects is not None and wanted not in projects:
+            return []
         found = []
-        for record in await self._storage.list_indexes(user):
-            if index is not None and record.index != index:
+        for record in indexes:
+            if not isinstance(record.config, MirrorConfig):
                 continue
-            if may_read(reader, record.user, record.index, record.config.acl_read):
-                found.append(record.name)
-        return tuple(found)
+            names = self._mirror_names(record.name, record.config)
+            if not names or wanted not in names:
+                continue
+            if await self._storage.get_mirror_project(record.user, record.index, wanted) is not None:
+                continue
+            display = names[wanted]
+            found.append(SearchHit(record.user, record.index, display, None, "name", display,
+                                   ((display, True),),
+                                   f"/{_segment(record.user)}/{_segment(record.index)}/"
+                                   f"{_segment(wanted)}", LISTED_SCORE))
+        return found
 
     async def search(self, reader: Identity, query: str, *, user: str | None = None,
                      index: str | None = None, page: int = 1) -> SearchResults:
@@ -148,12 +191,39 @@ class SearchOps:
         empty = SearchResults(query, (), 0, page, PER_PAGE)
         if not words:
             return empty
-        stages = await self.readable(reader, user, index)
-        if not stages:
+        indexes = await self.readable_indexes(reader, user, index)
+        if not indexes:
             return empty
         projects = reader.scope.projects if reader.scope is not None and not reader.replica else None
+        listed = await self._listed(indexes, words, projects)
+        # the listed names come first: this page's share of them, then storage's rows
+        start = (page - 1) * PER_PAGE
+        shown = listed[start:start + PER_PAGE]
         found = await self._storage.search(SearchQuery(
-            words, stages, PER_PAGE, (page - 1) * PER_PAGE,
-            None if projects is None else tuple(sorted(projects))))
-        return SearchResults(query, tuple(hit(row) for row in found.rows), found.total, page,
-                             PER_PAGE)
+            words, tuple(r.name for r in indexes), PER_PAGE - len(shown),
+            max(0, start - len(listed)), None if projects is None else tuple(sorted(projects))))
+        return SearchResults(query, tuple(shown) + tuple(hit(row) for row in found.rows),
+                             len(listed) + found.total, page, PER_PAGE)
+
+
+async def build_docs(storage: Storage, doc_text: StoredDocText) -> int:
+    """The search text of documentation stored before search existed (after
+    ``Storage.build_search`` made the other rows of such a database): one change per
+    version with docs and no text yet, so replicas get it too. Returns how many."""
+    made = 0
+    for record in await storage.list_indexes():
+        if record.config.is_mirror:
+            continue
+        for project in await storage.list_projects(record.user, record.index):
+            for version in await storage.get_versions(record.user, record.index, project):
+                docs = [link for link in version.data.links if link.rel == DOCZIP]
+                if not docs or await storage.get_doc_pages(record.user, record.index, project,
+                                                           version.version):
+                    continue
+                pages = await doc_text(docs[-1].entrypath)
+                if pages:
+                    name = str(version.data.metadata.get("name") or project)
+                    await storage.write_doc_pages(record.user, record.index, project,
+                                                  version.version, name, pages)
+                    made += 1
+    return made

@@ -250,7 +250,8 @@ class PlanStorage:
 
     def write_doc_pages(self, user: str, index: str, project: str, version: str, name: str,
                         pages: Sequence[DocPage]) -> Deferred[int]:
-        return self._write(plans.write_doc_pages, user, index, project, version, name, list(pages))
+        return self._write(searchplans.write_doc_pages, user, index, project, version, name,
+                           list(pages))
 
     def get_doc_pages(self, user: str, index: str, project: str,
                       version: str) -> Deferred[list[DocPage]]:

@@ -24,9 +24,9 @@ import attrs
 
 from devpi_twisted.storage import searchrows
 from devpi_twisted.storage.interface import (
-    DOCTEXT, FILE, INDEX, MIRROR, TOKEN, USER, VERSION, Change, DocPage, FileRecord, IndexRecord, MirrorRecord, Record,
-    RecordExists, RecordMissing, StaleRecord, StorageError, TokenRecord, UserRecord, VersionRecord,
-    token_record,
+    DOCTEXT, FILE, INDEX, MIRROR, TOKEN, USER, VERSION, Change, DocPage, FileRecord, IndexRecord,
+    MirrorRecord, Record, RecordExists, RecordMissing, StaleRecord, StorageError, TokenRecord,
+    UserRecord, VersionRecord, token_record,
 )
 
 T = TypeVar("T")
@@ -352,23 +352,8 @@ def write_release(owner: str, index: str, project: str, version: str, data: Mapp
     records += [Record(FILE, relpath, {"project": project, "entry": dict(entry)})
                 for relpath, entry in sorted(files.items())]
     if docs is not None and data is not None:
-        records.append(doc_text(key, str(data.get("name") or project), docs))
+        records.append(searchrows.doc_text(key, str(data.get("name") or project), docs))
     return (yield from commit(serial, records, at))
-
-
-def doc_text(key: str, name: str, pages: Sequence[DocPage]) -> Record:
-    """The DOCTEXT record of a version's documentation (capped: searchrows.capped_pages)."""
-    return Record(DOCTEXT, key, {"name": name,
-                                 "pages": [p.to_json() for p in searchrows.capped_pages(pages)]})
-
-
-def write_doc_pages(owner: str, index: str, project: str, version: str, name: str,
-                    pages: Sequence[DocPage], at: float) -> Plan[Change]:
-    serial = yield from take_serial()
-    if (yield one(VERSION_SERIAL, owner, index, project, version)) is None:
-        raise RecordMissing(f"{owner}/{index}/{project}/{version}")
-    return (yield from commit(serial, [doc_text(f"{owner}/{index}/{project}/{version}", name, pages)],
-                              at))
 
 
 def write_releases(owner: str, index: str,

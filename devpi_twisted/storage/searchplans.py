@@ -7,8 +7,9 @@ A query is made of words the domain layer has already reduced to letters and dig
 (interface.SearchQuery), so no user input reaches the engine's query syntax: sqlite
 gets FTS5 phrases in double quotes, PostgreSQL single-quoted lexemes joined by
 ``<->`` and ``&``. Matches are counted and ranked in SQL over the readable stages
-only (a JSON array for sqlite's ``json_each``, an array for PostgreSQL's ``ANY``);
-snippets are made for the page of rows shown only.
+only (sqlite: their tag tokens in the MATCH expression, so FTS5 intersects them
+with the words itself; PostgreSQL: an array for ``ANY``); snippets are made for the
+page of rows shown only.
 """
 
 from __future__ import annotations
@@ -19,28 +20,32 @@ from typing import Any
 
 from devpi_twisted.storage import searchrows
 from devpi_twisted.storage.interface import (
-    MIRROR, VERSION, DocPage, SearchPage, SearchQuery, SearchRow,
+    MIRROR, VERSION, Change, DocPage, RecordMissing, SearchPage, SearchQuery, SearchRow,
 )
-from devpi_twisted.storage.plans import Plan, one, rows, run
+from devpi_twisted.storage.plans import VERSION_SERIAL, Plan, commit, one, rows, run, take_serial
 
 START, STOP = "\x01", "\x02"  # the markers around a match in a snippet
 SNIPPET_TOKENS = 24
 HEADLINE_TEXT = 20000  # characters of a body PostgreSQL's ts_headline looks through
 
-# -- sqlite: FTS5, bm25 weighs name 10, title 4, body 1 (lower is better)
-_SQLITE_FROM = ("FROM search_fts JOIN search_docs d ON d.id = search_fts.rowid "
-                "WHERE search_fts MATCH ? AND d.stage IN (SELECT value FROM json_each(?))")
-_SQLITE_PROJECTS = " AND d.project IN (SELECT value FROM json_each(?))"
+# -- sqlite: FTS5, bm25 weighs name 10, title 4, body 1, the stage tag 0 (lower is
+# better); the stages are a part of the MATCH expression (fts5_query), so the rows
+# of search_docs are only read to filter by project
+_SQLITE_FROM = "FROM search_fts WHERE search_fts MATCH ?"
+_SQLITE_PROJECTS = (" AND rowid IN (SELECT id FROM search_docs "
+                    "WHERE project IN (SELECT value FROM json_each(?)))")
 _SQLITE_COUNT = "SELECT count(*) {}"
-_SQLITE_PAGE = ("SELECT d.id, -bm25(search_fts, 10.0, 4.0, 1.0) AS score {} "
-                "ORDER BY score DESC, d.id LIMIT ? OFFSET ?")
+_SQLITE_PAGE = ("SELECT rowid, -bm25(search_fts, 10.0, 4.0, 1.0, 0.0) AS score {} "
+                "ORDER BY score DESC, rowid LIMIT ? OFFSET ?")
+# one row at a time: FTS5 seeks a MATCH with ``rowid = ?``, not with ``rowid IN (...)``
 SQLITE_DETAILS = (
     "SELECT d.id, d.stage, d.project, d.version, d.kind, d.page, d.display, d.title, "
     "snippet(search_fts, -1, char(1), char(2), '…', " + str(SNIPPET_TOKENS) + "), "
     "instr(highlight(search_fts, 0, char(1), char(2)) || highlight(search_fts, 1, char(1), char(2)), "
     "char(1)) > 0 "
     "FROM search_fts JOIN search_docs d ON d.id = search_fts.rowid "
-    "WHERE search_fts MATCH ? AND search_fts.rowid IN (SELECT value FROM json_each(?))")
+    "WHERE search_fts MATCH ? AND search_fts.rowid = ?")
+# (the details' MATCH is the words alone: the tag column is no snippet's)
 
 # -- PostgreSQL: tsvector (name A, title B, body D), ts_rank (higher is better)
 _PG_FROM = ("FROM search_docs d, to_tsquery('english', ?) q "
@@ -58,9 +63,10 @@ SQL = {(dialect, by_project): (count.format(where + (extra if by_project else ""
 PG_DETAILS = (
     "SELECT d.id, d.stage, d.project, d.version, d.kind, d.page, d.display, d.title, "
     "ts_headline('english', d.title || ' — ' || left(d.body, " + str(HEADLINE_TEXT) + "), q, ?), "
-    "(setweight(to_tsvector('english', d.name), 'A') || to_tsvector('english', d.title)) @@ q "
+    "to_tsvector('english', d.name || ' ' || d.title) @@ q "
     "FROM search_docs d, to_tsquery('english', ?) q WHERE d.id = ANY(?)")
-PG_HEADLINE = f"StartSel={START}, StopSel={STOP}, MaxWords=35, MinWords=15, MaxFragments=2, FragmentDelimiter=\" … \""
+PG_HEADLINE = (f"StartSel={START}, StopSel={STOP}, MaxWords=35, MinWords=15, MaxFragments=2, "
+               "FragmentDelimiter=\" … \"")
 
 DOC_PAGES = ("SELECT page, title, body FROM search_docs WHERE stage = ? AND project = ? "
              "AND version = ? AND kind = 'doc' ORDER BY id")
@@ -74,10 +80,15 @@ ALL_STAGES = "SELECT owner, name FROM indexes ORDER BY owner, name"
 ALL_MIRRORED = "SELECT owner, idx, project FROM mirror_projects"
 
 
-def fts5_query(words: Sequence[Sequence[str]]) -> str:
-    """``"a b" "c"*``: every word a phrase of its tokens, the last a prefix."""
+def fts5_query(words: Sequence[Sequence[str]], stages: Sequence[str] | None = None) -> str:
+    """``"a b" "c"*``: every word a phrase of its tokens, the last a prefix; with
+    ``stages``, only in rows tagged with one of them."""
     phrases = ['"' + " ".join(tokens) + '"' for tokens in words]
-    return " ".join(phrases) + "*"
+    text = " ".join(phrases) + "*"
+    if stages is None:
+        return text
+    tags = " OR ".join(f'"{searchrows.stage_tag(stage)}"' for stage in stages)
+    return f"({text}) AND tag : ({tags})"
 
 
 def tsquery(words: Sequence[Sequence[str]]) -> str:
@@ -105,10 +116,10 @@ def search(dialect: str, query: SearchQuery) -> Plan[SearchPage]:
         if query.projects is not None:
             params.append(list(query.projects))
     else:
-        params = [fts5_query(query.words), json.dumps(list(query.stages))]
+        params = [fts5_query(query.words, query.stages)]
         if query.projects is not None:
             params.append(json.dumps(list(query.projects)))
-    text = params[0]
+    text = params[0] if dialect == "postgres" else fts5_query(query.words)
     count_sql, page_sql = SQL[dialect, query.projects is not None]
     total = int((yield one(count_sql, *params))[0])
     found = (yield rows(page_sql, *params, query.limit, query.offset)) if total else []
@@ -118,7 +129,11 @@ def search(dialect: str, query: SearchQuery) -> Plan[SearchPage]:
     if dialect == "postgres":
         details = yield rows(PG_DETAILS, PG_HEADLINE, text, ids)
     else:
-        details = yield rows(SQLITE_DETAILS, text, json.dumps(ids))
+        details = []
+        for row_id in ids:
+            found_row = yield one(SQLITE_DETAILS, text, row_id)
+            if found_row is not None:
+                details.append(found_row)
     by_id = {int(row[0]): row for row in details}
     page = []
     for row_id, score in ((int(r[0]), float(r[1])) for r in found):
@@ -133,6 +148,16 @@ def search(dialect: str, query: SearchQuery) -> Plan[SearchPage]:
 def doc_pages(owner: str, index: str, project: str, version: str) -> Plan[list[DocPage]]:
     found = yield rows(DOC_PAGES, f"{owner}/{index}", project, version)
     return [DocPage(str(p), str(t), str(b)) for p, t, b in found]
+
+
+def write_doc_pages(owner: str, index: str, project: str, version: str, name: str,
+                    pages: Sequence[DocPage], at: float) -> Plan[Change]:
+    """The text of a version's documentation, as its own change (an import's docs)."""
+    serial = yield from take_serial()
+    if (yield one(VERSION_SERIAL, owner, index, project, version)) is None:
+        raise RecordMissing(f"{owner}/{index}/{project}/{version}")
+    key = f"{owner}/{index}/{project}/{version}"
+    return (yield from commit(serial, [searchrows.doc_text(key, name, pages)], at))
 
 
 def build() -> Plan[int]:

@@ -14,21 +14,22 @@ uploaded), ``name`` (a project a mirror index holds a page of).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from devpi_twisted.storage.interface import DOCTEXT, INDEX, MIRROR, VERSION, DocPage
+from devpi_twisted.storage.interface import DOCTEXT, INDEX, MIRROR, VERSION, DocPage, Record
 
 MAX_TEXT = 64 * 1024  # characters of the body of one row (a description, a doc page)
 MAX_TITLE = 1000
 MAX_DOC_PAGES = 200  # pages of one version's documentation
 MAX_DOC_TEXT = 512 * 1024  # characters of all pages of one version's documentation
 
-COLUMNS = "(stage, project, version, kind, page, display, name, title, body)"
-INSERT_ROW = f"INSERT INTO search_docs {COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+COLUMNS = "(stage, project, version, kind, page, display, name, title, body, tag)"
+INSERT_ROW = f"INSERT INTO search_docs {COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 # a mirror's page is stored again on every refresh: its name row only once
-INSERT_NAME = (f"INSERT INTO search_docs {COLUMNS} SELECT ?, ?, NULL, 'name', NULL, ?, ?, '', '' "
+INSERT_NAME = (f"INSERT INTO search_docs {COLUMNS} SELECT ?, ?, NULL, 'name', NULL, ?, ?, '', '', ? "
                "WHERE NOT EXISTS (SELECT 1 FROM search_docs WHERE stage = ? AND project = ? "
                "AND version IS NULL AND kind = 'name')")
 DELETE_NAME = ("DELETE FROM search_docs WHERE stage = ? AND project = ? AND version IS NULL "
@@ -63,6 +64,12 @@ def capped_pages(pages: Iterable[DocPage]) -> list[DocPage]:
     return kept
 
 
+def doc_text(key: str, name: str, pages: Sequence[DocPage]) -> Record:
+    """The DOCTEXT record of a version's documentation (``key``: user/index/project/
+    version; ``name``: the project as shown), its pages capped (capped_pages)."""
+    return Record(DOCTEXT, key, {"name": name, "pages": [p.to_json() for p in capped_pages(pages)]})
+
+
 def clean(text: Any, limit: int = MAX_TEXT) -> str:
     """Text as stored in a row: a string, no control characters, at most ``limit`` long."""
     if text is None:
@@ -70,6 +77,11 @@ def clean(text: Any, limit: int = MAX_TEXT) -> str:
     if isinstance(text, (list, tuple)):
         text = " ".join(str(t) for t in text)
     return _CONTROL.sub(" ", str(text)[:limit])
+
+
+def stage_tag(stage: str) -> str:
+    """One token (letters and digits) standing for a stage in sqlite's FTS5 table."""
+    return "stage" + hashlib.sha256(stage.encode("utf-8")).hexdigest()[:20]
 
 
 def name_text(project: str, display: str) -> str:
@@ -92,7 +104,7 @@ def version_row(stage: str, project: str, version: str, data: Mapping[str, Any])
                                 clean(data.get("classifiers"), 8 * MAX_TITLE),
                                 clean(data.get("description"))) if t)
     return (stage, project, version, "version", None, display, name_text(project, display),
-            clean(data.get("summary"), MAX_TITLE), body)
+            clean(data.get("summary"), MAX_TITLE), body, stage_tag(stage))
 
 
 def statements(type_: str, key: str, value: Any) -> Iterable[tuple[str, Sequence[Any]]]:
@@ -114,13 +126,14 @@ def statements(type_: str, key: str, value: Any) -> Iterable[tuple[str, Sequence
         for page in doc_pages(value):
             yield INSERT_ROW, (stage, project, version, "doc", page.path, display,
                                name_text(project, display), clean(page.title, MAX_TITLE),
-                               clean(page.text))
+                               clean(page.text), stage_tag(stage))
     elif type_ == MIRROR:
         owner, index, project = key.split("/", 2)
         stage = f"{owner}/{index}"
         if value is None:
             yield DELETE_NAME, (stage, project)
         else:
-            yield INSERT_NAME, (stage, project, project, name_text(project, project), stage, project)
+            yield INSERT_NAME, (stage, project, project, name_text(project, project),
+                                stage_tag(stage), stage, project)
     elif type_ == INDEX and value is None:
         yield DELETE_STAGE, (key,)

@@ -115,3 +115,62 @@ def test_paging_and_empty_queries() -> None:
             _search(Identity(), page=page)
     with pytest.raises(InvalidInput):
         _search(Identity(), user="x" * 201)
+
+
+class MirrorStorage(FakeStorage):
+    """root/pypi holds a page of "cached" only; storage finds 25 rows for anything."""
+
+    def get_mirror_project(self, user: str, index: str, project: str) -> Any:
+        return succeed(object() if project == "cached" else None)
+
+    def search(self, query: SearchQuery) -> Any:
+        self.queries.append(query)
+        rows = tuple(_row() for _ in range(max(0, min(query.limit, 25 - query.offset))))
+        return succeed(SearchPage(25, rows))
+
+
+def test_a_mirror_list_name_is_found_by_its_exact_name() -> None:
+    lists = {"root/pypi": {"django-rest-framework": "Django-REST-Framework", "cached": "Cached"}}
+    storage = MirrorStorage()
+    ops = SearchOps(storage, lambda name, config: lists.get(name))  # type: ignore[arg-type]
+    results = result_of(ops.search(Identity(), "Django REST_framework"))
+    first = results.hits[0]
+    assert (first.kind, first.project, first.version, first.path, first.snippet) == (
+        "name", "Django-REST-Framework", None, "/root/pypi/django-rest-framework",
+        (("Django-REST-Framework", True),))
+    assert (results.total, len(results.hits)) == (26, 20)
+    assert (storage.queries[-1].limit, storage.queries[-1].offset) == (19, 0)
+    page2 = result_of(ops.search(Identity(), "django rest framework", page=2))
+    assert (len(page2.hits), storage.queries[-1].offset, storage.queries[-1].limit) == (6, 19, 20)
+    assert all(h.kind == "description" for h in page2.hits)
+    # a cached project's name row is storage's; a private mirror is nobody's business
+    assert result_of(ops.search(Identity(), "cached")).total == 25
+    storage.indexes[2] = IndexRecord("root", "pypi", {"type": "mirror", "acl_read": "root"}, 1)
+    assert result_of(ops.search(Identity(), "django-rest-framework")).total == 25
+
+
+def test_build_docs_stores_the_text_of_docs_stored_before(tmp_path: Any) -> None:
+    from devpi_twisted.model.search import build_docs
+    from devpi_twisted.storage.executor import InlineExecutor
+    from devpi_twisted.storage.interface import DocPage
+    from devpi_twisted.storage.sqlite import SqliteStorage
+
+    storage = SqliteStorage.open(tmp_path / "db.sqlite3", InlineExecutor())
+    result_of(storage.create_user("alice", {}, None))
+    result_of(storage.create_index("alice", "dev", {"type": "stage"}))
+    doc = {"rel": "doczip", "entrypath": "alice/dev/+f/abc/pkg-1.0.doc.zip"}
+    result_of(storage.write_release("alice", "dev", "pkg", "1.0", {"name": "Pkg", "+elinks": [doc]},
+                                    {}, -1))
+    result_of(storage.write_release("alice", "dev", "pkg", "2.0", {"name": "Pkg"}, {}, -1))
+    asked: list[str] = []
+
+    async def doc_text(relpath: str) -> list[DocPage]:
+        asked.append(relpath)
+        return [DocPage("index.html", "Home", "ocelot")]
+
+    assert result_of(build_docs(storage, doc_text)) == 1
+    assert asked == [doc["entrypath"]]
+    found = result_of(SearchOps(storage).search(Identity(), "ocelot"))
+    assert [h.path for h in found.hits] == ["/alice/dev/pkg/1.0/+d/index.html"]
+    assert result_of(build_docs(storage, doc_text)) == 0  # there already
+    result_of(storage.close())
