@@ -27,7 +27,8 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not 
 expect = sync_api.expect
 
 PASSWORD = "alice-browser-pw"
-# "marmalade" is only in mdpkg's description, "ocelot" only in its documentation.
+# "marmalade" is only in mdpkg's description, "ocelot" only in its documentation,
+# "quasar" only in the description of secretpkg on the private index.
 MARKDOWN = """## Marmalade heading
 
 A *marmalade* sandwich with `spread()` inside.
@@ -80,7 +81,7 @@ def site(daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> Site:
                  summary="A package described in reStructuredText")
     data.release(url, "alice/dev", alice, work, "yankme", "0.1", "Soon yanked.")
     data.index(url, alice, "alice/private", acl_read="alice")
-    data.release(url, "alice/private", alice, work, "secretpkg", "1.0", "Private.")
+    data.release(url, "alice/private", alice, work, "secretpkg", "1.0", "Private quasar notes.")
     data.index(url, alice, "alice/many")
     for number in range(MANY):
         data.post(url, "alice/many", alice, [(":action", "submit"), ("name", f"many{number:03}"),
@@ -197,6 +198,20 @@ def test_search_finds_a_word_of_the_docs(watch: Watch, site: Site) -> None:
     link.click()
     expect(watch.page).to_have_url(site.url + "/alice/dev/mdpkg/1.0/+d/guide.html")
     expect(watch.page.frame_locator("#docs-frame").locator("h1")).to_have_text("The guide")
+
+
+def test_search_shows_a_private_index_only_to_its_readers(watch: Watch, site: Site) -> None:
+    page = watch.page
+    watch.goto("/")
+    watch.log_in("alice", PASSWORD)
+    expect(_search(watch, "quasar")).to_have_attribute(
+        "href", re.compile(r"/alice/private/secretpkg/1\.0$"))
+    page.locator("#logout-form").get_by_role("button").click()
+    expect(page.locator("header").get_by_role("link", name="Log in")).to_be_visible()
+    watch.goto("/+search?query=quasar")
+    expect(page.locator("main h1")).to_have_text("Search")
+    expect(page.locator("#results li")).to_have_count(0)
+    expect(page.locator("main")).not_to_contain_text("secretpkg")
 
 
 def test_logging_in_through_the_login_page(watch: Watch, site: Site) -> None:
