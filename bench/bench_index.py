@@ -303,6 +303,18 @@ def start_nginx(work: Path, big: dict[str, bytes]) -> tuple[subprocess.Popen, st
     raise RuntimeError(f"nginx did not start: {(d / 'nginx-error.log').read_text(errors='replace')}")
 
 
+def begin(prefix: str) -> tuple[Path, Path]:
+    """A run's work directory and wrk script in it; prints the commit and the machine."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    lua = work / "bench.lua"
+    lua.write_text(WRK_LUA)
+    commit = subprocess.run(["git", "-C", str(HERE.parent), "log", "-1", "--format=%h %s"],
+                            capture_output=True, text=True).stdout.strip()
+    print(f"commit {commit[:70] or '?'}; Python {sys.version.split()[0]}, {os.cpu_count()} CPUs "
+          f"(load {os.getloadavg()[0]:.1f})", flush=True)
+    return work, lua
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per run (10)")

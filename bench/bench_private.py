@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import tempfile
 import time
 from base64 import b64encode
 from pathlib import Path
@@ -28,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 from bench_api import auth_header, request, stop_server  # noqa: E402
-from bench_index import JSON_ACCEPT, WRK_LUA, combine, measure, pin, run_wrk, wheel_form  # noqa: E402
+from bench_index import JSON_ACCEPT, begin, combine, measure, pin, run_wrk, wheel_form  # noqa: E402
 from bench_storage import start_server, wait_idle  # noqa: E402
 from tests.pg import PgCluster  # noqa: E402
 
@@ -102,13 +99,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (3)")
     parser.add_argument("--postgres", action="store_true", help="also on PostgreSQL")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="devpi-bench-private-"))
-    lua = work / "bench.lua"
-    lua.write_text(WRK_LUA)
-    commit = subprocess.run(["git", "-C", str(HERE.parent), "log", "-1", "--format=%h %s"],
-                            capture_output=True, text=True).stdout.strip()
-    print(f"commit {commit[:70] or '?'}; Python {sys.version.split()[0]}, {os.cpu_count()} CPUs "
-          f"(load {os.getloadavg()[0]:.1f})")
+    work, lua = begin("devpi-bench-private-")
     t0 = time.monotonic()
     bench("sqlite", [], None, args, work, lua)
     if args.postgres:

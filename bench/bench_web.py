@@ -17,16 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 from bench_api import auth_header, request, stop_server  # noqa: E402
-from bench_index import WRK_LUA, combine, measure, pin, run_wrk, upload_form  # noqa: E402
+from bench_index import begin, combine, measure, pin, run_wrk, upload_form  # noqa: E402
 from bench_storage import start_server, wait_idle  # noqa: E402
 from tests.web.test_fuzz import _sdist  # noqa: E402
 
@@ -137,13 +135,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (2)")
     parser.add_argument("--baseline", type=Path, help="source tree to compare JSON/simple with")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="devpi-bench-web-"))
-    lua = work / "bench.lua"
-    lua.write_text(WRK_LUA)
-    commit = subprocess.run(["git", "-C", str(HERE.parent), "log", "-1", "--format=%h %s"],
-                            capture_output=True, text=True).stdout.strip()
-    print(f"commit {commit[:70] or '?'}; Python {sys.version.split()[0]}, {os.cpu_count()} CPUs "
-          f"(load {os.getloadavg()[0]:.1f})")
+    work, lua = begin("devpi-bench-web-")
     t0 = time.monotonic()
     ours = bench("this tree", WEB_CASES + API_CASES, None, args, work, lua)
     if args.baseline is not None:

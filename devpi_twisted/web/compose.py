@@ -72,7 +72,7 @@ def build_resource(ops: ServerOps, info: ServerInfo, releases: ReleaseOps, simpl
         "tokens": TokenApp(ops, helpers),
         "audit": AuditApp(audit, helpers),
         "search": SearchApp(search if search is not None else SearchOps(releases.storage), helpers,
-                            search_page),
+                            search_page if search_page is not None else web.search),
     }
     handlers = resolve(ROUTES, apps)
     return Dispatcher(handlers, build_klein(handlers).resource())

@@ -12,10 +12,16 @@ from twisted.web.http import RESPONSES
 from devpi_twisted.model import errors
 from devpi_twisted.model.names import is_unicode
 from devpi_twisted.web.deps import HttpRequest
+from devpi_twisted.web.simple import is_installer
 from devpi_twisted.web.site import json_bytes
+from devpi_twisted.web.ui.templating import error_page
 
 JSON = b"application/json"
 MAX_JSON_DEPTH = 64  # arrays and objects inside each other in a request body
+# handlers (of web/routes.py) whose GET a browser gets as a page of the web interface
+PAGE_HANDLERS = frozenset({"management.list_users", "management.get_user",
+                           "management.get_index", "projects.project_view",
+                           "projects.version_view", "web.docs_frame", "web.docs_frame_index"})
 
 STATUS = {
     errors.InvalidInput: 400,
@@ -114,11 +120,25 @@ def message(request: HttpRequest, text: str, status: int = 200) -> bytes:
     return json_body(request, status, {"message": text})
 
 
+def browser(request: HttpRequest) -> bool:
+    """A browser's request (HTML asked for, JSON not, no installer): it gets the web
+    interface's pages (web/ui), errors too."""
+    return not json_acceptable(request) and not is_installer(request)
+
+
+def _handler(request: HttpRequest) -> str:
+    found = getattr(request, "devpi_match", None)  # (web/site.py, DevpiRequest)
+    return str(getattr(getattr(found, "route", None), "handler", ""))
+
+
 def error(request: HttpRequest, status: int, text: str) -> bytes:
-    """An error reply: JSON ``{"message": ...}`` when JSON is acceptable, else a small HTML page."""
+    """An error reply: JSON ``{"message": ...}`` when JSON is acceptable, a page of the
+    web interface for a browser, else (installers) a small HTML page."""
     if json_acceptable(request):
         return json_body(request, status, {"message": text})
     title = f"{status} {RESPONSES.get(status, b'').decode()}"
+    if not is_installer(request):
+        return error_page(request, status, title, text)
     page = (f"<html><head><title>{html.escape(title)}</title></head><body><h1>"
             f"{html.escape(title)}</h1>{html.escape(text)}</body></html>")
     request.setHeader(b"Content-Security-Policy", b"default-src 'none'; base-uri 'none'")
@@ -128,7 +148,10 @@ def error(request: HttpRequest, status: int, text: str) -> bytes:
 
 def domain_error(request: HttpRequest, e: errors.DomainError) -> bytes:
     status = next((code for cls, code in STATUS.items() if isinstance(e, cls)), 400)
-    if isinstance(e, errors.Unauthenticated) and e.challenge:
+    # a browser opening a page gets the page with its "Log in" link, not the native
+    # password dialog (installers, JSON clients and file downloads keep the challenge)
+    if isinstance(e, errors.Unauthenticated) and e.challenge and not (
+            browser(request) and _handler(request) in PAGE_HANDLERS):
         request.setHeader(b"WWW-Authenticate", b'Basic realm="%s"' % e.realm.encode("ascii"))
     retry_after = getattr(e, "retry_after", None)
     if retry_after is not None:

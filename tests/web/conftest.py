@@ -89,6 +89,10 @@ class Client:
     def get(self, path: str, **kw: Any) -> Reply:
         return self.request("GET", path, **kw)
 
+    def forget_cookies(self) -> None:
+        """Drop the cookies the server set (treq keeps them like a browser)."""
+        self._http._cookiejar.clear()
+
 
 @attrs.define
 class Server:

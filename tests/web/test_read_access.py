@@ -25,9 +25,9 @@ from devpi_twisted.model.simple import SimpleOps
 from devpi_twisted.storage.fileblobs import FileBlobStore
 from tests.support import result_of
 from tests.web.conftest import Reply, Server, make_server, pg_of
-from tests.web.test_fuzz import BOUNDARY, SDIST, WHEEL, InlineThreads, _multipart
+from tests.web.test_fuzz import SDIST, WHEEL, InlineThreads
+from tests.web.ui_site import upload
 
-FORM = {"Content-Type": [f"multipart/form-data; boundary={BOUNDARY}"]}
 PIP = {"User-Agent": ["pip/24.0 {}"], "Accept": ["text/html"]}
 
 
@@ -45,10 +45,7 @@ class Private:
 
 def _upload(server: Server, index: str, who: dict[str, Any], name: str, filename: str,
             content: bytes, action: str = "file_upload") -> None:
-    body = _multipart([(":action", action), ("name", name), ("version", "1.0")],
-                      [("content", filename, content)])
-    reply = server.client.request("POST", f"/{index}/", raw=body, headers={**FORM, **who})
-    assert reply.code == 200, reply.body
+    upload(server, index, who, name, "1.0", filename, content, action)
 
 
 def _docs() -> bytes:

@@ -156,8 +156,9 @@ def test_empty_query_finds_nothing(world: World) -> None:
         assert reply.code == 200 and reply.json["result"]["total"] == 0, path
 
 
-def test_no_html_view_without_a_page(world: World) -> None:
-    assert world.server.client.get("/+search?query=x", headers={"Accept": ["text/html"]}).code == 404
+def test_browsers_get_the_search_page(world: World) -> None:
+    reply = world.server.client.get("/+search?query=x", headers={"Accept": ["text/html"]})
+    assert reply.code == 200 and b"<h1>Search</h1>" in reply.body
 
 
 def test_yank_and_delete_update_the_results(world: World) -> None:

@@ -162,3 +162,55 @@ def test_edit_an_index(site: Site) -> None:
     too_long = site.post_form("/alice/dev/+web/edit", {"csrf_token": alice["csrf"],
                                                        "title": "x" * 201}, alice)
     assert too_long.code == 400
+
+
+def test_hostile_posts_to_the_actions_are_never_5xx(site: Site) -> None:
+    alice = site.session("alice")
+    bodies = [(b"", "application/x-www-form-urlencoded"), (b'{"yanked": true}', "application/json"),
+              (b"%ff%fe=%00&csrf_token=" + alice["csrf"].encode(), "application/x-www-form-urlencoded"),
+              (b"a=" + b"x" * 70_000, "application/x-www-form-urlencoded"),
+              (b"&".join(b"f%d=1" % i for i in range(100)), "application/x-www-form-urlencoded"),
+              (b"csrf_token=" + alice["csrf"].encode() + b"&reason=" + b"r" * 600,
+               "application/x-www-form-urlencoded")]
+    paths = ["/alice/dev/pkg/1.0/+web/yank", "/alice/dev/pkg/9.9/+web/yank",
+             "/alice/dev/pkg/9.9/+web/delete", "/alice/nothing/+web/edit",
+             "/root/pypi/pkg/1.0/+web/yank", "/alice/dev/pkg/1.0/+web/other"]
+    for path in paths:
+        for body, ctype in bodies:
+            for cookie in ({"Cookie": alice["Cookie"]}, {}):
+                reply = site.server.client.request(
+                    "POST", path, raw=body, headers={"Content-Type": [ctype], **cookie})
+                allowed = (303,) if path.endswith("1.0/+web/yank") and cookie else ()
+                assert 400 <= reply.code < 500 or reply.code in allowed, \
+                    (path, body[:40], reply.code, reply.body[:200])
+
+
+def test_a_browser_is_asked_to_log_in_with_a_page_not_a_password_dialog(site: Site) -> None:
+    for path in ("/alice/private", "/alice/private/secretpkg", "/alice/private/secretpkg/1.0"):
+        reply = site.page(path)
+        assert reply.code == 401 and reply.header("WWW-Authenticate") is None, path
+        html = reply.body.decode()
+        assert html.startswith("<!doctype html>") and '<nav aria-label="main">' in html
+        assert f'href="http://testserver/+login?next={path}"' in html
+        assert "default-src 'none'" in reply.header("Content-Security-Policy")
+        assert "secretpkg" not in html.replace(path, "")
+    # installers, JSON clients and documentation keep the Basic challenge
+    for headers in ({"User-Agent": ["pip/24.0"], "Accept": ["text/html"]},
+                    {"Accept": ["application/json"]}):
+        reply = site.server.client.get("/alice/private", headers=headers)
+        assert reply.code == 401 and reply.header("WWW-Authenticate") == 'Basic realm="devpi"'
+    reply = site.page("/alice/private/+simple/secretpkg/")
+    assert reply.code == 401 and reply.header("WWW-Authenticate") == 'Basic realm="devpi"'
+
+
+def test_error_pages_are_in_the_layout(site: Site) -> None:
+    reply = site.page("/alice/dev/nothing/<script>")
+    assert reply.code == 404
+    html = reply.body.decode()
+    assert "<h1>404 Not Found</h1>" in html and '<nav aria-label="main">' in html
+    assert "<script>" not in html and "default-src 'none'" in reply.header(
+        "Content-Security-Policy")
+    installer = site.server.client.get("/alice/dev/+simple/nothing/",
+                                       headers={"User-Agent": ["pip/24.0"],
+                                                "Accept": ["text/html"]})
+    assert installer.code == 404 and b"<nav" not in installer.body  # as before

@@ -17,7 +17,8 @@ from devpi_twisted.web.helpers import RequestHelpers
 from devpi_twisted.web.projects import DOCS_POLICY
 from devpi_twisted.web.site import ServerInfo
 from devpi_twisted.web.ui.webapp import WebApp
-from tests.web.ui_site import BROWSER, HOSTILE, Site, links_of, make_site, site, text_of
+from tests.pg import PgCluster
+from tests.web.ui_site import HOSTILE, Site, links_of, make_site, site, text_of
 
 __all__ = ["site"]  # the fixture
 
@@ -51,6 +52,12 @@ def test_index_page_shows_config_bases_and_projects(site: Site) -> None:
     assert '<a href="http://testserver/alice/dev/pkg">pkg</a>' in html
     assert '<a href="http://testserver/alice/dev/pkg/2.0b1">2.0b1</a>' in html  # latest
     assert 'id="index-edit"' not in html  # not for the anonymous
+    from tests.web.test_fuzz import _sdist
+    from tests.web.ui_site import upload
+    upload(site.server, "alice/dev", site.auth["alice"], "Pkg", "3.0", "Pkg-3.0.tar.gz",
+           _sdist("Pkg", "3.0"))
+    assert '<a href="http://testserver/alice/dev/pkg/3.0">3.0</a>' in text_of(
+        site.page("/alice/dev"))  # the kept latest version follows the upload
     prod = text_of(site.page("/alice/prod", headers=site.auth["alice"]))
     assert '<a href="http://testserver/alice/dev">alice/dev</a>' in prod  # bases linked
     assert '<a href="http://testserver/alice/private">alice/private</a>' in prod
@@ -103,6 +110,9 @@ def test_version_page_contract(site: Site) -> None:
             in html)
     assert "uv pip install --index-url http://testserver/alice/dev/+simple/ pkg==1.0" in html
     assert "<em>world</em>" in html  # Markdown rendered
+    assert '<h3 id="user-content-hello-world">' in html  # its headings below the page's
+    main = html.split("<main>", 1)[1].split("</main>", 1)[0]
+    assert main.count("<h1") == 1
     assert "&gt;=3.9" in html and "attrs&gt;=23" in html and "MIT" in html
     assert "Programming Language :: Python :: 3" in html
     assert '<a href="https://example.org/src"' in html
@@ -137,6 +147,10 @@ def test_docs_frame(site: Site) -> None:
     assert doc.code == 200 and doc.header("Content-Security-Policy") == DOCS_POLICY.decode()
     assert doc.header("X-Content-Type-Options") == "nosniff"
     assert site.page("/alice/dev/pkg/2.0b1/+d/index.html").code == 404  # no docs
+    for name in ("latest", "stable"):  # the newest version with docs
+        html = text_of(site.page(f"/alice/dev/pkg/{name}/+d/api/x.html"))
+        assert 'src="http://testserver/alice/dev/pkg/1.0/+doc/api/x.html"' in html
+    assert site.page("/alice/prod/pkg/latest/+d/index.html").code == 404  # none on prod
 
 
 def test_status_metrics_and_login_pages(site: Site) -> None:
@@ -329,3 +343,43 @@ def test_versions_with_markup_characters_are_escaped_and_quoted(site: Site) -> N
     assert "<h1>pkg 1.0&amp;x</h1>" in version
     assert "pkg-1.0%26x.tar.gz#sha256=" in version and ">pkg-1.0&amp;x.tar.gz</a>" in version
     assert "pkg==1.0&amp;x" in version
+
+
+def test_every_page_type_on_postgresql(tmp_path: Path, pg_cluster: PgCluster) -> None:
+    made = make_site(tmp_path, pg=(pg_cluster, pg_cluster.create_database()))
+    try:
+        for path, marker in (("/", 'id="indexes"'), ("/alice", "<h1>alice</h1>"),
+                             ("/alice/prod", 'id="projects"'), ("/alice/prod/pkg", 'id="versions"'),
+                             ("/alice/dev/pkg/1.0", 'id="toxresults"'),
+                             ("/alice/dev/pkg/1.0/+d/index.html", 'id="docs-frame"'),
+                             ("/+status", "<h1>Status</h1>")):
+            html = text_of(made.page(path))
+            assert marker in html, path
+            assert "secretpkg" not in html and "alice/private" not in html, path
+    finally:
+        made.server.storage.close()
+
+
+def test_mirror_pages_from_the_cache(site: Site) -> None:
+    """A mirror's cached projects (never its whole upstream list) with their latest
+    version; an inheriting index shows which versions come from the mirror."""
+    from tests.support import result_of
+    page = {"links": [{"filename": f"mirrored-{v}.tar.gz", "sha256": "ab" * 32,
+                       "entrypath": f"root/pypi/+f/abc/def0123456789a/mirrored-{v}.tar.gz"}
+                      for v in ("1.0", "1.1", "2.0rc1")], "serial": 1}
+    result_of(site.server.storage.write_mirror_project("root", "pypi", "mirrored", page, {}))
+    index = text_of(site.page("/root/pypi"))
+    assert "1 project cached from the mirror so far" in index
+    assert '<a href="http://testserver/root/pypi/mirrored/2.0rc1">2.0rc1</a>' in index
+    project = text_of(site.page("/root/pypi/mirrored"))
+    versions = re.findall(r'<a href="http://testserver/root/pypi/mirrored/([^"]+)">', project)
+    assert versions == ["2.0rc1", "1.1", "1.0"]
+    version = text_of(site.page("/root/pypi/mirrored/stable"))
+    assert "<h1>mirrored 1.1</h1>" in version and ">mirrored-1.1.tar.gz</a>" in version
+    assert 'id="yank-form"' not in version
+    reply = site.server.client.request("PATCH", "/alice/dev", ["bases=root/pypi"],
+                                       headers=site.auth["alice"])
+    assert reply.code == 200, reply.body
+    inherited = text_of(site.page("/alice/dev/mirrored"))
+    assert '<a href="http://testserver/root/pypi">root/pypi</a> <span class="inherited">' \
+        in inherited

@@ -17,6 +17,7 @@ import pytest
 
 from devpi_twisted.storage.fileblobs import FileBlobStore
 from devpi_twisted.web import sessions
+from tests.pg import PgCluster
 from tests.web.conftest import Reply, Server, make_server
 from tests.web.test_fuzz import BOUNDARY, InlineThreads, _multipart, _sdist
 
@@ -51,6 +52,7 @@ class Site:
             "POST", "/+login", raw=body,
             headers={"Content-Type": ["application/x-www-form-urlencoded"], **BROWSER})
         assert reply.code == 303, reply.body
+        self.server.client.forget_cookies()  # sent only where a test passes them
         cookies = dict(c.split(";", 1)[0].split("=", 1)
                        for c in reply.headers.getRawHeaders("Set-Cookie"))
         cookie = "; ".join(f"{k}={v}" for k, v in cookies.items())
@@ -81,9 +83,10 @@ def docs_zip() -> bytes:
     return out.getvalue()
 
 
-def make_site(tmp_path: Path, outside_url: str | None = None) -> Site:
+def make_site(tmp_path: Path, outside_url: str | None = None,
+              pg: tuple[PgCluster, str] | None = None) -> Site:
     threads = InlineThreads()
-    server = make_server(tmp_path, outside_url=outside_url,
+    server = make_server(tmp_path, outside_url=outside_url, pg=pg,
                          blobs=FileBlobStore(tmp_path / "+files", threads, threads))
     auth = {"root": server.devpi_auth("root", server.login("root", ""))}
     for user in ("alice", "bob"):

@@ -11,7 +11,8 @@ Only what the visitor may read appears: users' indexes through ``list_users``
 (release_ops.stage_versions, simple.mirror_versions with the reader), projects
 through acl.listed_projects (a token's project scope).
 
-Speed: an index's project names and their latest versions are kept per serial; a
+Speed: an index's project names are kept per serial, their latest versions until the
+project changes; a
 version page's rendered description is kept by content hash and its tox reports by
 their sha256, so a warm page costs the reads the JSON view makes plus one template.
 """
@@ -94,9 +95,11 @@ class WebPages:
         return kept[1]
 
     async def _latest_of(self, user: str, index: str, config: IndexConfig, project: str) -> str:
+        """The newest version of an index's own project, kept until storage reports a
+        change to the project (storage.changed_since, as the simple pages' cache)."""
         key, serial = (f"{user}/{index}", project), self._ops.serial
         kept = self._latest.get(key)
-        if kept is not None and kept[0] == serial:
+        if kept is not None and not self._releases.storage.changed_since(project, kept[0]):
             return kept[1]
         versions: list[str] = []
         if isinstance(config, MirrorConfig):
@@ -213,5 +216,7 @@ def _settings(config: Mapping[str, Any]) -> list[tuple[str, str]]:
             value = masked_url(str(value))
         if isinstance(value, list):
             value = ", ".join(map(str, value)) or "(nobody)"
+        elif isinstance(value, bool):
+            value = "yes" if value else "no"
         rows.append((key, str(value)))
     return rows

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -19,6 +20,14 @@ MAX_DESCRIPTION = 512 * 1024  # characters rendered; longer ones are cut there
 MAX_TOX_REPORT = 2 * 1024 * 1024  # bytes of a tox report read to show it
 MAX_OUTPUT = 64 * 1024  # characters of a command's output shown
 CACHED = 1024
+# headings of sanitised HTML (text is escaped there: "<h" starts a tag and nothing else)
+_HEADING = re.compile(r"<(/?)h([1-6])\b")
+
+
+def demoted(html: str) -> str:
+    """Headings two levels down (h1 -> h3, at most h6): the page has the only h1 and
+    the description sits under its h2."""
+    return _HEADING.sub(lambda m: f"<{m.group(1)}h{min(6, int(m.group(2)) + 2)}", html)
 
 
 def _media(content_type: str) -> tuple[str, str]:
@@ -46,7 +55,7 @@ def render_description(text: str, content_type: str) -> str:
         rendered = rst.render(text)
     if rendered is None:
         rendered = txt.render(text)
-    return rendered or ""
+    return demoted(rendered or "")
 
 
 class Rendered:

@@ -18,6 +18,7 @@ from devpi_twisted.model.acl import Identity
 from devpi_twisted.model.errors import InvalidInput
 from devpi_twisted.web import sessions
 from devpi_twisted.web.deps import HttpRequest
+from devpi_twisted.web.site import outside_url
 
 # Our own pages: nothing but our stylesheet, our images, our forms and our frames.
 PAGE_POLICY = (b"default-src 'none'; style-src 'self'; img-src 'self' data:; "
@@ -136,6 +137,19 @@ def send(request: HttpRequest, body: bytes, status: int = 200) -> bytes:
     request.setHeader(b"Vary", b"Accept, User-Agent, Cookie")
     request.setHeader(b"Cache-Control", b"private, no-cache")
     return body
+
+
+def error_page(request: HttpRequest, status: int, title: str, text: str) -> bytes:
+    """An error as a page of the layout (for browsers), with the "Log in" link: for who
+    it is, whoever the request was found to be (anonymous if nobody asked yet)."""
+    site = getattr(request, "site", None)
+    info = getattr(site, "info", None)
+    base = outside_url(request, getattr(info, "outside_url", None))
+    identity = getattr(request, "devpi_identity", None)
+    context = layout(request, base, identity if isinstance(identity, Identity) else Identity(),
+                     time.time())
+    return page(request, "error.html", {**context, "title": title, "text": text,
+                                        "status": status}, status)
 
 
 def page(request: HttpRequest, name: str, context: Mapping[str, Any], status: int = 200) -> bytes:

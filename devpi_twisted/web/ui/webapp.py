@@ -21,6 +21,7 @@ from devpi_twisted.web import sessions
 from devpi_twisted.web.deps import HttpRequest
 from devpi_twisted.web.helpers import RequestHelpers, written
 from devpi_twisted.web.metrics import RequestMetrics, Series
+from devpi_twisted.web.ui import shaping
 from devpi_twisted.web.ui.browse import WebPages
 from devpi_twisted.web.ui.templating import layout, page, segment
 
@@ -78,9 +79,10 @@ class WebApp:
 
     async def docs_frame(self, request: HttpRequest, user: str, index: str, project: str,
                          version: str, member: str) -> bytes:
-        """The docs page ``member`` in a sandboxed frame (its content: ``+doc/``)."""
+        """The docs page ``member`` in a sandboxed frame (its content: ``+doc/``);
+        ``latest`` and ``stable``: of the newest (stable) version with docs here."""
         await self._helpers.readable(request, user, index, normalize_project(project))
-        await self._releases.doc_zip(user, index, project, version)  # NotFound if none
+        version = await self._docs_version(request, user, index, project, version)
         _, context = await self._pages.context(request)
         parts = "/".join(segment(p) for p in member.split("/") if p not in ("", ".", ".."))
         src = (f"{context['base']}/{segment(user)}/{segment(index)}/{segment(project)}/"
@@ -88,6 +90,23 @@ class WebApp:
         return page(request, "docs.html", {**context, "user": user, "index": index,
                                            "project": project, "version": version,
                                            "src": src})
+
+    async def _docs_version(self, request: HttpRequest, user: str, index: str, project: str,
+                            version: str) -> str:
+        """``version`` if it has docs on this index, else the version ``latest`` or
+        ``stable`` names among those that have; NotFound otherwise."""
+        try:
+            await self._releases.doc_zip(user, index, project, version)
+            return version
+        except NotFound:
+            if version not in (shaping.LATEST, shaping.STABLE):
+                raise
+        releases = await self._pages.releases(request, user, index, project)
+        documented = [r for r in releases if r.has_docs and r.stage == f"{user}/{index}"]
+        found = shaping.resolve(documented, version)
+        if found is None:
+            raise NotFound(f"no documentation for {project} {version}")
+        return found.version
 
     async def docs_frame_index(self, request: HttpRequest, user: str, index: str,
                                project: str, version: str) -> bytes:
