@@ -12,13 +12,14 @@ import stat
 from html.parser import HTMLParser
 from pathlib import Path
 
-from devpi_twisted.archives import BadDocZip, open_doc_zip, read_member
+from devpi_twisted.archives import open_doc_zip, read_member
+from devpi_twisted.storage import searchrows
 from devpi_twisted.storage.interface import DocPage
 
-MAX_PAGES = 200
+MAX_PAGES = searchrows.MAX_DOC_PAGES
 MAX_PAGE_BYTES = 1024 * 1024  # inflated HTML read of one page
-MAX_PAGE_TEXT = 64 * 1024  # characters of text kept of one page
-MAX_TEXT = 512 * 1024  # characters of text kept of all pages
+MAX_PAGE_TEXT = searchrows.MAX_TEXT  # characters of text kept of one page
+MAX_TEXT = searchrows.MAX_DOC_TEXT  # characters of text kept of all pages
 _SKIPPED = frozenset({"script", "style", "template", "noscript", "svg"})
 _SPACE = re.compile(r"\s+")
 
@@ -87,6 +88,6 @@ def doc_pages(path: Path | str) -> list[DocPage]:
                 if title or text:
                     pages.append(DocPage(info.filename.lstrip("/"), title, text))
                     total += len(text)
-    except (BadDocZip, ValueError):  # (a page the parser gives up on)
+    except Exception:  # (BadDocZip, a page the parser gives up on): text is best effort
         return pages
     return pages

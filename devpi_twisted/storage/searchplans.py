@@ -52,7 +52,9 @@ _PG_FROM = ("FROM search_docs d, to_tsquery('english', ?) q "
             "WHERE d.tsv @@ q AND d.stage = ANY(?)")
 _PG_PROJECTS = " AND d.project = ANY(?)"
 _PG_COUNT = "SELECT count(*) {}"
-_PG_PAGE = "SELECT d.id, ts_rank(d.tsv, q) AS score {} ORDER BY score DESC, d.id LIMIT ? OFFSET ?"
+# (PostgreSQL counts in the same scan that ranks: the rows are read once)
+_PG_PAGE = ("SELECT d.id, ts_rank(d.tsv, q) AS score, count(*) OVER () {} "
+            "ORDER BY score DESC, d.id LIMIT ? OFFSET ?")
 # the statements, without and with the filter by project (fixed text: only values vary)
 SQL = {(dialect, by_project): (count.format(where + (extra if by_project else "")),
                                page.format(where + (extra if by_project else "")))
@@ -78,6 +80,7 @@ ALL_VERSIONS = ("SELECT owner, idx, project, version, data FROM versions "
                 "WHERE owner = ? AND idx = ?")
 ALL_STAGES = "SELECT owner, name FROM indexes ORDER BY owner, name"
 ALL_MIRRORED = "SELECT owner, idx, project FROM mirror_projects"
+ANALYZE = "ANALYZE search_docs"
 
 
 def fts5_query(words: Sequence[Sequence[str]], stages: Sequence[str] | None = None) -> str:
@@ -121,8 +124,17 @@ def search(dialect: str, query: SearchQuery) -> Plan[SearchPage]:
             params.append(json.dumps(list(query.projects)))
     text = params[0] if dialect == "postgres" else fts5_query(query.words)
     count_sql, page_sql = SQL[dialect, query.projects is not None]
-    total = int((yield one(count_sql, *params))[0])
-    found = (yield rows(page_sql, *params, query.limit, query.offset)) if total else []
+    if dialect == "postgres":
+        found = yield rows(page_sql, *params, query.limit, query.offset)
+        if found:
+            total = int(found[0][2])
+        elif query.offset or not query.limit:  # (a page past the last, or no rows asked for)
+            total = int((yield one(count_sql, *params))[0])
+        else:
+            total = 0
+    else:
+        total = int((yield one(count_sql, *params))[0])
+        found = (yield rows(page_sql, *params, query.limit, query.offset)) if total else []
     if not found:
         return SearchPage(total, ())
     ids = [int(row[0]) for row in found]
@@ -177,4 +189,6 @@ def build() -> Plan[int]:
             yield run(sql, *params)
         made += 1
     yield run(MARK_BUILT)
+    if made:
+        yield run(ANALYZE)  # the planner's statistics of the rows just made (both databases)
     return made

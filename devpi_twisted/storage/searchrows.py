@@ -24,7 +24,9 @@ from devpi_twisted.storage.interface import DOCTEXT, INDEX, MIRROR, VERSION, Doc
 MAX_TEXT = 64 * 1024  # characters of the body of one row (a description, a doc page)
 MAX_TITLE = 1000
 MAX_DOC_PAGES = 200  # pages of one version's documentation
-MAX_DOC_TEXT = 512 * 1024  # characters of all pages of one version's documentation
+# characters of all pages of one version's documentation (they travel in a changelog
+# entry: a burst of doc uploads must not make a catch-up's batch huge)
+MAX_DOC_TEXT = 256 * 1024
 
 COLUMNS = "(stage, project, version, kind, page, display, name, title, body, tag)"
 INSERT_ROW = f"INSERT INTO search_docs {COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"

@@ -3,13 +3,11 @@ admins; the filters and their checks are model/audit.py's (parse_query)."""
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs
-
 from devpi_twisted.model.audit import AuditOps
-from devpi_twisted.model.errors import InvalidInput, NotFound
+from devpi_twisted.model.errors import NotFound
 from devpi_twisted.web import render
 from devpi_twisted.web.deps import HttpRequest
-from devpi_twisted.web.helpers import RequestHelpers
+from devpi_twisted.web.helpers import RequestHelpers, query_params
 
 MAX_QUERY = 4096  # bytes of query string
 
@@ -28,14 +26,7 @@ class AuditApp:
         if self._audit is None:
             raise NotFound("this server keeps no audit log")
         identity = await self._helpers.identity(request)
-        query = request.uri.partition(b"?")[2]
-        if len(query) > MAX_QUERY:
-            raise InvalidInput(f"audit: the query string is longer than {MAX_QUERY} bytes")
-        try:
-            params = parse_qs(query.decode("utf-8"), keep_blank_values=True, strict_parsing=False,
-                              errors="strict")
-        except UnicodeDecodeError:
-            raise InvalidInput("audit: the query string is not UTF-8") from None
+        params = query_params(request, MAX_QUERY, "audit")
         result = await self._audit.query(identity, params)
         request.setHeader(b"Cache-Control", b"no-store")
         return render.result(request, "audit", result)

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs
 import attrs
 
 from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, Identity, check_read
-from devpi_twisted.model.errors import NotFound
+from devpi_twisted.model.errors import InvalidInput, NotFound
 from devpi_twisted.model.ops import ServerOps, Written
 from devpi_twisted.web import render, sessions
 from devpi_twisted.web.auth import client_address, credentials
@@ -122,6 +122,19 @@ def json_view(request: HttpRequest) -> None:
     """Management GET views are JSON only; HTML asks for a web UI we do not have."""
     if not render.json_acceptable(request):
         raise NotFound("no HTML view here; ask for application/json")
+
+
+def query_params(request: HttpRequest, limit: int, what: str) -> dict[str, list[str]]:
+    """The query string's parameters (blank values kept); InvalidInput (naming ``what``)
+    for one longer than ``limit`` bytes or not UTF-8."""
+    query = request.uri.partition(b"?")[2]
+    if len(query) > limit:
+        raise InvalidInput(f"{what}: the query string is longer than {limit} bytes")
+    try:
+        return parse_qs(query.decode("utf-8"), keep_blank_values=True, strict_parsing=False,
+                        errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{what}: the query string is not UTF-8") from None
 
 
 def flag(request: HttpRequest, name: bytes) -> bool:

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs
 
 from devpi_twisted.model.errors import InvalidInput
 from devpi_twisted.model.search import SearchHit, SearchOps, SearchResults
 from devpi_twisted.web import render
 from devpi_twisted.web.deps import HttpRequest
-from devpi_twisted.web.helpers import RequestHelpers, json_view
+from devpi_twisted.web.helpers import RequestHelpers, json_view, query_params
 
 MAX_QUERY_STRING = 2048  # bytes
 PARAMETERS = frozenset({"query", "user", "index", "page"})
@@ -37,13 +36,7 @@ def results_json(results: SearchResults, base: str) -> dict[str, Any]:
 def parameters(request: HttpRequest) -> dict[str, str]:
     """The search's query parameters (each at most once; others are ignored);
     InvalidInput for a query string too long or not UTF-8."""
-    raw = request.uri.partition(b"?")[2]
-    if len(raw) > MAX_QUERY_STRING:
-        raise InvalidInput(f"search: the query string is longer than {MAX_QUERY_STRING} bytes")
-    try:
-        found = parse_qs(raw.decode("utf-8"), keep_blank_values=True, errors="strict")
-    except UnicodeDecodeError:
-        raise InvalidInput("search: the query string is not UTF-8") from None
+    found = query_params(request, MAX_QUERY_STRING, "search")
     params = {}
     for name in PARAMETERS & found.keys():
         if len(found[name]) > 1:

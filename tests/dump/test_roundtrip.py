@@ -278,3 +278,23 @@ def test_mirror_settings_always_and_mirrored_files_on_request(tmp_path: Path) ->
             assert r.read() == wheel.read_bytes()
     finally:
         daemon.stop()
+
+
+def test_an_import_makes_the_search_rows(original: dict[str, Any], tmp_path: Path) -> None:
+    """Versions and the text of imported docs are found once the import is done."""
+    from tests.support import call
+
+    serverdir = tmp_path / "imported"
+    done = run_cli("import", "--serverdir", str(serverdir), str(original["dump"]))
+    assert done.returncode == 0, done.stderr
+    daemon = Daemon(serverdir).start()
+    try:
+        status, reply, _ = call(daemon.url + "/+search?query=docs+of+hello")
+        assert status == 200, reply
+        assert [h["path"] for h in reply["result"]["hits"]] == [
+            "/alice/dev/hello-world/1.1/+d/index.html"]
+        status, reply, _ = call(daemon.url + "/+search?query=other.pkg+summary")
+        assert status == 200 and reply["result"]["total"] >= 1, reply
+        assert {h["project"] for h in reply["result"]["hits"]} == {"Other.Pkg"}
+    finally:
+        daemon.stop()

@@ -194,3 +194,13 @@ async def test_filter_by_projects(storage: Any) -> None:
     assert [(r.project, page.total) for r in page.rows] == [("b", 1)]
     page = await storage.search(SearchQuery((("gnu",),), ("alice/dev",), 20, 0, projects=()))
     assert page.total == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_counts_without_rows(storage: Any) -> None:
+    await _with_index(storage)
+    for name in ("a", "b", "c"):
+        await storage.write_release("alice", "dev", name, "1.0", _data(name, description="emu"), {}, -1)
+    for limit, offset in ((0, 0), (2, 5), (2, 2)):
+        page = await storage.search(_q("emu", limit=limit, offset=offset))
+        assert page.total == 3 and len(page.rows) == max(0, min(limit, 3 - offset)), (limit, offset)
