@@ -83,7 +83,8 @@ BASE = "/mallory/xss/xsspkg"
 def hostile(daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> str:
     """mallory (title with a script) owns mallory/xss (title and description with markup),
     holding xsspkg 1.0 (hostile Markdown, metadata, docs, test report), 2.0 (hostile
-    reStructuredText) and two registrations with hostile version strings."""
+    reStructuredText), 3.0 (hostile plain text) and two registrations with hostile
+    version strings."""
     url, work = daemon.url, tmp_path_factory.mktemp("hostile-dists")
     mallory = data.user(url, "mallory", PASSWORD, title=SCRIPT.format("user-title"),
                         description=IMG.format("user-description"))
@@ -101,6 +102,8 @@ def hostile(daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> str:
             "command": [SCRIPT.format("tox-command")], "retcode": 1,
             "output": SCRIPT.format("tox-output")}]}}})
     data.release(url, "mallory/xss", mallory, work, "xsspkg", "2.0", RST, "text/x-rst")
+    data.release(url, "mallory/xss", mallory, work, "xsspkg", "3.0",
+                 SCRIPT.format("plain") + IMG.format("plain"), "text/plain")
     for version in (ODD_VERSION, JS_VERSION):
         data.post(url, "mallory/xss", mallory, [(":action", "submit"), ("name", "xsspkg"),
                                                 ("version", version), ("summary", "odd")])
@@ -114,6 +117,7 @@ PAGES = {
     "project": BASE,
     "markdown": BASE + "/1.0",
     "rst": BASE + "/2.0",
+    "plain": BASE + "/3.0",
     "odd-version": f"{BASE}/{quote(ODD_VERSION, safe='')}",
     "js-version": f"{BASE}/{quote(JS_VERSION, safe='')}",
     "search-hit": "/+search?query=hostile",
@@ -147,6 +151,12 @@ def test_hostile_titles_show_as_text(watch: Watch, hostile: str) -> None:
     expect(watch.page.locator("#description")).to_contain_text("click me")
     expect(watch.page.locator("#toxresults")).to_contain_text(SCRIPT.format("tox-host"))
     expect(watch.page.locator("#toxresults")).to_contain_text(IMG.format("tox-env"))
+    assert not watch.injected()
+
+
+def test_a_plain_text_description_shows_its_markup_as_text(watch: Watch, hostile: str) -> None:
+    watch.goto(BASE + "/3.0")
+    expect(watch.page.locator("#description")).to_contain_text(SCRIPT.format("plain"))
     assert not watch.injected()
 
 
