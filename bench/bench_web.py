@@ -8,8 +8,9 @@ Run by hand, never in CI, with the python of the venv devpi-twisted is installed
 result), loads each page with ``wrk`` (1 connection: CPU per request, not
 throughput) and prints req/s, latency and the server's CPU per request (utime+stime
 of its process tree from /proc). Targets (issue 22): version page <= 2 ms, index page
-with 1,000 projects <= 5 ms. ``--baseline SRC``: the JSON and simple cases again on a
-server run from another source tree (e.g. ``git archive main``) to compare.
+with 1,000 projects <= 5 ms. ``--baseline SRC``: the JSON and simple cases also on a
+second server run from another source tree (e.g. ``git archive main | tar -x -C SRC``),
+the two measured in turn, case by case, so both see the same load on the machine.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -88,8 +90,9 @@ def _with_metadata(body: bytes, ctype: str) -> bytes:
     return parts + body
 
 
-def bench(label: str, cases: list, env: dict[str, str] | None, args: argparse.Namespace,
-          work: Path, lua: Path) -> dict[str, dict]:
+def serve(label: str, cases: list, env: dict[str, str] | None, work: Path,
+          ) -> tuple[subprocess.Popen, str]:
+    """A server of this tree (``env`` None) or of the baseline's, set up and warm."""
     setdir = work / label
     setdir.mkdir()
     saved = dict(os.environ)
@@ -99,24 +102,19 @@ def bench(label: str, cases: list, env: dict[str, str] | None, args: argparse.Na
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    try:
-        t0 = time.monotonic()
-        setup(base)
-        print(f"[{label}] set up in {time.monotonic() - t0:.0f} s", flush=True)
-        for name, path, headers, _ in cases:  # warm, and check each is served
-            request(base, "GET", path, None, headers)
-        pages = request(base, "GET", "/", None, BROWSER, 200 if env is None else 404)
-        print(f"[{label}] / for a browser: {pages[:60]!r}", flush=True)
-        wait_idle(proc.pid)
-        pin(proc.pid, "0")
-        runs: dict[str, list[dict]] = {name: [] for name, *_ in cases}
-        for _ in range(args.rounds):
-            for name, path, headers, _ in cases:
-                runs[name].append(measure(proc.pid, None, lambda: run_wrk(
-                    base + path, headers, 1, args.duration, lua)))
-        results = {name: combine(r) for name, r in runs.items()}
-    finally:
-        stop_server(proc)
+    t0 = time.monotonic()
+    setup(base)
+    print(f"[{label}] set up in {time.monotonic() - t0:.0f} s", flush=True)
+    for name, path, headers, _ in cases:  # warm, and check each is served
+        request(base, "GET", path, None, headers)
+    pages = request(base, "GET", "/", None, BROWSER, 200 if env is None else 404)
+    print(f"[{label}] / for a browser: {pages[:50]!r}", flush=True)
+    wait_idle(proc.pid)
+    pin(proc.pid, "0")
+    return proc, base
+
+
+def report(label: str, cases: list, results: dict[str, dict], args: argparse.Namespace) -> None:
     print(f"\n== {label}: {args.rounds} rounds of {args.duration} s per case, 1 connection")
     print(f"{'case':<22} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>10} "
           f"{'errors':>6}  target")
@@ -126,7 +124,6 @@ def bench(label: str, cases: list, env: dict[str, str] | None, args: argparse.Na
             f"<= {target} ms: {'ok' if r['cpu'] <= target else 'MISSED'}")
         print(f"{name:<22} {r['rate']:>8.1f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['cpu']:>10.3f} "
               f"{r['errors'] + r['non2xx']:>6}  {verdict}", flush=True)
-    return results
 
 
 def main() -> int:
@@ -137,13 +134,31 @@ def main() -> int:
     args = parser.parse_args()
     work, lua = begin("devpi-bench-web-")
     t0 = time.monotonic()
-    ours = bench("this tree", WEB_CASES + API_CASES, None, args, work, lua)
+    servers = {"this tree": (WEB_CASES + API_CASES, None)}
     if args.baseline is not None:
-        env = {"PYTHONPATH": str(args.baseline.resolve())}
-        theirs = bench("baseline", API_CASES, env, args, work, lua)
-        print("\n== JSON and simple pages: this tree vs baseline (CPU ms/req)")
+        servers["baseline"] = (API_CASES, {"PYTHONPATH": str(args.baseline.resolve())})
+    running: dict[str, tuple[subprocess.Popen, str]] = {}
+    try:
+        for label, (cases, env) in servers.items():
+            running[label] = serve(label, cases, env, work)
+        runs = {label: {name: [] for name, *_ in cases} for label, (cases, _) in servers.items()}
+        for _ in range(args.rounds):  # the servers in turn, case by case: the same load
+            for name, path, headers, _ in WEB_CASES + API_CASES:
+                for label, (proc, base) in running.items():
+                    if name in runs[label]:
+                        runs[label][name].append(measure(proc.pid, None, lambda: run_wrk(
+                            base + path, headers, 1, args.duration, lua)))
+    finally:
+        for proc, _ in running.values():
+            stop_server(proc)
+    results = {label: {name: combine(r) for name, r in found.items()}
+               for label, found in runs.items()}
+    for label, (cases, _) in servers.items():
+        report(label, cases, results[label], args)
+    if args.baseline is not None:
+        print("\n== JSON and simple pages: this tree vs baseline (CPU ms/req, measured in turns)")
         for name, *_ in API_CASES:
-            a, b = ours[name]["cpu"], theirs[name]["cpu"]
+            a, b = results["this tree"][name]["cpu"], results["baseline"][name]["cpu"]
             print(f"{name:<22} {a:>8.3f} {b:>8.3f}  {(a / b - 1) * 100:+6.1f} %")
     print(f"\n({time.monotonic() - t0:.0f} s)")
     return 0

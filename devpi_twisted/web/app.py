@@ -78,8 +78,8 @@ class ManagementApp:
         self._web = web
 
     def _browser(self, request: HttpRequest) -> WebPages | None:
-        """The web pages, for a browser (HTML asked for, JSON not: render.json_acceptable)."""
-        return self._web if self._web is not None and not render.json_acceptable(request) else None
+        """The web pages, for a browser (HTML asked for, JSON not, no installer)."""
+        return self._web if self._web is not None and render.browser(request) else None
 
     # -- discovery and login -----------------------------------------------------
 
@@ -259,7 +259,7 @@ class ManagementApp:
             return listing
         web = self._browser(request)
         if web is not None:
-            return await web.index(request, user, index, readable)
+            return await web.index(request, user, index, readable, config)
         json_view(request)
         if not flag(request, b"no_projects"):
             config["projects"] = listed_projects(identity, await self._project_names(user, index))

@@ -203,7 +203,7 @@ class OpsApp:
         return await self._web.metrics(request, self.metric_series(shown), self._metrics)
 
     async def status(self, request: HttpRequest) -> bytes:
-        web = self._web if not render.json_acceptable(request) else None
+        web = self._web if render.browser(request) else None
         if web is None:
             json_view(request)
         await self._ops.sync()

@@ -123,7 +123,7 @@ class ProjectApp:
         if normalized != project:
             return self._helpers.redirect(request,
                                           f"/{user}/{index}/{normalized}/{version}".encode())
-        if self._web is not None and not render.json_acceptable(request):
+        if self._web is not None and render.browser(request):
             return await self._web.version(request, user, index, project, version, config)
         json_view(request)
         versions = await self._project_versions(request, user, index, project)

@@ -242,6 +242,36 @@ def test_path_prefix_mount_through_nginx(front: Front, tmp_path: Path) -> None:
         nginx.stop()
 
 
+def test_web_pages_under_a_path_prefix_through_nginx(front: Front, tmp_path: Path) -> None:
+    """A browser follows the web interface's links through nginx under /devpi: every
+    link names the prefix and answers there, the stylesheet too."""
+    port = free_port()
+    outside = f"http://127.0.0.1:{port}/devpi"
+    site = gen_config(tmp_path / "cwd", "--serverdir", str(front.daemon.serverdir), "--port",
+                      daemon_port(front.daemon), "--outside-url", outside)
+    nginx = Nginx(tmp_path / "nginx", site).start(port)
+    browser = {"Accept": "text/html,*/*;q=0.8", "User-Agent": "Mozilla/5.0"}
+    try:
+        twine(outside + "/packages/stable/", make_wheel(tmp_path, "ngx-web", "1.0"))
+        seen, todo = set(), [outside + "/"]
+        while todo and len(seen) < 12:
+            url = todo.pop(0)
+            if url in seen or any(p in url for p in ("+f/", "+login", "+simple")):
+                continue
+            seen.add(url)
+            status, body, headers = fetch(url, browser)
+            assert status == 200, (url, body[:300])
+            if not headers["Content-Type"].startswith("text/html"):
+                continue
+            links = re.findall(r'(?:href|src|action)="([^"#?]*)', body.decode())
+            assert all(link.startswith(outside + "/") for link in links), (url, links)
+            todo += [link for link in links if "/packages/" in link or "style.css" in link]
+        assert outside + "/packages/stable/ngx-web/1.0" in seen
+        assert outside + "/+static/style.css" in seen
+    finally:
+        nginx.stop()
+
+
 def test_internal_file_location_is_not_reachable_from_outside(front: Front) -> None:
     port = daemon_port(front.daemon)
     status, _, _ = fetch(f"{front.url}/+devpi-files-{port}/packages/stable/")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from tests.web.ui_site import Site, links_of, site, text_of
+from tests.web.ui_site import BROWSER, Site, links_of, site, text_of
 
 __all__ = ["site"]  # the fixture
 
@@ -214,3 +214,53 @@ def test_error_pages_are_in_the_layout(site: Site) -> None:
                                        headers={"User-Agent": ["pip/24.0"],
                                                 "Accept": ["text/html"]})
     assert installer.code == 404 and b"<nav" not in installer.body  # as before
+
+
+PAGE_TEMPLATES = ["/{}", "/alice/{}", "/alice/dev/{}", "/alice/dev/pkg/{}", "/alice/dev/{}/latest",
+                  "/alice/dev/pkg/{}/+d/{}", "/alice/dev/pkg/1.0/+d/{}", "/+static/{}",
+                  "/alice/dev?page={}", "/+search?query={}", "/+login?next={}",
+                  "/alice/dev/pkg/{}/+web/yank", "/alice/dev/{}/+web/edit", "/root/pypi/{}"]
+
+
+def test_no_generated_browser_request_gets_a_5xx_or_a_traceback(site: Site) -> None:
+    from hypothesis import HealthCheck, given, settings, strategies as st
+    from twisted.logger import globalLogPublisher
+
+    from tests.web.test_fuzz import _NoFailures, _segment, texts
+
+    problems: list[str] = []
+    observer = _NoFailures(problems)
+    alice = site.session("alice")
+    sessions = [{"Cookie": alice["Cookie"]}, {}]
+
+    @settings(max_examples=150, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.sampled_from(PAGE_TEMPLATES), st.lists(texts.map(_segment), min_size=2,
+                                                     max_size=2),
+           st.sampled_from(["GET", "HEAD", "POST"]), st.sampled_from([0, 1]))
+    def run(template: str, parts: list[str], method: str, who: int) -> None:
+        problems.clear()
+        headers = {**sessions[who], "Content-Type": ["application/x-www-form-urlencoded"]}
+        reply = site.server.client.request(
+            method, template.format(*parts), raw=f"csrf_token={alice['csrf']}".encode()
+            if method == "POST" else None,
+            headers={**BROWSER, **headers})
+        assert reply.code < 500, (template, parts, method, reply.code, reply.body[:300])
+        assert not problems, problems
+
+    globalLogPublisher.addObserver(observer)
+    try:
+        run()
+    finally:
+        globalLogPublisher.removeObserver(observer)
+
+
+def test_log_out_from_a_page(site: Site) -> None:
+    alice = site.session("alice")
+    html = text_of(site.page("/alice/dev", headers={"Cookie": alice["Cookie"]}))
+    assert '<form id="logout-form" method="post" action="http://testserver/+logout">' in html
+    assert 'name="next" value="/alice/dev"' in html
+    reply = site.post_form("/+logout", {"csrf_token": alice["csrf"], "next": "/alice/dev"}, alice)
+    assert reply.code == 303 and reply.header("Location") == "http://testserver/alice/dev"
+    assert any("Max-Age=0" in c for c in reply.headers.getRawHeaders("Set-Cookie"))
+    assert site.post_form("/+logout", {"next": "/"}, alice).code == 403  # no CSRF token

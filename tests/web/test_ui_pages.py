@@ -8,11 +8,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import attrs
 import pytest
 
 from twisted.web.test.requesthelper import DummyRequest
 
+from devpi_twisted.model.search import SearchHit, SearchResults
 from devpi_twisted.web.helpers import RequestHelpers
 from devpi_twisted.web.projects import DOCS_POLICY
 from devpi_twisted.web.site import ServerInfo
@@ -283,33 +283,11 @@ def test_bad_input_is_4xx(site: Site, path: str, code: int) -> None:
 # -- search ------------------------------------------------------------------------
 
 
-@attrs.frozen
-class FakeHit:
-    user: str
-    index: str
-    project: str
-    version: str | None
-    kind: str
-    title: str
-    snippet: tuple[tuple[str, bool], ...]
-    path: str
-    score: float
-
-
-@attrs.frozen
-class FakeResults:
-    query: str
-    hits: tuple[FakeHit, ...]
-    total: int
-    page: int
-    per_page: int
-
-
 def test_the_search_renderer(site: Site) -> None:
-    hit = FakeHit("alice", "dev", "pkg", "1.0", "description", "pkg 1.0",
+    hit = SearchHit("alice", "dev", "pkg", "1.0", "description", "pkg 1.0",
                   (("a ", False), ("<b>word</b>", True), (" here", False)),
                   "/alice/dev/pkg/1.0", 1.0)
-    results = FakeResults('q"<x>', (hit,), 41, 1, 20)
+    results = SearchResults('q"<x>', (hit,), 41, 1, 20)
     request = DummyRequest([b"+search"])
     request.requestHeaders.setRawHeaders(b"Host", [b"testserver"])
     request.isSecure = lambda: False  # type: ignore[method-assign]  # (DummyRequest lacks it)
@@ -383,3 +361,11 @@ def test_mirror_pages_from_the_cache(site: Site) -> None:
     inherited = text_of(site.page("/alice/dev/mirrored"))
     assert '<a href="http://testserver/root/pypi">root/pypi</a> <span class="inherited">' \
         in inherited
+
+
+def test_installers_asking_for_html_get_no_web_page(site: Site) -> None:
+    """pip, uv and the like never get the web interface: what they got before."""
+    pip = {"User-Agent": ["pip/24.0"], "Accept": ["text/html"]}
+    for path in ("/", "/alice", "/alice/dev/pkg/1.0", "/+status"):
+        reply = site.server.client.get(path, headers=pip)
+        assert reply.code == 404 and b"<nav" not in reply.body, path

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from devpi_twisted.mirror.urls import masked_url
-from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, Identity, listed_projects, shown_config
+from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, Identity, listed_projects
 from devpi_twisted.model.errors import NotFound
 from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.ops import ServerOps
@@ -114,13 +114,13 @@ class WebPages:
         self._latest[key] = (serial, found)
         return found
 
-    async def index(self, request: HttpRequest, user: str, index: str,
-                    config: IndexConfig) -> bytes:
-        """An index the caller may read (checked by the caller)."""
+    async def index(self, request: HttpRequest, user: str, index: str, config: IndexConfig,
+                    shown: Mapping[str, Any]) -> bytes:
+        """An index the caller may read (checked by the caller), ``shown``: its config
+        as the caller may see it (acl.shown_config)."""
         identity, context = await self.context(request)
         number = page_number(request)
         await self._ops.sync()
-        shown = shown_config(config.to_json(), await self._ops.hidden_indexes(identity))
         names = listed_projects(identity, await self._project_names(user, index))
         start, end, count = pages_of(len(names), number, PER_PAGE)
         if number > count:

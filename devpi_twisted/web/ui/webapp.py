@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import importlib.resources
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, Identity
 from devpi_twisted.model.errors import InvalidInput, NotFound
 from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.release_ops import ReleaseOps
+from devpi_twisted.model.search import SearchResults
 from devpi_twisted.web import sessions
 from devpi_twisted.web.deps import HttpRequest
 from devpi_twisted.web.helpers import RequestHelpers, written
@@ -27,25 +28,6 @@ from devpi_twisted.web.ui.templating import layout, page, segment
 
 STATIC = {"style.css": b"text/css; charset=utf-8"}
 MAX_TITLE, MAX_DESCRIPTION, MAX_REASON = 200, 5000, 500
-
-
-class SearchResultsLike(Protocol):
-    """What the search page shows (model/search.py SearchResults)."""
-
-    @property
-    def query(self) -> str: ...
-
-    @property
-    def total(self) -> int: ...
-
-    @property
-    def page(self) -> int: ...
-
-    @property
-    def per_page(self) -> int: ...
-
-    @property
-    def hits(self) -> Sequence[Any]: ...
 
 
 def _static(name: str) -> bytes:
@@ -173,7 +155,7 @@ class WebApp:
                       for (route, method, status), count in requests.requests.items())
         return page(request, "metrics.html", {**context, "series": series, "requests": rows})
 
-    def search(self, request: HttpRequest, results: SearchResultsLike) -> bytes:
+    def search(self, request: HttpRequest, results: SearchResults) -> bytes:
         """The search page of ``results`` (the caller found the identity: its
         permissions already chose the hits)."""
         identity = getattr(request, "devpi_identity", ANONYMOUS_IDENTITY)
