@@ -51,6 +51,7 @@ setup(
             "mypy-zope>=1.0",
             "types-PyYAML",
             "types-psycopg2",
+            "playwright>=1.40",  # drives Debian's chromium (tests/browser/), never its own
         ],
     },
     entry_points={"console_scripts": ["devpi-twisted = devpi_twisted.cli:main"]},

@@ -4,7 +4,8 @@ With DEVPI_TWISTED_REQUIRE_POSTGRES=1 (set by scripts/run-tests for a full run)
 the run fails unless tests on PostgreSQL ran and passed: they must never be
 skipped or deselected away silently. DEVPI_TWISTED_REQUIRE_NGINX=1 (also set
 for a full run) does the same for the tests with a real nginx (tests/e2e/test_nginx.py),
-DEVPI_TWISTED_REQUIRE_SLAPD=1 for those with a real OpenLDAP slapd (tests/ldap.py).
+DEVPI_TWISTED_REQUIRE_SLAPD=1 for those with a real OpenLDAP slapd (tests/ldap.py),
+DEVPI_TWISTED_REQUIRE_BROWSER=1 for those in a real headless chromium (tests/browser/).
 
 Property tests (hypothesis) explore new examples on every run by hand; a full run
 (scripts/run-tests sets DEVPI_TWISTED_HYPOTHESIS=ci) draws the same examples every
@@ -26,10 +27,13 @@ settings.register_profile("ci", derandomize=True, database=None)
 settings.load_profile(os.environ.get("DEVPI_TWISTED_HYPOTHESIS", "default"))
 
 SLAPD_TESTS = ("tests/e2e/test_ldap.py", "tests/identity/test_ldap_directory.py")
+BROWSER_TESTS = "tests/browser/"
 
 _postgres_passed: list[str] = []
 _nginx_passed: list[str] = []
 _slapd_passed: list[str] = []
+_browser_passed: list[str] = []
+_browser_skipped: list[str] = []
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +50,10 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         _nginx_passed.append(report.nodeid)
     if report.when == "call" and report.passed and report.nodeid.startswith(SLAPD_TESTS):
         _slapd_passed.append(report.nodeid)
+    if report.when == "call" and report.passed and report.nodeid.startswith(BROWSER_TESTS):
+        _browser_passed.append(report.nodeid)
+    if report.skipped and report.nodeid.startswith(BROWSER_TESTS):
+        _browser_skipped.append(report.nodeid)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -58,4 +66,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if os.environ.get("DEVPI_TWISTED_REQUIRE_SLAPD") == "1" and not (_slapd_passed
                                                                       and ldap.STARTED):
         print("\nrun-tests: no test with slapd passed; a full run must run them", flush=True)
+        session.exitstatus = 1
+    if os.environ.get("DEVPI_TWISTED_REQUIRE_BROWSER") == "1" and (_browser_skipped
+                                                                    or not _browser_passed):
+        print("\nrun-tests: browser tests were skipped or none passed; a full run must run "
+              "them (chromium, Playwright)", flush=True)
         session.exitstatus = 1
