@@ -241,8 +241,10 @@ async def _build_search(storage: Storage, doc_text: StoredDocText | None) -> Non
         if made:
             log.info("Search: made the rows of {count} stored versions and mirror projects",
                      count=made)
-        if made and doc_text is not None:
+        # (again at the next start where this one stopped before all were read)
+        if doc_text is not None and await storage.search_docs_pending():
             docs = await build_docs(storage, doc_text)
+            await storage.mark_search_docs_read()
             log.info("Search: stored the text of the docs of {count} versions", count=docs)
     except Exception:
         log.failure("Building the search rows failed")

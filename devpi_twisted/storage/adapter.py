@@ -263,6 +263,12 @@ class PlanStorage:
     def build_search(self) -> Deferred[int]:
         return shielded(self._transact(searchplans.build))
 
+    def search_docs_pending(self) -> Deferred[bool]:
+        return shielded(self._query(searchplans.docs_pending()))
+
+    def mark_search_docs_read(self) -> Deferred[None]:
+        return shielded(self._transact(searchplans.mark_docs_read))
+
     def write_releases(self, user: str, index: str,
                        items: Sequence[tuple[str, str, Mapping[str, Any], Mapping[str, Mapping[str, Any]]]]
                        ) -> Deferred[int]:

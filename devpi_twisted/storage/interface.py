@@ -299,6 +299,13 @@ class Storage(Protocol):
         """Make the search rows of versions and mirror projects stored before search
         existed (once: later calls do nothing); returns how many rows it made."""
 
+    def search_docs_pending(self) -> Deferred[bool]:
+        """After ``build_search`` made the rows of a database from before search: the
+        text of its stored docs is still to be read (until ``mark_search_docs_read``)."""
+
+    def mark_search_docs_read(self) -> Deferred[None]:
+        """The text of the docs stored before search existed is read: never again."""
+
     def get_mirror_project(self, user: str, index: str,
                            project: str) -> Deferred[MirrorRecord | None]: ...
 

@@ -75,7 +75,11 @@ DOC_PAGES = ("SELECT page, title, body FROM search_docs WHERE stage = ? AND proj
 # writers' lock, taken without a serial: the build sees every write before it
 LOCK_WRITERS = "UPDATE serial_counter SET serial = serial"
 BUILT = "SELECT built FROM search_built"
-MARK_BUILT = "INSERT INTO search_built (built) VALUES (1)"
+# search_built.built: the rows are made, the text of docs stored before is still to be
+# read (DOCS_PENDING), or that is done too (COMPLETE)
+DOCS_PENDING, COMPLETE = 1, 2
+MARK_BUILT = f"INSERT INTO search_built (built) VALUES ({DOCS_PENDING})"
+MARK_DOCS_READ = f"UPDATE search_built SET built = {COMPLETE}"
 ALL_VERSIONS = ("SELECT owner, idx, project, version, data FROM versions "
                 "WHERE owner = ? AND idx = ?")
 ALL_STAGES = "SELECT owner, name FROM indexes ORDER BY owner, name"
@@ -170,6 +174,16 @@ def write_doc_pages(owner: str, index: str, project: str, version: str, name: st
         raise RecordMissing(f"{owner}/{index}/{project}/{version}")
     key = f"{owner}/{index}/{project}/{version}"
     return (yield from commit(serial, [searchrows.doc_text(key, name, pages)], at))
+
+
+def docs_pending() -> Plan[bool]:
+    """Is the text of docs stored before search existed still to be read?"""
+    row = yield one(BUILT)
+    return row is not None and row[0] == DOCS_PENDING
+
+
+def mark_docs_read() -> Plan[None]:
+    yield run(MARK_DOCS_READ)
 
 
 def build() -> Plan[int]:

@@ -152,6 +152,7 @@ async def test_a_replica_gets_the_rows_from_the_changelog(adapter: Any) -> None:
 @pytest_twisted.ensureDeferred
 async def test_build_makes_the_rows_of_what_was_stored_before(adapter: Any) -> None:
     storage = adapter.open()
+    assert not await storage.search_docs_pending()  # a new database: nothing to read
     await _with_index(storage)
     await storage.write_release("alice", "dev", "pkg", "1.0", _data("pkg", description="pangolin"),
                                 {}, -1)
@@ -161,6 +162,12 @@ async def test_build_makes_the_rows_of_what_was_stored_before(adapter: Any) -> N
     storage = adapter.open()
     assert await _found(storage, "pangolin") == []
     assert await storage.build_search() == 2
+    # the docs' text is read after the rows are made, until marked read (a start
+    # stopped halfway reads on at the next)
+    assert await storage.search_docs_pending()
+    assert await storage.build_search() == 0 and await storage.search_docs_pending()
+    await storage.mark_search_docs_read()
+    assert not await storage.search_docs_pending()
     assert await _found(storage, "pangolin") == [("pkg", "1.0", "version")]
     assert await _found(storage, "tapir", stages=("root/pypi",)) == [("tapir", None, "name")]
     assert await storage.build_search() == 0

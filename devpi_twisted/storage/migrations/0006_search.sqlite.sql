@@ -30,7 +30,8 @@ CREATE TRIGGER search_docs_removed AFTER DELETE ON search_docs BEGIN
         VALUES ('delete', old.id, old.name, old.title, old.body, old.tag);
 END;
 -- one row once the rows of what was stored before this table existed are built (at the
--- first start, searchplans.build); a database holding nothing yet has nothing to build
+-- first start, searchplans.build): 1 while the text of its docs is still to be read, 2
+-- when that is done too; a database holding nothing yet has nothing to build (2)
 CREATE TABLE search_built (built INTEGER NOT NULL);
-INSERT INTO search_built (built) SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM versions)
+INSERT INTO search_built (built) SELECT 2 WHERE NOT EXISTS (SELECT 1 FROM versions)
     AND NOT EXISTS (SELECT 1 FROM mirror_projects);
