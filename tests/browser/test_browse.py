@@ -341,3 +341,23 @@ def test_every_page_has_the_common_layout(watch: Watch, site: Site, path: str) -
         watch.shot(SHOTS[path])
     if path.endswith(("/latest", "/stable")):
         expect(page.locator("main h1")).to_have_text("mdpkg 1.0")
+
+
+PHONE = {"width": 390, "height": 844}  # a phone held upright, in CSS pixels
+PHONE_PAGES = {"/": "phone-root", "/alice/dev": "phone-index", "/alice/dev/mdpkg": "phone-project",
+               "/alice/dev/mdpkg/1.0": "phone-version", "/+search?query=marmalade": "phone-search"}
+
+
+@pytest.mark.parametrize("path", sorted(PHONE_PAGES))
+def test_pages_fit_a_phone(watch: Watch, site: Site, path: str) -> None:
+    """On a phone's width nothing makes the page scroll sideways (long hashes and names
+    wrap, wide tables scroll inside themselves) and the navigation stays usable."""
+    page = watch.page
+    page.set_viewport_size(PHONE)
+    assert watch.goto(path).status == 200
+    wide = page.evaluate("() => document.documentElement.scrollWidth")
+    assert wide <= PHONE["width"], (path, wide)
+    nav = page.locator('header nav[aria-label="main"]')
+    expect(nav.locator("input#search-query")).to_be_in_viewport()
+    expect(nav.get_by_role("link", name="Log in")).to_be_in_viewport()
+    watch.shot(PHONE_PAGES[path])
