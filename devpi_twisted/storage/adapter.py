@@ -367,5 +367,8 @@ class PlanStorage:
     def record_attempt(self, attempt: Attempt) -> Deferred[None]:
         return shielded(self._transact(hookplans.record_attempt, attempt))
 
+    def prune_deliveries(self, before: float) -> Deferred[None]:
+        return shielded(self._transact(hookplans.prune_deliveries, before))
+
     def delivery_counts(self) -> Deferred[dict[str, int]]:
         return shielded(self._query(hookplans.delivery_counts()))

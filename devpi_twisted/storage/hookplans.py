@@ -38,13 +38,16 @@ DELIVERIES_OF = (f"SELECT {DELIVERY_COLUMNS} FROM hook_deliveries WHERE hook = ?
 ONE_DELIVERY = "SELECT status FROM hook_deliveries WHERE id = ? AND hook = ?"
 REPLAY = ("UPDATE hook_deliveries SET status = ?, tries = 0, created = ?, next_at = ? "
           "WHERE id = ?")
-# per hook its oldest pending delivery (a hook's next event waits for the one before)
-DUE = (f"SELECT {DELIVERY_COLUMNS} FROM hook_deliveries d WHERE d.status = '{PENDING}' "
-       "AND d.next_at <= ? AND d.id = (SELECT MIN(e.id) FROM hook_deliveries e "
-       f"WHERE e.hook = d.hook AND e.status = '{PENDING}')")
+# per hook its oldest pending delivery (a hook's next event waits for the one before):
+# one index look-up per hook, however long the queue of a dead receiver grows
+DUE = (f"SELECT {DELIVERY_COLUMNS} FROM hook_deliveries d WHERE d.id IN ("
+       "SELECT (SELECT MIN(e.id) FROM hook_deliveries e "
+       f"WHERE e.status = '{PENDING}' AND e.hook = h.id) FROM hooks h{{busy}}) "
+       "AND d.next_at <= ?")
 RECORD = ("UPDATE hook_deliveries SET status = ?, tries = ?, next_at = ?, last_at = ?, "
           "last_error = ? WHERE id = ?")
 COUNTS = "SELECT status, COUNT(*) FROM hook_deliveries GROUP BY status"
+PRUNE = f"DELETE FROM hook_deliveries WHERE status <> '{PENDING}' AND last_at < ?"
 
 
 def events_column(events: Sequence[str]) -> str:
@@ -128,16 +131,19 @@ def replay_delivery(hook_id: int, delivery_id: int, at: float) -> Plan[bool]:
 
 def due_deliveries(now: float, busy: Sequence[int], limit: int) -> Plan[list[Delivery]]:
     """Per hook not in ``busy``, its oldest pending delivery if its time has come."""
-    sql = DUE
-    if busy:
-        sql += " AND d.hook NOT IN (" + ", ".join("?" * len(busy)) + ")"
-    found = yield rows(sql + " ORDER BY d.id LIMIT ?", now, *busy, limit)
+    busy_clause = (" WHERE h.id NOT IN (" + ", ".join("?" * len(busy)) + ")") if busy else ""
+    found = yield rows(DUE.format(busy=busy_clause) + " ORDER BY d.id LIMIT ?", *busy, now, limit)
     return [_delivery(r) for r in found]
 
 
 def record_attempt(attempt: Attempt) -> Plan[None]:
     yield run(RECORD, attempt.status, attempt.tries, attempt.next_at, attempt.at, attempt.error,
               attempt.id)
+
+
+def prune_deliveries(before: float) -> Plan[None]:
+    """Forget deliveries done (delivered or failed) before ``before``."""
+    yield run(PRUNE, before)
 
 
 def delivery_counts() -> Plan[dict[str, int]]:

@@ -35,6 +35,7 @@ from devpi_twisted.model import hooks
 from devpi_twisted.storage.hooktypes import DELIVERED, FAILED, PENDING, Attempt, Delivery, HookStorage
 
 USER_AGENT = b"devpi-twisted-webhooks"
+KEEP_DONE, PRUNE_EVERY = 7 * 86400.0, 3600.0  # deliveries done are listed for a week
 
 
 @attrs.define
@@ -67,6 +68,7 @@ class HookDelivery(Service):
         self._loop.clock = clock
         self._tick_seconds = tick
         self._seen = -1
+        self._pruned = 0.0
         self._next_round = 0.0
         self._round: Deferred[None] | None = None
         self._busy: dict[int, Deferred[None]] = {}  # hook id -> its delivery in flight
@@ -111,6 +113,9 @@ class HookDelivery(Service):
         self._round = None
 
     async def _start_due(self, now: float) -> None:
+        if now - self._pruned >= PRUNE_EVERY:
+            self._pruned = now
+            await self._storage.prune_deliveries(now - KEEP_DONE)
         room = self._concurrency - len(self._busy)
         if room <= 0:
             return
