@@ -127,3 +127,22 @@ async def test_a_replica_importing_a_change_writes_no_outbox_row(adapter: Any) -
     assert replica.serial == primary.serial
     assert await primary.delivery_counts() == {PENDING: 1}
     assert await replica.delivery_counts() == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_hooks_of_a_deleted_index_go_with_it(storage: Any) -> None:
+    await _setup(storage)
+    await storage.update_index("alice", "dev", {"type": "stage", "bases": [], "volatile": True},
+                               (await storage.get_index("alice", "dev")).serial)
+    dev = await storage.create_hook("alice/dev", "http://h/dev", "secret-dev", ["index"], "alice")
+    kept = await storage.create_hook("alice/other", "http://h/o", "secret-o", ["upload"], "alice")
+    server = await storage.create_hook("", "http://h/s", "secret-s", ["index"], "root")
+    await storage.write_release("alice", "dev", "pkg", "1.0", DATA, {}, -1, None, [
+        HookEvent("index", "alice/dev", "alice")])
+    await storage.delete_index("alice", "dev", (await storage.get_index("alice", "dev")).serial,
+                               [HookEvent("index", "alice/dev", "alice", details={"action": "deleted"})])
+    assert await storage.get_hook(dev.id) is None
+    assert await storage.get_hook(kept.id) is not None
+    bodies = [json.loads(d.payload) for d in await storage.list_deliveries(server.id, 10)]
+    assert [b.get("action") for b in bodies] == ["deleted", None]
+    assert await storage.delivery_counts() == {PENDING: 2}
