@@ -20,7 +20,7 @@ def shown_delivery(d: Delivery) -> dict[str, Any]:
     return {"id": d.id, "hook": d.hook, "serial": d.serial, "event": d.event,
             "status": d.status, "tries": d.tries, "created": d.created,
             "next_attempt": d.next_at if d.status == "pending" else None,
-            "last_attempt": d.last_at, "last_error": d.last_error}
+            "first_attempt": d.first_at, "last_attempt": d.last_at, "last_error": d.last_error}
 
 
 class HookOps:

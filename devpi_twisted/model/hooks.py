@@ -28,7 +28,8 @@ FIELDS = frozenset({"url", "secret", "events"})
 SIGNATURE, TIMESTAMP = "X-Devpi-Signature", "X-Devpi-Timestamp"
 EVENT_HEADER, DELIVERY_HEADER = "X-Devpi-Event", "X-Devpi-Delivery"
 # retries: the n-th retry waits FIRST_DELAY * 2**n (at most MAX_DELAY), times a random
-# factor in [0.5, 1); a delivery not through within GIVE_UP seconds is marked failed
+# factor in [0.5, 1); a delivery not through GIVE_UP seconds after its first attempt
+# (a hook's later events wait behind it meanwhile) is marked failed
 FIRST_DELAY, MAX_DELAY, GIVE_UP = 2.0, 1800.0, 86400.0
 
 

@@ -32,11 +32,11 @@ ENQUEUE = (
     f"SELECT id, ?, ?, ?, '{PENDING}', 0, ?, ? FROM hooks "
     "WHERE (scope = ? OR scope = ?) AND events LIKE ? ORDER BY id")
 DELIVERY_COLUMNS = ("id, hook, serial, event, payload, status, tries, created, next_at, last_at, "
-                    "last_error")
+                    "last_error, first_at")
 DELIVERIES_OF = (f"SELECT {DELIVERY_COLUMNS} FROM hook_deliveries WHERE hook = ? "
                  "ORDER BY id DESC LIMIT ?")
 ONE_DELIVERY = "SELECT status FROM hook_deliveries WHERE id = ? AND hook = ?"
-REPLAY = ("UPDATE hook_deliveries SET status = ?, tries = 0, created = ?, next_at = ? "
+REPLAY = ("UPDATE hook_deliveries SET status = ?, tries = 0, first_at = NULL, next_at = ? "
           "WHERE id = ?")
 # per hook its oldest pending delivery (a hook's next event waits for the one before):
 # one index look-up per hook, however long the queue of a dead receiver grows
@@ -45,7 +45,7 @@ DUE = (f"SELECT {DELIVERY_COLUMNS} FROM hook_deliveries d WHERE d.id IN ("
        f"WHERE e.status = '{PENDING}' AND e.hook = h.id) FROM hooks h{{busy}}) "
        "AND d.next_at <= ?")
 RECORD = ("UPDATE hook_deliveries SET status = ?, tries = ?, next_at = ?, last_at = ?, "
-          "last_error = ? WHERE id = ?")
+          "last_error = ?, first_at = COALESCE(first_at, ?) WHERE id = ?")
 COUNTS = "SELECT status, COUNT(*) FROM hook_deliveries GROUP BY status"
 PRUNE = f"DELETE FROM hook_deliveries WHERE status <> '{PENDING}' AND last_at < ?"
 
@@ -61,10 +61,10 @@ def _hook(row: Sequence[Any]) -> Hook:
 
 
 def _delivery(row: Sequence[Any]) -> Delivery:
-    i, hook, serial, event, payload, status, tries, created, next_at, last_at, error = row
+    i, hook, serial, event, payload, status, tries, created, next_at, last_at, error, first = row
     return Delivery(int(i), int(hook), int(serial), event, payload, status, int(tries),
                     float(created), float(next_at), None if last_at is None else float(last_at),
-                    error)
+                    error, None if first is None else float(first))
 
 
 def payload(event: HookEvent, serial: int, at: float) -> str:
@@ -125,7 +125,7 @@ def replay_delivery(hook_id: int, delivery_id: int, at: float) -> Plan[bool]:
     no such delivery."""
     if (yield one(ONE_DELIVERY, delivery_id, hook_id)) is None:
         return False
-    yield run(REPLAY, PENDING, at, at, delivery_id)
+    yield run(REPLAY, PENDING, at, delivery_id)
     return True
 
 
@@ -138,7 +138,7 @@ def due_deliveries(now: float, busy: Sequence[int], limit: int) -> Plan[list[Del
 
 def record_attempt(attempt: Attempt) -> Plan[None]:
     yield run(RECORD, attempt.status, attempt.tries, attempt.next_at, attempt.at, attempt.error,
-              attempt.id)
+              attempt.at, attempt.id)
 
 
 def prune_deliveries(before: float) -> Plan[None]:

@@ -50,7 +50,8 @@ class Hook:
 @attrs.frozen
 class Delivery:
     """One event for one hook: its JSON body (bytes as sent), status PENDING, DELIVERED
-    or FAILED, tries so far, when it is next tried, the last error."""
+    or FAILED, tries so far, when it is next tried, the last error; ``first_at``: its
+    first attempt (since a replay), from which its day of retries counts."""
 
     id: int
     hook: int
@@ -63,6 +64,7 @@ class Delivery:
     next_at: float
     last_at: float | None
     last_error: str | None
+    first_at: float | None = None
 
 
 @attrs.frozen

@@ -157,8 +157,9 @@ class HookDelivery(Service):
 
     async def _post(self, url: str, headers: Headers, body: bytes) -> str | None:
         """None if the receiver answered 2xx, else what went wrong (never the secret)."""
-        attempt = self._http.post(url, data=body, headers=headers, timeout=self._timeout,
-                                  allow_redirects=False)
+        attempt = self._http.post(  # (tests: treq.testing.StubTreq)
+            url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False,
+            reactor=self._clock)  # type: ignore[arg-type]  # a clock is all it needs
         try:
             response = await attempt
             collected = treq.collect(response, lambda _: None)
@@ -179,7 +180,7 @@ class HookDelivery(Service):
             self.stats.delivered += 1
             return Attempt(delivery.id, DELIVERED, tries, now, now, None)
         self.stats.attempts_failed += 1
-        if now - delivery.created >= hooks.GIVE_UP:
+        if now - (delivery.first_at or now) >= hooks.GIVE_UP:
             self.stats.given_up += 1
             self.log.warn("Webhook delivery {id} ({event}) failed for a day, given up: {error}",
                           id=delivery.id, event=delivery.event, error=error)

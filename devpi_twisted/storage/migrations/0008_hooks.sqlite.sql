@@ -21,6 +21,7 @@ CREATE TABLE hook_deliveries (
     tries INTEGER NOT NULL,
     created REAL NOT NULL,
     next_at REAL NOT NULL,
+    first_at REAL,
     last_at REAL,
     last_error TEXT
 );

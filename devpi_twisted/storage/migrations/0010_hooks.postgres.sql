@@ -21,6 +21,7 @@ CREATE TABLE hook_deliveries (
     tries INTEGER NOT NULL,
     created DOUBLE PRECISION NOT NULL,
     next_at DOUBLE PRECISION NOT NULL,
+    first_at DOUBLE PRECISION,
     last_at DOUBLE PRECISION,
     last_error TEXT
 );
