@@ -132,7 +132,7 @@ def test_every_event_arrives_in_order_across_kill_9(storage: str, tmp_path: Path
             assert max(d["tries"] for d in reply["result"]) >= 2
             with urllib.request.urlopen(daemon.url + "/+metrics", timeout=30) as response:
                 metrics = response.read().decode()
-            assert 'devpi_webhook_queue_depth{process="main"' in metrics
+            assert 'devpi_webhook_queue_depth{process=' in metrics  # (main or a worker answers)
             assert "devpi_webhook_delivery_failures_total" in metrics
         finally:
             daemon.stop()
