@@ -84,6 +84,12 @@ def _secret(config: Config) -> bytes:
     return os.urandom(32)
 
 
+def delivers_hooks(config: Config) -> bool:
+    """Webhooks go out from the main process where changes originate: never from a
+    ``--requests-only`` worker, never from a replica (which writes no outbox rows)."""
+    return not config.listen_fds and not config.requests_only and config.role != "replica"
+
+
 def _setup_stdlib_logging(path: Path) -> None:
     if path.suffix == ".json":
         try:
@@ -195,9 +201,8 @@ def _services(config: Config, reactor: IServerReactor, node: sd.NodeInfo, storag
 
         docs = stored_doc_text if config.role != "replica" else None  # (a replica's come with changes)
         reactor.callWhenRunning(lambda: Deferred.fromCoroutine(_build_search(storage, docs)))
-    # webhooks go out from the main process of where changes originate, never a replica's
     delivery = None
-    if not worker and not config.requests_only and config.role != "replica":
+    if delivers_hooks(config):
         delivery = HookDelivery(storage, http_client(reactor), reactor, lambda: storage.serial)
     releases = ReleaseOps(storage, blobs, time.time, audit_log,
                           doc_text=lambda path: offload(doc_pages, path))
