@@ -271,7 +271,7 @@ class ReleaseOps:
                                         current.version, now)}
             await self._blobs.put_file(target, content.path, content.sha256)
             event = hooks.event(hooks.UPLOAD, identity, f"{user}/{index}", record.project,
-                                current.version, target, rel=TOXRESULT)
+                                current.version, target.rsplit("/", 1)[-1], rel=TOXRESULT)
             await self._storage.write_release(user, index, record.project, current.version,
                                               data, files, current.serial, None, [event])
             self.auditor.record(audit.release(identity, audit.UPLOAD, f"{user}/{index}", record.project,
