@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
 
+import attrs
 from twisted.application.service import IService
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
@@ -56,6 +57,7 @@ from devpi_twisted.web.site import ServerInfo
 from devpi_twisted.replication.client import PrimaryClient
 from devpi_twisted.replication.feed import ChangelogFeed
 from devpi_twisted.replication.replica import build_replica
+from devpi_twisted.webhooks.delivery import HookDelivery
 
 
 class Options(TwistdOptions):
@@ -80,6 +82,12 @@ def _secret(config: Config) -> bytes:
         return sd.read_secret(default)
     log.warn("No secret file: login tokens are signed with a random key and end at restart")
     return os.urandom(32)
+
+
+def delivers_hooks(config: Config) -> bool:
+    """Webhooks go out from the main process where changes originate: never from a
+    ``--requests-only`` worker, never from a replica (which writes no outbox rows)."""
+    return not config.listen_fds and not config.requests_only and config.role != "replica"
 
 
 def _setup_stdlib_logging(path: Path) -> None:
@@ -193,6 +201,9 @@ def _services(config: Config, reactor: IServerReactor, node: sd.NodeInfo, storag
 
         docs = stored_doc_text if config.role != "replica" else None  # (a replica's come with changes)
         reactor.callWhenRunning(lambda: Deferred.fromCoroutine(_build_search(storage, docs)))
+    delivery = None
+    if delivers_hooks(config):
+        delivery = HookDelivery(storage, http_client(reactor), reactor, lambda: storage.serial)
     releases = ReleaseOps(storage, blobs, time.time, audit_log,
                           doc_text=lambda path: offload(doc_pages, path))
     site = build_site(ops, info, releases,
@@ -202,7 +213,10 @@ def _services(config: Config, reactor: IServerReactor, node: sd.NodeInfo, storag
                       proxy_timeout=config.proxy_timeout,
                       primary_uuid=(lambda: client.primary_uuid) if replica is not None else None,
                       access_log=config.debug or config.access_log,
-                      audit=AuditOps(storage, policy), search=SearchOps(storage, mirror.names))
+                      audit=AuditOps(storage, policy), search=SearchOps(storage, mirror.names),
+                      wake_hooks=delivery.wake if delivery is not None else lambda: None,
+                      hook_stats=(lambda: attrs.asdict(delivery.stats)) if delivery is not None
+                      else dict)
 
     root = DevpiService(lock)
     root.attach(StorageService(storage, reactor, mirror.settled))
@@ -210,6 +224,8 @@ def _services(config: Config, reactor: IServerReactor, node: sd.NodeInfo, storag
     root.attach(hashing)
     if replica is not None:  # stops before the storage closes
         root.attach(replica)
+    if delivery is not None:  # stops (in-flight attempts cancelled) before the storage closes
+        root.attach(delivery)
     if worker:
         root.attach(AdoptService(reactor, config.listen_fds, site))
     else:

@@ -150,3 +150,12 @@ def test_bool_words(word: str, value: bool) -> None:
 def test_bool_nonsense_is_refused() -> None:
     with pytest.raises(ConfigError, match="not a yes/no value"):
         parse_bool("offline-mode", "perhaps")
+
+
+def test_only_the_main_process_of_a_primary_or_standalone_server_delivers_webhooks() -> None:
+    from devpi_twisted.service import delivers_hooks
+
+    assert delivers_hooks(config_of([]))
+    assert delivers_hooks(config_of(["--role", "primary"]))
+    assert not delivers_hooks(config_of(["--role", "primary", "--requests-only"]))
+    assert not delivers_hooks(config_of(["--master-url", "http://primary:3141/"]))

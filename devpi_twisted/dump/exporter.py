@@ -21,6 +21,7 @@ from zope.interface import implementer
 
 from devpi_twisted.dump import format as fmt
 from devpi_twisted.dump.format import DOCZIP, RELEASEFILE, TOXRESULT, DumpError
+from devpi_twisted.dump.hooks import HOOKS_KEY, export_hooks
 from devpi_twisted.dump.importer import PARALLEL, bounded
 from devpi_twisted.dump.progress import Progress
 from devpi_twisted.model.errors import InvalidInput
@@ -103,6 +104,9 @@ class Exporter:
                 if files:
                     dumped["projects"], dumped["files"] = projects, files
             data["indexes"][record.name] = dumped
+        hooks = await export_hooks(self._storage)
+        if hooks:
+            data[HOOKS_KEY] = hooks
         await bounded(self._copies, self._copy, PARALLEL)
         await self._storage.poll()
         if self._storage.serial != serial:

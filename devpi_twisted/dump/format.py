@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from devpi_twisted.dump.hooks import HOOKS_KEY, Dumped, read_hooks
 from devpi_twisted.mirror.urls import masked_url
 from devpi_twisted.model.errors import InvalidInput
 from devpi_twisted.model.indexes import check_mirror_url
@@ -100,6 +101,7 @@ class Dump:
     users: Mapping[str, Mapping[str, Any]]  # name -> {"profile": ..., "pwhash": ...}
     indexes: tuple[IndexDump, ...]  # bases before the indexes using them
     warnings: tuple[str, ...] = ()
+    hooks: tuple[Dumped, ...] = ()  # (dump/hooks.py)
 
     @property
     def file_count(self) -> int:
@@ -292,10 +294,11 @@ def read_dump(directory: Path, skip_types: Iterable[str] = ()) -> Dump:
         kept[name] = dumped
     order = _order(kept, problems, warnings)
     indexes = [_index(directory, name, kept[name], dumpversion, problems, warnings) for name in order]
+    hooks = read_hooks(data.get(HOOKS_KEY), set(kept), problems)
     if problems:
         raise DumpError(problems)
     server = str(data.get("devpi_server", "unknown"))
-    return Dump(directory, dumpversion, server, users, tuple(indexes), tuple(warnings))
+    return Dump(directory, dumpversion, server, users, tuple(indexes), tuple(warnings), hooks)
 
 
 def _check_mirror_url(name: str, config: IndexConfig, warnings: list[str]) -> None:

@@ -145,6 +145,8 @@ class Importer:
         indexes = [IndexRecord(i.user, i.index, i.config, 0) for i in self._dump.indexes]
         indexes += [i for i in extra_indexes if i.name not in names]
         await self._storage.bootstrap(users, indexes)
+        for scope, url, secret, events, creator in self._dump.hooks:
+            await self._storage.create_hook(scope, url, secret, events, creator)
         work = [(index, project) for index in self._dump.indexes for project in sorted(index.projects)]
         await bounded(work, self._project, PARALLEL)
         seconds = self._progress.done()

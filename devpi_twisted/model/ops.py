@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 from devpi_twisted.model import audit
+from devpi_twisted.model import hooks
 from devpi_twisted.model import indexes as idx
 from devpi_twisted.model import users as usr
 from devpi_twisted.model.acl import (
@@ -37,6 +38,7 @@ from devpi_twisted.model.tokens import LOGIN_TOKEN_MAX_AGE, NotAToken, TokenExpi
 from devpi_twisted.storage.interface import (
     IndexRecord, RecordExists, RecordMissing, StaleRecord, Storage, UserRecord,
 )
+from devpi_twisted.storage.hooktypes import HookEvent
 from devpi_twisted.storage.values import IndexConfig
 
 Offload = Callable[..., Awaitable[Any]]
@@ -332,7 +334,8 @@ class ServerOps:
         config = idx.new_config(name, body, await self._all_configs())
         await self._check_readers(config, ())
         try:
-            serial = await self._storage.create_index(user, index, config)
+            serial = await self._storage.create_index(
+                user, index, config, [hooks.event(hooks.INDEX, identity, name, action="created")])
         except RecordExists:
             raise AlreadyExists(f"index '{name}' exists") from None
         except RecordMissing:
@@ -355,7 +358,8 @@ class ServerOps:
                 if error_on_noop:
                     raise InvalidInput("The requested modifications resulted in no changes")
                 return Written(None, config)
-            serial = await self._update_index(user, index, config, record.serial)
+            serial = await self._update_index(user, index, config, record.serial,
+                                              hooks.event(hooks.INDEX, identity, name, action="modified"))
             self._audit.record(audit.modified_index(identity, name, record.config, config))
             return Written(serial, config)
         return await retrying(attempt, _busy(name))
@@ -372,9 +376,9 @@ class ServerOps:
             raise InvalidInput(f"acl_read names unknown users: {', '.join(unknown)}")
 
     async def _update_index(self, user: str, index: str, config: Mapping[str, Any],
-                            expect_serial: int) -> int:
+                            expect_serial: int, event: HookEvent) -> int:
         try:
-            return await self._storage.update_index(user, index, config, expect_serial)
+            return await self._storage.update_index(user, index, config, expect_serial, [event])
         except RecordMissing:
             raise NotFound(f"The stage {user}/{index} could not be found.") from None
 
@@ -396,7 +400,9 @@ class ServerOps:
             config = idx.patch_project_rules(record.config.to_json(), project, body)
             if config == record.config.to_json():
                 return Written(None, idx.project_config(config, project))
-            serial = await self._update_index(user, index, config, record.serial)
+            serial = await self._update_index(user, index, config, record.serial,
+                                              hooks.event(hooks.INDEX, identity, name, project=project,
+                                                          action="modified"))
             self._audit.record(audit.modified_index(identity, name, record.config, config,
                                                    project=project))
             return Written(serial, idx.project_config(config, project))
@@ -413,7 +419,8 @@ class ServerOps:
             if not record.config.volatile:
                 raise Forbidden(f"index {name} non-volatile, cannot delete")
             try:
-                serial = await self._storage.delete_index(user, index, record.serial)
+                serial = await self._storage.delete_index(
+                    user, index, record.serial, [hooks.event(hooks.INDEX, identity, name, action="deleted")])
             except RecordMissing:
                 raise NotFound(f"The stage {name} could not be found.") from None
             self._audit.record(audit.by(identity, audit.INDEX_DELETED, name))

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from devpi_twisted.model import audit, releases
+from devpi_twisted.model import audit, hooks, releases
 from devpi_twisted.model.acl import PKG_READ, UPLOAD, Identity, check_read, matches
 from devpi_twisted.model.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from devpi_twisted.model.names import normalize_project
@@ -112,8 +112,11 @@ async def push(ops: ReleaseOps, identity: Identity, user: str, index: str, body:
             kind = {RELEASEFILE: "store_releasefile", TOXRESULT: "store_toxresult"}.get(link.rel)
             log.append([200, kind, relpath] if kind else [200, "store_doczip", name, version, "->", target])
         data[ELINKS] = [l.to_json() for l in old_links] + new_links
+        event = hooks.event(hooks.PUSH, identity, target, project, version, source=source,
+                            files=sorted(p.rsplit("/", 1)[-1] for p in files
+                                         if not p.endswith(METADATA_SUFFIX)))
         await ops.storage.write_release(target_user, target_index, project, version, data,
-                                        files, existing.serial if existing else -1, docs)
+                                        files, existing.serial if existing else -1, docs, [event])
         ops.auditor.record(audit.release(identity, audit.PUSH, source, project, version, target=target,
                                          files=sorted(p for p in files if not p.endswith(METADATA_SUFFIX))))
         return log

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from devpi_twisted.model import audit
+from devpi_twisted.model import audit, hooks
 from devpi_twisted.model import push as pushing
 from devpi_twisted.model import releases
 from devpi_twisted.model.acl import (
@@ -36,6 +36,7 @@ from devpi_twisted.model.release_files import (  # (the names the web layer impo
 )
 from devpi_twisted.model.retry import retrying
 from devpi_twisted.storage.blobs import BlobStore
+from devpi_twisted.storage.hooktypes import HookEvent
 from devpi_twisted.storage.interface import DocPage, FileRecord, RecordMissing, Storage, VersionRecord
 from devpi_twisted.storage.values import ELINKS, FileLink, IndexConfig, StageConfig
 
@@ -162,13 +163,14 @@ class ReleaseOps:
 
     async def _write(self, user: str, index: str, project: str, version: str,
                      data: Mapping[str, Any] | None, files: Mapping[str, Mapping[str, Any]],
-                     current: VersionRecord | None, docs: Sequence[DocPage] | None = None) -> int:
+                     current: VersionRecord | None, docs: Sequence[DocPage] | None = None,
+                     events: Sequence[HookEvent] = ()) -> int:
         """Write a version read as ``current`` (StaleRecord if it changed since); ``docs``:
         the text of documentation uploaded with it."""
         try:
             return await self._storage.write_release(
                 user, index, project, version, data, files, current.serial if current else -1,
-                docs)
+                docs, events)
         except RecordMissing:
             raise StageMissing(f"The stage {user}/{index} could not be found.") from None
 
@@ -227,8 +229,10 @@ class ReleaseOps:
                     bodies.append((relpath + METADATA_SUFFIX, meta.path, meta.sha256))
                 await self._blobs.move_in(bodies)
                 stored = True
+            event = hooks.event(hooks.UPLOAD, identity, f"{user}/{index}", project, version,
+                                filename, rel=rel, replaced=bool(same))
             written = Written(await self._write(user, index, project, version, data, files, current,
-                                                docs))
+                                                docs, [event]))
             self.auditor.record(audit.release(identity, audit.UPLOAD, f"{user}/{index}", project, version,
                                               filename=filename, rel=rel, replaced=bool(same)))
             return written
@@ -266,8 +270,10 @@ class ReleaseOps:
             files = {target: file_entry(content.sha256, content.size, record.project,
                                         current.version, now)}
             await self._blobs.put_file(target, content.path, content.sha256)
+            event = hooks.event(hooks.UPLOAD, identity, f"{user}/{index}", record.project,
+                                current.version, target.rsplit("/", 1)[-1], rel=TOXRESULT)
             await self._storage.write_release(user, index, record.project, current.version,
-                                              data, files, current.serial)
+                                              data, files, current.serial, None, [event])
             self.auditor.record(audit.release(identity, audit.UPLOAD, f"{user}/{index}", record.project,
                                               current.version, path=target, rel=TOXRESULT))
             return f"{target}#sha256={content.sha256}"
@@ -358,7 +364,8 @@ class ReleaseOps:
             if not records:
                 raise NotFound("project not found")
             serial = await self._storage.delete_project(
-                user, index, project, {r.version: r.serial for r in records})
+                user, index, project, {r.version: r.serial for r in records}, [
+                    hooks.event(hooks.DELETE, identity, f"{user}/{index}", project)])
             return Written(serial, None, f"project {project} deleted from stage {user}/{index}")
         return audit.done(self.auditor, event, await retrying(
             attempt, f"{project} is being changed by many requests at once"))
@@ -381,7 +388,8 @@ class ReleaseOps:
             gone = {path: entry for link in current.data.links
                     for path, entry in gone_paths(link).items()}
             serial = await self._storage.write_release(
-                user, index, project, version, None, gone, current.serial)
+                user, index, project, version, None, gone, current.serial, None, [
+                    hooks.event(hooks.DELETE, identity, f"{user}/{index}", project, version)])
             return Written(serial, None, f"project '{project}' version '{version}' deleted")
         return audit.done(self.auditor, event, await retrying(
             attempt, f"{project} {version} is being changed by many requests at once"))
@@ -408,7 +416,9 @@ class ReleaseOps:
                 raise NotFound(f"package '{relpath}' doesn't exist")
             data, gone = without_file(current.data, relpath)
             serial = await self._storage.write_release(
-                user, index, record.project, version, data, gone, current.serial)
+                user, index, record.project, version, data, gone, current.serial, None, [
+                    hooks.event(hooks.DELETE, identity, f"{user}/{index}", record.project, version,
+                                relpath.rsplit("/", 1)[-1])])
             return Written(serial, None, f"package '{relpath}' deleted")
         written = await retrying(attempt, f"{relpath} is being changed by many requests at once")
         return audit.done(self.auditor, audit.by(identity, audit.DELETE_FILE, f"{user}/{index}",
@@ -436,8 +446,10 @@ class ReleaseOps:
             data = with_yanked(current.data, filename, yanked)
             if data is None:
                 raise NotFound(f"no release file {filename} in {project} {version}")
+            kind = hooks.UNYANK if yanked is False else hooks.YANK
             serial = await self._storage.write_release(
-                user, index, project, version, data, {}, current.serial)
+                user, index, project, version, data, {}, current.serial, None, [
+                    hooks.event(kind, identity, f"{user}/{index}", project, version, filename)])
             what = "unyanked" if yanked is False else "yanked"
             self.auditor.record(audit.yank(identity, f"{user}/{index}", project, version, filename, yanked))
             return Written(serial, None, f"{project} {version}{' ' + filename if filename else ''} {what}")

@@ -19,8 +19,10 @@ from typing import Any, TypeVar
 from twisted.internet.defer import Deferred, DeferredLock, succeed
 from twisted.python.failure import Failure
 
-from devpi_twisted.storage import auditplans, plans, searchplans, tokenplans
+from devpi_twisted.storage import auditplans, hookplans, plans, searchplans, tokenplans
 from devpi_twisted.storage.board import SerialBoard
+from devpi_twisted.storage.hookplans import with_events
+from devpi_twisted.storage.hooktypes import Attempt, Delivery, Hook, HookEvent
 from devpi_twisted.storage.cache import StateCache
 from devpi_twisted.storage.interface import (
     AuditEntry, AuditQuery, Change, DocPage, FileRecord, IndexRecord, MirrorRecord, SearchPage,
@@ -243,8 +245,9 @@ class PlanStorage:
 
     def write_release(self, user: str, index: str, project: str, version: str,
                       data: Mapping[str, Any] | None, files: Mapping[str, Mapping[str, Any]],
-                      expect_serial: int, docs: Sequence[DocPage] | None = None) -> Deferred[int]:
-        return self._write(plans.write_release, user, index, project, version,
+                      expect_serial: int, docs: Sequence[DocPage] | None = None,
+                      events: Sequence[HookEvent] = ()) -> Deferred[int]:
+        return self._write(with_events(plans.write_release, events), user, index, project, version,
                            None if data is None else dict(data), dict(files), expect_serial,
                            None if docs is None else list(docs))
 
@@ -276,8 +279,8 @@ class PlanStorage:
                            [(p, v, dict(d), dict(f)) for p, v, d, f in items])
 
     def delete_project(self, user: str, index: str, project: str,
-                       expect: Mapping[str, int]) -> Deferred[int]:
-        return self._write(plans.delete_project, user, index, project, dict(expect))
+                       expect: Mapping[str, int], events: Sequence[HookEvent] = ()) -> Deferred[int]:
+        return self._write(with_events(plans.delete_project, events), user, index, project, dict(expect))
 
     def get_mirror_project(self, user: str, index: str,
                            project: str) -> Deferred[MirrorRecord | None]:
@@ -323,12 +326,49 @@ class PlanStorage:
                     expect_indexes: Mapping[str, int]) -> Deferred[int]:
         return self._write(plans.delete_user, name, expect_serial, dict(expect_indexes))
 
-    def create_index(self, user: str, index: str, config: Mapping[str, Any]) -> Deferred[int]:
-        return self._write(plans.create_index, user, index, config)
+    def create_index(self, user: str, index: str, config: Mapping[str, Any],
+                     events: Sequence[HookEvent] = ()) -> Deferred[int]:
+        return self._write(with_events(plans.create_index, events), user, index, config)
 
     def update_index(self, user: str, index: str, config: Mapping[str, Any],
-                     expect_serial: int) -> Deferred[int]:
-        return self._write(plans.update_index, user, index, config, expect_serial)
+                     expect_serial: int, events: Sequence[HookEvent] = ()) -> Deferred[int]:
+        return self._write(with_events(plans.update_index, events), user, index, config, expect_serial)
 
-    def delete_index(self, user: str, index: str, expect_serial: int) -> Deferred[int]:
-        return self._write(plans.delete_index, user, index, expect_serial)
+    def delete_index(self, user: str, index: str, expect_serial: int,
+                     events: Sequence[HookEvent] = ()) -> Deferred[int]:
+        return self._write(with_events(plans.delete_index, events), user, index, expect_serial)
+
+    # -- webhooks (hooktypes.HookStorage) -------------------------------------------
+
+    def create_hook(self, scope: str, url: str, secret: str, events: Sequence[str],
+                    creator: str) -> Deferred[Hook]:
+        return shielded(self._transact(hookplans.create_hook, scope, url, secret, list(events),
+                                       creator, self._clock()))
+
+    def list_hooks(self, scope: str | None) -> Deferred[list[Hook]]:
+        return shielded(self._query(hookplans.list_hooks(scope)))
+
+    def get_hook(self, hook_id: int) -> Deferred[Hook | None]:
+        return shielded(self._query(hookplans.get_hook(hook_id)))
+
+    def delete_hook(self, hook_id: int) -> Deferred[bool]:
+        return shielded(self._transact(hookplans.delete_hook, hook_id))
+
+    def list_deliveries(self, hook_id: int, limit: int) -> Deferred[list[Delivery]]:
+        return shielded(self._query(hookplans.list_deliveries(hook_id, limit)))
+
+    def replay_delivery(self, hook_id: int, delivery_id: int) -> Deferred[bool]:
+        return shielded(self._transact(hookplans.replay_delivery, hook_id, delivery_id,
+                                       self._clock()))
+
+    def due_deliveries(self, now: float, busy: Sequence[int], limit: int) -> Deferred[list[Delivery]]:
+        return shielded(self._query(hookplans.due_deliveries(now, list(busy), limit)))
+
+    def record_attempt(self, attempt: Attempt) -> Deferred[None]:
+        return shielded(self._transact(hookplans.record_attempt, attempt))
+
+    def prune_deliveries(self, before: float) -> Deferred[None]:
+        return shielded(self._transact(hookplans.prune_deliveries, before))
+
+    def delivery_counts(self) -> Deferred[dict[str, int]]:
+        return shielded(self._query(hookplans.delivery_counts()))

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import attrs
 from twisted.internet.defer import Deferred
 
+from devpi_twisted.storage.hooktypes import HookEvent, HookStorage
 from devpi_twisted.storage.searchvalues import DocPage, SearchPage, SearchQuery, SearchRow
 from devpi_twisted.storage.values import IndexConfig, VersionData, index_config, version_data
 
@@ -205,7 +206,7 @@ class AuditQuery:
     limit: int = 100
 
 
-class Storage(Protocol):
+class Storage(HookStorage, Protocol):
     """What the domain layer may ask of a database: every method and property its callers
     use (sqlite.py and postgres.py check their adapters against it). All methods return
     Deferreds except the two properties and ``changed_since``, which reflect what this
@@ -241,14 +242,17 @@ class Storage(Protocol):
         """Deletes the user and its indexes (``expect_indexes``: index name -> serial as read).
         Raises RecordMissing, StaleRecord."""
 
-    def create_index(self, user: str, index: str, config: Mapping[str, Any]) -> Deferred[int]:
-        """Raises RecordExists, RecordMissing (no such user)."""
+    def create_index(self, user: str, index: str, config: Mapping[str, Any],
+                     events: Sequence[HookEvent] = ()) -> Deferred[int]:
+        """``events``: written to the webhooks' outbox in the same transaction (so are
+        the other write methods'). Raises RecordExists, RecordMissing (no such user)."""
 
     def update_index(self, user: str, index: str, config: Mapping[str, Any],
-                     expect_serial: int) -> Deferred[int]:
+                     expect_serial: int, events: Sequence[HookEvent] = ()) -> Deferred[int]:
         """Raises RecordMissing, StaleRecord."""
 
-    def delete_index(self, user: str, index: str, expect_serial: int) -> Deferred[int]:
+    def delete_index(self, user: str, index: str, expect_serial: int,
+                     events: Sequence[HookEvent] = ()) -> Deferred[int]:
         """Raises RecordMissing, StaleRecord."""
 
     def list_projects(self, user: str, index: str) -> Deferred[list[str]]:
@@ -266,7 +270,8 @@ class Storage(Protocol):
 
     def write_release(self, user: str, index: str, project: str, version: str,
                       data: Mapping[str, Any] | None, files: Mapping[str, Mapping[str, Any]],
-                      expect_serial: int, docs: Sequence[DocPage] | None = None) -> Deferred[int]:
+                      expect_serial: int, docs: Sequence[DocPage] | None = None,
+                      events: Sequence[HookEvent] = ()) -> Deferred[int]:
         """Set (or with ``data`` None delete) one version's data and set file entries
         (``{}`` marks a file deleted). ``expect_serial``: the version's serial as read, -1
         if it had none. ``docs``: the text of its documentation as uploaded now (search).
@@ -279,7 +284,7 @@ class Storage(Protocol):
         (import). Raises RecordMissing (no such index), RecordExists (a version exists)."""
 
     def delete_project(self, user: str, index: str, project: str,
-                       expect: Mapping[str, int]) -> Deferred[int]:
+                       expect: Mapping[str, int], events: Sequence[HookEvent] = ()) -> Deferred[int]:
         """Delete every version (``expect``: version -> serial as read) and mark the
         project's files deleted. Raises RecordMissing, StaleRecord."""
 

@@ -86,6 +86,9 @@ UPSERT_TOKEN = (
     "INSERT INTO tokens (owner, id, value, serial) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (owner, id) DO UPDATE SET value = excluded.value, serial = excluded.serial")
 DELETE_TOKEN = "DELETE FROM tokens WHERE owner = ? AND id = ?"
+# the webhooks of a deleted index go with it (where the deletion originates: hookplans.py)
+DELETE_SCOPE_DELIVERIES = "DELETE FROM hook_deliveries WHERE hook IN (SELECT id FROM hooks WHERE scope = ?)"
+DELETE_SCOPE_HOOKS = "DELETE FROM hooks WHERE scope = ?"
 
 CATCH_UP_BATCH = 10000
 
@@ -297,7 +300,10 @@ def delete_index(owner: str, index: str, expect_serial: int, at: float) -> Plan[
 
 
 def _index_contents_removed(owner: str, index: str) -> Plan[list[Record]]:
-    """Records deleting every version of an index and marking its files deleted."""
+    """Records deleting every version of an index and marking its files deleted; its
+    webhooks are deleted with their deliveries (not index state: no records)."""
+    yield run(DELETE_SCOPE_DELIVERIES, f"{owner}/{index}")
+    yield run(DELETE_SCOPE_HOOKS, f"{owner}/{index}")
     records = [Record(VERSION, f"{owner}/{index}/{p}/{v}", None)
                for p, v in (yield rows(VERSIONS_IN_INDEX, owner, index))]
     records += [_tombstone(relpath, project)

@@ -4,13 +4,14 @@ resource built from the table, and the Site (build_site)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from treq.client import HTTPClient
 from twisted.web.resource import IResource
 
 from devpi_twisted.model.audit import AuditOps
+from devpi_twisted.model.hook_ops import HookOps
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.release_ops import ReleaseOps
 from devpi_twisted.model.search import SearchOps
@@ -24,6 +25,7 @@ from devpi_twisted.web.deps import MirrorCache, Offload, ReplicaLoop
 from devpi_twisted.web.dispatch import Dispatcher, build_klein, resolve
 from devpi_twisted.web.files import FileApp
 from devpi_twisted.web.helpers import RequestHelpers
+from devpi_twisted.web.hooks import HookApp
 from devpi_twisted.web.metrics import RequestMetrics
 from devpi_twisted.web.ops_routes import OpsApp
 from devpi_twisted.web.pages import SimplePages
@@ -45,8 +47,9 @@ def build_resource(ops: ServerOps, info: ServerInfo, releases: ReleaseOps, simpl
                    metrics: RequestMetrics, http: HTTPClient | None = None,
                    mirror: MirrorCache | None = None, feed: ChangelogFeed | None = None,
                    replica: ReplicaLoop | None = None, audit: AuditOps | None = None,
-                   search: SearchOps | None = None, search_page: SearchPage | None = None
-                   ) -> IResource:
+                   search: SearchOps | None = None, search_page: SearchPage | None = None,
+                   hooks: HookOps | None = None, wake_hooks: Callable[[], None] = lambda: None,
+                   hook_stats: Callable[[], Mapping[str, int]] = dict) -> IResource:
     """The root resource answering every route of web/routes.py: ``mirror`` where this
     node mirrors, ``feed`` where it serves replicas, ``replica`` where it is one;
     ``search`` (by default over ``releases``' storage) with ``search_page`` its HTML."""
@@ -66,11 +69,13 @@ def build_resource(ops: ServerOps, info: ServerInfo, releases: ReleaseOps, simpl
         "uploads": UploadApp(releases, helpers, copies, offload, staging, http,
                              lambda: mirror is not None and mirror.offline),
         "ops": OpsApp(ops, info, blobs, metrics, files.stats, helpers.identity, mirror, feed,
-                      replica, web),
+                      replica, web, releases.storage.delivery_counts, hook_stats),
         "web": web,
         "replication": ReplicationApp(feed),
         "tokens": TokenApp(ops, helpers),
         "audit": AuditApp(audit, helpers),
+        "hooks": HookApp(hooks if hooks is not None else HookOps(releases.storage),
+                         helpers, wake_hooks),
         "search": SearchApp(search if search is not None else SearchOps(releases.storage), helpers,
                             search_page if search_page is not None else web.search),
     }
@@ -85,12 +90,14 @@ def build_site(ops: ServerOps, info: ServerInfo, releases: ReleaseOps, simple: S
                primary_url: str = "", proxy_timeout: float = 0.0,
                primary_uuid: Callable[[], str] | None = None, access_log: bool = False,
                metrics: RequestMetrics | None = None, audit: AuditOps | None = None,
-               search: SearchOps | None = None) -> DevpiSite:
+               search: SearchOps | None = None, wake_hooks: Callable[[], None] = lambda: None,
+               hook_stats: Callable[[], Mapping[str, int]] = dict) -> DevpiSite:
     """The Site of this node: on a replica, writes are relayed to ``primary_url``."""
     metrics = metrics if metrics is not None else RequestMetrics()
     resource = build_resource(ops, info, releases, simple, blobs, offload, staging,
                               metrics=metrics, http=http, mirror=mirror, feed=feed,
-                              replica=replica, audit=audit, search=search)
+                              replica=replica, audit=audit, search=search, wake_hooks=wake_hooks,
+                              hook_stats=hook_stats)
     if replica is not None:
         resource = ReplicaWrites(resource, replica, primary_url, info, proxy_timeout)
     return DevpiSite(resource, info, serial, access_log=access_log, metrics=metrics,

@@ -53,8 +53,12 @@ class OpsApp:
                  metrics: RequestMetrics, file_stats: Mapping[str, int],
                  identity: Callable[[HttpRequest], Awaitable[Identity]],
                  mirror: MirrorStatus | None = None, feed: ChangelogFeed | None = None,
-                 replica: ReplicaStatus | None = None, web: WebApp | None = None) -> None:
+                 replica: ReplicaStatus | None = None, web: WebApp | None = None,
+                 hook_counts: Callable[[], Awaitable[Mapping[str, int]]] | None = None,
+                 hook_stats: Callable[[], Mapping[str, int]] = dict) -> None:
         self._ops = ops
+        self._hook_counts = hook_counts
+        self._hook_stats = hook_stats
         self._web = web
         self._identity = identity
         self._info = info
@@ -86,7 +90,28 @@ class OpsApp:
                   "pid": str(os.getpid())}
         request.setHeader(b"Content-Type", PROMETHEUS_TEXT)
         request.setHeader(b"Cache-Control", b"no-store")
-        return render_metrics(self._metrics, self.metric_series(usage), common)
+        series = self.metric_series(usage) + await self._hook_series()
+        return render_metrics(self._metrics, series, common)
+
+    async def _hook_series(self) -> list[Series]:
+        """Webhooks: deliveries in the database by status (pending: the queue), and this
+        process's attempts (only the main process of a primary delivers)."""
+        counts = dict(await self._hook_counts()) if self._hook_counts is not None else {}
+        stats = self._hook_stats()
+        return [
+            Series("webhook_queue_depth", "gauge", "webhook deliveries waiting to be sent",
+                   (({}, counts.get("pending", 0)),)),
+            Series("webhook_deliveries", "gauge", "webhook deliveries stored, by status",
+                   tuple(({"status": k}, counts.get(k, 0)) for k in ("pending", "delivered", "failed"))),
+            Series("webhook_deliveries_total", "counter", "webhook deliveries sent (2xx answer)",
+                   (({}, stats.get("delivered", 0)),)),
+            Series("webhook_delivery_failures_total", "counter",
+                   "webhook delivery attempts that failed (retried later)",
+                   (({}, stats.get("attempts_failed", 0)),)),
+            Series("webhook_deliveries_given_up_total", "counter",
+                   "webhook deliveries marked failed after a day of retries",
+                   (({}, stats.get("given_up", 0)),)),
+        ]
 
     async def _stored_files(self) -> dict[str, tuple[int, int]]:
         """index -> (files, bytes) in the blob store, rescanned after USAGE_SECONDS."""

@@ -91,7 +91,7 @@ def test_the_table_matches_as_kleins_map(method: str, raw: str) -> None:
 def _example_path(route: Route) -> str:
     values = {"user": "alice", "index": "dev", "project": "pkg", "version": "1.0",
               "spec": "12", "rest": "ab/cd/pkg-1.0.tar.gz", "member": "a/index.html",
-              "token_id": "abcdefgh"}
+              "token_id": "abcdefgh", "hook_id": "3", "delivery_id": "17"}
     return "/".join(values[p.strip("<>").split(":")[-1]] if p.startswith("<") else p
                     for p in route.pattern.split("/"))
 

@@ -1,0 +1,1 @@
+"""Delivery of webhooks from the outbox (model/hooks.py has the rules)."""
