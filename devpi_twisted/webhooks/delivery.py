@@ -20,6 +20,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 import treq
@@ -168,7 +169,7 @@ class HookDelivery(Service):
         except CancelledError:
             raise
         except Exception as e:
-            return f"{type(e).__name__}: {str(e)[:200]}"
+            return f"{type(e).__name__}: {_without_password(str(e), url)[:200]}"
         if 200 <= response.code < 300:
             return None
         return f"HTTP {response.code}"
@@ -187,3 +188,9 @@ class HookDelivery(Service):
             return Attempt(delivery.id, FAILED, tries, now, now, error)
         return Attempt(delivery.id, PENDING, tries,
                        now + hooks.retry_delay(tries, self._jitter), now, error)
+
+
+def _without_password(text: str, url: str) -> str:
+    """An error's text as listed and logged: a password in the hook's URL never shows."""
+    password = urlsplit(url).password
+    return text.replace(password, "***") if password else text

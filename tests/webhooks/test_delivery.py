@@ -151,3 +151,12 @@ def test_a_stalled_receiver_holds_up_only_its_own_hook(setup: Any) -> None:
     slow = [b["version"] for p, b in receiver.seen if p == "/slow"]
     assert slow[:2] == ["1.0", "1.1"] or sorted(set(slow)) == ["1.0", "1.1"]
     result_of(service.stopService())
+
+
+def test_a_password_in_a_hook_url_never_shows_in_an_error() -> None:
+    from devpi_twisted.webhooks.delivery import _without_password
+
+    url = "https://ci:s3cret-pw@hooks.example/notify"
+    text = f"ConnectError: could not reach {url}"
+    assert "s3cret-pw" not in _without_password(text, url)
+    assert _without_password("HTTP 500", "https://hooks.example/") == "HTTP 500"
