@@ -28,6 +28,7 @@ from devpi_twisted.web.files import content_type
 from devpi_twisted.web.forms import spool_body
 from devpi_twisted.web.helpers import RequestHelpers, flag, json_view, written
 from devpi_twisted.web.pages import SimplePages
+from devpi_twisted.web.policy import PolicyApp
 from devpi_twisted.web.simple import is_installer
 from devpi_twisted.web.ui.browse import WebPages
 
@@ -48,8 +49,9 @@ class ProjectApp:
     def __init__(self, ops: ServerOps, releases: ReleaseOps, simple: SimpleOps,
                  pages: SimplePages, helpers: RequestHelpers, blobs: BlobStore,
                  copies: BlobCopies, offload: Offload, staging: Path,
-                 web: WebPages | None = None) -> None:
+                 web: WebPages | None = None, policy: PolicyApp | None = None) -> None:
         self._ops = ops
+        self._policy = policy
         self._releases = releases
         self._simple = simple
         self._pages = pages
@@ -71,6 +73,8 @@ class ProjectApp:
         await self._helpers.readable(request, user, index, normalized)  # refused before anything
         if normalized != project:
             return self._helpers.redirect(request, f"/{user}/{index}/{normalized}/".encode())
+        if self._policy is not None and flag(request, b"policy"):
+            return await self._policy.project_policy(request, user, index, normalized)
         accept = render.accept(request)
         if "application/json" not in accept:
             if "text/html" in accept:

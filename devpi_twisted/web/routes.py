@@ -107,6 +107,10 @@ ROUTES: tuple[Route, ...] = (
     _r("index", _UI, ["DELETE"], "management.delete_index"),
     _r("upload", _UI, ["POST", "PUSH"], "uploads.upload", UPLOAD, fast=True),
     _r("api", _UI + "/+api", ["GET"], "management.api_index"),
+    # root or the index's owner (ServerOps.modify_index); +blocks: who may read the index
+    _r("block", _UI + "/+block", ["POST"], "policy.block", JSON),
+    _r("block", _UI + "/+unblock", ["POST"], "policy.unblock", JSON),
+    _r("block", _UI + "/+blocks", ["GET"], "policy.blocks"),
     _r("web", _UI + "/+web/edit", ["POST"], "web.edit_index", FORM),
     _r("simple_list", _UI + "/+simple/", ["GET"], "pages.simple_list"),
     _r("simple_project", _UI + "/+simple/<name:project>/", ["GET"], "pages.simple_project",
