@@ -158,3 +158,15 @@ def test_blocks_hide_refuse_and_unblock_restores(server: Server) -> None:
     assert reply.code == 200, reply.body
     assert "pkg-1.0.tar.gz" in _files(server, "/root/dev/+simple/pkg/")
     assert server.client.get("/root/pypi/+blocks").json["result"] == []
+
+
+def test_the_project_page_has_a_held_back_section(server: Server) -> None:
+    root = _setup(server)
+    page = server.client.get("/root/dev/pkg", headers={"Accept": ["text/html"]})
+    assert page.code == 200 and b'id="held-back"' not in page.body
+    reply = server.client.request("PATCH", "/root/dev", ["min_release_age=7d"], headers=root)
+    assert reply.code == 200, reply.body
+    page = server.client.get("/root/dev/pkg", headers={"Accept": ["text/html"]})
+    assert page.code == 200 and b'id="versions"' in page.body
+    assert b'<h2 id="held-back-title">Held back</h2>' in page.body
+    assert b"<strong>2.0</strong>: age until 20" in page.body
