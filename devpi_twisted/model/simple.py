@@ -22,6 +22,7 @@ none when all are public.
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -76,6 +77,9 @@ class ProjectPage:
     hidden: tuple[str, ...] = ()  # stages of the order left out: the reader may not read them
     held: tuple[Held, ...] = ()  # versions/files the index's policy leaves out (model/policy.py)
     due: float | None = None  # when a file held back for its age is released: rebuilt then
+    # what is held back, as a short text for the ETag: a page rebuilt when an age ran out
+    # has the serial of the one before, but not its content
+    held_tag: str = ""
 
 
 @attrs.frozen
@@ -116,6 +120,12 @@ def _version(filename: str) -> str | None:
         return split_filename(filename)[1]
     except InvalidInput:
         return None
+
+
+def _tag(held: tuple[Held, ...]) -> str:
+    if not held:
+        return ""
+    return "%x" % zlib.crc32("|".join(f"{h.filename}:{h.rule}" for h in held).encode())
 
 
 def _versions_of(links: list[Link]) -> set[str]:
@@ -382,7 +392,8 @@ class SimpleOps:
             own = {r.version for r in records.get(requested, ())}
             versions = own | _versions_of(filtered.kept)
         page = ProjectPage(requested, project, tuple(filtered.kept), tuple(sorted(versions)),
-                           serial, mirrors, provisional, hidden, filtered.held, filtered.due)
+                           serial, mirrors, provisional, hidden, filtered.held, filtered.due,
+                           _tag(filtered.held))
         if len(self._pages) >= PAGE_CACHE_SIZE:
             self._pages.pop(next(iter(self._pages)))
         self._pages[(requested, project, hidden)] = page

@@ -99,8 +99,10 @@ class SimplePages:
             request.setHeader(b"Pragma", b"no-cache")
         as_json = wants_json(request)
         if not view.provisional:
-            etag = b'"%d-%s%s"' % (view.serial, b"json" if as_json else b"html",
-                                   b"-%x" % zlib.crc32("|".join(view.hidden).encode()) if view.hidden else b"")
+            etag = b'"%d-%s%s%s"' % (
+                view.serial, b"json" if as_json else b"html",
+                b"-%x" % zlib.crc32("|".join(view.hidden).encode()) if view.hidden else b"",
+                b"-p" + view.held_tag.encode() if view.held_tag else b"")
             request.setHeader(b"ETag", etag)
             if request.getHeader(b"If-None-Match") == etag:
                 request.setResponseCode(304)

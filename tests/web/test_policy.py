@@ -170,3 +170,24 @@ def test_the_project_page_has_a_held_back_section(server: Server) -> None:
     assert page.code == 200 and b'id="versions"' in page.body
     assert b'<h2 id="held-back-title">Held back</h2>' in page.body
     assert b"<strong>2.0</strong>: age until 20" in page.body
+
+
+def test_a_cached_page_is_rebuilt_when_a_held_back_file_becomes_due(
+        server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    from devpi_twisted.model import simple
+
+    root = _setup(server)
+    reply = server.client.request("PATCH", "/root/dev", ["min_release_age=2h"], headers=root)
+    assert reply.code == 200, reply.body
+    first = server.client.get("/root/dev/+simple/pkg/", headers={"Accept": [JSON]})
+    assert "pkg-2.0.tar.gz" not in [f["filename"] for f in first.json["files"]]
+    assert server.client.get("/root/dev/+simple/pkg/", headers={"Accept": [JSON]}).header(
+        "ETag") == first.header("ETag")  # warm: the same page
+    later = time.time() + 3601
+    monkeypatch.setattr(simple, "time", types.SimpleNamespace(time=lambda: later))
+    again = server.client.get("/root/dev/+simple/pkg/", headers={
+        "Accept": [JSON], "If-None-Match": [first.header("ETag")]})
+    assert again.code == 200  # not a 304: the content changed at the same serial
+    assert "pkg-2.0.tar.gz" in [f["filename"] for f in again.json["files"]]
