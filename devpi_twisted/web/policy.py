@@ -21,6 +21,10 @@ from devpi_twisted.web.deps import HttpRequest
 from devpi_twisted.web.helpers import RequestHelpers, written
 from devpi_twisted.web.pages import SimplePages
 
+def _key(block: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+    return block.get("project"), block.get("version"), block.get("filename")
+
+
 class PolicyApp:
     """Blocks and ``?policy``; ``stats``: the counters shared with the file and page apps."""
 
@@ -37,12 +41,13 @@ class PolicyApp:
         identity = await self._helpers.identity(request)
         body = render.read_json(request)
         block = parse_block(body, identity.username or "", time.time())
-        config = (await self._ops.get_index(user, index)).to_json()
-        blocks = [b for b in config.get(BLOCKS_KEY) or ()
-                  if (b.get("project"), b.get("version"), b.get("filename"))
-                  != (block.project, block.version, block.filename)]
-        changed = await self._ops.modify_index(identity, user, index,
-                                               {BLOCKS_KEY: [*blocks, block.to_json()]})
+        key = (block.project, block.version, block.filename)
+
+        def add(config: Mapping[str, Any]) -> dict[str, Any]:  # (a block of the same: replaced)
+            kept = [b for b in config.get(BLOCKS_KEY) or () if _key(b) != key]
+            return {BLOCKS_KEY: [*kept, block.to_json()]}
+
+        changed = await self._ops.modify_index(identity, user, index, add)
         written(request, changed)
         return render.result(request, "block", block.to_json())
 
@@ -53,13 +58,15 @@ class PolicyApp:
         if not isinstance(body, Mapping) or not isinstance(body.get("project"), str):
             raise InvalidInput('project: required ({"project", "version"?, "filename"?})')
         key = (normalize_project(body["project"]), body.get("version"), body.get("filename"))
-        config = (await self._ops.get_index(user, index)).to_json()
-        blocks = list(config.get(BLOCKS_KEY) or ())
-        kept = [b for b in blocks if (b.get("project"), b.get("version"), b.get("filename"))
-                != key]
-        if len(kept) == len(blocks):
-            raise NotFound(f"no block of {key[0]} {key[1] or ''} {key[2] or ''} on {user}/{index}")
-        changed = await self._ops.modify_index(identity, user, index, {BLOCKS_KEY: kept})
+
+        def remove(config: Mapping[str, Any]) -> dict[str, Any]:
+            blocks = list(config.get(BLOCKS_KEY) or ())
+            kept = [b for b in blocks if _key(b) != key]
+            if len(kept) == len(blocks):
+                raise NotFound(f"no block of {' '.join(k for k in key if k)} on {user}/{index}")
+            return {BLOCKS_KEY: kept}
+
+        changed = await self._ops.modify_index(identity, user, index, remove)
         written(request, changed)
         return render.result(request, "unblock", {"project": key[0], "version": key[1],
                                                   "filename": key[2]})

@@ -14,7 +14,9 @@ from twisted.logger import Logger
 
 from devpi_twisted.archives import BadDocZip, open_doc_member
 from devpi_twisted.model.errors import InvalidInput, NotFound, UnsupportedMedia
+from devpi_twisted.model.acl import Identity
 from devpi_twisted.model.names import normalize_project
+from devpi_twisted.model.policy import held_versions
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.release_ops import IncomingFile, ReleaseOps
 from devpi_twisted.model.releases import api_view, with_mirrored
@@ -103,14 +105,31 @@ class ProjectApp:
         mirrored = await self._simple.mirror_versions(user, index, project, self._pages.refresh,
                                                       ignore_bases, reader)
         if not mirrored:
-            return await self._releases.project_versions(user, index, project, ignore_bases,
-                                                         reader)
-        try:
             versions = await self._releases.project_versions(user, index, project, ignore_bases,
                                                              reader)
-        except NotFound:  # (the index exists: mirror_versions said so)
-            versions = {}
-        return with_mirrored(versions, mirrored)
+        else:
+            try:
+                versions = await self._releases.project_versions(user, index, project,
+                                                                 ignore_bases, reader)
+            except NotFound:  # (the index exists: mirror_versions said so)
+                versions = {}
+            versions = with_mirrored(versions, mirrored)
+        return await self._offered(user, index, project, reader, versions)
+
+    async def _offered(self, user: str, index: str, project: str, reader: Identity,
+                       versions: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """``versions`` without those the index's policy holds back entirely (inherited
+        from a stage: a mirror's are left out of its links already)."""
+        try:
+            page, _ = await self._simple.project_view(user, index, project,
+                                                      self._pages.refresh, reader)
+        except NotFound:
+            return versions
+        if not page.held:
+            return versions
+        gone = {h["version"] for h in held_versions(page.held, page.versions)
+                if not h["offered"]}
+        return {v: data for v, data in versions.items() if v not in gone}
 
     async def modify_project(self, request: HttpRequest, user: str, index: str, project: str) -> bytes:
         """devpi 7's project configuration: ``["inheritance_rules=allow all"]`` lets the

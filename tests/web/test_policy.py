@@ -191,3 +191,21 @@ def test_a_cached_page_is_rebuilt_when_a_held_back_file_becomes_due(
         "Accept": [JSON], "If-None-Match": [first.header("ETag")]})
     assert again.code == 200  # not a 304: the content changed at the same serial
     assert "pkg-2.0.tar.gz" in [f["filename"] for f in again.json["files"]]
+
+
+def test_constraints_apply_to_what_a_stage_inherits_not_to_its_own_uploads(
+        server: Server) -> None:
+    from tests.web.test_simple import _release
+
+    root = _root(server)
+    server.client.request("PUT", "/root/base", {}, headers=root)
+    reply = server.client.request("PUT", "/root/dev", {"bases": "root/base",
+                                                       "constraints": ["pkg-a<2"]}, headers=root)
+    assert reply.code == 200, reply.body
+    _release(server, "root/base", "Pkg_A", "1.0", "pkg_a-1.0.tar.gz", "a" * 64)
+    _release(server, "root/base", "Pkg_A", "2.0", "pkg_a-2.0.tar.gz", "b" * 64)
+    _release(server, "root/dev", "Pkg_A", "3.0", "pkg_a-3.0.tar.gz", "c" * 64)
+    assert _files(server, "/root/dev/+simple/pkg-a/") == ["pkg_a-3.0.tar.gz", "pkg_a-1.0.tar.gz"]
+    versions = server.client.get("/root/dev/pkg-a", headers={"Accept": ["application/json"]})
+    assert set(versions.json["result"]) == {"1.0", "3.0"}
+    assert len(_files(server, "/root/base/+simple/pkg-a/")) == 2  # the base is not constrained
