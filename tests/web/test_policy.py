@@ -209,3 +209,23 @@ def test_constraints_apply_to_what_a_stage_inherits_not_to_its_own_uploads(
     versions = server.client.get("/root/dev/pkg-a", headers={"Accept": ["application/json"]})
     assert set(versions.json["result"]) == {"1.0", "3.0"}
     assert len(_files(server, "/root/base/+simple/pkg-a/")) == 2  # the base is not constrained
+
+
+def test_the_owner_blocks_on_its_index_others_may_not(server: Server) -> None:
+    _setup(server)
+    for user in ("alice", "bob"):
+        assert server.client.request("PUT", f"/{user}", {"password": user}).code == 201
+    alice = server.devpi_auth("alice", server.login("alice", "alice"))
+    bob = server.devpi_auth("bob", server.login("bob", "bob"))
+    reply = server.client.request("PUT", "/alice/dev", {"bases": "root/pypi"}, headers=alice)
+    assert reply.code == 200, reply.body
+    body = {"project": "pkg", "filename": "pkg-1.0.tar.gz", "reason": "not for us"}
+    assert server.client.request("POST", "/alice/dev/+block", body, headers=bob).code == 403
+    assert server.client.request("POST", "/root/pypi/+block", body, headers=alice).code == 403
+    reply = server.client.request("POST", "/alice/dev/+block", body, headers=alice)
+    assert reply.code == 200, reply.body
+    assert _files(server, "/alice/dev/+simple/pkg/") == ["pkg-2.0.tar.gz", "pkg-1.5.tar.gz"]
+    assert "pkg-1.0.tar.gz" in _files(server, "/root/dev/+simple/pkg/")  # only alice's view
+    assert server.client.request("POST", "/alice/dev/+unblock", {"project": "pkg"},
+                                 headers=alice).code == 404  # no block of the whole project
+    assert server.client.request("POST", "/alice/dev/+unblock", body, headers=bob).code == 403
