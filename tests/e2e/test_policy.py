@@ -38,7 +38,8 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakePyPI]:
                                     ("urgent", "1.0", old), ("urgent", "2.0", young),
                                     ("conlib", "1.0", old), ("conlib", "2.0", old),
                                     ("conlib", "3.0", old), ("otherlib", "1.0", old),
-                                    ("blocklib", "1.0", old), ("blocklib", "2.0", old)]:
+                                    ("blocklib", "1.0", old), ("blocklib", "2.0", old),
+                                    ("seenlib", "1.0", old)]:
             upstream.add(make_wheel(dists, name, version), uploaded=when)
         upstream.start()
         yield upstream
@@ -140,3 +141,18 @@ def test_a_blocked_version_is_neither_installed_nor_downloaded(policy: Daemon,
     pip("install", "--index-url", index(policy, "plain"), "--target", str(tmp_path / "again"),
         "blocklib")
     assert installed(tmp_path / "again", "blocklib") == "VERSION = '2.0'\n"
+
+
+def test_without_an_upload_time_the_age_counts_from_when_the_mirror_first_saw_it(
+        policy: Daemon, fake: FakePyPI, tmp_path: Path) -> None:
+    fake.set(only="html")  # PEP 503 HTML: no upload-time
+    try:
+        pip("install", "--index-url", index(policy, "aged"), "--target", str(tmp_path / "p"),
+            "seenlib", ok=False)
+        # (asked while upstream still gives no upload time: another worker may ask it again)
+        code, why, _ = call(f"{policy.url}/{USER}/aged/seenlib?policy")
+    finally:
+        fake.set(only=None)
+    assert code == 200 and why["result"][0]["version"] == "1.0"
+    until = why["result"][0]["rules"][0]["until"]
+    assert until > time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 6 * DAY))
