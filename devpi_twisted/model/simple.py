@@ -11,6 +11,10 @@ Pages are kept per (index, project, stages hidden from the reader) with the seri
 they were built at, and reused while storage reports no change to that project or
 to any index configuration since.
 
+The index's supply-chain policy (model/policy.py: minimum release age, constraints,
+blocks) leaves files out of a built page and records them (``held``); a page holding a
+file back for its age is kept only until the first such file is due.
+
 Read permission (model/acl.py): the requested index must be readable by the
 ``reader`` (else its refusal), and bases the reader may not read are left out of
 the order, so an index inheriting from a private base never shows it. ``reader``
