@@ -472,8 +472,9 @@ class FakePyPI:
         if not self.state_file.exists():
             write_json(self.state_file, {})
 
-    def add(self, path: Path) -> None:
-        """Publish a wheel or sdist (copied); bumps the serial. ValueError for other names."""
+    def add(self, path: Path, uploaded: float | None = None) -> None:
+        """Publish a wheel or sdist (copied); bumps the serial. ValueError for other names.
+        ``uploaded``: its upload time (PEP 700 upload-time), now by default."""
         name, version = split_filename(path.name)
         data = path.read_bytes()
         sha256 = hashlib.sha256(data).hexdigest()
@@ -495,7 +496,8 @@ class FakePyPI:
         project["serial"] = index["serial"]
         project["files"] = [f for f in project["files"] if f["filename"] != path.name] + [
             {"filename": path.name, "version": version, "sha256": sha256, "size": len(data),
-             "uploaded": time.time(), "metadata_sha256": metadata_sha256}]
+             "uploaded": time.time() if uploaded is None else uploaded,
+             "metadata_sha256": metadata_sha256}]
         write_json(self.root / INDEX, index)
 
     def set(self, **switches: Any) -> None:

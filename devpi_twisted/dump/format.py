@@ -20,7 +20,7 @@ import attrs
 from devpi_twisted.dump.hooks import HOOKS_KEY, Dumped, read_hooks
 from devpi_twisted.mirror.urls import masked_url
 from devpi_twisted.model.errors import InvalidInput
-from devpi_twisted.model.indexes import check_mirror_url
+from devpi_twisted.model.mirror_url import check_mirror_url
 from devpi_twisted.model.names import check_name, normalize_project
 from devpi_twisted.model.passwords import legacy_hash, split_legacy
 from devpi_twisted.model.releases import check_plain_filename, doczip_filename, split_filename

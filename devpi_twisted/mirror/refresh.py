@@ -6,6 +6,7 @@ A project's page is stored only when its links (or ETag) changed."""
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -136,7 +137,9 @@ class Refresher:
         except PageError as e:
             return await self._fallback(key, config, cached,
                                         f"invalid page from {public_url(url)}: {e}")
-        value = {"links": [link_record(name, link) for link in links], "serial": serial,
+        records = [link_record(name, link) for link in links]
+        _first_seen(records, cached)
+        value = {"links": records, "serial": serial,
                  "etag": reply.headers.get("etag"),
                  # sha256 of core metadata we took from wheels upstream gave without it
                  "extracted": dict(cached.get("extracted", {})) if cached else {}}
@@ -179,6 +182,17 @@ class Refresher:
         if cached is None:
             raise MirrorFailed(error)
         return CACHED
+
+
+def _first_seen(links: list[dict[str, Any]], cached: Mapping[str, Any] | None) -> None:
+    """Give the links upstream gave no upload time a ``first_seen`` (the minimum
+    release age counts from it, model/policy.py): kept from the cached page, else now."""
+    seen = {link.get("filename"): link.get("first_seen")
+            for link in (cached or {}).get("links", ())}
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for link in links:
+        if not link.get("upload_time"):
+            link["first_seen"] = seen.get(link["filename"]) or now
 
 
 def _int(value: str | None, default: int) -> int:

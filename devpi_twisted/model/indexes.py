@@ -6,22 +6,23 @@ are pure: ``others`` maps every existing index name ``user/index`` to its config
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from devpi_twisted.model.acl import ANONYMOUS, normalize_principal
 from devpi_twisted.model.errors import InvalidInput
+from devpi_twisted.model.mirror_url import check_mirror_url
 from devpi_twisted.model.names import check_name, normalize_project
+from devpi_twisted.model.policy import AGE_KEY, BLOCKS_KEY, CONSTRAINTS_KEY, EXEMPT_KEY, \
+    check_age, check_blocks, check_constraints
 from devpi_twisted.storage.values import IndexConfig, StageConfig
 
 STAGE = "stage"
 MIRROR = "mirror"
 TYPE_ALIASES = {"stage": STAGE, "local": STAGE, "mirror": MIRROR, "remote": MIRROR}
 
-COMMON_KEYS = frozenset({"type", "volatile", "title", "description", "custom_data", "acl_read"})
+COMMON_KEYS = frozenset({"type", "volatile", "title", "description", "custom_data", "acl_read",
+                         AGE_KEY, EXEMPT_KEY, CONSTRAINTS_KEY, BLOCKS_KEY})
 STAGE_KEYS = COMMON_KEYS | {
     "bases", "acl_upload", "acl_toxresult_upload", "mirror_whitelist",
     "mirror_whitelist_inheritance",
@@ -33,7 +34,7 @@ MIRROR_KEYS = COMMON_KEYS | {
 # Sent for mirrors by old exports and clients; devpi drops them silently.
 MIRROR_DROPPED_KEYS = frozenset({"bases", "acl_upload", "mirror_whitelist", "pypi_whitelist"})
 LIST_KEYS = frozenset({"bases", "acl_upload", "acl_toxresult_upload", "mirror_whitelist",
-                       "acl_read"})
+                       "acl_read", EXEMPT_KEY, CONSTRAINTS_KEY})
 ACL_KEYS = ("acl_upload", "acl_toxresult_upload", "acl_read")
 BOOL_KEYS = frozenset({
     "volatile", "mirror_no_project_list", "mirror_use_external_urls",
@@ -99,8 +100,17 @@ def _normalize_value(key: str, value: Any, errors: list[str]) -> Any:
     try:
         if key in BOOL_KEYS:
             return parse_bool(value)
+        if key == AGE_KEY:
+            return check_age(value)
+        if key == BLOCKS_KEY:
+            return check_blocks(value)
+        if key == CONSTRAINTS_KEY:  # a text: one specifier a line (they contain commas)
+            return check_constraints(value.splitlines() if isinstance(value, str)
+                                     else parse_list(value))
         if key in LIST_KEYS:
             items = parse_list(value)
+            if key == EXEMPT_KEY:
+                return _unique([normalize_project(i) for i in items])
             if key == "bases":
                 return [_base_spec(item) for item in items]
             if key == "mirror_whitelist":
@@ -124,51 +134,6 @@ def _normalize_value(key: str, value: Any, errors: list[str]) -> Any:
         errors.append(e.message)
         return None
     return value
-
-
-MAX_URL = 4096
-_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?"
-_HOST = re.compile(rf"{_LABEL}(\.{_LABEL})*\.?")  # an ASCII (IDNA-encoded) host name
-
-
-def check_mirror_url(value: Any) -> str:
-    """``value`` if it is a URL a mirror can fetch from: http or https, a host name
-    or IP address, a port in 1-65535 if any, no whitespace or control characters; else
-    InvalidInput (the first reason devpi gives, then ours with the reason)."""
-    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
-        raise InvalidInput("'mirror_url' option must be a URL.")
-    reason = _url_problem(value)
-    if reason is not None:
-        raise InvalidInput(f"'mirror_url' option must be a URL: {reason}.")
-    return value
-
-
-def _url_problem(url: str) -> str | None:
-    if len(url) > MAX_URL:
-        return f"longer than {MAX_URL} characters"
-    if any(c.isspace() or not c.isprintable() for c in url):
-        return "it contains whitespace or control characters"
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:  # a non-numeric or out of range port, a broken [IPv6] host
-        return "invalid host or port"  # not more: the parts might be of a password
-    if port == 0:
-        return "port 0 is not a port to connect to"
-    host = parts.hostname or ""
-    if not host:
-        return "it names no host"
-    if ":" in host or host.replace(".", "").isdigit():
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            return "invalid IP address"
-        return None
-    try:
-        encoded = host.encode("idna").decode("ascii")
-    except UnicodeError:
-        encoded = ""
-    return None if _HOST.fullmatch(encoded) else "invalid host name"
 
 
 def _unique(items: list[str]) -> list[str]:
@@ -301,6 +266,8 @@ def _validate(name: str, config: dict[str, Any], others: Others, tolerate_unknow
     result: dict[str, Any] = {}
     for key, value in config.items():
         result[key] = value if key in unknown else _normalize_value(key, value, errors)
+    if result.get(AGE_KEY, "") is None:  # set to nothing: no age
+        del result[AGE_KEY]
     if index_type == STAGE and not errors:
         _check_bases(name, result.get("bases", []), others, errors)
     if errors:
@@ -378,6 +345,8 @@ def _patch_list(name: str, current: Mapping[str, Any], items: list[Any], others:
         else:
             if key == RULE_KEY and current["type"] == STAGE and key not in config:
                 config[key] = inheritance_rules(config)
+            if key in (EXEMPT_KEY, CONSTRAINTS_KEY):
+                config.setdefault(key, [])
             if key not in config:
                 raise InvalidInput(f"The '{key}' setting has no value to change with {op}")
             values = parse_list(config[key]) if key in LIST_KEYS else _as_list(key, config[key])
@@ -401,6 +370,10 @@ def _as_list(key: str, value: Any) -> list[Any]:
 
 
 def _normalize_item(key: str, value: str) -> str:
+    if key == EXEMPT_KEY:
+        return normalize_project(value)
+    if key == CONSTRAINTS_KEY:
+        return check_constraints([value])[0]
     if key == "mirror_whitelist":
         return "*" if value == "*" else normalize_project(value)
     if key == "bases":

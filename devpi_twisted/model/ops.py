@@ -343,8 +343,11 @@ class ServerOps:
         self._audit.record(audit.created_index(identity, name, config))
         return Written(serial, config)
 
-    async def modify_index(self, identity: Identity, user: str, index: str, body: Any,
+    async def modify_index(self, identity: Identity, user: str, index: str,
+                           body: Any | Callable[[Mapping[str, Any]], Any],
                            error_on_noop: bool = False) -> Written:
+        """PATCH ``body``, or ``body(current config)``'s (computed from the config each
+        attempt reads, so a change made meanwhile is never lost)."""
         name = f"{user}/{index}"
 
         async def attempt() -> Written:
@@ -352,7 +355,9 @@ class ServerOps:
             if not self._policy.may_manage_index(identity, user):
                 raise Forbidden(f"no permission to modify index {name}")
             require_scope(identity, INDEX_MODIFY, name)
-            config = idx.patch_config(name, record.config.to_json(), body, await self._all_configs())
+            current = record.config.to_json()
+            patch = body(current) if callable(body) else body
+            config = idx.patch_config(name, current, patch, await self._all_configs())
             await self._check_readers(config, record.config.acl_read)
             if config == record.config.to_json():
                 if error_on_noop:

@@ -11,6 +11,10 @@ Pages are kept per (index, project, stages hidden from the reader) with the seri
 they were built at, and reused while storage reports no change to that project or
 to any index configuration since.
 
+The index's supply-chain policy (model/policy.py: minimum release age, constraints,
+blocks) leaves files out of a built page and records them (``held``); a page holding a
+file back for its age is kept only until the first such file is due.
+
 Read permission (model/acl.py): the requested index must be readable by the
 ``reader`` (else its refusal), and bases the reader may not read are left out of
 the order, so an index inheriting from a private base never shows it. ``reader``
@@ -21,6 +25,8 @@ none when all are public.
 
 from __future__ import annotations
 
+import time
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -31,6 +37,7 @@ from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, Identity, Readers, check
 from devpi_twisted.model.errors import DomainError, InvalidInput, NotFound
 from devpi_twisted.model.indexes import resolution_order
 from devpi_twisted.model.names import normalize_project
+from devpi_twisted.model.policy import Held, Policy, filter_links, policy_of
 from devpi_twisted.model.releases import split_filename
 from devpi_twisted.storage.interface import UNSTORED, MirrorRecord, Storage
 from devpi_twisted.storage.values import IndexConfig, MirrorConfig, StageConfig, VersionData
@@ -57,6 +64,7 @@ class Link:
     size: int | None = None
     upload_time: str | None = None
     core_metadata: str | None = None  # sha256 of the PEP 658 metadata file
+    first_seen: str | None = None  # when the mirror first listed it (no upload_time)
 
 
 @attrs.frozen
@@ -71,6 +79,11 @@ class ProjectPage:
     # ``serial`` (no ETag from that)
     provisional: bool = False
     hidden: tuple[str, ...] = ()  # stages of the order left out: the reader may not read them
+    held: tuple[Held, ...] = ()  # versions/files the index's policy leaves out (model/policy.py)
+    due: float | None = None  # when a file held back for its age is released: rebuilt then
+    # what is held back, as a short text for the ETag: a page rebuilt when an age ran out
+    # has the serial of the one before, but not its content
+    held_tag: str = ""
 
 
 @attrs.frozen
@@ -101,8 +114,22 @@ def _links_of_mirror(stage: str, value: Mapping[str, Any]) -> list[Link]:
                  sha256=link.get("sha256"), requires_python=link.get("requires_python"),
                  yanked=link.get("yanked", False), size=link.get("size"),
                  upload_time=link.get("upload_time"),
-                 core_metadata=link.get("core_metadata") or extracted.get(link["filename"]))
+                 core_metadata=link.get("core_metadata") or extracted.get(link["filename"]),
+                 first_seen=link.get("first_seen"))
             for link in value.get("links", [])]
+
+
+def _version(filename: str) -> str | None:
+    try:
+        return split_filename(filename)[1]
+    except InvalidInput:
+        return None
+
+
+def _tag(held: tuple[Held, ...]) -> str:
+    if not held:
+        return ""
+    return "%x" % zlib.crc32("|".join(f"{h.filename}:{h.rule}" for h in held).encode())
 
 
 def _versions_of(links: list[Link]) -> set[str]:
@@ -181,6 +208,11 @@ class SimpleOps:
         self._chains[requested] = chain
         return chain
 
+    @staticmethod
+    def policy(configs: Mapping[str, IndexConfig], order: list[str]) -> Policy:
+        """The policy in force for ``order[0]`` (model/policy.py)."""
+        return policy_of((stage, configs[stage].to_json()) for stage in order)
+
     async def project_names(self, user: str, index: str,
                             remote: Callable[[str, MirrorConfig], Any] | None = None,
                             reader: Identity | None = None) -> list[str]:
@@ -189,7 +221,9 @@ class SimpleOps:
         a page of)."""
         names: dict[str, None] = {}
         configs = {i.name: i.config for i in await self._storage.list_indexes()}
-        for stage in await self._order(user, index, reader):
+        order = await self._order(user, index, reader)
+        policy = self.policy(configs, order)
+        for stage in order:
             owner, name = stage.split("/", 1)
             config = configs[stage]
             if isinstance(config, MirrorConfig):
@@ -198,8 +232,10 @@ class SimpleOps:
                     await self._storage.list_mirror_projects(owner, name)
             else:
                 found = await self._storage.list_projects(owner, name)
+            own = stage == order[0] and not config.is_mirror
             for project in found:
-                names.setdefault(project, None)
+                if own or policy.listed(project):
+                    names.setdefault(project, None)
         return list(names) if reader is None else listed_projects(reader, names)
 
     async def _stored(self, link: Link) -> bool:
@@ -271,7 +307,8 @@ class SimpleOps:
             if hidden[:1] == (requested,) or reader.scope is not None:
                 check_read(reader, user, index, chain.readers[0][2], project)
         cached = self._pages.get((requested, project, hidden))
-        if cached is not None and not self._storage.changed_since(project, cached.serial):
+        if cached is not None and not self._storage.changed_since(project, cached.serial) \
+                and (cached.due is None or time.time() < cached.due):
             fresh, _ = await self._refresh_mirrors(cached.mirrors, f"{user}/{index}", project,
                                                    refresh)
             if not self._storage.changed_since(project, cached.serial):
@@ -351,8 +388,16 @@ class SimpleOps:
                     links.append(link)
         if not found:
             raise NotFound(f"The project {project} does not exist.")
-        page = ProjectPage(requested, project, tuple(links), tuple(sorted(versions)), serial,
-                           mirrors, provisional, hidden)
+        policy = self.policy(configs, full)
+        filtered = filter_links(policy, project, links, requested,
+                                frozenset(s for s in full if configs[s].is_mirror), _version,
+                                time.time())
+        if filtered.held:
+            own = {r.version for r in records.get(requested, ())}
+            versions = own | _versions_of(filtered.kept)
+        page = ProjectPage(requested, project, tuple(filtered.kept), tuple(sorted(versions)),
+                           serial, mirrors, provisional, hidden, filtered.held, filtered.due,
+                           _tag(filtered.held))
         if len(self._pages) >= PAGE_CACHE_SIZE:
             self._pages.pop(next(iter(self._pages)))
         self._pages[(requested, project, hidden)] = page

@@ -29,6 +29,7 @@ from devpi_twisted.web.hooks import HookApp
 from devpi_twisted.web.metrics import RequestMetrics
 from devpi_twisted.web.ops_routes import OpsApp
 from devpi_twisted.web.pages import SimplePages
+from devpi_twisted.web.policy import PolicyApp
 from devpi_twisted.web.projects import ProjectApp
 from devpi_twisted.web.replica_writes import ReplicaWrites
 from devpi_twisted.web.replication import ReplicationApp
@@ -55,17 +56,23 @@ def build_resource(ops: ServerOps, info: ServerInfo, releases: ReleaseOps, simpl
     ``search`` (by default over ``releases``' storage) with ``search_page`` its HTML."""
     helpers = RequestHelpers(ops, info, feed)
     copies = BlobCopies(blobs, staging)
-    pages = SimplePages(ops, simple, helpers, mirror)
-    files = FileApp(ops, releases, blobs, offload, helpers.identity, mirror, replica)
+    policy_stats: dict[str, int] = {}
+    pages = SimplePages(ops, simple, helpers, mirror, policy_stats)
+    policy = PolicyApp(ops, simple, pages, helpers, policy_stats)
+    files = FileApp(ops, releases, blobs, offload, helpers.identity, mirror, replica,
+                    policy.check_file)
+    policy_stats.update(files.stats)  # one dict of counters, shown by /+metrics
+    files.stats = policy_stats
     web_pages = WebPages(ops, releases, simple, pages, helpers, VersionDetails(copies, offload))
     web = WebApp(ops, releases, web_pages, helpers)
     apps = {
         "management": ManagementApp(ops, info, helpers, releases.project_names,
                                     pages.installer_listing, web_pages),
         "pages": pages,
+        "policy": policy,
         "files": files,
         "projects": ProjectApp(ops, releases, simple, pages, helpers, blobs, copies, offload,
-                               staging, web_pages),
+                               staging, web_pages, policy),
         "uploads": UploadApp(releases, helpers, copies, offload, staging, http,
                              lambda: mirror is not None and mirror.offline),
         "ops": OpsApp(ops, info, blobs, metrics, files.stats, helpers.identity, mirror, feed,

@@ -55,8 +55,11 @@ class FileApp:
 
     def __init__(self, ops: ServerOps, releases: ReleaseOps, blobs: BlobStore,
                  offload: Offload, identity: Callable[[HttpRequest], Awaitable[Identity]],
-                 mirror: MirrorFiles | None = None, replica: ReplicaFiles | None = None) -> None:
+                 mirror: MirrorFiles | None = None, replica: ReplicaFiles | None = None,
+                 policy: Callable[[str, str, str], Awaitable[None]] | None = None) -> None:
+        """``policy(user, index, relpath)``: refuses a file the index's policy holds back."""
         self._ops = ops
+        self._policy = policy
         self._identity = identity
         self._releases = releases
         self._blobs = blobs
@@ -68,11 +71,15 @@ class FileApp:
 
     async def release_file(self, request: HttpRequest, user: str, index: str, rest: str) -> bytes:
         await self._check_read(request, user, index, rest)
+        if self._policy is not None:
+            await self._policy(user, index, rest)
         return await self._file(request, user, index, f"{user}/{index}/+f/{rest}")
 
     async def external_file(self, request: HttpRequest, user: str, index: str, rest: str) -> bytes:
         """A mirrored file upstream published without a sha256 (mirror.md 5)."""
         await self._check_read(request, user, index, rest)
+        if self._policy is not None:
+            await self._policy(user, index, rest)
         return await self._file(request, user, index, f"{user}/{index}/+e/{rest}")
 
     async def _check_read(self, request: HttpRequest, user: str, index: str, rest: str) -> None:

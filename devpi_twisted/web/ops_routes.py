@@ -181,6 +181,12 @@ class OpsApp:
             Series("accel_redirects_total", "counter",
                    "downloads handed to nginx with X-Accel-Redirect",
                    (({}, files.get("accel_redirects", 0)),)),
+            Series("policy_hidden_requests_total", "counter",
+                   "requests whose answer left something out by the index's policy (a simple "
+                   "page without it, a download refused), by rule",
+                   (({"rule": "age"}, files.get("policy_held_back", 0)),
+                    ({"rule": "constraint"}, files.get("policy_constrained", 0)),
+                    ({"rule": "blocked"}, files.get("policy_blocked", 0)))),
             Series("replication_lag_serials", "gauge", "serials this node is behind its primary",
                    (({"role": str(replication["role"])}, replication["lag-serials"]),)),
             Series("replication_lag_seconds", "gauge", "seconds this node is behind its primary",

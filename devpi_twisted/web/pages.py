@@ -18,6 +18,7 @@ from devpi_twisted.mirror.cache import CACHED, MirrorFailed
 from devpi_twisted.model.errors import InvalidInput, UpstreamFailed
 from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.ops import ServerOps
+from devpi_twisted.model.policy import count_held
 from devpi_twisted.model.simple import ProjectPage, SimpleOps
 from devpi_twisted.replication.protocol import REPLICA_UUID
 from devpi_twisted.storage.values import MirrorConfig
@@ -47,8 +48,9 @@ class SimplePages:
     the mirror cache where there is one."""
 
     def __init__(self, ops: ServerOps, simple: SimpleOps, helpers: RequestHelpers,
-                 mirror: MirrorPages | None = None) -> None:
+                 mirror: MirrorPages | None = None, stats: dict[str, int] | None = None) -> None:
         self._ops = ops
+        self._stats = stats if stats is not None else {}  # policy counters (/+metrics)
         self._simple = simple
         self._helpers = helpers
         self._mirror = mirror
@@ -84,6 +86,8 @@ class SimplePages:
             return self._helpers.redirect(request, request.path + b"/")
         view, stale = await self._simple.project_view(  # (credentials checked for private pages)
             user, index, project, self.refresh, functools.partial(self._helpers.identity, request))
+        if view.held:
+            count_held(self._stats, view.held)
         if view.provisional and request.getHeader(_REPLICA_UUID) and self._mirror is not None:
             for mirror, _ in view.mirrors:  # a replica waits for the serial in our answer
                 await self._mirror.page_stored(mirror, view.project)
@@ -95,8 +99,10 @@ class SimplePages:
             request.setHeader(b"Pragma", b"no-cache")
         as_json = wants_json(request)
         if not view.provisional:
-            etag = b'"%d-%s%s"' % (view.serial, b"json" if as_json else b"html",
-                                   b"-%x" % zlib.crc32("|".join(view.hidden).encode()) if view.hidden else b"")
+            etag = b'"%d-%s%s%s"' % (
+                view.serial, b"json" if as_json else b"html",
+                b"-%x" % zlib.crc32("|".join(view.hidden).encode()) if view.hidden else b"",
+                b"-p" + view.held_tag.encode() if view.held_tag else b"")
             request.setHeader(b"ETag", etag)
             if request.getHeader(b"If-None-Match") == etag:
                 request.setResponseCode(304)

@@ -14,7 +14,9 @@ from twisted.logger import Logger
 
 from devpi_twisted.archives import BadDocZip, open_doc_member
 from devpi_twisted.model.errors import InvalidInput, NotFound, UnsupportedMedia
+from devpi_twisted.model.acl import Identity
 from devpi_twisted.model.names import normalize_project
+from devpi_twisted.model.policy import held_versions
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.release_ops import IncomingFile, ReleaseOps
 from devpi_twisted.model.releases import api_view, with_mirrored
@@ -28,6 +30,7 @@ from devpi_twisted.web.files import content_type
 from devpi_twisted.web.forms import spool_body
 from devpi_twisted.web.helpers import RequestHelpers, flag, json_view, written
 from devpi_twisted.web.pages import SimplePages
+from devpi_twisted.web.policy import PolicyApp
 from devpi_twisted.web.simple import is_installer
 from devpi_twisted.web.ui.browse import WebPages
 
@@ -48,8 +51,9 @@ class ProjectApp:
     def __init__(self, ops: ServerOps, releases: ReleaseOps, simple: SimpleOps,
                  pages: SimplePages, helpers: RequestHelpers, blobs: BlobStore,
                  copies: BlobCopies, offload: Offload, staging: Path,
-                 web: WebPages | None = None) -> None:
+                 web: WebPages | None = None, policy: PolicyApp | None = None) -> None:
         self._ops = ops
+        self._policy = policy
         self._releases = releases
         self._simple = simple
         self._pages = pages
@@ -71,6 +75,8 @@ class ProjectApp:
         await self._helpers.readable(request, user, index, normalized)  # refused before anything
         if normalized != project:
             return self._helpers.redirect(request, f"/{user}/{index}/{normalized}/".encode())
+        if self._policy is not None and flag(request, b"policy"):
+            return await self._policy.project_policy(request, user, index, normalized)
         accept = render.accept(request)
         if "application/json" not in accept:
             if "text/html" in accept:
@@ -99,14 +105,31 @@ class ProjectApp:
         mirrored = await self._simple.mirror_versions(user, index, project, self._pages.refresh,
                                                       ignore_bases, reader)
         if not mirrored:
-            return await self._releases.project_versions(user, index, project, ignore_bases,
-                                                         reader)
-        try:
             versions = await self._releases.project_versions(user, index, project, ignore_bases,
                                                              reader)
-        except NotFound:  # (the index exists: mirror_versions said so)
-            versions = {}
-        return with_mirrored(versions, mirrored)
+        else:
+            try:
+                versions = await self._releases.project_versions(user, index, project,
+                                                                 ignore_bases, reader)
+            except NotFound:  # (the index exists: mirror_versions said so)
+                versions = {}
+            versions = with_mirrored(versions, mirrored)
+        return await self._offered(user, index, project, reader, versions)
+
+    async def _offered(self, user: str, index: str, project: str, reader: Identity,
+                       versions: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """``versions`` without those the index's policy holds back entirely (inherited
+        from a stage: a mirror's are left out of its links already)."""
+        try:
+            page, _ = await self._simple.project_view(user, index, project,
+                                                      self._pages.refresh, reader)
+        except NotFound:
+            return versions
+        if not page.held:
+            return versions
+        gone = {h["version"] for h in held_versions(page.held, page.versions)
+                if not h["offered"]}
+        return {v: data for v, data in versions.items() if v not in gone}
 
     async def modify_project(self, request: HttpRequest, user: str, index: str, project: str) -> bytes:
         """devpi 7's project configuration: ``["inheritance_rules=allow all"]`` lets the

@@ -119,6 +119,10 @@ ROUTES: tuple[Route, ...] = (
     _r("hooks", _UI + "/+hooks/<name:hook_id>/deliveries", ["GET"], "hooks.deliveries_index"),
     _r("hooks", _UI + "/+hooks/<name:hook_id>/deliveries/<name:delivery_id>/replay", ["POST"],
        "hooks.replay_index"),
+    # root or the index's owner (ServerOps.modify_index); +blocks: who may read the index
+    _r("block", _UI + "/+block", ["POST"], "policy.block", JSON),
+    _r("block", _UI + "/+unblock", ["POST"], "policy.unblock", JSON),
+    _r("block", _UI + "/+blocks", ["GET"], "policy.blocks"),
     _r("web", _UI + "/+web/edit", ["POST"], "web.edit_index", FORM),
     _r("simple_list", _UI + "/+simple/", ["GET"], "pages.simple_list"),
     _r("simple_project", _UI + "/+simple/<name:project>/", ["GET"], "pages.simple_project",

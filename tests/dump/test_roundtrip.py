@@ -60,6 +60,14 @@ def add_yanked_release(url: str, workdir: Path) -> None:
                             {"yanked": "broken build", "filename": "solo_pkg-1.0-py3-none-any.whl"},
                             alice)
     assert status == 200, reply
+    # issue 23: policy keys and a block travel in the index config
+    status, reply, _ = call(url + "/alice/solo", "PATCH", {
+        "min_release_age": "7d", "min_release_age_exempt": ["solo-pkg"],
+        "constraints": ["other<2", "*"]}, alice)
+    assert status == 200, reply
+    status, reply, _ = call(url + "/alice/solo/+block", "POST", {
+        "project": "other", "version": "1.5", "reason": "recalled"}, alice)
+    assert status == 200, reply
 
 
 def solo_page(url: str) -> dict[str, Any]:

@@ -422,3 +422,37 @@ def test_cached_pages_of_a_private_index_are_not_served_to_anonymous_clients(
         assert headers["X-Cached"] == "BYPASS"  # readers' pages never enter the cache
     finally:
         nginx.stop()
+
+
+def test_a_blocked_mirror_file_is_not_sent_by_nginx_nor_kept_in_its_page_cache(
+        front: Front, tmp_path: Path) -> None:
+    """The daemon refuses before any X-Accel-Redirect; a cached page revalidates by an
+    ETag the block changed (issue 23)."""
+    nginx, outside = caching_nginx(front, tmp_path)
+    name = "ngxmirrored-1.0-py3-none-any.whl"
+    page = outside + "/packages/stable/+simple/ngxmirrored/"
+    accept = {"Accept": "application/vnd.pypi.simple.v1+json"}
+    root = login(front.url, "root", "")
+    try:
+        pip("download", "--no-deps", "--index-url", outside + "/packages/stable/+simple/",
+            "--dest", str(tmp_path / "d"), "ngxmirrored")  # stored: nginx would send it
+        path = file_path_of(front, "root/pypi", "ngxmirrored", name)
+        status, body, _ = fetch(page, accept)
+        assert status == 200 and json.loads(body)["files"], body
+        code, reply, _ = call(front.url + "/root/pypi/+block", "POST",
+                              {"project": "ngxmirrored", "filename": name, "reason": "bad"}, root)
+        assert code == 200, reply
+        for base in (front.url, outside):
+            status, body, _ = fetch(base + path)
+            assert status == 403 and b"bad" in body, body
+        time.sleep(2.1)  # the page's second in nginx's cache is over: revalidated
+        status, body, _ = fetch(page, accept)
+        assert status == 200 and json.loads(body)["files"] == []
+        pip("download", "--no-deps", "--index-url", outside + "/packages/stable/+simple/",
+            "--dest", str(tmp_path / "e"), "ngxmirrored", ok=False)
+        code, reply, _ = call(front.url + "/root/pypi/+unblock", "POST",
+                              {"project": "ngxmirrored", "filename": name}, root)
+        assert code == 200, reply
+        assert fetch(outside + path)[0] == 200
+    finally:
+        nginx.stop()

@@ -449,3 +449,49 @@ def test_a_browser_session_works_through_the_replica(pair: Pair) -> None:
     made = _send(replica.url, "PUT", "/sess/web", b"{}", {**browser, "X-CSRF-Token": token})
     assert made.status == 200
     assert call(replica.url + "/sess/web")[0] == 200
+
+
+def test_a_block_reaches_the_replica_through_the_changelog(pair: Pair, tmp_path: Path) -> None:
+    """Issue 23: a version blocked on the primary's mirror disappears from the replica's
+    pages of an inheriting index, its download there is refused, and unblocking restores."""
+    primary, replica = pair.primary, pair.replica
+    root = login(primary.url, "root", "")
+    assert call(primary.url + "/root/polview", "PUT", {"bases": "root/pypi"}, root)[0] == 200
+    pip("download", "--no-deps", "--index-url", primary.url + "/root/polview/+simple/",
+        "--dest", str(tmp_path / "d"), "mirlib==2.0")  # the primary has the file
+    simple = primary.url + "/root/pypi/+simple/mirlib/"
+    with urllib.request.urlopen(urllib.request.Request(simple, headers={
+            "Accept": "application/vnd.pypi.simple.v1+json"}), timeout=30) as response:
+        blocked = urllib.parse.urlsplit(urllib.parse.urljoin(simple, next(
+            f["url"] for f in json.loads(response.read())["files"]
+            if f["filename"].startswith("mirlib-2.0-")))).path
+    code, reply, _ = call(primary.url + "/root/pypi/+block", "POST",
+                          {"project": "mirlib", "version": "2.0", "reason": "recalled"}, root)
+    assert code == 200, reply
+    try:
+        converged(pair)
+        simple = replica.url + "/root/polview/+simple/mirlib/"
+        with urllib.request.urlopen(urllib.request.Request(simple, headers={
+                "Accept": "application/vnd.pypi.simple.v1+json"}), timeout=30) as response:
+            assert json.loads(response.read())["versions"] == ["1.0"]
+        assert json_view(replica.url + "/root/pypi/+blocks")["result"][0]["reason"] == "recalled"
+        out = pip("install", "--index-url", simple.rsplit("mirlib/", 1)[0], "--target",
+                  str(tmp_path / "t"), "mirlib")
+        assert "mirlib-1.0" in out
+        try:
+            urllib.request.urlopen(replica.url + blocked, timeout=30)
+            raise AssertionError("the blocked file was served")
+        except urllib.error.HTTPError as e:
+            assert e.code == 403 and b"recalled" in e.read()
+        code, why, _ = call(replica.url + "/root/polview/mirlib?policy")
+        assert code == 200 and why["result"][0]["rules"][0]["detail"].startswith(
+            "blocked by root on ")
+    finally:
+        code, reply, _ = call(primary.url + "/root/pypi/+unblock", "POST",
+                              {"project": "mirlib", "version": "2.0"}, root)
+        assert code == 200, reply
+    converged(pair)
+    with urllib.request.urlopen(urllib.request.Request(
+            replica.url + "/root/polview/+simple/mirlib/",
+            headers={"Accept": "application/vnd.pypi.simple.v1+json"}), timeout=30) as response:
+        assert json.loads(response.read())["versions"] == ["1.0", "2.0"]

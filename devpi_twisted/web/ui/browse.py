@@ -26,6 +26,7 @@ from devpi_twisted.mirror.urls import masked_url
 from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, Identity, listed_projects
 from devpi_twisted.model.errors import NotFound
 from devpi_twisted.model.names import normalize_project
+from devpi_twisted.model.policy import held_versions
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.push import may_upload
 from devpi_twisted.model.release_ops import ReleaseOps
@@ -163,9 +164,15 @@ class WebPages:
     async def project(self, request: HttpRequest, user: str, index: str, project: str) -> bytes:
         _, context = await self.context(request)
         releases = await self.releases(request, user, index, project)
+        try:  # what the index's policy leaves out (model/policy.py), as ?policy lists it
+            view, _ = await self._simple.project_view(user, index, project, self._pages.refresh,
+                                                      await self._helpers.identity(request))
+            held = held_versions(view.held, view.versions)
+        except NotFound:
+            held = []
         return page(request, "project.html", {
             **context, "user": user, "index": index, "project": project,
-            "releases": releases, "here_index": f"{user}/{index}"})
+            "releases": releases, "here_index": f"{user}/{index}", "held": held})
 
     async def version(self, request: HttpRequest, user: str, index: str, project: str,
                       version: str, config: IndexConfig) -> bytes:
