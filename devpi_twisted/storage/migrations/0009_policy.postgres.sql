@@ -1,2 +1,0 @@
--- Placeholder of helper P's migration (issue 23, branch i23-policy): its own file
--- replaces this one when the branches are merged.
