@@ -345,9 +345,11 @@ class ServerOps:
 
     async def modify_index(self, identity: Identity, user: str, index: str,
                            body: Any | Callable[[Mapping[str, Any]], Any],
-                           error_on_noop: bool = False) -> Written:
+                           error_on_noop: bool = False,
+                           event: Mapping[str, Any] | None = None) -> Written:
         """PATCH ``body``, or ``body(current config)``'s (computed from the config each
-        attempt reads, so a change made meanwhile is never lost)."""
+        attempt reads, so a change made meanwhile is never lost). Hooks hear an ``index``
+        event, or ``event`` (``{"kind": ..., "project": ...}``: a block, an unblock)."""
         name = f"{user}/{index}"
 
         async def attempt() -> Written:
@@ -363,8 +365,9 @@ class ServerOps:
                 if error_on_noop:
                     raise InvalidInput("The requested modifications resulted in no changes")
                 return Written(None, config)
-            serial = await self._update_index(user, index, config, record.serial,
-                                              hooks.event(hooks.INDEX, identity, name, action="modified"))
+            told = hooks.event(hooks.INDEX, identity, name, action="modified") if event is None \
+                else hooks.event(identity=identity, index=name, **event)
+            serial = await self._update_index(user, index, config, record.serial, told)
             self._audit.record(audit.modified_index(identity, name, record.config, config))
             return Written(serial, config)
         return await retrying(attempt, _busy(name))

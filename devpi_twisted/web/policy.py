@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from devpi_twisted.model.errors import Forbidden, InvalidInput, NotFound
+from devpi_twisted.model.hooks import BLOCK
 from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.policy import BLOCKS_KEY, POLICY_KEYS, count_held, held_versions, \
@@ -47,7 +48,10 @@ class PolicyApp:
             kept = [b for b in config.get(BLOCKS_KEY) or () if _key(b) != key]
             return {BLOCKS_KEY: [*kept, block.to_json()]}
 
-        changed = await self._ops.modify_index(identity, user, index, add)
+        changed = await self._ops.modify_index(
+            identity, user, index, add,
+            event={"kind": BLOCK, "project": block.project, "version": block.version,
+                   "filename": block.filename, "action": "blocked", "reason": block.reason})
         written(request, changed)
         return render.result(request, "block", block.to_json())
 
@@ -66,7 +70,10 @@ class PolicyApp:
                 raise NotFound(f"no block of {' '.join(k for k in key if k)} on {user}/{index}")
             return {BLOCKS_KEY: kept}
 
-        changed = await self._ops.modify_index(identity, user, index, remove)
+        changed = await self._ops.modify_index(
+            identity, user, index, remove,
+            event={"kind": BLOCK, "project": key[0], "version": key[1], "filename": key[2],
+                   "action": "unblocked"})
         written(request, changed)
         return render.result(request, "unblock", {"project": key[0], "version": key[1],
                                                   "filename": key[2]})

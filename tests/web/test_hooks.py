@@ -116,3 +116,18 @@ def test_an_index_change_is_queued_listed_and_replayed(server: Server, alice: di
     assert replay.code == 200, replay.body
     assert server.client.request("POST", f"{path}/999/replay", headers=alice).code == 404
     assert server.client.request("POST", f"{path}/abc/replay", headers=alice).code == 404
+
+
+def test_blocks_and_unblocks_are_block_events(server: Server, alice: dict[str, Any]) -> None:
+    blocks = _create(server, "/alice/dev/+hooks", alice, {**HOOK, "events": ["block"]})
+    changes = _create(server, "/alice/dev/+hooks", alice, {**HOOK, "events": ["index"]})
+    body = {"project": "pkg", "version": "1.0", "reason": "CVE-1"}
+    assert server.client.request("POST", "/alice/dev/+block", body, headers=alice).code == 200
+    assert server.client.request("POST", "/alice/dev/+unblock", body, headers=alice).code == 200
+
+    def events(hook: Any) -> list[str]:
+        path = f"/alice/dev/+hooks/{hook.json['result']['id']}/deliveries"
+        return [d["event"] for d in server.client.get(path, headers=alice).json["result"]]
+
+    assert events(blocks) == ["block", "block"]
+    assert events(changes) == []  # a block is no index change to its hooks
