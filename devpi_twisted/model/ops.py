@@ -28,6 +28,7 @@ from devpi_twisted.model.errors import (
     AlreadyExists, Forbidden, InvalidInput, NotFound, TooManyAttempts, Unauthenticated,
 )
 from devpi_twisted.model.names import MAX_NAME, can_be_stored, check_name
+from devpi_twisted.model.policy import BLOCKS_KEY
 from devpi_twisted.model.passwords import (
     DUMMY_HASH, VerifiedPasswords, hash_password, needs_rehash, verify_password,
 )
@@ -332,6 +333,7 @@ class ServerOps:
         if await self._storage.get_index(user, index) is not None:
             raise AlreadyExists(f"index '{name}' exists")
         config = idx.new_config(name, body, await self._all_configs())
+        _check_blocks_kept(config, {})
         await self._check_readers(config, ())
         try:
             serial = await self._storage.create_index(
@@ -360,6 +362,8 @@ class ServerOps:
             current = record.config.to_json()
             patch = body(current) if callable(body) else body
             config = idx.patch_config(name, current, patch, await self._all_configs())
+            if not callable(body):  # (a client's PATCH; +block and +unblock pass a function)
+                _check_blocks_kept(config, current)
             await self._check_readers(config, record.config.acl_read)
             if config == record.config.to_json():
                 if error_on_noop:
@@ -442,3 +446,10 @@ def _is_root(identity: Identity) -> bool:
 
 def _busy(name: str) -> str:
     return f"{name} is being changed by many requests at once, try again"
+
+
+def _check_blocks_kept(config: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+    """Blocks (who, when, why) are set through +block and +unblock only: a client's
+    index config may carry them back unchanged (devpi-client sends what it read)."""
+    if (config.get(BLOCKS_KEY) or []) != (current.get(BLOCKS_KEY) or []):
+        raise InvalidInput(f"{BLOCKS_KEY}: set through +block and +unblock, not in the index config")

@@ -229,3 +229,23 @@ def test_the_owner_blocks_on_its_index_others_may_not(server: Server) -> None:
     assert server.client.request("POST", "/alice/dev/+unblock", {"project": "pkg"},
                                  headers=alice).code == 404  # no block of the whole project
     assert server.client.request("POST", "/alice/dev/+unblock", body, headers=bob).code == 403
+
+
+def test_blocks_are_set_through_block_only_never_in_the_index_config(server: Server) -> None:
+    """Who blocked, when and why is recorded by +block: a config may carry the blocks
+    back unchanged (devpi-client sends what it read) but never write or forge them."""
+    root = _setup(server)
+    body = {"project": "pkg", "version": "1.0", "reason": "CVE-1"}
+    assert server.client.request("POST", "/root/pypi/+block", body, headers=root).code == 200
+    config = server.client.get("/root/pypi", headers={"Accept": ["application/json"]}).json["result"]
+    forged = [{**config["blocks"][0], "by": "alice"}]
+    serial = server.storage.serial
+    for method, path, change in (("PATCH", "/root/pypi", {"blocks": forged}),
+                                 ("PATCH", "/root/pypi", {"blocks": []}),
+                                 ("PUT", "/root/new", {"type": "stage", "blocks": forged})):
+        reply = server.client.request(method, path, change, headers=root)
+        assert reply.code == 400 and "+block" in reply.json["message"], (path, reply.body)
+    assert server.storage.serial == serial  # nothing written
+    kept = {**config, "title": "PyPI"}  # the whole config read back, blocks unchanged
+    assert server.client.request("PATCH", "/root/pypi", kept, headers=root).code == 200
+    assert server.client.get("/root/pypi/+blocks").json["result"][0]["by"] == "root"
