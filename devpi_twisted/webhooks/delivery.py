@@ -27,13 +27,14 @@ import treq
 from treq.client import HTTPClient
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 
 from devpi_twisted.model import hooks
 from devpi_twisted.storage.hooktypes import DELIVERED, FAILED, PENDING, Attempt, Delivery, HookStorage
+from devpi_twisted.storage.interface import StorageUnavailable
 
 USER_AGENT = b"devpi-twisted-webhooks"
 KEEP_DONE, PRUNE_EVERY = 7 * 86400.0, 3600.0  # deliveries done are listed for a week
@@ -66,6 +67,7 @@ class HookDelivery(Service):
         self._poll = poll
         self._jitter = jitter
         self._loop = LoopingCall(self._tick)
+        self._first: IDelayedCall | None = None
         self._loop.clock = clock
         self._tick_seconds = tick
         self._seen = -1
@@ -77,9 +79,13 @@ class HookDelivery(Service):
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
-        self._loop.start(self._tick_seconds, now=True)
+        # the first round (a storage read) once start-up is over, so that a start failing
+        # on the way (a port in use) leaves no read in flight for the process to wait on
+        self._first = self._clock.callLater(0, self._loop.start, self._tick_seconds, True)
 
     async def _stop(self) -> None:
+        if self._first is not None and self._first.active():
+            self._first.cancel()
         if self._loop.running:
             self._loop.stop()
         pending = list(self._busy.values()) + ([self._round] if self._round else [])
@@ -107,7 +113,10 @@ class HookDelivery(Service):
         self._round.addErrback(self._round_failed).addBoth(self._round_done)
 
     def _round_failed(self, failure: Any) -> None:
-        if not failure.check(CancelledError):
+        if failure.check(StorageUnavailable):  # the database is away: the next round retries
+            self.log.warn("Webhook deliveries wait for the database: {error}",
+                          error=failure.getErrorMessage())
+        elif not failure.check(CancelledError):
             self.log.failure("Webhook deliveries: a round failed", failure)
 
     def _round_done(self, _: Any) -> None:
@@ -129,7 +138,10 @@ class HookDelivery(Service):
             d.addBoth(self._delivery_done, delivery.hook)
 
     def _delivery_failed(self, failure: Any, delivery: Delivery) -> None:
-        if not failure.check(CancelledError):
+        if failure.check(StorageUnavailable):  # its attempt not recorded: it goes again
+            self.log.warn("Webhook delivery {id} not recorded, the database is away: {error}",
+                          id=delivery.id, error=failure.getErrorMessage())
+        elif not failure.check(CancelledError):
             self.log.failure("Webhook delivery {id} failed unexpectedly", failure, id=delivery.id)
 
     def _delivery_done(self, _: Any, hook: int) -> None:
