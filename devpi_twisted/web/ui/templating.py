@@ -16,6 +16,7 @@ import jinja2
 
 from devpi_twisted.model.acl import Identity
 from devpi_twisted.model.errors import InvalidInput
+from devpi_twisted.model.policy import parse_time as iso_time
 from devpi_twisted.web import sessions
 from devpi_twisted.web.deps import HttpRequest
 from devpi_twisted.web.site import outside_url
@@ -49,15 +50,7 @@ def parse_time(value: Any) -> float | None:
                                      tzinfo=datetime.timezone.utc).timestamp()
         except (TypeError, ValueError, OverflowError):
             return None
-    if isinstance(value, str) and value:
-        try:
-            parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=datetime.timezone.utc)
-        return parsed.timestamp()
-    return None
+    return iso_time(value)
 
 
 def utc(value: Any) -> str:
