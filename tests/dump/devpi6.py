@@ -1,6 +1,6 @@
-"""The real devpi-server 6.x for compatibility tests: installed from PyPI into a
-virtualenv of its own under ``.cache/`` (kept between runs), started on a free
-loopback port, filled with state through plain HTTP requests.
+"""The real devpi-server (6.x, and the 7.0 beta) for compatibility tests: each installed
+from PyPI into a virtualenv of its own under ``.cache/`` (kept between runs), started on
+a free loopback port, filled with state through plain HTTP requests.
 
 A missing or broken installation fails the tests (never skips them).
 """
@@ -22,29 +22,36 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-VENV = Path(os.environ.get("DEVPI_TWISTED_DEVPI6_VENV", REPO / ".cache" / "devpi-server6"))
-REQUIREMENT = "devpi-server>=6.10,<7"
+# major version -> (virtualenv, requirement, pip's extra arguments)
+RELEASES: dict[int, tuple[Path, str, tuple[str, ...]]] = {
+    6: (Path(os.environ.get("DEVPI_TWISTED_DEVPI6_VENV", REPO / ".cache" / "devpi-server6")),
+        "devpi-server>=6.10,<7", ()),
+    7: (Path(os.environ.get("DEVPI_TWISTED_DEVPI7_VENV", REPO / ".cache" / "devpi-server7")),
+        "devpi-server>=7.0.0b1,<8", ("--pre",)),
+}
+VENV, REQUIREMENT, _ = RELEASES[6]
 # devpi's key derivation defaults take seconds at every start; these are hidden options.
 FAST_ARGON2 = ["--argon2-memory-cost", "8", "--argon2-time-cost", "1", "--argon2-parallelism", "1"]
 BOUNDARY = "devpi-twisted-dump-test"
 
 
-def ensure_installed() -> Path:
-    """The bin directory of a virtualenv holding devpi-server 6.x (made on first use)."""
-    bindir = VENV / "bin"
-    marker = VENV / ".installed"
+def ensure_installed(major: int = 6) -> Path:
+    """The bin directory of a virtualenv holding devpi-server ``major``.x (made on first use)."""
+    venv, requirement, pip_args = RELEASES[major]
+    bindir = venv / "bin"
+    marker = venv / ".installed"
     if marker.exists() and (bindir / "devpi-export").exists():
         return bindir
     if not (bindir / "python").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    done = subprocess.run([str(bindir / "python"), "-m", "pip", "install", "-q", REQUIREMENT],
-                          capture_output=True, text=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    done = subprocess.run([str(bindir / "python"), "-m", "pip", "install", "-q", *pip_args,
+                           requirement], capture_output=True, text=True)
     if done.returncode != 0:
-        raise AssertionError(f"cannot install {REQUIREMENT}:\n{done.stdout}\n{done.stderr}")
+        raise AssertionError(f"cannot install {requirement}:\n{done.stdout}\n{done.stderr}")
     version = subprocess.run([str(bindir / "devpi-server"), "--version"], capture_output=True,
                              text=True, check=True).stdout.strip()
-    if not version.startswith("6."):
-        raise AssertionError(f"installed devpi-server {version}, expected 6.x")
+    if not version.startswith(f"{major}."):
+        raise AssertionError(f"installed devpi-server {version}, expected {major}.x")
     marker.write_text(version)
     return bindir
 
@@ -56,7 +63,7 @@ def free_port() -> int:
 
 
 class Devpi6:
-    """A real devpi-server 6.x process."""
+    """A real devpi-server process (6.x or 7.x, whichever ``bindir`` holds)."""
 
     def __init__(self, bindir: Path, serverdir: Path) -> None:
         self.bindir = bindir
@@ -103,9 +110,10 @@ class Devpi6:
 
 
 @contextmanager
-def running(directory: Path, *args: str) -> Iterator[Devpi6]:
-    """A fresh devpi-server 6.x (no root/pypi) under ``directory``, started with ``args``."""
-    server = Devpi6(ensure_installed(), directory / "state")
+def running(directory: Path, *args: str, major: int = 6) -> Iterator[Devpi6]:
+    """A fresh devpi-server ``major``.x (no root/pypi) under ``directory``, started with
+    ``args``."""
+    server = Devpi6(ensure_installed(major), directory / "state")
     server.run("devpi-init", "--no-root-pypi")
     server.start(*args)
     try:
