@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from devpi_twisted.model.acl import ANONYMOUS, normalize_principal
+from devpi_twisted.model.devpi_api import request_key, request_keys
 from devpi_twisted.model.errors import InvalidInput
 from devpi_twisted.model.mirror_url import check_mirror_url
 from devpi_twisted.model.names import check_name, normalize_project
@@ -29,7 +30,7 @@ STAGE_KEYS = COMMON_KEYS | {
 }
 MIRROR_KEYS = COMMON_KEYS | {
     "mirror_url", "mirror_cache_expiry", "mirror_web_url_fmt", "mirror_no_project_list",
-    "mirror_use_external_urls", "mirror_ignore_serial_header",
+    "mirror_use_external_urls", "mirror_ignore_serial_header", "mirror_provides_core_metadata",
 }
 # Sent for mirrors by old exports and clients; devpi drops them silently.
 MIRROR_DROPPED_KEYS = frozenset({"bases", "acl_upload", "mirror_whitelist", "pypi_whitelist"})
@@ -38,7 +39,7 @@ LIST_KEYS = frozenset({"bases", "acl_upload", "acl_toxresult_upload", "mirror_wh
 ACL_KEYS = ("acl_upload", "acl_toxresult_upload", "acl_read")
 BOOL_KEYS = frozenset({
     "volatile", "mirror_no_project_list", "mirror_use_external_urls",
-    "mirror_ignore_serial_header",
+    "mirror_ignore_serial_header", "mirror_provides_core_metadata",
 })
 INHERITANCE_MODES = ("intersection", "union")
 # devpi 7 spells the whitelist as inheritance rules. Accepted as input and stored as the
@@ -279,6 +280,7 @@ def new_config(name: str, body: Mapping[str, Any], others: Others) -> dict[str, 
     """Config of a new index ``user/index`` from a PUT body (values may be strings)."""
     user, index = name.split("/", 1)
     check_name("indexname", index)
+    body = request_keys(body)  # devpi 7's remote_* keys under their stored names
     index_type = parse_type(body.get("type", STAGE))
     config = defaults(index_type, user)
     for key, value in body.items():
@@ -296,6 +298,7 @@ def patch_config(name: str, current: Mapping[str, Any], body: Any, others: Other
         raise InvalidInput("Bad request: expected a JSON object or list")
     if isinstance(body.get("result"), Mapping) and "type" in body and len(body) <= 3:
         body = body["result"]
+    body = request_keys(body)
     config = _without_obsolete(current)
     for key, value in body.items():
         if key != "projects":
@@ -322,7 +325,7 @@ def _split_item(item: Any) -> tuple[str, str, str]:
         key, op = key[:-1], key[-1] + "="
     if not key:
         raise InvalidInput(f"Bad request: {item!r} names no key")
-    return key, op, value
+    return request_key(key), op, value
 
 
 def _without_obsolete(current: Mapping[str, Any]) -> dict[str, Any]:

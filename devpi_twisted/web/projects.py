@@ -93,7 +93,9 @@ class ProjectApp:
         if shape == "1":
             return render.result(request, "projectconfig", result)
         config = await self._ops.project_config(user, index, project)
-        return render.result(request, "projectconfig_v2", {"config": config, "versions": result})
+        inherited = await self._ops.inheritance_info(user, index, project)
+        return render.result(request, "projectconfig_v2",
+                             {"config": config, "inheritance_info": inherited, "versions": result})
 
     async def _project_versions(self, request: HttpRequest, user: str, index: str, project: str,
                                 ignore_bases: bool = False) -> dict[str, dict[str, Any]]:

@@ -1,0 +1,71 @@
+"""Paging of an index's project list: ``GET /USER/INDEX?q=..&limit=..&offset=..``.
+
+devpi's upcoming listing parameters: ``q`` keeps the names containing it (compared as
+normalised names), ``offset`` skips that many of them in name order, ``limit`` keeps at
+most that many; the answer gives the page as ``projects`` and the number of names
+matching ``q`` as ``total``. Without any of the three the whole list is answered, as
+devpi 6 and 7 do, and no ``total``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import attrs
+
+from devpi_twisted.model.errors import InvalidInput
+from devpi_twisted.model.names import normalize_project
+
+MAX_QUERY = 200  # characters of ``q``
+MAX_LIMIT = 10_000  # names in one page
+MAX_OFFSET = 10**9
+
+
+@attrs.frozen
+class Paging:
+    """A page of a name list: names containing ``query`` (normalised; "" all of them),
+    from ``offset`` on, at most ``limit`` (None: all)."""
+
+    query: str = ""
+    limit: int | None = None
+    offset: int = 0
+
+    def page(self, names: Sequence[str]) -> tuple[list[str], int]:
+        """(the page, how many names match) of ``names``, sorted normalised names."""
+        if not self.query:
+            stop = None if self.limit is None else self.offset + self.limit
+            return list(names[self.offset:stop]), len(names)
+        matching = [n for n in names if self.query in n]
+        stop = None if self.limit is None else self.offset + self.limit
+        return matching[self.offset:stop], len(matching)
+
+
+def _whole(field: str, text: str, low: int, high: int) -> int:
+    if not text.isascii() or not text.isdigit() or not low <= int(text) <= high:
+        raise InvalidInput(f"{field} must be a whole number from {low} to {high}, "
+                           f"not {text[:20]!r}")
+    return int(text)
+
+
+def paging_of(args: Mapping[bytes, list[bytes]]) -> Paging | None:
+    """The Paging a request's query arguments ask for; None if they name none of
+    ``q``, ``limit``, ``offset``. InvalidInput naming the field for a bad value."""
+    given = {}
+    for field in ("q", "limit", "offset"):
+        values = args.get(field.encode())
+        if values:
+            if len(values) > 1:
+                raise InvalidInput(f"{field} given {len(values)} times")
+            try:
+                given[field] = values[0].decode("utf-8").strip()
+            except UnicodeDecodeError:
+                raise InvalidInput(f"{field} is not UTF-8") from None
+    if not given:
+        return None
+    query = given.get("q", "")
+    if len(query) > MAX_QUERY:
+        raise InvalidInput(f"q is longer than {MAX_QUERY} characters")
+    limit = _whole("limit", given["limit"], 1, MAX_LIMIT) if given.get("limit") else None
+    offset = _whole("offset", given["offset"], 0, MAX_OFFSET) if given.get("offset") else 0
+    return Paging(normalize_project(query) if query else "", limit, offset)
+
