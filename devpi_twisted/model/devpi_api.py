@@ -100,6 +100,39 @@ def user_view(user: Any, api: int) -> Any:
     return {**user, "indexes": {n: index_view(c, api) for n, c in user["indexes"].items()}}
 
 
+def version_view(data: Mapping[str, Any], api: int) -> dict[str, Any]:
+    """A version's API data (``+links`` with absolute hrefs) as the mode shows it:
+    devpi 7 gives each link its ``relpath`` below the index and no hashes."""
+    if api == API_6:
+        return dict(data)
+    shown = dict(data)
+    if isinstance(data.get("+links"), list):
+        shown["+links"] = [_link_7(link) for link in data["+links"]]
+    if isinstance(data.get("+shadowing"), list):
+        shown["+shadowing"] = [version_view(d, api) for d in data["+shadowing"]]
+    return shown
+
+
+def _link_7(link: Mapping[str, Any]) -> dict[str, Any]:
+    shown = {k: v for k, v in link.items() if k not in ("hash_spec", "hashes")}
+    href = str(link.get("href", ""))
+    for marker in ("/+f/", "/+e/"):
+        if marker in href:
+            shown["relpath"] = marker[1:] + href.split(marker, 1)[1]
+            break
+    return shown
+
+
+def project_config_view(config: Mapping[str, Any], info: Mapping[str, Any], project: str,
+                        api: int) -> dict[str, Any]:
+    """A project's configuration (``?v=2``): devpi 7 names the project in it when the
+    index itself holds the project (``info``: its inheritance_info)."""
+    first = (info.get("traversal_infos") or [{}])[0]
+    if api == API_7 and first.get("has_project") == "true":
+        return {**config, "name": project}
+    return dict(config)
+
+
 def role_name(role: str, api: int) -> str:
     """``/+status``'s ``role``: MASTER (devpi 6) or PRIMARY (devpi 7) for any non-replica."""
     if role == "replica":

@@ -52,7 +52,8 @@ def describe(start: str, project: str, configs: Mapping[str, IndexConfig],
             infos.append({"action": "blocked", "name": name, "has_project": "notset",
                           "reason": f"package {project!r} located in {holder} blocks "
                                     f"releases from index {name}"})
-    remote = any(info["action"] == "allowed" for info in infos)
+    # devpi 7 says "unknown" whenever a mirror is in the walk (it asks none of them here)
+    remote = any(configs[name].is_mirror for name in order)
     return {"has_project_from_remote": "unknown" if remote else "false",
             "index_bases": index_bases(start, configs), "traversal_infos": infos}
 
