@@ -123,12 +123,11 @@ def _link_7(link: Mapping[str, Any]) -> dict[str, Any]:
     return shown
 
 
-def project_config_view(config: Mapping[str, Any], info: Mapping[str, Any], project: str,
+def project_config_view(config: Mapping[str, Any], project: str, has_project: bool,
                         api: int) -> dict[str, Any]:
-    """A project's configuration (``?v=2``): devpi 7 names the project in it when the
-    index itself holds the project (``info``: its inheritance_info)."""
-    first = (info.get("traversal_infos") or [{}])[0]
-    if api == API_7 and first.get("has_project") == "true":
+    """A project's configuration (``?v=2``, PATCH answers): devpi 7 names the project in
+    it once the index holds the project or a setting of it."""
+    if api == API_7 and (has_project or config):
         return {**config, "name": project}
     return dict(config)
 

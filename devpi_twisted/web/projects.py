@@ -96,7 +96,8 @@ class ProjectApp:
             return render.result(request, "projectconfig", result)
         config = await self._ops.project_config(user, index, project)
         inherited = await self._ops.inheritance_info(user, index, project)
-        config = project_config_view(config, inherited, normalized, self._helpers.devpi_api)
+        own = inherited["traversal_infos"][0]["has_project"] == "true"
+        config = project_config_view(config, normalized, own, self._helpers.devpi_api)
         return render.result(request, "projectconfig_v2",
                              {"config": config, "inheritance_info": inherited, "versions": result})
 
@@ -142,7 +143,8 @@ class ProjectApp:
         changed = await self._ops.modify_project_config(
             await self._helpers.identity(request), user, index, project, render.read_json(request))
         written(request, changed)
-        return render.result(request, "projectconfig", changed.result)
+        return render.result(request, "projectconfig", project_config_view(
+            changed.result, normalize_project(project), True, self._helpers.devpi_api))
 
     async def version_view(self, request: HttpRequest, user: str, index: str, project: str,
                            version: str) -> bytes:

@@ -79,7 +79,9 @@ REQUESTS = [
 # devpi 6 knows neither: it refuses the key and ignores ?v= (ours accepts both spellings
 # in either mode, checked below)
 RULES = ("PATCH", "/alice/dev", ["project_inheritance_rules=allow all"])
-ONLY_7 = [("GET", "/alice/dev/compat-pkg?v=2", None), RULES]
+ONLY_7 = [("GET", "/alice/dev/compat-pkg?v=2", None), RULES,
+          ("PATCH", "/alice/dev/compat-pkg", ["inheritance_rules=allow all"]),
+          ("GET", "/alice/dev/compat-pkg?v=2", None)]
 
 
 def _normalised(value: Any, url: str) -> Any:
