@@ -191,3 +191,12 @@ def test_only_the_main_process_of_a_primary_or_standalone_server_delivers_webhoo
     assert delivers_hooks(config_of(["--role", "primary"]))
     assert not delivers_hooks(config_of(["--role", "primary", "--requests-only"]))
     assert not delivers_hooks(config_of(["--master-url", "http://primary:3141/"]))
+
+
+def test_devpi_api_is_6_or_7() -> None:
+    assert config_of([]).devpi_api == 6
+    assert config_of(["--devpi-api", "7"]).devpi_api == 7
+    assert config_of([], {"DEVPISERVER_DEVPI_API": "7"}).devpi_api == 7
+    for bad in ("8", "six", "6.0"):
+        with pytest.raises(ConfigError, match="--devpi-api"):
+            config_of(["--devpi-api", bad])

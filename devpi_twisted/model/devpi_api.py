@@ -16,7 +16,6 @@ from typing import Any
 from devpi_twisted.model.errors import InvalidInput
 
 API_6, API_7 = 6, 7
-API_VERSIONS = (API_6, API_7)
 # the devpi-server release whose answers each mode reproduces
 DEVPI_VERSION = {API_6: "6.20.3", API_7: "7.0.0b4"}
 _FEATURES_6 = ("push-no-docs", "push-only-docs", "push-register-project",
@@ -47,14 +46,6 @@ _MASTER_ALIASES = {"primary-url": "master-url", "primary-uuid": "master-uuid",
                    "primary-serial-timestamp": "master-serial-timestamp",
                    "primary-contacted-at": "master-contacted-at",
                    "update-from-primary-at": "update-from-master-at"}
-
-
-def check_api(value: Any) -> int:
-    """The mode of a ``--devpi-api`` value; InvalidInput if it is neither 6 nor 7."""
-    text = str(value).strip()
-    if text not in ("6", "7"):
-        raise InvalidInput(f"--devpi-api must be 6 or 7, not {text!r}")
-    return int(text)
 
 
 def request_keys(body: Mapping[str, Any]) -> dict[str, Any]:
