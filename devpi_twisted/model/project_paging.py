@@ -1,10 +1,11 @@
 """Paging of an index's project list: ``GET /USER/INDEX?q=..&limit=..&offset=..``.
 
-devpi's upcoming listing parameters: ``q`` keeps the names containing it (compared as
-normalised names), ``offset`` skips that many of them in name order, ``limit`` keeps at
-most that many; the answer gives the page as ``projects`` and the number of names
-matching ``q`` as ``total``. Without any of the three the whole list is answered, as
-devpi 6 and 7 do, and no ``total``.
+devpi's upcoming listing parameters (devpi/devpi issue 1122, pull request 1123):
+``q`` keeps the names containing it (compared as normalised names), ``offset`` skips
+that many of them in name order, ``limit`` keeps at most that many; the answer gives
+the page as ``projects`` and the number of names matching ``q`` as ``total`` (also
+asked for alone by ``total=1``, as the proposal spells it). Without any of them the
+whole list is answered, as devpi 6 and 7 do, and no ``total``.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def paging_of(args: Mapping[bytes, list[bytes]]) -> Paging | None:
     """The Paging a request's query arguments ask for; None if they name none of
     ``q``, ``limit``, ``offset``. InvalidInput naming the field for a bad value."""
     given = {}
-    for field in ("q", "limit", "offset"):
+    for field in ("q", "limit", "offset", "total"):
         values = args.get(field.encode())
         if values:
             if len(values) > 1:
@@ -60,6 +61,8 @@ def paging_of(args: Mapping[bytes, list[bytes]]) -> Paging | None:
                 given[field] = values[0].decode("utf-8").strip()
             except UnicodeDecodeError:
                 raise InvalidInput(f"{field} is not UTF-8") from None
+    if given.get("total", "1").lower() not in ("1", "true", "yes"):
+        raise InvalidInput(f"total must be 1, true or yes, not {given['total'][:20]!r}")
     if not given:
         return None
     query = given.get("q", "")

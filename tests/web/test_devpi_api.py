@@ -172,6 +172,7 @@ def test_project_list_pages_with_q_limit_offset_and_total(server: Server) -> Non
     assert page("q=other.thing") == (["other-thing"], 1)
     assert page("q=nothing-like-it") == ([], 0)
     assert page("offset=1000") == ([], 32)
+    assert page("total=1") == (ordered, 32)  # the proposal's spelling (devpi/devpi#1122)
 
 
 @pytest.mark.parametrize(("query", "field"), [
@@ -179,6 +180,7 @@ def test_project_list_pages_with_q_limit_offset_and_total(server: Server) -> Non
     ("offset=-5", "offset"), ("offset=1e3", "offset"), ("offset=99999999999", "offset"),
     ("q=" + "x" * 201, "q"), ("limit=1&limit=2", "limit"), ("q=%ff", "q"),
     ("limit=%EF%BC%91", "limit"),  # a full-width digit one
+    ("total=maybe", "total"), ("total=0", "total"),
 ])
 def test_bad_paging_is_refused_naming_the_field(server: Server, query: str, field: str) -> None:
     reply = server.client.get(f"/root/pypi?{query}")
