@@ -21,8 +21,7 @@ DEVPI_VERSION = {API_6: "6.20.3", API_7: "7.0.0b4"}
 _FEATURES_6 = ("push-no-docs", "push-only-docs", "push-register-project",
                "server-keyvalue-parsing")
 FEATURES = {API_6: sorted(_FEATURES_6), API_7: sorted((*_FEATURES_6, "projectconfig-v2"))}
-TYPE_NAMES = {API_6: {"stage": "stage", "mirror": "mirror"},
-              API_7: {"stage": "local", "mirror": "remote"}}
+TYPE_NAMES_7 = {"stage": "local", "mirror": "remote"}
 
 # devpi 7's remote keys -> the stored devpi 6 key. remote_cache_expiry is no key of
 # devpi 7 (it says remote_refresh_delay) but was announced under that name: accepted.
@@ -73,7 +72,7 @@ def index_view(config: Mapping[str, Any], api: int) -> dict[str, Any]:
     shown: dict[str, Any] = {}
     for key, value in config.items():
         if key == "type":
-            shown[key] = TYPE_NAMES[API_7].get(value, value)
+            shown[key] = TYPE_NAMES_7.get(value, value)
         elif key == "mirror_whitelist":
             shown[RULE_KEY] = [ALLOW_ALL] if "*" in (value or ()) else [BLOCK_REMOTE]
         elif key == "mirror_whitelist_inheritance":
@@ -82,13 +81,6 @@ def index_view(config: Mapping[str, Any], api: int) -> dict[str, Any]:
         elif key not in _HIDDEN_7:
             shown[_SHOWN_7.get(key, key)] = value
     return shown
-
-
-def user_view(user: Any, api: int) -> Any:
-    """A user config (with its ``indexes``) as the mode shows it."""
-    if api == API_6 or not isinstance(user, Mapping) or not isinstance(user.get("indexes"), Mapping):
-        return user
-    return {**user, "indexes": {n: index_view(c, api) for n, c in user["indexes"].items()}}
 
 
 def version_view(data: Mapping[str, Any], api: int) -> dict[str, Any]:
