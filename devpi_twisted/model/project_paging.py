@@ -10,16 +10,18 @@ whole list is answered, as devpi 6 and 7 do, and no ``total``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import attrs
 
 from devpi_twisted.model.errors import InvalidInput
 from devpi_twisted.model.names import normalize_project
+from devpi_twisted.storage.interface import Storage
 
 MAX_QUERY = 200  # characters of ``q``
 MAX_LIMIT = 10_000  # names in one page
 MAX_OFFSET = 10**9
+KEPT = 32  # indexes whose sorted names a process keeps
 
 
 @attrs.frozen
@@ -72,3 +74,28 @@ def paging_of(args: Mapping[bytes, list[bytes]]) -> Paging | None:
     offset = _whole("offset", given["offset"], 0, MAX_OFFSET) if given.get("offset") else 0
     return Paging(normalize_project(query) if query else "", limit, offset)
 
+
+
+class SortedNames:
+    """Each index's own project names (``names(user, index)``), sorted, kept per process
+    until the index's releases or mirror pages (or any index config) change: a page of
+    100,000 names must not read them all again, nor an upload elsewhere make it."""
+
+    def __init__(self, storage: Storage,
+                 names: Callable[[str, str], Awaitable[list[str]]]) -> None:
+        self._storage = storage
+        self._names = names
+        self._kept: dict[tuple[str, str], tuple[int, list[str]]] = {}
+
+    async def __call__(self, user: str, index: str) -> list[str]:
+        await self._storage.sync()  # other processes' commits first
+        kept = self._kept.get((user, index))
+        if kept is not None and not self._storage.index_changed_since(user, index, kept[0]):
+            return kept[1]
+        serial = self._storage.serial  # before the read: a write in between reads again
+        names = sorted(await self._names(user, index))
+        self._kept.pop((user, index), None)
+        if len(self._kept) >= KEPT:
+            self._kept.pop(next(iter(self._kept)))
+        self._kept[(user, index)] = (serial, names)
+        return names

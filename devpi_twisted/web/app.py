@@ -29,10 +29,6 @@ from devpi_twisted.web.routes import MATCHER
 from devpi_twisted.web.site import ServerInfo, mount_path
 from devpi_twisted.web.ui.browse import WebPages
 
-# indexes whose sorted project names a process keeps (web/app.py ManagementApp._sorted_names)
-NAME_LISTS_KEPT = 32
-
-
 def _shown_index(config: Any, api: int) -> Any:
     """An index config as shown: a password in ``mirror_url`` masked, in the answer
     mode's spelling (model/devpi_api.py)."""
@@ -62,7 +58,8 @@ def _shown_user(user: Any, api: int) -> Any:
 
 class ManagementApp:
     """``/``, ``+api``, ``+login``, ``+authcheck``, users and indexes. Needs the server's
-    operations, its info, the request helpers, the index's own project names and the
+    operations, its info, the request helpers, the index's own project names (sorted:
+    model/project_paging.SortedNames) and the
     simple project list (installers asking for an index URL get it), and the web pages
     browsers get (``web``; None: JSON only)."""
 
@@ -76,7 +73,6 @@ class ManagementApp:
         self._project_names = project_names
         self._listing = listing
         self._web = web
-        self._names: dict[tuple[str, str], tuple[int, list[str]]] = {}
 
     def _browser(self, request: HttpRequest) -> WebPages | None:
         """The web pages, for a browser (HTML asked for, JSON not, no installer)."""
@@ -266,26 +262,12 @@ class ManagementApp:
         json_view(request)
         paging = paging_of(request.args)  # refused before anything is read
         if not flag(request, b"no_projects"):
-            names = listed_projects(identity, await self._sorted_names(user, index))
+            names = listed_projects(identity, await self._project_names(user, index))
             if paging is None:
                 config["projects"] = names
             else:
                 config["projects"], config["total"] = paging.page(names)
         return render.result(request, "indexconfig", self._index_view(config))
-
-    async def _sorted_names(self, user: str, index: str) -> list[str]:
-        """The index's own project names, sorted; kept per process until the serial
-        moves (a page of 100,000 names must not read them all again)."""
-        await self._ops.sync()
-        serial = self._ops.serial
-        kept = self._names.get((user, index))
-        if kept is not None and kept[0] == serial:
-            return kept[1]
-        names = sorted(await self._project_names(user, index))
-        if len(self._names) >= NAME_LISTS_KEPT:
-            self._names.pop(next(iter(self._names)))
-        self._names[(user, index)] = (serial, names)
-        return names
 
     def _index_view(self, config: Any) -> Any:
         return _shown_index(config, self._info.devpi_api)

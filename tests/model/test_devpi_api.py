@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from twisted.internet.defer import succeed
 
 from devpi_twisted.model.devpi_api import (API_6, API_7, index_view, request_keys,
                                            role_name, status_view, version_view)
 from devpi_twisted.model.errors import InvalidInput
-from devpi_twisted.model.project_paging import Paging, paging_of
+from devpi_twisted.model.project_paging import Paging, SortedNames, paging_of
+from tests.support import result_of
 
 MIRROR = {"type": "mirror", "volatile": True, "mirror_url": "https://x/simple/",
           "mirror_cache_expiry": 60, "mirror_ignore_serial_header": True,
@@ -72,3 +76,34 @@ def test_paging_of_request_arguments() -> None:
     assert Paging("", 3, 18).page(names) == (["n18", "n19"], 20)
     assert Paging("n1", 2, 1).page(names) == (["n11", "n12"], 10)
     assert Paging("", None, 0).page(names) == (names, 20)
+
+
+class _Storage:
+    """What SortedNames asks of storage: sync, serial, index_changed_since."""
+
+    def __init__(self) -> None:
+        self.serial = 5
+        self.changed: dict[str, int] = {}
+
+    def sync(self) -> Any:
+        return succeed(None)
+
+    def index_changed_since(self, user: str, index: str, serial: int) -> bool:
+        return self.changed.get(f"{user}/{index}", -1) > serial
+
+
+def test_sorted_names_are_read_again_only_after_their_index_changed() -> None:
+    storage, reads = _Storage(), []
+
+    async def names(user: str, index: str) -> list[str]:
+        reads.append(f"{user}/{index}")
+        return ["b", "a"] if index == "dev" else ["z"]
+
+    kept = SortedNames(storage, names)  # type: ignore[arg-type]  # a stand-in storage
+    assert result_of(kept("u", "dev")) == ["a", "b"]
+    storage.serial, storage.changed["u/other"] = 6, 6  # a write to another index
+    assert result_of(kept("u", "dev")) == ["a", "b"]
+    assert reads == ["u/dev"]
+    storage.serial, storage.changed["u/dev"] = 7, 7
+    result_of(kept("u", "dev"))
+    assert reads == ["u/dev", "u/dev"]

@@ -173,6 +173,15 @@ def test_project_list_pages_with_q_limit_offset_and_total(server: Server) -> Non
     assert page("q=nothing-like-it") == ([], 0)
     assert page("offset=1000") == ([], 32)
     assert page("total=1") == (ordered, 32)  # the proposal's spelling (devpi/devpi#1122)
+    # the kept list follows the index's writes, and only reads again after them
+    server.client.request("PUT", "/root/elsewhere", {}, headers=auth)
+    _register(server, auth, "root/elsewhere", "elsewhere-pkg")
+    assert page("limit=1") == (ordered[:1], 32)
+    _register(server, auth, "root/dev", "aaa-new")
+    assert page("limit=2") == (["aaa-new", "other-thing"], 33)
+    deleted = server.client.request("DELETE", "/root/dev/zeta", headers=auth)
+    assert deleted.code == 200, deleted.body
+    assert page("q=zeta") == ([], 0)
 
 
 @pytest.mark.parametrize(("query", "field"), [
