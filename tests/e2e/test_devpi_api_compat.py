@@ -45,8 +45,9 @@ def pair(request: pytest.FixtureRequest,
         theirs.stop()
 
 
-def _workflow(mode: int, url: str, home: Path, wheel: Path) -> None:
-    """devpi-client's part: users, indexes in the mode's spelling, an upload."""
+def _workflow(mode: int, url: str, home: Path, wheel: Path) -> list[str]:
+    """devpi-client's part: users, indexes in the mode's spelling, an upload; returns
+    what the client printed of the indexes and the project (URLs as ``URL``)."""
     devpi = DevpiCLI(home)
     devpi("use", url)
     devpi("login", "root", "--password", "root")
@@ -65,6 +66,9 @@ def _workflow(mode: int, url: str, home: Path, wheel: Path) -> None:
     devpi("use", "alice/dev")
     devpi("upload", str(wheel))
     devpi("index", "alice/dev", "acl_upload+=root")
+    shown = [devpi("index", "alice/up"), devpi("index", "alice/dev"), devpi("index", "-l"),
+             devpi("list"), devpi("list", "compat-pkg")]
+    return [text.replace(url, "URL") for text in shown]
 
 
 REQUESTS = [
@@ -128,9 +132,11 @@ def test_same_workflow_same_json_as_the_real_devpi_server(
         pair: tuple[int, str, str], tmp_path: Path) -> None:
     mode, theirs, ours = pair
     wheel = make_wheel(tmp_path, "compat-pkg", "1.0")
-    for url in (theirs, ours):
-        _workflow(mode, url, tmp_path / ("client-theirs" if url == theirs else "client-ours"),
-                  wheel)
+    printed = [_workflow(mode, url, tmp_path / name, wheel)
+               for url, name in ((theirs, "client-theirs"), (ours, "client-ours"))]
+    assert printed[0] == printed[1]  # devpi-client shows the same either way
+    assert ("type=remote" if mode == 7 else "type=mirror") in printed[1][0]
+    assert "compat-pkg" in printed[1][3]
     requests = REQUESTS + (ONLY_7 if mode == 7 else [])
     expected = _answers(theirs, login(theirs, "alice", "secret"), requests)
     found = _answers(ours, login(ours, "alice", "secret"), requests)
