@@ -10,7 +10,7 @@ view here and nowhere else: index and user configs, ``/+status`` role names and 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from devpi_twisted.model.errors import InvalidInput
@@ -58,6 +58,19 @@ def request_keys(body: Mapping[str, Any]) -> dict[str, Any]:
             raise InvalidInput(f"{spelled[stored]} and {key} are one setting given two values")
         result[stored], spelled[stored] = value, key
     return result
+
+
+def sent_names(keys: Iterable[Any]) -> dict[str, str]:
+    """Stored name -> the devpi 7 name a request gave it by, for its error messages."""
+    return {REMOTE_KEYS[k]: k for k in keys if isinstance(k, str) and k in REMOTE_KEYS}
+
+
+def as_sent(error: InvalidInput, sent: Mapping[str, str]) -> InvalidInput:
+    """``error`` naming the keys as the request spelled them (``sent_names``)."""
+    message = error.message
+    for stored, name in sent.items():
+        message = message.replace(stored, name)
+    return InvalidInput(message)
 
 
 def request_key(key: str) -> str:

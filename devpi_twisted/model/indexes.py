@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from devpi_twisted.model.acl import ANONYMOUS, normalize_principal
-from devpi_twisted.model.devpi_api import request_key, request_keys
+from devpi_twisted.model.devpi_api import as_sent, request_key, request_keys, sent_names
 from devpi_twisted.model.errors import InvalidInput
 from devpi_twisted.model.mirror_url import check_mirror_url
 from devpi_twisted.model.names import check_name, normalize_project
@@ -277,7 +277,15 @@ def _validate(name: str, config: dict[str, Any], others: Others, tolerate_unknow
 
 
 def new_config(name: str, body: Mapping[str, Any], others: Others) -> dict[str, Any]:
-    """Config of a new index ``user/index`` from a PUT body (values may be strings)."""
+    """Config of a new index ``user/index`` from a PUT body (values may be strings);
+    errors name the keys as the body spelled them."""
+    try:
+        return _new_config(name, body, others)
+    except InvalidInput as e:
+        raise as_sent(e, sent_names(body)) from None
+
+
+def _new_config(name: str, body: Mapping[str, Any], others: Others) -> dict[str, Any]:
     user, index = name.split("/", 1)
     check_name("indexname", index)
     body = request_keys(body)  # devpi 7's remote_* keys under their stored names
@@ -291,7 +299,17 @@ def new_config(name: str, body: Mapping[str, Any], others: Others) -> dict[str, 
 
 
 def patch_config(name: str, current: Mapping[str, Any], body: Any, others: Others) -> dict[str, Any]:
-    """Config after a PATCH: a JSON list of ``key=value``/``key+=v``/``key-=v`` items or a dict merge."""
+    """Config after a PATCH: a JSON list of ``key=value``/``key+=v``/``key-=v`` items or a
+    dict merge; errors name the keys as the body spelled them."""
+    keys = [str(i).partition("=")[0].rstrip("+-") for i in body] if isinstance(body, list) \
+        else list(body) if isinstance(body, Mapping) else []
+    try:
+        return _patch_config(name, current, body, others)
+    except InvalidInput as e:
+        raise as_sent(e, sent_names(keys)) from None
+
+
+def _patch_config(name: str, current: Mapping[str, Any], body: Any, others: Others) -> dict[str, Any]:
     if isinstance(body, list):
         return _patch_list(name, current, body, others)
     if not isinstance(body, Mapping):

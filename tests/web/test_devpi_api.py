@@ -72,6 +72,8 @@ def test_both_spellings_are_accepted_and_answered_in_the_mode(server: Server) ->
         assert stage.json["result"]["project_inheritance_rules"] == [
             "block type:remote if local_exists"]
         assert "trust_inheritance_rules_from" not in stage.json["result"]
+    bad = server.client.request("PATCH", "/root/m6", ["remote_refresh_delay=soon"], headers=auth)
+    assert bad.code == 400 and "'remote_refresh_delay' option" in bad.json["message"]
     # PATCH items in devpi 7's spelling change the stored devpi 6 keys
     patched = server.client.request("PATCH", "/root/m6", ["remote_refresh_delay=5"], headers=auth)
     assert patched.code == 200, patched.body
@@ -82,9 +84,10 @@ def test_both_spellings_are_accepted_and_answered_in_the_mode(server: Server) ->
 
 
 @pytest.mark.parametrize(("body", "field"), [
-    ({"type": "remote", "remote_url": "ftp://x"}, "mirror_url"),
+    ({"type": "remote", "remote_url": "ftp://x"}, "'remote_url' option must be a URL"),
+    ({"type": "mirror", "mirror_url": "ftp://x"}, "'mirror_url' option must be a URL"),
     ({"type": "remote", "remote_url": UPSTREAM, "remote_refresh_delay": "soon"},
-     "mirror_cache_expiry"),
+     "'remote_refresh_delay' option must be an integer"),
     ({"type": "remote", "remote_url": UPSTREAM, "mirror_url": "http://other/"}, "remote_url"),
     ({"type": "remote", "remote_url": UPSTREAM, "remote_no_project_list": "maybe"}, "maybe"),
     ({"type": "local", "project_inheritance_rules": "allow some"}, "project_inheritance_rules"),
