@@ -35,9 +35,11 @@ _SHOWN_7 = {stored: remote for remote, stored in REMOTE_KEYS.items()
             if remote != "remote_cache_expiry"}
 # devpi 7 has no such keys (its import drops them): a mode 7 answer leaves them out
 _HIDDEN_7 = frozenset({"mirror_ignore_serial_header", "mirror_provides_core_metadata"})
+# devpi 7's inheritance keys of a stage and their values (devpi 6: the whitelist keys)
 RULE_KEY, TRUST_KEY = "project_inheritance_rules", "trust_inheritance_rules_from"
 ALLOW_ALL = "allow all"
 BLOCK_REMOTE = "block type:remote if local_exists"
+TRUST_MODES = {"none": "intersection", "type:not remote": "union"}
 
 # /+status keys of a replica that devpi 6 also shows as master-* (devpi 7 does not)
 _MASTER_ALIASES = {"primary-url": "master-url", "primary-uuid": "master-uuid",
@@ -78,6 +80,11 @@ def request_key(key: str) -> str:
     return REMOTE_KEYS.get(key, key)
 
 
+def inheritance_rules(config: Mapping[str, Any]) -> list[str]:
+    """devpi 7's ``project_inheritance_rules`` of a stage config."""
+    return [ALLOW_ALL] if "*" in (config.get("mirror_whitelist") or ()) else [BLOCK_REMOTE]
+
+
 def index_view(config: Mapping[str, Any], api: int) -> dict[str, Any]:
     """A stored index config as the mode's devpi-server shows it."""
     if api == API_6 or not isinstance(config, Mapping):
@@ -87,7 +94,7 @@ def index_view(config: Mapping[str, Any], api: int) -> dict[str, Any]:
         if key == "type":
             shown[key] = TYPE_NAMES_7.get(value, value)
         elif key == "mirror_whitelist":
-            shown[RULE_KEY] = [ALLOW_ALL] if "*" in (value or ()) else [BLOCK_REMOTE]
+            shown[RULE_KEY] = inheritance_rules(config)
         elif key == "mirror_whitelist_inheritance":
             if value == "union":
                 shown[TRUST_KEY] = "type:not remote"

@@ -10,7 +10,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from devpi_twisted.model.acl import ANONYMOUS, normalize_principal
-from devpi_twisted.model.devpi_api import as_sent, request_key, request_keys, sent_names
+from devpi_twisted.model.devpi_api import (ALLOW_ALL, BLOCK_REMOTE, RULE_KEY, TRUST_KEY,
+                                           TRUST_MODES, as_sent, inheritance_rules,
+                                           request_key, request_keys, sent_names)
 from devpi_twisted.model.errors import InvalidInput
 from devpi_twisted.model.mirror_url import check_mirror_url
 from devpi_twisted.model.names import check_name, normalize_project
@@ -42,13 +44,10 @@ BOOL_KEYS = frozenset({
     "mirror_ignore_serial_header", "mirror_provides_core_metadata",
 })
 INHERITANCE_MODES = ("intersection", "union")
-# devpi 7 spells the whitelist as inheritance rules. Accepted as input and stored as the
-# devpi 6 keys above, so exports, replicas and GETs keep devpi 6's shape.
-ALLOW_ALL = "allow all"
-BLOCK_REMOTE = "block type:remote if local_exists"
-RULE_KEY, TRUST_KEY, PROJECT_RULE_KEY = (
-    "project_inheritance_rules", "trust_inheritance_rules_from", "inheritance_rules")
-TRUST_MODES = {"none": "intersection", "type:not remote": "union"}
+# devpi 7 spells the whitelist as inheritance rules (model/devpi_api.py). Accepted as
+# input and stored as the devpi 6 keys above, so exports, replicas and the changelog
+# keep devpi 6's shape.
+PROJECT_RULE_KEY = "inheritance_rules"
 
 Others = Mapping[str, Mapping[str, Any]]
 
@@ -170,11 +169,6 @@ def _reaches(target: str, start: list[str], others: Others) -> bool:
         seen.add(current)
         todo.extend(others.get(current, {}).get("bases", ()) or ())
     return False
-
-
-def inheritance_rules(config: Mapping[str, Any]) -> list[str]:
-    """devpi 7's ``project_inheritance_rules`` of a stage config."""
-    return [ALLOW_ALL] if "*" in (config.get("mirror_whitelist") or ()) else [BLOCK_REMOTE]
 
 
 def project_rules(config: Mapping[str, Any], project: str) -> list[str]:
