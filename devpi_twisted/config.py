@@ -94,6 +94,7 @@ class Config:
     debug: bool = False
     access_log: bool = False
     audit_retention_days: int = default_of("audit-retention-days")
+    devpi_api: int = default_of("devpi-api")
     logger_cfg: Path | None = None
     argon2_memory_cost: int = default_of("argon2-memory-cost")
     argon2_time_cost: int = default_of("argon2-time-cost")
@@ -107,6 +108,10 @@ class Config:
     hard_links: bool = False
     include_mirrored_files: bool = False
     skip_import_types: tuple[str, ...] = default_of("skip-import-type")
+
+
+# devpi-server's option names (its --configfile keys) that ours spell differently
+DEVPI_RENAMED = {"remote-refresh-delay": "mirror-cache-expiry"}
 
 
 def load_yaml_file(path: Path, option: str = "--configfile") -> Any:
@@ -133,13 +138,17 @@ def _config_file_values(path: str, options: Sequence[Option]) -> dict[str, Any]:
     if not isinstance(section, Mapping):
         raise ConfigError(f"{path}: 'devpi-server' must be a mapping of option names")
     names = {option.key: option.name for option in options}
-    values = {}
+    values, unsupported = {}, []
     for key, value in section.items():
         key = str(key)
-        if key in names:
-            values[names[key]] = value
+        name = names.get(DEVPI_RENAMED.get(key, key))
+        if name is not None:
+            values[name] = value
         else:
-            print(f"devpi-twisted: warning: unknown key {key!r} in {path} ignored", file=sys.stderr)
+            unsupported.append(key)
+    if unsupported:  # one line, however many: the operator reads it once at start-up
+        print(f"devpi-twisted: warning: {path}: options not supported here, ignored: "
+              f"{', '.join(sorted(unsupported))}", file=sys.stderr)
     return values
 
 

@@ -143,6 +143,13 @@ def _role(name: str, value: Any) -> str:
     return role
 
 
+def _devpi_api(name: str, value: Any) -> int:
+    text = str(value).strip()
+    if text not in ("6", "7"):
+        raise ConfigError(f"--{name}: {text!r} is not 6 or 7")
+    return int(text)
+
+
 def _primary(name: str, value: Any) -> str:
     url = check_url(name, str(value))
     if urlsplit(url).username:
@@ -337,6 +344,9 @@ OPTIONS: tuple[Option, ...] = (
         "", field="skip_import_types", commands=frozenset({IMPORT})),
     Option("access-log", "log every request in the combined log format (JSON lines with "
                          "twistd --logger devpi_twisted.logfmt.json_lines)", FLAG, to_workers=True),
+    Option("devpi-api", "answer as devpi-server 6.20 (6) or 7 (7) does: index types and "
+                        "keys, /+status role names, /+api features", Kind(_devpi_api), "6",
+        to_workers=True),
     Option("audit-retention-days", "days the audit log keeps an event (the newest million "
                                    "are kept whatever their age)", _at_least(1), "90",
         to_workers=True),

@@ -158,7 +158,7 @@ def _services(config: Config, reactor: IServerReactor, node: sd.NodeInfo, storag
         uuid=node.uuid, serverdir=str(config.serverdir), role=config.role, host=config.host,
         port=config.port, outside_url=config.outside_url, max_body=config.max_request_body_size,
         max_json_body=config.max_json_body_size, requests_only=config.requests_only,
-        storage=_storage_text(config))
+        storage=_storage_text(config), devpi_api=config.devpi_api)
     blobs = open_blobs(config, storage, reactor)
     staging = config.serverdir / sd.STAGING
     if not config.requests_only:  # the main process starts first: nothing is in flight yet

@@ -56,11 +56,43 @@ def test_flags_from_file_and_environment(tmp_path: Path) -> None:
     assert config_of(["--no-mirror-prefetch"]).mirror_prefetch is False
 
 
-def test_unknown_config_file_key_warns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    file = tmp_path / "devpi.yml"
-    file.write_text("devpi-server:\n  threadz: 5\n")
-    config_of(["-c", str(file)])
-    assert "unknown key 'threadz'" in capsys.readouterr().err
+DEVPI_SERVER_YML = """\
+# as written for devpi-server 7 (strictyaml: every value a string)
+devpi-server:
+  serverdir: {serverdir}
+  host: 0.0.0.0
+  port: "4040"
+  restrict-modify: root,:admins
+  remote-refresh-delay: "600"
+  offline-mode: "true"
+  threads: "50"
+  keyfs-cache-size: "10000"
+  absolute-urls: "true"
+  trusted-proxy-count: "1"
+devpi-web:
+  theme: dark
+"""
+
+
+def test_devpi_server_config_file_is_read_and_the_rest_named_once(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    file = tmp_path / "devpi-server.yml"
+    file.write_text(DEVPI_SERVER_YML.format(serverdir=tmp_path / "state"))
+    for flag in ("-c", "--configfile", "--config"):  # --config: devpi's habit, a prefix
+        config = config_of([flag, str(file)])
+        assert config.serverdir == tmp_path / "state" and config.port == 4040
+        assert config.host == "0.0.0.0" and config.offline_mode is True
+        assert config.restrict_modify == ("root", ":admins")
+        assert config.mirror_cache_expiry == 600  # devpi 7's name of it
+        lines = capsys.readouterr().err.splitlines()
+        assert lines == [f"devpi-twisted: warning: {file}: options not supported here, ignored: "
+                         "absolute-urls, keyfs-cache-size, threads, trusted-proxy-count"]
+    file.write_text("devpi-server:\n  port: 4041\n")
+    assert config_of(["-c", str(file)]).port == 4041
+    assert capsys.readouterr().err == ""
+    file.write_text("devpi-server:\n  port: many\n")
+    with pytest.raises(ConfigError, match="--port"):
+        config_of(["-c", str(file)])
 
 
 def test_restrict_modify_is_a_comma_list() -> None:
@@ -159,3 +191,12 @@ def test_only_the_main_process_of_a_primary_or_standalone_server_delivers_webhoo
     assert delivers_hooks(config_of(["--role", "primary"]))
     assert not delivers_hooks(config_of(["--role", "primary", "--requests-only"]))
     assert not delivers_hooks(config_of(["--master-url", "http://primary:3141/"]))
+
+
+def test_devpi_api_is_6_or_7() -> None:
+    assert config_of([]).devpi_api == 6
+    assert config_of(["--devpi-api", "7"]).devpi_api == 7
+    assert config_of([], {"DEVPISERVER_DEVPI_API": "7"}).devpi_api == 7
+    for bad in ("8", "six", "6.0"):
+        with pytest.raises(ConfigError, match="--devpi-api"):
+            config_of(["--devpi-api", bad])

@@ -55,6 +55,7 @@ def samples(tmp_path: Path) -> dict[str, Any]:
         "debug": True,
         "access-log": True,
         "audit-retention-days": "30",
+        "devpi-api": "7",
     }
 
 

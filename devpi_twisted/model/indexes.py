@@ -10,6 +10,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from devpi_twisted.model.acl import ANONYMOUS, normalize_principal
+from devpi_twisted.model.devpi_api import (ALLOW_ALL, BLOCK_REMOTE, RULE_KEY, TRUST_KEY,
+                                           TRUST_MODES, as_sent, inheritance_rules,
+                                           request_key, request_keys, sent_names)
 from devpi_twisted.model.errors import InvalidInput
 from devpi_twisted.model.mirror_url import check_mirror_url
 from devpi_twisted.model.names import check_name, normalize_project
@@ -29,7 +32,7 @@ STAGE_KEYS = COMMON_KEYS | {
 }
 MIRROR_KEYS = COMMON_KEYS | {
     "mirror_url", "mirror_cache_expiry", "mirror_web_url_fmt", "mirror_no_project_list",
-    "mirror_use_external_urls", "mirror_ignore_serial_header",
+    "mirror_use_external_urls", "mirror_ignore_serial_header", "mirror_provides_core_metadata",
 }
 # Sent for mirrors by old exports and clients; devpi drops them silently.
 MIRROR_DROPPED_KEYS = frozenset({"bases", "acl_upload", "mirror_whitelist", "pypi_whitelist"})
@@ -38,16 +41,13 @@ LIST_KEYS = frozenset({"bases", "acl_upload", "acl_toxresult_upload", "mirror_wh
 ACL_KEYS = ("acl_upload", "acl_toxresult_upload", "acl_read")
 BOOL_KEYS = frozenset({
     "volatile", "mirror_no_project_list", "mirror_use_external_urls",
-    "mirror_ignore_serial_header",
+    "mirror_ignore_serial_header", "mirror_provides_core_metadata",
 })
 INHERITANCE_MODES = ("intersection", "union")
-# devpi 7 spells the whitelist as inheritance rules. Accepted as input and stored as the
-# devpi 6 keys above, so exports, replicas and GETs keep devpi 6's shape.
-ALLOW_ALL = "allow all"
-BLOCK_REMOTE = "block type:remote if local_exists"
-RULE_KEY, TRUST_KEY, PROJECT_RULE_KEY = (
-    "project_inheritance_rules", "trust_inheritance_rules_from", "inheritance_rules")
-TRUST_MODES = {"none": "intersection", "type:not remote": "union"}
+# devpi 7 spells the whitelist as inheritance rules (model/devpi_api.py). Accepted as
+# input and stored as the devpi 6 keys above, so exports, replicas and the changelog
+# keep devpi 6's shape.
+PROJECT_RULE_KEY = "inheritance_rules"
 
 Others = Mapping[str, Mapping[str, Any]]
 
@@ -171,11 +171,6 @@ def _reaches(target: str, start: list[str], others: Others) -> bool:
     return False
 
 
-def inheritance_rules(config: Mapping[str, Any]) -> list[str]:
-    """devpi 7's ``project_inheritance_rules`` of a stage config."""
-    return [ALLOW_ALL] if "*" in (config.get("mirror_whitelist") or ()) else [BLOCK_REMOTE]
-
-
 def project_rules(config: Mapping[str, Any], project: str) -> list[str]:
     """devpi 7's per-project ``inheritance_rules``: allowed when whitelisted by name."""
     names = {n if n == "*" else normalize_project(n) for n in config.get("mirror_whitelist") or ()}
@@ -276,9 +271,18 @@ def _validate(name: str, config: dict[str, Any], others: Others, tolerate_unknow
 
 
 def new_config(name: str, body: Mapping[str, Any], others: Others) -> dict[str, Any]:
-    """Config of a new index ``user/index`` from a PUT body (values may be strings)."""
+    """Config of a new index ``user/index`` from a PUT body (values may be strings);
+    errors name the keys as the body spelled them."""
+    try:
+        return _new_config(name, body, others)
+    except InvalidInput as e:
+        raise as_sent(e, sent_names(body)) from None
+
+
+def _new_config(name: str, body: Mapping[str, Any], others: Others) -> dict[str, Any]:
     user, index = name.split("/", 1)
     check_name("indexname", index)
+    body = request_keys(body)  # devpi 7's remote_* keys under their stored names
     index_type = parse_type(body.get("type", STAGE))
     config = defaults(index_type, user)
     for key, value in body.items():
@@ -289,13 +293,24 @@ def new_config(name: str, body: Mapping[str, Any], others: Others) -> dict[str, 
 
 
 def patch_config(name: str, current: Mapping[str, Any], body: Any, others: Others) -> dict[str, Any]:
-    """Config after a PATCH: a JSON list of ``key=value``/``key+=v``/``key-=v`` items or a dict merge."""
+    """Config after a PATCH: a JSON list of ``key=value``/``key+=v``/``key-=v`` items or a
+    dict merge; errors name the keys as the body spelled them."""
+    keys = [str(i).partition("=")[0].rstrip("+-") for i in body] if isinstance(body, list) \
+        else list(body) if isinstance(body, Mapping) else []
+    try:
+        return _patch_config(name, current, body, others)
+    except InvalidInput as e:
+        raise as_sent(e, sent_names(keys)) from None
+
+
+def _patch_config(name: str, current: Mapping[str, Any], body: Any, others: Others) -> dict[str, Any]:
     if isinstance(body, list):
         return _patch_list(name, current, body, others)
     if not isinstance(body, Mapping):
         raise InvalidInput("Bad request: expected a JSON object or list")
     if isinstance(body.get("result"), Mapping) and "type" in body and len(body) <= 3:
         body = body["result"]
+    body = request_keys(body)
     config = _without_obsolete(current)
     for key, value in body.items():
         if key != "projects":
@@ -322,7 +337,7 @@ def _split_item(item: Any) -> tuple[str, str, str]:
         key, op = key[:-1], key[-1] + "="
     if not key:
         raise InvalidInput(f"Bad request: {item!r} names no key")
-    return key, op, value
+    return request_key(key), op, value
 
 
 def _without_obsolete(current: Mapping[str, Any]) -> dict[str, Any]:

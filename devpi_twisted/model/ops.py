@@ -27,7 +27,8 @@ from devpi_twisted.model.directory import Directory, DirectoryUsers
 from devpi_twisted.model.errors import (
     AlreadyExists, Forbidden, InvalidInput, NotFound, TooManyAttempts, Unauthenticated,
 )
-from devpi_twisted.model.names import MAX_NAME, can_be_stored, check_name
+from devpi_twisted.model.inheritance_info import inheritance_info
+from devpi_twisted.model.names import MAX_NAME, can_be_stored, check_name, normalize_project
 from devpi_twisted.model.policy import BLOCKS_KEY
 from devpi_twisted.model.passwords import (
     DUMMY_HASH, VerifiedPasswords, hash_password, needs_rehash, verify_password,
@@ -398,6 +399,10 @@ class ServerOps:
         """devpi 7's configuration of one project (``inheritance_rules``), read off the
         stage's whitelist; ``{}`` when nothing is set."""
         return idx.project_config((await self._index(user, index)).config.to_json(), project)
+
+    async def inheritance_info(self, user: str, index: str, project: str) -> dict[str, Any]:
+        """devpi 7's ``inheritance_info`` of a project (model/inheritance_info.py)."""
+        return await inheritance_info(self._storage, user, index, normalize_project(project))
 
     async def modify_project_config(self, identity: Identity, user: str, index: str,
                                     project: str, body: Any) -> Written:

@@ -27,8 +27,8 @@ class ReplicaStatus:
         self._fetcher = fetcher
 
     def status(self) -> dict[str, Any]:
-        """The status fields (devpi's names, ``master-*`` aliases of ``primary-*``),
-        plus the replica's lag and file queue."""
+        """The status fields (devpi's names; model/devpi_api.status_view adds devpi 6's
+        ``master-*`` aliases), plus the replica's lag and file queue."""
         now = self._clock.seconds()
         follower, files = self._follower, self._files
         serial = self._storage.serial
@@ -45,7 +45,6 @@ class ReplicaStatus:
             "primary-contacted-at": follower.last_contact,
             "update-from-primary-at": follower.updated_at,
         }
-        found.update({k.replace("primary", "master"): v for k, v in found.items()})
         found.update({
             "replica-started-at": follower.started_at,
             "replica-files-in-sync-at": files.files_in_sync_at,

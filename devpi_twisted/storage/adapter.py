@@ -312,6 +312,9 @@ class PlanStorage:
         """For caches of pages: did ``project``'s releases or any index config change?"""
         return self._cache.changed_since(project, serial)
 
+    def index_changed_since(self, user: str, index: str, serial: int) -> bool:
+        return self._cache.index_changed_since(f"{user}/{index}", serial)
+
     def bootstrap(self, users: Sequence[UserRecord], indexes: Sequence[IndexRecord]) -> Deferred[int]:
         return self._write(plans.bootstrap, list(users), list(indexes))
 

@@ -366,6 +366,10 @@ class Storage(HookStorage, Protocol):
         """For caches of pages, answered from what this process has seen: did ``project``'s
         releases or mirror page, or any index configuration, change after ``serial``?"""
 
+    def index_changed_since(self, user: str, index: str, serial: int) -> bool:
+        """Like ``changed_since``, for an index's project list: did its releases or
+        mirror pages, or any index configuration, change after ``serial``?"""
+
     def wait_for(self, serial: int) -> Deferred[None]:
         """Fires once this process has seen ``serial`` committed; cancellable."""
 

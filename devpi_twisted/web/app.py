@@ -14,10 +14,12 @@ from urllib.parse import parse_qs, unquote
 
 from devpi_twisted.mirror.urls import masked_url
 from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, listed_projects, read_refusal, shown_config
+from devpi_twisted.model.devpi_api import FEATURES, index_view
 from devpi_twisted.model.errors import (Forbidden, InvalidInput, NotFound, TooManyAttempts,
                                         Unauthenticated, Unavailable)
 from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.ops import ServerOps
+from devpi_twisted.model.project_paging import paging_of
 from devpi_twisted.model.releases import split_filename
 from devpi_twisted.web import render, sessions
 from devpi_twisted.web.auth import client_address
@@ -27,18 +29,12 @@ from devpi_twisted.web.routes import MATCHER
 from devpi_twisted.web.site import ServerInfo, mount_path
 from devpi_twisted.web.ui.browse import WebPages
 
-# what devpi-server 6.20 advertises in /+api (devpi-client asks for them before using them)
-FEATURES = ["push-no-docs", "push-only-docs", "push-register-project", "server-keyvalue-parsing"]
-# the devpi-server release whose HTTP API this server speaks (shown in /+status versioninfo,
-# which `devpi --version` lists)
-DEVPI_API_VERSION = "6.20.3"
-
-
-def _shown_index(config: Any) -> Any:
-    """An index config as shown: a password in ``mirror_url`` masked."""
+def _shown_index(config: Any, api: int) -> Any:
+    """An index config as shown: a password in ``mirror_url`` masked, in the answer
+    mode's spelling (model/devpi_api.py)."""
     if isinstance(config, dict) and isinstance(config.get("mirror_url"), str):
-        return {**config, "mirror_url": masked_url(config["mirror_url"])}
-    return config
+        config = {**config, "mirror_url": masked_url(config["mirror_url"])}
+    return index_view(config, api) if isinstance(config, dict) else config
 
 
 def _project_of(named: dict[str, str]) -> str | None:
@@ -54,15 +50,16 @@ def _project_of(named: dict[str, str]) -> str | None:
     return None
 
 
-def _shown_user(user: Any) -> Any:
+def _shown_user(user: Any, api: int) -> Any:
     if isinstance(user, dict) and isinstance(user.get("indexes"), dict):
-        return {**user, "indexes": {n: _shown_index(c) for n, c in user["indexes"].items()}}
+        return {**user, "indexes": {n: _shown_index(c, api) for n, c in user["indexes"].items()}}
     return user
 
 
 class ManagementApp:
     """``/``, ``+api``, ``+login``, ``+authcheck``, users and indexes. Needs the server's
-    operations, its info, the request helpers, the index's own project names and the
+    operations, its info, the request helpers, the index's own project names (sorted:
+    model/project_paging.SortedNames) and the
     simple project list (installers asking for an index URL get it), and the web pages
     browsers get (``web``; None: JSON only)."""
 
@@ -90,7 +87,8 @@ class ManagementApp:
         json_view(request)
         users = await self._ops.list_users(await self._helpers.identity(request))
         return render.result(request, "list:userconfig",
-                             {name: _shown_user(user) for name, user in users.items()})
+                             {name: _shown_user(user, self._info.devpi_api)
+                              for name, user in users.items()})
 
     async def _api(self, request: HttpRequest, user: str | None, index: str | None) -> bytes:
         json_view(request)
@@ -101,7 +99,7 @@ class ManagementApp:
         else:
             authstatus = ["noauth", "", []]
         api: dict[str, Any] = {"login": f"{base}/+login", "authstatus": authstatus,
-                               "features": sorted(FEATURES)}
+                               "features": FEATURES[self._info.devpi_api]}
         if user is not None and index is not None:
             config = await self._ops.get_index(user, index)
             api["index"] = f"{base}/{user}/{index}"
@@ -227,7 +225,8 @@ class ManagementApp:
         json_view(request)
         identity = await self._helpers.identity(request)
         return render.result(request, "userconfig",
-                             _shown_user(await self._ops.get_user(user, identity)))
+                             _shown_user(await self._ops.get_user(user, identity),
+                                        self._info.devpi_api))
 
     async def create_user(self, request: HttpRequest, user: str) -> bytes:
         body = render.read_json(request)
@@ -261,16 +260,24 @@ class ManagementApp:
         if web is not None:
             return await web.index(request, user, index, readable, config)
         json_view(request)
+        paging = paging_of(request.args)  # refused before anything is read
         if not flag(request, b"no_projects"):
-            config["projects"] = listed_projects(identity, await self._project_names(user, index))
-        return render.result(request, "indexconfig", _shown_index(config))
+            names = listed_projects(identity, await self._project_names(user, index))
+            if paging is None:
+                config["projects"] = names
+            else:
+                config["projects"], config["total"] = paging.page(names)
+        return render.result(request, "indexconfig", self._index_view(config))
+
+    def _index_view(self, config: Any) -> Any:
+        return _shown_index(config, self._info.devpi_api)
 
     async def create_index(self, request: HttpRequest, user: str, index: str) -> bytes:
         body = render.read_json(request)
         identity = await self._helpers.identity(request)
         written = await self._ops.create_index(identity, user, index, body)
         written_at(request, written)
-        return render.result(request, "indexconfig", _shown_index(written.result))
+        return render.result(request, "indexconfig", self._index_view(written.result))
 
     async def modify_index(self, request: HttpRequest, user: str, index: str) -> bytes:
         body = render.read_json(request)
@@ -278,7 +285,7 @@ class ManagementApp:
         written = await self._ops.modify_index(identity, user, index, body,
                                                flag(request, b"error_on_noop"))
         written_at(request, written)
-        return render.result(request, "indexconfig", _shown_index(written.result))
+        return render.result(request, "indexconfig", self._index_view(written.result))
 
     async def delete_index(self, request: HttpRequest, user: str, index: str) -> bytes:
         written = await self._ops.delete_index(await self._helpers.identity(request), user, index)

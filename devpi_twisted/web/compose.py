@@ -13,6 +13,7 @@ from twisted.web.resource import IResource
 from devpi_twisted.model.audit import AuditOps
 from devpi_twisted.model.hook_ops import HookOps
 from devpi_twisted.model.ops import ServerOps
+from devpi_twisted.model.project_paging import SortedNames
 from devpi_twisted.model.release_ops import ReleaseOps
 from devpi_twisted.model.search import SearchOps
 from devpi_twisted.model.simple import SimpleOps
@@ -66,7 +67,8 @@ def build_resource(ops: ServerOps, info: ServerInfo, releases: ReleaseOps, simpl
     web_pages = WebPages(ops, releases, simple, pages, helpers, VersionDetails(copies, offload))
     web = WebApp(ops, releases, web_pages, helpers)
     apps = {
-        "management": ManagementApp(ops, info, helpers, releases.project_names,
+        "management": ManagementApp(ops, info, helpers,
+                                    SortedNames(releases.storage, releases.project_names),
                                     pages.installer_listing, web_pages),
         "pages": pages,
         "policy": policy,

@@ -101,6 +101,11 @@ class RequestHelpers:
         check_read(await self.identity(request), user, index, config.acl_read, project)
         return config
 
+
+    @property
+    def devpi_api(self) -> int:
+        """Whose answers the API gives: devpi-server 6.20's or 7's (model/devpi_api.py)."""
+        return self._info.devpi_api
     def base(self, request: HttpRequest) -> str:
         """The base URL of absolute links (web/site.py outside_url)."""
         return outside_url(request, self._info.outside_url)

@@ -21,6 +21,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from devpi_twisted.model.acl import Identity
+from devpi_twisted.model.devpi_api import DEVPI_VERSION, role_name, status_view
 from devpi_twisted.model.errors import NotFound
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.replication.feed import ChangelogFeed
@@ -36,11 +37,6 @@ _log = Logger()
 USAGE_SECONDS = 300.0  # /+metrics scans the blob store (on a thread) at most this often
 PROMETHEUS_TEXT = b"text/plain; version=0.0.4; charset=utf-8"
 STARTED = time.time()
-
-
-# the devpi-server release whose HTTP API this server speaks (shown in /+status versioninfo,
-# which `devpi --version` lists)
-DEVPI_API_VERSION = "6.20.3"
 
 
 class OpsApp:
@@ -243,18 +239,20 @@ class OpsApp:
         serial = self._ops.serial
         status = {
             "serverdir": info.serverdir, "uuid": info.uuid,
-            "versioninfo": {"devpi-twisted": info.version, "devpi-server": DEVPI_API_VERSION},
+            "versioninfo": {"devpi-twisted": info.version,
+                            "devpi-server": DEVPI_VERSION[info.devpi_api]},
             "server-code": "devpi-twisted", "host": info.host, "port": info.port,
             "outside-url": info.outside_url, "serial": serial,
             "last-commit-timestamp": self._ops.last_commit_time,
             "event-serial": serial, "event-serial-timestamp": self._ops.last_commit_time,
             "event-serial-in-sync-at": self._ops.last_commit_time,
             "metrics": self.status_metrics(readable),
-            "role": "REPLICA" if info.role == "replica" else "MASTER",
+            "role": role_name(info.role, info.devpi_api),
             "polling_replicas": {},
             "process": {"pid": os.getpid(), "requests-only": info.requests_only},
             **self._more_status(),
         }
+        status = status_view(status, info.devpi_api)
         errors = status.get("replication-errors")
         if isinstance(errors, dict):  # keyed by relpath (user/index/+f/...)
             status["replication-errors"] = {

@@ -19,6 +19,7 @@ from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.policy import held_versions
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.release_ops import IncomingFile, ReleaseOps
+from devpi_twisted.model.devpi_api import project_config_view, version_view
 from devpi_twisted.model.releases import api_view, with_mirrored
 from devpi_twisted.model.simple import SimpleOps
 from devpi_twisted.storage.adapter import shielded
@@ -65,8 +66,9 @@ class ProjectApp:
         self._web = web
 
     def _api_links(self, request: HttpRequest, data: Mapping[str, Any]) -> dict[str, Any]:
-        """Version data as the API shows it (model.releases.api_view)."""
-        return api_view(data, self._helpers.base(request))
+        """Version data as the API shows it (model.releases.api_view), in the answer
+        mode's shape (model/devpi_api.py)."""
+        return version_view(api_view(data, self._helpers.base(request)), self._helpers.devpi_api)
 
     async def project_view(self, request: HttpRequest, user: str, index: str, project: str) -> bytes:
         if is_installer(request) and "application/json" not in render.accept(request):
@@ -93,7 +95,11 @@ class ProjectApp:
         if shape == "1":
             return render.result(request, "projectconfig", result)
         config = await self._ops.project_config(user, index, project)
-        return render.result(request, "projectconfig_v2", {"config": config, "versions": result})
+        inherited = await self._ops.inheritance_info(user, index, project)
+        own = inherited["traversal_infos"][0]["has_project"] == "true"
+        config = project_config_view(config, normalized, own, self._helpers.devpi_api)
+        return render.result(request, "projectconfig_v2",
+                             {"config": config, "inheritance_info": inherited, "versions": result})
 
     async def _project_versions(self, request: HttpRequest, user: str, index: str, project: str,
                                 ignore_bases: bool = False) -> dict[str, dict[str, Any]]:
@@ -137,7 +143,8 @@ class ProjectApp:
         changed = await self._ops.modify_project_config(
             await self._helpers.identity(request), user, index, project, render.read_json(request))
         written(request, changed)
-        return render.result(request, "projectconfig", changed.result)
+        return render.result(request, "projectconfig", project_config_view(
+            changed.result, normalize_project(project), True, self._helpers.devpi_api))
 
     async def version_view(self, request: HttpRequest, user: str, index: str, project: str,
                            version: str) -> bytes:

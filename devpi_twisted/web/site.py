@@ -68,6 +68,8 @@ class ServerInfo:
     max_json_body: int = MAX_JSON_BODY
     # where the state lives, as the status page says it (not part of /+status's JSON)
     storage: str = "sqlite"
+    # whose answers the API gives: devpi-server 6.20's or 7's (model/devpi_api.py)
+    devpi_api: int = 6
 
 
 def body_kind(method: bytes, target: bytes, content_type: bytes | None, mount: str = "") -> str:

@@ -267,13 +267,17 @@ def test_bad_input_gets_4xx_and_never_a_traceback(fresh_serverdir: Path) -> None
 
 def test_config_file_and_environment_are_read(tmp_path: Path, fresh_serverdir: Path) -> None:
     config = tmp_path / "devpi.yml"
-    config.write_text(f"devpi-server:\n  serverdir: {fresh_serverdir}\n  restrict-modify: root\n")
-    daemon = Daemon(fresh_serverdir, "-c", str(config))
+    config.write_text(f"devpi-server:\n  serverdir: {fresh_serverdir}\n  restrict-modify: root\n"
+                      "  threads: '50'\n  keyfs-cache-size: '1000'\n")  # devpi-server's own
+    daemon = Daemon(fresh_serverdir, "--config", str(config))
     daemon.start()
     try:
         assert call(daemon.url + "/alice", "PUT", {"password": "x"})[0] == 403
     finally:
         daemon.stop()
+    warned = [line for line in daemon.log.read_text().splitlines() if "not supported" in line]
+    assert warned == [f"devpi-twisted: warning: {config}: options not supported here, "
+                      "ignored: keyfs-cache-size, threads"]
     env_daemon = Daemon(fresh_serverdir, env={"DEVPISERVER_OUTSIDE_URL": "https://pkgs.example.org"})
     env_daemon.start()
     try:

@@ -22,6 +22,7 @@ from twisted.logger import capturedLogs
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from devpi_twisted.model.devpi_api import API_6, API_7, status_view
 from devpi_twisted.model.tokens import TokenSigner
 from devpi_twisted.replication import protocol
 from devpi_twisted.replication.client import PrimaryClient, PrimaryUnreachable
@@ -427,9 +428,10 @@ def test_the_status_view_combines_the_parts(parts: Parts) -> None:
     assert parts.storage.serial == 3 and parts.primary.held
     assert parts.learned == [PRIMARY_UUID] == [parts.client.primary_uuid]
     now = parts.clock.seconds()
-    found = status.status()
+    found = status_view({**status.status(), "role": "REPLICA"}, API_6)
     assert found["primary-serial"] == found["master-serial"] == 3
     assert found["primary-uuid"] == found["master-uuid"] == PRIMARY_UUID
+    assert not any(k.startswith("master-") for k in status_view(found, API_7))
     assert found["primary-contacted-at"] == found["update-from-primary-at"] == now
     assert found["replication-lag"] == {"serials": 0, "seconds": 0.0}
     assert found["replica-files-fetched"] == 1 and found["replica-file-queue"] == 0

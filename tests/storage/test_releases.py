@@ -114,6 +114,23 @@ async def test_page_caches_learn_which_project_changed(storage: Any) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_project_list_caches_learn_which_index_changed(storage: Any) -> None:
+    await _with_index(storage)
+    await storage.create_index("alice", "other", {"type": "stage"})
+    before = storage.serial
+    assert not storage.index_changed_since("alice", "dev", before)
+    await storage.write_release("alice", "other", "pkg", "1.0", _data(), {}, -1)
+    assert storage.index_changed_since("alice", "other", before)
+    assert not storage.index_changed_since("alice", "dev", before)  # another index's upload
+    await storage.write_release("alice", "dev", "pkg", "1.0", _data(), {}, -1)
+    assert storage.index_changed_since("alice", "dev", before)
+    after = storage.serial
+    await storage.update_index("alice", "other", {"type": "stage", "title": "t"},
+                               (await storage.get_index("alice", "other")).serial)
+    assert storage.index_changed_since("alice", "dev", after)  # any config: conservative
+
+
+@pytest_twisted.ensureDeferred
 async def test_releases_survive_a_restart(adapter: Any) -> None:
     first = await _with_index(adapter.open())
     await first.write_release("alice", "dev", "pkg", "1.0", _data(WHEEL), {WHEEL: _entry()}, -1)

@@ -115,7 +115,8 @@ class Server:
 
 def make_server(tmp_path: Path, restrict_modify: str | None = None,
                 outside_url: str | None = None, pg: tuple[PgCluster, str] | None = None,
-                access_log: bool = False, hashing: Any = None, blobs: Any = None) -> Server:
+                access_log: bool = False, hashing: Any = None, blobs: Any = None,
+                devpi_api: int = 6) -> Server:
     """A server on sqlite, or with ``pg`` (cluster, database) on PostgreSQL through the
     blocking adapter: either way every request completes inside the client call (unless
     ``hashing``, the executor of password checks, holds them back)."""
@@ -137,7 +138,8 @@ def make_server(tmp_path: Path, restrict_modify: str | None = None,
     audit_log = AuditLog(storage, clock, 90, process="test:1")
     ops = ServerOps(storage, policy, TokenSigner(b"k" * 16, clock.seconds), offload, clock.seconds,
                     hashing=hashing, auditor=audit_log)
-    info = ServerInfo(uuid=UUID, serverdir=str(tmp_path), outside_url=outside_url)
+    info = ServerInfo(uuid=UUID, serverdir=str(tmp_path), outside_url=outside_url,
+                      devpi_api=devpi_api)
     # The whole app; a blob store only for tests that upload (``blobs``).
     releases = ReleaseOps(storage, blobs, clock.seconds, audit_log,
                           doc_text=lambda path: succeed(doc_pages(path)))

@@ -400,7 +400,11 @@ def test_project_view_answers_result_versions_1_and_2(server: Server) -> None:
     assert v1.json["type"] == "projectconfig" and list(v1.json["result"]) == ["1.0"]
     v2 = server.client.get("/alice/dev/pkg?v=2")
     assert v2.json == {"type": "projectconfig_v2", "result": {
-        "config": {"inheritance_rules": ["allow all"]}, "versions": v1.json["result"]}}
+        "config": {"inheritance_rules": ["allow all"]}, "versions": v1.json["result"],
+        "inheritance_info": {"has_project_from_remote": "false",
+                             "index_bases": {"alice/dev": []}, "traversal_infos": [
+                                 {"action": "traversed", "name": "alice/dev",
+                                  "has_project": "true"}]}}}
     bad = server.client.get("/alice/dev/pkg?v=3")
     assert (bad.code, bad.json["message"]) == (
         400, "The requested result version must be 1 to 2, got '3'")
