@@ -84,6 +84,7 @@ class Config:
     replica_cert: Path | None = None
     file_replication_threads: int = default_of("file-replication-threads")
     file_replication_skip_indexes: tuple[str, ...] = default_of("file-replication-skip-indexes")
+    skip_serial: int | None = None
     proxy_timeout: float = default_of("proxy-timeout")
     ldap_config: Path | None = None
     offline_mode: bool = False

@@ -179,7 +179,8 @@ def _services(config: Config, reactor: IServerReactor, node: sd.NodeInfo, storag
         replica = build_replica(storage, blobs, client, reactor, staging, offload,
                                 _primary_remembered(config.serverdir, offload),
                                 config.file_replication_threads, config.request_timeout,
-                                skip_indexes=config.file_replication_skip_indexes)
+                                skip_indexes=config.file_replication_skip_indexes,
+                                skip_serial=config.skip_serial)
     feed = ChangelogFeed(storage, node.uuid, TokenSigner(keys.replica, time.time), reactor,
                          enabled=config.role == "primary")
     mirror = Mirror(storage, upstream, blobs, staging, offload, reactor,
