@@ -54,6 +54,7 @@ from devpi_twisted.web.auditlog import AuditLog
 from devpi_twisted.web.hashing import HashingPool
 from devpi_twisted.web.compose import build_site
 from devpi_twisted.web.site import ServerInfo
+from devpi_twisted.dump.devpi_changes import translator_for
 from devpi_twisted.replication.client import PrimaryClient
 from devpi_twisted.replication.feed import ChangelogFeed
 from devpi_twisted.replication.replica import build_replica
@@ -180,7 +181,7 @@ def _services(config: Config, reactor: IServerReactor, node: sd.NodeInfo, storag
                                 _primary_remembered(config.serverdir, offload),
                                 config.file_replication_threads, config.request_timeout,
                                 skip_indexes=config.file_replication_skip_indexes,
-                                skip_serial=config.skip_serial)
+                                skip_serial=config.skip_serial, translator_for=translator_for)
     feed = ChangelogFeed(storage, node.uuid, TokenSigner(keys.replica, time.time), reactor,
                          enabled=config.role == "primary")
     mirror = Mirror(storage, upstream, blobs, staging, offload, reactor,

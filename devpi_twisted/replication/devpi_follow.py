@@ -5,7 +5,7 @@ primary's ``/+api`` who it is: our primaries name themselves ``devpi-twisted`` i
 ``X-Devpi-Server-Version``, devpi-server sends its bare version. With a devpi primary
 the changelog is asked for in devpi's own format (``application/octet-stream`` from
 devpi 6, devpi 7's ``application/x-devpi-replica-changes-v2``), decoded (devpi_wire.py)
-and translated serial by serial (devpi_changes.py, devpi_changes7.py) into our records,
+and translated serial by serial (dump/devpi_changes.py, dump/devpi_changes7.py, handed in as ``translator_for``) into our records,
 each serial one transaction under the primary's serial number. The replica's token and
 headers are devpi's already (client.py), and so are its file fetches (fetch.py).
 
@@ -16,14 +16,13 @@ and the key; everything before it stays applied, and the next start tries it aga
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import treq
 
 from devpi_twisted.replication import devpi_wire
 from devpi_twisted.replication.client import PrimaryClient, header
-from devpi_twisted.replication.devpi_changes import Translator6, Untranslatable
-from devpi_twisted.replication.devpi_changes7 import Translator7
 from devpi_twisted.replication.follower import ChangelogFollower
 from devpi_twisted.storage.interface import Change, Record, Storage
 
@@ -34,8 +33,24 @@ DEVPI7_TYPE = "application/x-devpi-replica-changes-v2"
 PROBE_TIMEOUT = 30.0
 
 
+class Untranslatable(Exception):
+    """A change of the devpi primary we cannot translate; says the serial and the key."""
+
+    def __init__(self, serial: int, key: str, reason: str) -> None:
+        super().__init__(f"devpi serial {serial}, key {key!r}: {reason}")
+        self.serial = serial
+        self.key = key
+        self.reason = reason
+
+
 class Translator(Protocol):
+    """One devpi serial's changes as our records; Untranslatable when it cannot."""
+
     async def translate(self, serial: int, changes: Any) -> tuple[Record, ...]: ...
+
+
+# (major version of devpi-server, storage) -> its translator (dump/devpi_changes.py)
+TranslatorFor = Callable[[int, Storage], Translator]
 
 
 def devpi_major(version: str | None) -> int | None:
@@ -50,9 +65,12 @@ def devpi_major(version: str | None) -> int | None:
 class Follower(ChangelogFollower):
     """The changelog follower for our primaries and devpi's alike."""
 
-    def __init__(self, *args: Any, skip_serial: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, skip_serial: int | None = None,
+                 translator_for: TranslatorFor | None = None, **kwargs: Any) -> None:
+        """``translator_for``: None follows our own primaries only."""
         super().__init__(*args, **kwargs)
         self._skip_serial = skip_serial
+        self._translator_for = translator_for
         self._translator: Translator | None = None
         self.primary_kind: str | None = None  # "devpi-twisted", "devpi-server 6.20.3", ...
 
@@ -78,10 +96,13 @@ class Follower(ChangelogFollower):
             self.primary_kind = OURS
             return
         self.primary_kind = f"devpi-server {version}"
-        if major >= 7:
-            self.accept, self._translator = DEVPI7_TYPE, Translator7(self.storage)
-        else:
-            self.accept, self._translator = DEVPI6_TYPE, Translator6(self.storage)
+        if self._translator_for is None:
+            self.stopped_reason = (f"the primary is {self.primary_kind}; this replica cannot "
+                                   "follow it")
+            self.log.error("{reason}", reason=self.stopped_reason)
+            return
+        self.accept = DEVPI7_TYPE if major >= 7 else DEVPI6_TYPE
+        self._translator = self._translator_for(major, self.storage)
         self.log.info("Following {kind} at {primary} (devpi's replication protocol)",
                       kind=self.primary_kind, primary=self.client.url)
 

@@ -9,37 +9,32 @@ its relpath (``STAGEFILE``); devpi 7 (devpi_changes7.py) splits them up further.
 that only cache what the others say (project lists, simple links, mirror caches our
 mirror fetches again from upstream) are left out. Any other key, or a value we refuse,
 raises ``Untranslatable`` naming the serial and the key: nothing of that serial is
-written.
+written. (The translators live beside the dump importer whose rules they share;
+service.py hands ``translator_for`` to the replica's follower.)
 """
 
 from __future__ import annotations
 
 import datetime
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devpi_twisted.dump.format import config_from_dump, hashes_of, user_from_dump
 from devpi_twisted.model.errors import InvalidInput
 from devpi_twisted.model.indexes import TYPE_ALIASES, devpi6_spelling
 from devpi_twisted.model.names import check_name, normalize_project
+from devpi_twisted.replication.devpi_follow import Untranslatable
 from devpi_twisted.storage.interface import FILE, INDEX, USER, VERSION, Record, Storage
 from devpi_twisted.storage.values import ELINKS, VersionData, index_config
+
+if TYPE_CHECKING:
+    from devpi_twisted.dump.devpi_changes7 import Translator7
 
 # devpi 6 keys holding nothing we keep (derived lists, mirror caches)
 IGNORED6 = frozenset({"USERLIST", "PROJNAMES", "PROJVERSIONS", "PROJSIMPLELINKS",
                       "MIRRORNAMESINIT", "PYPIFILE_NOMD5"})
 # the order records of one serial are written in: what others refer to first
 _ORDER = {USER: 0, INDEX: 1, VERSION: 2, FILE: 3}
-
-
-class Untranslatable(Exception):
-    """A change of the devpi primary we cannot translate; says the serial and the key."""
-
-    def __init__(self, serial: int, key: str, reason: str) -> None:
-        super().__init__(f"devpi serial {serial}, key {key!r}: {reason}")
-        self.serial = serial
-        self.key = key
-        self.reason = reason
 
 
 def plain(value: Any) -> Any:
@@ -178,3 +173,10 @@ class Translator6:
             return [Record(FILE, relpath, {"project": found.project, "entry": {}})]
         entry = file_entry(plain(value))
         return [Record(FILE, relpath, {"project": entry["project"], "entry": entry})]
+
+
+def translator_for(major: int, storage: Storage) -> Translator6 | Translator7:
+    """The translator of a devpi-server ``major``.x primary's changelog."""
+    from devpi_twisted.dump.devpi_changes7 import Translator7
+
+    return Translator7(storage) if major >= 7 else Translator6(storage)

@@ -19,9 +19,8 @@ from typing import Any
 from devpi_twisted.dump.format import user_from_dump
 from devpi_twisted.model.errors import InvalidInput
 from devpi_twisted.model.names import check_name, normalize_project
-from devpi_twisted.replication.devpi_changes import (
-    Untranslatable, file_entry, index_json, ordered, plain, upload_time,
-)
+from devpi_twisted.dump.devpi_changes import file_entry, index_json, ordered, plain, upload_time
+from devpi_twisted.replication.devpi_follow import Untranslatable
 from devpi_twisted.storage.interface import FILE, INDEX, USER, VERSION, Record, Storage
 from devpi_twisted.storage.values import ELINKS, VersionData
 
