@@ -1,0 +1,112 @@
+"""Moving from devpi-server (issue 24, "Judged by"): a real devpi-server primary holding
+1,000 releases and 2,000 files, followed by a fresh devpi-twisted replica; how long the
+replica takes to catch up (metadata, then every file body), the replica's CPU for it,
+and how long ``devpi-twisted promote`` takes.
+
+Run by hand, never in CI, from the repository root with the python of the venv
+devpi-twisted is installed in:
+``VENV/bin/python bench/bench_devpi_follow.py [--major 6|7] [--projects 100]
+[--versions 10]``. devpi-server comes from tests/dump/devpi6.py (share an installed
+one with ``DEVPI_TWISTED_DEVPI6_VENV`` / ``DEVPI_TWISTED_DEVPI7_VENV``). Each release
+is a wheel and an sdist; the primary is filled over HTTP with four uploads at a time
+(that part is not measured).
+
+Figures of 2026-12-07 are in the report of the change that added this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]
+from tests.dump import devpi6  # noqa: E402
+from tests.replication.devpi_primary import (  # noqa: E402
+    ROOT_PASSWORD, caught_up, devpi_primary, replica_status, serial_of, start_replica,
+)
+from tests.support import bin_path, make_sdist, make_wheel  # noqa: E402
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    import os
+
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def fill(url: str, work: Path, projects: int, versions: int) -> int:
+    root = devpi6.login(url, "root", ROOT_PASSWORD)
+    status, reply = devpi6.call(url + "/bench", "PUT", {"password": "bench-pw"}, auth=root)
+    assert status == 201, reply
+    auth = devpi6.login(url, "bench", "bench-pw")
+    status, reply = devpi6.call(url + "/bench/dev", "PUT", {"bases": []}, auth=auth)
+    assert status == 200, reply
+    jobs = []
+    for p in range(projects):
+        name = f"bench-pkg{p:04d}"
+        for v in range(versions):
+            version = f"1.{v}"
+            folder = work / name
+            folder.mkdir(parents=True, exist_ok=True)
+            jobs.append((make_wheel(folder, name, version), name, version))
+            jobs.append((make_sdist(folder, name, version), name, version))
+
+    def one(job: tuple[Path, str, str]) -> None:
+        devpi6.upload(url + "/bench/dev", auth, job[0], job[1], job[2])
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(one, jobs))
+    return len(jobs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--major", type=int, default=6, choices=(6, 7))
+    parser.add_argument("--projects", type=int, default=100)
+    parser.add_argument("--versions", type=int, default=10)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-devpi-follow-") as tmp:
+        base = Path(tmp)
+        with devpi_primary(base / "primary", args.major) as primary:
+            started = time.monotonic()
+            files = fill(primary.url, base / "work", args.projects, args.versions)
+            serial = serial_of(primary.url)
+            print(f"devpi-server {args.major}.x primary: {args.projects * args.versions} releases, "
+                  f"{files} files, serial {serial} (filled in {time.monotonic() - started:.1f}s)")
+            started = time.monotonic()
+            replica = start_replica(base / "replica", primary)
+            try:
+                assert replica.proc is not None
+                while replica_status(replica)["serial"] < serial:
+                    time.sleep(0.05)
+                metadata = time.monotonic() - started
+                status = caught_up(replica, primary.url, timeout=900)
+                everything = time.monotonic() - started
+                cpu = cpu_seconds(replica.proc.pid)
+            finally:
+                replica.stop()
+        assert status["replica-files-fetched"] >= files, status
+        started = time.monotonic()
+        done = subprocess.run([bin_path("devpi-twisted"), "promote", "--serverdir",
+                               str(base / "replica")], capture_output=True, text=True)
+        promote = time.monotonic() - started
+        assert done.returncode == 0, done.stderr
+    print()
+    print("| what | seconds |")
+    print("| --- | --- |")
+    print(f"| catch-up: replica at the primary's serial (start included) | {metadata:.1f} |")
+    print(f"| catch-up: every file body fetched and verified | {everything:.1f} |")
+    print(f"| replica CPU (utime+stime) for the catch-up | {cpu:.1f} |")
+    print(f"| promote (the command, wall clock) | {promote:.2f} |")
+    print(f"\n{files / everything:.0f} files/s, {serial / metadata:.0f} serials/s; "
+          f"promote said: {done.stdout.strip()}")
+
+
+if __name__ == "__main__":
+    main()
