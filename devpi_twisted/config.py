@@ -80,6 +80,7 @@ class Config:
     max_json_body_size: int = default_of("max-json-body-size")
     blob_cache_size: int = default_of("blob-cache-size")
     role: str = "standalone"  # "auto" resolved
+    role_given: bool = False  # --role named (not auto): a replica's state does not decide it
     primary_url: str | None = None
     replica_cert: Path | None = None
     file_replication_threads: int = default_of("file-replication-threads")
@@ -252,7 +253,7 @@ def build_config(raw: Mapping[str, Any]) -> Config:
     role = {"master": "primary", "auto": "replica" if primary_url else "standalone"}.get(role, role)
     if role == "replica" and not primary_url:
         raise ConfigError("--role replica needs --primary-url")
-    values["role"] = role
+    values["role"], values["role_given"] = role, values["role"] != "auto"
     values["listen"] = _listen(values["host"], values["port"], values["unix_socket"],
                                values["unix_socket_perms"])
     config = Config(**values)

@@ -127,6 +127,7 @@ def build_service(config: Config, reactor: IServerReactor) -> IService:
         initialise(config)
     node = sd.read_nodeinfo(config.serverdir)
     assert node is not None
+    config = _replica_by_default(config, node)
     node = _check_role(config, node)
     lock = None if config.requests_only else sd.lock(config.serverdir)
     worker_args = worker_command(config) if config.workers else None
@@ -275,6 +276,15 @@ def _storage_text(config: Config) -> str:
     where = " ".join(f"{k}={v}" for k, v in sorted(config.storage.settings.items())
                      if k in ("host", "port", "database", "dbname", "user"))
     return f"{config.storage.name} {where}".strip() + ", files in the database"
+
+
+def _replica_by_default(config: Config, node: sd.NodeInfo) -> Config:
+    """A replica's state started without --role and --primary-url: a replica of the
+    primary it was made for (``init --primary-url``)."""
+    url = node.extra.get("masterurl")
+    if node.role == "replica" and not config.role_given and not config.primary_url and url:
+        return attrs.evolve(config, role="replica", primary_url=str(url))
+    return config
 
 
 def _check_role(config: Config, node: sd.NodeInfo) -> sd.NodeInfo:

@@ -49,8 +49,8 @@ def start_replica(serverdir: Path, primary: devpi6.Devpi6, *args: str) -> Daemon
     if not serverdir.exists():
         init_serverdir(serverdir, "--role", "replica", "--primary-url", primary.url)
     secret = primary.serverdir.parent / "secret"
-    return Daemon(serverdir, "--role", "replica", "--primary-url", primary.url,
-                  "--secretfile", str(secret), *args).start()
+    # as the issue has it: no --role or --primary-url, the state says it follows
+    return Daemon(serverdir, "--secretfile", str(secret), *args).start()
 
 
 def replica_status(replica: Daemon) -> dict[str, Any]:
