@@ -69,13 +69,16 @@ def test_follow_then_promote_then_clients_see_everything(primary: dict[str, Any]
     replica = start_replica(serverdir, server)
     try:
         caught_up(replica, server.url)
-        # during the follow: a new release with docs and a tox result, another deletion
-        upload_release(server.url + "/alice/dev", alice, work, PROJECT, "2.0")
+        # during the follow: a new release (sent to the replica, which relays it to devpi)
+        # with docs and a tox result, another deletion
+        via_replica = devpi6.login(replica.url, "alice", PASSWORD)
+        upload_release(replica.url + "/alice/dev", via_replica, work, PROJECT, "2.0")
         add_docs_and_toxresult(server.url, alice, work, PROJECT, "2.0")
         status, reply = devpi6.call(server.url + f"/alice/dev/{PROJECT}/0.9", "DELETE", auth=alice)
         assert status == 200, reply
         status_view = caught_up(replica, server.url)
         assert status_view["serial"] == serial_of(server.url)
+        assert status_view["replica-primary-kind"].startswith(f"devpi-server {primary['major']}.")
         expected = version_view(server.url, PROJECT)
         assert set(expected) == {"1.0", "2.0"}
         assert version_view(replica.url, PROJECT) == expected
