@@ -45,12 +45,14 @@ def serial_of(url: str) -> int:
     return int(headers["X-Devpi-Serial"])
 
 
-def start_replica(serverdir: Path, primary: devpi6.Devpi6, *args: str) -> Daemon:
+def start_replica(serverdir: Path, primary: devpi6.Devpi6, *args: str,
+                  storage: tuple[str, ...] = ()) -> Daemon:
+    """Our replica of ``primary`` (made on first use); ``storage``: ``--storage SPEC``."""
     if not serverdir.exists():
-        init_serverdir(serverdir, "--role", "replica", "--primary-url", primary.url)
+        init_serverdir(serverdir, "--role", "replica", "--primary-url", primary.url, *storage)
     secret = primary.serverdir.parent / "secret"
     # as the issue has it: no --role or --primary-url, the state says it follows
-    return Daemon(serverdir, "--secretfile", str(secret), *args).start()
+    return Daemon(serverdir, "--secretfile", str(secret), *storage, *args).start()
 
 
 def replica_status(replica: Daemon) -> dict[str, Any]:

@@ -24,17 +24,24 @@ from tests.replication.devpi_primary import (
     PASSWORD, ROOT_PASSWORD, add_docs_and_toxresult, caught_up, devpi_primary, fill, links_of,
     serial_of, start_replica, stopped, upload_release, version_view,
 )
+from tests.pg import PgCluster
 from tests.support import Daemon, bin_path, make_wheel
 
 PROJECT = "hello-follow"
 
 
-@pytest.fixture(scope="module", params=[6, 7], ids=["devpi6", "devpi7"])
+@pytest.fixture(scope="module", params=[6, 7], ids=["devpi6-sqlite", "devpi7-postgres"])
 def primary(request: pytest.FixtureRequest,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The primary; the replica of the main scenario keeps its state in sqlite (devpi 6)
+    or PostgreSQL (devpi 7), so each adapter follows one of them."""
     base = tmp_path_factory.mktemp(f"devpi{request.param}")
+    storage: tuple[str, ...] = ()
+    if request.param == 7:
+        cluster: PgCluster = request.getfixturevalue("pg_cluster")
+        storage = ("--storage", cluster.storage_option(cluster.create_database()))
     with devpi_primary(base / "primary", request.param) as server:
-        yield {"server": server, "base": base, "major": request.param}
+        yield {"server": server, "base": base, "major": request.param, "storage": storage}
 
 
 def run(*args: str, ok: bool = True, env: dict[str, str] | None = None) -> str:
@@ -66,7 +73,8 @@ def test_follow_then_promote_then_clients_see_everything(primary: dict[str, Any]
     status, reply = devpi6.call(server.url + f"/alice/dev/{PROJECT}/0.8", "DELETE", auth=alice)
     assert status == 200, reply
     serverdir = base / "replica"
-    replica = start_replica(serverdir, server)
+    storage = primary["storage"]
+    replica = start_replica(serverdir, server, storage=storage)
     try:
         caught_up(replica, server.url)
         # during the follow: a new release (sent to the replica, which relays it to devpi)
@@ -88,12 +96,13 @@ def test_follow_then_promote_then_clients_see_everything(primary: dict[str, Any]
             assert status_code == 200, link
             assert link["hash_spec"] == "sha256=" + hashlib.sha256(body).hexdigest()
         # the replica serves reads, and refuses to be promoted while it runs
-        assert "is running" in promote(serverdir, ok=False)
+        assert "is running" in promote(serverdir, *storage, ok=False)
     finally:
         replica.stop()
-    out = promote(serverdir)
+    out = promote(serverdir, *storage)
     assert "is now a standalone" in out
-    ours = Daemon(serverdir, "--secretfile", str(server.serverdir.parent / "secret")).start()
+    ours = Daemon(serverdir, "--secretfile", str(server.serverdir.parent / "secret"),
+                  *storage).start()
     try:
         check_clients(ours, expected, work)
     finally:
@@ -161,4 +170,5 @@ def test_an_untranslatable_serial_stops_the_follow_until_skipped(primary: dict[s
         assert "Skipping devpi serial" in replica.log.read_text()
     finally:
         replica.stop()
-    assert "not a replica" in promote(base / "replica", ok=False)  # promoted by the test above
+    # promoted by the test above
+    assert "not a replica" in promote(base / "replica", *primary["storage"], ok=False)
