@@ -18,22 +18,24 @@ from tests.dump import devpi6
 from tests.dump.state import doc_zip
 from tests.support import FAST_ARGON2, Daemon, init_serverdir, make_sdist, make_wheel
 
-PASSWORD = "alice-pw"
+PASSWORD = "dana-pw"
 ROOT_PASSWORD = "root-pw"
 
 
 @contextmanager
-def devpi_primary(directory: Path, major: int) -> Iterator[devpi6.Devpi6]:
-    """devpi-server ``major``.x as a primary (no root/pypi) with ``directory/secret``."""
+def devpi_primary(directory: Path, major: int, *init: str) -> Iterator[devpi6.Devpi6]:
+    """devpi-server ``major``.x as a primary with ``directory/secret``; ``init``: more
+    devpi-init options (without them: no root/pypi)."""
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
     secret = directory / "secret"
     secret.write_text(base64.b64encode(os.urandom(32)).decode())
     secret.chmod(0o600)
     server = devpi6.Devpi6(devpi6.ensure_installed(major), directory / "state")
-    server.run("devpi-init", "--no-root-pypi", "--root-passwd", ROOT_PASSWORD)
+    server.run("devpi-init", *(init or ("--no-root-pypi",)), "--root-passwd", ROOT_PASSWORD)
     # the replica derives its key from the secret with the same (test-cheap) costs
-    server.start("--secretfile", str(secret), "--role", "primary", *FAST_ARGON2)
+    server.start("--secretfile", str(secret), "--role", "primary", "--offline-mode",
+                 *FAST_ARGON2)
     try:
         yield server
     finally:
@@ -93,36 +95,36 @@ def upload_release(url: str, auth: tuple[str, str], work: Path, name: str, versi
 
 
 def fill(url: str, work: Path, project: str, versions: list[str]) -> tuple[str, str]:
-    """alice with alice/dev; releases, docs and a tox result of ``project``. Returns
-    alice's login."""
+    """dana with dana/dev; releases, docs and a tox result of ``project``. Returns
+    dana's login."""
     root = devpi6.login(url, "root", ROOT_PASSWORD)
-    status, reply = devpi6.call(url + "/alice", "PUT", {"password": PASSWORD,
-                                                         "email": "alice@example.com"}, auth=root)
+    status, reply = devpi6.call(url + "/dana", "PUT", {"password": PASSWORD,
+                                                         "email": "dana@example.com"}, auth=root)
     assert status == 201, reply
-    alice = devpi6.login(url, "alice", PASSWORD)
-    status, reply = devpi6.call(url + "/alice/dev", "PUT", {"bases": [], "volatile": True,
-                                                            "title": "Dev"}, auth=alice)
+    dana = devpi6.login(url, "dana", PASSWORD)
+    status, reply = devpi6.call(url + "/dana/dev", "PUT", {"bases": [], "volatile": True,
+                                                            "title": "Dev"}, auth=dana)
     assert status == 200, reply
     for version in versions:
-        upload_release(url + "/alice/dev", alice, work, project, version)
-    add_docs_and_toxresult(url, alice, work, project, versions[-1])
-    return alice
+        upload_release(url + "/dana/dev", dana, work, project, version)
+    add_docs_and_toxresult(url, dana, work, project, versions[-1])
+    return dana
 
 
-def add_docs_and_toxresult(url: str, alice: tuple[str, str], work: Path, project: str,
+def add_docs_and_toxresult(url: str, dana: tuple[str, str], work: Path, project: str,
                            version: str) -> None:
-    devpi6.upload(url + "/alice/dev", alice, doc_zip(work, project), project, version,
+    devpi6.upload(url + "/dana/dev", dana, doc_zip(work, project), project, version,
                   action="doc_upload")
-    status, links = devpi6.call(url + f"/alice/dev/{project}/{version}", auth=alice)
+    status, links = devpi6.call(url + f"/dana/dev/{project}/{version}", auth=dana)
     assert status == 200, links
     wheel = next(link for link in links["result"]["+links"] if link["href"].endswith(".whl"))
-    devpi6.upload_toxresult(wheel["href"], alice, {"testenvs": {"py311": {}}, "host": "h"})
+    devpi6.upload_toxresult(wheel["href"], dana, {"testenvs": {"py311": {}}, "host": "h"})
 
 
 def version_view(url: str, project: str) -> dict[str, Any]:
-    """``/alice/dev/PROJECT``: each version's summary and its files (rel, path; the path
+    """``/dana/dev/PROJECT``: each version's summary and its files (rel, path; the path
     holds the start of the sha256, devpi 7 shows no hash)."""
-    status, reply = devpi6.call(url + f"/alice/dev/{project}")
+    status, reply = devpi6.call(url + f"/dana/dev/{project}")
     assert status == 200, reply
     view = {}
     for version, data in reply["result"].items():
@@ -133,7 +135,7 @@ def version_view(url: str, project: str) -> dict[str, Any]:
 
 
 def links_of(url: str, project: str) -> list[dict[str, Any]]:
-    """Every file link of ``project`` in ``url``/alice/dev."""
-    status, reply = devpi6.call(url + f"/alice/dev/{project}")
+    """Every file link of ``project`` in ``url``/dana/dev."""
+    status, reply = devpi6.call(url + f"/dana/dev/{project}")
     assert status == 200, reply
     return [link for data in reply["result"].values() for link in data.get("+links", [])]

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.dump import devpi6
+from tests.dump.state import assert_same, build_state, views
 from tests.replication.devpi_primary import (
     PASSWORD, ROOT_PASSWORD, add_docs_and_toxresult, caught_up, devpi_primary, fill, links_of,
     serial_of, start_replica, stopped, upload_release, version_view,
@@ -40,7 +41,11 @@ def primary(request: pytest.FixtureRequest,
     if request.param == 7:
         cluster: PgCluster = request.getfixturevalue("pg_cluster")
         storage = ("--storage", cluster.storage_option(cluster.create_database()))
-    with devpi_primary(base / "primary", request.param) as server:
+    # devpi 6 also gets the dump tests' state (root/pypi, a mirror, ACLs, bases, ...)
+    init = ("--root-passwd", ROOT_PASSWORD) if request.param == 6 else ()  # (with root/pypi)
+    with devpi_primary(base / "primary", request.param, *init) as server:
+        if request.param == 6:
+            build_state(server.url, base / "state", ROOT_PASSWORD)
         yield {"server": server, "base": base, "major": request.param, "storage": storage}
 
 
@@ -69,8 +74,8 @@ def test_follow_then_promote_then_clients_see_everything(primary: dict[str, Any]
     work = base / "work"
     work.mkdir()
     # before the follow: releases, docs, a tox result, and a version uploaded then deleted
-    alice = fill(server.url, work, PROJECT, ["0.8", "0.9", "1.0"])
-    status, reply = devpi6.call(server.url + f"/alice/dev/{PROJECT}/0.8", "DELETE", auth=alice)
+    dana = fill(server.url, work, PROJECT, ["0.8", "0.9", "1.0"])
+    status, reply = devpi6.call(server.url + f"/dana/dev/{PROJECT}/0.8", "DELETE", auth=dana)
     assert status == 200, reply
     serverdir = base / "replica"
     storage = primary["storage"]
@@ -79,10 +84,10 @@ def test_follow_then_promote_then_clients_see_everything(primary: dict[str, Any]
         caught_up(replica, server.url)
         # during the follow: a new release (sent to the replica, which relays it to devpi)
         # with docs and a tox result, another deletion
-        via_replica = devpi6.login(replica.url, "alice", PASSWORD)
-        upload_release(replica.url + "/alice/dev", via_replica, work, PROJECT, "2.0")
-        add_docs_and_toxresult(server.url, alice, work, PROJECT, "2.0")
-        status, reply = devpi6.call(server.url + f"/alice/dev/{PROJECT}/0.9", "DELETE", auth=alice)
+        via_replica = devpi6.login(replica.url, "dana", PASSWORD)
+        upload_release(replica.url + "/dana/dev", via_replica, work, PROJECT, "2.0")
+        add_docs_and_toxresult(server.url, dana, work, PROJECT, "2.0")
+        status, reply = devpi6.call(server.url + f"/dana/dev/{PROJECT}/0.9", "DELETE", auth=dana)
         assert status == 200, reply
         status_view = caught_up(replica, server.url)
         assert status_view["serial"] == serial_of(server.url)
@@ -90,6 +95,8 @@ def test_follow_then_promote_then_clients_see_everything(primary: dict[str, Any]
         expected = version_view(server.url, PROJECT)
         assert set(expected) == {"1.0", "2.0"}
         assert version_view(replica.url, PROJECT) == expected
+        if primary["major"] == 6:  # every view, key for key, and every file's hash
+            assert_same(views(replica.url), views(server.url))
         # every file body is here, with devpi's bytes
         for link in links_of(replica.url, PROJECT):
             status_code, body = body_of(link["href"])
@@ -114,21 +121,21 @@ def check_clients(ours: Daemon, expected: dict[str, Any], work: Path) -> None:
     the primary had; pip installs it; twine uploads a new version."""
     client = {"DEVPI_CLIENTDIR": str(work / "client"), "HOME": str(work)}
     devpi = bin_path("devpi")
-    run(devpi, "use", ours.url + "/alice/dev", env=client)
-    assert "logged in 'alice'" in run(devpi, "login", "alice", "--password", PASSWORD, env=client)
+    run(devpi, "use", ours.url + "/dana/dev", env=client)
+    assert "logged in 'dana'" in run(devpi, "login", "dana", "--password", PASSWORD, env=client)
     listed = run(devpi, "list", PROJECT, env=client)
     assert f"{PROJECT.replace('-', '_')}-2.0-py3-none-any.whl" in listed
     assert "0.9" not in listed and "0.8" not in listed
     assert version_view(ours.url, PROJECT) == expected
-    status, docs = body_of(ours.url + f"/alice/dev/{PROJECT}/2.0/+doc/index.html")
+    status, docs = body_of(ours.url + f"/dana/dev/{PROJECT}/2.0/+doc/index.html")
     assert status == 200 and b"docs of" in docs
     target = work / "site"
     run(sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-cache-dir", "install",
-        "--index-url", ours.url + "/alice/dev/+simple/", "--target", str(target), PROJECT)
+        "--index-url", ours.url + "/dana/dev/+simple/", "--target", str(target), PROJECT)
     assert (target / "hello_follow" / "__init__.py").read_text() == "VERSION = '2.0'\n"
     wheel = make_wheel(work, PROJECT, "3.0")
     run(bin_path("twine"), "upload", "--disable-progress-bar", "--non-interactive",
-        "--repository-url", ours.url + "/alice/dev/", "-u", "alice", "-p", PASSWORD, str(wheel),
+        "--repository-url", ours.url + "/dana/dev/", "-u", "dana", "-p", PASSWORD, str(wheel),
         env={"TWINE_CERT": ""})
     assert "3.0" in version_view(ours.url, PROJECT)
     status, reply = devpi6.call(ours.url + "/+login", "POST",
@@ -153,7 +160,7 @@ def test_an_untranslatable_serial_stops_the_follow_until_skipped(primary: dict[s
         assert f"devpi serial {bad}, key " in reason and "eve" in reason, reason
         assert f"--skip-serial {bad}" in reason
         assert found["serial"] == bad - 1  # everything before it applied, nothing of it
-        status, _ = devpi6.call(replica.url + "/alice")
+        status, _ = devpi6.call(replica.url + "/dana")
         assert status == 200
     finally:
         replica.stop()
