@@ -89,8 +89,10 @@ def test_follow_then_promote_then_clients_see_everything(primary: dict[str, Any]
         add_docs_and_toxresult(server.url, dana, work, PROJECT, "2.0")
         status, reply = devpi6.call(server.url + f"/dana/dev/{PROJECT}/0.9", "DELETE", auth=dana)
         assert status == 200, reply
+        drop_a_user_with_an_index(server.url, work)
         status_view = caught_up(replica, server.url)
         assert status_view["serial"] == serial_of(server.url)
+        assert devpi6.call(replica.url + "/zed")[0] == 404
         assert status_view["replica-primary-kind"].startswith(f"devpi-server {primary['major']}.")
         expected = version_view(server.url, PROJECT)
         assert set(expected) == {"1.0", "2.0"}
@@ -114,6 +116,17 @@ def test_follow_then_promote_then_clients_see_everything(primary: dict[str, Any]
         check_clients(ours, expected, work)
     finally:
         ours.stop()
+
+
+def drop_a_user_with_an_index(url: str, work: Path) -> None:
+    """A user with an index holding a release, then the index deleted, then the user."""
+    root = devpi6.login(url, "root", ROOT_PASSWORD)
+    assert devpi6.call(url + "/zed", "PUT", {"password": "zed-pw"}, auth=root)[0] == 201
+    zed = devpi6.login(url, "zed", "zed-pw")
+    assert devpi6.call(url + "/zed/tmp", "PUT", {"bases": []}, auth=zed)[0] == 200
+    upload_release(url + "/zed/tmp", zed, work, "zed-pkg", "1.0")
+    assert devpi6.call(url + "/zed/tmp", "DELETE", auth=zed)[0] in (200, 201)
+    assert devpi6.call(url + "/zed", "DELETE", auth=root)[0] == 200
 
 
 def check_clients(ours: Daemon, expected: dict[str, Any], work: Path) -> None:
