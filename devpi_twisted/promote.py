@@ -70,8 +70,8 @@ def _check_files(config: Config) -> tuple[int, list[str]]:
         storage = open_storage(config, reactor)
         try:
             blobs = open_blobs(config, storage, reactor)
-            missing = [r.relpath for r in await storage.live_files()
-                       if not await blobs.exists(r.relpath)]
+            stored = {blob.key for blob in await blobs.usage("")}  # one listing, not a look-up each
+            missing = [r.relpath for r in await storage.live_files() if r.relpath not in stored]
             found.append((storage.serial, sorted(missing)))
         finally:
             await storage.close()

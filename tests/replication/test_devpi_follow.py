@@ -192,3 +192,9 @@ def test_an_untranslatable_serial_stops_the_follow_until_skipped(primary: dict[s
         replica.stop()
     # promoted by the test above
     assert "not a replica" in promote(base / "replica", *primary["storage"], ok=False)
+    # a file whose body never came: promote refuses unless told to go on without it
+    body = next(p for p in (serverdir / "+files").rglob("*.whl"))
+    body.unlink()
+    out = promote(serverdir, ok=False)
+    assert "1 files have no body here yet" in out and body.name in out
+    assert "is now a standalone" in promote(serverdir, "--allow-missing-files")
