@@ -5,9 +5,10 @@ primary's ``/+api`` who it is: our primaries name themselves ``devpi-twisted`` i
 ``X-Devpi-Server-Version``, devpi-server sends its bare version. With a devpi primary
 the changelog is asked for in devpi's own format (``application/octet-stream`` from
 devpi 6, devpi 7's ``application/x-devpi-replica-changes-v2``), decoded (devpi_wire.py)
-and translated serial by serial (dump/devpi_changes.py, dump/devpi_changes7.py, handed in as ``translator_for``) into our records,
-each serial one transaction under the primary's serial number. The replica's token and
-headers are devpi's already (client.py), and so are its file fetches (fetch.py).
+and translated serial by serial into our records (dump/devpi_changes.py and
+dump/devpi_changes7.py, handed in as ``translator_for``), each serial one transaction
+under the primary's serial number. The replica's token and headers are devpi's already
+(client.py), and so are its file fetches (fetch.py).
 
 A serial that cannot be translated stops the follow with one error naming the serial
 and the key; everything before it stays applied, and the next start tries it again
