@@ -265,6 +265,14 @@ def build_config(raw: Mapping[str, Any]) -> Config:
     return config
 
 
+def as_replica_of(config: Config, primary_url: str) -> Config:
+    """``config`` of a replica of ``primary_url`` (a replica's state started without
+    ``--role``), checked as if both had been given."""
+    config = attrs.evolve(config, role="replica", primary_url=primary_url)
+    _refuse_unavailable(config)
+    return config
+
+
 def _listen(host: str, port: int, unix_socket: str | None, perms: str) -> tuple[str, ...]:
     listen = list(listen_endpoints(host, port))
     if unix_socket:

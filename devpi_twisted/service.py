@@ -26,7 +26,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger, STDLibLogObserver, globalLogPublisher
 
 from devpi_twisted import serverdir as sd
-from devpi_twisted.config import BaseOptions, Config, TwistdOptions, load_yaml_file
+from devpi_twisted.config import BaseOptions, Config, TwistdOptions, as_replica_of, load_yaml_file
 from devpi_twisted.listening import AdoptService, DevpiService, ListenService, listening_sockets
 from devpi_twisted.options import OPTIONS, ConfigError
 from devpi_twisted.reactors import IServerReactor
@@ -283,7 +283,7 @@ def _replica_by_default(config: Config, node: sd.NodeInfo) -> Config:
     primary it was made for (``init --primary-url``)."""
     url = node.extra.get("masterurl")
     if node.role == "replica" and not config.role_given and not config.primary_url and url:
-        return attrs.evolve(config, role="replica", primary_url=str(url))
+        return as_replica_of(config, str(url))
     return config
 
 

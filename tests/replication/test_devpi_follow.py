@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.dump import devpi6
-from tests.dump.state import assert_same, build_state, views
+from tests.dump.state import assert_same, build_state, run_twistd, views
 from tests.replication.devpi_primary import (
     PASSWORD, ROOT_PASSWORD, add_docs_and_toxresult, caught_up, devpi_primary, fill, links_of,
     serial_of, start_replica, stopped, upload_release, version_view,
@@ -190,6 +190,9 @@ def test_an_untranslatable_serial_stops_the_follow_until_skipped(primary: dict[s
         assert "Skipping devpi serial" in replica.log.read_text()
     finally:
         replica.stop()
+    # a replica's state started without --role is checked as a replica
+    done = run_twistd("--serverdir", str(serverdir), "--workers", "2")
+    assert done.returncode != 0 and "--workers is not available on a replica" in done.stderr + done.stdout
     # promoted by the test above
     assert "not a replica" in promote(base / "replica", *primary["storage"], ok=False)
     # a file whose body never came: promote refuses unless told to go on without it
