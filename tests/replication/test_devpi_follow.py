@@ -8,6 +8,7 @@ on it (the bad-input test adds a user our rules refuse, after the main scenario)
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -108,11 +109,16 @@ def test_follow_then_promote_then_clients_see_everything(primary: dict[str, Any]
         assert "is running" in promote(serverdir, *storage, ok=False)
     finally:
         replica.stop()
-    out = promote(serverdir, *storage)
-    assert "is now a standalone" in out
+    role = "primary" if primary["major"] == 7 else "standalone"  # (each way once)
+    out = promote(serverdir, *storage, "--role", role)
+    assert f"is now a {role}" in out
     ours = Daemon(serverdir, "--secretfile", str(server.serverdir.parent / "secret"),
-                  *storage).start()
+                  "--role", role, *storage).start()
     try:
+        assert json.loads((serverdir / ".nodeinfo").read_text())["role"] == role
+        # a primary serves its changelog (to replicas only), a standalone server none
+        _, answer, _ = devpi6.request(ours.url + "/+changelog/0")
+        assert (b"Replication protocol disabled" in answer) == (role == "standalone")
         check_clients(ours, expected, work)
     finally:
         ours.stop()
