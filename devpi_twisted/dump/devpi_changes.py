@@ -16,6 +16,7 @@ service.py hands ``translator_for`` to the replica's follower.)
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ from devpi_twisted.dump.format import config_from_dump, hashes_of, user_from_dum
 from devpi_twisted.model.errors import InvalidInput
 from devpi_twisted.model.indexes import TYPE_ALIASES, devpi6_spelling
 from devpi_twisted.model.names import check_name, normalize_project
+from devpi_twisted.model.releases import check_plain_filename
 from devpi_twisted.replication.devpi_follow import Untranslatable
 from devpi_twisted.storage.interface import FILE, INDEX, USER, VERSION, Record, Storage
 from devpi_twisted.storage.values import ELINKS, VersionData, index_config
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
 # devpi 6 keys holding nothing we keep (derived lists, mirror caches)
 IGNORED6 = frozenset({"USERLIST", "PROJNAMES", "PROJVERSIONS", "PROJSIMPLELINKS",
                       "MIRRORNAMESINIT", "PYPIFILE_NOMD5"})
+_HASHDIR_A = re.compile("[0-9a-f]{3}")
+_HASHDIR_B = re.compile("[0-9a-f]{13}")
 # the order records of one serial are written in: what others refer to first
 _ORDER = {USER: 0, INDEX: 1, VERSION: 2, FILE: 3}
 
@@ -84,6 +88,19 @@ def index_json(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
     if kind not in TYPE_ALIASES:
         raise ValueError(f"index {name}: unknown index type {kind!r}")
     return index_config(config_from_dump(devpi6_spelling(config))).to_json()
+
+
+def check_relpath(relpath: str) -> str:
+    """A file's key as devpi and we both spell it, ``user/index/+f/AAA/B{13}/filename``
+    (names and filename checked as an upload's are); ValueError or InvalidInput else."""
+    parts = relpath.split("/")
+    if len(parts) != 6 or parts[2] != "+f" or not _HASHDIR_A.fullmatch(parts[3]) \
+            or not _HASHDIR_B.fullmatch(parts[4]):
+        raise ValueError("not a file path of the form user/index/+f/AAA/BBBBBBBBBBBBB/filename")
+    check_name("username", parts[0])
+    check_name("indexname", parts[1])
+    check_plain_filename(parts[5])
+    return relpath
 
 
 def file_entry(value: Mapping[str, Any]) -> dict[str, Any]:
@@ -166,6 +183,7 @@ class Translator6:
         return records
 
     async def file(self, relpath: str, value: Any) -> list[Record]:
+        check_relpath(relpath)
         if value is None:
             found = await self._storage.get_file(relpath)
             if found is None:

@@ -19,7 +19,9 @@ from typing import Any
 from devpi_twisted.dump.format import user_from_dump
 from devpi_twisted.model.errors import InvalidInput
 from devpi_twisted.model.names import check_name, normalize_project
-from devpi_twisted.dump.devpi_changes import file_entry, index_json, ordered, plain, upload_time
+from devpi_twisted.dump.devpi_changes import (
+    check_relpath, file_entry, index_json, ordered, plain, upload_time,
+)
 from devpi_twisted.replication.devpi_follow import Untranslatable
 from devpi_twisted.storage.interface import FILE, INDEX, USER, VERSION, Record, Storage
 from devpi_twisted.storage.values import ELINKS, VersionData
@@ -117,6 +119,7 @@ class Translator7:
             work.records.append(Record(INDEX, key, None if value is None else
                                        index_json(key, value)))
         elif keyname == "FILE":
+            check_relpath(key)
             if value is None:
                 found = await self._storage.get_file(key)
                 if found is not None:

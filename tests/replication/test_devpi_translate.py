@@ -114,6 +114,8 @@ def test_devpi6_entries_become_our_records(storage: SqliteStorage) -> None:
      "unknown index type 'plugin'"),
     ({"bob/dev/p/1/.config": ("PROJVERSION", -1, {"+elinks": [{"rel": "releasefile"}]})},
      "bob/dev/p/1/.config", "needs an entrypath"),
+    ({"bob/dev/+f/../../x": ("STAGEFILE", -1, {"project": "p"})}, "bob/dev/+f/../../x",
+     "not a file path"),
 ])
 def test_untranslatable_devpi6_entries_name_serial_and_key(
         storage: SqliteStorage, changes: dict[str, Any], key: str, reason: str) -> None:
