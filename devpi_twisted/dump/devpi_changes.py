@@ -159,6 +159,8 @@ class Translator6:
             return await self.user(key.rsplit("/", 1)[0], value)
         if keyname == "PROJVERSION":
             user, index, project, version = key.split("/")[:4]
+            check_name("username", user)
+            check_name("indexname", index)
             vkey = f"{user}/{index}/{normalize_project(project)}/{version}"
             return [Record(VERSION, vkey, None if value is None else version_json(value))]
         if keyname == "STAGEFILE":

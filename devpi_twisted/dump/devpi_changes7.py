@@ -71,6 +71,8 @@ def _version_key(key: str) -> tuple[str, str]:
     if len(parts) < 4:
         raise ValueError("not a version's key")
     user, index, project, version = parts[:4]
+    check_name("username", user)
+    check_name("indexname", index)
     return f"{user}/{index}/{normalize_project(project)}/{version}", "/".join(parts[4:])
 
 
