@@ -148,6 +148,9 @@ def check_clients(ours: Daemon, expected: dict[str, Any], work: Path) -> None:
     assert version_view(ours.url, PROJECT) == expected
     status, docs = body_of(ours.url + f"/dana/dev/{PROJECT}/2.0/+doc/index.html")
     assert status == 200 and b"docs of" in docs
+    status, found = devpi6.call(ours.url + "/+search?query=docs")  # (text stored by promote)
+    assert status == 200, found
+    assert any(hit["kind"] == "doc" and hit["project"] == PROJECT for hit in found["result"]["hits"])
     target = work / "site"
     run(sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-cache-dir", "install",
         "--index-url", ours.url + "/dana/dev/+simple/", "--target", str(target), PROJECT)
