@@ -40,7 +40,7 @@ from tests.dump import devpi6  # noqa: E402
 from tests.replication.devpi_primary import (  # noqa: E402
     ROOT_PASSWORD, caught_up, devpi_primary, replica_status, serial_of, start_replica,
 )
-from tests.support import bin_path, make_sdist, make_wheel  # noqa: E402
+from tests.support import FAST_ARGON2, bin_path, make_sdist, make_wheel  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
@@ -49,6 +49,30 @@ def cpu_seconds(pid: int) -> float:
     import os
 
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def changelog_seconds(primary: devpi6.Devpi6, major: int) -> tuple[float, int]:
+    """How long devpi takes to answer ``/+changelog/0-`` as our replica asks for it (with
+    a replica token of the shared secret): seconds, and bytes of the answer."""
+    import urllib.request
+    import uuid
+
+    from devpi_twisted.model.tokens import TokenSigner, derive_keys
+    from devpi_twisted.replication.devpi_follow import DEVPI6_TYPE, DEVPI7_TYPE
+
+    cost = dict(zip(FAST_ARGON2[::2], map(int, FAST_ARGON2[1::2])))
+    keys = derive_keys((primary.serverdir.parent / "secret").read_bytes(),
+                       cost["--argon2-time-cost"], cost["--argon2-memory-cost"],
+                       cost["--argon2-parallelism"])
+    me = uuid.uuid4().hex
+    request = urllib.request.Request(primary.url + "/+changelog/0-", headers={
+        "X-Devpi-Replica-Uuid": me, "X-Devpi-Expected-Primary-Id": "",
+        "Authorization": f"Bearer {TokenSigner(keys.replica, time.time).make(me)}",
+        "Accept": DEVPI7_TYPE if major >= 7 else DEVPI6_TYPE})
+    started = time.monotonic()
+    with urllib.request.urlopen(request, timeout=600) as response:
+        size = len(response.read())
+    return time.monotonic() - started, size
 
 
 def fill(url: str, work: Path, projects: int, versions: int) -> int:
@@ -90,6 +114,7 @@ def main() -> None:
             serial = serial_of(primary.url)
             print(f"devpi-server {args.major}.x primary: {args.projects * args.versions} releases, "
                   f"{files} files, serial {serial} (filled in {time.monotonic() - started:.1f}s)")
+            answer, size = changelog_seconds(primary, args.major)
             started = time.monotonic()
             replica = start_replica(base / "replica", primary)
             try:
@@ -115,6 +140,7 @@ def main() -> None:
     print(f"| catch-up: every file body fetched and verified | {everything:.1f} |")
     print(f"| replica CPU (utime+stime) for the catch-up | {cpu:.1f} |")
     print(f"| promote (the command, wall clock) | {promote:.2f} |")
+    print(f"| devpi's first answer to /+changelog/0- alone ({size} bytes) | {answer:.1f} |")
     print(f"\n{files / everything:.0f} files/s, {serial / metadata:.0f} serials/s; "
           f"promote said: {done.stdout.strip()}")
 
