@@ -12,17 +12,20 @@ is a wheel and an sdist; the primary is filled over HTTP with four uploads at a 
 (that part is not measured).
 
 Figures of 2026-12-07 (2 cores shared with four other helpers' work, sqlite, 100
-projects x 10 versions x (wheel + sdist) = 2,000 files, 2,002 serials; devpi 6: two runs):
+projects x 10 versions x (wheel + sdist) = 2,000 files, 2,002 serials). devpi 6: three
+runs (the first two under heavier load, before devpi's own answer time was measured);
+devpi 7: two runs:
 
 | | devpi-server 6.20.3 | devpi-server 7.0.0b4 |
 | --- | --- | --- |
-| replica at the primary's serial (daemon start included) | 26.1 s / 23.3 s | 53.3 s |
-| every file body fetched and verified | 28.6 s / 25.3 s | 78.5 s |
-| replica CPU (utime+stime) for the catch-up | 9.1 s / 10.2 s | 11.6 s |
-| promote (the command, wall clock) | 2.02 s / 1.99 s | 1.09 s |
+| replica at the primary's serial (daemon start included) | 26.1 / 23.3 / 16.6 s | 53.3 / 57.6 s |
+| every file body fetched and verified | 28.6 / 25.3 / 16.7 s | 78.5 / 83.8 s |
+| replica CPU (utime+stime) for the catch-up | 9.1 / 10.2 / 8.7 s | 11.6 / 12.1 s |
+| promote (the command, wall clock) | 2.02 / 1.99 / 0.60 s | 1.09 / 0.75 s |
+| devpi's own first answer to /+changelog/0- | - / - / 0.9 s (5.1 MB) | - / 19.1 s (2.2 MB) |
 
-The replica's CPU is a fraction of the wall time: each serial is one local transaction
-(fsync) and devpi 7 is slower to serve its changelog and files.
+Much of the wall time is devpi's: devpi 7 takes 19 s to put together its first answer
+(and serves files slowly); on our side each serial is one local transaction.
 """
 
 from __future__ import annotations
