@@ -28,20 +28,32 @@ class WireError(MalformedChanges):
 
 class _Reader:
     def __init__(self, data: bytes) -> None:
-        self._data = memoryview(data)
+        self._data = bytes(data)
         self._at = 0
         self.stack: list[Any] = []
         self.streamed: list[Any] | None = None  # devpi 7's top-level list items
 
     def take(self, count: int) -> bytes:
-        if count < 0 or self._at + count > len(self._data):
+        end = self._at + count
+        if count < 0 or end > len(self._data):
             raise WireError(f"truncated at byte {self._at}")
-        chunk = bytes(self._data[self._at:self._at + count])
-        self._at += count
+        chunk = self._data[self._at:end]
+        self._at = end
         return chunk
 
     def int4(self) -> int:
-        return int(_INT.unpack(self.take(4))[0])
+        at = self._at
+        if at + 4 > len(self._data):
+            raise WireError(f"truncated at byte {at}")
+        self._at = at + 4
+        return int(_INT.unpack_from(self._data, at)[0])
+
+    def text(self) -> str:
+        raw = self.take(self.int4())
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise WireError(f"a string that is not UTF-8: {e}") from None
 
     def collection(self, kind: type) -> Any:
         length = self.int4()
@@ -69,62 +81,72 @@ class _Reader:
         except (TypeError, IndexError) as e:
             raise WireError(f"cannot store an item into {type(target).__name__}: {e}") from None
 
+    def number(self) -> int:
+        text = self.take(self.int4())
+        try:
+            return int(text)
+        except ValueError:
+            raise WireError(f"not a number: {text[:40]!r}") from None
+
+    def slots(self) -> list[None]:
+        length = self.int4()
+        if length < 0 or length > len(self._data):
+            raise WireError(f"a list of {length} slots")
+        return [None] * length
+
+    def double(self) -> float:
+        return float(_DOUBLE.unpack(self.take(8))[0])
+
     def run(self) -> Any:
-        push = self.stack.append
+        """The opcodes (as byte values) one after the other, most frequent first."""
+        data, stack, push = self._data, self.stack, self.stack.append
+        size = len(data)
         while True:
-            opcode = self.take(1)
-            if len(self.stack) > MAX_DEPTH:
+            if self._at >= size:
+                raise WireError(f"truncated at byte {self._at}")
+            opcode = data[self._at]
+            self._at += 1
+            if len(stack) > MAX_DEPTH:
                 raise WireError("too many values at once")
-            if opcode == b"Q":
-                break
-            elif opcode == b"L":
-                push(None)
-            elif opcode == b"R":
-                push(True)
-            elif opcode == b"C":
-                push(False)
-            elif opcode in (b"F", b"G"):
-                push(self.int4())
-            elif opcode in (b"H", b"I"):
-                text = self.take(self.int4())
-                try:
-                    push(int(text))
-                except ValueError:
-                    raise WireError(f"not a number: {text[:40]!r}") from None
-            elif opcode == b"D":
-                push(_DOUBLE.unpack(self.take(8))[0])
-            elif opcode in (b"N", b"S"):
-                raw = self.take(self.int4())
-                try:
-                    push(raw.decode("utf-8"))
-                except UnicodeDecodeError as e:
-                    raise WireError(f"a string that is not UTF-8: {e}") from None
-            elif opcode in (b"A", b"M"):
-                push(self.take(self.int4()))
-            elif opcode == b"J":
-                push({})
-            elif opcode == b"K":
-                length = self.int4()
-                if length < 0 or length > len(self._data):
-                    raise WireError(f"a list of {length} slots")
-                push([None] * length)
-            elif opcode == b"@":
-                push(self.collection(tuple))
-            elif opcode == b"O":
-                push(self.collection(set))
-            elif opcode == b"E":
-                push(self.collection(frozenset))
-            elif opcode == b"P":
+            if opcode in (0x4E, 0x53):  # N, S: str
+                push(self.text())
+            elif opcode == 0x50:  # P: setitem
                 self.setitem()
-            elif opcode == b"T":
-                push(complex(_DOUBLE.unpack(self.take(8))[0], _DOUBLE.unpack(self.take(8))[0]))
+            elif opcode == 0x4A:  # J: dict
+                push({})
+            elif opcode in (0x46, 0x47):  # F, G: int
+                push(self.int4())
+            elif opcode == 0x40:  # @: tuple
+                push(self.collection(tuple))
+            elif opcode == 0x4B:  # K: list of slots
+                push(self.slots())
+            elif opcode == 0x4C:  # L
+                push(None)
+            elif opcode == 0x52:  # R
+                push(True)
+            elif opcode == 0x43:  # C
+                push(False)
+            elif opcode == 0x51:  # Q: stop
+                break
+            elif opcode in (0x48, 0x49):  # H, I: long int as text
+                push(self.number())
+            elif opcode == 0x44:  # D: double
+                push(self.double())
+            elif opcode in (0x41, 0x4D):  # A, M: bytes
+                push(self.take(self.int4()))
+            elif opcode == 0x4F:  # O: set
+                push(self.collection(set))
+            elif opcode == 0x45:  # E: frozenset
+                push(self.collection(frozenset))
+            elif opcode == 0x54:  # T: complex
+                push(complex(self.double(), self.double()))
             else:
-                raise WireError(f"unknown opcode {opcode!r} at byte {self._at - 1}")
-        if self.streamed is not None and not self.stack:
+                raise WireError(f"unknown opcode {bytes([opcode])!r} at byte {self._at - 1}")
+        if self.streamed is not None and not stack:
             return self.streamed
-        if len(self.stack) != 1:
-            raise WireError(f"{len(self.stack)} values left where one was due")
-        return self.stack[0]
+        if len(stack) != 1:
+            raise WireError(f"{len(stack)} values left where one was due")
+        return stack[0]
 
 
 def loads(data: bytes) -> Any:
