@@ -91,6 +91,15 @@ class CleanupOptions(BaseOptions):
     optFlags = [["dry-run", "n", "only list what would be removed"]]
 
 
+class PromoteOptions(BaseOptions):
+    """Turn a stopped replica into a standalone server or a primary (every serial and
+    file kept)."""
+
+    _options = offered_by(STATE)
+    optParameters = [["role", None, "standalone", "what the replica becomes: standalone or primary"]]
+    optFlags = [["allow-missing-files", None, "promote even while some files have no body here"]]
+
+
 class CommandOptions(usage.Options):
     synopsis = "devpi-twisted COMMAND [options]"
     subOptions: BaseOptions
@@ -101,6 +110,7 @@ class CommandOptions(usage.Options):
         ["import", None, ImportOptions, "load a devpi-server 6 dump into a new state: import DIR"],
         ["gen-config", None, GenConfigOptions, "write nginx, systemd, cron and supervisor files"],
         ["cleanup", None, CleanupOptions, "remove mirrored files not downloaded lately"],
+        ["promote", None, PromoteOptions, "turn a stopped replica into a standalone server"],
     ]
 
     def __init__(self) -> None:
@@ -294,8 +304,14 @@ def _cleanup(config: Config, options: BaseOptions) -> None:
     task.react(lambda reactor: Deferred.fromCoroutine(run(reactor)))
 
 
+def _promote(config: Config, options: BaseOptions) -> None:
+    from devpi_twisted.promote import promote
+
+    promote(config, str(options["role"]), bool(options["allow-missing-files"]))
+
+
 COMMANDS = {"init": _init, "passwd": _passwd, "export": _dump, "import": _dump,
-            "gen-config": _gen_config, "cleanup": _cleanup}
+            "gen-config": _gen_config, "cleanup": _cleanup, "promote": _promote}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

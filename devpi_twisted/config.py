@@ -80,10 +80,12 @@ class Config:
     max_json_body_size: int = default_of("max-json-body-size")
     blob_cache_size: int = default_of("blob-cache-size")
     role: str = "standalone"  # "auto" resolved
+    role_given: bool = False  # --role named (not auto): a replica's state does not decide it
     primary_url: str | None = None
     replica_cert: Path | None = None
     file_replication_threads: int = default_of("file-replication-threads")
     file_replication_skip_indexes: tuple[str, ...] = default_of("file-replication-skip-indexes")
+    skip_serial: int | None = None
     proxy_timeout: float = default_of("proxy-timeout")
     ldap_config: Path | None = None
     offline_mode: bool = False
@@ -260,7 +262,7 @@ def build_config(raw: Mapping[str, Any]) -> Config:
     role = {"master": "primary", "auto": "replica" if primary_url else "standalone"}.get(role, role)
     if role == "replica" and not primary_url:
         raise ConfigError("--role replica needs --primary-url")
-    values["role"] = role
+    values["role"], values["role_given"] = role, values["role"] != "auto"
     values["listen"] = _listen(values["host"], values["port"], values["unix_socket"],
                                values["unix_socket_perms"])
     config = Config(**values)
@@ -268,6 +270,14 @@ def build_config(raw: Mapping[str, Any]) -> Config:
         raise ConfigError("--export and --import given; do one at a time")
     if config.argon2_memory_cost < 8 * config.argon2_parallelism:
         raise ConfigError("--argon2-memory-cost must be at least 8 times --argon2-parallelism")
+    _refuse_unavailable(config)
+    return config
+
+
+def as_replica_of(config: Config, primary_url: str) -> Config:
+    """``config`` of a replica of ``primary_url`` (a replica's state started without
+    ``--role``), checked as if both had been given."""
+    config = attrs.evolve(config, role="replica", primary_url=primary_url)
     _refuse_unavailable(config)
     return config
 

@@ -297,6 +297,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("file-replication-skip-indexes",
         "comma list of user/index names, index types (mirror) or 'all' whose files a "
         "replica fetches only on demand", Kind(_skip_indexes, _joined), "", to_workers=True),
+    Option("skip-serial", "a replica of a devpi-server primary leaves this serial of the "
+        "primary out (one that cannot be translated), with a warning", Kind(_whole()),
+        to_workers=False),
     Option("proxy-timeout", "seconds a replica waits for writes it relays to the primary", NUMBER,
         "30", to_workers=True),
     Option("logger-cfg", "JSON or YAML logging.config dictionary for stdlib logging", FILE,

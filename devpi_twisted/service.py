@@ -26,7 +26,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger, STDLibLogObserver, globalLogPublisher
 
 from devpi_twisted import serverdir as sd
-from devpi_twisted.config import BaseOptions, Config, TwistdOptions, load_yaml_file
+from devpi_twisted.config import BaseOptions, Config, TwistdOptions, as_replica_of, load_yaml_file
 from devpi_twisted.listening import AdoptService, DevpiService, ListenService, listening_sockets
 from devpi_twisted.options import OPTIONS, ConfigError
 from devpi_twisted.reactors import IServerReactor
@@ -54,6 +54,7 @@ from devpi_twisted.web.auditlog import AuditLog
 from devpi_twisted.web.hashing import HashingPool
 from devpi_twisted.web.compose import build_site
 from devpi_twisted.web.site import ServerInfo
+from devpi_twisted.dump.devpi_changes import translator_for
 from devpi_twisted.replication.client import PrimaryClient
 from devpi_twisted.replication.feed import ChangelogFeed
 from devpi_twisted.replication.replica import build_replica
@@ -126,6 +127,7 @@ def build_service(config: Config, reactor: IServerReactor) -> IService:
         initialise(config)
     node = sd.read_nodeinfo(config.serverdir)
     assert node is not None
+    config = _replica_by_default(config, node)
     node = _check_role(config, node)
     lock = None if config.requests_only else sd.lock(config.serverdir)
     worker_args = worker_command(config) if config.workers else None
@@ -179,7 +181,8 @@ def _services(config: Config, reactor: IServerReactor, node: sd.NodeInfo, storag
         replica = build_replica(storage, blobs, client, reactor, staging, offload,
                                 _primary_remembered(config.serverdir, offload),
                                 config.file_replication_threads, config.request_timeout,
-                                skip_indexes=config.file_replication_skip_indexes)
+                                skip_indexes=config.file_replication_skip_indexes,
+                                skip_serial=config.skip_serial, translator_for=translator_for)
     feed = ChangelogFeed(storage, node.uuid, TokenSigner(keys.replica, time.time), reactor,
                          enabled=config.role == "primary")
     mirror = Mirror(storage, upstream, blobs, staging, offload, reactor,
@@ -273,6 +276,15 @@ def _storage_text(config: Config) -> str:
     where = " ".join(f"{k}={v}" for k, v in sorted(config.storage.settings.items())
                      if k in ("host", "port", "database", "dbname", "user"))
     return f"{config.storage.name} {where}".strip() + ", files in the database"
+
+
+def _replica_by_default(config: Config, node: sd.NodeInfo) -> Config:
+    """A replica's state started without --role and --primary-url: a replica of the
+    primary it was made for (``init --primary-url``)."""
+    url = node.extra.get("masterurl")
+    if node.role == "replica" and not config.role_given and not config.primary_url and url:
+        return as_replica_of(config, str(url))
+    return config
 
 
 def _check_role(config: Config, node: sd.NodeInfo) -> sd.NodeInfo:

@@ -419,3 +419,19 @@ def resolution_order(start: str, configs: Callable[[str], IndexConfig | None]) -
             order.append(name)
             queue.extend(config.bases if isinstance(config, StageConfig) else ())
     return order + mirrors
+
+
+def devpi6_spelling(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A devpi 7 index configuration (``local``/``remote`` types, ``remote_*`` keys,
+    inheritance rules) in the devpi 6 spelling we store; InvalidInput for a rule we do
+    not know. A devpi 6 configuration comes back as it is."""
+    result = {(f"mirror_{k[len('remote_'):]}" if k.startswith("remote_") else k): v
+              for k, v in config.items()}
+    if "type" in result:
+        result["type"] = TYPE_ALIASES.get(str(result["type"]), result["type"])
+    errors: list[str] = []
+    if result.get("type") == STAGE:
+        result = _from_devpi7(result, errors)
+    if errors:
+        raise InvalidInput(", ".join(errors))
+    return result

@@ -30,6 +30,7 @@ class ChangelogFollower:
     primary (serial, contact, sync times, why it stopped) for the status view."""
 
     log = Logger()
+    accept = protocol.CHANGES_TYPE  # what the changelog is asked for in
 
     def __init__(self, clock: IReactorTime, storage: Storage, client: PrimaryClient,
                  remember_primary: Callable[[str], None], imported: Callable[[Change], None],
@@ -97,7 +98,7 @@ class ChangelogFollower:
             failures += 1
 
     async def _poll(self, path: str, start: int) -> bool:
-        response = await self._client.get(path, POLL_TIMEOUT, Accept=protocol.CHANGES_TYPE)
+        response = await self._client.get(path, POLL_TIMEOUT, Accept=self.accept)
         try:
             body = await treq.content(response)
         except CancelledError:
@@ -118,13 +119,20 @@ class ChangelogFollower:
         if serial is not None and serial != self.primary_serial:
             self.primary_serial, self.primary_serial_at = serial, self._clock.seconds()
         if response.code == 200:
-            for change in protocol.decode_changes(body, start):
-                await self._storage.import_change(change)
-                self.updated_at = self._clock.seconds()
-                self._imported(change)
+            await self._apply(body, start)
         if self.primary_serial is not None and self._storage.serial >= self.primary_serial:
             self.metadata_in_sync_at = self._clock.seconds()
         return True
+
+    async def _apply(self, body: bytes, start: int) -> None:
+        """Import the entries of a changelog answer, from serial ``start`` on."""
+        for change in protocol.decode_changes(body, start):
+            await self._import(change)
+
+    async def _import(self, change: Change) -> None:
+        await self._storage.import_change(change)
+        self.updated_at = self._clock.seconds()
+        self._imported(change)
 
     def _check_primary(self, response: IResponse) -> bool:
         """The primary's uuid: learned once (and kept), then must never change (ops.md 6.1)."""
