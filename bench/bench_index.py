@@ -8,7 +8,7 @@ proj0..proj4 spread over the four. wrk (1 thread) loads /alice/top/+simple/proj0
 and HTML, as pip asks, 10 connections) and downloads a 1 MB and a 20 MB file from
 alice/base1 (4 connections), the same files also from nginx (1 worker, sendfile) on
 127.0.0.1, in 3 alternating rounds each. With 2+ CPUs both servers are pinned to CPU 0
-and wrk to CPU 1 (taskset); the upload client is not pinned. ``--only simple download upload`` picks cases. Uploads: 4 Python threads (http.client keep-alive) POST pre-built upload forms,
+and wrk to CPU 1 (taskset); the upload client is not pinned. ``--only simple download upload`` picks cases. Uploads: one Python thread (--upload-conns N: N), each one keep-alive connection, one upload after another as twine sends them, POST pre-built upload forms,
 a new version each of one project per index (so later uploads find more versions), to fresh
 indexes, with X-Devpi-Auth (token) or Basic auth (password, as twine sends it).
 Server CPU: utime+stime of twistd (nginx: master + worker) from a run's start until idle.
@@ -260,10 +260,11 @@ def bench_backend(label: str, storage: list[str], db: int | None, args, work: Pa
             row(f"  ours/nginx {size}", "", None, f">= {want}", f"{ratio:.2f}", ratio >= want)
             print(f"  (rounds: {', '.join(f'{a:.0f}/{b:.0f}' for a, b in zip(ours['rounds'], theirs['rounds']))} MB/s)")
             results[f"download {size}"], results[f"nginx {size}"] = ours, theirs
-        for kind, want in (("token", 300), ("basic", 50))[:2 * ("upload" in args.only)]:
+        conns = args.upload_conns
+        for kind, want in (("token", 500), ("basic", 300))[:2 * ("upload" in args.only)]:
             r = measure(proc.pid, db, lambda: run_uploads(
-                base, f"/{USER}/up-{kind}/", bodies[kind], auth[kind], 4, args.duration))
-            row(f"upload {kind}", 4, r, f">= {want}/s", f"{r['rate']:.0f}/s", r["rate"] >= want)
+                base, f"/{USER}/up-{kind}/", bodies[kind], auth[kind], conns, args.duration))
+            row(f"upload {kind}", conns, r, f">= {want}/s", f"{r['rate']:.0f}/s", r["rate"] >= want)
             problems += [f"{label} upload {kind}: all {len(bodies[kind])} bodies sent"] * r["exhausted"]
             problems += [f"{label} upload {kind}, e.g.: {bad}" for bad in r["first_bad"]]
             results[f"upload {kind}"] = r
@@ -320,6 +321,8 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds per run (10)")
     parser.add_argument("--postgres", action="store_true", help="also on PostgreSQL")
     parser.add_argument("--only", nargs="+", choices=CASES, default=CASES, help="cases to run")
+    parser.add_argument("--upload-conns", type=int, default=1,
+                        help="upload clients, each one connection, one upload after another (1)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="devpi-bench-index-"))
     lua, t0 = work / "bench.lua", time.monotonic()
