@@ -103,6 +103,9 @@ class SqliteStorage(PlanStorage):
         """Connect and migrate; blocking, meant for start-up before the reactor runs.
         With a ``reader`` executor, reads get a connection of their own, used there."""
         conn = connect(path)
+        # the writer's statement journals (a savepoint per plan) in memory: not a file
+        # created and removed per commit (reads keep big sorts on disk)
+        conn.execute("PRAGMA temp_store = MEMORY")
         try:
             migrate(conn, path)
             reading = (connect(path), reader) if reader is not None else None

@@ -384,3 +384,28 @@ def test_checked_credentials_outlive_uploads_not_a_password_change_or_deletion(
     assert server.client.get(page, headers=bob).code == 200
     assert server.client.request("DELETE", "/bob", headers=private.auth["root"]).code == 200
     assert server.client.get(page, headers=bob).code == 401
+
+
+def test_a_bad_archive_is_refused_after_the_forms_own_checks(private: Private) -> None:
+    """The archive is checked in the thread trip that reads the form, its verdict given
+    only where devpi gives it: a broken wheel or doc zip is a 400 naming it, and a form
+    that is wrong itself still gets that answer first."""
+    server, alice = private.server, private.auth["alice"]
+
+    def post(fields: list[tuple[str, str]], filename: str, content: bytes) -> Reply:
+        body = b"".join(f'--x\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+                        for k, v in fields)
+        body += (f'--x\r\nContent-Disposition: form-data; name="content"; filename="{filename}"'
+                 f'\r\n\r\n').encode() + content + b"\r\n--x--\r\n"
+        return server.client.request("POST", "/alice/private/", raw=body, headers={
+            "Content-Type": ["multipart/form-data; boundary=x"], **alice})
+
+    upload_ = [(":action", "file_upload"), ("name", "bad"), ("version", "1.0")]
+    reply = post(upload_, "bad-1.0-py3-none-any.whl", b"no zip")
+    assert reply.code == 400 and "is not a wheel" in reply.json["message"], reply.body
+    reply = post([*upload_[:2], ("version", "")], "bad-1.0-py3-none-any.whl", b"no zip")
+    assert reply.code == 400 and "is not a wheel" not in reply.json["message"], reply.body
+    docs = [(":action", "doc_upload"), ("name", "pkg"), ("version", "1.0")]
+    reply = post(docs, "pkg-1.0.doc.zip", b"no zip")
+    assert reply.code == 400 and "invalid documentation zip" in reply.json["message"], reply.body
+    assert server.client.get("/alice/private/bad/1.0", headers=alice).code == 404
