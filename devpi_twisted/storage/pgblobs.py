@@ -96,52 +96,61 @@ class PgBlobStore:
     # -- put -----------------------------------------------------------------------
 
     def put_file(self, key: str, path: Path, sha256: str) -> Deferred[int]:
-        return Deferred.fromCoroutine(self._put(key, Path(path), sha256.lower()))
+        return Deferred.fromCoroutine(self._put_all([(key, Path(path), sha256)])).addCallback(
+            lambda sizes: sizes[0])
 
     def move_in(self, items: Sequence[tuple[str, Path, str]]) -> Deferred[None]:
-        return Deferred.fromCoroutine(self._put_all(list(items)))
+        return Deferred.fromCoroutine(self._put_all(list(items))).addCallback(lambda _: None)
 
-    async def _put_all(self, items: list[tuple[str, Path, str]]) -> None:
+    async def _put_all(self, items: Sequence[tuple[str, Path, str]]) -> list[int]:
+        """Store every item in one transaction (one commit for a file and its metadata),
+        all refused before any is stored; keys are locked in sorted order, so concurrent
+        puts of overlapping keys never deadlock. Returns the sizes, in order."""
         for key, _, _ in items:
-            check_key(key)  # all refused before any is stored
-        for key, path, sha256 in items:
-            await self._put(key, Path(path), sha256.lower())
-
-    async def _put(self, key: str, path: Path, sha256: str) -> int:
-        check_key(key)
-        source = await self._in_thread(open, path, "rb")
+            check_key(key)
+        sources: list[IO[bytes]] = []
         try:
-            async def txn(cursor: AsyncCursor) -> int:
-                await self._in_thread(source.seek, 0)  # from the start if ever run again
-                await cursor.execute(LOCK_KEY, (BLOB_LOCK_CLASS, key))
-                await cursor.execute(DELETE_BLOB, (key,))
-                hasher = hashlib.sha256()
-                size = seq = 0
-                # the next chunk is read and hashed on a thread while this one is inserted
-                reading: Deferred[tuple[int, AsIs]] | None = self._read_next(source, hasher)
-                try:
-                    while reading is not None:
-                        count, literal = await reading
-                        reading = None
-                        if not count:
-                            break
-                        reading = self._read_next(source, hasher)
-                        await cursor.execute(INSERT_CHUNK, (key, seq, literal))
-                        del literal
-                        size += count
-                        seq += 1
-                finally:
-                    if reading is not None:  # an insert failed: let the read finish before closing
-                        await settled(reading)
-                actual = hasher.hexdigest()
-                if actual != sha256:
-                    raise BlobHashMismatch(key, sha256, actual)  # rolls the chunks back
-                await cursor.execute(INSERT_BLOB, (key, size, sha256, self._chunk_size))
-                return size
+            for _, path, _ in items:
+                sources.append(await self._in_thread(open, Path(path), "rb"))
+
+            async def txn(cursor: AsyncCursor) -> list[int]:
+                for key in sorted({key for key, _, _ in items}):
+                    await cursor.execute(LOCK_KEY, (BLOB_LOCK_CLASS, key))
+                return [await self._store(cursor, key, source, sha256.lower())
+                        for (key, _, sha256), source in zip(items, sources)]
 
             return await self._pool.interaction(txn)
         finally:
-            source.close()
+            for source in sources:
+                source.close()
+
+    async def _store(self, cursor: AsyncCursor, key: str, source: IO[bytes], sha256: str) -> int:
+        """The chunks and meta row of one blob, in the caller's transaction (its key locked)."""
+        await self._in_thread(source.seek, 0)  # from the start if ever run again
+        await cursor.execute(DELETE_BLOB, (key,))
+        hasher = hashlib.sha256()
+        size = seq = 0
+        # the next chunk is read and hashed on a thread while this one is inserted
+        reading: Deferred[tuple[int, AsIs]] | None = self._read_next(source, hasher)
+        try:
+            while reading is not None:
+                count, literal = await reading
+                reading = None
+                if not count:
+                    break
+                reading = self._read_next(source, hasher)
+                await cursor.execute(INSERT_CHUNK, (key, seq, literal))
+                del literal
+                size += count
+                seq += 1
+        finally:
+            if reading is not None:  # an insert failed: let the read finish before closing
+                await settled(reading)
+        actual = hasher.hexdigest()
+        if actual != sha256:
+            raise BlobHashMismatch(key, sha256, actual)  # rolls the chunks back
+        await cursor.execute(INSERT_BLOB, (key, size, sha256, self._chunk_size))
+        return size
 
     # -- queries -----------------------------------------------------------------------
 
