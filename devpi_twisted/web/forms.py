@@ -130,12 +130,13 @@ def read_upload(body: IO[bytes], content_type: str, staging: Path) -> Upload:
         if content is None:
             return Upload(form, None, None)
         docs = form.first(":action") == "doc_upload"
-        try:
-            check_archive(content.path, content.filename, docs)
-            error = None
-        except InvalidInput as e:
-            error = e
         metadata = None if docs else spool_core_metadata(content.path, content.filename, staging)
+        error = None
+        if metadata is None or not content.filename.lower().endswith(".whl"):
+            try:  # (a wheel whose metadata was read is a zip whose members could be listed)
+                check_archive(content.path, content.filename, docs)
+            except InvalidInput as e:
+                error = e
         return Upload(form, metadata, error)
     except BaseException:
         form.discard()
