@@ -69,6 +69,13 @@ def _read_chunk(source: IO[bytes], hasher: Any, count: int) -> tuple[int, AsIs]:
     return len(data), AsIs(f"'{data.hex()}'")
 
 
+def _open_all(paths: Sequence[Path], opened: list[IO[bytes]]) -> None:
+    """Open each file for reading, appending to ``opened`` (the caller closes them, also
+    those opened before one failed)."""
+    for path in paths:
+        opened.append(open(path, "rb"))
+
+
 async def _fetch_one(cursor: AsyncCursor, sql: str, params: tuple[Any, ...]) -> Any:
     await cursor.execute(sql, params)
     return cursor.fetchone()
@@ -109,14 +116,16 @@ class PgBlobStore:
         for key, _, _ in items:
             check_key(key)
         sources: list[IO[bytes]] = []
+        runs = 0
         try:
-            for _, path, _ in items:
-                sources.append(await self._in_thread(open, Path(path), "rb"))
+            await self._in_thread(_open_all, [Path(path) for _, path, _ in items], sources)
 
             async def txn(cursor: AsyncCursor) -> list[int]:
+                nonlocal runs
+                runs += 1
                 for key in sorted({key for key, _, _ in items}):
                     await cursor.execute(LOCK_KEY, (BLOB_LOCK_CLASS, key))
-                return [await self._store(cursor, key, source, sha256.lower())
+                return [await self._store(cursor, key, source, sha256.lower(), again=runs > 1)
                         for (key, _, sha256), source in zip(items, sources)]
 
             return await self._pool.interaction(txn)
@@ -124,9 +133,12 @@ class PgBlobStore:
             for source in sources:
                 source.close()
 
-    async def _store(self, cursor: AsyncCursor, key: str, source: IO[bytes], sha256: str) -> int:
-        """The chunks and meta row of one blob, in the caller's transaction (its key locked)."""
-        await self._in_thread(source.seek, 0)  # from the start if ever run again
+    async def _store(self, cursor: AsyncCursor, key: str, source: IO[bytes], sha256: str,
+                     again: bool) -> int:
+        """The chunks and meta row of one blob, in the caller's transaction (its key locked);
+        ``again``: the transaction runs once more, the file is read from its start."""
+        if again:
+            await self._in_thread(source.seek, 0)
         await cursor.execute(DELETE_BLOB, (key,))
         hasher = hashlib.sha256()
         size = seq = 0
@@ -138,7 +150,8 @@ class PgBlobStore:
                 reading = None
                 if not count:
                     break
-                reading = self._read_next(source, hasher)
+                if count == self._chunk_size:  # (a shorter read of a file is its end)
+                    reading = self._read_next(source, hasher)
                 await cursor.execute(INSERT_CHUNK, (key, seq, literal))
                 del literal
                 size += count
