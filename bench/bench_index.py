@@ -8,9 +8,12 @@ proj0..proj4 spread over the four. wrk (1 thread) loads /alice/top/+simple/proj0
 and HTML, as pip asks, 10 connections) and downloads a 1 MB and a 20 MB file from
 alice/base1 (4 connections), the same files also from nginx (1 worker, sendfile) on
 127.0.0.1, in 3 alternating rounds each. With 2+ CPUs both servers are pinned to CPU 0
-and wrk to CPU 1 (taskset); the upload client is not pinned. ``--only simple download upload`` picks cases. Uploads: 4 Python threads (http.client keep-alive) POST pre-built upload forms,
+and wrk to CPU 1 (taskset); the upload client is not pinned. ``--only simple download upload`` picks cases. Uploads: one Python thread (--upload-conns N: N), each one keep-alive connection, one upload after another as twine sends them, POST pre-built upload forms,
 a new version each of one project per index (so later uploads find more versions), to fresh
-indexes, with X-Devpi-Auth (token) or Basic auth (password, as twine sends it).
+indexes, with X-Devpi-Auth (token) or Basic auth (password, as twine sends it); then
+with the token into alice/up-large after ``--large`` (100,000) projects were written to it
+straight through storage while the server runs: its p50 latency against the empty
+index's (target: within 1.2x).
 Server CPU: utime+stime of twistd (nginx: master + worker) from a run's start until idle.
 """
 
@@ -36,8 +39,12 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 from bench_api import auth_header, request, stop_server  # noqa: E402
 from bench_storage import start_server, tree_cpu, wait_idle  # noqa: E402
+from devpi_twisted.storage.board import SerialBoard  # noqa: E402
+from devpi_twisted.storage.executor import InlineExecutor  # noqa: E402
+from devpi_twisted.storage.postgres import BlockingPostgresStorage  # noqa: E402
+from devpi_twisted.storage.sqlite import SqliteStorage  # noqa: E402
 from tests.pg import PgCluster, free_port  # noqa: E402
-from tests.support import make_wheel  # noqa: E402
+from tests.support import make_wheel, result_of  # noqa: E402
 
 USER, PASSWORD = "alice", "secret"
 CHAIN = [("base1", []), ("base2", ["alice/base1"]), ("base3", ["alice/base2"]),
@@ -49,7 +56,8 @@ CASES = ["simple", "download", "upload"]
 # neither shares a core with the client by the scheduler's chance.
 PIN = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
 SERVER_CPU, CLIENT_CPU = (["taskset", "-c", "0"], ["taskset", "-c", "1"]) if PIN else ([], [])
-UPLOAD_CAP = {"token": 1000, "basic": 1000}  # bodies built per second of --duration
+UPLOAD_CAP = {"token": 1000, "basic": 1000, "large": 1000}  # bodies built per second of --duration
+FILL_BATCH = 2000  # versions per transaction filling the big index
 JSON_ACCEPT = {"User-Agent": "pip/24.0", "Accept": "application/vnd.pypi.simple.v1+json"}
 HTML_ACCEPT = {"User-Agent": "pip/24.0", "Accept": "text/html"}
 
@@ -112,7 +120,7 @@ def setup(base: str, tmp: Path, big: dict[str, bytes]) -> dict[str, str]:
     token = json.loads(request(base, "POST", "/+login", login, put))["result"]["password"]
     auth = {"token": {"X-Devpi-Auth": auth_header(USER, token)},
             "basic": {"Authorization": "Basic " + b64encode(f"{USER}:{PASSWORD}".encode()).decode()}}
-    for index, bases in [*CHAIN, ("up-token", []), ("up-basic", [])]:
+    for index, bases in [*CHAIN, ("up-token", []), ("up-basic", []), ("up-large", [])]:
         request(base, "PUT", f"/{USER}/{index}", json.dumps({"bases": bases}).encode(),
                 {**put, **auth["token"]})
     uploads = [(f"/{USER}/{index}/", wheel_form(tmp, f"proj{p}", f"1.{i}"))
@@ -122,6 +130,21 @@ def setup(base: str, tmp: Path, big: dict[str, bytes]) -> dict[str, str]:
     for path, (body, ctype) in uploads:
         request(base, "POST", path, body, {**auth["token"], "Content-Type": ctype})
     return auth
+
+
+def fill_large(open_storage, count: int) -> float:
+    """``count`` projects (one version each, no files) into alice/up-large, straight
+    through storage while the server runs (it catches up through the serial board or
+    PostgreSQL's notifications); returns the seconds it took."""
+    began, storage = time.monotonic(), open_storage()
+    try:
+        for start in range(0, count, FILL_BATCH):
+            items = [(f"filler{i}", "1.0", {"name": f"filler{i}", "version": "1.0"}, {})
+                     for i in range(start, min(count, start + FILL_BATCH))]
+            result_of(storage.write_releases(USER, "up-large", items))
+    finally:
+        result_of(storage.close())
+    return time.monotonic() - began
 
 
 def run_wrk(url: str, headers: dict[str, str], conns: int, duration: int, lua: Path) -> dict:
@@ -220,7 +243,7 @@ def row(name: str, conns, r: dict | None, target: str, figure: str, met: bool | 
 
 def bench_backend(label: str, storage: list[str], db: int | None, args, work: Path, lua: Path,
                   big: dict[str, bytes], nginx: tuple[subprocess.Popen, str],
-                  bodies: dict[str, list]) -> list[str]:
+                  bodies: dict[str, list], open_storage) -> list[str]:
     problems, setdir = [], work / label
     setdir.mkdir()
     proc, base = start_server(setdir, storage, 0)
@@ -260,13 +283,29 @@ def bench_backend(label: str, storage: list[str], db: int | None, args, work: Pa
             row(f"  ours/nginx {size}", "", None, f">= {want}", f"{ratio:.2f}", ratio >= want)
             print(f"  (rounds: {', '.join(f'{a:.0f}/{b:.0f}' for a, b in zip(ours['rounds'], theirs['rounds']))} MB/s)")
             results[f"download {size}"], results[f"nginx {size}"] = ours, theirs
-        for kind, want in (("token", 300), ("basic", 50))[:2 * ("upload" in args.only)]:
+        conns = args.upload_conns
+        for kind, want in (("token", 500), ("basic", 300))[:2 * ("upload" in args.only)]:
             r = measure(proc.pid, db, lambda: run_uploads(
-                base, f"/{USER}/up-{kind}/", bodies[kind], auth[kind], 4, args.duration))
-            row(f"upload {kind}", 4, r, f">= {want}/s", f"{r['rate']:.0f}/s", r["rate"] >= want)
+                base, f"/{USER}/up-{kind}/", bodies[kind], auth[kind], conns, args.duration))
+            row(f"upload {kind}", conns, r, f">= {want}/s", f"{r['rate']:.0f}/s", r["rate"] >= want)
             problems += [f"{label} upload {kind}: all {len(bodies[kind])} bodies sent"] * r["exhausted"]
             problems += [f"{label} upload {kind}, e.g.: {bad}" for bad in r["first_bad"]]
             results[f"upload {kind}"] = r
+        if "upload" in args.only and args.large:
+            took = fill_large(lambda: open_storage(setdir / "server"), args.large)
+            listed = json.loads(request(base, "GET", f"/{USER}/up-large", None, {
+                "Accept": "application/json", **auth["token"]}))["result"]["projects"]
+            assert len(listed) == args.large, f"{len(listed)} projects listed, not {args.large}"
+            wait_idle(proc.pid)
+            print(f"  ({args.large} projects written to {USER}/up-large in {took:.1f} s)", flush=True)
+            r = measure(proc.pid, db, lambda: run_uploads(
+                base, f"/{USER}/up-large/", bodies["large"], auth["token"], conns, args.duration))
+            empty = results["upload token"]
+            ratio = r["p50"] / max(empty["p50"], 1e-9)
+            row(f"upload {args.large // 1000}k projects", conns, r, "p50 <= 1.2x empty",
+                f"{ratio:.2f}x", ratio <= 1.2)
+            print(f"  (CPU {r['cpu'] / max(empty['cpu'], 1e-9):.2f}x the empty index's)")
+            results["upload large"] = r
         problems += [f"{label} {name}: {r['errors']} errors, {r['non2xx']} non-2xx"
                      for name, r in results.items() if r["errors"] or r["non2xx"]]
     finally:
@@ -320,6 +359,10 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds per run (10)")
     parser.add_argument("--postgres", action="store_true", help="also on PostgreSQL")
     parser.add_argument("--only", nargs="+", choices=CASES, default=CASES, help="cases to run")
+    parser.add_argument("--large", type=int, default=100_000,
+                        help="projects of the big index uploads are timed into too (0: none)")
+    parser.add_argument("--upload-conns", type=int, default=1,
+                        help="upload clients, each one connection, one upload after another (1)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="devpi-bench-index-"))
     lua, t0 = work / "bench.lua", time.monotonic()
@@ -338,14 +381,19 @@ def main() -> int:
     nginx, cluster, problems = None, None, []
     try:
         nginx = start_nginx(work, big)
-        problems += bench_backend("sqlite", [], None, args, work, lua, big, nginx, bodies)
+        problems += bench_backend(
+            "sqlite", [], None, args, work, lua, big, nginx, bodies,
+            lambda d: SqliteStorage.open(d / "db.sqlite3", InlineExecutor(),
+                                         board=SerialBoard(d / ".serial")))
         if args.postgres:
             cluster = PgCluster()  # stop() removes it even after a failed start
             cluster.start()
-            storage = ["--storage", cluster.storage_option(cluster.create_database())]
+            database = cluster.create_database()
+            storage = ["--storage", cluster.storage_option(database)]
             postmaster = int((cluster.datadir / "postmaster.pid").read_text().split()[0])
             problems += bench_backend("postgres", storage, postmaster, args, work, lua, big,
-                                      nginx, bodies)
+                                      nginx, bodies,
+                                      lambda d: BlockingPostgresStorage(cluster.settings(database)))
         print("\nreq/s, MB/s, p50/p99: wrk (uploads: 2xx per second of the run, Python client)\n"
               "CPU ms/req: twistd (nginx: master + worker) utime+stime from the start of a run\n"
               "  until idle / requests started; db ms/req: the postmaster and its children")

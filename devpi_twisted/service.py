@@ -50,7 +50,7 @@ from devpi_twisted.storage.interface import DocPage
 from devpi_twisted.web.blobcopy import BlobCopies
 from devpi_twisted.doctext import doc_pages
 from devpi_twisted.model.simple import SimpleOps
-from devpi_twisted.web.auditlog import AuditLog
+from devpi_twisted.web.auditlog import BATCH_SECONDS, AuditLog
 from devpi_twisted.web.hashing import HashingPool
 from devpi_twisted.web.compose import build_site
 from devpi_twisted.web.site import ServerInfo
@@ -152,7 +152,8 @@ def _services(config: Config, reactor: IServerReactor, node: sd.NodeInfo, storag
 
     policy = Policy(parse_principals(config.restrict_modify) if config.restrict_modify else None)
     hashing = HashingPool(reactor)  # argon2 never waits behind, nor holds up, the shared pool
-    audit_log = AuditLog(storage, reactor, config.audit_retention_days, prune=not config.requests_only)
+    audit_log = AuditLog(storage, reactor, config.audit_retention_days, prune=not config.requests_only,
+                         batch=BATCH_SECONDS)
     ops = ServerOps(storage, policy, TokenSigner(keys.auth, reactor.seconds), offload, time.time,
                     hashing=hashing, pause=lambda seconds: deferLater(reactor, seconds),
                     directory=directory, auditor=audit_log)

@@ -87,6 +87,11 @@ class ServerOps:
     def serial(self) -> int:
         return self._storage.serial
 
+    @property
+    def identity_serial(self) -> int:
+        """The serial of the last change to users, passwords, tokens or indexes."""
+        return self._storage.identity_serial
+
     async def sync(self) -> None:
         """Catch up with other processes' commits before reporting the serial."""
         await self._storage.sync()

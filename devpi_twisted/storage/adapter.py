@@ -174,6 +174,10 @@ class PlanStorage:
         return self._cache.serial
 
     @property
+    def identity_serial(self) -> int:
+        return self._cache.identity_serial
+
+    @property
     def last_commit_time(self) -> float | None:
         return self._cache.last_commit_time
 

@@ -29,6 +29,13 @@ def append(entries: Sequence[AuditEntry]) -> Plan[None]:
                   dumps(dict(e.details)))
 
 
+# Plans whose commit need not wait for the disk (an audit row is a record of what was
+# done, not the state itself): sqlite commits them without fsync (the next full commit's
+# fsync of the write-ahead log covers them; a killed process loses nothing), PostgreSQL
+# with synchronous_commit off. One upload one fsync, not two.
+LAZY = frozenset({append})
+
+
 def _where(query: AuditQuery) -> tuple[str, list[Any]]:
     """The WHERE clause of ``query`` (fixed fragments; only the values are parameters)."""
     terms: list[str] = []

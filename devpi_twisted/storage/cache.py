@@ -13,12 +13,14 @@ from collections.abc import Iterable
 from typing import Generic, TypeVar
 
 from devpi_twisted.storage.interface import (
-    FILE, INDEX, MIRROR, TOKEN, USER, VERSION, Change, FileRecord, IndexRecord, MirrorRecord,
+    DOCTEXT, FILE, INDEX, MIRROR, TOKEN, USER, VERSION, Change, FileRecord, IndexRecord, MirrorRecord,
     TokenRecord, UserRecord, token_record,
 )
 
 FILE_CACHE_SIZE = 4096
 MIRROR_CACHE_SIZE = 512  # pages of big projects run to megabytes
+# records that change no user, password, token or index (uploads write only these)
+RELEASE_TYPES = frozenset((VERSION, FILE, MIRROR, DOCTEXT))
 
 
 K = TypeVar("K")
@@ -70,6 +72,9 @@ class StateCache:
         self.config_serial = -1
         # the last serial that changed an index's releases or mirror pages ("user/index")
         self.index_serials: dict[str, int] = {}
+        # The last serial that changed anything but releases, files and mirror pages
+        # (users, passwords, API tokens, indexes, ...): what a checked identity rests on.
+        self.identity_serial = -1
         # Recently read file records (downloads ask for the same few again and again)
         # and mirror pages, valid while their project has not changed.
         self._files: ProjectRecords[str, FileRecord] = ProjectRecords(self)
@@ -92,7 +97,7 @@ class StateCache:
              indexes: Iterable[IndexRecord], mirrors: Iterable[tuple[str, str, str]] = (),
              tokens: Iterable[TokenRecord] = ()) -> None:
         self.serial, self.last_commit_time = serial, at
-        self.config_serial = serial
+        self.config_serial = self.identity_serial = serial
         self.project_serials = {}
         self.index_serials = {}
         self._files.clear()
@@ -108,6 +113,8 @@ class StateCache:
                 continue
             for record in change.records:
                 self._apply_record(change.serial, record.type, record.key, record.value)
+                if record.type not in RELEASE_TYPES:
+                    self.identity_serial = change.serial
             self.serial, self.last_commit_time = change.serial, change.at
             for record in change.records:  # the new values, valid from this serial on
                 self._remember(change.serial, record.type, record.key, record.value)

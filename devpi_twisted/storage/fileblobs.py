@@ -256,31 +256,56 @@ def _link_sync(target: Path, key: str, source: Path, sha256: str, sync: bool = T
 
 
 def _move_all_sync(moves: Sequence[tuple[Path, str, Path, str]]) -> None:
-    """fsync each source, then create the missing directories and rename each source to
-    its target (copy across filesystems, as _put_sync does), then fsync every directory
-    that got a new entry, once: all durable on return, with as few journal commits as
-    the file system needs (on ext4, the first directory's fsync commits them all)."""
-    for _, _, source, _ in moves:
-        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
-        try:
+    """Move spooled files into place, all durable on return, with as few journal commits
+    as the file system needs: each source is opened, then the missing directories are
+    made and each source is hard-linked in under its key where nothing is stored yet (a
+    link, unlike a rename, never replaces: only one of concurrent puts of a key gets
+    there this way), then the files are fsynced (on ext4 the first fsync commits the new
+    entries too) and every directory that got one, once. A key already stored gets its
+    new body the careful way: fsynced first, then renamed over it (copied across file
+    systems, as _put_sync does). Nothing refers to a key before the caller commits a
+    record after this returns, so a crash in between leaves at most an unreferenced file,
+    which a later put replaces the careful way."""
+    opened: list[int] = []
+    try:
+        for _, _, source, _ in moves:
+            opened.append(fd := os.open(source, os.O_RDONLY | os.O_CLOEXEC))
             os.fchmod(fd, 0o644)  # nginx reads what X-Accel-Redirect names
+        directories: dict[Path, None] = {}
+        for fd, (target, key, source, sha256) in zip(opened, moves):
+            if target.parent not in directories:
+                directories.update(dict.fromkeys(make_dirs(target.parent, sync=False)))
+            try:
+                os.link(source, target)
+            except OSError as e:
+                if e.errno not in (errno.EEXIST, errno.EXDEV, errno.EPERM, errno.EMLINK,
+                                   errno.ENOTSUP):
+                    raise
+                os.fsync(fd)  # a stored key (or no links here): whole before it shows
+                _rename_over(target, key, source, sha256)
+                continue
+            os.unlink(source)
+            directories[target.parent] = None
+        for fd in opened:
             os.fsync(fd)
-        finally:
+    finally:
+        for fd in opened:
             os.close(fd)
-    directories: dict[Path, None] = {}
-    for target, key, source, sha256 in moves:
-        if target.parent not in directories:
-            directories.update(dict.fromkeys(make_dirs(target.parent, sync=False)))
-        try:
-            os.rename(source, target)
-        except OSError as e:
-            if e.errno != errno.EXDEV:
-                raise
-            _put_sync(target, key, source, sha256)
-            continue
-        directories[target.parent] = None
     for directory in sorted(directories, key=lambda d: len(d.parts), reverse=True):
         fsync_dir(directory)
+
+
+def _rename_over(target: Path, key: str, source: Path, sha256: str) -> None:
+    """Rename a (fsynced) source over ``target`` and fsync its directory; a copy where a
+    rename cannot go (another file system)."""
+    try:
+        os.rename(source, target)
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        _put_sync(target, key, source, sha256)
+        return
+    fsync_dir(target.parent)
 
 
 def _size_sync(target: Path) -> int | None:

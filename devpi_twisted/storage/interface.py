@@ -217,6 +217,12 @@ class Storage(HookStorage, Protocol):
         """The latest committed serial this process knows, -1 for an empty state."""
 
     @property
+    def identity_serial(self) -> int:
+        """The latest serial known here that changed anything but releases, files and
+        mirror pages (users, passwords, API tokens, indexes): a credential checked since
+        is still good."""
+
+    @property
     def last_commit_time(self) -> float | None: ...
 
     def get_user(self, name: str) -> Deferred[UserRecord | None]: ...

@@ -69,6 +69,13 @@ def _read_chunk(source: IO[bytes], hasher: Any, count: int) -> tuple[int, AsIs]:
     return len(data), AsIs(f"'{data.hex()}'")
 
 
+def _open_all(paths: Sequence[Path], opened: list[IO[bytes]]) -> None:
+    """Open each file for reading, appending to ``opened`` (the caller closes them, also
+    those opened before one failed)."""
+    for path in paths:
+        opened.append(open(path, "rb"))
+
+
 async def _fetch_one(cursor: AsyncCursor, sql: str, params: tuple[Any, ...]) -> Any:
     await cursor.execute(sql, params)
     return cursor.fetchone()
@@ -96,52 +103,67 @@ class PgBlobStore:
     # -- put -----------------------------------------------------------------------
 
     def put_file(self, key: str, path: Path, sha256: str) -> Deferred[int]:
-        return Deferred.fromCoroutine(self._put(key, Path(path), sha256.lower()))
+        return Deferred.fromCoroutine(self._put_all([(key, Path(path), sha256)])).addCallback(
+            lambda sizes: sizes[0])
 
     def move_in(self, items: Sequence[tuple[str, Path, str]]) -> Deferred[None]:
-        return Deferred.fromCoroutine(self._put_all(list(items)))
+        return Deferred.fromCoroutine(self._put_all(list(items))).addCallback(lambda _: None)
 
-    async def _put_all(self, items: list[tuple[str, Path, str]]) -> None:
+    async def _put_all(self, items: Sequence[tuple[str, Path, str]]) -> list[int]:
+        """Store every item in one transaction (one commit for a file and its metadata),
+        all refused before any is stored; keys are locked in sorted order, so concurrent
+        puts of overlapping keys never deadlock. Returns the sizes, in order."""
         for key, _, _ in items:
-            check_key(key)  # all refused before any is stored
-        for key, path, sha256 in items:
-            await self._put(key, Path(path), sha256.lower())
-
-    async def _put(self, key: str, path: Path, sha256: str) -> int:
-        check_key(key)
-        source = await self._in_thread(open, path, "rb")
+            check_key(key)
+        sources: list[IO[bytes]] = []
+        runs = 0
         try:
-            async def txn(cursor: AsyncCursor) -> int:
-                await self._in_thread(source.seek, 0)  # from the start if ever run again
-                await cursor.execute(LOCK_KEY, (BLOB_LOCK_CLASS, key))
-                await cursor.execute(DELETE_BLOB, (key,))
-                hasher = hashlib.sha256()
-                size = seq = 0
-                # the next chunk is read and hashed on a thread while this one is inserted
-                reading: Deferred[tuple[int, AsIs]] | None = self._read_next(source, hasher)
-                try:
-                    while reading is not None:
-                        count, literal = await reading
-                        reading = None
-                        if not count:
-                            break
-                        reading = self._read_next(source, hasher)
-                        await cursor.execute(INSERT_CHUNK, (key, seq, literal))
-                        del literal
-                        size += count
-                        seq += 1
-                finally:
-                    if reading is not None:  # an insert failed: let the read finish before closing
-                        await settled(reading)
-                actual = hasher.hexdigest()
-                if actual != sha256:
-                    raise BlobHashMismatch(key, sha256, actual)  # rolls the chunks back
-                await cursor.execute(INSERT_BLOB, (key, size, sha256, self._chunk_size))
-                return size
+            await self._in_thread(_open_all, [Path(path) for _, path, _ in items], sources)
+
+            async def txn(cursor: AsyncCursor) -> list[int]:
+                nonlocal runs
+                runs += 1
+                for key in sorted({key for key, _, _ in items}):
+                    await cursor.execute(LOCK_KEY, (BLOB_LOCK_CLASS, key))
+                return [await self._store(cursor, key, source, sha256.lower(), again=runs > 1)
+                        for (key, _, sha256), source in zip(items, sources)]
 
             return await self._pool.interaction(txn)
         finally:
-            source.close()
+            for source in sources:
+                source.close()
+
+    async def _store(self, cursor: AsyncCursor, key: str, source: IO[bytes], sha256: str,
+                     again: bool) -> int:
+        """The chunks and meta row of one blob, in the caller's transaction (its key locked);
+        ``again``: the transaction runs once more, the file is read from its start."""
+        if again:
+            await self._in_thread(source.seek, 0)
+        await cursor.execute(DELETE_BLOB, (key,))
+        hasher = hashlib.sha256()
+        size = seq = 0
+        # the next chunk is read and hashed on a thread while this one is inserted
+        reading: Deferred[tuple[int, AsIs]] | None = self._read_next(source, hasher)
+        try:
+            while reading is not None:
+                count, literal = await reading
+                reading = None
+                if not count:
+                    break
+                if count == self._chunk_size:  # (a shorter read of a file is its end)
+                    reading = self._read_next(source, hasher)
+                await cursor.execute(INSERT_CHUNK, (key, seq, literal))
+                del literal
+                size += count
+                seq += 1
+        finally:
+            if reading is not None:  # an insert failed: let the read finish before closing
+                await settled(reading)
+        actual = hasher.hexdigest()
+        if actual != sha256:
+            raise BlobHashMismatch(key, sha256, actual)  # rolls the chunks back
+        await cursor.execute(INSERT_BLOB, (key, size, sha256, self._chunk_size))
+        return size
 
     # -- queries -----------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 
-from devpi_twisted.storage import migrations, plans
+from devpi_twisted.storage import auditplans, migrations, plans
 from devpi_twisted.storage.adapter import PlanStorage
 from devpi_twisted.storage.board import SerialBoard
 from devpi_twisted.storage.driver import drive
@@ -103,6 +103,9 @@ class SqliteStorage(PlanStorage):
         """Connect and migrate; blocking, meant for start-up before the reactor runs.
         With a ``reader`` executor, reads get a connection of their own, used there."""
         conn = connect(path)
+        # the writer's statement journals (a savepoint per plan) in memory: not a file
+        # created and removed per commit (reads keep big sorts on disk)
+        conn.execute("PRAGMA temp_store = MEMORY")
         try:
             migrate(conn, path)
             reading = (connect(path), reader) if reader is not None else None
@@ -148,7 +151,10 @@ class SqliteStorage(PlanStorage):
         (locked too long, I/O error) fails them all: StorageUnavailable."""
         conn = self._conn
         outcomes: list[Any] = []
+        lazy = all(make in auditplans.LAZY for make, _ in batch)
         try:
+            if lazy:  # (not in a transaction: sqlite takes the setting between them)
+                conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for make, args in batch:
@@ -168,6 +174,9 @@ class SqliteStorage(PlanStorage):
                 raise
         except sqlite3.OperationalError as e:
             raise StorageUnavailable(f"sqlite: {e}") from e
+        finally:
+            if lazy:
+                conn.execute("PRAGMA synchronous = FULL")
         return outcomes
 
     def _query_txn(self, plan: plans.Plan[T]) -> T:

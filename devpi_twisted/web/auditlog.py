@@ -3,7 +3,10 @@ audit table; a Service that keeps the table bounded.
 
 ``record`` never raises and never waits: the row is appended in the background (the
 Deferred is kept until it fires and awaited at shutdown, before the storage closes);
-a failure to store is logged. Failed logins pass the FailureGate first (a flood
+a failure to store is logged. With a ``batch`` delay (the server's: BATCH_SECONDS) rows
+wait that long and go in together, in one transaction (which, on sqlite, is mostly the
+next upload's own: its commit takes what is queued): a client uploading one file after
+another pays for its audit rows once per batch, not once per upload. Failed logins pass the FailureGate first (a flood
 becomes a summary per address and minute). The service, on the reactor's clock,
 hands the gate's summaries on every FLOOD_WINDOW and, where ``prune`` is set (the
 main process; workers and replicas with their own database each prune theirs),
@@ -28,6 +31,7 @@ from devpi_twisted.model.audit import FLOOD_WINDOW, LOGIN_FAILED, AuditEvent, Fa
 from devpi_twisted.storage.interface import AuditEntry, Storage
 
 MAX_ROWS = 1_000_000  # the newest rows kept whatever their age
+BATCH_SECONDS = 0.05  # how long the server lets audit rows gather before storing them
 PRUNE_SECONDS = 3600.0
 DAY = 86400.0
 
@@ -42,7 +46,7 @@ class AuditLog(Service):
     log = Logger(namespace="devpi_twisted.audit")
 
     def __init__(self, storage: Storage, clock: IReactorTime, retention_days: int,
-                 prune: bool = True, process: str | None = None) -> None:
+                 prune: bool = True, process: str | None = None, batch: float = 0.0) -> None:
         self._storage = storage
         self._clock = clock
         self._retention = retention_days * DAY
@@ -50,6 +54,9 @@ class AuditLog(Service):
         self._process = process if process is not None else this_process()
         self._gate = FailureGate()
         self._writes: set[Deferred[None]] = set()
+        self._batch = batch
+        self._pending: list[AuditEntry] = []
+        self._pending_call: IDelayedCall | None = None
         self._last_prune = -PRUNE_SECONDS
         self._tick = LoopingCall(self._tick_once)
         self._tick.clock = clock
@@ -78,9 +85,23 @@ class AuditLog(Service):
         entry = AuditEntry(kind=event.kind, actor=event.actor, client=event.client,
                            index=event.index, details=event.details, at=now,
                            process=self._process)
-        done = self._storage.append_audit([entry])
+        if self._batch <= 0:
+            self._append([entry])
+            return
+        self._pending.append(entry)
+        if self._pending_call is None:
+            self._pending_call = self._clock.callLater(self._batch, self._store_pending)
+
+    def _store_pending(self) -> None:
+        self._pending_call = None
+        entries, self._pending = self._pending, []
+        if entries:
+            self._append(entries)
+
+    def _append(self, entries: list[AuditEntry]) -> None:
+        done = self._storage.append_audit(entries)
         self._writes.add(done)
-        done.addErrback(self._failed, event.kind)
+        done.addErrback(self._failed, ", ".join(sorted({e.kind for e in entries})))
         done.addBoth(self._settled, done)
 
     def _failed(self, failure: Failure, kind: str) -> None:
@@ -133,4 +154,7 @@ class AuditLog(Service):
         if self._tick.running:
             self._tick.stop()
         self.flush()
+        if self._pending_call is not None and self._pending_call.active():
+            self._pending_call.cancel()
+        self._store_pending()
         return DeferredList(list(self._writes))

@@ -109,17 +109,35 @@ def parse_form(body: IO[bytes], content_type: str, staging: Path) -> Form:
     return Form(fields, files)
 
 
-def read_upload(body: IO[bytes], content_type: str, staging: Path
-                ) -> tuple[Form, UploadedFile | None]:
-    """An upload form parsed (parse_form) and the core metadata of its release file spooled,
-    in one go, for one trip to a thread (the archive itself is checked later, after the
-    form's own checks: check_archive)."""
+@attrs.frozen
+class Upload:
+    """An upload form read (read_upload): the form, the core metadata of its release file
+    (spooled) and the archive check's verdict on its ``content`` file: None when sound,
+    else the error, raised only once the form's own checks passed (devpi's order)."""
+
+    form: Form
+    metadata: UploadedFile | None
+    archive_error: InvalidInput | None
+
+
+def read_upload(body: IO[bytes], content_type: str, staging: Path) -> Upload:
+    """An upload form parsed (parse_form), the core metadata of its release file spooled
+    and the archive checked (check_archive, as a doc zip for a doc_upload), in one go, for
+    one trip to a thread."""
     form = parse_form(body, content_type, staging)
     try:
         content = form.files.get("content")
-        if content is None or form.first(":action") == "doc_upload":
-            return form, None
-        return form, spool_core_metadata(content.path, content.filename, staging)
+        if content is None:
+            return Upload(form, None, None)
+        docs = form.first(":action") == "doc_upload"
+        metadata = None if docs else spool_core_metadata(content.path, content.filename, staging)
+        error = None
+        if metadata is None or not content.filename.lower().endswith(".whl"):
+            try:  # (a wheel whose metadata was read is a zip whose members could be listed)
+                check_archive(content.path, content.filename, docs)
+            except InvalidInput as e:
+                error = e
+        return Upload(form, metadata, error)
     except BaseException:
         form.discard()
         raise

@@ -82,7 +82,7 @@ class RequestHelpers:
         serial = 0
         if key is not None:
             await self._ops.sync()  # commits of other processes first: they may revoke
-            serial = self._ops.serial
+            serial = self._ops.identity_serial  # (uploads in between change nothing here)
             hit = self._recent.get(key, serial)
             if hit is not None:  # (the audit records writes only: their address)
                 return hit if reading else attrs.evolve(hit, client=client_address(request))

@@ -2,10 +2,12 @@
 sending the same Basic password or login token with every request of a private index
 does not pay the password or token check each time.
 
-An entry is used only while nothing has been committed since it was made (every change
-of a user, a password or a token commits, on this process, another worker or the
-primary of a replica: the caller syncs first) and for at most ``RECENT_SECONDS``
-(tokens expire). Only successful checks are kept, so failed logins are still counted
+An entry is used only while no change to users, passwords, API tokens or indexes has
+been committed since it was made (every such change commits, on this process, another
+worker or the primary of a replica: the caller syncs first, then compares the storage's
+``identity_serial``; uploads and other release changes in between keep entries good, so
+a client uploading one file after another pays the check once) and for at most
+``RECENT_SECONDS`` (tokens expire). Only successful checks are kept, so failed logins are still counted
 and throttled. Keys are keyed hashes (per-process key) of the credential headers as
 sent and of what the client address is made of (the peer, ``X-Real-IP``): no secret
 is kept in memory as given, and a hit costs no decoding.

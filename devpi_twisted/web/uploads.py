@@ -65,19 +65,30 @@ class UploadApp:
             return render.result(request, "actionlog", log)
         try:
             await self._releases.check_upload(identity, user, index)
-            form, metadata = await self._offload(read_upload, request.content, ctype, self._staging)
+            read = await self._offload(read_upload, request.content, ctype, self._staging)
         except DomainError as e:
             return self._upload_error(request, e)
+        form, metadata = read.form, read.metadata
+
+        async def check_archive(checked: IncomingFile, rel: str) -> None:
+            """The verdict read_upload found (the same file, checked as ``rel``)."""
+            if checked.path != content_path or (rel == DOCZIP) != (form.first(":action") == "doc_upload"):
+                await self._check_archive(checked, rel)
+            elif read.archive_error is not None:
+                raise read.archive_error
+
+        content_path = None
         try:
             content = form.files.get("content")
             incoming = None
             if content is not None:
+                content_path = content.path
                 incoming = IncomingFile(
                     content.filename, content.path, content.size, content.sha256,
                     None if metadata is None else IncomingMetadata(
                         metadata.path, metadata.size, metadata.sha256))
             stored = await self._releases.submit_form(identity, user, index, form.fields,
-                                                      incoming, self._check_archive)
+                                                      incoming, check_archive)
         except Identical as e:
             request.setResponseCode(200, _reason(e.message))
             return b""

@@ -1,23 +1,26 @@
-"""A crash in the middle of a big upload leaves nothing behind, and the upload can be redone."""
+"""A crash in the middle of a big upload leaves nothing behind, and the upload can be redone;
+uploads acknowledged one after another just before a kill -9 are all there after it."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import http.client
 import os
 import threading
 import time
+import urllib.request
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
-from tests.support import Daemon, call, init_serverdir, login
+from tests.support import Daemon, call, init_serverdir, login, make_wheel
 
 BOUNDARY = "crash-test-boundary"
 SIZE = 200 * 1024 * 1024
 
 
-def _head(name: str, filename: str) -> bytes:
-    fields = [(":action", "file_upload"), ("name", name), ("version", "1.0"), ("protocol_version", "1")]
+def _head(name: str, filename: str, version: str = "1.0") -> bytes:
+    fields = [(":action", "file_upload"), ("name", name), ("version", version), ("protocol_version", "1")]
     parts = b"".join(f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
                      for k, v in fields)
     return parts + (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="content"; '
@@ -47,13 +50,17 @@ def _send(url: str, auth: str, total_body: int, head: bytes, sent: list[int], li
     return status
 
 
-def test_kill_9_during_a_200_mb_upload(tmp_path: Path) -> None:
+def _daemon(tmp_path: Path) -> tuple[Path, Daemon, str]:
     serverdir = tmp_path / "state"
     init_serverdir(serverdir, "--no-root-pypi")
     daemon = Daemon(serverdir).start()
     assert call(daemon.url + "/alice", "PUT", {"password": "pw"})[0] == 201
     assert call(daemon.url + "/alice/dev", "PUT", {}, login(daemon.url, "alice", "pw"))[0] == 200
-    auth = base64.b64encode(b"alice:pw").decode()
+    return serverdir, daemon, base64.b64encode(b"alice:pw").decode()
+
+
+def test_kill_9_during_a_200_mb_upload(tmp_path: Path) -> None:
+    serverdir, daemon, auth = _daemon(tmp_path)
     head = _head("big", "big-1.0.tar.gz")  # random bytes: no wheel (a .whl must be a zip)
     sent = [0]
     errors: list[BaseException] = []
@@ -81,5 +88,48 @@ def test_kill_9_during_a_200_mb_upload(tmp_path: Path) -> None:
         status = _send(daemon.url, auth, 8 * 1024 * 1024, head, [0], limit=None)
         assert status == 200
         assert call(daemon.url + "/alice/dev")[1]["result"]["projects"] == ["big"]
+    finally:
+        daemon.stop()
+
+
+def test_uploads_acknowledged_before_a_kill_9_are_all_there(tmp_path: Path) -> None:
+    """Wheels uploaded one after another over one connection (as twine sends them), the
+    server killed the moment the last is acknowledged: every one is listed after the
+    restart, its body and its core metadata (PEP 658) served with the hashes its page
+    names."""
+    serverdir, daemon, auth = _daemon(tmp_path)
+    address = urlsplit(daemon.url)
+    conn = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
+    sent = {}
+    try:
+        for n in range(30):
+            wheel = make_wheel(tmp_path, "fast", f"1.{n}")
+            data = wheel.read_bytes()
+            body = _head("fast", wheel.name, f"1.{n}") + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+            conn.request("POST", "/alice/dev/", body, {
+                "Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
+                "Authorization": f"Basic {auth}"})
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200, response.reason
+            sent[wheel.name] = hashlib.sha256(data).hexdigest()
+        daemon.kill9()
+    finally:
+        conn.close()
+    daemon.start()
+    try:
+        status, page, _ = call(daemon.url + "/alice/dev/+simple/fast/", headers={
+            "Accept": "application/vnd.pypi.simple.v1+json"})
+        assert status == 200
+        files = {f["filename"]: f for f in page["files"]}
+        assert {name: f["hashes"]["sha256"] for name, f in files.items()} == sent
+        for name in list(sent)[-3:]:  # the last ones, acknowledged just before the kill
+            url = urljoin(daemon.url + "/alice/dev/+simple/fast/", files[name]["url"])
+            with urllib.request.urlopen(url) as got:
+                assert hashlib.sha256(got.read()).hexdigest() == sent[name]
+            with urllib.request.urlopen(url.split("#")[0] + ".metadata") as got:
+                metadata = got.read()
+            assert hashlib.sha256(metadata).hexdigest() == files[name]["core-metadata"]["sha256"]
+            assert b"Name: fast" in metadata
     finally:
         daemon.stop()

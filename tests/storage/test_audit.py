@@ -3,6 +3,7 @@ rows take no serial and are not in the changelog."""
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 import pytest_twisted
@@ -86,3 +87,26 @@ async def test_audit_rows_of_another_process_are_seen(adapter: Any) -> None:
     await first.append_audit([_entry(1)])
     await second.append_audit([_entry(2)])
     assert [e.details["n"] for e in await first.query_audit(AuditQuery())] == [2, 1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_audit_rows_commit_without_their_own_fsync(storage: Any) -> None:
+    """An audit row is no state: sqlite commits a batch of audit rows alone with
+    synchronous NORMAL (the next full commit's fsync of the log covers it), everything
+    else with FULL; PostgreSQL (synchronous_commit off for them) stores them all the same."""
+    await storage.bootstrap([ROOT], [])
+    said: list[str] = []
+    conn = getattr(storage, "_conn", None)
+    if isinstance(conn, sqlite3.Connection):
+        conn.set_trace_callback(said.append)
+    await storage.append_audit([_entry(1)])
+    await storage.create_user("alice", {"created": "x"}, "$argon2id$fake")
+    await storage.append_audit([_entry(2)])
+    assert [e.details["n"] for e in await storage.query_audit(AuditQuery())] == [2, 1]
+    if isinstance(conn, sqlite3.Connection):
+        syncs = [s for s in said if "synchronous" in s or s.startswith(("BEGIN", "COMMIT"))]
+        assert syncs == ["PRAGMA synchronous = NORMAL", "BEGIN IMMEDIATE", "COMMIT",
+                         "PRAGMA synchronous = FULL", "BEGIN IMMEDIATE", "COMMIT",
+                         "PRAGMA synchronous = NORMAL", "BEGIN IMMEDIATE", "COMMIT",
+                         "PRAGMA synchronous = FULL"], syncs
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL

@@ -516,6 +516,7 @@ def test_a_move_across_filesystems_copies(tmp_path: Path, monkeypatch: pytest.Mo
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
     monkeypatch.setattr(module.os, "rename", no_rename)
+    monkeypatch.setattr(module.os, "link", no_rename)  # (neither crosses file systems)
     body, sha = _file(tmp_path, b"across", "spooled")
     target = tmp_path / "files" / "a" / "b"
     module._move_all_sync([(target, "a/b", body, sha)])
@@ -600,3 +601,26 @@ async def test_touch_records_a_download_at_most_once_a_day(blobs: Any, tmp_path:
     assert blobs.touch("alice/dev/+f/no/such/file.whl", later) is not None  # absent: harmless
     await blobs.touch("alice/dev/+f/no/such/file.whl", later + 2 * 86400)
     assert await blobs.read(KEY, Collector()) == len(b"touched")  # the body is untouched
+
+
+def test_a_move_links_a_new_key_and_renames_over_a_stored_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new key is hard-linked in (a link never replaces, so of two puts racing only one
+    gets there unsynced), then fsynced; a key already stored gets a body fsynced first,
+    then renamed over it: what shows under a stored key is always whole."""
+    from devpi_twisted.storage import fileblobs as module
+
+    calls: list[str] = []
+    for name in ("link", "rename", "fsync"):
+        real = getattr(module.os, name)
+        monkeypatch.setattr(module.os, name, lambda *a, _n=name, _r=real: (calls.append(_n), _r(*a))[1])
+    target = tmp_path / "files" / "a" / "b"
+    body, sha = _file(tmp_path, b"first", "spooled")
+    module._move_all_sync([(target, "a/b", body, sha)])
+    assert target.read_bytes() == b"first" and not body.exists()
+    assert calls[:2] == ["link", "fsync"] and "rename" not in calls, calls
+    calls.clear()
+    body, sha = _file(tmp_path, b"again", "spooled")
+    module._move_all_sync([(target, "a/b", body, sha)])
+    assert target.read_bytes() == b"again" and not body.exists()
+    assert calls[:3] == ["link", "fsync", "rename"], calls  # refused, fsynced, renamed

@@ -280,3 +280,31 @@ def test_the_service_prunes_old_events_on_the_clock(server: Server) -> None:
     server.clock.advance(PRUNE_SECONDS)
     assert result_of(server.storage.query_audit(AuditQuery())) == []
     result_of(service.stopService())
+
+
+def test_the_server_stores_audit_rows_in_batches(server: Server) -> None:
+    """With a batch delay (the server's), rows gather for that long and go in together in
+    one transaction; stopping the service stores what is still waiting."""
+    from devpi_twisted.model.audit import AuditEvent
+    from devpi_twisted.storage.interface import AuditQuery
+    from devpi_twisted.web.auditlog import BATCH_SECONDS, AuditLog
+    from tests.support import result_of
+
+    appended: list[int] = []
+    storage = server.storage
+    append = storage.append_audit
+    storage.append_audit = lambda entries: (appended.append(len(entries)), append(entries))[1]
+    try:
+        service = AuditLog(storage, server.clock, 1, prune=False, batch=BATCH_SECONDS)
+        for n in range(3):
+            service.record(AuditEvent("upload", "alice", "10.0.0.1", "alice/dev", {"n": n}))
+        assert appended == [] and result_of(storage.query_audit(AuditQuery())) == []
+        server.clock.advance(BATCH_SECONDS)
+        assert appended == [3]
+        assert [e.details["n"] for e in result_of(storage.query_audit(AuditQuery()))] == [2, 1, 0]
+        service.record(AuditEvent("upload", "alice", "10.0.0.1", "alice/dev", {"n": 3}))
+        result_of(service.stopService())
+        assert appended == [3, 1]
+        assert len(result_of(storage.query_audit(AuditQuery()))) == 4
+    finally:
+        storage.append_audit = append

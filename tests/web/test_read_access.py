@@ -346,3 +346,66 @@ def test_an_expired_login_token_is_refused_though_it_was_just_used(private: Priv
     private.server.clock.advance(11 * 3600)  # past the 10 hours of a login token
     reply = client.get(page, headers=private.auth["bob"])
     assert reply.code == 401 and "not valid" in reply.json["message"], reply.body
+
+
+def test_checked_credentials_outlive_uploads_not_a_password_change_or_deletion(
+        private: Private, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client uploading one file after another is checked once (uploads change no user,
+    password or token), yet a changed password, a deleted user and a revoked login are
+    refused on the very next request (issue 25)."""
+    server, alice = private.server, private.auth["alice"]
+    basic = {"Authorization": [f"Basic {base64.b64encode(b'alice:secret').decode()}"]}
+    checks: list[str] = []
+    authenticate = server.ops.authenticate
+
+    async def counted(username: str, secret: str, client: str = "") -> Identity:
+        checks.append(username)
+        return await authenticate(username, secret, client)
+
+    monkeypatch.setattr(server.ops, "authenticate", counted)
+    for who in (alice, basic):
+        checks.clear()
+        for n in range(3):
+            upload(server, "alice/private", who, "many", f"{n}.{len(who)}",
+                   f"many-{n}.{len(who)}.tar.gz", SDIST.replace(b"pkg", b"many"))
+        assert len(checks) <= 1, checks  # at most once for three uploads
+    # the password changes (by root): the next upload with the old one is refused
+    reply = server.client.request("PATCH", "/alice", {"password": "changed"},
+                                  headers=private.auth["root"])
+    assert reply.code == 200, reply.body
+    for who in (alice, basic):
+        body = b"--x\r\nContent-Disposition: form-data; name=\":action\"\r\n\r\nsubmit\r\n--x--\r\n"
+        reply = server.client.request("POST", "/alice/private/", raw=body, headers={
+            "Content-Type": ["multipart/form-data; boundary=x"], **who})
+        assert reply.code == 401, (who, reply.code, reply.body)
+    # a deleted user: Basic with the (new) password worked a moment ago, then nothing
+    bob = {"Authorization": [f"Basic {base64.b64encode(b'bob:secret').decode()}"]}
+    page = "/alice/private/+simple/pkg/"
+    assert server.client.get(page, headers=bob).code == 200
+    assert server.client.request("DELETE", "/bob", headers=private.auth["root"]).code == 200
+    assert server.client.get(page, headers=bob).code == 401
+
+
+def test_a_bad_archive_is_refused_after_the_forms_own_checks(private: Private) -> None:
+    """The archive is checked in the thread trip that reads the form, its verdict given
+    only where devpi gives it: a broken wheel or doc zip is a 400 naming it, and a form
+    that is wrong itself still gets that answer first."""
+    server, alice = private.server, private.auth["alice"]
+
+    def post(fields: list[tuple[str, str]], filename: str, content: bytes) -> Reply:
+        body = b"".join(f'--x\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+                        for k, v in fields)
+        body += (f'--x\r\nContent-Disposition: form-data; name="content"; filename="{filename}"'
+                 f'\r\n\r\n').encode() + content + b"\r\n--x--\r\n"
+        return server.client.request("POST", "/alice/private/", raw=body, headers={
+            "Content-Type": ["multipart/form-data; boundary=x"], **alice})
+
+    upload_ = [(":action", "file_upload"), ("name", "bad"), ("version", "1.0")]
+    reply = post(upload_, "bad-1.0-py3-none-any.whl", b"no zip")
+    assert reply.code == 400 and "is not a wheel" in reply.json["message"], reply.body
+    reply = post([*upload_[:2], ("version", "")], "bad-1.0-py3-none-any.whl", b"no zip")
+    assert reply.code == 400 and "is not a wheel" not in reply.json["message"], reply.body
+    docs = [(":action", "doc_upload"), ("name", "pkg"), ("version", "1.0")]
+    reply = post(docs, "pkg-1.0.doc.zip", b"no zip")
+    assert reply.code == 400 and "invalid documentation zip" in reply.json["message"], reply.body
+    assert server.client.get("/alice/private/bad/1.0", headers=alice).code == 404
