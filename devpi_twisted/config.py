@@ -101,6 +101,9 @@ class Config:
     argon2_memory_cost: int = default_of("argon2-memory-cost")
     argon2_time_cost: int = default_of("argon2-time-cost")
     argon2_parallelism: int = default_of("argon2-parallelism")
+    # an --argon2-* option named: a replica of a devpi-server primary derives its key with
+    # these, not with devpi's defaults (DEVPI_ARGON2)
+    argon2_given: bool = False
     init: bool = False
     root_pypi: bool = True
     root_passwd: str = default_of("root-passwd")
@@ -111,6 +114,12 @@ class Config:
     include_mirrored_files: bool = False
     skip_import_types: tuple[str, ...] = default_of("skip-import-type")
 
+
+NAMED = "+named"  # raw_values' key for the names of the options given, not defaulted
+ARGON2_OPTIONS = ("argon2-memory-cost", "argon2-time-cost", "argon2-parallelism")
+# devpi-server's own key derivation costs (memory KiB, passes, lanes): what a devpi
+# primary started without --argon2-* options derives its keys with
+DEVPI_ARGON2 = (524288, 16, 8)
 
 # devpi-server's option names (its --configfile keys) that ours spell differently
 DEVPI_RENAMED = {"remote-refresh-delay": "mirror-cache-expiry"}
@@ -204,18 +213,19 @@ class BaseOptions(usage.Options):
     def raw_values(self) -> dict[str, Any]:
         """Each option's value by precedence: command line, environment, file, default."""
         values: dict[str, Any] = {o.name: o.default for o in self._options}
+        named: dict[str, Any] = {}
         configfile = self["configfile"] or self.environ.get(CONFIGFILE)
         if configfile:
-            values.update(_config_file_values(configfile, self._options))
-        values.update(_env_values(self.environ, self._options))
+            named.update(_config_file_values(configfile, self._options))
+        named.update(_env_values(self.environ, self._options))
         for option in self._options:
             given = self[option.name]
             if option.flag:
                 if given:
-                    values[option.name] = True
+                    named[option.name] = True
             elif given is not None:
-                values[option.name] = given
-        return values
+                named[option.name] = given
+        return {**values, **named, NAMED: frozenset(named)}
 
     def config(self) -> Config:
         """Convert and validate; raises ConfigError naming the bad option."""
@@ -263,6 +273,10 @@ def build_config(raw: Mapping[str, Any]) -> Config:
     if role == "replica" and not primary_url:
         raise ConfigError("--role replica needs --primary-url")
     values["role"], values["role_given"] = role, values["role"] != "auto"
+    named = raw.get(NAMED)  # raw_values says which were named; a plain mapping names its own
+    values["argon2_given"] = any(
+        name in named if named is not None else raw.get(name) is not None
+        for name in ARGON2_OPTIONS)
     values["listen"] = _listen(values["host"], values["port"], values["unix_socket"],
                                values["unix_socket_perms"])
     config = Config(**values)

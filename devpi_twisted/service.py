@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
 
@@ -26,7 +27,8 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger, STDLibLogObserver, globalLogPublisher
 
 from devpi_twisted import serverdir as sd
-from devpi_twisted.config import BaseOptions, Config, TwistdOptions, as_replica_of, load_yaml_file
+from devpi_twisted.config import DEVPI_ARGON2, BaseOptions, Config, TwistdOptions, as_replica_of, \
+    load_yaml_file
 from devpi_twisted.listening import AdoptService, DevpiService, ListenService, listening_sockets
 from devpi_twisted.options import OPTIONS, ConfigError
 from devpi_twisted.reactors import IServerReactor
@@ -38,10 +40,11 @@ from devpi_twisted.model.acl import Policy, parse_principals
 from devpi_twisted.model.audit import AuditOps
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.directory import Directory
-from devpi_twisted.model.tokens import DerivedKeys, TokenSigner, derive_keys
+from devpi_twisted.model.tokens import REPLICA_SALT, DerivedKeys, TokenSigner, derive_key, \
+    derive_keys
 from devpi_twisted.serverdir import StartupError
 from devpi_twisted.storage.board import SerialBoard
-from devpi_twisted.storage.types import ThreadOffload
+from devpi_twisted.storage.types import Offload, ThreadOffload
 from devpi_twisted.storage.values import MirrorConfig
 from devpi_twisted.workers import WorkerSupervisor, worker_command
 from devpi_twisted.model.release_ops import ReleaseOps
@@ -137,7 +140,8 @@ def build_service(config: Config, reactor: IServerReactor) -> IService:
     board = SerialBoard(config.serverdir / sd.BOARD)
     storage = open_storage(config, reactor, board)
     try:
-        return _services(config, reactor, node, storage, directory, keys, lock, worker_args)
+        return _services(config, reactor, node, storage, directory, keys, lock, worker_args,
+                         secret)
     except BaseException:
         storage.close()  # its threads end, so the process exits with the message
         raise
@@ -145,7 +149,8 @@ def build_service(config: Config, reactor: IServerReactor) -> IService:
 
 def _services(config: Config, reactor: IServerReactor, node: sd.NodeInfo, storage: Storage,
               directory: Directory | None, keys: DerivedKeys, lock: IO[bytes] | None,
-              worker_args: tuple[list[str], dict[str, str]] | None) -> IService:
+              worker_args: tuple[list[str], dict[str, str]] | None,
+              secret: bytes = b"") -> IService:
     """The services over an open storage (build_service closes it when this raises)."""
     worker = bool(config.listen_fds)
     offload = ThreadOffload(reactor)
@@ -183,7 +188,9 @@ def _services(config: Config, reactor: IServerReactor, node: sd.NodeInfo, storag
                                 _primary_remembered(config.serverdir, offload),
                                 config.file_replication_threads, config.request_timeout,
                                 skip_indexes=config.file_replication_skip_indexes,
-                                skip_serial=config.skip_serial, translator_for=translator_for)
+                                skip_serial=config.skip_serial, translator_for=translator_for,
+                                devpi_signer=None if config.argon2_given else partial(
+                                    _devpi_signer, secret, offload))
     feed = ChangelogFeed(storage, node.uuid, TokenSigner(keys.replica, time.time), reactor,
                          enabled=config.role == "primary")
     mirror = Mirror(storage, upstream, blobs, staging, offload, reactor,
@@ -277,6 +284,14 @@ def _storage_text(config: Config) -> str:
     where = " ".join(f"{k}={v}" for k, v in sorted(config.storage.settings.items())
                      if k in ("host", "port", "database", "dbname", "user"))
     return f"{config.storage.name} {where}".strip() + ", files in the database"
+
+
+async def _devpi_signer(secret: bytes, offload: Offload) -> TokenSigner:
+    """The replica's token signer for a devpi-server primary: the replica key derived
+    from the shared secret with devpi's own costs (DEVPI_ARGON2; seconds, on a thread)."""
+    memory, passes, lanes = DEVPI_ARGON2
+    key = await offload(derive_key, secret, REPLICA_SALT, passes, memory, lanes)
+    return TokenSigner(key, time.time)
 
 
 def _replica_by_default(config: Config, node: sd.NodeInfo) -> Config:

@@ -33,15 +33,21 @@ class DerivedKeys:
     replica: bytes
 
 
+AUTH_SALT, REPLICA_SALT = b"devpi-server-auth", b"devpi-server-replica"
+
+
+def derive_key(secret: bytes, salt: bytes, time_cost: int, memory_cost: int,
+               parallelism: int) -> bytes:
+    """Raw argon2id of the secret with one of devpi's salts; slow by design."""
+    return hash_secret_raw(secret, salt, time_cost=time_cost, memory_cost=memory_cost,
+                           parallelism=parallelism, hash_len=16, type=Type.ID, version=19)
+
+
 def derive_keys(secret: bytes, time_cost: int, memory_cost: int, parallelism: int) -> DerivedKeys:
-    """Raw argon2id of the secret with devpi's salts; slow by design (run once at start)."""
-
-    def derive(salt: bytes) -> bytes:
-        return hash_secret_raw(
-            secret, salt, time_cost=time_cost, memory_cost=memory_cost,
-            parallelism=parallelism, hash_len=16, type=Type.ID, version=19)
-
-    return DerivedKeys(auth=derive(b"devpi-server-auth"), replica=derive(b"devpi-server-replica"))
+    """Both keys of the secret (run once at start)."""
+    costs = (time_cost, memory_cost, parallelism)
+    return DerivedKeys(auth=derive_key(secret, AUTH_SALT, *costs),
+                       replica=derive_key(secret, REPLICA_SALT, *costs))
 
 
 class _ClockSigner(TimestampSigner):

@@ -46,6 +46,10 @@ class PrimaryClient:
         self._outside_url = outside_url
         self.primary_uuid = primary_uuid  # "" until the first reply names it
 
+    def use_signer(self, signer: TokenSigner) -> None:
+        """Sign the replica's tokens with ``signer`` from now on (a devpi primary's key)."""
+        self._signer = signer
+
     def _soon(self, work: Callable[[], object]) -> IDelayedCall:
         return self._reactor.callLater(0, work)
 

@@ -8,7 +8,9 @@ devpi 6, devpi 7's ``application/x-devpi-replica-changes-v2``), decoded (devpi_w
 and translated serial by serial into our records (dump/devpi_changes.py and
 dump/devpi_changes7.py, handed in as ``translator_for``), each serial one transaction
 under the primary's serial number. The replica's token and headers are devpi's already
-(client.py), and so are its file fetches (fetch.py).
+(client.py), and so are its file fetches (fetch.py); the key that signs the token is
+derived from the shared secret with devpi's own costs unless ``--argon2-*`` named others
+(``devpi_signer``).
 
 A serial that cannot be translated stops the follow with one error naming the serial
 and the key; everything before it stays applied, and the next start tries it again
@@ -17,11 +19,12 @@ and the key; everything before it stays applied, and the next start tries it aga
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import treq
 
+from devpi_twisted.model.tokens import TokenSigner
 from devpi_twisted.replication import devpi_wire
 from devpi_twisted.replication.client import PrimaryClient, header
 from devpi_twisted.replication.follower import ChangelogFollower
@@ -52,6 +55,8 @@ class Translator(Protocol):
 
 # (major version of devpi-server, storage) -> its translator (dump/devpi_changes.py)
 TranslatorFor = Callable[[int, Storage], Translator]
+# the replica's token signer for a devpi primary (derives devpi's replica key, slowly)
+DevpiSigner = Callable[[], Awaitable[TokenSigner]]
 
 
 def devpi_major(version: str | None) -> int | None:
@@ -67,11 +72,15 @@ class Follower(ChangelogFollower):
     """The changelog follower for our primaries and devpi's alike."""
 
     def __init__(self, *args: Any, skip_serial: int | None = None,
-                 translator_for: TranslatorFor | None = None, **kwargs: Any) -> None:
-        """``translator_for``: None follows our own primaries only."""
+                 translator_for: TranslatorFor | None = None,
+                 devpi_signer: DevpiSigner | None = None, **kwargs: Any) -> None:
+        """``translator_for``: None follows our own primaries only. ``devpi_signer``: the
+        replica's token signer for a devpi primary (its key derived with devpi's own
+        costs), None to keep the one the client has."""
         super().__init__(*args, **kwargs)
         self._skip_serial = skip_serial
         self._translator_for = translator_for
+        self._devpi_signer = devpi_signer
         self._translator: Translator | None = None
         self.primary_kind: str | None = None  # "devpi-twisted", "devpi-server 6.20.3", ...
 
@@ -102,6 +111,8 @@ class Follower(ChangelogFollower):
                                    "follow it")
             self.log.error("{reason}", reason=self.stopped_reason)
             return
+        if self._devpi_signer is not None:
+            self.client.use_signer(await self._devpi_signer())
         self.accept = DEVPI7_TYPE if major >= 7 else DEVPI6_TYPE
         self._translator = self._translator_for(major, self.storage)
         self.log.info("Following {kind} at {primary} (devpi's replication protocol)",

@@ -29,7 +29,7 @@ from twisted.internet.interfaces import IReactorTime
 from devpi_twisted.replication.client import PrimaryClient
 from devpi_twisted.replication.fetch import FileFetcher, FileFetchFailed, FileGone
 from devpi_twisted.replication.files import FILE_BACKOFF, FileReplicator
-from devpi_twisted.replication.devpi_follow import Follower, TranslatorFor
+from devpi_twisted.replication.devpi_follow import DevpiSigner, Follower, TranslatorFor
 from devpi_twisted.replication.follower import POLL_BACKOFF, ChangelogFollower
 from devpi_twisted.replication.relay import WriteRelay
 from devpi_twisted.replication.status import ReplicaStatus
@@ -98,17 +98,19 @@ def build_replica(storage: Storage, blobs: BlobStore, client: PrimaryClient,
                   request_timeout: float = 5.0, skip_indexes: tuple[str, ...] = (),
                   jitter: Callable[[], float] = random.random,
                   skip_serial: int | None = None,
-                  translator_for: TranslatorFor | None = None) -> Replica:
+                  translator_for: TranslatorFor | None = None,
+                  devpi_signer: DevpiSigner | None = None) -> Replica:
     """The replica's parts wired together. ``jitter``: the randomness of the back-offs
     (poll and file retries); ``skip_indexes``: user/index names, index types or "all"
     whose files are fetched only on demand; ``skip_serial``: a devpi primary's serial
-    left out and ``translator_for`` its changes' translators (devpi_follow.py)."""
+    left out, ``translator_for`` its changes' translators and ``devpi_signer`` the
+    replica's token signer for it (devpi_follow.py)."""
     fetcher = FileFetcher(storage, blobs, client, staging, offload, request_timeout)
     files = FileReplicator(clock, storage, blobs, fetcher, file_threads,
                            backoffPolicy(*FILE_BACKOFF, jitter=jitter), skip_indexes)
     follower = Follower(clock, storage, client, remember_primary, files.imported,
                         backoffPolicy(*POLL_BACKOFF, jitter=jitter), skip_serial=skip_serial,
-                        translator_for=translator_for)
+                        translator_for=translator_for, devpi_signer=devpi_signer)
     relay = WriteRelay(clock, storage, client, request_timeout)
     status = ReplicaStatus(clock, storage, client, follower, files, fetcher)
     return Replica(follower, files, fetcher, relay, status)
