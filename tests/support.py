@@ -61,17 +61,21 @@ def bin_path(name: str) -> str:
 class Daemon:
     """A real ``twistd -n devpi`` process on a free loopback port."""
 
-    def __init__(self, serverdir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, serverdir: Path, *args: str, env: dict[str, str] | None = None,
+                 fast_argon2: bool = True) -> None:
+        """``fast_argon2``: derive keys at test-cheap costs (False: no --argon2-* option)."""
         self.serverdir = serverdir
         self.args = list(args)
         self.env = env
+        self.fast_argon2 = fast_argon2
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.log = serverdir.parent / (serverdir.name + ".log")
 
     def command(self) -> list[str]:
         return [bin_path("twistd"), "-n", "--pidfile=", "devpi", "--serverdir", str(self.serverdir),
-                "--host", "127.0.0.1", "--port", "0", *FAST_ARGON2, *self.args]
+                "--host", "127.0.0.1", "--port", "0", *(FAST_ARGON2 if self.fast_argon2 else ()),
+                *self.args]
 
     def start(self, timeout: float = 30) -> Daemon:
         main = "--requests-only" not in self.args

@@ -52,6 +52,7 @@ class ChangelogFollower:
         self.updated_at: float | None = None
         self.metadata_in_sync_at: float | None = None
         self.stopped_reason: str | None = None
+        self.last_error: str | None = None  # why the last poll failed; None after a good one
 
     def start(self) -> None:
         self.running = True
@@ -83,6 +84,7 @@ class ChangelogFollower:
             except (PrimaryUnreachable, protocol.MalformedChanges, StorageError) as e:
                 self.log.warn("Replication from {primary} failed, retrying: {error}",
                               primary=self._client.url, error=str(e))
+                self.last_error = str(e)
                 ok = False
             except CancelledError:
                 raise
@@ -92,7 +94,7 @@ class ChangelogFollower:
             if self.stopped_reason is not None:
                 return
             if ok:
-                failures = 0
+                failures, self.last_error = 0, None
                 continue
             await deferLater(self._clock, self._delay(failures), lambda: None)
             failures += 1
@@ -106,8 +108,12 @@ class ChangelogFollower:
         except Exception as e:
             raise PrimaryUnreachable(f"reading the changelog broke off: {e}") from None
         if response.code not in (200, 202):
+            text = " ".join(body[:200].decode("utf-8", "replace").split())
             self.log.warn("The primary answered {code} to {path}: {body}", code=response.code,
-                          path=path, body=body[:200].decode("utf-8", "replace"))
+                          path=path, body=text)
+            self.last_error = f"the primary answered {response.code} to {path}: {text}" + (
+                " (the replica's key does not match the primary's: check --secretfile and the "
+                "--argon2-* costs)" if response.code == 403 else "")
             named = header(response, protocol.PRIMARY_UUID) or header(response, protocol.MASTER_UUID)
             if self._client.primary_uuid and named and named != self._client.primary_uuid:
                 self._check_primary(response)  # another primary answers there: stop

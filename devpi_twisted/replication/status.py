@@ -57,6 +57,7 @@ class ReplicaStatus:
             "replica-file-queue": files.file_queue,
             "replica-files-fetched": self._fetcher.files_fetched,
             "replication-stopped": follower.stopped_reason,
+            "replication-last-error": follower.last_error,
             # who the primary is: devpi-twisted, or devpi-server VERSION (devpi_follow.py)
             "replica-primary-kind": getattr(follower, "primary_kind", None),
         })

@@ -80,12 +80,14 @@ class Devpi6:
                                  f"{done.stdout}\n{done.stderr}")
         return done
 
-    def start(self, *args: str, timeout: float = 60) -> Devpi6:
+    def start(self, *args: str, timeout: float = 60, fast_argon2: bool = True) -> Devpi6:
+        """``fast_argon2``: test-cheap key derivation (False: devpi's own default costs)."""
         port = free_port()
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [str(self.bindir / "devpi-server"), "--serverdir", str(self.serverdir),
-                 "--host", "127.0.0.1", "--port", str(port), *FAST_ARGON2, *args],
+                 "--host", "127.0.0.1", "--port", str(port),
+                 *(FAST_ARGON2 if fast_argon2 else ()), *args],
                 stdout=log, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + timeout

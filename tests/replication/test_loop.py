@@ -271,3 +271,20 @@ def test_the_replica_stops_when_another_primary_answers(setup: Setup, tmp_path: 
     assert any(e.get("log_level").name == "error" for e in events)
     assert setup.replica_storage.serial == 0  # nothing of the other history imported
     stop(setup.replica, setup.http)
+
+
+def test_a_refused_poll_shows_in_the_status_until_a_poll_succeeds(setup: Setup) -> None:
+    """A replica whose key the primary does not accept says so in /+status (403, with
+    what to check), not only in its log; the next good poll clears it."""
+    setup.client.use_signer(TokenSigner(b"w" * 16, setup.clock.seconds))
+    with capturedLogs():
+        setup.replica.startService()
+    error = setup.replica.status()["replication-last-error"]
+    assert error is not None and "403" in error and "--secretfile" in error
+    assert setup.replica_storage.serial == -1
+    setup.client.use_signer(TokenSigner(REPLICA_KEY, setup.clock.seconds))
+    setup.clock.advance(60)  # the back-off ends; the next poll is accepted
+    setup.http.flush()
+    assert setup.replica.status()["replication-last-error"] is None
+    assert setup.replica_storage.serial == 0
+    stop(setup.replica, setup.http)
