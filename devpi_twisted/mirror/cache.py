@@ -81,6 +81,9 @@ class Mirror:
     def names(self, name: str, config: Config) -> dict[str, str] | None:
         return self.lists.names(name, config)
 
+    def names_stamp(self, name: str, config: Config) -> str | None:
+        return self.lists.stamp(name, config)
+
     async def warm(self, name: str, config: Config) -> None:
         """At start: load the project list of mirror ``name`` stored by an earlier run,
         so that no client's first page waits for reading it (it is revalidated upstream

@@ -8,6 +8,7 @@ A list is of one upstream URL: a mirror given another mirror_url starts without 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import tempfile
@@ -29,6 +30,7 @@ from devpi_twisted.storage.blobs import BlobMissing, BlobStore
 from devpi_twisted.storage.types import Offload
 
 _log = Logger()
+_VERSIONS = itertools.count()
 
 
 @attrs.frozen
@@ -37,6 +39,8 @@ class _List:
     etag: str | None
     names: dict[str, str]
     url: str  # the upstream URL it is of, credentials removed
+    # tells this list from others in ETags: upstream's ETag, else a number of this process
+    version: str = attrs.field(factory=lambda: f"n{next(_VERSIONS)}")
 
 
 class ProjectLists:
@@ -71,6 +75,14 @@ class ProjectLists:
             running.addErrback(lambda f: _log.failure("project list of {name}", f, name=name))
             running.addBoth(self._listed, key)
         return known.names if known is not None else None
+
+    def stamp(self, name: str, config: Config) -> str | None:
+        """What tells the list in memory from any other (its ETag upstream, and its
+        length, which grows when a project is ``found``); None before there is one."""
+        known = self._known(name, config)
+        if known is None:
+            return None
+        return f"{known.etag or known.version}:{len(known.names)}"
 
     async def lacks(self, name: str, config: Config, project: str) -> bool:
         """Whether the mirror's list (loaded from the store if this process has none

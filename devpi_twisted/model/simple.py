@@ -238,6 +238,29 @@ class SimpleOps:
                     names.setdefault(project, None)
         return list(names) if reader is None else listed_projects(reader, names)
 
+    async def listing(self, user: str, index: str,
+                      stamp: Callable[[str, MirrorConfig], str | None],
+                      reader: Identity | None = None) -> tuple[tuple[str, ...], str]:
+        """What the project list of ``user/index`` seen by ``reader`` is built from: the
+        stages of its order ``reader`` may read, and a text that changes whenever the list
+        may: each mirror's ``stamp`` (which upstream list it has; None: none, its stored
+        pages list it), and the last serial that changed any config or a stage listed
+        from storage."""
+        synced = self._storage.sync()  # commits of the other worker processes first
+        if not synced.called:
+            await synced
+        configs = {i.name: i.config for i in await self._storage.list_indexes()}
+        order = await self._order(user, index, reader)
+        parts, stored = [], []
+        for stage in order:
+            config = configs[stage]
+            listed = stamp(stage, config) if isinstance(config, MirrorConfig) else None
+            if listed is None:
+                stored.append(stage)
+            else:
+                parts.append(listed)
+        return tuple(order), "|".join([str(self._storage.listing_serial(stored)), *parts])
+
     async def _stored(self, link: Link) -> bool:
         record = await self._storage.get_file(link.relpath)
         return record is not None and not record.deleted

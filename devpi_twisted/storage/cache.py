@@ -68,6 +68,9 @@ class StateCache:
         # releases anywhere, and the last that changed any index configuration.
         self.project_serials: dict[str, int] = {}
         self.config_serial = -1
+        # For project lists: the last serial that changed an index's versions or mirror
+        # pages (by "user/index"); a list is valid while none of its order changed.
+        self.index_serials: dict[str, int] = {}
         # Recently read file records (downloads ask for the same few again and again)
         # and mirror pages, valid while their project has not changed.
         self._files: ProjectRecords[str, FileRecord] = ProjectRecords(self)
@@ -81,12 +84,17 @@ class StateCache:
         """Whether anything a page of ``project`` is built from changed after ``serial``."""
         return max(self.config_serial, self.project_serials.get(project, -1)) > serial
 
+    def listing_serial(self, stages: Iterable[str]) -> int:
+        """The last serial that changed the projects of ``stages`` or any index config."""
+        return max([self.config_serial, *(self.index_serials.get(s, -1) for s in stages)])
+
     def load(self, serial: int, at: float | None, users: Iterable[UserRecord],
              indexes: Iterable[IndexRecord], mirrors: Iterable[tuple[str, str, str]] = (),
              tokens: Iterable[TokenRecord] = ()) -> None:
         self.serial, self.last_commit_time = serial, at
         self.config_serial = serial
         self.project_serials = {}
+        self.index_serials = {}
         self._files.clear()
         self._mirrors.clear()
         self.users = {u.name: u for u in users}
@@ -123,7 +131,9 @@ class StateCache:
                 assert isinstance(value, dict)
                 self.users[key] = UserRecord(key, value["profile"], value["pwhash"], serial)
         elif type_ == VERSION:
-            self.project_serials[key.split("/", 3)[2]] = serial
+            user, index, project = key.split("/", 3)[:3]
+            self.project_serials[project] = serial
+            self.index_serials[f"{user}/{index}"] = serial
         elif type_ == FILE:
             assert isinstance(value, dict)
             self.project_serials[value["project"]] = serial
@@ -131,6 +141,7 @@ class StateCache:
             assert value is None or isinstance(value, dict)
             user, index, project = key.split("/", 2)
             self.project_serials[project] = serial
+            self.index_serials[f"{user}/{index}"] = serial
             if value is None:
                 self._mirror_keys.discard((user, index, project))
             else:

@@ -61,7 +61,7 @@ def test_project_page_html_for_browsers_and_old_installers(server: Server) -> No
     body = reply.body.decode()
     assert 'root/dev <a href="../../../../root/dev/+f/bbb/bbbbbbbbbbbbb/pkg_a-2.0.tar.gz#sha256=' in body
     assert 'data-requires-python="&gt;=3.8"' in body
-    assert reply.header("Vary") == "Accept, User-Agent"
+    assert reply.header("Vary") == "Accept, Accept-Encoding"
 
 
 def test_project_list_along_bases(server: Server) -> None:
