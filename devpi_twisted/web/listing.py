@@ -6,8 +6,8 @@ A list is rendered, on a thread, when first asked for in a state (model/simple.p
 touched them and with each mirror's upstream list), as HTML or PEP 691 JSON, in
 identity and each coding of web/encoding.py at once, part by part: a list of PyPI's
 size (700,000 names) is never one string. Bodies up to encoding.SMALL stay in memory;
-bigger ones are files in the staging directory, sent with sendfile (or a FileSender
-where the transport takes no sendfile), so however many clients ask, one copy is
+bigger ones are files in the staging directory, sent with sendfile (or read on a
+thread where the transport takes no sendfile), so however many clients ask, one copy is
 kept per coding and none of them in this process's memory. Every answer carries an
 ETag (the state, the format and the coding), ``Vary: Accept, Accept-Encoding`` and
 ``Content-Encoding``; If-None-Match with it is a 304.
@@ -16,17 +16,17 @@ ETag (the state, the format and the coding), ``Vary: Accept, Accept-Encoding`` a
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 import attrs
 from twisted.internet.defer import Deferred
-from twisted.protocols.basic import FileSender
-from twisted.web.iweb import IRequest
+from twisted.internet.interfaces import IConsumer
 
 from devpi_twisted.storage.adapter import shielded
+from devpi_twisted.storage.blobs import BlobReadStopped, ChunkPump
 from devpi_twisted.web.deps import HttpRequest, Offload
 from devpi_twisted.web.encoding import IDENTITY, Body, chosen, compress, encode_all
 from devpi_twisted.web.sendfile import SendfileBody, transport_of
@@ -107,7 +107,7 @@ class ListBodies:
         assert body.path is not None
         # opened before anything else runs: a list replaced later still reads to the end
         with body.path.open("rb") as spooled:
-            await self._send_file(request, spooled.fileno(), body.size, spooled)
+            await self._send_file(request, spooled.fileno(), body.size)
         return b""
 
     async def _rendered(self, index: str, order: tuple[str, ...], state: str, as_json: bool,
@@ -147,14 +147,18 @@ class ListBodies:
         digest = hashlib.blake2b(f"{index}\n{order}\n{state}".encode(), digest_size=8).hexdigest()
         return Rendered(state, f"{digest}-{'json' if as_json else 'html'}", bodies)
 
-    async def _send_file(self, request: HttpRequest, fd: int, size: int, spooled: BinaryIO) -> None:
+    async def _send_file(self, request: HttpRequest, fd: int, size: int) -> None:
         transport = transport_of(request)
         try:
             if transport is not None:
                 await shielded(SendfileBody(request, transport, fd, 0, size, self._offload).send())
-            else:
-                await shielded(FileSender().beginFileTransfer(spooled, IRequest(request)))
-        except Exception:  # the client went away (BlobReadStopped, or the FileSender's)
+            else:  # read on a thread, as fast as the client takes it
+
+                def fetch(position: int, count: int) -> Deferred[bytes]:
+                    return self._offload(os.pread, fd, count, position)
+
+                await shielded(Deferred.fromCoroutine(ChunkPump(IConsumer(request), fetch, 0, size).run()))
+        except BlobReadStopped:  # the client went away
             if request.producer is not None and request.channel is not None:
                 request.unregisterProducer()
             request.loseConnection()
