@@ -78,7 +78,7 @@ class Mirror:
 
     # -- the project name list (mirror/names.py) --------------------------------------
 
-    def names(self, name: str, config: Config) -> dict[str, str] | None:
+    def names(self, name: str, config: Config) -> Mapping[str, str] | None:
         return self.lists.names(name, config)
 
     def names_stamp(self, name: str, config: Config) -> str | None:

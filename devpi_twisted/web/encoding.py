@@ -13,6 +13,8 @@ from pathlib import Path
 import brotli
 import zstandard
 
+from devpi_twisted.memory import give_back
+
 from devpi_twisted.web.deps import HttpRequest
 
 IDENTITY = "identity"
@@ -153,8 +155,11 @@ def encode_all(chunks: Iterable[str], spool: Path) -> dict[str, Body]:
             data = chunk.encode()
             for sink in sinks.values():
                 sink.write(data)
-        return {coding: sink.close() for coding, sink in sinks.items()}
+        bodies = {coding: sink.close() for coding, sink in sinks.items()}
     except BaseException:
         for sink in sinks.values():
             sink.abort()
         raise
+    if sum(body.size for body in bodies.values()) > SMALL:
+        give_back()  # the names and parts of a big list
+    return bodies
