@@ -15,9 +15,20 @@ HTML_SIMPLE = "application/vnd.pypi.simple.v1+html"
 INSTALLER = re.compile(r"^(?:\S+\s+)*(?:distribute|setuptools|pip|pex|uv)/")
 
 
+_SEEN = 256  # distinct header values whose answers are remembered (clients send few)
+_INSTALLERS: dict[bytes | None, bool] = {}
+_JSON: dict[tuple[bytes, bytes | None], bool] = {}
+
+
 def is_installer(request: HttpRequest) -> bool:
     agent = request.getHeader(b"User-Agent")
-    return bool(agent and INSTALLER.match(agent.decode("latin-1")))
+    known = _INSTALLERS.get(agent)
+    if known is None:
+        known = bool(agent and INSTALLER.match(agent.decode("latin-1")))
+        if len(_INSTALLERS) >= _SEEN:
+            _INSTALLERS.clear()
+        _INSTALLERS[agent] = known
+    return known
 
 
 def _quality(accept: str, media: str) -> float:
@@ -40,10 +51,20 @@ def _quality(accept: str, media: str) -> float:
 
 def wants_json(request: HttpRequest) -> bool:
     """PEP 691 negotiation between HTML and JSON (HTML wins a tie); ``?format=`` overrides."""
-    fmt = (request.args or {}).get(b"format", [b""])[0].decode("latin-1")
+    key = ((request.args or {}).get(b"format", [b""])[0], request.getHeader(b"Accept"))
+    known = _JSON.get(key)
+    if known is None:
+        known = _negotiate(*key)
+        if len(_JSON) >= _SEEN:
+            _JSON.clear()
+        _JSON[key] = known
+    return known
+
+
+def _negotiate(format_arg: bytes, value: bytes | None) -> bool:
+    fmt = format_arg.decode("latin-1")
     if fmt:
         return fmt == JSON_SIMPLE
-    value = request.getHeader(b"Accept")
     accept = value.decode("latin-1") if value else ""
     if not accept:
         return False
