@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import shutil
 import sys
 import tempfile
@@ -22,8 +21,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
-from bench_api import auth_header, request, stop_server  # noqa: E402
+from bench_api import request, stop_server  # noqa: E402
 from bench_index import WRK_LUA, measure, pin, run_wrk, upload_form  # noqa: E402
+from bench_lists import root_auth  # noqa: E402
 from bench_storage import start_server, wait_idle  # noqa: E402
 from tests.support import make_wheel  # noqa: E402
 
@@ -65,12 +65,9 @@ def main() -> int:
     try:
         proc, base = start_server(work, [], 0)
         pin(proc.pid, "0")
-        put = {"Content-Type": "application/json", "Accept": "application/json"}
-        token = json.loads(request(base, "POST", "/+login",
-                                   json.dumps({"user": "root", "password": ""}).encode(), put))
-        auth = auth_header("root", token["result"]["password"])
-        request(base, "PUT", "/root/big", b"{}", {**put, "X-Devpi-Auth": auth})
-        seconds = upload_all(base, auth, args.files, work)
+        auth = root_auth(base)
+        request(base, "PUT", "/root/big", b"{}", auth)
+        seconds = upload_all(base, auth["X-Devpi-Auth"], args.files, work)
         print(f"{args.files} files uploaded in {seconds:.1f} s")
         page = f"{base}/root/big/+simple/bigproj/"
         head = f"{'case':<14} {'CPU ms/page (rounds)':<26} {'KB/page':>8} {'p50 ms':>8} {'req/s':>8}"

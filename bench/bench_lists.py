@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +40,16 @@ def peak_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmHWM for {pid}")
+
+
+PUT = {"Content-Type": "application/json", "Accept": "application/json"}
+
+
+def root_auth(base: str) -> dict[str, str]:
+    """Headers of a JSON request as root (logged in with the empty password)."""
+    token = json.loads(request(base, "POST", "/+login",
+                               json.dumps({"user": "root", "password": ""}).encode(), PUT))
+    return {**PUT, "X-Devpi-Auth": auth_header("root", token["result"]["password"])}
 
 
 def build_list(www: Path, names: int) -> None:
@@ -139,11 +148,7 @@ def main() -> int:
     try:
         proc, base = start_server(work, [], 0)
         pin(proc.pid, "0")
-        put = {"Content-Type": "application/json", "Accept": "application/json"}
-        token = json.loads(request(base, "POST", "/+login",
-                                   json.dumps({"user": "root", "password": ""}).encode(), put))
-        auth = {**put, "X-Devpi-Auth": auth_header("root", token["result"]["password"])}
-        problems += bench("devpi-twisted", proc.pid, base, auth, upstream, args, lua)
+        problems += bench("devpi-twisted", proc.pid, base, root_auth(base), upstream, args, lua)
         stop_server(proc)
         proc = None
         if args.devpi6:
@@ -152,7 +157,7 @@ def main() -> int:
                 assert devpi.proc is not None
                 pin(devpi.proc.pid, "0")
                 user, password = login(devpi.url, "root", "")
-                auth = {**put, "X-Devpi-Auth": auth_header(user, password)}
+                auth = {**PUT, "X-Devpi-Auth": auth_header(user, password)}
                 problems += bench("devpi-server 6", devpi.proc.pid, devpi.url, auth, upstream,
                                   args, lua)
         for problem in problems:

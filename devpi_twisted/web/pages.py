@@ -19,7 +19,8 @@ from devpi_twisted.model.errors import InvalidInput, UpstreamFailed
 from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.policy import count_held
-from devpi_twisted.model.simple import ProjectPage, SimpleOps
+from devpi_twisted.model.pagelinks import ProjectPage
+from devpi_twisted.model.simple import SimpleOps
 from devpi_twisted.replication.protocol import REPLICA_UUID
 from devpi_twisted.storage.values import MirrorConfig
 from devpi_twisted.web import render

@@ -7,7 +7,7 @@ import json
 import re
 from collections.abc import Iterator, Sequence
 
-from devpi_twisted.model.simple import Link, ProjectPage
+from devpi_twisted.model.pagelinks import Link, ProjectPage
 from devpi_twisted.web.deps import HttpRequest
 
 JSON_SIMPLE = "application/vnd.pypi.simple.v1+json"
