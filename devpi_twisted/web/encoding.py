@@ -146,6 +146,13 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
+def kept(data: bytes, spool: Path) -> Body:
+    """``data`` as a Body: in memory up to SMALL, else in a new file of ``spool``."""
+    sink = ChunkSink(IDENTITY, spool)
+    sink.write(data)
+    return sink.close()
+
+
 def encode_all(chunks: Iterable[str], spool: Path) -> dict[str, Body]:
     """The body made of ``chunks`` (UTF-8) in identity and in every one of CODINGS, each
     compressed as the chunks come (so no coding holds the whole body uncompressed)."""

@@ -28,7 +28,8 @@ from twisted.internet.interfaces import IConsumer
 from devpi_twisted.storage.adapter import shielded
 from devpi_twisted.storage.blobs import BlobReadStopped, ChunkPump
 from devpi_twisted.web.deps import HttpRequest, Offload
-from devpi_twisted.web.encoding import IDENTITY, Body, chosen, compress, encode_all
+from devpi_twisted.web import encoding
+from devpi_twisted.web.encoding import IDENTITY, Body, chosen, compress, encode_all, kept
 from devpi_twisted.web.sendfile import SendfileBody, transport_of
 from devpi_twisted.web.simple import list_type, project_list_chunks
 
@@ -98,17 +99,28 @@ class ListBodies:
         if matches(request, etag):
             request.setResponseCode(304)
             return b""
-        body = rendered.bodies[coding]
+        return await self.send(request, rendered.bodies[coding])
+
+    async def send(self, request: HttpRequest, body: Body) -> bytes:
+        """``body`` as the response (with its Content-Length): bytes to write, or sent
+        here from its file (then b"")."""
         request.setHeader(b"Content-Length", b"%d" % body.size)
         if request.method == b"HEAD":
             return b""
         if body.data is not None:
             return body.data
         assert body.path is not None
-        # opened before anything else runs: a list replaced later still reads to the end
+        # opened before anything else runs: a body replaced later still reads to the end
         with body.path.open("rb") as spooled:
             await self._send_file(request, spooled.fileno(), body.size)
         return b""
+
+    async def keep(self, data: bytes) -> Body:
+        """``data`` as a Body to ``send``: in a file of the spool when big."""
+        if len(data) <= encoding.SMALL:
+            return Body(len(data), data, None)
+        kept_body: Body = await self._offload(kept, data, self._spool)
+        return kept_body
 
     async def _rendered(self, index: str, order: tuple[str, ...], state: str, as_json: bool,
                         names: Callable[[], Awaitable[Sequence[str]]]) -> Rendered:

@@ -27,7 +27,7 @@ from devpi_twisted.web import render
 from devpi_twisted.web.deps import HttpRequest, MirrorPages
 from devpi_twisted.web.helpers import RequestHelpers
 from devpi_twisted.web.listing import VARY, ListBodies, coded, compressed, matches
-from devpi_twisted.web.encoding import IDENTITY, compress
+from devpi_twisted.web.encoding import IDENTITY, Body, compress
 from devpi_twisted.web.simple import is_installer, list_type, render_project, render_project_list, \
     wants_json
 
@@ -53,7 +53,10 @@ class SimplePages:
         self._helpers = helpers
         self._mirror = mirror
         self._lists = lists
-        self._rendered: dict[tuple[int, bool, int], tuple[ProjectPage, dict[str, bytes]]] = {}
+        # rendered pages, the last of each (index, project, hidden stages, format, URL
+        # depth): (the page, its identity bytes, its bodies by coding)
+        self._rendered: dict[tuple[str, str, tuple[str, ...], bool, int],
+                             tuple[ProjectPage, bytes, dict[str, Body]]] = {}
 
     async def simple_list(self, request: HttpRequest, user: str, index: str) -> bytes:
         if not request.path.endswith(b"/") and not installer_or_json(request):
@@ -123,19 +126,27 @@ class SimplePages:
             return b""
         # the same page object renders the same bytes for the same format and URL depth,
         # compressed once in each coding asked for
-        key = (id(view), as_json, len(request.prepath or ()) + len(request.postpath or ()))
+        key = (view.index, view.project, view.hidden, as_json,
+               len(request.prepath or ()) + len(request.postpath or ()))
         cached = self._rendered.get(key)
         if cached is None or cached[0] is not view:
+            if cached is not None:
+                _discard(cached[2])
             if len(self._rendered) >= RENDERED_PAGES:
-                self._rendered.pop(next(iter(self._rendered)))
+                _discard(self._rendered.pop(next(iter(self._rendered)))[2])
             body, _ = render_project(request, view)
-            cached = self._rendered[key] = (view, {IDENTITY: body})
-        codings = cached[1]
-        data = codings.get(coding)
-        if data is None:
-            data = codings[coding] = compress(codings[IDENTITY], coding)
-        request.setHeader(b"Content-Length", b"%d" % len(data))
-        return b"" if request.method == b"HEAD" else data
+            cached = self._rendered[key] = (view, body, {})
+        _, raw, codings = cached
+        found = codings.get(coding)
+        if found is None:  # compressed once per coding; a big body goes out of a file
+            made = await self._lists.keep(raw if coding == IDENTITY else compress(raw, coding))
+            found = codings.setdefault(coding, made)
+            if found is not made or self._rendered.get(key) is not cached:
+                # made meanwhile for another request, or the page replaced meanwhile
+                sent = await self._lists.send(request, made)
+                made.discard()
+                return sent
+        return await self._lists.send(request, found)
 
     def refresh(self, name: str, config: MirrorConfig, project: str) -> str | Awaitable[str]:
         """Bring a mirror's page of ``project`` up to date (the domain's Refresh): the
@@ -181,6 +192,11 @@ def _http_now() -> bytes:
         _NOW.clear()
         now = _NOW[second] = formatdate(second, usegmt=True).encode()
     return now
+
+
+def _discard(bodies: dict[str, Body]) -> None:
+    for body in bodies.values():
+        body.discard()
 
 
 def _upstream_failed(failure: Failure) -> Failure:

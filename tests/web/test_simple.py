@@ -137,14 +137,23 @@ def _each_coding(server: Server, path: str, accept: str) -> dict[str, str]:
     return etags
 
 
-def test_project_pages_in_each_coding(server: Server) -> None:
+@pytest.mark.parametrize("small", [encoding.SMALL, 16], ids=["memory", "files"])
+def test_project_pages_in_each_coding(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      small: int) -> None:
+    """Each coding of a page; with ``small`` 16 every body goes out of a file, which
+    goes when the page changes."""
+    monkeypatch.setattr(encoding, "SMALL", small)
     _layout(server)
     for accept in (JSON, "text/html"):
+        others = set(tmp_path.glob("list-*"))
         etags = _each_coding(server, "/root/dev/+simple/pkg-a/", accept)
         _release(server, "root/base", "Pkg_A", f"4.{len(accept)}", f"pkg_a-4.{len(accept)}.tar.gz",
                  "f" * 64)
+        spooled = set(tmp_path.glob("list-*")) - others
+        assert len(spooled) == (4 if small == 16 else 0)
         renewed = _each_coding(server, "/root/dev/+simple/pkg-a/", accept)
         assert not set(etags.values()) & set(renewed.values())
+        assert not spooled & set(tmp_path.glob("list-*"))
 
 
 def test_project_lists_kept_per_state_in_each_coding_big_ones_spooled(
