@@ -27,8 +27,8 @@ from twisted.internet.interfaces import IConsumer
 
 from devpi_twisted.storage.adapter import shielded
 from devpi_twisted.storage.blobs import BlobReadStopped, ChunkPump
-from devpi_twisted.web.deps import HttpRequest, Offload
 from devpi_twisted.web import encoding
+from devpi_twisted.web.deps import HttpRequest, Offload
 from devpi_twisted.web.encoding import IDENTITY, Body, chosen, compress, encode_all, kept
 from devpi_twisted.web.sendfile import SendfileBody, transport_of
 from devpi_twisted.web.simple import list_type, project_list_chunks
@@ -39,7 +39,7 @@ VARY = b"Accept, Accept-Encoding"
 
 @attrs.frozen
 class Rendered:
-    state: str  # what it was rendered from (ListBodies.body's ``state``)
+    state: str  # what it was rendered from (ListBodies.answer's ``state``)
     etag: str  # without quotes and coding
     bodies: dict[str, Body]
 
@@ -87,7 +87,6 @@ class ListBodies:
         self._offload = offload
         self._spool = spool
         self._kept: OrderedDict[tuple[str, tuple[str, ...], bool], _Entry] = OrderedDict()
-        self.renders = 0  # how many lists were rendered (tests, /+metrics)
 
     async def answer(self, request: HttpRequest, index: str, order: tuple[str, ...], state: str,
                      as_json: bool, names: Callable[[], Awaitable[Sequence[str]]],
@@ -155,7 +154,6 @@ class ListBodies:
         listed = await names()
         bodies: dict[str, Body] = await self._offload(
             encode_all, project_list_chunks(index, listed, as_json), self._spool)
-        self.renders += 1
         digest = hashlib.blake2b(f"{index}\n{order}\n{state}".encode(), digest_size=8).hexdigest()
         return Rendered(state, f"{digest}-{'json' if as_json else 'html'}", bodies)
 
