@@ -574,3 +574,24 @@ def test_project_lists_precompressed_with_etags_renewed_by_uploads_and_upstream(
     time.sleep(1.1)  # the mirror's list has expired: asked for again in the background
     renewed = _lists_agree(pair, "/root/lists/+simple/", {"listed", "listed2", added})
     assert not set(after.values()) & set(renewed.values())
+
+
+def test_a_big_mirror_page_goes_out_of_a_file_in_each_coding(pair: Pair, fake: FakePyPI,
+                                                              tmp_path: Path) -> None:
+    """A page past 256 KB (1,000 files) is sent from a spool file (sendfile) in each coding."""
+    if not any(r["path"] == "/simple/bigmirrored/" for r in fake.requests()[-5000:]):
+        wheel = make_wheel(tmp_path, "bigmirrored", "1.0")
+        for n in range(1000):  # the same bytes under 1,000 names (the fake takes any)
+            fake.add(wheel.rename(wheel.with_name(f"bigmirrored-1.{n}-py3-none-any.whl")))
+            wheel = wheel.with_name(f"bigmirrored-1.{n}-py3-none-any.whl")
+    for node in (pair.primary.url, pair.replica.url):
+        url = node + "/root/pypi/+simple/bigmirrored/"
+        for accept in (_SIMPLE_JSON, "text/html"):
+            code, identity, headers = _list(url, accept)
+            assert code == 200 and headers["Content-Encoding"] is None
+            assert len(identity) > (256 << 10 if accept == _SIMPLE_JSON else 0)  # (HTML: 210 KB)
+            assert identity.count(b"bigmirrored-1.") >= 1000
+            for coding, decode in _DECODE.items():
+                code, sent, headers = _list(url, accept, coding)
+                assert code == 200 and headers["Content-Encoding"] == coding
+                assert decode(sent) == identity, (node, accept, coding)
