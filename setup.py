@@ -32,6 +32,8 @@ setup(
         "pymacaroons>=0.13",
         "Jinja2>=3.1",
         "readme-renderer[md]>=42",
+        "brotli>=1.1",  # precompressed simple pages and project lists (br)
+        "zstandard>=0.22",  # (zstd)
     ],
     extras_require={
         "test": [
@@ -51,6 +53,7 @@ setup(
             "mypy-zope>=1.0",
             "types-PyYAML",
             "types-psycopg2",
+            "brotli-stubs",
             "playwright>=1.40",  # drives Debian's chromium (tests/browser/), never its own
         ],
     },

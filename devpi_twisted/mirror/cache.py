@@ -78,8 +78,11 @@ class Mirror:
 
     # -- the project name list (mirror/names.py) --------------------------------------
 
-    def names(self, name: str, config: Config) -> dict[str, str] | None:
+    def names(self, name: str, config: Config) -> Mapping[str, str] | None:
         return self.lists.names(name, config)
+
+    def names_stamp(self, name: str, config: Config) -> str | None:
+        return self.lists.stamp(name, config)
 
     async def warm(self, name: str, config: Config) -> None:
         """At start: load the project list of mirror ``name`` stored by an earlier run,

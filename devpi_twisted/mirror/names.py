@@ -8,6 +8,7 @@ A list is of one upstream URL: a mirror given another mirror_url starts without 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import tempfile
@@ -20,7 +21,9 @@ from twisted.internet.interfaces import IConsumer, IProducer, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from devpi_twisted.memory import give_back
 from devpi_twisted.mirror import settings
+from devpi_twisted.mirror.namelist import NameList
 from devpi_twisted.mirror.parse import PageError
 from devpi_twisted.mirror.parse_list import parse_project_list
 from devpi_twisted.mirror.upstream import Upstream, UpstreamError, public_url
@@ -29,14 +32,17 @@ from devpi_twisted.storage.blobs import BlobMissing, BlobStore
 from devpi_twisted.storage.types import Offload
 
 _log = Logger()
+_VERSIONS = itertools.count()
 
 
 @attrs.frozen
 class _List:
     at: float  # when upstream last confirmed it (-inf: loaded, to be revalidated)
     etag: str | None
-    names: dict[str, str]
+    names: NameList
     url: str  # the upstream URL it is of, credentials removed
+    # tells this list from others in ETags: upstream's ETag, else a number of this process
+    version: str = attrs.field(factory=lambda: f"n{next(_VERSIONS)}")
 
 
 class ProjectLists:
@@ -56,7 +62,7 @@ class ProjectLists:
         self._listing: dict[tuple[str, str], Deferred[None]] = {}
         self._wanted: dict[str, str] = {}  # the upstream URL each mirror was last asked with
 
-    def names(self, name: str, config: Config) -> dict[str, str] | None:
+    def names(self, name: str, config: Config) -> NameList | None:
         """Upstream's project names (normalised -> as upstream spells them) as last
         fetched, None before the first list arrived. An expired or missing list is
         fetched in the background; nobody waits for it (mirror.md 2)."""
@@ -71,6 +77,14 @@ class ProjectLists:
             running.addErrback(lambda f: _log.failure("project list of {name}", f, name=name))
             running.addBoth(self._listed, key)
         return known.names if known is not None else None
+
+    def stamp(self, name: str, config: Config) -> str | None:
+        """What tells the list in memory from any other (its ETag upstream, and its
+        length, which grows when a project is ``found``); None before there is one."""
+        known = self._known(name, config)
+        if known is None:
+            return None
+        return f"{known.etag or known.version}:{len(known.names)}"
 
     async def lacks(self, name: str, config: Config, project: str) -> bool:
         """Whether the mirror's list (loaded from the store if this process has none
@@ -87,8 +101,8 @@ class ProjectLists:
         """Upstream has ``project`` (normalised), which the list may not have had when it
         was fetched: it is in the list from now on (until the next list replaces it)."""
         known = self._known(name, config)
-        if known is not None and project not in known.names:
-            known.names[project] = project
+        if known is not None:
+            known.names.add(project)
 
     def _known(self, name: str, config: Config) -> _List | None:
         """The list in memory, if it is of the mirror's current upstream."""
@@ -115,7 +129,7 @@ class ProjectLists:
                       status=reply.status, url=public_url(url))
             return
         try:
-            names = await self._offload(parse_project_list, reply.body,
+            names = await self._offload(_parse_list, reply.body,
                                         reply.headers.get("content-type", ""), reply.url)
         except PageError as e:
             _log.warn("mirror {name}: invalid project list: {error}", name=name, error=e)
@@ -202,18 +216,28 @@ LIST_CHUNK = 10_000
 def _write_list(staging: Path, known: _List) -> tuple[Path, str]:
     """``known`` in a new staging file: (its path, sha256)."""
     items = list(known.names.items())
-    chunks = [dict(items[i:i + LIST_CHUNK]) for i in range(0, len(items), LIST_CHUNK)]
+    head = {"etag": known.etag, "url": known.url, "chunks": -(-len(items) // LIST_CHUNK)}
     digest = hashlib.sha256()
     fd, name = tempfile.mkstemp(dir=staging, prefix="names-")
     with os.fdopen(fd, "wb") as out:
-        for part in [{"etag": known.etag, "url": known.url, "chunks": len(chunks)}, *chunks]:
+        for start in range(-LIST_CHUNK, len(items), LIST_CHUNK):  # the head first
+            part = head if start < 0 else dict(items[start:start + LIST_CHUNK])
             line = json.dumps(part, separators=(",", ":")).encode() + b"\n"
             digest.update(line)
             out.write(line)
+    del items
+    give_back()
     return Path(name), digest.hexdigest()
 
 
-def _read_list(data: bytes) -> tuple[str | None, dict[str, str], str]:
+def _parse_list(body: bytes, content_type: str, url: str) -> NameList:
+    """Upstream's list, compacted (on a thread: the parsed dict is freed there)."""
+    names = NameList(parse_project_list(body, content_type, url))
+    give_back()
+    return names
+
+
+def _read_list(data: bytes) -> tuple[str | None, NameList, str]:
     """(etag, names, url) of a list _write_list wrote; ValueError if it is not one."""
     lines = data.split(b"\n")
     if len(lines[0]) > 4096:  # not a head (a list saved as one document by a version before)
@@ -229,4 +253,7 @@ def _read_list(data: bytes) -> tuple[str | None, dict[str, str], str]:
         names.update(json.loads(chunk))
     if not all(isinstance(v, str) for v in names.values()):
         raise ValueError("a saved project list with other than names")
-    return head.get("etag"), names, str(head["url"])
+    compact = NameList(names)
+    del names
+    give_back()
+    return head.get("etag"), compact, str(head["url"])

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from devpi_twisted.model.indexes import resolution_order
-from devpi_twisted.model.simple import _whitelist
+from devpi_twisted.model.pagelinks import allowed_mirrors
 from devpi_twisted.storage.interface import Storage
 from devpi_twisted.storage.values import IndexConfig, StageConfig
 
@@ -38,7 +38,7 @@ def describe(start: str, project: str, configs: Mapping[str, IndexConfig],
     """The inheritance_info of ``project`` seen from ``start``; ``has``: which stages
     hold it."""
     order = resolution_order(start, configs.get)
-    allowed = _whitelist(configs, order, start, project, has)
+    allowed = allowed_mirrors(configs, order, start, project, has)
     holder = next((stage for stage in order if has.get(stage)), None)
     infos: list[dict[str, Any]] = []
     for name in order:

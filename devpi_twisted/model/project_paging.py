@@ -90,7 +90,7 @@ class SortedNames:
     async def __call__(self, user: str, index: str) -> list[str]:
         await self._storage.sync()  # other processes' commits first
         kept = self._kept.get((user, index))
-        if kept is not None and not self._storage.index_changed_since(user, index, kept[0]):
+        if kept is not None and self._storage.listing_serial([f"{user}/{index}"]) <= kept[0]:
             return kept[1]
         serial = self._storage.serial  # before the read: a write in between reads again
         names = sorted(await self._names(user, index))

@@ -26,7 +26,6 @@ none when all are public.
 from __future__ import annotations
 
 import time
-import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -37,10 +36,12 @@ from devpi_twisted.model.acl import ANONYMOUS_IDENTITY, Identity, Readers, check
 from devpi_twisted.model.errors import DomainError, InvalidInput, NotFound
 from devpi_twisted.model.indexes import resolution_order
 from devpi_twisted.model.names import normalize_project
-from devpi_twisted.model.policy import Held, Policy, filter_links, policy_of
+from devpi_twisted.model.pagelinks import Link, ProjectPage, allowed_mirrors, held_text, \
+    links_of_mirror, links_of_version, version_of, versions_of
+from devpi_twisted.model.policy import Policy, filter_links, policy_of
 from devpi_twisted.model.releases import split_filename
 from devpi_twisted.storage.interface import UNSTORED, MirrorRecord, Storage
-from devpi_twisted.storage.values import IndexConfig, MirrorConfig, StageConfig, VersionData
+from devpi_twisted.storage.values import IndexConfig, MirrorConfig
 
 # refresh(mirror name, its config, project) -> "fresh" | "cached" | "missing", at once
 # when no upstream request is needed, else awaitable
@@ -54,119 +55,12 @@ PAGE_CACHE_SIZE = 4096
 
 
 @attrs.frozen
-class Link:
-    stage: str
-    filename: str
-    relpath: str
-    sha256: str | None
-    requires_python: str | None = None
-    yanked: bool | str = False
-    size: int | None = None
-    upload_time: str | None = None
-    core_metadata: str | None = None  # sha256 of the PEP 658 metadata file
-    first_seen: str | None = None  # when the mirror first listed it (no upload_time)
-
-
-@attrs.frozen
-class ProjectPage:
-    index: str
-    project: str
-    links: tuple[Link, ...]
-    versions: tuple[str, ...]
-    serial: int
-    mirrors: tuple[tuple[str, MirrorConfig], ...] = ()  # consulted: (name, config)
-    # built from a mirror's page not committed yet: its content is not the state at
-    # ``serial`` (no ETag from that)
-    provisional: bool = False
-    hidden: tuple[str, ...] = ()  # stages of the order left out: the reader may not read them
-    held: tuple[Held, ...] = ()  # versions/files the index's policy leaves out (model/policy.py)
-    due: float | None = None  # when a file held back for its age is released: rebuilt then
-    # what is held back, as a short text for the ETag: a page rebuilt when an age ran out
-    # has the serial of the one before, but not its content
-    held_tag: str = ""
-
-
-@attrs.frozen
 class _Chain:
     """An index's resolution order with each stage's acl_read, as of ``serial``."""
 
     serial: int
     readers: Readers
     all_public: bool
-
-
-def _links_of_version(stage: str, data: VersionData) -> list[Link]:
-    found = []
-    for link in data.links:
-        if link.rel != "releasefile":
-            continue
-        found.append(Link(
-            stage=stage, filename=link.filename, relpath=link.entrypath,
-            sha256=link.hashes.get("sha256"), requires_python=data.requires_python,
-            yanked=link.yanked, size=link.size, upload_time=link.upload_time,
-            core_metadata=(link.core_metadata or {}).get("sha256")))
-    return found
-
-
-def _links_of_mirror(stage: str, value: Mapping[str, Any]) -> list[Link]:
-    extracted = value.get("extracted", {})
-    return [Link(stage=stage, filename=link["filename"], relpath=link["entrypath"],
-                 sha256=link.get("sha256"), requires_python=link.get("requires_python"),
-                 yanked=link.get("yanked", False), size=link.get("size"),
-                 upload_time=link.get("upload_time"),
-                 core_metadata=link.get("core_metadata") or extracted.get(link["filename"]),
-                 first_seen=link.get("first_seen"))
-            for link in value.get("links", [])]
-
-
-def _version(filename: str) -> str | None:
-    try:
-        return split_filename(filename)[1]
-    except InvalidInput:
-        return None
-
-
-def _tag(held: tuple[Held, ...]) -> str:
-    if not held:
-        return ""
-    return "%x" % zlib.crc32("|".join(f"{h.filename}:{h.rule}" for h in held).encode())
-
-
-def _versions_of(links: list[Link]) -> set[str]:
-    versions = set()
-    for link in links:
-        try:
-            versions.add(split_filename(link.filename)[1])
-        except InvalidInput:
-            pass
-    return versions
-
-
-def _whitelist(configs: Mapping[str, IndexConfig], order: list[str],
-               requested: str, project: str, has: Mapping[str, bool]) -> set[str]:
-    """The mirrors of ``order`` that may supply ``project`` (model.md 6.2)."""
-    first = configs[requested]
-    union = not (isinstance(first, StageConfig) and first.mirror_whitelist_inheritance == "intersection")
-    allowed: set[str] | None = None
-    whitelisted = private_hit = False
-    mirrors = set()
-    for stage in order:
-        config = configs[stage]
-        if config.is_mirror:
-            if not private_hit or whitelisted:
-                mirrors.add(stage)
-            continue
-        listed = config.mirror_whitelist if isinstance(config, StageConfig) else ()
-        names = {n if n == "*" else normalize_project(n) for n in listed}
-        if allowed is None:
-            allowed = names
-        else:
-            allowed = allowed | names if union else allowed & names
-        if "*" in allowed or project in allowed:
-            whitelisted = True
-        elif has.get(stage):
-            private_hit = True
-    return mirrors
 
 
 class SimpleOps:
@@ -237,6 +131,29 @@ class SimpleOps:
                 if own or policy.listed(project):
                     names.setdefault(project, None)
         return list(names) if reader is None else listed_projects(reader, names)
+
+    async def listing(self, user: str, index: str,
+                      stamp: Callable[[str, MirrorConfig], str | None],
+                      reader: Identity | None = None) -> tuple[tuple[str, ...], str]:
+        """What the project list of ``user/index`` seen by ``reader`` is built from: the
+        stages of its order ``reader`` may read, and a text that changes whenever the list
+        may: each mirror's ``stamp`` (which upstream list it has; None: none, its stored
+        pages list it), and the last serial that changed any config or a stage listed
+        from storage."""
+        synced = self._storage.sync()  # commits of the other worker processes first
+        if not synced.called:
+            await synced
+        configs = {i.name: i.config for i in await self._storage.list_indexes()}
+        order = await self._order(user, index, reader)
+        parts, stored = [], []
+        for stage in order:
+            config = configs[stage]
+            listed = stamp(stage, config) if isinstance(config, MirrorConfig) else None
+            if listed is None:
+                stored.append(stage)
+            else:
+                parts.append(listed)
+        return tuple(order), "|".join([str(self._storage.listing_serial(stored)), *parts])
 
     async def _stored(self, link: Link) -> bool:
         record = await self._storage.get_file(link.relpath)
@@ -354,7 +271,7 @@ class SimpleOps:
         # stages hidden from the reader still keep the mirror out (dependency confusion:
         # a private base's project is never replaced by PyPI's of that name); their
         # links are not shown
-        allowed = _whitelist(configs, full, requested, project,
+        allowed = allowed_mirrors(configs, full, requested, project,
                              {stage: bool(found) for stage, found in records.items()})
         mirrors = tuple((m, c) for m in order
                         if m in allowed and isinstance(c := configs[m], MirrorConfig))
@@ -368,17 +285,17 @@ class SimpleOps:
                 stage_links = []
                 for record in records[stage]:
                     versions.add(record.version)
-                    stage_links += _links_of_version(stage, record.data)
+                    stage_links += links_of_version(stage, record.data)
                 found = found or bool(records[stage])
             elif stage in allowed:
                 mirrored = await self._mirror_page(stage, project)
                 if mirrored is None:
                     continue
                 provisional = provisional or mirrored.serial == UNSTORED
-                stage_links = _links_of_mirror(stage, mirrored.value)
+                stage_links = links_of_mirror(stage, mirrored.value)
                 if stage in offline:  # only what can be served without upstream (mirror.md 8)
                     stage_links = [link for link in stage_links if await self._stored(link)]
-                versions |= _versions_of(stage_links)
+                versions |= versions_of(stage_links)
                 found = True
             else:
                 continue
@@ -390,14 +307,14 @@ class SimpleOps:
             raise NotFound(f"The project {project} does not exist.")
         policy = self.policy(configs, full)
         filtered = filter_links(policy, project, links, requested,
-                                frozenset(s for s in full if configs[s].is_mirror), _version,
+                                frozenset(s for s in full if configs[s].is_mirror), version_of,
                                 time.time())
         if filtered.held:
             own = {r.version for r in records.get(requested, ())}
-            versions = own | _versions_of(filtered.kept)
+            versions = own | versions_of(filtered.kept)
         page = ProjectPage(requested, project, tuple(filtered.kept), tuple(sorted(versions)),
                            serial, mirrors, provisional, hidden, filtered.held, filtered.due,
-                           _tag(filtered.held))
+                           held_text(filtered.held))
         if len(self._pages) >= PAGE_CACHE_SIZE:
             self._pages.pop(next(iter(self._pages)))
         self._pages[(requested, project, hidden)] = page

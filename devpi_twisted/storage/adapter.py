@@ -13,7 +13,7 @@ a newer serial than the cache holds.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, DeferredLock, succeed
@@ -316,8 +316,8 @@ class PlanStorage:
         """For caches of pages: did ``project``'s releases or any index config change?"""
         return self._cache.changed_since(project, serial)
 
-    def index_changed_since(self, user: str, index: str, serial: int) -> bool:
-        return self._cache.index_changed_since(f"{user}/{index}", serial)
+    def listing_serial(self, stages: Iterable[str]) -> int:
+        return self._cache.listing_serial(stages)
 
     def bootstrap(self, users: Sequence[UserRecord], indexes: Sequence[IndexRecord]) -> Deferred[int]:
         return self._write(plans.bootstrap, list(users), list(indexes))

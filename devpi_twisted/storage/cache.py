@@ -70,7 +70,8 @@ class StateCache:
         # releases anywhere, and the last that changed any index configuration.
         self.project_serials: dict[str, int] = {}
         self.config_serial = -1
-        # the last serial that changed an index's releases or mirror pages ("user/index")
+        # For project lists: the last serial that changed an index's versions or mirror
+        # pages (by "user/index"); a list is valid while none of its order changed.
         self.index_serials: dict[str, int] = {}
         # The last serial that changed anything but releases, files and mirror pages
         # (users, passwords, API tokens, indexes, ...): what a checked identity rests on.
@@ -88,10 +89,9 @@ class StateCache:
         """Whether anything a page of ``project`` is built from changed after ``serial``."""
         return max(self.config_serial, self.project_serials.get(project, -1)) > serial
 
-    def index_changed_since(self, name: str, serial: int) -> bool:
-        """Whether ``name``'s (user/index) releases, mirror pages or any index
-        configuration changed after ``serial``: its project list may differ."""
-        return max(self.config_serial, self.index_serials.get(name, -1)) > serial
+    def listing_serial(self, stages: Iterable[str]) -> int:
+        """The last serial that changed the projects of ``stages`` or any index config."""
+        return max([self.config_serial, *(self.index_serials.get(s, -1) for s in stages)])
 
     def load(self, serial: int, at: float | None, users: Iterable[UserRecord],
              indexes: Iterable[IndexRecord], mirrors: Iterable[tuple[str, str, str]] = (),

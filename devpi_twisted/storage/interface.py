@@ -9,7 +9,7 @@ replication and export rely on.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -372,9 +372,10 @@ class Storage(HookStorage, Protocol):
         """For caches of pages, answered from what this process has seen: did ``project``'s
         releases or mirror page, or any index configuration, change after ``serial``?"""
 
-    def index_changed_since(self, user: str, index: str, serial: int) -> bool:
-        """Like ``changed_since``, for an index's project list: did its releases or
-        mirror pages, or any index configuration, change after ``serial``?"""
+    def listing_serial(self, stages: Iterable[str]) -> int:
+        """For caches of project lists, answered from what this process has seen: the
+        last serial that changed the versions or mirror pages of one of ``stages``
+        ("user/index"), or any index configuration."""
 
     def wait_for(self, serial: int) -> Deferred[None]:
         """Fires once this process has seen ``serial`` committed; cancellable."""

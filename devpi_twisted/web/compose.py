@@ -27,6 +27,7 @@ from devpi_twisted.web.dispatch import Dispatcher, build_klein, resolve
 from devpi_twisted.web.files import FileApp
 from devpi_twisted.web.helpers import RequestHelpers
 from devpi_twisted.web.hooks import HookApp
+from devpi_twisted.web.listing import ListBodies
 from devpi_twisted.web.metrics import RequestMetrics
 from devpi_twisted.web.ops_routes import OpsApp
 from devpi_twisted.web.pages import SimplePages
@@ -58,7 +59,7 @@ def build_resource(ops: ServerOps, info: ServerInfo, releases: ReleaseOps, simpl
     helpers = RequestHelpers(ops, info, feed)
     copies = BlobCopies(blobs, staging)
     policy_stats: dict[str, int] = {}
-    pages = SimplePages(ops, simple, helpers, mirror, policy_stats)
+    pages = SimplePages(ops, simple, helpers, ListBodies(offload, staging), mirror, policy_stats)
     policy = PolicyApp(ops, simple, pages, helpers, policy_stats)
     files = FileApp(ops, releases, blobs, offload, helpers.identity, mirror, replica,
                     policy.check_file)

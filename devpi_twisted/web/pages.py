@@ -19,13 +19,17 @@ from devpi_twisted.model.errors import InvalidInput, UpstreamFailed
 from devpi_twisted.model.names import normalize_project
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.policy import count_held
-from devpi_twisted.model.simple import ProjectPage, SimpleOps
+from devpi_twisted.model.pagelinks import ProjectPage
+from devpi_twisted.model.simple import SimpleOps
 from devpi_twisted.replication.protocol import REPLICA_UUID
 from devpi_twisted.storage.values import MirrorConfig
 from devpi_twisted.web import render
 from devpi_twisted.web.deps import HttpRequest, MirrorPages
 from devpi_twisted.web.helpers import RequestHelpers
-from devpi_twisted.web.simple import is_installer, render_project, render_project_list, wants_json
+from devpi_twisted.web.listing import VARY, ListBodies, coded, compressed, matches
+from devpi_twisted.web.encoding import IDENTITY, Body, compress
+from devpi_twisted.web.simple import is_installer, list_type, render_project, render_project_list, \
+    wants_json
 
 RENDERED_PAGES = 4096
 _REPLICA_UUID = REPLICA_UUID.encode("ascii")
@@ -35,26 +39,24 @@ def installer_or_json(request: HttpRequest) -> bool:
     return is_installer(request) or wants_json(request)
 
 
-def page(request: HttpRequest, body: bytes, ctype: bytes) -> bytes:
-    request.setHeader(b"Content-Type", ctype)
-    request.setHeader(b"Vary", b"Accept, User-Agent")
-    request.setHeader(b"Content-Length", b"%d" % len(body))
-    return body
-
-
 class SimplePages:
     """``+simple/`` and ``+simple/PROJECT/`` (and its refresh). Needs the server's
     operations (index configs), the simple-page operations, the request helpers and
     the mirror cache where there is one."""
 
     def __init__(self, ops: ServerOps, simple: SimpleOps, helpers: RequestHelpers,
-                 mirror: MirrorPages | None = None, stats: dict[str, int] | None = None) -> None:
+                 lists: ListBodies, mirror: MirrorPages | None = None,
+                 stats: dict[str, int] | None = None) -> None:
         self._ops = ops
         self._stats = stats if stats is not None else {}  # policy counters (/+metrics)
         self._simple = simple
         self._helpers = helpers
         self._mirror = mirror
-        self._rendered: dict[tuple[int, bool, int], tuple[ProjectPage, bytes, bytes]] = {}
+        self._lists = lists
+        # rendered pages, the last of each (index, project, hidden stages, format, URL
+        # depth): (the page, its identity bytes, its bodies by coding)
+        self._rendered: dict[tuple[str, str, tuple[str, ...], bool, int],
+                             tuple[ProjectPage, bytes, dict[str, Body]]] = {}
 
     async def simple_list(self, request: HttpRequest, user: str, index: str) -> bytes:
         if not request.path.endswith(b"/") and not installer_or_json(request):
@@ -62,12 +64,27 @@ class SimplePages:
         return await self._project_list(request, user, index)
 
     async def _project_list(self, request: HttpRequest, user: str, index: str) -> bytes:
-        """The names along the bases the caller may read (refused if not the index)."""
-        names = await self._simple.project_names(
-            user, index, self._mirror.names if self._mirror is not None else None,
-            await self._helpers.identity(request))
-        body, ctype = render_project_list(request, f"{user}/{index}", names)
-        return page(request, body, ctype)
+        """The names along the bases the caller may read (refused if not the index),
+        rendered once per state (web/listing.py)."""
+        identity = await self._helpers.identity(request)
+        remote = self._mirror.names if self._mirror is not None else None
+        vary = VARY if request.path.endswith(b"/+simple/") else VARY + b", User-Agent"
+        if identity.scope is not None:  # a token for some projects lists those: not kept
+            names = await self._simple.project_names(user, index, remote, identity)
+            body, ctype = render_project_list(request, f"{user}/{index}", names)
+            coding, _ = coded(request, None, ctype, vary)
+            return compressed(request, body, coding)
+        order, state = await self._simple.listing(user, index, self._list_stamp, identity)
+        return await self._lists.answer(
+            request, f"{user}/{index}", order, state, wants_json(request),
+            lambda: self._simple.project_names(user, index, remote, identity), vary)
+
+    def _list_stamp(self, name: str, config: MirrorConfig) -> str | None:
+        """Which upstream list mirror ``name`` has (asked for in the background if old)."""
+        if self._mirror is None:
+            return None
+        self._mirror.names(name, config)
+        return self._mirror.names_stamp(name, config)
 
     async def installer_listing(self, request: HttpRequest, user: str, index: str) -> bytes | None:
         """The project list for installers asking for the index URL; None for others."""
@@ -98,24 +115,38 @@ class SimplePages:
             request.setHeader(b"Last-Modified", now)
             request.setHeader(b"Pragma", b"no-cache")
         as_json = wants_json(request)
-        if not view.provisional:
-            etag = b'"%d-%s%s%s"' % (
-                view.serial, b"json" if as_json else b"html",
-                b"-%x" % zlib.crc32("|".join(view.hidden).encode()) if view.hidden else b"",
-                b"-p" + view.held_tag.encode() if view.held_tag else b"")
-            request.setHeader(b"ETag", etag)
-            if request.getHeader(b"If-None-Match") == etag:
-                request.setResponseCode(304)
-                return b""
-        # the same page object renders the same bytes for the same format and URL depth
-        key = (id(view), as_json, len(request.prepath or ()) + len(request.postpath or ()))
+        etag = None if view.provisional else "%d-%s%s%s" % (
+            view.serial, "json" if as_json else "html",
+            "-%x" % zlib.crc32("|".join(view.hidden).encode()) if view.hidden else "",
+            "-p" + view.held_tag if view.held_tag else "")
+        vary = VARY if request.path.endswith(b"/") else VARY + b", User-Agent"
+        coding, tagged = coded(request, etag, list_type(as_json), vary)
+        if etag is not None and matches(request, tagged):
+            request.setResponseCode(304)
+            return b""
+        # the same page object renders the same bytes for the same format and URL depth,
+        # compressed once in each coding asked for
+        key = (view.index, view.project, view.hidden, as_json,
+               len(request.prepath or ()) + len(request.postpath or ()))
         cached = self._rendered.get(key)
         if cached is None or cached[0] is not view:
+            if cached is not None:
+                _discard(cached[2])
             if len(self._rendered) >= RENDERED_PAGES:
-                self._rendered.pop(next(iter(self._rendered)))
-            cached = self._rendered[key] = (view, *render_project(request, view))
-        _, body, ctype = cached
-        return page(request, body, ctype)
+                _discard(self._rendered.pop(next(iter(self._rendered)))[2])
+            body, _ = render_project(request, view)
+            cached = self._rendered[key] = (view, body, {})
+        _, raw, codings = cached
+        found = codings.get(coding)
+        if found is None:  # compressed once per coding; a big body goes out of a file
+            made = await self._lists.keep(raw if coding == IDENTITY else compress(raw, coding))
+            found = codings.setdefault(coding, made)
+            if found is not made or self._rendered.get(key) is not cached:
+                # made meanwhile for another request, or the page replaced meanwhile
+                sent = await self._lists.send(request, made)
+                made.discard()
+                return sent
+        return await self._lists.send(request, found)
 
     def refresh(self, name: str, config: MirrorConfig, project: str) -> str | Awaitable[str]:
         """Bring a mirror's page of ``project`` up to date (the domain's Refresh): the
@@ -161,6 +192,11 @@ def _http_now() -> bytes:
         _NOW.clear()
         now = _NOW[second] = formatdate(second, usegmt=True).encode()
     return now
+
+
+def _discard(bodies: dict[str, Body]) -> None:
+    for body in bodies.values():
+        body.discard()
 
 
 def _upstream_failed(failure: Failure) -> Failure:

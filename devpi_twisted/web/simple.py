@@ -5,9 +5,9 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-from devpi_twisted.model.simple import Link, ProjectPage
+from devpi_twisted.model.pagelinks import Link, ProjectPage
 from devpi_twisted.web.deps import HttpRequest
 
 JSON_SIMPLE = "application/vnd.pypi.simple.v1+json"
@@ -15,9 +15,20 @@ HTML_SIMPLE = "application/vnd.pypi.simple.v1+html"
 INSTALLER = re.compile(r"^(?:\S+\s+)*(?:distribute|setuptools|pip|pex|uv)/")
 
 
+_SEEN = 256  # distinct header values whose answers are remembered (clients send few)
+_INSTALLERS: dict[bytes | None, bool] = {}
+_JSON: dict[tuple[bytes, bytes | None], bool] = {}
+
+
 def is_installer(request: HttpRequest) -> bool:
     agent = request.getHeader(b"User-Agent")
-    return bool(agent and INSTALLER.match(agent.decode("latin-1")))
+    known = _INSTALLERS.get(agent)
+    if known is None:
+        known = bool(agent and INSTALLER.match(agent.decode("latin-1")))
+        if len(_INSTALLERS) >= _SEEN:
+            _INSTALLERS.clear()
+        _INSTALLERS[agent] = known
+    return known
 
 
 def _quality(accept: str, media: str) -> float:
@@ -40,10 +51,20 @@ def _quality(accept: str, media: str) -> float:
 
 def wants_json(request: HttpRequest) -> bool:
     """PEP 691 negotiation between HTML and JSON (HTML wins a tie); ``?format=`` overrides."""
-    fmt = (request.args or {}).get(b"format", [b""])[0].decode("latin-1")
+    key = ((request.args or {}).get(b"format", [b""])[0], request.getHeader(b"Accept"))
+    known = _JSON.get(key)
+    if known is None:
+        known = _negotiate(*key)
+        if len(_JSON) >= _SEEN:
+            _JSON.clear()
+        _JSON[key] = known
+    return known
+
+
+def _negotiate(format_arg: bytes, value: bytes | None) -> bool:
+    fmt = format_arg.decode("latin-1")
     if fmt:
         return fmt == JSON_SIMPLE
-    value = request.getHeader(b"Accept")
     accept = value.decode("latin-1") if value else ""
     if not accept:
         return False
@@ -103,11 +124,31 @@ def render_project(request: HttpRequest, page: ProjectPage) -> tuple[bytes, byte
     return "\n".join(lines).encode(), b"text/html; charset=UTF-8"
 
 
-def render_project_list(request: HttpRequest, index: str, names: Sequence[str]) -> tuple[bytes, bytes]:
-    if wants_json(request):
-        body = {"meta": {"api-version": "1.1"}, "projects": [{"name": n} for n in names]}
-        return json.dumps(body).encode(), JSON_SIMPLE.encode()
+LIST_CHUNK = 10_000  # names rendered at a time (a list of PyPI's size is never one string)
+
+
+def project_list_chunks(index: str, names: Sequence[str], as_json: bool) -> Iterator[str]:
+    """The project list of ``index`` as PEP 691 JSON or PEP 503 HTML, in parts."""
+    if as_json:
+        yield '{"meta": {"api-version": "1.1"}, "projects": ['
+        for start in range(0, len(names), LIST_CHUNK):
+            part = json.dumps([{"name": n} for n in names[start:start + LIST_CHUNK]])[1:-1]
+            yield part if start == 0 else ", " + part
+        yield "]}"
+        return
     title = html.escape(f"{index}: simple list (including inherited indices)")
-    anchors = "\n".join(f'<a href="{html.escape(n)}/">{html.escape(n)}</a>' for n in names)
-    return (f'<!DOCTYPE html><html lang="en"><head><title>{title}</title></head><body>'
-            f"<h1>{title}</h1>\n{anchors}\n</body></html>").encode(), b"text/html; charset=UTF-8"
+    yield f'<!DOCTYPE html><html lang="en"><head><title>{title}</title></head><body><h1>{title}</h1>\n'
+    for start in range(0, len(names), LIST_CHUNK):
+        part = "\n".join(f'<a href="{e}/">{e}</a>'
+                         for e in map(html.escape, names[start:start + LIST_CHUNK]))
+        yield part if start == 0 else "\n" + part
+    yield "\n</body></html>"
+
+
+def list_type(as_json: bool) -> bytes:
+    return JSON_SIMPLE.encode() if as_json else b"text/html; charset=UTF-8"
+
+
+def render_project_list(request: HttpRequest, index: str, names: Sequence[str]) -> tuple[bytes, bytes]:
+    as_json = wants_json(request)
+    return "".join(project_list_chunks(index, names, as_json)).encode(), list_type(as_json)

@@ -11,6 +11,7 @@ and nothing applied twice; the changelog is refused to anyone without the secret
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import json
 import os
@@ -25,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import brotli
 import pytest
+import zstandard
 
 from devpi_twisted.model.tokens import TokenSigner, derive_keys
 from tests.e2e.test_uploads import pip
@@ -495,3 +498,100 @@ def test_a_block_reaches_the_replica_through_the_changelog(pair: Pair, tmp_path:
             replica.url + "/root/polview/+simple/mirlib/",
             headers={"Accept": "application/vnd.pypi.simple.v1+json"}), timeout=30) as response:
         assert json.loads(response.read())["versions"] == ["1.0", "2.0"]
+
+
+def _list(url: str, accept: str, coding: str | None = None,
+          etag: str | None = None) -> tuple[int, bytes, Any]:
+    """A project list as sent: (status, body as sent, headers)."""
+    headers = {"Accept": accept, "Accept-Encoding": coding or "identity"}
+    if etag:
+        headers["If-None-Match"] = etag
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                    timeout=30) as response:
+            return response.status, response.read(), response.headers
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), e.headers
+
+
+_DECODE = {"gzip": gzip.decompress, "br": brotli.decompress,
+           "zstd": lambda data: zstandard.ZstdDecompressor().decompressobj().decompress(data)}
+_SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
+
+
+def _lists_agree(pair: Pair, path: str, wanted: set[str]) -> dict[str, str]:
+    """The project list at ``path`` on both nodes, in both formats and every coding: the
+    same names (``wanted`` among them), each coding the identity body, each ETag a 304;
+    returns the ETags by node, format and coding."""
+    etags = {}
+    for node in (pair.primary.url, pair.replica.url):
+        deadline = time.monotonic() + 30  # the mirror's upstream list arrives in the background
+        while True:
+            code, body, headers = _list(node + path, _SIMPLE_JSON)
+            names = {p["name"] for p in json.loads(body)["projects"]}
+            if wanted <= names or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert code == 200 and wanted <= names, (node, names)
+        for accept in (_SIMPLE_JSON, "text/html"):
+            code, identity, headers = _list(node + path, accept)
+            assert code == 200 and headers["Content-Encoding"] is None
+            assert headers["Vary"] == "Accept, Accept-Encoding"
+            assert int(headers["Content-Length"]) == len(identity)
+            etags[f"{node} {accept} identity"] = headers["ETag"]
+            for coding, decode in _DECODE.items():
+                code, sent, headers = _list(node + path, accept, f"{coding}, identity;q=0.5")
+                assert code == 200 and headers["Content-Encoding"] == coding
+                assert decode(sent) == identity, (node, accept, coding)
+                etags[f"{node} {accept} {coding}"] = etag = headers["ETag"]
+                assert _list(node + path, accept, coding, etag)[0] == 304
+    for node in (pair.primary.url, pair.replica.url):  # one per format and coding
+        mine = [etag for key, etag in etags.items() if key.startswith(node + " ")]
+        assert len(set(mine)) == len(mine) == 8
+    return etags
+
+
+def test_project_lists_precompressed_with_etags_renewed_by_uploads_and_upstream(
+        pair: Pair, fake: FakePyPI, tmp_path: Path) -> None:
+    """+simple/ of an index inheriting a mirror: each coding decompresses to the identity
+    body, ETag/304, and a new state after an upload and after upstream's list changed,
+    on the primary and the replica."""
+    primary = pair.primary
+    root = login(primary.url, "root", "")
+    mirror = {"type": "mirror", "mirror_url": fake.url, "mirror_cache_expiry": 1}
+    assert call(primary.url + "/root/listmirror", "PUT", mirror, root)[0] == 200
+    assert call(primary.url + "/root/lists", "PUT", {"bases": ["root/listmirror"]}, root)[0] == 200
+    assert upload(primary.url + "/root/lists/", root, make_wheel(tmp_path, "listed", "1.0")) == 200
+    converged(pair)
+    before = _lists_agree(pair, "/root/lists/+simple/", {"listed", "mirapp", "mirlib"})
+    assert upload(primary.url + "/root/lists/", root, make_wheel(tmp_path, "listed2", "1.0")) == 200
+    converged(pair)
+    after = _lists_agree(pair, "/root/lists/+simple/", {"listed", "listed2", "mirapp"})
+    assert not set(before.values()) & set(after.values())
+    assert after == _lists_agree(pair, "/root/lists/+simple/", set())  # kept, not renewed
+    added = f"upnew{time.time_ns() % 10**9}"  # the fake PyPI serves every pair of the module
+    fake.add(make_wheel(tmp_path, added, "1.0"))
+    time.sleep(1.1)  # the mirror's list has expired: asked for again in the background
+    renewed = _lists_agree(pair, "/root/lists/+simple/", {"listed", "listed2", added})
+    assert not set(after.values()) & set(renewed.values())
+
+
+def test_a_big_mirror_page_goes_out_of_a_file_in_each_coding(pair: Pair, fake: FakePyPI,
+                                                              tmp_path: Path) -> None:
+    """A page past 256 KB (1,000 files) is sent from a spool file (sendfile) in each coding."""
+    if not any(r["path"] == "/simple/bigmirrored/" for r in fake.requests()[-5000:]):
+        wheel = make_wheel(tmp_path, "bigmirrored", "1.0")
+        for n in range(1000):  # the same bytes under 1,000 names (the fake takes any)
+            fake.add(wheel.rename(wheel.with_name(f"bigmirrored-1.{n}-py3-none-any.whl")))
+            wheel = wheel.with_name(f"bigmirrored-1.{n}-py3-none-any.whl")
+    for node in (pair.primary.url, pair.replica.url):
+        url = node + "/root/pypi/+simple/bigmirrored/"
+        for accept in (_SIMPLE_JSON, "text/html"):
+            code, identity, headers = _list(url, accept)
+            assert code == 200 and headers["Content-Encoding"] is None
+            assert len(identity) > (256 << 10 if accept == _SIMPLE_JSON else 0)  # (HTML: 210 KB)
+            assert identity.count(b"bigmirrored-1.") >= 1000
+            for coding, decode in _DECODE.items():
+                code, sent, headers = _list(url, accept, coding)
+                assert code == 200 and headers["Content-Encoding"] == coding
+                assert decode(sent) == identity, (node, accept, coding)

@@ -79,7 +79,7 @@ def test_paging_of_request_arguments() -> None:
 
 
 class _Storage:
-    """What SortedNames asks of storage: sync, serial, index_changed_since."""
+    """What SortedNames asks of storage: sync, serial, listing_serial."""
 
     def __init__(self) -> None:
         self.serial = 5
@@ -88,8 +88,8 @@ class _Storage:
     def sync(self) -> Any:
         return succeed(None)
 
-    def index_changed_since(self, user: str, index: str, serial: int) -> bool:
-        return self.changed.get(f"{user}/{index}", -1) > serial
+    def listing_serial(self, stages: list[str]) -> int:
+        return max([-1, *(self.changed.get(stage, -1) for stage in stages)])
 
 
 def test_sorted_names_are_read_again_only_after_their_index_changed() -> None:

@@ -27,6 +27,7 @@ async def test_a_page_is_stored_replaced_and_dropped(storage: Any) -> None:
     assert (record.value, record.serial) == (PAGE, serial)
     assert await storage.list_mirror_projects("root", "pypi") == ["pkg"]
     assert storage.changed_since("pkg", serial - 1) and not storage.changed_since("pkg", serial)
+    assert storage.listing_serial(["root/pypi"]) == serial  # a project list from stored pages
     newer = {**PAGE, "serial": 8}
     await storage.write_mirror_project("root", "pypi", "pkg", newer, {})
     assert (await storage.get_mirror_project("root", "pypi", "pkg")).value == newer

@@ -114,20 +114,20 @@ async def test_page_caches_learn_which_project_changed(storage: Any) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_project_list_caches_learn_which_index_changed(storage: Any) -> None:
+async def test_project_lists_learn_which_index_changed(storage: Any) -> None:
     await _with_index(storage)
     await storage.create_index("alice", "other", {"type": "stage"})
-    before = storage.serial
-    assert not storage.index_changed_since("alice", "dev", before)
-    await storage.write_release("alice", "other", "pkg", "1.0", _data(), {}, -1)
-    assert storage.index_changed_since("alice", "other", before)
-    assert not storage.index_changed_since("alice", "dev", before)  # another index's upload
-    await storage.write_release("alice", "dev", "pkg", "1.0", _data(), {}, -1)
-    assert storage.index_changed_since("alice", "dev", before)
-    after = storage.serial
+    before = storage.listing_serial(["alice/dev"])
+    assert before == storage.serial  # (the last config change)
+    await storage.write_release("alice", "other", "pkg", "1.0", _data(WHEEL), {WHEEL: _entry()}, -1)
+    assert storage.listing_serial(["alice/dev"]) == before  # not one of its stages
+    assert storage.listing_serial(["alice/dev", "alice/other"]) == storage.serial > before
+    await storage.write_release("alice", "dev", "pkg", "1.0", _data(SDIST), {SDIST: _entry()}, -1)
+    assert storage.listing_serial(["alice/dev"]) == storage.serial
+    changed = storage.serial
     await storage.update_index("alice", "other", {"type": "stage", "title": "t"},
                                (await storage.get_index("alice", "other")).serial)
-    assert storage.index_changed_since("alice", "dev", after)  # any config: conservative
+    assert storage.listing_serial([]) == storage.serial > changed  # any config: every list
 
 
 @pytest_twisted.ensureDeferred

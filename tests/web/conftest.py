@@ -13,10 +13,12 @@ from typing import Any
 
 import attrs
 import pytest
+import treq
 from treq.client import HTTPClient
 from treq.testing import RequestTraversalAgent, _SynchronousProducer
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
+from twisted.web.http_headers import Headers
 
 from devpi_twisted.doctext import doc_pages
 from devpi_twisted.model.acl import Policy, parse_principals
@@ -74,7 +76,8 @@ class Client:
     """Synchronous requests against the in-memory server."""
 
     def __init__(self, site: DevpiSite) -> None:
-        self._http = HTTPClient(SiteAgent(site), data_to_body_producer=_SynchronousProducer)
+        self._agent = SiteAgent(site)
+        self._http = HTTPClient(self._agent, data_to_body_producer=_SynchronousProducer)
 
     def request(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
                 headers: dict[str, Any] | None = None, auth: tuple[str, str] | None = None) -> Reply:
@@ -88,6 +91,18 @@ class Client:
 
     def get(self, path: str, **kw: Any) -> Reply:
         return self.request("GET", path, **kw)
+
+    def raw(self, method: str, path: str, headers: dict[str, list[str]]) -> Reply:
+        """A request without treq's additions (its Accept-Encoding: gzip, its decoding):
+        the body as sent."""
+        sent = self._agent.request(method.encode(), b"http://testserver" + path.encode(),
+                                   Headers(headers))
+        for _ in range(1000):  # a body from a pull producer (a FileSender) moves when pumped
+            if sent.called:
+                break
+            self._agent.flush()
+        response = result_of(sent)
+        return Reply(response.code, response.headers, result_of(treq.content(response)))
 
     def forget_cookies(self) -> None:
         """Drop the cookies the server set (treq keeps them like a browser)."""

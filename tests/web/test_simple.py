@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
+from pathlib import Path
 from typing import Any
 
+import brotli
+import pytest
+import zstandard
+
+from devpi_twisted.web import encoding
 from tests.support import result_of
 from tests.web.conftest import Server
 
@@ -61,7 +68,7 @@ def test_project_page_html_for_browsers_and_old_installers(server: Server) -> No
     body = reply.body.decode()
     assert 'root/dev <a href="../../../../root/dev/+f/bbb/bbbbbbbbbbbbb/pkg_a-2.0.tar.gz#sha256=' in body
     assert 'data-requires-python="&gt;=3.8"' in body
-    assert reply.header("Vary") == "Accept, User-Agent"
+    assert reply.header("Vary") == "Accept, Accept-Encoding"
 
 
 def test_project_list_along_bases(server: Server) -> None:
@@ -102,3 +109,70 @@ def test_index_url_gives_installers_the_project_list(server: Server) -> None:
     reply = server.client.get("/root/dev/", headers={"Accept": ["text/html"], "User-Agent": ["pip/24.0"]})
     assert reply.code == 200 and '<a href="pkg-a/">pkg-a</a>' in reply.body.decode()
     assert server.client.get("/root/dev").json["result"]["projects"] == ["pkg-a"]
+
+
+_DECODE = {"gzip": gzip.decompress, "br": brotli.decompress,
+           "zstd": lambda data: zstandard.ZstdDecompressor().decompressobj().decompress(data)}
+
+
+def _each_coding(server: Server, path: str, accept: str) -> dict[str, str]:
+    """``path`` in identity and each coding: the same body, each with its own ETag, a
+    304 for it, HEAD with its length; returns the ETags by coding."""
+    plain = server.client.raw("GET", path, {"Accept": [accept]})
+    assert plain.code == 200 and plain.header("Content-Encoding") is None
+    assert plain.header("Vary") == "Accept, Accept-Encoding"
+    etags = {"identity": plain.header("ETag")}
+    for coding, decode in _DECODE.items():
+        asked = {"Accept": [accept], "Accept-Encoding": [f"gzip;q=0.5, {coding}"]}
+        reply = server.client.raw("GET", path, asked)
+        assert reply.code == 200 and reply.header("Content-Encoding") == coding
+        assert reply.header("Vary") == "Accept, Accept-Encoding"
+        assert decode(reply.body) == plain.body and reply.header("Content-Type") == plain.header("Content-Type")
+        etags[coding] = etag = reply.header("ETag")
+        head = server.client.raw("HEAD", path, asked)
+        assert head.body == b"" and head.header("Content-Length") == str(len(reply.body))
+        again = server.client.raw("GET", path, {**asked, "If-None-Match": [f'"x", {etag}']})
+        assert again.code == 304 and again.body == b""
+    assert len(set(etags.values())) == 4 and None not in etags.values()
+    return etags
+
+
+@pytest.mark.parametrize("small", [encoding.SMALL, 16], ids=["memory", "files"])
+def test_project_pages_in_each_coding(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      small: int) -> None:
+    """Each coding of a page; with ``small`` 16 every body goes out of a file, which
+    goes when the page changes."""
+    monkeypatch.setattr(encoding, "SMALL", small)
+    _layout(server)
+    for accept in (JSON, "text/html"):
+        others = set(tmp_path.glob("list-*"))
+        etags = _each_coding(server, "/root/dev/+simple/pkg-a/", accept)
+        _release(server, "root/base", "Pkg_A", f"4.{len(accept)}", f"pkg_a-4.{len(accept)}.tar.gz",
+                 "f" * 64)
+        spooled = set(tmp_path.glob("list-*")) - others
+        assert len(spooled) == (4 if small == 16 else 0)
+        renewed = _each_coding(server, "/root/dev/+simple/pkg-a/", accept)
+        assert not set(etags.values()) & set(renewed.values())
+        assert not spooled & set(tmp_path.glob("list-*"))
+
+
+def test_project_lists_kept_per_state_in_each_coding_big_ones_spooled(
+        server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _layout(server)
+    server.client.request("PUT", "/root/other", {}, headers=root)
+    monkeypatch.setattr(encoding, "SMALL", 16)  # every list body goes to a file
+    lists = "/root/dev/+simple/"
+    for accept in (JSON, "text/html"):
+        others = set(tmp_path.glob("list-*"))
+        etags = _each_coding(server, lists, accept)
+        assert _each_coding(server, lists, accept) == etags  # kept
+        spooled = set(tmp_path.glob("list-*")) - others
+        assert len(spooled) == 4
+        _release(server, "root/other", "elsewhere", "1", "elsewhere-1.tar.gz", "9" * 64)
+        assert _each_coding(server, lists, accept) == etags  # not a stage of root/dev
+        _release(server, "root/base", f"new-{len(accept)}", "1", f"new_{len(accept)}-1.tar.gz",
+                  "8" * 64)
+        renewed = _each_coding(server, lists, accept)
+        assert not set(etags.values()) & set(renewed.values())
+        assert f"new-{len(accept)}" in server.client.get(lists, headers={"Accept": [accept]}).body.decode()
+        assert not spooled & set(tmp_path.glob("list-*"))  # the old state's files are gone
