@@ -73,6 +73,8 @@ async def verify_files(dump: Dump, offload: Callable[..., Awaitable[Any]],
 
     async def check(desc: FileDesc) -> None:
         size, actual = await offload(_hash_file, desc.path, sorted(desc.hashes))
+        if desc.size is not None and desc.size != size:
+            problems.append(f"{desc.relpath}: {size} bytes, the dump says {desc.size}")
         for kind, expected in sorted(desc.hashes.items()):
             if actual[kind] != expected:
                 problems.append(f"{desc.relpath}: {kind} is {actual[kind]}, the dump says {expected}")

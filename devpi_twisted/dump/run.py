@@ -67,11 +67,12 @@ async def export(config: Config, directory: Path, reactor: IServerReactor, open_
         blobs = open_blobs(config, storage, reactor)
         exporter = Exporter(storage, blobs, directory, ThreadOffload(reactor), out, _version(),
                             hard_links=config.hard_links,
-                            include_mirrored_files=config.include_mirrored_files)
+                            include_mirrored_files=config.include_mirrored_files,
+                            dump_format=config.export_format)
         summary = await exporter.run()
     finally:
         await storage.close()
-    out.write(f"devpi-twisted: exported {summary.users} users, {summary.indexes} indexes and "
+    out.write(f"devpi-twisted: exported (devpi-server {config.export_format} format) {summary.users} users, {summary.indexes} indexes and "
               f"{summary.files} files (serial {summary.serial}) to {directory} "
               f"in {summary.seconds:.1f}s\n")
 

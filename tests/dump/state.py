@@ -24,8 +24,20 @@ def doc_zip(directory: Path, name: str) -> Path:
     return path
 
 
-def build_state(url: str, workdir: Path, root_password: str = "") -> None:
-    """Users, indexes with bases and ACLs, wheels, sdists, docs and tox results."""
+# the same settings in each devpi-server major version's spelling (7 refuses 6's)
+DEV_WHITELIST: dict[int, dict[str, Any]] = {
+    6: {"mirror_whitelist": ["six", "*"]}, 7: {"project_inheritance_rules": ["allow all"]}}
+PROD_TRUST: dict[int, dict[str, Any]] = {
+    6: {"mirror_whitelist_inheritance": "union"},
+    7: {"trust_inheritance_rules_from": "type:not remote"}}
+OTHER_MIRROR: dict[int, dict[str, Any]] = {
+    6: {"type": "mirror", "mirror_url": "http://127.0.0.1:9/simple/", "mirror_cache_expiry": 600},
+    7: {"type": "remote", "remote_url": "http://127.0.0.1:9/simple/", "remote_refresh_delay": 600}}
+
+
+def build_state(url: str, workdir: Path, root_password: str = "", major: int = 6) -> None:
+    """Users, indexes with bases and ACLs, wheels, sdists, docs and tox results (index
+    settings spelt as devpi-server ``major`` wants them)."""
     workdir.mkdir(parents=True, exist_ok=True)
     root = login(url, "root", root_password)
     if root_password != PASSWORDS["root"]:
@@ -42,12 +54,12 @@ def build_state(url: str, workdir: Path, root_password: str = "") -> None:
     bob = login(url, "bob", PASSWORDS["bob"])
     for name, body, auth in (
             ("alice/dev", {"bases": ["root/pypi"], "acl_upload": ["alice", "bob"],
-                           "volatile": True, "mirror_whitelist": ["six"]}, alice),
+                           "volatile": True, **DEV_WHITELIST[major]}, alice),
             ("alice/prod", {"bases": ["alice/dev"], "volatile": False,
-                            "acl_toxresult_upload": ["alice"], "title": "Production"}, alice),
+                            "acl_toxresult_upload": ["alice"], "title": "Production",
+                            **PROD_TRUST[major]}, alice),
             ("bob/empty", {"bases": []}, bob),
-            ("root/other", {"type": "mirror", "mirror_url": "http://127.0.0.1:9/simple/",
-                            "mirror_cache_expiry": 600}, root)):
+            ("root/other", OTHER_MIRROR[major], root)):
         status, reply = call(url + "/" + name, "PUT", body, auth=auth)
         assert status == 200, reply
     for index, auth, project, versions in (
@@ -95,7 +107,7 @@ def views(url: str) -> tuple[dict[str, Any], dict[str, str]]:
         found[f"/{user}"] = reply["result"]
         for index, config in sorted(record.get("indexes", {}).items()):
             name = f"{user}/{index}"
-            if config.get("type") == "mirror":
+            if config.get("type") in ("mirror", "remote"):
                 continue  # its view lists upstream's projects; its config is in the user's view
             status, reply = call(url + f"/{name}")
             assert status == 200, reply
