@@ -72,8 +72,9 @@ async def export(config: Config, directory: Path, reactor: IServerReactor, open_
         summary = await exporter.run()
     finally:
         await storage.close()
-    out.write(f"devpi-twisted: exported (devpi-server {config.export_format} format) {summary.users} users, {summary.indexes} indexes and "
+    out.write(f"devpi-twisted: exported {summary.users} users, {summary.indexes} indexes and "
               f"{summary.files} files (serial {summary.serial}) to {directory} "
+              f"as a devpi-server {config.export_format} dump "
               f"in {summary.seconds:.1f}s\n")
 
 

@@ -25,8 +25,10 @@ def doc_zip(directory: Path, name: str) -> Path:
 
 
 # the same settings in each devpi-server major version's spelling (7 refuses 6's)
-DEV_WHITELIST: dict[int, dict[str, Any]] = {
-    6: {"mirror_whitelist": ["six", "*"]}, 7: {"project_inheritance_rules": ["allow all"]}}
+# (7 sets per-project rules with a request of its own: not here)
+DEV_WHITELIST: dict[int, dict[str, Any]] = {6: {"mirror_whitelist": ["six"]}, 7: {}}
+ALLOW_ALL: dict[int, dict[str, Any]] = {
+    6: {"mirror_whitelist": ["*"]}, 7: {"project_inheritance_rules": ["allow all"]}}
 PROD_TRUST: dict[int, dict[str, Any]] = {
     6: {"mirror_whitelist_inheritance": "union"},
     7: {"trust_inheritance_rules_from": "type:not remote"}}
@@ -58,7 +60,7 @@ def build_state(url: str, workdir: Path, root_password: str = "", major: int = 6
             ("alice/prod", {"bases": ["alice/dev"], "volatile": False,
                             "acl_toxresult_upload": ["alice"], "title": "Production",
                             **PROD_TRUST[major]}, alice),
-            ("bob/empty", {"bases": []}, bob),
+            ("bob/empty", {"bases": [], **ALLOW_ALL[major]}, bob),
             ("root/other", OTHER_MIRROR[major], root)):
         status, reply = call(url + "/" + name, "PUT", body, auth=auth)
         assert status == 200, reply
