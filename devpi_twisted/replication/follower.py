@@ -1,6 +1,6 @@
 """The replica's changelog follower (spec/ops.md 6.3, 6.4): long-polls the primary's
-changelog and imports every entry in serial order, each in one local transaction under
-the primary's serial; learns the primary's uuid once and stops for good when another
+changelog and imports every entry in serial order under the primary's serial, a reply's
+entries in batched transactions (apply.py); learns the primary's uuid once and stops for good when another
 one answers (ops.md 6.1); backs off on the clock while the primary fails. It knows
 nothing of file bodies: each imported entry is handed to ``imported``."""
 
@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IResponse
 
 from devpi_twisted.replication import protocol
+from devpi_twisted.replication.apply import apply_changes
 from devpi_twisted.replication.client import PrimaryClient, PrimaryUnreachable, header, serial_of
 from devpi_twisted.storage.interface import Change, Storage, StorageError
 
@@ -118,13 +119,14 @@ class ChangelogFollower:
         if serial is not None and serial != self.primary_serial:
             self.primary_serial, self.primary_serial_at = serial, self._clock.seconds()
         if response.code == 200:
-            for change in protocol.decode_changes(body, start):
-                await self._storage.import_change(change)
-                self.updated_at = self._clock.seconds()
-                self._imported(change)
+            await apply_changes(self._storage, protocol.decode_changes(body, start),
+                                self._imported, self._committed)
         if self.primary_serial is not None and self._storage.serial >= self.primary_serial:
             self.metadata_in_sync_at = self._clock.seconds()
         return True
+
+    def _committed(self) -> None:
+        self.updated_at = self._clock.seconds()
 
     def _check_primary(self, response: IResponse) -> bool:
         """The primary's uuid: learned once (and kept), then must never change (ops.md 6.1)."""
