@@ -1,9 +1,12 @@
 """Importing a checked dump (format.py) into an empty storage and blob store.
 
 ``verify_files`` reads every file of the dump and checks it against every hash the
-dump declares, before anything is written. ``import_dump`` then writes serial 0
-(all users and index configs, ``bootstrap``) and one transaction per version, each
-after its file bodies are in the blob store (invariant 2).
+dump declares, before anything is written. ``Importer.run`` then writes serial 0
+(all users and index configs, ``bootstrap``) and the versions of a stage in batches
+of whole projects of about ``BATCH_FILES`` files: the batch's file bodies are stored
+(in parallel), made durable together (one ``os.sync`` for a filesystem store written
+without per-file fsyncs), then its versions committed in one transaction that
+references them (invariant 2: a body is durable before any record naming it).
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ from __future__ import annotations
 import datetime
 import email.utils
 import hashlib
+import os
 import posixpath
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,6 +35,7 @@ from devpi_twisted.storage.values import VersionData
 from devpi_twisted.web.forms import spool_core_metadata
 
 PARALLEL = 8  # files hashed or stored at once; projects written at once
+BATCH_FILES = 1000  # files of whole projects stored, synced and committed together
 METADATA_SUFFIX = ".metadata"
 
 
@@ -121,7 +126,10 @@ class Summary:
 class Importer:
     def __init__(self, dump: Dump, verified: Mapping[Path, Verified], storage: Storage, blobs: BlobStore,
                  staging: Path, offload: Callable[..., Awaitable[Any]], out: IO[str],
-                 hard_links: bool = False, clock: Callable[[], float] = time.time) -> None:
+                 hard_links: bool = False, clock: Callable[[], float] = time.time,
+                 unsynced: bool = False) -> None:
+        """``unsynced``: ``blobs`` skips its fsyncs (FileBlobStore.unsynced); each batch is
+        then synced before its commit."""
         self._dump = dump
         self._verified = verified
         self._storage = storage
@@ -132,6 +140,7 @@ class Importer:
         # only files on disk can be links (on PostgreSQL the bodies are in the database)
         self._links = blobs if hard_links and isinstance(blobs, FileBlobStore) else None
         self._clock = clock
+        self._unsynced = unsynced
         self._progress = Progress("imported", dump.file_count, out)
         self._versions = 0
         self._files: dict[tuple[str, str, str], list[FileDesc]] = {}
@@ -149,21 +158,56 @@ class Importer:
         await self._storage.bootstrap(users, indexes)
         for scope, url, secret, events, creator in self._dump.hooks:
             await self._storage.create_hook(scope, url, secret, events, creator)
-        work = [(index, project) for index in self._dump.indexes for project in sorted(index.projects)]
-        await bounded(work, self._project, PARALLEL)
+        for index in self._dump.indexes:
+            if index.mirror:
+                await bounded([(index, p) for p in sorted(index.projects)], self._mirror_project,
+                              PARALLEL)
+                continue
+            await self._stage(index)
         seconds = self._progress.done()
         return Summary(len(users), len(indexes), self._versions, self._progress.count, seconds)
 
-    async def _project(self, item: tuple[IndexDump, str]) -> None:
-        index, project = item
-        if index.mirror:
-            await self._mirror_project(index, project)
-            return
-        items = [await self._version(index, project, version, metadata)
-                 for version, metadata in sorted(index.projects[project].items())]
+    def _batches(self, index: IndexDump) -> Iterator[list[str]]:
+        """The stage's projects in groups of about BATCH_FILES files (a version without
+        files counts as one)."""
+        batch: list[str] = []
+        count = 0
+        for project in sorted(index.projects):
+            batch.append(project)
+            count += sum(max(1, len(self._files.get((index.name, project, v), [])))
+                         for v in index.projects[project])
+            if count >= BATCH_FILES:
+                yield batch
+                batch, count = [], 0
+        if batch:
+            yield batch
+
+    async def _stage(self, index: IndexDump) -> None:
+        """The stage's batches, pipelined: a batch's bodies are stored while the batch
+        before it commits; commits stay in order."""
+        committing: Deferred[None] | None = None
+        try:
+            for projects in self._batches(index):
+                work = [(project, version, metadata) for project in projects
+                        for version, metadata in sorted(index.projects[project].items())]
+                items = await bounded(work, lambda w: self._version(index, *w), PARALLEL)
+                if self._unsynced:
+                    await self._offload(os.sync)  # the batch's bodies durable before its commit
+                if committing is not None:
+                    await committing
+                committing = Deferred.fromCoroutine(self._commit(index, work, items))
+            if committing is not None:
+                await committing
+        except BaseException:
+            if committing is not None and not committing.called:
+                committing.addErrback(lambda _: None)  # (the first error is the one raised)
+            raise
+
+    async def _commit(self, index: IndexDump, work: list[tuple[str, str, Any]],
+                      items: list[Any]) -> None:
         await self._storage.write_releases(index.user, index.index, items)  # one transaction
         self._versions += len(items)
-        for version, _ in sorted(index.projects[project].items()):
+        for project, version, _ in work:
             await self._doc_text(index, project, version)
 
     async def _doc_text(self, index: IndexDump, project: str, version: str) -> None:
@@ -240,10 +284,11 @@ class Importer:
         files[relpath + METADATA_SUFFIX] = _entry({"sha256": sha256}, sha256, size,
                                                   desc.last_modified, project, version, now)
 
-    async def _mirror_project(self, index: IndexDump, project: str) -> None:
+    async def _mirror_project(self, item: tuple[IndexDump, str]) -> None:
         """Files a mirror had downloaded (``--include-mirrored-files``): stored, and the
         project's cached page made of their links, which the mirror's next fetch of the
         page replaces with upstream's full list (the files stay)."""
+        index, project = item
         now = self._clock()
         links: list[dict[str, Any]] = []
         files: dict[str, Mapping[str, Any]] = {}

@@ -185,7 +185,8 @@ async def _fill(config: Config, dump: Dump, verified: Mapping[Path, Verified],
             raise StartupError("the database already holds a server state; "
                                "import needs an empty database")
         blobs = open_blobs(config, storage, reactor)
-        if isinstance(blobs, FileBlobStore):  # one os.sync() at the end instead of two fsyncs a file
+        unsynced = isinstance(blobs, FileBlobStore)
+        if isinstance(blobs, FileBlobStore):  # one os.sync() a batch, not two fsyncs a file
             blobs = blobs.unsynced()
         try:
             check_root_hash(config.root_passwd_hash)
@@ -195,7 +196,7 @@ async def _fill(config: Config, dump: Dump, verified: Mapping[Path, Verified],
             await offload(root_user, config.root_passwd, config.root_passwd_hash, time.time())]
         extra_indexes = [root_pypi()] if config.root_pypi else []
         importer = Importer(dump, verified, storage, blobs, staging, offload, out,
-                            hard_links=config.hard_links)
+                            hard_links=config.hard_links, unsynced=unsynced)
         try:
             summary = await importer.run(extra_users, extra_indexes)
             await offload(os.sync)  # the files durable before .nodeinfo says "complete"
