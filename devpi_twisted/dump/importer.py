@@ -32,7 +32,7 @@ from devpi_twisted.storage.blobs import BlobStore
 from devpi_twisted.storage.fileblobs import FileBlobStore
 from devpi_twisted.storage.interface import IndexRecord, Storage, UserRecord
 from devpi_twisted.storage.values import VersionData
-from devpi_twisted.web.forms import spool_core_metadata
+from devpi_twisted.web.forms import UploadedFile, spool_core_metadata
 
 PARALLEL = 8  # files hashed or stored at once; projects written at once
 BATCH_FILES = 1000  # files of whole projects stored, synced and committed together
@@ -123,6 +123,15 @@ class Summary:
     seconds: float
 
 
+def _spool_all(archives: Sequence[tuple[Path, str]], staging: Path) -> list[UploadedFile | None]:
+    return [spool_core_metadata(path, filename, staging) for path, filename in archives]
+
+
+def _unlink_all(paths: Sequence[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
 class Importer:
     def __init__(self, dump: Dump, verified: Mapping[Path, Verified], storage: Storage, blobs: BlobStore,
                  staging: Path, offload: Callable[..., Awaitable[Any]], out: IO[str],
@@ -190,7 +199,9 @@ class Importer:
             for projects in self._batches(index):
                 work = [(project, version, metadata) for project in projects
                         for version, metadata in sorted(index.projects[project].items())]
-                items = await bounded(work, lambda w: self._version(index, *w), PARALLEL)
+                chunks = [work[n::PARALLEL] for n in range(PARALLEL) if work[n::PARALLEL]]
+                done = await bounded(chunks, lambda chunk: self._store_versions(index, chunk), PARALLEL)
+                items = [item for chunk in done for item in chunk]
                 if self._unsynced:
                     await self._offload(os.sync)  # the batch's bodies durable before its commit
                 if committing is not None:
@@ -226,10 +237,48 @@ class Importer:
         else:
             await self._blobs.put_file(key, path, sha256)
 
-    async def _version(self, index: IndexDump, project: str, version: str, metadata: Mapping[str, Any]
-                       ) -> tuple[str, str, Mapping[str, Any], Mapping[str, Mapping[str, Any]]]:
-        """Stores the version's files; returns what ``write_releases`` commits of it."""
+    async def _put_all(self, items: list[tuple[str, Path, str]]) -> None:
+        """Bodies into the store: on a filesystem store in one trip to the thread pool."""
+        if isinstance(self._blobs, FileBlobStore):
+            await self._blobs.put_files(items, link=self._links is not None)
+        else:
+            await bounded(items, lambda item: self._put(*item), PARALLEL)
+
+    async def _store_versions(self, index: IndexDump, work: list[tuple[str, str, Mapping[str, Any]]]
+                        ) -> list[tuple[str, str, Mapping[str, Any], Mapping[str, Mapping[str, Any]]]]:
+        """Stores the files of the versions in ``work`` (the bodies and the release files'
+        core metadata, PEP 658, as an upload stores them) with three trips to the thread
+        pool in all; returns what ``write_releases`` commits of them."""
         now = self._clock()
+        puts: list[tuple[str, Path, str]] = []
+        wanted: list[tuple[FileDesc, str, dict[str, Any], dict[str, Mapping[str, Any]]]] = []
+        planned = []
+        for project, version, metadata in work:
+            links, files = self._version(index, project, version, now, puts, wanted)
+            planned.append((project, version, metadata, links, files))
+        spooled = await self._offload(_spool_all, [(d.path, d.filename) for d, *_ in wanted],
+                                      self._staging)
+        for (desc, relpath, link, files), found in zip(wanted, spooled):
+            if found is not None:
+                puts.append((relpath + METADATA_SUFFIX, found.path, found.sha256))
+                link["core_metadata"] = {"sha256": found.sha256}
+                files[relpath + METADATA_SUFFIX] = _entry(
+                    {"sha256": found.sha256}, found.sha256, found.size, desc.last_modified,
+                    str(files[relpath]["project"]), str(files[relpath]["version"]), now)
+        try:
+            await self._put_all(puts)
+        finally:
+            await self._offload(_unlink_all, [f.path for f in spooled if f is not None])
+        self._progress.step(sum(len(links) for *_, links, _ in planned))
+        return [(project, version, VersionData.of(metadata, links).to_json(), files)
+                for project, version, metadata, links, files in planned]
+
+    def _version(self, index: IndexDump, project: str, version: str, now: float,
+                 puts: list[tuple[str, Path, str]],
+                 wanted: list[tuple[FileDesc, str, dict[str, Any], dict[str, Mapping[str, Any]]]]
+                 ) -> tuple[list[dict[str, Any]], dict[str, Mapping[str, Any]]]:
+        """The version's links and file entries; its bodies added to ``puts`` and its
+        release files to ``wanted`` (their core metadata)."""
         descs = self._files.get((index.name, project, version), [])
         links: list[dict[str, Any]] = []
         files: dict[str, Mapping[str, Any]] = {}
@@ -246,7 +295,7 @@ class Importer:
             else:
                 target = released[posixpath.basename(desc.for_entrypath or "")]
                 relpath = f"{posixpath.dirname(target)}/{desc.filename}"
-            await self._put(relpath, desc.path, info.sha256)
+            puts.append((relpath, desc.path, info.sha256))
             files[relpath] = _entry(info.hashes, info.sha256, info.size, desc.last_modified,
                                     project, version, now)
             link: dict[str, Any] = {
@@ -261,28 +310,9 @@ class Importer:
             if "yanked" in desc.extra:
                 link["yanked"] = desc.extra["yanked"]
             if desc.type == RELEASEFILE:
-                await self._core_metadata(desc, relpath, link, files, project, version, now)
+                wanted.append((desc, relpath, link, files))
             links.append(link)
-            self._progress.step()
-        data = VersionData.of(metadata, links).to_json()
-        return project, version, data, files
-
-    async def _core_metadata(self, desc: FileDesc, relpath: str, link: dict[str, Any],
-                             files: dict[str, Mapping[str, Any]], project: str, version: str,
-                             now: float) -> None:
-        """As an upload does: the archive's core metadata stored beside it (PEP 658)."""
-        spooled = await self._offload(spool_core_metadata, desc.path, desc.filename,
-                                      self._staging)
-        if spooled is None:
-            return
-        sha256, size = spooled.sha256, spooled.size
-        try:
-            await self._blobs.put_file(relpath + METADATA_SUFFIX, spooled.path, sha256)
-        finally:
-            await self._offload(spooled.path.unlink, True)
-        link["core_metadata"] = {"sha256": sha256}
-        files[relpath + METADATA_SUFFIX] = _entry({"sha256": sha256}, sha256, size,
-                                                  desc.last_modified, project, version, now)
+        return links, files
 
     async def _mirror_project(self, item: tuple[IndexDump, str]) -> None:
         """Files a mirror had downloaded (``--include-mirrored-files``): stored, and the
