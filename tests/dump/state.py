@@ -85,6 +85,18 @@ def build_state(url: str, workdir: Path, root_password: str = "", major: int = 6
     upload_toxresult(wheel_link["href"], None, {"testenvs": {"py312": {}}, "host": "h2"})
 
 
+def add_carol(url: str, workdir: Path) -> None:
+    """On our server after an import: a user (our argon2 hash), an index and an upload of
+    our own, for the export that follows."""
+    root = login(url, "root", PASSWORDS["root"])
+    status, reply = call(url + "/carol", "PUT", {"password": "carol pw", "email": "c@x.y"}, auth=root)
+    assert status == 201, reply
+    carol = login(url, "carol", "carol pw")
+    status, reply = call(url + "/carol/dev", "PUT", {"bases": ["alice/prod"]}, auth=carol)
+    assert status == 200, reply
+    upload(url + "/carol/dev", carol, make_wheel(workdir, "carols-pkg", "0.1"), "carols-pkg", "0.1")
+
+
 def _strip(value: Any, base: str) -> Any:
     """A view with the server's base URL cut from every string (so two servers compare)."""
     if isinstance(value, dict):

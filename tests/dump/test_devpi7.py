@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from tests.dump.devpi6 import Devpi6, call, ensure_installed, login, upload
-from tests.dump.state import PASSWORDS, assert_same, build_state, run_cli, views
+from tests.dump.devpi6 import Devpi6, ensure_installed
+from tests.dump.state import PASSWORDS, add_carol, assert_same, build_state, run_cli, views
 from tests.dump.test_devpi6 import check_logins
-from tests.support import Daemon, make_wheel
+from tests.support import Daemon
 
 Views = tuple[dict[str, Any], dict[str, str]]
 # devpi 7's spelling of an index config -> 6's (what we answer), written out by hand
@@ -121,14 +121,7 @@ def test_a_devpi7_dump_imports_into_us_and_back_into_devpi7(devpi7: dict[str, An
         assert imported[0]["/alice/prod"]["mirror_whitelist_inheritance"] == "union"
         assert imported[0]["/bob/empty"]["mirror_whitelist"] == ["*"]
         check_logins(daemon.url, PASSWORDS)
-        root = login(daemon.url, "root", PASSWORDS["root"])
-        status, reply = call(daemon.url + "/carol", "PUT", {"password": "carol pw"}, auth=root)
-        assert status == 201, reply
-        carol = login(daemon.url, "carol", "carol pw")
-        status, reply = call(daemon.url + "/carol/dev", "PUT", {"bases": ["alice/prod"]}, auth=carol)
-        assert status == 200, reply
-        upload(daemon.url + "/carol/dev", carol, make_wheel(tmp_path, "carols-pkg", "0.1"),
-               "carols-pkg", "0.1")
+        add_carol(daemon.url, tmp_path)
         ours = views(daemon.url)
     finally:
         daemon.stop()

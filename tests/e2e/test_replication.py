@@ -364,7 +364,7 @@ def test_pip_installs_from_the_replica_with_primary_and_pypi_down(pair: Pair, fa
 
 def test_primary_killed_during_an_upload_burst_is_followed_after_restart(pair: Pair,
                                                                           tmp_path: Path) -> None:
-    primary, replica = pair.primary, pair.replica
+    primary = pair.primary
     auth = pair.auth or login(primary.url, "alice", PASSWORD)
     wheels = [make_wheel(tmp_path, "burst", f"2.{n}") for n in range(40)]
     answered: list[int] = []
