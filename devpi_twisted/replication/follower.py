@@ -17,7 +17,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IResponse
 
 from devpi_twisted.replication import protocol
-from devpi_twisted.replication.apply import apply_changes
+from devpi_twisted.replication.apply import APPLY_BATCH, apply_changes
 from devpi_twisted.replication.client import PrimaryClient, PrimaryUnreachable, header, serial_of
 from devpi_twisted.storage.interface import Change, Storage, StorageError
 
@@ -34,15 +34,19 @@ class ChangelogFollower:
 
     def __init__(self, clock: IReactorTime, storage: Storage, client: PrimaryClient,
                  remember_primary: Callable[[str], None], imported: Callable[[Change], None],
-                 delay: Callable[[int], float]) -> None:
+                 delay: Callable[[int], float],
+                 behind: Callable[[bool], None] = lambda far: None) -> None:
         """``delay(failures)``: seconds to wait before the next poll after a failure;
-        ``imported(change)``: called after each entry is committed here."""
+        ``imported(change)``: called after each entry is committed here; ``behind(far)``
+        after each reply: whether this replica is more than a batch (APPLY_BATCH serials)
+        behind the primary."""
         self._clock = clock
         self._storage = storage
         self._client = client
         self._remember_primary = remember_primary
         self._imported = imported
         self._delay = delay
+        self._behind = behind
         self._task: Deferred[None] | None = None
         self.running = False
         self.started_at: float | None = None
@@ -89,6 +93,8 @@ class ChangelogFollower:
             except Exception:  # a bug: logged with its traceback, and the loop goes on
                 self.log.failure("Replication from {primary} failed", primary=self._client.url)
                 ok = False
+            if not ok or self.stopped_reason is not None:
+                self._behind(False)  # (files are never held by a follow that fails or ended)
             if self.stopped_reason is not None:
                 return
             if ok:
@@ -123,6 +129,8 @@ class ChangelogFollower:
                                 self._imported, self._committed)
         if self.primary_serial is not None and self._storage.serial >= self.primary_serial:
             self.metadata_in_sync_at = self._clock.seconds()
+        self._behind(self.primary_serial is not None
+                     and self.primary_serial - self._storage.serial > APPLY_BATCH)
         return True
 
     def _committed(self) -> None:

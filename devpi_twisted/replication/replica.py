@@ -103,7 +103,7 @@ def build_replica(storage: Storage, blobs: BlobStore, client: PrimaryClient,
     files = FileReplicator(clock, storage, blobs, fetcher, file_threads,
                            backoffPolicy(*FILE_BACKOFF, jitter=jitter), skip_indexes)
     follower = ChangelogFollower(clock, storage, client, remember_primary, files.imported,
-                                 backoffPolicy(*POLL_BACKOFF, jitter=jitter))
+                                 backoffPolicy(*POLL_BACKOFF, jitter=jitter), files.hold)
     relay = WriteRelay(clock, storage, client, request_timeout)
     status = ReplicaStatus(clock, storage, client, follower, files, fetcher)
     return Replica(follower, files, fetcher, relay, status)
