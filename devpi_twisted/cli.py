@@ -53,14 +53,14 @@ class _DumpOptions(BaseOptions):
 
 
 class ExportOptions(_DumpOptions):
-    """Export the state as a devpi-server 6 dump (dataindex.json plus files)."""
+    """Export the state as a devpi-server 6 or 7 dump (dataindex.json plus files)."""
 
     _options = offered_by(EXPORT)
     which = "export"
 
 
 class ImportOptions(_DumpOptions):
-    """Import a devpi-server 6 dump into a new server directory (and database)."""
+    """Import a devpi-server 6 or 7 dump into a new server directory (and database)."""
 
     _options = offered_by(IMPORT)
     which = "import"
@@ -106,8 +106,8 @@ class CommandOptions(usage.Options):
     subCommands = [
         ["init", None, InitOptions, "create a new server state"],
         ["passwd", None, PasswdOptions, "set a user's password"],
-        ["export", None, ExportOptions, "write the state as a devpi-server 6 dump: export DIR"],
-        ["import", None, ImportOptions, "load a devpi-server 6 dump into a new state: import DIR"],
+        ["export", None, ExportOptions, "write the state as a devpi-server 6 (or 7) dump: export DIR"],
+        ["import", None, ImportOptions, "load a devpi-server 6 or 7 dump into a new state: import DIR"],
         ["gen-config", None, GenConfigOptions, "write nginx, systemd, cron and supervisor files"],
         ["cleanup", None, CleanupOptions, "remove mirrored files not downloaded lately"],
         ["promote", None, PromoteOptions, "turn a stopped replica into a standalone server"],

@@ -112,6 +112,7 @@ class Config:
     import_dir: Path | None = None
     hard_links: bool = False
     include_mirrored_files: bool = False
+    export_format: int = default_of("format")
     skip_import_types: tuple[str, ...] = default_of("skip-import-type")
 
 

@@ -165,6 +165,12 @@ def _flag(name: str, value: Any) -> bool:
     return parse_bool(name, value or False)
 
 
+def _dump_format(name: str, value: Any) -> int:
+    if str(value).strip() not in ("6", "7"):
+        raise ConfigError(f"--{name} must be 6 or 7 (devpi-server's major version), not {value!r}")
+    return int(str(value).strip())
+
+
 def _joined(value: tuple[str, ...]) -> str:
     return ",".join(value) or ","  # "," is an empty list, "" would be no list at all
 
@@ -343,6 +349,8 @@ OPTIONS: tuple[Option, ...] = (
         commands=frozenset({EXPORT, IMPORT})),
     Option("include-mirrored-files", "export: also dump files downloaded by mirror indexes", FLAG,
         commands=frozenset({EXPORT})),
+    Option("format", "export: the dump format of this devpi-server major version (6 or 7)",
+        Kind(_dump_format), "6", field="export_format", commands=frozenset({EXPORT})),
     Option("skip-import-type", "import: leave out indexes of these types (comma list)", COMMA_LIST,
         "", field="skip_import_types", commands=frozenset({IMPORT})),
     Option("access-log", "log every request in the combined log format (JSON lines with "

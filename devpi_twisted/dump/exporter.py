@@ -1,4 +1,5 @@
-"""Exporting a storage and its blobs as a devpi-server 6 dump (format.py).
+"""Exporting a storage and its blobs as a devpi-server 6 dump (format.py), or 7's
+(``dump_format=7``: dumpversion 3, translated by v3.py).
 
 File bodies are copied (or hard-linked from the filesystem store with
 ``hard_links``) first; ``dataindex.json`` is written last, through a temporary name,
@@ -24,6 +25,7 @@ from devpi_twisted.dump.format import DOCZIP, RELEASEFILE, TOXRESULT, DumpError
 from devpi_twisted.dump.hooks import HOOKS_KEY, export_hooks
 from devpi_twisted.dump.importer import PARALLEL, bounded
 from devpi_twisted.dump.progress import Progress
+from devpi_twisted.dump.v3 import V3, config_to_v3, last_modified_to_v3, projects_to_v3, when_to_v3
 from devpi_twisted.model.errors import InvalidInput
 from devpi_twisted.model.releases import split_filename
 from devpi_twisted.storage.blobs import BlobStore
@@ -76,7 +78,8 @@ class ExportSummary:
 class Exporter:
     def __init__(self, storage: Storage, blobs: BlobStore, directory: Path,
                  offload: Callable[..., Awaitable[Any]], out: IO[str], server_version: str,
-                 hard_links: bool = False, include_mirrored_files: bool = False) -> None:
+                 hard_links: bool = False, include_mirrored_files: bool = False,
+                 dump_format: int = 6) -> None:
         self._storage = storage
         self._blobs = blobs
         self._dir = directory
@@ -85,13 +88,14 @@ class Exporter:
         self._version = server_version
         self._hard_links = hard_links
         self._mirrored = include_mirrored_files
+        self._v3 = dump_format == 7
         self._progress = Progress("exported", 0, out)
         self._missing: list[str] = []
         self._copies: list[tuple[str, str]] = []  # (blob key, path in the dump)
 
     async def run(self) -> ExportSummary:
         serial = self._storage.serial
-        data = fmt.header(self._version)
+        data = fmt.header(self._version, V3 if self._v3 else fmt.DUMPVERSION)
         users = await self._storage.list_users()
         data["users"] = {u.name: fmt.user_for_dump(u.name, u.profile, u.pwhash) for u in users}
         data["indexes"] = {}
@@ -103,6 +107,12 @@ class Exporter:
                 projects, files = await self._mirror(record.user, record.index)
                 if files:
                     dumped["projects"], dumped["files"] = projects, files
+            if self._v3:
+                dumped["indexconfig"], whitelist = config_to_v3(dumped["indexconfig"])
+                if "projects" in dumped:
+                    dumped["projects"] = projects_to_v3(dumped["projects"], whitelist)
+                for desc in dumped.get("files", ()):
+                    desc["log"] = when_to_v3(desc["log"])
             data["indexes"][record.name] = dumped
         hooks = await export_hooks(self._storage)
         if hooks:
@@ -145,7 +155,14 @@ class Exporter:
         entry.setdefault("hashes", dict(link.hashes))
         entry.setdefault("project", project)
         entry.setdefault("version", version)
-        return fmt.entry_for_dump(entry)
+        dumped = fmt.entry_for_dump(entry)
+        size = entry.get("size", link.size)
+        if self._v3:
+            if isinstance(size, int):
+                dumped["size"] = size  # (devpi 7 checks it)
+            if "last_modified" in dumped:
+                dumped["last_modified"] = last_modified_to_v3(dumped["last_modified"])
+        return dumped
 
     async def _stage(self, user: str, index: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         name = f"{user}/{index}"

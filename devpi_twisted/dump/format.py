@@ -1,5 +1,6 @@
 """devpi-server 6's dump format (spec/ops.md 4): reading and checking ``dataindex.json``,
-and the paths and records an export writes.
+and the paths and records an export writes. devpi-server 7's (dumpversion 3) is read
+through v3.py's translation into this one.
 
 Pure: no Twisted, no storage. ``read_dump`` checks everything that can be checked
 without reading the files' contents and raises one DumpError listing every problem,
@@ -18,6 +19,7 @@ from typing import Any
 import attrs
 
 from devpi_twisted.dump.hooks import HOOKS_KEY, Dumped, read_hooks
+from devpi_twisted.dump.v3 import V3, V3Error, from_v3
 from devpi_twisted.mirror.urls import masked_url
 from devpi_twisted.model.errors import InvalidInput
 from devpi_twisted.model.mirror_url import check_mirror_url
@@ -28,7 +30,7 @@ from devpi_twisted.storage.values import IndexConfig, MirrorConfig, index_config
 
 DATAINDEX = "dataindex.json"
 DUMPVERSION = "2"
-KNOWN_DUMPVERSIONS = ("1", "2")
+KNOWN_DUMPVERSIONS = ("1", "2", V3)
 RELEASEFILE, DOCZIP, TOXRESULT = "releasefile", "doczip", "toxresult"
 FILE_TYPES = (RELEASEFILE, DOCZIP, TOXRESULT)
 INDEX_TYPES = ("stage", "mirror")
@@ -67,6 +69,7 @@ class FileDesc:
     for_entrypath: str | None = None
     url: str | None = None
     extra: Mapping[str, Any] = attrs.field(factory=dict)  # EXTRA_KEYS of our own dumps
+    size: int | None = None  # as the dump declares it (devpi 7's do)
 
     @property
     def filename(self) -> str:
@@ -252,6 +255,11 @@ def read_dump(directory: Path, skip_types: Iterable[str] = ()) -> Dump:
     dumpversion = str(data.get("dumpversion"))
     if dumpversion not in KNOWN_DUMPVERSIONS:
         raise DumpError([f"incompatible dumpversion: {data.get('dumpversion')!r}"])
+    if dumpversion == V3:
+        try:
+            data = from_v3(data)
+        except V3Error as e:
+            raise DumpError([str(e)]) from None
     users_in = data.get("users")
     indexes_in = data.get("indexes")
     if not isinstance(users_in, dict) or not isinstance(indexes_in, dict):
@@ -390,6 +398,10 @@ def _index(directory: Path, name: str, dumped: Mapping[str, Any], dumpversion: s
         if unknown:
             problems.append(f"{what}: unknown hash type(s) {', '.join(unknown)}")
             continue
+        size = mapping.get("size")
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+            problems.append(f"{what}: size {size!r} is not a whole number of bytes")
+            continue
         log = desc.get("log")
         if not isinstance(log, list):
             log = [{"what": "upload", "who": IMPORT_WHO, "dst": name}]
@@ -401,7 +413,7 @@ def _index(directory: Path, name: str, dumped: Mapping[str, Any], dumpversion: s
             type=kind, project=project, version=version, relpath=relpath, path=path, hashes=hashes,
             last_modified=mapping.get("last_modified"), log=tuple(log),
             for_entrypath=for_entrypath if kind == TOXRESULT else None,
-            url=mapping.get("url"), extra=_extra(desc.get(EXTRA))))
+            url=mapping.get("url"), extra=_extra(desc.get(EXTRA)), size=size))
     if missing:
         problems.append(f"index {name}: some files weren't imported, their version is not in "
                         f"'projects': {', '.join(missing[:10])}" + (" ..." if len(missing) > 10 else ""))
@@ -446,8 +458,8 @@ def user_for_dump(name: str, profile: Mapping[str, Any], pwhash: str | None) -> 
     return record
 
 
-def header(server_version: str) -> dict[str, Any]:
+def header(server_version: str, dumpversion: str = DUMPVERSION) -> dict[str, Any]:
     info = sys.version_info
-    return {"dumpversion": DUMPVERSION, "devpi_server": server_version,
+    return {"dumpversion": dumpversion, "devpi_server": server_version,
             "devpi_twisted": server_version,
             "pythonversion": [info.major, info.minor, info.micro, info.releaselevel, info.serial]}

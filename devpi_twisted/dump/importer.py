@@ -1,9 +1,12 @@
 """Importing a checked dump (format.py) into an empty storage and blob store.
 
 ``verify_files`` reads every file of the dump and checks it against every hash the
-dump declares, before anything is written. ``import_dump`` then writes serial 0
-(all users and index configs, ``bootstrap``) and one transaction per version, each
-after its file bodies are in the blob store (invariant 2).
+dump declares, before anything is written. ``Importer.run`` then writes serial 0
+(all users and index configs, ``bootstrap``) and the versions of a stage in batches
+of whole projects of about ``BATCH_FILES`` files: the batch's file bodies are stored
+(in parallel), made durable together (one ``os.sync`` for a filesystem store written
+without per-file fsyncs), then its versions committed in one transaction that
+references them (invariant 2: a body is durable before any record naming it).
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ from __future__ import annotations
 import datetime
 import email.utils
 import hashlib
+import os
 import posixpath
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -28,9 +32,10 @@ from devpi_twisted.storage.blobs import BlobStore
 from devpi_twisted.storage.fileblobs import FileBlobStore
 from devpi_twisted.storage.interface import IndexRecord, Storage, UserRecord
 from devpi_twisted.storage.values import VersionData
-from devpi_twisted.web.forms import spool_core_metadata
+from devpi_twisted.web.forms import UploadedFile, spool_core_metadata
 
 PARALLEL = 8  # files hashed or stored at once; projects written at once
+BATCH_FILES = 1000  # files of whole projects stored, synced and committed together
 METADATA_SUFFIX = ".metadata"
 
 
@@ -73,6 +78,8 @@ async def verify_files(dump: Dump, offload: Callable[..., Awaitable[Any]],
 
     async def check(desc: FileDesc) -> None:
         size, actual = await offload(_hash_file, desc.path, sorted(desc.hashes))
+        if desc.size is not None and desc.size != size:
+            problems.append(f"{desc.relpath}: {size} bytes, the dump says {desc.size}")
         for kind, expected in sorted(desc.hashes.items()):
             if actual[kind] != expected:
                 problems.append(f"{desc.relpath}: {kind} is {actual[kind]}, the dump says {expected}")
@@ -116,10 +123,22 @@ class Summary:
     seconds: float
 
 
+def _spool_all(archives: Sequence[tuple[Path, str]], staging: Path) -> list[UploadedFile | None]:
+    return [spool_core_metadata(path, filename, staging) for path, filename in archives]
+
+
+def _unlink_all(paths: Sequence[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
 class Importer:
     def __init__(self, dump: Dump, verified: Mapping[Path, Verified], storage: Storage, blobs: BlobStore,
                  staging: Path, offload: Callable[..., Awaitable[Any]], out: IO[str],
-                 hard_links: bool = False, clock: Callable[[], float] = time.time) -> None:
+                 hard_links: bool = False, clock: Callable[[], float] = time.time,
+                 unsynced: bool = False) -> None:
+        """``unsynced``: ``blobs`` skips its fsyncs (FileBlobStore.unsynced); each batch is
+        then synced before its commit."""
         self._dump = dump
         self._verified = verified
         self._storage = storage
@@ -130,6 +149,7 @@ class Importer:
         # only files on disk can be links (on PostgreSQL the bodies are in the database)
         self._links = blobs if hard_links and isinstance(blobs, FileBlobStore) else None
         self._clock = clock
+        self._unsynced = unsynced
         self._progress = Progress("imported", dump.file_count, out)
         self._versions = 0
         self._files: dict[tuple[str, str, str], list[FileDesc]] = {}
@@ -147,21 +167,58 @@ class Importer:
         await self._storage.bootstrap(users, indexes)
         for scope, url, secret, events, creator in self._dump.hooks:
             await self._storage.create_hook(scope, url, secret, events, creator)
-        work = [(index, project) for index in self._dump.indexes for project in sorted(index.projects)]
-        await bounded(work, self._project, PARALLEL)
+        for index in self._dump.indexes:
+            if index.mirror:
+                await bounded([(index, p) for p in sorted(index.projects)], self._mirror_project,
+                              PARALLEL)
+                continue
+            await self._stage(index)
         seconds = self._progress.done()
         return Summary(len(users), len(indexes), self._versions, self._progress.count, seconds)
 
-    async def _project(self, item: tuple[IndexDump, str]) -> None:
-        index, project = item
-        if index.mirror:
-            await self._mirror_project(index, project)
-            return
-        items = [await self._version(index, project, version, metadata)
-                 for version, metadata in sorted(index.projects[project].items())]
+    def _batches(self, index: IndexDump) -> Iterator[list[str]]:
+        """The stage's projects in groups of about BATCH_FILES files (a version without
+        files counts as one)."""
+        batch: list[str] = []
+        count = 0
+        for project in sorted(index.projects):
+            batch.append(project)
+            count += sum(max(1, len(self._files.get((index.name, project, v), [])))
+                         for v in index.projects[project])
+            if count >= BATCH_FILES:
+                yield batch
+                batch, count = [], 0
+        if batch:
+            yield batch
+
+    async def _stage(self, index: IndexDump) -> None:
+        """The stage's batches, pipelined: a batch's bodies are stored while the batch
+        before it commits; commits stay in order."""
+        committing: Deferred[None] | None = None
+        try:
+            for projects in self._batches(index):
+                work = [(project, version, metadata) for project in projects
+                        for version, metadata in sorted(index.projects[project].items())]
+                chunks = [work[n::PARALLEL] for n in range(PARALLEL) if work[n::PARALLEL]]
+                done = await bounded(chunks, lambda chunk: self._store_versions(index, chunk), PARALLEL)
+                items = [item for chunk in done for item in chunk]
+                if self._unsynced:
+                    await self._offload(os.sync)  # the batch's bodies durable before its commit
+                if committing is not None:
+                    await committing
+                committing = Deferred.fromCoroutine(self._commit(index, work, items))
+            if committing is not None:
+                await committing
+        except BaseException:
+            if committing is not None and not committing.called:
+                committing.addErrback(lambda _: None)  # (the first error is the one raised)
+            raise
+
+    async def _commit(self, index: IndexDump, work: list[tuple[str, str, Any]],
+                      items: list[Any]) -> None:
         await self._storage.write_releases(index.user, index.index, items)  # one transaction
         self._versions += len(items)
-        for version, _ in sorted(index.projects[project].items()):
+        for project, version, _ in work:
             await self._doc_text(index, project, version)
 
     async def _doc_text(self, index: IndexDump, project: str, version: str) -> None:
@@ -180,10 +237,48 @@ class Importer:
         else:
             await self._blobs.put_file(key, path, sha256)
 
-    async def _version(self, index: IndexDump, project: str, version: str, metadata: Mapping[str, Any]
-                       ) -> tuple[str, str, Mapping[str, Any], Mapping[str, Mapping[str, Any]]]:
-        """Stores the version's files; returns what ``write_releases`` commits of it."""
+    async def _put_all(self, items: list[tuple[str, Path, str]]) -> None:
+        """Bodies into the store: on a filesystem store in one trip to the thread pool."""
+        if isinstance(self._blobs, FileBlobStore):
+            await self._blobs.put_files(items, link=self._links is not None)
+        else:
+            await bounded(items, lambda item: self._put(*item), PARALLEL)
+
+    async def _store_versions(self, index: IndexDump, work: list[tuple[str, str, Mapping[str, Any]]]
+                        ) -> list[tuple[str, str, Mapping[str, Any], Mapping[str, Mapping[str, Any]]]]:
+        """Stores the files of the versions in ``work`` (the bodies and the release files'
+        core metadata, PEP 658, as an upload stores them) with three trips to the thread
+        pool in all; returns what ``write_releases`` commits of them."""
         now = self._clock()
+        puts: list[tuple[str, Path, str]] = []
+        wanted: list[tuple[FileDesc, str, dict[str, Any], dict[str, Mapping[str, Any]]]] = []
+        planned = []
+        for project, version, metadata in work:
+            links, files = self._version(index, project, version, now, puts, wanted)
+            planned.append((project, version, metadata, links, files))
+        spooled = await self._offload(_spool_all, [(d.path, d.filename) for d, *_ in wanted],
+                                      self._staging)
+        for (desc, relpath, link, files), found in zip(wanted, spooled):
+            if found is not None:
+                puts.append((relpath + METADATA_SUFFIX, found.path, found.sha256))
+                link["core_metadata"] = {"sha256": found.sha256}
+                files[relpath + METADATA_SUFFIX] = _entry(
+                    {"sha256": found.sha256}, found.sha256, found.size, desc.last_modified,
+                    str(files[relpath]["project"]), str(files[relpath]["version"]), now)
+        try:
+            await self._put_all(puts)
+        finally:
+            await self._offload(_unlink_all, [f.path for f in spooled if f is not None])
+        self._progress.step(sum(len(links) for *_, links, _ in planned))
+        return [(project, version, VersionData.of(metadata, links).to_json(), files)
+                for project, version, metadata, links, files in planned]
+
+    def _version(self, index: IndexDump, project: str, version: str, now: float,
+                 puts: list[tuple[str, Path, str]],
+                 wanted: list[tuple[FileDesc, str, dict[str, Any], dict[str, Mapping[str, Any]]]]
+                 ) -> tuple[list[dict[str, Any]], dict[str, Mapping[str, Any]]]:
+        """The version's links and file entries; its bodies added to ``puts`` and its
+        release files to ``wanted`` (their core metadata)."""
         descs = self._files.get((index.name, project, version), [])
         links: list[dict[str, Any]] = []
         files: dict[str, Mapping[str, Any]] = {}
@@ -200,7 +295,7 @@ class Importer:
             else:
                 target = released[posixpath.basename(desc.for_entrypath or "")]
                 relpath = f"{posixpath.dirname(target)}/{desc.filename}"
-            await self._put(relpath, desc.path, info.sha256)
+            puts.append((relpath, desc.path, info.sha256))
             files[relpath] = _entry(info.hashes, info.sha256, info.size, desc.last_modified,
                                     project, version, now)
             link: dict[str, Any] = {
@@ -215,33 +310,15 @@ class Importer:
             if "yanked" in desc.extra:
                 link["yanked"] = desc.extra["yanked"]
             if desc.type == RELEASEFILE:
-                await self._core_metadata(desc, relpath, link, files, project, version, now)
+                wanted.append((desc, relpath, link, files))
             links.append(link)
-            self._progress.step()
-        data = VersionData.of(metadata, links).to_json()
-        return project, version, data, files
+        return links, files
 
-    async def _core_metadata(self, desc: FileDesc, relpath: str, link: dict[str, Any],
-                             files: dict[str, Mapping[str, Any]], project: str, version: str,
-                             now: float) -> None:
-        """As an upload does: the archive's core metadata stored beside it (PEP 658)."""
-        spooled = await self._offload(spool_core_metadata, desc.path, desc.filename,
-                                      self._staging)
-        if spooled is None:
-            return
-        sha256, size = spooled.sha256, spooled.size
-        try:
-            await self._blobs.put_file(relpath + METADATA_SUFFIX, spooled.path, sha256)
-        finally:
-            await self._offload(spooled.path.unlink, True)
-        link["core_metadata"] = {"sha256": sha256}
-        files[relpath + METADATA_SUFFIX] = _entry({"sha256": sha256}, sha256, size,
-                                                  desc.last_modified, project, version, now)
-
-    async def _mirror_project(self, index: IndexDump, project: str) -> None:
+    async def _mirror_project(self, item: tuple[IndexDump, str]) -> None:
         """Files a mirror had downloaded (``--include-mirrored-files``): stored, and the
         project's cached page made of their links, which the mirror's next fetch of the
         page replaces with upstream's full list (the files stay)."""
+        index, project = item
         now = self._clock()
         links: list[dict[str, Any]] = []
         files: dict[str, Mapping[str, Any]] = {}

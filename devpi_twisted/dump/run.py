@@ -67,12 +67,14 @@ async def export(config: Config, directory: Path, reactor: IServerReactor, open_
         blobs = open_blobs(config, storage, reactor)
         exporter = Exporter(storage, blobs, directory, ThreadOffload(reactor), out, _version(),
                             hard_links=config.hard_links,
-                            include_mirrored_files=config.include_mirrored_files)
+                            include_mirrored_files=config.include_mirrored_files,
+                            dump_format=config.export_format)
         summary = await exporter.run()
     finally:
         await storage.close()
     out.write(f"devpi-twisted: exported {summary.users} users, {summary.indexes} indexes and "
               f"{summary.files} files (serial {summary.serial}) to {directory} "
+              f"as a devpi-server {config.export_format} dump "
               f"in {summary.seconds:.1f}s\n")
 
 
@@ -183,7 +185,8 @@ async def _fill(config: Config, dump: Dump, verified: Mapping[Path, Verified],
             raise StartupError("the database already holds a server state; "
                                "import needs an empty database")
         blobs = open_blobs(config, storage, reactor)
-        if isinstance(blobs, FileBlobStore):  # one os.sync() at the end instead of two fsyncs a file
+        unsynced = isinstance(blobs, FileBlobStore)
+        if isinstance(blobs, FileBlobStore):  # one os.sync() a batch, not two fsyncs a file
             blobs = blobs.unsynced()
         try:
             check_root_hash(config.root_passwd_hash)
@@ -193,7 +196,7 @@ async def _fill(config: Config, dump: Dump, verified: Mapping[Path, Verified],
             await offload(root_user, config.root_passwd, config.root_passwd_hash, time.time())]
         extra_indexes = [root_pypi()] if config.root_pypi else []
         importer = Importer(dump, verified, storage, blobs, staging, offload, out,
-                            hard_links=config.hard_links)
+                            hard_links=config.hard_links, unsynced=unsynced)
         try:
             summary = await importer.run(extra_users, extra_indexes)
             await offload(os.sync)  # the files durable before .nodeinfo says "complete"

@@ -31,10 +31,10 @@ REMOTE_KEYS = {
     "mirror_no_project_list", "remote_use_external_urls": "mirror_use_external_urls",
     "remote_web_url_fmt": "mirror_web_url_fmt",
 }
-_SHOWN_7 = {stored: remote for remote, stored in REMOTE_KEYS.items()
+REMOTE_KEYS_7 = {stored: remote for remote, stored in REMOTE_KEYS.items()
             if remote != "remote_cache_expiry"}
 # devpi 7 has no such keys (its import drops them): a mode 7 answer leaves them out
-_HIDDEN_7 = frozenset({"mirror_ignore_serial_header", "mirror_provides_core_metadata"})
+HIDDEN_7 = frozenset({"mirror_ignore_serial_header", "mirror_provides_core_metadata"})
 # devpi 7's inheritance keys of a stage and their values (devpi 6: the whitelist keys)
 RULE_KEY, TRUST_KEY = "project_inheritance_rules", "trust_inheritance_rules_from"
 ALLOW_ALL = "allow all"
@@ -98,8 +98,8 @@ def index_view(config: Mapping[str, Any], api: int) -> dict[str, Any]:
         elif key == "mirror_whitelist_inheritance":
             if value == "union":
                 shown[TRUST_KEY] = "type:not remote"
-        elif key not in _HIDDEN_7:
-            shown[_SHOWN_7.get(key, key)] = value
+        elif key not in HIDDEN_7:
+            shown[REMOTE_KEYS_7.get(key, key)] = value
     return shown
 
 

@@ -52,6 +52,7 @@ class FileReplicator:
         self._attempts: dict[str, int] = {}
         self._retries: dict[str, IDelayedCall] = {}
         self.running = False
+        self.held = False  # (hold): no new fetches while the metadata catches up
         self.errors: dict[str, str] = {}
         self.files_in_sync_at: float | None = None
         self.init_queue_finished_at: float | None = None
@@ -123,8 +124,16 @@ class FileReplicator:
         if record is not None and record.deleted:
             await self._blobs.delete(relpath)
 
+    def hold(self, held: bool) -> None:
+        """Start no fetches while ``held``: a replica far behind applies its metadata
+        first (the database and the CPU are its alone) and fetches the bodies after;
+        a client's on-demand fetch is not held."""
+        self.held = held
+        if not held:
+            self._pump()
+
     def _pump(self) -> None:
-        while self._queue and len(self._active) < self._workers and self.running:
+        while self._queue and len(self._active) < self._workers and self.running and not self.held:
             relpath = next(iter(self._queue))
             entry = self._queue.pop(relpath)
             if relpath in self._active:

@@ -1,6 +1,6 @@
 """The replica's changelog follower (spec/ops.md 6.3, 6.4): long-polls the primary's
-changelog and imports every entry in serial order, each in one local transaction under
-the primary's serial; learns the primary's uuid once and stops for good when another
+changelog and imports every entry in serial order under the primary's serial, a reply's
+entries in batched transactions (apply.py); learns the primary's uuid once and stops for good when another
 one answers (ops.md 6.1); backs off on the clock while the primary fails. It knows
 nothing of file bodies: each imported entry is handed to ``imported``."""
 
@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IResponse
 
 from devpi_twisted.replication import protocol
+from devpi_twisted.replication.apply import APPLY_BATCH, apply_changes
 from devpi_twisted.replication.client import PrimaryClient, PrimaryUnreachable, header, serial_of
 from devpi_twisted.storage.interface import Change, Storage, StorageError
 
@@ -34,15 +35,19 @@ class ChangelogFollower:
 
     def __init__(self, clock: IReactorTime, storage: Storage, client: PrimaryClient,
                  remember_primary: Callable[[str], None], imported: Callable[[Change], None],
-                 delay: Callable[[int], float]) -> None:
+                 delay: Callable[[int], float],
+                 behind: Callable[[bool], None] = lambda far: None) -> None:
         """``delay(failures)``: seconds to wait before the next poll after a failure;
-        ``imported(change)``: called after each entry is committed here."""
+        ``imported(change)``: called after each entry is committed here; ``behind(far)``
+        after each reply: whether this replica is more than a batch (APPLY_BATCH serials)
+        behind the primary."""
         self._clock = clock
         self._storage = storage
         self._client = client
         self._remember_primary = remember_primary
         self._imported = imported
         self._delay = delay
+        self._behind = behind
         self._task: Deferred[None] | None = None
         self.running = False
         self.started_at: float | None = None
@@ -91,6 +96,8 @@ class ChangelogFollower:
             except Exception:  # a bug: logged with its traceback, and the loop goes on
                 self.log.failure("Replication from {primary} failed", primary=self._client.url)
                 ok = False
+            if not ok or self.stopped_reason is not None:
+                self._behind(False)  # (files are never held by a follow that fails or ended)
             if self.stopped_reason is not None:
                 return
             if ok:
@@ -128,17 +135,23 @@ class ChangelogFollower:
             await self._apply(body, start)
         if self.primary_serial is not None and self._storage.serial >= self.primary_serial:
             self.metadata_in_sync_at = self._clock.seconds()
+        self._behind(self.primary_serial is not None
+                     and self.primary_serial - self._storage.serial > APPLY_BATCH)
         return True
 
     async def _apply(self, body: bytes, start: int) -> None:
-        """Import the entries of a changelog answer, from serial ``start`` on."""
-        for change in protocol.decode_changes(body, start):
-            await self._import(change)
+        """Import the entries of a changelog answer, from serial ``start`` on, in
+        batched transactions (apply.py)."""
+        await apply_changes(self._storage, protocol.decode_changes(body, start),
+                            self._imported, self._committed)
 
     async def _import(self, change: Change) -> None:
-        await self._storage.import_change(change)
+        """One change in a transaction of its own (a devpi primary's serial, translated
+        against what the serials before it wrote)."""
+        await apply_changes(self._storage, [change], self._imported, self._committed)
+
+    def _committed(self) -> None:
         self.updated_at = self._clock.seconds()
-        self._imported(change)
 
     def _check_primary(self, response: IResponse) -> bool:
         """The primary's uuid: learned once (and kept), then must never change (ops.md 6.1)."""

@@ -109,8 +109,9 @@ def build_replica(storage: Storage, blobs: BlobStore, client: PrimaryClient,
     files = FileReplicator(clock, storage, blobs, fetcher, file_threads,
                            backoffPolicy(*FILE_BACKOFF, jitter=jitter), skip_indexes)
     follower = Follower(clock, storage, client, remember_primary, files.imported,
-                        backoffPolicy(*POLL_BACKOFF, jitter=jitter), skip_serial=skip_serial,
-                        translator_for=translator_for, devpi_signer=devpi_signer)
+                        backoffPolicy(*POLL_BACKOFF, jitter=jitter), files.hold,
+                        skip_serial=skip_serial, translator_for=translator_for,
+                        devpi_signer=devpi_signer)
     relay = WriteRelay(clock, storage, client, request_timeout)
     status = ReplicaStatus(clock, storage, client, follower, files, fetcher)
     return Replica(follower, files, fetcher, relay, status)

@@ -144,28 +144,33 @@ class PlanStorage:
     def _write(self, make: Callable[..., plans.Plan[Change]], *args: Any) -> Deferred[int]:
         return shielded(Deferred.fromCoroutine(self._write_async(make, *args)))
 
-    async def _import_async(self, change: Change) -> bool:
+    async def _import_async(self, changes: Sequence[Change]) -> int:
         try:
-            done = await self._transact(plans.import_change, change, self._clock())
+            done = await self._transact(plans.import_changes, list(changes), self._clock())
         except StorageError:
             await self._catch_up(None)
             raise
-        if done is None:
-            await self._catch_up(change.serial)
-            return False
-        if done.serial == self._cache.serial + 1:
-            self._apply([done])
+        if not done:
+            if changes:
+                await self._catch_up(changes[-1].serial)
+            return 0
+        if done[0].serial == self._cache.serial + 1:
+            self._apply(done)
         else:
-            await self._catch_up(done.serial)
+            await self._catch_up(done[-1].serial)
         if self._board is not None:
-            self._board.publish(done.serial)
-        return True
+            self._board.publish(done[-1].serial)
+        return len(done)
+
+    def import_changes(self, changes: Sequence[Change]) -> Deferred[int]:
+        """Apply a primary's consecutive changelog entries with their serials, all in one
+        transaction (replication): how many were new. Raises StaleRecord when the serial
+        before the first new one is missing here (and writes nothing)."""
+        return shielded(Deferred.fromCoroutine(self._import_async(changes)))
 
     def import_change(self, change: Change) -> Deferred[bool]:
-        """Apply a primary's changelog entry with its serial, in one transaction
-        (replication); False if it was applied before. Raises StaleRecord when the
-        serial before it is missing here."""
-        return shielded(Deferred.fromCoroutine(self._import_async(change)))
+        """``import_changes`` of one entry: False if it was applied before."""
+        return self.import_changes([change]).addCallback(bool)
 
     # -- the Storage interface --------------------------------------------------------
 

@@ -368,6 +368,12 @@ class Storage(HookStorage, Protocol):
         """Replication: apply a primary's entry under its own serial in one transaction;
         False if already applied, StaleRecord if the serial before it is missing."""
 
+    def import_changes(self, changes: Sequence[Change]) -> Deferred[int]:
+        """Replication: apply a primary's consecutive entries, oldest first, each under
+        its own serial, all in one transaction (a crash leaves all or none of them);
+        those already applied are skipped. Returns how many were new; StaleRecord (and
+        nothing written) if the serial before the first new one is missing."""
+
     def changed_since(self, project: str, serial: int) -> bool:
         """For caches of pages, answered from what this process has seen: did ``project``'s
         releases or mirror page, or any index configuration, change after ``serial``?"""

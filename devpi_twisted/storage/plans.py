@@ -235,17 +235,21 @@ def bootstrap(users: Sequence[UserRecord], indexes: Sequence[IndexRecord], at: f
     return (yield from commit(serial, records, at))
 
 
-def import_change(change: Change, at: float) -> Plan[Change | None]:
-    """Apply a primary's changelog entry under its own serial (replication). None if this
-    database already holds that serial (it was imported before); StaleRecord if an
-    earlier serial is missing here (changes must arrive strictly in order)."""
+def import_changes(changes: Sequence[Change], at: float) -> Plan[list[Change]]:
+    """Apply a primary's changelog entries, consecutive and oldest first, each under its
+    own serial, all in this one transaction (replication). Entries this database holds
+    already are skipped; StaleRecord if the first new one does not follow the current
+    serial (nothing is written then). Returns the entries applied."""
     current = int((yield one(CURRENT_SERIAL))[0])
-    if change.serial <= current:
-        return None
-    if change.serial != current + 1:
-        raise StaleRecord(f"serial {change.serial} cannot follow {current}")
-    serial = yield from take_serial()
-    return (yield from commit(serial, list(change.records), change.at))
+    done: list[Change] = []
+    for change in changes:
+        if change.serial <= current:
+            continue
+        if change.serial != current + 1:
+            raise StaleRecord(f"serial {change.serial} cannot follow {current}")
+        current = yield from take_serial()
+        done.append((yield from commit(current, list(change.records), change.at)))
+    return done
 
 
 def create_user(name: str, profile: Mapping[str, Any], pwhash: str | None, at: float) -> Plan[Change]:

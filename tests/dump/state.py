@@ -24,8 +24,22 @@ def doc_zip(directory: Path, name: str) -> Path:
     return path
 
 
-def build_state(url: str, workdir: Path, root_password: str = "") -> None:
-    """Users, indexes with bases and ACLs, wheels, sdists, docs and tox results."""
+# the same settings in each devpi-server major version's spelling (7 refuses 6's)
+# (7 sets per-project rules with a request of its own: not here)
+DEV_WHITELIST: dict[int, dict[str, Any]] = {6: {"mirror_whitelist": ["six"]}, 7: {}}
+ALLOW_ALL: dict[int, dict[str, Any]] = {
+    6: {"mirror_whitelist": ["*"]}, 7: {"project_inheritance_rules": ["allow all"]}}
+PROD_TRUST: dict[int, dict[str, Any]] = {
+    6: {"mirror_whitelist_inheritance": "union"},
+    7: {"trust_inheritance_rules_from": "type:not remote"}}
+OTHER_MIRROR: dict[int, dict[str, Any]] = {
+    6: {"type": "mirror", "mirror_url": "http://127.0.0.1:9/simple/", "mirror_cache_expiry": 600},
+    7: {"type": "remote", "remote_url": "http://127.0.0.1:9/simple/", "remote_refresh_delay": 600}}
+
+
+def build_state(url: str, workdir: Path, root_password: str = "", major: int = 6) -> None:
+    """Users, indexes with bases and ACLs, wheels, sdists, docs and tox results (index
+    settings spelt as devpi-server ``major`` wants them)."""
     workdir.mkdir(parents=True, exist_ok=True)
     root = login(url, "root", root_password)
     if root_password != PASSWORDS["root"]:
@@ -42,12 +56,12 @@ def build_state(url: str, workdir: Path, root_password: str = "") -> None:
     bob = login(url, "bob", PASSWORDS["bob"])
     for name, body, auth in (
             ("alice/dev", {"bases": ["root/pypi"], "acl_upload": ["alice", "bob"],
-                           "volatile": True, "mirror_whitelist": ["six"]}, alice),
+                           "volatile": True, **DEV_WHITELIST[major]}, alice),
             ("alice/prod", {"bases": ["alice/dev"], "volatile": False,
-                            "acl_toxresult_upload": ["alice"], "title": "Production"}, alice),
-            ("bob/empty", {"bases": []}, bob),
-            ("root/other", {"type": "mirror", "mirror_url": "http://127.0.0.1:9/simple/",
-                            "mirror_cache_expiry": 600}, root)):
+                            "acl_toxresult_upload": ["alice"], "title": "Production",
+                            **PROD_TRUST[major]}, alice),
+            ("bob/empty", {"bases": [], **ALLOW_ALL[major]}, bob),
+            ("root/other", OTHER_MIRROR[major], root)):
         status, reply = call(url + "/" + name, "PUT", body, auth=auth)
         assert status == 200, reply
     for index, auth, project, versions in (
@@ -69,6 +83,18 @@ def build_state(url: str, workdir: Path, root_password: str = "") -> None:
     upload_toxresult(wheel_link["href"], alice, {"testenvs": {"py311": {"test": [{"retcode": 0}]}},
                                                  "host": "h", "platform": "linux"})
     upload_toxresult(wheel_link["href"], None, {"testenvs": {"py312": {}}, "host": "h2"})
+
+
+def add_carol(url: str, workdir: Path) -> None:
+    """On our server after an import: a user (our argon2 hash), an index and an upload of
+    our own, for the export that follows."""
+    root = login(url, "root", PASSWORDS["root"])
+    status, reply = call(url + "/carol", "PUT", {"password": "carol pw", "email": "c@x.y"}, auth=root)
+    assert status == 201, reply
+    carol = login(url, "carol", "carol pw")
+    status, reply = call(url + "/carol/dev", "PUT", {"bases": ["alice/prod"]}, auth=carol)
+    assert status == 200, reply
+    upload(url + "/carol/dev", carol, make_wheel(workdir, "carols-pkg", "0.1"), "carols-pkg", "0.1")
 
 
 def _strip(value: Any, base: str) -> Any:
@@ -95,7 +121,7 @@ def views(url: str) -> tuple[dict[str, Any], dict[str, str]]:
         found[f"/{user}"] = reply["result"]
         for index, config in sorted(record.get("indexes", {}).items()):
             name = f"{user}/{index}"
-            if config.get("type") == "mirror":
+            if config.get("type") in ("mirror", "remote"):
                 continue  # its view lists upstream's projects; its config is in the user's view
             status, reply = call(url + f"/{name}")
             assert status == 200, reply

@@ -18,6 +18,14 @@ def test_cli_export_and_import_take_the_dump_directory(tmp_path: Path) -> None:
     config = options.subOptions.config()
     assert config.export_dir == tmp_path / "d" and config.import_dir is None
     assert config.hard_links and config.include_mirrored_files
+    assert config.export_format == 6
+    options = CommandOptions()
+    options.parseOptions(["export", "--format", "7", str(tmp_path / "d")])
+    assert options.subOptions.config().export_format == 7
+    options = CommandOptions()
+    options.parseOptions(["export", "--format", "8", str(tmp_path / "d")])
+    with pytest.raises(ConfigError, match="--format must be 6 or 7"):
+        options.subOptions.config()
     options = CommandOptions()
     options.parseOptions(["import", "--serverdir", str(tmp_path / "s"), "--no-root-pypi",
                           "--skip-import-type", "a, b", "dump"])

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from tests.dump.devpi6 import Devpi6, call, ensure_installed, login, upload
+from tests.dump.devpi6 import Devpi6, call, ensure_installed, login
 from tests.dump.devpi6 import request as http_request
-from tests.dump.state import PASSWORDS, assert_same, build_state, run_cli, views
-from tests.support import Daemon, make_wheel
+from tests.dump.state import PASSWORDS, add_carol, assert_same, build_state, run_cli, views
+from tests.support import Daemon
 
 
 @pytest.fixture(scope="module")
@@ -74,15 +74,7 @@ def test_our_dump_imports_into_devpi6(devpi6: dict[str, Any], tmp_path: Path) ->
     assert done.returncode == 0, done.stderr
     daemon = Daemon(serverdir).start()
     try:
-        root = login(daemon.url, "root", PASSWORDS["root"])
-        status, reply = call(daemon.url + "/carol", "PUT", {"password": "carol pw", "email": "c@x.y"},
-                             auth=root)
-        assert status == 201, reply
-        carol = login(daemon.url, "carol", "carol pw")
-        status, reply = call(daemon.url + "/carol/dev", "PUT", {"bases": ["alice/prod"]}, auth=carol)
-        assert status == 200, reply
-        upload(daemon.url + "/carol/dev", carol, make_wheel(tmp_path, "carols-pkg", "0.1"),
-               "carols-pkg", "0.1")
+        add_carol(daemon.url, tmp_path)
         ours = views(daemon.url)
     finally:
         daemon.stop()

@@ -52,8 +52,8 @@ def test_not_a_dump_directory(tmp_path: Path) -> None:
 
 
 def test_incompatible_dumpversion(dump: Path) -> None:
-    rewrite(dump, lambda d: d.update(dumpversion="3"))
-    assert "incompatible dumpversion: '3'" in problems(dump)
+    rewrite(dump, lambda d: d.update(dumpversion="4"))
+    assert "incompatible dumpversion: '4'" in problems(dump)
 
 
 def test_every_problem_is_listed_at_once(dump: Path) -> None:

@@ -367,7 +367,7 @@ def test_pip_installs_from_the_replica_with_primary_and_pypi_down(pair: Pair, fa
 
 def test_primary_killed_during_an_upload_burst_is_followed_after_restart(pair: Pair,
                                                                           tmp_path: Path) -> None:
-    primary, replica = pair.primary, pair.replica
+    primary = pair.primary
     auth = pair.auth or login(primary.url, "alice", PASSWORD)
     wheels = [make_wheel(tmp_path, "burst", f"2.{n}") for n in range(40)]
     answered: list[int] = []
@@ -391,20 +391,7 @@ def test_primary_killed_during_an_upload_burst_is_followed_after_restart(pair: P
         assert upload(primary.url + "/alice/dev/", auth, wheel) in (200, 409)
     serial = converged(pair)
     # the replica's changelog is the primary's, serial for serial: none missing, none twice
-    uuid = status(replica.url)["uuid"]
-    token = {"X-Devpi-Replica-Uuid": uuid, "X-Devpi-Expected-Primary-Id": ""}
-    primary_log = []
-    start = 0
-    while start <= serial:
-        token["Authorization"] = "Bearer " + replica_token(pair.secret, uuid)
-        code, body = feed(primary.url, f"/+changelog/{start}-", token)
-        assert code == 200
-        lines = [json.loads(line) for line in body.splitlines() if line.strip()]
-        primary_log += lines
-        start = lines[-1]["serial"] + 1
-    rows = pair.replica_changelog()
-    assert [r[0] for r in rows] == list(range(serial + 1))
-    assert [{"serial": s, "at": at, "records": json.loads(recs)} for s, at, recs in rows] == primary_log
+    assert_same_changelog(pair, serial)
     # and every file the primary holds is here, byte for byte
     versions = json_view(primary.url + "/alice/dev/burst")["result"]
     acknowledged = {f"2.{n}" for n, code in enumerate(answered) if code == 200}
@@ -414,6 +401,24 @@ def test_primary_killed_during_an_upload_burst_is_followed_after_restart(pair: P
             stored = pair.replica_blob(link["href"][len(primary.url) + 1:])
             assert stored is not None
             assert hashlib.sha256(stored).hexdigest() == link["hashes"]["sha256"]
+
+
+def assert_same_changelog(pair: Pair, serial: int) -> None:
+    """The replica's changelog is the primary's up to ``serial``: none missing, none twice."""
+    uuid = status(pair.replica.url)["uuid"]
+    token = {"X-Devpi-Replica-Uuid": uuid, "X-Devpi-Expected-Primary-Id": ""}
+    primary_log = []
+    start = 0
+    while start <= serial:
+        token["Authorization"] = "Bearer " + replica_token(pair.secret, uuid)
+        code, body = feed(pair.primary.url, f"/+changelog/{start}-", token)
+        assert code == 200
+        lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+        primary_log += lines
+        start = lines[-1]["serial"] + 1
+    rows = pair.replica_changelog()
+    assert [r[0] for r in rows] == list(range(serial + 1))
+    assert [{"serial": s, "at": at, "records": json.loads(recs)} for s, at, recs in rows] == primary_log
 
 
 def _send(url: str, method: str, path: str, body: bytes, headers: dict[str, str]) -> Any:

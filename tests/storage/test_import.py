@@ -65,6 +65,25 @@ async def test_import_skips_a_serial_held_and_refuses_a_gap(adapter: Any) -> Non
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_batch_is_applied_in_one_transaction_whole_or_not_at_all(adapter: Any) -> None:
+    primary = adapter.open()
+    await _history(primary)
+    changes = await primary.changes_since(-1)
+    target = adapter.open_other()
+    assert await target.import_changes(changes[:2]) == 2
+    # held entries are skipped, the rest applied; a gap anywhere writes nothing of the batch
+    with pytest.raises(StaleRecord):
+        await target.import_changes([changes[1], changes[2], changes[4]])
+    assert target.serial == 1 and await target.changes_since(-1) == changes[:2]
+    assert adapter.reopen_other().serial == 1
+    target = adapter.open_other()
+    assert await target.import_changes(changes) == 3
+    assert target.serial == 4 and await target.changes_since(-1) == changes
+    assert await target.import_changes(changes) == 0
+    assert [u.name for u in await target.list_users()] == ["alice", "root"]
+
+
+@pytest_twisted.ensureDeferred
 async def test_wait_for_fires_when_the_serial_is_seen(adapter: Any) -> None:
     storage = adapter.open()
     await storage.bootstrap([ROOT], [PYPI])
