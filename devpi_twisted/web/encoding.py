@@ -5,6 +5,7 @@ file past SMALL). gzip always; br (brotli) and zstd from their maintained packag
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import zlib
@@ -23,10 +24,12 @@ CODINGS = ("br", "zstd", "gzip")
 SMALL = 256 << 10  # a body up to this size stays in memory; a bigger one in a file
 GZIP_LEVEL, BROTLI_QUALITY, ZSTD_LEVEL = 6, 5, 3
 
-_CHOSEN: dict[bytes | None, str] = {}  # Accept-Encoding header -> coding (few distinct ones)
 
-
-def _parse(header: str) -> str:
+@functools.lru_cache(maxsize=256)  # clients send few distinct Accept-Encoding values
+def _parse(value: bytes | None) -> str:
+    if not value:
+        return IDENTITY
+    header = value.decode("latin-1")
     weights: dict[str, float] = {}
     for item in header.split(","):
         parts = [p.strip() for p in item.split(";")]
@@ -49,14 +52,7 @@ def _parse(header: str) -> str:
 
 def chosen(request: HttpRequest) -> str:
     """The coding this request gets: the client's most wanted of CODINGS, else identity."""
-    header = request.getHeader(b"Accept-Encoding")
-    coding = _CHOSEN.get(header)
-    if coding is None:
-        coding = _parse(header.decode("latin-1")) if header else IDENTITY
-        if len(_CHOSEN) >= 64:
-            _CHOSEN.clear()
-        _CHOSEN[header] = coding
-    return coding
+    return _parse(request.getHeader(b"Accept-Encoding"))
 
 
 def compress(data: bytes, coding: str) -> bytes:
@@ -146,11 +142,16 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def kept(data: bytes, spool: Path) -> Body:
-    """``data`` as a Body: in memory up to SMALL, else in a new file of ``spool``."""
-    sink = ChunkSink(IDENTITY, spool)
-    sink.write(data)
-    return sink.close()
+def coded_body(data: bytes, coding: str, spool: Path) -> Body:
+    """``data`` in ``coding`` (or IDENTITY) as a Body: in memory up to SMALL, else in a
+    new file of ``spool``."""
+    sink = ChunkSink(coding, spool)
+    try:
+        sink.write(data)
+        return sink.close()
+    except BaseException:
+        sink.abort()
+        raise
 
 
 def encode_all(chunks: Iterable[str], spool: Path) -> dict[str, Body]:

@@ -29,7 +29,7 @@ from devpi_twisted.storage.adapter import shielded
 from devpi_twisted.storage.blobs import BlobReadStopped, ChunkPump
 from devpi_twisted.web import encoding
 from devpi_twisted.web.deps import HttpRequest, Offload
-from devpi_twisted.web.encoding import IDENTITY, Body, chosen, compress, encode_all, kept
+from devpi_twisted.web.encoding import IDENTITY, Body, chosen, coded_body, compress, encode_all
 from devpi_twisted.web.sendfile import SendfileBody, transport_of
 from devpi_twisted.web.simple import list_type, project_list_chunks
 
@@ -114,11 +114,13 @@ class ListBodies:
             await self._send_file(request, spooled.fileno(), body.size)
         return b""
 
-    async def keep(self, data: bytes) -> Body:
-        """``data`` as a Body to ``send``: in a file of the spool when big."""
-        if len(data) <= encoding.SMALL:
-            return Body(len(data), data, None)
-        kept_body: Body = await self._offload(kept, data, self._spool)
+    async def keep(self, raw: bytes, coding: str) -> Body:
+        """``raw`` in ``coding`` as a Body to ``send``: a small body compressed here, a
+        big one compressed on a thread into a file of the spool (the reactor never
+        spends long on one page)."""
+        if len(raw) <= encoding.SMALL:
+            return coded_body(raw, coding, self._spool)
+        kept_body: Body = await self._offload(coded_body, raw, coding, self._spool)
         return kept_body
 
     async def _rendered(self, index: str, order: tuple[str, ...], state: str, as_json: bool,

@@ -27,7 +27,7 @@ from devpi_twisted.web import render
 from devpi_twisted.web.deps import HttpRequest, MirrorPages
 from devpi_twisted.web.helpers import RequestHelpers
 from devpi_twisted.web.listing import VARY, ListBodies, coded, compressed, matches
-from devpi_twisted.web.encoding import IDENTITY, Body, compress
+from devpi_twisted.web.encoding import Body
 from devpi_twisted.web.simple import is_installer, list_type, render_project, render_project_list, \
     wants_json
 
@@ -139,7 +139,7 @@ class SimplePages:
         _, raw, codings = cached
         found = codings.get(coding)
         if found is None:  # compressed once per coding; a big body goes out of a file
-            made = await self._lists.keep(raw if coding == IDENTITY else compress(raw, coding))
+            made = await self._lists.keep(raw, coding)
             found = codings.setdefault(coding, made)
             if found is not made or self._rendered.get(key) is not cached:
                 # made meanwhile for another request, or the page replaced meanwhile

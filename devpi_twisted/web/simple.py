@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import re
@@ -15,20 +16,16 @@ HTML_SIMPLE = "application/vnd.pypi.simple.v1+html"
 INSTALLER = re.compile(r"^(?:\S+\s+)*(?:distribute|setuptools|pip|pex|uv)/")
 
 
-_SEEN = 256  # distinct header values whose answers are remembered (clients send few)
-_INSTALLERS: dict[bytes | None, bool] = {}
-_JSON: dict[tuple[bytes, bytes | None], bool] = {}
+SEEN = 256  # distinct header values whose answers are remembered (clients send few)
 
 
 def is_installer(request: HttpRequest) -> bool:
-    agent = request.getHeader(b"User-Agent")
-    known = _INSTALLERS.get(agent)
-    if known is None:
-        known = bool(agent and INSTALLER.match(agent.decode("latin-1")))
-        if len(_INSTALLERS) >= _SEEN:
-            _INSTALLERS.clear()
-        _INSTALLERS[agent] = known
-    return known
+    return _installer_agent(request.getHeader(b"User-Agent"))
+
+
+@functools.lru_cache(maxsize=SEEN)
+def _installer_agent(agent: bytes | None) -> bool:
+    return bool(agent and INSTALLER.match(agent.decode("latin-1")))
 
 
 def _quality(accept: str, media: str) -> float:
@@ -51,16 +48,10 @@ def _quality(accept: str, media: str) -> float:
 
 def wants_json(request: HttpRequest) -> bool:
     """PEP 691 negotiation between HTML and JSON (HTML wins a tie); ``?format=`` overrides."""
-    key = ((request.args or {}).get(b"format", [b""])[0], request.getHeader(b"Accept"))
-    known = _JSON.get(key)
-    if known is None:
-        known = _negotiate(*key)
-        if len(_JSON) >= _SEEN:
-            _JSON.clear()
-        _JSON[key] = known
-    return known
+    return _negotiate((request.args or {}).get(b"format", [b""])[0], request.getHeader(b"Accept"))
 
 
+@functools.lru_cache(maxsize=SEEN)
 def _negotiate(format_arg: bytes, value: bytes | None) -> bool:
     fmt = format_arg.decode("latin-1")
     if fmt:
