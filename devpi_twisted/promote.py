@@ -67,10 +67,10 @@ def _check_files(config: Config, allow_missing: bool) -> tuple[int, list[str], i
     from twisted.internet import task
     from twisted.internet.defer import Deferred
 
-    from devpi_twisted.doctext import doc_pages
     from devpi_twisted.model.search import build_docs
     from devpi_twisted.reactors import IServerReactor
     from devpi_twisted.state import open_blobs, open_storage
+    from devpi_twisted.storage.types import ThreadOffload
     from devpi_twisted.web.blobcopy import BlobCopies
 
     found: list[Any] = []
@@ -87,16 +87,13 @@ def _check_files(config: Config, allow_missing: bool) -> tuple[int, list[str], i
                 staging.mkdir(mode=0o700, exist_ok=True)
                 copies = BlobCopies(blobs, staging)
 
-                async def doc_text(relpath: str) -> Any:
-                    try:
-                        async with copies.local_copy(relpath) as path:
-                            return doc_pages(path)
-                    except Exception as e:  # a body missing or unreadable: no text of it
-                        print(f"devpi-twisted: warning: no search text of {relpath}: {e}",
-                              file=sys.stderr)
-                        return []
+                def no_text(relpath: str, error: Exception) -> None:
+                    print(f"devpi-twisted: warning: no search text of {relpath}: {error}",
+                          file=sys.stderr)
 
-                docs = await build_docs(storage, doc_text)
+                offload = ThreadOffload(reactor)
+                docs = await build_docs(
+                    storage, lambda relpath: copies.doc_text(relpath, offload, no_text))
                 serial = storage.serial
             found.append((serial, sorted(missing), docs))
         finally:

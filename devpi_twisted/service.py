@@ -202,13 +202,11 @@ def _services(config: Config, reactor: IServerReactor, node: sd.NodeInfo, storag
     if not worker and not config.requests_only:
         copies = BlobCopies(blobs, staging)
 
+        def no_text(relpath: str, error: Exception) -> None:
+            log.warn("Search: no text of {relpath}: {error}", relpath=relpath, error=error)
+
         async def stored_doc_text(relpath: str) -> list[DocPage]:
-            try:
-                async with copies.local_copy(relpath) as path:
-                    return await offload(doc_pages, path)
-            except Exception as e:  # a body gone or unreadable: no text of it
-                log.warn("Search: no text of {relpath}: {error}", relpath=relpath, error=e)
-                return []
+            return await copies.doc_text(relpath, offload, no_text)
 
         docs = stored_doc_text if config.role != "replica" else None  # (a replica's come with changes)
         reactor.callWhenRunning(lambda: Deferred.fromCoroutine(_build_search(storage, docs)))

@@ -1,18 +1,21 @@
 """Copies of stored file bodies on local disk (BlobCopies): for a push within the
-server, a push to another server and documentation pages, where the blob store may
+server, a push to another server, documentation pages and their search text, where the blob store may
 be the database and a local path is needed."""
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from twisted.protocols.ftp import FileConsumer
 
+from devpi_twisted.doctext import doc_pages
 from devpi_twisted.storage.blobs import BlobStore
+from devpi_twisted.storage.interface import DocPage
+from devpi_twisted.storage.types import Offload
 
 
 class BlobCopies:
@@ -34,6 +37,17 @@ class BlobCopies:
             await self._blobs.put_file(target, spooled, sha256)
         finally:
             spooled.unlink(missing_ok=True)
+
+    async def doc_text(self, relpath: str, offload: Offload,
+                       warn: Callable[[str, Exception], None]) -> list[DocPage]:
+        """The search text of the stored doc zip ``relpath`` (read on a thread); none
+        when its body is gone or unreadable, and ``warn(relpath, error)`` says so."""
+        try:
+            async with self.local_copy(relpath) as path:
+                return await offload(doc_pages, path)
+        except Exception as e:
+            warn(relpath, e)
+            return []
 
     @asynccontextmanager
     async def local_copy(self, relpath: str) -> AsyncIterator[Path]:
