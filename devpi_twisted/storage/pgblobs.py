@@ -30,7 +30,7 @@ from devpi_twisted.storage.blobs import (
     DailyTouches, LocalBlob, byte_range, check_key, settled,
 )
 from devpi_twisted.storage.bodycache import BodyCache, Fetch
-from devpi_twisted.storage.driver import AsyncCursor
+from devpi_twisted.storage.driver import DeferringCursor
 from devpi_twisted.storage.types import Offload, ThreadOffload
 
 _log = Logger()
@@ -57,7 +57,7 @@ class Interactions(Protocol):
     """What the store needs of postgres.Pool: run ``fn(cursor)`` in a transaction on a
     pooled connection (broken connections become StorageUnavailable)."""
 
-    def interaction(self, fn: Callable[[AsyncCursor], Awaitable[T]]) -> Deferred[T]: ...
+    def interaction(self, fn: Callable[[DeferringCursor], Awaitable[T]]) -> Deferred[T]: ...
 
 
 def _read_chunk(source: IO[bytes], hasher: Any, count: int) -> tuple[int, AsIs]:
@@ -76,7 +76,7 @@ def _open_all(paths: Sequence[Path], opened: list[IO[bytes]]) -> None:
         opened.append(open(path, "rb"))
 
 
-async def _fetch_one(cursor: AsyncCursor, sql: str, params: tuple[Any, ...]) -> Any:
+async def _fetch_one(cursor: DeferringCursor, sql: str, params: tuple[Any, ...]) -> Any:
     await cursor.execute(sql, params)
     return cursor.fetchone()
 
@@ -120,7 +120,7 @@ class PgBlobStore:
         try:
             await self._in_thread(_open_all, [Path(path) for _, path, _ in items], sources)
 
-            async def txn(cursor: AsyncCursor) -> list[int]:
+            async def txn(cursor: DeferringCursor) -> list[int]:
                 nonlocal runs
                 runs += 1
                 for key in sorted({key for key, _, _ in items}):
@@ -133,7 +133,7 @@ class PgBlobStore:
             for source in sources:
                 source.close()
 
-    async def _store(self, cursor: AsyncCursor, key: str, source: IO[bytes], sha256: str,
+    async def _store(self, cursor: DeferringCursor, key: str, source: IO[bytes], sha256: str,
                      again: bool) -> int:
         """The chunks and meta row of one blob, in the caller's transaction (its key locked);
         ``again``: the transaction runs once more, the file is read from its start."""
@@ -252,7 +252,7 @@ class PgBlobStore:
         return Deferred.fromCoroutine(self._usage(prefix))
 
     async def _usage(self, prefix: str) -> list[BlobUsage]:
-        async def query(cursor: AsyncCursor) -> list[Any]:
+        async def query(cursor: DeferringCursor) -> list[Any]:
             # keys from prefix up to (not including) prefix with its last character raised
             upper = prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else "\U0010ffff"
             await cursor.execute(SELECT_USAGE, (prefix, upper))
@@ -269,7 +269,7 @@ class PgBlobStore:
     async def _delete(self, key: str) -> None:
         check_key(key)
 
-        async def txn(cursor: AsyncCursor) -> None:
+        async def txn(cursor: DeferringCursor) -> None:
             await cursor.execute(LOCK_KEY, (BLOB_LOCK_CLASS, key))
             await cursor.execute(DELETE_BLOB, (key,))
 

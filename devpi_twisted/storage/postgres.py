@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import psycopg2
@@ -26,7 +26,7 @@ from txpostgres.txpostgres import Connection
 from devpi_twisted.storage import auditplans, migrations, plans
 from devpi_twisted.storage.adapter import PlanStorage, shielded
 from devpi_twisted.storage.board import SerialBoard
-from devpi_twisted.storage.driver import AsyncCursor, drive, drive_async
+from devpi_twisted.storage.driver import DeferringCursor, drive, drive_async
 from devpi_twisted.storage.interface import Change, Storage, StorageError, StorageUnavailable
 from devpi_twisted.storage.types import Now, TxReactor
 
@@ -45,7 +45,7 @@ CONNECT_TIMEOUT = 10
 log = Logger()
 
 PgConnection = psycopg2.extensions.connection
-Interaction = Callable[[AsyncCursor], Awaitable[T]]  # a transaction's work on its cursor
+Interaction = Callable[[DeferringCursor], Awaitable[T]]  # a transaction's work on its cursor
 
 _PG_SQL: dict[str, str] = {}
 
@@ -213,21 +213,60 @@ class _Connection(Connection):  # type: ignore[misc]  # txpostgres has no type i
             self.reactor.removeReader(self)
 
 
+class Pipeline:
+    """A txpostgres cursor that holds statements back: ``defer`` renders one (psycopg2's
+    client-side ``mogrify``, as ``execute`` would) and queues it; the next ``execute``
+    sends the queue and its own statement as one query string, one round trip, and its
+    rows are the last statement's. A queued statement that fails fails that ``execute``
+    (PostgreSQL skips the rest of the string; the transaction is then aborted)."""
+
+    __slots__ = ("_cursor", "_queued", "sent")
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+        self._queued: list[bytes] = []
+        self.sent = False  # whether anything reached the database yet
+
+    def defer(self, sql: str, params: Sequence[Any] | None = None) -> None:
+        self._queued.append(self._cursor.mogrify(sql, params))
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> Deferred[Any]:
+        self.sent = True
+        if not self._queued:
+            return self._cursor.execute(sql, params)  # type: ignore[no-any-return]
+        self._queued.append(self._cursor.mogrify(sql, params))
+        query, self._queued = b";\n".join(self._queued), []
+        return self._cursor.execute(query)  # type: ignore[no-any-return]
+
+    def discard(self) -> None:
+        self._queued = []
+
+    def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._cursor.fetchall()  # type: ignore[no-any-return]
+
+
 async def _transaction(conn: Connection, fn: Interaction[T]) -> T:
-    """BEGIN, ``fn(cursor)``, COMMIT; ROLLBACK on any error (txpostgres' runInteraction
-    would log a failed rollback of a dead connection as an unhandled error)."""
-    cursor = conn.cursor()
-    await cursor.execute("BEGIN")
+    """BEGIN, ``fn(cursor)``, COMMIT, on a Pipeline: BEGIN goes with the first statement,
+    statements without rows with the next one or the COMMIT. ROLLBACK on any error
+    (txpostgres' runInteraction would log a failed rollback of a dead connection as an
+    unhandled error); a failed COMMIT ended the transaction already, the ROLLBACK after
+    it only draws a warning."""
+    cursor = Pipeline(conn.cursor())
+    cursor.defer("BEGIN")
     try:
         result = await fn(cursor)
+        await cursor.execute("COMMIT")
     except BaseException:
-        if not _broken(conn):
+        cursor.discard()
+        if cursor.sent and not _broken(conn):
             try:
                 await cursor.execute("ROLLBACK")
             except psycopg2.Error:
                 pass  # the connection is gone; the caller closes it
         raise
-    await cursor.execute("COMMIT")
     return result
 
 
@@ -330,9 +369,9 @@ class PostgresStorage(PlanStorage):
         return storage
 
     async def _transact_async(self, make: Callable[..., plans.Plan[T]], args: tuple[Any, ...]) -> T:
-        async def txn(cursor: AsyncCursor) -> T:
+        async def txn(cursor: DeferringCursor) -> T:
             if make in auditplans.LAZY:  # (auditplans.LAZY says why)
-                await cursor.execute("SET LOCAL synchronous_commit TO OFF")
+                cursor.defer("SET LOCAL synchronous_commit TO OFF")
             return await drive_async(cursor, notifying(make(*args)), pg_sql)
 
         for attempt in range(TRANSACTION_RETRIES):
