@@ -116,8 +116,10 @@ def describe(kw: Mapping[str, Any]) -> str:
 def notifying(plan: plans.Plan[T]) -> plans.Plan[T]:
     """A write plan that also NOTIFYs its serial; delivered at commit to every LISTENer."""
     change = yield from plan
-    if isinstance(change, Change):  # None: an import that found its serial already held
-        yield plans.run("SELECT pg_notify(?, ?)", CHANNEL, str(change.serial))
+    # an import's list of entries: its last serial (an empty list: nothing new)
+    last = change[-1] if isinstance(change, list) and change else change
+    if isinstance(last, Change):
+        yield plans.run("SELECT pg_notify(?, ?)", CHANNEL, str(last.serial))
     return change
 
 

@@ -2,7 +2,7 @@
 without rows are held back and sent with the next statement or the COMMIT, so a failure
 of a held statement, or of the plan after some were sent, must still leave nothing of
 the transaction behind and the pooled connection usable; a replica's batch that fails
-part-way writes none of its entries."""
+part-way writes none of its entries, and one applied is NOTIFYed to the other processes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from typing import Any
 import psycopg2
 import pytest
 import pytest_twisted
+
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 
 from devpi_twisted.storage.driver import DeferringCursor
 from devpi_twisted.storage.interface import Change, IndexRecord, Record, UserRecord
@@ -99,3 +101,22 @@ async def test_a_replica_batch_failing_part_way_writes_none_of_its_entries(
         assert [c.serial for c in await reopened.changes_since(-1)] == [0, 1, 2, 3, 4, 5]
     finally:
         reopened.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_applied_batch_is_notified_to_the_other_processes(
+        storage: PostgresStorage, pg_cluster: PgCluster) -> None:
+    worker = PostgresStorage.open(pg_cluster.settings(storage._kw["dbname"]), _reactor())
+    try:
+        await worker.poll()  # LISTENs from now on
+        await storage.bootstrap([ROOT], [PYPI])
+        await storage.import_changes([Change(serial, float(serial), (Record("user", f"u{serial}", {
+            "profile": {}, "pwhash": None}),)) for serial in (1, 2, 3)])
+        seen = worker.wait_for(3)
+        seen.addTimeout(5, _reactor())
+        try:
+            await seen  # without a poll: the NOTIFY of the batch's last serial
+        except DeferredTimeout:
+            raise AssertionError(f"the worker stayed at serial {worker.serial}") from None
+    finally:
+        worker.close()
