@@ -60,9 +60,12 @@ SELECT_PART = (
 
 class Interactions(Protocol):
     """What the store needs of postgres.Pool: run ``fn(cursor)`` in a transaction on a
-    pooled connection (broken connections become StorageUnavailable)."""
+    pooled connection, or one statement as a transaction of its own (broken connections
+    become StorageUnavailable)."""
 
     def interaction(self, fn: Callable[[DeferringCursor], Awaitable[T]]) -> Deferred[T]: ...
+
+    def statement(self, sql: str, params: Sequence[Any]) -> Deferred[list[Any]]: ...
 
 
 def _read_chunk(source: IO[bytes], hasher: Any, count: int) -> tuple[int, AsIs]:
@@ -102,9 +105,8 @@ def _sizes(paths: Sequence[Path]) -> list[int]:
     return [os.stat(path).st_size for path in paths]
 
 
-async def _fetch_one(cursor: DeferringCursor, sql: str, params: tuple[Any, ...]) -> Any:
-    await cursor.execute(sql, params)
-    return cursor.fetchone()
+def _first(rows: list[Any]) -> Any:
+    return rows[0] if rows else None
 
 
 class PgBlobStore:
@@ -242,7 +244,7 @@ class PgBlobStore:
 
     async def _size(self, key: str) -> int | None:
         check_key(key)
-        row = await self._pool.interaction(lambda cursor: _fetch_one(cursor, SELECT_SIZE, (key,)))
+        row = _first(await self._pool.statement(SELECT_SIZE, (key,)))
         return None if row is None else int(row[0])
 
     def exists(self, key: str) -> Deferred[bool]:
@@ -257,7 +259,7 @@ class PgBlobStore:
     async def _meta(self, key: str) -> tuple[int, str, int]:
         """(size, sha256, chunk_size) of the blob; raises BlobMissing."""
         check_key(key)
-        row = await self._pool.interaction(lambda cursor: _fetch_one(cursor, SELECT_BLOB, (key,)))
+        row = _first(await self._pool.statement(SELECT_BLOB, (key,)))
         if row is None:
             raise BlobMissing(f"no blob {key}")
         return int(row[0]), str(row[1]), int(row[2])
@@ -268,7 +270,7 @@ class PgBlobStore:
         async def fetch_part(position: int, count: int) -> bytes:
             seq, within = divmod(position, chunk_size)
             params = (within + 1, count, key, seq, sha256)
-            part = await self._pool.interaction(lambda cursor: _fetch_one(cursor, SELECT_PART, params))
+            part = _first(await self._pool.statement(SELECT_PART, params))
             if part is None:
                 raise BlobMissing(f"blob {key} was deleted or replaced while being read")
             return bytes(part[0])
@@ -316,7 +318,7 @@ class PgBlobStore:
         return Deferred.fromCoroutine(self._touch((now, key, now - TOUCH_INTERVAL)))
 
     async def _touch(self, params: tuple[float, str, float]) -> None:
-        await self._pool.interaction(lambda cursor: cursor.execute(TOUCH_BLOB, params))
+        await self._pool.statement(TOUCH_BLOB, params)
 
     def usage(self, prefix: str) -> Deferred[list[BlobUsage]]:
         return Deferred.fromCoroutine(self._usage(prefix))

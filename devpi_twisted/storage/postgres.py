@@ -309,12 +309,23 @@ class Pool:
         running query and raise _CancelInProgress out of the canceller."""
         return shielded(Deferred.fromCoroutine(self._interaction(fn)))
 
-    async def _interaction(self, fn: Interaction[T]) -> T:
+    def statement(self, sql: str, params: Sequence[Any]) -> Deferred[list[Any]]:
+        """One statement on a pooled connection, without BEGIN and COMMIT (an asynchronous
+        psycopg2 connection autocommits: the statement is a transaction of its own), so
+        one round trip instead of two; its rows ([] if it has none). As ``interaction``
+        on errors and cancellation."""
+        async def run(cursor: Any) -> list[Any]:
+            await cursor.execute(sql, params)
+            return list(cursor.fetchall()) if cursor.description is not None else []
+
+        return shielded(Deferred.fromCoroutine(self._interaction(run, alone=True)))
+
+    async def _interaction(self, fn: Interaction[T], alone: bool = False) -> T:
         await self._slots.acquire()
         try:
             conn = await self._checkout()
             try:
-                result = await _transaction(conn, fn)
+                result = await (fn(conn.cursor()) if alone else _transaction(conn, fn))
             except (psycopg2.OperationalError, psycopg2.InterfaceError) as e:
                 if _broken(conn) or isinstance(e, psycopg2.InterfaceError):
                     _close_quietly(conn)

@@ -120,3 +120,14 @@ async def test_an_applied_batch_is_notified_to_the_other_processes(
             raise AssertionError(f"the worker stayed at serial {worker.serial}") from None
     finally:
         worker.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lone_statement_is_a_transaction_of_its_own(storage: PostgresStorage) -> None:
+    assert await storage.pool.statement("SELECT %s, %s", (1, "a")) == [(1, "a")]
+    assert await storage.pool.statement(
+        "INSERT INTO changelog (serial, at, records) VALUES (%s, %s, %s)", (300, 1.0, "[]")) == []
+    with pytest.raises(psycopg2.DataError):
+        await storage.pool.statement("SELECT 1 / %s", (0,))
+    assert await storage.pool.statement("SELECT count(*) FROM changelog", ()) == [(1,)]  # committed
+    assert await _count(storage) == 1  # the same connection, usable after the error
