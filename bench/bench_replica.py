@@ -30,7 +30,7 @@ all 6,000 bodies 20.7 s -> 14.7 s); PostgreSQL replica 99 -> 308 serials/s (30.8
 
 Figures of 2026-12-07 evening (load average 3.2-5.9; ``--uploads 3000 --no-lag
 --replica-storage postgres``, three runs each in turns), main at a2d9e4c -> statements
-without rows held back and sent with the next statement or the COMMIT (postgres.Pipeline)
+without rows held back and sent with the next statement or the COMMIT (pgpool.Pipeline)
 and the serial counter taken once per batch: 323 / 318 / 305 -> 1,861 / 1,275 / 1,404
 serials/s; replica CPU 1.81 / 1.95 / 2.01 -> 0.32 / 0.37 / 0.36 ms per serial, PostgreSQL
 0.80 / 0.79 / 0.78 -> 0.17 / 0.18 / 0.21 ms; all 6,000 bodies after 26.5 / 24.8 / 23.6 ->

@@ -5,7 +5,7 @@ A put reads the local file chunk by chunk on a thread (hashing as it goes) and
 inserts each chunk, then the meta row (key, size, sha256), all in one
 transaction: a wrong hash rolls everything back, and no reader ever sees part
 of a body. A body that fits in one chunk is read and hashed whole before the
-transaction and its statements go with the COMMIT (postgres.Pipeline), so a
+transaction and its statements go with the COMMIT (pgpool.Pipeline), so a
 small file, or a batch of them (``put_files``, import), costs a few round trips.
 A read fetches one chunk (or the part of it a range needs, with substring()) per
 short transaction, so a slow client holds no connection while it is paused; each
@@ -59,7 +59,7 @@ SELECT_PART = (
 
 
 class Interactions(Protocol):
-    """What the store needs of postgres.Pool: run ``fn(cursor)`` in a transaction on a
+    """What the store needs of pgpool.Pool: run ``fn(cursor)`` in a transaction on a
     pooled connection, or one statement as a transaction of its own (broken connections
     become StorageUnavailable)."""
 

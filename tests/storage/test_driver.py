@@ -17,7 +17,7 @@ from devpi_twisted.storage.interface import RecordExists
 
 
 class DeferredCursor:
-    """A sqlite3 cursor behind the asynchronous cursor interface (as postgres.Pipeline's
+    """A sqlite3 cursor behind the asynchronous cursor interface (as pgpool.Pipeline's
     is): deferred statements run when the next one is executed."""
 
     def __init__(self, cursor: sqlite3.Cursor) -> None:

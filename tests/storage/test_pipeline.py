@@ -1,4 +1,4 @@
-"""PostgreSQL's pipelined transactions (postgres.Pipeline), on a real cluster: statements
+"""PostgreSQL's pipelined transactions (pgpool.Pipeline), on a real cluster: statements
 without rows are held back and sent with the next statement or the COMMIT, so a failure
 of a held statement, or of the plan after some were sent, must still leave nothing of
 the transaction behind and the pooled connection usable; a replica's batch that fails
