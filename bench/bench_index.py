@@ -262,7 +262,7 @@ def bench_backend(label: str, storage: list[str], db: int | None, args, work: Pa
     problems, setdir = [], work / label
     setdir.mkdir()
     proc, base = start(setdir) if start else start_server(setdir, storage, 0)
-    ours = start is None  # issue 25's targets are judged for ours only
+    judged = start is None  # issue 25's targets are judged for ours only
     try:
         auth = setup(base, work, big)
         page = f"{base}/{USER}/top/+simple/proj0/"
@@ -278,7 +278,7 @@ def bench_backend(label: str, storage: list[str], db: int | None, args, work: Pa
         for name, headers in (("simple JSON top", JSON_ACCEPT), ("simple HTML top", HTML_ACCEPT)
                               )[:2 * ("simple" in args.only)]:
             r = measure(proc.pid, db, lambda: run_wrk(page, headers, 10, args.duration, lua))
-            row(name, 10, r, "CPU <= 0.3 ms" * ours, f"{r['cpu']:.3f} ms", r["cpu"] <= 0.3 if ours else None)
+            row(name, 10, r, "CPU <= 0.3 ms" * judged, f"{r['cpu']:.3f} ms", r["cpu"] <= 0.3 if judged else None)
             results[name] = r
         nginx_proc, nginx_base = nginx
         for size, (name, _) in list(BIG.items())[:2 * ("download" in args.only)]:
@@ -296,16 +296,16 @@ def bench_backend(label: str, storage: list[str], db: int | None, args, work: Pa
             row(f"download {size} ours", 4, ours, "", "", None)
             row(f"download {size} nginx", 4, theirs, "", "", None)
             ratio, want = ours["mbs"] / max(theirs["mbs"], 1e-9), 0.9 if size == "20 MB" else 0.6
-            row(f"  ours/nginx {size}", "", None, f">= {want}" * ours, f"{ratio:.2f}",
-                ratio >= want if ours else None)
+            row(f"  ours/nginx {size}", "", None, f">= {want}" * judged, f"{ratio:.2f}",
+                ratio >= want if judged else None)
             print(f"  (rounds: {', '.join(f'{a:.0f}/{b:.0f}' for a, b in zip(ours['rounds'], theirs['rounds']))} MB/s)")
             results[f"download {size}"], results[f"nginx {size}"] = ours, theirs
         conns = args.upload_conns
         for kind, want in (("token", 500), ("basic", 300))[:2 * ("upload" in args.only)]:
             r = measure(proc.pid, db, lambda: run_uploads(
                 base, f"/{USER}/up-{kind}/", bodies[kind], auth[kind], conns, args.duration))
-            row(f"upload {kind}", conns, r, f">= {want}/s" * ours, f"{r['rate']:.0f}/s",
-                r["rate"] >= want if ours else None)
+            row(f"upload {kind}", conns, r, f">= {want}/s" * judged, f"{r['rate']:.0f}/s",
+                r["rate"] >= want if judged else None)
             problems += [f"{label} upload {kind}: all {len(bodies[kind])} bodies sent"] * r["exhausted"]
             problems += [f"{label} upload {kind}, e.g.: {bad}" for bad in r["first_bad"]]
             results[f"upload {kind}"] = r
