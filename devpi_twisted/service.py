@@ -40,8 +40,8 @@ from devpi_twisted.model.acl import Policy, parse_principals
 from devpi_twisted.model.audit import AuditOps
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.directory import Directory
-from devpi_twisted.model.tokens import REPLICA_SALT, DerivedKeys, TokenSigner, derive_key, \
-    derive_keys
+from devpi_twisted.keychild import KeyDerivationError, derive_in_child
+from devpi_twisted.model.tokens import AUTH_SALT, REPLICA_SALT, DerivedKeys, TokenSigner
 from devpi_twisted.serverdir import StartupError
 from devpi_twisted.storage.board import SerialBoard
 from devpi_twisted.storage.types import Offload, ThreadOffload
@@ -135,8 +135,7 @@ def build_service(config: Config, reactor: IServerReactor) -> IService:
     lock = None if config.requests_only else sd.lock(config.serverdir)
     worker_args = worker_command(config) if config.workers else None
     secret = _secret(config)
-    keys = derive_keys(secret, config.argon2_time_cost, config.argon2_memory_cost,
-                       config.argon2_parallelism)
+    keys = _derive_keys(secret, config)
     board = SerialBoard(config.serverdir / sd.BOARD)
     storage = open_storage(config, reactor, board)
     try:
@@ -284,12 +283,24 @@ def _storage_text(config: Config) -> str:
     return f"{config.storage.name} {where}".strip() + ", files in the database"
 
 
+def _derive_keys(secret: bytes, config: Config) -> DerivedKeys:
+    """Both keys of the secret, derived in a child process (keychild: the server never
+    holds argon2's memory)."""
+    try:
+        auth, replica = derive_in_child(secret, [AUTH_SALT, REPLICA_SALT], config.argon2_time_cost,
+                                        config.argon2_memory_cost, config.argon2_parallelism)
+    except KeyDerivationError as e:
+        raise StartupError(str(e)) from e
+    return DerivedKeys(auth=auth, replica=replica)
+
+
 async def _devpi_signer(secret: bytes, offload: Offload) -> TokenSigner:
     """The replica's token signer for a devpi-server primary: the replica key derived
-    from the shared secret with devpi's own costs (DEVPI_ARGON2; seconds, on a thread)."""
+    from the shared secret with devpi's own costs (DEVPI_ARGON2: 512 MiB, seconds; in a
+    child process, waited for on a thread)."""
     memory, passes, lanes = DEVPI_ARGON2
-    key = await offload(derive_key, secret, REPLICA_SALT, passes, memory, lanes)
-    return TokenSigner(key, time.time)
+    keys = await offload(derive_in_child, secret, [REPLICA_SALT], passes, memory, lanes)
+    return TokenSigner(keys[0], time.time)
 
 
 def _replica_by_default(config: Config, node: sd.NodeInfo) -> Config:
