@@ -1,16 +1,28 @@
-"""A bounded pool of threads of its own for argon2 (password checks and new hashes).
+"""A bounded pool of its own for argon2 (password checks and new hashes).
 
 Each check costs tens of milliseconds of CPU and 64 MiB; on the reactor's shared
 thread pool a flood of logins would queue ahead of uploads, downloads and pages.
 Here at most ``threads`` run at once and at most ``queue`` more wait; any further
 call fails at once with ``Unavailable`` (503 with ``Retry-After``), so the memory and
 time argon2 can take is bounded whatever clients send.
+
+The checks themselves run in child processes (``processes``, the default: a
+ProcessPoolExecutor of as many spawned children as threads, started at the first
+check and kept): argon2's 64 MiB per check is then never part of the server's own
+peak resident size. Each thread only waits for its child. ``fn`` must be picklable
+(a module-level function). A child that dies (killed, out of memory) fails the
+checks it had; the next call starts a new pool. A child ends when the server does,
+even killed with -9 (keychild.die_with_parent).
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from twisted.application.service import Service
@@ -19,6 +31,7 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+from devpi_twisted.keychild import die_with_parent
 from devpi_twisted.model.errors import Unavailable
 
 # argon2 at our parameters runs 4 lanes, on threads of its own: one check already
@@ -32,12 +45,17 @@ class HashingPool(Service):
     """Runs ``fn(*args)`` on the pool's threads (``pool(fn, *args)`` returns a Deferred);
     started and stopped with the service tree."""
 
-    def __init__(self, reactor: IReactorFromThreads, threads: int = THREADS, queue: int = QUEUE) -> None:
+    def __init__(self, reactor: IReactorFromThreads, threads: int = THREADS, queue: int = QUEUE,
+                 processes: bool = True) -> None:
+        """``processes``: run each call in a child process (False: on the thread)."""
         self._reactor = reactor
         self._threads = ThreadPool(minthreads=0, maxthreads=threads, name="devpi-passwords")
         self._limit = threads + queue
         self._pending = 0
         self.refused = 0
+        self._children = threads if processes else 0
+        self._executor: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
 
     @property
     def pending(self) -> int:
@@ -51,6 +69,27 @@ class HashingPool(Service):
     def stopService(self) -> None:
         super().stopService()  # type: ignore[no-untyped-call]  # untyped in twisted
         self._threads.stop()  # joins: at most the checks already running finish first
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+
+    def _in_child(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` in one of the children (on a pool thread, which waits)."""
+        with self._lock:
+            if self._executor is None:
+                self._executor = ProcessPoolExecutor(
+                    self._children, mp_context=multiprocessing.get_context("spawn"),
+                    initializer=die_with_parent, initargs=(os.getpid(),))
+            executor = self._executor
+        try:
+            return executor.submit(fn, *args).result()
+        except BrokenProcessPool:
+            with self._lock:  # the next call starts a new pool
+                if self._executor is executor:
+                    self._executor = None
+            executor.shutdown(wait=False)
+            raise
 
     def __call__(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
         if self._pending >= self._limit:
@@ -58,7 +97,10 @@ class HashingPool(Service):
             return fail(Unavailable("too many password checks at once, try again shortly",
                                     retry_after=RETRY_AFTER))
         self._pending += 1
-        d = deferToThreadPool(self._reactor, self._threads, fn, *args)
+        if self._children:
+            d = deferToThreadPool(self._reactor, self._threads, self._in_child, fn, *args)
+        else:
+            d = deferToThreadPool(self._reactor, self._threads, fn, *args)
 
         def done(result: Any) -> Any:
             self._pending -= 1
