@@ -26,7 +26,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger, STDLibLogObserver, globalLogPublisher
 
-from devpi_twisted import serverdir as sd
+from devpi_twisted import memory, serverdir as sd
 from devpi_twisted.config import DEVPI_ARGON2, BaseOptions, Config, TwistdOptions, as_replica_of, \
     load_yaml_file
 from devpi_twisted.listening import AdoptService, DevpiService, ListenService, listening_sockets
@@ -361,6 +361,7 @@ def makeService(options: BaseOptions) -> IService:
     from twisted.internet import reactor as global_reactor  # the one use of the global reactor
 
     reactor = cast(IServerReactor, global_reactor)
+    memory.tune()  # before the threads start
     config = None
     try:
         config = options.config()
