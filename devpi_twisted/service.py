@@ -11,7 +11,6 @@ Opening the state lives in state.py, listening in listening.py, workers in worke
 from __future__ import annotations
 
 import json
-import logging.config
 import os
 import shutil
 import time
@@ -102,6 +101,7 @@ def _setup_stdlib_logging(path: Path) -> None:
             raise ConfigError(f"--logger-cfg {path}: {e}") from None
     else:
         cfg = load_yaml_file(path, "--logger-cfg")
+    import logging.config  # only with --logger-cfg (0.6 MB)
     try:
         logging.config.dictConfig(cfg)
     except (ValueError, TypeError, AttributeError, ImportError) as e:

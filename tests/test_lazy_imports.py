@@ -1,6 +1,7 @@
 """What a server on sqlite does not import until it needs it (issue 25, memory:
 each costs megabytes resident for good): PostgreSQL's driver, readme-renderer and what
-it pulls in, Jinja2 for the web pages."""
+it pulls in, Jinja2 for the web pages, Twisted's FTP module (for its FileConsumer),
+logging.config (only with --logger-cfg)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ import subprocess
 import sys
 
 LAZY = ("psycopg2", "txpostgres", "readme_renderer", "docutils", "pygments", "comrak", "nh3",
-        "jinja2")
+        "jinja2", "twisted.protocols.ftp", "logging.config")
 
 
 def test_the_service_module_imports_none_of_the_lazy_packages() -> None:
     done = subprocess.run([sys.executable, "-c", "import sys, json, devpi_twisted.service; "
-                           "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"],
+                           "print(json.dumps(sorted({p for m in sys.modules for p in (m, m.split('.')[0])})))"],
                           capture_output=True, text=True, check=True, timeout=60)
     imported = set(json.loads(done.stdout))
     assert "twisted" in imported  # it did import the server
