@@ -155,7 +155,8 @@ def _services(config: Config, reactor: IServerReactor, node: sd.NodeInfo, storag
     offload = ThreadOffload(reactor)
 
     policy = Policy(parse_principals(config.restrict_modify) if config.restrict_modify else None)
-    hashing = HashingPool(reactor)  # argon2 never waits behind, nor holds up, the shared pool
+    # argon2 never waits behind, nor holds up, the shared pool; its children end when idle
+    hashing = HashingPool(reactor, clock=reactor)
     audit_log = AuditLog(storage, reactor, config.audit_retention_days, prune=not config.requests_only,
                          batch=BATCH_SECONDS)
     ops = ServerOps(storage, policy, TokenSigner(keys.auth, reactor.seconds), offload, time.time,

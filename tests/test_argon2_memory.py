@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.task import deferLater
 
 from devpi_twisted import keychild
 from devpi_twisted.keychild import KeyDerivationError, derive_in_child
@@ -86,6 +87,23 @@ async def test_a_killed_child_fails_its_check_and_the_next_gets_a_new_one() -> N
         child = await pool(os.getpid)
         with pytest.raises(Exception):
             await pool(os.kill, child, 9)
+        assert await pool(os.getpid) not in (child, os.getpid())
+    finally:
+        pool.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_idle_children_end_and_the_next_check_starts_one() -> None:
+    pool = HashingPool(reactor, threads=1, queue=1, clock=reactor, idle=0.2)
+    pool.startService()
+    try:
+        child = await pool(os.getpid)
+        await deferLater(reactor, 0.1)
+        assert await pool(os.getpid) == child  # a check within idle seconds keeps it
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+            await deferLater(reactor, 0.1)
+        assert not Path(f"/proc/{child}").exists()
         assert await pool(os.getpid) not in (child, os.getpid())
     finally:
         pool.stopService()

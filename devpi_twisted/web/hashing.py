@@ -12,7 +12,9 @@ check and kept): argon2's 64 MiB per check is then never part of the server's ow
 peak resident size. Each thread only waits for its child. ``fn`` must be picklable
 (a module-level function). A child that dies (killed, out of memory) fails the
 checks it had; the next call starts a new pool. A child ends when the server does,
-even killed with -9 (keychild.die_with_parent).
+even killed with -9 (keychild.die_with_parent). Given a ``clock``, the children end
+after ``idle`` seconds without a check (checked passwords are remembered, so checks
+come in bursts: logins, new clients), and the next check starts them again.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
@@ -39,6 +41,7 @@ from devpi_twisted.model.errors import Unavailable
 THREADS = max(1, min(4, (os.cpu_count() or 1) // 2))
 QUEUE = 16
 RETRY_AFTER = 2.0
+IDLE = 120.0  # seconds without a check before the children end
 
 
 class HashingPool(Service):
@@ -46,8 +49,10 @@ class HashingPool(Service):
     started and stopped with the service tree."""
 
     def __init__(self, reactor: IReactorFromThreads, threads: int = THREADS, queue: int = QUEUE,
-                 processes: bool = True) -> None:
-        """``processes``: run each call in a child process (False: on the thread)."""
+                 processes: bool = True, clock: IReactorTime | None = None,
+                 idle: float = IDLE) -> None:
+        """``processes``: run each call in a child process (False: on the thread);
+        ``clock``: end the children after ``idle`` seconds without a call."""
         self._reactor = reactor
         self._threads = ThreadPool(minthreads=0, maxthreads=threads, name="devpi-passwords")
         self._limit = threads + queue
@@ -56,6 +61,8 @@ class HashingPool(Service):
         self._children = threads if processes else 0
         self._executor: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._clock, self._idle = clock, idle
+        self._closing: IDelayedCall | None = None
 
     @property
     def pending(self) -> int:
@@ -69,10 +76,16 @@ class HashingPool(Service):
     def stopService(self) -> None:
         super().stopService()  # type: ignore[no-untyped-call]  # untyped in twisted
         self._threads.stop()  # joins: at most the checks already running finish first
+        if self._closing is not None and self._closing.active():
+            self._closing.cancel()
+        self._close_children(wait=True)
+
+    def _close_children(self, wait: bool = False) -> None:
+        self._closing = None
         with self._lock:
             executor, self._executor = self._executor, None
         if executor is not None:
-            executor.shutdown(wait=True)
+            executor.shutdown(wait=wait)
 
     def _in_child(self, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` in one of the children (on a pool thread, which waits)."""
@@ -97,6 +110,9 @@ class HashingPool(Service):
             return fail(Unavailable("too many password checks at once, try again shortly",
                                     retry_after=RETRY_AFTER))
         self._pending += 1
+        if self._closing is not None and self._closing.active():
+            self._closing.cancel()
+        self._closing = None
         if self._children:
             d = deferToThreadPool(self._reactor, self._threads, self._in_child, fn, *args)
         else:
@@ -104,6 +120,8 @@ class HashingPool(Service):
 
         def done(result: Any) -> Any:
             self._pending -= 1
+            if self._pending == 0 and self._children and self._clock is not None:
+                self._closing = self._clock.callLater(self._idle, self._close_children)
             return result
 
         return d.addBoth(done)
