@@ -7,19 +7,13 @@ So ``derive_in_child`` runs ``python -m devpi_twisted.keychild``, which derives 
 keys with ``model.tokens.derive_key`` and exits. The secret goes over the child's stdin,
 never its argv or environment (both are visible to other users of the machine); the keys
 come back on its stdout. It blocks: call it before the reactor runs, or on a thread.
-
-``die_with_parent`` is the initializer of the password checks' child processes
-(web/hashing.py): this module imports little, so they stay small.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Sequence
 
 # The child needs about 0.1 s to start; devpi's costs take some 10 s of CPU on a slow
@@ -52,17 +46,6 @@ def derive_in_child(secret: bytes, salts: Sequence[bytes], time_cost: int, memor
     if len(keys) != len(salts):
         raise KeyDerivationError("deriving keys from the secret: wrong number of keys")
     return keys
-
-
-def die_with_parent(parent: int, every: float = 1.0) -> None:
-    """A child that ends when ``parent`` is gone (killed with -9, it cannot say so: a
-    child of a process pool would otherwise wait for work for good)."""
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(every)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
 def main() -> None:

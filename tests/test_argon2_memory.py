@@ -1,6 +1,7 @@
 """argon2 outside the server process: keys derived in a child process (keychild.py:
 the same keys as in-process, the secret never on the child's command line or in its
-environment, failures as one line), password checks in the HashingPool's children, and
+environment, failures as one line), password checks in the HashingPool's children
+(childcalls.py), and
 a server at the default argon2 costs whose peak memory never held argon2's 64 MiB, at
 start nor at a login."""
 
@@ -20,6 +21,8 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 from devpi_twisted import keychild
+from devpi_twisted.childcalls import Child, ChildFailed
+from devpi_twisted.model.passwords import verify_password
 from devpi_twisted.keychild import KeyDerivationError, derive_in_child
 from devpi_twisted.model.tokens import AUTH_SALT, REPLICA_SALT, derive_keys
 from devpi_twisted.web.hashing import HashingPool
@@ -107,6 +110,21 @@ async def test_idle_children_end_and_the_next_check_starts_one() -> None:
         assert await pool(os.getpid) not in (child, os.getpid())
     finally:
         pool.stopService()
+
+
+def test_a_child_answers_errors_as_text_and_goes_on() -> None:
+    child = Child()
+    try:
+        with pytest.raises(ChildFailed, match="ValueError"):
+            child.call(int, "not a number")
+        with pytest.raises(ChildFailed, match="TypeError"):
+            child.call(os.getcwdb)  # bytes: not a JSON value
+        pid = child.pid
+        assert child.call(verify_password, "pw", None) is False
+        assert child.call(os.getpid) == pid != os.getpid()
+    finally:
+        child.close()
+    assert child.pid is None
 
 
 def _memory_kib(pid: int) -> tuple[int, int]:

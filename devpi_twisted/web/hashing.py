@@ -6,25 +6,22 @@ Here at most ``threads`` run at once and at most ``queue`` more wait; any furthe
 call fails at once with ``Unavailable`` (503 with ``Retry-After``), so the memory and
 time argon2 can take is bounded whatever clients send.
 
-The checks themselves run in child processes (``processes``, the default: a
-ProcessPoolExecutor of as many spawned children as threads, started at the first
-check and kept): argon2's 64 MiB per check is then never part of the server's own
-peak resident size. Each thread only waits for its child. ``fn`` must be picklable
-(a module-level function). A child that dies (killed, out of memory) fails the
-checks it had; the next call starts a new pool. A child ends when the server does,
-even killed with -9 (keychild.die_with_parent). Given a ``clock``, the children end
-after ``idle`` seconds without a check (checked passwords are remembered, so checks
-come in bursts: logins, new clients), and the next check starts them again.
+The checks themselves run in child processes (``processes``, the default: at most one
+per thread, childcalls.Child, started at the first check and kept): argon2's 64 MiB
+per check is then never part of the server's own peak resident size. Each thread
+only waits for its child. ``fn`` must be a module-level function taking and giving
+JSON values. A child that dies (killed, out of memory) fails the check it had; the
+next check starts another. A child ends when the server does, even killed with -9.
+Given a ``clock``, the children end after ``idle`` seconds without a check (checked
+passwords are remembered, so checks come in bursts: logins, new clients), and the
+next check starts them again.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from twisted.application.service import Service
@@ -33,7 +30,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReac
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from devpi_twisted.keychild import die_with_parent
+from devpi_twisted.childcalls import Child
 from devpi_twisted.model.errors import Unavailable
 
 # argon2 at our parameters runs 4 lanes, on threads of its own: one check already
@@ -58,8 +55,8 @@ class HashingPool(Service):
         self._limit = threads + queue
         self._pending = 0
         self.refused = 0
-        self._children = threads if processes else 0
-        self._executor: ProcessPoolExecutor | None = None
+        self._processes = processes
+        self._idle_children: list[Child] = []  # started, not in a call
         self._lock = threading.Lock()
         self._clock, self._idle = clock, idle
         self._closing: IDelayedCall | None = None
@@ -78,31 +75,26 @@ class HashingPool(Service):
         self._threads.stop()  # joins: at most the checks already running finish first
         if self._closing is not None and self._closing.active():
             self._closing.cancel()
-        self._close_children(wait=True)
+        self._close_children()
 
-    def _close_children(self, wait: bool = False) -> None:
+    def _close_children(self) -> None:
+        """End the children not in a call (all of them, when nothing is pending)."""
         self._closing = None
         with self._lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=wait)
+            children, self._idle_children = self._idle_children, []
+        for child in children:
+            child.close()
 
     def _in_child(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(*args)`` in one of the children (on a pool thread, which waits)."""
+        """``fn(*args)`` in a child of its own (on a pool thread, which waits)."""
         with self._lock:
-            if self._executor is None:
-                self._executor = ProcessPoolExecutor(
-                    self._children, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=die_with_parent, initargs=(os.getpid(),))
-            executor = self._executor
+            child = self._idle_children.pop() if self._idle_children else Child()
         try:
-            return executor.submit(fn, *args).result()
-        except BrokenProcessPool:
-            with self._lock:  # the next call starts a new pool
-                if self._executor is executor:
-                    self._executor = None
-            executor.shutdown(wait=False)
-            raise
+            return child.call(fn, *args)
+        finally:
+            if child.pid is not None:  # alive: for the next call
+                with self._lock:
+                    self._idle_children.append(child)
 
     def __call__(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
         if self._pending >= self._limit:
@@ -113,14 +105,14 @@ class HashingPool(Service):
         if self._closing is not None and self._closing.active():
             self._closing.cancel()
         self._closing = None
-        if self._children:
+        if self._processes:
             d = deferToThreadPool(self._reactor, self._threads, self._in_child, fn, *args)
         else:
             d = deferToThreadPool(self._reactor, self._threads, fn, *args)
 
         def done(result: Any) -> Any:
             self._pending -= 1
-            if self._pending == 0 and self._children and self._clock is not None:
+            if self._pending == 0 and self._processes and self._clock is not None:
                 self._closing = self._clock.callLater(self._idle, self._close_children)
             return result
 
