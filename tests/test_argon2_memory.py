@@ -26,7 +26,7 @@ from devpi_twisted.model.passwords import verify_password
 from devpi_twisted.keychild import KeyDerivationError, derive_in_child
 from devpi_twisted.model.tokens import AUTH_SALT, REPLICA_SALT, derive_keys
 from devpi_twisted.web.hashing import HashingPool
-from tests.support import Daemon, init_serverdir
+from tests.support import Daemon, child_pids, init_serverdir
 
 TINY = {"time_cost": 1, "memory_cost": 64, "parallelism": 1}
 SECRET = b"server \x00\xff secret"
@@ -150,7 +150,7 @@ def test_a_server_at_default_costs_never_holds_argon2s_memory(tmp_path: Path) ->
             assert json.load(reply)["result"]["password"]
         peak, resident = _memory_kib(daemon.proc.pid)
         assert peak - resident < 32 * 1024, (peak, resident)
-        children = _children(daemon.proc.pid)
+        children = child_pids(daemon.proc.pid)
         assert children  # the check's child, and multiprocessing's resource tracker
         daemon.kill9()
         deadline = time.monotonic() + 10
@@ -160,14 +160,3 @@ def test_a_server_at_default_costs_never_holds_argon2s_memory(tmp_path: Path) ->
     finally:
         daemon.stop()
 
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
