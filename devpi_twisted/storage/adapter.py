@@ -255,8 +255,11 @@ class PlanStorage:
     def write_release(self, user: str, index: str, project: str, version: str,
                       data: Mapping[str, Any] | None, files: Mapping[str, Mapping[str, Any]],
                       expect_serial: int, docs: Sequence[DocPage] | None = None,
-                      events: Sequence[HookEvent] = ()) -> Deferred[int]:
-        return self._write(with_events(plans.write_release, events), user, index, project, version,
+                      events: Sequence[HookEvent] = (),
+                      audit: Sequence[AuditEntry] = ()) -> Deferred[int]:
+        plan = with_events(plans.write_release, events)
+        return self._write(auditplans.with_audit(plan, audit) if audit else plan, user, index,
+                           project, version,
                            None if data is None else dict(data), dict(files), expect_serial,
                            None if docs is None else list(docs))
 
