@@ -9,7 +9,10 @@ tests/pg.py); per round, a token run then a Basic-auth run into indexes of their
 per upload (utime+stime of twistd from the run's start until idle), of which the main
 (reactor) thread and the others (thread pools: form, files, database), user and system
 time. Medians and spread over the rounds are printed at the end, as the figure to
-compare in turns with another tree (run this file with that tree's venv python).
+compare in turns with another tree: ``--against /path/to/main/.venv/bin`` starts a second
+server from that venv (installed from the other tree) and runs the two in turns, run by
+run (alternating which goes first), so both see the same load; it prints the paired
+differences too.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 from bench_api import stop_server  # noqa: E402
 from bench_index import run_uploads, setup, wheel_form  # noqa: E402
+import bench_storage  # noqa: E402
 from bench_storage import start_server, wait_idle  # noqa: E402
 from tests.pg import PgCluster  # noqa: E402
 
@@ -56,50 +61,86 @@ def split(pid: int, before: dict, after: dict, n: int) -> dict[str, float]:
     return out
 
 
+def start(work: Path, storage: list[str], venv_bin: Path | None) -> tuple[Any, str]:
+    """A server from this venv, or from ``venv_bin`` (another tree's, for --against)."""
+    saved = bench_storage.BIN
+    bench_storage.BIN = venv_bin or saved
+    try:
+        return start_server(work, storage, 0)
+    finally:
+        bench_storage.BIN = saved
+
+
+def one_run(proc: Any, base: str, work: Path, kind: str, tag: str, auth: dict, args: Any) -> dict:
+    bodies = [wheel_form(work, f"up-{kind}", f"{tag}.{i}") for i in range(700 * args.duration)]
+    before = threads_cpu(proc.pid)
+    r = run_uploads(base, f"/alice/up-{kind}/", bodies, auth[kind], 1, args.duration)
+    wait_idle(proc.pid)
+    assert not r["errors"] and not r["non2xx"], r["first_bad"]
+    after, n = threads_cpu(proc.pid), max(r["started"], 1)
+    s = split(proc.pid, before, after, n)
+    s.update(rate=r["rate"], p50=r["p50"])
+    if args.per_thread:
+        parts = sorted(((sum(after[t]) - sum(before.get(t, (0, 0)))) * 1e3 / n, t) for t in after)
+        print("  per thread (ms/upload, tid):", ", ".join(
+            f"{ms:.2f} {'main' if t == proc.pid else t}" for ms, t in reversed(parts) if ms))
+    return s
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=int, default=4, help="seconds per run (4)")
     parser.add_argument("--postgres", action="store_true", help="on PostgreSQL, not sqlite")
+    parser.add_argument("--per-thread", action="store_true", help="each thread's CPU per run too")
+    parser.add_argument("--against", type=Path, metavar="VENV_BIN",
+                        help="also a server from this venv's bin directory (another tree, e.g. "
+                             "main's), run in turns with this one, run by run")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="devpi-bench-upload-"))
-    cap = 700 * args.duration  # bodies per run: more than one connection sends
-    cluster, storage = None, []
+    cluster, storages = None, [[]] * (2 if args.against else 1)
     if args.postgres:
         cluster = PgCluster()
         cluster.start()
-        storage = ["--storage", cluster.storage_option(cluster.create_database())]
-    proc, base = start_server(work, storage, 0)
-    rows: dict[str, list[dict]] = {"token": [], "basic": []}
+        storages = [["--storage", cluster.storage_option(cluster.create_database())]
+                    for _ in storages]
+    trees = [("this", None)] + ([("against", args.against)] if args.against else [])
+    servers: list[tuple[str, Any, str, dict]] = []
+    rows: dict[tuple[str, str], list[dict]] = {}
     try:
-        auth = setup(base, work, {})
-        wait_idle(proc.pid)
-        print(f"{'round':<6} {'auth':<6} {'up/s':>6} {'p50 ms':>7} {'CPU ms':>7} "
+        for (name, venv_bin), storage in zip(trees, storages):
+            (work / name).mkdir()
+            proc, base = start(work / name, storage, venv_bin)
+            servers.append((name, proc, base, setup(base, work / name, {})))
+            wait_idle(proc.pid)
+        print(f"{'round':<6} {'tree':<8} {'auth':<6} {'up/s':>6} {'p50 ms':>7} {'CPU ms':>7} "
               f"{'main u+s':>12} {'others u+s':>12}", flush=True)
         for rnd in range(args.rounds):
-            for kind in rows:
-                bodies = [wheel_form(work, f"up-{kind}", f"{rnd}.{i}") for i in range(cap)]
-                before = threads_cpu(proc.pid)
-                r = run_uploads(base, f"/alice/up-{kind}/", bodies, auth[kind], 1, args.duration)
-                wait_idle(proc.pid)
-                assert not r["errors"] and not r["non2xx"], r["first_bad"]
-                s = split(proc.pid, before, threads_cpu(proc.pid), max(r["started"], 1))
-                s.update(rate=r["rate"], p50=r["p50"])
-                rows[kind].append(s)
-                print(f"{rnd:<6} {kind:<6} {r['rate']:>6.0f} {r['p50']:>7.2f} {s['total']:>7.2f} "
-                      f"{s['main_user']:>5.2f}+{s['main_sys']:<5.2f} "
-                      f"{s['other_user']:>5.2f}+{s['other_sys']:<5.2f}", flush=True)
+            for kind in ("token", "basic"):
+                order = servers if rnd % 2 == 0 else servers[::-1]
+                for name, proc, base, auth in order:
+                    s = one_run(proc, base, work, kind, str(rnd), auth, args)
+                    rows.setdefault((name, kind), []).append(s)
+                    print(f"{rnd:<6} {name:<8} {kind:<6} {s['rate']:>6.0f} {s['p50']:>7.2f} "
+                          f"{s['total']:>7.2f} {s['main_user']:>5.2f}+{s['main_sys']:<5.2f} "
+                          f"{s['other_user']:>5.2f}+{s['other_sys']:<5.2f}", flush=True)
     finally:
-        stop_server(proc)
+        for _, proc, _, _ in servers:
+            stop_server(proc)
         if cluster is not None:
             cluster.stop()
     print("\nmedian (min-max) over rounds; CPU in ms of server CPU per upload")
-    for kind, runs in rows.items():
+    for (name, kind), runs in rows.items():
         def fig(key: str, fmt: str = ".2f") -> str:
             vals = [r[key] for r in runs]
             return (f"{statistics.median(vals):{fmt}} ({min(vals):{fmt}}-{max(vals):{fmt}})")
-        print(f"{kind:<6} up/s {fig('rate', '.0f')}  CPU {fig('total')}  main "
+        print(f"{name:<8} {kind:<6} up/s {fig('rate', '.0f')}  CPU {fig('total')}  main "
               f"{fig('main_user')}+{fig('main_sys')}  others {fig('other_user')}+{fig('other_sys')}")
+    if args.against:
+        for kind in ("token", "basic"):
+            diffs = [a["total"] - b["total"] for a, b in zip(rows["this", kind], rows["against", kind])]
+            print(f"this - against, {kind}: median {statistics.median(diffs):+.2f} ms/upload "
+                  f"(per round: {', '.join(f'{d:+.2f}' for d in diffs)})")
     return 0
 
 
