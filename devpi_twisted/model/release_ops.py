@@ -230,9 +230,9 @@ class ReleaseOps:
                                                               version, now)
             data[ELINKS] = [l.to_json() for l in links] + [link]
             if not stored:  # the bodies first: a committed record never points at a missing file
-                bodies = [(relpath, content.path, content.sha256)]
+                bodies: list[tuple[str, Path | bytes, str]] = [(relpath, content.path, content.sha256)]
                 if meta is not None:
-                    bodies.append((relpath + METADATA_SUFFIX, meta.path, meta.sha256))
+                    bodies.append((relpath + METADATA_SUFFIX, meta.body, meta.sha256))
                 await self._blobs.move_in(bodies)
                 stored = True
             event = hooks.event(hooks.UPLOAD, identity, f"{user}/{index}", project, version,
