@@ -28,10 +28,11 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 from bench_api import stop_server  # noqa: E402
-from bench_index import run_uploads, setup, wheel_form  # noqa: E402
+from bench_index import run_uploads, setup, upload_form, wheel_form  # noqa: E402
 import bench_storage  # noqa: E402
 from bench_storage import start_server, wait_idle  # noqa: E402
 from tests.pg import PgCluster  # noqa: E402
+from tests.support import make_wheel  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -71,8 +72,22 @@ def start(work: Path, storage: list[str], venv_bin: Path | None) -> tuple[Any, s
         bench_storage.BIN = saved
 
 
+def version_forms(work: Path, name: str, version: str, files: int) -> list[tuple[bytes, str]]:
+    """Upload forms of ``files`` wheels of one version (as twine sends a version's files
+    one after another): the same wheel under other python tags (py3, py2, py30, ...)."""
+    if files == 1:
+        return [wheel_form(work, name, version)]
+    path = make_wheel(work, name, version)
+    data = path.read_bytes()
+    path.unlink()
+    tags = ["py3", "py2"] + [f"py3{n}" for n in range(files)]
+    return [upload_form(name, version, path.name.replace("-py3-", f"-{tag}-"), data)
+            for tag in tags[:files]]
+
+
 def one_run(proc: Any, base: str, work: Path, kind: str, tag: str, auth: dict, args: Any) -> dict:
-    bodies = [wheel_form(work, f"up-{kind}", f"{tag}.{i}") for i in range(700 * args.duration)]
+    bodies = [form for i in range(700 * args.duration // args.files_per_version)
+              for form in version_forms(work, f"up-{kind}", f"{tag}.{i}", args.files_per_version)]
     before = threads_cpu(proc.pid)
     r = run_uploads(base, f"/alice/up-{kind}/", bodies, auth[kind], 1, args.duration)
     wait_idle(proc.pid)
@@ -93,6 +108,9 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=4, help="seconds per run (4)")
     parser.add_argument("--postgres", action="store_true", help="on PostgreSQL, not sqlite")
     parser.add_argument("--per-thread", action="store_true", help="each thread's CPU per run too")
+    parser.add_argument("--files-per-version", type=int, default=1,
+                        help="files uploaded to each version, one after another (1; twine "
+                             "sends an sdist and wheels of one version: 2 or more)")
     parser.add_argument("--against", type=Path, metavar="VENV_BIN",
                         help="also a server from this venv's bin directory (another tree, e.g. "
                              "main's), run in turns with this one, run by run")
