@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -147,6 +148,7 @@ def main() -> int:
             stop_server(proc)
         if cluster is not None:
             cluster.stop()
+        shutil.rmtree(work, ignore_errors=True)
     print("\nmedian (min-max) over rounds; CPU in ms of server CPU per upload")
     for (name, kind), runs in rows.items():
         def fig(key: str, fmt: str = ".2f") -> str:
