@@ -15,6 +15,7 @@ sha256 the file's record names), so the database decides what exists.
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol, TypeVar
@@ -69,11 +70,11 @@ def _read_chunk(source: IO[bytes], hasher: Any, count: int) -> tuple[int, AsIs]:
     return len(data), AsIs(f"'{data.hex()}'")
 
 
-def _open_all(paths: Sequence[Path], opened: list[IO[bytes]]) -> None:
-    """Open each file for reading, appending to ``opened`` (the caller closes them, also
-    those opened before one failed)."""
+def _open_all(paths: Sequence[Path | bytes], opened: list[IO[bytes]]) -> None:
+    """Open each file (bytes: a file of them in memory) for reading, appending to
+    ``opened`` (the caller closes them, also those opened before one failed)."""
     for path in paths:
-        opened.append(open(path, "rb"))
+        opened.append(io.BytesIO(path) if isinstance(path, bytes) else open(path, "rb"))
 
 
 async def _fetch_one(cursor: AsyncCursor, sql: str, params: tuple[Any, ...]) -> Any:
@@ -106,10 +107,10 @@ class PgBlobStore:
         return Deferred.fromCoroutine(self._put_all([(key, Path(path), sha256)])).addCallback(
             lambda sizes: sizes[0])
 
-    def move_in(self, items: Sequence[tuple[str, Path, str]]) -> Deferred[None]:
+    def move_in(self, items: Sequence[tuple[str, Path | bytes, str]]) -> Deferred[None]:
         return Deferred.fromCoroutine(self._put_all(list(items))).addCallback(lambda _: None)
 
-    async def _put_all(self, items: Sequence[tuple[str, Path, str]]) -> list[int]:
+    async def _put_all(self, items: Sequence[tuple[str, Path | bytes, str]]) -> list[int]:
         """Store every item in one transaction (one commit for a file and its metadata),
         all refused before any is stored; keys are locked in sorted order, so concurrent
         puts of overlapping keys never deadlock. Returns the sizes, in order."""
@@ -118,7 +119,8 @@ class PgBlobStore:
         sources: list[IO[bytes]] = []
         runs = 0
         try:
-            await self._in_thread(_open_all, [Path(path) for _, path, _ in items], sources)
+            await self._in_thread(_open_all, [path if isinstance(path, bytes) else Path(path)
+                                              for _, path, _ in items], sources)
 
             async def txn(cursor: AsyncCursor) -> list[int]:
                 nonlocal runs
