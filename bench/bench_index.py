@@ -1,7 +1,8 @@
 """Simple pages, file downloads (against nginx) and uploads of a private index.
 
 Run by hand, never in CI, with the python of the venv devpi-twisted is installed in
-(non-editable): ``VENV/bin/python bench/bench_index.py [--duration 10] [--postgres]``.
+(non-editable): ``VENV/bin/python bench/bench_index.py [--duration 10] [--postgres] [--devpi6]``
+(--devpi6: the same cases, but the big index, against devpi-server 6 on its own storage).
 On a fresh server (sqlite; with --postgres also on a throwaway PostgreSQL cluster from
 tests/pg.py): alice/top inherits alice/base3 -> base2 -> base1, with 20 small wheels of
 proj0..proj4 spread over the four. wrk (1 thread) loads /alice/top/+simple/proj0/ (JSON
@@ -241,19 +242,34 @@ def row(name: str, conns, r: dict | None, target: str, figure: str, met: bool | 
     print(f"{name:<22} {cells}  {target:<16} {figure:<10} {verdict}", flush=True)
 
 
+def start_devpi6(setdir: Path) -> tuple[subprocess.Popen, str]:
+    """A fresh devpi-server 6 (its default key costs, as users run it) logging to
+    ``setdir``/server.log."""
+    from tests.dump.devpi6 import Devpi6, ensure_installed
+    server = Devpi6(ensure_installed(6), setdir / "server")
+    server.log = setdir / "server.log"
+    server.run("devpi-init", "--no-root-pypi")
+    server.start(timeout=120, fast_argon2=False)
+    assert server.proc is not None
+    return server.proc, server.url
+
+
 def bench_backend(label: str, storage: list[str], db: int | None, args, work: Path, lua: Path,
                   big: dict[str, bytes], nginx: tuple[subprocess.Popen, str],
-                  bodies: dict[str, list], open_storage) -> list[str]:
+                  bodies: dict[str, list], open_storage, start=None) -> list[str]:
+    """The cases against one server; ``start(setdir)`` starts another kind than ours
+    (``open_storage`` None: no big index filled straight through storage)."""
     problems, setdir = [], work / label
     setdir.mkdir()
-    proc, base = start_server(setdir, storage, 0)
+    proc, base = start(setdir) if start else start_server(setdir, storage, 0)
+    judged = start is None  # issue 25's targets are judged for ours only
     try:
         auth = setup(base, work, big)
         page = f"{base}/{USER}/top/+simple/proj0/"
         files = json.loads(request(base, "GET", page[len(base):], None, JSON_ACCEPT))["files"]
         assert len(files) == len(CHAIN), f"{page}: {len(files)} files, not {len(CHAIN)}"
         wait_idle(proc.pid)
-        print(f"\n== {label}: {base}, twistd pid {proc.pid}, {args.duration} s per run")
+        print(f"\n== {label}: {base}, server pid {proc.pid}, {args.duration} s per run")
         head = (f"{'case':<22} {'conns':>5} {'req/s':>8} {'MB/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
                 f"{'CPU ms/req':>10} {'db ms/req':>9} {'errors':>6}  {'target':<16} {'figure':<10}")
         print(f"{head}\n{'-' * (len(head) + 4)}", flush=True)
@@ -262,7 +278,7 @@ def bench_backend(label: str, storage: list[str], db: int | None, args, work: Pa
         for name, headers in (("simple JSON top", JSON_ACCEPT), ("simple HTML top", HTML_ACCEPT)
                               )[:2 * ("simple" in args.only)]:
             r = measure(proc.pid, db, lambda: run_wrk(page, headers, 10, args.duration, lua))
-            row(name, 10, r, "CPU <= 0.3 ms", f"{r['cpu']:.3f} ms", r["cpu"] <= 0.3)
+            row(name, 10, r, "CPU <= 0.3 ms" * judged, f"{r['cpu']:.3f} ms", r["cpu"] <= 0.3 if judged else None)
             results[name] = r
         nginx_proc, nginx_base = nginx
         for size, (name, _) in list(BIG.items())[:2 * ("download" in args.only)]:
@@ -280,18 +296,20 @@ def bench_backend(label: str, storage: list[str], db: int | None, args, work: Pa
             row(f"download {size} ours", 4, ours, "", "", None)
             row(f"download {size} nginx", 4, theirs, "", "", None)
             ratio, want = ours["mbs"] / max(theirs["mbs"], 1e-9), 0.9 if size == "20 MB" else 0.6
-            row(f"  ours/nginx {size}", "", None, f">= {want}", f"{ratio:.2f}", ratio >= want)
+            row(f"  ours/nginx {size}", "", None, f">= {want}" * judged, f"{ratio:.2f}",
+                ratio >= want if judged else None)
             print(f"  (rounds: {', '.join(f'{a:.0f}/{b:.0f}' for a, b in zip(ours['rounds'], theirs['rounds']))} MB/s)")
             results[f"download {size}"], results[f"nginx {size}"] = ours, theirs
         conns = args.upload_conns
         for kind, want in (("token", 500), ("basic", 300))[:2 * ("upload" in args.only)]:
             r = measure(proc.pid, db, lambda: run_uploads(
                 base, f"/{USER}/up-{kind}/", bodies[kind], auth[kind], conns, args.duration))
-            row(f"upload {kind}", conns, r, f">= {want}/s", f"{r['rate']:.0f}/s", r["rate"] >= want)
+            row(f"upload {kind}", conns, r, f">= {want}/s" * judged, f"{r['rate']:.0f}/s",
+                r["rate"] >= want if judged else None)
             problems += [f"{label} upload {kind}: all {len(bodies[kind])} bodies sent"] * r["exhausted"]
             problems += [f"{label} upload {kind}, e.g.: {bad}" for bad in r["first_bad"]]
             results[f"upload {kind}"] = r
-        if "upload" in args.only and args.large:
+        if "upload" in args.only and args.large and open_storage is not None:
             took = fill_large(lambda: open_storage(setdir / "server"), args.large)
             listed = json.loads(request(base, "GET", f"/{USER}/up-large", None, {
                 "Accept": "application/json", **auth["token"]}))["result"]["projects"]
@@ -361,6 +379,9 @@ def main() -> int:
     parser.add_argument("--only", nargs="+", choices=CASES, default=CASES, help="cases to run")
     parser.add_argument("--large", type=int, default=100_000,
                         help="projects of the big index uploads are timed into too (0: none)")
+    parser.add_argument("--devpi6", action="store_true", help=(
+        "also devpi-server 6 on its own storage (tests/dump/devpi6.py; "
+        "DEVPI_TWISTED_DEVPI6_VENV to share an installed one)"))
     parser.add_argument("--upload-conns", type=int, default=1,
                         help="upload clients, each one connection, one upload after another (1)")
     args = parser.parse_args()
@@ -385,6 +406,9 @@ def main() -> int:
             "sqlite", [], None, args, work, lua, big, nginx, bodies,
             lambda d: SqliteStorage.open(d / "db.sqlite3", InlineExecutor(),
                                          board=SerialBoard(d / ".serial")))
+        if args.devpi6:
+            problems += bench_backend("devpi-server 6", [], None, args, work, lua, big, nginx,
+                                      bodies, None, start_devpi6)
         if args.postgres:
             cluster = PgCluster()  # stop() removes it even after a failed start
             cluster.start()

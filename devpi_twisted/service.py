@@ -11,7 +11,6 @@ Opening the state lives in state.py, listening in listening.py, workers in worke
 from __future__ import annotations
 
 import json
-import logging.config
 import os
 import shutil
 import time
@@ -26,7 +25,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger, STDLibLogObserver, globalLogPublisher
 
-from devpi_twisted import serverdir as sd
+from devpi_twisted import memory, serverdir as sd
 from devpi_twisted.config import DEVPI_ARGON2, BaseOptions, Config, TwistdOptions, as_replica_of, \
     load_yaml_file
 from devpi_twisted.listening import AdoptService, DevpiService, ListenService, listening_sockets
@@ -40,8 +39,8 @@ from devpi_twisted.model.acl import Policy, parse_principals
 from devpi_twisted.model.audit import AuditOps
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.directory import Directory
-from devpi_twisted.model.tokens import REPLICA_SALT, DerivedKeys, TokenSigner, derive_key, \
-    derive_keys
+from devpi_twisted.keychild import KeyDerivationError, derive_in_child
+from devpi_twisted.model.tokens import AUTH_SALT, REPLICA_SALT, DerivedKeys, TokenSigner
 from devpi_twisted.serverdir import StartupError
 from devpi_twisted.storage.board import SerialBoard
 from devpi_twisted.storage.types import Offload, ThreadOffload
@@ -102,6 +101,7 @@ def _setup_stdlib_logging(path: Path) -> None:
             raise ConfigError(f"--logger-cfg {path}: {e}") from None
     else:
         cfg = load_yaml_file(path, "--logger-cfg")
+    import logging.config  # only with --logger-cfg (0.6 MB)
     try:
         logging.config.dictConfig(cfg)
     except (ValueError, TypeError, AttributeError, ImportError) as e:
@@ -135,8 +135,7 @@ def build_service(config: Config, reactor: IServerReactor) -> IService:
     lock = None if config.requests_only else sd.lock(config.serverdir)
     worker_args = worker_command(config) if config.workers else None
     secret = _secret(config)
-    keys = derive_keys(secret, config.argon2_time_cost, config.argon2_memory_cost,
-                       config.argon2_parallelism)
+    keys = _derive_keys(secret, config)
     board = SerialBoard(config.serverdir / sd.BOARD)
     storage = open_storage(config, reactor, board)
     try:
@@ -156,7 +155,8 @@ def _services(config: Config, reactor: IServerReactor, node: sd.NodeInfo, storag
     offload = ThreadOffload(reactor)
 
     policy = Policy(parse_principals(config.restrict_modify) if config.restrict_modify else None)
-    hashing = HashingPool(reactor)  # argon2 never waits behind, nor holds up, the shared pool
+    # argon2 never waits behind, nor holds up, the shared pool; its children end when idle
+    hashing = HashingPool(reactor, clock=reactor)
     audit_log = AuditLog(storage, reactor, config.audit_retention_days, prune=not config.requests_only,
                          batch=BATCH_SECONDS)
     ops = ServerOps(storage, policy, TokenSigner(keys.auth, reactor.seconds), offload, time.time,
@@ -284,12 +284,24 @@ def _storage_text(config: Config) -> str:
     return f"{config.storage.name} {where}".strip() + ", files in the database"
 
 
+def _derive_keys(secret: bytes, config: Config) -> DerivedKeys:
+    """Both keys of the secret, derived in a child process (keychild: the server never
+    holds argon2's memory)."""
+    try:
+        auth, replica = derive_in_child(secret, [AUTH_SALT, REPLICA_SALT], config.argon2_time_cost,
+                                        config.argon2_memory_cost, config.argon2_parallelism)
+    except KeyDerivationError as e:
+        raise StartupError(str(e)) from e
+    return DerivedKeys(auth=auth, replica=replica)
+
+
 async def _devpi_signer(secret: bytes, offload: Offload) -> TokenSigner:
     """The replica's token signer for a devpi-server primary: the replica key derived
-    from the shared secret with devpi's own costs (DEVPI_ARGON2; seconds, on a thread)."""
+    from the shared secret with devpi's own costs (DEVPI_ARGON2: 512 MiB, seconds; in a
+    child process, waited for on a thread)."""
     memory, passes, lanes = DEVPI_ARGON2
-    key = await offload(derive_key, secret, REPLICA_SALT, passes, memory, lanes)
-    return TokenSigner(key, time.time)
+    keys = await offload(derive_in_child, secret, [REPLICA_SALT], passes, memory, lanes)
+    return TokenSigner(keys[0], time.time)
 
 
 def _replica_by_default(config: Config, node: sd.NodeInfo) -> Config:
@@ -350,6 +362,7 @@ def makeService(options: BaseOptions) -> IService:
     from twisted.internet import reactor as global_reactor  # the one use of the global reactor
 
     reactor = cast(IServerReactor, global_reactor)
+    memory.tune()  # before the threads start
     config = None
     try:
         config = options.config()

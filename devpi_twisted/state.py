@@ -34,8 +34,6 @@ from devpi_twisted.storage.board import SerialBoard
 from devpi_twisted.storage.bodycache import BodyCache
 from devpi_twisted.storage.executor import InlineExecutor, ThreadExecutor
 from devpi_twisted.storage.interface import RecordExists, Storage, StorageError, StorageUnavailable
-from devpi_twisted.storage.pgblobs import PgBlobStore
-from devpi_twisted.storage.postgres import BlockingPostgresStorage, PostgresStorage
 from devpi_twisted.storage.sqlite import SqliteStorage
 
 T = TypeVar("T")
@@ -74,6 +72,8 @@ def open_storage(config: Config, reactor: IServerReactor | None = None,
             return SqliteStorage.open(config.serverdir / sd.SQLITE,
                                       ThreadExecutor(reactor, "devpi-sqlite"), board=board,
                                       reader=ThreadExecutor(reactor, "devpi-sqlite-read"))
+        # psycopg2 and txpostgres (5 MB resident) only for PostgreSQL
+        from devpi_twisted.storage.postgres import BlockingPostgresStorage, PostgresStorage
         if reactor is None:
             return BlockingPostgresStorage(spec.settings, board=board)
         return PostgresStorage.open(spec.settings, reactor, board=board)
@@ -85,10 +85,13 @@ def open_storage(config: Config, reactor: IServerReactor | None = None,
 
 def open_blobs(config: Config, storage: Storage, reactor: IReactorThreads) -> BlobStore:
     """File bodies: in the database on PostgreSQL (hosts may share it), else under +files."""
-    if isinstance(storage, PostgresStorage):
-        copies = BodyCache(config.serverdir / "+blobcache", config.blob_cache_size, reactor) \
-            if config.blob_cache_size else None
-        return PgBlobStore(storage.pool, reactor, copies=copies)
+    if config.storage.name != "sqlite":
+        from devpi_twisted.storage.pgblobs import PgBlobStore  # psycopg2: see open_storage
+        from devpi_twisted.storage.postgres import PostgresStorage
+        if isinstance(storage, PostgresStorage):
+            copies = BodyCache(config.serverdir / "+blobcache", config.blob_cache_size, reactor) \
+                if config.blob_cache_size else None
+            return PgBlobStore(storage.pool, reactor, copies=copies)
     return FileBlobStore(config.serverdir / "+files", reactor)
 
 

@@ -1,8 +1,10 @@
 """Upstream's project name list held compactly (NameList): PyPI's 700,000 names as a
-dict of strings take about 120 MB of memory, as two UTF-8 blobs (the normalised names,
-the names as upstream spells them) with arrays of offsets and one of positions sorted
-by name about 25 MB. Built on a thread from the parsed dict; membership by binary
-search; names found upstream since the list was fetched are kept beside it."""
+dict of strings take about 120 MB of memory; as a UTF-8 blob of the normalised names
+with an array of offsets and one of positions sorted by name, 17 MB. Upstream's own
+spelling is kept only where it differs from the normalised name (a second blob, with
+the positions it belongs to): most names are spelled normalised. Built on a thread
+from the parsed dict; membership by binary search; names found upstream since the
+list was fetched are kept beside it."""
 
 from __future__ import annotations
 
@@ -27,9 +29,13 @@ class NameList(Mapping[str, str]):
 
     def __init__(self, names: Mapping[str, str]) -> None:
         keys = [k.encode() for k in names]
-        given = [v.encode() for v in names.values()]
         self._keys, self._key_starts = b"".join(keys), _starts(keys)
+        spelled = [(at, value.encode()) for at, (key, value) in enumerate(names.items())
+                   if key != value]
+        self._spelled_at = array("I", [at for at, _ in spelled])  # ascending positions
+        given = [value for _, value in spelled]
         self._given, self._given_starts = b"".join(given), _starts(given)
+        del spelled, given
         order = sorted(range(len(keys)), key=keys.__getitem__)
         self._sorted = array("I", order)
         self._count = len(keys)
@@ -55,13 +61,17 @@ class NameList(Mapping[str, str]):
         position = self._find(name) if isinstance(name, str) else None
         if position is None:
             raise KeyError(name)
-        return self._given[self._given_starts[position]:self._given_starts[position + 1]].decode()
+        at = bisect_left(self._spelled_at, position)
+        if at < len(self._spelled_at) and self._spelled_at[at] == position:
+            return self._given[self._given_starts[at]:self._given_starts[at + 1]].decode()
+        return name
 
     def __len__(self) -> int:
         return self._count + len(self._extra)
 
-    def _split(self, blob: bytes, starts: array[int]) -> list[str]:
-        return [blob[starts[i]:starts[i + 1]].decode() for i in range(self._count)]
+    @staticmethod
+    def _split(blob: bytes, starts: array[int]) -> list[str]:
+        return [blob[starts[i]:starts[i + 1]].decode() for i in range(len(starts) - 1)]
 
     def __iter__(self) -> Iterator[str]:
         yield from self._split(self._keys, self._key_starts)
@@ -71,7 +81,10 @@ class NameList(Mapping[str, str]):
         return dict(zip(self, self.values())).items()
 
     def values(self) -> list[str]:  # type: ignore[override]
-        return [*self._split(self._given, self._given_starts), *self._extra.values()]
+        spelled = self._split(self._keys, self._key_starts)
+        for at, value in zip(self._spelled_at, self._split(self._given, self._given_starts)):
+            spelled[at] = value
+        return [*spelled, *self._extra.values()]
 
     def add(self, name: str) -> None:
         """``name`` (normalised) is upstream's too, spelled so."""

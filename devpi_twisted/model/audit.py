@@ -6,7 +6,10 @@ The domain records where it decides: after a write succeeds, one call
 ``auditor.record(AuditEvent(...))`` (``by`` builds one from an Identity, which carries
 the client address the web layer found). The Auditor of the server (web/auditlog.py)
 stamps the time, writes a log line and appends the row through storage; a failure to
-store is logged and never fails the request. Audit rows are not index state (no
+store is logged and never fails the request. A write that can carry its own audit row
+(an upload: ``Storage.write_release``'s ``audit``) asks ``auditor.entry(event)`` for
+the row before the write and calls ``auditor.written(event)`` (the log line) after it:
+the row is then exactly as durable as the upload. Audit rows are not index state (no
 serial, no changelog): a replica records what its own domain layer decides.
 
 API tokens (model/token_ops.py) record TOKEN_CREATED, TOKEN_USED
@@ -82,11 +85,24 @@ class Auditor(Protocol):
 
     def record(self, event: AuditEvent) -> None: ...
 
+    def entry(self, event: AuditEvent) -> AuditEntry | None:
+        """The row of ``event`` for a write to store in its own transaction (None: this
+        Auditor stores none); the write calls ``written`` once it succeeded."""
+
+    def written(self, event: AuditEvent) -> None:
+        """``event``'s row went in with its write: what ``record`` does besides storing."""
+
 
 class NoAudit:
     """Records nothing (tools and tests that do not audit)."""
 
     def record(self, event: AuditEvent) -> None:
+        pass
+
+    def entry(self, event: AuditEvent) -> AuditEntry | None:
+        return None
+
+    def written(self, event: AuditEvent) -> None:
         pass
 
 

@@ -37,11 +37,16 @@ class IncomingFile:
 
 @attrs.frozen
 class IncomingMetadata:
-    """The core metadata (PEP 658) taken from the uploaded archive, spooled to ``path``."""
+    """The core metadata (PEP 658) taken from the uploaded archive (at most
+    archives.MAX_MEMBER_SIZE): held in memory and written straight to its key, not
+    spooled to a file of its own first."""
 
-    path: Path
-    size: int
+    body: bytes
     sha256: str
+
+    @property
+    def size(self) -> int:
+        return len(self.body)
 
 
 class Identical(Conflict):

@@ -164,15 +164,21 @@ class ReleaseOps:
     async def _write(self, user: str, index: str, project: str, version: str,
                      data: Mapping[str, Any] | None, files: Mapping[str, Mapping[str, Any]],
                      current: VersionRecord | None, docs: Sequence[DocPage] | None = None,
-                     events: Sequence[HookEvent] = ()) -> int:
+                     events: Sequence[HookEvent] = (),
+                     recorded: audit.AuditEvent | None = None) -> int:
         """Write a version read as ``current`` (StaleRecord if it changed since); ``docs``:
-        the text of documentation uploaded with it."""
+        the text of documentation uploaded with it; ``recorded``: the audit event of the
+        write, its row stored in the write's own transaction."""
+        row = None if recorded is None else self.auditor.entry(recorded)
         try:
-            return await self._storage.write_release(
+            serial = await self._storage.write_release(
                 user, index, project, version, data, files, current.serial if current else -1,
-                docs, events)
+                docs, events, () if row is None else (row,))
         except RecordMissing:
             raise StageMissing(f"The stage {user}/{index} could not be found.") from None
+        if recorded is not None:
+            self.auditor.written(recorded)
+        return serial
 
     async def _add_file(self, identity: Identity, user: str, index: str, name: str, version: str,
                         metadata: Mapping[str, Any], content: IncomingFile, volatile: bool,
@@ -224,18 +230,17 @@ class ReleaseOps:
                                                               version, now)
             data[ELINKS] = [l.to_json() for l in links] + [link]
             if not stored:  # the bodies first: a committed record never points at a missing file
-                bodies = [(relpath, content.path, content.sha256)]
+                bodies: list[tuple[str, Path | bytes, str]] = [(relpath, content.path, content.sha256)]
                 if meta is not None:
-                    bodies.append((relpath + METADATA_SUFFIX, meta.path, meta.sha256))
+                    bodies.append((relpath + METADATA_SUFFIX, meta.body, meta.sha256))
                 await self._blobs.move_in(bodies)
                 stored = True
             event = hooks.event(hooks.UPLOAD, identity, f"{user}/{index}", project, version,
                                 filename, rel=rel, replaced=bool(same))
-            written = Written(await self._write(user, index, project, version, data, files, current,
-                                                docs, [event]))
-            self.auditor.record(audit.release(identity, audit.UPLOAD, f"{user}/{index}", project, version,
-                                              filename=filename, rel=rel, replaced=bool(same)))
-            return written
+            return Written(await self._write(
+                user, index, project, version, data, files, current, docs, [event],
+                audit.release(identity, audit.UPLOAD, f"{user}/{index}", project, version,
+                              filename=filename, rel=rel, replaced=bool(same))))
         return await retrying(attempt, f"{content.filename} is being changed by many requests at once")
 
     async def add_toxresult(self, identity: Identity, user: str, index: str, relpath: str,

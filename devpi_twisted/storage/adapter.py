@@ -237,7 +237,19 @@ class PlanStorage:
 
     def get_version(self, user: str, index: str, project: str,
                     version: str) -> Deferred[VersionRecord | None]:
-        return shielded(self._query(plans.get_version(user, index, project, version)))
+        """From the state cache when written or read lately and its project unchanged
+        since (an upload's second file of a version: no trip to the database); a stale
+        one is refused by the write's serial check, which catches up (_write_async)."""
+        return self.sync().addCallback(lambda _: self._get_version(user, index, project, version))
+
+    def _get_version(self, user: str, index: str, project: str,
+                     version: str) -> VersionRecord | None | Deferred[VersionRecord | None]:
+        known, record = self._cache.cached_version(user, index, project, version)
+        if known:
+            return record
+        seen = self._cache.serial
+        return shielded(self._query(plans.get_version(user, index, project, version))).addCallback(
+            self._cache.keep_version, user, index, project, version, seen)
 
     def get_file(self, relpath: str) -> Deferred[FileRecord | None]:
         return self.sync().addCallback(lambda _: self._get_file(relpath))
@@ -255,8 +267,11 @@ class PlanStorage:
     def write_release(self, user: str, index: str, project: str, version: str,
                       data: Mapping[str, Any] | None, files: Mapping[str, Mapping[str, Any]],
                       expect_serial: int, docs: Sequence[DocPage] | None = None,
-                      events: Sequence[HookEvent] = ()) -> Deferred[int]:
-        return self._write(with_events(plans.write_release, events), user, index, project, version,
+                      events: Sequence[HookEvent] = (),
+                      audit: Sequence[AuditEntry] = ()) -> Deferred[int]:
+        plan = with_events(plans.write_release, events)
+        return self._write(auditplans.with_audit(plan, audit) if audit else plan, user, index,
+                           project, version,
                            None if data is None else dict(data), dict(files), expect_serial,
                            None if docs is None else list(docs))
 

@@ -7,10 +7,10 @@ audit rows are not index state (interface.AuditEntry).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from devpi_twisted.storage.interface import AuditEntry, AuditQuery
+from devpi_twisted.storage.interface import AuditEntry, AuditQuery, Change
 from devpi_twisted.storage.plans import Plan, dumps, one, rows, run
 
 INSERT_AUDIT = ("INSERT INTO audit (at, kind, actor, client, idx, process, details) "
@@ -27,6 +27,19 @@ def append(entries: Sequence[AuditEntry]) -> Plan[None]:
     for e in entries:
         yield run(INSERT_AUDIT, e.at, e.kind, e.actor, e.client, e.index, e.process,
                   dumps(dict(e.details)))
+
+
+def with_audit(make: Callable[..., Plan[Change]],
+               entries: Sequence[AuditEntry]) -> Callable[..., Plan[Change]]:
+    """The write plan ``make`` followed, in its transaction, by the audit rows of what it
+    does (an upload's: as durable as the upload; a refused write leaves none)."""
+    rows = list(entries)
+
+    def plan(*args: Any) -> Plan[Change]:
+        change = yield from make(*args)
+        yield from append(rows)
+        return change
+    return plan
 
 
 # Plans whose commit need not wait for the disk (an audit row is a record of what was

@@ -75,11 +75,13 @@ class BlobStore(Protocol):
         failure (BlobHashMismatch, a missing file) the puts of the group that failed are
         not stored; earlier groups may be."""
 
-    def move_in(self, items: Sequence[tuple[str, Path, str]]) -> Deferred[None]:
+    def move_in(self, items: Sequence[tuple[str, Path | bytes, str]]) -> Deferred[None]:
         """Store files this server spooled itself, hashing them as it wrote them, each
         ``(key, path, sha256)``: a file store moves them into place (no second copy, no
         second hash), any other copies them as ``put_file`` does; a moved source is gone
-        and the caller removes whatever is left. All are durable when this fires."""
+        and the caller removes whatever is left. A source may also be the bytes themselves
+        (small bodies this server made and hashed, as an upload's core metadata): written
+        straight to their key. All are durable when this fires."""
 
     def exists(self, key: str) -> Deferred[bool]: ...
 

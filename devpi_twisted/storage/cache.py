@@ -14,11 +14,14 @@ from typing import Generic, TypeVar
 
 from devpi_twisted.storage.interface import (
     DOCTEXT, FILE, INDEX, MIRROR, TOKEN, USER, VERSION, Change, FileRecord, IndexRecord, MirrorRecord,
-    TokenRecord, UserRecord, token_record,
+    TokenRecord, UserRecord, VersionRecord, token_record,
 )
 
 FILE_CACHE_SIZE = 4096
 MIRROR_CACHE_SIZE = 512  # pages of big projects run to megabytes
+# versions written or read lately: an upload reads its version, and twine uploads a
+# version's files (sdist, wheels) one after another; few, as descriptions can be long
+VERSION_CACHE_SIZE = 64
 # records that change no user, password, token or index (uploads write only these)
 RELEASE_TYPES = frozenset((VERSION, FILE, MIRROR, DOCTEXT))
 
@@ -81,6 +84,8 @@ class StateCache:
         self._files: ProjectRecords[str, FileRecord] = ProjectRecords(self)
         self._mirrors: ProjectRecords[tuple[str, str, str], MirrorRecord] = ProjectRecords(
             self, MIRROR_CACHE_SIZE)
+        self._versions: ProjectRecords[tuple[str, str, str, str], VersionRecord] = ProjectRecords(
+            self, VERSION_CACHE_SIZE)
         # (user, index, project) of every stored mirror page, or more (a page dropped
         # with its index may linger): a page not in here is not asked of the database
         self._mirror_keys: set[tuple[str, str, str]] = set()
@@ -102,6 +107,7 @@ class StateCache:
         self.index_serials = {}
         self._files.clear()
         self._mirrors.clear()
+        self._versions.clear()
         self.users = {u.name: u for u in users}
         self.indexes = {(i.user, i.index): i for i in indexes}
         self.tokens = {(t.user, t.token_id): t for t in tokens}
@@ -120,7 +126,13 @@ class StateCache:
                 self._remember(change.serial, record.type, record.key, record.value)
 
     def _remember(self, serial: int, type_: str, key: str, value: object) -> None:
-        if type_ == FILE:
+        if type_ == VERSION:
+            assert value is None or isinstance(value, dict)
+            user, index, project, version = key.split("/", 3)
+            self._versions.put((user, index, project, version), None if value is None else
+                               VersionRecord(user, index, project, version, value, serial),
+                               project, serial)
+        elif type_ == FILE:
             assert isinstance(value, dict)
             self._files.put(key, FileRecord(key, value["project"], value["entry"], serial),
                             value["project"], serial)
@@ -177,6 +189,17 @@ class StateCache:
         "No record" is not remembered: its project, which validity goes by, is unknown."""
         if record is not None:
             self._files.put(record.relpath, record, record.project, seen)
+        return record
+
+    def cached_version(self, user: str, index: str, project: str,
+                       version: str) -> tuple[bool, VersionRecord | None]:
+        """(known, record): a version written or read lately (None: none), if still valid."""
+        return self._versions.get((user, index, project, version))
+
+    def keep_version(self, record: VersionRecord | None, user: str, index: str, project: str,
+                     version: str, seen: int) -> VersionRecord | None:
+        """Remember a version record (or that there is none) read at serial ``seen``."""
+        self._versions.put((user, index, project, version), record, project, seen)
         return record
 
     def cached_mirror(self, user: str, index: str, project: str) -> tuple[bool, MirrorRecord | None]:

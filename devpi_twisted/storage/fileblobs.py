@@ -3,16 +3,14 @@
 Writes go to a temporary file in the target directory, are fsynced and hash-checked,
 then ``os.replace``d into place and the directory fsynced; a crash leaves at most a
 stray ``.tmp-blob-*`` file, never a half-written blob. The blocking file operations
-(the ``_*_sync`` functions, ``fsync_dir``, ``make_dirs``) run on a thread pool.
+(filesync.py's writes, the ``_*_sync`` reads here) run on a thread pool.
 """
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import os
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +19,15 @@ from twisted.internet.interfaces import IConsumer, IReactorThreads
 from twisted.python.threadpool import ThreadPool
 
 from devpi_twisted.storage.blobs import (
-    CHUNK_SIZE, TEMP_PREFIX, TOUCH_INTERVAL, BlobHashMismatch, BlobKeyInvalid, BlobMissing,
-    BlobStore, BlobUsage, ChunkPump, DailyTouches, LocalBlob, OpenFiles, byte_range, check_key,
+    TEMP_PREFIX, TOUCH_INTERVAL, BlobKeyInvalid, BlobMissing, BlobStore, BlobUsage, ChunkPump,
+    DailyTouches, LocalBlob, OpenFiles, byte_range, check_key,
+)
+from devpi_twisted.storage.filesync import (
+    fsync_dir, link_sync, make_dirs, move_all_sync, put_all_sync, put_sync,
 )
 from devpi_twisted.storage.types import Offload, ThreadOffload
+
+__all__ = ["FileBlobStore", "fsync_dir", "make_dirs"]
 
 
 class FileBlobStore:
@@ -61,7 +64,7 @@ class FileBlobStore:
         except BlobKeyInvalid:
             return _failed()
         self._open_files.drop(key)  # a descriptor of what it replaces must not be lent
-        return self._in_thread(_put_sync, target, key, Path(path), sha256.lower(), self._sync)
+        return self._in_thread(put_sync, target, key, Path(path), sha256.lower(), self._sync)
 
     def link_file(self, key: str, path: Path, sha256: str) -> Deferred[int]:
         """Like ``put_file``, but a hard link to ``path`` where the file system allows one
@@ -71,7 +74,7 @@ class FileBlobStore:
         except BlobKeyInvalid:
             return _failed()
         self._open_files.drop(key)
-        return self._in_thread(_link_sync, target, key, Path(path), sha256.lower(), self._sync)
+        return self._in_thread(link_sync, target, key, Path(path), sha256.lower(), self._sync)
 
     def put_files(self, items: Sequence[tuple[str, Path, str]], link: bool = False) -> Deferred[None]:
         """``put_file`` (or ``link_file``) of every ``(key, path, sha256)`` in one trip to
@@ -82,16 +85,17 @@ class FileBlobStore:
             return _failed()
         for key, _, _ in items:
             self._open_files.drop(key)
-        return self._in_thread(_put_all_sync, jobs, _link_sync if link else _put_sync, self._sync)
+        return self._in_thread(put_all_sync, jobs, link_sync if link else put_sync, self._sync)
 
-    def move_in(self, items: Sequence[tuple[str, Path, str]]) -> Deferred[None]:
+    def move_in(self, items: Sequence[tuple[str, Path | bytes, str]]) -> Deferred[None]:
         try:
-            moves = [(self._path(key), key, Path(path), sha256) for key, path, sha256 in items]
+            moves = [(self._path(key), key, path if isinstance(path, bytes) else Path(path), sha256)
+                     for key, path, sha256 in items]
         except BlobKeyInvalid:
             return _failed()
         for key, _, _ in items:
             self._open_files.drop(key)
-        return self._in_thread(_move_all_sync, moves)
+        return self._in_thread(move_all_sync, moves)
 
     # -- queries -------------------------------------------------------------------------
 
@@ -172,157 +176,6 @@ class FileBlobStore:
 def _failed() -> Deferred[Any]:
     """The exception being handled, as a failed Deferred."""
     return fail()
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def make_dirs(directory: Path, sync: bool = True) -> list[Path]:
-    """Create ``directory`` and its missing parents, each made durable by an fsync of the
-    directory holding it (unless ``sync`` is false: then the caller fsyncs the
-    directories returned, those that got a new entry)."""
-    missing = []
-    current = directory
-    while not current.is_dir() and current.parent != current:
-        missing.append(current)
-        current = current.parent
-    changed = []
-    for made in reversed(missing):
-        try:
-            made.mkdir()
-        except FileExistsError:
-            continue  # made by a concurrent put
-        if sync:
-            fsync_dir(made.parent)
-        changed.append(made.parent)
-    return changed
-
-
-def _put_sync(target: Path, key: str, source: Path, sha256: str, sync: bool = True) -> int:
-    """Copy ``source`` to a temporary file next to ``target`` while hashing it, fsync,
-    check the hash, rename into place, fsync the directory (no fsyncs if not ``sync``)."""
-    make_dirs(target.parent, sync)
-    temporary = target.parent / f"{TEMP_PREFIX}{os.urandom(8).hex()}"
-    hasher = hashlib.sha256()
-    size = 0
-    try:
-        with open(source, "rb") as src, open(temporary, "xb") as dst:
-            os.fchmod(dst.fileno(), 0o644)  # nginx reads what X-Accel-Redirect names
-            while chunk := src.read(CHUNK_SIZE):
-                hasher.update(chunk)
-                dst.write(chunk)
-                size += len(chunk)
-            dst.flush()
-            if sync:
-                os.fsync(dst.fileno())
-        actual = hasher.hexdigest()
-        if actual != sha256:
-            raise BlobHashMismatch(key, sha256, actual)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    _into_place(temporary, target, sync)
-    return size
-
-
-def _into_place(temporary: Path, target: Path, sync: bool) -> None:
-    """Rename a finished temporary file over ``target`` (removed if that fails), then
-    make the rename durable with an fsync of the directory."""
-    try:
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    if sync:
-        fsync_dir(target.parent)
-
-
-def _link_sync(target: Path, key: str, source: Path, sha256: str, sync: bool = True) -> int:
-    """Check ``source``'s hash, then hard-link it into place under a temporary name and
-    rename; falls back to ``_put_sync`` where links are impossible (other file system)."""
-    hasher = hashlib.sha256()
-    size = 0
-    with open(source, "rb") as src:
-        while chunk := src.read(CHUNK_SIZE):
-            hasher.update(chunk)
-            size += len(chunk)
-    actual = hasher.hexdigest()
-    if actual != sha256:
-        raise BlobHashMismatch(key, sha256, actual)
-    make_dirs(target.parent, sync)
-    temporary = target.parent / f"{TEMP_PREFIX}{os.urandom(8).hex()}"
-    try:
-        os.link(source, temporary)
-    except OSError as e:
-        if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
-            raise
-        return _put_sync(target, key, source, sha256, sync)
-    _into_place(temporary, target, sync)
-    return size
-
-
-def _put_all_sync(jobs: Sequence[tuple[Path, str, Path, str]],
-                  put: Callable[[Path, str, Path, str, bool], int], sync: bool) -> None:
-    for target, key, source, sha256 in jobs:
-        put(target, key, source, sha256, sync)
-
-
-def _move_all_sync(moves: Sequence[tuple[Path, str, Path, str]]) -> None:
-    """Move spooled files into place, all durable on return, with as few journal commits
-    as the file system needs: each source is opened, then the missing directories are
-    made and each source is hard-linked in under its key where nothing is stored yet (a
-    link, unlike a rename, never replaces: only one of concurrent puts of a key gets
-    there this way), then the files are fsynced (on ext4 the first fsync commits the new
-    entries too) and every directory that got one, once. A key already stored gets its
-    new body the careful way: fsynced first, then renamed over it (copied across file
-    systems, as _put_sync does). Nothing refers to a key before the caller commits a
-    record after this returns, so a crash in between leaves at most an unreferenced file,
-    which a later put replaces the careful way."""
-    opened: list[int] = []
-    try:
-        for _, _, source, _ in moves:
-            opened.append(fd := os.open(source, os.O_RDONLY | os.O_CLOEXEC))
-            os.fchmod(fd, 0o644)  # nginx reads what X-Accel-Redirect names
-        directories: dict[Path, None] = {}
-        for fd, (target, key, source, sha256) in zip(opened, moves):
-            if target.parent not in directories:
-                directories.update(dict.fromkeys(make_dirs(target.parent, sync=False)))
-            try:
-                os.link(source, target)
-            except OSError as e:
-                if e.errno not in (errno.EEXIST, errno.EXDEV, errno.EPERM, errno.EMLINK,
-                                   errno.ENOTSUP):
-                    raise
-                os.fsync(fd)  # a stored key (or no links here): whole before it shows
-                _rename_over(target, key, source, sha256)
-                continue
-            os.unlink(source)
-            directories[target.parent] = None
-        for fd in opened:
-            os.fsync(fd)
-    finally:
-        for fd in opened:
-            os.close(fd)
-    for directory in sorted(directories, key=lambda d: len(d.parts), reverse=True):
-        fsync_dir(directory)
-
-
-def _rename_over(target: Path, key: str, source: Path, sha256: str) -> None:
-    """Rename a (fsynced) source over ``target`` and fsync its directory; a copy where a
-    rename cannot go (another file system)."""
-    try:
-        os.rename(source, target)
-    except OSError as e:
-        if e.errno != errno.EXDEV:
-            raise
-        _put_sync(target, key, source, sha256)
-        return
-    fsync_dir(target.parent)
 
 
 def _size_sync(target: Path) -> int | None:

@@ -277,10 +277,12 @@ class Storage(HookStorage, Protocol):
     def write_release(self, user: str, index: str, project: str, version: str,
                       data: Mapping[str, Any] | None, files: Mapping[str, Mapping[str, Any]],
                       expect_serial: int, docs: Sequence[DocPage] | None = None,
-                      events: Sequence[HookEvent] = ()) -> Deferred[int]:
+                      events: Sequence[HookEvent] = (),
+                      audit: Sequence[AuditEntry] = ()) -> Deferred[int]:
         """Set (or with ``data`` None delete) one version's data and set file entries
         (``{}`` marks a file deleted). ``expect_serial``: the version's serial as read, -1
         if it had none. ``docs``: the text of its documentation as uploaded now (search).
+        ``events``' outbox rows and the ``audit`` rows go in the same transaction.
         Raises RecordMissing (no such index), StaleRecord."""
 
     def write_releases(self, user: str, index: str,

@@ -18,6 +18,7 @@ sha256 the file's record names), so the database decides what exists.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -80,13 +81,22 @@ def _read_chunk(source: IO[bytes], hasher: Any, count: int) -> tuple[int, AsIs]:
 Head = tuple[int, str, AsIs]  # a body that fits in one chunk: (size, sha256, hex literal)
 
 
-def _open_all(paths: Sequence[Path], chunk_size: int, opened: list[IO[bytes]]) -> list[Head | None]:
-    """Open each file for reading, appending to ``opened`` (the caller closes them, also
-    those opened before one failed). A file that fits in one chunk is read and hashed
-    here, whole (its Head); a bigger one (None) is streamed chunk by chunk in the
-    transaction."""
+def _head(data: bytes) -> Head:
+    return len(data), hashlib.sha256(data).hexdigest(), AsIs(f"'{data.hex()}'")
+
+
+def _open_all(paths: Sequence[Path | bytes], chunk_size: int, opened: list[IO[bytes]]
+              ) -> list[Head | None]:
+    """Open each file (bytes: a file of them in memory) for reading, appending to
+    ``opened`` (the caller closes them, also those opened before one failed). A body
+    that fits in one chunk is read and hashed here, whole (its Head); a bigger one
+    (None) is streamed chunk by chunk in the transaction."""
     heads: list[Head | None] = []
     for path in paths:
+        if isinstance(path, bytes):
+            opened.append(io.BytesIO(path))
+            heads.append(_head(path) if len(path) <= chunk_size else None)
+            continue
         source = open(path, "rb")
         opened.append(source)
         if os.fstat(source.fileno()).st_size > chunk_size:
@@ -97,7 +107,7 @@ def _open_all(paths: Sequence[Path], chunk_size: int, opened: list[IO[bytes]]) -
             source.seek(0)
             heads.append(None)
         else:
-            heads.append((len(data), hashlib.sha256(data).hexdigest(), AsIs(f"'{data.hex()}'")))
+            heads.append(_head(data))
     return heads
 
 
@@ -134,7 +144,7 @@ class PgBlobStore:
         return Deferred.fromCoroutine(self._put_all([(key, Path(path), sha256)])).addCallback(
             lambda sizes: sizes[0])
 
-    def move_in(self, items: Sequence[tuple[str, Path, str]]) -> Deferred[None]:
+    def move_in(self, items: Sequence[tuple[str, Path | bytes, str]]) -> Deferred[None]:
         return Deferred.fromCoroutine(self._put_all(list(items))).addCallback(lambda _: None)
 
     def put_files(self, items: Sequence[tuple[str, Path, str]]) -> Deferred[None]:
@@ -148,7 +158,7 @@ class PgBlobStore:
         for key, _, _ in items:
             check_key(key)
         sizes = await self._in_thread(_sizes, [Path(path) for _, path, _ in items])
-        group: list[tuple[str, Path, str]] = []
+        group: list[tuple[str, Path | bytes, str]] = []
         held = 0
         for item, size in zip(items, sizes):
             cost = min(size, self._chunk_size)
@@ -160,7 +170,7 @@ class PgBlobStore:
         if group:
             await self._put_all(group)
 
-    async def _put_all(self, items: Sequence[tuple[str, Path, str]]) -> list[int]:
+    async def _put_all(self, items: Sequence[tuple[str, Path | bytes, str]]) -> list[int]:
         """Store every item in one transaction (one commit for a file and its metadata),
         all refused before any is stored; keys are locked in sorted order, so concurrent
         puts of overlapping keys never deadlock. The bodies that fit in a chunk are read
@@ -171,7 +181,8 @@ class PgBlobStore:
         sources: list[IO[bytes]] = []
         runs = 0
         try:
-            heads = await self._in_thread(_open_all, [Path(path) for _, path, _ in items],
+            heads = await self._in_thread(_open_all, [path if isinstance(path, bytes) else Path(path)
+                                                      for _, path, _ in items],
                                           self._chunk_size, sources)
             for (key, _, sha256), head in zip(items, heads):
                 if head is not None and head[1] != sha256.lower():

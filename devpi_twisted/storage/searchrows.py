@@ -37,6 +37,9 @@ INSERT_NAME = (f"INSERT INTO search_docs {COLUMNS} SELECT ?, ?, NULL, 'name', NU
 DELETE_NAME = ("DELETE FROM search_docs WHERE stage = ? AND project = ? AND version IS NULL "
                "AND kind = 'name'")
 DELETE_KIND = "DELETE FROM search_docs WHERE stage = ? AND project = ? AND version = ? AND kind = ?"
+# the searchable columns of a version's row (``version_row`` from index 5 on)
+VERSION_ROWS = ("SELECT display, name, title, body, tag FROM search_docs WHERE stage = ? "
+                "AND project = ? AND version = ? AND kind = 'version'")
 DELETE_VERSION = "DELETE FROM search_docs WHERE stage = ? AND project = ? AND version = ?"
 DELETE_STAGE = "DELETE FROM search_docs WHERE stage = ?"
 
@@ -107,6 +110,29 @@ def version_row(stage: str, project: str, version: str, data: Mapping[str, Any])
                                 clean(data.get("description"))) if t)
     return (stage, project, version, "version", None, display, name_text(project, display),
             clean(data.get("summary"), MAX_TITLE), body, stage_tag(stage))
+
+
+def searchable(key: str, value: Any) -> tuple[Any, ...] | None:
+    """The search row a VERSION record's value should have (``key``: user/index/project/
+    version), None if it should have none (deleted, or all its files yanked)."""
+    if not isinstance(value, Mapping) or yanked(value):
+        return None
+    owner, index, project, version = key.split("/", 3)
+    return version_row(f"{owner}/{index}", project, version, value)
+
+
+def version_changes(key: str, row: tuple[Any, ...] | None,
+                    found: Sequence[Sequence[Any]]) -> Iterable[tuple[str, Sequence[Any]]]:
+    """SQL bringing a version's search row from ``found`` (VERSION_ROWS' rows) to ``row``
+    (``searchable``): nothing when it is already so (a second file of a version, a yank
+    of one file of several), so the full-text index is not written again for nothing."""
+    if row is not None and [tuple(r) for r in found] == [row[5:]]:
+        return
+    if found:
+        owner, index, project, version = key.split("/", 3)
+        yield DELETE_KIND, (f"{owner}/{index}", project, version, "version")
+    if row is not None:
+        yield INSERT_ROW, row
 
 
 def statements(type_: str, key: str, value: Any) -> Iterable[tuple[str, Sequence[Any]]]:

@@ -10,8 +10,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from twisted.protocols.ftp import FileConsumer
-
 from devpi_twisted.doctext import doc_pages
 from devpi_twisted.storage.blobs import BlobStore
 from devpi_twisted.storage.interface import DocPage
@@ -65,6 +63,7 @@ class BlobCopies:
 
     async def copy_out(self, relpath: str, path: Path) -> None:
         """A file body written to a local file (renamed into place when complete)."""
+        from twisted.protocols.ftp import FileConsumer  # the FTP module: 1 MB, imported late
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".part-")
         partial = Path(name)  # unique: two requests may copy the same body at once
         try:

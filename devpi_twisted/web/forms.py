@@ -21,7 +21,7 @@ import multipart
 
 from devpi_twisted import archives
 from devpi_twisted.model.errors import InvalidInput
-from devpi_twisted.model.release_ops import BadForm
+from devpi_twisted.model.release_ops import BadForm, IncomingMetadata
 
 CHUNK = 1024 * 1024
 MAX_PARTS = 4096
@@ -112,16 +112,16 @@ def parse_form(body: IO[bytes], content_type: str, staging: Path) -> Form:
 @attrs.frozen
 class Upload:
     """An upload form read (read_upload): the form, the core metadata of its release file
-    (spooled) and the archive check's verdict on its ``content`` file: None when sound,
+    (in memory) and the archive check's verdict on its ``content`` file: None when sound,
     else the error, raised only once the form's own checks passed (devpi's order)."""
 
     form: Form
-    metadata: UploadedFile | None
+    metadata: IncomingMetadata | None
     archive_error: InvalidInput | None
 
 
 def read_upload(body: IO[bytes], content_type: str, staging: Path) -> Upload:
-    """An upload form parsed (parse_form), the core metadata of its release file spooled
+    """An upload form parsed (parse_form), the core metadata of its release file read
     and the archive checked (check_archive, as a doc zip for a doc_upload), in one go, for
     one trip to a thread."""
     form = parse_form(body, content_type, staging)
@@ -130,7 +130,7 @@ def read_upload(body: IO[bytes], content_type: str, staging: Path) -> Upload:
         if content is None:
             return Upload(form, None, None)
         docs = form.first(":action") == "doc_upload"
-        metadata = None if docs else spool_core_metadata(content.path, content.filename, staging)
+        metadata = None if docs else core_metadata_of(content.path, content.filename)
         error = None
         if metadata is None or not content.filename.lower().endswith(".whl"):
             try:  # (a wheel whose metadata was read is a zip whose members could be listed)
@@ -141,6 +141,12 @@ def read_upload(body: IO[bytes], content_type: str, staging: Path) -> Upload:
     except BaseException:
         form.discard()
         raise
+
+
+def core_metadata_of(path: Path, filename: str) -> IncomingMetadata | None:
+    """The archive's core metadata (wheel METADATA, sdist PKG-INFO) and its sha256, if any."""
+    data = archives.core_metadata(path, filename)
+    return None if data is None else IncomingMetadata(data, hashlib.sha256(data).hexdigest())
 
 
 def spool_core_metadata(path: Path, filename: str, staging: Path) -> UploadedFile | None:

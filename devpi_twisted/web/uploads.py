@@ -15,7 +15,7 @@ from treq.client import HTTPClient
 
 from devpi_twisted.model.errors import DomainError, TooLarge, Unauthenticated
 from devpi_twisted.model.release_ops import (
-    DOCZIP, BadForm, Identical, IncomingFile, IncomingMetadata, ReleaseOps, StageMissing,
+    DOCZIP, BadForm, Identical, IncomingFile, ReleaseOps, StageMissing,
 )
 from devpi_twisted.web import render
 from devpi_twisted.web.blobcopy import BlobCopies
@@ -83,10 +83,8 @@ class UploadApp:
             incoming = None
             if content is not None:
                 content_path = content.path
-                incoming = IncomingFile(
-                    content.filename, content.path, content.size, content.sha256,
-                    None if metadata is None else IncomingMetadata(
-                        metadata.path, metadata.size, metadata.sha256))
+                incoming = IncomingFile(content.filename, content.path, content.size,
+                                        content.sha256, metadata)
             stored = await self._releases.submit_form(identity, user, index, form.fields,
                                                       incoming, check_archive)
         except Identical as e:
@@ -96,8 +94,6 @@ class UploadApp:
             return self._upload_error(request, e)
         finally:
             form.discard()
-            if metadata is not None:
-                metadata.path.unlink(missing_ok=True)
         written(request, stored)
         request.setResponseCode(200)
         return b""

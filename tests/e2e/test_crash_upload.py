@@ -96,7 +96,7 @@ def test_uploads_acknowledged_before_a_kill_9_are_all_there(tmp_path: Path) -> N
     """Wheels uploaded one after another over one connection (as twine sends them), the
     server killed the moment the last is acknowledged: every one is listed after the
     restart, its body and its core metadata (PEP 658) served with the hashes its page
-    names."""
+    names, and its audit row (stored in the upload's own transaction)."""
     serverdir, daemon, auth = _daemon(tmp_path)
     address = urlsplit(daemon.url)
     conn = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
@@ -131,5 +131,9 @@ def test_uploads_acknowledged_before_a_kill_9_are_all_there(tmp_path: Path) -> N
                 metadata = got.read()
             assert hashlib.sha256(metadata).hexdigest() == files[name]["core-metadata"]["sha256"]
             assert b"Name: fast" in metadata
+        status, body, _ = call(daemon.url + "/+audit?kind=upload&index=alice/dev",
+                               auth=login(daemon.url, "root", ""))
+        assert status == 200, body
+        assert sorted(e["details"]["filename"] for e in body["result"]["events"]) == sorted(sent)
     finally:
         daemon.stop()

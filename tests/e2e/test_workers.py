@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Daemon, call, init_serverdir, login
+from tests.support import Daemon, call, child_pids, init_serverdir, login
 
 
 def _new_state(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> tuple[Path, list[str]]:
@@ -24,18 +24,6 @@ def _new_state(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> tup
         storage = ["--storage", cluster.storage_option(cluster.create_database())]
     init_serverdir(serverdir, *storage)
     return serverdir, storage
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
 
 
 @pytest.mark.parametrize(("kind", "seconds"), [("sqlite", 10), ("postgres", 30)])
@@ -75,7 +63,7 @@ def test_eight_clients_through_workers_lose_nothing(
         for t in threads:
             t.start()
         time.sleep(seconds / 3)
-        workers = _children(daemon.proc.pid)
+        workers = _workers(daemon.proc.pid)
         assert workers, "no worker processes found"
         os.kill(workers[0], signal.SIGKILL)
         time.sleep(seconds * 2 / 3)
@@ -102,7 +90,7 @@ def test_eight_clients_through_workers_lose_nothing(
             conn.close()
         assert serials == list(range(len(serials)))
         assert call(daemon.url + "/+status")[1]["result"]["serial"] == serials[-1]
-        assert len(_children(daemon.proc.pid)) == 2, "the killed worker was not replaced"
+        assert len(_workers(daemon.proc.pid)) == 2, "the killed worker was not replaced"
     finally:
         daemon.stop()
 
@@ -164,6 +152,19 @@ def test_clients_hanging_up_mid_write_leave_no_errors(
     assert "Unhandled" not in log and "Traceback" not in log, log[-3000:]
 
 
+def _workers(pid: int) -> list[int]:
+    """The worker processes of the main process ``pid`` (not its password-check child)."""
+    return [child for child in child_pids(pid)
+            if b"devpi_twisted.childcalls" not in _cmdline(child)]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def test_a_worker_gets_the_options_of_the_config_file(tmp_path: Path) -> None:
     """Options from the -c file (and flags that once stayed behind) reach a real worker:
     its command line and environment parse into the main process's Config."""
@@ -179,7 +180,7 @@ def test_a_worker_gets_the_options_of_the_config_file(tmp_path: Path) -> None:
     daemon = Daemon(serverdir, "-c", str(file), "--workers", "1").start()
     try:
         deadline = time.monotonic() + 30
-        while not (workers := _children(daemon.proc.pid)) and time.monotonic() < deadline:
+        while not (workers := _workers(daemon.proc.pid)) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert workers, "no worker process found"
         argv = Path(f"/proc/{workers[0]}/cmdline").read_bytes().decode().split("\0")[:-1]

@@ -8,7 +8,10 @@ from typing import Any
 
 import pytest_twisted
 
-from devpi_twisted.storage.interface import AuditEntry, AuditQuery, UserRecord
+from devpi_twisted.storage.interface import AuditEntry, AuditQuery, RecordMissing, StaleRecord, UserRecord
+from tests.storage.test_contract import _raises
+from tests.storage.test_releases import WHEEL, _data, _with_index
+from tests.storage.test_releases import _entry as _file
 
 ROOT = UserRecord("root", {"created": "2024-01-01T00:00:00Z"}, "$argon2id$fake", 0)
 
@@ -110,3 +113,19 @@ async def test_audit_rows_commit_without_their_own_fsync(storage: Any) -> None:
                          "PRAGMA synchronous = NORMAL", "BEGIN IMMEDIATE", "COMMIT",
                          "PRAGMA synchronous = FULL"], syncs
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_release_write_stores_its_audit_rows_in_its_own_transaction(storage: Any) -> None:
+    """An upload's audit row goes in with the upload (as durable as it); a refused write
+    (a stale version, a missing index) leaves no row."""
+    await _with_index(storage)
+    serial = await storage.write_release("alice", "dev", "pkg", "1.0", _data(WHEEL),
+                                         {WHEEL: _file()}, -1, None, (), [_entry(1)])
+    assert [e.details["n"] for e in await storage.query_audit(AuditQuery())] == [1]
+    assert storage.serial == serial
+    await _raises(StaleRecord, storage.write_release("alice", "dev", "pkg", "1.0", _data(), {}, -1,
+                                                     None, (), [_entry(2)]))
+    await _raises(RecordMissing, storage.write_release("alice", "nope", "pkg", "1.0", _data(), {},
+                                                       -1, None, (), [_entry(3)]))
+    assert [e.details["n"] for e in await storage.query_audit(AuditQuery())] == [1]

@@ -500,6 +500,28 @@ async def test_spooled_files_move_in_together(blobs: Any, tmp_path: Path) -> Non
 
 
 @pytest_twisted.ensureDeferred
+async def test_bodies_given_as_bytes_are_written_to_their_key_and_replace_one_stored(
+        blobs: Any, tmp_path: Path) -> None:
+    """An upload's core metadata comes as bytes: written straight under its key with the
+    file moved in beside it; a key already stored gets the new bytes (whole: replaced,
+    never written over in place)."""
+    import hashlib
+
+    body, body_sha = _file(tmp_path, _data(3000, seed=4), "spooled-body")
+    first, second = b"Metadata-Version: 2.1\nName: a\n", b"Metadata-Version: 2.1\nName: b\n"
+    await blobs.move_in([(KEY, body, body_sha),
+                         (KEY + ".metadata", first, hashlib.sha256(first).hexdigest())])
+    assert await _read(blobs, KEY) == _data(3000, seed=4)
+    assert await _read(blobs, KEY + ".metadata") == first
+    await blobs.move_in([(KEY + ".metadata", second, hashlib.sha256(second).hexdigest())])
+    assert await _read(blobs, KEY + ".metadata") == second
+    if isinstance(blobs, FileBlobStore):
+        path = blobs.local_path(KEY + ".metadata")
+        assert path.stat().st_mode & 0o777 == 0o644
+        assert not [p for p in blobs.root.rglob(TEMP_PREFIX + "*")]
+
+
+@pytest_twisted.ensureDeferred
 async def test_move_in_refuses_invalid_keys_and_moves_nothing(blobs: Any, tmp_path: Path) -> None:
     body, sha = _file(tmp_path, b"x", "spooled")
     with pytest.raises(BlobKeyInvalid):
@@ -510,7 +532,7 @@ async def test_move_in_refuses_invalid_keys_and_moves_nothing(blobs: Any, tmp_pa
 def test_a_move_across_filesystems_copies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
-    from devpi_twisted.storage import fileblobs as module
+    from devpi_twisted.storage import filesync as module
 
     def no_rename(source: Any, target: Any) -> None:
         raise OSError(errno.EXDEV, "Invalid cross-device link")
@@ -519,7 +541,7 @@ def test_a_move_across_filesystems_copies(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(module.os, "link", no_rename)  # (neither crosses file systems)
     body, sha = _file(tmp_path, b"across", "spooled")
     target = tmp_path / "files" / "a" / "b"
-    module._move_all_sync([(target, "a/b", body, sha)])
+    module.move_all_sync([(target, "a/b", body, sha)])
     assert target.read_bytes() == b"across" and body.exists()  # the caller removes it
 
 
@@ -608,7 +630,7 @@ def test_a_move_links_a_new_key_and_renames_over_a_stored_one(
     """A new key is hard-linked in (a link never replaces, so of two puts racing only one
     gets there unsynced), then fsynced; a key already stored gets a body fsynced first,
     then renamed over it: what shows under a stored key is always whole."""
-    from devpi_twisted.storage import fileblobs as module
+    from devpi_twisted.storage import filesync as module
 
     calls: list[str] = []
     for name in ("link", "rename", "fsync"):
@@ -616,11 +638,11 @@ def test_a_move_links_a_new_key_and_renames_over_a_stored_one(
         monkeypatch.setattr(module.os, name, lambda *a, _n=name, _r=real: (calls.append(_n), _r(*a))[1])
     target = tmp_path / "files" / "a" / "b"
     body, sha = _file(tmp_path, b"first", "spooled")
-    module._move_all_sync([(target, "a/b", body, sha)])
+    module.move_all_sync([(target, "a/b", body, sha)])
     assert target.read_bytes() == b"first" and not body.exists()
     assert calls[:2] == ["link", "fsync"] and "rename" not in calls, calls
     calls.clear()
     body, sha = _file(tmp_path, b"again", "spooled")
-    module._move_all_sync([(target, "a/b", body, sha)])
+    module.move_all_sync([(target, "a/b", body, sha)])
     assert target.read_bytes() == b"again" and not body.exists()
     assert calls[:3] == ["link", "fsync", "rename"], calls  # refused, fsynced, renamed

@@ -171,3 +171,24 @@ async def test_write_releases_stores_many_versions_in_one_serial(storage: Any) -
     await _raises(RecordMissing, storage.write_releases("alice", "nope", [("pkg", "3.0", {}, {})]))
     assert storage.serial == 3  # refused writes leave no serial behind
     assert await storage.get_version("alice", "dev", "pkg", "3.0") is None  # all or nothing
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_version_written_lately_is_read_from_memory_and_a_stale_one_refused(adapter: Any) -> None:
+    """The second file of a version (twine's sdist after the wheel) reads the version its
+    first upload wrote from the state cache; when another process changed it meanwhile,
+    the write refuses the stale serial and the next read finds the current version."""
+    first = await _with_index(adapter.open())
+    serial = await first.write_release("alice", "dev", "pkg", "1.0", _data(WHEEL), {WHEEL: _entry()}, -1)
+    assert first._cache.cached_version("alice", "dev", "pkg", "1.0")[0]  # no trip to the database
+    assert (await first.get_version("alice", "dev", "pkg", "1.0")).serial == serial
+    other = adapter.open()  # another process
+    read = await other.get_version("alice", "dev", "pkg", "1.0")
+    changed = await other.write_release("alice", "dev", "pkg", "1.0", _data(WHEEL, SDIST),
+                                        {SDIST: _entry()}, read.serial)
+    seen = await first.get_version("alice", "dev", "pkg", "1.0")
+    if seen.serial != changed:  # not heard of yet: refused, and caught up
+        await _raises(StaleRecord, first.write_release("alice", "dev", "pkg", "1.0", _data(WHEEL),
+                                                       {}, seen.serial))
+    current = await first.get_version("alice", "dev", "pkg", "1.0")
+    assert current.serial == changed and len(current.data.links) == 2

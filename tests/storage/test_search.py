@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest_twisted
 
+from devpi_twisted.storage import searchrows
 from devpi_twisted.storage.interface import DocPage, RecordMissing, SearchQuery
 from tests.storage.test_contract import _raises
 from tests.storage.test_releases import _with_index
 
 WHEEL = "alice/dev/+f/22d/a8a99162b93fa/pkg-1.0-py3-none-any.whl"
+SDIST = "alice/dev/+f/ff7/0335d468e7eb6/pkg-1.0.tar.gz"
 
 
 def _data(name: str, version: str = "1.0", summary: str = "", description: str = "",
@@ -93,8 +95,33 @@ async def test_rows_follow_changes_in_the_same_write(storage: Any) -> None:
     assert await _found(storage, "quokka") == []
     assert await _found(storage, "wombat") == [("pkg", "1.0", "version")]
     read = await storage.get_version("alice", "dev", "pkg", "1.0")
+    second = {**data, "description": "wombat", "+elinks": [  # a second file: the row stays one
+        {"rel": "releasefile", "entrypath": WHEEL}, {"rel": "releasefile", "entrypath": SDIST}]}
+    await storage.write_release("alice", "dev", "pkg", "1.0", second, {}, read.serial)
+    assert await _found(storage, "wombat") == [("pkg", "1.0", "version")]
+    read = await storage.get_version("alice", "dev", "pkg", "1.0")
     await storage.write_release("alice", "dev", "pkg", "1.0", None, {}, read.serial)
     assert await _found(storage, "wombat") == []
+
+
+def test_a_version_row_is_written_only_when_its_searchable_fields_change() -> None:
+    """Adding a file to a version (twine's second upload of it) changes no searchable
+    field: no statement, so the full-text index is not written again."""
+    key = "alice/dev/pkg/1.0"
+    data = _data("pkg", summary="s", description="quokka")
+    row = searchrows.searchable(key, data)
+    assert row is not None
+    assert list(searchrows.version_changes(key, row, [row[5:]])) == []
+    assert [sql for sql, _ in searchrows.version_changes(key, row, [])] == [searchrows.INSERT_ROW]
+    other = searchrows.searchable(key, {**data, "summary": "t"})
+    assert [sql for sql, _ in searchrows.version_changes(key, other, [row[5:]])] == [
+        searchrows.DELETE_KIND, searchrows.INSERT_ROW]
+    assert [sql for sql, _ in searchrows.version_changes(key, row, [row[5:], row[5:]])] == [
+        searchrows.DELETE_KIND, searchrows.INSERT_ROW]  # (two rows: made one again)
+    yanked = {**data, "+elinks": [{"rel": "releasefile", "entrypath": WHEEL, "yanked": True}]}
+    assert searchrows.searchable(key, yanked) is None
+    assert [sql for sql, _ in searchrows.version_changes(key, None, [row[5:]])] == [
+        searchrows.DELETE_KIND]
 
 
 @pytest_twisted.ensureDeferred

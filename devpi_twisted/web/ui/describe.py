@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
-from readme_renderer import markdown, rst, txt
 
 MAX_DESCRIPTION = 512 * 1024  # characters rendered; longer ones are cut there
 MAX_TOX_REPORT = 2 * 1024 * 1024  # bytes of a tox report read to show it
@@ -43,7 +42,9 @@ def _media(content_type: str) -> tuple[str, str]:
 
 def render_description(text: str, content_type: str) -> str:
     """Sanitised HTML of a description (readme-renderer); reStructuredText that does
-    not render falls back to plain text."""
+    not render falls back to plain text. readme-renderer (docutils, pygments, comrak,
+    nh3: 8 MB resident) is imported at the first description shown."""
+    from readme_renderer import markdown, rst, txt
     text = text[:MAX_DESCRIPTION]
     media, variant = _media(content_type)
     rendered: str | None

@@ -9,10 +9,9 @@ from __future__ import annotations
 import datetime
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
-
-import jinja2
 
 from devpi_twisted.model.acl import Identity
 from devpi_twisted.model.errors import InvalidInput
@@ -21,17 +20,14 @@ from devpi_twisted.web import sessions
 from devpi_twisted.web.deps import HttpRequest
 from devpi_twisted.web.site import outside_url
 
+if TYPE_CHECKING:
+    import jinja2
+
 # Our own pages: nothing but our stylesheet, our images, our forms and our frames.
 PAGE_POLICY = (b"default-src 'none'; style-src 'self'; img-src 'self' data:; "
                b"form-action 'self'; frame-src 'self'; base-uri 'none'; "
                b"frame-ancestors 'self'")
 HTML = b"text/html; charset=utf-8"
-
-ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("devpi_twisted.web.ui", "templates"),
-    autoescape=True, trim_blocks=True, lstrip_blocks=True,
-    auto_reload=False)
-
 
 def segment(value: Any) -> str:
     """A value as one URL path segment (every reserved character quoted)."""
@@ -101,7 +97,17 @@ def path(value: Any) -> str:
     return quote(str(value), safe="/")
 
 
-ENV.filters.update(q=segment, path=path, utc=utc, iso=iso, ago=ago, size=size)
+@cache
+def environment() -> jinja2.Environment:
+    """The pages' Jinja2 environment, made (and jinja2 imported: 2 MB resident) when the
+    first page is rendered: a server that only answers installers never needs it."""
+    import jinja2
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("devpi_twisted.web.ui", "templates"),
+        autoescape=True, trim_blocks=True, lstrip_blocks=True,
+        auto_reload=False)
+    env.filters.update(q=segment, path=path, utc=utc, iso=iso, ago=ago, size=size)
+    return env
 
 
 def layout(request: HttpRequest, base: str, identity: Identity, now: float) -> dict[str, Any]:
@@ -147,7 +153,7 @@ def error_page(request: HttpRequest, status: int, title: str, text: str) -> byte
 
 def page(request: HttpRequest, name: str, context: Mapping[str, Any], status: int = 200) -> bytes:
     """Template ``name`` rendered with ``context`` (which holds the layout's), sent."""
-    return send(request, ENV.get_template(name).render(context).encode("utf-8"), status)
+    return send(request, environment().get_template(name).render(context).encode("utf-8"), status)
 
 
 def pages_of(total: int, number: int, per_page: int) -> tuple[int, int, int]:

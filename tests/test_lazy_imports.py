@@ -1,0 +1,31 @@
+"""What a server on sqlite does not import until it needs it (issue 25, memory:
+each costs megabytes resident for good): PostgreSQL's driver, readme-renderer and what
+it pulls in, Jinja2 for the web pages, Twisted's FTP module (for its FileConsumer),
+logging.config (only with --logger-cfg)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+LAZY = ("psycopg2", "txpostgres", "readme_renderer", "docutils", "pygments", "comrak", "nh3",
+        "jinja2", "twisted.protocols.ftp", "logging.config")
+
+
+def test_the_service_module_imports_none_of_the_lazy_packages() -> None:
+    done = subprocess.run([sys.executable, "-c", "import sys, json, devpi_twisted.service; "
+                           "print(json.dumps(sorted({p for m in sys.modules for p in (m, m.split('.')[0])})))"],
+                          capture_output=True, text=True, check=True, timeout=60)
+    imported = set(json.loads(done.stdout))
+    assert "twisted" in imported  # it did import the server
+    assert imported.isdisjoint(LAZY), sorted(imported.intersection(LAZY))
+
+
+def test_the_lazy_packages_still_load_where_they_are_used() -> None:
+    from devpi_twisted.web.ui.describe import render_description
+    from devpi_twisted.web.ui.templating import environment
+    assert "<h3>" in render_description("Title\n=====\n\ntext\n", "text/x-rst")
+    assert "<strong>b</strong>" in render_description("**b**", "text/markdown")
+    assert environment() is environment()
+    assert environment().get_template("error.html") is not None
