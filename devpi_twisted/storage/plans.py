@@ -136,10 +136,8 @@ def _expect(row: Sequence[Any] | None, expect_serial: int, what: str) -> None:
 def _apply(serial: int, record: Record) -> Plan[None]:
     yield from _apply_state(serial, record)
     if record.type == VERSION and record.value is not None:  # its row only if it changes
-        owner, index, project, version = record.key.split("/", 3)
-        found = yield rows(searchrows.VERSION_ROWS, f"{owner}/{index}", project, version)
         changes = searchrows.version_changes(
-            record.key, searchrows.searchable(record.key, record.value), found)
+            record.key, searchrows.searchable(record.key, record.value))
     else:
         changes = searchrows.statements(record.type, record.key, record.value)
     for sql, params in changes:
