@@ -238,11 +238,12 @@ class Importer:
             await self._blobs.put_file(key, path, sha256)
 
     async def _put_all(self, items: list[tuple[str, Path, str]]) -> None:
-        """Bodies into the store: on a filesystem store in one trip to the thread pool."""
-        if isinstance(self._blobs, FileBlobStore):
-            await self._blobs.put_files(items, link=self._links is not None)
+        """Bodies into the store in bulk (a filesystem store: one trip to the thread pool;
+        PostgreSQL: a few transactions)."""
+        if self._links is not None:
+            await self._links.put_files(items, link=True)
         else:
-            await bounded(items, lambda item: self._put(*item), PARALLEL)
+            await self._blobs.put_files(items)
 
     async def _store_versions(self, index: IndexDump, work: list[tuple[str, str, Mapping[str, Any]]]
                         ) -> list[tuple[str, str, Mapping[str, Any], Mapping[str, Mapping[str, Any]]]]:

@@ -69,6 +69,12 @@ class BlobStore(Protocol):
         body becomes visible whole or not at all. Putting the same key again is fine.
         Raises BlobKeyInvalid. The caller still owns (and removes) ``path``."""
 
+    def put_files(self, items: Sequence[tuple[str, Path, str]]) -> Deferred[None]:
+        """``put_file`` of every ``(key, path, sha256)``, for a bulk load of many small
+        files (import): a store groups them into few thread trips or transactions. On a
+        failure (BlobHashMismatch, a missing file) the puts of the group that failed are
+        not stored; earlier groups may be."""
+
     def move_in(self, items: Sequence[tuple[str, Path | bytes, str]]) -> Deferred[None]:
         """Store files this server spooled itself, hashing them as it wrote them, each
         ``(key, path, sha256)``: a file store moves them into place (no second copy, no

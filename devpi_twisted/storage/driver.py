@@ -5,7 +5,10 @@ record checks, the changelog entry. What differs between databases is only how a
 statement is executed: sqlite3 and psycopg2 cursors block (``drive``), txpostgres'
 cursor returns a Deferred (``drive_async``). Both loops are the same three lines
 around ``PlanRun``, which steps the plan, rewrites its SQL for the dialect and reads
-back what each step asked for. Transactions (BEGIN, savepoints, retries) are the
+back what each step asked for. A cursor that can hold statements back
+(``DeferringCursor``: PostgreSQL's) is handed the steps that want no rows with
+``defer``; they reach the database with the next statement that does want rows (or
+the COMMIT), in one round trip. Transactions (BEGIN, savepoints, retries) are the
 adapters' business; the driver runs inside one.
 """
 
@@ -41,6 +44,13 @@ class AsyncCursor(Rows, Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Deferred[Any]: ...
 
 
+class DeferringCursor(AsyncCursor, Protocol):
+    """An AsyncCursor that also holds statements back: ``defer`` queues one (its errors
+    surface with the next ``execute``, which sends everything queued before it)."""
+
+    def defer(self, sql: str, params: Sequence[Any] | None = ..., /) -> None: ...
+
+
 class PlanRun(Generic[T]):
     """A plan under way: ``sql`` and ``params`` of the step to execute next, until ``done``;
     then ``result`` is the plan's return value. ``dialect`` rewrites each statement
@@ -62,6 +72,10 @@ class PlanRun(Generic[T]):
         self._fetch = step.fetch
         self.sql = step.sql if dialect is None else dialect(step.sql)
         self.params: tuple[Any, ...] = step.params
+
+    @property
+    def wants_rows(self) -> bool:
+        return self._fetch != "none"
 
     def resume(self, cursor: Rows) -> None:
         """Hand the step just executed its rows (as it asked: one, all or none)."""
@@ -88,10 +102,15 @@ def drive(cursor: Cursor, plan: Plan[T], dialect: Callable[[str], str] | None = 
     return run.result
 
 
-async def drive_async(cursor: AsyncCursor, plan: Plan[T], dialect: Callable[[str], str] | None = None) -> T:
-    """Run ``plan`` on a cursor whose ``execute`` returns a Deferred; returns its result."""
+async def drive_async(cursor: DeferringCursor, plan: Plan[T],
+                      dialect: Callable[[str], str] | None = None) -> T:
+    """Run ``plan`` on a cursor whose ``execute`` returns a Deferred; returns its result.
+    Steps that want no rows are deferred: sent with the next that does, or the COMMIT."""
     run = PlanRun(plan, dialect)
     while not run.done:
-        await cursor.execute(run.sql, run.params)
+        if run.wants_rows:
+            await cursor.execute(run.sql, run.params)
+        else:
+            cursor.defer(run.sql, run.params)
         run.resume(cursor)
     return run.result

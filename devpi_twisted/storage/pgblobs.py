@@ -4,9 +4,12 @@ one database (tables in migrations/0002_blobs.postgres.sql).
 A put reads the local file chunk by chunk on a thread (hashing as it goes) and
 inserts each chunk, then the meta row (key, size, sha256), all in one
 transaction: a wrong hash rolls everything back, and no reader ever sees part
-of a body. A read fetches one chunk (or the part of it a range needs, with
-substring()) per short transaction, so a slow client holds no connection while
-it is paused; each fetch checks the meta row still names the same sha256.
+of a body. A body that fits in one chunk is read and hashed whole before the
+transaction and its statements go with the COMMIT (pgpool.Pipeline), so a
+small file, or a batch of them (``put_files``, import), costs a few round trips.
+A read fetches one chunk (or the part of it a range needs, with substring()) per
+short transaction, so a slow client holds no connection while it is paused; each
+fetch checks the meta row still names the same sha256.
 Downloads go out by sendfile from the host's copy of a body (bodycache.py) once
 there is one; the meta row is read first (unless the copy is already open for the
 sha256 the file's record names), so the database decides what exists.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol, TypeVar
@@ -31,12 +35,13 @@ from devpi_twisted.storage.blobs import (
     DailyTouches, LocalBlob, byte_range, check_key, settled,
 )
 from devpi_twisted.storage.bodycache import BodyCache, Fetch
-from devpi_twisted.storage.driver import AsyncCursor
+from devpi_twisted.storage.driver import DeferringCursor
 from devpi_twisted.storage.types import Offload, ThreadOffload
 
 _log = Logger()
 T = TypeVar("T")
 
+PUT_BATCH_BYTES = 4 << 20  # bodies (up to a chunk of each) stored by one put_files transaction
 BLOB_LOCK_CLASS = 0x626C6F62  # with hashtext(key): serialises puts of one key ("blob")
 
 LOCK_KEY = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
@@ -55,10 +60,13 @@ SELECT_PART = (
 
 
 class Interactions(Protocol):
-    """What the store needs of postgres.Pool: run ``fn(cursor)`` in a transaction on a
-    pooled connection (broken connections become StorageUnavailable)."""
+    """What the store needs of pgpool.Pool: run ``fn(cursor)`` in a transaction on a
+    pooled connection, or one statement as a transaction of its own (broken connections
+    become StorageUnavailable)."""
 
-    def interaction(self, fn: Callable[[AsyncCursor], Awaitable[T]]) -> Deferred[T]: ...
+    def interaction(self, fn: Callable[[DeferringCursor], Awaitable[T]]) -> Deferred[T]: ...
+
+    def statement(self, sql: str, params: Sequence[Any]) -> Deferred[list[Any]]: ...
 
 
 def _read_chunk(source: IO[bytes], hasher: Any, count: int) -> tuple[int, AsIs]:
@@ -70,16 +78,45 @@ def _read_chunk(source: IO[bytes], hasher: Any, count: int) -> tuple[int, AsIs]:
     return len(data), AsIs(f"'{data.hex()}'")
 
 
-def _open_all(paths: Sequence[Path | bytes], opened: list[IO[bytes]]) -> None:
+Head = tuple[int, str, AsIs]  # a body that fits in one chunk: (size, sha256, hex literal)
+
+
+def _head(data: bytes) -> Head:
+    return len(data), hashlib.sha256(data).hexdigest(), AsIs(f"'{data.hex()}'")
+
+
+def _open_all(paths: Sequence[Path | bytes], chunk_size: int, opened: list[IO[bytes]]
+              ) -> list[Head | None]:
     """Open each file (bytes: a file of them in memory) for reading, appending to
-    ``opened`` (the caller closes them, also those opened before one failed)."""
+    ``opened`` (the caller closes them, also those opened before one failed). A body
+    that fits in one chunk is read and hashed here, whole (its Head); a bigger one
+    (None) is streamed chunk by chunk in the transaction."""
+    heads: list[Head | None] = []
     for path in paths:
-        opened.append(io.BytesIO(path) if isinstance(path, bytes) else open(path, "rb"))
+        if isinstance(path, bytes):
+            opened.append(io.BytesIO(path))
+            heads.append(_head(path) if len(path) <= chunk_size else None)
+            continue
+        source = open(path, "rb")
+        opened.append(source)
+        if os.fstat(source.fileno()).st_size > chunk_size:
+            heads.append(None)
+            continue
+        data = source.read(chunk_size + 1)
+        if len(data) > chunk_size:  # it grew since the fstat
+            source.seek(0)
+            heads.append(None)
+        else:
+            heads.append(_head(data))
+    return heads
 
 
-async def _fetch_one(cursor: AsyncCursor, sql: str, params: tuple[Any, ...]) -> Any:
-    await cursor.execute(sql, params)
-    return cursor.fetchone()
+def _sizes(paths: Sequence[Path]) -> list[int]:
+    return [os.stat(path).st_size for path in paths]
+
+
+def _first(rows: list[Any]) -> Any:
+    return rows[0] if rows else None
 
 
 class PgBlobStore:
@@ -110,38 +147,82 @@ class PgBlobStore:
     def move_in(self, items: Sequence[tuple[str, Path | bytes, str]]) -> Deferred[None]:
         return Deferred.fromCoroutine(self._put_all(list(items))).addCallback(lambda _: None)
 
+    def put_files(self, items: Sequence[tuple[str, Path, str]]) -> Deferred[None]:
+        """``put_file`` of every ``(key, path, sha256)`` for a bulk load (import): in
+        transactions of up to PUT_BATCH_BYTES of bodies, each a few round trips (the
+        bodies that fit in a chunk go with its COMMIT). A transaction is stored whole or
+        not at all; when one fails, those before it stay stored."""
+        return Deferred.fromCoroutine(self._put_files(list(items)))
+
+    async def _put_files(self, items: list[tuple[str, Path, str]]) -> None:
+        for key, _, _ in items:
+            check_key(key)
+        sizes = await self._in_thread(_sizes, [Path(path) for _, path, _ in items])
+        group: list[tuple[str, Path | bytes, str]] = []
+        held = 0
+        for item, size in zip(items, sizes):
+            cost = min(size, self._chunk_size)
+            if group and held + cost > PUT_BATCH_BYTES:
+                await self._put_all(group)
+                group, held = [], 0
+            group.append(item)
+            held += cost
+        if group:
+            await self._put_all(group)
+
     async def _put_all(self, items: Sequence[tuple[str, Path | bytes, str]]) -> list[int]:
         """Store every item in one transaction (one commit for a file and its metadata),
         all refused before any is stored; keys are locked in sorted order, so concurrent
-        puts of overlapping keys never deadlock. Returns the sizes, in order."""
+        puts of overlapping keys never deadlock. The bodies that fit in a chunk are read
+        and hashed in one trip to the thread pool and sent with the COMMIT. Returns the
+        sizes, in order."""
         for key, _, _ in items:
             check_key(key)
         sources: list[IO[bytes]] = []
         runs = 0
         try:
-            await self._in_thread(_open_all, [path if isinstance(path, bytes) else Path(path)
-                                              for _, path, _ in items], sources)
+            heads = await self._in_thread(_open_all, [path if isinstance(path, bytes) else Path(path)
+                                                      for _, path, _ in items],
+                                          self._chunk_size, sources)
+            for (key, _, sha256), head in zip(items, heads):
+                if head is not None and head[1] != sha256.lower():
+                    raise BlobHashMismatch(key, sha256.lower(), head[1])
 
-            async def txn(cursor: AsyncCursor) -> list[int]:
+            async def txn(cursor: DeferringCursor) -> list[int]:
                 nonlocal runs
                 runs += 1
                 for key in sorted({key for key, _, _ in items}):
-                    await cursor.execute(LOCK_KEY, (BLOB_LOCK_CLASS, key))
-                return [await self._store(cursor, key, source, sha256.lower(), again=runs > 1)
-                        for (key, _, sha256), source in zip(items, sources)]
+                    cursor.defer(LOCK_KEY, (BLOB_LOCK_CLASS, key))
+                sizes = []
+                for (key, _, sha256), source, head in zip(items, sources, heads):
+                    if head is None:
+                        sizes.append(await self._store(cursor, key, source, sha256.lower(),
+                                                       again=runs > 1))
+                    else:
+                        sizes.append(self._store_head(cursor, key, head))
+                return sizes
 
             return await self._pool.interaction(txn)
         finally:
             for source in sources:
                 source.close()
 
-    async def _store(self, cursor: AsyncCursor, key: str, source: IO[bytes], sha256: str,
+    def _store_head(self, cursor: DeferringCursor, key: str, head: Head) -> int:
+        """A body read whole (its hash checked), held back for the next round trip."""
+        size, sha256, literal = head
+        cursor.defer(DELETE_BLOB, (key,))
+        if size:
+            cursor.defer(INSERT_CHUNK, (key, 0, literal))
+        cursor.defer(INSERT_BLOB, (key, size, sha256, self._chunk_size))
+        return size
+
+    async def _store(self, cursor: DeferringCursor, key: str, source: IO[bytes], sha256: str,
                      again: bool) -> int:
         """The chunks and meta row of one blob, in the caller's transaction (its key locked);
         ``again``: the transaction runs once more, the file is read from its start."""
         if again:
             await self._in_thread(source.seek, 0)
-        await cursor.execute(DELETE_BLOB, (key,))
+        cursor.defer(DELETE_BLOB, (key,))
         hasher = hashlib.sha256()
         size = seq = 0
         # the next chunk is read and hashed on a thread while this one is inserted
@@ -164,7 +245,7 @@ class PgBlobStore:
         actual = hasher.hexdigest()
         if actual != sha256:
             raise BlobHashMismatch(key, sha256, actual)  # rolls the chunks back
-        await cursor.execute(INSERT_BLOB, (key, size, sha256, self._chunk_size))
+        cursor.defer(INSERT_BLOB, (key, size, sha256, self._chunk_size))
         return size
 
     # -- queries -----------------------------------------------------------------------
@@ -174,7 +255,7 @@ class PgBlobStore:
 
     async def _size(self, key: str) -> int | None:
         check_key(key)
-        row = await self._pool.interaction(lambda cursor: _fetch_one(cursor, SELECT_SIZE, (key,)))
+        row = _first(await self._pool.statement(SELECT_SIZE, (key,)))
         return None if row is None else int(row[0])
 
     def exists(self, key: str) -> Deferred[bool]:
@@ -189,7 +270,7 @@ class PgBlobStore:
     async def _meta(self, key: str) -> tuple[int, str, int]:
         """(size, sha256, chunk_size) of the blob; raises BlobMissing."""
         check_key(key)
-        row = await self._pool.interaction(lambda cursor: _fetch_one(cursor, SELECT_BLOB, (key,)))
+        row = _first(await self._pool.statement(SELECT_BLOB, (key,)))
         if row is None:
             raise BlobMissing(f"no blob {key}")
         return int(row[0]), str(row[1]), int(row[2])
@@ -200,7 +281,7 @@ class PgBlobStore:
         async def fetch_part(position: int, count: int) -> bytes:
             seq, within = divmod(position, chunk_size)
             params = (within + 1, count, key, seq, sha256)
-            part = await self._pool.interaction(lambda cursor: _fetch_one(cursor, SELECT_PART, params))
+            part = _first(await self._pool.statement(SELECT_PART, params))
             if part is None:
                 raise BlobMissing(f"blob {key} was deleted or replaced while being read")
             return bytes(part[0])
@@ -248,13 +329,13 @@ class PgBlobStore:
         return Deferred.fromCoroutine(self._touch((now, key, now - TOUCH_INTERVAL)))
 
     async def _touch(self, params: tuple[float, str, float]) -> None:
-        await self._pool.interaction(lambda cursor: cursor.execute(TOUCH_BLOB, params))
+        await self._pool.statement(TOUCH_BLOB, params)
 
     def usage(self, prefix: str) -> Deferred[list[BlobUsage]]:
         return Deferred.fromCoroutine(self._usage(prefix))
 
     async def _usage(self, prefix: str) -> list[BlobUsage]:
-        async def query(cursor: AsyncCursor) -> list[Any]:
+        async def query(cursor: DeferringCursor) -> list[Any]:
             # keys from prefix up to (not including) prefix with its last character raised
             upper = prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else "\U0010ffff"
             await cursor.execute(SELECT_USAGE, (prefix, upper))
@@ -271,7 +352,7 @@ class PgBlobStore:
     async def _delete(self, key: str) -> None:
         check_key(key)
 
-        async def txn(cursor: AsyncCursor) -> None:
+        async def txn(cursor: DeferringCursor) -> None:
             await cursor.execute(LOCK_KEY, (BLOB_LOCK_CLASS, key))
             await cursor.execute(DELETE_BLOB, (key,))
 

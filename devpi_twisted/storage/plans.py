@@ -33,6 +33,7 @@ T = TypeVar("T")
 
 BUMP_SERIAL = "UPDATE serial_counter SET serial = serial + 1 RETURNING serial"
 CURRENT_SERIAL = "SELECT serial FROM serial_counter"
+SET_SERIAL = "UPDATE serial_counter SET serial = ?"
 INSERT_CHANGE = "INSERT INTO changelog (serial, at, records) VALUES (?, ?, ?)"
 LAST_CHANGE = "SELECT serial, at FROM changelog ORDER BY serial DESC LIMIT 1"
 CHANGES_SINCE = "SELECT serial, at, records FROM changelog WHERE serial > ? ORDER BY serial LIMIT ?"
@@ -135,10 +136,8 @@ def _expect(row: Sequence[Any] | None, expect_serial: int, what: str) -> None:
 def _apply(serial: int, record: Record) -> Plan[None]:
     yield from _apply_state(serial, record)
     if record.type == VERSION and record.value is not None:  # its row only if it changes
-        owner, index, project, version = record.key.split("/", 3)
-        found = yield rows(searchrows.VERSION_ROWS, f"{owner}/{index}", project, version)
         changes = searchrows.version_changes(
-            record.key, searchrows.searchable(record.key, record.value), found)
+            record.key, searchrows.searchable(record.key, record.value))
     else:
         changes = searchrows.statements(record.type, record.key, record.value)
     for sql, params in changes:
@@ -245,17 +244,25 @@ def bootstrap(users: Sequence[UserRecord], indexes: Sequence[IndexRecord], at: f
 def import_changes(changes: Sequence[Change], at: float) -> Plan[list[Change]]:
     """Apply a primary's changelog entries, consecutive and oldest first, each under its
     own serial, all in this one transaction (replication). Entries this database holds
-    already are skipped; StaleRecord if the first new one does not follow the current
-    serial (nothing is written then). Returns the entries applied."""
+    already are skipped; StaleRecord if the new ones do not follow the current serial
+    one after another (nothing is written then). The counter is taken once (the
+    writers' lock, and the first new serial) and set to the last serial at the end.
+    Returns the entries applied."""
     current = int((yield one(CURRENT_SERIAL))[0])
+    new = [change for change in changes if change.serial > current]
+    for expected, change in enumerate(new, current + 1):
+        if change.serial != expected:
+            raise StaleRecord(f"serial {change.serial} cannot follow {expected - 1}")
+    if not new:
+        return []
+    first = yield from take_serial()
+    if first != new[0].serial:  # another writer came between: nothing is written
+        raise StaleRecord(f"serial {new[0].serial} cannot follow {first - 1}")
     done: list[Change] = []
-    for change in changes:
-        if change.serial <= current:
-            continue
-        if change.serial != current + 1:
-            raise StaleRecord(f"serial {change.serial} cannot follow {current}")
-        current = yield from take_serial()
-        done.append((yield from commit(current, list(change.records), change.at)))
+    for change in new:
+        done.append((yield from commit(change.serial, list(change.records), change.at)))
+    if len(new) > 1:
+        yield run(SET_SERIAL, new[-1].serial)
     return done
 
 

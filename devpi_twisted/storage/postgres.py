@@ -1,4 +1,6 @@
-"""The PostgreSQL adapter: plans run through txpostgres on a small pool of connections.
+"""The PostgreSQL adapter: plans run through txpostgres on a small pool of connections
+(pgpool.py: its transactions hold back statements without rows, so a plan costs a
+round trip per statement that reads, plus the COMMIT).
 
 Start-up (``open``) is blocking on purpose: it runs before the reactor, checks
 the connection settings, refuses a database holding other software's tables,
@@ -14,20 +16,21 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import psycopg2
 import psycopg2.extensions
-from twisted.internet.defer import Deferred, DeferredSemaphore, fail, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from txpostgres.txpostgres import Connection
 
 from devpi_twisted.storage import auditplans, migrations, plans
-from devpi_twisted.storage.adapter import PlanStorage, shielded
+from devpi_twisted.storage.adapter import PlanStorage
 from devpi_twisted.storage.board import SerialBoard
-from devpi_twisted.storage.driver import AsyncCursor, drive, drive_async
+from devpi_twisted.storage.driver import DeferringCursor, drive, drive_async
 from devpi_twisted.storage.interface import Change, Storage, StorageError, StorageUnavailable
+from devpi_twisted.storage.pgpool import Pool, QuietConnection, broken, close_quietly, first_line
 from devpi_twisted.storage.types import Now, TxReactor
 
 T = TypeVar("T")
@@ -45,7 +48,6 @@ CONNECT_TIMEOUT = 10
 log = Logger()
 
 PgConnection = psycopg2.extensions.connection
-Interaction = Callable[[AsyncCursor], Awaitable[T]]  # a transaction's work on its cursor
 
 _PG_SQL: dict[str, str] = {}
 
@@ -56,11 +58,6 @@ def pg_sql(sql: str) -> str:
     if converted is None:
         converted = _PG_SQL[sql] = sql.replace("?", "%s")
     return converted
-
-
-def first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return " ".join(text.splitlines()[0].split())
 
 
 def _true(value: str) -> bool:
@@ -116,8 +113,10 @@ def describe(kw: Mapping[str, Any]) -> str:
 def notifying(plan: plans.Plan[T]) -> plans.Plan[T]:
     """A write plan that also NOTIFYs its serial; delivered at commit to every LISTENer."""
     change = yield from plan
-    if isinstance(change, Change):  # None: an import that found its serial already held
-        yield plans.run("SELECT pg_notify(?, ?)", CHANNEL, str(change.serial))
+    # an import's list of entries: its last serial (an empty list: nothing new)
+    last = change[-1] if isinstance(change, list) and change else change
+    if isinstance(last, Change):
+        yield plans.run("SELECT pg_notify(?, ?)", CHANNEL, str(last.serial))
     return change
 
 
@@ -201,109 +200,6 @@ def _run_blocking(conn: PgConnection, kw: Mapping[str, Any], plan: plans.Plan[T]
         raise StorageUnavailable(f"{describe(kw)}: {first_line(e)}") from None
 
 
-class _Connection(Connection):  # type: ignore[misc]  # txpostgres has no type information
-    """txpostgres' Connection, quiet when the server goes away under an idle connection
-    (its reader would otherwise log an unhandled error); the pool replaces it on next use."""
-
-    def doRead(self) -> None:
-        try:
-            super().doRead()
-        except (psycopg2.OperationalError, psycopg2.InterfaceError) as e:
-            log.warn("PostgreSQL connection lost: {error}", error=first_line(e))
-            self.reactor.removeReader(self)
-
-
-async def _transaction(conn: Connection, fn: Interaction[T]) -> T:
-    """BEGIN, ``fn(cursor)``, COMMIT; ROLLBACK on any error (txpostgres' runInteraction
-    would log a failed rollback of a dead connection as an unhandled error)."""
-    cursor = conn.cursor()
-    await cursor.execute("BEGIN")
-    try:
-        result = await fn(cursor)
-    except BaseException:
-        if not _broken(conn):
-            try:
-                await cursor.execute("ROLLBACK")
-            except psycopg2.Error:
-                pass  # the connection is gone; the caller closes it
-        raise
-    await cursor.execute("COMMIT")
-    return result
-
-
-def _broken(conn: Connection) -> bool:
-    raw = getattr(conn, "_connection", None)
-    return raw is None or bool(raw.closed)
-
-
-class Pool:
-    """Up to ``size`` txpostgres connections, made on demand and replaced when broken."""
-
-    def __init__(self, reactor: TxReactor, kw: Mapping[str, Any], size: int) -> None:
-        self._reactor = reactor
-        self._kw = dict(kw)
-        self._idle: list[Connection] = []
-        self._slots = DeferredSemaphore(size)
-
-    async def _checkout(self) -> Connection:
-        while self._idle:
-            conn = self._idle.pop()
-            if not _broken(conn):
-                return conn
-            _close_quietly(conn)
-        conn = _Connection(reactor=self._reactor)
-        try:
-            await conn.connect(**self._kw)
-        except psycopg2.Error as e:
-            _close_quietly(conn)
-            raise StorageUnavailable(f"PostgreSQL: {first_line(e)}") from None
-        return conn
-
-    def interaction(self, fn: Interaction[T]) -> Deferred[T]:
-        """Run ``fn(cursor)`` (a coroutine function) in a transaction on a pooled connection.
-        A connection that breaks is closed and StorageUnavailable raised; others go back.
-
-        Cancelling the result (twisted.web does when a client hangs up) leaves the
-        transaction to finish on its own: txpostgres would otherwise try to cancel the
-        running query and raise _CancelInProgress out of the canceller."""
-        return shielded(Deferred.fromCoroutine(self._interaction(fn)))
-
-    async def _interaction(self, fn: Interaction[T]) -> T:
-        await self._slots.acquire()
-        try:
-            conn = await self._checkout()
-            try:
-                result = await _transaction(conn, fn)
-            except (psycopg2.OperationalError, psycopg2.InterfaceError) as e:
-                if _broken(conn) or isinstance(e, psycopg2.InterfaceError):
-                    _close_quietly(conn)
-                    raise StorageUnavailable(f"PostgreSQL: {first_line(e)}") from None
-                self._idle.append(conn)
-                raise
-            except BaseException:
-                if _broken(conn):
-                    _close_quietly(conn)
-                else:
-                    self._idle.append(conn)
-                raise
-            self._idle.append(conn)
-            return result
-        finally:
-            self._slots.release()
-
-    def close(self) -> None:
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            _close_quietly(conn)
-
-
-def _close_quietly(conn: Connection) -> None:
-    try:
-        conn.close()
-    except Exception:  # a broken connection may refuse to close cleanly
-        pass
-
-
 class PostgresStorage(PlanStorage):
     dialect = "postgres"
 
@@ -330,9 +226,9 @@ class PostgresStorage(PlanStorage):
         return storage
 
     async def _transact_async(self, make: Callable[..., plans.Plan[T]], args: tuple[Any, ...]) -> T:
-        async def txn(cursor: AsyncCursor) -> T:
+        async def txn(cursor: DeferringCursor) -> T:
             if make in auditplans.LAZY:  # (auditplans.LAZY says why)
-                await cursor.execute("SET LOCAL synchronous_commit TO OFF")
+                cursor.defer("SET LOCAL synchronous_commit TO OFF")
             return await drive_async(cursor, notifying(make(*args)), pg_sql)
 
         for attempt in range(TRANSACTION_RETRIES):
@@ -366,21 +262,21 @@ class PostgresStorage(PlanStorage):
                 lambda f: log.warn("Catching up after NOTIFY failed: {error}", error=f.getErrorMessage()))
 
     async def _listen(self) -> None:
-        conn = _Connection(reactor=self._reactor)
+        conn = QuietConnection(reactor=self._reactor)
         try:
             await conn.connect(**self._kw)
             conn.addNotifyObserver(self._notified)
             await conn.runOperation(f"LISTEN {CHANNEL}")
         except psycopg2.Error as e:
-            _close_quietly(conn)
+            close_quietly(conn)
             raise StorageUnavailable(f"PostgreSQL: {first_line(e)}") from None
         self._listener = conn
 
     def poll(self) -> Deferred[None]:
         """(Re)start listening if the listening connection is gone, then catch up:
         a NOTIFY lost while it was down is made up for here."""
-        if self._listener is not None and _broken(self._listener):
-            _close_quietly(self._listener)
+        if self._listener is not None and broken(self._listener):
+            close_quietly(self._listener)
             self._listener = None
         if self._listener is None:
             return Deferred.fromCoroutine(self._listen_and_catch_up())
@@ -393,7 +289,7 @@ class PostgresStorage(PlanStorage):
     def close(self) -> Deferred[None]:
         self._pool.close()
         if self._listener is not None:
-            _close_quietly(self._listener)
+            close_quietly(self._listener)
             self._listener = None
         return succeed(None)
 

@@ -37,9 +37,15 @@ INSERT_NAME = (f"INSERT INTO search_docs {COLUMNS} SELECT ?, ?, NULL, 'name', NU
 DELETE_NAME = ("DELETE FROM search_docs WHERE stage = ? AND project = ? AND version IS NULL "
                "AND kind = 'name'")
 DELETE_KIND = "DELETE FROM search_docs WHERE stage = ? AND project = ? AND version = ? AND kind = ?"
-# the searchable columns of a version's row (``version_row`` from index 5 on)
-VERSION_ROWS = ("SELECT display, name, title, body, tag FROM search_docs WHERE stage = ? "
-                "AND project = ? AND version = ? AND kind = 'version'")
+# a version's row replaced only when a searchable column differs (the values are never
+# NULL: ``clean`` makes "" of None), and inserted only when there is none then: no read
+# before the write, so the statements go with the next round trip (pgpool.Pipeline)
+DELETE_CHANGED = ("DELETE FROM search_docs WHERE stage = ? AND project = ? AND version = ? "
+                  "AND kind = 'version' AND NOT (display = ? AND name = ? AND title = ? "
+                  "AND body = ? AND tag = ?)")
+INSERT_MISSING = (f"INSERT INTO search_docs {COLUMNS} SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+                  "WHERE NOT EXISTS (SELECT 1 FROM search_docs WHERE stage = ? AND project = ? "
+                  "AND version = ? AND kind = 'version')")
 DELETE_VERSION = "DELETE FROM search_docs WHERE stage = ? AND project = ? AND version = ?"
 DELETE_STAGE = "DELETE FROM search_docs WHERE stage = ?"
 
@@ -121,18 +127,17 @@ def searchable(key: str, value: Any) -> tuple[Any, ...] | None:
     return version_row(f"{owner}/{index}", project, version, value)
 
 
-def version_changes(key: str, row: tuple[Any, ...] | None,
-                    found: Sequence[Sequence[Any]]) -> Iterable[tuple[str, Sequence[Any]]]:
-    """SQL bringing a version's search row from ``found`` (VERSION_ROWS' rows) to ``row``
-    (``searchable``): nothing when it is already so (a second file of a version, a yank
-    of one file of several), so the full-text index is not written again for nothing."""
-    if row is not None and [tuple(r) for r in found] == [row[5:]]:
+def version_changes(key: str, row: tuple[Any, ...] | None) -> Iterable[tuple[str, Sequence[Any]]]:
+    """SQL bringing a version's search row to ``row`` (``searchable``) that writes nothing
+    when it is already so (a second file of a version, a yank of one file of several), so
+    the full-text index is not written again for nothing."""
+    owner, index, project, version = key.split("/", 3)
+    where = (f"{owner}/{index}", project, version)
+    if row is None:
+        yield DELETE_KIND, (*where, "version")
         return
-    if found:
-        owner, index, project, version = key.split("/", 3)
-        yield DELETE_KIND, (f"{owner}/{index}", project, version, "version")
-    if row is not None:
-        yield INSERT_ROW, row
+    yield DELETE_CHANGED, (*where, *row[5:])
+    yield INSERT_MISSING, (*row, *where)
 
 
 def statements(type_: str, key: str, value: Any) -> Iterable[tuple[str, Sequence[Any]]]:

@@ -17,15 +17,25 @@ from devpi_twisted.storage.interface import RecordExists
 
 
 class DeferredCursor:
-    """A sqlite3 cursor behind the asynchronous cursor interface (as txpostgres' is)."""
+    """A sqlite3 cursor behind the asynchronous cursor interface (as pgpool.Pipeline's
+    is): deferred statements run when the next one is executed."""
 
     def __init__(self, cursor: sqlite3.Cursor) -> None:
         self._cursor = cursor
+        self._queued: list[tuple[str, Sequence[Any]]] = []
         self.executed: list[str] = []
+        self.round_trips = 0
+
+    def defer(self, sql: str, params: Sequence[Any] | None = (), /) -> None:
+        self._queued.append((sql, params or ()))
 
     def execute(self, sql: str, params: Sequence[Any] = (), /) -> Deferred[Any]:
-        self.executed.append(sql)
-        self._cursor.execute(sql, params)
+        self.round_trips += 1
+        self._queued.append((sql, params))
+        for queued, values in self._queued:
+            self.executed.append(queued)
+            self._cursor.execute(queued, values)
+        self._queued = []
         return succeed(None)
 
     def fetchone(self) -> Any:
@@ -55,6 +65,7 @@ def test_blocking_and_deferred_cursors_give_one_result() -> None:
     assert blocking == ((1,), [(1,), (2,)], 3)
     assert asynchronous.result == blocking  # the cursor fires at once: so does the driver
     assert len(cursor.executed) == 4
+    assert cursor.round_trips == 2  # the CREATE and INSERT went with the first SELECT
 
 
 def test_the_dialect_rewrites_each_statement() -> None:

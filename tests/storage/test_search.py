@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest_twisted
 
-from devpi_twisted.storage import searchrows
+from devpi_twisted.storage import plans, searchrows
 from devpi_twisted.storage.interface import DocPage, RecordMissing, SearchQuery
 from tests.storage.test_contract import _raises
 from tests.storage.test_releases import _with_index
@@ -106,22 +106,50 @@ async def test_rows_follow_changes_in_the_same_write(storage: Any) -> None:
 
 def test_a_version_row_is_written_only_when_its_searchable_fields_change() -> None:
     """Adding a file to a version (twine's second upload of it) changes no searchable
-    field: no statement, so the full-text index is not written again."""
+    field: the statements compare in the database (no read before them) and write nothing
+    then, so the full-text index is not written again."""
     key = "alice/dev/pkg/1.0"
     data = _data("pkg", summary="s", description="quokka")
     row = searchrows.searchable(key, data)
     assert row is not None
-    assert list(searchrows.version_changes(key, row, [row[5:]])) == []
-    assert [sql for sql, _ in searchrows.version_changes(key, row, [])] == [searchrows.INSERT_ROW]
-    other = searchrows.searchable(key, {**data, "summary": "t"})
-    assert [sql for sql, _ in searchrows.version_changes(key, other, [row[5:]])] == [
-        searchrows.DELETE_KIND, searchrows.INSERT_ROW]
-    assert [sql for sql, _ in searchrows.version_changes(key, row, [row[5:], row[5:]])] == [
-        searchrows.DELETE_KIND, searchrows.INSERT_ROW]  # (two rows: made one again)
+    assert list(searchrows.version_changes(key, row)) == [
+        (searchrows.DELETE_CHANGED, ("alice/dev", "pkg", "1.0", *row[5:])),
+        (searchrows.INSERT_MISSING, (*row, "alice/dev", "pkg", "1.0"))]
     yanked = {**data, "+elinks": [{"rel": "releasefile", "entrypath": WHEEL, "yanked": True}]}
     assert searchrows.searchable(key, yanked) is None
-    assert [sql for sql, _ in searchrows.version_changes(key, None, [row[5:]])] == [
-        searchrows.DELETE_KIND]
+    assert [sql for sql, _ in searchrows.version_changes(key, None)] == [searchrows.DELETE_KIND]
+
+
+async def _row_id(storage: Any) -> Any:
+    """The physical place of alice/dev pkg 1.0's version row: a rewrite moves it."""
+    column = "ctid::text" if storage.dialect == "postgres" else "rowid"
+
+    def plan() -> plans.Plan[Any]:
+        return (yield plans.rows(f"SELECT {column} FROM search_docs WHERE stage = ? AND "
+                                 "project = ? AND version = ? AND kind = 'version'",
+                                 "alice/dev", "pkg", "1.0"))
+
+    return await storage._query(plan())
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unchanged_version_row_stays_where_it_is(storage: Any) -> None:
+    await _with_index(storage)
+    data = _data("pkg", summary="s", description="quokka")
+    await storage.write_release("alice", "dev", "pkg", "1.0", data, {}, -1)
+    await storage.write_release("alice", "dev", "pkg", "2.0", _data("pkg", "2.0"), {}, -1)
+    first = await _row_id(storage)  # (sqlite: a rewritten row gets a rowid past 2.0's)
+    assert len(first) == 1
+    read = await storage.get_version("alice", "dev", "pkg", "1.0")
+    second = {**data, "+elinks": [{"rel": "releasefile", "entrypath": WHEEL}]}
+    await storage.write_release("alice", "dev", "pkg", "1.0", second, {}, read.serial)
+    assert await _row_id(storage) == first  # a new file, the same searchable fields
+    read = await storage.get_version("alice", "dev", "pkg", "1.0")
+    await storage.write_release("alice", "dev", "pkg", "1.0", {**second, "summary": "t"}, {},
+                                read.serial)
+    moved = await _row_id(storage)
+    assert len(moved) == 1 and moved != first
+    assert await _found(storage, "quokka") == [("pkg", "1.0", "version")]
 
 
 @pytest_twisted.ensureDeferred
