@@ -75,11 +75,17 @@ class HashingPool(Service):
         self._threads.stop()  # joins: at most the checks already running finish first
         if self._closing is not None and self._closing.active():
             self._closing.cancel()
+        self._closing = None
         self._close_children()
+
+    def _close_idle(self) -> None:
+        """The idle time is up: the children end, waited for on a pool thread (never on
+        the reactor's)."""
+        self._closing = None
+        self._threads.callInThread(self._close_children)
 
     def _close_children(self) -> None:
         """End the children not in a call (all of them, when nothing is pending)."""
-        self._closing = None
         with self._lock:
             children, self._idle_children = self._idle_children, []
         for child in children:
@@ -113,7 +119,7 @@ class HashingPool(Service):
         def done(result: Any) -> Any:
             self._pending -= 1
             if self._pending == 0 and self._processes and self._clock is not None:
-                self._closing = self._clock.callLater(self._idle, self._close_children)
+                self._closing = self._clock.callLater(self._idle, self._close_idle)
             return result
 
         return d.addBoth(done)
