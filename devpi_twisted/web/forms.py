@@ -150,14 +150,14 @@ def core_metadata_of(path: Path, filename: str) -> IncomingMetadata | None:
 
 
 def spool_core_metadata(path: Path, filename: str, staging: Path) -> UploadedFile | None:
-    """The archive's core metadata (wheel METADATA, sdist PKG-INFO) in a staging file, if any."""
-    data = archives.core_metadata(path, filename)
-    if data is None:
+    """The archive's core metadata (core_metadata_of) in a staging file, if any."""
+    metadata = core_metadata_of(path, filename)
+    if metadata is None:
         return None
     fd, name = tempfile.mkstemp(dir=staging, prefix="metadata-")
     with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    return UploadedFile(filename + ".metadata", Path(name), len(data), hashlib.sha256(data).hexdigest())
+        out.write(metadata.body)
+    return UploadedFile(filename + ".metadata", Path(name), metadata.size, metadata.sha256)
 
 
 def spool_body(body: IO[bytes], staging: Path) -> UploadedFile:
