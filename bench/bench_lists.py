@@ -28,18 +28,11 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 from bench_api import auth_header, request, stop_server  # noqa: E402
 from bench_index import WRK_LUA, measure, pin, run_wrk  # noqa: E402
-from bench_mirror import resident_mb, start_nginx  # noqa: E402
+from bench_mirror import resident_mb, start_nginx, status_mb  # noqa: E402
 from bench_storage import start_server, wait_idle  # noqa: E402
 
 FORMATS = {"html": "text/html", "json": "application/vnd.pypi.simple.v1+json"}
 CODINGS = ["identity", "gzip", "br", "zstd"]
-
-
-def peak_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM for {pid}")
 
 
 PUT = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -123,7 +116,7 @@ def bench(label: str, pid: int, base: str, auth: dict[str, str], upstream: str, 
                 problems.append(f"{label} {fmt} {coding}: {r['cpu']:.2f} ms CPU per request > 5")
             if coding != "identity" and wire > 8:
                 problems.append(f"{label} {fmt} {coding}: {wire:.1f} MB per request > 8")
-    rss, peak = resident_mb(pid), peak_mb(pid)
+    rss, peak = resident_mb(pid), status_mb(pid, "VmHWM")
     print(f"\n{label}: server memory at the end {rss:.0f} MB (the list's share "
           f"{rss - rss_before:.0f} MB, target <= 60), peak {peak:.0f} MB")
     if rss - rss_before > 60:

@@ -136,7 +136,7 @@ def devpi_mirror(work: Path, upstream: str) -> tuple[subprocess.Popen, str]:
     return server.proc, server.url
 
 
-def status_kb(pid: int, key: str) -> float:
+def status_mb(pid: int, key: str) -> float:
     """A ``VmRSS``/``VmHWM`` line of a process's status, in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key + ":"):
@@ -146,7 +146,7 @@ def status_kb(pid: int, key: str) -> float:
 
 def resident_mb(pid: int) -> float:
     """VmRSS of a process, in MB."""
-    return status_kb(pid, "VmRSS")
+    return status_mb(pid, "VmRSS")
 
 
 SERVERS = {"devpi-twisted": mirror_server, "devpi-server 6": devpi_mirror}
@@ -189,7 +189,7 @@ def bench_server(label: str, start, upstream: str, nginx: subprocess.Popen, args
         theirs.append(measure(nginx.pid, None, lambda: run_wrk(theirs_url, {}, 4, args.duration, lua)))
     out["big"], out["big_nginx"] = combine(ours), combine(theirs)
     out["big_ratio"] = out["big"]["mbs"] / max(out["big_nginx"]["mbs"], 1e-9)
-    out["rss"], out["peak"] = status_kb(proc.pid, "VmRSS"), status_kb(proc.pid, "VmHWM")
+    out["rss"], out["peak"] = status_mb(proc.pid, "VmRSS"), status_mb(proc.pid, "VmHWM")
     for name, res in (("page", out["page"]), ("20 MB", out["big"])):
         out.setdefault("errors", []).extend(
             [f"{label} {name}: {res['errors']} errors, {res['non2xx']} non-2xx"]
