@@ -42,6 +42,19 @@ class QuietConnection(Connection):  # type: ignore[misc]  # txpostgres has no ty
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as e:
             log.warn("PostgreSQL connection lost: {error}", error=first_line(e))
             self.reactor.removeReader(self)
+        except ValueError:
+            # the socket went away while txpostgres read (libpq's descriptor is -1 then, and
+            # txpostgres watches it again): the same loss, seen a step later
+            if self._descriptor() != -1:
+                raise
+            log.warn("PostgreSQL connection lost: its socket is closed")
+            self.reactor.removeReader(self)
+
+    def _descriptor(self) -> int:
+        try:
+            return int(self.fileno())
+        except (psycopg2.InterfaceError, psycopg2.OperationalError):
+            return -1
 
 
 class Pipeline:
