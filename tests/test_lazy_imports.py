@@ -4,7 +4,8 @@ it pulls in, Jinja2 for the web pages, Twisted's FTP module (for its FileConsume
 logging.config (only with --logger-cfg), passlib and argon2-cffi (passwords are hashed
 and checked in child processes, the secret's keys derived in one), pymacaroons and
 PyNaCl (API tokens), email.policy, brotli and zstandard (pip asks for gzip), the
-devpi-server changelog translators (a replica of a devpi-server only)."""
+devpi-server changelog translators and the replica's follower and file replication
+(a replica only)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from pathlib import Path
 LAZY = ("psycopg2", "txpostgres", "readme_renderer", "docutils", "pygments", "comrak", "nh3",
         "jinja2", "twisted.protocols.ftp", "logging.config", "passlib", "argon2",
         "pymacaroons", "nacl", "email.policy", "brotli", "zstandard",
-        "devpi_twisted.dump.devpi_changes")
+        "devpi_twisted.dump.devpi_changes", "devpi_twisted.replication.replica",
+        "devpi_twisted.replication.follower", "devpi_twisted.replication.devpi_follow")
 
 
 def test_the_service_module_imports_none_of_the_lazy_packages() -> None:
