@@ -56,10 +56,7 @@ from devpi_twisted.web.auditlog import BATCH_SECONDS, AuditLog
 from devpi_twisted.web.hashing import HashingPool
 from devpi_twisted.web.compose import build_site
 from devpi_twisted.web.site import ServerInfo
-from devpi_twisted.dump.devpi_changes import translator_for
-from devpi_twisted.replication.client import PrimaryClient
 from devpi_twisted.replication.feed import ChangelogFeed
-from devpi_twisted.replication.replica import build_replica
 from devpi_twisted.webhooks.delivery import HookDelivery
 
 
@@ -178,6 +175,10 @@ def _services(config: Config, reactor: IServerReactor, node: sd.NodeInfo, storag
     upstream = Upstream(reactor, http, timeout=max(30.0, 6 * config.request_timeout))
     replica = None
     if config.role == "replica" and config.primary_url:
+        # a replica's only: the follower, file replication and devpi-server's translators
+        from devpi_twisted.dump.devpi_changes import translator_for
+        from devpi_twisted.replication.client import PrimaryClient
+        from devpi_twisted.replication.replica import build_replica
         primary_http = http
         if config.replica_cert is not None:  # a TLS client certificate for the primary
             primary_http = http_client(reactor, _replica_cert_policy(config.replica_cert))

@@ -9,6 +9,8 @@ salt stored beside it: a database leak alone (the salt) reproduces no token. The
 signature chain is recomputed here and compared in constant time.
 
 Pure: time comes in as ``now``, randomness from ``secrets``; storage is the caller's.
+pymacaroons (and PyNaCl under it, about 1.2 MB resident) is imported at the first
+token made or presented: a server used without API tokens never loads it.
 """
 
 from __future__ import annotations
@@ -23,10 +25,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 import attrs
-import pymacaroons  # type: ignore[import-untyped]  # untyped library
-from pymacaroons.utils import (  # type: ignore[import-untyped]  # untyped library
-    create_initial_signature, sign_first_party_caveat,
-)
 
 from devpi_twisted.model.acl import PERMISSIONS, USER_PERMISSIONS, Scope
 from devpi_twisted.model.errors import Forbidden, InvalidInput
@@ -141,6 +139,7 @@ def restrictions(body: Any, now: float, extended_expiry: bool) -> list[str]:
 
 def mint(keys: TokenKeys, user: str, token_id: str, salt: str, caveats: Iterable[str]) -> str:
     """The token (``devpi-`` and the serialised macaroon)."""
+    import pymacaroons  # type: ignore[import-untyped]  # untyped library; lazy (see above)
     macaroon = pymacaroons.Macaroon(identifier=f"{user}-{token_id}",
                                     key=keys.key(user, token_id, salt),
                                     version=pymacaroons.MACAROON_V2)
@@ -172,6 +171,7 @@ def parse(value: str) -> Presented | None:
         if prefixed:
             raise refused
         return None
+    import pymacaroons  # lazy (see above)
     try:
         macaroon = pymacaroons.Macaroon.deserialize(text)
         identifier = macaroon.identifier_bytes.decode("ascii")
@@ -199,6 +199,9 @@ def _when(value: int) -> str:
 
 def _check_signature(keys: TokenKeys, token: Presented, salt: str) -> list[str]:
     """The caveats, once the signature chain checks out (compared in constant time)."""
+    from pymacaroons.utils import (  # type: ignore[import-untyped]  # untyped; lazy (see above)
+        create_initial_signature, sign_first_party_caveat,
+    )
     macaroon = token.macaroon
     signature = create_initial_signature(keys.key(token.user, token.token_id, salt),
                                          macaroon.identifier_bytes)

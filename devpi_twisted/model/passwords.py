@@ -1,6 +1,9 @@
 """Password hashes: argon2id through passlib (spec/model.md 2.2).
 
 These functions burn tens of milliseconds of CPU; callers run them off the reactor.
+The server checks passwords in child processes, so passlib is imported at the first
+hash or check made in this process (about 1 MB resident for good otherwise); what the
+server itself asks (``hash_refusal``, ``needs_rehash``) reads the PHC string.
 
 Users imported from old devpi dumps may carry devpi's pre-4.2 form: a ``pwsalt`` and
 the hex sha256 of salt then password. We keep it as ``LEGACY_PREFIX + salt + "$" +
@@ -16,18 +19,25 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import functools
 import os
 import re
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 import attrs
-from passlib.hash import argon2
 
 LEGACY_PREFIX = "$devpi-salted-sha256$"
+_DIGEST_SIZE = 32
 
-_HASHER = argon2.using(
-    type="ID", memory_cost=65536, rounds=3, parallelism=4, salt_size=16, digest_size=32)
+
+@functools.cache
+def _hasher() -> Any:
+    """passlib's argon2id at our parameters (imported here: see above)."""
+    from passlib.hash import argon2
+    return argon2.using(type="ID", memory_cost=OUR_COST.memory, rounds=OUR_COST.time,
+                        parallelism=OUR_COST.lanes, salt_size=16, digest_size=_DIGEST_SIZE)
 
 
 @attrs.frozen
@@ -78,7 +88,7 @@ def hash_refusal(pwhash: str, allowed: tuple[Argon2Cost, ...] = SETTABLE) -> str
 
 
 def hash_password(password: str) -> str:
-    return str(_HASHER.hash(password))
+    return str(_hasher().hash(password))
 
 
 def verify_password(password: str, pwhash: str | None) -> bool:
@@ -89,7 +99,7 @@ def verify_password(password: str, pwhash: str | None) -> bool:
     if pwhash.startswith(LEGACY_PREFIX):
         return _verify_legacy(password, pwhash)
     try:
-        return bool(_HASHER.verify(password, pwhash))
+        return bool(_hasher().verify(password, pwhash))
     except (ValueError, TypeError):
         return False
 
@@ -116,16 +126,23 @@ def _verify_legacy(password: str, pwhash: str) -> bool:
 
 
 def needs_rehash(pwhash: str) -> bool:
+    """True for the legacy form and for an argon2 hash passlib would redo at our
+    parameters (its rule): another variant, a version before 19, other costs or another
+    digest size; False for anything else."""
     if pwhash.startswith(LEGACY_PREFIX):
         return True
-    try:
-        return bool(_HASHER.needs_update(pwhash))
-    except (ValueError, TypeError):
+    match = _PHC.fullmatch(pwhash)
+    if match is None:
         return False
+    _, variant, *rest = pwhash.split("$")
+    version = int(rest[0][2:]) if rest[0].startswith("v=") else 16
+    digest = len(rest[-1]) * 3 // 4  # unpadded base64
+    costs = Argon2Cost(*(int(g) for g in match.groups()))
+    return variant != "argon2id" or version < 19 or costs != OUR_COST or digest != _DIGEST_SIZE
 
 
 def looks_like_hash(pwhash: str) -> bool:
-    return bool(_HASHER.identify(pwhash))
+    return bool(_hasher().identify(pwhash))
 
 
 VERIFIED_CACHE_SIZE = 1024

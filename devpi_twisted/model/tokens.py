@@ -18,7 +18,6 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-from argon2.low_level import Type, hash_secret_raw
 from itsdangerous import BadSignature, TimestampSigner
 
 from devpi_twisted.model.apitokens import TokenKeys
@@ -38,7 +37,9 @@ AUTH_SALT, REPLICA_SALT = b"devpi-server-auth", b"devpi-server-replica"
 
 def derive_key(secret: bytes, salt: bytes, time_cost: int, memory_cost: int,
                parallelism: int) -> bytes:
-    """Raw argon2id of the secret with one of devpi's salts; slow by design."""
+    """Raw argon2id of the secret with one of devpi's salts; slow by design (run in
+    keychild's process: argon2-cffi is imported here, not by the server)."""
+    from argon2.low_level import Type, hash_secret_raw
     return hash_secret_raw(secret, salt, time_cost=time_cost, memory_cost=memory_cost,
                            parallelism=parallelism, hash_len=16, type=Type.ID, version=19)
 

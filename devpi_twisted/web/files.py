@@ -26,7 +26,7 @@ from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.release_ops import ReleaseOps
 from devpi_twisted.model.releases import split_filename
 from devpi_twisted.replication.client import PrimaryUnreachable
-from devpi_twisted.replication.replica import FileFetchFailed, FileGone
+from devpi_twisted.replication.fetch import FileFetchFailed, FileGone
 from devpi_twisted.storage.adapter import shielded
 from devpi_twisted.storage.blobs import BlobMissing, BlobReadStopped, BlobStore
 from devpi_twisted.storage.values import MirrorConfig

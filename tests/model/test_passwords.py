@@ -145,3 +145,19 @@ def test_a_client_may_set_hashes_at_our_parameters_or_cheaper(empty_hash: str,
 
 def test_a_client_may_not_set_the_parameters_old_devpi_dumps_carry(imported_hash: str) -> None:
     assert hash_refusal(imported_hash) is not None
+
+
+@pytest.mark.parametrize("variant", ["argon2id", "argon2i"])
+@pytest.mark.parametrize("version", ["v=19$", "v=16$", ""])
+@pytest.mark.parametrize("costs", ["m=65536,t=3,p=4", "m=65536,t=1,p=8", "m=102400,t=2,p=8",
+                                   "m=8,t=1,p=1", "m=65536,t=3,p=8", "m=65536,t=4,p=4"])
+@pytest.mark.parametrize("digest", [43, 22, 64])
+@pytest.mark.parametrize("salt", ["c2FsdHNhbHRzYWx0c2FsdA", "c2FsdHNhbHQ"])
+def test_needs_rehash_says_what_passlib_says(variant: str, version: str, costs: str,
+                                             digest: int, salt: str) -> None:
+    # The server decides without importing passlib; passlib's rule is the reference.
+    from passlib.hash import argon2
+    reference = argon2.using(type="ID", memory_cost=65536, rounds=3, parallelism=4,
+                             salt_size=16, digest_size=32)
+    pwhash = f"${variant}${version}{costs}${salt}${'A' * digest}"
+    assert needs_rehash(pwhash) is bool(reference.needs_update(pwhash))
