@@ -33,18 +33,20 @@ from devpi_twisted.storage.types import Offload
 Start = Callable[[Mapping[str, str]], IConsumer | None]
 Ensure = Callable[[str, Config, str], Awaitable[str]]
 Prefetch = Callable[[str, Config, list[str]], None]
+Store = Callable[[list[tuple[str, Path, str]]], Awaitable[None]]
 
 
 class Downloader:
     def __init__(self, storage: Storage, blobs: BlobStore, staging: Path, offload: Offload,
                  upstream: Upstream, pages: PageCache, counters: dict[str, int],
                  offline: Callable[[], bool], ensure: Ensure,
-                 prefetch: Prefetch | None = None) -> None:
+                 prefetch: Prefetch | None = None, store: Store | None = None) -> None:
         """``ensure``: refreshes a page (a link missing from the cached page has it
         asked for again); ``prefetch``: given the requirements of a downloaded release
-        (None: they are not read)."""
+        (None: they are not read); ``store``: moves checked files into the blob store
+        (default ``blobs.move_in``; the file store's cache defers their fsyncs,
+        storage/cachesync.py)."""
         self._storage = storage
-        self._blobs = blobs
         self._staging = staging
         self._offload = offload
         self._upstream = upstream
@@ -53,6 +55,7 @@ class Downloader:
         self._offline = offline
         self._ensure = ensure
         self._prefetch = prefetch
+        self._move_in: Store = store if store is not None else blobs.move_in
         self._downloads: dict[str, Shared[int]] = {}
 
     async def link_for(self, name: str, project: str, relpath: str) -> Link | None:
@@ -172,7 +175,7 @@ class Downloader:
         assert spool.path is not None
         sha256 = entry["hashes"]["sha256"]
         files = {relpath: entry}
-        moves = [(relpath, spool.path, sha256)]
+        moves: list[tuple[str, Path, str]] = [(relpath, spool.path, sha256)]
         metadata = extracted.metadata  # upstream advertises none: we do from now on
         if metadata is not None:
             meta_size, meta_sha256 = metadata
@@ -180,7 +183,7 @@ class Downloader:
             files[relpath + ".metadata"] = {
                 **entry, "hash_spec": f"sha256={meta_sha256}",
                 "hashes": {"sha256": meta_sha256}, "size": meta_size, "url": None}
-        await self._blobs.move_in(moves)
+        await self._move_in(moves)
         user, index = name.split("/", 1)
         await self._pages.stored((name, project))  # ours must come after it
         record = await self._storage.get_mirror_project(user, index, project)
