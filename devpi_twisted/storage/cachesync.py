@@ -3,8 +3,10 @@
 A mirror's first download can be fetched from upstream again, so its body is linked
 into ``+files`` without an fsync before the client is answered and its record
 committed. A sweep on a thread makes the files linked since the last sweep durable
-(an fdatasync of each, an fsync of each directory that got an entry), at most once
-per ``INTERVAL`` and never on the reactor thread. Private uploads keep their fsync
+(an fdatasync of each, an fsync of each directory that got an entry), never on the
+reactor thread: once no file was stored for ``QUIET`` seconds (an install's downloads
+come in a burst: its sweep does not compete with the client's own writes), at the
+latest ``MAX_DELAY`` seconds after the first file it syncs was stored. Private uploads keep their fsync
 before the answer (fileblobs.py); only the mirror's cache goes this way.
 
 What a crash can leave is a record whose body is missing, short or wrong. The state
@@ -40,7 +42,8 @@ from devpi_twisted.storage.filesync import fsync_dir, make_dirs, move_all_sync
 from devpi_twisted.storage.types import Offload
 
 STATE_FILE = ".mirror-cache-sync"
-INTERVAL = 1.0  # seconds between a file's store and the sweep making it durable (at most)
+QUIET = 1.0  # seconds without a store before a sweep
+MAX_DELAY = 10.0  # seconds from a store to the sweep making it durable, at most
 # ctime is the kernel's coarse clock, and a window's edges are taken around the work
 SLACK = 2.0
 MAX_STATE = 1 << 16  # bytes of the state file read; more is a damaged file
@@ -167,18 +170,21 @@ class CacheFiles:
 
     def __init__(self, blobs: FileBlobStore, state: Path, windows: Sequence[Window],
                  clock: IReactorTime, offload: Offload, defer: bool,
-                 interval: float = INTERVAL, now: Callable[[], float] = time.time) -> None:
+                 quiet: float = QUIET, max_delay: float = MAX_DELAY,
+                 now: Callable[[], float] = time.time) -> None:
         self._blobs = blobs
         self._state = state
         self._windows = list(windows)
         self._clock = clock
         self._offload = offload
         self._defer = defer
-        self._interval = interval
+        self._quiet = quiet
+        self._max_delay = max_delay
         self._now = now
         self._files: list[Path] = []  # linked, not synced yet
         self._directories: dict[Path, None] = {}
         self._pending_since: float | None = None  # the earliest start of those links
+        self._first_stored: float | None = None  # when the first of them was (clock's time)
         self._moving: dict[object, float] = {}  # links under way: their start
         self._timer: IDelayedCall | None = None
         self._sweeping: Deferred[None] | None = None
@@ -209,8 +215,18 @@ class CacheFiles:
         return moved.addCallbacks(linked, failed)
 
     def _schedule(self) -> None:
-        if self._timer is None and self._sweeping is None and self._files:
-            self._timer = self._clock.callLater(self._interval, self._sweep)
+        """The sweep: ``quiet`` seconds from now, at most ``max_delay`` after the first
+        store not synced yet (one sweep at a time)."""
+        if self._sweeping is not None or not self._files:
+            return
+        now = self._clock.seconds()
+        if self._first_stored is None:
+            self._first_stored = now
+        delay = max(0.0, min(now + self._quiet, self._first_stored + self._max_delay) - now)
+        if self._timer is None:
+            self._timer = self._clock.callLater(delay, self._sweep)
+        else:
+            self._timer.reset(delay)
 
     def _sweep(self) -> Deferred[None]:
         self._timer = None
@@ -226,6 +242,7 @@ class CacheFiles:
     async def _sweep_once(self) -> None:
         files, directories, since = self._files, list(self._directories), self._pending_since
         self._files, self._directories, self._pending_since = [], {}, None
+        self._first_stored = None
         started = self._now()
         try:
             await self._offload(sync_later, files, directories)

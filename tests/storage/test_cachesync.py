@@ -16,7 +16,7 @@ import pytest_twisted
 from twisted.internet.task import Clock
 
 from devpi_twisted.storage.cachesync import (
-    INTERVAL, SLACK, STATE_FILE, CacheFiles, open_state, read_state,
+    MAX_DELAY, QUIET, SLACK, STATE_FILE, CacheFiles, open_state, read_state,
 )
 from devpi_twisted.storage.fileblobs import FileBlobStore
 from devpi_twisted.storage.types import ThreadOffload
@@ -104,7 +104,7 @@ async def test_stored_without_fsync_then_made_durable_by_one_sweep(
     assert not first.exists() and not second.exists()
     assert read_state(tmp_path / STATE_FILE)[0] < started  # type: ignore[operator]
 
-    clock.advance(INTERVAL)  # one sweep for all three
+    clock.advance(QUIET)  # one sweep for all three
     assert cache._sweeping is not None
     await cache._sweeping
     assert syncs.calls.count("fdatasync") == 3
@@ -168,3 +168,20 @@ async def test_a_file_changed_in_a_window_is_hashed_once_and_removed_if_damaged(
     outside = _cache(tmp_path, [(time.time() + 100, time.time() + 200)])
     checking = outside.check(KEY + ".2", damaged_sha)
     assert checking is not None and await checking is True  # not changed in a crash
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_sweep_waits_for_a_quiet_second_but_not_longer_than_max_delay(
+        tmp_path: Path) -> None:
+    clock = Clock()
+    cache = _cache(tmp_path, [], clock)
+    stored = 0.0
+    while stored < MAX_DELAY:  # a store every half second: never quiet
+        source, sha = _spooled(tmp_path, b"%f" % stored)
+        await cache.move_in([(f"root/pypi/+f/abc/{int(stored * 2)}/x-1.0.tar.gz", source, sha)])
+        assert cache._sweeping is None
+        clock.advance(QUIET / 2)
+        stored += QUIET / 2
+    assert cache._sweeping is not None  # due MAX_DELAY after the first
+    await cache._sweeping
+    assert cache.stats["cache_files_synced"] == int(MAX_DELAY / (QUIET / 2))
