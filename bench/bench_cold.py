@@ -11,6 +11,9 @@ Printed per tree: the ratios (sorted: the spread) and their median, the server's
 ``--access-log`` the servers log each request, and the time from request to response
 is summed per kind (simple pages, first file downloads) from the last round's log.
 ``--serverdir-in`` puts the servers' directories elsewhere (e.g. /dev/shm: no disk).
+``--syscalls``: after the rounds, one more install per tree with the server under
+``strace -c``: its file-system calls (fsyncs, links, renames...) during the install
+and until the server is idle again (a deferred sweep included), as counts.
 Much shorter than bench_mirror (no wrk runs), for comparing changes to the cold path.
 """
 
@@ -69,6 +72,38 @@ def request_times(log: Path) -> dict[str, list[float]]:
     return kinds
 
 
+SYSCALLS = ("fsync,fdatasync,openat,linkat,link,rename,renameat,renameat2,mkdir,mkdirat,"
+            "unlink,unlinkat,pwrite64")
+
+
+def syscall_counts(work: Path, label: str, upstream: str, venv_bin: Path | None,
+                   serverdir_in: Path | None) -> dict[str, int]:
+    """A cold install with the server under strace: calls per name (see SYSCALLS)."""
+    where = Path(tempfile.mkdtemp(prefix="cold-", dir=serverdir_in or work))
+    proc, base = start(where, upstream, venv_bin, False)
+    out = work / f"{label}-strace.txt"
+    try:
+        wait_idle(proc.pid)
+        tracer = subprocess.Popen(["strace", "-f", "-c", "-o", str(out), "-e",
+                                   f"trace={SYSCALLS}", "-p", str(proc.pid)],
+                                  stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        pip_install(f"{base}/root/pypi/+simple/", work / f"strace-{label}")
+        wait_idle(proc.pid)
+        time.sleep(2.5)  # a deferred sweep comes a second after the last store
+        wait_idle(proc.pid)
+        tracer.send_signal(2)
+        tracer.wait(30)
+    finally:
+        stop_server(proc)
+    counts = {}
+    for line in out.read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and fields[-1].isidentifier() and fields[3].isdigit():
+            counts[fields[-1]] = int(fields[3])
+    return counts
+
+
 def quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -82,6 +117,8 @@ def main() -> int:
                         help="also another tree's venv bin directory, in turns")
     parser.add_argument("--serverdir-in", type=Path, metavar="DIR",
                         help="make the servers' directories under DIR (default: the work dir)")
+    parser.add_argument("--syscalls", action="store_true",
+                        help="one more install per tree under strace -c: file-system calls")
     parser.add_argument("--access-log", action="store_true",
                         help="per-request times of the last round, from the access log")
     args = parser.parse_args()
@@ -134,6 +171,11 @@ def main() -> int:
                         print(f"{label:8} {kind}s: {len(times)}, p50 {quantile(times, .5) * 1e3:.2f} "
                               f"ms, p90 {quantile(times, .9) * 1e3:.2f} ms, sum "
                               f"{sum(times) * 1e3:.0f} ms")
+        if args.syscalls:
+            for label, venv_bin in trees:
+                counts = syscall_counts(work, label, upstream, venv_bin, args.serverdir_in)
+                print(f"{label:8} syscalls during a cold install: "
+                      + ", ".join(f"{name} {n}" for name, n in sorted(counts.items())))
         return 0
     finally:
         stop_server(nginx)

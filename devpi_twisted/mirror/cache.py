@@ -73,7 +73,7 @@ class Mirror:
         self.downloads = Downloader(
             storage, blobs, staging, offload, upstream, self.pages, self.stats, self._offline,
             self.refresher.ensure, self.prefetcher.prefetch if self.prefetcher else None,
-            cache.move_in if cache is not None else None)
+            cache)
 
     def _offline(self) -> bool:
         return self.offline

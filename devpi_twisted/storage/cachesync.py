@@ -51,6 +51,7 @@ _log = Logger()
 
 Window = tuple[float, float]
 Move = tuple[str, Path, str]  # (key, spooled file, its sha256)
+Linked = tuple[list[Path], list[Path]]  # files linked into place, directories with a new entry
 
 
 # -- the state file (blocking: at start, or on a thread) --------------------------------
@@ -99,7 +100,7 @@ def open_state(path: Path, now: float, defer: bool, writer: bool = True) -> list
 
 # -- the files (blocking, on threads) ---------------------------------------------------
 
-def link_unsynced(moves: Sequence[tuple[Path, str, Path, str]]) -> tuple[list[Path], list[Path]]:
+def link_unsynced(moves: Sequence[tuple[Path, str, Path, str]]) -> Linked:
     """Hard-link each spooled source in under its key, without fsyncs, and remove the
     source; returns the files and the directories with a new entry, for ``sync_later``.
     A key stored already (or no links possible here) gets its body the careful way,
@@ -191,28 +192,55 @@ class CacheFiles:
         self._verified: set[str] = set()
         self.stats = {"cache_sweeps": 0, "cache_files_synced": 0, "cache_refetched": 0}
 
+    @property
+    def deferring(self) -> bool:
+        """Whether stores are durable only at the next sweep."""
+        return self._defer
+
     def move_in(self, items: Sequence[Move]) -> Deferred[None]:
         """Store the spooled files; durable at the next sweep when deferring."""
         if not self._defer:
             return self._blobs.move_in(list(items))
-        token = object()
-        self._moving[token] = self._now()
+        token = self.begin()
         moved = self._blobs.move_in_with(link_unsynced, items)
 
-        def linked(result: tuple[list[Path], list[Path]]) -> None:
-            files, directories = result
-            start = self._moving.pop(token)
-            self._files.extend(files)
-            self._directories.update(dict.fromkeys(directories))
-            self._pending_since = start if self._pending_since is None \
-                else min(start, self._pending_since)
-            self._schedule()
-
         def failed(failure: Failure) -> Failure:
-            self._moving.pop(token, None)
+            self.end(token, None)
             return failure
 
-        return moved.addCallbacks(linked, failed)
+        return moved.addCallbacks(lambda linked: self.end(token, linked), failed)
+
+    def link_sync(self, items: Sequence[Move]) -> Linked:
+        """On a thread, between ``begin`` and ``end``: ``link_unsynced`` of the spooled
+        files under their keys (a key's bytes never change: no open descriptor of this
+        process can hold other bytes under it)."""
+        return link_unsynced([(self._target(key), key, source, sha256)
+                              for key, source, sha256 in items])
+
+    def _target(self, key: str) -> Path:
+        path = self._blobs.local_path(key)
+        assert path is not None  # (a file store's)
+        return path
+
+    def begin(self) -> object:
+        """A store (``link_sync``) is starting: files linked from now on may not be
+        durable; ``end`` with the token."""
+        token = object()
+        self._moving[token] = self._now()
+        return token
+
+    def end(self, token: object, linked: Linked | None) -> None:
+        """The store begun with ``token`` is over, having ``linked`` these files and
+        directories (None: nothing): they are synced by the next sweep."""
+        start = self._moving.pop(token, None)
+        if linked is None or start is None:
+            return
+        files, directories = linked
+        self._files.extend(files)
+        self._directories.update(dict.fromkeys(directories))
+        self._pending_since = start if self._pending_since is None \
+            else min(start, self._pending_since)
+        self._schedule()
 
     def _schedule(self) -> None:
         """The sweep: ``quiet`` seconds from now, at most ``max_delay`` after the first
