@@ -29,7 +29,8 @@ from devpi_twisted.model.initial import check_root_hash, root_pypi, root_user
 from devpi_twisted.reactors import IServerReactor
 from devpi_twisted.serverdir import StartupError
 from devpi_twisted.storage.blobs import BlobStore
-from devpi_twisted.storage.cachesync import STATE_FILE, CacheFiles, open_state
+from devpi_twisted.storage.cachestate import STATE_FILE, CrashWindows, open_state
+from devpi_twisted.storage.cachesync import CacheFiles
 from devpi_twisted.storage.fileblobs import FileBlobStore
 from devpi_twisted.storage.board import SerialBoard
 from devpi_twisted.storage.bodycache import BodyCache
@@ -104,12 +105,12 @@ def open_cache(config: Config, blobs: BlobStore, reactor: IServerReactor) -> Cac
     if not isinstance(blobs, FileBlobStore):
         return None
     path = config.serverdir / STATE_FILE
-    defer = not config.requests_only and not config.workers
     try:
-        windows = open_state(path, time.time(), defer, writer=not config.requests_only)
+        windows = open_state(path, time.time(), writer=not config.requests_only)
     except OSError as e:
         raise StartupError(f"cannot write {path}: {e}") from None
-    return CacheFiles(blobs, path, windows, reactor, ThreadOffload(reactor), defer)
+    return CacheFiles(blobs, path, CrashWindows(blobs, windows, ThreadOffload(reactor)), reactor,
+                      reactor, defer=not config.requests_only and not config.workers)
 
 
 def initialise(config: Config, out: IO[str] = sys.stdout) -> None:

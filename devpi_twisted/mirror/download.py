@@ -194,6 +194,8 @@ class Downloader:
         if extracted.linked is None:  # (else in place already)
             await self._blobs.move_in(_moves(relpath, spool.path, entry["hashes"]["sha256"],
                                               extracted))
+        elif self._cache is not None:  # (a crash before the sweep is found at the next start)
+            await self._cache.marked()
         user, index = name.split("/", 1)
         await self._pages.stored((name, project))  # ours must come after it
         record = await self._storage.get_mirror_project(user, index, project)

@@ -2,100 +2,47 @@
 
 A mirror's first download can be fetched from upstream again, so its body is linked
 into ``+files`` without an fsync before the client is answered and its record
-committed. A sweep on a thread makes the files linked since the last sweep durable
-(an fdatasync of each, an fsync of each directory that got an entry), never on the
-reactor thread: once no file was stored for ``QUIET`` seconds (an install's downloads
-come in a burst: its sweep does not compete with the client's own writes), at the
-latest ``MAX_DELAY`` seconds after the first file it syncs was stored. Private uploads keep their fsync
+committed. A sweep makes the files linked since the last sweep durable (an fdatasync
+of each, an fsync of each directory that got an entry), on a thread of its own, once
+no file was stored for ``QUIET`` seconds (an install's downloads come in a burst: its
+sweep does not compete with the client's own writes), at the latest ``MAX_DELAY``
+seconds after the first file it syncs was stored. Private uploads keep their fsync
 before the answer (fileblobs.py); only the mirror's cache goes this way.
 
-What a crash can leave is a record whose body is missing, short or wrong. The state
-file (``STATE_FILE`` in the server directory, replaced atomically and fsynced) says
-since when files may not be durable; the process that finds it saying so at start
-(the last one did not end cleanly) keeps that span, up to its own start, as a
-*window*. A cached file whose inode changed (its ctime: the link into place) inside a
-window is hashed on its first use in each process, before it is served; a missing or
-wrong body is removed and fetched again from upstream like any file not cached
-(web/files.py). Only a process without workers defers: with ``--workers`` every
-process fsyncs as before (one state file cannot follow several writers), and all of
-them still check the windows.
+Before the record of the first undurable file is committed, the state file
+(storage/cachestate.py) says "not durable since ..." (one write per burst, on the
+same thread, off the client's answer); once a sweep leaves nothing undurable it says
+"all durable" again. So a crash while it said "not durable" is found at the next
+start, and the cached files linked in that span are checked before they are served.
+Only a process without workers defers: with ``--workers`` every process fsyncs as
+before (one state file cannot follow several writers).
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorFromThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 
-from devpi_twisted.storage.blobs import CHUNK_SIZE, TEMP_PREFIX
+from devpi_twisted.storage.cachestate import CrashWindows, write_state
 from devpi_twisted.storage.fileblobs import FileBlobStore
 from devpi_twisted.storage.filesync import fsync_dir, make_dirs, move_all_sync
-from devpi_twisted.storage.types import Offload
 
-STATE_FILE = ".mirror-cache-sync"
 QUIET = 1.0  # seconds without a store before a sweep
 MAX_DELAY = 10.0  # seconds from a store to the sweep making it durable, at most
-# ctime is the kernel's coarse clock, and a window's edges are taken around the work
-SLACK = 2.0
-MAX_STATE = 1 << 16  # bytes of the state file read; more is a damaged file
 _log = Logger()
 
-Window = tuple[float, float]
 Move = tuple[str, Path, str]  # (key, spooled file, its sha256)
 Linked = tuple[list[Path], list[Path]]  # files linked into place, directories with a new entry
-
-
-# -- the state file (blocking: at start, or on a thread) --------------------------------
-
-def read_state(path: Path) -> tuple[float | None, list[Window]]:
-    """(since when files may not be durable, None: all are; the windows of earlier
-    crashes). No file: a server directory whose files were all fsynced. A damaged file
-    trusts nothing: one window over all time."""
-    try:
-        with open(path, "rb") as file:
-            data = json.loads(file.read(MAX_STATE + 1)[:MAX_STATE])
-        since = data["unsynced_since"]
-        windows = [(float(a), float(b)) for a, b in data["windows"]]
-        if since is not None:
-            since = float(since)
-    except FileNotFoundError:
-        return None, []
-    except (OSError, ValueError, KeyError, TypeError):
-        return None, [(0.0, time.time() + SLACK)]
-    return since, windows
-
-
-def write_state(path: Path, since: float | None, windows: Sequence[Window]) -> None:
-    """Replace the state file durably (written beside it, fsynced, renamed, the
-    directory fsynced)."""
-    temporary = path.with_name(f"{TEMP_PREFIX}{path.name}")
-    with open(temporary, "w", encoding="ascii") as file:
-        json.dump({"unsynced_since": since, "windows": [list(w) for w in windows]}, file)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
-    fsync_dir(path.parent)
-
-
-def open_state(path: Path, now: float, defer: bool, writer: bool = True) -> list[Window]:
-    """At start, before serving: the windows in which cached files may have been left
-    damaged. ``writer`` (the main process) turns an unclean end of the last one into a
-    new window and records that from now on files may be undurable (``defer``), or not."""
-    since, windows = read_state(path)
-    if writer:
-        if since is not None:
-            windows.append((since - SLACK, now + SLACK))
-        write_state(path, now if defer else None, windows)
-    return windows
 
 
 # -- the files (blocking, on threads) ---------------------------------------------------
@@ -143,41 +90,28 @@ def sync_later(files: Sequence[Path], directories: Sequence[Path]) -> None:
             continue
 
 
-def intact_sync(path: Path, sha256: str, windows: Sequence[Window]) -> bool:
-    """False if the file at ``path`` changed inside a window and its bytes do not have
-    ``sha256``; True otherwise (a missing file too: the caller finds it missing)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError):
-        return True
-    try:
-        ctime = os.fstat(fd).st_ctime
-        if not any(start <= ctime <= end for start, end in windows):
-            return True
-        hasher = hashlib.sha256()
-        while chunk := os.read(fd, CHUNK_SIZE):
-            hasher.update(chunk)
-    finally:
-        os.close(fd)
-    return hasher.hexdigest() == sha256.lower()
-
-
 # -- the process's side ----------------------------------------------------------------
 
 class CacheFiles:
     """The mirror's stores into the file blob store ``blobs``: deferred (``defer``),
-    or as ``blobs.move_in`` (durable before it fires); the sweeps; the check of a
-    cached file changed in a crash ``window``, once per key and process."""
+    or as ``blobs.move_in`` (durable before it fires). The state file ``state`` and the
+    sweeps are written on a thread of its own (started when first needed: its work
+    does not wait behind, nor hold up, the shared pool's); ``close`` ends it."""
 
-    def __init__(self, blobs: FileBlobStore, state: Path, windows: Sequence[Window],
-                 clock: IReactorTime, offload: Offload, defer: bool,
+    def __init__(self, blobs: FileBlobStore, state: Path, crashes: CrashWindows,
+                 reactor: IReactorFromThreads, clock: IReactorTime, defer: bool,
                  quiet: float = QUIET, max_delay: float = MAX_DELAY,
                  now: Callable[[], float] = time.time) -> None:
+        """``crashes``: the windows of earlier crashes (kept in the state file) and the
+        check of the files changed in them (``check``)."""
         self._blobs = blobs
         self._state = state
-        self._windows = list(windows)
+        self._windows = crashes.windows
+        self.check = crashes.check
+        self._reactor = reactor
         self._clock = clock
-        self._offload = offload
+        self._thread = ThreadPool(0, 1, "devpi-cache-sync")
+        self._thread.start()
         self._defer = defer
         self._quiet = quiet
         self._max_delay = max_delay
@@ -189,26 +123,69 @@ class CacheFiles:
         self._moving: dict[object, float] = {}  # links under way: their start
         self._timer: IDelayedCall | None = None
         self._sweeping: Deferred[None] | None = None
-        self._verified: set[str] = set()
-        self.stats = {"cache_sweeps": 0, "cache_files_synced": 0, "cache_refetched": 0}
+        self._undurable = False  # what the state file says (or is about to)
+        self._writes = 0  # state writes under way
+        self._waiting: list[Deferred[None]] = []  # for them to end
+        self._failed: Failure | None = None  # the last state write's, if it failed
+        self._closed = False
+        self.stats = {"cache_sweeps": 0, "cache_files_synced": 0}
 
     @property
     def deferring(self) -> bool:
         """Whether stores are durable only at the next sweep."""
         return self._defer
 
+    def _in_thread(self, fn: Callable[..., object], *args: object) -> Deferred[object]:
+        return deferToThreadPool(self._reactor, self._thread, fn, *args)
+
+    # -- the state file ---------------------------------------------------------------------
+
+    def _write_state(self, since: float | None) -> None:
+        """Say ``since`` in the state file (after any write under way: one thread)."""
+        self._undurable = since is not None
+        self._writes += 1
+        self._in_thread(write_state, self._state, since, self._windows).addBoth(self._written)
+
+    def _written(self, result: object) -> None:
+        self._writes -= 1
+        self._failed = result if isinstance(result, Failure) else None
+        if self._failed is not None:
+            _log.failure("writing {path}", self._failed, path=str(self._state))
+        if self._writes == 0:
+            waiting, self._waiting = self._waiting, []
+            for d in waiting:
+                if self._failed is not None:
+                    d.errback(self._failed)
+                else:
+                    d.callback(None)
+
+    def marked(self) -> Deferred[None]:
+        """Fires once the state file says what was begun may not be durable: before
+        the record of a file stored undurably is committed. Fails if it could not be
+        written (nothing may refer to such a file then)."""
+        if self._writes == 0:
+            return fail(self._failed) if self._failed is not None else succeed(None)
+        waiting: Deferred[None] = Deferred()
+        self._waiting.append(waiting)
+        return waiting
+
+    # -- stores ------------------------------------------------------------------------------
+
     def move_in(self, items: Sequence[Move]) -> Deferred[None]:
-        """Store the spooled files; durable at the next sweep when deferring."""
+        """Store the spooled files (before their records are committed); durable at the
+        next sweep when deferring."""
         if not self._defer:
             return self._blobs.move_in(list(items))
+        return Deferred.fromCoroutine(self._move_in(items))
+
+    async def _move_in(self, items: Sequence[Move]) -> None:
         token = self.begin()
-        moved = self._blobs.move_in_with(link_unsynced, items)
-
-        def failed(failure: Failure) -> Failure:
-            self.end(token, None)
-            return failure
-
-        return moved.addCallbacks(lambda linked: self.end(token, linked), failed)
+        linked = None
+        try:
+            linked = await self._blobs.move_in_with(link_unsynced, items)
+            await self.marked()
+        finally:
+            self.end(token, linked)
 
     def link_sync(self, items: Sequence[Move]) -> Linked:
         """On a thread, between ``begin`` and ``end``: ``link_unsynced`` of the spooled
@@ -224,28 +201,32 @@ class CacheFiles:
 
     def begin(self) -> object:
         """A store (``link_sync``) is starting: files linked from now on may not be
-        durable; ``end`` with the token."""
+        durable (``marked`` says when the state file says so); ``end`` with the token."""
         token = object()
-        self._moving[token] = self._now()
+        self._moving[token] = now = self._now()
+        if not self._undurable:
+            self._write_state(now)
         return token
 
     def end(self, token: object, linked: Linked | None) -> None:
         """The store begun with ``token`` is over, having ``linked`` these files and
         directories (None: nothing): they are synced by the next sweep."""
         start = self._moving.pop(token, None)
-        if linked is None or start is None:
-            return
-        files, directories = linked
-        self._files.extend(files)
-        self._directories.update(dict.fromkeys(directories))
-        self._pending_since = start if self._pending_since is None \
-            else min(start, self._pending_since)
+        if linked is not None and start is not None:
+            files, directories = linked
+            self._files.extend(files)
+            self._directories.update(dict.fromkeys(directories))
+            self._pending_since = start if self._pending_since is None \
+                else min(start, self._pending_since)
         self._schedule()
+
+    # -- sweeps ------------------------------------------------------------------------------
 
     def _schedule(self) -> None:
         """The sweep: ``quiet`` seconds from now, at most ``max_delay`` after the first
-        store not synced yet (one sweep at a time)."""
-        if self._sweeping is not None or not self._files:
+        store not synced yet (one sweep at a time); with nothing to sync, but the state
+        file saying otherwise, one to say so."""
+        if self._closed or self._sweeping is not None or not (self._files or self._undurable):
             return
         now = self._clock.seconds()
         if self._first_stored is None:
@@ -271,9 +252,8 @@ class CacheFiles:
         files, directories, since = self._files, list(self._directories), self._pending_since
         self._files, self._directories, self._pending_since = [], {}, None
         self._first_stored = None
-        started = self._now()
         try:
-            await self._offload(sync_later, files, directories)
+            await self._in_thread(sync_later, files, directories)
         except BaseException:  # kept for the next sweep
             self._files[:0] = files
             self._directories.update(dict.fromkeys(directories))
@@ -282,42 +262,28 @@ class CacheFiles:
             raise
         self.stats["cache_sweeps"] += 1
         self.stats["cache_files_synced"] += len(files)
-        starts = [started, *self._moving.values()]
+        # what is still undurable: linked since the batch was taken, or being linked
+        starts = [*self._moving.values()]
         if self._pending_since is not None:
             starts.append(self._pending_since)
-        await self._offload(write_state, self._state, min(starts), self._windows)
+        if self._undurable:
+            self._write_state(min(starts) if starts else None)
 
     async def close(self) -> None:
         """At shutdown, once no store is under way: the last sweep; the state file says
-        every file is durable. Later stores (none expected) are durable at once."""
+        every file is durable. Later stores (none expected) are durable at once. With
+        nothing ever stored it uses no thread (a start that failed ends at once)."""
         self._defer = False
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._sweeping is not None:
-            await self._sweeping
-        if self._files:
-            await self._sweep()
-        if not self._moving and not self._files:
-            await self._offload(write_state, self._state, None, self._windows)
-
-    # -- reading ------------------------------------------------------------------------
-
-    def check(self, key: str, sha256: str) -> Deferred[bool] | None:
-        """None when the cached file under ``key`` needs no check (no crash window, or
-        checked already in this process); else a Deferred firing False when its body
-        was damaged (it is removed then: fetch it again), True when it is whole."""
-        if not self._windows or not sha256 or key in self._verified:
-            return None
-        path = self._blobs.local_path(key)
-        assert path is not None
-        return Deferred.fromCoroutine(self._check(key, path, sha256))
-
-    async def _check(self, key: str, path: Path, sha256: str) -> bool:
-        if await self._offload(intact_sync, path, sha256, self._windows):
-            self._verified.add(key)
-            return True
-        _log.warn("The cached {key} was damaged by a crash; fetching it again", key=key)
-        self.stats["cache_refetched"] += 1
-        await self._blobs.delete(key)
-        return False
+        try:
+            if self._sweeping is not None:
+                await self._sweeping
+            if self._files or (self._undurable and not self._moving):
+                await self._sweep()
+            if self._writes:
+                await self.marked()
+        finally:
+            self._closed = True
+            self._thread.stop()  # (idle by now: a join that does not wait)

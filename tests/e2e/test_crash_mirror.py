@@ -2,8 +2,8 @@
 (storage/cachesync.py): kill -9 right after first downloads, with the bodies a crash of
 the machine could leave (one missing, one short), then a restart: no client gets a
 damaged body; they are fetched from upstream again, a whole one is served from the
-cache, and with upstream gone a damaged one is a 502, not a 500. A clean stop leaves
-nothing to check."""
+cache, and with upstream gone a damaged one (zeros, after a second kill) is a 502,
+not a 500. A clean stop leaves nothing to check."""
 
 from __future__ import annotations
 
@@ -23,12 +23,13 @@ from tests.support import Daemon, init_serverdir, make_wheel, point_pypi_at, ser
 
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 NAMES = ["crasha", "crashb", "crashc"]
+LATER = "crashd"  # downloaded first after the restart
 
 
 @pytest.fixture
 def fake(tmp_path: Path) -> Iterator[FakePyPI]:
     def dists(d: Path) -> list[Path]:
-        return [make_wheel(d, name, "1.0") for name in NAMES]
+        return [make_wheel(d, name, "1.0") for name in [*NAMES, LATER]]
 
     (tmp_path / "fakepypi").mkdir()
     with serving_fake_pypi(tmp_path / "fakepypi", dists) as upstream:
@@ -44,10 +45,10 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
-def _files(daemon: Daemon) -> dict[str, tuple[str, str]]:
+def _files(daemon: Daemon, names: list[str]) -> dict[str, tuple[str, str]]:
     """project -> (its wheel's path on the mirror, its sha256)"""
     found = {}
-    for name in NAMES:
+    for name in names:
         status, body = _get(f"{daemon.url}/root/pypi/+simple/{name}/", JSON)
         assert status == 200, body
         (entry,) = [f for f in json.loads(body)["files"] if f["filename"].endswith(".whl")]
@@ -60,6 +61,23 @@ def _fetches(fake: FakePyPI, name: str) -> int:
     return sum(1 for r in fake.requests() if r["path"].endswith(".whl") and f"/{name}-" in r["path"])
 
 
+def _download_then_kill(daemon: Daemon, files: dict[str, tuple[str, str]]) -> dict[str, Path]:
+    """First downloads of ``files``, kill -9 once they are stored (before the sweep a
+    second later); their blob files by project."""
+    for path, sha256 in files.values():
+        status, body = _get(daemon.url + path)
+        assert status == 200 and hashlib.sha256(body).hexdigest() == sha256
+    blob = {name: daemon.serverdir / "+files" / path.lstrip("/")
+            for name, (path, _) in files.items()}
+    deadline = time.monotonic() + 10  # (the answer may end before the store)
+    while not all(path.is_file() for path in blob.values()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    daemon.kill9()
+    assert json.loads((daemon.serverdir / ".mirror-cache-sync").read_text())["unsynced_since"]
+    assert all(path.is_file() for path in blob.values())
+    return blob
+
+
 def test_kill_9_after_first_downloads_then_damaged_bodies_are_fetched_again(
         tmp_path: Path, fake: FakePyPI) -> None:
     serverdir = tmp_path / "state"
@@ -67,17 +85,8 @@ def test_kill_9_after_first_downloads_then_damaged_bodies_are_fetched_again(
     daemon = Daemon(serverdir).start()
     try:
         point_pypi_at(daemon.url, fake.url, "alice", "pw", "dev")
-        files = _files(daemon)
-        for path, sha256 in files.values():
-            status, body = _get(daemon.url + path)
-            assert status == 200 and hashlib.sha256(body).hexdigest() == sha256
-        blob = {name: serverdir / "+files" / path.lstrip("/") for name, (path, _) in files.items()}
-        deadline = time.monotonic() + 10  # (the answer may end before the store)
-        while not all(path.is_file() for path in blob.values()) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        daemon.kill9()  # at once: the sweep (a second later) has not run
-        assert json.loads((serverdir / ".mirror-cache-sync").read_text())["unsynced_since"]
-        assert all(path.is_file() for path in blob.values())
+        files = _files(daemon, NAMES)
+        blob = _download_then_kill(daemon, files)
         blob["crasha"].unlink()  # what a machine's crash may leave: no body
         data = blob["crashb"].read_bytes()
         blob["crashb"].write_bytes(data[:len(data) // 2])  # a short one
@@ -91,11 +100,12 @@ def test_kill_9_after_first_downloads_then_damaged_bodies_are_fetched_again(
         log = daemon.log.read_text()
         assert "was damaged by a crash" in log and "Traceback" not in log
 
-        daemon.kill9()
-        blob["crashc"].write_bytes(b"\0" * 100)
+        later = _files(daemon, [LATER])
+        blob.update(_download_then_kill(daemon, later))
+        blob[LATER].write_bytes(b"\0" * 100)  # zeros where the body should be
         fake.stop()  # upstream gone: a damaged body is not served, and not a 500
         daemon.start()
-        status, _ = _get(daemon.url + files["crashc"][0])
+        status, _ = _get(daemon.url + later[LATER][0])
         assert status == 502
         status, body = _get(daemon.url + files["crashb"][0])  # whole: served without upstream
         assert status == 200 and hashlib.sha256(body).hexdigest() == files["crashb"][1]

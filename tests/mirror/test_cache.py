@@ -33,7 +33,8 @@ from devpi_twisted.mirror.cache import (
 from devpi_twisted.mirror.upstream import Upstream
 from devpi_twisted.model.initial import root_pypi, root_user
 from devpi_twisted.storage.executor import ThreadExecutor
-from devpi_twisted.storage.cachesync import QUIET, STATE_FILE, CacheFiles
+from devpi_twisted.storage.cachestate import STATE_FILE, CrashWindows
+from devpi_twisted.storage.cachesync import QUIET, CacheFiles
 from devpi_twisted.storage.fileblobs import FileBlobStore
 from devpi_twisted.storage.interface import UNSTORED
 from devpi_twisted.storage.sqlite import SqliteStorage
@@ -661,8 +662,11 @@ def test_a_saved_project_list_reads_back_whole_or_not_at_all(tmp_path: Path) -> 
 
 def _deferring(world: World, tmp_path: Path) -> CacheFiles:
     """The world's mirror again, its cached files' fsyncs deferred (storage/cachesync.py)."""
-    cache = CacheFiles(world.blobs, tmp_path / STATE_FILE, [], world.clock,
-                       lambda fn, *a: deferToThread(fn, *a), defer=True)
+    from twisted.internet import reactor
+
+    cache = CacheFiles(world.blobs, tmp_path / STATE_FILE,
+                       CrashWindows(world.blobs, [], lambda fn, *a: deferToThread(fn, *a)),
+                       reactor, world.clock, defer=True)
     world.mirror = world.new_mirror(cache=cache)
     return cache
 
@@ -686,6 +690,7 @@ async def test_deferred_a_first_download_is_linked_in_on_its_close_and_synced_la
     world.clock.advance(QUIET)
     await cache._sweeping
     assert cache.stats["cache_files_synced"] == 2 and not cache._moving
+    await cache.close()
 
 
 @pytest.mark.parametrize("switch", [{"truncate": True}, {"wrong_hash": True}])
@@ -702,3 +707,4 @@ async def test_deferred_a_broken_download_is_never_linked_in(
     assert await world.storage.get_file(link["entrypath"]) is None
     assert await world.blobs.exists(link["entrypath"]) is False
     assert not cache._files and not cache._moving and not list(world.staging.iterdir())
+    await cache.close()

@@ -1,6 +1,7 @@
 """The mirror's cached files stored without fsyncs before the answer
-(storage/cachesync.py): the state file's windows, the sweep that makes them durable,
-and the check of a file a crash may have damaged, on the real reactor's threads."""
+(storage/cachesync.py, storage/cachestate.py): the state file and its windows, the
+sweep that makes the files durable, and the check of a file a crash may have damaged,
+on the real reactor's threads."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ import pytest
 import pytest_twisted
 from twisted.internet.task import Clock
 
-from devpi_twisted.storage.cachesync import (
-    MAX_DELAY, QUIET, SLACK, STATE_FILE, CacheFiles, open_state, read_state,
+from devpi_twisted.storage.cachestate import (
+    SLACK, STATE_FILE, CrashWindows, open_state, read_state, write_state,
 )
+from devpi_twisted.storage.cachesync import MAX_DELAY, QUIET, CacheFiles
 from devpi_twisted.storage.fileblobs import FileBlobStore
 from devpi_twisted.storage.types import ThreadOffload
 
@@ -58,30 +60,28 @@ class Syncs:
 def _cache(tmp_path: Path, windows: list[tuple[float, float]], clock: Any = None,
            defer: bool = True) -> CacheFiles:
     blobs = FileBlobStore(tmp_path / "+files", _reactor())
-    return CacheFiles(blobs, tmp_path / STATE_FILE, windows, clock or Clock(),
-                      ThreadOffload(_reactor()), defer)
+    return CacheFiles(blobs, tmp_path / STATE_FILE,
+                      CrashWindows(blobs, windows, ThreadOffload(_reactor())), _reactor(),
+                      clock or Clock(), defer)
 
 
 def test_an_unclean_end_becomes_a_window_and_a_clean_one_does_not(tmp_path: Path) -> None:
     path = tmp_path / STATE_FILE
-    assert open_state(path, 1000.0, defer=True) == []  # no file: all was fsynced before
-    assert read_state(path) == (1000.0, [])
-    # killed: the next start finds it unclean
-    assert open_state(path, 2000.0, defer=True) == [(1000.0 - SLACK, 2000.0 + SLACK)]
-    # a worker reads, writes nothing
-    assert open_state(path, 2500.0, defer=True, writer=False) == [(1000.0 - SLACK, 2000.0 + SLACK)]
-    assert read_state(path) == (2000.0, [(1000.0 - SLACK, 2000.0 + SLACK)])
-    # a process with workers (fsyncs as before) ends no window of its own
-    assert open_state(path, 3000.0, defer=False) == [(1000.0 - SLACK, 2000.0 + SLACK),
-                                                    (2000.0 - SLACK, 3000.0 + SLACK)]
-    assert read_state(path)[0] is None
-    assert len(open_state(path, 4000.0, defer=True)) == 2
+    assert open_state(path, 1000.0) == []  # no file: all was fsynced before
+    assert read_state(path) == (None, [])
+    write_state(path, 1500.0, [])  # files stored undurably since 1500, then killed
+    # a worker, started by a running main process: its windows only, nothing written
+    assert open_state(path, 2000.0, writer=False) == []
+    assert read_state(path) == (1500.0, [])
+    assert open_state(path, 2000.0) == [(1500.0 - SLACK, 2000.0 + SLACK)]
+    assert read_state(path) == (None, [(1500.0 - SLACK, 2000.0 + SLACK)])
+    assert open_state(path, 3000.0) == [(1500.0 - SLACK, 2000.0 + SLACK)]  # a clean end
 
 
 def test_a_damaged_state_file_trusts_no_cached_file(tmp_path: Path) -> None:
     path = tmp_path / STATE_FILE
     path.write_text('{"unsynced_since": ')
-    (window,) = open_state(path, time.time(), defer=True)
+    (window,) = open_state(path, time.time())
     assert window[0] == 0.0 and window[1] >= time.time()
     assert json.loads(path.read_text())["windows"] == [list(window)]
 
@@ -89,7 +89,7 @@ def test_a_damaged_state_file_trusts_no_cached_file(tmp_path: Path) -> None:
 @pytest_twisted.ensureDeferred
 async def test_stored_without_fsync_then_made_durable_by_one_sweep(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    open_state(tmp_path / STATE_FILE, time.time(), defer=True)
+    open_state(tmp_path / STATE_FILE, time.time())
     clock = Clock()
     cache = _cache(tmp_path, [], clock)
     syncs = Syncs(monkeypatch)
@@ -99,17 +99,20 @@ async def test_stored_without_fsync_then_made_durable_by_one_sweep(
     started = time.time()
     await cache.move_in([(KEY, first, first_sha), (KEY + ".metadata", meta, meta_sha)])
     await cache.move_in([("root/pypi/+f/012/3456789abcdef/other-1.0.tar.gz", second, second_sha)])
-    assert syncs.calls == []  # the answer does not wait for the disk
+    # the answer waits for no fsync of the files; the state file said "not durable"
+    # (its own two fsyncs) before the first record could be committed
+    assert syncs.calls == ["fsync", "fsync"]
     assert cache._blobs.local_path(KEY).read_bytes() == b"first" * 1000  # type: ignore[union-attr]
     assert not first.exists() and not second.exists()
-    assert read_state(tmp_path / STATE_FILE)[0] < started  # type: ignore[operator]
+    assert started <= read_state(tmp_path / STATE_FILE)[0] <= time.time()  # type: ignore[operator]
 
     clock.advance(QUIET)  # one sweep for all three
     assert cache._sweeping is not None
     await cache._sweeping
     assert syncs.calls.count("fdatasync") == 3
     assert cache.stats["cache_sweeps"] == 1 and cache.stats["cache_files_synced"] == 3
-    assert read_state(tmp_path / STATE_FILE)[0] >= started  # advanced past the synced ones
+    await cache.marked()
+    assert read_state(tmp_path / STATE_FILE) == (None, [])  # all durable again
     assert clock.getDelayedCalls() == []  # nothing left: no sweep due
 
     await cache.close()
@@ -154,18 +157,20 @@ async def test_a_file_changed_in_a_window_is_hashed_once_and_removed_if_damaged(
     assert path is not None
     path.write_bytes(b"damaged" * 50)  # what a crash may leave: short (or zeros)
 
-    after = _cache(tmp_path, [(time.time() - 60, time.time() + 60)])
+    blobs = FileBlobStore(tmp_path / "+files", _reactor())
+    after = CrashWindows(blobs, [(time.time() - 60, time.time() + 60)], ThreadOffload(_reactor()))
     checking = after.check(KEY, whole_sha)
     assert checking is not None and await checking is True
     assert after.check(KEY, whole_sha) is None  # once per process
     checking = after.check(KEY + ".2", damaged_sha)
     assert checking is not None and await checking is False
-    assert not path.exists() and after.stats["cache_refetched"] == 1
+    assert not path.exists() and after.refetched == 1
     missing = after.check("root/pypi/+f/no/such-1.0.tar.gz", whole_sha)
     assert missing is not None and await missing is True  # served as missing: fetched again
 
     path.write_bytes(b"changed before the window")
-    outside = _cache(tmp_path, [(time.time() + 100, time.time() + 200)])
+    outside = CrashWindows(blobs, [(time.time() + 100, time.time() + 200)],
+                           ThreadOffload(_reactor()))
     checking = outside.check(KEY + ".2", damaged_sha)
     assert checking is not None and await checking is True  # not changed in a crash
 
@@ -185,3 +190,4 @@ async def test_the_sweep_waits_for_a_quiet_second_but_not_longer_than_max_delay(
     assert cache._sweeping is not None  # due MAX_DELAY after the first
     await cache._sweeping
     assert cache.stats["cache_files_synced"] == int(MAX_DELAY / (QUIET / 2))
+    await cache.close()
