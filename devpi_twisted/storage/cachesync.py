@@ -41,6 +41,7 @@ QUIET = 1.0  # seconds without a store before a sweep
 MAX_DELAY = 10.0  # seconds from a store to the sweep making it durable, at most
 _log = Logger()
 
+_NO_LINK = frozenset({errno.EEXIST, errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP})
 Move = tuple[str, Path, str]  # (key, spooled file, its sha256)
 Linked = tuple[list[Path], list[Path]]  # files linked into place, directories with a new entry
 
@@ -57,18 +58,25 @@ def link_unsynced(moves: Sequence[tuple[Path, str, Path, str]]) -> Linked:
     for target, key, source, sha256 in moves:
         os.chmod(source, 0o644)  # nginx reads what X-Accel-Redirect names
         directories.update(dict.fromkeys(make_dirs(target.parent, sync=False)))
-        try:
-            os.link(source, target)
-        except OSError as e:
-            if e.errno not in (errno.EEXIST, errno.EXDEV, errno.EPERM, errno.EMLINK,
-                               errno.ENOTSUP):
-                raise
+        if not _link(source, target):
             move_all_sync([(target, key, source, sha256)])
             continue
         os.unlink(source)
         files.append(target)
         directories[target.parent] = None
     return files, list(directories)
+
+
+def _link(source: Path, target: Path) -> bool:
+    """Hard-link ``source`` as ``target``; False where that cannot be (a key stored
+    already, another file system, no hard links there)."""
+    try:
+        os.link(source, target)
+    except OSError as e:
+        if e.errno in _NO_LINK:
+            return False
+        raise
+    return True
 
 
 def sync_later(files: Sequence[Path], directories: Sequence[Path]) -> None:

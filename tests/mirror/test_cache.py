@@ -402,9 +402,13 @@ async def test_concurrent_first_downloads_share_one_fetch(world: World) -> None:
     assert world.blobs.local_path(link["entrypath"]).read_bytes() == first.data
 
 
+@pytest.mark.parametrize("deferred", [False, True])
 @pytest.mark.parametrize("switch", [{"truncate": True}, {"wrong_hash": True}])
 @pytest_twisted.ensureDeferred
-async def test_a_broken_download_is_never_stored(world: World, switch: dict[str, Any]) -> None:
+async def test_a_broken_download_is_never_stored(world: World, tmp_path: Path,
+                                                 switch: dict[str, Any], deferred: bool) -> None:
+    """(also when it would be linked in without fsync, storage/cachesync.py)"""
+    cache = _deferring(world, tmp_path) if deferred else None
     await world.setup()
     world.fake.set(**switch)
     await world.ensure("beta")
@@ -413,6 +417,10 @@ async def test_a_broken_download_is_never_stored(world: World, switch: dict[str,
         await world.mirror.download(NAME, "beta", "1.0", link["entrypath"], Collect().start)
     assert await world.storage.get_file(link["entrypath"]) is None
     assert await world.blobs.exists(link["entrypath"]) is False
+    assert not list(world.staging.iterdir())
+    if cache is not None:
+        assert not cache._files and not cache._moving
+        await cache.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -690,21 +698,4 @@ async def test_deferred_a_first_download_is_linked_in_on_its_close_and_synced_la
     world.clock.advance(QUIET)
     await cache._sweeping
     assert cache.stats["cache_files_synced"] == 2 and not cache._moving
-    await cache.close()
-
-
-@pytest.mark.parametrize("switch", [{"truncate": True}, {"wrong_hash": True}])
-@pytest_twisted.ensureDeferred
-async def test_deferred_a_broken_download_is_never_linked_in(
-        world: World, tmp_path: Path, switch: dict[str, Any]) -> None:
-    cache = _deferring(world, tmp_path)
-    await world.setup()
-    world.fake.set(**switch)
-    await world.ensure("beta")
-    link = (await world.links("beta"))[0]
-    with pytest.raises(TransferBroken):
-        await world.mirror.download(NAME, "beta", "1.0", link["entrypath"], Collect().start)
-    assert await world.storage.get_file(link["entrypath"]) is None
-    assert await world.blobs.exists(link["entrypath"]) is False
-    assert not cache._files and not cache._moving and not list(world.staging.iterdir())
     await cache.close()
