@@ -11,9 +11,10 @@ Printed per tree: the ratios (sorted: the spread) and their median, the server's
 ``--access-log`` the servers log each request, and the time from request to response
 is summed per kind (simple pages, first file downloads) from the last round's log.
 ``--serverdir-in`` puts the servers' directories elsewhere (e.g. /dev/shm: no disk).
-``--syscalls``: after the rounds, one more install per tree with the server under
-``strace -c``: its file-system calls (fsyncs, links, renames...) during the install
-and until the server is idle again (a deferred sweep included), as counts.
+``--syscalls``: after the rounds, two more installs per tree with the server under
+``strace -c``: its file-system calls (fsyncs, links, renames...) while pip runs (what
+competes with pip's own writes), and until the server is idle again (a deferred sweep
+included), as counts.
 Much shorter than bench_mirror (no wrk runs), for comparing changes to the cold path.
 """
 
@@ -77,8 +78,9 @@ SYSCALLS = ("fsync,fdatasync,openat,linkat,link,rename,renameat,renameat2,mkdir,
 
 
 def syscall_counts(work: Path, label: str, upstream: str, venv_bin: Path | None,
-                   serverdir_in: Path | None) -> dict[str, int]:
-    """A cold install with the server under strace: calls per name (see SYSCALLS)."""
+                   serverdir_in: Path | None, until_idle: bool) -> dict[str, int]:
+    """A cold install with the server under strace, until pip ends (or until the
+    server is idle again): calls per name (see SYSCALLS)."""
     where = Path(tempfile.mkdtemp(prefix="cold-", dir=serverdir_in or work))
     proc, base = start(where, upstream, venv_bin, False)
     out = work / f"{label}-strace.txt"
@@ -88,10 +90,11 @@ def syscall_counts(work: Path, label: str, upstream: str, venv_bin: Path | None,
                                    f"trace={SYSCALLS}", "-p", str(proc.pid)],
                                   stderr=subprocess.DEVNULL)
         time.sleep(0.5)
-        pip_install(f"{base}/root/pypi/+simple/", work / f"strace-{label}")
-        wait_idle(proc.pid)
-        time.sleep(2.5)  # a deferred sweep comes a second after the last store
-        wait_idle(proc.pid)
+        pip_install(f"{base}/root/pypi/+simple/", work / f"strace-{label}-{until_idle}")
+        if until_idle:
+            wait_idle(proc.pid)
+            time.sleep(2.5)  # a deferred sweep comes a second after the last store
+            wait_idle(proc.pid)
         tracer.send_signal(2)
         tracer.wait(30)
     finally:
@@ -172,10 +175,12 @@ def main() -> int:
                               f"ms, p90 {quantile(times, .9) * 1e3:.2f} ms, sum "
                               f"{sum(times) * 1e3:.0f} ms")
         if args.syscalls:
-            for label, venv_bin in trees:
-                counts = syscall_counts(work, label, upstream, venv_bin, args.serverdir_in)
-                print(f"{label:8} syscalls during a cold install: "
-                      + ", ".join(f"{name} {n}" for name, n in sorted(counts.items())))
+            for until_idle in (False, True):
+                for label, venv_bin in trees:
+                    counts = syscall_counts(work, label, upstream, venv_bin, args.serverdir_in,
+                                            until_idle)
+                    print(f"{label:8} syscalls {'until idle' if until_idle else 'while pip runs'}: "
+                          + ", ".join(f"{name} {n}" for name, n in sorted(counts.items())))
         return 0
     finally:
         stop_server(nginx)
