@@ -10,7 +10,9 @@ Printed per tree: the ratios (sorted: the spread) and their median, the server's
 (utime+stime) per cold install; with ``--against``, the paired differences. With
 ``--access-log`` the servers log each request, and the time from request to response
 is summed per kind (simple pages, first file downloads) from the last round's log.
-``--serverdir-in`` puts the servers' directories elsewhere (e.g. /dev/shm: no disk).
+``--serverdir-in`` puts the servers' directories elsewhere (e.g. /dev/shm: no disk);
+``--wrap eatmydata`` starts the servers under that command (every fsync skipped): with
+the disk, the three show how much of the time goes to the server's writes.
 ``--syscalls``: after the rounds, two more installs per tree with the server under
 ``strace -c``: its file-system calls (fsyncs, links, renames...) while pip runs (what
 competes with pip's own writes), and until the server is idle again (a deferred sweep
@@ -41,13 +43,15 @@ from bench_storage import tree_cpu, wait_idle  # noqa: E402
 _ACCESS = re.compile(r'"(?:GET|HEAD) (\S+) HTTP/[\d.]+" (\d+) .* (\d+\.\d+)$')
 
 
-def start(work: Path, upstream: str, venv_bin: Path | None, access_log: bool):
-    """A mirror server of this venv, or of ``venv_bin``, with --access-log if asked."""
+def start(work: Path, upstream: str, venv_bin: Path | None, access_log: bool,
+          wrap: list[str] | None = None):
+    """A mirror server of this venv, or of ``venv_bin``, with --access-log if asked,
+    under the ``wrap`` command if given."""
     saved_bin, saved_popen = bench_storage.BIN, bench_storage.subprocess.Popen
 
     def popen(command, *args, **kwargs):
-        if access_log and "twistd" in str(command[0]):
-            command = [*command, "--access-log"]
+        if "twistd" in str(command[0]):
+            command = [*(wrap or []), *command, *(["--access-log"] if access_log else [])]
         return saved_popen(command, *args, **kwargs)
 
     bench_storage.BIN = venv_bin or saved_bin
@@ -120,6 +124,8 @@ def main() -> int:
                         help="also another tree's venv bin directory, in turns")
     parser.add_argument("--serverdir-in", type=Path, metavar="DIR",
                         help="make the servers' directories under DIR (default: the work dir)")
+    parser.add_argument("--wrap", metavar="COMMAND",
+                        help="start the servers under COMMAND (e.g. eatmydata)")
     parser.add_argument("--syscalls", action="store_true",
                         help="one more install per tree under strace -c: file-system calls")
     parser.add_argument("--access-log", action="store_true",
@@ -138,7 +144,8 @@ def main() -> int:
             for label, venv_bin in trees if n % 2 == 0 else trees[::-1]:
                 direct = pip_install(f"{upstream}/simple/", work / f"direct-{label}-{n}")
                 where = Path(tempfile.mkdtemp(prefix="cold-", dir=args.serverdir_in or work))
-                proc, base = start(where, upstream, venv_bin, args.access_log)
+                proc, base = start(where, upstream, venv_bin, args.access_log,
+                                   args.wrap.split() if args.wrap else None)
                 try:
                     wait_idle(proc.pid)
                     before = tree_cpu(proc.pid)
