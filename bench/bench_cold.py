@@ -40,6 +40,9 @@ from bench_mirror import build_upstream, mirror_server, pip_install, start_nginx
 from bench_storage import tree_cpu, wait_idle  # noqa: E402
 
 # the request line and the seconds at the end of an access-log line (web/site.py)
+# after an install: the deferred sweep of the cached files (storage/cachesync.py, QUIET
+# seconds after the last store) is part of the install's CPU
+SWEEP_WAIT = 6.0
 _ACCESS = re.compile(r'"(?:GET|HEAD) (\S+) HTTP/[\d.]+" (\d+) .* (\d+\.\d+)$')
 
 
@@ -97,7 +100,7 @@ def syscall_counts(work: Path, label: str, upstream: str, venv_bin: Path | None,
         pip_install(f"{base}/root/pypi/+simple/", work / f"strace-{label}-{until_idle}")
         if until_idle:
             wait_idle(proc.pid)
-            time.sleep(2.5)  # a deferred sweep comes a second after the last store
+            time.sleep(SWEEP_WAIT)
             wait_idle(proc.pid)
         tracer.send_signal(2)
         tracer.wait(30)
@@ -151,6 +154,7 @@ def main() -> int:
                     before = tree_cpu(proc.pid)
                     through = pip_install(f"{base}/root/pypi/+simple/",
                                           work / f"through-{label}-{n}")
+                    time.sleep(SWEEP_WAIT)
                     wait_idle(proc.pid)
                     cpu = tree_cpu(proc.pid) - before
                 finally:

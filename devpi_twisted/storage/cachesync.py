@@ -5,8 +5,8 @@ into ``+files`` without an fsync before the client is answered and its record
 committed. A sweep makes the files linked since the last sweep durable (an fdatasync
 of each, an fsync of each directory that got an entry), on a thread of its own, once
 no file was stored for ``QUIET`` seconds (an install's downloads come in a burst: its
-sweep does not compete with the client's own writes), at the latest ``MAX_DELAY``
-seconds after the first file it syncs was stored. Private uploads keep their fsync
+sweep does not compete with the client's own writes, before and after its downloads),
+at the latest ``MAX_DELAY`` seconds after the first file it syncs was stored. Private uploads keep their fsync
 before the answer (fileblobs.py); only the mirror's cache goes this way.
 
 Before the record of the first undurable file is committed, the state file
@@ -37,8 +37,10 @@ from devpi_twisted.storage.cachestate import CrashWindows, write_state
 from devpi_twisted.storage.fileblobs import FileBlobStore
 from devpi_twisted.storage.filesync import fsync_dir, make_dirs, move_all_sync
 
-QUIET = 1.0  # seconds without a store before a sweep
-MAX_DELAY = 10.0  # seconds from a store to the sweep making it durable, at most
+# seconds without a store before a sweep: after its last download pip still unpacks and
+# writes what it installs (a second or more for 58 distributions on a busy machine)
+QUIET = 5.0
+MAX_DELAY = 60.0  # seconds from a store to the sweep making it durable, at most
 _log = Logger()
 
 _NO_LINK = frozenset({errno.EEXIST, errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP})

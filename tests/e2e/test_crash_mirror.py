@@ -61,16 +61,29 @@ def _fetches(fake: FakePyPI, name: str) -> int:
     return sum(1 for r in fake.requests() if r["path"].endswith(".whl") and f"/{name}-" in r["path"])
 
 
+def _serial(daemon: Daemon) -> int:
+    status, body = _get(daemon.url + "/+status", {"Accept": "application/json"})
+    assert status == 200
+    return int(json.loads(body)["result"]["serial"])
+
+
 def _download_then_kill(daemon: Daemon, files: dict[str, tuple[str, str]]) -> dict[str, Path]:
-    """First downloads of ``files``, kill -9 once they are stored (before the sweep a
-    second later); their blob files by project."""
+    """First downloads of ``files``, kill -9 once they are stored and recorded (before
+    the sweep, seconds later); their blob files by project."""
+    serial = _serial(daemon)
+    while True:  # the pages' writes (answered before they are stored) are over
+        time.sleep(0.5)
+        if _serial(daemon) == serial:
+            break
+        serial = _serial(daemon)
     for path, sha256 in files.values():
         status, body = _get(daemon.url + path)
         assert status == 200 and hashlib.sha256(body).hexdigest() == sha256
     blob = {name: daemon.serverdir / "+files" / path.lstrip("/")
             for name, (path, _) in files.items()}
-    deadline = time.monotonic() + 10  # (the answer may end before the store)
-    while not all(path.is_file() for path in blob.values()) and time.monotonic() < deadline:
+    deadline = time.monotonic() + 10  # (the answer ends before the store: one serial each)
+    while time.monotonic() < deadline and (_serial(daemon) < serial + len(files) or not all(
+            path.is_file() for path in blob.values())):
         time.sleep(0.01)
     daemon.kill9()
     assert json.loads((daemon.serverdir / ".mirror-cache-sync").read_text())["unsynced_since"]
