@@ -16,18 +16,17 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, DeferredLock, succeed
+from twisted.internet.defer import Deferred, DeferredLock, fail, succeed
 from twisted.python.failure import Failure
 
-from devpi_twisted.storage import auditplans, hookplans, plans, searchplans, tokenplans
+from devpi_twisted.storage import auditplans, hookplans, plans, releaseplans, searchplans, tokenplans
 from devpi_twisted.storage.board import SerialBoard
 from devpi_twisted.storage.hookplans import with_events
 from devpi_twisted.storage.hooktypes import Attempt, Delivery, Hook, HookEvent
 from devpi_twisted.storage.cache import StateCache
 from devpi_twisted.storage.interface import (
     AuditEntry, AuditQuery, Change, DocPage, FileRecord, IndexRecord, MirrorRecord, SearchPage,
-    SearchQuery, StorageError, TokenRecord, UserRecord,
-    VersionRecord,
+    ReleaseDecision, SearchQuery, StorageError, TokenRecord, UserRecord, VersionRecord,
 )
 from devpi_twisted.storage.types import Now
 
@@ -54,6 +53,7 @@ def shielded(inner: Deferred[T]) -> Deferred[T]:
 
 class PlanStorage:
     dialect = "sqlite"  # which of searchplans' queries this database runs
+    blocking_writes = False  # (sqlite's writer thread: True)
 
     def __init__(self, clock: Now = time.time, board: SerialBoard | None = None) -> None:
         self._clock = clock
@@ -269,11 +269,19 @@ class PlanStorage:
                       expect_serial: int, docs: Sequence[DocPage] | None = None,
                       events: Sequence[HookEvent] = (),
                       audit: Sequence[AuditEntry] = ()) -> Deferred[int]:
-        plan = with_events(plans.write_release, events)
+        plan = with_events(releaseplans.write_release, events)
         return self._write(auditplans.with_audit(plan, audit) if audit else plan, user, index,
                            project, version,
                            None if data is None else dict(data), dict(files), expect_serial,
                            None if docs is None else list(docs))
+
+    def update_release(self, user: str, index: str, project: str, version: str,
+                       decide: ReleaseDecision, docs: Sequence[DocPage] | None = None,
+                       before_commit: Callable[[], None] | None = None) -> Deferred[int]:
+        if before_commit is not None and not self.blocking_writes:
+            return fail(ValueError("this storage runs no blocking work in its writes"))
+        return self._write(releaseplans.update_release, user, index, project, version, decide,
+                           None if docs is None else list(docs), before_commit)
 
     def write_doc_pages(self, user: str, index: str, project: str, version: str, name: str,
                         pages: Sequence[DocPage]) -> Deferred[int]:
@@ -299,12 +307,12 @@ class PlanStorage:
     def write_releases(self, user: str, index: str,
                        items: Sequence[tuple[str, str, Mapping[str, Any], Mapping[str, Mapping[str, Any]]]]
                        ) -> Deferred[int]:
-        return self._write(plans.write_releases, user, index,
+        return self._write(releaseplans.write_releases, user, index,
                            [(p, v, dict(d), dict(f)) for p, v, d, f in items])
 
     def delete_project(self, user: str, index: str, project: str,
                        expect: Mapping[str, int], events: Sequence[HookEvent] = ()) -> Deferred[int]:
-        return self._write(with_events(plans.delete_project, events), user, index, project, dict(expect))
+        return self._write(with_events(releaseplans.delete_project, events), user, index, project, dict(expect))
 
     def get_mirror_project(self, user: str, index: str,
                            project: str) -> Deferred[MirrorRecord | None]:

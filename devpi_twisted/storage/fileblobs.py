@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -89,13 +90,21 @@ class FileBlobStore:
 
     def move_in(self, items: Sequence[tuple[str, Path | bytes, str]]) -> Deferred[None]:
         try:
-            moves = [(self._path(key), key, path if isinstance(path, bytes) else Path(path), sha256)
-                     for key, path, sha256 in items]
+            moves = self._moves(items)
         except BlobKeyInvalid:
             return _failed()
+        return self._in_thread(move_all_sync, moves)
+
+    def move_in_blocking(self, items: Sequence[tuple[str, Path | bytes, str]]) -> Callable[[], None]:
+        return partial(move_all_sync, self._moves(items))
+
+    def _moves(self, items: Sequence[tuple[str, Path | bytes, str]]
+               ) -> list[tuple[Path, str, Path | bytes, str]]:
+        moves = [(self._path(key), key, path if isinstance(path, bytes) else Path(path), sha256)
+                 for key, path, sha256 in items]
         for key, _, _ in items:
             self._open_files.drop(key)
-        return self._in_thread(move_all_sync, moves)
+        return moves
 
     # -- queries -------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ replication and export rely on.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -119,6 +119,22 @@ class FileRecord:
 
 
 @attrs.frozen
+class ReleaseWrite:
+    """What an upload writes, decided from its version as stored (``update_release``):
+    the version's data, file entries (``{}``: deleted), hook events and audit rows."""
+
+    data: Mapping[str, Any]
+    files: Mapping[str, Mapping[str, Any]]
+    events: Sequence[HookEvent] = ()
+    audit: Sequence[AuditEntry] = ()
+
+
+# decides an upload's write from its version as read in the write's own transaction
+# (None: no such version yet); pure, as PostgreSQL may run it again; raises to refuse
+ReleaseDecision = Callable[["VersionRecord | None"], ReleaseWrite]
+
+
+@attrs.frozen
 class TokenRecord:
     """An API token of a user (model/apitokens.py): the salt its key is derived with,
     when it was created, its restrictions (caveats), when it was revoked (None: it is
@@ -209,12 +225,17 @@ class AuditQuery:
 class Storage(HookStorage, Protocol):
     """What the domain layer may ask of a database: every method and property its callers
     use (sqlite.py and postgres.py check their adapters against it). All methods return
-    Deferreds except the two properties and ``changed_since``, which reflect what this
+    Deferreds except the properties and ``changed_since``, which reflect what this
     process has seen committed."""
 
     @property
     def serial(self) -> int:
         """The latest committed serial this process knows, -1 for an empty state."""
+
+    @property
+    def blocking_writes(self) -> bool:
+        """Whether write transactions run on a thread of their own, where they may block
+        (sqlite's writer): ``update_release``'s ``before_commit`` runs there."""
 
     @property
     def identity_serial(self) -> int:
@@ -284,6 +305,16 @@ class Storage(HookStorage, Protocol):
         if it had none. ``docs``: the text of its documentation as uploaded now (search).
         ``events``' outbox rows and the ``audit`` rows go in the same transaction.
         Raises RecordMissing (no such index), StaleRecord."""
+
+    def update_release(self, user: str, index: str, project: str, version: str,
+                       decide: ReleaseDecision, docs: Sequence[DocPage] | None = None,
+                       before_commit: Callable[[], None] | None = None) -> Deferred[int]:
+        """``write_release`` of what ``decide`` makes of the version as read in the same
+        transaction: no read before, no StaleRecord. What ``decide`` raises is raised and
+        nothing is written. ``before_commit``: blocking work done once ``decide`` accepted,
+        before the records are written (an upload's bodies moved into the file store),
+        only where ``blocking_writes``; what it raises is raised, nothing written.
+        Raises RecordMissing (no such index)."""
 
     def write_releases(self, user: str, index: str,
                        items: Sequence[tuple[str, str, Mapping[str, Any], Mapping[str, Mapping[str, Any]]]]

@@ -79,6 +79,8 @@ def migrate(conn: sqlite3.Connection, path: Path) -> int:
 class SqliteStorage(PlanStorage):
     """Storage on one sqlite file; see the module docstring for the threading."""
 
+    blocking_writes = True  # plans run on the writer's thread
+
     def __init__(self, conn: sqlite3.Connection, executor: Executor,
                  clock: Now = time.time, board: SerialBoard | None = None,
                  reader: tuple[sqlite3.Connection, Executor] | None = None) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest_twisted
 
-from devpi_twisted.storage.interface import RecordMissing, StaleRecord
+from devpi_twisted.storage.interface import (
+    AuditEntry, AuditQuery, RecordMissing, ReleaseWrite, StaleRecord,
+)
 from tests.storage.test_contract import _bootstrapped, _raises
 
 WHEEL = "alice/dev/+f/22d/a8a99162b93fa/pkg-1.0-py3-none-any.whl"
@@ -56,6 +59,82 @@ async def test_release_write_checks_what_the_caller_read(storage: Any) -> None:
     assert await storage.write_release("alice", "dev", "pkg", "1.0", _data(WHEEL, SDIST),
                                        {SDIST: _entry()}, read.serial) == serial + 1
     assert storage.serial == serial + 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_update_release_decides_on_the_version_as_stored(storage: Any) -> None:
+    """update_release reads the version in its own transaction and writes what ``decide``
+    makes of it, audit rows included; what ``decide`` raises comes back, nothing written."""
+    await _with_index(storage)
+    seen: list[Any] = []
+
+    def decide(current: Any) -> ReleaseWrite:
+        seen.append(None if current is None else (current.data.to_json(), current.serial))
+        paths = [link["entrypath"] for link in (current.data.to_json()["+elinks"] if current else [])]
+        new = SDIST if paths else WHEEL
+        row = AuditEntry("upload", "alice", "127.0.0.1", "alice/dev", {"path": new}, 1.0, "t:1")
+        return ReleaseWrite(_data(*paths, new), {new: _entry()}, (), (row,))
+
+    first = await storage.update_release("alice", "dev", "pkg", "1.0", decide)
+    second = await storage.update_release("alice", "dev", "pkg", "1.0", decide)
+    assert seen == [None, (_data(WHEEL), first)] and second == first + 1 == storage.serial
+    version = (await storage.get_versions("alice", "dev", "pkg"))[0]
+    assert version.data.to_json() == _data(WHEEL, SDIST)
+    assert not (await storage.get_file(SDIST)).deleted
+    rows = await storage.query_audit(AuditQuery(kinds=frozenset({"upload"})))
+    assert [row.details["path"] for row in rows] == [SDIST, WHEEL]
+
+    def refuse(current: Any) -> ReleaseWrite:
+        raise KeyError("refused")
+
+    await _raises(KeyError, storage.update_release("alice", "dev", "pkg", "1.0", refuse))
+    await _raises(RecordMissing, storage.update_release("alice", "nope", "pkg", "1.0", decide))
+    assert storage.serial == second
+    assert (await storage.changes_since(second - 1))[-1].serial == second
+    assert len(await storage.query_audit(AuditQuery())) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_update_release_runs_before_commit_only_where_writes_may_block(storage: Any) -> None:
+    """sqlite runs ``before_commit`` on its writer's thread once ``decide`` accepted and
+    before the records are written (what it raises comes back, nothing written; a refusal
+    by ``decide`` comes first, so it does not run); PostgreSQL, whose writes run on the
+    reactor, refuses one (ValueError, nothing written)."""
+    await _with_index(storage)
+    serial = storage.serial
+    calls: list[Any] = []
+
+    def decide(current: Any) -> ReleaseWrite:
+        calls.append("decide")
+        if current is not None:
+            raise KeyError("refused")
+        return ReleaseWrite(_data(WHEEL), {WHEEL: _entry()})
+
+    def moved() -> None:
+        calls.append(threading.current_thread() is threading.main_thread())
+
+    def failed() -> None:
+        calls.append("failed")
+        raise OSError("no space left")
+
+    assert storage.blocking_writes == (storage.dialect == "sqlite")
+    if not storage.blocking_writes:
+        await _raises(ValueError, storage.update_release("alice", "dev", "pkg", "1.0", decide,
+                                                         before_commit=moved))
+        assert calls == [] and storage.serial == serial
+        return
+    await _raises(OSError, storage.update_release("alice", "dev", "pkg", "1.0", decide,
+                                                  before_commit=failed))
+    assert calls == ["decide", "failed"] and storage.serial == serial
+    assert await storage.get_file(WHEEL) is None
+    calls.clear()
+    assert await storage.update_release("alice", "dev", "pkg", "1.0", decide,
+                                        before_commit=moved) == serial + 1
+    assert calls == ["decide", False]  # (not the reactor's thread)
+    calls.clear()
+    await _raises(KeyError, storage.update_release("alice", "dev", "pkg", "1.0", decide,
+                                                   before_commit=moved))
+    assert calls == ["decide"] and storage.serial == serial + 1
 
 
 @pytest_twisted.ensureDeferred
