@@ -1,4 +1,4 @@
-"""Storing an uploaded release file or doc zip and linking it to its version
+"""Storing an uploaded release file, doc zip or tox result and linking it to its version
 (``FileUploads``, for release_ops.ReleaseOps).
 
 What an upload writes is decided from its version as stored (``_decide``): a new
@@ -26,16 +26,15 @@ from typing import Any
 
 from devpi_twisted.model import audit, hooks, releases
 from devpi_twisted.model.acl import Identity
-from devpi_twisted.model.errors import Conflict
-from devpi_twisted.model.names import normalize_project
+from devpi_twisted.model.errors import Conflict, NotFound
+from devpi_twisted.model.names import can_be_stored, normalize_project
 from devpi_twisted.model.ops import Written
 from devpi_twisted.model.release_files import (
-    METADATA_SUFFIX, RELEASEFILE, Identical, IncomingFile, StageMissing, file_entry, gone_paths,
-    iso_time, overwritten,
+    METADATA_SUFFIX, RELEASEFILE, TOXRESULT, Identical, IncomingFile, StageMissing, file_entry,
+    gmtime, gone_paths, iso_time, overwritten,
 )
 from devpi_twisted.model.retry import retrying
 from devpi_twisted.storage.blobs import BlobStore
-from devpi_twisted.storage.hooktypes import HookEvent
 from devpi_twisted.storage.interface import (
     DocPage, RecordMissing, ReleaseWrite, Storage, VersionRecord,
 )
@@ -106,6 +105,42 @@ class FileUploads:
                                                   docs, content.filename)
         auditor.written(events[decided[0]])
         return Written(serial)
+
+    async def add_toxresult(self, auditor: audit.Auditor, identity: Identity, user: str,
+                            index: str, relpath: str, content: IncomingFile) -> str:
+        """Attach a tox report to the release file ``relpath`` of this index (the caller
+        checked the permission); returns ``relpath#sha256=...`` of the stored report."""
+
+        async def attempt() -> str:
+            record = await self._storage.get_file(relpath)
+            current = None
+            if record is not None and not record.deleted:
+                version = str(record.entry.get("version", ""))
+                current = await self._storage.get_version(user, index, record.project, version) \
+                    if can_be_stored(version) else None
+            links: list[FileLink | dict[str, Any]] = list(current.data.links) if current else []
+            if record is None or current is None or not any(
+                    l.rel == RELEASEFILE and l.entrypath == relpath for l in current.data.links):
+                raise NotFound(f"no release file found at {relpath}")
+            now = self._clock()
+            count = sum(1 for link in current.data.links if link.for_entrypath == relpath)
+            target = releases.toxresult_filename(relpath, list(gmtime(now)), count)
+            log = [releases.log_entry("upload", identity.username, now, dst=f"{user}/{index}")]
+            links.append({"rel": TOXRESULT, "entrypath": target, "for_entrypath": relpath,
+                          "hash_spec": f"sha256={content.sha256}", "hashes": {"sha256": content.sha256},
+                          "_log": log})
+            data = current.data.with_links(links)
+            files = {target: file_entry(content.sha256, content.size, record.project,
+                                        current.version, now)}
+            await self._blobs.put_file(target, content.path, content.sha256)
+            event = hooks.event(hooks.UPLOAD, identity, f"{user}/{index}", record.project,
+                                current.version, target.rsplit("/", 1)[-1], rel=TOXRESULT)
+            await self._storage.write_release(user, index, record.project, current.version,
+                                              data, files, current.serial, None, [event])
+            auditor.record(audit.release(identity, audit.UPLOAD, f"{user}/{index}", record.project,
+                                         current.version, path=target, rel=TOXRESULT))
+            return f"{target}#sha256={content.sha256}"
+        return await retrying(attempt, f"{relpath} is being changed by many requests at once")
 
     async def _read_store_write(self, user: str, index: str, project: str, version: str,
                                 decide: Callable[[VersionRecord | None], ReleaseWrite],

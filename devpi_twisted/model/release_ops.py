@@ -29,13 +29,13 @@ from devpi_twisted.model.ops import Written
 from devpi_twisted.model.push import may_upload
 from devpi_twisted.model.token_ops import require_scope
 from devpi_twisted.model.release_files import (  # (the names the web layer imports from here)
-    DOCZIP, RELEASEFILE, TOXRESULT, BadForm, CheckArchive, Identical, IncomingFile,
-    IncomingMetadata, StageMissing, file_entry, gmtime, gone_paths, with_yanked, without_file,
+    DOCZIP, RELEASEFILE, BadForm, CheckArchive, Identical, IncomingFile, IncomingMetadata,
+    StageMissing, gone_paths, with_yanked, without_file,
 )
 from devpi_twisted.model.retry import retrying
 from devpi_twisted.storage.blobs import BlobStore
 from devpi_twisted.storage.interface import DocPage, FileRecord, Storage, VersionRecord
-from devpi_twisted.storage.values import FileLink, IndexConfig, StageConfig
+from devpi_twisted.storage.values import IndexConfig, StageConfig
 
 # the text of an uploaded doc zip's pages, for search (doctext.py, run off the reactor)
 DocText = Callable[[Path], Awaitable[Sequence[DocPage]]]
@@ -91,11 +91,13 @@ class ReleaseOps:
 
     async def submit_form(self, identity: Identity, user: str, index: str,
                           fields: Mapping[str, Sequence[str]], content: IncomingFile | None,
-                          check_archive: CheckArchive) -> Written:
+                          check_archive: CheckArchive, config: IndexConfig | None = None) -> Written:
         """The legacy upload form (api.md 8): ``:action`` file_upload, doc_upload or submit.
         ``check_archive`` inspects the release file or doc zip once the form itself is
-        found sound (InvalidInput if the archive is not acceptable)."""
-        config = await self.check_upload(identity, user, index)
+        found sound (InvalidInput if the archive is not acceptable); ``config``: what
+        ``check_upload`` answered before the form was read (None: it is asked now)."""
+        if config is None:
+            config = await self.check_upload(identity, user, index)
         actions = fields.get(":action")
         action = actions[0] if actions else None
         if not action:  # devpi takes a form without one for a push and fails to read its JSON
@@ -172,35 +174,7 @@ class ReleaseOps:
                             "--no-upload option to skip the upload.")
         require_scope(identity, TOXRESULT_UPLOAD, f"{user}/{index}")
 
-        async def attempt() -> str:
-            record = await self._storage.get_file(relpath)
-            current = None
-            if record is not None and not record.deleted:
-                current = await self.version_record(user, index, record.project,
-                                                    str(record.entry.get("version", "")))
-            links: list[FileLink | dict[str, Any]] = list(current.data.links) if current else []
-            if record is None or current is None or not any(
-                    l.rel == RELEASEFILE and l.entrypath == relpath for l in current.data.links):
-                raise NotFound(f"no release file found at {relpath}")
-            now = self._clock()
-            count = sum(1 for link in current.data.links if link.for_entrypath == relpath)
-            target = releases.toxresult_filename(relpath, list(gmtime(now)), count)
-            log = [releases.log_entry("upload", identity.username, now, dst=f"{user}/{index}")]
-            links.append({"rel": TOXRESULT, "entrypath": target, "for_entrypath": relpath,
-                          "hash_spec": f"sha256={content.sha256}", "hashes": {"sha256": content.sha256},
-                          "_log": log})
-            data = current.data.with_links(links)
-            files = {target: file_entry(content.sha256, content.size, record.project,
-                                        current.version, now)}
-            await self._blobs.put_file(target, content.path, content.sha256)
-            event = hooks.event(hooks.UPLOAD, identity, f"{user}/{index}", record.project,
-                                current.version, target.rsplit("/", 1)[-1], rel=TOXRESULT)
-            await self._storage.write_release(user, index, record.project, current.version,
-                                              data, files, current.serial, None, [event])
-            self.auditor.record(audit.release(identity, audit.UPLOAD, f"{user}/{index}", record.project,
-                                              current.version, path=target, rel=TOXRESULT))
-            return f"{target}#sha256={content.sha256}"
-        return await retrying(attempt, f"{relpath} is being changed by many requests at once")
+        return await self._files.add_toxresult(self.auditor, identity, user, index, relpath, content)
 
     # -- views and deletions ------------------------------------------------------------
 
