@@ -25,7 +25,7 @@ from devpi_twisted.storage.hookplans import with_events
 from devpi_twisted.storage.hooktypes import Attempt, Delivery, Hook, HookEvent
 from devpi_twisted.storage.cache import StateCache
 from devpi_twisted.storage.interface import (
-    AuditEntry, AuditQuery, Change, DocPage, FileRecord, IndexRecord, MirrorRecord, SearchPage,
+    AuditEntry, AuditQuery, BeforeCommit, Change, DocPage, FileRecord, IndexRecord, MirrorRecord, SearchPage,
     ReleaseDecision, SearchQuery, StorageError, TokenRecord, UserRecord, VersionRecord,
 )
 from devpi_twisted.storage.types import Now
@@ -127,9 +127,16 @@ class PlanStorage:
     def _read(self, value: Callable[[], T]) -> Deferred[T]:
         return self.sync().addCallback(lambda _: value())
 
-    async def _write_async(self, make: Callable[..., plans.Plan[Change]], *args: Any) -> int:
+    def _transact_then(self, before_commit: BeforeCommit | None,
+                       make: Callable[..., plans.Plan[T]], *args: Any) -> Deferred[T]:
+        """``_transact`` with work to do before the commit (``blocking_writes`` only)."""
+        raise NotImplementedError
+
+    async def _write_async(self, make: Callable[..., plans.Plan[Change]], *args: Any,
+                           before_commit: BeforeCommit | None = None) -> int:
         try:
-            change = await self._transact(make, *args, self._clock())
+            change = await (self._transact(make, *args, self._clock()) if before_commit is None
+                            else self._transact_then(before_commit, make, *args, self._clock()))
         except StorageError:
             await self._catch_up(None)  # the caller retries on what is current
             raise
@@ -141,8 +148,10 @@ class PlanStorage:
             self._board.publish(change.serial)
         return change.serial
 
-    def _write(self, make: Callable[..., plans.Plan[Change]], *args: Any) -> Deferred[int]:
-        return shielded(Deferred.fromCoroutine(self._write_async(make, *args)))
+    def _write(self, make: Callable[..., plans.Plan[Change]], *args: Any,
+               before_commit: BeforeCommit | None = None) -> Deferred[int]:
+        return shielded(Deferred.fromCoroutine(self._write_async(make, *args,
+                                                                 before_commit=before_commit)))
 
     async def _import_async(self, changes: Sequence[Change]) -> int:
         try:
@@ -277,11 +286,11 @@ class PlanStorage:
 
     def update_release(self, user: str, index: str, project: str, version: str,
                        decide: ReleaseDecision, docs: Sequence[DocPage] | None = None,
-                       before_commit: Callable[[], None] | None = None) -> Deferred[int]:
+                       before_commit: BeforeCommit | None = None) -> Deferred[int]:
         if before_commit is not None and not self.blocking_writes:
             return fail(ValueError("this storage runs no blocking work in its writes"))
         return self._write(releaseplans.update_release, user, index, project, version, decide,
-                           None if docs is None else list(docs), before_commit)
+                           None if docs is None else list(docs), before_commit=before_commit)
 
     def write_doc_pages(self, user: str, index: str, project: str, version: str, name: str,
                         pages: Sequence[DocPage]) -> Deferred[int]:

@@ -24,7 +24,7 @@ from devpi_twisted.storage.blobs import (
     DailyTouches, LocalBlob, OpenFiles, byte_range, check_key,
 )
 from devpi_twisted.storage.filesync import (
-    fsync_dir, link_sync, make_dirs, move_all_sync, put_all_sync, put_sync,
+    fsync_dir, link_sync, make_dirs, move_all_sync, place_all_sync, put_all_sync, put_sync,
 )
 from devpi_twisted.storage.types import Offload, ThreadOffload
 
@@ -95,8 +95,9 @@ class FileBlobStore:
             return _failed()
         return self._in_thread(move_all_sync, moves)
 
-    def move_in_blocking(self, items: Sequence[tuple[str, Path | bytes, str]]) -> Callable[[], None]:
-        return partial(move_all_sync, self._moves(items))
+    def move_in_blocking(self, items: Sequence[tuple[str, Path | bytes, str]]
+                         ) -> Callable[[], Callable[[], None]]:
+        return partial(place_all_sync, self._moves(items))
 
     def _moves(self, items: Sequence[tuple[str, Path | bytes, str]]
                ) -> list[tuple[Path, str, Path | bytes, str]]:

@@ -132,6 +132,10 @@ class ReleaseWrite:
 # decides an upload's write from its version as read in the write's own transaction
 # (None: no such version yet); pure, as PostgreSQL may run it again; raises to refuse
 ReleaseDecision = Callable[["VersionRecord | None"], ReleaseWrite]
+# blocking work a write does once its plan succeeded (an upload's bodies put in place),
+# handing back the work that makes it durable (fsyncs), which runs before the commit
+# together with that of the other writes committed with it (Storage.update_release)
+BeforeCommit = Callable[[], Callable[[], None]]
 
 
 @attrs.frozen
@@ -308,13 +312,14 @@ class Storage(HookStorage, Protocol):
 
     def update_release(self, user: str, index: str, project: str, version: str,
                        decide: ReleaseDecision, docs: Sequence[DocPage] | None = None,
-                       before_commit: Callable[[], None] | None = None) -> Deferred[int]:
+                       before_commit: BeforeCommit | None = None) -> Deferred[int]:
         """``write_release`` of what ``decide`` makes of the version as read in the same
         transaction: no read before, no StaleRecord. What ``decide`` raises is raised and
-        nothing is written. ``before_commit``: blocking work done once ``decide`` accepted,
-        before the records are written (an upload's bodies moved into the file store),
-        only where ``blocking_writes``; what it raises is raised, nothing written.
-        Raises RecordMissing (no such index)."""
+        nothing is written. ``before_commit``: blocking work done once the write is
+        decided and before it commits (an upload's bodies moved into the file store;
+        the fsyncs it hands back run before the commit, together with those of the
+        writes committed with it), only where ``blocking_writes``; what it raises is
+        raised, nothing written. Raises RecordMissing (no such index)."""
 
     def write_releases(self, user: str, index: str,
                        items: Sequence[tuple[str, str, Mapping[str, Any], Mapping[str, Mapping[str, Any]]]]

@@ -7,15 +7,14 @@ plans.py's.
 ``update_release`` reads the version inside the write and hands it to the caller's
 ``decide``, so an upload costs one trip to the database instead of a read and a
 compare-and-swap write, and a refusal (a conflicting file) comes before anything of the
-upload is stored. Its ``before_commit`` (an upload's bodies moved into the file store)
-runs once ``decide`` accepted and before any record is written: a record never points at
-a missing body, and a refused upload leaves none behind. On sqlite the plan runs on the
-writer's thread, where that blocking work may run; the adapters allow it only there.
+upload is stored: the sqlite adapter runs the upload's ``before_commit`` (its bodies
+moved into the file store) only once this plan succeeded, and their fsyncs before the
+COMMIT, so a record never points at a missing body and a refused upload leaves none.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from devpi_twisted.storage import searchrows
@@ -57,14 +56,11 @@ def write_release(owner: str, index: str, project: str, version: str, data: Mapp
 
 
 def update_release(owner: str, index: str, project: str, version: str, decide: ReleaseDecision,
-                   docs: Sequence[DocPage] | None, before_commit: Callable[[], None] | None,
-                   at: float) -> Plan[Change]:
+                   docs: Sequence[DocPage] | None, at: float) -> Plan[Change]:
     serial = yield from take_serial()
     if (yield one(INDEX_SERIAL, owner, index)) is None:
         raise RecordMissing(f"{owner}/{index}")
     write = decide((yield from get_version(owner, index, project, version)))
-    if before_commit is not None:
-        before_commit()
     records = _release_records(owner, index, project, version, write.data, write.files, docs)
     change = yield from commit(serial, records, at)
     yield from enqueue(write.events, change.serial, change.at)

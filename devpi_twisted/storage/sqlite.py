@@ -29,7 +29,7 @@ from devpi_twisted.storage.adapter import PlanStorage
 from devpi_twisted.storage.board import SerialBoard
 from devpi_twisted.storage.driver import drive
 from devpi_twisted.storage.executor import Executor
-from devpi_twisted.storage.interface import Storage, StorageError, StorageUnavailable
+from devpi_twisted.storage.interface import BeforeCommit, Storage, StorageError, StorageUnavailable
 from devpi_twisted.storage.types import Now
 
 T = TypeVar("T")
@@ -94,7 +94,7 @@ class SqliteStorage(PlanStorage):
         self._stopped = False  # the connections closed
         # write plans waiting for the commit under way (group commit), and whether one is
         self._queued: list[tuple[Callable[..., plans.Plan[Any]], tuple[Any, ...],
-                                 Deferred[Any]]] = []
+                                 Deferred[Any], BeforeCommit | None]] = []
         self._committing = False
         self._drained: list[Deferred[None]] = []  # close() waiting for the commits
         self._load(drive(conn.cursor(), plans.snapshot()))
@@ -117,10 +117,14 @@ class SqliteStorage(PlanStorage):
         return cls(conn, executor, clock, board, reading)
 
     def _transact(self, make: Callable[..., plans.Plan[T]], *args: Any) -> Deferred[T]:
+        return self._transact_then(None, make, *args)
+
+    def _transact_then(self, before_commit: BeforeCommit | None,
+                       make: Callable[..., plans.Plan[T]], *args: Any) -> Deferred[T]:
         if self._closed:
             return fail(StorageUnavailable("sqlite: the storage is closed"))
         done: Deferred[T] = Deferred()
-        self._queued.append((make, args, done))
+        self._queued.append((make, args, done, before_commit))
         if not self._committing:
             self._commit_queued()
         return done
@@ -128,8 +132,8 @@ class SqliteStorage(PlanStorage):
     def _commit_queued(self) -> None:
         batch, self._queued = self._queued[:GROUP_COMMIT], self._queued[GROUP_COMMIT:]
         self._committing = True
-        self._executor.run(self._transact_txn, [(make, args) for make, args, _ in batch]
-                           ).addBoth(self._committed, [done for *_, done in batch])
+        self._executor.run(self._transact_txn, [(make, args, before) for make, args, _, before in batch]
+                           ).addBoth(self._committed, [done for _, _, done, _ in batch])
 
     def _committed(self, outcomes: list[Any] | Failure, waiting: list[Deferred[Any]]) -> None:
         self._committing = False
@@ -146,29 +150,42 @@ class SqliteStorage(PlanStorage):
             for closing in drained:
                 closing.callback(None)
 
-    def _transact_txn(self, batch: list[tuple[Callable[..., plans.Plan[Any]], tuple[Any, ...]]]
-                      ) -> list[Any]:
+    def _transact_txn(self, batch: list[tuple[Callable[..., plans.Plan[Any]], tuple[Any, ...],
+                                              BeforeCommit | None]]) -> list[Any]:
         """Run write plans in one transaction, each in a savepoint: its result, or the
-        exception it raised (its changes rolled back), in order. The database failing
-        (locked too long, I/O error) fails them all: StorageUnavailable."""
+        exception it raised (its changes rolled back), in order. A plan's ``before``
+        (update_release's before_commit) runs once the plan succeeded (what it raises
+        fails that plan alone); the work it hands back (fsyncs) runs for all of them
+        before the COMMIT, so concurrent uploads share their file system's journal
+        commits as they share the database's fsync. The database failing (locked too
+        long, I/O error), or that work, fails them all: StorageUnavailable."""
         conn = self._conn
         outcomes: list[Any] = []
-        lazy = all(make in auditplans.LAZY for make, _ in batch)
+        durable: list[Callable[[], None]] = []
+        lazy = all(make in auditplans.LAZY for make, _, _ in batch)
         try:
             if lazy:  # (not in a transaction: sqlite takes the setting between them)
                 conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for make, args in batch:
+                for make, args, before in batch:
                     conn.execute("SAVEPOINT plan")
                     try:
-                        outcomes.append(drive(conn.cursor(), make(*args)))
+                        outcome = drive(conn.cursor(), make(*args))
+                        if before is not None:
+                            durable.append(before())
                     except sqlite3.OperationalError:
                         raise
                     except Exception as e:  # the plan refused: its caller's error
-                        outcomes.append(e)
+                        outcome = e
                         conn.execute("ROLLBACK TO plan")
+                    outcomes.append(outcome)
                     conn.execute("RELEASE plan")
+                try:
+                    for sync in durable:
+                        sync()
+                except OSError as e:
+                    raise StorageUnavailable(f"sqlite: stored files not made durable: {e}") from e
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
