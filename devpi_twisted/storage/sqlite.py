@@ -18,6 +18,7 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +35,7 @@ from devpi_twisted.storage.types import Now
 
 T = TypeVar("T")
 GROUP_COMMIT = 64  # write plans committed in one transaction at most
+FSYNC_THREADS = 8  # the fsyncs of a group's uploads at once at most
 
 SELECT_VERSION = "SELECT version FROM schema_version"
 
@@ -97,6 +99,7 @@ class SqliteStorage(PlanStorage):
                                  Deferred[Any], BeforeCommit | None]] = []
         self._committing = False
         self._drained: list[Deferred[None]] = []  # close() waiting for the commits
+        self._fsyncs: ThreadPoolExecutor | None = None  # (made when a group first needs it)
         self._load(drive(conn.cursor(), plans.snapshot()))
 
     @classmethod
@@ -182,8 +185,7 @@ class SqliteStorage(PlanStorage):
                     outcomes.append(outcome)
                     conn.execute("RELEASE plan")
                 try:
-                    for sync in durable:
-                        sync()
+                    self._make_durable(durable)
                 except OSError as e:
                     raise StorageUnavailable(f"sqlite: stored files not made durable: {e}") from e
                 conn.execute("COMMIT")
@@ -197,6 +199,19 @@ class SqliteStorage(PlanStorage):
             if lazy:
                 conn.execute("PRAGMA synchronous = FULL")
         return outcomes
+
+    def _make_durable(self, durable: list[Callable[[], None]]) -> None:
+        """Run the fsyncs of the writes of one transaction, those of different writes at
+        the same time (each fsync waits for the disk; one after another, a group of
+        uploads would wait for each in turn)."""
+        if len(durable) <= 1:
+            for sync in durable:
+                sync()
+            return
+        if self._fsyncs is None:
+            self._fsyncs = ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="devpi-fsync")
+        for done in [self._fsyncs.submit(sync) for sync in durable]:
+            done.result()
 
     def _query_txn(self, plan: plans.Plan[T]) -> T:
         conn = self._read_conn
@@ -229,6 +244,8 @@ class SqliteStorage(PlanStorage):
         if not self._stopped:
             self._stopped = True
             self._executor.stop()
+            if self._fsyncs is not None:
+                self._fsyncs.shutdown(wait=False)
             self._conn.close()
             if self._read_conn is not self._conn:
                 self._reader.stop()
