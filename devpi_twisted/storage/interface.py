@@ -15,11 +15,12 @@ from typing import Any, Protocol
 import attrs
 from twisted.internet.defer import Deferred
 
+from devpi_twisted.storage.audittypes import AuditEntry, AuditQuery
 from devpi_twisted.storage.hooktypes import HookEvent, HookStorage
 from devpi_twisted.storage.searchvalues import DocPage, SearchPage, SearchQuery, SearchRow
 from devpi_twisted.storage.values import IndexConfig, VersionData, index_config, version_data
 
-__all__ = ["DocPage", "SearchPage", "SearchQuery", "SearchRow"]  # (and what is defined here)
+__all__ = ["AuditEntry", "AuditQuery", "DocPage", "SearchPage", "SearchQuery", "SearchRow"]
 
 USER = "user"
 INDEX = "index"
@@ -129,12 +130,10 @@ class ReleaseWrite:
     audit: Sequence[AuditEntry] = ()
 
 
-# decides an upload's write from its version as read in the write's own transaction
-# (None: no such version yet); pure, as PostgreSQL may run it again; raises to refuse
+# an upload's write decided from its version as read in the write's transaction (None:
+# none yet); pure (PostgreSQL may run it again); raises to refuse (update_release)
 ReleaseDecision = Callable[["VersionRecord | None"], ReleaseWrite]
-# blocking work a write does once its plan succeeded (an upload's bodies put in place),
-# handing back the work that makes it durable (fsyncs), which runs before the commit
-# together with that of the other writes committed with it (Storage.update_release)
+# blocking work done once a write's plan succeeded, handing back its fsyncs (update_release)
 BeforeCommit = Callable[[], Callable[[], None]]
 
 
@@ -191,39 +190,6 @@ class Change:
     serial: int
     at: float
     records: tuple[Record, ...]
-
-
-@attrs.frozen
-class AuditEntry:
-    """One audit event as stored (model/audit.py says what is recorded). Audit rows are
-    not index state: writing one takes no serial and leaves no changelog entry, so they
-    are neither replicated nor exported. ``actor`` None: anonymous; ``index``:
-    ``user/index`` or None; ``process``: ``host:pid`` of the process that recorded it;
-    ``id``: 0 until stored, then increasing with every append."""
-
-    kind: str
-    actor: str | None
-    client: str
-    index: str | None
-    details: Mapping[str, Any]
-    at: float
-    process: str = ""
-    id: int = 0
-
-
-@attrs.frozen
-class AuditQuery:
-    """Filters of ``query_audit`` (None: not filtered): ``kinds`` any of these,
-    ``since <= at < until``, ``before_id``: only entries older than that id (paging)."""
-
-    kinds: frozenset[str] | None = None
-    actor: str | None = None
-    index: str | None = None
-    client: str | None = None
-    since: float | None = None
-    until: float | None = None
-    before_id: int | None = None
-    limit: int = 100
 
 
 class Storage(HookStorage, Protocol):
