@@ -2,11 +2,9 @@
 versions and the deletions of projects, versions and files (``ReleaseOps``; its pushes
 are in push.py, deletions on a mirror in mirror_drops.py).
 
-An upload stores the file body first (blob store: temp file, hash check,
-rename), then commits the version data and file record in one transaction, so
-a crash never leaves a record pointing at a missing file. Version data is
-written with the serial it was read at; a concurrent change makes the write
-refused and the upload is decided again on fresh data (``retry.retrying``).
+How an upload's file is stored and linked to its version: file_uploads.py. The other
+writes here send the serial they read the version at; a concurrent change makes the
+write refused and decided again on fresh data (``retry.retrying``).
 """
 
 from __future__ import annotations
@@ -22,23 +20,22 @@ from devpi_twisted.model.acl import (
     ANONYMOUS, DEL_ENTRY, DEL_PROJECT, DEL_VERDATA, TOXRESULT_UPLOAD, UPLOAD, Identity, matches,
     readable_order,
 )
-from devpi_twisted.model.errors import Conflict, Forbidden, Gone, InvalidInput, NotFound, Unauthenticated
+from devpi_twisted.model.errors import Forbidden, Gone, InvalidInput, NotFound, Unauthenticated
 from devpi_twisted.model.indexes import resolution_order
 from devpi_twisted.model.mirror_drops import forget_mirrored
 from devpi_twisted.model.names import can_be_stored, normalize_project
+from devpi_twisted.model.file_uploads import FileUploads, write_version
 from devpi_twisted.model.ops import Written
 from devpi_twisted.model.push import may_upload
 from devpi_twisted.model.token_ops import require_scope
 from devpi_twisted.model.release_files import (  # (the names the web layer imports from here)
-    DOCZIP, METADATA_SUFFIX, RELEASEFILE, TOXRESULT, BadForm, CheckArchive, Identical,
-    IncomingFile, IncomingMetadata, StageMissing, file_entry, gmtime, gone_paths, iso_time,
-    overwritten, with_yanked, without_file,
+    DOCZIP, RELEASEFILE, BadForm, CheckArchive, Identical, IncomingFile, IncomingMetadata,
+    StageMissing, gone_paths, with_yanked, without_file,
 )
 from devpi_twisted.model.retry import retrying
 from devpi_twisted.storage.blobs import BlobStore
-from devpi_twisted.storage.hooktypes import HookEvent
-from devpi_twisted.storage.interface import DocPage, FileRecord, RecordMissing, Storage, VersionRecord
-from devpi_twisted.storage.values import ELINKS, FileLink, IndexConfig, StageConfig
+from devpi_twisted.storage.interface import DocPage, FileRecord, Storage, VersionRecord
+from devpi_twisted.storage.values import IndexConfig, StageConfig
 
 # the text of an uploaded doc zip's pages, for search (doctext.py, run off the reactor)
 DocText = Callable[[Path], Awaitable[Sequence[DocPage]]]
@@ -57,6 +54,7 @@ class ReleaseOps:
         self.auditor = auditor
         self._blobs = blobs
         self._clock = clock
+        self._files = FileUploads(storage, blobs, clock)
 
     @property
     def storage(self) -> Storage:
@@ -93,11 +91,13 @@ class ReleaseOps:
 
     async def submit_form(self, identity: Identity, user: str, index: str,
                           fields: Mapping[str, Sequence[str]], content: IncomingFile | None,
-                          check_archive: CheckArchive) -> Written:
+                          check_archive: CheckArchive, config: IndexConfig | None = None) -> Written:
         """The legacy upload form (api.md 8): ``:action`` file_upload, doc_upload or submit.
         ``check_archive`` inspects the release file or doc zip once the form itself is
-        found sound (InvalidInput if the archive is not acceptable)."""
-        config = await self.check_upload(identity, user, index)
+        found sound (InvalidInput if the archive is not acceptable); ``config``: what
+        ``check_upload`` answered before the form was read (None: it is asked now)."""
+        if config is None:
+            config = await self.check_upload(identity, user, index)
         actions = fields.get(":action")
         action = actions[0] if actions else None
         if not action:  # devpi takes a form without one for a push and fails to read its JSON
@@ -119,7 +119,8 @@ class ReleaseOps:
             raise InvalidInput("content file field not found")
         releases.check_release_filename(content.filename, name, version)
         await check_archive(content, RELEASEFILE)
-        return await self._add_file(identity, user, index, name, version, metadata, content, volatile)
+        return await self._files.add(self.auditor, identity, user, index, name, version, metadata,
+                                     content, volatile)
 
     async def _add_docs(self, identity: Identity, user: str, index: str, name: str, version: str,
                         metadata: Mapping[str, Any], content: IncomingFile | None,
@@ -140,8 +141,8 @@ class ReleaseOps:
         releases.check_registration(name, version)
         await check_archive(content, DOCZIP)
         docs = list(await self._doc_text(content.path)) if self._doc_text is not None else None
-        return await self._add_file(identity, user, index, name, version, metadata, content, volatile,
-                                    rel=DOCZIP, filename=releases.doczip_filename(project, version),
+        return await self._files.add(self.auditor, identity, user, index, name, version, metadata,
+                                     content, volatile, rel=DOCZIP, filename=releases.doczip_filename(project, version),
                                     docs=docs)
 
     async def version_record(self, user: str, index: str, project: str, version: str) -> VersionRecord | None:
@@ -158,90 +159,9 @@ class ReleaseOps:
             data = releases.new_version_data(name, version, metadata, full=True)
             if current is not None:
                 data = {**data, **{k: v for k, v in current.data.to_json().items() if k.startswith("+")}}
-            return Written(await self._write(user, index, project, version, data, {}, current))
+            return Written(await write_version(self._storage, user, index, project, version, data,
+                                               {}, current))
         return await retrying(attempt, f"{name} {version} is being changed by many requests at once")
-
-    async def _write(self, user: str, index: str, project: str, version: str,
-                     data: Mapping[str, Any] | None, files: Mapping[str, Mapping[str, Any]],
-                     current: VersionRecord | None, docs: Sequence[DocPage] | None = None,
-                     events: Sequence[HookEvent] = (),
-                     recorded: audit.AuditEvent | None = None) -> int:
-        """Write a version read as ``current`` (StaleRecord if it changed since); ``docs``:
-        the text of documentation uploaded with it; ``recorded``: the audit event of the
-        write, its row stored in the write's own transaction."""
-        row = None if recorded is None else self.auditor.entry(recorded)
-        try:
-            serial = await self._storage.write_release(
-                user, index, project, version, data, files, current.serial if current else -1,
-                docs, events, () if row is None else (row,))
-        except RecordMissing:
-            raise StageMissing(f"The stage {user}/{index} could not be found.") from None
-        if recorded is not None:
-            self.auditor.written(recorded)
-        return serial
-
-    async def _add_file(self, identity: Identity, user: str, index: str, name: str, version: str,
-                        metadata: Mapping[str, Any], content: IncomingFile, volatile: bool,
-                        rel: str = RELEASEFILE, filename: str | None = None,
-                        docs: Sequence[DocPage] | None = None) -> Written:
-        """Store a release file (or doc zip) and link it to its version; the version data
-        is created (full for release files, minimal for docs) or updated from the form."""
-        project = normalize_project(name)
-        filename = filename or content.filename
-        relpath = releases.relpath(user, index, content.sha256, filename)
-        stored = False
-
-        async def attempt() -> Written:
-            nonlocal stored
-            current = await self.version_record(user, index, project, version)
-            if current is None:
-                data = releases.new_version_data(name, version, metadata, full=rel == RELEASEFILE)
-            else:
-                data = releases.update_version_data(current.data.to_json(), metadata)
-            links = [FileLink(link) for link in data.get(ELINKS, [])]
-            same = [link for link in links if link.rel == rel and link.filename == filename]
-            files: dict[str, Mapping[str, Any]] = {}
-            log = []
-            if same:
-                old = same[0]
-                if not volatile:
-                    if old.sha256 == content.sha256:
-                        raise Identical("Upload of identical file to non volatile index.")
-                    raise Conflict(f"{content.filename} already exists in non-volatile index")
-                results = [link for link in links if link.for_entrypath == old.entrypath]
-                for result in results:  # tox results of the replaced file go with it
-                    files.update(gone_paths(result))
-                links = [link for link in links if link not in results]
-                log.append(overwritten(old, self._clock()))
-                links = [link for link in links if link is not old]
-                if old.entrypath != relpath:
-                    files.update(gone_paths(old))
-            now = self._clock()
-            log.append(releases.log_entry("upload", identity.username, now, dst=f"{user}/{index}"))
-            hashes = {"sha256": content.sha256}
-            link: dict[str, Any] = {
-                "rel": rel, "entrypath": relpath, "hash_spec": f"sha256={content.sha256}",
-                "hashes": hashes, "size": content.size, "upload_time": iso_time(now), "_log": log}
-            files[relpath] = file_entry(content.sha256, content.size, project, version, now)
-            meta = content.metadata
-            if meta is not None:
-                link["core_metadata"] = {"sha256": meta.sha256}
-                files[relpath + METADATA_SUFFIX] = file_entry(meta.sha256, meta.size, project,
-                                                              version, now)
-            data[ELINKS] = [l.to_json() for l in links] + [link]
-            if not stored:  # the bodies first: a committed record never points at a missing file
-                bodies: list[tuple[str, Path | bytes, str]] = [(relpath, content.path, content.sha256)]
-                if meta is not None:
-                    bodies.append((relpath + METADATA_SUFFIX, meta.body, meta.sha256))
-                await self._blobs.move_in(bodies)
-                stored = True
-            event = hooks.event(hooks.UPLOAD, identity, f"{user}/{index}", project, version,
-                                filename, rel=rel, replaced=bool(same))
-            return Written(await self._write(
-                user, index, project, version, data, files, current, docs, [event],
-                audit.release(identity, audit.UPLOAD, f"{user}/{index}", project, version,
-                              filename=filename, rel=rel, replaced=bool(same))))
-        return await retrying(attempt, f"{content.filename} is being changed by many requests at once")
 
     async def add_toxresult(self, identity: Identity, user: str, index: str, relpath: str,
                             content: IncomingFile) -> str:
@@ -254,35 +174,7 @@ class ReleaseOps:
                             "--no-upload option to skip the upload.")
         require_scope(identity, TOXRESULT_UPLOAD, f"{user}/{index}")
 
-        async def attempt() -> str:
-            record = await self._storage.get_file(relpath)
-            current = None
-            if record is not None and not record.deleted:
-                current = await self.version_record(user, index, record.project,
-                                                    str(record.entry.get("version", "")))
-            links: list[FileLink | dict[str, Any]] = list(current.data.links) if current else []
-            if record is None or current is None or not any(
-                    l.rel == RELEASEFILE and l.entrypath == relpath for l in current.data.links):
-                raise NotFound(f"no release file found at {relpath}")
-            now = self._clock()
-            count = sum(1 for link in current.data.links if link.for_entrypath == relpath)
-            target = releases.toxresult_filename(relpath, list(gmtime(now)), count)
-            log = [releases.log_entry("upload", identity.username, now, dst=f"{user}/{index}")]
-            links.append({"rel": TOXRESULT, "entrypath": target, "for_entrypath": relpath,
-                          "hash_spec": f"sha256={content.sha256}", "hashes": {"sha256": content.sha256},
-                          "_log": log})
-            data = current.data.with_links(links)
-            files = {target: file_entry(content.sha256, content.size, record.project,
-                                        current.version, now)}
-            await self._blobs.put_file(target, content.path, content.sha256)
-            event = hooks.event(hooks.UPLOAD, identity, f"{user}/{index}", record.project,
-                                current.version, target.rsplit("/", 1)[-1], rel=TOXRESULT)
-            await self._storage.write_release(user, index, record.project, current.version,
-                                              data, files, current.serial, None, [event])
-            self.auditor.record(audit.release(identity, audit.UPLOAD, f"{user}/{index}", record.project,
-                                              current.version, path=target, rel=TOXRESULT))
-            return f"{target}#sha256={content.sha256}"
-        return await retrying(attempt, f"{relpath} is being changed by many requests at once")
+        return await self._files.add_toxresult(self.auditor, identity, user, index, relpath, content)
 
     # -- views and deletions ------------------------------------------------------------
 

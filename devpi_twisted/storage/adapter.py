@@ -1,7 +1,8 @@
 """What every adapter shares: reads from the StateCache, writes as plans, catch-up.
 
 A subclass supplies ``_transact`` (run a write plan in one transaction, retrying
-where its database asks for it) and ``_query`` (run a read-only plan). After
+where its database asks for it) and ``_query`` (run a read-only plan); the webhook
+methods are in hookmethods.py. After
 every write, successful or refused, the adapter reads the changelog entries the
 cache has not seen and applies them, so a refused compare-and-swap leaves the
 cache current for the caller's retry. Entries committed by other processes
@@ -16,44 +17,28 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, DeferredLock, succeed
-from twisted.python.failure import Failure
+from twisted.internet.defer import Deferred, DeferredLock, fail, succeed
 
-from devpi_twisted.storage import auditplans, hookplans, plans, searchplans, tokenplans
+from devpi_twisted.storage import auditplans, plans, releaseplans, searchplans, tokenplans
 from devpi_twisted.storage.board import SerialBoard
 from devpi_twisted.storage.hookplans import with_events
-from devpi_twisted.storage.hooktypes import Attempt, Delivery, Hook, HookEvent
+from devpi_twisted.storage.hooktypes import HookEvent
 from devpi_twisted.storage.cache import StateCache
 from devpi_twisted.storage.interface import (
-    AuditEntry, AuditQuery, Change, DocPage, FileRecord, IndexRecord, MirrorRecord, SearchPage,
-    SearchQuery, StorageError, TokenRecord, UserRecord,
-    VersionRecord,
+    AuditEntry, AuditQuery, BeforeCommit, Change, DocPage, FileRecord, IndexRecord, MirrorRecord,
+    ReleaseDecision, SearchPage, SearchQuery, StorageError, TokenRecord, UserRecord, VersionRecord,
 )
-from devpi_twisted.storage.types import Now
+from devpi_twisted.storage.hookmethods import HookMethods
+from devpi_twisted.storage.types import Now, shielded
+
+__all__ = ["PlanStorage", "shielded"]
 
 T = TypeVar("T")
 
 
-def shielded(inner: Deferred[T]) -> Deferred[T]:
-    """``inner``'s result, in a Deferred whose cancellation leaves ``inner`` running.
-
-    twisted.web cancels a handler when its client hangs up; a transaction must then
-    finish (or fail) on its own terms rather than be cut off inside the driver."""
-    outer: Deferred[T] = Deferred(lambda _: None)
-
-    def forward(result: Any) -> None:
-        if not outer.called:
-            if isinstance(result, Failure):
-                outer.errback(result)
-            else:
-                outer.callback(result)
-
-    inner.addBoth(forward)
-    return outer
-
-
-class PlanStorage:
+class PlanStorage(HookMethods):
     dialect = "sqlite"  # which of searchplans' queries this database runs
+    blocking_writes = False  # (sqlite's writer thread: True)
 
     def __init__(self, clock: Now = time.time, board: SerialBoard | None = None) -> None:
         self._clock = clock
@@ -67,12 +52,6 @@ class PlanStorage:
     def _load(self, snapshot: plans.Snapshot) -> None:
         self._cache.load(snapshot.serial, snapshot.at, snapshot.users, snapshot.indexes,
                          snapshot.mirrors, snapshot.tokens)
-
-    def _transact(self, make: Callable[..., plans.Plan[T]], *args: Any) -> Deferred[T]:
-        raise NotImplementedError
-
-    def _query(self, plan: plans.Plan[T]) -> Deferred[T]:
-        raise NotImplementedError
 
     # -- freshness -------------------------------------------------------------------
 
@@ -127,9 +106,16 @@ class PlanStorage:
     def _read(self, value: Callable[[], T]) -> Deferred[T]:
         return self.sync().addCallback(lambda _: value())
 
-    async def _write_async(self, make: Callable[..., plans.Plan[Change]], *args: Any) -> int:
+    def _transact_then(self, before_commit: BeforeCommit | None,
+                       make: Callable[..., plans.Plan[T]], *args: Any) -> Deferred[T]:
+        """``_transact`` with work to do before the commit (``blocking_writes`` only)."""
+        raise NotImplementedError
+
+    async def _write_async(self, make: Callable[..., plans.Plan[Change]], *args: Any,
+                           before_commit: BeforeCommit | None = None) -> int:
         try:
-            change = await self._transact(make, *args, self._clock())
+            change = await (self._transact(make, *args, self._clock()) if before_commit is None
+                            else self._transact_then(before_commit, make, *args, self._clock()))
         except StorageError:
             await self._catch_up(None)  # the caller retries on what is current
             raise
@@ -141,8 +127,10 @@ class PlanStorage:
             self._board.publish(change.serial)
         return change.serial
 
-    def _write(self, make: Callable[..., plans.Plan[Change]], *args: Any) -> Deferred[int]:
-        return shielded(Deferred.fromCoroutine(self._write_async(make, *args)))
+    def _write(self, make: Callable[..., plans.Plan[Change]], *args: Any,
+               before_commit: BeforeCommit | None = None) -> Deferred[int]:
+        return shielded(Deferred.fromCoroutine(self._write_async(make, *args,
+                                                                 before_commit=before_commit)))
 
     async def _import_async(self, changes: Sequence[Change]) -> int:
         try:
@@ -269,11 +257,19 @@ class PlanStorage:
                       expect_serial: int, docs: Sequence[DocPage] | None = None,
                       events: Sequence[HookEvent] = (),
                       audit: Sequence[AuditEntry] = ()) -> Deferred[int]:
-        plan = with_events(plans.write_release, events)
+        plan = with_events(releaseplans.write_release, events)
         return self._write(auditplans.with_audit(plan, audit) if audit else plan, user, index,
                            project, version,
                            None if data is None else dict(data), dict(files), expect_serial,
                            None if docs is None else list(docs))
+
+    def update_release(self, user: str, index: str, project: str, version: str,
+                       decide: ReleaseDecision, docs: Sequence[DocPage] | None = None,
+                       before_commit: BeforeCommit | None = None) -> Deferred[int]:
+        if before_commit is not None and not self.blocking_writes:
+            return fail(ValueError("this storage runs no blocking work in its writes"))
+        return self._write(releaseplans.update_release, user, index, project, version, decide,
+                           None if docs is None else list(docs), before_commit=before_commit)
 
     def write_doc_pages(self, user: str, index: str, project: str, version: str, name: str,
                         pages: Sequence[DocPage]) -> Deferred[int]:
@@ -299,12 +295,12 @@ class PlanStorage:
     def write_releases(self, user: str, index: str,
                        items: Sequence[tuple[str, str, Mapping[str, Any], Mapping[str, Mapping[str, Any]]]]
                        ) -> Deferred[int]:
-        return self._write(plans.write_releases, user, index,
+        return self._write(releaseplans.write_releases, user, index,
                            [(p, v, dict(d), dict(f)) for p, v, d, f in items])
 
     def delete_project(self, user: str, index: str, project: str,
                        expect: Mapping[str, int], events: Sequence[HookEvent] = ()) -> Deferred[int]:
-        return self._write(with_events(plans.delete_project, events), user, index, project, dict(expect))
+        return self._write(with_events(releaseplans.delete_project, events), user, index, project, dict(expect))
 
     def get_mirror_project(self, user: str, index: str,
                            project: str) -> Deferred[MirrorRecord | None]:
@@ -364,38 +360,3 @@ class PlanStorage:
     def delete_index(self, user: str, index: str, expect_serial: int,
                      events: Sequence[HookEvent] = ()) -> Deferred[int]:
         return self._write(with_events(plans.delete_index, events), user, index, expect_serial)
-
-    # -- webhooks (hooktypes.HookStorage) -------------------------------------------
-
-    def create_hook(self, scope: str, url: str, secret: str, events: Sequence[str],
-                    creator: str) -> Deferred[Hook]:
-        return shielded(self._transact(hookplans.create_hook, scope, url, secret, list(events),
-                                       creator, self._clock()))
-
-    def list_hooks(self, scope: str | None) -> Deferred[list[Hook]]:
-        return shielded(self._query(hookplans.list_hooks(scope)))
-
-    def get_hook(self, hook_id: int) -> Deferred[Hook | None]:
-        return shielded(self._query(hookplans.get_hook(hook_id)))
-
-    def delete_hook(self, hook_id: int) -> Deferred[bool]:
-        return shielded(self._transact(hookplans.delete_hook, hook_id))
-
-    def list_deliveries(self, hook_id: int, limit: int) -> Deferred[list[Delivery]]:
-        return shielded(self._query(hookplans.list_deliveries(hook_id, limit)))
-
-    def replay_delivery(self, hook_id: int, delivery_id: int) -> Deferred[bool]:
-        return shielded(self._transact(hookplans.replay_delivery, hook_id, delivery_id,
-                                       self._clock()))
-
-    def due_deliveries(self, now: float, busy: Sequence[int], limit: int) -> Deferred[list[Delivery]]:
-        return shielded(self._query(hookplans.due_deliveries(now, list(busy), limit)))
-
-    def record_attempt(self, attempt: Attempt) -> Deferred[None]:
-        return shielded(self._transact(hookplans.record_attempt, attempt))
-
-    def prune_deliveries(self, before: float) -> Deferred[None]:
-        return shielded(self._transact(hookplans.prune_deliveries, before))
-
-    def delivery_counts(self) -> Deferred[dict[str, int]]:
-        return shielded(self._query(hookplans.delivery_counts()))

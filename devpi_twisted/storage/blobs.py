@@ -83,6 +83,15 @@ class BlobStore(Protocol):
         (small bodies this server made and hashed, as an upload's core metadata): written
         straight to their key. All are durable when this fires."""
 
+    def move_in_blocking(self, items: Sequence[tuple[str, Path | bytes, str]]
+                         ) -> Callable[[], Callable[[], None]] | None:
+        """``move_in`` as blocking work for a thread that is not the reactor's, to run
+        when the caller decides (inside a database write: ``Storage.update_release``'s
+        ``before_commit``): it puts the bodies in place and hands back what makes them
+        durable (the fsyncs), all done when that returns. None where this store cannot
+        (its bodies go through the reactor: then ``move_in``). Raises BlobKeyInvalid at
+        once."""
+
     def exists(self, key: str) -> Deferred[bool]: ...
 
     def size(self, key: str) -> Deferred[int | None]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from devpi_twisted.storage.interface import (
     DOCTEXT, FILE, INDEX, MIRROR, TOKEN, USER, VERSION, Change, FileRecord, IndexRecord, MirrorRecord,
@@ -24,6 +24,13 @@ MIRROR_CACHE_SIZE = 512  # pages of big projects run to megabytes
 VERSION_CACHE_SIZE = 64
 # records that change no user, password, token or index (uploads write only these)
 RELEASE_TYPES = frozenset((VERSION, FILE, MIRROR, DOCTEXT))
+
+
+class Unparsed(NamedTuple):
+    """A version's data as committed, and its serial: a VersionRecord once asked for."""
+
+    value: dict[str, Any]
+    serial: int
 
 
 K = TypeVar("K")
@@ -84,8 +91,8 @@ class StateCache:
         self._files: ProjectRecords[str, FileRecord] = ProjectRecords(self)
         self._mirrors: ProjectRecords[tuple[str, str, str], MirrorRecord] = ProjectRecords(
             self, MIRROR_CACHE_SIZE)
-        self._versions: ProjectRecords[tuple[str, str, str, str], VersionRecord] = ProjectRecords(
-            self, VERSION_CACHE_SIZE)
+        self._versions: ProjectRecords[tuple[str, str, str, str], VersionRecord | Unparsed] = \
+            ProjectRecords(self, VERSION_CACHE_SIZE)
         # (user, index, project) of every stored mirror page, or more (a page dropped
         # with its index may linger): a page not in here is not asked of the database
         self._mirror_keys: set[tuple[str, str, str]] = set()
@@ -129,9 +136,10 @@ class StateCache:
         if type_ == VERSION:
             assert value is None or isinstance(value, dict)
             user, index, project, version = key.split("/", 3)
+            # parsed when asked for (most written versions never are: each upload of a
+            # new version would pay for parsing its links on the reactor's thread)
             self._versions.put((user, index, project, version), None if value is None else
-                               VersionRecord(user, index, project, version, value, serial),
-                               project, serial)
+                               Unparsed(value, serial), project, serial)
         elif type_ == FILE:
             assert isinstance(value, dict)
             self._files.put(key, FileRecord(key, value["project"], value["entry"], serial),
@@ -194,7 +202,12 @@ class StateCache:
     def cached_version(self, user: str, index: str, project: str,
                        version: str) -> tuple[bool, VersionRecord | None]:
         """(known, record): a version written or read lately (None: none), if still valid."""
-        return self._versions.get((user, index, project, version))
+        known, record = self._versions.get((user, index, project, version))
+        if isinstance(record, Unparsed):
+            value, serial = record
+            record = VersionRecord(user, index, project, version, value, serial)
+            self._versions.put((user, index, project, version), record, project, serial)
+        return known, record
 
     def keep_version(self, record: VersionRecord | None, user: str, index: str, project: str,
                      version: str, seen: int) -> VersionRecord | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,7 +24,7 @@ from devpi_twisted.storage.blobs import (
     DailyTouches, LocalBlob, OpenFiles, byte_range, check_key,
 )
 from devpi_twisted.storage.filesync import (
-    fsync_dir, link_sync, make_dirs, move_all_sync, put_all_sync, put_sync,
+    fsync_dir, link_sync, make_dirs, move_all_sync, place_all_sync, put_all_sync, put_sync,
 )
 from devpi_twisted.storage.types import Offload, ThreadOffload
 
@@ -97,12 +98,22 @@ class FileBlobStore:
         """``move_in``, the moving done by ``move`` on a thread (given ``(target path, key,
         source, sha256)`` each): the mirror's cache stores its own way (cachesync.py)."""
         try:
-            moves = [(self._path(key), key, source, sha256) for key, source, sha256 in items]
+            moves = self._moves(items)
         except BlobKeyInvalid:
             return _failed()
+        return self._in_thread(move, moves)
+
+    def move_in_blocking(self, items: Sequence[tuple[str, Path | bytes, str]]
+                         ) -> Callable[[], Callable[[], None]]:
+        return partial(place_all_sync, self._moves(items))
+
+    def _moves(self, items: Sequence[tuple[str, S, str]]) -> list[tuple[Path, str, S, str]]:
+        """``(target path, key, source, sha256)`` of each item; their keys' open files
+        forgotten (BlobKeyInvalid for a bad key)."""
+        moves = [(self._path(key), key, source, sha256) for key, source, sha256 in items]
         for key, _, _ in items:
             self._open_files.drop(key)
-        return self._in_thread(move, moves)
+        return moves
 
     # -- queries -------------------------------------------------------------------------
 

@@ -115,18 +115,28 @@ def put_all_sync(jobs: Sequence[tuple[Path, str, Path, str]],
 
 def move_all_sync(moves: Sequence[tuple[Path, str, Path | bytes, str]]) -> None:
     """Move spooled files into place, all durable on return, with as few journal commits
-    as the file system needs: each source is opened, then the missing directories are
-    made and each source is hard-linked in under its key where nothing is stored yet (a
-    link, unlike a rename, never replaces: only one of concurrent puts of a key gets
-    there this way), then the files are fsynced (on ext4 the first fsync commits the new
-    entries too) and every directory that got one, once. A source given as bytes is
-    written straight to a new file under its key (created exclusively, so likewise never
-    replacing one). A key already stored gets its new body the careful way: fsynced
-    first, then renamed over it (copied across file systems, as put_sync does). Nothing
-    refers to a key before the caller commits a record after this returns, so a crash in
-    between leaves at most an unreferenced (possibly partly written) file, which a later
-    put replaces the careful way."""
+    as the file system needs: ``place_all_sync``, then the fsyncs it hands back."""
+    place_all_sync(moves)()
+
+
+def place_all_sync(moves: Sequence[tuple[Path, str, Path | bytes, str]]) -> Callable[[], None]:
+    """Move spooled files into place; returns what makes them durable (the fsyncs), for
+    the caller to run once, at once or with those of other moves (an upload's, before a
+    group of database writes commits: ``Storage.update_release``). Each source's mode is
+    set, the missing directories are made and each source is hard-linked in under its key
+    where nothing is stored yet (a link, unlike a rename, never replaces: only one of
+    concurrent puts of a key gets there this way). The fsyncs are of the files (on ext4
+    the first commits the new entries too), then of every directory that got one, once.
+    A source given as bytes is written straight to a new file under its key (created
+    exclusively, so likewise never replacing one). A key already stored gets its new
+    body the careful way, durable at once: fsynced first, then renamed over it (copied
+    across file systems, as put_sync does). Nothing refers to a key before the caller
+    commits a record after the fsyncs, so a crash in between leaves at most an
+    unreferenced (possibly partly written) file, which a later put replaces the careful
+    way."""
     opened: list[int] = []
+    placed: list[Path] = []
+    directories: dict[Path, None] = {}
     try:
         for _, _, source, _ in moves:
             if isinstance(source, bytes):
@@ -134,38 +144,43 @@ def move_all_sync(moves: Sequence[tuple[Path, str, Path | bytes, str]]) -> None:
                 continue
             opened.append(fd := os.open(source, os.O_RDONLY | os.O_CLOEXEC))
             os.fchmod(fd, 0o644)  # nginx reads what X-Accel-Redirect names
-        directories: dict[Path, None] = {}
         for n, (target, key, source, sha256) in enumerate(moves):
             if target.parent not in directories:
                 directories.update(dict.fromkeys(make_dirs(target.parent, sync=False)))
             if isinstance(source, bytes):
                 try:
-                    opened[n] = write_new(target, source)
+                    os.close(write_new(target, source))
                 except FileExistsError:
                     write_over(target, source)
                     continue
-                directories[target.parent] = None
-                continue
-            try:
-                os.link(source, target)
-            except OSError as e:
-                if e.errno not in (errno.EEXIST, errno.EXDEV, errno.EPERM, errno.EMLINK,
-                                   errno.ENOTSUP):
-                    raise
-                os.fsync(opened[n])  # a stored key (or no links here): whole before it shows
-                rename_over(target, key, source, sha256)
-                continue
-            os.unlink(source)
+            else:
+                try:
+                    os.link(source, target)
+                except OSError as e:
+                    if e.errno not in (errno.EEXIST, errno.EXDEV, errno.EPERM, errno.EMLINK,
+                                       errno.ENOTSUP):
+                        raise
+                    os.fsync(opened[n])  # a stored key (or no links here): whole before it shows
+                    rename_over(target, key, source, sha256)
+                    continue
+                os.unlink(source)
+            placed.append(target)
             directories[target.parent] = None
-        for fd in opened:
-            if fd >= 0:
-                os.fsync(fd)
     finally:
         for fd in opened:
             if fd >= 0:
                 os.close(fd)
-    for directory in sorted(directories, key=lambda d: len(d.parts), reverse=True):
-        fsync_dir(directory)
+
+    def durable() -> None:
+        for path in placed:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        for directory in sorted(directories, key=lambda d: len(d.parts), reverse=True):
+            fsync_dir(directory)
+    return durable
 
 
 def write_new(target: Path, data: bytes) -> int:

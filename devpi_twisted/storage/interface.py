@@ -9,17 +9,18 @@ replication and export rely on.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
 from twisted.internet.defer import Deferred
 
+from devpi_twisted.storage.audittypes import AuditEntry, AuditQuery
 from devpi_twisted.storage.hooktypes import HookEvent, HookStorage
 from devpi_twisted.storage.searchvalues import DocPage, SearchPage, SearchQuery, SearchRow
 from devpi_twisted.storage.values import IndexConfig, VersionData, index_config, version_data
 
-__all__ = ["DocPage", "SearchPage", "SearchQuery", "SearchRow"]  # (and what is defined here)
+__all__ = ["AuditEntry", "AuditQuery", "DocPage", "SearchPage", "SearchQuery", "SearchRow"]
 
 USER = "user"
 INDEX = "index"
@@ -119,6 +120,24 @@ class FileRecord:
 
 
 @attrs.frozen
+class ReleaseWrite:
+    """What an upload writes, decided from its version as stored (``update_release``):
+    the version's data, file entries (``{}``: deleted), hook events and audit rows."""
+
+    data: Mapping[str, Any]
+    files: Mapping[str, Mapping[str, Any]]
+    events: Sequence[HookEvent] = ()
+    audit: Sequence[AuditEntry] = ()
+
+
+# an upload's write decided from its version as read in the write's transaction (None:
+# none yet); pure (PostgreSQL may run it again); raises to refuse (update_release)
+ReleaseDecision = Callable[["VersionRecord | None"], ReleaseWrite]
+# blocking work done once a write's plan succeeded, handing back its fsyncs (update_release)
+BeforeCommit = Callable[[], Callable[[], None]]
+
+
+@attrs.frozen
 class TokenRecord:
     """An API token of a user (model/apitokens.py): the salt its key is derived with,
     when it was created, its restrictions (caveats), when it was revoked (None: it is
@@ -173,48 +192,20 @@ class Change:
     records: tuple[Record, ...]
 
 
-@attrs.frozen
-class AuditEntry:
-    """One audit event as stored (model/audit.py says what is recorded). Audit rows are
-    not index state: writing one takes no serial and leaves no changelog entry, so they
-    are neither replicated nor exported. ``actor`` None: anonymous; ``index``:
-    ``user/index`` or None; ``process``: ``host:pid`` of the process that recorded it;
-    ``id``: 0 until stored, then increasing with every append."""
-
-    kind: str
-    actor: str | None
-    client: str
-    index: str | None
-    details: Mapping[str, Any]
-    at: float
-    process: str = ""
-    id: int = 0
-
-
-@attrs.frozen
-class AuditQuery:
-    """Filters of ``query_audit`` (None: not filtered): ``kinds`` any of these,
-    ``since <= at < until``, ``before_id``: only entries older than that id (paging)."""
-
-    kinds: frozenset[str] | None = None
-    actor: str | None = None
-    index: str | None = None
-    client: str | None = None
-    since: float | None = None
-    until: float | None = None
-    before_id: int | None = None
-    limit: int = 100
-
-
 class Storage(HookStorage, Protocol):
     """What the domain layer may ask of a database: every method and property its callers
     use (sqlite.py and postgres.py check their adapters against it). All methods return
-    Deferreds except the two properties and ``changed_since``, which reflect what this
+    Deferreds except the properties and ``changed_since``, which reflect what this
     process has seen committed."""
 
     @property
     def serial(self) -> int:
         """The latest committed serial this process knows, -1 for an empty state."""
+
+    @property
+    def blocking_writes(self) -> bool:
+        """Whether write transactions run on a thread of their own, where they may block
+        (sqlite's writer): ``update_release``'s ``before_commit`` runs there."""
 
     @property
     def identity_serial(self) -> int:
@@ -284,6 +275,17 @@ class Storage(HookStorage, Protocol):
         if it had none. ``docs``: the text of its documentation as uploaded now (search).
         ``events``' outbox rows and the ``audit`` rows go in the same transaction.
         Raises RecordMissing (no such index), StaleRecord."""
+
+    def update_release(self, user: str, index: str, project: str, version: str,
+                       decide: ReleaseDecision, docs: Sequence[DocPage] | None = None,
+                       before_commit: BeforeCommit | None = None) -> Deferred[int]:
+        """``write_release`` of what ``decide`` makes of the version as read in the same
+        transaction: no read before, no StaleRecord. What ``decide`` raises is raised and
+        nothing is written. ``before_commit``: blocking work done once the write is
+        decided and before it commits (an upload's bodies moved into the file store;
+        the fsyncs it hands back run before the commit, together with those of the
+        writes committed with it), only where ``blocking_writes``; what it raises is
+        raised, nothing written. Raises RecordMissing (no such index)."""
 
     def write_releases(self, user: str, index: str,
                        items: Sequence[tuple[str, str, Mapping[str, Any], Mapping[str, Mapping[str, Any]]]]

@@ -147,6 +147,9 @@ class PgBlobStore:
     def move_in(self, items: Sequence[tuple[str, Path | bytes, str]]) -> Deferred[None]:
         return Deferred.fromCoroutine(self._put_all(list(items))).addCallback(lambda _: None)
 
+    def move_in_blocking(self, items: Sequence[tuple[str, Path | bytes, str]]) -> None:
+        return None  # (its bodies go through the pooled connections, on the reactor)
+
     def put_files(self, items: Sequence[tuple[str, Path, str]]) -> Deferred[None]:
         """``put_file`` of every ``(key, path, sha256)`` for a bulk load (import): in
         transactions of up to PUT_BATCH_BYTES of bodies, each a few round trips (the

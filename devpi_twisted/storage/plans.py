@@ -24,7 +24,7 @@ import attrs
 
 from devpi_twisted.storage import searchrows
 from devpi_twisted.storage.interface import (
-    DOCTEXT, FILE, INDEX, MIRROR, TOKEN, USER, VERSION, Change, DocPage, FileRecord, IndexRecord,
+    DOCTEXT, FILE, INDEX, MIRROR, TOKEN, USER, VERSION, Change, FileRecord, IndexRecord,
     MirrorRecord, Record, RecordExists, RecordMissing, StaleRecord, StorageError, TokenRecord,
     UserRecord, VersionRecord, token_record,
 )
@@ -324,14 +324,14 @@ def _index_contents_removed(owner: str, index: str) -> Plan[list[Record]]:
     yield run(DELETE_SCOPE_HOOKS, f"{owner}/{index}")
     records = [Record(VERSION, f"{owner}/{index}/{p}/{v}", None)
                for p, v in (yield rows(VERSIONS_IN_INDEX, owner, index))]
-    records += [_tombstone(relpath, project)
+    records += [tombstone(relpath, project)
                 for relpath, project in (yield rows(LIVE_FILES_IN_INDEX, owner, index))]
     records += [Record(MIRROR, f"{owner}/{index}/{p}", None)
                 for (p,) in (yield rows(MIRRORS_OF, owner, index))]
     return records
 
 
-def _tombstone(relpath: str, project: str) -> Record:
+def tombstone(relpath: str, project: str) -> Record:
     return Record(FILE, relpath, {"project": project, "entry": {}})
 
 
@@ -360,57 +360,6 @@ def get_file(relpath: str) -> Plan[FileRecord | None]:
 
 def live_files() -> Plan[list[FileRecord]]:
     return [FileRecord(r, p, json.loads(e), int(s)) for r, p, e, s in (yield rows(LIVE_FILES))]
-
-
-def write_release(owner: str, index: str, project: str, version: str, data: Mapping[str, Any] | None,
-                  files: Mapping[str, Mapping[str, Any]], expect_serial: int,
-                  docs: Sequence[DocPage] | None, at: float) -> Plan[Change]:
-    serial = yield from take_serial()
-    if (yield one(INDEX_SERIAL, owner, index)) is None:
-        raise RecordMissing(f"{owner}/{index}")
-    row = yield one(VERSION_SERIAL, owner, index, project, version)
-    if (int(row[0]) if row else -1) != expect_serial:
-        raise StaleRecord(f"{owner}/{index}/{project}/{version}")
-    key = f"{owner}/{index}/{project}/{version}"
-    records = [Record(VERSION, key, None if data is None else dict(data))]
-    records += [Record(FILE, relpath, {"project": project, "entry": dict(entry)})
-                for relpath, entry in sorted(files.items())]
-    if docs is not None and data is not None:
-        records.append(searchrows.doc_text(key, str(data.get("name") or project), docs))
-    return (yield from commit(serial, records, at))
-
-
-def write_releases(owner: str, index: str,
-                   items: Sequence[tuple[str, str, Mapping[str, Any], Mapping[str, Mapping[str, Any]]]],
-                   at: float) -> Plan[Change]:
-    """New versions (project, version, data, files) of one index in one transaction, as an
-    import writes them; RecordExists if one of the versions is already there."""
-    serial = yield from take_serial()
-    if (yield one(INDEX_SERIAL, owner, index)) is None:
-        raise RecordMissing(f"{owner}/{index}")
-    records: list[Record] = []
-    for project, version, data, files in items:
-        key = f"{owner}/{index}/{project}/{version}"
-        if (yield one(VERSION_SERIAL, owner, index, project, version)) is not None:
-            raise RecordExists(key)
-        records.append(Record(VERSION, key, dict(data)))
-        records += [Record(FILE, relpath, {"project": project, "entry": dict(entry)})
-                    for relpath, entry in sorted(files.items())]
-    return (yield from commit(serial, records, at))
-
-
-def delete_project(owner: str, index: str, project: str, expect: Mapping[str, int],
-                   at: float) -> Plan[Change]:
-    serial = yield from take_serial()
-    if (yield one(INDEX_SERIAL, owner, index)) is None:
-        raise RecordMissing(f"{owner}/{index}")
-    found = {v: int(s) for v, _, s in (yield rows(VERSIONS_OF, owner, index, project))}
-    if found != dict(expect):
-        raise StaleRecord(f"{owner}/{index}/{project}")
-    records = [Record(VERSION, f"{owner}/{index}/{project}/{v}", None) for v in sorted(found)]
-    records += [_tombstone(row[0], project)
-                for row in (yield rows(LIVE_FILES_OF_PROJECT, owner, index, project))]
-    return (yield from commit(serial, records, at))
 
 
 # -- mirrors -----------------------------------------------------------------------

@@ -18,6 +18,7 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,11 +30,12 @@ from devpi_twisted.storage.adapter import PlanStorage
 from devpi_twisted.storage.board import SerialBoard
 from devpi_twisted.storage.driver import drive
 from devpi_twisted.storage.executor import Executor
-from devpi_twisted.storage.interface import Storage, StorageError, StorageUnavailable
+from devpi_twisted.storage.interface import BeforeCommit, Storage, StorageError, StorageUnavailable
 from devpi_twisted.storage.types import Now
 
 T = TypeVar("T")
 GROUP_COMMIT = 64  # write plans committed in one transaction at most
+FSYNC_THREADS = 8  # the fsyncs of a group's uploads at once at most
 
 SELECT_VERSION = "SELECT version FROM schema_version"
 
@@ -79,6 +81,8 @@ def migrate(conn: sqlite3.Connection, path: Path) -> int:
 class SqliteStorage(PlanStorage):
     """Storage on one sqlite file; see the module docstring for the threading."""
 
+    blocking_writes = True  # plans run on the writer's thread
+
     def __init__(self, conn: sqlite3.Connection, executor: Executor,
                  clock: Now = time.time, board: SerialBoard | None = None,
                  reader: tuple[sqlite3.Connection, Executor] | None = None) -> None:
@@ -92,9 +96,10 @@ class SqliteStorage(PlanStorage):
         self._stopped = False  # the connections closed
         # write plans waiting for the commit under way (group commit), and whether one is
         self._queued: list[tuple[Callable[..., plans.Plan[Any]], tuple[Any, ...],
-                                 Deferred[Any]]] = []
+                                 Deferred[Any], BeforeCommit | None]] = []
         self._committing = False
         self._drained: list[Deferred[None]] = []  # close() waiting for the commits
+        self._fsyncs: ThreadPoolExecutor | None = None  # (made when a group first needs it)
         self._load(drive(conn.cursor(), plans.snapshot()))
 
     @classmethod
@@ -115,10 +120,14 @@ class SqliteStorage(PlanStorage):
         return cls(conn, executor, clock, board, reading)
 
     def _transact(self, make: Callable[..., plans.Plan[T]], *args: Any) -> Deferred[T]:
+        return self._transact_then(None, make, *args)
+
+    def _transact_then(self, before_commit: BeforeCommit | None,
+                       make: Callable[..., plans.Plan[T]], *args: Any) -> Deferred[T]:
         if self._closed:
             return fail(StorageUnavailable("sqlite: the storage is closed"))
         done: Deferred[T] = Deferred()
-        self._queued.append((make, args, done))
+        self._queued.append((make, args, done, before_commit))
         if not self._committing:
             self._commit_queued()
         return done
@@ -126,8 +135,8 @@ class SqliteStorage(PlanStorage):
     def _commit_queued(self) -> None:
         batch, self._queued = self._queued[:GROUP_COMMIT], self._queued[GROUP_COMMIT:]
         self._committing = True
-        self._executor.run(self._transact_txn, [(make, args) for make, args, _ in batch]
-                           ).addBoth(self._committed, [done for *_, done in batch])
+        self._executor.run(self._transact_txn, [(make, args, before) for make, args, _, before in batch]
+                           ).addBoth(self._committed, [done for _, _, done, _ in batch])
 
     def _committed(self, outcomes: list[Any] | Failure, waiting: list[Deferred[Any]]) -> None:
         self._committing = False
@@ -144,29 +153,41 @@ class SqliteStorage(PlanStorage):
             for closing in drained:
                 closing.callback(None)
 
-    def _transact_txn(self, batch: list[tuple[Callable[..., plans.Plan[Any]], tuple[Any, ...]]]
-                      ) -> list[Any]:
+    def _transact_txn(self, batch: list[tuple[Callable[..., plans.Plan[Any]], tuple[Any, ...],
+                                              BeforeCommit | None]]) -> list[Any]:
         """Run write plans in one transaction, each in a savepoint: its result, or the
-        exception it raised (its changes rolled back), in order. The database failing
-        (locked too long, I/O error) fails them all: StorageUnavailable."""
+        exception it raised (its changes rolled back), in order. A plan's ``before``
+        (update_release's before_commit) runs once the plan succeeded (what it raises
+        fails that plan alone); the work it hands back (fsyncs) runs for all of them
+        before the COMMIT, so concurrent uploads share their file system's journal
+        commits as they share the database's fsync. The database failing (locked too
+        long, I/O error), or that work, fails them all: StorageUnavailable."""
         conn = self._conn
         outcomes: list[Any] = []
-        lazy = all(make in auditplans.LAZY for make, _ in batch)
+        durable: list[Callable[[], None]] = []
+        lazy = all(make in auditplans.LAZY for make, _, _ in batch)
         try:
             if lazy:  # (not in a transaction: sqlite takes the setting between them)
                 conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for make, args in batch:
+                for make, args, before in batch:
                     conn.execute("SAVEPOINT plan")
                     try:
-                        outcomes.append(drive(conn.cursor(), make(*args)))
+                        outcome = drive(conn.cursor(), make(*args))
+                        if before is not None:
+                            durable.append(before())
                     except sqlite3.OperationalError:
                         raise
                     except Exception as e:  # the plan refused: its caller's error
-                        outcomes.append(e)
+                        outcome = e
                         conn.execute("ROLLBACK TO plan")
+                    outcomes.append(outcome)
                     conn.execute("RELEASE plan")
+                try:
+                    self._make_durable(durable)
+                except OSError as e:
+                    raise StorageUnavailable(f"sqlite: stored files not made durable: {e}") from e
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -178,6 +199,19 @@ class SqliteStorage(PlanStorage):
             if lazy:
                 conn.execute("PRAGMA synchronous = FULL")
         return outcomes
+
+    def _make_durable(self, durable: list[Callable[[], None]]) -> None:
+        """Run the fsyncs of the writes of one transaction, those of different writes at
+        the same time (each fsync waits for the disk; one after another, a group of
+        uploads would wait for each in turn)."""
+        if len(durable) <= 1:
+            for sync in durable:
+                sync()
+            return
+        if self._fsyncs is None:
+            self._fsyncs = ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="devpi-fsync")
+        for done in [self._fsyncs.submit(sync) for sync in durable]:
+            done.result()
 
     def _query_txn(self, plan: plans.Plan[T]) -> T:
         conn = self._read_conn
@@ -210,6 +244,8 @@ class SqliteStorage(PlanStorage):
         if not self._stopped:
             self._stopped = True
             self._executor.stop()
+            if self._fsyncs is not None:
+                self._fsyncs.shutdown(wait=False)
             self._conn.close()
             if self._read_conn is not self._conn:
                 self._reader.stop()

@@ -8,6 +8,8 @@ blocking work runs. Layers above may import them (storage imports nothing above 
 
 Reactors are typed with twisted.internet.interfaces (IReactorThreads, IReactorTime...),
 the narrowest one a collaborator uses; ``TxReactor`` is what txpostgres needs of one.
+``shielded`` keeps a storage call running when the Deferred its caller awaits is
+cancelled (adapter.py and the web layer use it).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorThreads, IReadDescriptor, IWriteDescriptor
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
+from twisted.python.failure import Failure
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -57,3 +60,21 @@ class TxReactor(Protocol):
 
     def callLater(self, delay: float, callable: Callable[..., Any], *args: object,
                   **kw: object) -> IDelayedCall: ...
+
+
+def shielded(inner: Deferred[T]) -> Deferred[T]:
+    """``inner``'s result, in a Deferred whose cancellation leaves ``inner`` running.
+
+    twisted.web cancels a handler when its client hangs up; a transaction must then
+    finish (or fail) on its own terms rather than be cut off inside the driver."""
+    outer: Deferred[T] = Deferred(lambda _: None)
+
+    def forward(result: Any) -> None:
+        if not outer.called:
+            if isinstance(result, Failure):
+                outer.errback(result)
+            else:
+                outer.callback(result)
+
+    inner.addBoth(forward)
+    return outer

@@ -64,7 +64,7 @@ class UploadApp:
             log = await self._releases.push(identity, user, index, body, self._copies.copy_blob)
             return render.result(request, "actionlog", log)
         try:
-            await self._releases.check_upload(identity, user, index)
+            config = await self._releases.check_upload(identity, user, index)
             read = await self._offload(read_upload, request.content, ctype, self._staging)
         except DomainError as e:
             return self._upload_error(request, e)
@@ -86,7 +86,7 @@ class UploadApp:
                 incoming = IncomingFile(content.filename, content.path, content.size,
                                         content.sha256, metadata)
             stored = await self._releases.submit_form(identity, user, index, form.fields,
-                                                      incoming, check_archive)
+                                                      incoming, check_archive, config)
         except Identical as e:
             request.setResponseCode(200, _reason(e.message))
             return b""

@@ -410,3 +410,42 @@ def test_clients_hanging_up_mid_download_are_handled_quietly(stages: Daemon, tmp
         assert "devpi_blob_copies_bytes{" in metrics
     else:
         assert not copies.exists() and counted is None and "blob_cop" not in metrics
+
+
+def test_racing_uploads_of_one_file_name_store_one_body(stages: Daemon, tmp_path: Path) -> None:
+    """Twelve uploads of one file name at once into a non-volatile index, half with one
+    body and half with another: one body wins (its uploads are 200s, the same file again
+    included), every upload of the other body is a 409, and only the winner's body is
+    stored: a refused upload stores nothing (on sqlite it is refused before its body is
+    moved in, so there is nothing to remove and no removal to race with)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.e2e.test_bad_uploads import BOUNDARY, multipart, upload_fields
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    wheels = [make_wheel(first, "racer", "1.0"), make_wheel(second, "racer", "1.0", requires=["six"])]
+    assert wheels[0].name == wheels[1].name and _sha256(wheels[0]) != _sha256(wheels[1])
+    bodies = [multipart(upload_fields("racer"), [("content", w.name, w.read_bytes())]) for w in wheels]
+    auth = login(stages.url, "packages", "pkg-pass")
+
+    def upload(n: int) -> tuple[int, int]:
+        status, _, _ = call(stages.url + "/packages/stable/", "POST", raw=bodies[n % 2], auth=auth,
+                            headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
+        return n % 2, status
+
+    with ThreadPoolExecutor(12) as pool:
+        outcomes = list(pool.map(upload, range(12)))
+    winners = {n for n, status in outcomes if status == 200}
+    assert len(winners) == 1, outcomes
+    winner = winners.pop()
+    assert sorted(status for n, status in outcomes if n != winner) == [409] * 6, outcomes
+    _, reply, _ = call(stages.url + "/packages/stable/racer/1.0")
+    links = [link for link in reply["result"]["+links"] if link["rel"] == "releasefile"]
+    assert [link["hash_spec"] for link in links] == [f"sha256={_sha256(wheels[winner])}"]
+    stored = list((stages.serverdir / "+files").rglob(wheels[0].name))
+    if "--storage" not in stages.args:  # (PostgreSQL keeps bodies in the database)
+        assert [_sha256(path) for path in stored] == [_sha256(wheels[winner])], stored
+    with urllib.request.urlopen(links[0]["href"]) as response:
+        assert response.read() == wheels[winner].read_bytes()

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
 
-from devpi_twisted.storage.interface import RecordMissing, StaleRecord
+from devpi_twisted.storage.interface import (
+    AuditEntry, AuditQuery, RecordMissing, ReleaseWrite, StaleRecord, StorageUnavailable,
+)
+from tests.storage.conftest import SqliteAdapter
 from tests.storage.test_contract import _bootstrapped, _raises
 
 WHEEL = "alice/dev/+f/22d/a8a99162b93fa/pkg-1.0-py3-none-any.whl"
@@ -56,6 +62,126 @@ async def test_release_write_checks_what_the_caller_read(storage: Any) -> None:
     assert await storage.write_release("alice", "dev", "pkg", "1.0", _data(WHEEL, SDIST),
                                        {SDIST: _entry()}, read.serial) == serial + 1
     assert storage.serial == serial + 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_update_release_decides_on_the_version_as_stored(storage: Any) -> None:
+    """update_release reads the version in its own transaction and writes what ``decide``
+    makes of it, audit rows included; what ``decide`` raises comes back, nothing written."""
+    await _with_index(storage)
+    seen: list[Any] = []
+
+    def decide(current: Any) -> ReleaseWrite:
+        seen.append(None if current is None else (current.data.to_json(), current.serial))
+        paths = [link["entrypath"] for link in (current.data.to_json()["+elinks"] if current else [])]
+        new = SDIST if paths else WHEEL
+        row = AuditEntry("upload", "alice", "127.0.0.1", "alice/dev", {"path": new}, 1.0, "t:1")
+        return ReleaseWrite(_data(*paths, new), {new: _entry()}, (), (row,))
+
+    first = await storage.update_release("alice", "dev", "pkg", "1.0", decide)
+    second = await storage.update_release("alice", "dev", "pkg", "1.0", decide)
+    assert seen == [None, (_data(WHEEL), first)] and second == first + 1 == storage.serial
+    version = (await storage.get_versions("alice", "dev", "pkg"))[0]
+    assert version.data.to_json() == _data(WHEEL, SDIST)
+    assert not (await storage.get_file(SDIST)).deleted
+    rows = await storage.query_audit(AuditQuery(kinds=frozenset({"upload"})))
+    assert [row.details["path"] for row in rows] == [SDIST, WHEEL]
+
+    def refuse(current: Any) -> ReleaseWrite:
+        raise KeyError("refused")
+
+    await _raises(KeyError, storage.update_release("alice", "dev", "pkg", "1.0", refuse))
+    await _raises(RecordMissing, storage.update_release("alice", "nope", "pkg", "1.0", decide))
+    assert storage.serial == second
+    assert (await storage.changes_since(second - 1))[-1].serial == second
+    assert len(await storage.query_audit(AuditQuery())) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_update_release_runs_before_commit_only_where_writes_may_block(storage: Any) -> None:
+    """sqlite runs ``before_commit`` on its writer's thread once the write is decided and
+    the work it hands back (fsyncs) before the COMMIT; what either raises comes back and
+    nothing is written (a refusal by ``decide`` comes first: then neither runs).
+    PostgreSQL, whose writes run on the reactor, refuses one (ValueError, nothing written)."""
+    await _with_index(storage)
+    serial = storage.serial
+    calls: list[Any] = []
+
+    def decide(current: Any) -> ReleaseWrite:
+        calls.append("decide")
+        if current is not None:
+            raise KeyError("refused")
+        return ReleaseWrite(_data(WHEEL), {WHEEL: _entry()})
+
+    def durable() -> None:
+        calls.append("durable")
+
+    def placed() -> Any:
+        calls.append(threading.current_thread() is threading.main_thread())
+        return durable
+
+    def not_placed() -> Any:
+        raise OSError("no space left")
+
+    def not_durable() -> Any:
+        def fsync() -> None:
+            raise OSError("I/O error")
+        return fsync
+
+    assert storage.blocking_writes == (storage.dialect == "sqlite")
+    if not storage.blocking_writes:
+        await _raises(ValueError, storage.update_release("alice", "dev", "pkg", "1.0", decide,
+                                                         before_commit=placed))
+        assert calls == [] and storage.serial == serial
+        return
+    await _raises(OSError, storage.update_release("alice", "dev", "pkg", "1.0", decide,
+                                                  before_commit=not_placed))
+    await _raises(StorageUnavailable, storage.update_release("alice", "dev", "pkg", "1.0", decide,
+                                                             before_commit=not_durable))
+    assert calls == ["decide", "decide"] and storage.serial == serial
+    assert await storage.get_file(WHEEL) is None
+    calls.clear()
+    assert await storage.update_release("alice", "dev", "pkg", "1.0", decide,
+                                        before_commit=placed) == serial + 1
+    assert calls == ["decide", False, "durable"]  # (not on the reactor's thread)
+    calls.clear()
+    await _raises(KeyError, storage.update_release("alice", "dev", "pkg", "1.0", decide,
+                                                   before_commit=placed))
+    assert calls == ["decide"] and storage.serial == serial + 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_writes_committed_together_make_their_files_durable_before_the_commit(
+        request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """sqlite (the one storage with ``before_commit``): uploads queued behind a commit go
+    in one transaction; each puts its bodies in place after its own plan, and all their
+    fsyncs run after the last plan, before the COMMIT; one refused among them stores
+    nothing and fails alone."""
+    adapter = SqliteAdapter(request, tmp_path)
+    storage = await _with_index(adapter.open())
+    calls: list[str] = []
+
+    def writing(version: str) -> Any:
+        def decide(current: Any) -> ReleaseWrite:
+            calls.append(f"decide {version}")
+            if version == "2.0":
+                raise KeyError("refused")
+            return ReleaseWrite(_data(), {})
+
+        def placed() -> Any:
+            calls.append(f"placed {version}")
+            return lambda: calls.append(f"durable {version}")
+        return storage.update_release("alice", "dev", "pkg", version, decide, before_commit=placed)
+
+    blocker = storage.write_release("alice", "dev", "other", "1.0", _data(), {}, -1)
+    queued = [writing(v) for v in ("1.0", "2.0", "3.0")]
+    await blocker
+    await queued[0]
+    await _raises(KeyError, queued[1])
+    await queued[2]
+    adapter.close_all()
+    assert calls == ["decide 1.0", "placed 1.0", "decide 2.0", "decide 3.0", "placed 3.0",
+                     "durable 1.0", "durable 3.0"]
 
 
 @pytest_twisted.ensureDeferred

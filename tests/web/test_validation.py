@@ -226,6 +226,29 @@ def test_a_valid_wheel_and_sdist_are_still_accepted(uploads: Server) -> None:
     assert len(uploads.client.get("/alice/dev/pkg/1.0").json["result"]["+links"]) == 2
 
 
+def test_a_conflicting_upload_stores_nothing(uploads: Server, tmp_path: Path) -> None:
+    """Into a non-volatile index, another sdist of a stored name is a 409 that writes
+    nothing, not even its body (sqlite: refused before the body is moved in; PostgreSQL:
+    before it is stored); the same file again is a 200 that keeps the stored one."""
+    auth = _alice(uploads)
+    assert uploads.client.request("PUT", "/alice/prod", {"volatile": False}, headers=auth).code == 200
+    fields = [(":action", "file_upload"), ("name", "pkg"), ("version", "1.0")]
+    headers = {"Content-Type": [f"multipart/form-data; boundary={BOUNDARY}"], **auth}
+
+    def post(content: bytes) -> int:
+        body = _multipart(fields, [("content", "pkg-1.0.tar.gz", content)])
+        return uploads.client.request("POST", "/alice/prod/", raw=body, headers=headers).code
+
+    def bodies() -> list[Path]:
+        return sorted(p.relative_to(tmp_path) for p in (tmp_path / "+files").rglob("*") if p.is_file())
+
+    assert post(SDIST) == 200
+    stored, serial = bodies(), uploads.storage.serial
+    assert post(SDIST + b"\0") == 409
+    assert post(SDIST) == 200
+    assert uploads.storage.serial == serial and bodies() == stored
+
+
 
 def test_an_undecodable_host_is_a_400_without_a_traceback(server: Server) -> None:
     _refused(server, "GET", "/root", headers={"Host": [b"\xff\xfe"]})
