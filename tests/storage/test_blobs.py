@@ -613,7 +613,9 @@ async def test_usage_lists_the_blobs_under_a_prefix_with_size_and_last_use(
 async def test_touch_records_a_download_at_most_once_a_day(blobs: Any, tmp_path: Path) -> None:
     path, digest = _file(tmp_path, b"touched")
     await blobs.put_file(KEY, path, digest)
-    later = time.time() + 3 * 86400  # as if downloaded three days after it was stored
+    # as if downloaded at noon three days after it was stored (noon: ``later + 60`` is
+    # the same day whatever the time the test runs at)
+    later = (time.time() // 86400 + 3) * 86400 + 43200
     first = blobs.touch(KEY, later)
     assert first is not None
     await first
