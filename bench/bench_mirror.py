@@ -167,7 +167,6 @@ def bench_server(label: str, start, upstream: str, nginx: subprocess.Popen, args
         wait_idle(proc.pid)
         before = tree_cpu(proc.pid)
         through.append(pip_install(f"{base}/root/pypi/+simple/", work / f"{label}-through{i}"))
-        time.sleep(6.0)  # (the deferred sweep of the cached files, storage/cachesync.py, counts)
         wait_idle(proc.pid)
         cpu.append(tree_cpu(proc.pid) - before)
         if i < args.rounds - 1:

@@ -31,7 +31,7 @@ from devpi_twisted.config import DEVPI_ARGON2, BaseOptions, Config, TwistdOption
 from devpi_twisted.listening import AdoptService, DevpiService, ListenService, listening_sockets
 from devpi_twisted.options import OPTIONS, ConfigError
 from devpi_twisted.reactors import IServerReactor
-from devpi_twisted.state import StorageService, initialise, open_blobs, open_cache, open_storage
+from devpi_twisted.state import StorageService, initialise, open_blobs, open_storage
 from devpi_twisted.storage.interface import Storage
 from devpi_twisted.mirror.cache import PREFETCH, Mirror
 from devpi_twisted.mirror.upstream import Upstream, http_client
@@ -198,8 +198,7 @@ def _services(config: Config, reactor: IServerReactor, node: sd.NodeInfo, storag
                     offline=config.offline_mode, default_expiry=config.mirror_cache_expiry,
                     wait=config.request_timeout,
                     via=replica.mirror_page if replica is not None else None,
-                    prefetch=PREFETCH if config.mirror_prefetch else 0,
-                    cache=open_cache(config, blobs, reactor))
+                    prefetch=PREFETCH if config.mirror_prefetch else 0)
     reactor.callWhenRunning(lambda: Deferred.fromCoroutine(_warm(storage, mirror)))
     if not worker and not config.requests_only:
         copies = BlobCopies(blobs, staging)
@@ -230,7 +229,7 @@ def _services(config: Config, reactor: IServerReactor, node: sd.NodeInfo, storag
                       else dict)
 
     root = DevpiService(lock)
-    root.attach(StorageService(storage, reactor, mirror.close))
+    root.attach(StorageService(storage, reactor, mirror.settled))
     root.attach(audit_log)  # stops (its writes done) before the storage closes
     root.attach(hashing)
     if replica is not None:  # stops before the storage closes

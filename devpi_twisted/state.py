@@ -29,15 +29,12 @@ from devpi_twisted.model.initial import check_root_hash, root_pypi, root_user
 from devpi_twisted.reactors import IServerReactor
 from devpi_twisted.serverdir import StartupError
 from devpi_twisted.storage.blobs import BlobStore
-from devpi_twisted.storage.cachestate import STATE_FILE, CrashWindows, open_state
-from devpi_twisted.storage.cachesync import CacheFiles
 from devpi_twisted.storage.fileblobs import FileBlobStore
 from devpi_twisted.storage.board import SerialBoard
 from devpi_twisted.storage.bodycache import BodyCache
 from devpi_twisted.storage.executor import InlineExecutor, ThreadExecutor
 from devpi_twisted.storage.interface import RecordExists, Storage, StorageError, StorageUnavailable
 from devpi_twisted.storage.sqlite import SqliteStorage
-from devpi_twisted.storage.types import ThreadOffload
 
 T = TypeVar("T")
 
@@ -96,21 +93,6 @@ def open_blobs(config: Config, storage: Storage, reactor: IReactorThreads) -> Bl
                 if config.blob_cache_size else None
             return PgBlobStore(storage.pool, reactor, copies=copies)
     return FileBlobStore(config.serverdir / "+files", reactor)
-
-
-def open_cache(config: Config, blobs: BlobStore, reactor: IServerReactor) -> CacheFiles | None:
-    """The mirror's cached files in the file store (storage/cachesync.py): their fsyncs
-    deferred in a process without workers, checked after a crash in every process;
-    None for bodies in PostgreSQL (durable with their commit)."""
-    if not isinstance(blobs, FileBlobStore):
-        return None
-    path = config.serverdir / STATE_FILE
-    try:
-        windows = open_state(path, time.time(), writer=not config.requests_only)
-    except OSError as e:
-        raise StartupError(f"cannot write {path}: {e}") from None
-    return CacheFiles(blobs, path, CrashWindows(blobs, windows, ThreadOffload(reactor)), reactor,
-                      reactor, defer=not config.requests_only and not config.workers)
 
 
 def initialise(config: Config, out: IO[str] = sys.stdout) -> None:

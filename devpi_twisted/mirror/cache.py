@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -28,7 +27,6 @@ from devpi_twisted.mirror.settings import DEFAULT_EXPIRY, Config
 from devpi_twisted.mirror.stats import new_counters
 from devpi_twisted.mirror.upstream import Upstream
 from devpi_twisted.storage.blobs import BlobStore
-from devpi_twisted.storage.cachesync import CacheFiles
 from devpi_twisted.storage.interface import MirrorRecord, Storage
 from devpi_twisted.storage.types import Offload
 
@@ -43,8 +41,7 @@ class Mirror:
     def __init__(self, storage: Storage, upstream: Upstream, blobs: BlobStore, staging: Path,
                  offload: Offload, clock: IReactorTime, offline: bool = False,
                  default_expiry: float = DEFAULT_EXPIRY, wait: float | None = None,
-                 via: Via | None = None, prefetch: int = PREFETCH,
-                 cache: CacheFiles | None = None) -> None:
+                 via: Via | None = None, prefetch: int = PREFETCH) -> None:
         """``clock``: the reactor (tests: a ``Clock``). ``wait``: how long a request waits
         for upstream's page (default: the upstream's timeout); a slower fetch goes on
         in the background and stores its result, while the request is answered from
@@ -52,11 +49,8 @@ class Mirror:
         page (``via(name, project)``, FRESH once replicated here, MISSING), instead of
         asking upstream (mirror.md 10). ``prefetch``: how many pages of a fetched
         release's requirements are asked upstream at once, ahead of the client (0:
-        none). ``cache``: the file store's side of the cached files (their fsyncs
-        deferred, their check after a crash: storage/cachesync.py); None: stored by
-        ``blobs.move_in``, never checked."""
+        none)."""
         self.offline = offline
-        self.cache = cache
         self._upstream = upstream
         # per process: pages answered from the cache / asked upstream / failed there,
         # first downloads of files / failed ones
@@ -72,8 +66,7 @@ class Mirror:
             if prefetch > 0 else None
         self.downloads = Downloader(
             storage, blobs, staging, offload, upstream, self.pages, self.stats, self._offline,
-            self.refresher.ensure, self.prefetcher.prefetch if self.prefetcher else None,
-            cache)
+            self.refresher.ensure, self.prefetcher.prefetch if self.prefetcher else None)
 
     def _offline(self) -> bool:
         return self.offline
@@ -154,14 +147,3 @@ class Mirror:
         """Fetch, stream, check and store ``relpath`` (``Downloader.download``)."""
         return await self.downloads.download(name, project, version, relpath, start, checked,
                                              config)
-
-    def check_cached(self, relpath: str, sha256: str) -> Deferred[bool] | None:
-        """None when the stored file ``relpath`` can be served as it is; else a Deferred
-        firing False when a crash left its body damaged (removed: fetch it again)."""
-        return self.cache.check(relpath, sha256) if self.cache is not None else None
-
-    async def close(self) -> None:
-        """At shutdown: the page writes in flight over, the cached files made durable."""
-        await self.settled()
-        if self.cache is not None:
-            await self.cache.close()

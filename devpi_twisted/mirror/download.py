@@ -12,8 +12,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import attrs
-
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IConsumer
 
@@ -27,7 +25,6 @@ from devpi_twisted.mirror.upstream import (
     Shared, Upstream, UpstreamError, discard, public_url, split_credentials,
 )
 from devpi_twisted.storage.blobs import BlobStore
-from devpi_twisted.storage.cachesync import CacheFiles, Linked, Move
 from devpi_twisted.storage.interface import Storage
 from devpi_twisted.storage.spool import Spool
 from devpi_twisted.storage.types import Offload
@@ -42,14 +39,12 @@ class Downloader:
     def __init__(self, storage: Storage, blobs: BlobStore, staging: Path, offload: Offload,
                  upstream: Upstream, pages: PageCache, counters: dict[str, int],
                  offline: Callable[[], bool], ensure: Ensure,
-                 prefetch: Prefetch | None = None, cache: CacheFiles | None = None) -> None:
+                 prefetch: Prefetch | None = None) -> None:
         """``ensure``: refreshes a page (a link missing from the cached page has it
         asked for again); ``prefetch``: given the requirements of a downloaded release
-        (None: they are not read); ``cache``: the file store's side of cached files
-        (storage/cachesync.py): when it defers their fsyncs, a checked body is linked
-        into place on the thread trip that closes its staging file; else (None too)
-        stored by ``blobs.move_in``."""
+        (None: they are not read)."""
         self._storage = storage
+        self._blobs = blobs
         self._staging = staging
         self._offload = offload
         self._upstream = upstream
@@ -58,8 +53,6 @@ class Downloader:
         self._offline = offline
         self._ensure = ensure
         self._prefetch = prefetch
-        self._blobs = blobs
-        self._cache = cache
         self._downloads: dict[str, Shared[int]] = {}
 
     async def link_for(self, name: str, project: str, relpath: str) -> Link | None:
@@ -144,17 +137,12 @@ class Downloader:
             headers["Last-Modified"] = modified.decode("latin-1")
         consumer = start(headers)
         spool = Spool(self._staging, self._offload, prefix="mirror-")
-        extract_it = partial(extract, filename=relpath.rsplit("/", 1)[-1],
-                             wheel=relpath.endswith(".whl") and not link.get("core_metadata"),
-                             requirements=config is not None and self._prefetch is not None)
-        cache = self._cache if self._cache is not None and self._cache.deferring else None
-        then: Callable[[Path, bool], Extracted] = partial(
-            _extract_and_link, extract_it, cache.link_sync if cache is not None else None,
-            relpath, spool)
+        then = partial(extract, filename=relpath.rsplit("/", 1)[-1],
+                       wheel=relpath.endswith(".whl") and not link.get("core_metadata"),
+                       requirements=config is not None and self._prefetch is not None)
         receiver = Receiver(consumer, spool, Check(length, expected_hashes(link)), checked,
                             self._pages.after_replies, then)
         moved = False
-        linking = cache.begin() if cache is not None else None
         try:
             response.deliverBody(receiver)
             right, extracted = await receiver.done
@@ -174,8 +162,6 @@ class Downloader:
             moved = True
             return size
         finally:  # whatever was not moved into the store
-            if cache is not None:
-                cache.end(linking, extracted.linked if moved else None)
             if not moved and spool.path is not None:
                 await self._offload(_remove, spool.path, metadata_path(spool.path))
 
@@ -184,18 +170,17 @@ class Downloader:
         """Move the checked file (and the core metadata extracted from it) into the blob
         store, then record it under its page (and the page's ``extracted``)."""
         assert spool.path is not None
+        sha256 = entry["hashes"]["sha256"]
         files = {relpath: entry}
+        moves = [(relpath, spool.path, sha256)]
         metadata = extracted.metadata  # upstream advertises none: we do from now on
         if metadata is not None:
             meta_size, meta_sha256 = metadata
+            moves.append((relpath + ".metadata", metadata_path(spool.path), meta_sha256))
             files[relpath + ".metadata"] = {
                 **entry, "hash_spec": f"sha256={meta_sha256}",
                 "hashes": {"sha256": meta_sha256}, "size": meta_size, "url": None}
-        if extracted.linked is None:  # (else in place already)
-            await self._blobs.move_in(_moves(relpath, spool.path, entry["hashes"]["sha256"],
-                                              extracted))
-        elif self._cache is not None:  # (a crash before the sweep is found at the next start)
-            await self._cache.marked()
+        await self._blobs.move_in(moves)
         user, index = name.split("/", 1)
         await self._pages.stored((name, project))  # ours must come after it
         record = await self._storage.get_mirror_project(user, index, project)
@@ -205,28 +190,6 @@ class Downloader:
             await self._storage.write_mirror_project(user, index, project, value, files)
         else:
             await self._storage.write_mirror_files(user, index, project, files)
-
-
-def _moves(relpath: str, path: Path, sha256: str, extracted: Extracted) -> list[Move]:
-    """The checked body at ``path`` and the core metadata extracted from it, by key."""
-    moves = [(relpath, path, sha256)]
-    if extracted.metadata is not None:
-        moves.append((relpath + ".metadata", metadata_path(path), extracted.metadata[1]))
-    return moves
-
-
-def _extract_and_link(extract_it: Callable[[Path], Extracted],
-                      link: Callable[[list[Move]], Linked] | None, relpath: str, spool: Spool,
-                      path: Path, passed: bool) -> Extracted:
-    """On the thread closing the staging file: ``extract_it``, then, if the body passed
-    its check, link it (and its core metadata) into the blob store (``link``; None:
-    ``_store`` moves them)."""
-    extracted = extract_it(path)
-    if not passed or link is None:
-        return extracted
-    # (the spool's hash is complete and no longer updated once it is closed)
-    linked = link(_moves(relpath, path, spool.sha256.hexdigest(), extracted))
-    return attrs.evolve(extracted, linked=linked)
 
 
 def _remove(*paths: Path) -> None:

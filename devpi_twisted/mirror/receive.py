@@ -55,8 +55,6 @@ class Extracted:
 
     metadata: tuple[int, str] | None = None  # the extracted core metadata's (size, sha256)
     requires: list[str] = attrs.field(factory=list)  # normalised project names
-    # files moved into the blob store on the same trip, and directories given an entry
-    linked: tuple[list[Path], list[Path]] | None = None
 
 
 def metadata_path(path: Path) -> Path:
@@ -88,14 +86,14 @@ def extract(path: Path, filename: str, wheel: bool, requirements: bool) -> Extra
 class Receiver(Protocol):
     """Passes the body on as it arrives, holding back the last piece received until the
     body is complete and checked, then calls ``checked``; spools it, and closes the
-    spool (running ``then`` on the file, told whether it passed the check) once the
-    client has it (``later``: after the client's response has been sent). ``done``: whether the body passed the check, and
+    spool (running ``then`` on the file) once the client has it (``later``: after the
+    client's response has been sent). ``done``: whether the body passed the check, and
     what ``then`` found; TransferBroken when the body broke off or spooling failed. A
     slow client pauses the upstream connection."""
 
     def __init__(self, consumer: IConsumer | None, spool: Spool, check: Check,
                  checked: Callable[[], None], later: Callable[[Callable[[], object]], None],
-                 then: Callable[[Path, bool], Extracted]) -> None:
+                 then: Callable[[Path], Extracted]) -> None:
         self._consumer = consumer
         self._spool = spool
         self._check = check
@@ -138,9 +136,7 @@ class Receiver(Protocol):
                 self._consumer.write(self._held)
             self._checked()
         self._held = b""
-        passed, then = self._passed, self._then
-        self._later(lambda: spool.close(complete, lambda path: then(path, passed)).addBoth(
-            self._closed))
+        self._later(lambda: spool.close(complete, self._then).addBoth(self._closed))
 
     def _closed(self, result: Extracted | None | Failure) -> None:
         if isinstance(result, Failure):  # (its last piece was held back from the client too)

@@ -13,7 +13,7 @@ import stat
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IConsumer, IReactorThreads
@@ -29,8 +29,6 @@ from devpi_twisted.storage.filesync import (
 from devpi_twisted.storage.types import Offload, ThreadOffload
 
 __all__ = ["FileBlobStore", "fsync_dir", "make_dirs"]
-S = TypeVar("S", Path, Path | bytes)  # a moved source: a spooled file (or bytes)
-T = TypeVar("T")
 
 
 class FileBlobStore:
@@ -91,26 +89,20 @@ class FileBlobStore:
         return self._in_thread(put_all_sync, jobs, link_sync if link else put_sync, self._sync)
 
     def move_in(self, items: Sequence[tuple[str, Path | bytes, str]]) -> Deferred[None]:
-        return self.move_in_with(move_all_sync, items)
-
-    def move_in_with(self, move: Callable[[list[tuple[Path, str, S, str]]], T],
-                     items: Sequence[tuple[str, S, str]]) -> Deferred[T]:
-        """``move_in``, the moving done by ``move`` on a thread (given ``(target path, key,
-        source, sha256)`` each): the mirror's cache stores its own way (cachesync.py)."""
         try:
             moves = self._moves(items)
         except BlobKeyInvalid:
             return _failed()
-        return self._in_thread(move, moves)
+        return self._in_thread(move_all_sync, moves)
 
     def move_in_blocking(self, items: Sequence[tuple[str, Path | bytes, str]]
                          ) -> Callable[[], Callable[[], None]]:
         return partial(place_all_sync, self._moves(items))
 
-    def _moves(self, items: Sequence[tuple[str, S, str]]) -> list[tuple[Path, str, S, str]]:
-        """``(target path, key, source, sha256)`` of each item; their keys' open files
-        forgotten (BlobKeyInvalid for a bad key)."""
-        moves = [(self._path(key), key, source, sha256) for key, source, sha256 in items]
+    def _moves(self, items: Sequence[tuple[str, Path | bytes, str]]
+               ) -> list[tuple[Path, str, Path | bytes, str]]:
+        moves = [(self._path(key), key, path if isinstance(path, bytes) else Path(path), sha256)
+                 for key, path, sha256 in items]
         for key, _, _ in items:
             self._open_files.drop(key)
         return moves

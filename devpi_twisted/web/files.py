@@ -230,12 +230,6 @@ class FileApp:
         if request.getHeader(b"If-None-Match") == etag:
             request.setResponseCode(304)
             return b""
-        checking = self._mirror.check_cached(relpath, sha256) \
-            if self._mirror is not None and "url" in entry else None
-        if checking is not None and not await checking:  # a crash damaged it: removed
-            if fetch:
-                return await self._mirror_file(request, user, index, relpath)
-            raise NotFound("no such file")
         accel = request.getHeader(ACCEL_HEADER)
         if accel and self._blobs.local_path(relpath) is None:
             accel = None  # nginx reaches +files only; PostgreSQL's bodies go out from here

@@ -33,8 +33,6 @@ from devpi_twisted.mirror.cache import (
 from devpi_twisted.mirror.upstream import Upstream
 from devpi_twisted.model.initial import root_pypi, root_user
 from devpi_twisted.storage.executor import ThreadExecutor
-from devpi_twisted.storage.cachestate import STATE_FILE, CrashWindows
-from devpi_twisted.storage.cachesync import QUIET, CacheFiles
 from devpi_twisted.storage.fileblobs import FileBlobStore
 from devpi_twisted.storage.interface import UNSTORED
 from devpi_twisted.storage.sqlite import SqliteStorage
@@ -402,13 +400,9 @@ async def test_concurrent_first_downloads_share_one_fetch(world: World) -> None:
     assert world.blobs.local_path(link["entrypath"]).read_bytes() == first.data
 
 
-@pytest.mark.parametrize("deferred", [False, True])
 @pytest.mark.parametrize("switch", [{"truncate": True}, {"wrong_hash": True}])
 @pytest_twisted.ensureDeferred
-async def test_a_broken_download_is_never_stored(world: World, tmp_path: Path,
-                                                 switch: dict[str, Any], deferred: bool) -> None:
-    """(also when it would be linked in without fsync, storage/cachesync.py)"""
-    cache = _deferring(world, tmp_path) if deferred else None
+async def test_a_broken_download_is_never_stored(world: World, switch: dict[str, Any]) -> None:
     await world.setup()
     world.fake.set(**switch)
     await world.ensure("beta")
@@ -417,10 +411,6 @@ async def test_a_broken_download_is_never_stored(world: World, tmp_path: Path,
         await world.mirror.download(NAME, "beta", "1.0", link["entrypath"], Collect().start)
     assert await world.storage.get_file(link["entrypath"]) is None
     assert await world.blobs.exists(link["entrypath"]) is False
-    assert not list(world.staging.iterdir())
-    if cache is not None:
-        assert not cache._files and not cache._moving
-        await cache.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -666,36 +656,3 @@ def test_a_saved_project_list_reads_back_whole_or_not_at_all(tmp_path: Path) -> 
     for before in (old, small):  # one document, as saved before: fetched anew
         with pytest.raises(ValueError):
             _read_list(before.encode())
-
-
-def _deferring(world: World, tmp_path: Path) -> CacheFiles:
-    """The world's mirror again, its cached files' fsyncs deferred (storage/cachesync.py)."""
-    from twisted.internet import reactor
-
-    cache = CacheFiles(world.blobs, tmp_path / STATE_FILE,
-                       CrashWindows(world.blobs, [], lambda fn, *a: deferToThread(fn, *a)),
-                       reactor, world.clock, defer=True)
-    world.mirror = world.new_mirror(cache=cache)
-    return cache
-
-
-@pytest_twisted.ensureDeferred
-async def test_deferred_a_first_download_is_linked_in_on_its_close_and_synced_later(
-        world: World, tmp_path: Path) -> None:
-    cache = _deferring(world, tmp_path)
-    await world.setup()
-    await world.ensure("beta")
-    link = (await world.links("beta"))[0]
-    got = Collect()
-    await world.mirror.download(NAME, "beta", "1.0", link["entrypath"], got.start)
-    body = world.blobs.local_path(link["entrypath"])
-    metadata = world.blobs.local_path(link["entrypath"] + ".metadata")
-    assert body.read_bytes() == got.data and b"Name: beta" in metadata.read_bytes()
-    assert (await world.storage.get_file(link["entrypath"])).entry["hashes"] == {
-        "sha256": link["sha256"]}
-    assert sorted(cache._files) == sorted([body, metadata])  # for the sweep
-    assert not list(world.staging.iterdir())
-    world.clock.advance(QUIET)
-    await cache._sweeping
-    assert cache.stats["cache_files_synced"] == 2 and not cache._moving
-    await cache.close()
