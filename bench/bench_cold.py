@@ -15,8 +15,8 @@ is summed per kind (simple pages, first file downloads) from the last round's lo
 the disk, the three show how much of the time goes to the server's writes.
 ``--syscalls``: after the rounds, two more installs per tree with the server under
 ``strace -c``: its file-system calls (fsyncs, links, renames...) while pip runs (what
-competes with pip's own writes), and until the server is idle again (a deferred sweep
-included), as counts.
+competes with pip's own writes), and until the server is idle again (work deferred
+past the install included), as counts.
 Much shorter than bench_mirror (no wrk runs), for comparing changes to the cold path.
 """
 
@@ -39,10 +39,10 @@ from bench_api import stop_server  # noqa: E402
 from bench_mirror import build_upstream, mirror_server, pip_install, start_nginx  # noqa: E402
 from bench_storage import tree_cpu, wait_idle  # noqa: E402
 
-# the request line and the seconds at the end of an access-log line (web/site.py)
-# after an install: the deferred sweep of the cached files (storage/cachesync.py, QUIET
-# seconds after the last store) is part of the install's CPU
+# after an install: work a tree defers for a few seconds (branch i25-cold's sweep of the
+# cached files) is part of the install's CPU
 SWEEP_WAIT = 6.0
+# the request line and the seconds at the end of an access-log line (web/site.py)
 _ACCESS = re.compile(r'"(?:GET|HEAD) (\S+) HTTP/[\d.]+" (\d+) .* (\d+\.\d+)$')
 
 
