@@ -31,7 +31,7 @@ from devpi_twisted.model.inheritance_info import inheritance_info
 from devpi_twisted.model.names import MAX_NAME, can_be_stored, check_name, normalize_project
 from devpi_twisted.model.policy import BLOCKS_KEY
 from devpi_twisted.model.passwords import (
-    DUMMY_HASH, VerifiedPasswords, hash_password, needs_rehash, verify_password,
+    DUMMY_HASH, VerifiedPasswords, check_password, hash_password,
 )
 from devpi_twisted.model.retry import retrying
 from devpi_twisted.model.throttle import LoginThrottle
@@ -164,7 +164,7 @@ class ServerOps:
             raise TooManyAttempts("too many failed logins, try again later", retry_after=wait)
         self._throttle.started(key, client)
         try:
-            matches = await self._hashing(verify_password, password, pwhash or DUMMY_HASH)
+            matches, rehash = await self._hashing(check_password, password, pwhash or DUMMY_HASH)
         finally:
             self._throttle.settled(key, client)
         if not matches or user is None or not pwhash:
@@ -173,7 +173,7 @@ class ServerOps:
             return None
         self._throttle.succeeded(key)
         self._verified.add(user.name, password, pwhash, client)
-        if needs_rehash(pwhash):
+        if rehash:
             return await self._rehash(user, password)
         return user
 

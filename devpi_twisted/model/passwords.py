@@ -1,9 +1,10 @@
 """Password hashes: argon2id through passlib (spec/model.md 2.2).
 
 These functions burn tens of milliseconds of CPU; callers run them off the reactor.
-The server checks passwords in child processes, so passlib is imported at the first
-hash or check made in this process (about 1 MB resident for good otherwise); what the
-server itself asks (``hash_refusal``, ``needs_rehash``) reads the PHC string.
+The server checks passwords in child processes (``check_password``, which also says
+whether to rehash), so passlib is imported at the first hash or check made in this
+process (about 1 MB resident for good otherwise); ``hash_refusal``, which the server
+itself asks, reads the PHC string.
 
 Users imported from old devpi dumps may carry devpi's pre-4.2 form: a ``pwsalt`` and
 the hex sha256 of salt then password. We keep it as ``LEGACY_PREFIX + salt + "$" +
@@ -127,18 +128,21 @@ def _verify_legacy(password: str, pwhash: str) -> bool:
 
 def needs_rehash(pwhash: str) -> bool:
     """True for the legacy form and for an argon2 hash passlib would redo at our
-    parameters (its rule): another variant, a version before 19, other costs or another
-    digest size; False for anything else."""
+    parameters; False for anything else."""
     if pwhash.startswith(LEGACY_PREFIX):
         return True
-    match = _PHC.fullmatch(pwhash)
-    if match is None:
+    try:
+        return bool(_hasher().needs_update(pwhash))
+    except (ValueError, TypeError):
         return False
-    _, variant, *rest = pwhash.split("$")
-    version = int(rest[0][2:]) if rest[0].startswith("v=") else 16
-    digest = len(rest[-1]) * 3 // 4  # unpadded base64
-    costs = Argon2Cost(*(int(g) for g in match.groups()))
-    return variant != "argon2id" or version < 19 or costs != OUR_COST or digest != _DIGEST_SIZE
+
+
+def check_password(password: str, pwhash: str) -> tuple[bool, bool]:
+    """(``verify_password``, whether a match should be rehashed: ``needs_rehash``) in one
+    call, for the process that checks passwords (web/hashing.py's child, where passlib is
+    loaded anyway)."""
+    matches = verify_password(password, pwhash)
+    return matches, matches and needs_rehash(pwhash)
 
 
 def looks_like_hash(pwhash: str) -> bool:

@@ -18,7 +18,7 @@ from devpi_twisted.model.acl import Policy
 from devpi_twisted.model.errors import TooManyAttempts, Unauthenticated
 from devpi_twisted.model.ops import ServerOps
 from devpi_twisted.model.names import MAX_NAME
-from devpi_twisted.model.passwords import DUMMY_HASH, hash_password, verify_password
+from devpi_twisted.model.passwords import DUMMY_HASH, check_password, hash_password
 from devpi_twisted.model.tokens import TokenSigner
 from devpi_twisted.web.hashing import HashingPool
 from tests.support import failure_of, result_of
@@ -44,7 +44,7 @@ class Recorder:
         return succeed(fn(*args))
 
     def checks(self) -> list[tuple[Any, ...]]:
-        return [args for fn, args in self.calls if fn is verify_password]
+        return [args for fn, args in self.calls if fn is check_password]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
